@@ -1,0 +1,112 @@
+"""What crosses the seam between the scheduler and the nodes: steps out, results back."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Awaitable, Callable, Protocol
+
+#: Kinds of step a node runs. Prep and release use no slot.
+STEP_KINDS = ("task", "prep", "release", "start")
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceFile:
+    """A file to fetch into the step's working directory before the command runs."""
+
+    http_url: str
+    file_path: str  #: destination, relative to the working directory
+    file_mode: str | None = None  #: octal, e.g. "0770"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One command to run on one node; (step_id) is unique per attempt, so stale results can be dropped."""
+
+    step_id: str
+    kind: str  #: one of STEP_KINDS
+    node_root: str  #: absolute path of the node's root directory on its host
+    task_dir: str  #: task directory relative to node_root, e.g. "workitems/j1/job-1/t1"
+    command_line: str
+    #: the user's environment, already merged (job common settings, then the task's own)
+    environment: dict[str, str] = field(default_factory=dict)
+    #: identity variables: AZ_BATCH_ACCOUNT_NAME, _ACCOUNT_URL, _POOL_ID, _NODE_ID, _JOB_ID, _TASK_ID ...
+    batch_context: dict[str, str] = field(default_factory=dict)
+    #: task directory of the job's preparation task, relative to node_root (None: job has none)
+    prep_task_dir: str | None = None
+    resource_files: tuple[ResourceFile, ...] = ()
+    max_wall_clock_seconds: float | None = None  #: None = unlimited
+    elevated: bool = False  #: autoUser elevationLevel admin
+
+    def to_message(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_message(cls, data: dict[str, Any]) -> Step:
+        files = tuple(ResourceFile(**f) for f in data.get("resource_files", ()))
+        return cls(**{**data, "resource_files": files})
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """How a step ended on its node."""
+
+    step_id: str
+    start_time: float  #: epoch seconds
+    end_time: float
+    exit_code: int | None  #: None when the command never ran
+    #: Batch failureInfo {category, code, message, details?} for pre-processing/launch errors and timeouts
+    failure: dict[str, Any] | None = None
+    timed_out: bool = False
+    killed: bool = False  #: ended by a kill request
+
+    def to_message(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_message(cls, data: dict[str, Any]) -> StepResult:
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One entry of a node directory listing, path relative to the listed root."""
+
+    name: str
+    is_directory: bool
+    size: int = 0
+    mtime: float = 0.0
+    ctime: float = 0.0
+    mode: int = 0
+
+
+#: Called with (node_id, results) whenever a node reports finished steps (in batches).
+ResultsCallback = Callable[[str, list[StepResult]], Awaitable[None]]
+#: Called with (node_id) when a node's worker has registered and its agent answers.
+NodeUpCallback = Callable[[str], Awaitable[None]]
+#: Called with (node_id) when a node's worker is gone (died, killed, restarting); its steps are lost.
+NodeDownCallback = Callable[[str], Awaitable[None]]
+
+
+class ComputeBackend(Protocol):
+    """Provisions nodes and runs steps on them. Knows nothing of jobs' rules."""
+
+    on_results: ResultsCallback
+    on_node_up: NodeUpCallback
+    on_node_down: NodeDownCallback
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def add_node(self, node_id: str, node_root: str) -> None:
+        """Start the node; returns once it is launching. on_node_up follows when it is ready."""
+    async def remove_node(self, node_id: str) -> None:
+        """Stop the node's worker for good (its files stay on disk unless wiped by the caller)."""
+    async def restart_node(self, node_id: str, *, wipe: bool = False) -> None:
+        """Reboot (wipe=False) or reimage (wipe=True): on_node_down, then on_node_up again."""
+    def is_up(self, node_id: str) -> bool: ...
+    async def run(self, node_id: str, steps: list[Step]) -> None:
+        """Hand steps to the node's agent in one message; results arrive via on_results."""
+    async def kill(self, node_id: str, step_ids: list[str]) -> None:
+        """Kill the steps' whole process trees; returns once they are dead. No results are reported for them."""
+    async def list_files(self, node_id: str, path: str, recursive: bool) -> list[FileEntry]: ...
+    async def stat_file(self, node_id: str, path: str) -> FileEntry: ...
+    async def read_file(self, node_id: str, path: str, start: int = 0, end: int | None = None) -> bytes: ...
+    async def delete_file(self, node_id: str, path: str, recursive: bool) -> None: ...
