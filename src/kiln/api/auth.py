@@ -70,7 +70,7 @@ def verify_shared_key(method: str, raw_path: str | bytes, query_string: str | by
     account, signature = _parse_authorization(lowered.get("authorization"))
     name, key = _find_account(account, accounts)
     _check_date(lowered, now)
-    path, query = _text(raw_path), _text(query_string)
+    path, query = _text(raw_path).partition("?")[0], _text(query_string)  # some servers keep the query in raw_path
     candidates = _content_length_lines(method, lowered.get("content-length", ""), body_length)
     given = signature.encode("ascii", "replace")
     # Compare every candidate, so timing does not reveal which line form was tried.

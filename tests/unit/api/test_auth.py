@@ -238,6 +238,12 @@ def test_bytes_path_and_query_are_accepted() -> None:
                              ACCOUNTS, NOW) == ACCOUNT
 
 
+def test_raw_path_carrying_the_query_is_accepted() -> None:
+    request = sdk_sign(list_tasks())
+    url = urlsplit(request.url)
+    assert verify(request, path=f"{url.path}?{url.query}") == ACCOUNT
+
+
 def _httpx_verify(request: httpx.Request, now: datetime) -> str:
     flow = SharedKeyAuth(ACCOUNT, KEY_B64).auth_flow(request)
     signed = next(flow)
