@@ -1,0 +1,85 @@
+"""The FastAPI application: routers, Shared Key, api-version, request ids, Batch errors."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kiln.api import auth, files, jobs, nodes, pools, tasks
+from kiln.api.context import SUPPORTED_API_VERSIONS, Kiln
+from kiln.api.http import NotModified, error_response
+from kiln.errors import BadRequest, KilnError, NotFound
+from kiln.wire.times import now
+
+
+def _api_version(request: Request) -> None:
+    version = next((v for k, v in request.query_params.items() if k.lower() == "api-version"), None)
+    if version is None:
+        raise BadRequest("The api-version query parameter is required. Supported versions: "
+                         + ", ".join(SUPPORTED_API_VERSIONS), code="MissingRequiredQueryParameter",
+                         values={"QueryParameterName": "api-version"})
+    if version not in SUPPORTED_API_VERSIONS:
+        raise BadRequest(f"The api-version '{version}' is not supported. Supported versions: "
+                         + ", ".join(SUPPORTED_API_VERSIONS), code="UnsupportedRequestVersion",
+                         values={"QueryParameterName": "api-version", "QueryParameterValue": version})
+
+
+async def _authenticate(request: Request) -> None:
+    state: Kiln = request.app.state.kiln
+    body = await request.body()
+    auth.verify_shared_key(request.method, request.scope.get("raw_path") or request.url.path.encode(),
+                           request.scope.get("query_string", b""), request.headers, len(body),
+                           {state.account_name: state.account_key}, now())
+    _api_version(request)
+
+
+def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
+    app = FastAPI(title="Kiln", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.kiln = state
+    for module in (pools, nodes, jobs, tasks, files):
+        app.include_router(module.router, dependencies=[Depends(_authenticate)])
+
+    @app.middleware("http")
+    async def request_ids(request: Request, call_next) -> Response:
+        request.state.request_id = str(uuid.uuid4())
+        try:
+            response = await call_next(request)
+        except NotModified:
+            response = Response(status_code=304)
+        response.headers["request-id"] = request.state.request_id
+        client_id = request.headers.get("client-request-id")
+        if client_id and request.headers.get("return-client-request-id", "").lower() == "true":
+            response.headers["client-request-id"] = client_id
+        return response
+
+    @app.exception_handler(KilnError)
+    async def batch_error(request: Request, exc: KilnError) -> Response:
+        return error_response(request, exc)
+
+    @app.exception_handler(NotModified)
+    async def not_modified(request: Request, exc: NotModified) -> Response:
+        return Response(status_code=304)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        problem = exc.errors()[0]
+        name = str(problem["loc"][-1])
+        return error_response(request, BadRequest(f"Invalid value for '{name}': {problem['msg']}",
+                                                  code="InvalidQueryParameterValue",
+                                                  values={"QueryParameterName": name}))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return error_response(request, NotFound("The requested URI does not represent any resource on the server.",
+                                                    code="InvalidUri"))
+        if exc.status_code == 405:
+            return error_response(request, KilnError("The HTTP method is not supported for this resource.",
+                                                     code="UnsupportedHttpVerb", status=405))
+        return error_response(request, KilnError(str(exc.detail), status=exc.status_code))
+
+    return app

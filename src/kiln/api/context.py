@@ -1,0 +1,33 @@
+"""What every router needs: the store, the scheduler, the account. One instance per server."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Request
+
+from kiln.compute.protocol import ComputeBackend
+from kiln.scheduler.engine import Scheduler
+from kiln.store.database import Database
+
+#: The well-known development account (like Azurite's devstoreaccount1). Override with
+#: KILN_ACCOUNT_NAME / KILN_ACCOUNT_KEY.
+DEV_ACCOUNT_NAME = "kilndev"
+DEV_ACCOUNT_KEY = "a2lsbi1kZXZlbG9wbWVudC1hY2NvdW50LWtleS1ub3Qtc2VjcmV0LTAwMDAwMDAwMDA="
+
+#: api-versions the two SDK generations send.
+SUPPORTED_API_VERSIONS = ("2025-06-01", "2024-07-01.20.0", "2024-02-01.19.0", "2023-05-01.17.0")
+
+
+@dataclass
+class Kiln:
+    database: Database
+    scheduler: Scheduler
+    backend: ComputeBackend
+    data_dir: Path
+    account_name: str
+    account_key: bytes
+
+
+def kiln(request: Request) -> Kiln:
+    return request.app.state.kiln

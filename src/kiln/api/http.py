@@ -1,0 +1,195 @@
+"""Batch's HTTP conventions in one place: JSON bodies, headers, error body, conditions, lists."""
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from fastapi import Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
+
+from kiln.api import odata
+from kiln.errors import BadRequest, ConditionNotMet, InvalidPropertyValue, KilnError, MissingRequiredProperty
+from kiln.wire.times import format_http_time, format_time, now
+
+M = TypeVar("M", bound=BaseModel)
+JSON_TYPE = "application/json;odata=minimalmetadata"
+MAX_RESULTS = 1000
+
+
+def metadata_url(request: Request, fragment: str) -> str:
+    return f"{base_url(request)}/$metadata#{fragment}"
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status_code=status, media_type=JSON_TYPE,
+                    headers={"DataServiceVersion": "3.0", **(headers or {})})
+
+
+def entity_response(request: Request, doc: dict[str, Any], row: Mapping[str, Any], fragment: str) -> Response:
+    """A single entity with ETag and Last-Modified; honours $select and GET conditions (304)."""
+    check_read_conditions(request, row)
+    body = {"odata.metadata": metadata_url(request, fragment), **odata.apply_select(doc, request.query_params.get("$select"))}
+    return json_response(body, headers=entity_headers(row))
+
+
+def entity_headers(row: Mapping[str, Any]) -> dict[str, str]:
+    return {"ETag": row["etag"], "Last-Modified": format_http_time(row["last_modified"])}
+
+
+def empty(status: int, request: Request, row: Mapping[str, Any] | None = None, location: str | None = None) -> Response:
+    """Writes answer with no body; DataServiceId names what was touched."""
+    headers = {"DataServiceId": location or str(request.url).split("?")[0], "DataServiceVersion": "3.0"}
+    if row is not None:
+        headers.update(entity_headers(row))
+    if location:
+        headers["Location"] = location
+    return Response(status_code=status, headers=headers)
+
+
+def error_response(request: Request, error: KilnError) -> Response:
+    request_id = getattr(request.state, "request_id", str(uuid.uuid4()))
+    body: dict[str, Any] = {
+        "odata.metadata": metadata_url(request, "Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element"),
+        "code": error.code,
+        "message": {"lang": "en-US", "value": f"{error.message}\nRequestId:{request_id}\nTime:{format_time(now())}"},
+    }
+    if error.values:
+        body["values"] = [{"key": k, "value": v} for k, v in error.values.items()]
+    return json_response(body, status=error.status)
+
+
+def error_body(request: Request, error: KilnError) -> dict[str, Any]:
+    """The error object as add-collection embeds it per task."""
+    return json.loads(error_response(request, error).body)
+
+
+async def read_json(request: Request, *, optional: bool = False) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        if optional:
+            return {}
+        raise BadRequest("The request body is missing.", code="InvalidRequestBody")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}", code="InvalidRequestBody") from None
+    if not isinstance(data, dict):
+        raise BadRequest("The request body must be a JSON object.", code="InvalidRequestBody")
+    return data
+
+
+def parse(model: type[M], data: Mapping[str, Any]) -> M:
+    """Validate a wire model; the first problem becomes Batch's 400 naming the property."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        name = ".".join(str(part) for part in problem["loc"] if not isinstance(part, int)) or "body"
+        if problem["type"] == "missing":
+            raise MissingRequiredProperty(name) from None
+        value = problem.get("input")
+        raise InvalidPropertyValue(name, value if isinstance(value, (str, int, float, bool)) else None,
+                                   problem["msg"]) from None
+
+
+async def read_model(request: Request, model: type[M], *, optional: bool = False) -> M:
+    return parse(model, await read_json(request, optional=optional))
+
+
+# ---------------------------------------------------------------- conditions
+def _tags(value: str | None) -> list[str]:
+    return [t.strip().strip('"') for t in value.split(",")] if value else []
+
+
+def _http_time(value: str) -> datetime:
+    from email.utils import parsedate_to_datetime
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"The header value '{value}' is not a valid HTTP date.", code="InvalidHeaderValue") from None
+
+
+def check_write_conditions(request: Request, row: Mapping[str, Any] | None) -> None:
+    """If-Match / If-None-Match / If-(Un)Modified-Since on writes: 412 ConditionNotMet."""
+    headers = request.headers
+    etag = row["etag"] if row else None
+    if (match := _tags(headers.get("if-match"))) and (etag is None or ("*" not in match and etag not in match)):
+        raise ConditionNotMet()
+    if (none := _tags(headers.get("if-none-match"))) and etag is not None and ("*" in none or etag in none):
+        raise ConditionNotMet()
+    if row and (since := headers.get("if-unmodified-since")):
+        if row["last_modified"].replace(microsecond=0) > _http_time(since):
+            raise ConditionNotMet()
+    if row and (since := headers.get("if-modified-since")):
+        if row["last_modified"].replace(microsecond=0) <= _http_time(since):
+            raise ConditionNotMet()
+
+
+class NotModified(Exception):
+    """GET conditions say the client's copy is current: answer 304."""
+
+
+def check_read_conditions(request: Request, row: Mapping[str, Any]) -> None:
+    headers = request.headers
+    if (match := _tags(headers.get("if-match"))) and "*" not in match and row["etag"] not in match:
+        raise ConditionNotMet()
+    if (none := _tags(headers.get("if-none-match"))) and ("*" in none or row["etag"] in none):
+        raise NotModified()
+    if (since := headers.get("if-modified-since")) and row["last_modified"].replace(microsecond=0) <= _http_time(since):
+        raise NotModified()
+    if (since := headers.get("if-unmodified-since")) and row["last_modified"].replace(microsecond=0) > _http_time(since):
+        raise ConditionNotMet()
+
+
+# ---------------------------------------------------------------- lists
+def _max_results(request: Request) -> int:
+    text = request.query_params.get("maxresults")
+    if text is None:
+        return MAX_RESULTS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_RESULTS:
+        from kiln.errors import InvalidQueryParameterValue
+        raise InvalidQueryParameterValue("maxresults", text, "maxresults must be an integer from 1 to 1000.")
+    return value
+
+
+def _skip(request: Request) -> int:
+    token = request.query_params.get("$skiptoken")
+    if not token:
+        return 0
+    try:
+        return int(base64.urlsafe_b64decode(token.encode() + b"==").decode())
+    except ValueError:
+        from kiln.errors import InvalidQueryParameterValue
+        raise InvalidQueryParameterValue("$skiptoken", token, "The continuation token is not valid.") from None
+
+
+def list_response(request: Request, docs: Sequence[dict[str, Any]], fragment: str,
+                  allowed: odata.Allowed) -> Response:
+    """Filter, page (maxresults + odata.nextLink with $skiptoken) and $select a list."""
+    text = request.query_params.get("$filter")
+    matches: Callable[[dict], bool] = odata.compile_filter(text, allowed) if text else (lambda _: True)
+    limit, skip = _max_results(request), _skip(request)
+    selected = [d for d in docs if matches(d)]
+    page = selected[skip: skip + limit]
+    select = request.query_params.get("$select")
+    body: dict[str, Any] = {"odata.metadata": metadata_url(request, fragment),
+                            "value": [odata.apply_select(d, select) for d in page]}
+    if skip + limit < len(selected):
+        params = {k: v for k, v in request.query_params.items() if k != "$skiptoken"}
+        params["$skiptoken"] = base64.urlsafe_b64encode(str(skip + limit).encode()).decode().rstrip("=")
+        body["odata.nextLink"] = f"{base_url(request)}{request.url.path}?{urlencode(params)}"
+    return json_response(body)

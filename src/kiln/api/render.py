@@ -1,0 +1,136 @@
+"""Stored rows to Batch JSON documents (what GET returns)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from kiln.core.node import NodeState, busy_state
+from kiln.scheduler.steps import task_dir
+from kiln.wire.times import format_time
+
+Doc = dict[str, Any]
+
+
+def _states(row: Mapping[str, Any]) -> Doc:
+    doc: Doc = {"state": row["state"], "stateTransitionTime": format_time(row["state_transition_time"])}
+    if row.get("previous_state"):
+        doc["previousState"] = row["previous_state"]
+        doc["previousStateTransitionTime"] = format_time(row["previous_state_transition_time"])
+    return doc
+
+
+def _entity(row: Mapping[str, Any], url: str) -> Doc:
+    return {"id": row["id"], "url": url, "eTag": row["etag"], "lastModified": format_time(row["last_modified"]),
+            "creationTime": format_time(row["creation_time"])}
+
+
+def pool(row: Mapping[str, Any], base: str, current_nodes: int) -> Doc:
+    doc = {**row["spec"], **_entity(row, f"{base}/pools/{row['id']}"),
+           "state": row["state"], "stateTransitionTime": format_time(row["state_transition_time"]),
+           "allocationState": row["allocation_state"],
+           "allocationStateTransitionTime": format_time(row["allocation_state_transition_time"]),
+           "currentDedicatedNodes": current_nodes, "currentLowPriorityNodes": 0,
+           "targetDedicatedNodes": row["target_dedicated_nodes"],
+           "targetLowPriorityNodes": row["target_low_priority_nodes"]}
+    if row.get("resize_errors"):
+        doc["resizeErrors"] = row["resize_errors"]
+    return doc
+
+
+def node(row: Mapping[str, Any], pool_row: Mapping[str, Any], base: str, running_tasks: int,
+         running_slots: int) -> Doc:
+    state = row["state"]
+    if state in (NodeState.IDLE, NodeState.RUNNING):
+        state = busy_state(running_tasks).value
+    doc: Doc = {"id": row["id"], "url": f"{base}/pools/{pool_row['id']}/nodes/{row['id']}", "state": state,
+                "schedulingState": row["scheduling_state"],
+                "stateTransitionTime": format_time(row["state_transition_time"]),
+                "allocationTime": format_time(row["allocation_time"]), "ipAddress": "127.0.0.1",
+                "affinityId": f"TVM:{row['id']}", "vmSize": pool_row["spec"].get("vmSize"),
+                "totalTasksRun": row["total_tasks_run"], "totalTasksSucceeded": row["total_tasks_succeeded"],
+                "runningTasksCount": running_tasks, "runningTaskSlotsCount": running_slots,
+                "isDedicated": True}
+    if row.get("last_boot_time"):
+        doc["lastBootTime"] = format_time(row["last_boot_time"])
+    return doc
+
+
+def job(row: Mapping[str, Any], base: str) -> Doc:
+    execution: Doc = {"startTime": format_time(row["creation_time"]), "poolId": row["spec"]["poolInfo"].get("poolId")}
+    if row.get("end_time"):
+        execution["endTime"] = format_time(row["end_time"])
+    if row.get("terminate_reason"):
+        execution["terminateReason"] = row["terminate_reason"]
+    return {**row["spec"], **_entity(row, f"{base}/jobs/{row['id']}"), **_states(row),
+            "priority": row["priority"], "executionInfo": execution}
+
+
+def task(row: Mapping[str, Any], job_id: str, base: str) -> Doc:
+    execution: Doc = {"retryCount": row["retry_count"], "requeueCount": row["requeue_count"]}
+    for name, column in (("startTime", "start_time"), ("endTime", "end_time"), ("lastRetryTime", "last_retry_time"),
+                         ("lastRequeueTime", "last_requeue_time")):
+        if row.get(column):
+            execution[name] = format_time(row[column])
+    for name, column in (("exitCode", "exit_code"), ("failureInfo", "failure_info"), ("result", "result")):
+        if row.get(column) is not None:
+            execution[name] = row[column]
+    doc = {**row["spec"], **_entity(row, f"{base}/jobs/{job_id}/tasks/{row['id']}"), **_states(row),
+           "executionInfo": execution}
+    if row.get("node_id"):
+        directory = task_dir(job_id, row["id"])
+        doc["nodeInfo"] = node_info(base, row["pool_id"], row["node_id"], directory)
+    return doc
+
+
+def node_info(base: str, pool_id: str, node_id: str, directory: str) -> Doc:
+    node_url = f"{base}/pools/{pool_id}/nodes/{node_id}"
+    return {"affinityId": f"TVM:{node_id}", "nodeUrl": node_url, "poolId": pool_id, "nodeId": node_id,
+            "taskRootDirectory": directory, "taskRootDirectoryUrl": f"{node_url}/files/{directory}"}
+
+
+def _step_info(record: Mapping[str, Any], prefix: str, directory: str, node_url: str) -> Doc:
+    info: Doc = {"state": record[f"{prefix}_state"], "taskRootDirectory": directory,
+                 "taskRootDirectoryUrl": f"{node_url}/files/{directory}"}
+    for name, column in (("startTime", "start_time"), ("endTime", "end_time")):
+        if record.get(f"{prefix}_{column}"):
+            info[name] = format_time(record[f"{prefix}_{column}"])
+    for name, column in (("exitCode", "exit_code"), ("failureInfo", "failure_info"), ("result", "result")):
+        if record.get(f"{prefix}_{column}") is not None:
+            info[name] = record[f"{prefix}_{column}"]
+    return info
+
+
+def preparation_status(record: Mapping[str, Any], job_row: Mapping[str, Any], base: str) -> Doc:
+    """One entry of the job's preparation and release task status list."""
+    node_url = f"{base}/pools/{record['pool_id']}/nodes/{record['node_id']}"
+    spec = job_row["spec"]
+    doc: Doc = {"poolId": record["pool_id"], "nodeId": record["node_id"], "nodeUrl": node_url}
+    if record["prep_state"] != "pending":
+        prep = _step_info(record, "prep", task_dir(job_row["id"], spec["jobPreparationTask"]["id"]), node_url)
+        prep["retryCount"] = record["prep_retry_count"]
+        if record.get("prep_last_retry_time"):
+            prep["lastRetryTime"] = format_time(record["prep_last_retry_time"])
+        doc["jobPreparationTaskExecutionInfo"] = prep
+    if record["release_state"] != "pending" and spec.get("jobReleaseTask"):
+        doc["jobReleaseTaskExecutionInfo"] = _step_info(
+            record, "release", task_dir(job_row["id"], spec["jobReleaseTask"]["id"]), node_url)
+    return doc
+
+
+def file_entry(entry, url_prefix: str) -> Doc:
+    """A node or task file list item; directories carry no properties."""
+    doc: Doc = {"name": entry.name, "url": f"{url_prefix}/{quote(entry.name, safe='')}",
+                "isDirectory": entry.is_directory}
+    if not entry.is_directory:
+        from datetime import datetime, timezone
+        doc["properties"] = {
+            "creationTime": format_time(datetime.fromtimestamp(entry.ctime, timezone.utc)),
+            "lastModified": format_time(datetime.fromtimestamp(entry.mtime, timezone.utc)),
+            "contentLength": str(entry.size), "contentType": content_type(entry.name),
+            "fileMode": f"{entry.mode & 0o7777:o}"}
+    return doc
+
+
+def content_type(name: str) -> str:
+    return "text/plain" if name.endswith(".txt") else "application/octet-stream"

@@ -1,0 +1,200 @@
+"""/jobs/{job}/tasks: add (one or a collection), read, list, update, terminate, delete."""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from sqlalchemy import Connection
+
+from kiln.api import odata, render
+from kiln.api.context import kiln
+from kiln.api.http import (base_url, check_write_conditions, empty, entity_response, error_body, json_response,
+                           list_response, metadata_url, parse, read_json, read_model)
+from kiln.api.jobs import load_job
+from kiln.core import job as job_rules
+from kiln.core.task import TaskState
+from kiln.errors import BadRequest, Conflict, KilnError, NotFound
+from kiln.store import rows as db
+from kiln.wire import ids
+from kiln.wire.models import TaskAdd, TaskConstraints, TaskUpdate
+from kiln.wire.times import now
+
+router = APIRouter()
+MAX_COLLECTION = 100
+MAX_BODY = 1024 * 1024
+
+
+def load_task(conn: Connection, job_id: str, task_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    job = load_job(conn, job_id)
+    task = db.get(conn, db.tasks, job_key=job["key"], key=ids.key(task_id))
+    if task is None:
+        raise NotFound("The specified task does not exist.", code="TaskNotFound")
+    return job, task
+
+
+def _task_row(job: dict[str, Any], spec: TaskAdd, moment) -> dict[str, Any]:
+    doc = spec.materialize(job["spec"]["constraints"]["maxTaskRetryCount"])
+    return {"job_key": job["key"], "key": ids.key(spec.id), "id": spec.id, "spec": doc,
+            "state": TaskState.ACTIVE.value, "state_transition_time": moment, "required_slots": spec.required_slots,
+            "max_retries": doc["constraints"]["maxTaskRetryCount"], "attempt": 0, "retry_count": 0,
+            "requeue_count": 0, "creation_time": moment, "last_modified": moment, "etag": db.new_etag()}
+
+
+def _check_against_job(job: dict[str, Any], spec: TaskAdd) -> None:
+    for kind, code in (("jobPreparationTask", "TaskIdSameAsJobPreparationTask"),
+                       ("jobReleaseTask", "TaskIdSameAsJobReleaseTask")):
+        other = job["spec"].get(kind)
+        if other and other["id"].lower() == spec.id.lower():
+            raise Conflict(f"The task id is the same as the id of the job's {kind}.", code=code)
+
+
+def _insert(conn: Connection, job_id: str, specs: list[TaskAdd | KilnError]) -> tuple[dict, list]:
+    """Insert the valid tasks of one request; each gets a row or an error (add-collection is not transactional)."""
+    job = load_job(conn, job_id)
+    job_rules.check_open(job["state"])
+    moment = now()
+    outcomes: list[dict[str, Any] | KilnError] = []
+    seen: set[str] = set()
+    existing = {r["key"] for r in db.find(conn, db.tasks, job_key=job["key"])} if len(specs) > 1 else None
+    for spec in specs:
+        if isinstance(spec, KilnError):
+            outcomes.append(spec)
+            continue
+        try:
+            _check_against_job(job, spec)
+            key = ids.key(spec.id)
+            taken = key in existing if existing is not None else \
+                db.get(conn, db.tasks, job_key=job["key"], key=key) is not None
+            if taken or key in seen:
+                raise Conflict("The specified task already exists.", code="TaskExists")
+            seen.add(key)
+            outcomes.append(_task_row(job, spec, moment))
+        except KilnError as error:
+            outcomes.append(error)
+    rows = [o for o in outcomes if isinstance(o, dict)]
+    db.insert_rows(conn, db.tasks, rows)
+    if rows:
+        inserted = {r["key"]: r["seq"] for r in db.find(conn, db.tasks, job_key=job["key"]) if r["key"] in seen}
+        for row in rows:
+            row["seq"] = inserted[row["key"]]
+    return job, outcomes
+
+
+def _validated(data: Any) -> TaskAdd | KilnError:
+    try:
+        if not isinstance(data, dict):
+            raise BadRequest("Each task must be a JSON object.", code="InvalidRequestBody")
+        spec = parse(TaskAdd, data)
+        spec.check()
+        return spec
+    except KilnError as error:
+        error.task_id = data.get("id") if isinstance(data, dict) else None  # type: ignore[attr-defined]
+        return error
+
+
+@router.post("/jobs/{job_id}/tasks")
+async def add_task(request: Request, job_id: str) -> Response:
+    spec = _validated(await read_json(request))
+    if isinstance(spec, KilnError):
+        raise spec
+    state = kiln(request)
+    job, outcomes = await state.database.write(lambda conn: _insert(conn, job_id, [spec]))
+    if isinstance(outcomes[0], KilnError):
+        raise outcomes[0]
+    row = outcomes[0]
+    state.scheduler.tasks_added(job["key"], [(row["seq"], row["required_slots"])])
+    return empty(201, request, row, location=f"{base_url(request)}/jobs/{job['id']}/tasks/{row['id']}")
+
+
+@router.post("/jobs/{job_id}/addtaskcollection")
+async def add_task_collection(request: Request, job_id: str) -> Response:
+    if len(await request.body()) > MAX_BODY:
+        raise KilnError("The request body is too large; send at most 1 MB and 100 tasks per call.",
+                        code="RequestBodyTooLarge", status=413)
+    body = await read_json(request)
+    values = body.get("value")
+    if not isinstance(values, list) or not values:
+        raise BadRequest("The request body must have a non-empty 'value' list of tasks.",
+                         code="MissingRequiredProperty", values={"PropertyName": "value"})
+    if len(values) > MAX_COLLECTION:
+        raise BadRequest(f"A task collection may hold at most {MAX_COLLECTION} tasks; this one has {len(values)}.",
+                         code="TooManyTasksInCollection", values={"PropertyName": "value"})
+    specs = [_validated(v) for v in values]
+    state = kiln(request)
+    job, outcomes = await state.database.write(lambda conn: _insert(conn, job_id, specs))
+    base = base_url(request)
+    results = []
+    for data, outcome in zip(values, outcomes):
+        if isinstance(outcome, KilnError):
+            task_id = data.get("id") if isinstance(data, dict) else None
+            status = "servererror" if outcome.status >= 500 else "clienterror"
+            results.append({"status": status, "taskId": task_id, "error": error_body(request, outcome)})
+        else:
+            from kiln.wire.times import format_time
+            results.append({"status": "success", "taskId": outcome["id"], "eTag": outcome["etag"],
+                            "lastModified": format_time(outcome["last_modified"]),
+                            "location": f"{base}/jobs/{job['id']}/tasks/{outcome['id']}"})
+    state.scheduler.tasks_added(job["key"], [(o["seq"], o["required_slots"]) for o in outcomes if isinstance(o, dict)])
+    return json_response({"odata.metadata": metadata_url(request, "Microsoft.Azure.Batch.Protocol.Entities.TaskAddCollectionResult"),
+                          "value": results})
+
+
+@router.get("/jobs/{job_id}/tasks")
+async def list_tasks(request: Request, job_id: str) -> Response:
+    def read(conn: Connection):
+        job = load_job(conn, job_id)
+        return job, db.find(conn, db.tasks, order_by=["seq"], job_key=job["key"])
+    job, rows = await kiln(request).database.read(read)
+    base = base_url(request)
+    return list_response(request, [render.task(r, job["id"], base) for r in rows], "tasks", odata.TASK_FILTERS)
+
+
+@router.get("/jobs/{job_id}/tasks/{task_id}")
+async def get_task(request: Request, job_id: str, task_id: str) -> Response:
+    job, row = await kiln(request).database.read(lambda conn: load_task(conn, job_id, task_id))
+    return entity_response(request, render.task(row, job["id"], base_url(request)), row, "tasks/@Element")
+
+
+@router.put("/jobs/{job_id}/tasks/{task_id}")
+async def update_task(request: Request, job_id: str, task_id: str) -> Response:
+    update = await read_model(request, TaskUpdate)
+
+    def write(conn: Connection) -> dict[str, Any]:
+        job, row = load_task(conn, job_id, task_id)
+        check_write_conditions(request, row)
+        job_rules.check_open(job["state"])
+        spec = dict(row["spec"])
+        given = (update.constraints or TaskConstraints()).dump()
+        spec["constraints"] = {**spec["constraints"], **given}
+        changes = {"spec": spec, "max_retries": spec["constraints"]["maxTaskRetryCount"], "last_modified": now()}
+        db.change(conn, db.tasks, {"seq": row["seq"]}, changes, bump_etag=True)
+        return db.get(conn, db.tasks, seq=row["seq"])
+    row = await kiln(request).database.write(write)
+    return empty(200, request, row)
+
+
+async def _checked_task(request: Request, job_id: str, task_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    job, row = await kiln(request).database.read(lambda conn: load_task(conn, job_id, task_id))
+    check_write_conditions(request, row)
+    return job, row
+
+
+@router.delete("/jobs/{job_id}/tasks/{task_id}")
+async def delete_task(request: Request, job_id: str, task_id: str) -> Response:
+    job, row = await _checked_task(request, job_id, task_id)
+    await kiln(request).scheduler.end_task(job["key"], row["key"], delete=True)
+    return empty(200, request)
+
+
+@router.post("/jobs/{job_id}/tasks/{task_id}/terminate")
+async def terminate_task(request: Request, job_id: str, task_id: str) -> Response:
+    job, row = await _checked_task(request, job_id, task_id)
+    await kiln(request).scheduler.end_task(job["key"], row["key"], delete=False)
+    return empty(204, request)
+
+
+@router.get("/jobs/{job_id}/tasks/{task_id}/subtasksinfo")
+async def list_subtasks(request: Request, job_id: str, task_id: str) -> Response:
+    await kiln(request).database.read(lambda conn: load_task(conn, job_id, task_id))
+    return json_response({"odata.metadata": metadata_url(request, "subtaskinfo"), "value": []})

@@ -1,0 +1,45 @@
+"""The `kiln` command: serve, demo."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from kiln.server import Settings, serve as run_server
+
+app = typer.Typer(help="Kiln: an Azure Batch-compatible batch compute service.", no_args_is_help=True)
+console = Console()
+
+
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
+          port: int = typer.Option(8520, help="Port to bind."),
+          data_dir: Path = typer.Option(Path(".kiln"), "--data-dir", help="Where the store and node roots live."),
+          database_url: str = typer.Option(None, "--database-url", envvar="KILN_DATABASE_URL",
+                                           help="SQLAlchemy URL of the store (default: SQLite in the data dir)."),
+          ) -> None:
+    """Run the Batch endpoint in the foreground (SIGTERM or Ctrl-C stops it cleanly)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env(host=host, port=port, data_dir=data_dir, database_url=database_url)
+
+    def ready() -> None:
+        console.print(f"Kiln is serving the Azure Batch API at [bold]{settings.endpoint}[/bold]")
+        console.print(f"  account name: {settings.account_name}")
+        console.print(f"  account key:  {settings.account_key}")
+        console.print(f"  data dir:     {settings.data_dir.resolve()}", highlight=False)
+
+    run_server(settings, on_ready=ready)
+
+
+@app.command()
+def demo(port: int = typer.Option(8520, help="Port for the embedded server."),
+         keep: bool = typer.Option(False, help="Keep the demo's data directory.")) -> None:
+    """Run the job preparation/release sample from Azure's docs on an embedded server."""
+    from kiln.cli.demo import run_demo
+    raise typer.Exit(run_demo(port=port, keep=keep, console=console))
+
+
+if __name__ == "__main__":
+    app()

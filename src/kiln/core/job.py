@@ -1,0 +1,71 @@
+"""The job lifecycle (batch-semantics §5.3) as a table of edges."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from kiln.core import lifecycle
+from kiln.core.lifecycle import Changes, no_changes
+
+
+class JobState(StrEnum):
+    ACTIVE = "active"
+    DISABLING = "disabling"
+    DISABLED = "disabled"
+    ENABLING = "enabling"
+    TERMINATING = "terminating"
+    COMPLETED = "completed"
+    DELETING = "deleting"
+
+
+class TerminateReason(StrEnum):
+    USER = "UserTerminate"
+    WALL_CLOCK = "MaxWallClockTimeExpiry"
+    ALL_TASKS_COMPLETE = "AllTasksComplete"
+    TASK_FAILED = "TaskFailed"
+    JOB_MANAGER = "JMComplete"
+    SCHEDULE = "TerminateJobSchedule"
+
+
+def _terminating(row: Mapping[str, Any], now: datetime, *, reason: str, **_: Any) -> Changes:
+    return {"terminate_reason": reason}
+
+
+def _completed(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    return {"end_time": now}
+
+
+S = JobState
+TRANSITIONS: lifecycle.Table = {
+    (S.ACTIVE, S.TERMINATING): _terminating,
+    (S.DISABLED, S.TERMINATING): _terminating,
+    (S.TERMINATING, S.COMPLETED): _completed,
+    **{(state, S.DELETING): no_changes for state in S if state is not S.DELETING},
+}
+
+#: States in which a job accepts new tasks and updates.
+OPEN = frozenset({S.ACTIVE, S.DISABLING, S.DISABLED, S.ENABLING})
+
+#: The 409 a job in each closed state answers to "add a task" or "update".
+CLOSED_CODES = {
+    S.COMPLETED: ("JobCompleted", "The specified job is already in a completed state."),
+    S.TERMINATING: ("JobBeingTerminated", "The specified job is being terminated."),
+    S.DELETING: ("JobBeingDeleted", "The specified job has been marked for deletion and is being deleted."),
+}
+
+
+def transition(row: Mapping[str, Any], to: JobState, now: datetime, **event: Any) -> Changes:
+    current = JobState(row["state"])
+    code = CLOSED_CODES.get(current, ("OperationInvalidForCurrentState",))[0]
+    return lifecycle.transition(TRANSITIONS, row, to, now, conflict_code=code, **event)
+
+
+def check_open(state: str) -> None:
+    """Raise Batch's 409 when the job no longer takes tasks or updates."""
+    from kiln.errors import Conflict
+    current = JobState(state)
+    if current not in OPEN:
+        code, message = CLOSED_CODES[current]
+        raise Conflict(message, code=code)

@@ -1,0 +1,57 @@
+"""The pool lifecycle (batch-semantics §5.1): state and allocation state, each a table."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from kiln.core import lifecycle
+from kiln.core.lifecycle import Changes, no_changes
+
+
+class PoolState(StrEnum):
+    ACTIVE = "active"
+    DELETING = "deleting"
+
+
+class AllocationState(StrEnum):
+    STEADY = "steady"
+    RESIZING = "resizing"
+    STOPPING = "stopping"
+
+
+def _allocation_stamp(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    return {"allocation_state_transition_time": now, "last_modified": now}
+
+
+def _state_stamp(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    return {"state_transition_time": now, "last_modified": now}
+
+
+A = AllocationState
+ALLOCATION_TRANSITIONS: lifecycle.Table = {
+    (A.STEADY, A.RESIZING): _allocation_stamp,
+    (A.RESIZING, A.STEADY): _allocation_stamp,
+    (A.RESIZING, A.STOPPING): _allocation_stamp,
+    (A.STOPPING, A.STEADY): _allocation_stamp,
+    (A.RESIZING, A.RESIZING): no_changes,
+}
+
+STATE_TRANSITIONS: lifecycle.Table = {
+    (PoolState.ACTIVE, PoolState.DELETING): _state_stamp,
+}
+
+
+def allocation(row: Mapping[str, Any], to: AllocationState, now: datetime) -> Changes:
+    code = "PoolBeingDeleted" if row["state"] == PoolState.DELETING else "PoolNotSteady"
+    if row["state"] == PoolState.DELETING:
+        from kiln.errors import Conflict
+        raise Conflict("The specified pool has been marked for deletion and is being reclaimed.", code=code)
+    return lifecycle.transition(ALLOCATION_TRANSITIONS, row, to, now, conflict_code="PoolBeingResized",
+                                state_field="allocation_state", track_previous=False)
+
+
+def delete(row: Mapping[str, Any], now: datetime) -> Changes:
+    return lifecycle.transition(STATE_TRANSITIONS, row, PoolState.DELETING, now, conflict_code="PoolBeingDeleted",
+                                track_previous=False)

@@ -1,0 +1,89 @@
+"""The task lifecycle (batch-semantics §5.4) as a table of edges."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from kiln.core import lifecycle
+from kiln.core.lifecycle import Changes
+
+
+class TaskState(StrEnum):
+    ACTIVE = "active"
+    PREPARING = "preparing"
+    RUNNING = "running"
+    COMPLETED = "completed"
+
+
+def _assign(row: Mapping[str, Any], now: datetime, *, pool_id: str, node_id: str, attempt: int, **_: Any) -> Changes:
+    """Bound to a node: slots are held from here on."""
+    return {"pool_id": pool_id, "node_id": node_id, "attempt": attempt}
+
+
+def _start(row: Mapping[str, Any], now: datetime, *, pool_id: str, node_id: str, attempt: int, **_: Any) -> Changes:
+    return {**_assign(row, now, pool_id=pool_id, node_id=node_id, attempt=attempt),
+            "start_time": now, "end_time": None, "exit_code": None, "result": None, "failure_info": None}
+
+
+def _start_after_prep(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    return {"start_time": now}
+
+
+def _unbind(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    """Prep failed on the bound node: back to the queue, counted as neither retry nor requeue."""
+    return {"node_id": None}
+
+
+def _requeue(row: Mapping[str, Any], now: datetime, *, retry: bool = False, **_: Any) -> Changes:
+    """Off the node again: a retry after a non-zero exit, or a requeue (node lost, server restart)."""
+    if retry:
+        return {"retry_count": row["retry_count"] + 1, "last_retry_time": now, "node_id": None}
+    return {"requeue_count": row["requeue_count"] + 1, "last_requeue_time": now, "node_id": None}
+
+
+def _complete(row: Mapping[str, Any], now: datetime, *, exit_code: int | None = None,
+              failure_info: dict | None = None, **_: Any) -> Changes:
+    return {"end_time": now, "exit_code": exit_code, "failure_info": failure_info,
+            "result": "failure" if failure_info else "success"}
+
+
+def _end_unstarted(row: Mapping[str, Any], now: datetime, *, failure_info: dict | None = None, **_: Any) -> Changes:
+    """Terminated before it ran: completed with failureInfo, never started."""
+    return {"end_time": now, "failure_info": failure_info, "result": "failure" if failure_info else None}
+
+
+S = TaskState
+TRANSITIONS: lifecycle.Table = {
+    (S.ACTIVE, S.PREPARING): _assign,
+    (S.ACTIVE, S.RUNNING): _start,
+    (S.ACTIVE, S.COMPLETED): _end_unstarted,
+    (S.PREPARING, S.RUNNING): _start_after_prep,
+    (S.PREPARING, S.ACTIVE): _unbind,
+    (S.PREPARING, S.COMPLETED): _end_unstarted,
+    (S.RUNNING, S.ACTIVE): _requeue,
+    (S.RUNNING, S.COMPLETED): _complete,
+}
+
+
+def transition(row: Mapping[str, Any], to: TaskState, now: datetime, **event: Any) -> Changes:
+    code = "TaskCompleted" if row["state"] == S.COMPLETED else "OperationInvalidForCurrentState"
+    return lifecycle.transition(TRANSITIONS, row, to, now, conflict_code=code, **event)
+
+
+def failure(code: str, message: str, category: str = "usererror", **details: str) -> dict[str, Any]:
+    """A Batch failureInfo."""
+    info: dict[str, Any] = {"category": category, "code": code, "message": message}
+    if details:
+        info["details"] = [{"name": k, "value": v} for k, v in details.items()]
+    return info
+
+
+def exit_failure(exit_code: int) -> dict[str, Any]:
+    return failure("FailureExitCode", f"The task process exited with an unexpected exit code: {exit_code}",
+                   AdditionalErrorCode="FailureExitCode")
+
+
+def ended_by(reason: str) -> dict[str, Any]:
+    return failure("TaskEnded", f"Task was ended: {reason}")

@@ -1,0 +1,62 @@
+"""Pure per-node bookkeeping for placement: free slots, and the spread/pack choice."""
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class NodeSlots:
+    """What the scheduler knows of a node between store reads."""
+
+    node_id: str
+    pool_key: str
+    capacity: int
+    root: str
+    incarnation: int = 0
+    up: bool = False  #: the worker answers and the node is idle/running
+    used: int = 0
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.used if self.up else 0
+
+
+def choose_node(nodes: Iterable[NodeSlots], slots: int, fill: str,
+                allowed: Callable[[NodeSlots], bool]) -> NodeSlots | None:
+    """spread: the node with most free slots; pack: the fullest node that still fits."""
+    fitting = [n for n in nodes if n.free >= slots and allowed(n)]
+    if not fitting:
+        return None
+    if fill == "pack":
+        return min(fitting, key=lambda n: (n.free, n.node_id))
+    return max(fitting, key=lambda n: (n.free, [-ord(c) for c in n.node_id]))
+
+
+@dataclass(slots=True)
+class JobQueue:
+    """Active tasks of one job waiting for a slot, oldest first. Entries are (task seq, required slots)."""
+
+    heap: list[tuple[int, int]] = field(default_factory=list)
+    queued: set[int] = field(default_factory=set)
+
+    def push(self, seq: int, slots: int) -> None:
+        if seq not in self.queued:
+            self.queued.add(seq)
+            heapq.heappush(self.heap, (seq, slots))
+
+    def peek(self) -> tuple[int, int] | None:
+        return self.heap[0] if self.heap else None
+
+    def pop(self) -> tuple[int, int]:
+        seq, slots = heapq.heappop(self.heap)
+        self.queued.discard(seq)
+        return seq, slots
+
+    def clear(self) -> None:
+        self.heap.clear()
+        self.queued.clear()
+
+    def __len__(self) -> int:
+        return len(self.heap)

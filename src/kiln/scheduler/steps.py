@@ -1,0 +1,86 @@
+"""Builds the steps a node runs from stored job and task specs (pure)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kiln.compute.protocol import ResourceFile, Step
+from kiln.wire.times import duration_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a step runs: enough to build its environment."""
+
+    account_name: str
+    account_url: str
+    pool_id: str
+    node_id: str
+    node_root: str
+
+
+def task_dir(job_id: str, task_id: str) -> str:
+    """Azure's layout; a job's tasks share workitems/<job>/job-1."""
+    return f"workitems/{job_id}/job-1/{task_id}"
+
+
+def _environment(*settings: list[dict[str, Any]] | None) -> dict[str, str]:
+    """Later lists win: the job's common settings, then the task's own."""
+    merged: dict[str, str] = {}
+    for items in settings:
+        for item in items or ():
+            merged[item["name"]] = item.get("value") or ""
+    return merged
+
+
+def _resource_files(spec: Mapping[str, Any]) -> tuple[ResourceFile, ...]:
+    return tuple(ResourceFile(http_url=f["httpUrl"], file_path=f["filePath"], file_mode=f.get("fileMode"))
+                 for f in spec.get("resourceFiles") or () if f.get("httpUrl"))
+
+
+def _context(where: Placement, job_id: str, task_id: str) -> dict[str, str]:
+    return {"AZ_BATCH_ACCOUNT_NAME": where.account_name, "AZ_BATCH_ACCOUNT_URL": where.account_url,
+            "AZ_BATCH_POOL_ID": where.pool_id, "AZ_BATCH_NODE_ID": where.node_id,
+            "AZ_BATCH_NODE_IS_DEDICATED": "true", "AZ_BATCH_JOB_ID": job_id, "AZ_BATCH_TASK_ID": task_id}
+
+
+def _elevated(spec: Mapping[str, Any]) -> bool:
+    auto = (spec.get("userIdentity") or {}).get("autoUser") or {}
+    return str(auto.get("elevationLevel", "")).lower() == "admin"
+
+
+def _prep_dir(job: Mapping[str, Any]) -> str | None:
+    prep = job["spec"].get("jobPreparationTask")
+    return task_dir(job["id"], prep["id"]) if prep else None
+
+
+def task_step(step_id: str, job: Mapping[str, Any], task: Mapping[str, Any], where: Placement) -> Step:
+    spec = task["spec"]
+    return Step(step_id=step_id, kind="task", node_root=where.node_root, task_dir=task_dir(job["id"], task["id"]),
+                command_line=spec["commandLine"],
+                environment=_environment(job["spec"].get("commonEnvironmentSettings"), spec.get("environmentSettings")),
+                batch_context=_context(where, job["id"], task["id"]), prep_task_dir=_prep_dir(job),
+                resource_files=_resource_files(spec),
+                max_wall_clock_seconds=duration_seconds(spec["constraints"].get("maxWallClockTime")),
+                elevated=_elevated(spec))
+
+
+def prep_step(step_id: str, job: Mapping[str, Any], where: Placement) -> Step:
+    spec = job["spec"]["jobPreparationTask"]
+    return _job_step(step_id, "prep", job, spec, where, spec["constraints"].get("maxWallClockTime"))
+
+
+def release_step(step_id: str, job: Mapping[str, Any], where: Placement) -> Step:
+    spec = job["spec"]["jobReleaseTask"]
+    return _job_step(step_id, "release", job, spec, where, spec.get("maxWallClockTime"))
+
+
+def _job_step(step_id: str, kind: str, job: Mapping[str, Any], spec: Mapping[str, Any], where: Placement,
+              wall_clock: str | None) -> Step:
+    return Step(step_id=step_id, kind=kind, node_root=where.node_root, task_dir=task_dir(job["id"], spec["id"]),
+                command_line=spec["commandLine"],
+                environment=_environment(job["spec"].get("commonEnvironmentSettings"), spec.get("environmentSettings")),
+                batch_context=_context(where, job["id"], spec["id"]), prep_task_dir=_prep_dir(job),
+                resource_files=_resource_files(spec), max_wall_clock_seconds=duration_seconds(wall_clock),
+                elevated=_elevated(spec))

@@ -1,0 +1,87 @@
+"""Assembles one Kiln server: store, Dask nodes, scheduler, HTTP app."""
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from kiln.api.app import create_app
+from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
+from kiln.scheduler.engine import Scheduler
+from kiln.store.database import Database, sqlite_url
+
+log = logging.getLogger("kiln")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8520
+    data_dir: Path = Path(".kiln")
+    database_url: str | None = None  #: default: SQLite in the data dir
+    account_name: str = DEV_ACCOUNT_NAME
+    account_key: str = DEV_ACCOUNT_KEY
+
+    @classmethod
+    def from_env(cls, **overrides) -> Settings:
+        values = {"account_name": os.environ.get("KILN_ACCOUNT_NAME", DEV_ACCOUNT_NAME),
+                  "account_key": os.environ.get("KILN_ACCOUNT_KEY", DEV_ACCOUNT_KEY),
+                  "database_url": os.environ.get("KILN_DATABASE_URL")}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def build_app(settings: Settings) -> FastAPI:
+    """The app; its lifespan opens the store, starts the Dask nodes and the scheduler, and stops them."""
+    from kiln.compute.dask_backend import DaskBackend
+
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.database_url or sqlite_url(data_dir))
+    backend = DaskBackend(data_dir, host=settings.host)
+    scheduler = Scheduler(database, backend, data_dir=data_dir, account_name=settings.account_name,
+                          account_url=settings.endpoint)
+    state = Kiln(database=database, scheduler=scheduler, backend=backend, data_dir=data_dir,
+                 account_name=settings.account_name, account_key=base64.b64decode(settings.account_key))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database.migrate()
+        await backend.start()
+        await scheduler.start()
+        log.info("Kiln is serving at %s (account %s)", settings.endpoint, settings.account_name)
+        try:
+            yield
+        finally:
+            await scheduler.close()
+            await backend.close()
+            database.close()
+
+    return create_app(state, lifespan=lifespan)
+
+
+def serve(settings: Settings, *, on_ready=None) -> None:
+    """Run in the foreground until SIGINT/SIGTERM (uvicorn handles both gracefully)."""
+    import uvicorn
+
+    config = uvicorn.Config(build_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                            lifespan="on", timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    if on_ready is not None:
+        original = server.startup
+
+        async def startup(sockets=None):
+            await original(sockets)
+            on_ready()
+        server.startup = startup  # type: ignore[method-assign]
+    server.run()

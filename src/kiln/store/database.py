@@ -1,0 +1,73 @@
+"""The store: one SQLAlchemy engine, migrations on open, and a way to run work off the event loop."""
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event
+
+T = TypeVar("T")
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record) -> None:  # WAL: readers never block the writer
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_size=4, max_overflow=4)
+
+
+class Database:
+    """Owns the engine. Writes go through one thread so SQLite never sees two writers."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-store")
+
+    def migrate(self) -> None:
+        with self.engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "head")
+
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in one transaction on the writer thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._transact, work)
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        """Reads share the writer thread too: SQLite connections are cheap, ordering stays simple."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._transact, work)
+
+    def _transact(self, work: Callable[[Connection], T]) -> T:
+        with self.engine.begin() as connection:
+            return work(connection)
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self.engine.dispose()
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{os.path.abspath(data_dir / 'kiln.db')}"

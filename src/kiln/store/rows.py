@@ -1,0 +1,91 @@
+"""Queries, one small function each, named in Batch's words. They decide nothing."""
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
+
+from kiln.store.schema import counters, jobs, nodes, pools, preparations, tasks
+
+Row = dict[str, Any]
+_etag_counter = itertools.count()
+
+
+def new_etag() -> str:
+    """Unquoted and unique, shaped like the service's (0x8D...)."""
+    return f"0x8D{time.time_ns() // 100:X}{next(_etag_counter) % 4096:03X}"
+
+
+def _where(table: Table, keys: Mapping[str, Any]):
+    return and_(*(table.c[name] == value for name, value in keys.items()))
+
+
+def get(conn: Connection, table: Table, **keys: Any) -> Row | None:
+    row = conn.execute(select(table).where(_where(table, keys))).mappings().first()
+    return dict(row) if row else None
+
+
+def find(conn: Connection, table: Table, order_by: Sequence[str] = (), **keys: Any) -> list[Row]:
+    query = select(table).where(_where(table, keys)) if keys else select(table)
+    query = query.order_by(*(table.c[name] for name in order_by))
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def insert_rows(conn: Connection, table: Table, rows: Iterable[Row]) -> None:
+    rows = list(rows)
+    if rows:
+        conn.execute(insert(table), rows)
+
+
+def change(conn: Connection, table: Table, keys: Mapping[str, Any], changes: Mapping[str, Any],
+           expect: Mapping[str, Any] | None = None, *, bump_etag: bool = False) -> bool:
+    """A guarded update: applies only if the row still has the `expect`ed values; False means a conflict."""
+    values = dict(changes)
+    if bump_etag:
+        values["etag"] = new_etag()
+    result = conn.execute(update(table).where(_where(table, {**keys, **(expect or {})})).values(**values))
+    return result.rowcount == 1
+
+
+def remove(conn: Connection, table: Table, **keys: Any) -> int:
+    return conn.execute(delete(table).where(_where(table, keys))).rowcount
+
+
+def next_value(conn: Connection, name: str) -> int:
+    """A persistent counter (job creation order)."""
+    if conn.execute(update(counters).where(counters.c.name == name).values(value=counters.c.value + 1)).rowcount:
+        return conn.execute(select(counters.c.value).where(counters.c.name == name)).scalar_one()
+    conn.execute(insert(counters).values(name=name, value=1))
+    return 1
+
+
+def task_counts(conn: Connection, job_key: str) -> list[Row]:
+    query = (select(tasks.c.state, tasks.c.result, func.count().label("n"), func.sum(tasks.c.required_slots).label("slots"))
+             .where(tasks.c.job_key == job_key).group_by(tasks.c.state, tasks.c.result))
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def tasks_by_seq(conn: Connection, seqs: Sequence[int]) -> list[Row]:
+    if not seqs:
+        return []
+    return [dict(r) for r in conn.execute(select(tasks).where(tasks.c.seq.in_(list(seqs)))).mappings()]
+
+
+def tasks_in_states(conn: Connection, states: Sequence[str], **keys: Any) -> list[Row]:
+    query = select(tasks).where(tasks.c.state.in_(list(states)))
+    if keys:
+        query = query.where(_where(tasks, keys))
+    return [dict(r) for r in conn.execute(query.order_by(tasks.c.seq)).mappings()]
+
+
+def delete_job_rows(conn: Connection, job_key: str) -> None:
+    for table in (tasks, preparations):
+        conn.execute(delete(table).where(table.c.job_key == job_key))
+    conn.execute(delete(jobs).where(jobs.c.key == job_key))
+
+
+__all__ = ["jobs", "nodes", "pools", "preparations", "tasks", "get", "find", "insert_rows", "change", "remove",
+           "next_value", "task_counts", "tasks_by_seq", "tasks_in_states", "delete_job_rows", "new_etag"]

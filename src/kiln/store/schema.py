@@ -1,0 +1,143 @@
+"""Tables. Rules live in core/; these only hold rows."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (JSON, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text,
+                        TypeDecorator, UniqueConstraint)
+
+metadata = MetaData()
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC in Python, naive UTC in the database (SQLite has no time zones)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+def _times() -> list[Column]:
+    return [Column("creation_time", UTCDateTime, nullable=False),
+            Column("last_modified", UTCDateTime, nullable=False),
+            Column("etag", String(32), nullable=False)]
+
+
+pools = Table(
+    "pools", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("id", String(64), nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("state_transition_time", UTCDateTime, nullable=False),
+    Column("allocation_state", String(16), nullable=False),
+    Column("allocation_state_transition_time", UTCDateTime, nullable=False),
+    Column("target_dedicated_nodes", Integer, nullable=False),
+    Column("target_low_priority_nodes", Integer, nullable=False),
+    Column("task_slots_per_node", Integer, nullable=False),
+    Column("resize_errors", JSON),
+    *_times(),
+)
+
+nodes = Table(
+    "nodes", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("pool_key", String(64), nullable=False, index=True),
+    Column("state", String(24), nullable=False),
+    Column("scheduling_state", String(16), nullable=False),
+    Column("state_transition_time", UTCDateTime, nullable=False),
+    Column("allocation_time", UTCDateTime, nullable=False),
+    Column("last_boot_time", UTCDateTime),
+    Column("incarnation", Integer, nullable=False, default=0),
+    Column("root_dir", Text, nullable=False),
+    Column("total_tasks_run", Integer, nullable=False, default=0),
+    Column("total_tasks_succeeded", Integer, nullable=False, default=0),
+    Column("running_tasks", Integer, nullable=False, default=0),
+    Column("running_slots", Integer, nullable=False, default=0),
+)
+
+jobs = Table(
+    "jobs", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("id", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("previous_state", String(16)),
+    Column("state_transition_time", UTCDateTime, nullable=False),
+    Column("previous_state_transition_time", UTCDateTime),
+    Column("pool_key", String(64), nullable=False, index=True),
+    Column("priority", Integer, nullable=False),
+    Column("end_time", UTCDateTime),
+    Column("terminate_reason", String(1024)),
+    Column("delete_requested", Boolean, nullable=False, default=False),
+    *_times(),
+)
+
+tasks = Table(
+    "tasks", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("job_key", String(64), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("previous_state", String(16)),
+    Column("state_transition_time", UTCDateTime, nullable=False),
+    Column("previous_state_transition_time", UTCDateTime),
+    Column("required_slots", Integer, nullable=False),
+    Column("max_retries", Integer, nullable=False),
+    Column("pool_id", String(64)),
+    Column("node_id", String(64)),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("retry_count", Integer, nullable=False, default=0),
+    Column("requeue_count", Integer, nullable=False, default=0),
+    Column("last_retry_time", UTCDateTime),
+    Column("last_requeue_time", UTCDateTime),
+    Column("start_time", UTCDateTime),
+    Column("end_time", UTCDateTime),
+    Column("exit_code", Integer),
+    Column("result", String(16)),
+    Column("failure_info", JSON),
+    *_times(),
+    UniqueConstraint("job_key", "key", name="uq_tasks_job_key"),
+    Index("ix_tasks_job_state", "job_key", "state"),
+    Index("ix_tasks_node_state", "node_id", "state"),
+)
+
+preparations = Table(
+    "preparations", metadata,
+    Column("job_key", String(64), primary_key=True),
+    Column("node_id", String(64), primary_key=True),
+    Column("pool_id", String(64), nullable=False),
+    Column("incarnation", Integer, nullable=False),
+    Column("prep_state", String(16), nullable=False),
+    Column("prep_attempt", Integer, nullable=False),
+    Column("prep_start_time", UTCDateTime),
+    Column("prep_end_time", UTCDateTime),
+    Column("prep_exit_code", Integer),
+    Column("prep_result", String(16)),
+    Column("prep_failure_info", JSON),
+    Column("prep_retry_count", Integer, nullable=False),
+    Column("prep_last_retry_time", UTCDateTime),
+    Column("release_state", String(16), nullable=False),
+    Column("release_attempt", Integer, nullable=False),
+    Column("release_start_time", UTCDateTime),
+    Column("release_end_time", UTCDateTime),
+    Column("release_exit_code", Integer),
+    Column("release_result", String(16)),
+    Column("release_failure_info", JSON),
+)
+
+counters = Table(
+    "counters", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
