@@ -78,6 +78,10 @@ class FileEntry:
     mode: int = 0
 
 
+class NodeUnavailable(Exception):
+    """The node cannot be reached: its worker is not up (launching, restarting, lost, removed) or did not answer in time."""
+
+
 #: Called with (node_id, results) whenever a node reports finished steps (in batches).
 ResultsCallback = Callable[[str, list[StepResult]], Awaitable[None]]
 #: Called with (node_id) when a node's worker has registered and its agent answers.

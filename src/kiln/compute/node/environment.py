@@ -1,0 +1,50 @@
+"""The process environment of a step: a minimal base, the user's variables, then AZ_BATCH_*."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from kiln.compute.node.layout import TaskPaths, task_paths
+from kiln.compute.protocol import Step
+
+#: Variables taken over from the worker's own environment, when set there.
+BASE_VARS = ("PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+             "USER", "LOGNAME", "SHELL", "TERM")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: Kinds that see the job preparation task's directories (when the job has one).
+SEES_PREP_DIR = ("task", "release")
+
+
+def base_environment(host_env: Mapping[str, str]) -> dict[str, str]:
+    env = {name: host_env[name] for name in BASE_VARS if name in host_env}
+    env.setdefault("PATH", DEFAULT_PATH)
+    return env
+
+
+def batch_variables(step: Step, paths: TaskPaths) -> dict[str, str]:
+    """The AZ_BATCH_* variables: the step's identity, then the node's directories."""
+    variables = dict(step.batch_context)
+    variables.update({
+        "AZ_BATCH_NODE_ROOT_DIR": str(paths.node_root),
+        "AZ_BATCH_NODE_SHARED_DIR": str(paths.shared),
+        "AZ_BATCH_NODE_STARTUP_DIR": str(paths.startup),
+        "AZ_BATCH_NODE_MOUNTS_DIR": str(paths.mounts),
+        "AZ_BATCH_TASK_DIR": str(paths.task_dir),
+        "AZ_BATCH_TASK_WORKING_DIR": str(paths.wd),
+        "AZ_BATCH_TASK_RESERVED_EPHEMERAL_DISK_SPACE_BYTES": "0",
+    })
+    if step.prep_task_dir is not None and step.kind in SEES_PREP_DIR:
+        prep = task_paths(paths.node_root, step.prep_task_dir)
+        variables["AZ_BATCH_JOB_PREP_DIR"] = str(prep.task_dir)
+        variables["AZ_BATCH_JOB_PREP_WORKING_DIR"] = str(prep.wd)
+    return variables
+
+
+def build_environment(step: Step, paths: TaskPaths,
+                      host_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Merge in Batch's order; AZ_BATCH_* last so a user variable cannot fake the node's identity."""
+    env = base_environment(os.environ if host_env is None else host_env)
+    env.update(step.environment)
+    env.update(batch_variables(step, paths))
+    return env

@@ -1,0 +1,67 @@
+"""Where things live on a node: the Azure Linux node-root layout and a step's task directory."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+#: Directories under the node root, as on an Azure Batch Linux node (/mnt/batch/tasks).
+NODE_DIRS = ("applications", "fsmounts", "shared", "startup", "volatile", "workitems")
+
+#: Kiln's own per-node state (resource-file progress), kept where Azure keeps its agent state.
+STATE_DIR = "volatile/kiln"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPaths:
+    """The absolute paths one step uses; the task directory is the parent of wd."""
+
+    node_root: Path
+    task_dir: Path
+    wd: Path
+    stdout: Path
+    stderr: Path
+
+    @property
+    def shared(self) -> Path:
+        return self.node_root / "shared"
+
+    @property
+    def startup(self) -> Path:
+        return self.node_root / "startup"
+
+    @property
+    def mounts(self) -> Path:
+        return self.node_root / "fsmounts"
+
+
+def relative_path(path: str) -> PurePosixPath:
+    """Parse a path that must stay inside its root: relative and free of `..`."""
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise ValueError(f"path must be relative and must not contain '..': {path!r}")
+    return pure
+
+
+def task_paths(node_root: str | os.PathLike[str], task_dir: str) -> TaskPaths:
+    root = Path(node_root).absolute()
+    directory = root / relative_path(task_dir)
+    return TaskPaths(node_root=root, task_dir=directory, wd=directory / "wd",
+                     stdout=directory / "stdout.txt", stderr=directory / "stderr.txt")
+
+
+def create_node_layout(node_root: str | os.PathLike[str]) -> Path:
+    """Create the node root and its standard directories (idempotent)."""
+    root = Path(node_root).absolute()
+    for name in NODE_DIRS:
+        (root / name).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def create_task_dir(paths: TaskPaths) -> None:
+    """Create the task directory with wd/ inside; a retry reuses it (idempotent)."""
+    paths.wd.mkdir(parents=True, exist_ok=True)
+
+
+def state_dir(node_root: str | os.PathLike[str]) -> Path:
+    return Path(node_root).absolute() / STATE_DIR

@@ -1,0 +1,138 @@
+"""The command: exec'd without a shell in its own process group, with a wall-clock limit and kill."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from kiln.compute.node.failures import USER_ERROR, FailureInfo, failure_info
+from kiln.compute.node.layout import TaskPaths
+
+#: How long to wait for a SIGKILLed leader to be reaped before reporting anyway.
+REAP_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    """How the command ended. exit_code follows the shell: killed by signal N -> 128 + N."""
+
+    exit_code: int | None
+    failure: FailureInfo | None = None
+    timed_out: bool = False
+    killed: bool = False
+    pid: int | None = None
+
+
+def exit_status(returncode: int) -> int:
+    """asyncio reports death by signal N as -N; report 128 + N as a shell would (SIGKILL -> 137)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def resolve_executable(argv0: str, path: str, wd: Path) -> str | None:
+    """Find the program: names with '/' are relative to wd (or absolute), others are looked up on PATH."""
+    if "/" in argv0:
+        candidate = wd / argv0  # an absolute argv0 replaces wd
+        ok = candidate.is_file() and os.access(candidate, os.X_OK)
+        return str(candidate) if ok else None
+    return shutil.which(argv0, path=path)
+
+
+def kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def not_found(message: str) -> CommandOutcome:
+    return CommandOutcome(None, failure_info(USER_ERROR, "CommandProgramNotFound", message))
+
+
+def prepare_argv(command_line: str, env: dict[str, str], wd: Path) -> list[str] | CommandOutcome:
+    """Split with POSIX quoting, no expansion; a program that cannot be found is a user error."""
+    try:
+        argv = shlex.split(command_line)
+    except ValueError as exc:
+        return not_found(f"The command line could not be parsed: {exc}")
+    if not argv:
+        return not_found("The command line is empty.")
+    program = resolve_executable(argv[0], env.get("PATH", ""), wd)
+    if program is None:
+        return not_found(f"The program {argv[0]!r} was not found or is not executable.")
+    return [program, *argv[1:]]
+
+
+async def run_command(command_line: str, *, env: dict[str, str], paths: TaskPaths,
+                      timeout: float | None = None, limit: float | None = None,
+                      kill: asyncio.Event | None = None,
+                      kill_leftovers: bool = True) -> CommandOutcome:
+    """Run to completion, timeout or kill. Cancelling this coroutine kills the group too.
+
+    timeout: seconds left of the wall clock; limit: the whole limit, for the message.
+
+    kill_leftovers: after the main process exits, SIGKILL what is left in its group
+    (background children); a start task keeps them, so it can launch daemons.
+    """
+    argv = prepare_argv(command_line, env, paths.wd)
+    if isinstance(argv, CommandOutcome):
+        return argv
+    try:
+        proc = await spawn(argv, env, paths)
+    except OSError as exc:
+        return CommandOutcome(None, failure_info(
+            USER_ERROR, "CommandProgramNotFound",
+            f"The program {argv[0]!r} could not be started: {exc.strerror or exc}"))
+    try:
+        outcome = await wait(proc, timeout, kill, limit)
+    except BaseException:
+        kill_group(proc.pid)  # cancelled (agent closing): leave no orphans behind
+        raise
+    if kill_leftovers or outcome.timed_out or outcome.killed:
+        kill_group(proc.pid)
+    return outcome
+
+
+async def spawn(argv: list[str], env: dict[str, str], paths: TaskPaths) -> asyncio.subprocess.Process:
+    """stdout/stderr go straight to the files by descriptor, never through Python."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    out = os.open(paths.stdout, flags, 0o660)
+    try:
+        err = os.open(paths.stderr, flags, 0o660)
+        try:
+            return await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
+                cwd=paths.wd, env=env, start_new_session=True)
+        finally:
+            os.close(err)
+    finally:
+        os.close(out)
+
+
+async def wait(proc: asyncio.subprocess.Process, timeout: float | None,
+               kill: asyncio.Event | None, limit: float | None = None) -> CommandOutcome:
+    exited = asyncio.ensure_future(proc.wait())
+    killed = asyncio.ensure_future(kill.wait()) if kill is not None else None
+    try:
+        waits = {exited} if killed is None else {exited, killed}
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if killed is not None:
+            killed.cancel()
+    if exited in done:
+        return CommandOutcome(exit_status(proc.returncode), pid=proc.pid)
+    kill_group(proc.pid)
+    try:
+        await asyncio.wait_for(exited, REAP_TIMEOUT)
+        code = exit_status(proc.returncode)
+    except TimeoutError:
+        code = 128 + signal.SIGKILL
+    if killed is not None and killed in done:
+        return CommandOutcome(code, killed=True, pid=proc.pid)
+    return CommandOutcome(code, failure_info(
+        USER_ERROR, "MaxWallClockTimeExceeded",
+        f"The task exceeded its maximum wall clock time of {limit or timeout:g} seconds "
+        "and was killed."),
+        timed_out=True, pid=proc.pid)

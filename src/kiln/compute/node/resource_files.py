@@ -1,0 +1,154 @@
+"""Resource files: fetch each http_url into the working directory before the command runs."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from kiln.compute.node.failures import SERVER_ERROR, USER_ERROR, StepFailure
+from kiln.compute.node.layout import TaskPaths, relative_path, state_dir
+from kiln.compute.protocol import ResourceFile
+
+if TYPE_CHECKING:  # httpx is imported when first needed: it adds ~0.1 s to every worker start
+    import httpx
+
+DEFAULT_FILE_MODE = "0770"
+#: Connect and per-read bounds (seconds); a whole download has no overall limit (files can be large).
+CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
+CHUNK = 1 << 20
+
+
+def http_client() -> httpx.AsyncClient:
+    import httpx
+
+    return httpx.AsyncClient(timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+                             follow_redirects=True)
+
+
+def redact(url: str) -> str:
+    """Drop the query string (SAS tokens) before a URL reaches a user-visible message."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def destination(paths: TaskPaths, file: ResourceFile) -> Path:
+    """The file's absolute destination; it must stay inside wd, even through symlinks."""
+    try:
+        rel = relative_path(file.file_path)
+        if not rel.parts or rel.parts == (".",) or file.file_path.endswith("/"):
+            raise ValueError("filePath must name a file")
+    except ValueError as exc:
+        raise _create_failed(file, str(exc)) from None
+    dest = paths.wd / rel
+    wd_real = os.path.realpath(paths.wd)
+    if os.path.commonpath([wd_real, os.path.realpath(dest)]) != wd_real:
+        raise _create_failed(file, "filePath leaves the working directory")
+    return dest
+
+
+def file_mode(file: ResourceFile) -> int:
+    try:
+        return int(file.file_mode or DEFAULT_FILE_MODE, 8)
+    except ValueError:
+        raise _create_failed(file, f"fileMode {file.file_mode!r} is not an octal number") from None
+
+
+class Progress:
+    """What a previous run of the same task directory already fetched (a marker file in volatile/)."""
+
+    def __init__(self, paths: TaskPaths) -> None:
+        rel = paths.task_dir.relative_to(paths.node_root)
+        self.path = state_dir(paths.node_root) / "resourcefiles" / f"{rel}.json"
+        try:
+            self.done: dict[str, dict] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.done = {}
+
+    def is_done(self, file: ResourceFile, dest: Path) -> bool:
+        entry = self.done.get(file.file_path)
+        try:
+            return (entry is not None and entry["url"] == file.http_url
+                    and entry["size"] == dest.stat().st_size)
+        except OSError:
+            return False
+
+    def record(self, file: ResourceFile, dest: Path) -> None:
+        self.done[file.file_path] = {"url": file.http_url, "size": dest.stat().st_size}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.done))
+        os.replace(tmp, self.path)
+
+
+async def fetch_resource_files(paths: TaskPaths, files: tuple[ResourceFile, ...],
+                               client: httpx.AsyncClient | None = None) -> list[str]:
+    """Fetch every file not already fetched; returns the file paths downloaded now."""
+    if not files:
+        return []
+    progress = Progress(paths)
+    fetched: list[str] = []
+    own = client is None
+    client = client or http_client()
+    try:
+        for file in files:
+            dest = destination(paths, file)
+            mode = file_mode(file)
+            if progress.is_done(file, dest):
+                continue
+            await download(client, file, dest)
+            os.chmod(dest, mode)
+            progress.record(file, dest)
+            fetched.append(file.file_path)
+    finally:
+        if own:
+            await client.aclose()
+    return fetched
+
+
+async def download(client: httpx.AsyncClient, file: ResourceFile, dest: Path) -> None:
+    """Stream to a temporary name, then rename: a half-written file never looks finished."""
+    import httpx
+
+    part = dest.with_name(f".{dest.name}.kiln-part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        async with client.stream("GET", file.http_url) as response:
+            if response.status_code >= 400:
+                raise _http_failure(file, response.status_code)
+            with open(part, "wb") as out:
+                async for chunk in response.aiter_bytes(CHUNK):
+                    out.write(chunk)
+        os.replace(part, dest)
+    except StepFailure:
+        raise
+    except httpx.HTTPError as exc:
+        raise StepFailure.of(SERVER_ERROR, "BlobDownloadMiscError",
+                             f"Failed to download resource file {file.file_path} from "
+                             f"{redact(file.http_url)}: {type(exc).__name__}: {exc}",
+                             FilePath=file.file_path) from None
+    except OSError as exc:
+        raise _create_failed(file, f"{exc.strerror or exc}") from None
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _http_failure(file: ResourceFile, status: int) -> StepFailure:
+    where = f"resource file {file.file_path} from {redact(file.http_url)}"
+    if status == 404:
+        return StepFailure.of(USER_ERROR, "BlobNotFound",
+                              f"The specified blob does not exist: {where} (HTTP 404)",
+                              FilePath=file.file_path)
+    if status in (401, 403):
+        return StepFailure.of(USER_ERROR, "BlobAccessDenied",
+                              f"Access to the blob was denied: {where} (HTTP {status})",
+                              FilePath=file.file_path)
+    return StepFailure.of(SERVER_ERROR, "BlobDownloadMiscError",
+                          f"Failed to download {where} (HTTP {status})", FilePath=file.file_path)
+
+
+def _create_failed(file: ResourceFile, reason: str) -> StepFailure:
+    return StepFailure.of(USER_ERROR, "ResourceFileCreateFailed",
+                          f"Could not create resource file {file.file_path!r}: {reason}",
+                          FilePath=file.file_path)

@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from kiln.compute.node import layout
+from kiln.compute.node.process import exit_status, run_command
+
+from ..helpers import alive, eventually
+
+ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/home/somebody"}
+
+
+@pytest.fixture
+def paths(node_root: Path) -> layout.TaskPaths:
+    paths = layout.task_paths(node_root, "workitems/j1/job-1/t1")
+    layout.create_task_dir(paths)
+    return paths
+
+
+async def run(paths: layout.TaskPaths, command: str, **kwargs: object):
+    return await run_command(command, env=ENV, paths=paths, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_no_shell_no_expansion(paths: layout.TaskPaths) -> None:
+    outcome = await run(paths, """echo $HOME 'a  b' "c" *""")
+    assert outcome.exit_code == 0 and outcome.failure is None
+    assert paths.stdout.read_text() == "$HOME a  b c *\n"
+    assert paths.stderr.read_text() == ""
+
+
+async def test_exit_codes_and_both_output_files(paths: layout.TaskPaths) -> None:
+    outcome = await run(paths, "sh -c 'echo out; echo err >&2; exit 3'")
+    assert outcome.exit_code == 3
+    assert paths.stdout.read_text() == "out\n"
+    assert paths.stderr.read_text() == "err\n"
+
+
+async def test_cwd_is_wd_and_env_is_exactly_the_given_one(paths: layout.TaskPaths) -> None:
+    await run(paths, "sh -c 'pwd; env | sort'")
+    lines = paths.stdout.read_text().splitlines()
+    assert lines[0] == str(paths.wd)
+    assert [line.split("=")[0] for line in lines[1:] if line.split("=")[0] in ("HOME", "SECRET")] == ["HOME"]
+
+
+async def test_relative_program_resolves_against_wd(paths: layout.TaskPaths) -> None:
+    script = paths.wd / "bin" / "hello.sh"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\necho hello \"$1\"\n")
+    script.chmod(0o755)
+    outcome = await run(paths, "bin/hello.sh world")
+    assert outcome.exit_code == 0
+    assert paths.stdout.read_text() == "hello world\n"
+
+
+@pytest.mark.parametrize("command", ["no-such-program-kiln", "./missing.sh", "/nonexistent/x", "", "'unbalanced"])
+async def test_program_not_found(paths: layout.TaskPaths, command: str) -> None:
+    outcome = await run(paths, command)
+    assert outcome.exit_code is None
+    assert outcome.failure is not None
+    assert (outcome.failure["category"], outcome.failure["code"]) == ("usererror", "CommandProgramNotFound")
+
+
+async def test_program_is_looked_up_on_the_steps_path(paths: layout.TaskPaths, tmp_path: Path) -> None:
+    bindir = tmp_path / "mybin"
+    bindir.mkdir()
+    tool = bindir / "kiln-tool"
+    tool.write_text("#!/bin/sh\necho tool\n")
+    tool.chmod(0o755)
+    outcome = await run_command("kiln-tool", env={**ENV, "PATH": f"{bindir}:/usr/bin:/bin"}, paths=paths)
+    assert outcome.exit_code == 0 and paths.stdout.read_text() == "tool\n"
+
+
+def test_signal_exit_status_is_128_plus_the_signal() -> None:
+    assert exit_status(-signal.SIGKILL) == 137
+    assert exit_status(-signal.SIGTERM) == 143
+    assert exit_status(0) == 0 and exit_status(2) == 2
+
+
+async def test_killed_by_a_signal_reports_like_a_shell(paths: layout.TaskPaths) -> None:
+    outcome = await run(paths, "sh -c 'kill -TERM $$'")
+    assert outcome.exit_code == 143 and outcome.failure is None
+
+
+TREE = "sh -c 'sleep 300 & echo $! > grandchild.pid; echo $$ > child.pid; wait'"
+
+
+async def pids_of_tree(paths: layout.TaskPaths) -> tuple[int, int]:
+    files = [paths.wd / "child.pid", paths.wd / "grandchild.pid"]
+    await eventually(lambda: all(f.exists() and f.read_text().strip() for f in files), what="pid files")
+    child, grandchild = (int(f.read_text()) for f in files)
+    return child, grandchild
+
+
+async def test_wall_clock_limit_kills_the_whole_tree(paths: layout.TaskPaths) -> None:
+    task = asyncio.create_task(run(paths, TREE, timeout=1.0))
+    child, grandchild = await pids_of_tree(paths)
+    outcome = await task
+    assert outcome.timed_out and not outcome.killed
+    assert outcome.exit_code == 137
+    assert outcome.failure is not None
+    assert (outcome.failure["category"], outcome.failure["code"]) == ("usererror", "MaxWallClockTimeExceeded")
+    await eventually(lambda: not alive(grandchild) and not alive(child), what="the tree to die")
+
+
+async def test_a_kill_request_kills_the_whole_tree(paths: layout.TaskPaths) -> None:
+    kill = asyncio.Event()
+    task = asyncio.create_task(run(paths, TREE, kill=kill))
+    child, grandchild = await pids_of_tree(paths)
+    kill.set()
+    outcome = await task
+    assert outcome.killed and not outcome.timed_out
+    assert outcome.exit_code == 137 and outcome.failure is None
+    await eventually(lambda: not alive(grandchild) and not alive(child), what="the tree to die")
+
+
+async def test_cancelling_kills_the_tree(paths: layout.TaskPaths) -> None:
+    task = asyncio.create_task(run(paths, TREE))
+    _, grandchild = await pids_of_tree(paths)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await eventually(lambda: not alive(grandchild), what="the grandchild to die")
+
+
+LEFTOVER = "sh -c 'sleep 300 & echo $! > grandchild.pid'"
+
+
+async def test_background_leftovers_die_with_a_task(paths: layout.TaskPaths) -> None:
+    outcome = await run(paths, LEFTOVER)
+    assert outcome.exit_code == 0
+    grandchild = int((paths.wd / "grandchild.pid").read_text())
+    await eventually(lambda: not alive(grandchild), what="the leftover to die")
+
+
+async def test_a_start_task_may_leave_daemons(paths: layout.TaskPaths) -> None:
+    outcome = await run(paths, LEFTOVER, kill_leftovers=False)
+    grandchild = int((paths.wd / "grandchild.pid").read_text())
+    try:
+        assert outcome.exit_code == 0 and alive(grandchild)
+    finally:
+        os.kill(grandchild, signal.SIGKILL)
