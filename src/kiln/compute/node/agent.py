@@ -1,0 +1,190 @@
+"""The per-node agent: lives inside the Dask worker and answers the control plane over Dask's comms.
+
+Installed as a worker preload module (`preload=["kiln.compute.node.agent"]`): dask_setup
+registers the kiln_* comm handlers on the worker. distributed calls a handler with the
+message's keys as keyword arguments (and the comm first only if the first parameter is
+named `comm`; none of these want it).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kiln.compute.node import files, layout, reaper, runner
+from kiln.compute.node.failures import SERVER_ERROR, failure_info
+from kiln.compute.node.resource_files import http_client
+from kiln.compute.node.table import StepTable
+from kiln.compute.protocol import Step, StepResult
+
+if TYPE_CHECKING:
+    import httpx
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable of the worker process naming its node root (set by the backend).
+NODE_ROOT_ENV = "KILN_NODE_ROOT"
+#: How long a kill waits for killed steps to end before cancelling them outright.
+KILL_GRACE = 5.0
+#: Errors of file operations reported to the control plane by name, not as crashes.
+FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError)
+
+
+class NodeAgent:
+    """Starts steps as asyncio tasks and keeps their results until the control plane has them."""
+
+    def __init__(self, node_root: str | None = None) -> None:
+        self.table = StepTable()
+        self.node_roots: set[str] = {node_root} if node_root else set()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._kills: dict[str, asyncio.Event] = {}
+        self._results_ready = asyncio.Event()
+        self._http: httpx.AsyncClient | None = None
+        self._closed = False
+
+    def handlers(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "kiln_ping": self.ping,
+            "kiln_run": self.run,
+            "kiln_results": self.results,
+            "kiln_kill": self.kill,
+            "kiln_list_files": self.list_files,
+            "kiln_stat_file": self.stat_file,
+            "kiln_read_file": self.read_file,
+            "kiln_delete_file": self.delete_file,
+        }
+
+    # -- steps -----------------------------------------------------------------------------
+
+    async def ping(self) -> dict[str, Any]:
+        import dask
+
+        return {"pid": os.getpid(), "running": len(self.table.running),
+                "profile": dask.config.get("distributed.worker.profile.enabled", default=None)}
+
+    async def run(self, steps: list[dict[str, Any]]) -> list[str]:
+        """Start the steps and return at once; returns the ids started (repeats are ignored)."""
+        parsed = {s.step_id: s for s in map(Step.from_message, steps)}
+        started = self.table.accept((s.step_id, s.kind) for s in parsed.values())
+        for step_id in started:
+            self._start(parsed[step_id])
+        return started
+
+    def _start(self, step: Step) -> None:
+        self.node_roots.add(step.node_root)
+        kill = self._kills[step.step_id] = asyncio.Event()
+        self._tasks[step.step_id] = asyncio.create_task(self._run_one(step, kill),
+                                                        name=f"kiln-step-{step.step_id}")
+
+    async def _run_one(self, step: Step, kill: asyncio.Event) -> None:
+        message = None
+        try:
+            message = (await runner.run_step(step, kill=kill, http=self.http_client)).to_message()
+        except Exception as exc:  # a bug must still end the step, never leave it running forever
+            logger.exception("step %s crashed", step.step_id)
+            message = StepResult(step.step_id, time.time(), time.time(), None, failure=failure_info(
+                SERVER_ERROR, "NodeAgentError", f"The node agent failed: {exc!r}")).to_message()
+        finally:
+            self._tasks.pop(step.step_id, None)
+            self._kills.pop(step.step_id, None)
+            if message is None:
+                self.table.forget(step.step_id)
+            elif self.table.finish(step.step_id, message):
+                self._results_ready.set()
+
+    def http_client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = http_client()
+        return self._http
+
+    async def results(self, timeout: float, ack: list[str] | None = None) -> list[dict[str, Any]]:
+        """Long-poll: forget the acknowledged results, wait up to timeout for one, return all unacknowledged."""
+        self.table.ack(ack or ())
+        if not self.table.finished:
+            self._results_ready.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._results_ready.wait(), timeout)
+        return self.table.pending()
+
+    async def kill(self, step_ids: list[str]) -> list[str]:
+        """Kill the steps' process groups and wait (bounded) until they ended; their results are dropped."""
+        self.table.kill(step_ids)
+        killed = [i for i in dict.fromkeys(step_ids) if i in self._tasks]
+        for step_id in killed:
+            self._kills[step_id].set()
+        await self._finish([self._tasks[i] for i in killed], KILL_GRACE)
+        return killed
+
+    @staticmethod
+    async def _finish(tasks: list[asyncio.Task[None]], grace: float) -> None:
+        """Wait up to grace for tasks, then cancel the rest (cancelling kills their groups) and wait for that."""
+        if not tasks:
+            return
+        pending = set(tasks)
+        if grace > 0:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=KILL_GRACE)
+
+    async def close(self) -> None:
+        """Kill everything this node started; idempotent (called from the worker's close)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._finish(list(self._tasks.values()), 0)
+        for root in self.node_roots:
+            reaper.kill_node_processes(root)
+        if self._http is not None:
+            await self._http.aclose()
+
+    # -- files -----------------------------------------------------------------------------
+
+    async def list_files(self, node_root: str, path: str, recursive: bool = False) -> dict[str, Any]:
+        return await _file_op(lambda: files.as_message(files.list_files(node_root, path, recursive)))
+
+    async def stat_file(self, node_root: str, path: str) -> dict[str, Any]:
+        return await _file_op(lambda: files.as_message(files.stat_file(node_root, path)))
+
+    async def read_file(self, node_root: str, path: str, start: int = 0,
+                        end: int | None = None) -> dict[str, Any]:
+        return await _file_op(lambda: files.read_file(node_root, path, start, end))
+
+    async def delete_file(self, node_root: str, path: str, recursive: bool = False) -> dict[str, Any]:
+        return await _file_op(lambda: files.delete_file(node_root, path, recursive))
+
+
+async def _file_op(op: Callable[[], Any]) -> dict[str, Any]:
+    """Run off the event loop; expected errors travel as {"error": name, "message"}, results as {"ok": value}."""
+    try:
+        return {"ok": await asyncio.to_thread(op)}
+    except FILE_ERRORS as exc:
+        return {"error": type(exc).__name__, "message": str(exc)}
+
+
+#: Extension name under which the agent is stored on its worker.
+EXTENSION = "kiln_agent"
+
+
+def dask_setup(worker: Any) -> None:
+    """Preload hook: a restarted worker first kills what its predecessor left running."""
+    node_root = os.environ.get(NODE_ROOT_ENV)
+    if node_root:
+        killed = reaper.kill_node_processes(node_root)
+        if killed:
+            logger.warning("killed %d processes left over on node root %s", len(killed), node_root)
+        layout.create_node_layout(node_root)
+    agent = NodeAgent(node_root)
+    worker.handlers.update(agent.handlers())
+    worker.extensions[EXTENSION] = agent  # Worker.close() awaits extension.close()
+
+
+async def dask_teardown(worker: Any) -> None:
+    agent = worker.extensions.get(EXTENSION)
+    if agent is not None:
+        await agent.close()

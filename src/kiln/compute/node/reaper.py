@@ -1,0 +1,42 @@
+"""Find and kill a node's processes that outlived their agent.
+
+Commands run in their own sessions, so they survive a worker that dies by SIGKILL. Every
+command's environment names its node root (AZ_BATCH_NODE_ROOT_DIR), which identifies them in
+/proc even after they have been reparented. PR_SET_PDEATHSIG would need a preexec_fn (fork
+instead of vfork, unsafe in the threaded worker) and covers only the direct child, not its
+children, so it is not used.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+def node_processes(node_root: str | os.PathLike[str], proc: Path = PROC) -> list[int]:
+    """Pids of live processes whose environment says they belong to this node root."""
+    marker = b"AZ_BATCH_NODE_ROOT_DIR=" + os.fsencode(os.path.abspath(node_root))
+    me = os.getpid()
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone, or not ours to read
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_node_processes(node_root: str | os.PathLike[str]) -> list[int]:
+    """SIGKILL every process of the node root; returns their pids."""
+    pids = node_processes(node_root)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return pids

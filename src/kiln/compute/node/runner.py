@@ -1,0 +1,127 @@
+"""One step on a node: the ordered hooks around the command, and the StepResult they add up to."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kiln.compute.node import environment, layout, process, resource_files
+from kiln.compute.node.failures import SERVER_ERROR, StepFailure
+from kiln.compute.protocol import Step, StepResult
+
+if TYPE_CHECKING:
+    import httpx
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class StepContext:
+    """What the hooks of one step share; each hook fills in its part."""
+
+    step: Step
+    paths: layout.TaskPaths
+    env: dict[str, str] = field(default_factory=dict)
+    #: the node's shared HTTP client, made on first use (None: a client per step)
+    http: Callable[[], httpx.AsyncClient] | None = None
+    kill: asyncio.Event | None = None
+
+
+Phase = Callable[[StepContext], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    """A named part of a step's run; it implements only the phases it needs."""
+
+    name: str
+    prestart: Phase | None = None
+    poststop: Phase | None = None
+
+
+async def task_dir_hook(ctx: StepContext) -> None:
+    try:
+        layout.create_node_layout(ctx.paths.node_root)
+        layout.create_task_dir(ctx.paths)
+    except OSError as exc:
+        raise StepFailure.of(SERVER_ERROR, "TaskDirectoryCreateFailed",
+                             f"Could not create the task directory {ctx.paths.task_dir}: {exc}") from None
+
+
+async def environment_hook(ctx: StepContext) -> None:
+    ctx.env = environment.build_environment(ctx.step, ctx.paths)
+
+
+async def resource_files_hook(ctx: StepContext) -> None:
+    files = ctx.step.resource_files
+    if files:
+        await resource_files.fetch_resource_files(ctx.paths, files, ctx.http() if ctx.http else None)
+
+
+#: The order matters: the directories must exist before anything is written into wd, and the
+#: environment names those directories; downloads come last because they are slow and can fail.
+HOOKS: tuple[Hook, ...] = (
+    Hook("task_dir", prestart=task_dir_hook),
+    Hook("environment", prestart=environment_hook),
+    Hook("resource_files", prestart=resource_files_hook),
+)
+
+
+async def run_phase(hooks: Sequence[Hook], phase: str, ctx: StepContext, *, stop_at_first: bool) -> None:
+    """Setup (stop_at_first) raises the first StepFailure; teardown runs every hook, then raises an ExceptionGroup."""
+    failures: list[StepFailure] = []
+    for hook in hooks:
+        run = getattr(hook, phase)
+        if run is None:
+            continue
+        try:
+            await run(ctx)
+        except StepFailure as failure:
+            if stop_at_first:
+                raise
+            failures.append(failure)
+        except Exception as exc:  # a bug or an unexpected OS error: still a result, not a crash
+            logger.exception("hook %s failed in %s for step %s", hook.name, phase, ctx.step.step_id)
+            failure = StepFailure.of(SERVER_ERROR, "NodeAgentError", f"{hook.name} hook failed: {exc!r}")
+            if stop_at_first:
+                raise failure from exc
+            failures.append(failure)
+    if failures:
+        raise ExceptionGroup(f"{phase} hooks failed", failures)
+
+
+async def run_step(step: Step, *, kill: asyncio.Event | None = None,
+                   http: Callable[[], httpx.AsyncClient] | None = None, hooks: Sequence[Hook] = HOOKS) -> StepResult:
+    start, started = time.time(), time.monotonic()
+    try:
+        paths = layout.task_paths(step.node_root, step.task_dir)
+    except ValueError as exc:
+        return StepResult(step.step_id, start, time.time(), None, failure=StepFailure.of(
+            SERVER_ERROR, "TaskDirectoryCreateFailed", str(exc)).info)
+    ctx = StepContext(step, paths, http=http, kill=kill)
+    try:
+        await run_phase(hooks, "prestart", ctx, stop_at_first=True)
+    except StepFailure as failure:
+        return StepResult(step.step_id, start, time.time(), None, failure=failure.info)
+    if kill is not None and kill.is_set():
+        return StepResult(step.step_id, start, time.time(), None, killed=True)
+    outcome = await run_command(ctx, started)
+    failure = outcome.failure
+    try:
+        await run_phase(hooks, "poststop", ctx, stop_at_first=False)
+    except ExceptionGroup as group:
+        failure = failure or group.exceptions[0].info
+    return StepResult(step.step_id, start, time.time(), outcome.exit_code, failure=failure,
+                      timed_out=outcome.timed_out, killed=outcome.killed)
+
+
+async def run_command(ctx: StepContext, started: float) -> process.CommandOutcome:
+    """The wall clock counts from the step's start, so setup time is part of it."""
+    limit = ctx.step.max_wall_clock_seconds
+    remaining = None if limit is None else max(0.0, limit - (time.monotonic() - started))
+    return await process.run_command(ctx.step.command_line, env=ctx.env, paths=ctx.paths,
+                                     timeout=remaining, limit=limit, kill=ctx.kill,
+                                     kill_leftovers=ctx.step.kind != "start")

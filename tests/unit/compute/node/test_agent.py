@@ -1,0 +1,123 @@
+"""The agent's handlers, called directly (as distributed would, with keyword arguments)."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from kiln.compute.node import agent as agent_module
+from kiln.compute.node.agent import NodeAgent
+from kiln.compute.protocol import Step, StepResult
+
+from ..helpers import alive, eventually
+
+
+@pytest.fixture
+async def agent() -> AsyncIterator[NodeAgent]:
+    agent = NodeAgent()
+    yield agent
+    await agent.close()
+    agent.table.check()
+
+
+async def collect(agent: NodeAgent, count: int, timeout: float = 10.0) -> list[dict]:
+    """Drain results the way the backend's pump does: long-poll, ack what was received."""
+    got: list[dict] = []
+    ack: list[str] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < count:
+            batch = await agent.results(timeout=1.0, ack=ack)
+            ack = [m["step_id"] for m in batch]
+            got.extend(batch)
+    await agent.results(timeout=0, ack=ack)
+    return got
+
+
+def test_handlers_do_not_take_the_comm(agent: NodeAgent) -> None:
+    # distributed passes the comm only to handlers whose first parameter is named "comm"
+    for name, handler in agent.handlers().items():
+        assert name.startswith("kiln_")
+        params = list(inspect.signature(handler).parameters)
+        assert not params or params[0] != "comm"
+
+
+async def test_run_returns_at_once_and_results_come_in_batches(agent: NodeAgent,
+                                                               make_step: Callable[..., Step]) -> None:
+    steps = [make_step("sh -c 'exit 0'"), make_step("sh -c 'exit 4'"), make_step("no-such-program-kiln")]
+    assert await agent.run([s.to_message() for s in steps]) == [s.step_id for s in steps]
+    results = {m["step_id"]: StepResult.from_message(m) for m in await collect(agent, 3)}
+    assert [results[s.step_id].exit_code for s in steps] == [0, 4, None]
+    assert results[steps[2].step_id].failure["code"] == "CommandProgramNotFound"
+    assert agent.table.running == {} and agent.table.finished == {}
+
+
+async def test_results_wait_and_time_out_empty(agent: NodeAgent) -> None:
+    assert await agent.results(timeout=0.05) == []
+
+
+async def test_unacknowledged_results_are_sent_again(agent: NodeAgent, make_step: Callable[..., Step]) -> None:
+    step = make_step()
+    await agent.run([step.to_message()])
+    first = await agent.results(timeout=10)
+    assert [m["step_id"] for m in first] == [step.step_id]
+    assert await agent.results(timeout=0) == first  # the reply was lost: not acknowledged
+    assert await agent.results(timeout=0, ack=[step.step_id]) == []
+
+
+async def test_a_repeated_step_id_runs_once(agent: NodeAgent, make_step: Callable[..., Step]) -> None:
+    step = make_step("sleep 30")
+    assert await agent.run([step.to_message()]) == [step.step_id]
+    assert await agent.run([step.to_message()]) == []
+    await agent.kill([step.step_id])
+
+
+async def test_kill_kills_the_tree_and_drops_the_result(agent: NodeAgent, make_step: Callable[..., Step],
+                                                       node_root: Path) -> None:
+    slow = make_step("sh -c 'sleep 300 & echo $! > grandchild.pid; wait'", task_dir="workitems/j/job-1/slow")
+    quick = make_step()
+    await agent.run([slow.to_message(), quick.to_message()])
+    pid_file = node_root / "workitems/j/job-1/slow/wd/grandchild.pid"
+    await eventually(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the grandchild")
+    assert await agent.kill([slow.step_id, "unknown"]) == [slow.step_id]
+    assert not alive(int(pid_file.read_text()))
+    results = await collect(agent, 1)
+    assert [m["step_id"] for m in results] == [quick.step_id]
+    assert agent.table.running == {}
+
+
+async def test_close_kills_everything(make_step: Callable[..., Step], node_root: Path) -> None:
+    agent = NodeAgent()
+    step = make_step("sh -c 'sleep 300 & echo $! > grandchild.pid; wait'", task_dir="workitems/j/job-1/t")
+    await agent.run([step.to_message()])
+    pid_file = node_root / "workitems/j/job-1/t/wd/grandchild.pid"
+    await eventually(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the grandchild")
+    await agent.close()
+    await agent.close()  # idempotent
+    await eventually(lambda: not alive(int(pid_file.read_text())), what="the grandchild to die")
+
+
+async def test_file_operations_report_errors_by_name(agent: NodeAgent, node_root: Path) -> None:
+    (node_root / "shared").mkdir(parents=True)
+    (node_root / "shared/a.txt").write_bytes(b"hello")
+    root = str(node_root)
+    listing = await agent.list_files(node_root=root, path="shared", recursive=False)
+    assert [e["name"] for e in listing["ok"]] == ["a.txt"]
+    assert (await agent.stat_file(node_root=root, path="shared/a.txt"))["ok"]["size"] == 5
+    assert (await agent.read_file(node_root=root, path="shared/a.txt", start=1, end=2))["ok"] == b"el"
+    assert (await agent.read_file(node_root=root, path="nope"))["error"] == "FileNotFoundError"
+    assert (await agent.delete_file(node_root=root, path="shared", recursive=False))["error"] == "DirectoryNotEmpty"
+    assert (await agent.list_files(node_root=root, path="../x", recursive=False))["error"] == "ValueError"
+    assert await agent.delete_file(node_root=root, path="shared", recursive=True) == {"ok": None}
+
+
+async def test_dask_setup_installs_the_handlers_and_cleans_up(node_root: Path, monkeypatch) -> None:
+    monkeypatch.setenv(agent_module.NODE_ROOT_ENV, str(node_root))
+    worker = SimpleNamespace(handlers={}, extensions={})
+    agent_module.dask_setup(worker)
+    assert set(worker.handlers) >= {"kiln_run", "kiln_results", "kiln_kill", "kiln_list_files"}
+    assert (node_root / "workitems").is_dir()
+    await agent_module.dask_teardown(worker)
