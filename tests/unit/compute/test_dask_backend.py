@@ -1,0 +1,184 @@
+"""A real DaskBackend: in-process scheduler, nanny-supervised worker processes, real commands."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from kiln.compute.dask_backend import DaskBackend
+from kiln.compute.node.files import DirectoryNotEmpty
+from kiln.compute.protocol import NodeUnavailable, Step, StepResult
+
+from .helpers import alive, eventually
+
+
+@dataclass
+class Recorder:
+    """The backend plus everything its callbacks reported, in order."""
+
+    backend: DaskBackend
+    data_dir: Path
+    events: list[tuple[str, str]] = field(default_factory=list)
+    results: dict[str, StepResult] = field(default_factory=dict)
+    batches: list[int] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+    async def on_up(self, node_id: str) -> None:
+        self.events.append(("up", node_id))
+
+    async def on_down(self, node_id: str) -> None:
+        self.events.append(("down", node_id))
+
+    async def on_results(self, node_id: str, results: list[StepResult]) -> None:
+        self.batches.append(len(results))
+        for r in results:
+            if r.step_id in self.results:
+                self.duplicates.append(r.step_id)
+            self.results[r.step_id] = r
+
+    def root(self, node_id: str) -> Path:
+        return self.data_dir / "nodes" / node_id
+
+    async def add(self, *node_ids: str) -> None:
+        for node_id in node_ids:
+            await self.backend.add_node(node_id, str(self.root(node_id)))
+        await eventually(lambda: all(self.backend.is_up(n) for n in node_ids), 30, "nodes up")
+
+    def step(self, node_id: str, name: str, command: str, **fields: object) -> Step:
+        return Step(step_id=name, kind="task", node_root=str(self.root(node_id)),
+                    task_dir=f"workitems/j1/job-1/{name}", command_line=command, **fields)  # type: ignore[arg-type]
+
+    def count(self, event: tuple[str, str]) -> int:
+        return self.events.count(event)
+
+
+@pytest.fixture
+async def rec(tmp_path: Path) -> AsyncIterator[Recorder]:
+    backend = DaskBackend(tmp_path / "data")
+    rec = Recorder(backend, tmp_path / "data")
+    backend.on_node_up, backend.on_node_down, backend.on_results = rec.on_up, rec.on_down, rec.on_results
+    await backend.start()
+    try:
+        yield rec
+    finally:
+        pids = [p for n in ("n1", "n2") if (p := backend.worker_pid(n))]
+        await asyncio.wait_for(backend.close(), 30)
+        await eventually(lambda: not any(alive(p) for p in pids), what="worker processes to exit")
+    assert rec.duplicates == [], "results delivered twice"
+
+
+async def grandchild_of(path: Path) -> int:
+    await eventually(lambda: path.exists() and path.read_text().strip(), what=f"{path}")
+    return int(path.read_text())
+
+
+TREE = "sh -c 'sleep 300 & echo $! > grandchild.pid; wait'"
+
+
+async def test_two_nodes_run_batches(rec: Recorder) -> None:
+    await rec.add("n1", "n2")
+    assert rec.events == [("up", "n1"), ("up", "n2")] or sorted(rec.events) == [("up", "n1"), ("up", "n2")]
+    batches = {n: [rec.step(n, f"{n}-{i}", f"sh -c 'echo {n} {i}; exit {i % 3}'") for i in range(20)]
+               for n in ("n1", "n2")}
+    await asyncio.gather(*(rec.backend.run(n, steps) for n, steps in batches.items()))
+    await eventually(lambda: len(rec.results) == 40, 30, "40 results")
+    for n, steps in batches.items():
+        for i, s in enumerate(steps):
+            assert rec.results[s.step_id].exit_code == i % 3
+        assert (rec.root(n) / "workitems/j1/job-1" / f"{n}-7" / "stdout.txt").read_text() == f"{n} 7\n"
+    assert sum(rec.batches) == 40
+
+
+async def test_files_through_the_backend(rec: Recorder) -> None:
+    await rec.add("n1")
+    await rec.backend.run("n1", [rec.step("n1", "t1", "sh -c 'printf 0123456789; mkdir -p sub; echo x > sub/f'")])
+    await eventually(lambda: "t1" in rec.results, what="t1")
+    backend = rec.backend
+    root = [e.name for e in await backend.list_files("n1", "", False)]
+    assert root == ["applications", "fsmounts", "shared", "startup", "volatile", "workitems"]
+    listing = await backend.list_files("n1", "workitems/j1/job-1/t1", True)
+    assert [e.name for e in listing] == ["wd", "stderr.txt", "stdout.txt", "wd/sub", "wd/sub/f"]
+    assert (await backend.stat_file("n1", "workitems/j1/job-1/t1/stdout.txt")).size == 10
+    assert await backend.read_file("n1", "workitems/j1/job-1/t1/stdout.txt", 3, 5) == b"345"
+    with pytest.raises(FileNotFoundError):
+        await backend.read_file("n1", "workitems/nope")
+    with pytest.raises(ValueError):
+        await backend.stat_file("n1", "../etc")
+    with pytest.raises(DirectoryNotEmpty):
+        await backend.delete_file("n1", "workitems/j1", False)
+    await backend.delete_file("n1", "workitems/j1", True)
+    assert await backend.list_files("n1", "workitems", False) == []
+
+
+async def test_kill_through_the_backend(rec: Recorder) -> None:
+    await rec.add("n1")
+    await rec.backend.run("n1", [rec.step("n1", "slow", TREE), rec.step("n1", "quick", "true")])
+    grandchild = await grandchild_of(rec.root("n1") / "workitems/j1/job-1/slow/wd/grandchild.pid")
+    await rec.backend.kill("n1", ["slow"])
+    assert not alive(grandchild)
+    await eventually(lambda: "quick" in rec.results, what="quick")
+    assert "slow" not in rec.results
+
+
+async def test_a_killed_worker_is_node_loss_and_comes_back(rec: Recorder) -> None:
+    await rec.add("n1", "n2")
+    await rec.backend.run("n1", [rec.step("n1", "lost", TREE)])
+    grandchild = await grandchild_of(rec.root("n1") / "workitems/j1/job-1/lost/wd/grandchild.pid")
+    pid = rec.backend.worker_pid("n1")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await eventually(lambda: rec.count(("down", "n1")) == 1, 10, "n1 down")
+    assert not rec.backend.is_up("n1")
+    with pytest.raises(NodeUnavailable):
+        await rec.backend.run("n1", [rec.step("n1", "too-early", "true")])
+    await eventually(lambda: rec.count(("up", "n1")) == 2, 30, "n1 up again")
+    assert rec.backend.worker_pid("n1") not in (None, pid)
+    await eventually(lambda: not alive(grandchild), what="the orphaned command to be killed")
+    await rec.backend.run("n1", [rec.step("n1", "after", "true")])
+    await eventually(lambda: "after" in rec.results, what="a step after the restart")
+    assert "lost" not in rec.results
+    assert ("down", "n2") not in rec.events
+
+
+async def test_restart_and_reimage(rec: Recorder) -> None:
+    await rec.add("n1")
+    marker = rec.root("n1") / "shared" / "keep.txt"
+    marker.write_text("x")
+    await rec.backend.restart_node("n1")
+    await eventually(lambda: rec.events == [("up", "n1"), ("down", "n1"), ("up", "n1")], 30, "reboot")
+    assert marker.exists()
+    await rec.backend.restart_node("n1", wipe=True)
+    await eventually(lambda: rec.count(("up", "n1")) == 3, 30, "reimage")
+    assert rec.events[-2:] == [("down", "n1"), ("up", "n1")]
+    assert not marker.exists()
+    assert sorted(p.name for p in rec.root("n1").iterdir()) == [
+        "applications", "fsmounts", "shared", "startup", "volatile", "workitems"]
+
+
+async def test_remove_node_and_unknown_nodes(rec: Recorder) -> None:
+    await rec.add("n1")
+    await rec.backend.run("n1", [rec.step("n1", "running", TREE)])
+    grandchild = await grandchild_of(rec.root("n1") / "workitems/j1/job-1/running/wd/grandchild.pid")
+    await rec.backend.remove_node("n1")
+    assert rec.events == [("up", "n1"), ("down", "n1")]
+    assert not rec.backend.is_up("n1")
+    assert not alive(grandchild)
+    for call in (rec.backend.run("n1", []), rec.backend.list_files("n1", "", False),
+                 rec.backend.kill("nope", ["x"])):
+        with pytest.raises(NodeUnavailable):
+            await call
+
+
+async def test_a_nanny_that_gave_up_is_replaced(rec: Recorder) -> None:
+    await rec.add("n1")
+    nanny = rec.backend._nodes["n1"].nanny  # as if its worker had died while it was starting
+    assert nanny is not None
+    await nanny.close()
+    await eventually(lambda: rec.count(("up", "n1")) == 2, 30, "n1 up under a new nanny")
+    assert rec.events == [("up", "n1"), ("down", "n1"), ("up", "n1")]
+    assert rec.backend._nodes["n1"].nanny is not nanny
