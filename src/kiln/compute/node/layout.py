@@ -58,6 +58,12 @@ def create_node_layout(node_root: str | os.PathLike[str]) -> Path:
     return root
 
 
+def ensure_node_layout(node_root: Path) -> None:
+    """create_node_layout unless already there: one stat on the hot path instead of six mkdirs."""
+    if not (node_root / "workitems").is_dir():
+        create_node_layout(node_root)
+
+
 def create_task_dir(paths: TaskPaths) -> None:
     """Create the task directory with wd/ inside; a retry reuses it (idempotent)."""
     paths.wd.mkdir(parents=True, exist_ok=True)

@@ -95,6 +95,17 @@ async def run_command(command_line: str, *, env: dict[str, str], paths: TaskPath
     return outcome
 
 
+_devnull: int | None = None
+
+
+def devnull() -> int:
+    """One read-only /dev/null for every command's stdin (instead of an open per command)."""
+    global _devnull
+    if _devnull is None:
+        _devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _devnull
+
+
 async def spawn(argv: list[str], env: dict[str, str], paths: TaskPaths) -> asyncio.subprocess.Process:
     """stdout/stderr go straight to the files by descriptor, never through Python."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
@@ -103,7 +114,7 @@ async def spawn(argv: list[str], env: dict[str, str], paths: TaskPaths) -> async
         err = os.open(paths.stderr, flags, 0o660)
         try:
             return await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
+                *argv, stdin=devnull(), stdout=out, stderr=err,
                 cwd=paths.wd, env=env, start_new_session=True)
         finally:
             os.close(err)

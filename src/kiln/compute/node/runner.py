@@ -44,7 +44,7 @@ class Hook:
 
 async def task_dir_hook(ctx: StepContext) -> None:
     try:
-        layout.create_node_layout(ctx.paths.node_root)
+        layout.ensure_node_layout(ctx.paths.node_root)
         layout.create_task_dir(ctx.paths)
     except OSError as exc:
         raise StepFailure.of(SERVER_ERROR, "TaskDirectoryCreateFailed",
