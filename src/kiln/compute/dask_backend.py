@@ -102,6 +102,8 @@ class _Node:
     #: callbacks to make, in order: (kind, payload, delivered future or None)
     events: asyncio.Queue[tuple[str, Any, asyncio.Future[None] | None]] = field(default_factory=asyncio.Queue)
     reporter: asyncio.Task[None] | None = None
+    #: serialises restart and remove of the node
+    lifecycle: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class _Membership(SchedulerPlugin):
@@ -178,24 +180,30 @@ class DaskBackend:
         self._supervise(node)
 
     async def remove_node(self, node_id: str) -> None:
-        """on_node_down follows if the node was up (its running steps are lost)."""
+        """on_node_down is made (if the node was up) before this returns, unless called from a callback."""
         node = self._nodes.get(node_id)
         if node is None:
             return
-        await self._stop_worker(node)
-        self._nodes.pop(node_id, None)
-        await self._enqueue(node, STOP)
-        if node.reporter is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(node.reporter), RPC_TIMEOUT)
+        async with node.lifecycle:
+            if self._nodes.get(node_id) is not node:
+                return  # removed meanwhile
+            await self._stop_worker(node)
+            del self._nodes[node_id]
+        if asyncio.current_task() is node.reporter:  # a callback removes its own node: don't wait for it
+            node.events.put_nowait((STOP, None, None))
+            return
+        with contextlib.suppress(asyncio.TimeoutError):  # a callback that hangs must not hang us
+            await asyncio.wait_for(self._enqueue(node, STOP), RPC_TIMEOUT)
 
     async def restart_node(self, node_id: str, *, wipe: bool = False) -> None:
         """Returns once the old worker is gone (on_node_down is queued); on_node_up follows later."""
         node = self._node(node_id)
-        await self._stop_worker(node)
-        if wipe:
-            await asyncio.to_thread(wipe_node_root, node.node_root)
-        self._supervise(node)
+        async with node.lifecycle:
+            await self._stop_worker(node)
+            if wipe:
+                await asyncio.to_thread(wipe_node_root, node.node_root)
+            if self._nodes.get(node_id) is node and not self._closing:
+                self._supervise(node)
 
     def is_up(self, node_id: str) -> bool:
         node = self._nodes.get(node_id)
@@ -320,7 +328,7 @@ class DaskBackend:
             try:
                 info = await asyncio.wait_for(self._pool(address).kiln_ping(), RPC_TIMEOUT)
                 break
-            except (OSError, asyncio.TimeoutError) as exc:
+            except Exception as exc:  # not listening yet, or no agent (its preload failed)
                 if node.address != address or loop.time() > deadline:
                     logger.warning("node %s: agent at %s did not answer: %r", node.node_id, address, exc)
                     return
@@ -345,9 +353,10 @@ class DaskBackend:
             call = self._pool(address).kiln_results(timeout=POLL_TIMEOUT, ack=ack)
             try:
                 messages = await _until(asyncio.wait_for(call, POLL_TIMEOUT + RPC_TIMEOUT), stop)
-            except (OSError, asyncio.TimeoutError) as exc:
+            except Exception as exc:  # OSError and timeouts mostly; never let the pump die
                 failures += 1
-                logger.info("node %s: results poll failed (%d): %r", node.node_id, failures, exc)
+                log = logger.info if isinstance(exc, (OSError, asyncio.TimeoutError)) else logger.error
+                log("node %s: results poll failed (%d): %r", node.node_id, failures, exc)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), min(0.05 * 2**failures, 2.0))
                 continue

@@ -182,3 +182,22 @@ async def test_a_nanny_that_gave_up_is_replaced(rec: Recorder) -> None:
     await eventually(lambda: rec.count(("up", "n1")) == 2, 30, "n1 up under a new nanny")
     assert rec.events == [("up", "n1"), ("down", "n1"), ("up", "n1")]
     assert rec.backend._nodes["n1"].nanny is not nanny
+
+
+async def test_a_callback_may_remove_its_own_node(rec: Recorder) -> None:
+    await rec.add("n1")
+    removed = asyncio.Event()
+
+    async def on_down(node_id: str) -> None:
+        await rec.on_down(node_id)
+        await rec.backend.remove_node(node_id)  # from inside the callback: must not deadlock
+        removed.set()
+
+    rec.backend.on_node_down = on_down
+    pid = rec.backend.worker_pid("n1")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await asyncio.wait_for(removed.wait(), 30)
+    assert rec.events == [("up", "n1"), ("down", "n1")]
+    with pytest.raises(NodeUnavailable):
+        await rec.backend.run("n1", [])
