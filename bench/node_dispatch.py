@@ -32,6 +32,21 @@ def bare(steps: int, threads: int = 4) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def bare_with_layout(steps: int, threads: int = 4) -> float:
+    """The same, plus what a node does for every command: task dir and wd, stdout.txt and stderr.txt."""
+    def one(i: int, root: Path) -> None:
+        wd = root / f"t{i}" / "wd"
+        wd.mkdir(parents=True)
+        with open(wd.parent / "stdout.txt", "wb") as out, open(wd.parent / "stderr.txt", "wb") as err:
+            subprocess.run(["/bin/true"], check=True, cwd=wd, stdout=out, stderr=err, start_new_session=True)
+
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-bare-") as tmp:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda i: one(i, Path(tmp)), range(steps)))
+        return steps / (time.perf_counter() - start)
+
+
 class Feeder:
     """Keeps `window` steps in flight per node and refills from each result batch."""
 
@@ -127,10 +142,13 @@ def main() -> None:
 
     base = bare(args.steps)
     print(f"bare subprocess.run, 4 threads: {base:8.0f} commands/s")
+    with_layout = bare_with_layout(args.steps)
+    print(f"bare subprocess.run + task dir and output files, 4 threads: {with_layout:8.0f} commands/s")
     for window, (rate, mean_batch, failed, (control, agents)) in asyncio.run(
             through_dask(args.steps, windows)).items():
         print(f"DaskBackend, 2 nodes x {window:>3} in flight: {rate:8.0f} commands/s "
-              f"({rate / base:5.1%} of bare; mean result batch {mean_batch:.1f}; failed {failed}; "
+              f"({rate / base:5.1%} of bare, {rate / with_layout:5.1%} of bare + layout; "
+              f"mean result batch {mean_batch:.1f}; failed {failed}; "
               f"CPU per command: control plane {control:.0f} us, agents {agents:.0f} us)")
     print(f"load average after the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 

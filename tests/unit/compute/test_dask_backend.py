@@ -92,6 +92,9 @@ async def test_two_nodes_run_batches(rec: Recorder) -> None:
             assert rec.results[s.step_id].exit_code == i % 3
         assert (rec.root(n) / "workitems/j1/job-1" / f"{n}-7" / "stdout.txt").read_text() == f"{n} 7\n"
     assert sum(rec.batches) == 40
+    info = await rec.backend._call("n1", "kiln_ping")
+    assert info["pid"] == rec.backend.worker_pid("n1")
+    assert info["profile"] is False  # the sampling profiler is off in workers
 
 
 async def test_files_through_the_backend(rec: Recorder) -> None:
