@@ -12,9 +12,9 @@ import pytest
 
 from kiln.compute.dask_backend import DaskBackend
 from kiln.compute.node.files import DirectoryNotEmpty
-from kiln.compute.protocol import NodeUnavailable, Step, StepResult
+from kiln.compute.protocol import NodeUnavailable, ResourceFile, Step, StepResult
 
-from .helpers import alive, eventually
+from .helpers import FileServer, alive, eventually
 
 
 @dataclass
@@ -204,3 +204,20 @@ async def test_a_callback_may_remove_its_own_node(rec: Recorder) -> None:
     assert rec.events == [("up", "n1"), ("down", "n1")]
     with pytest.raises(NodeUnavailable):
         await rec.backend.run("n1", [])
+
+
+async def test_setup_failures_and_wall_clock_on_a_worker(rec: Recorder, file_server: FileServer) -> None:
+    await rec.add("n1")
+    file_server.files = {"/in.txt": b"input"}
+    await rec.backend.run("n1", [
+        rec.step("n1", "fetch", "cat in.txt", resource_files=(ResourceFile(file_server.url("/in.txt"), "in.txt"),)),
+        rec.step("n1", "missing", "true", resource_files=(ResourceFile(file_server.url("/nope"), "x"),)),
+        rec.step("n1", "slow", "sleep 60", max_wall_clock_seconds=0.5),
+    ])
+    await eventually(lambda: len(rec.results) == 3, 30, "3 results")
+    assert rec.results["fetch"].exit_code == 0
+    assert (rec.root("n1") / "workitems/j1/job-1/fetch/stdout.txt").read_text() == "input"
+    missing = rec.results["missing"]
+    assert missing.exit_code is None and missing.failure is not None and missing.failure["code"] == "BlobNotFound"
+    slow = rec.results["slow"]
+    assert slow.timed_out and slow.exit_code == 137
