@@ -83,7 +83,7 @@ async def test_kill_kills_the_tree_and_drops_the_result(agent: NodeAgent, make_s
     pid_file = node_root / "workitems/j/job-1/slow/wd/grandchild.pid"
     await eventually(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the grandchild")
     assert await agent.kill([slow.step_id, "unknown"]) == [slow.step_id]
-    assert not alive(int(pid_file.read_text()))
+    await eventually(lambda: not alive(int(pid_file.read_text())), 2, "the grandchild to die")
     results = await collect(agent, 1)
     assert [m["step_id"] for m in results] == [quick.step_id]
     assert agent.table.running == {}
