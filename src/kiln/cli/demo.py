@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from kiln.cli.embedded import EmbeddedServer
+from kiln.testing import terminate_job, wait_for
 
 POOL_ID = "JobPrepReleaseSamplePool"
 JOB_ID = "JobPrepReleaseSampleJob"
@@ -20,14 +21,6 @@ def _shell(script: str) -> str:
     return f"/bin/bash -c '{script}'"
 
 
-def _wait(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def run_scenario(client, console: Console) -> dict[str, str]:
     """The sample's steps; returns each node's shared file contents (for tests)."""
     from azure.batch import models
@@ -35,7 +28,7 @@ def run_scenario(client, console: Console) -> dict[str, str]:
     console.print(f"Creating pool [{POOL_ID}]...")
     client.create_pool(models.BatchPoolCreateOptions(id=POOL_ID, vm_size="standard_d1_v2",
                                                      target_dedicated_nodes=2))
-    _wait(lambda: all(n.state == "idle" for n in client.list_nodes(POOL_ID))
+    wait_for(lambda: all(n.state == "idle" for n in client.list_nodes(POOL_ID))
           and len(list(client.list_nodes(POOL_ID))) == 2, 120, "the pool's nodes")
 
     console.print(f"Creating job [{JOB_ID}]...")
@@ -50,7 +43,7 @@ def run_scenario(client, console: Console) -> dict[str, str]:
     client.create_tasks(JOB_ID, [models.BatchTaskCreateOptions(
         id=task_id, command_line=_shell(f'echo {task_id} >> "$AZ_BATCH_NODE_SHARED_DIR/{SHARED_FILE}"'))
         for task_id in TASK_IDS])
-    _wait(lambda: all(t.state == "completed" for t in client.list_tasks(JOB_ID)), 120, "the tasks")
+    wait_for(lambda: all(t.state == "completed" for t in client.list_tasks(JOB_ID)), 120, "the tasks")
     console.print("All tasks completed.\n")
 
     contents: dict[str, str] = {}
@@ -63,7 +56,7 @@ def run_scenario(client, console: Console) -> dict[str, str]:
         console.print("")
 
     console.print(f"Waiting for job {JOB_ID} to reach state completed")
-    client.begin_terminate_job(JOB_ID, polling_interval=0.5).result()
+    terminate_job(client, JOB_ID)
     console.print("")
     for status in client.list_job_preparation_and_release_task_status(JOB_ID):
         prep = status.job_preparation_task_execution_info

@@ -585,16 +585,16 @@ class Scheduler:
 
     # ------------------------------------------------------------------ pools and nodes
     async def create_pool(self, pool: dict[str, Any]) -> None:
-        """The pool row is stored by the caller's transaction; here its first resize starts."""
+        """The pool row is stored by the caller's transaction; its first resize runs in the background."""
         async with self.lock:
             self.pools[pool["key"]] = pool
-            await self._resize(pool["key"], pool["target_dedicated_nodes"])
+        self._spawn(self._resize(pool["key"], pool["target_dedicated_nodes"]), "resize")
 
     async def resize_pool(self, pool_key: str, target: int) -> None:
+        """Enter `resizing` before answering (the SDK's poller waits for `steady`), then resize in the background."""
         async with self.lock:
-            pool = await self.db.write(lambda conn: self._begin_resize(conn, pool_key, target))
-            self.pools[pool_key] = pool
-            await self._resize(pool_key, target)
+            self.pools[pool_key] = await self.db.write(lambda conn: self._begin_resize(conn, pool_key, target))
+        self._spawn(self._resize(pool_key, target), "resize")
 
     def _begin_resize(self, conn: Connection, pool_key: str, target: int) -> dict[str, Any]:
         from kiln.errors import NotFound
@@ -609,22 +609,23 @@ class Scheduler:
 
     async def _resize(self, pool_key: str, target: int) -> None:
         """Grow with new worker processes, or shrink by removing the least busy nodes (their tasks requeue)."""
-        current = [n for n in self.nodes.values() if n.pool_key == pool_key]
-        pool = self.pools[pool_key]
-        if len(current) < target:
-            added = [self._new_node(pool) for _ in range(target - len(current))]
+        async with self.lock:
+            pool = self.pools[pool_key]
+            current = [n for n in self.nodes.values() if n.pool_key == pool_key]
+            added = [self._new_node(pool) for _ in range(max(0, target - len(current)))]
+            victims = sorted(current, key=lambda n: (n.used, n.node_id))[: max(0, len(current) - target)]
             await self.db.write(lambda conn: db.insert_rows(conn, db.nodes, [row for row, _ in added]))
             for row, slots in added:
                 self.nodes[row["id"]] = slots
-                await self.backend.add_node(row["id"], row["root_dir"])
+        for row, _ in added:
+            await self.backend.add_node(row["id"], row["root_dir"])
+            async with self.lock:
                 await self.db.write(lambda conn, r=row: db.change(
-                    conn, db.nodes, {"id": r["id"]},
-                    node_rules.transition(r, NodeState.STARTING, utcnow())))
-        elif len(current) > target:
-            victims = sorted(current, key=lambda n: (n.used, n.node_id))[: len(current) - target]
-            for node in victims:
-                await self._remove_node(node)
-        await self.db.write(lambda conn: self._maybe_steady(conn, pool_key))
+                    conn, db.nodes, {"id": r["id"]}, node_rules.transition(r, NodeState.STARTING, utcnow())))
+        for node in victims:
+            await self._remove_node(node)
+        async with self.lock:
+            await self.db.write(lambda conn: self._maybe_steady(conn, pool_key))
 
     def _new_node(self, pool: dict[str, Any]) -> tuple[dict[str, Any], NodeSlots]:
         node_id = f"tvmps_{uuid.uuid4().hex[:24]}_d"
@@ -637,9 +638,13 @@ class Scheduler:
         return row, NodeSlots(node_id, pool["key"], pool["task_slots_per_node"], str(root))
 
     async def _remove_node(self, node: NodeSlots) -> None:
-        """Node leaves the pool: requeue its tasks, stop its worker, forget it (prep records stay listed)."""
-        effects = await self.db.write(lambda conn: self._lose_node(conn, node.node_id, remove=True))
-        self.nodes.pop(node.node_id, None)
+        """Node leaves the pool: requeue its tasks, stop its worker, forget it (prep records stay listed).
+
+        The worker is stopped outside the lock: the backend reports the loss, and that report takes the lock.
+        """
+        async with self.lock:
+            effects = await self.db.write(lambda conn: self._lose_node(conn, node.node_id, remove=True))
+            self.nodes.pop(node.node_id, None)
         await self.backend.remove_node(node.node_id)
         await self._act(effects)
 
@@ -667,9 +672,9 @@ class Scheduler:
         self._spawn(self._finish_pool_delete(pool_key), "pool-delete")
 
     async def _finish_pool_delete(self, pool_key: str) -> None:
+        for node in [n for n in self.nodes.values() if n.pool_key == pool_key]:
+            await self._remove_node(node)
         async with self.lock:
-            for node in [n for n in self.nodes.values() if n.pool_key == pool_key]:
-                await self._remove_node(node)
             await self.db.write(lambda conn: (db.remove(conn, db.pools, key=pool_key),
                                               db.remove(conn, db.nodes, pool_key=pool_key)))
             self.pools.pop(pool_key, None)

@@ -1,0 +1,78 @@
+"""Helpers for driving a Kiln server with the official SDK: the end-to-end tests, the demo and bench/ use them."""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+from azure.batch import BatchClient, models
+from azure.core.credentials import AzureNamedKeyCredential
+
+from kiln.cli.embedded import EmbeddedServer
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60, what: str = "condition") -> object:
+    """Poll until `condition()` is truthy; no fixed sleeps in tests."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def make_client(server: EmbeddedServer, key: str | None = None) -> BatchClient:
+    return BatchClient(server.endpoint, AzureNamedKeyCredential(server.account_name, key or server.account_key))
+
+
+def create_pool_and_wait(client: BatchClient, nodes: int = 2, slots: int = 1, pool_id: str | None = None,
+                         **extra) -> str:
+    pool_id = pool_id or f"pool-{uuid.uuid4().hex[:8]}"
+    client.create_pool(models.BatchPoolCreateOptions(id=pool_id, vm_size="standard_d2s_v3",
+                                                     target_dedicated_nodes=nodes, task_slots_per_node=slots,
+                                                     **extra))
+    wait_for(lambda: client.get_pool(pool_id).allocation_state == "steady"
+             and all(n.state == "idle" for n in client.list_nodes(pool_id)), 120, f"pool {pool_id} steady")
+    return pool_id
+
+
+def wait_tasks_completed(client: BatchClient, job_id: str, timeout: float = 120) -> list:
+    def done():
+        tasks = list(client.list_tasks(job_id))
+        return tasks if tasks and all(t.state == "completed" for t in tasks) else None
+    return wait_for(done, timeout, f"tasks of {job_id} completed")
+
+
+def wait_job_state(client: BatchClient, job_id: str, state: str, timeout: float = 60):
+    return wait_for(lambda: client.get_job(job_id).state == state, timeout, f"job {job_id} {state}")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def shell(script: str) -> str:
+    """A command line that runs `script` in bash (Batch runs command lines without a shell)."""
+    return "/bin/bash -c " + "'" + script.replace("'", "'\"'\"'") + "'"
+
+
+def read_node_file(client: BatchClient, pool_id: str, node_id: str, path: str) -> str:
+    return b"".join(client.download_node_file(pool_id, node_id, path)).decode()
+
+
+def read_task_file(client: BatchClient, job_id: str, task_id: str, path: str) -> str:
+    return b"".join(client.download_task_file(job_id, task_id, path)).decode()
+
+
+def terminate_job(client: BatchClient, job_id: str, reason: str | None = None, polling_interval: float = 0.5) -> None:
+    """Terminate and wait.
+
+    SDK 15.1 cannot send a terminate with no reason: an empty options object is falsy and its request builder
+    then fails on the missing content type. So the default reason is sent explicitly.
+    """
+    from azure.batch.models._models import BatchJobTerminateOptions
+    options = BatchJobTerminateOptions(termination_reason=reason or "UserTerminate")
+    client.begin_terminate_job(job_id, options=options,
+                               polling_interval=polling_interval).result()
