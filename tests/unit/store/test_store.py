@@ -1,0 +1,409 @@
+"""kiln.store on SQLite and PostgreSQL: the migration, every query in rows, and UTC times.
+
+Each test gets its own database (see conftest.py): `backend` parametrizes every test over both.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, inspect, select
+from sqlalchemy.exc import IntegrityError
+
+from kiln.core import job as job_rules
+from kiln.core import preparation as prep_rules
+from kiln.core import task as task_rules
+from kiln.core.job import JobState
+from kiln.core.preparation import StepState
+from kiln.core.task import TaskState
+from kiln.store import rows
+from kiln.store.database import Database, alembic_config
+from kiln.store.schema import metadata
+
+T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
+T1 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=timezone.utc)
+TABLES = {"pools", "nodes", "jobs", "tasks", "preparations", "counters"}
+
+
+def pool_row(key: str = "p", **fields: Any) -> dict[str, Any]:
+    row = {"key": key, "id": key, "spec": {"vmSize": "standard_d2s_v3"}, "state": "active",
+           "state_transition_time": T0, "allocation_state": "steady", "allocation_state_transition_time": T0,
+           "target_dedicated_nodes": 1, "target_low_priority_nodes": 0, "task_slots_per_node": 2,
+           "creation_time": T0, "last_modified": T0, "etag": rows.new_etag()}
+    return {**row, **fields}
+
+
+def job_row(key: str, seq: int = 1, **fields: Any) -> dict[str, Any]:
+    row = {"key": key, "id": key, "seq": seq, "spec": {"poolInfo": {"poolId": "p"}}, "state": "active",
+           "state_transition_time": T0, "pool_key": "p", "priority": 0, "creation_time": T0,
+           "last_modified": T0, "etag": rows.new_etag()}
+    return {**row, **fields}
+
+
+def task_row(job_key: str, key: str, state: str = "active", **fields: Any) -> dict[str, Any]:
+    """Always the same keys: an executemany takes its columns from the first row and ignores extra keys."""
+    row = {"job_key": job_key, "key": key, "id": key, "spec": {"commandLine": f"echo {key}"}, "state": state,
+           "state_transition_time": T0, "required_slots": 1, "max_retries": 0, "node_id": None, "start_time": None,
+           "end_time": None, "result": None, "failure_info": None, "creation_time": T0, "last_modified": T0,
+           "etag": rows.new_etag()}
+    assert set(fields) <= set(row), f"add {sorted(set(fields) - set(row))} to task_row's keys"
+    return {**row, **fields}
+
+
+def node_row(node_id: str, **fields: Any) -> dict[str, Any]:
+    row = {"id": node_id, "pool_key": "p", "state": "idle", "scheduling_state": "enabled",
+           "state_transition_time": T0, "allocation_time": T0, "root_dir": f"/nodes/{node_id}"}
+    return {**row, **fields}
+
+
+def tx(db: Database) -> Any:
+    return db.engine.begin()
+
+
+# ---------------------------------------------------------------------------------------------- migrations
+def test_head_matches_metadata(empty_url: str) -> None:
+    """Alembic head creates exactly what schema.metadata describes: autogenerate finds nothing to do."""
+    database = Database(empty_url)
+    try:
+        database.migrate()
+        with database.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+            assert compare_metadata(context, metadata) == []
+            assert set(inspect(conn).get_table_names()) == TABLES | {"alembic_version"}
+    finally:
+        database.close()
+
+
+def test_migrate_is_idempotent(db: Database) -> None:
+    db.migrate()
+    with db.engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == "0001"
+
+
+def test_downgrade_to_base_and_back(db: Database) -> None:
+    with tx(db) as conn:
+        command.downgrade(alembic_config(conn), "base")
+    with db.engine.connect() as conn:
+        assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
+    db.migrate()
+    with db.engine.connect() as conn:
+        assert set(inspect(conn).get_table_names()) == TABLES | {"alembic_version"}
+
+
+# ---------------------------------------------------------------------------------------------- rows
+def test_insert_get_find(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.pools, [pool_row()])
+        rows.insert_rows(conn, rows.jobs, [job_row("b", seq=2, priority=5), job_row("a", seq=1),
+                                           job_row("c", seq=3, priority=5)])
+    with tx(db) as conn:
+        got = rows.get(conn, rows.jobs, key="a")
+        assert got is not None and (got["id"], got["seq"], got["state"]) == ("a", 1, "active")
+        assert got["spec"] == {"poolInfo": {"poolId": "p"}}
+        assert got["delete_requested"] is False  # Python-side default
+        assert rows.get(conn, rows.jobs, key="nope") is None
+        assert rows.get(conn, rows.jobs, key="a", state="completed") is None
+        assert [r["key"] for r in rows.find(conn, rows.jobs, order_by=["seq"])] == ["a", "b", "c"]
+        assert [r["key"] for r in rows.find(conn, rows.jobs, order_by=["key"], priority=5)] == ["b", "c"]
+        assert rows.find(conn, rows.jobs, state="deleting") == []
+        assert rows.get(conn, rows.pools, key="p")["spec"] == {"vmSize": "standard_d2s_v3"}
+
+
+def test_insert_nothing(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.jobs, [])
+        rows.insert_rows(conn, rows.jobs, iter(()))
+        assert rows.find(conn, rows.jobs) == []
+
+
+def test_defaults_of_a_new_task_and_node(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.tasks, [task_row("j", "t")])
+        rows.insert_rows(conn, rows.nodes, [node_row("n")])
+    with tx(db) as conn:
+        task = rows.get(conn, rows.tasks, job_key="j", key="t")
+        assert isinstance(task["seq"], int)
+        assert (task["attempt"], task["retry_count"], task["requeue_count"]) == (0, 0, 0)
+        assert (task["node_id"], task["start_time"], task["result"], task["failure_info"]) == (None, None, None, None)
+        node = rows.get(conn, rows.nodes, id="n")
+        assert (node["incarnation"], node["total_tasks_run"], node["running_tasks"]) == (0, 0, 0)
+
+
+def test_task_key_is_unique_within_a_job(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.tasks, [task_row("j1", "t"), task_row("j2", "t")])
+    with pytest.raises(IntegrityError):
+        with tx(db) as conn:
+            rows.insert_rows(conn, rows.tasks, [task_row("j1", "t")])
+
+
+def test_change_applies_when_the_guard_holds(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.jobs, [job_row("j")])
+    with tx(db) as conn:
+        assert rows.change(conn, rows.jobs, {"key": "j"}, {"state": "terminating", "terminate_reason": "x"},
+                           expect={"state": "active"}) is True
+    with tx(db) as conn:
+        got = rows.get(conn, rows.jobs, key="j")
+        assert (got["state"], got["terminate_reason"]) == ("terminating", "x")
+
+
+def test_change_refuses_on_a_state_mismatch(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.jobs, [job_row("j", state="completed")])
+    with tx(db) as conn:
+        before = rows.get(conn, rows.jobs, key="j")
+        assert rows.change(conn, rows.jobs, {"key": "j"}, {"state": "terminating"}, expect={"state": "active"},
+                           bump_etag=True) is False
+    with tx(db) as conn:
+        assert rows.get(conn, rows.jobs, key="j") == before  # nothing written, etag included
+
+
+def test_change_of_a_missing_row(db: Database) -> None:
+    with tx(db) as conn:
+        assert rows.change(conn, rows.jobs, {"key": "ghost"}, {"state": "deleting"}) is False
+
+
+def test_two_writers_from_the_same_read_one_wins(db: Database) -> None:
+    """The guard is what makes read-decide-write safe: the second writer sees False."""
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.tasks, [task_row("j", "t")])
+    with tx(db) as conn:
+        seen = rows.get(conn, rows.tasks, job_key="j", key="t")
+    first = task_rules.transition(seen, TaskState.RUNNING, T1, pool_id="p", node_id="n1", attempt=1)
+    second = task_rules.transition(seen, TaskState.RUNNING, T1, pool_id="p", node_id="n2", attempt=1)
+    with tx(db) as conn:
+        assert rows.change(conn, rows.tasks, {"seq": seen["seq"]}, first, expect={"state": seen["state"]})
+        assert not rows.change(conn, rows.tasks, {"seq": seen["seq"]}, second, expect={"state": seen["state"]})
+        assert rows.get(conn, rows.tasks, seq=seen["seq"])["node_id"] == "n1"
+
+
+def test_bump_etag(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.jobs, [job_row("j")])
+    etags = []
+    for priority in (1, 2, 3):
+        with tx(db) as conn:
+            assert rows.change(conn, rows.jobs, {"key": "j"}, {"priority": priority}, bump_etag=True)
+            etags.append(rows.get(conn, rows.jobs, key="j")["etag"])
+    assert len(set(etags)) == 3
+    with tx(db) as conn:
+        assert rows.change(conn, rows.jobs, {"key": "j"}, {"priority": 9})  # without bump_etag it stays
+        assert rows.get(conn, rows.jobs, key="j")["etag"] == etags[-1]
+
+
+def test_new_etag_shape() -> None:
+    etags = [rows.new_etag() for _ in range(1000)]
+    assert len(set(etags)) == len(etags)
+    for etag in etags[:10]:
+        assert etag.startswith("0x8D") and int(etag[2:], 16) and len(etag) <= 32
+        assert '"' not in etag
+
+
+def test_remove(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.nodes, [node_row("n1"), node_row("n2"), node_row("n3", pool_key="q")])
+    with tx(db) as conn:
+        assert rows.remove(conn, rows.nodes, id="n1") == 1
+        assert rows.remove(conn, rows.nodes, id="n1") == 0
+        assert rows.remove(conn, rows.nodes, pool_key="p") == 1
+        assert [r["id"] for r in rows.find(conn, rows.nodes)] == ["n3"]
+
+
+def test_next_value(db: Database) -> None:
+    with tx(db) as conn:
+        assert [rows.next_value(conn, "job") for _ in range(3)] == [1, 2, 3]
+        assert rows.next_value(conn, "other") == 1
+    with tx(db) as conn:  # persistent across transactions
+        assert rows.next_value(conn, "job") == 4
+        assert rows.next_value(conn, "other") == 2
+
+
+def test_next_value_rolls_back_with_its_transaction(db: Database) -> None:
+    with tx(db) as conn:
+        assert rows.next_value(conn, "job") == 1
+    with pytest.raises(RuntimeError):
+        with tx(db) as conn:
+            assert rows.next_value(conn, "job") == 2
+            raise RuntimeError("abort")
+    with tx(db) as conn:
+        assert rows.next_value(conn, "job") == 2
+
+
+def test_task_counts(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.tasks, [
+            task_row("j", "a1"),
+            task_row("j", "a2", required_slots=3),
+            task_row("j", "p1", state="preparing", required_slots=2),
+            task_row("j", "r1", state="running"),
+            task_row("j", "s1", state="completed", result="success"),
+            task_row("j", "s2", state="completed", result="success", required_slots=4),
+            task_row("j", "f1", state="completed", result="failure"),
+            task_row("other", "a1"),
+        ])
+    with tx(db) as conn:
+        counts = rows.task_counts(conn, "j")
+        assert sorted((c["state"], c["result"] or "", c["n"], c["slots"]) for c in counts) == [
+            ("active", "", 2, 4),
+            ("completed", "failure", 1, 1),
+            ("completed", "success", 2, 5),
+            ("preparing", "", 1, 2),
+            ("running", "", 1, 1),
+        ]
+        assert all(isinstance(c["n"], int) and isinstance(c["slots"], int) for c in counts)
+        assert rows.task_counts(conn, "none") == []
+
+
+def test_tasks_by_seq(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.tasks, [task_row("j", f"t{i}") for i in range(5)])
+    with tx(db) as conn:
+        seqs = {r["key"]: r["seq"] for r in rows.find(conn, rows.tasks)}
+        assert rows.tasks_by_seq(conn, []) == []
+        got = rows.tasks_by_seq(conn, [seqs["t3"], seqs["t1"], 999_999])
+        assert sorted(r["key"] for r in got) == ["t1", "t3"]
+
+
+def test_tasks_in_states(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.tasks, [
+            task_row("j1", "r2", state="running", node_id="n2"),
+            task_row("j1", "a", state="active"),
+            task_row("j1", "p", state="preparing", node_id="n1"),
+            task_row("j2", "r1", state="running", node_id="n1"),
+            task_row("j1", "c", state="completed", result="success"),
+        ])
+    on_node = ["preparing", "running"]
+    with tx(db) as conn:
+        assert [r["key"] for r in rows.tasks_in_states(conn, on_node)] == ["r2", "p", "r1"]  # by seq
+        assert [r["key"] for r in rows.tasks_in_states(conn, on_node, job_key="j1")] == ["r2", "p"]
+        assert [r["key"] for r in rows.tasks_in_states(conn, on_node, node_id="n1")] == ["p", "r1"]
+        assert [r["key"] for r in rows.tasks_in_states(conn, on_node, job_key="j2", node_id="n2")] == []
+        assert rows.tasks_in_states(conn, []) == []
+
+
+def test_delete_job_rows(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.jobs, [job_row("j1"), job_row("j2", seq=2)])
+        rows.insert_rows(conn, rows.tasks, [task_row("j1", "t1"), task_row("j1", "t2"), task_row("j2", "t1")])
+        rows.insert_rows(conn, rows.preparations, [prep_rules.new_record("j1", "p", "n1", 0),
+                                                   prep_rules.new_record("j1", "p", "n2", 0),
+                                                   prep_rules.new_record("j2", "p", "n1", 0)])
+    with tx(db) as conn:
+        rows.delete_job_rows(conn, "j1")
+    with tx(db) as conn:
+        assert [r["key"] for r in rows.find(conn, rows.jobs)] == ["j2"]
+        assert [(r["job_key"], r["key"]) for r in rows.find(conn, rows.tasks)] == [("j2", "t1")]
+        assert [(r["job_key"], r["node_id"]) for r in rows.find(conn, rows.preparations)] == [("j2", "n1")]
+        rows.delete_job_rows(conn, "j1")  # again: nothing left, no error
+
+
+# ---------------------------------------------------------------------------------------------- types
+@pytest.mark.parametrize("offset_hours", [0, 2, -7])
+def test_utc_datetime_round_trip(db: Database, offset_hours: int) -> None:
+    """Aware in (any zone), aware UTC out, same instant, microseconds kept; naive UTC in the column."""
+    local = T1.astimezone(timezone(timedelta(hours=offset_hours)))
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.tasks, [task_row("j", "t", start_time=local, end_time=None)])
+    with tx(db) as conn:
+        got = rows.get(conn, rows.tasks, job_key="j", key="t")
+        assert got["start_time"] == T1
+        assert got["start_time"].tzinfo is timezone.utc
+        assert got["start_time"].utcoffset() == timedelta(0)
+        assert got["end_time"] is None
+        assert got["creation_time"] == T0 and got["creation_time"].tzinfo is timezone.utc
+        raw = conn.exec_driver_sql("SELECT start_time FROM tasks").scalar_one()
+        if isinstance(raw, str):  # SQLite keeps text
+            raw = datetime.fromisoformat(raw)
+        assert raw == T1.replace(tzinfo=None)
+
+
+def test_utc_datetime_in_where_clauses(db: Database) -> None:
+    """Bound parameters go through the same conversion, so comparisons with aware datetimes work."""
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.tasks, [task_row("j", "early", start_time=T0),
+                                            task_row("j", "late", start_time=T1)])
+    paris = timezone(timedelta(hours=1))
+    with tx(db) as conn:
+        later = conn.execute(select(rows.tasks.c.key).where(rows.tasks.c.start_time > T0.astimezone(paris)))
+        assert [r for (r,) in later] == ["late"]
+        assert rows.get(conn, rows.tasks, start_time=T1.astimezone(paris))["key"] == "late"
+
+
+def test_json_round_trip(db: Database) -> None:
+    spec = {"commandLine": "cmd /c echo ü", "environmentSettings": [{"name": "A", "value": "1"}],
+            "constraints": {"maxTaskRetryCount": -1}, "nested": {"list": [1, 2.5, None, True]}}
+    failure = task_rules.exit_failure(3)
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.tasks, [task_row("j", "t", spec=spec, failure_info=failure)])
+    with tx(db) as conn:
+        got = rows.get(conn, rows.tasks, job_key="j", key="t")
+        assert (got["spec"], got["failure_info"]) == (spec, failure)
+
+
+# ---------------------------------------------------------------------------------------------- with core
+def _move(conn: Connection, table: Any, keys: dict[str, Any], row: dict[str, Any], changes: dict[str, Any],
+          state_field: str = "state") -> dict[str, Any]:
+    assert rows.change(conn, table, keys, changes, expect={state_field: row[state_field]}, bump_etag="etag" in row)
+    stored = rows.get(conn, table, **keys)
+    assert stored is not None
+    for name, value in changes.items():
+        assert stored[name] == value, name
+    return stored
+
+
+def test_lifecycle_changes_are_storable(db: Database) -> None:
+    """Changes from core/ write and read back unchanged (state names, times, JSON) on both backends."""
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.jobs, [job_row("j")])
+        rows.insert_rows(conn, rows.tasks, [task_row("j", "t", max_retries=1)])
+        rows.insert_rows(conn, rows.preparations, [prep_rules.new_record("j", "p", "n1", 0)])
+    with tx(db) as conn:
+        task = rows.get(conn, rows.tasks, job_key="j", key="t")
+        key = {"seq": task["seq"]}
+        task = _move(conn, rows.tasks, key, task, task_rules.transition(
+            task, TaskState.PREPARING, T0, pool_id="p", node_id="n1", attempt=1))
+        task = _move(conn, rows.tasks, key, task, task_rules.transition(task, TaskState.RUNNING, T0))
+        task = _move(conn, rows.tasks, key, task, task_rules.transition(task, TaskState.ACTIVE, T1, retry=True))
+        task = _move(conn, rows.tasks, key, task, task_rules.transition(
+            task, TaskState.RUNNING, T1, pool_id="p", node_id="n1", attempt=2))
+        task = _move(conn, rows.tasks, key, task, task_rules.transition(
+            task, TaskState.COMPLETED, T1, exit_code=1, failure_info=task_rules.exit_failure(1)))
+        assert (task["state"], task["previous_state"], task["retry_count"], task["result"]) == (
+            "completed", "running", 1, "failure")
+
+        record = rows.get(conn, rows.preparations, job_key="j", node_id="n1")
+        pkey = {"job_key": "j", "node_id": "n1"}
+        record = _move(conn, rows.preparations, pkey, record,
+                       prep_rules.prep(record, StepState.RUNNING, T0, attempt=1), "prep_state")
+        record = _move(conn, rows.preparations, pkey, record,
+                       prep_rules.prep(record, StepState.COMPLETED, T0, exit_code=0, failure_info=None), "prep_state")
+        assert prep_rules.succeeded(record)
+
+        job = rows.get(conn, rows.jobs, key="j")
+        job = _move(conn, rows.jobs, {"key": "j"}, job, job_rules.transition(job, JobState.TERMINATING, T1,
+                                                                              reason="UserTerminate"))
+        job = _move(conn, rows.jobs, {"key": "j"}, job, job_rules.transition(job, JobState.COMPLETED, T1))
+        assert (job["state"], job["end_time"], job["terminate_reason"]) == ("completed", T1, "UserTerminate")
+
+
+# ---------------------------------------------------------------------------------------------- Database
+async def test_write_then_read(db: Database) -> None:
+    await db.write(lambda conn: rows.insert_rows(conn, rows.jobs, [job_row("j")]))
+    got = await db.read(lambda conn: rows.get(conn, rows.jobs, key="j"))
+    assert got is not None and got["key"] == "j"
+
+
+async def test_write_rolls_back_on_error(db: Database) -> None:
+    def fail(conn: Connection) -> None:
+        rows.insert_rows(conn, rows.jobs, [job_row("j")])
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await db.write(fail)
+    assert await db.read(lambda conn: rows.find(conn, rows.jobs)) == []
