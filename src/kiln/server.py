@@ -66,17 +66,28 @@ def build_app(settings: Settings) -> FastAPI:
             await scheduler.close()
             await backend.close()
             database.close()
+            log.warning("Kiln stopped cleanly")
 
     return create_app(state, lifespan=lifespan)
 
 
 def serve(settings: Settings, *, on_ready=None) -> None:
-    """Run in the foreground until SIGINT/SIGTERM (uvicorn handles both gracefully)."""
+    """Run in the foreground until SIGINT/SIGTERM; both shut down gracefully."""
+    import signal
+
     import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises a handled SIGTERM after shutting down; a clean stop should exit 0 instead."""
+
+        def handle_exit(self, sig: int, frame) -> None:
+            super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM:
+                self._captured_signals.remove(sig)
 
     config = uvicorn.Config(build_app(settings), host=settings.host, port=settings.port, log_level="warning",
                             lifespan="on", timeout_graceful_shutdown=10)
-    server = uvicorn.Server(config)
+    server = Server(config)
     if on_ready is not None:
         original = server.startup
 

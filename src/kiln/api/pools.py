@@ -133,7 +133,7 @@ async def resize_pool(request: Request, pool_id: str) -> Response:
     check_write_conditions(request, row)
     if row["allocation_state"] != AllocationState.STEADY:
         raise Conflict("The pool is already resizing; wait until its allocation state is steady.",
-                       code="PoolNotSteady")
+                       code="PoolBeingResized")
     target = row["target_dedicated_nodes"] if resize.target_dedicated_nodes is None else resize.target_dedicated_nodes
     await kiln(request).scheduler.resize_pool(row["key"], target)
     return empty(202, request)

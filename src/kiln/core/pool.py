@@ -44,10 +44,10 @@ STATE_TRANSITIONS: lifecycle.Table = {
 
 
 def allocation(row: Mapping[str, Any], to: AllocationState, now: datetime) -> Changes:
-    code = "PoolBeingDeleted" if row["state"] == PoolState.DELETING else "PoolNotSteady"
     if row["state"] == PoolState.DELETING:
         from kiln.errors import Conflict
-        raise Conflict("The specified pool has been marked for deletion and is being reclaimed.", code=code)
+        raise Conflict("The specified pool has been marked for deletion and is being reclaimed.",
+                       code="PoolBeingDeleted")
     return lifecycle.transition(ALLOCATION_TRANSITIONS, row, to, now, conflict_code="PoolBeingResized",
                                 state_field="allocation_state", track_previous=False)
 
