@@ -65,6 +65,10 @@ def run_scenario(client, console: Console) -> dict[str, str]:
         console.print(f"  Prep task exit code:    {prep.exit_code if prep else '-'}")
         console.print(f"  Release task exit code: {release.exit_code if release else '-'}")
     console.print("")
+    for node_id in contents:
+        left = [f.name for f in client.list_node_files(POOL_ID, node_id, recursive=True) if f.name.endswith(SHARED_FILE)]
+        console.print(f"Node {node_id}: shared file {'still there' if left else 'deleted by the release task'}")
+    console.print("")
 
     console.print(f"Deleting job {JOB_ID}")
     client.begin_delete_job(JOB_ID, polling_interval=0.5).result()

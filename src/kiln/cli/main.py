@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import typer
@@ -10,7 +11,7 @@ from rich.console import Console
 from kiln.server import Settings, serve as run_server
 
 app = typer.Typer(help="Kiln: an Azure Batch-compatible batch compute service.", no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)  # keys and URLs must stay on one line
 
 
 @app.command()
@@ -21,6 +22,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
                                            help="SQLAlchemy URL of the store (default: SQLite in the data dir)."),
           ) -> None:
     """Run the Batch endpoint in the foreground (SIGTERM or Ctrl-C stops it cleanly)."""
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask's INFO chatter, here and in node workers
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env(host=host, port=port, data_dir=data_dir, database_url=database_url)
 
