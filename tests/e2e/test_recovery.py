@@ -1,0 +1,76 @@
+"""Nothing is lost: server restarts (SIGTERM and SIGKILL) and node workers that die mid-task."""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from azure.batch import models
+
+from kiln.cli.embedded import EmbeddedServer
+from kiln.testing import create_pool_and_wait, make_client, shell, wait_for, wait_tasks_completed
+
+JOB = "survivor"
+
+
+def _start_work(client, marker_dir: Path, tasks: int = 4, seconds: int = 8) -> None:
+    """Tasks that each record one line per finished run in marker_dir (outside the node roots)."""
+    create_pool_and_wait(client, nodes=2, slots=1, pool_id="restart-pool")
+    client.create_job(models.BatchJobCreateOptions(
+        id=JOB, pool_info=models.BatchPoolInfo(pool_id="restart-pool"),
+        job_preparation_task=models.BatchJobPreparationTask(command_line="/bin/true")))
+    client.create_tasks(JOB, [models.BatchTaskCreateOptions(
+        id=f"t{i}", command_line=shell(f"sleep {seconds}; echo done >> {marker_dir}/$AZ_BATCH_TASK_ID"))
+        for i in range(tasks)])
+    wait_for(lambda: sum(t.state == "running" for t in client.list_tasks(JOB)) == 2, 60, "two tasks running")
+
+
+def _check_recovered(client, marker_dir: Path, tasks: int = 4) -> None:
+    assert client.get_pool("restart-pool").id == "restart-pool"
+    assert client.get_job(JOB).state == "active"
+    done = wait_tasks_completed(client, JOB, timeout=120)
+    assert len(done) == tasks
+    assert all(t.execution_info.result == "success" for t in done)
+    assert sum(t.execution_info.requeue_count for t in done) >= 2  # the two that were running
+    for i in range(tasks):  # every task finished exactly one run: nothing ran twice, nothing was lost
+        assert (marker_dir / f"t{i}").read_text() == "done\n"
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_restart_keeps_everything_and_requeues_running_tasks(tmp_path, how):
+    data, markers = tmp_path / "data", tmp_path / "markers"
+    markers.mkdir()
+    server = EmbeddedServer(data).start()
+    try:
+        client = make_client(server)
+        _start_work(client, markers)
+        if how == "sigterm":
+            assert server.stop() == 0  # a clean shutdown
+        else:
+            server.kill()
+        server = EmbeddedServer(data, port=server.port).start()
+        _check_recovered(make_client(server), markers)
+    finally:
+        server.stop()
+
+
+def test_a_killed_node_worker_is_noticed_and_its_task_requeued(tmp_path):
+    """SIGKILL the worker process that is a node: its task goes back to the queue and completes."""
+    server = EmbeddedServer(tmp_path / "data").start()
+    try:
+        client = make_client(server)
+        pool_id = create_pool_and_wait(client, nodes=1, pool_id="fragile")
+        client.create_job(models.BatchJobCreateOptions(id="j", pool_info=models.BatchPoolInfo(pool_id=pool_id)))
+        first_run = tmp_path / "first-run"
+        client.create_task("j", models.BatchTaskCreateOptions(id="victim", command_line=shell(
+            f"if [ -e {first_run} ]; then exit 0; fi; echo $PPID > {first_run}; sleep 60")))
+        wait_for(lambda: first_run.exists() and first_run.read_text().strip(), 60, "the first run to start")
+        os.kill(int(first_run.read_text()), signal.SIGKILL)  # the task's parent is the node's worker process
+        task = wait_tasks_completed(client, "j", timeout=90)[0]
+        assert task.execution_info.result == "success"
+        assert task.execution_info.requeue_count == 1
+        node = client.get_node(pool_id, task.node_info.node_id)
+        assert node.state in ("idle", "running")
+    finally:
+        server.stop()
