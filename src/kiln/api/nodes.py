@@ -9,9 +9,9 @@ from sqlalchemy import Connection, func, select
 
 from kiln.api import odata, render
 from kiln.api.context import kiln
-from kiln.api.http import base_url, json_response, list_response, metadata_url
+from kiln.api.http import base_url, empty, json_response, list_response, metadata_url, read_json
 from kiln.api.pools import load_pool
-from kiln.errors import NotFound
+from kiln.errors import InvalidPropertyValue, NotFound
 from kiln.store import rows as db
 
 router = APIRouter()
@@ -56,3 +56,27 @@ async def get_node(request: Request, pool_id: str, node_id: str) -> Response:
     body = {"odata.metadata": metadata_url(request, "nodes/@Element"),
             **odata.apply_select(doc, request.query_params.get("$select"))}
     return json_response(body)
+
+
+_OPTIONS = ("requeue", "terminate", "taskcompletion", "retaineddata")
+
+
+async def _restart(request: Request, pool_id: str, node_id: str, field: str, reimage: bool) -> Response:
+    body = await read_json(request, optional=True)
+    option = str(body.get(field) or "requeue").lower()
+    if option not in _OPTIONS:
+        raise InvalidPropertyValue(field, option, f"{field} must be one of: {', '.join(_OPTIONS)}.")
+    state = kiln(request)
+    _, node = await state.database.read(lambda conn: load_node(conn, pool_id, node_id))
+    await state.scheduler.restart_node(node["id"], option, reimage=reimage)
+    return empty(202, request)
+
+
+@router.post("/pools/{pool_id}/nodes/{node_id}/reboot")
+async def reboot_node(request: Request, pool_id: str, node_id: str) -> Response:
+    return await _restart(request, pool_id, node_id, "nodeRebootOption", reimage=False)
+
+
+@router.post("/pools/{pool_id}/nodes/{node_id}/reimage")
+async def reimage_node(request: Request, pool_id: str, node_id: str) -> Response:
+    return await _restart(request, pool_id, node_id, "nodeReimageOption", reimage=True)

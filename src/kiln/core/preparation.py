@@ -91,7 +91,18 @@ def excludes_node(row: Mapping[str, Any], incarnation: int) -> bool:
             and row["incarnation"] == incarnation)
 
 
+def ran_prep(row: Mapping[str, Any], incarnation: int) -> bool:
+    """This incarnation of the node started prep at least once (a reboot may have reset it to pending since)."""
+    return row["incarnation"] == incarnation and row["prep_attempt"] > 0
+
+
 def needs_release(row: Mapping[str, Any], incarnation: int) -> bool:
     """Release runs where this incarnation of the node ran prep, and only once."""
-    return (row["prep_state"] != S.PENDING and row["incarnation"] == incarnation
-            and row["release_state"] == S.PENDING)
+    return ran_prep(row, incarnation) and row["release_state"] == S.PENDING
+
+
+def reset_after_reboot(row: Mapping[str, Any], rerun_after_success: bool) -> bool:
+    """Whether a reboot sends prep back to pending: always unless it succeeded and rerunOnNodeRebootAfterSuccess is off."""
+    if row["prep_state"] == S.PENDING:
+        return False
+    return rerun_after_success or not succeeded(row)

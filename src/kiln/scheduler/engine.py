@@ -13,7 +13,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,10 @@ from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.slots import JobQueue, NodeSlots, choose_node
+from kiln.scheduler.timers import Timers
 from kiln.store import rows as db
 from kiln.store.database import Database
+from kiln.wire.times import duration_seconds
 from kiln.wire.times import now as utcnow
 
 log = logging.getLogger("kiln.scheduler")
@@ -62,6 +64,8 @@ class Effects:
     run: dict[str, list[Step]] = field(default_factory=lambda: defaultdict(list))
     kill: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     remove_dirs: list[tuple[str, str]] = field(default_factory=list)  #: (node_id, path)
+    #: (node_id, path, when): directories to delete once their retention time has passed
+    retain: list[tuple[str, str, datetime]] = field(default_factory=list)
     wake: bool = False
     check_jobs: set[str] = field(default_factory=set)  #: onAllTasksComplete candidates
 
@@ -100,6 +104,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
         self._side_tasks: set[asyncio.Task] = set()
+        self.timers = Timers()
         backend.on_results = self._on_results
         backend.on_node_up = self._on_node_up
         backend.on_node_down = self._on_node_down
@@ -112,6 +117,10 @@ class Scheduler:
             for node in list(self.nodes.values()):
                 await self.backend.add_node(node.node_id, node.root)
         self._loop_task = asyncio.create_task(self._run_loop(), name="kiln-scheduler")
+        self.timers.start()
+        for entry in self.jobs.values():
+            self._arm_wall_clock(entry.row)
+        await self._act(await self.db.read(self._pending_retention))
         self.wake()
 
     def _recover(self, conn: Connection) -> None:
@@ -147,6 +156,7 @@ class Scheduler:
                 entry.queue.push(task["seq"], task["required_slots"])
 
     async def close(self) -> None:
+        await self.timers.close()
         if self._loop_task:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -184,6 +194,9 @@ class Scheduler:
             await self._safely(self.backend.run(node_id, batch), f"dispatch to {node_id}")
         for node_id, path in effects.remove_dirs:
             self._spawn(self._safely(self.backend.delete_file(node_id, path, True), f"cleanup {path}"), "cleanup")
+        for node_id, path, when in effects.retain:
+            self.timers.schedule(f"retain:{node_id}:{path}", when, lambda n=node_id, p=path: self._safely(
+                self.backend.delete_file(n, p, True), f"retention cleanup {p}"))
         for job_key in effects.check_jobs:
             await self._check_all_complete(job_key)
         if effects.wake:
@@ -333,6 +346,8 @@ class Scheduler:
             changes = task_rules.transition(task, TaskState.COMPLETED, now, exit_code=result.exit_code,
                                             failure_info=failure)
             changes["start_time"] = task["start_time"]
+            if (entry := self.jobs.get(ref.job_key)) is not None:
+                self._retain_task(effects, entry.row, {**task, **changes})
             if failure is None:
                 conn.execute(db.nodes.update().where(db.nodes.c.id == ref.node_id)
                              .values(total_tasks_succeeded=db.nodes.c.total_tasks_succeeded + 1))
@@ -362,6 +377,7 @@ class Scheduler:
         changes = prep_rules.prep(record, StepState.COMPLETED, now, exit_code=result.exit_code, failure_info=failure)
         db.change(conn, db.preparations, _prep_key(record), changes)
         record.update(changes)
+        self._retain_job_step(effects, entry.row, record, "prep")
         waiting = self.waiting.pop(key, [])
         tasks = db.tasks_by_seq(conn, waiting)
         for task in tasks:
@@ -389,6 +405,8 @@ class Scheduler:
                                      failure_info=failure)
         db.change(conn, db.preparations, _prep_key(record), changes)
         record.update(changes)
+        if ref.job_key in self.jobs:
+            self._retain_job_step(effects, self.jobs[ref.job_key].row, record, "release")
         self._finish_job_if_released(conn, ref.job_key, now, effects)
 
     # ------------------------------------------------------------------ job end
@@ -521,9 +539,55 @@ class Scheduler:
             except Exception as exc:  # already ending by another path
                 log.debug("all-complete terminate skipped: %s", exc)
 
+    # ------------------------------------------------------------------ timers
+    def _arm_wall_clock(self, job: dict[str, Any]) -> None:
+        """Job maxWallClockTime counts from creation; when it passes, the job ends like a terminate."""
+        seconds = duration_seconds(job["spec"].get("constraints", {}).get("maxWallClockTime"))
+        key = f"wallclock:{job['key']}"
+        if seconds is None:
+            self.timers.cancel(key)
+            return
+
+        async def expire() -> None:
+            entry = self.jobs.get(job["key"])
+            if entry is not None and entry.row["state"] in (JobState.ACTIVE, JobState.DISABLED):
+                await self.terminate_job(job["key"], TerminateReason.WALL_CLOCK.value)
+        self.timers.schedule(key, job["creation_time"] + timedelta(seconds=seconds), expire)
+
+    def _retain(self, effects: Effects, node_id: str | None, job_id: str, step_id: str,
+                retention: str | None, ended: datetime | None) -> None:
+        """A finished step's directory stays readable for its retentionTime, then goes."""
+        seconds = duration_seconds(retention)
+        if node_id and ended is not None and seconds is not None:
+            effects.retain.append((node_id, step_builder.task_dir(job_id, step_id), ended + timedelta(seconds=seconds)))
+
+    def _retain_task(self, effects: Effects, job: dict[str, Any], task: dict[str, Any]) -> None:
+        self._retain(effects, task["node_id"], job["id"], task["id"], task["spec"]["constraints"].get("retentionTime"),
+                     task.get("end_time"))
+
+    def _retain_job_step(self, effects: Effects, job: dict[str, Any], record: dict[str, Any], kind: str) -> None:
+        spec = job["spec"]["jobPreparationTask" if kind == "prep" else "jobReleaseTask"]
+        retention = spec["constraints"].get("retentionTime") if kind == "prep" else spec.get("retentionTime")
+        self._retain(effects, record["node_id"], job["id"], spec["id"], retention, record.get(f"{kind}_end_time"))
+
+    def _pending_retention(self, conn: Connection) -> Effects:
+        """After a restart: re-arm the cleanup of every finished step whose directory is still kept."""
+        effects = Effects()
+        jobs = {j["key"]: j for j in db.find(conn, db.jobs)}
+        for task in db.tasks_in_states(conn, [TaskState.COMPLETED.value]):
+            if task["job_key"] in jobs:
+                self._retain_task(effects, jobs[task["job_key"]], task)
+        for record in db.find(conn, db.preparations):
+            job = jobs.get(record["job_key"])
+            for kind in ("prep", "release"):
+                if job is not None and record[f"{kind}_state"] == StepState.COMPLETED:
+                    self._retain_job_step(effects, job, record, kind)
+        return effects
+
     # ------------------------------------------------------------------ API-facing task operations
     def job_created(self, job: dict[str, Any]) -> None:
         self.jobs[job["key"]] = JobEntry(job)
+        self._arm_wall_clock(job)
         self.wake()
         if job["spec"].get("onAllTasksComplete") == "terminatejob":
             self._spawn(self._check_all_complete(job["key"]), "all-complete")
@@ -532,6 +596,7 @@ class Scheduler:
         entry = self.jobs.get(job["key"])
         if entry is not None:
             entry.row = job
+            self._arm_wall_clock(job)
             self.wake()
             self._spawn(self._check_all_complete(job["key"]), "all-complete")
 
@@ -698,7 +763,7 @@ class Scheduler:
             row.update(node_rules.transition(row, NodeState.STARTING, now))
         if row["state"] != NodeState.IDLE:
             db.change(conn, db.nodes, {"id": node.node_id}, node_rules.transition(row, NodeState.IDLE, now))
-        node.up, node.used = True, 0
+        node.up, node.used, node.draining = True, 0, False
         self._maybe_steady(conn, node.pool_key)
         for entry in list(self.jobs.values()):  # releases that waited for this node
             record = self.preps.get((entry.key, node.node_id))
@@ -744,6 +809,56 @@ class Scheduler:
         elif row is not None and row["state"] in (NodeState.IDLE, NodeState.RUNNING, NodeState.STARTING):
             db.change(conn, db.nodes, {"id": node_id}, node_rules.transition(row, NodeState.UNKNOWN, now))
         return effects
+
+    # ------------------------------------------------------------------ reboot and reimage
+    async def restart_node(self, node_id: str, option: str, *, reimage: bool) -> None:
+        """Reboot or reimage: the node enters the transient state before the API answers (the SDK polls it)."""
+        async with self.lock:
+            effects = await self.db.write(lambda conn: self._begin_restart(conn, node_id, option, reimage))
+        await self._act(effects)
+        self._spawn(self._restart_when_drained(node_id, reimage), "restart-node")
+
+    def _begin_restart(self, conn: Connection, node_id: str, option: str, reimage: bool) -> Effects:
+        from kiln.errors import NotFound
+        effects = Effects(wake=True)
+        now = utcnow()
+        row, node = db.get(conn, db.nodes, id=node_id), self.nodes.get(node_id)
+        if row is None or node is None:
+            raise NotFound("The specified compute node does not exist.", code="NodeNotFound")
+        changes = node_rules.transition(row, NodeState.REIMAGING if reimage else NodeState.REBOOTING, now)
+        db.change(conn, db.nodes, {"id": node_id}, changes)
+        node.draining = True
+        if reimage:
+            node.incarnation = changes["incarnation"]  # prep records of the old incarnation no longer count
+        else:
+            for (job_key, nid), record in self.preps.items():
+                entry = self.jobs.get(job_key)
+                rerun = entry is not None and entry.spec["jobPreparationTask"]["rerunOnNodeRebootAfterSuccess"]
+                if nid == node_id and prep_rules.reset_after_reboot(record, rerun) \
+                        and record["prep_state"] == StepState.COMPLETED:
+                    changes = prep_rules.prep(record, StepState.PENDING, now)
+                    db.change(conn, db.preparations, _prep_key(record), changes)
+                    record.update(changes)
+        if option == "terminate":
+            failure = task_rules.ended_by("the compute node was rebooted or reimaged.")
+            for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
+                step_id = f"t:{task['seq']}:{task['attempt']}"
+                if self.steps.pop(step_id, None) is not None:
+                    effects.kill[node_id].append(step_id)
+                node.used -= task["required_slots"]
+                db.change(conn, db.tasks, {"seq": task["seq"]},
+                          task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure), bump_etag=True)
+                effects.check_jobs.add(task["job_key"])
+        elif option == "requeue":
+            node.used = 0  # the restart's node-down requeues whatever still runs
+        return effects
+
+    async def _restart_when_drained(self, node_id: str, reimage: bool) -> None:
+        """taskcompletion/retaineddata: wait for running tasks to finish (no new ones start), then restart."""
+        while (node := self.nodes.get(node_id)) is not None and node.used > 0 and node.draining:
+            await asyncio.sleep(0.1)
+        if node is not None:
+            await self.backend.restart_node(node_id, wipe=reimage)
 
     # ------------------------------------------------------------------ read helpers for api/
     def node_running(self) -> dict[str, int]:

@@ -17,10 +17,11 @@ class NodeSlots:
     incarnation: int = 0
     up: bool = False  #: the worker answers and the node is idle/running
     used: int = 0
+    draining: bool = False  #: finishing its tasks before a reboot or reimage: takes no new ones
 
     @property
     def free(self) -> int:
-        return self.capacity - self.used if self.up else 0
+        return self.capacity - self.used if self.up and not self.draining else 0
 
 
 def choose_node(nodes: Iterable[NodeSlots], slots: int, fill: str,

@@ -146,19 +146,32 @@ def test_excludes_node(state: StepState, result: str | None, record_incarnation:
     assert preparation.excludes_node(row, node_incarnation) is excluded
 
 
-@pytest.mark.parametrize(("prep", "result", "release", "record_incarnation", "node_incarnation", "needed"), [
-    (S.COMPLETED, "success", S.PENDING, 1, 1, True),
-    (S.COMPLETED, "failure", S.PENDING, 1, 1, True),   # prep ran (and failed): release still runs
-    (S.RUNNING, None, S.PENDING, 1, 1, True),
-    (S.PENDING, None, S.PENDING, 1, 1, False),         # prep never ran here
-    (S.COMPLETED, "success", S.PENDING, 1, 2, False),  # reimaged since prep ran
-    (S.COMPLETED, "success", S.RUNNING, 1, 1, False),  # release never twice
-    (S.COMPLETED, "success", S.COMPLETED, 1, 1, False),
+@pytest.mark.parametrize(("prep", "result", "attempts", "release", "record_incarnation", "node_incarnation", "needed"), [
+    (S.COMPLETED, "success", 1, S.PENDING, 1, 1, True),
+    (S.COMPLETED, "failure", 1, S.PENDING, 1, 1, True),   # prep ran (and failed): release still runs
+    (S.RUNNING, None, 1, S.PENDING, 1, 1, True),
+    (S.PENDING, None, 1, S.PENDING, 1, 1, True),          # ran, then a reboot or a lost worker reset it
+    (S.PENDING, None, 0, S.PENDING, 1, 1, False),         # prep never ran here
+    (S.COMPLETED, "success", 1, S.PENDING, 1, 2, False),  # reimaged since prep ran
+    (S.COMPLETED, "success", 1, S.RUNNING, 1, 1, False),  # release never twice
+    (S.COMPLETED, "success", 1, S.COMPLETED, 1, 1, False),
 ])
-def test_needs_release(prep: StepState, result: str | None, release: StepState, record_incarnation: int,
-                       node_incarnation: int, needed: bool) -> None:
-    row = record(prep=prep, prep_result=result, release=release, incarnation=record_incarnation)
+def test_needs_release(prep: StepState, result: str | None, attempts: int, release: StepState,
+                       record_incarnation: int, node_incarnation: int, needed: bool) -> None:
+    row = record(prep=prep, prep_result=result, release=release, incarnation=record_incarnation,
+                 prep_attempt=attempts)
     assert preparation.needs_release(row, node_incarnation) is needed
+
+
+@pytest.mark.parametrize(("prep", "result", "rerun", "reset"), [
+    (S.COMPLETED, "success", True, True),
+    (S.COMPLETED, "success", False, False),  # rerunOnNodeRebootAfterSuccess=false keeps a success
+    (S.COMPLETED, "failure", False, True),
+    (S.RUNNING, None, False, True),
+    (S.PENDING, None, True, False),          # nothing to reset
+])
+def test_reset_after_reboot(prep: StepState, result: str | None, rerun: bool, reset: bool) -> None:
+    assert preparation.reset_after_reboot(record(prep=prep, prep_result=result), rerun) is reset
 
 
 def test_prep_retries_then_fails_and_excludes_the_node_until_reimage() -> None:
