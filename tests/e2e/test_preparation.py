@@ -80,6 +80,11 @@ def test_release_runs_on_delete_of_an_active_job(client, pool):
         client.get_job(job_id)
     assert _log(client, pool, node_id, job_id) == ["prep", "released"]
 
+    def directories_gone():  # delete removes the job's directories on its nodes too
+        names = [f.name for f in client.list_node_files(pool, node_id, recursive=True)]
+        return not any(name.startswith(f"workitems/{job_id}") for name in names)
+    wait_for(directories_gone, 30, "the job's directories to be removed")
+
 
 def test_failed_prep_retries_then_fails_and_status_shows_it(client):
     pool_id = create_pool_and_wait(client, nodes=1)

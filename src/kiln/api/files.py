@@ -7,7 +7,6 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import Connection
 
 from kiln.api import odata, render
 from kiln.api.context import kiln
@@ -121,20 +120,19 @@ async def list_task_files(request: Request, job_id: str, task_id: str) -> Respon
     return await _list(request, *await _task_location(request, job_id, task_id))
 
 
-@router.api_route("/pools/{pool_id}/nodes/{node_id}/files/{path:path}", methods=["GET", "HEAD", "DELETE"])
-async def node_file(request: Request, pool_id: str, node_id: str, path: str) -> Response:
-    node, root, prefix = await _node_location(request, pool_id, node_id)
+async def _one_file(request: Request, location: tuple[str, str, str], path: str) -> Response:
+    node, root, prefix = location
     if request.method == "DELETE":
         return await _delete(request, node, root, path)
     return await _read(request, node, root, path, prefix, head=request.method == "HEAD")
+
+
+@router.api_route("/pools/{pool_id}/nodes/{node_id}/files/{path:path}", methods=["GET", "HEAD", "DELETE"])
+async def node_file(request: Request, pool_id: str, node_id: str, path: str) -> Response:
+    return await _one_file(request, await _node_location(request, pool_id, node_id), path)
 
 
 @router.api_route("/jobs/{job_id}/tasks/{task_id}/files/{path:path}", methods=["GET", "HEAD", "DELETE"])
 async def task_file(request: Request, job_id: str, task_id: str, path: str) -> Response:
-    node, root, prefix = await _task_location(request, job_id, task_id)
-    if request.method == "DELETE":
-        return await _delete(request, node, root, path)
-    return await _read(request, node, root, path, prefix, head=request.method == "HEAD")
+    return await _one_file(request, await _task_location(request, job_id, task_id), path)
 
-
-__all__ = ["router", "Connection"]
