@@ -1,0 +1,156 @@
+"""Ending jobs: terminate and delete kill what runs, run release where prep ran, then complete or remove."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from kiln.core import job as job_rules
+from kiln.core import preparation as prep_rules
+from kiln.core import task as task_rules
+from kiln.core.job import JobState, TerminateReason
+from kiln.core.preparation import StepState
+from kiln.core.task import TaskState
+from kiln.scheduler import steps as step_builder
+from kiln.scheduler.slots import NodeSlots
+from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, prep_key
+from kiln.store import rows as db
+from kiln.wire.times import now as utcnow
+
+log = logging.getLogger("kiln.scheduler")
+
+
+class JobEnding:
+    """Mixed into Scheduler; uses its lock, store, backend and in-memory maps."""
+
+    # ------------------------------------------------------------------ job end
+    async def terminate_job(self, job_key: str, reason: str) -> None:
+        async with self.lock:
+            effects = await self.db.write(lambda conn: self._end_job(conn, job_key, JobState.TERMINATING, reason))
+        await self._act(effects)
+
+    async def delete_job(self, job_key: str) -> None:
+        async with self.lock:
+            effects = await self.db.write(lambda conn: self._end_job(conn, job_key, JobState.DELETING, None))
+        await self._act(effects)
+
+    def _end_job(self, conn: Connection, job_key: str, to: JobState, reason: str | None) -> Effects:
+        """Terminate or delete: kill what runs, run release where prep ran, then complete or remove the job."""
+        from kiln.errors import NotFound
+        effects = Effects()
+        now = utcnow()
+        job = db.get(conn, db.jobs, key=job_key)
+        if job is None:
+            raise NotFound("The specified job does not exist.", code="JobNotFound")
+        was = JobState(job["state"])
+        changes = job_rules.transition(job, to, now, reason=reason)
+        if to is JobState.DELETING:
+            changes["delete_requested"] = True
+        db.change(conn, db.jobs, {"key": job_key}, changes, bump_etag=True)
+        job.update(changes)
+        if was is JobState.COMPLETED:  # nothing runs, release already ran: just remove
+            self._remove_job(conn, job, effects)
+            return effects
+        entry = self.jobs.setdefault(job_key, JobEntry(job))
+        entry.row = job
+        entry.queue.clear()  # active tasks stay active and never run
+        self._end_tasks_on_nodes(conn, job_key, now, effects, task_rules.ended_by("the job was ended."))
+        if was is not JobState.TERMINATING:  # release already started by an earlier terminate
+            self._start_releases(conn, entry, now, effects)
+        self._finish_job_if_released(conn, job_key, now, effects)
+        return effects
+
+    def _end_tasks_on_nodes(self, conn: Connection, job_key: str, now: datetime, effects: Effects,
+                            failure: dict[str, Any]) -> None:
+        for step_id, ref in list(self.steps.items()):
+            if ref.job_key == job_key and ref.kind in ("task", "prep"):
+                del self.steps[step_id]
+                effects.kill[ref.node_id].append(step_id)
+                if ref.kind == "prep":
+                    record = self.preps[(job_key, ref.node_id)]
+                    changes = prep_rules.prep(record, StepState.COMPLETED, now, exit_code=None, failure_info=failure)
+                    db.change(conn, db.preparations, prep_key(record), changes)
+                    record.update(changes)
+        for task in db.tasks_in_states(conn, ON_NODE, job_key=job_key):
+            node = self.nodes.get(task["node_id"])
+            if node is not None:
+                node.used -= task["required_slots"]
+            changes = task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure)
+            db.change(conn, db.tasks, {"seq": task["seq"]}, changes, bump_etag=True)
+        for key in [k for k in self.waiting if k[0] == job_key]:
+            del self.waiting[key]
+        effects.wake = True
+
+    def _start_releases(self, conn: Connection, entry: JobEntry, now: datetime, effects: Effects) -> None:
+        if entry.spec.get("jobReleaseTask") is None:
+            return
+        for (job_key, node_id), record in self.preps.items():
+            node = self.nodes.get(node_id)
+            if job_key != entry.key or node is None or not prep_rules.needs_release(record, node.incarnation):
+                continue
+            if node.up:
+                self._run_release(conn, entry, node, record, now, effects)
+
+    def _run_release(self, conn: Connection, entry: JobEntry, node: NodeSlots, record: dict[str, Any],
+                     now: datetime, effects: Effects) -> None:
+        attempt = record["release_attempt"] + 1
+        changes = prep_rules.release(record, StepState.RUNNING, now, attempt=attempt)
+        db.change(conn, db.preparations, prep_key(record), changes)
+        record.update(changes)
+        step_id = f"r:{entry.key}:{node.node_id}:{attempt}"
+        self.steps[step_id] = StepRef("release", entry.key, node.node_id, attempt)
+        effects.run[node.node_id].append(step_builder.release_step(step_id, entry.row, self._placement(node)))
+
+    def _releases_outstanding(self, entry: JobEntry) -> bool:
+        if entry.spec.get("jobReleaseTask") is None:
+            return False
+        for (job_key, node_id), record in self.preps.items():
+            node = self.nodes.get(node_id)
+            if job_key != entry.key or node is None:
+                continue
+            if record["release_state"] == StepState.RUNNING or prep_rules.needs_release(record, node.incarnation):
+                return True
+        return False
+
+    def _finish_job_if_released(self, conn: Connection, job_key: str, now: datetime, effects: Effects) -> None:
+        entry = self.jobs.get(job_key)
+        if entry is None or entry.row["state"] not in (JobState.TERMINATING, JobState.DELETING):
+            return
+        if self._releases_outstanding(entry):
+            return
+        if entry.row["state"] == JobState.DELETING:
+            self._remove_job(conn, entry.row, effects)
+            return
+        changes = job_rules.transition(entry.row, JobState.COMPLETED, now)
+        db.change(conn, db.jobs, {"key": job_key}, changes, bump_etag=True)
+        del self.jobs[job_key]
+        for key in [k for k in self.preps if k[0] == job_key]:
+            del self.preps[key]
+
+    def _remove_job(self, conn: Connection, job: dict[str, Any], effects: Effects) -> None:
+        """Delete: rows go now, task directories on every node of the pool follow in the background."""
+        db.delete_job_rows(conn, job["key"])
+        self.jobs.pop(job["key"], None)
+        for key in [k for k in self.preps if k[0] == job["key"]]:
+            del self.preps[key]
+        for node in self.nodes.values():
+            if node.pool_key == job["pool_key"] and node.up:
+                effects.remove_dirs.append((node.node_id, f"workitems/{job['id']}"))
+
+    async def _check_all_complete(self, job_key: str) -> None:
+        """onAllTasksComplete=terminatejob: end the job once every task is completed."""
+        entry = self.jobs.get(job_key)
+        if entry is None or entry.row["state"] != JobState.ACTIVE:
+            return
+        if entry.spec.get("onAllTasksComplete") != "terminatejob":
+            return
+        unfinished = await self.db.read(lambda conn: conn.execute(
+            db.tasks.select().with_only_columns(db.tasks.c.seq)
+            .where(db.tasks.c.job_key == job_key, db.tasks.c.state != TaskState.COMPLETED.value).limit(1)).first())
+        if unfinished is None:
+            try:
+                await self.terminate_job(job_key, TerminateReason.ALL_TASKS_COMPLETE.value)
+            except Exception as exc:  # already ending by another path
+                log.debug("all-complete terminate skipped: %s", exc)

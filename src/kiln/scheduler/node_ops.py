@@ -1,0 +1,241 @@
+"""Pools and nodes: sizing, node loss and return, reboot and reimage."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from sqlalchemy import Connection
+
+from kiln.core import node as node_rules
+from kiln.core import pool as pool_rules
+from kiln.core import preparation as prep_rules
+from kiln.core import task as task_rules
+from kiln.core.job import JobState
+from kiln.core.node import NodeState
+from kiln.core.pool import AllocationState
+from kiln.core.preparation import StepState
+from kiln.core.task import TaskState
+from kiln.scheduler.slots import NodeSlots
+from kiln.scheduler.state import ON_NODE, Effects, prep_key
+from kiln.store import rows as db
+from kiln.wire.times import now as utcnow
+
+log = logging.getLogger("kiln.scheduler")
+
+
+class NodeOperations:
+    """Mixed into Scheduler; uses its lock, store, backend and in-memory maps."""
+
+    # ------------------------------------------------------------------ pools and nodes
+    async def create_pool(self, pool: dict[str, Any]) -> None:
+        """The pool row is stored by the caller's transaction; its first resize runs in the background."""
+        async with self.lock:
+            self.pools[pool["key"]] = pool
+        self._spawn(self._resize(pool["key"], pool["target_dedicated_nodes"]), "resize")
+
+    async def resize_pool(self, pool_key: str, target: int) -> None:
+        """Enter `resizing` before answering (the SDK's poller waits for `steady`), then resize in the background."""
+        async with self.lock:
+            self.pools[pool_key] = await self.db.write(lambda conn: self._begin_resize(conn, pool_key, target))
+        self._spawn(self._resize(pool_key, target), "resize")
+
+    def _begin_resize(self, conn: Connection, pool_key: str, target: int) -> dict[str, Any]:
+        from kiln.errors import NotFound
+        pool = db.get(conn, db.pools, key=pool_key)
+        if pool is None:
+            raise NotFound("The specified pool does not exist.", code="PoolNotFound")
+        changes = pool_rules.allocation(pool, AllocationState.RESIZING, utcnow())
+        changes["target_dedicated_nodes"] = target
+        db.change(conn, db.pools, {"key": pool_key}, changes, bump_etag=True)
+        pool.update(changes)
+        return pool
+
+    async def _resize(self, pool_key: str, target: int) -> None:
+        """Grow with new worker processes, or shrink by removing the least busy nodes (their tasks requeue)."""
+        async with self.lock:
+            pool = self.pools[pool_key]
+            current = [n for n in self.nodes.values() if n.pool_key == pool_key]
+            added = [self._new_node(pool) for _ in range(max(0, target - len(current)))]
+            victims = sorted(current, key=lambda n: (n.used, n.node_id))[: max(0, len(current) - target)]
+            await self.db.write(lambda conn: db.insert_rows(conn, db.nodes, [row for row, _ in added]))
+            for row, slots in added:
+                self.nodes[row["id"]] = slots
+        for row, _ in added:
+            await self.backend.add_node(row["id"], row["root_dir"])
+            async with self.lock:
+                await self.db.write(lambda conn, r=row: db.change(
+                    conn, db.nodes, {"id": r["id"]}, node_rules.transition(r, NodeState.STARTING, utcnow())))
+        for node in victims:
+            await self._remove_node(node)
+        async with self.lock:
+            await self.db.write(lambda conn: self._maybe_steady(conn, pool_key))
+
+    def _new_node(self, pool: dict[str, Any]) -> tuple[dict[str, Any], NodeSlots]:
+        node_id = f"tvmps_{uuid.uuid4().hex[:24]}_d"
+        root = self.data_dir / "nodes" / node_id
+        now = utcnow()
+        row = {"id": node_id, "pool_key": pool["key"], "state": NodeState.CREATING.value,
+               "scheduling_state": "enabled", "state_transition_time": now, "allocation_time": now,
+               "incarnation": 0, "root_dir": str(root), "total_tasks_run": 0, "total_tasks_succeeded": 0,
+               "running_tasks": 0, "running_slots": 0}
+        return row, NodeSlots(node_id, pool["key"], pool["task_slots_per_node"], str(root))
+
+    async def _remove_node(self, node: NodeSlots) -> None:
+        """Node leaves the pool: requeue its tasks, stop its worker, forget it (prep records stay listed).
+
+        The worker is stopped outside the lock: the backend reports the loss, and that report takes the lock.
+        """
+        async with self.lock:
+            effects = await self.db.write(lambda conn: self._lose_node(conn, node.node_id, remove=True))
+            self.nodes.pop(node.node_id, None)
+        await self.backend.remove_node(node.node_id)
+        await self._act(effects)
+
+    def _maybe_steady(self, conn: Connection, pool_key: str) -> None:
+        pool = self.pools.get(pool_key)
+        if pool is None or pool["allocation_state"] != AllocationState.RESIZING:
+            return
+        members = [n for n in self.nodes.values() if n.pool_key == pool_key]
+        if len(members) == pool["target_dedicated_nodes"] and all(n.up for n in members):
+            changes = pool_rules.allocation(pool, AllocationState.STEADY, utcnow())
+            db.change(conn, db.pools, {"key": pool_key}, changes, bump_etag=True)
+            pool.update(changes)
+
+    async def delete_pool(self, pool_key: str) -> None:
+        async with self.lock:
+            def mark(conn: Connection) -> dict[str, Any]:
+                from kiln.errors import NotFound
+                pool = db.get(conn, db.pools, key=pool_key)
+                if pool is None:
+                    raise NotFound("The specified pool does not exist.", code="PoolNotFound")
+                changes = pool_rules.delete(pool, utcnow())
+                db.change(conn, db.pools, {"key": pool_key}, changes, bump_etag=True)
+                return {**pool, **changes}
+            self.pools[pool_key] = await self.db.write(mark)
+        self._spawn(self._finish_pool_delete(pool_key), "pool-delete")
+
+    async def _finish_pool_delete(self, pool_key: str) -> None:
+        for node in [n for n in self.nodes.values() if n.pool_key == pool_key]:
+            await self._remove_node(node)
+        async with self.lock:
+            await self.db.write(lambda conn: (db.remove(conn, db.pools, key=pool_key),
+                                              db.remove(conn, db.nodes, pool_key=pool_key)))
+            self.pools.pop(pool_key, None)
+
+    # ------------------------------------------------------------------ node events
+    async def _on_node_up(self, node_id: str) -> None:
+        async with self.lock:
+            node = self.nodes.get(node_id)
+            if node is None:
+                return
+            effects = await self.db.write(lambda conn: self._node_up(conn, node))
+        await self._act(effects)
+
+    def _node_up(self, conn: Connection, node: NodeSlots) -> Effects:
+        effects = Effects(wake=True)
+        now = utcnow()
+        row = db.get(conn, db.nodes, id=node.node_id)
+        if row is None:
+            return effects
+        if row["state"] in (NodeState.CREATING, NodeState.REBOOTING, NodeState.REIMAGING):
+            row.update(node_rules.transition(row, NodeState.STARTING, now))
+        if row["state"] != NodeState.IDLE:
+            db.change(conn, db.nodes, {"id": node.node_id}, node_rules.transition(row, NodeState.IDLE, now))
+        node.up, node.used, node.draining = True, 0, False
+        self._maybe_steady(conn, node.pool_key)
+        for entry in list(self.jobs.values()):  # releases that waited for this node
+            record = self.preps.get((entry.key, node.node_id))
+            if (entry.row["state"] in (JobState.TERMINATING, JobState.DELETING) and record is not None
+                    and entry.spec.get("jobReleaseTask") and prep_rules.needs_release(record, node.incarnation)):
+                self._run_release(conn, entry, node, record, now, effects)
+        return effects
+
+    async def _on_node_down(self, node_id: str) -> None:
+        async with self.lock:
+            if node_id not in self.nodes:
+                return
+            effects = await self.db.write(lambda conn: self._lose_node(conn, node_id, remove=False))
+        await self._act(effects)
+
+    def _lose_node(self, conn: Connection, node_id: str, *, remove: bool) -> Effects:
+        """The node's processes are gone: requeue its tasks, rerun an unfinished prep or release later."""
+        effects = Effects(wake=True)
+        now = utcnow()
+        node = self.nodes[node_id]
+        node.up, node.used = False, 0
+        for step_id, ref in list(self.steps.items()):
+            if ref.node_id == node_id:
+                del self.steps[step_id]
+        for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
+            db.change(conn, db.tasks, {"seq": task["seq"]}, task_rules.transition(task, TaskState.ACTIVE, now),
+                      bump_etag=True)
+            self._requeue_in_memory(task)
+        for (job_key, nid), record in self.preps.items():
+            if nid != node_id:
+                continue
+            self.waiting.pop((job_key, nid), None)
+            for kind, rule in (("prep", prep_rules.prep), ("release", prep_rules.release)):
+                if record[f"{kind}_state"] == StepState.RUNNING:
+                    changes = rule(record, StepState.PENDING, now)
+                    db.change(conn, db.preparations, prep_key(record), changes)
+                    record.update(changes)
+        row = db.get(conn, db.nodes, id=node_id)
+        if remove:
+            db.remove(conn, db.nodes, id=node_id)
+            for entry in list(self.jobs.values()):
+                self._finish_job_if_released(conn, entry.key, now, effects)
+        elif row is not None and row["state"] in (NodeState.IDLE, NodeState.RUNNING, NodeState.STARTING):
+            db.change(conn, db.nodes, {"id": node_id}, node_rules.transition(row, NodeState.UNKNOWN, now))
+        return effects
+
+    # ------------------------------------------------------------------ reboot and reimage
+    async def restart_node(self, node_id: str, option: str, *, reimage: bool) -> None:
+        """Reboot or reimage: the node enters the transient state before the API answers (the SDK polls it)."""
+        async with self.lock:
+            effects = await self.db.write(lambda conn: self._begin_restart(conn, node_id, option, reimage))
+        await self._act(effects)
+        self._spawn(self._restart_when_drained(node_id, reimage), "restart-node")
+
+    def _begin_restart(self, conn: Connection, node_id: str, option: str, reimage: bool) -> Effects:
+        from kiln.errors import NotFound
+        effects = Effects(wake=True)
+        now = utcnow()
+        row, node = db.get(conn, db.nodes, id=node_id), self.nodes.get(node_id)
+        if row is None or node is None:
+            raise NotFound("The specified compute node does not exist.", code="NodeNotFound")
+        changes = node_rules.transition(row, NodeState.REIMAGING if reimage else NodeState.REBOOTING, now)
+        db.change(conn, db.nodes, {"id": node_id}, changes)
+        node.draining = True
+        if reimage:
+            node.incarnation = changes["incarnation"]  # prep records of the old incarnation no longer count
+        else:
+            for (job_key, nid), record in self.preps.items():
+                entry = self.jobs.get(job_key)
+                rerun = entry is not None and entry.spec["jobPreparationTask"]["rerunOnNodeRebootAfterSuccess"]
+                if nid == node_id and prep_rules.reset_after_reboot(record, rerun) \
+                        and record["prep_state"] == StepState.COMPLETED:
+                    changes = prep_rules.prep(record, StepState.PENDING, now)
+                    db.change(conn, db.preparations, prep_key(record), changes)
+                    record.update(changes)
+        if option == "terminate":
+            failure = task_rules.ended_by("the compute node was rebooted or reimaged.")
+            for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
+                step_id = f"t:{task['seq']}:{task['attempt']}"
+                if self.steps.pop(step_id, None) is not None:
+                    effects.kill[node_id].append(step_id)
+                node.used -= task["required_slots"]
+                db.change(conn, db.tasks, {"seq": task["seq"]},
+                          task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure), bump_etag=True)
+                effects.check_jobs.add(task["job_key"])
+        elif option == "requeue":
+            node.used = 0  # the restart's node-down requeues whatever still runs
+        return effects
+
+    async def _restart_when_drained(self, node_id: str, reimage: bool) -> None:
+        """taskcompletion/retaineddata: wait for running tasks to finish (no new ones start), then restart."""
+        while (node := self.nodes.get(node_id)) is not None and node.used > 0 and node.draining:
+            await asyncio.sleep(0.1)
+        if node is not None:
+            await self.backend.restart_node(node_id, wipe=reimage)

@@ -1,0 +1,67 @@
+"""Timed job rules: job maxWallClockTime, and the retention of finished steps' directories."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+
+from kiln.core.job import JobState, TerminateReason
+from kiln.core.preparation import StepState
+from kiln.core.task import TaskState
+from kiln.scheduler import steps as step_builder
+from kiln.scheduler.state import Effects
+from kiln.store import rows as db
+from kiln.wire.times import duration_seconds
+
+log = logging.getLogger("kiln.scheduler")
+
+
+class Retention:
+    """Mixed into Scheduler; uses its lock, store, backend and in-memory maps."""
+
+    # ------------------------------------------------------------------ timers
+    def _arm_wall_clock(self, job: dict[str, Any]) -> None:
+        """Job maxWallClockTime counts from creation; when it passes, the job ends like a terminate."""
+        seconds = duration_seconds(job["spec"].get("constraints", {}).get("maxWallClockTime"))
+        key = f"wallclock:{job['key']}"
+        if seconds is None:
+            self.timers.cancel(key)
+            return
+
+        async def expire() -> None:
+            entry = self.jobs.get(job["key"])
+            if entry is not None and entry.row["state"] in (JobState.ACTIVE, JobState.DISABLED):
+                await self.terminate_job(job["key"], TerminateReason.WALL_CLOCK.value)
+        self.timers.schedule(key, job["creation_time"] + timedelta(seconds=seconds), expire)
+
+    def _retain(self, effects: Effects, node_id: str | None, job_id: str, step_id: str,
+                retention: str | None, ended: datetime | None) -> None:
+        """A finished step's directory stays readable for its retentionTime, then goes."""
+        seconds = duration_seconds(retention)
+        if node_id and ended is not None and seconds is not None:
+            effects.retain.append((node_id, step_builder.task_dir(job_id, step_id), ended + timedelta(seconds=seconds)))
+
+    def _retain_task(self, effects: Effects, job: dict[str, Any], task: dict[str, Any]) -> None:
+        self._retain(effects, task["node_id"], job["id"], task["id"], task["spec"]["constraints"].get("retentionTime"),
+                     task.get("end_time"))
+
+    def _retain_job_step(self, effects: Effects, job: dict[str, Any], record: dict[str, Any], kind: str) -> None:
+        spec = job["spec"]["jobPreparationTask" if kind == "prep" else "jobReleaseTask"]
+        retention = spec["constraints"].get("retentionTime") if kind == "prep" else spec.get("retentionTime")
+        self._retain(effects, record["node_id"], job["id"], spec["id"], retention, record.get(f"{kind}_end_time"))
+
+    def _pending_retention(self, conn: Connection) -> Effects:
+        """After a restart: re-arm the cleanup of every finished step whose directory is still kept."""
+        effects = Effects()
+        jobs = {j["key"]: j for j in db.find(conn, db.jobs)}
+        for task in db.tasks_in_states(conn, [TaskState.COMPLETED.value]):
+            if task["job_key"] in jobs:
+                self._retain_task(effects, jobs[task["job_key"]], task)
+        for record in db.find(conn, db.preparations):
+            job = jobs.get(record["job_key"])
+            for kind in ("prep", "release"):
+                if job is not None and record[f"{kind}_state"] == StepState.COMPLETED:
+                    self._retain_job_step(effects, job, record, kind)
+        return effects
