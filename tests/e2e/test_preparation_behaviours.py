@@ -550,3 +550,16 @@ def test_prep_and_release_are_not_tasks_of_the_job(client, pool, cleanup):
     assert counts.task_slot_counts.completed == 3
     after = {n.id: n.total_tasks_run for n in client.list_nodes(pool)}
     assert sum(after.values()) - sum(before.values()) == 3
+
+
+def test_a_task_that_fits_no_node_does_not_block_the_tasks_behind_it(client):
+    """requiredSlots above taskSlotsPerNode never runs (Azure does not validate it); the rest of the job runs."""
+    pool_id = create_pool_and_wait(client, nodes=1, slots=2)
+    job_id = unique("toobig")
+    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
+    client.create_task(job_id, models.BatchTaskCreateOptions(id="huge", command_line="/bin/true", required_slots=3))
+    client.create_task(job_id, models.BatchTaskCreateOptions(id="small", command_line="/bin/true"))
+    wait_for(lambda: client.get_task(job_id, "small").state == "completed", 60, "the small task to run")
+    assert client.get_task(job_id, "huge").state == "active"
+    client.begin_delete_job(job_id, polling_interval=1).result()
+    client.begin_delete_pool(pool_id, polling_interval=1).result()

@@ -39,6 +39,10 @@ from kiln.wire.times import now as utcnow
 
 log = logging.getLogger("kiln.scheduler")
 
+#: How many tasks of one job a placement round passes over (they fit no node now) before it stops looking.
+MAX_SKIPPED = 64
+
+
 class Scheduler(JobEnding, Retention, NodeOperations):
     def __init__(self, database: Database, backend: ComputeBackend, *, data_dir: Path,
                  account_name: str, account_url: str) -> None:
@@ -179,15 +183,18 @@ class Scheduler(JobEnding, Retention, NodeOperations):
             candidates = [n for n in self.nodes.values() if n.pool_key == pool_key and n.free > 0]
             fill = pool["spec"].get("taskSchedulingPolicy", {}).get("nodeFillType", "spread")
             for entry in sorted(entries, key=lambda e: (-e.row["priority"], e.row["seq"])):
-                while len(entry.queue) and candidates:
-                    seq, slots = entry.queue.peek()
+                skipped: list[tuple[int, int]] = []  # tasks that fit no node now; smaller ones behind may
+                while len(entry.queue) and candidates and len(skipped) < MAX_SKIPPED:
+                    seq, slots = entry.queue.pop()
                     node = choose_node(candidates, slots, fill, lambda n, e=entry: self._may_run(e, n))
                     if node is None:
-                        break
-                    entry.queue.pop()
+                        skipped.append((seq, slots))
+                        continue
                     node.used += slots
                     planned.append((entry, seq, slots, node))
                     candidates = [n for n in candidates if n.free > 0]
+                for seq, slots in skipped:
+                    entry.queue.push(seq, slots)
         if not planned:
             return effects
         rows = {r["seq"]: r for r in db.tasks_by_seq(conn, [seq for _, seq, _, _ in planned])}
