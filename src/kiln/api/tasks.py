@@ -56,7 +56,8 @@ def _insert(conn: Connection, job_id: str, specs: list[TaskAdd | KilnError]) -> 
     moment = now()
     outcomes: list[dict[str, Any] | KilnError] = []
     seen: set[str] = set()
-    existing = {r["key"] for r in db.find(conn, db.tasks, job_key=job["key"])} if len(specs) > 1 else None
+    wanted = [ids.key(s.id) for s in specs if not isinstance(s, KilnError)]
+    existing = db.task_seqs(conn, job["key"], wanted)
     for spec in specs:
         if isinstance(spec, KilnError):
             outcomes.append(spec)
@@ -64,9 +65,7 @@ def _insert(conn: Connection, job_id: str, specs: list[TaskAdd | KilnError]) -> 
         try:
             _check_against_job(job, spec)
             key = ids.key(spec.id)
-            taken = key in existing if existing is not None else \
-                db.get(conn, db.tasks, job_key=job["key"], key=key) is not None
-            if taken or key in seen:
+            if key in existing or key in seen:
                 raise Conflict("The specified task already exists.", code="TaskExists")
             seen.add(key)
             outcomes.append(_task_row(job, spec, moment))
@@ -75,7 +74,7 @@ def _insert(conn: Connection, job_id: str, specs: list[TaskAdd | KilnError]) -> 
     rows = [o for o in outcomes if isinstance(o, dict)]
     db.insert_rows(conn, db.tasks, rows)
     if rows:
-        inserted = {r["key"]: r["seq"] for r in db.find(conn, db.tasks, job_key=job["key"]) if r["key"] in seen}
+        inserted = db.task_seqs(conn, job["key"], [row["key"] for row in rows])
         for row in rows:
             row["seq"] = inserted[row["key"]]
     return job, outcomes

@@ -74,6 +74,14 @@ def tasks_by_seq(conn: Connection, seqs: Sequence[int]) -> list[Row]:
     return [dict(r) for r in conn.execute(select(tasks).where(tasks.c.seq.in_(list(seqs)))).mappings()]
 
 
+def task_seqs(conn: Connection, job_key: str, keys: Sequence[str]) -> dict[str, int]:
+    """seq of each of these task keys that exists in the job (one indexed lookup, no row decoding)."""
+    if not keys:
+        return {}
+    query = select(tasks.c.key, tasks.c.seq).where(tasks.c.job_key == job_key, tasks.c.key.in_(list(keys)))
+    return {key: seq for key, seq in conn.execute(query)}
+
+
 def tasks_in_states(conn: Connection, states: Sequence[str], **keys: Any) -> list[Row]:
     query = select(tasks).where(tasks.c.state.in_(list(states)))
     if keys:
@@ -88,4 +96,4 @@ def delete_job_rows(conn: Connection, job_key: str) -> None:
 
 
 __all__ = ["jobs", "nodes", "pools", "preparations", "tasks", "get", "find", "insert_rows", "change", "remove",
-           "next_value", "task_counts", "tasks_by_seq", "tasks_in_states", "delete_job_rows", "new_etag"]
+           "next_value", "task_counts", "task_seqs", "tasks_by_seq", "tasks_in_states", "delete_job_rows", "new_etag"]
