@@ -204,6 +204,7 @@ class Scheduler(JobEnding, Retention, NodeOperations):
                 node.used -= slots
                 continue
             self._start_on_node(conn, entry, task, node, now, effects)
+        effects.write_batched(conn)
         return effects
 
     def _may_run(self, entry: JobEntry, node: NodeSlots) -> bool:
@@ -218,12 +219,11 @@ class Scheduler(JobEnding, Retention, NodeOperations):
         if prep_spec is not None:
             record = self._ensure_prep(conn, entry, node, now, effects)
             if not prep_rules.succeeded(record) and prep_spec["waitForSuccess"]:
-                changes = task_rules.transition(task, TaskState.PREPARING, now, **where)
-                db.change(conn, db.tasks, {"seq": task["seq"]}, changes, bump_etag=True)
+                effects.change_task(task["seq"], task_rules.transition(task, TaskState.PREPARING, now, **where))
                 self.waiting[(entry.key, node.node_id)].append(task["seq"])
                 return
         changes = task_rules.transition(task, TaskState.RUNNING, now, **where)
-        db.change(conn, db.tasks, {"seq": task["seq"]}, changes, bump_etag=True)
+        effects.change_task(task["seq"], changes)
         task.update(changes)
         self._dispatch_task(conn, entry, task, node, effects)
 
@@ -232,8 +232,7 @@ class Scheduler(JobEnding, Retention, NodeOperations):
         step_id = f"t:{task['seq']}:{task['attempt']}"
         self.steps[step_id] = StepRef("task", entry.key, node.node_id, task["attempt"], task["seq"],
                                       task["required_slots"])
-        conn.execute(db.nodes.update().where(db.nodes.c.id == node.node_id)
-                     .values(total_tasks_run=db.nodes.c.total_tasks_run + 1))
+        effects.node_counters[(node.node_id, "total_tasks_run")] += 1
         effects.run[node.node_id].append(step_builder.task_step(step_id, entry.row, task, self._placement(node)))
 
     def _placement(self, node: NodeSlots) -> step_builder.Placement:
@@ -284,6 +283,8 @@ class Scheduler(JobEnding, Retention, NodeOperations):
                 self._prep_finished(conn, ref, result, now, effects)
             elif ref.kind == "release":
                 self._release_finished(conn, ref, result, now, effects)
+        effects.write_batched(conn)
+        effects.merge(self._place(conn))  # refill the freed slots in the same transaction
         return effects
 
     def _task_finished(self, conn: Connection, ref: StepRef, task: dict[str, Any] | None, result: StepResult,
@@ -309,10 +310,9 @@ class Scheduler(JobEnding, Retention, NodeOperations):
             if (entry := self.jobs.get(ref.job_key)) is not None:
                 self._retain_task(effects, entry.row, {**task, **changes})
             if failure is None:
-                conn.execute(db.nodes.update().where(db.nodes.c.id == ref.node_id)
-                             .values(total_tasks_succeeded=db.nodes.c.total_tasks_succeeded + 1))
+                effects.node_counters[(ref.node_id, "total_tasks_succeeded")] += 1
             effects.check_jobs.add(ref.job_key)
-        db.change(conn, db.tasks, {"seq": task["seq"]}, changes, bump_etag=True)
+        effects.change_task(task["seq"], changes)
 
     def _requeue_in_memory(self, task: dict[str, Any]) -> None:
         entry = self.jobs.get(task["job_key"])
@@ -344,13 +344,13 @@ class Scheduler(JobEnding, Retention, NodeOperations):
             if task["state"] != TaskState.PREPARING or task["node_id"] != ref.node_id:
                 continue
             if ok:
-                task.update(task_rules.transition(task, TaskState.RUNNING, now))
-                db.change(conn, db.tasks, {"seq": task["seq"]}, task, bump_etag=True)
+                changes = task_rules.transition(task, TaskState.RUNNING, now)
+                effects.change_task(task["seq"], changes)
+                task.update(changes)
                 self._dispatch_task(conn, entry, task, node, effects)
             else:  # back to the queue; this node is now excluded for the job
                 node.used -= task["required_slots"]
-                db.change(conn, db.tasks, {"seq": task["seq"]},
-                          task_rules.transition(task, TaskState.ACTIVE, now), bump_etag=True)
+                effects.change_task(task["seq"], task_rules.transition(task, TaskState.ACTIVE, now))
                 self._requeue_in_memory(task)
         effects.wake = True
 

@@ -1,14 +1,18 @@
 """What the scheduler's parts share: step references, effects to carry out, jobs in memory."""
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection, bindparam, update
+
 from kiln.compute.protocol import Step
 from kiln.core.task import TaskState
 from kiln.scheduler.slots import JobQueue
+from kiln.store.rows import new_etag
+from kiln.store.schema import nodes, tasks
 
 #: Task states that hold a node's slots.
 ON_NODE = (TaskState.PREPARING.value, TaskState.RUNNING.value)
@@ -37,6 +41,38 @@ class Effects:
     retain: list[tuple[str, str, datetime]] = field(default_factory=list)
     wake: bool = False
     check_jobs: set[str] = field(default_factory=set)  #: onAllTasksComplete candidates
+    #: task row changes of this transaction, written together by `write_batched` (one statement per shape)
+    task_changes: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    #: (node_id, counter column) -> increment, written once per transaction
+    node_counters: Counter = field(default_factory=Counter)
+
+    def change_task(self, seq: int, changes: dict[str, Any]) -> None:
+        self.task_changes.append((seq, changes))
+
+    def write_batched(self, conn: Connection) -> None:
+        """Write the batched task changes (executemany per set of columns) and node counters; then forget them."""
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for seq, changes in self.task_changes:
+            columns = tuple(sorted(changes))
+            shapes[columns].append({**{f"v_{c}": changes[c] for c in columns}, "k_seq": seq, "v_etag": new_etag()})
+        for columns, params in shapes.items():
+            statement = (update(tasks).where(tasks.c.seq == bindparam("k_seq"))
+                         .values({c: bindparam(f"v_{c}") for c in (*columns, "etag")}))
+            conn.execute(statement, params)
+        for (node_id, column), increment in self.node_counters.items():
+            conn.execute(update(nodes).where(nodes.c.id == node_id).values({column: nodes.c[column] + increment}))
+        self.task_changes.clear()
+        self.node_counters.clear()
+
+    def merge(self, other: Effects) -> None:
+        for node_id, steps in other.run.items():
+            self.run[node_id].extend(steps)
+        for node_id, step_ids in other.kill.items():
+            self.kill[node_id].extend(step_ids)
+        self.remove_dirs.extend(other.remove_dirs)
+        self.retain.extend(other.retain)
+        self.wake = self.wake or other.wake
+        self.check_jobs |= other.check_jobs
 
 
 @dataclass(slots=True)
