@@ -1,19 +1,53 @@
 """End-to-end fixtures: a real `kiln serve` subprocess driven by the official azure-batch SDK."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from azure.batch import BatchClient
 
 from kiln.cli.embedded import EmbeddedServer
+from kiln.compute.node import identity
 from kiln.testing import create_pool_and_wait, make_client
 
 
+@pytest.fixture(scope="session", autouse=True)
+def open_base(tmp_path_factory) -> Iterator[Path]:
+    """Where data dirs go. Run as root, the server runs non-admin tasks as task accounts of their own,
+    which must pass through the data dir's parents: pytest's tmp dirs are under a 0700 directory."""
+    base = Path(tempfile.mkdtemp(prefix="kiln-e2e-"))
+    os.chmod(base, 0o755)
+    with pytest.MonkeyPatch.context() as patch:  # the servers' workers claim task uids in a registry of ours
+        patch.setenv(identity.REGISTRY_ENV, str(tmp_path_factory.mktemp("uids")))
+        yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def open_tmp(open_base: Path, request) -> Path:
+    """A test's own directory that task accounts can pass through (but not write)."""
+    path = Path(tempfile.mkdtemp(prefix=f"{request.node.name[:40]}-", dir=open_base))
+    os.chmod(path, 0o755)  # mkdtemp makes it 0700
+    return path
+
+
+@pytest.fixture
+def marks_dir(open_tmp: Path) -> Path:
+    """A directory any task may write, like /tmp (1777), for tasks that leave marks for the test."""
+    path = open_tmp / "marks"
+    path.mkdir()
+    os.chmod(path, 0o1777)
+    return path
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory) -> Iterator[EmbeddedServer]:
+def server(open_base: Path) -> Iterator[EmbeddedServer]:
     """One server for the read-mostly tests; tests that restart or kill it start their own."""
-    with EmbeddedServer(tmp_path_factory.mktemp("kiln")) as running:
+    with EmbeddedServer(open_base / "kiln") as running:
         yield running
 
 

@@ -38,9 +38,8 @@ def _check_recovered(client, marker_dir: Path, tasks: int = 4) -> None:
 
 
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
-def test_restart_keeps_everything_and_requeues_running_tasks(tmp_path, how):
-    data, markers = tmp_path / "data", tmp_path / "markers"
-    markers.mkdir()
+def test_restart_keeps_everything_and_requeues_running_tasks(open_tmp, marks_dir, how):
+    data, markers = open_tmp / "data", marks_dir  # tasks are non-admin: they may write marks_dir (1777)
     server = EmbeddedServer(data).start()
     try:
         client = make_client(server)
@@ -55,14 +54,14 @@ def test_restart_keeps_everything_and_requeues_running_tasks(tmp_path, how):
         server.stop()
 
 
-def test_a_killed_node_worker_is_noticed_and_its_task_requeued(tmp_path):
+def test_a_killed_node_worker_is_noticed_and_its_task_requeued(open_tmp, marks_dir):
     """SIGKILL the worker process that is a node: its task goes back to the queue and completes."""
-    server = EmbeddedServer(tmp_path / "data").start()
+    server = EmbeddedServer(open_tmp / "data").start()
     try:
         client = make_client(server)
         pool_id = create_pool_and_wait(client, nodes=1, pool_id="fragile")
         client.create_job(models.BatchJobCreateOptions(id="j", pool_info=models.BatchPoolInfo(pool_id=pool_id)))
-        first_run = tmp_path / "first-run"
+        first_run = marks_dir / "first-run"  # written by the (non-admin) task
         client.create_task("j", models.BatchTaskCreateOptions(id="victim", command_line=shell(
             f"if [ -e {first_run} ]; then exit 0; fi; echo $PPID > {first_run}; sleep 60")))
         wait_for(lambda: first_run.exists() and first_run.read_text().strip(), 60, "the first run to start")

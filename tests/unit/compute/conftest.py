@@ -1,11 +1,15 @@
 """Fixtures of the compute tests."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from kiln.compute.node import identity
 from kiln.compute.protocol import Step
 
 from .helpers import FileServer
@@ -21,9 +25,26 @@ def file_server() -> Iterator[FileServer]:
     server.thread.join(5)
 
 
+@pytest.fixture(autouse=True)
+def uid_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test claims task uids in a registry of its own, not the host's (workers inherit it)."""
+    registry = tmp_path / "uids"
+    monkeypatch.setenv(identity.REGISTRY_ENV, str(registry))
+    return registry
+
+
 @pytest.fixture
-def node_root(tmp_path: Path) -> Path:
-    return tmp_path / "node"
+def open_tmp() -> Iterator[Path]:
+    """A temporary directory task accounts can pass through (0755): pytest's tmp_path is under a 0700 one."""
+    path = Path(tempfile.mkdtemp(prefix="kiln-test-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def node_root(open_tmp: Path) -> Path:
+    return open_tmp / "node"
 
 
 @pytest.fixture

@@ -58,9 +58,9 @@ class Recorder:
 
 
 @pytest.fixture
-async def rec(tmp_path: Path) -> AsyncIterator[Recorder]:
-    backend = DaskBackend(tmp_path / "data")
-    rec = Recorder(backend, tmp_path / "data")
+async def rec(open_tmp: Path) -> AsyncIterator[Recorder]:
+    backend = DaskBackend(open_tmp / "data")
+    rec = Recorder(backend, open_tmp / "data")
     backend.on_node_up, backend.on_node_down, backend.on_results = rec.on_up, rec.on_down, rec.on_results
     await backend.start()
     try:

@@ -14,9 +14,10 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kiln.compute.node import files, layout, reaper, runner
+from kiln.compute.node import files, identity, layout, reaper, runner
 from kiln.compute.node.failures import SERVER_ERROR, failure_info
 from kiln.compute.node.resource_files import http_client
 from kiln.compute.node.table import StepTable
@@ -196,6 +197,10 @@ def dask_setup(worker: Any) -> None:
         if killed:
             logger.warning("killed %d processes left over on node root %s", len(killed), node_root)
         layout.create_node_layout(node_root)
+        blocked = identity.unreachable_parent(Path(node_root)) if identity.isolating() else None
+        if blocked is not None:
+            logger.warning("non-admin tasks on node root %s will fail: task accounts cannot pass through %s "
+                           "(it lacks o+x)", node_root, blocked)
     agent = NodeAgent(node_root)
     worker.handlers.update(agent.handlers())
     worker.extensions[EXTENSION] = agent  # Worker.close() awaits extension.close()

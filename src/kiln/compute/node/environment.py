@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from kiln.compute.node.identity import Account
 from kiln.compute.node.layout import TaskPaths, task_paths
 from kiln.compute.protocol import Step
 
@@ -41,10 +42,15 @@ def batch_variables(step: Step, paths: TaskPaths) -> dict[str, str]:
     return variables
 
 
-def build_environment(step: Step, paths: TaskPaths,
-                      host_env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Merge in Batch's order; AZ_BATCH_* last so a user variable cannot fake the node's identity."""
+def build_environment(step: Step, paths: TaskPaths, host_env: Mapping[str, str] | None = None,
+                      account: Account | None = None) -> dict[str, str]:
+    """Merge in Batch's order; AZ_BATCH_* last so a user variable cannot fake the node's identity.
+
+    A step run as a task account gets that account's HOME/USER/LOGNAME, not the worker's.
+    """
     env = base_environment(os.environ if host_env is None else host_env)
+    if account is not None:
+        env.update(account.login_environment(paths.wd))
     env.update(step.environment)
     env.update(batch_variables(step, paths))
     return env

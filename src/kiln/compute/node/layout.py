@@ -5,8 +5,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from kiln.compute.node import identity
+
 #: Directories under the node root, as on an Azure Batch Linux node (/mnt/batch/tasks).
 NODE_DIRS = ("applications", "fsmounts", "shared", "startup", "volatile", "workitems")
+
+#: Modes when steps run under task accounts (the worker is root); the rest, and the root, are 0755.
+#: Tasks may write only shared/ (through the tasks group; setgid keeps new files in it); volatile/
+#: holds the agent's state, download URLs with their SAS tokens among it.
+SECURE_MODES = {"shared": 0o2775, "volatile": 0o700}
 
 #: Kiln's own per-node state (resource-file progress), kept where Azure keeps its agent state.
 STATE_DIR = "volatile/kiln"
@@ -55,7 +62,18 @@ def create_node_layout(node_root: str | os.PathLike[str]) -> Path:
     root = Path(node_root).absolute()
     for name in NODE_DIRS:
         (root / name).mkdir(parents=True, exist_ok=True)
+    if identity.isolating():
+        secure_node_layout(root)
     return root
+
+
+def secure_node_layout(root: Path) -> None:
+    """Root owns everything; only shared/ is writable by the task accounts (explicit modes, whatever the umask)."""
+    os.chown(root, 0, 0)
+    os.chmod(root, 0o755)
+    for name in NODE_DIRS:
+        os.chown(root / name, 0, identity.TASKS_GID if name == "shared" else 0)
+        os.chmod(root / name, SECURE_MODES.get(name, 0o755))
 
 
 def ensure_node_layout(node_root: Path) -> None:

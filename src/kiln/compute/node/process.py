@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.compute.node.failures import USER_ERROR, FailureInfo, failure_info
+from kiln.compute.node.identity import Account
 from kiln.compute.node.layout import TaskPaths
 
 #: How long to wait for a SIGKILLed leader to be reaped before reporting anyway.
@@ -68,10 +69,13 @@ def prepare_argv(command_line: str, env: dict[str, str], wd: Path) -> list[str] 
 async def run_command(command_line: str, *, env: dict[str, str], paths: TaskPaths,
                       timeout: float | None = None, limit: float | None = None,
                       kill: asyncio.Event | None = None,
-                      kill_leftovers: bool = True) -> CommandOutcome:
+                      kill_leftovers: bool = True, account: Account | None = None) -> CommandOutcome:
     """Run to completion, timeout or kill. Cancelling this coroutine kills the group too.
 
     timeout: seconds left of the wall clock; limit: the whole limit, for the message.
+
+    account: run as this unprivileged account (None: as the worker). The worker, root then, can
+    still signal the group.
 
     kill_leftovers: after the main process exits, SIGKILL what is left in its group
     (background children); a start task keeps them, so it can launch daemons.
@@ -80,7 +84,7 @@ async def run_command(command_line: str, *, env: dict[str, str], paths: TaskPath
     if isinstance(argv, CommandOutcome):
         return argv
     try:
-        proc = await spawn(argv, env, paths)
+        proc = await spawn(argv, env, paths, account)
     except OSError as exc:
         return CommandOutcome(None, failure_info(
             USER_ERROR, "CommandProgramNotFound",
@@ -106,16 +110,27 @@ def devnull() -> int:
     return _devnull
 
 
-async def spawn(argv: list[str], env: dict[str, str], paths: TaskPaths) -> asyncio.subprocess.Process:
+def open_output(path: Path, account: Account | None) -> int:
+    """A new file each run (not O_TRUNC): a link left in the task directory by its account must not
+    make the worker truncate, or hand over, a file elsewhere."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o660)
+    if account is not None:
+        os.fchown(fd, account.uid, account.gid)
+    return fd
+
+
+async def spawn(argv: list[str], env: dict[str, str], paths: TaskPaths,
+                account: Account | None = None) -> asyncio.subprocess.Process:
     """stdout/stderr go straight to the files by descriptor, never through Python."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-    out = os.open(paths.stdout, flags, 0o660)
+    options = account.spawn_options() if account is not None else {}
+    out = open_output(paths.stdout, account)
     try:
-        err = os.open(paths.stderr, flags, 0o660)
+        err = open_output(paths.stderr, account)
         try:
             return await asyncio.create_subprocess_exec(
                 *argv, stdin=devnull(), stdout=out, stderr=err,
-                cwd=paths.wd, env=env, start_new_session=True)
+                cwd=paths.wd, env=env, start_new_session=True, **options)
         finally:
             os.close(err)
     finally:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
@@ -69,10 +70,11 @@ class Progress:
     def is_done(self, file: ResourceFile, dest: Path) -> bool:
         entry = self.done.get(file.file_path)
         try:
-            return (entry is not None and entry["url"] == file.http_url
-                    and entry["size"] == dest.stat().st_size)
+            st = dest.lstat()  # a link in its place is not the file (the task's account may have put it there)
         except OSError:
             return False
+        return (entry is not None and entry["url"] == file.http_url
+                and stat.S_ISREG(st.st_mode) and entry["size"] == st.st_size)
 
     def record(self, file: ResourceFile, dest: Path) -> None:
         self.done[file.file_path] = {"url": file.http_url, "size": dest.stat().st_size}
@@ -117,7 +119,9 @@ async def download(client: httpx.AsyncClient, file: ResourceFile, dest: Path) ->
         async with client.stream("GET", file.http_url) as response:
             if response.status_code >= 400:
                 raise _http_failure(file, response.status_code)
-            with open(part, "wb") as out:
+            part.unlink(missing_ok=True)  # a new file, never through a link left in wd
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with open(fd, "wb") as out:
                 async for chunk in response.aiter_bytes(CHUNK):
                     out.write(chunk)
         os.replace(part, dest)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from kiln.compute.node import environment, layout, process, resource_files
+from kiln.compute.node import environment, identity, layout, process, resource_files
 from kiln.compute.node.failures import SERVER_ERROR, StepFailure
 from kiln.compute.protocol import Step, StepResult
 
@@ -28,6 +28,8 @@ class StepContext:
     #: the node's shared HTTP client, made on first use (None: a client per step)
     http: Callable[[], httpx.AsyncClient] | None = None
     kill: asyncio.Event | None = None
+    #: the unprivileged account the command runs as (None: the worker's own user)
+    account: identity.Account | None = None
 
 
 Phase = Callable[[StepContext], Awaitable[None]]
@@ -51,20 +53,30 @@ async def task_dir_hook(ctx: StepContext) -> None:
                              f"Could not create the task directory {ctx.paths.task_dir}: {exc}") from None
 
 
+async def identity_hook(ctx: StepContext) -> None:
+    if identity.needs_account(ctx.step):  # in a thread: the uid registry's lock is host-wide
+        ctx.account = await asyncio.to_thread(identity.prepare, ctx.step, ctx.paths)
+
+
 async def environment_hook(ctx: StepContext) -> None:
-    ctx.env = environment.build_environment(ctx.step, ctx.paths)
+    ctx.env = environment.build_environment(ctx.step, ctx.paths, account=ctx.account)
 
 
 async def resource_files_hook(ctx: StepContext) -> None:
     files = ctx.step.resource_files
     if files:
         await resource_files.fetch_resource_files(ctx.paths, files, ctx.http() if ctx.http else None)
+        if ctx.account is not None:
+            identity.hand_over_resource_files(ctx.paths, files, ctx.account)
 
 
-#: The order matters: the directories must exist before anything is written into wd, and the
-#: environment names those directories; downloads come last because they are slow and can fail.
+#: The order matters: the directories must exist before anything is written into wd; on a retry the
+#: account has owned them, so they are checked (no links) and handed over before the worker writes
+#: into them again; the environment names those directories and the account; downloads come last
+#: because they are slow and can fail.
 HOOKS: tuple[Hook, ...] = (
     Hook("task_dir", prestart=task_dir_hook),
+    Hook("identity", prestart=identity_hook),
     Hook("environment", prestart=environment_hook),
     Hook("resource_files", prestart=resource_files_hook),
 )
@@ -124,4 +136,4 @@ async def run_command(ctx: StepContext, started: float) -> process.CommandOutcom
     remaining = None if limit is None else max(0.0, limit - (time.monotonic() - started))
     return await process.run_command(ctx.step.command_line, env=ctx.env, paths=ctx.paths,
                                      timeout=remaining, limit=limit, kill=ctx.kill,
-                                     kill_leftovers=ctx.step.kind != "start")
+                                     kill_leftovers=ctx.step.kind != "start", account=ctx.account)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from kiln.compute.node import environment, layout
+from kiln.compute.node import environment, identity, layout
 from kiln.compute.protocol import Step
 
 HOST = {"PATH": "/opt/bin:/usr/bin", "HOME": "/home/kiln", "LANG": "C.UTF-8",
@@ -61,3 +61,13 @@ def test_path_defaults_when_the_worker_has_none(make_step: Callable[..., Step]) 
     step = make_step()
     env = environment.build_environment(step, layout.task_paths(step.node_root, step.task_dir), {})
     assert env["PATH"] == environment.DEFAULT_PATH
+
+
+def test_a_task_account_gets_its_own_login_variables(make_step: Callable[..., Step], node_root: Path) -> None:
+    """The account has no home: HOME is the working directory, unless the user sets it."""
+    step = make_step(task_dir="workitems/j1/job-1/t1", environment={"USER": "me"})
+    paths = layout.task_paths(step.node_root, step.task_dir)
+    env = environment.build_environment(step, paths, HOST, account=identity.Account(200_001, 200_001))
+    assert (env["HOME"], env["USER"], env["LOGNAME"]) == (str(paths.wd), "me", "kiln-200001")
+    own_home = make_step(environment={"HOME": "/data"})
+    assert environment.build_environment(own_home, paths, HOST, account=identity.Account(1, 1))["HOME"] == "/data"

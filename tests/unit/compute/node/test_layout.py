@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
-from kiln.compute.node import layout
+from kiln.compute.node import identity, layout
 
 
 def test_node_layout_has_the_azure_linux_directories(tmp_path: Path) -> None:
@@ -12,6 +14,20 @@ def test_node_layout_has_the_azure_linux_directories(tmp_path: Path) -> None:
     assert sorted(p.name for p in root.iterdir()) == [
         "applications", "fsmounts", "shared", "startup", "volatile", "workitems"]
     layout.create_node_layout(root)  # idempotent
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="node dirs are secured only when the worker is root")
+def test_only_shared_is_writable_by_task_accounts(tmp_path: Path) -> None:
+    umask = os.umask(0o077)  # explicit modes, whatever the worker's umask
+    try:
+        root = layout.create_node_layout(tmp_path / "node")
+    finally:
+        os.umask(umask)
+    modes = {p.name: (p.stat().st_uid, p.stat().st_gid, stat.S_IMODE(p.stat().st_mode))
+             for p in [root, *root.iterdir()]}
+    assert modes == {"node": (0, 0, 0o755), "applications": (0, 0, 0o755), "fsmounts": (0, 0, 0o755),
+                     "shared": (0, identity.TASKS_GID, 0o2775), "startup": (0, 0, 0o755),
+                     "volatile": (0, 0, 0o700), "workitems": (0, 0, 0o755)}
 
 
 def test_task_paths_put_the_output_files_beside_wd(tmp_path: Path) -> None:

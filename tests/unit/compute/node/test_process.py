@@ -47,6 +47,15 @@ async def test_cwd_is_wd_and_env_is_exactly_the_given_one(paths: layout.TaskPath
     assert [line.split("=")[0] for line in lines[1:] if line.split("=")[0] in ("HOME", "SECRET")] == ["HOME"]
 
 
+async def test_output_files_are_new_files_never_links_followed(paths: layout.TaskPaths, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    paths.stdout.symlink_to(victim)
+    assert (await run(paths, "echo out")).exit_code == 0
+    assert not paths.stdout.is_symlink() and paths.stdout.read_text() == "out\n"
+    assert victim.read_text() == "keep"
+
+
 async def test_relative_program_resolves_against_wd(paths: layout.TaskPaths) -> None:
     script = paths.wd / "bin" / "hello.sh"
     script.parent.mkdir()

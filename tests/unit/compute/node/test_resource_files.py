@@ -83,3 +83,20 @@ async def test_a_symlink_out_of_wd_is_refused(paths: layout.TaskPaths, file_serv
     with pytest.raises(StepFailure) as failure:
         await fetch_resource_files(paths, (ResourceFile(file_server.url("/a"), "link/a"),))
     assert failure.value.info["code"] == "ResourceFileCreateFailed"
+
+
+async def test_links_in_wd_are_replaced_not_written_through(paths: layout.TaskPaths, file_server: FileServer,
+                                                            tmp_path: Path) -> None:
+    """A task's account owns wd: a link at the temporary name, or where a fetched file was, is not followed."""
+    file_server.files = {"/a.txt": b"alpha"}
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    files = (ResourceFile(file_server.url("/a.txt"), "a.txt"),)
+    await fetch_resource_files(paths, files)
+    (paths.wd / "a.txt").unlink()
+    (paths.wd / "a.txt").symlink_to(paths.wd / "same-size")  # same size as the download: not "done"
+    (paths.wd / "same-size").write_bytes(b"12345")
+    (paths.wd / ".a.txt.kiln-part").symlink_to(victim)
+    assert await fetch_resource_files(paths, files) == ["a.txt"]
+    assert not (paths.wd / "a.txt").is_symlink() and (paths.wd / "a.txt").read_bytes() == b"alpha"
+    assert victim.read_text() == "keep"
