@@ -82,6 +82,7 @@ def run_demo(*, port: int, keep: bool, console: Console) -> int:
     from azure.core.credentials import AzureNamedKeyCredential
 
     data_dir = Path(tempfile.mkdtemp(prefix="kiln-demo-"))
+    data_dir.chmod(0o755)  # non-admin task accounts must be able to reach their node directories
     console.print(f"Sample start: {time.strftime('%Y-%m-%d %H:%M:%S')}")
     console.print(f"Starting an embedded Kiln server (data in {data_dir})", highlight=False)
     try:
