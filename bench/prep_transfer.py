@@ -41,7 +41,7 @@ import psutil
 from azure.batch import BatchClient, models
 
 from kiln.cli.embedded import EmbeddedServer
-from kiln.testing import create_pool_and_wait, make_client, read_task_file, shell, unique
+from kiln.testing import create_pool_and_wait, make_client, read_task_file, shell, unique, wait_task_counts
 
 NODES, SLOTS = 2, 4
 PER_CALL = 100
@@ -185,14 +185,7 @@ def run_job(client: BatchClient, data: DataServer, pool_id: str, name: str, n: i
     began = datetime.now(timezone.utc)
     t0 = time.monotonic()
     add_tasks(client, job_id, tasks)
-    while True:
-        counts = client.get_job_task_counts(job_id).task_counts
-        if counts.completed >= n:
-            break
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"job {name}: after {timeout} s only {counts.completed} of {n} tasks completed "
-                               f"({counts.active} active, {counts.running} running)")
-        time.sleep(poll)
+    wait_task_counts(client, job_id, n, timeout, poll, start=t0)
     listed = list(client.list_tasks(job_id, select=["id", "state", "executionInfo", "nodeInfo"], max_results=1000))
     if len(listed) != n:
         raise RuntimeError(f"job {name}: listed {len(listed)} tasks, expected {n}")
@@ -223,11 +216,7 @@ def warm_up(client: BatchClient, pool_id: str, n: int = 2 * NODES * SLOTS) -> di
     client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
     add_tasks(client, job_id, [models.BatchTaskCreateOptions(id=f"w{i}", command_line=shell("echo $PPID"))
                                for i in range(n)])
-    deadline = time.monotonic() + 120
-    while client.get_job_task_counts(job_id).task_counts.completed < n:
-        if time.monotonic() > deadline:
-            raise TimeoutError("warm-up tasks did not complete")
-        time.sleep(0.1)
+    wait_task_counts(client, job_id, n, timeout=120, poll=0.1)
     workers: dict[int, str] = {}
     for task in client.list_tasks(job_id, select=["id", "nodeInfo"]):
         if task.node_info is not None and task.node_info.node_id not in workers.values():
@@ -252,6 +241,9 @@ def main() -> None:
 
     size = args.size_mb * MB
     tmp = Path(tempfile.mkdtemp(prefix="kiln-bench-prep-"))
+    # Non-admin tasks run as accounts of their own (when root), which must pass through the data dir.
+    os.chmod(tmp, 0o755)
+    os.environ.setdefault("KILN_UID_REGISTRY", str(tmp / "uids"))
     free = shutil.disk_usage(tmp).free
     need_b = args.tasks * size
     cleanup = {"yes": True, "no": False}.get(args.cleanup, need_b > KEEP_SHARE * free)

@@ -35,7 +35,7 @@ import psutil
 from azure.batch import BatchClient, models
 
 from kiln.cli.embedded import EmbeddedServer
-from kiln.testing import create_pool_and_wait, make_client, terminate_job, unique
+from kiln.testing import create_pool_and_wait, make_client, terminate_job, unique, wait_task_counts
 
 NODES, SLOTS = 2, 4
 TARGET_RATIO = 0.25
@@ -123,14 +123,7 @@ def run_throughput(client: BatchClient, pool_id: str, n: int, per_call: int, thr
     t0 = time.perf_counter()
     add_collections(client, job_id, groups, threads)
     added = time.perf_counter() - t0
-    while True:
-        counts = client.get_job_task_counts(job_id).task_counts
-        if counts.completed >= n:
-            break
-        if time.perf_counter() - t0 > timeout:
-            raise TimeoutError(f"after {timeout} s only {counts.completed} of {n} tasks completed "
-                               f"({counts.active} active, {counts.running} running)")
-        time.sleep(poll)
+    wait_task_counts(client, job_id, n, timeout, poll, clock=time.perf_counter, start=t0)
     seen = time.perf_counter() - t0
     cpu_after = meter.sample()
     t1 = time.perf_counter()

@@ -76,3 +76,17 @@ def terminate_job(client: BatchClient, job_id: str, reason: str | None = None, p
     options = BatchJobTerminateOptions(termination_reason=reason or "UserTerminate")
     client.begin_terminate_job(job_id, options=options,
                                polling_interval=polling_interval).result()
+
+
+def wait_task_counts(client: BatchClient, job_id: str, n: int, timeout: float, poll: float = 1.0,
+                     clock: Callable[[], float] = time.monotonic, start: float | None = None) -> None:
+    """Poll the job's task counts (cheap on the server, unlike listing tasks) until n tasks have completed."""
+    began = clock() if start is None else start
+    while True:
+        counts = client.get_job_task_counts(job_id).task_counts
+        if counts.completed >= n:
+            return
+        if clock() - began > timeout:
+            raise TimeoutError(f"job {job_id}: after {timeout} s only {counts.completed} of {n} tasks completed "
+                               f"({counts.active} active, {counts.running} running)")
+        time.sleep(poll)
