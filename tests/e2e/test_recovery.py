@@ -5,30 +5,49 @@ import os
 import signal
 from pathlib import Path
 
+import psutil
 import pytest
 from azure.batch import models
 
 from kiln.cli.embedded import EmbeddedServer
-from kiln.testing import create_pool_and_wait, make_client, shell, wait_for, wait_tasks_completed
+from kiln.testing import (
+    create_pool_and_wait,
+    make_client,
+    shell,
+    wait_for,
+    wait_tasks_completed,
+)
 
 JOB = "survivor"
 
 
-def _start_work(client, marker_dir: Path, tasks: int = 4, seconds: int = 8) -> None:
-    """Tasks that each record one line per finished run in marker_dir (outside the node roots)."""
+def _start_work(client, marker_dir: Path, tasks: int = 4) -> None:
+    """Tasks that wait for the test's go-ahead (marker_dir/go), then record their finished run in
+    marker_dir (outside the node roots), so no run can finish while the server is down."""
     create_pool_and_wait(client, nodes=2, slots=1, pool_id="restart-pool")
     client.create_job(models.BatchJobCreateOptions(
         id=JOB, pool_info=models.BatchPoolInfo(pool_id="restart-pool"),
         job_preparation_task=models.BatchJobPreparationTask(command_line="/bin/true")))
     client.create_tasks(JOB, [models.BatchTaskCreateOptions(
-        id=f"t{i}", command_line=shell(f"sleep {seconds}; echo done >> {marker_dir}/$AZ_BATCH_TASK_ID"))
+        id=f"t{i}", command_line=shell(
+            f"while [ ! -e {marker_dir}/go ]; do sleep 0.1; done; echo done >> {marker_dir}/$AZ_BATCH_TASK_ID"))
         for i in range(tasks)])
     wait_for(lambda: sum(t.state == "running" for t in client.list_tasks(JOB)) == 2, 60, "two tasks running")
 
 
 def _check_recovered(client, marker_dir: Path, tasks: int = 4) -> None:
+    """The go-ahead comes once the requeued tasks run again: on restarted workers, which kill what
+    their predecessors left running before they take work (the runs orphaned by a crash)."""
     assert client.get_pool("restart-pool").id == "restart-pool"
     assert client.get_job(JOB).state == "active"
+
+    def rerunning() -> bool:
+        listed = list(client.list_tasks(JOB))
+        return (sum(t.state == "running" for t in listed) == 2
+                and sum(t.execution_info.requeue_count for t in listed) >= 2)
+
+    wait_for(rerunning, 90, "the two requeued tasks to run again")
+    (marker_dir / "go").touch()
     done = wait_tasks_completed(client, JOB, timeout=120)
     assert len(done) == tasks
     assert all(t.execution_info.result == "success" for t in done)
@@ -65,7 +84,8 @@ def test_a_killed_node_worker_is_noticed_and_its_task_requeued(open_tmp, marks_d
         client.create_task("j", models.BatchTaskCreateOptions(id="victim", command_line=shell(
             f"if [ -e {first_run} ]; then exit 0; fi; echo $PPID > {first_run}; sleep 60")))
         wait_for(lambda: first_run.exists() and first_run.read_text().strip(), 60, "the first run to start")
-        os.kill(int(first_run.read_text()), signal.SIGKILL)  # the task's parent is the node's worker process
+        launcher = int(first_run.read_text())  # the task's parent: the node's launcher, a child of its worker
+        os.kill(psutil.Process(launcher).ppid(), signal.SIGKILL)
         task = wait_tasks_completed(client, "j", timeout=90)[0]
         assert task.execution_info.result == "success"
         assert task.execution_info.requeue_count == 1

@@ -1,15 +1,17 @@
 """Fixtures of the compute tests."""
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from kiln.compute.node import identity
+from kiln.compute.node import identity, runner
+from kiln.compute.node.spawner import Spawner
 from kiln.compute.protocol import Step
 
 from .helpers import FileServer
@@ -60,3 +62,17 @@ def make_step(node_root: Path) -> Callable[..., Step]:
         return Step(command_line=command_line, **fields)  # type: ignore[arg-type]
 
     return make
+
+
+@pytest.fixture
+async def spawner() -> AsyncIterator[Spawner]:
+    """A node's launcher, as the agent has one; closing it kills what it started."""
+    spawner = Spawner()
+    yield spawner
+    await spawner.close()
+
+
+@pytest.fixture
+def run_step(spawner: Spawner) -> Callable[..., object]:
+    """runner.run_step with this test's launcher."""
+    return functools.partial(runner.run_step, spawner=spawner)

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from kiln.compute.node import files, identity, layout, reaper, runner
 from kiln.compute.node.failures import SERVER_ERROR, failure_info
 from kiln.compute.node.resource_files import http_client
+from kiln.compute.node.spawner import Spawner
 from kiln.compute.node.table import StepTable
 from kiln.compute.protocol import Step, StepResult
 
@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 NODE_ROOT_ENV = "KILN_NODE_ROOT"
 #: How long a kill waits for killed steps to end before cancelling them outright.
 KILL_GRACE = 5.0
+#: How often a worker checks that its parent (the nanny's process: the server) is still there.
+LEASH_INTERVAL = 0.2
 #: Errors of file operations reported to the control plane by name, not as crashes.
 FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError)
 
@@ -46,6 +48,8 @@ class NodeAgent:
         self._kills: dict[str, asyncio.Event] = {}
         self._results_ready = asyncio.Event()
         self._http: httpx.AsyncClient | None = None
+        self.spawner = Spawner()
+        self._leash: asyncio.TimerHandle | None = None
         self._closed = False
 
     def handlers(self) -> dict[str, Callable[..., Any]]:
@@ -85,7 +89,8 @@ class NodeAgent:
     async def _run_one(self, step: Step, kill: asyncio.Event) -> None:
         message = None
         try:
-            message = (await runner.run_step(step, kill=kill, http=self.http_client)).to_message()
+            message = (await runner.run_step(step, spawner=self.spawner, kill=kill,
+                                                http=self.http_client)).to_message()
         except Exception as exc:  # a bug must still end the step, never leave it running forever
             logger.exception("step %s crashed", step.step_id)
             message = StepResult(step.step_id, time.time(), time.time(), None, failure=failure_info(
@@ -97,6 +102,20 @@ class NodeAgent:
                 self.table.forget(step.step_id)
             elif self.table.finish(step.step_id, message):
                 self._results_ready.set()
+
+    def leash_to_parent(self) -> None:
+        """If the worker's parent dies, even by SIGKILL, the worker exits at once; its launcher then sees
+        the socket close and kills every command of the node. Otherwise an orphaned worker would run
+        its tasks on while a restarted server runs them again."""
+        parent, loop = os.getppid(), asyncio.get_running_loop()
+
+        def check() -> None:
+            if os.getppid() != parent:
+                logger.warning("the worker's parent %d is gone; exiting with every command of the node", parent)
+                os._exit(1)
+            self._leash = loop.call_later(LEASH_INTERVAL, check)
+
+        check()
 
     def http_client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -139,7 +158,10 @@ class NodeAgent:
         if self._closed:
             return
         self._closed = True
+        if self._leash is not None:
+            self._leash.cancel()
         await self._finish(list(self._tasks.values()), 0)
+        await self.spawner.close()
         for root in self.node_roots:
             reaper.kill_node_processes(root)
         if self._http is not None:
@@ -173,24 +195,9 @@ async def _file_op(op: Callable[[], Any]) -> dict[str, Any]:
 EXTENSION = "kiln_agent"
 
 
-def use_pidfd_child_watcher() -> bool:
-    """On Python 3.11 asyncio waits for each child in a thread of its own (a quarter of the cost of
-    a short command); a pidfd watcher waits in the event loop. 3.12+ does this by itself."""
-    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
-        return False
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:  # kernel < 5.3, or pidfd_open blocked
-        return False
-    watcher = asyncio.PidfdChildWatcher()
-    watcher.attach_loop(asyncio.get_running_loop())
-    asyncio.set_child_watcher(watcher)
-    return True
-
-
 def dask_setup(worker: Any) -> None:
-    """Preload hook: a restarted worker first kills what its predecessor left running."""
-    use_pidfd_child_watcher()
+    """Preload hook: a restarted worker first kills what its predecessor left running (a worker killed
+    with its launcher leaves nothing; a launcher killed alone can)."""
     node_root = os.environ.get(NODE_ROOT_ENV)
     if node_root:
         killed = reaper.kill_node_processes(node_root)
@@ -202,6 +209,7 @@ def dask_setup(worker: Any) -> None:
             logger.warning("non-admin tasks on node root %s will fail: task accounts cannot pass through %s "
                            "(it lacks o+x)", node_root, blocked)
     agent = NodeAgent(node_root)
+    agent.leash_to_parent()
     worker.handlers.update(agent.handlers())
     worker.extensions[EXTENSION] = agent  # Worker.close() awaits extension.close()
 

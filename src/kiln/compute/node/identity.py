@@ -72,14 +72,9 @@ class Account:
         """HOME is the working directory: the account has no home of its own."""
         return {"HOME": str(wd), "USER": self.name, "LOGNAME": self.name}
 
-    def spawn_options(self) -> dict[str, Any]:
-        """For asyncio.create_subprocess_exec: setgroups, setgid, setuid and umask in the child, no preexec_fn.
-
-        The price: subprocess then forks the worker instead of vfork (here ~19 ms a command instead of
-        ~1.4, the event loop waiting). setpriv(1) would keep vfork, but it execs with root's
-        capabilities still in effect, so the account could execute files only root may.
-        """
-        return {"user": self.uid, "group": self.gid, "extra_groups": [TASKS_GID], "umask": TASK_UMASK}
+    def launch_options(self) -> dict[str, Any]:
+        """What the launcher switches to in the child before exec: groups, gid, uid and umask."""
+        return {"uid": self.uid, "gid": self.gid, "groups": [TASKS_GID], "umask": TASK_UMASK}
 
 
 def registry_dir() -> Path:

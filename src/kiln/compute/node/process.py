@@ -10,9 +10,15 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from kiln.compute.node.failures import USER_ERROR, FailureInfo, failure_info
+from kiln.compute.node.failures import (
+    SERVER_ERROR,
+    USER_ERROR,
+    FailureInfo,
+    failure_info,
+)
 from kiln.compute.node.identity import Account
 from kiln.compute.node.layout import TaskPaths
+from kiln.compute.node.spawner import LaunchedProcess, LauncherLost, Spawner
 
 #: How long to wait for a SIGKILLed leader to be reaped before reporting anyway.
 REAP_TIMEOUT = 10.0
@@ -43,6 +49,13 @@ def resolve_executable(argv0: str, path: str, wd: Path) -> str | None:
     return shutil.which(argv0, path=path)
 
 
+def launcher_lost(proc: LaunchedProcess) -> CommandOutcome:
+    kill_group(proc.pid)
+    return CommandOutcome(None, failure_info(
+        SERVER_ERROR, "NodeAgentError", "The node's launcher stopped while the command ran; its exit is unknown."),
+        pid=proc.pid)
+
+
 def kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
@@ -66,7 +79,7 @@ def prepare_argv(command_line: str, env: dict[str, str], wd: Path) -> list[str] 
     return [program, *argv[1:]]
 
 
-async def run_command(command_line: str, *, env: dict[str, str], paths: TaskPaths,
+async def run_command(command_line: str, *, env: dict[str, str], paths: TaskPaths, spawner: Spawner,
                       timeout: float | None = None, limit: float | None = None,
                       kill: asyncio.Event | None = None,
                       kill_leftovers: bool = True, account: Account | None = None) -> CommandOutcome:
@@ -74,6 +87,7 @@ async def run_command(command_line: str, *, env: dict[str, str], paths: TaskPath
 
     timeout: seconds left of the wall clock; limit: the whole limit, for the message.
 
+    spawner: the node's launcher starts the command (see launcher.py for why).
     account: run as this unprivileged account (None: as the worker). The worker, root then, can
     still signal the group.
 
@@ -84,7 +98,7 @@ async def run_command(command_line: str, *, env: dict[str, str], paths: TaskPath
     if isinstance(argv, CommandOutcome):
         return argv
     try:
-        proc = await spawn(argv, env, paths, account)
+        proc = await spawn(spawner, argv, env, paths, account)
     except OSError as exc:
         return CommandOutcome(None, failure_info(
             USER_ERROR, "CommandProgramNotFound",
@@ -120,24 +134,22 @@ def open_output(path: Path, account: Account | None) -> int:
     return fd
 
 
-async def spawn(argv: list[str], env: dict[str, str], paths: TaskPaths,
-                account: Account | None = None) -> asyncio.subprocess.Process:
+async def spawn(spawner: Spawner, argv: list[str], env: dict[str, str], paths: TaskPaths,
+                account: Account | None = None) -> LaunchedProcess:
     """stdout/stderr go straight to the files by descriptor, never through Python."""
-    options = account.spawn_options() if account is not None else {}
     out = open_output(paths.stdout, account)
     try:
         err = open_output(paths.stderr, account)
         try:
-            return await asyncio.create_subprocess_exec(
-                *argv, stdin=devnull(), stdout=out, stderr=err,
-                cwd=paths.wd, env=env, start_new_session=True, **options)
+            return await spawner.spawn(argv, env=env, cwd=str(paths.wd), stdio=(devnull(), out, err),
+                                       account=account)
         finally:
             os.close(err)
     finally:
         os.close(out)
 
 
-async def wait(proc: asyncio.subprocess.Process, timeout: float | None,
+async def wait(proc: LaunchedProcess, timeout: float | None,
                kill: asyncio.Event | None, limit: float | None = None) -> CommandOutcome:
     exited = asyncio.ensure_future(proc.wait())
     killed = asyncio.ensure_future(kill.wait()) if kill is not None else None
@@ -148,13 +160,16 @@ async def wait(proc: asyncio.subprocess.Process, timeout: float | None,
         if killed is not None:
             killed.cancel()
     if exited in done:
-        return CommandOutcome(exit_status(proc.returncode), pid=proc.pid)
+        if exited.exception() is not None:
+            return launcher_lost(proc)
+        return CommandOutcome(exit_status(exited.result()), pid=proc.pid)
     kill_group(proc.pid)
     try:
-        await asyncio.wait_for(exited, REAP_TIMEOUT)
-        code = exit_status(proc.returncode)
+        code = exit_status(await asyncio.wait_for(exited, REAP_TIMEOUT))
     except TimeoutError:
         code = 128 + signal.SIGKILL
+    except LauncherLost:
+        return launcher_lost(proc)
     if killed is not None and killed in done:
         return CommandOutcome(code, killed=True, pid=proc.pid)
     return CommandOutcome(code, failure_info(

@@ -1,10 +1,10 @@
 """Find and kill a node's processes that outlived their agent.
 
-Commands run in their own sessions, so they survive a worker that dies by SIGKILL. Every
+Commands run in their own sessions. The launcher kills them when its worker dies, but a crash
+that takes the launcher too (SIGKILL of the whole process group) leaves them running. Every
 command's environment names its node root (AZ_BATCH_NODE_ROOT_DIR), which identifies them in
-/proc even after they have been reparented. PR_SET_PDEATHSIG would need a preexec_fn (fork
-instead of vfork, unsafe in the threaded worker) and covers only the direct child, not its
-children, so it is not used.
+/proc even after they have been reparented. PR_SET_PDEATHSIG is not used: it would cover
+only the direct child, not its children.
 """
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from kiln.compute.node import environment, identity, layout, process, resource_files
 from kiln.compute.node.failures import SERVER_ERROR, StepFailure
+from kiln.compute.node.spawner import Spawner
 from kiln.compute.protocol import Step, StepResult
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ class StepContext:
 
     step: Step
     paths: layout.TaskPaths
+    spawner: Spawner
     env: dict[str, str] = field(default_factory=dict)
     #: the node's shared HTTP client, made on first use (None: a client per step)
     http: Callable[[], httpx.AsyncClient] | None = None
@@ -105,7 +107,7 @@ async def run_phase(hooks: Sequence[Hook], phase: str, ctx: StepContext, *, stop
         raise ExceptionGroup(f"{phase} hooks failed", failures)
 
 
-async def run_step(step: Step, *, kill: asyncio.Event | None = None,
+async def run_step(step: Step, *, spawner: Spawner, kill: asyncio.Event | None = None,
                    http: Callable[[], httpx.AsyncClient] | None = None, hooks: Sequence[Hook] = HOOKS) -> StepResult:
     start, started = time.time(), time.monotonic()
     try:
@@ -113,7 +115,7 @@ async def run_step(step: Step, *, kill: asyncio.Event | None = None,
     except ValueError as exc:
         return StepResult(step.step_id, start, time.time(), None, failure=StepFailure.of(
             SERVER_ERROR, "TaskDirectoryCreateFailed", str(exc)).info)
-    ctx = StepContext(step, paths, http=http, kill=kill)
+    ctx = StepContext(step, paths, spawner, http=http, kill=kill)
     try:
         await run_phase(hooks, "prestart", ctx, stop_at_first=True)
     except StepFailure as failure:
@@ -134,6 +136,6 @@ async def run_command(ctx: StepContext, started: float) -> process.CommandOutcom
     """The wall clock counts from the step's start, so setup time is part of it."""
     limit = ctx.step.max_wall_clock_seconds
     remaining = None if limit is None else max(0.0, limit - (time.monotonic() - started))
-    return await process.run_command(ctx.step.command_line, env=ctx.env, paths=ctx.paths,
+    return await process.run_command(ctx.step.command_line, env=ctx.env, paths=ctx.paths, spawner=ctx.spawner,
                                      timeout=remaining, limit=limit, kill=ctx.kill,
                                      kill_leftovers=ctx.step.kind != "start", account=ctx.account)

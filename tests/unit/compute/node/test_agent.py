@@ -116,8 +116,6 @@ async def test_file_operations_report_errors_by_name(agent: NodeAgent, node_root
 
 async def test_dask_setup_installs_the_handlers_and_cleans_up(node_root: Path, monkeypatch) -> None:
     monkeypatch.setenv(agent_module.NODE_ROOT_ENV, str(node_root))
-    # the child watcher is process-global: only real workers (see test_dask_backend) switch it
-    monkeypatch.setattr(agent_module, "use_pidfd_child_watcher", lambda: False)
     worker = SimpleNamespace(handlers={}, extensions={})
     agent_module.dask_setup(worker)
     assert set(worker.handlers) >= {"kiln_run", "kiln_results", "kiln_kill", "kiln_list_files"}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kiln.compute.node import identity, layout, runner
-from kiln.compute.protocol import ResourceFile, Step, StepResult
+from kiln.compute.node import identity, layout
+from kiln.compute.protocol import ResourceFile, Step
 
 from ..helpers import FileServer, alive, eventually
 
@@ -43,13 +43,11 @@ def output(step: Step) -> tuple[str, str]:
     return paths.stdout.read_text(), paths.stderr.read_text()
 
 
-async def run(step: Step) -> StepResult:
-    return await runner.run_step(step)
 
 
-async def test_a_nonadmin_step_runs_as_the_uid_of_its_task_directory(make_step: Callable[..., Step]) -> None:
+async def test_a_nonadmin_step_runs_as_the_uid_of_its_task_directory(run_step, make_step: Callable[..., Step]) -> None:
     step = make_step("sh -c 'id -u; id -g; id -G; echo $HOME $USER'")
-    result = await run(step)
+    result = await run_step(step)
     uid, paths = identity.preferred_uid(paths_of(step)), paths_of(step)
     assert (result.exit_code, result.failure) == (0, None)
     assert output(step) == (f"{uid}\n{uid}\n{uid} {identity.TASKS_GID}\n{paths.wd} kiln-{uid}\n", "")
@@ -58,24 +56,24 @@ async def test_a_nonadmin_step_runs_as_the_uid_of_its_task_directory(make_step: 
     assert stat.S_IMODE(paths.task_dir.stat().st_mode) == stat.S_IMODE(paths.wd.stat().st_mode) == 0o755
 
 
-async def test_an_admin_step_runs_as_root(make_step: Callable[..., Step]) -> None:
+async def test_an_admin_step_runs_as_root(run_step, make_step: Callable[..., Step]) -> None:
     step = make_step("sh -c 'id -u; id -g'", elevated=True)
-    assert (await run(step)).exit_code == 0
+    assert (await run_step(step)).exit_code == 0
     assert output(step) == ("0\n0\n", "")
     assert paths_of(step).wd.stat().st_uid == 0
 
 
-async def test_a_worker_that_is_not_root_runs_everything_as_itself(make_step: Callable[..., Step],
+async def test_a_worker_that_is_not_root_runs_everything_as_itself(run_step, make_step: Callable[..., Step],
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(identity, "isolating", lambda: False)
     step = make_step("id -u")
-    assert (await run(step)).exit_code == 0
+    assert (await run_step(step)).exit_code == 0
     assert output(step) == (f"{os.geteuid()}\n", "")
 
 
-async def test_it_writes_its_wd_and_the_shared_dir(make_step: Callable[..., Step], node_root: Path) -> None:
+async def test_it_writes_its_wd_and_the_shared_dir(run_step, make_step: Callable[..., Step], node_root: Path) -> None:
     step = make_step("sh -c 'echo mine > mine.txt && echo ours > $AZ_BATCH_NODE_SHARED_DIR/ours.txt'")
-    assert (await run(step)).exit_code == 0
+    assert (await run_step(step)).exit_code == 0
     uid = identity.preferred_uid(paths_of(step))
     assert (paths_of(step).wd / "mine.txt").stat().st_uid == uid
     shared = node_root / "shared/ours.txt"
@@ -93,58 +91,58 @@ async def test_it_writes_its_wd_and_the_shared_dir(make_step: Callable[..., Step
     ("touch {data}/x", "touch: cannot touch '{data}/x': Permission denied"),
     ("truncate -s 0 {data}/kiln.db", "truncate: cannot open '{data}/kiln.db' for writing: Permission denied"),
 ])
-async def test_it_cannot_write_outside_its_own_directories(make_step: Callable[..., Step], node_root: Path,
+async def test_it_cannot_write_outside_its_own_directories(run_step, make_step: Callable[..., Step], node_root: Path,
                                                            data_dir: Path, command: str, error: str) -> None:
     other = make_step("sh -c 'echo secret > file.txt'")
-    assert (await run(other)).exit_code == 0
+    assert (await run_step(other)).exit_code == 0
     names = {"other": paths_of(other).task_dir, "other_wd": paths_of(other).wd, "root": node_root, "data": data_dir}
     step = make_step(f"sh -c '{command.format(**names)}'")  # through sh: argv[0] is then the bare name
-    result = await run(step)
+    result = await run_step(step)
     assert (result.exit_code, result.failure) == (1, None)
     assert output(step) == ("", error.format(**names) + "\n")
     assert (data_dir / "kiln.db").read_bytes() == b"store"
     assert (paths_of(other).wd / "file.txt").read_text() == "secret\n"
 
 
-async def test_a_retry_gets_its_uid_back_and_reuses_its_files(make_step: Callable[..., Step]) -> None:
+async def test_a_retry_gets_its_uid_back_and_reuses_its_files(run_step, make_step: Callable[..., Step]) -> None:
     first = make_step("sh -c 'echo 1 >> runs.txt; exit 3'", task_dir="workitems/j1/job-1/again")
-    assert (await run(first)).exit_code == 3
+    assert (await run_step(first)).exit_code == 3
     retry = make_step("sh -c 'echo 2 >> runs.txt; id -u'", task_dir="workitems/j1/job-1/again")
-    assert (await run(retry)).exit_code == 0
+    assert (await run_step(retry)).exit_code == 0
     assert (paths_of(retry).wd / "runs.txt").read_text() == "1\n2\n"
     assert output(retry) == (f"{identity.preferred_uid(paths_of(retry))}\n", "")
 
 
-async def test_the_job_shares_files_as_in_azures_prep_and_release_sample(make_step: Callable[..., Step],
+async def test_the_job_shares_files_as_in_azures_prep_and_release_sample(run_step, make_step: Callable[..., Step],
                                                                         file_server: FileServer) -> None:
     """Prep downloads and writes shared/, tasks read the download and append, release deletes: three accounts."""
     file_server.files = {"/tool.sh": b"#!/bin/sh\necho tool\n"}
     prep = make_step("sh -c 'echo prep > $AZ_BATCH_NODE_SHARED_DIR/log.txt'", kind="prep",
                      task_dir="workitems/j1/job-1/jobpreparation",
                      resource_files=(ResourceFile(file_server.url("/tool.sh"), "bin/tool.sh"),))
-    assert (await run(prep)).exit_code == 0
+    assert (await run_step(prep)).exit_code == 0
     prep_paths = paths_of(prep)
     tool, uid = prep_paths.wd / "bin/tool.sh", identity.preferred_uid(prep_paths)
     assert (tool.stat().st_uid, stat.S_IMODE(tool.stat().st_mode)) == (uid, 0o775)  # fileMode 0770, readable
     assert (tool.parent.stat().st_uid, stat.S_IMODE(tool.parent.stat().st_mode)) == (uid, 0o755)
     task = make_step("sh -c '$AZ_BATCH_JOB_PREP_WORKING_DIR/bin/tool.sh >> $AZ_BATCH_NODE_SHARED_DIR/log.txt'",
                      prep_task_dir=prep.task_dir)
-    assert (await run(task)).exit_code == 0
+    assert (await run_step(task)).exit_code == 0
     assert (prep_paths.node_root / "shared/log.txt").read_text() == "prep\ntool\n"
     tamper = make_step("sh -c 'echo x >> $AZ_BATCH_JOB_PREP_WORKING_DIR/bin/tool.sh'", prep_task_dir=prep.task_dir)
-    assert (await run(tamper)).exit_code == 2
+    assert (await run_step(tamper)).exit_code == 2
     assert output(tamper)[1] == f"{shutil.which('sh')}: 1: cannot create {tool}: Permission denied\n"
     release = make_step("sh -c 'rm $AZ_BATCH_NODE_SHARED_DIR/log.txt'", kind="release",
                         task_dir="workitems/j1/job-1/jobrelease", prep_task_dir=prep.task_dir)
-    assert (await run(release)).exit_code == 0
+    assert (await run_step(release)).exit_code == 0
     assert not (prep_paths.node_root / "shared/log.txt").exists()
 
 
-async def test_a_program_only_root_may_execute_is_not_run(make_step: Callable[..., Step], open_tmp: Path) -> None:
+async def test_a_program_only_root_may_execute_is_not_run(run_step, make_step: Callable[..., Step], open_tmp: Path) -> None:
     program = open_tmp / "root-only.sh"
     program.write_text("#!/bin/sh\necho ran\n")
     program.chmod(0o700)
-    result = await run(make_step(str(program)))
+    result = await run_step(make_step(str(program)))
     assert result.exit_code is None and result.failure is not None
     assert (result.failure["code"], result.failure["message"]) == (
         "CommandProgramNotFound", f"The program {str(program)!r} could not be started: Permission denied")
@@ -163,9 +161,9 @@ async def grandchild(step: Step) -> int:
     return int(pid_file.read_text())
 
 
-async def test_the_wall_clock_kills_a_nonadmin_tree(make_step: Callable[..., Step]) -> None:
+async def test_the_wall_clock_kills_a_nonadmin_tree(run_step, make_step: Callable[..., Step]) -> None:
     step = make_step(TREE, max_wall_clock_seconds=1.0)
-    running = asyncio.create_task(run(step))
+    running = asyncio.create_task(run_step(step))
     pid = await grandchild(step)
     assert uid_of(pid) == identity.preferred_uid(paths_of(step))
     result = await running
@@ -174,10 +172,10 @@ async def test_the_wall_clock_kills_a_nonadmin_tree(make_step: Callable[..., Ste
     await eventually(lambda: not alive(pid), what="the grandchild to die")
 
 
-async def test_a_kill_request_kills_a_nonadmin_tree(make_step: Callable[..., Step]) -> None:
+async def test_a_kill_request_kills_a_nonadmin_tree(run_step, make_step: Callable[..., Step]) -> None:
     kill = asyncio.Event()
     step = make_step(TREE)
-    running = asyncio.create_task(runner.run_step(step, kill=kill))
+    running = asyncio.create_task(run_step(step, kill=kill))
     pid = await grandchild(step)
     assert uid_of(pid) == identity.preferred_uid(paths_of(step))
     kill.set()
@@ -186,7 +184,7 @@ async def test_a_kill_request_kills_a_nonadmin_tree(make_step: Callable[..., Ste
     await eventually(lambda: not alive(pid), what="the grandchild to die")
 
 
-async def test_links_left_by_a_task_are_not_followed_by_the_worker(make_step: Callable[..., Step],
+async def test_links_left_by_a_task_are_not_followed_by_the_worker(run_step, make_step: Callable[..., Step],
                                                                   open_tmp: Path, file_server: FileServer) -> None:
     """The account owns its task directory: a retry must not write, chmod or chown through its links."""
     victim = open_tmp / "victim"
@@ -200,36 +198,36 @@ async def test_links_left_by_a_task_are_not_followed_by_the_worker(make_step: Ca
 
     plant = step(f"ln -s {victim} ../stdout.txt.new && mv ../stdout.txt.new ../stdout.txt; "
                  f"rm f.txt; ln -s {victim} .f.txt.kiln-part")
-    assert (await run(plant)).exit_code == 0
+    assert (await run_step(plant)).exit_code == 0
     assert paths_of(plant).stdout.is_symlink()
     retry = step("cat f.txt")
-    assert (await run(retry)).exit_code == 0
+    assert (await run_step(retry)).exit_code == 0
     assert output(retry) == ("data", "")
-    assert (await run(step(f"rm f.txt; ln -s {victim} f.txt"))).exit_code == 0
-    refused = await run(step("cat f.txt"))
+    assert (await run_step(step(f"rm f.txt; ln -s {victim} f.txt"))).exit_code == 0
+    refused = await run_step(step("cat f.txt"))
     assert refused.failure is not None and refused.failure["code"] == "ResourceFileCreateFailed"
     assert (victim.read_text(), victim.stat().st_uid, stat.S_IMODE(victim.stat().st_mode)) == ("keep", 0, 0o600)
 
 
-async def test_a_wd_replaced_by_a_link_fails_the_retry(make_step: Callable[..., Step], open_tmp: Path) -> None:
+async def test_a_wd_replaced_by_a_link_fails_the_retry(run_step, make_step: Callable[..., Step], open_tmp: Path) -> None:
     task_dir = "workitems/j1/job-1/swapped"
     swap = make_step(f"sh -c 'cd .. && mv wd old && ln -s {open_tmp} wd'", task_dir=task_dir)
-    assert (await run(swap)).exit_code == 0
-    result = await run(make_step("/bin/true", task_dir=task_dir))
+    assert (await run_step(swap)).exit_code == 0
+    result = await run_step(make_step("/bin/true", task_dir=task_dir))
     assert result.exit_code is None and result.failure is not None
     assert (result.failure["category"], result.failure["code"]) == ("servererror", "TaskAccountSetupFailed")
     assert open_tmp.stat().st_uid == 0
 
 
-async def test_an_unreachable_node_root_is_a_clear_failure(open_tmp: Path, make_step: Callable[..., Step]) -> None:
+async def test_an_unreachable_node_root_is_a_clear_failure(run_step, open_tmp: Path, make_step: Callable[..., Step]) -> None:
     private = open_tmp / "private"
     private.mkdir(mode=0o700)
     step = make_step(node_root=str(private / "node"))
-    result = await run(step)
+    result = await run_step(step)
     assert result.exit_code is None and result.failure is not None
     assert (result.failure["category"], result.failure["code"]) == ("servererror", "TaskAccountSetupFailed")
     assert f"{private} cannot be passed through by other users" in result.failure["message"]
-    assert (await run(make_step("id -u", node_root=str(private / "node"), elevated=True))).exit_code == 0
+    assert (await run_step(make_step("id -u", node_root=str(private / "node"), elevated=True))).exit_code == 0
 
 
 # -- the uid registry ------------------------------------------------------------------------------

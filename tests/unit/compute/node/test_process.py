@@ -3,12 +3,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from kiln.compute.node import layout
-from kiln.compute.node.process import exit_status, run_command
+from kiln.compute.node.process import CommandOutcome, exit_status, run_command
+from kiln.compute.node.spawner import Spawner
 
 from ..helpers import alive, eventually
 
@@ -22,32 +24,36 @@ def paths(node_root: Path) -> layout.TaskPaths:
     return paths
 
 
-async def run(paths: layout.TaskPaths, command: str, **kwargs: object):
-    return await run_command(command, env=ENV, paths=paths, **kwargs)  # type: ignore[arg-type]
+@pytest.fixture
+def run(spawner: Spawner) -> Callable[..., Awaitable[CommandOutcome]]:
+    async def run(paths: layout.TaskPaths, command: str, **kwargs: object) -> CommandOutcome:
+        kwargs.setdefault("env", ENV)
+        return await run_command(command, paths=paths, spawner=spawner, **kwargs)  # type: ignore[arg-type]
+    return run
 
 
-async def test_no_shell_no_expansion(paths: layout.TaskPaths) -> None:
+async def test_no_shell_no_expansion(run, paths: layout.TaskPaths) -> None:
     outcome = await run(paths, """echo $HOME 'a  b' "c" *""")
     assert outcome.exit_code == 0 and outcome.failure is None
     assert paths.stdout.read_text() == "$HOME a  b c *\n"
     assert paths.stderr.read_text() == ""
 
 
-async def test_exit_codes_and_both_output_files(paths: layout.TaskPaths) -> None:
+async def test_exit_codes_and_both_output_files(run, paths: layout.TaskPaths) -> None:
     outcome = await run(paths, "sh -c 'echo out; echo err >&2; exit 3'")
     assert outcome.exit_code == 3
     assert paths.stdout.read_text() == "out\n"
     assert paths.stderr.read_text() == "err\n"
 
 
-async def test_cwd_is_wd_and_env_is_exactly_the_given_one(paths: layout.TaskPaths) -> None:
+async def test_cwd_is_wd_and_env_is_exactly_the_given_one(run, paths: layout.TaskPaths) -> None:
     await run(paths, "sh -c 'pwd; env | sort'")
     lines = paths.stdout.read_text().splitlines()
     assert lines[0] == str(paths.wd)
     assert [line.split("=")[0] for line in lines[1:] if line.split("=")[0] in ("HOME", "SECRET")] == ["HOME"]
 
 
-async def test_output_files_are_new_files_never_links_followed(paths: layout.TaskPaths, tmp_path: Path) -> None:
+async def test_output_files_are_new_files_never_links_followed(run, paths: layout.TaskPaths, tmp_path: Path) -> None:
     victim = tmp_path / "victim"
     victim.write_text("keep")
     paths.stdout.symlink_to(victim)
@@ -56,7 +62,7 @@ async def test_output_files_are_new_files_never_links_followed(paths: layout.Tas
     assert victim.read_text() == "keep"
 
 
-async def test_relative_program_resolves_against_wd(paths: layout.TaskPaths) -> None:
+async def test_relative_program_resolves_against_wd(run, paths: layout.TaskPaths) -> None:
     script = paths.wd / "bin" / "hello.sh"
     script.parent.mkdir()
     script.write_text("#!/bin/sh\necho hello \"$1\"\n")
@@ -67,20 +73,20 @@ async def test_relative_program_resolves_against_wd(paths: layout.TaskPaths) -> 
 
 
 @pytest.mark.parametrize("command", ["no-such-program-kiln", "./missing.sh", "/nonexistent/x", "", "'unbalanced"])
-async def test_program_not_found(paths: layout.TaskPaths, command: str) -> None:
+async def test_program_not_found(run, paths: layout.TaskPaths, command: str) -> None:
     outcome = await run(paths, command)
     assert outcome.exit_code is None
     assert outcome.failure is not None
     assert (outcome.failure["category"], outcome.failure["code"]) == ("usererror", "CommandProgramNotFound")
 
 
-async def test_program_is_looked_up_on_the_steps_path(paths: layout.TaskPaths, tmp_path: Path) -> None:
+async def test_program_is_looked_up_on_the_steps_path(run, paths: layout.TaskPaths, tmp_path: Path) -> None:
     bindir = tmp_path / "mybin"
     bindir.mkdir()
     tool = bindir / "kiln-tool"
     tool.write_text("#!/bin/sh\necho tool\n")
     tool.chmod(0o755)
-    outcome = await run_command("kiln-tool", env={**ENV, "PATH": f"{bindir}:/usr/bin:/bin"}, paths=paths)
+    outcome = await run(paths, "kiln-tool", env={**ENV, "PATH": f"{bindir}:/usr/bin:/bin"})
     assert outcome.exit_code == 0 and paths.stdout.read_text() == "tool\n"
 
 
@@ -90,7 +96,7 @@ def test_signal_exit_status_is_128_plus_the_signal() -> None:
     assert exit_status(0) == 0 and exit_status(2) == 2
 
 
-async def test_killed_by_a_signal_reports_like_a_shell(paths: layout.TaskPaths) -> None:
+async def test_killed_by_a_signal_reports_like_a_shell(run, paths: layout.TaskPaths) -> None:
     outcome = await run(paths, "sh -c 'kill -TERM $$'")
     assert outcome.exit_code == 143 and outcome.failure is None
 
@@ -105,7 +111,7 @@ async def pids_of_tree(paths: layout.TaskPaths) -> tuple[int, int]:
     return child, grandchild
 
 
-async def test_wall_clock_limit_kills_the_whole_tree(paths: layout.TaskPaths) -> None:
+async def test_wall_clock_limit_kills_the_whole_tree(run, paths: layout.TaskPaths) -> None:
     task = asyncio.create_task(run(paths, TREE, timeout=1.0))
     child, grandchild = await pids_of_tree(paths)
     outcome = await task
@@ -116,7 +122,7 @@ async def test_wall_clock_limit_kills_the_whole_tree(paths: layout.TaskPaths) ->
     await eventually(lambda: not alive(grandchild) and not alive(child), what="the tree to die")
 
 
-async def test_a_kill_request_kills_the_whole_tree(paths: layout.TaskPaths) -> None:
+async def test_a_kill_request_kills_the_whole_tree(run, paths: layout.TaskPaths) -> None:
     kill = asyncio.Event()
     task = asyncio.create_task(run(paths, TREE, kill=kill))
     child, grandchild = await pids_of_tree(paths)
@@ -127,7 +133,7 @@ async def test_a_kill_request_kills_the_whole_tree(paths: layout.TaskPaths) -> N
     await eventually(lambda: not alive(grandchild) and not alive(child), what="the tree to die")
 
 
-async def test_cancelling_kills_the_tree(paths: layout.TaskPaths) -> None:
+async def test_cancelling_kills_the_tree(run, paths: layout.TaskPaths) -> None:
     task = asyncio.create_task(run(paths, TREE))
     _, grandchild = await pids_of_tree(paths)
     task.cancel()
@@ -139,14 +145,14 @@ async def test_cancelling_kills_the_tree(paths: layout.TaskPaths) -> None:
 LEFTOVER = "sh -c 'sleep 300 & echo $! > grandchild.pid'"
 
 
-async def test_background_leftovers_die_with_a_task(paths: layout.TaskPaths) -> None:
+async def test_background_leftovers_die_with_a_task(run, paths: layout.TaskPaths) -> None:
     outcome = await run(paths, LEFTOVER)
     assert outcome.exit_code == 0
     grandchild = int((paths.wd / "grandchild.pid").read_text())
     await eventually(lambda: not alive(grandchild), what="the leftover to die")
 
 
-async def test_a_start_task_may_leave_daemons(paths: layout.TaskPaths) -> None:
+async def test_a_start_task_may_leave_daemons(run, paths: layout.TaskPaths) -> None:
     outcome = await run(paths, LEFTOVER, kill_leftovers=False)
     grandchild = int((paths.wd / "grandchild.pid").read_text())
     try:

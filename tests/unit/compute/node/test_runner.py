@@ -8,17 +8,18 @@ import pytest
 
 from kiln.compute.node import runner
 from kiln.compute.node.failures import StepFailure
+from kiln.compute.node.spawner import Spawner
 from kiln.compute.protocol import ResourceFile, Step
 
 from ..helpers import FileServer
 
 
-async def test_a_step_runs_its_hooks_in_order(make_step: Callable[..., Step], node_root: Path,
+async def test_a_step_runs_its_hooks_in_order(run_step, make_step: Callable[..., Step], node_root: Path,
                                               file_server: FileServer) -> None:
     file_server.files = {"/in.txt": b"payload"}
     step = make_step("cat in.txt", task_dir="workitems/j1/job-1/t1",
                      resource_files=(ResourceFile(file_server.url("/in.txt"), "in.txt"),))
-    result = await runner.run_step(step)
+    result = await run_step(step)
     assert (result.step_id, result.exit_code, result.failure) == (step.step_id, 0, None)
     assert result.start_time <= result.end_time
     assert (node_root / "workitems/j1/job-1/t1/stdout.txt").read_text() == "payload"
@@ -26,37 +27,37 @@ async def test_a_step_runs_its_hooks_in_order(make_step: Callable[..., Step], no
         "applications", "fsmounts", "shared", "startup", "volatile", "workitems"]
 
 
-async def test_setup_stops_at_the_first_failure(make_step: Callable[..., Step], node_root: Path,
+async def test_setup_stops_at_the_first_failure(run_step, make_step: Callable[..., Step], node_root: Path,
                                                 file_server: FileServer) -> None:
     step = make_step("/bin/true", task_dir="workitems/j1/job-1/t1",
                      resource_files=(ResourceFile(file_server.url("/missing"), "m"),))
-    result = await runner.run_step(step)
+    result = await run_step(step)
     assert result.exit_code is None
     assert result.failure is not None and result.failure["code"] == "BlobNotFound"
     assert not (node_root / "workitems/j1/job-1/t1/stdout.txt").exists()  # the command never ran
 
 
-async def test_program_not_found_is_a_result(make_step: Callable[..., Step]) -> None:
-    result = await runner.run_step(make_step("no-such-program-kiln"))
+async def test_program_not_found_is_a_result(run_step, make_step: Callable[..., Step]) -> None:
+    result = await run_step(make_step("no-such-program-kiln"))
     assert result.exit_code is None and result.failure is not None
     assert result.failure["code"] == "CommandProgramNotFound"
 
 
-async def test_wall_clock_counts_from_the_start_of_the_step(make_step: Callable[..., Step]) -> None:
-    result = await runner.run_step(make_step("sleep 30", max_wall_clock_seconds=0.3))
+async def test_wall_clock_counts_from_the_start_of_the_step(run_step, make_step: Callable[..., Step]) -> None:
+    result = await run_step(make_step("sleep 30", max_wall_clock_seconds=0.3))
     assert result.timed_out and result.exit_code == 137
     assert result.failure is not None and result.failure["code"] == "MaxWallClockTimeExceeded"
 
 
-async def test_a_kill_before_the_command_skips_it(make_step: Callable[..., Step]) -> None:
+async def test_a_kill_before_the_command_skips_it(run_step, make_step: Callable[..., Step]) -> None:
     kill = asyncio.Event()
     kill.set()
-    result = await runner.run_step(make_step(), kill=kill)
+    result = await run_step(make_step(), kill=kill)
     assert result.killed and result.exit_code is None
 
 
-async def test_a_bad_task_dir_is_a_result(make_step: Callable[..., Step]) -> None:
-    result = await runner.run_step(make_step(task_dir="../outside"))
+async def test_a_bad_task_dir_is_a_result(run_step, make_step: Callable[..., Step]) -> None:
+    result = await run_step(make_step(task_dir="../outside"))
     assert result.failure is not None and result.failure["category"] == "servererror"
 
 
@@ -71,9 +72,9 @@ def hook(name: str, log: list[str], fail: bool = False, crash: bool = False) -> 
 
 
 @pytest.fixture
-def ctx(make_step: Callable[..., Step]) -> runner.StepContext:
+def ctx(make_step: Callable[..., Step], spawner: Spawner) -> runner.StepContext:
     step = make_step()
-    return runner.StepContext(step, runner.layout.task_paths(step.node_root, step.task_dir))
+    return runner.StepContext(step, runner.layout.task_paths(step.node_root, step.task_dir), spawner)
 
 
 async def test_run_phase_setup_stops_at_the_first_failure(ctx: runner.StepContext) -> None:

@@ -1,0 +1,169 @@
+"""The launcher: a small process per node that starts the node's commands, so the big worker never forks.
+
+Why: when a command must run as another account, CPython cannot use vfork and forks the whole
+worker instead (~19 ms a command there). This process imports next to nothing, so its fork is
+cheap, and it is the parent of every command of its node: it reports each exit, and when its
+worker goes away (the socket closes, even on SIGKILL) it kills every command it started, so no
+command outlives its node.
+
+Run as `python -m kiln.compute.node.launcher FD`, FD being its end of a stream socketpair with the
+agent (kiln.compute.node.spawner). Both ways, a frame is a 4-byte big-endian length and a JSON
+object. A spawn request carries the command's stdin, stdout and stderr as descriptors (SCM_RIGHTS)
+on its first bytes; the launcher answers {"id", "pid"} or {"id", "errno", "error"}, and later
+{"exit": pid, "returncode": n} (-N: killed by signal N, as subprocess reports it).
+
+Only the standard library here: this module is what the launcher process imports.
+"""
+from __future__ import annotations
+
+import array
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from typing import Any
+
+HEADER = struct.Struct(">I")
+#: stdin, stdout, stderr
+STDIO_FDS = 3
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    body = json.dumps(message, separators=(",", ":")).encode()
+    return HEADER.pack(len(body)) + body
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def read_request(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
+    """One frame and the descriptors sent with its first bytes; None at end of stream."""
+    fds = array.array("i")
+    header, ancillary, _, _ = sock.recvmsg(HEADER.size, socket.CMSG_SPACE(STDIO_FDS * fds.itemsize))
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+    if not header:
+        return None
+    rest = recv_exactly(sock, HEADER.size - len(header)) if len(header) < HEADER.size else b""
+    if rest is None:
+        return None
+    (size,) = HEADER.unpack(header + rest)
+    body = recv_exactly(sock, size)
+    return None if body is None else (json.loads(body), list(fds))
+
+
+def account_options(account: dict[str, Any] | None) -> dict[str, Any]:
+    """setgroups, setgid, setuid and umask in the child (a fork of this small process)."""
+    if account is None:
+        return {}
+    return {"user": account["uid"], "group": account["gid"], "extra_groups": account["groups"],
+            "umask": account["umask"]}
+
+
+def start(request: dict[str, Any], fds: list[int]) -> subprocess.Popen[bytes]:
+    stdin, stdout, stderr = fds
+    return subprocess.Popen(request["argv"], stdin=stdin, stdout=stdout, stderr=stderr, cwd=request["cwd"],
+                            env=request["env"], start_new_session=True, close_fds=True,
+                            **account_options(request.get("account")))
+
+
+class Launcher:
+    """The loop: spawn requests from the socket, exits from SIGCHLD, and everything killed at the end."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def serve(self) -> None:
+        wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_write)
+        # Handlers, not SIG_IGN: commands must not inherit ignored signals (exec resets handlers only).
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # so the wakeup fd is written
+        for stop in (signal.SIGTERM, signal.SIGINT):  # the worker's end of the socket is the only off switch
+            signal.signal(stop, lambda *_: None)
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.sock, selectors.EVENT_READ)
+            selector.register(wake_read, selectors.EVENT_READ)
+            while True:
+                for key, _ in selector.select():
+                    if key.fd == wake_read:
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(wake_read, 4096)
+                        self.reap()
+                    elif not self.handle_request():
+                        return
+
+    def handle_request(self) -> bool:
+        received = read_request(self.sock)
+        if received is None:
+            return False
+        request, fds = received
+        reply: dict[str, Any] = {"id": request["id"]}
+        try:
+            if len(fds) != STDIO_FDS:
+                raise OSError(0, f"expected {STDIO_FDS} descriptors, got {len(fds)}")
+            proc = start(request, fds)
+        except OSError as exc:
+            reply.update(errno=exc.errno or 0, error=exc.strerror or str(exc))
+        except (ValueError, TypeError, subprocess.SubprocessError) as exc:
+            reply.update(errno=0, error=str(exc))
+        else:
+            self.children[proc.pid] = proc
+            reply["pid"] = proc.pid
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self.sock.sendall(encode(reply))
+        return True
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            proc = self.children.pop(pid, None)
+            if proc is None:
+                continue
+            proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen knows it is reaped
+            self.sock.sendall(encode({"exit": pid, "returncode": proc.returncode}))
+
+    def kill_all(self) -> None:
+        """The worker is gone: no command of its node may go on running."""
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        for proc in self.children.values():
+            with contextlib.suppress(ChildProcessError):
+                proc.wait()
+
+
+def main(argv: list[str]) -> None:
+    sock = socket.socket(fileno=int(argv[1]))
+    sock.setblocking(True)
+    launcher = Launcher(sock)
+    try:
+        launcher.serve()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the worker is gone
+    finally:
+        launcher.kill_all()
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,67 @@
+"""The launcher starts the node's commands and reports their exits; when its worker goes, so do they."""
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kiln.compute.node.spawner import LauncherLost, Spawner
+
+from ..helpers import alive, eventually
+
+ENV = {"PATH": "/usr/bin:/bin"}
+
+
+@pytest.fixture
+def stdio(tmp_path: Path) -> Iterator[tuple[int, int, int]]:
+    """stdin /dev/null; stdout and stderr appended to tmp_path/out."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    yield null, out, out
+    os.close(null)
+    os.close(out)
+
+
+async def test_exit_codes_and_output_come_back(spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
+    procs = [await spawner.spawn(["sh", "-c", f"echo {n}; exit {n}"], env=ENV, cwd=str(tmp_path), stdio=stdio)
+             for n in range(3)]
+    assert [await p.wait() for p in procs] == [0, 1, 2]
+    assert sorted((tmp_path / "out").read_text().split()) == ["0", "1", "2"]
+    assert procs[0].returncode == 0
+
+
+async def test_a_command_that_cannot_start_is_an_oserror(spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
+    with pytest.raises(OSError):
+        await spawner.spawn(["/no/such/program"], env=ENV, cwd=str(tmp_path), stdio=stdio)
+    with pytest.raises(OSError):
+        await spawner.spawn(["/bin/true"], env=ENV, cwd=str(tmp_path / "missing"), stdio=stdio)
+    assert await (await spawner.spawn(["/bin/true"], env=ENV, cwd=str(tmp_path), stdio=stdio)).wait() == 0
+
+
+async def test_commands_run_in_sessions_of_their_own(spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
+    proc = await spawner.spawn(["sleep", "30"], env=ENV, cwd=str(tmp_path), stdio=stdio)
+    assert os.getsid(proc.pid) == proc.pid
+    os.kill(proc.pid, signal.SIGTERM)
+    assert await proc.wait() == -signal.SIGTERM  # not inherited as ignored from the launcher
+
+
+async def test_closing_kills_every_command_the_launcher_started(tmp_path: Path, stdio: tuple[int, int, int]) -> None:
+    spawner = Spawner()
+    procs = [await spawner.spawn(["sleep", "30"], env=ENV, cwd=str(tmp_path), stdio=stdio)
+             for _ in range(2)]
+    await spawner.close()  # as when the worker dies: its end of the socket closes
+    await eventually(lambda: not any(alive(p.pid) for p in procs), what="the commands to die")
+
+
+async def test_a_dead_launcher_loses_its_commands_and_is_replaced(spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
+    proc = await spawner.spawn(["sleep", "30"], env=ENV, cwd=str(tmp_path), stdio=stdio)
+    assert spawner._proc is not None
+    os.kill(spawner._proc.pid, signal.SIGKILL)
+    with pytest.raises(LauncherLost):
+        await proc.wait()
+    os.killpg(proc.pid, signal.SIGKILL)
+    again = await spawner.spawn(["/bin/true"], env=ENV, cwd=str(tmp_path), stdio=stdio)
+    assert await again.wait() == 0
