@@ -285,6 +285,35 @@ def test_prep_resource_file_not_found_fails_without_retry(client, pool, cleanup,
     assert task.previous_state == "preparing"
 
 
+# ---------------------------------------------------------------------------------------------- 1. userIdentity
+@pytest.mark.skipif(os.geteuid() != 0, reason="accounts are switched only when the server runs as root")
+@pytest.mark.parametrize("scope", ["pool", "task"])
+def test_release_deletes_preps_files_under_the_pool_scoped_auto_user_only(client, pool, cleanup, scope):
+    """Azure's default autoUser scope is pool: prep, tasks and release of a node share one account, so
+    release can clean up what prep left in its working directory. Scoped to the task, it cannot."""
+    job_id = unique(f"scope-{scope}")
+    cleanup(job=job_id)
+    release_identity = models.UserIdentity(auto_user=models.AutoUserSpecification(scope=scope))
+    client.create_job(_job(
+        pool, job_id, models.BatchJobPreparationTask(command_line=shell("echo data > common.dat; id -u")),
+        models.BatchJobReleaseTask(command_line=shell("id -u; rm $AZ_BATCH_JOB_PREP_WORKING_DIR/common.dat"),
+                                   user_identity=release_identity)))
+    client.create_task(job_id, _task("t", shell("cat $AZ_BATCH_JOB_PREP_WORKING_DIR/common.dat; id -u")))
+    [task] = wait_tasks_completed(client, job_id, 60)
+    node_id, prep_dir = task.node_info.node_id, PREP_DIR.format(job=job_id)
+    prep_uid = read_node_file(client, pool, node_id, f"{prep_dir}/stdout.txt").strip()
+    assert read_task_file(client, job_id, "t", "stdout.txt") == f"data\n{prep_uid}\n"
+    _terminate(client, job_id)
+    release = _statuses(client, job_id)[node_id].job_release_task_execution_info
+    release_uid = read_node_file(client, pool, node_id, f"{RELEASE_DIR.format(job=job_id)}/stdout.txt").strip()
+    if scope == "pool":
+        assert (release.exit_code, release_uid) == (0, prep_uid)
+        assert _node_file_gone(client, pool, node_id, f"{prep_dir}/wd/common.dat")
+    else:
+        assert release.exit_code == 1 and release_uid != prep_uid
+        assert read_node_file(client, pool, node_id, f"{prep_dir}/wd/common.dat") == "data\n"
+
+
 # ---------------------------------------------------------------------------------------------- 5. reboot and reimage
 def test_reboot_reruns_prep_only_with_rerun_on_node_reboot_after_success(client, own_pool, cleanup):
     pool_id = own_pool(nodes=1, slots=2)
@@ -311,6 +340,41 @@ def test_reboot_reruns_prep_only_with_rerun_on_node_reboot_after_success(client,
         assert read_task_file(client, job_id, "after", "stdout.txt").strip() == ("2" if rerun else "1")
         prep = _statuses(client, job_id)[node_id].job_preparation_task_execution_info
         assert prep.state == "completed" and prep.result == "success"
+
+
+@pytest.mark.parametrize("option", ["requeue", "terminate", "taskcompletion", "retaineddata"])
+def test_the_reboot_option_decides_what_happens_to_the_running_task(client, own_pool, cleanup, shared_tmp, option):
+    """requeue: killed and run again; terminate: ended as failed; taskcompletion and retaineddata: left to
+    finish, and the reboot waits for it. No task starts on the node meanwhile; prep reruns after."""
+    pool_id = own_pool(nodes=1)
+    node_id = _only_node(client, pool_id)
+    job_id, go = unique(f"reboot-{option}"), shared_tmp / f"{option}.go"
+    cleanup(job=job_id)
+    client.create_job(_job(pool_id, job_id, models.BatchJobPreparationTask(
+        command_line=shell(f"echo prep >> {shared_tmp}/{option}.preps"))))
+    client.create_task(job_id, _task("running", shell(f"while [ ! -e {go} ]; do sleep 0.1; done")))
+    _wait_task(client, job_id, "running", lambda t: t.state == "running", 60, "running")
+
+    poller = client.begin_reboot_node(pool_id, node_id, BatchNodeRebootOptions(node_reboot_kind=option),
+                                      polling_interval=1)
+    assert client.get_node(pool_id, node_id).state == "rebooting"
+    client.create_task(job_id, _task("later"))
+    go.touch()
+    poller.result()
+    _wait_node_idle(client, pool_id, node_id)
+    tasks = {t.id: t for t in wait_tasks_completed(client, job_id, 60)}
+
+    running, later = tasks["running"].execution_info, tasks["later"].execution_info
+    assert later.result == "success" and tasks["later"].node_info.node_id == node_id
+    assert (shared_tmp / f"{option}.preps").read_text() == "prep\nprep\n"  # rerun after the reboot
+    if option == "requeue":
+        assert (running.result, running.exit_code, running.requeue_count, running.retry_count) == ("success", 0, 1, 0)
+    elif option == "terminate":
+        assert (running.result, running.requeue_count) == ("failure", 0)
+        assert running.failure_info.code == "TaskEnded"
+    else:
+        assert (running.result, running.exit_code, running.requeue_count) == ("success", 0, 0)
+        assert running.end_time <= later.start_time  # nothing else started before it finished
 
 
 def test_reimage_gives_prep_a_fresh_start_and_release_follows_this_incarnation(client, own_pool, cleanup,

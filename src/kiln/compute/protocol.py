@@ -35,6 +35,8 @@ class Step:
     resource_files: tuple[ResourceFile, ...] = ()
     max_wall_clock_seconds: float | None = None  #: None = unlimited
     elevated: bool = False  #: autoUser elevationLevel admin
+    #: autoUser scope: "pool" (one non-admin account shared by the node's steps) or "task" (its own)
+    scope: str = "pool"
 
     def to_message(self) -> dict[str, Any]:
         return asdict(self)

@@ -45,9 +45,11 @@ def _context(where: Placement, job_id: str, task_id: str) -> dict[str, str]:
             "AZ_BATCH_NODE_IS_DEDICATED": "true", "AZ_BATCH_JOB_ID": job_id, "AZ_BATCH_TASK_ID": task_id}
 
 
-def _elevated(spec: Mapping[str, Any]) -> bool:
+def _identity(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Step fields of the autoUser: elevated, and scope (Azure's default: pool)."""
     auto = (spec.get("userIdentity") or {}).get("autoUser") or {}
-    return str(auto.get("elevationLevel", "")).lower() == "admin"
+    return {"elevated": str(auto.get("elevationLevel", "")).lower() == "admin",
+            "scope": str(auto.get("scope") or "pool").lower()}
 
 
 def _prep_dir(job: Mapping[str, Any]) -> str | None:
@@ -63,7 +65,7 @@ def task_step(step_id: str, job: Mapping[str, Any], task: Mapping[str, Any], whe
                 batch_context=_context(where, job["id"], task["id"]), prep_task_dir=_prep_dir(job),
                 resource_files=_resource_files(spec),
                 max_wall_clock_seconds=duration_seconds(spec["constraints"].get("maxWallClockTime")),
-                elevated=_elevated(spec))
+                **_identity(spec))
 
 
 def prep_step(step_id: str, job: Mapping[str, Any], where: Placement) -> Step:
@@ -83,4 +85,4 @@ def _job_step(step_id: str, kind: str, job: Mapping[str, Any], spec: Mapping[str
                 environment=_environment(job["spec"].get("commonEnvironmentSettings"), spec.get("environmentSettings")),
                 batch_context=_context(where, job["id"], spec["id"]), prep_task_dir=_prep_dir(job),
                 resource_files=_resource_files(spec), max_wall_clock_seconds=duration_seconds(wall_clock),
-                elevated=_elevated(spec))
+                **_identity(spec))

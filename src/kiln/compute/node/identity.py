@@ -1,22 +1,25 @@
-"""Who a step's command runs as: admin steps as root, non-admin steps as an unprivileged account of their own.
+"""Who a step's command runs as: admin steps as root, non-admin steps as unprivileged accounts.
 
 Only when the worker runs as root. A worker that is not root cannot switch accounts, so it runs every
 step as its own user, as before, whatever the elevation level (isolating() is False).
 
-The accounts are numeric: setuid and setgid need no passwd entry.
+The accounts are numeric: setuid and setgid need no passwd entry. Which one, by autoUser scope:
 
-- uid: one per task directory, so a task cannot write another task's directory. The first choice is
-  a hash of (node root, task dir) into UID_FIRST..UID_FIRST+UID_COUNT-1; a uid that already belongs to
-  another live task directory is skipped (the next one is tried). Claims are recorded host-wide, in
-  a registry of symlinks <uid> -> task dir (REGISTRY_ENV, default DEFAULT_REGISTRY), because the uid
-  space is shared by every node root and data dir on the host. A claim whose directory is gone is
-  stale and is taken over. A retry or restart finds its uid again (the task directory's owner), so
-  it can reuse its files.
-- gid: the uid, a private group: what the task makes is its own.
+- pool (Azure's default): one account per node, shared by every non-admin pool-scope step there,
+  so a job release task can delete what the job preparation task left in its working directory.
+- task: an account per task directory, so the task cannot write another task's directory.
+
+A uid's first choice is a hash of its owner (the node root for pool scope; node root and task dir
+for task scope) into UID_FIRST..UID_FIRST+UID_COUNT-1; a uid that already belongs to another live
+owner is skipped (the next one is tried). Claims are recorded host-wide, in a registry of symlinks
+<uid> -> owner directory (REGISTRY_ENV, default DEFAULT_REGISTRY), because the uid space is shared by
+every node root and data dir on the host. A claim whose directory is gone is stale and is taken
+over. A task-scope retry or restart finds its uid again (the task directory's owner), so it can
+reuse its files.
+
+- gid: the uid, a private group: what the account makes is its own.
 - supplementary group TASKS_GID: owns every node's shared/ (mode 2775, setgid, no sticky bit). With
-  umask 002, what one task makes in shared/ the node's other tasks may append to and delete, as the
-  tasks of Azure's default pool-scoped auto-user can (the job release task removes what the
-  preparation task wrote there).
+  umask 002, what one account makes in shared/ the node's other accounts may append to and delete.
 
 The task directory, wd, stdout.txt, stderr.txt and the resource files are handed to the account
 before the command starts; directories stay 0755 and files readable by others (the job's tasks read
@@ -81,9 +84,10 @@ def registry_dir() -> Path:
     return Path(os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY)
 
 
-def preferred_uid(paths: TaskPaths) -> int:
-    """Deterministic first choice: a task directory gets the same uid again even if its claim was lost."""
-    key = os.fsencode(f"{paths.node_root}\0{paths.task_dir.relative_to(paths.node_root)}")
+def preferred_uid(paths: TaskPaths, scope: str = "task") -> int:
+    """Deterministic first choice: an owner gets the same uid again even if its claim was lost."""
+    owner = ("" if scope == "pool" else str(paths.task_dir.relative_to(paths.node_root)))
+    key = os.fsencode(f"{paths.node_root}\0{scope}\0{owner}")
     return UID_FIRST + int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % UID_COUNT
 
 
@@ -103,14 +107,13 @@ def _registry_lock(registry: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def claim_uid(paths: TaskPaths) -> int:
-    """The task directory's uid: the one it already has if still its own, else the first free from its hash."""
-    registry, target = registry_dir(), str(paths.task_dir)
-    owner = os.lstat(paths.task_dir).st_uid
-    start = preferred_uid(paths) - UID_FIRST
+def claim_uid(owner: Path, preferred: int, current: int | None = None) -> int:
+    """owner's uid: current if still its own, else the first free one from preferred."""
+    registry, target = registry_dir(), str(owner)
+    start = preferred - UID_FIRST
     probe = (UID_FIRST + (start + i) % UID_COUNT for i in range(UID_COUNT))
     with _registry_lock(registry):
-        for uid in itertools.chain([owner] if is_task_uid(owner) else [], probe):
+        for uid in itertools.chain([current] if current is not None and is_task_uid(current) else [], probe):
             entry = registry / str(uid)
             try:
                 claimed: str | None = os.readlink(entry)
@@ -118,12 +121,26 @@ def claim_uid(paths: TaskPaths) -> int:
                 claimed = None
             if claimed == target:
                 return uid
-            if claimed is None or not os.path.lexists(claimed):  # free, or its directory is gone
+            if claimed is None or not os.path.lexists(claimed):  # free, or its owner is gone
                 entry.unlink(missing_ok=True)
                 os.symlink(target, entry)
                 return uid
     raise StepFailure.of(SERVER_ERROR, "TaskAccountUnavailable",
                          f"All {UID_COUNT} task account uids are in use on this host.")
+
+
+def pool_uid(paths: TaskPaths) -> int:
+    """The node's account for pool-scope steps."""
+    return claim_uid(paths.node_root, preferred_uid(paths, "pool"))
+
+
+def task_uid(paths: TaskPaths) -> int:
+    """The task directory's own account (task scope): the one it has if still its own."""
+    return claim_uid(paths.task_dir, preferred_uid(paths, "task"), os.lstat(paths.task_dir).st_uid)
+
+
+def account_uid(step: Step, paths: TaskPaths) -> int:
+    return pool_uid(paths) if step.scope == "pool" else task_uid(paths)
 
 
 def unreachable_parent(path: Path) -> Path | None:
@@ -170,7 +187,7 @@ def prepare(step: Step, paths: TaskPaths) -> Account | None:
                 f"{blocked} cannot be passed through by other users (it lacks o+x), so the task's "
                 "non-admin account cannot reach its directory; make the data dir traversable "
                 "(e.g. chmod 755) or run the task with elevationLevel admin."))
-        uid = claim_uid(paths)
+        uid = account_uid(step, paths)
         account = Account(uid, uid)
         hand_over(paths.task_dir, account, directory=True)
         hand_over(paths.wd, account, directory=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import stat
@@ -32,6 +33,12 @@ def data_dir(open_tmp: Path) -> Path:
 @pytest.fixture
 def node_root(data_dir: Path) -> Path:
     return data_dir / "nodes" / "n1"
+
+
+@pytest.fixture
+def make_step(make_step: Callable[..., Step]) -> Callable[..., Step]:
+    """Steps of autoUser scope task unless a test says pool: most tests here are about isolation."""
+    return functools.partial(make_step, scope="task")
 
 
 def paths_of(step: Step) -> layout.TaskPaths:
@@ -247,8 +254,8 @@ def test_a_uid_held_by_another_live_directory_is_skipped(two_dirs: tuple[layout.
     uid_registry.mkdir()
     (uid_registry / str(uid)).symlink_to(a.task_dir)  # a hash clash: a already holds b's first choice
     expected = identity.UID_FIRST + (uid - identity.UID_FIRST + 1) % identity.UID_COUNT
-    assert identity.claim_uid(b) == expected
-    assert identity.claim_uid(b) == expected  # and keeps it
+    assert identity.task_uid(b) == expected
+    assert identity.task_uid(b) == expected  # and keeps it
     assert os.readlink(uid_registry / str(uid)) == str(a.task_dir)
 
 
@@ -258,7 +265,7 @@ def test_a_uid_whose_directory_is_gone_is_taken_over(two_dirs: tuple[layout.Task
     uid = identity.preferred_uid(b)
     uid_registry.mkdir()
     (uid_registry / str(uid)).symlink_to(b.node_root / "workitems/deleted-job")
-    assert identity.claim_uid(b) == uid
+    assert identity.task_uid(b) == uid
     assert os.readlink(uid_registry / str(uid)) == str(b.task_dir)
 
 
@@ -269,11 +276,11 @@ def test_a_task_directory_keeps_the_uid_it_was_handed(two_dirs: tuple[layout.Tas
     uid = identity.preferred_uid(b)
     uid_registry.mkdir()
     (uid_registry / str(uid)).symlink_to(a.task_dir)
-    second = identity.claim_uid(b)
+    second = identity.task_uid(b)
     os.chown(b.task_dir, second, second)  # handed over, as prepare does
     a.wd.rmdir()
     a.task_dir.rmdir()  # the clash is gone
-    assert identity.claim_uid(b) == second != uid
+    assert identity.task_uid(b) == second != uid
 
 
 def test_shareable_modes() -> None:
@@ -282,3 +289,39 @@ def test_shareable_modes() -> None:
     assert identity.shareable(0o777) == 0o775
     assert identity.shareable(0o4755) == 0o755
     assert identity.shareable(stat.S_IFDIR | 0o700) == 0o705
+
+
+async def test_pool_scope_steps_of_a_node_share_one_account(run_step, make_step: Callable[..., Step],
+                                                            node_root: Path) -> None:
+    """Azure's default scope: the release task can delete what prep left in its own working directory."""
+    prep = make_step("sh -c 'mkdir data && echo common > data/file.txt; id -u'", kind="prep", scope="pool",
+                     task_dir="workitems/j1/job-1/jobpreparation")
+    task = make_step("sh -c 'cat $AZ_BATCH_JOB_PREP_WORKING_DIR/data/file.txt; id -u'", scope="pool",
+                     prep_task_dir=prep.task_dir)
+    release = make_step("sh -c 'rm -r $AZ_BATCH_JOB_PREP_WORKING_DIR/data; id -u'", kind="release", scope="pool",
+                        task_dir="workitems/j1/job-1/jobrelease", prep_task_dir=prep.task_dir)
+    uid = identity.preferred_uid(paths_of(prep), "pool")
+    assert identity.is_task_uid(uid) and uid != identity.preferred_uid(paths_of(prep), "task")
+    for step in (prep, task, release):
+        assert (await run_step(step)).exit_code == 0, output(step)
+    assert output(prep) == output(release) == (f"{uid}\n", "")
+    assert output(task) == (f"common\n{uid}\n", "")
+    assert not (paths_of(prep).wd / "data").exists()
+    assert paths_of(task).task_dir.stat().st_uid == uid
+
+
+async def test_a_task_scope_step_cannot_touch_pool_scope_files(run_step, make_step: Callable[..., Step]) -> None:
+    pooled = make_step("sh -c 'echo mine > mine.txt'", scope="pool", task_dir="workitems/j1/job-1/pooled")
+    assert (await run_step(pooled)).exit_code == 0
+    target = paths_of(pooled).wd / "mine.txt"
+    alone = make_step(f"sh -c 'rm -f {target}'")
+    assert (await run_step(alone)).exit_code == 1
+    assert target.read_text() == "mine\n"
+
+
+async def test_nodes_have_pool_accounts_of_their_own(run_step, make_step: Callable[..., Step],
+                                                     data_dir: Path) -> None:
+    one = make_step("id -u", scope="pool")
+    two = make_step("id -u", scope="pool", node_root=str(data_dir / "nodes" / "n2"))
+    assert (await run_step(one)).exit_code == (await run_step(two)).exit_code == 0
+    assert output(one)[0] != output(two)[0]
