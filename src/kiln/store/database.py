@@ -23,8 +23,20 @@ def alembic_config(connection: Connection) -> Config:
     return config
 
 
+def keep_private(database: Path) -> None:
+    """The SQLite file (and its WAL and shm, which SQLite makes with the file's mode) readable by the
+    service alone: the data dir is traversable by task accounts, the store must not be readable."""
+    os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for path in (database, database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")):
+        if path.exists():
+            os.chmod(path, 0o600)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        file = url.removeprefix("sqlite:///")
+        if file and not file.startswith(":memory:") and "mode=memory" not in file:
+            keep_private(Path(file.split("?", 1)[0]))
         engine = create_engine(url, connect_args={"check_same_thread": False})
 
         @event.listens_for(engine, "connect")

@@ -21,7 +21,7 @@ from kiln.core.job import JobState
 from kiln.core.preparation import StepState
 from kiln.core.task import TaskState
 from kiln.store import rows
-from kiln.store.database import Database, alembic_config
+from kiln.store.database import Database, alembic_config, sqlite_url
 from kiln.store.schema import metadata
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
@@ -407,3 +407,18 @@ async def test_write_rolls_back_on_error(db: Database) -> None:
     with pytest.raises(ValueError, match="boom"):
         await db.write(fail)
     assert await db.read(lambda conn: rows.find(conn, rows.jobs)) == []
+
+
+def test_the_sqlite_file_is_readable_by_the_service_alone(tmp_path) -> None:
+    """Task accounts can pass through the data dir; they must not read the store (nor its WAL)."""
+    path = tmp_path / "kiln.db"
+    path.write_bytes(b"")
+    path.chmod(0o644)
+    database = Database(sqlite_url(tmp_path))
+    try:
+        database.migrate()
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("kiln.db")]
+        assert {p.name for p in files} >= {"kiln.db", "kiln.db-wal"}
+        assert {oct(p.stat().st_mode & 0o777) for p in files} == {"0o600"}
+    finally:
+        database.close()
