@@ -58,6 +58,7 @@ class Scheduler(JobEnding, Retention, NodeOperations):
         self.preps: dict[tuple[str, str], dict[str, Any]] = {}
         self.waiting: dict[tuple[str, str], list[int]] = defaultdict(list)  #: tasks in `preparing` per record
         self.steps: dict[str, StepRef] = {}
+        self._results_inbox: list[StepResult] = []
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
         self._side_tasks: set[asyncio.Task] = set()
@@ -267,11 +268,18 @@ class Scheduler(JobEnding, Retention, NodeOperations):
 
     # ------------------------------------------------------------------ results
     async def _on_results(self, node_id: str, results: list[StepResult]) -> None:
+        """Group commit: results that arrive while a transaction runs are applied together by the next
+        caller to get the lock, so under load one transaction carries every node's results. A caller
+        whose results an earlier one applied returns once they are committed (the node may forget them)."""
+        self._results_inbox.extend(results)
         async with self.lock:
-            effects = await self.db.write(lambda conn: self._apply_results(conn, node_id, results))
+            batch, self._results_inbox = self._results_inbox, []
+            if not batch:
+                return
+            effects = await self.db.write(lambda conn: self._apply_results(conn, batch))
         await self._act(effects)
 
-    def _apply_results(self, conn: Connection, node_id: str, results: list[StepResult]) -> Effects:
+    def _apply_results(self, conn: Connection, results: list[StepResult]) -> Effects:
         effects = Effects()
         now = utcnow()
         mine = [(r, self.steps.pop(r.step_id)) for r in results if r.step_id in self.steps]
