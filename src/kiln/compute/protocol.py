@@ -35,8 +35,11 @@ class Step:
     resource_files: tuple[ResourceFile, ...] = ()
     max_wall_clock_seconds: float | None = None  #: None = unlimited
     elevated: bool = False  #: autoUser elevationLevel admin
-    #: autoUser scope: "pool" (one non-admin account shared by the node's steps) or "task" (its own)
+    #: whose account: autoUser scope "pool" (one non-admin account shared by the node's steps) or "task"
+    #: (its own), or "user": the pool's named account `user` ({name, uid, gid}; uid None: Kiln picks one)
     scope: str = "pool"
+    user: dict[str, Any] | None = None
+    user_missing: bool = False  #: userIdentity.username names no account of the pool
 
     def to_message(self) -> dict[str, Any]:
         return asdict(self)

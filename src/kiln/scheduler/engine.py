@@ -237,8 +237,9 @@ class Scheduler(JobEnding, Retention, NodeOperations):
         effects.run[node.node_id].append(step_builder.task_step(step_id, entry.row, task, self._placement(node)))
 
     def _placement(self, node: NodeSlots) -> step_builder.Placement:
-        return step_builder.Placement(self.account_name, self.account_url, self.pools[node.pool_key]["id"],
-                                      node.node_id, node.root)
+        pool = self.pools[node.pool_key]
+        return step_builder.Placement(self.account_name, self.account_url, pool["id"], node.node_id, node.root,
+                                      tuple(pool["spec"].get("userAccounts") or ()))
 
     def _ensure_prep(self, conn: Connection, entry: JobEntry, node: NodeSlots, now: datetime,
                      effects: Effects) -> dict[str, Any]:

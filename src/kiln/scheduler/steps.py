@@ -18,6 +18,8 @@ class Placement:
     pool_id: str
     node_id: str
     node_root: str
+    #: the pool's named userAccounts (as stored: no secrets), for userIdentity.username
+    user_accounts: tuple[dict[str, Any], ...] = ()
 
 
 def task_dir(job_id: str, task_id: str) -> str:
@@ -45,9 +47,19 @@ def _context(where: Placement, job_id: str, task_id: str) -> dict[str, str]:
             "AZ_BATCH_NODE_IS_DEDICATED": "true", "AZ_BATCH_JOB_ID": job_id, "AZ_BATCH_TASK_ID": task_id}
 
 
-def _identity(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Step fields of the autoUser: elevated, and scope (Azure's default: pool)."""
-    auto = (spec.get("userIdentity") or {}).get("autoUser") or {}
+def _identity(spec: Mapping[str, Any], where: Placement) -> dict[str, Any]:
+    """Step fields of the identity: a named user account of the pool (scope "user"; user None if the
+    pool has no such account), or the autoUser's elevation and scope (Azure's default: pool)."""
+    identity = spec.get("userIdentity") or {}
+    if identity.get("username"):
+        name = identity["username"]
+        account = next((a for a in where.user_accounts if a["name"].lower() == name.lower()), None)
+        if account is None:
+            return {"scope": "user", "user": {"name": name}, "user_missing": True}
+        linux = account.get("linuxUserConfiguration") or {}
+        return {"scope": "user", "elevated": account.get("elevationLevel") == "admin",
+                "user": {"name": account["name"], "uid": linux.get("uid"), "gid": linux.get("gid")}}
+    auto = identity.get("autoUser") or {}
     return {"elevated": str(auto.get("elevationLevel", "")).lower() == "admin",
             "scope": str(auto.get("scope") or "pool").lower()}
 
@@ -65,7 +77,7 @@ def task_step(step_id: str, job: Mapping[str, Any], task: Mapping[str, Any], whe
                 batch_context=_context(where, job["id"], task["id"]), prep_task_dir=_prep_dir(job),
                 resource_files=_resource_files(spec),
                 max_wall_clock_seconds=duration_seconds(spec["constraints"].get("maxWallClockTime")),
-                **_identity(spec))
+                **_identity(spec, where))
 
 
 def prep_step(step_id: str, job: Mapping[str, Any], where: Placement) -> Step:
@@ -85,4 +97,4 @@ def _job_step(step_id: str, kind: str, job: Mapping[str, Any], spec: Mapping[str
                 environment=_environment(job["spec"].get("commonEnvironmentSettings"), spec.get("environmentSettings")),
                 batch_context=_context(where, job["id"], spec["id"]), prep_task_dir=_prep_dir(job),
                 resource_files=_resource_files(spec), max_wall_clock_seconds=duration_seconds(wall_clock),
-                **_identity(spec))
+                **_identity(spec, where))

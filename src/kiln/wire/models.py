@@ -69,6 +69,41 @@ class UserIdentity(Wire):
         return self
 
 
+class LinuxUserConfiguration(Wire):
+    uid: int | None = Field(default=None, ge=0)
+    gid: int | None = Field(default=None, ge=0)
+    ssh_private_key: str | None = None
+
+
+class UserAccount(Wire):
+    """A named account a pool creates on each node; tasks pick it with userIdentity.username."""
+
+    name: str = Field(min_length=1, max_length=20)
+    password: str = Field(min_length=1)
+    elevation_level: ElevationLevel = ElevationLevel.NONADMIN
+    linux_user_configuration: LinuxUserConfiguration | None = None
+
+    _lower = field_validator("elevation_level", mode="before")(_lower_enum)
+
+    def check(self, index: int) -> None:
+        where = f"userAccounts[{index}].linuxUserConfiguration"
+        linux = self.linux_user_configuration
+        if linux is not None and (linux.uid is None) != (linux.gid is None):
+            raise InvalidPropertyValue(f"{where}.uid", linux.uid, "uid and gid must be given together or not at all.")
+        if linux is not None and self.elevation_level is ElevationLevel.NONADMIN and 0 in (linux.uid, linux.gid):
+            raise InvalidPropertyValue(f"{where}.uid", linux.uid,
+                                       "uid and gid 0 are root's; use elevationLevel admin for a root account.")
+
+    def materialize(self) -> dict[str, Any]:
+        """Stored and returned without its secrets (password, SSH key): nothing here needs them."""
+        doc = self.dump()
+        doc.pop("password", None)
+        doc["elevationLevel"] = self.elevation_level.value
+        if isinstance(doc.get("linuxUserConfiguration"), dict):
+            doc["linuxUserConfiguration"].pop("sshPrivateKey", None)
+        return doc
+
+
 DEFAULT_IDENTITY = {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}}
 
 
@@ -312,10 +347,18 @@ class PoolAdd(Wire):
     task_slots_per_node: int = Field(default=1, ge=1, le=256)
     task_scheduling_policy: dict[str, Any] | None = None
     start_task: dict[str, Any] | None = None
+    user_accounts: list[UserAccount] | None = None
     metadata: list[MetadataItem] | None = None
 
     def check(self) -> None:
         ids.check_id(self.id)
+        names: set[str] = set()
+        for index, account in enumerate(self.user_accounts or ()):
+            account.check(index)
+            if account.name.lower() in names:
+                raise InvalidPropertyValue(f"userAccounts[{index}].name", account.name,
+                                           "Another user account of the pool has this name.")
+            names.add(account.name.lower())
         if self.enable_auto_scale:
             raise InvalidPropertyValue("enableAutoScale", True, "Autoscale is not supported yet.")
         _check_duration(self.resize_timeout, "resizeTimeout")
@@ -329,6 +372,8 @@ class PoolAdd(Wire):
         policy["nodeFillType"] = str(policy.get("nodeFillType", "spread")).lower()
         doc["taskSchedulingPolicy"] = policy
         doc.setdefault("enableInterNodeCommunication", False)
+        if self.user_accounts:
+            doc["userAccounts"] = [account.materialize() for account in self.user_accounts]
         for counted in ("targetDedicatedNodes", "targetLowPriorityNodes"):
             doc.pop(counted, None)  # live in their own columns
         return doc

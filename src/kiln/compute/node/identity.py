@@ -8,6 +8,9 @@ The accounts are numeric: setuid and setgid need no passwd entry. Which one, by 
 - pool (Azure's default): one account per node, shared by every non-admin pool-scope step there,
   so a job release task can delete what the job preparation task left in its working directory.
 - task: an account per task directory, so the task cannot write another task's directory.
+- a named user account of the pool (userIdentity.username): one account per node and name, with the
+  pool's uid and gid when it gives them (linuxUserConfiguration), USER and LOGNAME its name; an admin
+  one runs as root.
 
 A uid's first choice is a hash of its owner (the node root for pool scope; node root and task dir
 for task scope) into UID_FIRST..UID_FIRST+UID_COUNT-1; a uid that already belongs to another live
@@ -38,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kiln.compute.node.failures import SERVER_ERROR, StepFailure
+from kiln.compute.node.failures import SERVER_ERROR, USER_ERROR, StepFailure
 
 if TYPE_CHECKING:
     from kiln.compute.node.layout import TaskPaths
@@ -66,10 +69,11 @@ class Account:
 
     uid: int
     gid: int
+    user_name: str | None = None  #: a named user account's name; auto-users are kiln-<uid>
 
     @property
     def name(self) -> str:
-        return f"kiln-{self.uid}"
+        return self.user_name or f"kiln-{self.uid}"
 
     def login_environment(self, wd: Path) -> dict[str, str]:
         """HOME is the working directory: the account has no home of its own."""
@@ -84,9 +88,13 @@ def registry_dir() -> Path:
     return Path(os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY)
 
 
-def preferred_uid(paths: TaskPaths, scope: str = "task") -> int:
+#: Marks a node-wide account's claim: "<node root>#kiln-account:<account>"; the node root must exist.
+ACCOUNT_MARK = "#kiln-account:"
+
+
+def preferred_uid(paths: TaskPaths, scope: str = "task", name: str = "") -> int:
     """Deterministic first choice: an owner gets the same uid again even if its claim was lost."""
-    owner = ("" if scope == "pool" else str(paths.task_dir.relative_to(paths.node_root)))
+    owner = str(paths.task_dir.relative_to(paths.node_root)) if scope == "task" else name
     key = os.fsencode(f"{paths.node_root}\0{scope}\0{owner}")
     return UID_FIRST + int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % UID_COUNT
 
@@ -107,9 +115,10 @@ def _registry_lock(registry: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def claim_uid(owner: Path, preferred: int, current: int | None = None) -> int:
-    """owner's uid: current if still its own, else the first free one from preferred."""
-    registry, target = registry_dir(), str(owner)
+def claim_uid(owner: str, preferred: int, current: int | None = None) -> int:
+    """owner's uid (a task directory, or a node-wide account's ACCOUNT_MARK claim): current if still its
+    own, else the first free one from preferred."""
+    registry, target = registry_dir(), owner
     start = preferred - UID_FIRST
     probe = (UID_FIRST + (start + i) % UID_COUNT for i in range(UID_COUNT))
     with _registry_lock(registry):
@@ -121,7 +130,7 @@ def claim_uid(owner: Path, preferred: int, current: int | None = None) -> int:
                 claimed = None
             if claimed == target:
                 return uid
-            if claimed is None or not os.path.lexists(claimed):  # free, or its owner is gone
+            if claimed is None or not os.path.lexists(claimed.partition(ACCOUNT_MARK)[0]):  # free, or owner gone
                 entry.unlink(missing_ok=True)
                 os.symlink(target, entry)
                 return uid
@@ -129,18 +138,28 @@ def claim_uid(owner: Path, preferred: int, current: int | None = None) -> int:
                          f"All {UID_COUNT} task account uids are in use on this host.")
 
 
-def pool_uid(paths: TaskPaths) -> int:
-    """The node's account for pool-scope steps."""
-    return claim_uid(paths.node_root, preferred_uid(paths, "pool"))
+def node_account_uid(paths: TaskPaths, scope: str, name: str = "") -> int:
+    """A node-wide account: the pool-scope auto-user, or a named user account of the pool."""
+    return claim_uid(f"{paths.node_root}{ACCOUNT_MARK}{scope}:{name}", preferred_uid(paths, scope, name))
 
 
 def task_uid(paths: TaskPaths) -> int:
     """The task directory's own account (task scope): the one it has if still its own."""
-    return claim_uid(paths.task_dir, preferred_uid(paths, "task"), os.lstat(paths.task_dir).st_uid)
+    return claim_uid(str(paths.task_dir), preferred_uid(paths, "task"), os.lstat(paths.task_dir).st_uid)
 
 
-def account_uid(step: Step, paths: TaskPaths) -> int:
-    return pool_uid(paths) if step.scope == "pool" else task_uid(paths)
+def account_of(step: Step, paths: TaskPaths) -> Account:
+    if step.scope == "user":
+        user = step.user or {}
+        if user.get("uid") is not None:  # the pool gave it fixed ids (linuxUserConfiguration)
+            return Account(user["uid"], user["gid"], user["name"])
+        uid = node_account_uid(paths, "user", user["name"])
+        return Account(uid, uid, user["name"])
+    if step.scope == "pool":
+        uid = node_account_uid(paths, "pool")
+    else:
+        uid = task_uid(paths)
+    return Account(uid, uid)
 
 
 def unreachable_parent(path: Path) -> Path | None:
@@ -173,11 +192,16 @@ def hand_over(path: Path, account: Account, *, directory: bool) -> None:
 
 
 def needs_account(step: Step) -> bool:
-    return isolating() and not step.elevated
+    """Whether prepare() has anything to do: switch to an account, or fail a step whose user is unknown."""
+    return step.user_missing or (isolating() and not step.elevated)
 
 
 def prepare(step: Step, paths: TaskPaths) -> Account | None:
     """The account to run the step as (None: the worker's own), with its task directory handed to it."""
+    if step.user_missing:
+        name = (step.user or {}).get("name")
+        raise StepFailure.of(USER_ERROR, "UserAccountNotFound",
+                             f"The pool has no user account named {name!r} (userIdentity.username).")
     if not needs_account(step):
         return None
     try:
@@ -187,8 +211,7 @@ def prepare(step: Step, paths: TaskPaths) -> Account | None:
                 f"{blocked} cannot be passed through by other users (it lacks o+x), so the task's "
                 "non-admin account cannot reach its directory; make the data dir traversable "
                 "(e.g. chmod 755) or run the task with elevationLevel admin."))
-        uid = account_uid(step, paths)
-        account = Account(uid, uid)
+        account = account_of(step, paths)
         hand_over(paths.task_dir, account, directory=True)
         hand_over(paths.wd, account, directory=True)
         return account

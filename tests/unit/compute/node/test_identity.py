@@ -325,3 +325,35 @@ async def test_nodes_have_pool_accounts_of_their_own(run_step, make_step: Callab
     two = make_step("id -u", scope="pool", node_root=str(data_dir / "nodes" / "n2"))
     assert (await run_step(one)).exit_code == (await run_step(two)).exit_code == 0
     assert output(one)[0] != output(two)[0]
+
+
+async def test_a_named_user_account_is_one_account_per_node_and_name(run_step, make_step: Callable[..., Step]) -> None:
+    alice = {"name": "alice"}
+    first = make_step("sh -c 'id -u; echo $USER $LOGNAME'", scope="user", user=alice)
+    second = make_step("id -u", scope="user", user=alice)
+    other = make_step("id -u", scope="user", user={"name": "bob"})
+    for step in (first, second, other):
+        assert (await run_step(step)).exit_code == 0, output(step)
+    uid = identity.preferred_uid(paths_of(first), "user", "alice")
+    assert output(first) == (f"{uid}\nalice alice\n", "")
+    assert output(second)[0] == f"{uid}\n" != output(other)[0]
+
+
+async def test_a_named_user_with_the_pools_uid_and_gid(run_step, make_step: Callable[..., Step]) -> None:
+    step = make_step("sh -c 'id -u; id -g'", scope="user", user={"name": "carol", "uid": 4321, "gid": 4322})
+    assert (await run_step(step)).exit_code == 0
+    assert output(step) == ("4321\n4322\n", "")
+
+
+async def test_an_admin_named_user_runs_as_root(run_step, make_step: Callable[..., Step]) -> None:
+    step = make_step("id -u", scope="user", user={"name": "root-ish"}, elevated=True)
+    assert (await run_step(step)).exit_code == 0
+    assert output(step) == ("0\n", "")
+
+
+async def test_an_unknown_user_fails_the_step_before_it_runs(run_step, make_step: Callable[..., Step]) -> None:
+    step = make_step("touch ran", scope="user", user={"name": "nobody-here"}, user_missing=True)
+    result = await run_step(step)
+    assert result.exit_code is None and result.failure is not None
+    assert (result.failure["category"], result.failure["code"]) == ("usererror", "UserAccountNotFound")
+    assert not (paths_of(step).wd / "ran").exists()
