@@ -27,6 +27,7 @@ from kiln.core.preparation import StepState
 from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
+from kiln.scheduler.job_control import JobControl
 from kiln.scheduler.job_end import JobEnding
 from kiln.scheduler.node_ops import NodeOperations
 from kiln.scheduler.retention import Retention
@@ -43,7 +44,7 @@ log = logging.getLogger("kiln.scheduler")
 MAX_SKIPPED = 64
 
 
-class Scheduler(JobEnding, Retention, NodeOperations):
+class Scheduler(JobEnding, JobControl, Retention, NodeOperations):
     def __init__(self, database: Database, backend: ComputeBackend, *, data_dir: Path,
                  account_name: str, account_url: str) -> None:
         self.db = database
@@ -111,6 +112,7 @@ class Scheduler(JobEnding, Retention, NodeOperations):
             entry = self.jobs.get(task["job_key"])
             if entry is not None:
                 entry.queue.push(task["seq"], task["required_slots"])
+        self._settle_disabling(conn, self._disabling_jobs(), now)  # their running tasks were just requeued
 
     async def close(self) -> None:
         await self.timers.close()
@@ -284,6 +286,7 @@ class Scheduler(JobEnding, Retention, NodeOperations):
             elif ref.kind == "release":
                 self._release_finished(conn, ref, result, now, effects)
         effects.write_batched(conn)
+        self._settle_disabling(conn, {ref.job_key for _, ref in mine}, now)
         effects.merge(self._place(conn))  # refill the freed slots in the same transaction
         return effects
 
@@ -431,6 +434,7 @@ class Scheduler(JobEnding, Retention, NodeOperations):
                                             exit_code=None)
             db.change(conn, db.tasks, {"seq": task["seq"]}, changes, bump_etag=True)
             effects.check_jobs.add(job_key)
+        self._settle_disabling(conn, [job_key], now)
         return effects
 
     # ------------------------------------------------------------------ read helpers for api/
