@@ -12,8 +12,9 @@ from azure.batch.models._models import BatchNodeRebootOptions
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from kiln.testing import (create_pool_and_wait, read_node_file, read_task_file, shell, terminate_job, unique,
-                          wait_for, wait_job_state, wait_tasks_completed)
+from kiln.cli.embedded import EmbeddedServer
+from kiln.testing import (create_pool_and_wait, make_client, read_node_file, read_task_file, shell, terminate_job,
+                          unique, wait_for, wait_job_state, wait_tasks_completed)
 
 
 def _job(pool: str, **fields) -> models.BatchJobCreateOptions:
@@ -484,3 +485,29 @@ def test_a_shorter_retention_set_after_completion_applies_from_the_end_time(clie
         list(client.list_task_files(spec.id, "t"))
     assert _code(caught) == "TaskFilesCleanedup"
 
+
+
+def test_a_restart_settles_a_disabling_job_as_disabled(open_tmp, marks_dir):
+    """The server dies while a disable waits for a task: on restart the task is requeued and the job disabled."""
+    data = open_tmp / "data"
+    server = EmbeddedServer(data).start()
+    try:
+        client = make_client(server)
+        pool_id = create_pool_and_wait(client, nodes=1, pool_id="disabling-restart")
+        client.create_job(_job(pool_id, id="j"))
+        client.create_task("j", _task("sleeper", _sleeper(marks_dir, "restart")))
+        _wait_task(client, "j", "sleeper", "running")
+        client.begin_disable_job("j", models.BatchJobDisableOptions(disable_tasks="wait"))
+        assert client.get_job("j").state == "disabling"
+        server.kill()
+        server = EmbeddedServer(data, port=server.port).start()
+        client = make_client(server)
+        job = client.get_job("j")
+        assert (job.state, job.previous_state) == ("disabled", "disabling")
+        task = client.get_task("j", "sleeper")
+        assert task.state == "active" and task.execution_info.requeue_count == 1
+        client.begin_enable_job("j", polling_interval=1).result()
+        done = wait_tasks_completed(client, "j", timeout=90)[0]
+        assert done.execution_info.result == "success" and done.execution_info.retry_count == 0
+    finally:
+        server.stop()
