@@ -154,6 +154,22 @@ def test_disable_wait_lets_running_tasks_finish(client, pool, marks_dir):
     assert client.get_job(spec.id).state == "disabled"
 
 
+def test_disable_requeue_takes_back_a_task_waiting_for_its_preparation_task(client, pool, marks_dir):
+    spec = _job(pool, job_preparation_task=models.BatchJobPreparationTask(
+        command_line=shell(f"while [ ! -e {marks_dir}/prep-go ]; do sleep 0.1; done")))
+    client.create_job(spec)
+    client.create_task(spec.id, _task("t", "/bin/true"))
+    _wait_task(client, spec.id, "t", "preparing")
+    _disable(client, spec.id, "requeue")
+    task = client.get_task(spec.id, "t")
+    assert (task.state, task.previous_state) == ("active", "preparing")
+    assert (task.execution_info.requeue_count, task.execution_info.retry_count) == (1, 0)
+    (marks_dir / "prep-go").touch()
+    client.begin_enable_job(spec.id, polling_interval=1).result()
+    done = wait_tasks_completed(client, spec.id)[0]
+    assert done.execution_info.result == "success" and done.execution_info.requeue_count == 1
+
+
 def test_disable_and_enable_in_the_wrong_state_are_409(client, pool):
     spec = _job(pool)
     client.create_job(spec)

@@ -96,7 +96,7 @@ class Scheduler(JobEnding, JobControl, Retention, NodeOperations):
                                                node["root_dir"], node["incarnation"])
         for task in db.tasks_in_states(conn, ON_NODE):  # they died with the server: requeue
             db.change(conn, db.tasks, {"seq": task["seq"]},
-                      task_rules.transition(task, TaskState.ACTIVE, now), bump_etag=True)
+                      task_rules.transition(task, TaskState.ACTIVE, now, requeue=True), bump_etag=True)
         for job in db.find(conn, db.jobs, order_by=["seq"]):
             if job["state"] != JobState.COMPLETED:
                 self.jobs[job["key"]] = JobEntry(job)

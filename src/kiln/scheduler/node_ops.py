@@ -169,8 +169,8 @@ class NodeOperations:
             if ref.node_id == node_id:
                 del self.steps[step_id]
         for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
-            db.change(conn, db.tasks, {"seq": task["seq"]}, task_rules.transition(task, TaskState.ACTIVE, now),
-                      bump_etag=True)
+            db.change(conn, db.tasks, {"seq": task["seq"]},
+                      task_rules.transition(task, TaskState.ACTIVE, now, requeue=True), bump_etag=True)
             self._requeue_in_memory(task)
         self._settle_disabling(conn, self._disabling_jobs(), now)
         for (job_key, nid), record in self.preps.items():
