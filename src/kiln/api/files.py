@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
@@ -16,7 +16,7 @@ from kiln.api.tasks import load_task
 from kiln.compute.protocol import FileEntry
 from kiln.errors import BadRequest, Conflict, KilnError, NotFound
 from kiln.scheduler.steps import task_dir
-from kiln.wire.times import format_http_time
+from kiln.wire.times import duration_seconds, format_http_time, now
 
 router = APIRouter()
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
@@ -43,8 +43,18 @@ async def _task_location(request: Request, job_id: str, task_id: str) -> tuple[s
     job, task = await kiln(request).database.read(lambda conn: load_task(conn, job_id, task_id))
     if not task["node_id"]:
         raise Conflict("The task has not run on a node yet, so it has no files.", code="TaskFilesUnavailable")
+    if _past_retention(task):
+        raise Conflict("The task's retention time has passed and its files were cleaned up.",
+                       code="TaskFilesCleanedup")
     return task["node_id"], task_dir(job["id"], task["id"]), \
         f"{base_url(request)}/jobs/{job['id']}/tasks/{task['id']}/files"
+
+
+def _past_retention(task: dict) -> bool:
+    """constraints.retentionTime counts from the task's end; after it the directory is (being) removed."""
+    seconds = duration_seconds(task["spec"]["constraints"].get("retentionTime"))
+    return (task["state"] == "completed" and task.get("end_time") is not None and seconds is not None
+            and now() >= task["end_time"] + timedelta(seconds=seconds))
 
 
 async def _call(coro):

@@ -12,11 +12,11 @@ from kiln.api.context import kiln
 from kiln.api.http import (base_url, check_write_conditions, empty, entity_response, json_response, list_response,
                            metadata_url, read_json, read_model, parse)
 from kiln.core import job as job_rules
-from kiln.core.job import JobState, TerminateReason
-from kiln.errors import BadRequest, Conflict, InvalidPropertyValue, NotFound
+from kiln.core.job import DisableTasks, JobState, TerminateReason
+from kiln.errors import BadRequest, Conflict, InvalidPropertyValue, MissingRequiredProperty, NotFound
 from kiln.store import rows as db
 from kiln.wire import ids
-from kiln.wire.models import JobAdd, JobConstraints, JobPatch, JobTerminate
+from kiln.wire.models import JobAdd, JobConstraints, JobDisable, JobPatch, JobTerminate
 from kiln.wire.times import UNLIMITED, now
 
 router = APIRouter()
@@ -73,6 +73,8 @@ def _apply_update(row: dict[str, Any], update: JobPatch, *, replace: bool) -> di
     """The job's spec after PATCH (present fields change) or PUT (absent fields reset to defaults)."""
     spec = dict(row["spec"])
     fields = update.model_fields_set
+    if replace and update.pool_info is None:
+        raise MissingRequiredProperty("poolInfo")
     if "pool_info" in fields and update.pool_info is not None:
         if row["state"] != JobState.DISABLED and update.pool_info.model_dump(by_alias=True, exclude_none=True) \
                 != {k: v for k, v in spec["poolInfo"].items() if v is not None}:
@@ -86,9 +88,12 @@ def _apply_update(row: dict[str, Any], update: JobPatch, *, replace: bool) -> di
         if spec["onAllTasksComplete"] == "terminatejob" and update.on_all_tasks_complete.value == "noaction":
             raise InvalidPropertyValue("onAllTasksComplete", "noaction",
                                        "onAllTasksComplete cannot be changed from terminatejob back to noaction.")
+    elif replace and spec["onAllTasksComplete"] == "terminatejob":
+        raise InvalidPropertyValue("onAllTasksComplete", None, "A PUT without onAllTasksComplete sets it to "
+                                   "noaction, and it cannot go from terminatejob back to noaction.")
     defaults = {"priority": 0, "maxParallelTasks": -1, "allowTaskPreemption": False,
                 "constraints": {"maxWallClockTime": UNLIMITED, "maxTaskRetryCount": 0},
-                "onAllTasksComplete": spec["onAllTasksComplete"], "metadata": None}
+                "onAllTasksComplete": "noaction", "metadata": None}
     given = update.dump()
     for name, default in defaults.items():
         if name in given:
@@ -149,6 +154,22 @@ async def terminate_job(request: Request, job_id: str) -> Response:
     body = parse(JobTerminate, await read_json(request, optional=True))
     row = await _checked_job(request, job_id)
     await kiln(request).scheduler.terminate_job(row["key"], body.terminate_reason or TerminateReason.USER.value)
+    return empty(202, request)
+
+
+@router.post("/jobs/{job_id}/disable")
+async def disable_job(request: Request, job_id: str) -> Response:
+    body = parse(JobDisable, await read_json(request))
+    row = await kiln(request).database.read(lambda conn: load_job(conn, job_id))
+    await kiln(request).scheduler.disable_job(row["key"], DisableTasks(body.disable_tasks.value),
+                                              lambda job: check_write_conditions(request, job))
+    return empty(202, request)
+
+
+@router.post("/jobs/{job_id}/enable")
+async def enable_job(request: Request, job_id: str) -> Response:
+    row = await kiln(request).database.read(lambda conn: load_job(conn, job_id))
+    await kiln(request).scheduler.enable_job(row["key"], lambda job: check_write_conditions(request, job))
     return empty(202, request)
 
 

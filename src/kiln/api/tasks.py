@@ -17,7 +17,7 @@ from kiln.core.task import TaskState
 from kiln.errors import BadRequest, Conflict, KilnError, NotFound
 from kiln.store import rows as db
 from kiln.wire import ids
-from kiln.wire.models import TaskAdd, TaskConstraints, TaskUpdate
+from kiln.wire.models import TaskAdd, TaskUpdate, materialize_constraints
 from kiln.wire.times import now
 
 router = APIRouter()
@@ -157,19 +157,24 @@ async def get_task(request: Request, job_id: str, task_id: str) -> Response:
 
 @router.put("/jobs/{job_id}/tasks/{task_id}")
 async def update_task(request: Request, job_id: str, task_id: str) -> Response:
+    """PUT replaces the constraints: what the body leaves out takes its default (the job's retry count)."""
     update = await read_model(request, TaskUpdate)
+    if update.constraints is not None:
+        update.constraints.check()
 
-    def write(conn: Connection) -> dict[str, Any]:
+    def write(conn: Connection) -> tuple[dict[str, Any], dict[str, Any]]:
         job, row = load_task(conn, job_id, task_id)
         check_write_conditions(request, row)
         job_rules.check_open(job["state"])
         spec = dict(row["spec"])
-        given = (update.constraints or TaskConstraints()).dump()
-        spec["constraints"] = {**spec["constraints"], **given}
+        spec["constraints"] = materialize_constraints(update.constraints,
+                                                      job["spec"]["constraints"]["maxTaskRetryCount"])
         changes = {"spec": spec, "max_retries": spec["constraints"]["maxTaskRetryCount"], "last_modified": now()}
         db.change(conn, db.tasks, {"seq": row["seq"]}, changes, bump_etag=True)
-        return db.get(conn, db.tasks, seq=row["seq"])
-    row = await kiln(request).database.write(write)
+        return job, db.get(conn, db.tasks, seq=row["seq"])
+    state = kiln(request)
+    job, row = await state.database.write(write)
+    await state.scheduler.task_updated(job, row)
     return empty(200, request, row)
 
 
@@ -190,6 +195,14 @@ async def delete_task(request: Request, job_id: str, task_id: str) -> Response:
 async def terminate_task(request: Request, job_id: str, task_id: str) -> Response:
     job, row = await _checked_task(request, job_id, task_id)
     await kiln(request).scheduler.end_task(job["key"], row["key"], delete=False)
+    return empty(204, request)
+
+
+@router.post("/jobs/{job_id}/tasks/{task_id}/reactivate")
+async def reactivate_task(request: Request, job_id: str, task_id: str) -> Response:
+    job, row = await kiln(request).database.read(lambda conn: load_task(conn, job_id, task_id))
+    await kiln(request).scheduler.reactivate_task(job["key"], row["key"],
+                                                  lambda task: check_write_conditions(request, task))
     return empty(204, request)
 
 

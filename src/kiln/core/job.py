@@ -20,6 +20,14 @@ class JobState(StrEnum):
     DELETING = "deleting"
 
 
+class DisableTasks(StrEnum):
+    """What a disable does with the job's running tasks (`disableTasks`)."""
+
+    REQUEUE = "requeue"  #: kill them; back to active, requeueCount + 1
+    TERMINATE = "terminate"  #: kill them; completed with failureInfo TaskEnded
+    WAIT = "wait"  #: let them finish; the job stays disabling until then
+
+
 class TerminateReason(StrEnum):
     USER = "UserTerminate"
     WALL_CLOCK = "MaxWallClockTimeExpiry"
@@ -39,7 +47,12 @@ def _completed(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
 
 S = JobState
 TRANSITIONS: lifecycle.Table = {
+    (S.ACTIVE, S.DISABLING): no_changes,  # disable: running tasks are handled per disableTasks
+    (S.DISABLING, S.DISABLED): no_changes,  # no task of the job holds a node any more
+    (S.DISABLED, S.ENABLING): no_changes,  # enable
+    (S.ENABLING, S.ACTIVE): no_changes,  # scheduling resumes
     (S.ACTIVE, S.TERMINATING): _terminating,
+    (S.DISABLING, S.TERMINATING): _terminating,  # e.g. wall clock or terminate while a disable waits for tasks
     (S.DISABLED, S.TERMINATING): _terminating,
     (S.TERMINATING, S.COMPLETED): _completed,
     **{(state, S.DELETING): no_changes for state in S if state is not S.DELETING},
@@ -56,10 +69,39 @@ CLOSED_CODES = {
 }
 
 
+#: States from which disable is accepted (202); from disabling or disabled it changes no state.
+DISABLE_FROM = frozenset({S.ACTIVE, S.DISABLING, S.DISABLED})
+
+
 def transition(row: Mapping[str, Any], to: JobState, now: datetime, **event: Any) -> Changes:
     current = JobState(row["state"])
     code = CLOSED_CODES.get(current, ("OperationInvalidForCurrentState",))[0]
     return lifecycle.transition(TRANSITIONS, row, to, now, conflict_code=code, **event)
+
+
+def check_disable(state: str) -> None:
+    """Disable is accepted from active, disabling or disabled; otherwise Batch's 409 for the state."""
+    current = JobState(state)
+    if current in DISABLE_FROM:
+        return
+    from kiln.errors import Conflict
+    if current in CLOSED_CODES:
+        code, message = CLOSED_CODES[current]
+        raise Conflict(message, code=code)
+    raise Conflict(f"The job is {current.value}; it can be disabled only while active.", code="JobNotActive")
+
+
+def check_enable(state: str) -> None:
+    """Enable is accepted only from disabled; otherwise Batch's 409 for the state."""
+    current = JobState(state)
+    if current is S.DISABLED:
+        return
+    from kiln.errors import Conflict
+    if current in CLOSED_CODES:
+        code, message = CLOSED_CODES[current]
+        raise Conflict(message, code=code)
+    raise Conflict(f"The job is {current.value}; only a disabled job can be enabled.",
+                   code="OperationInvalidForCurrentState")
 
 
 def check_open(state: str) -> None:

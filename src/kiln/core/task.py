@@ -31,8 +31,11 @@ def _start_after_prep(row: Mapping[str, Any], now: datetime, **_: Any) -> Change
     return {"start_time": now}
 
 
-def _unbind(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
-    """Prep failed on the bound node: back to the queue, counted as neither retry nor requeue."""
+def _unbind(row: Mapping[str, Any], now: datetime, *, requeue: bool = False, **_: Any) -> Changes:
+    """Off the node before it ran: prep failed there (counted as neither retry nor requeue),
+    or a requeue (job disable, node reboot) caught it waiting for prep (counted as a requeue)."""
+    if requeue:
+        return {"requeue_count": row["requeue_count"] + 1, "last_requeue_time": now, "node_id": None}
     return {"node_id": None}
 
 
@@ -47,6 +50,12 @@ def _complete(row: Mapping[str, Any], now: datetime, *, exit_code: int | None = 
               failure_info: dict | None = None, **_: Any) -> Changes:
     return {"end_time": now, "exit_code": exit_code, "failure_info": failure_info,
             "result": "failure" if failure_info else "success"}
+
+
+def _reactivate(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    """A failed task runs again: retryCount starts over, the last outcome is forgotten."""
+    return {"retry_count": 0, "end_time": None, "exit_code": None, "failure_info": None, "result": None,
+            "node_id": None}
 
 
 def _end_unstarted(row: Mapping[str, Any], now: datetime, *, failure_info: dict | None = None, **_: Any) -> Changes:
@@ -64,12 +73,25 @@ TRANSITIONS: lifecycle.Table = {
     (S.PREPARING, S.COMPLETED): _end_unstarted,
     (S.RUNNING, S.ACTIVE): _requeue,
     (S.RUNNING, S.COMPLETED): _complete,
+    (S.COMPLETED, S.ACTIVE): _reactivate,  # guarded by `reactivate`: failed tasks only
 }
 
 
 def transition(row: Mapping[str, Any], to: TaskState, now: datetime, **event: Any) -> Changes:
     code = "TaskCompleted" if row["state"] == S.COMPLETED else "OperationInvalidForCurrentState"
     return lifecycle.transition(TRANSITIONS, row, to, now, conflict_code=code, **event)
+
+
+def reactivate(row: Mapping[str, Any], now: datetime) -> Changes:
+    """Reactivate (batch-semantics §5.4): only a completed task that failed; else Batch's 409."""
+    from kiln.errors import Conflict
+    if row["state"] != S.COMPLETED:
+        raise Conflict(f"The task is {row['state']}; only a completed task that failed can be reactivated.",
+                       code="TaskNotCompleted")
+    if not row.get("failure_info"):
+        raise Conflict("The task completed successfully; only a task that failed can be reactivated.",
+                       code="TaskSucceeded")
+    return transition(row, S.ACTIVE, now)
 
 
 def failure(code: str, message: str, category: str = "usererror", **details: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from kiln.core.preparation import StepState
 from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
+from kiln.scheduler.job_control import JobControl
 from kiln.scheduler.job_end import JobEnding
 from kiln.scheduler.node_ops import NodeOperations
 from kiln.scheduler.retention import Retention
@@ -43,7 +44,7 @@ log = logging.getLogger("kiln.scheduler")
 MAX_SKIPPED = 64
 
 
-class Scheduler(JobEnding, Retention, NodeOperations):
+class Scheduler(JobEnding, JobControl, Retention, NodeOperations):
     def __init__(self, database: Database, backend: ComputeBackend, *, data_dir: Path,
                  account_name: str, account_url: str) -> None:
         self.db = database
@@ -96,7 +97,7 @@ class Scheduler(JobEnding, Retention, NodeOperations):
                                                node["root_dir"], node["incarnation"])
         for task in db.tasks_in_states(conn, ON_NODE):  # they died with the server: requeue
             db.change(conn, db.tasks, {"seq": task["seq"]},
-                      task_rules.transition(task, TaskState.ACTIVE, now), bump_etag=True)
+                      task_rules.transition(task, TaskState.ACTIVE, now, requeue=True), bump_etag=True)
         for job in db.find(conn, db.jobs, order_by=["seq"]):
             if job["state"] != JobState.COMPLETED:
                 self.jobs[job["key"]] = JobEntry(job)
@@ -112,6 +113,7 @@ class Scheduler(JobEnding, Retention, NodeOperations):
             entry = self.jobs.get(task["job_key"])
             if entry is not None:
                 entry.queue.push(task["seq"], task["required_slots"])
+        self._settle_disabling(conn, self._disabling_jobs(), now)  # their running tasks were just requeued
 
     async def close(self) -> None:
         await self.timers.close()
@@ -293,6 +295,7 @@ class Scheduler(JobEnding, Retention, NodeOperations):
             elif ref.kind == "release":
                 self._release_finished(conn, ref, result, now, effects)
         effects.write_batched(conn)
+        self._settle_disabling(conn, {ref.job_key for _, ref in mine}, now)
         effects.merge(self._place(conn))  # refill the freed slots in the same transaction
         return effects
 
@@ -440,6 +443,7 @@ class Scheduler(JobEnding, Retention, NodeOperations):
                                             exit_code=None)
             db.change(conn, db.tasks, {"seq": task["seq"]}, changes, bump_etag=True)
             effects.check_jobs.add(job_key)
+        self._settle_disabling(conn, [job_key], now)
         return effects
 
     # ------------------------------------------------------------------ read helpers for api/

@@ -169,9 +169,10 @@ class NodeOperations:
             if ref.node_id == node_id:
                 del self.steps[step_id]
         for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
-            db.change(conn, db.tasks, {"seq": task["seq"]}, task_rules.transition(task, TaskState.ACTIVE, now),
-                      bump_etag=True)
+            db.change(conn, db.tasks, {"seq": task["seq"]},
+                      task_rules.transition(task, TaskState.ACTIVE, now, requeue=True), bump_etag=True)
             self._requeue_in_memory(task)
+        self._settle_disabling(conn, self._disabling_jobs(), now)
         for (job_key, nid), record in self.preps.items():
             if nid != node_id:
                 continue
@@ -229,6 +230,7 @@ class NodeOperations:
                 db.change(conn, db.tasks, {"seq": task["seq"]},
                           task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure), bump_etag=True)
                 effects.check_jobs.add(task["job_key"])
+            self._settle_disabling(conn, self._disabling_jobs(), now)
         elif option == "requeue":
             node.used = 0  # the restart's node-down requeues whatever still runs
         return effects

@@ -32,7 +32,7 @@ class Retention:
 
         async def expire() -> None:
             entry = self.jobs.get(job["key"])
-            if entry is not None and entry.row["state"] in (JobState.ACTIVE, JobState.DISABLED):
+            if entry is not None and entry.row["state"] in (JobState.ACTIVE, JobState.DISABLING, JobState.DISABLED):
                 await self.terminate_job(job["key"], TerminateReason.WALL_CLOCK.value)
         self.timers.schedule(key, job["creation_time"] + timedelta(seconds=seconds), expire)
 

@@ -135,6 +135,10 @@ class TaskConstraints(Wire):
     retention_time: str | None = None
     max_task_retry_count: int | None = Field(default=None, ge=-1)
 
+    def check(self) -> None:
+        _check_duration(self.max_wall_clock_time, "constraints.maxWallClockTime")
+        _check_duration(self.retention_time, "constraints.retentionTime")
+
 
 class JobConstraints(Wire):
     max_wall_clock_time: str | None = None
@@ -151,7 +155,7 @@ class MetadataItem(Wire):
     value: str
 
 
-def _materialize_constraints(constraints: TaskConstraints | None, default_retries: int) -> dict[str, Any]:
+def materialize_constraints(constraints: TaskConstraints | None, default_retries: int) -> dict[str, Any]:
     c = constraints or TaskConstraints()
     return {
         "maxWallClockTime": c.max_wall_clock_time or UNLIMITED,
@@ -172,7 +176,7 @@ class JobPreparationTask(Wire):
 
     def materialize(self) -> dict[str, Any]:
         doc = self.dump()
-        doc["constraints"] = _materialize_constraints(self.constraints, 0)  # not inherited from the job
+        doc["constraints"] = materialize_constraints(self.constraints, 0)  # not inherited from the job
         doc["waitForSuccess"] = self.wait_for_success
         doc["rerunOnNodeRebootAfterSuccess"] = self.rerun_on_node_reboot_after_success
         doc.setdefault("userIdentity", DEFAULT_IDENTITY)
@@ -322,7 +326,7 @@ class TaskAdd(Wire):
 
     def materialize(self, job_max_retries: int) -> dict[str, Any]:
         doc = self.dump()
-        doc["constraints"] = _materialize_constraints(self.constraints, job_max_retries)
+        doc["constraints"] = materialize_constraints(self.constraints, job_max_retries)
         doc["requiredSlots"] = self.required_slots
         doc.setdefault("userIdentity", DEFAULT_IDENTITY)
         return doc
@@ -384,6 +388,18 @@ class PoolResize(Wire):
     target_low_priority_nodes: int | None = Field(default=None, ge=0)
     resize_timeout: str | None = None
     node_deallocation_option: str | None = None
+
+
+class DisableJobOption(StrEnum):
+    REQUEUE = "requeue"
+    TERMINATE = "terminate"
+    WAIT = "wait"
+
+
+class JobDisable(Wire):
+    disable_tasks: DisableJobOption
+
+    _lower = field_validator("disable_tasks", mode="before")(_lower_enum)
 
 
 class JobTerminate(Wire):

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from kiln.core import job
-from kiln.core.job import OPEN, TRANSITIONS, JobState, TerminateReason
+from kiln.core.job import DISABLE_FROM, OPEN, TRANSITIONS, DisableTasks, JobState, TerminateReason
 from kiln.errors import Conflict, InvalidTransition
 from kiln.store import schema
 
@@ -27,7 +27,13 @@ TERMINATE = {"reason": TerminateReason.USER.value}
 
 #: edge -> (event, changes beyond the state columns). The spec; TRANSITIONS must match it.
 EDGES: dict[tuple[JobState, JobState], tuple[dict[str, Any], dict[str, Any]]] = {
+    # disable: active -> disabling -> disabled (once no task holds a node); enable: disabled -> enabling -> active
+    (S.ACTIVE, S.DISABLING): ({}, {}),
+    (S.DISABLING, S.DISABLED): ({}, {}),
+    (S.DISABLED, S.ENABLING): ({}, {}),
+    (S.ENABLING, S.ACTIVE): ({}, {}),
     (S.ACTIVE, S.TERMINATING): (TERMINATE, {"terminate_reason": "UserTerminate"}),
+    (S.DISABLING, S.TERMINATING): (TERMINATE, {"terminate_reason": "UserTerminate"}),
     (S.DISABLED, S.TERMINATING): (TERMINATE, {"terminate_reason": "UserTerminate"}),
     (S.TERMINATING, S.COMPLETED): ({}, {"end_time": NOW}),
     # any state -> deleting
@@ -37,8 +43,6 @@ EDGES: dict[tuple[JobState, JobState], tuple[dict[str, Any], dict[str, Any]]] = 
     (S.ENABLING, S.DELETING): ({"reason": None}, {}),
     (S.TERMINATING, S.DELETING): ({"reason": None}, {}),
     (S.COMPLETED, S.DELETING): ({"reason": None}, {}),
-    # batch-semantics §5.3 also has disable (active/disabling/disabled -> disabling -> disabled) and
-    # enable (disabled -> enabling -> active); Kiln does not implement them yet.
 }
 
 #: The 409 code for a move the table does not allow, by the job's current state.
@@ -116,3 +120,48 @@ def test_check_open_rejects(state: JobState, code: str, message: str) -> None:
     with pytest.raises(Conflict) as info:
         job.check_open(state.value)
     assert (info.value.status, info.value.code, info.value.message) == (409, code, message)
+
+
+def test_disable_then_enable_story() -> None:
+    """Feed the job a disable, its settling, an enable and its completion; check the row after each."""
+    row = job_row(S.ACTIVE)
+    seen = []
+    for to in (S.DISABLING, S.DISABLED, S.ENABLING, S.ACTIVE):
+        row = apply(row, job.transition(frozen(row), to, NOW))
+        seen.append((row["state"], row["previous_state"]))
+    assert seen == [("disabling", "active"), ("disabled", "disabling"), ("enabling", "disabled"),
+                    ("active", "enabling")]
+    assert (row["end_time"], row["terminate_reason"]) == (None, None)
+
+
+def test_disable_options_are_the_wire_values() -> None:
+    assert {o.value for o in DisableTasks} == {"requeue", "terminate", "wait"}
+
+
+#: state -> the 409 code of disable (None: accepted), and of enable.
+DISABLE_ENABLE = {
+    S.ACTIVE: (None, "OperationInvalidForCurrentState"),
+    S.DISABLING: (None, "OperationInvalidForCurrentState"),
+    S.DISABLED: (None, None),
+    S.ENABLING: ("JobNotActive", "OperationInvalidForCurrentState"),
+    S.TERMINATING: ("JobBeingTerminated", "JobBeingTerminated"),
+    S.COMPLETED: ("JobCompleted", "JobCompleted"),
+    S.DELETING: ("JobBeingDeleted", "JobBeingDeleted"),
+}
+
+
+def test_disable_enable_table_covers_every_state() -> None:
+    assert set(DISABLE_ENABLE) == set(S)
+    assert DISABLE_FROM == {s for s, (code, _) in DISABLE_ENABLE.items() if code is None}
+
+
+@pytest.mark.parametrize("state", list(S), ids=str)
+def test_disable_and_enable_preconditions(state: JobState) -> None:
+    disable_code, enable_code = DISABLE_ENABLE[state]
+    for check, code in ((job.check_disable, disable_code), (job.check_enable, enable_code)):
+        if code is None:
+            assert check(state.value) is None
+        else:
+            with pytest.raises(Conflict) as info:
+                check(state.value)
+            assert (info.value.status, info.value.code) == (409, code)

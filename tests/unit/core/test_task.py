@@ -44,7 +44,8 @@ EDGES: dict[tuple[TaskState, TaskState], tuple[dict[str, Any], dict[str, Any]]] 
     (S.RUNNING, S.ACTIVE): ({}, {"requeue_count": 4, "last_requeue_time": NOW, "node_id": None}),
     (S.RUNNING, S.COMPLETED): ({"exit_code": 0},
                                {"end_time": NOW, "exit_code": 0, "failure_info": None, "result": "success"}),
-    # batch-semantics §5.4 also lists completed -> active (reactivate); Kiln does not implement it yet.
+    (S.COMPLETED, S.ACTIVE): ({}, {"retry_count": 0, "end_time": None, "exit_code": None,  # reactivate
+                                   "failure_info": None, "result": None, "node_id": None}),
 }
 
 
@@ -138,3 +139,37 @@ def test_failure_info_shapes() -> None:
         "details": [{"name": "AdditionalErrorCode", "value": "FailureExitCode"}]}
     assert task.ended_by("terminated by the user.") == {
         "category": "usererror", "code": "TaskEnded", "message": "Task was ended: terminated by the user."}
+
+
+def test_requeue_while_preparing_counts_a_requeue() -> None:
+    """A job disable or node reboot with requeue catches a task waiting for prep: a requeue, not a retry."""
+    row = task_row(S.PREPARING)
+    changes = task.transition(frozen(row), S.ACTIVE, NOW, requeue=True)
+    assert changes == expected(S.PREPARING, S.ACTIVE, {"requeue_count": row["requeue_count"] + 1,
+                                                        "last_requeue_time": NOW, "node_id": None})
+
+
+def test_reactivate_a_failed_task_resets_retries_and_keeps_requeues() -> None:
+    row = task_row(S.COMPLETED, end_time=T0)
+    changes = task.reactivate(frozen(row), NOW)
+    assert changes == expected(S.COMPLETED, S.ACTIVE, {"retry_count": 0, "end_time": None, "exit_code": None,
+                                                        "failure_info": None, "result": None, "node_id": None})
+    after = apply(row, changes)
+    assert (after["requeue_count"], after["attempt"], after["start_time"]) == (3, 4, T0)
+
+
+@pytest.mark.parametrize(("state", "fields", "code"), [
+    (S.ACTIVE, {}, "TaskNotCompleted"),
+    (S.PREPARING, {}, "TaskNotCompleted"),
+    (S.RUNNING, {}, "TaskNotCompleted"),
+    (S.COMPLETED, {"exit_code": 0, "result": "success", "failure_info": None}, "TaskSucceeded"),
+], ids=["active", "preparing", "running", "succeeded"])
+def test_reactivate_refuses_what_did_not_fail(state: TaskState, fields: dict[str, Any], code: str) -> None:
+    with pytest.raises(Conflict) as info:
+        task.reactivate(frozen(task_row(state, **fields)), NOW)
+    assert (info.value.status, info.value.code) == (409, code)
+
+
+def test_a_terminated_task_can_be_reactivated() -> None:
+    row = task_row(S.COMPLETED, exit_code=None, failure_info=ENDED, result="failure")
+    assert task.reactivate(frozen(row), NOW)["state"] == "active"

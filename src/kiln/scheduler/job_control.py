@@ -1,0 +1,153 @@
+"""Job disable and enable, task reactivate, and task constraint updates that reach the scheduler."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from kiln.core import job as job_rules
+from kiln.core import task as task_rules
+from kiln.core.job import DisableTasks, JobState
+from kiln.core.task import TaskState
+from kiln.scheduler import steps as step_builder
+from kiln.scheduler.state import ON_NODE, Effects, JobEntry
+from kiln.store import rows as db
+from kiln.wire.times import now as utcnow
+
+#: Checks run on the stored row inside the write transaction (HTTP conditions); they raise to refuse.
+Check = Callable[[dict[str, Any]], None]
+
+
+def _no_check(_: dict[str, Any]) -> None:
+    return None
+
+
+class JobControl:
+    """Mixed into Scheduler; uses its lock, store, backend and in-memory maps."""
+
+    # ------------------------------------------------------------------ disable and enable
+    async def disable_job(self, job_key: str, option: DisableTasks, check: Check = _no_check) -> None:
+        """Enter `disabling` before answering (the SDK polls until the job leaves it)."""
+        async with self.lock:
+            effects = await self.db.write(lambda conn: self._disable_job(conn, job_key, option, check))
+        await self._act(effects)
+
+    def _disable_job(self, conn: Connection, job_key: str, option: DisableTasks, check: Check) -> Effects:
+        effects = Effects(wake=True)
+        now = utcnow()
+        job = self._load_job(conn, job_key)
+        check(job)
+        job_rules.check_disable(job["state"])
+        if job["state"] == JobState.ACTIVE:
+            self._change_job(conn, job, job_rules.transition(job, JobState.DISABLING, now))
+        entry = self._entry(job)
+        if job["state"] == JobState.DISABLED:
+            return effects  # nothing runs: disabling again changes nothing
+        if option is not DisableTasks.WAIT:
+            self._off_nodes(conn, entry, option, now, effects)
+        self._settle_disabling(conn, [job_key], now)
+        return effects
+
+    def _off_nodes(self, conn: Connection, entry: JobEntry, option: DisableTasks, now: datetime,
+                   effects: Effects) -> None:
+        """requeue: back to active (requeueCount + 1, not a retry); terminate: completed with TaskEnded."""
+        failure = task_rules.ended_by("the job was disabled.")
+        for task in db.tasks_in_states(conn, ON_NODE, job_key=entry.key):
+            self._release_slots(task, effects)
+            if option is DisableTasks.REQUEUE:
+                changes = task_rules.transition(task, TaskState.ACTIVE, now, requeue=True)
+                entry.queue.push(task["seq"], task["required_slots"])
+            else:
+                changes = task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure)
+                self._retain_task(effects, entry.row, {**task, **changes})
+                effects.check_jobs.add(entry.key)
+            effects.change_task(task["seq"], changes)
+        effects.write_batched(conn)
+
+    def _release_slots(self, task: dict[str, Any], effects: Effects) -> None:
+        """Kill the task's process if it has one and give its slots back."""
+        node = self.nodes.get(task["node_id"])
+        if node is not None:
+            node.used -= task["required_slots"]
+        step_id = f"t:{task['seq']}:{task['attempt']}"
+        if self.steps.pop(step_id, None) is not None:
+            effects.kill[task["node_id"]].append(step_id)
+        waiting = self.waiting.get((task["job_key"], task["node_id"]), [])
+        if task["seq"] in waiting:
+            waiting.remove(task["seq"])
+
+    def _settle_disabling(self, conn: Connection, job_keys: Iterable[str], now: datetime) -> None:
+        """A disabling job becomes disabled once none of its tasks holds a node (disableTasks=wait waits here)."""
+        for job_key in job_keys:
+            entry = self.jobs.get(job_key)
+            if entry is None or entry.row["state"] != JobState.DISABLING:
+                continue
+            if db.tasks_in_states(conn, ON_NODE, job_key=job_key):
+                continue
+            self._change_job(conn, entry.row, job_rules.transition(entry.row, JobState.DISABLED, now))
+
+    def _disabling_jobs(self) -> list[str]:
+        return [key for key, entry in self.jobs.items() if entry.row["state"] == JobState.DISABLING]
+
+    async def enable_job(self, job_key: str, check: Check = _no_check) -> None:
+        """disabled -> enabling -> active in one step: Kiln has nothing to wait for before scheduling resumes."""
+        async with self.lock:
+            await self.db.write(lambda conn: self._enable_job(conn, job_key, check))
+        self.wake()
+        self._spawn(self._check_all_complete(job_key), "all-complete")
+
+    def _enable_job(self, conn: Connection, job_key: str, check: Check) -> None:
+        now = utcnow()
+        job = self._load_job(conn, job_key)
+        check(job)
+        job_rules.check_enable(job["state"])
+        self._change_job(conn, job, job_rules.transition(job, JobState.ENABLING, now))
+        self._change_job(conn, job, job_rules.transition(job, JobState.ACTIVE, now))
+        self._entry(job)
+
+    # ------------------------------------------------------------------ tasks
+    async def reactivate_task(self, job_key: str, task_key: str, check: Check = _no_check) -> None:
+        async with self.lock:
+            await self.db.write(lambda conn: self._reactivate_task(conn, job_key, task_key, check))
+        self.wake()
+
+    def _reactivate_task(self, conn: Connection, job_key: str, task_key: str, check: Check) -> None:
+        from kiln.errors import NotFound
+        now = utcnow()
+        job = self._load_job(conn, job_key)
+        task = db.get(conn, db.tasks, job_key=job_key, key=task_key)
+        if task is None:
+            raise NotFound("The specified task does not exist.", code="TaskNotFound")
+        check(task)
+        job_rules.check_open(job["state"])
+        changes = task_rules.reactivate(task, now)
+        db.change(conn, db.tasks, {"seq": task["seq"]}, changes, bump_etag=True)
+        if task["node_id"]:  # the old directory is reused by the next run: no retention cleanup under it
+            self.timers.cancel(f"retain:{task['node_id']}:{step_builder.task_dir(job['id'], task['id'])}")
+        self._entry(job).queue.push(task["seq"], task["required_slots"])
+
+    async def task_updated(self, job: dict[str, Any], task: dict[str, Any]) -> None:
+        """A new retentionTime applies to a task that already completed, counted from its end."""
+        if task["state"] == TaskState.COMPLETED:
+            effects = Effects()
+            self._retain_task(effects, job, task)
+            await self._act(effects)
+
+    # ------------------------------------------------------------------ helpers
+    def _load_job(self, conn: Connection, job_key: str) -> dict[str, Any]:
+        from kiln.errors import NotFound
+        job = db.get(conn, db.jobs, key=job_key)
+        if job is None:
+            raise NotFound("The specified job does not exist.", code="JobNotFound")
+        return job
+
+    def _change_job(self, conn: Connection, job: dict[str, Any], changes: dict[str, Any]) -> None:
+        db.change(conn, db.jobs, {"key": job["key"]}, changes, bump_etag=True)
+        job.update(changes)
+
+    def _entry(self, job: dict[str, Any]) -> JobEntry:
+        entry = self.jobs.setdefault(job["key"], JobEntry(job))
+        entry.row = job
+        return entry
