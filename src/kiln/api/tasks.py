@@ -12,6 +12,8 @@ from kiln.api.context import kiln
 from kiln.api.http import (base_url, check_write_conditions, empty, entity_response, error_body, json_response,
                            list_response, metadata_url, parse, read_json, read_model)
 from kiln.api.jobs import load_job
+from kiln.core import dependencies as dependency_rules
+from kiln.core import exit_conditions as exit_rules
 from kiln.core import job as job_rules
 from kiln.core.task import TaskState
 from kiln.errors import BadRequest, Conflict, KilnError, NotFound
@@ -47,6 +49,17 @@ def _check_against_job(job: dict[str, Any], spec: TaskAdd) -> None:
         other = job["spec"].get(kind)
         if other and other["id"].lower() == spec.id.lower():
             raise Conflict(f"The task id is the same as the id of the job's {kind}.", code=code)
+    dependency_rules.check_allowed(job["spec"], spec.depends_on and spec.depends_on.dump())
+    exit_rules.check_allowed(job["spec"], spec.exit_conditions and spec.exit_conditions.dump())
+
+
+async def _queue(request: Request, job: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Hand new tasks to the scheduler; in a job with dependencies only those free to run are queued."""
+    scheduler = kiln(request).scheduler
+    if job["spec"].get("usesTaskDependencies"):
+        await scheduler.dependent_tasks_added(job["key"], rows)
+    else:
+        scheduler.tasks_added(job["key"], [(row["seq"], row["required_slots"]) for row in rows])
 
 
 def _insert(conn: Connection, job_id: str, specs: list[TaskAdd | KilnError]) -> tuple[dict, list]:
@@ -102,7 +115,7 @@ async def add_task(request: Request, job_id: str) -> Response:
     if isinstance(outcomes[0], KilnError):
         raise outcomes[0]
     row = outcomes[0]
-    state.scheduler.tasks_added(job["key"], [(row["seq"], row["required_slots"])])
+    await _queue(request, job, [row])
     return empty(201, request, row, location=f"{base_url(request)}/jobs/{job['id']}/tasks/{row['id']}")
 
 
@@ -134,7 +147,7 @@ async def add_task_collection(request: Request, job_id: str) -> Response:
             results.append({"status": "success", "taskId": outcome["id"], "eTag": outcome["etag"],
                             "lastModified": format_time(outcome["last_modified"]),
                             "location": f"{base}/jobs/{job['id']}/tasks/{outcome['id']}"})
-    state.scheduler.tasks_added(job["key"], [(o["seq"], o["required_slots"]) for o in outcomes if isinstance(o, dict)])
+    await _queue(request, job, [o for o in outcomes if isinstance(o, dict)])
     return json_response({"odata.metadata": metadata_url(request, "Microsoft.Azure.Batch.Protocol.Entities.TaskAddCollectionResult"),
                           "value": results})
 

@@ -220,3 +220,11 @@ class DependencyGraph:
             seen.add(seq)
             out.append((seq, waiter.slots))
         return out
+
+
+def check_allowed(job_spec: Mapping[str, Any], depends_on: Mapping[str, Any] | None) -> None:
+    """dependsOn needs a job created with usesTaskDependencies (it cannot be switched on later)."""
+    if depends_on is not None and not job_spec.get("usesTaskDependencies"):
+        from kiln.errors import BadRequest
+        raise BadRequest("The job does not use task dependencies; create it with usesTaskDependencies set "
+                         "to add tasks with dependsOn.", code="TaskDependenciesNotSpecifiedOnJob")

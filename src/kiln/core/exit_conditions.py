@@ -94,3 +94,18 @@ def all_options(conditions: Conditions | None) -> list[tuple[str, Mapping[str, A
         if conditions.get(name) is not None:
             found.append((f"exitConditions.{name}", conditions[name]))
     return found
+
+
+def check_allowed(job_spec: Mapping[str, Any], conditions: Conditions | None) -> None:
+    """A jobAction needs a job with onTaskFailure=performexitoptionsjobaction; a dependencyAction needs
+    a job that uses task dependencies. Otherwise Batch rejects the task with a 400."""
+    from kiln.errors import InvalidPropertyValue
+    for path, options in all_options(conditions):
+        if options.get("jobAction") and job_spec.get("onTaskFailure") != "performexitoptionsjobaction":
+            raise InvalidPropertyValue(f"{path}.jobAction", options["jobAction"],
+                                       "A jobAction can be given only when the job's onTaskFailure is "
+                                       "performexitoptionsjobaction.")
+        if options.get("dependencyAction") and not job_spec.get("usesTaskDependencies"):
+            raise InvalidPropertyValue(f"{path}.dependencyAction", options["dependencyAction"],
+                                       "A dependencyAction can be given only when the job uses task dependencies "
+                                       "(usesTaskDependencies).")
