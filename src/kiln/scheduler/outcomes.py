@@ -36,18 +36,16 @@ def exit_options(task: dict[str, Any], exit_code: int | None) -> ExitOptions:
 class TaskOutcomes:
     """Mixed into Scheduler; uses its lock, store and in-memory maps."""
 
-    async def dependent_tasks_added(self, job_key: str, rows: Iterable[dict[str, Any]]) -> None:
+    def dependent_tasks_added(self, job_key: str, rows: Iterable[dict[str, Any]]) -> None:
         """Tasks added to a job that uses dependencies: those with nothing to wait for join the queue.
 
-        Under the lock: completions (on the store's thread) update the same graph.
+        Called inside the transaction that inserts them, on the store's one thread, where every other
+        change to the graph (completions, deletions, placement) happens too; the caller wakes the loop.
         """
-        async with self.lock:
-            entry = self.jobs.get(job_key)
-            if entry is None or entry.graph is None:
-                return
+        entry = self.jobs.get(job_key)
+        if entry is not None and entry.graph is not None:
             for seq, slots in entry.graph.add(rows):
                 entry.queue.push(seq, slots)
-        self.wake()
 
     def _task_outcome(self, entry: JobEntry | None, task: dict[str, Any], options: ExitOptions,
                       effects: Effects, *, job_action: bool = True) -> None:
