@@ -281,3 +281,22 @@ def test_random_events_follow_the_rule(seed: int) -> None:
         # what the scheduler does when it pops a task that was re-blocked: drop it until released again
         job.queued = {s for s in job.queued if not job.graph.waiting(s)}
         job.check()
+
+
+@pytest.mark.parametrize(("job", "depends_on", "refused"), [
+    ({"usesTaskDependencies": True}, {"taskIds": ["a"]}, False),
+    ({"usesTaskDependencies": True}, None, False),
+    ({"usesTaskDependencies": False}, None, False),
+    ({"usesTaskDependencies": False}, {"taskIds": ["a"]}, True),
+    ({"usesTaskDependencies": False}, {}, True),
+    ({}, {"taskIdRanges": [{"start": 1, "end": 2}]}, True),
+])
+def test_check_allowed(job, depends_on, refused) -> None:
+    from kiln.core.dependencies import check_allowed
+    from kiln.errors import BadRequest
+    if not refused:
+        check_allowed(job, depends_on)
+        return
+    with pytest.raises(BadRequest) as caught:
+        check_allowed(job, depends_on)
+    assert caught.value.status == 400 and caught.value.code == "TaskDependenciesNotSpecifiedOnJob"

@@ -95,3 +95,29 @@ def test_all_options_names_each_property() -> None:
         "exitConditions.exitCodeRanges[1].exitOptions", "exitConditions.preProcessingError",
         "exitConditions.fileUploadError", "exitConditions.default"]
     assert all_options(None) == []
+
+
+PERFORM = {"onTaskFailure": "performexitoptionsjobaction", "usesTaskDependencies": True}
+PLAIN = {"onTaskFailure": "noaction", "usesTaskDependencies": False}
+
+
+@pytest.mark.parametrize(("job", "conditions", "refused"), [
+    (PLAIN, None, None),
+    (PLAIN, {"exitCodes": [{"code": 1, "exitOptions": {}}]}, None),
+    (PLAIN, {"default": opts("none")}, "exitConditions.default.jobAction"),
+    (PLAIN, {"exitCodeRanges": [{"start": 1, "end": 2, "exitOptions": opts("terminate")}]},
+     "exitConditions.exitCodeRanges[0].exitOptions.jobAction"),
+    (PLAIN, {"preProcessingError": opts(dep="satisfy")}, "exitConditions.preProcessingError.dependencyAction"),
+    ({**PLAIN, "usesTaskDependencies": True}, {"preProcessingError": opts(dep="satisfy")}, None),
+    ({**PLAIN, "onTaskFailure": "performexitoptionsjobaction"}, {"default": opts("disable")}, None),
+    (PERFORM, FULL, None),
+])
+def test_check_allowed(job, conditions, refused) -> None:
+    from kiln.core.exit_conditions import check_allowed
+    from kiln.errors import InvalidPropertyValue
+    if refused is None:
+        check_allowed(job, conditions)
+        return
+    with pytest.raises(InvalidPropertyValue) as caught:
+        check_allowed(job, conditions)
+    assert caught.value.status == 400 and dict(caught.value.values)["PropertyName"] == refused
