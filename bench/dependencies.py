@@ -12,9 +12,13 @@ Starts an EmbeddedServer (temp data dir) with a pool of 2 nodes x 4 slots, then:
   through one taskIdRange [1, M], added 100 per call with the merge task in the first call. Reports the
   add time, the time until merge completed, and merge's start - the last parent's end.
 
+* adding alone (`--add-only N`, on a pool with no nodes, so nothing runs while tasks are added): the
+  mean time per call over the first and the last tenth of N tasks for a job without dependencies, a
+  chain and a fan-in, so the cost of indexing dependencies shows apart from the cost of running tasks.
+
 Prints figures; asserts nothing about speed.
 
-    python bench/dependencies.py [--chain 10000] [--fan-in 10000]
+    python bench/dependencies.py [--chain 10000] [--fan-in 10000] [--add-only 10000]
 """
 from __future__ import annotations
 
@@ -104,10 +108,32 @@ def fan_in(client: BatchClient, pool_id: str, m: int, timeout: float) -> None:
           f"last parent ended; merge result {merged.result}")
 
 
+def add_only(client: BatchClient, n: int) -> None:
+    pool_id = create_pool_and_wait(client, nodes=0, pool_id=unique("bench-empty"))
+    shapes = {
+        "no dependencies": ([Task(id=f"t{i}", command_line="/bin/true") for i in range(n)], False),
+        "chain": ([Task(id=f"link{i}", command_line="/bin/true",
+                        depends_on=models.BatchTaskDependencies(task_ids=[f"link{i - 1}"]) if i else None)
+                   for i in range(n)], True),
+        "fan-in": ([Task(id="merge", command_line="/bin/true", depends_on=models.BatchTaskDependencies(
+            task_id_ranges=[models.BatchTaskIdRange(start=1, end=n)]))]
+                   + [Task(id=str(i), command_line="/bin/true") for i in range(1, n + 1)], True),
+    }
+    for name, (tasks, uses) in shapes.items():
+        job_id = unique("bench-add")
+        client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id),
+                                                       uses_task_dependencies=uses))
+        calls = _add(client, job_id, tasks)
+        first, last = _tenths(calls)
+        print(f"adding {len(tasks)} tasks, {name}, nothing running: {sum(calls):.1f} s; per call {first:.1f} ms "
+              f"in the first tenth, {last:.1f} ms in the last")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chain", type=int, default=10_000)
     parser.add_argument("--fan-in", type=int, default=10_000)
+    parser.add_argument("--add-only", type=int, default=10_000)
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="kiln-bench-deps-"))
@@ -121,6 +147,8 @@ def main() -> None:
             chain(client, pool_id, args.chain, args.timeout)
         if args.fan_in:
             fan_in(client, pool_id, args.fan_in, args.timeout)
+        if args.add_only:
+            add_only(client, args.add_only)
     finally:
         server.stop()
         shutil.rmtree(data, ignore_errors=True)
