@@ -12,6 +12,8 @@ from kiln.api.context import kiln
 from kiln.api.http import (base_url, check_write_conditions, empty, entity_response, error_body, json_response,
                            list_response, metadata_url, parse, read_json, read_model)
 from kiln.api.jobs import load_job
+from kiln.core import dependencies as dependency_rules
+from kiln.core import exit_conditions as exit_rules
 from kiln.core import job as job_rules
 from kiln.core.task import TaskState
 from kiln.errors import BadRequest, Conflict, KilnError, NotFound
@@ -47,6 +49,30 @@ def _check_against_job(job: dict[str, Any], spec: TaskAdd) -> None:
         other = job["spec"].get(kind)
         if other and other["id"].lower() == spec.id.lower():
             raise Conflict(f"The task id is the same as the id of the job's {kind}.", code=code)
+    dependency_rules.check_allowed(job["spec"], spec.depends_on and spec.depends_on.dump())
+    exit_rules.check_allowed(job["spec"], spec.exit_conditions and spec.exit_conditions.dump())
+
+
+async def _store(request: Request, job_id: str, specs: list[TaskAdd | KilnError]) -> tuple[dict, list]:
+    """Insert the tasks and hand them to the scheduler.
+
+    In a job with dependencies the scheduler indexes them in the same transaction (on the store's one
+    thread, where completions and deletions update the same graph), and queues only those free to run.
+    """
+    scheduler = kiln(request).scheduler
+
+    def write(conn: Connection) -> tuple[dict, list]:
+        job, outcomes = _insert(conn, job_id, specs)
+        if job["spec"].get("usesTaskDependencies"):
+            scheduler.dependent_tasks_added(job["key"], [o for o in outcomes if isinstance(o, dict)])
+        return job, outcomes
+
+    job, outcomes = await kiln(request).database.write(write)
+    if job["spec"].get("usesTaskDependencies"):
+        scheduler.wake()
+    else:
+        scheduler.tasks_added(job["key"], [(o["seq"], o["required_slots"]) for o in outcomes if isinstance(o, dict)])
+    return job, outcomes
 
 
 def _insert(conn: Connection, job_id: str, specs: list[TaskAdd | KilnError]) -> tuple[dict, list]:
@@ -97,12 +123,10 @@ async def add_task(request: Request, job_id: str) -> Response:
     spec = _validated(await read_json(request))
     if isinstance(spec, KilnError):
         raise spec
-    state = kiln(request)
-    job, outcomes = await state.database.write(lambda conn: _insert(conn, job_id, [spec]))
+    job, outcomes = await _store(request, job_id, [spec])
     if isinstance(outcomes[0], KilnError):
         raise outcomes[0]
     row = outcomes[0]
-    state.scheduler.tasks_added(job["key"], [(row["seq"], row["required_slots"])])
     return empty(201, request, row, location=f"{base_url(request)}/jobs/{job['id']}/tasks/{row['id']}")
 
 
@@ -120,8 +144,7 @@ async def add_task_collection(request: Request, job_id: str) -> Response:
         raise BadRequest(f"A task collection may hold at most {MAX_COLLECTION} tasks; this one has {len(values)}.",
                          code="TooManyTasksInCollection", values={"PropertyName": "value"})
     specs = [_validated(v) for v in values]
-    state = kiln(request)
-    job, outcomes = await state.database.write(lambda conn: _insert(conn, job_id, specs))
+    job, outcomes = await _store(request, job_id, specs)
     base = base_url(request)
     results = []
     for data, outcome in zip(values, outcomes):
@@ -134,7 +157,6 @@ async def add_task_collection(request: Request, job_id: str) -> Response:
             results.append({"status": "success", "taskId": outcome["id"], "eTag": outcome["etag"],
                             "lastModified": format_time(outcome["last_modified"]),
                             "location": f"{base}/jobs/{job['id']}/tasks/{outcome['id']}"})
-    state.scheduler.tasks_added(job["key"], [(o["seq"], o["required_slots"]) for o in outcomes if isinstance(o, dict)])
     return json_response({"odata.metadata": metadata_url(request, "Microsoft.Azure.Batch.Protocol.Entities.TaskAddCollectionResult"),
                           "value": results})
 

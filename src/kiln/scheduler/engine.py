@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 from kiln.compute.protocol import ComputeBackend, StepResult
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
+from kiln.core.exit_conditions import for_ended
 from kiln.core.job import JobState
 from kiln.core.node import NodeState
 from kiln.core.pool import PoolState
@@ -30,6 +31,7 @@ from kiln.scheduler import steps as step_builder
 from kiln.scheduler.job_control import JobControl
 from kiln.scheduler.job_end import JobEnding
 from kiln.scheduler.node_ops import NodeOperations
+from kiln.scheduler.outcomes import TaskOutcomes, exit_options
 from kiln.scheduler.retention import Retention
 from kiln.scheduler.slots import NodeSlots, choose_node
 from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, prep_key
@@ -44,7 +46,7 @@ log = logging.getLogger("kiln.scheduler")
 MAX_SKIPPED = 64
 
 
-class Scheduler(JobEnding, JobControl, Retention, NodeOperations):
+class Scheduler(JobEnding, JobControl, Retention, NodeOperations, TaskOutcomes):
     def __init__(self, database: Database, backend: ComputeBackend, *, data_dir: Path,
                  account_name: str, account_url: str) -> None:
         self.db = database
@@ -109,9 +111,10 @@ class Scheduler(JobEnding, JobControl, Retention, NodeOperations):
                     record.update(changes)
             if record["job_key"] in self.jobs:
                 self.preps[(record["job_key"], record["node_id"])] = record
+        self._rebuild_dependencies(conn)
         for task in db.tasks_in_states(conn, [TaskState.ACTIVE.value]):
             entry = self.jobs.get(task["job_key"])
-            if entry is not None:
+            if entry is not None and not (entry.graph is not None and entry.graph.waiting(task["seq"])):
                 entry.queue.push(task["seq"], task["required_slots"])
         self._settle_disabling(conn, self._disabling_jobs(), now)  # their running tasks were just requeued
 
@@ -189,6 +192,8 @@ class Scheduler(JobEnding, JobControl, Retention, NodeOperations):
                 skipped: list[tuple[int, int]] = []  # tasks that fit no node now; smaller ones behind may
                 while len(entry.queue) and candidates and len(skipped) < MAX_SKIPPED:
                     seq, slots = entry.queue.pop()
+                    if entry.graph is not None and entry.graph.waiting(seq):
+                        continue  # a parent went missing after it was queued: queued again once released
                     node = choose_node(candidates, slots, fill, lambda n, e=entry: self._may_run(e, n))
                     if node is None:
                         skipped.append((seq, slots))
@@ -216,6 +221,8 @@ class Scheduler(JobEnding, JobControl, Retention, NodeOperations):
 
     def _start_on_node(self, conn: Connection, entry: JobEntry, task: dict[str, Any], node: NodeSlots,
                        now: datetime, effects: Effects) -> None:
+        if entry.graph is not None:
+            entry.graph.started(task["seq"])
         prep_spec = entry.spec.get("jobPreparationTask")
         attempt = task["attempt"] + 1
         where = dict(pool_id=self.pools[node.pool_key]["id"], node_id=node.node_id, attempt=attempt)
@@ -296,6 +303,7 @@ class Scheduler(JobEnding, JobControl, Retention, NodeOperations):
                 self._release_finished(conn, ref, result, now, effects)
         effects.write_batched(conn)
         self._settle_disabling(conn, {ref.job_key for _, ref in mine}, now)
+        self._take_job_actions(conn, effects)
         effects.merge(self._place(conn))  # refill the freed slots in the same transaction
         return effects
 
@@ -319,8 +327,11 @@ class Scheduler(JobEnding, JobControl, Retention, NodeOperations):
             changes = task_rules.transition(task, TaskState.COMPLETED, now, exit_code=result.exit_code,
                                             failure_info=failure)
             changes["start_time"] = task["start_time"]
+            options = exit_options(task, result.exit_code)
+            changes["dependency_action"] = options.dependency_action.value
             if (entry := self.jobs.get(ref.job_key)) is not None:
                 self._retain_task(effects, entry.row, {**task, **changes})
+                self._task_outcome(entry, task, options, effects)
             if failure is None:
                 effects.node_counters[(ref.node_id, "total_tasks_succeeded")] += 1
             effects.check_jobs.add(ref.job_key)
@@ -435,13 +446,17 @@ class Scheduler(JobEnding, JobControl, Retention, NodeOperations):
             entry.queue.heap = [e for e in entry.queue.heap if e[0] != task["seq"]]
         if delete:
             db.remove(conn, db.tasks, seq=task["seq"])
+            self._task_deleted(entry, task, effects)
             if task["node_id"] and entry is not None:
                 effects.remove_dirs.append((task["node_id"], step_builder.task_dir(entry.row["id"], task["id"])))
         elif task["state"] != TaskState.COMPLETED:
             changes = task_rules.transition(task, TaskState.COMPLETED, now,
                                             failure_info=task_rules.ended_by("terminated by the user."),
                                             exit_code=None)
+            options = for_ended(task["spec"].get("exitConditions"))
+            changes["dependency_action"] = options.dependency_action.value
             db.change(conn, db.tasks, {"seq": task["seq"]}, changes, bump_etag=True)
+            self._task_outcome(entry, task, options, effects, job_action=False)
             effects.check_jobs.add(job_key)
         self._settle_disabling(conn, [job_key], now)
         return effects

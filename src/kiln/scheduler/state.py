@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, update
 
 from kiln.compute.protocol import Step
+from kiln.core.dependencies import DependencyGraph
+from kiln.core.exit_conditions import JobAction
 from kiln.core.task import TaskState
 from kiln.scheduler.slots import JobQueue
 from kiln.store.rows import new_etag
@@ -41,6 +43,8 @@ class Effects:
     retain: list[tuple[str, str, datetime]] = field(default_factory=list)
     wake: bool = False
     check_jobs: set[str] = field(default_factory=set)  #: onAllTasksComplete candidates
+    #: (job_key, exitOptions.jobAction) of tasks completed in this transaction, taken before it commits
+    job_actions: list[tuple[str, JobAction]] = field(default_factory=list)
     #: task row changes of this transaction, written together by `write_batched` (one statement per shape)
     task_changes: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     #: (node_id, counter column) -> increment, written once per transaction
@@ -73,6 +77,7 @@ class Effects:
         self.retain.extend(other.retain)
         self.wake = self.wake or other.wake
         self.check_jobs |= other.check_jobs
+        self.job_actions.extend(other.job_actions)
 
 
 @dataclass(slots=True)
@@ -81,6 +86,12 @@ class JobEntry:
 
     row: dict[str, Any]
     queue: JobQueue = field(default_factory=JobQueue)
+    #: which tasks wait for which (jobs with usesTaskDependencies only); the queue holds only tasks free to run
+    graph: DependencyGraph | None = None
+
+    def __post_init__(self) -> None:
+        if self.graph is None and self.row["spec"].get("usesTaskDependencies"):
+            self.graph = DependencyGraph()
 
     @property
     def key(self) -> str:

@@ -106,6 +106,7 @@ tasks = Table(
     Column("exit_code", Integer),
     Column("result", String(16)),
     Column("failure_info", JSON),
+    Column("dependency_action", String(8)),  #: satisfy | block, decided by the exit conditions at completion
     *_times(),
     UniqueConstraint("job_key", "key", name="uq_tasks_job_key"),
     Index("ix_tasks_job_state", "job_key", "state"),

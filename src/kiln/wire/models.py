@@ -242,8 +242,6 @@ class JobAdd(Wire):
                                        "Auto pools are not supported yet; create the pool and give its poolId.")
         if self.job_manager_task is not None:
             raise InvalidPropertyValue("jobManagerTask", None, "Job manager tasks are not supported yet.")
-        if self.uses_task_dependencies:
-            raise InvalidPropertyValue("usesTaskDependencies", True, "Task dependencies are not supported yet.")
         _check_duration(self.constraints and self.constraints.max_wall_clock_time, "constraints.maxWallClockTime")
         prep, release = self.job_preparation_task, self.job_release_task
         if release is not None and prep is None:
@@ -300,6 +298,83 @@ class JobPatch(Wire):
     _lower = field_validator("on_all_tasks_complete", mode="before")(_lower_enum)
 
 
+class JobActionKind(StrEnum):
+    NONE = "none"
+    DISABLE = "disable"
+    TERMINATE = "terminate"
+
+
+class DependencyActionKind(StrEnum):
+    SATISFY = "satisfy"
+    BLOCK = "block"
+
+
+class ExitOptions(Wire):
+    job_action: JobActionKind | None = None
+    dependency_action: DependencyActionKind | None = None
+
+    _lower = field_validator("job_action", "dependency_action", mode="before")(_lower_enum)
+
+
+class ExitCodeMapping(Wire):
+    code: int
+    exit_options: ExitOptions
+
+
+class ExitCodeRangeMapping(Wire):
+    start: int
+    end: int
+    exit_options: ExitOptions
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ExitCodeRangeMapping:
+        if self.start > self.end:
+            raise ValueError("The range's start may not be greater than its end.")
+        return self
+
+
+class ExitConditions(Wire):
+    exit_codes: list[ExitCodeMapping] | None = None
+    exit_code_ranges: list[ExitCodeRangeMapping] | None = None
+    pre_processing_error: ExitOptions | None = None
+    file_upload_error: ExitOptions | None = None
+    default: ExitOptions | None = None
+
+
+class TaskIdRange(Wire):
+    start: int
+    end: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TaskIdRange:
+        if self.start > self.end:
+            raise ValueError("The range's start may not be greater than its end.")
+        return self
+
+
+#: Batch stores a task's dependency list in 64,000 characters: the ids, and (in Kiln) the ranges written "start-end".
+DEPENDENCY_LIST_MAX = 64_000
+
+
+class TaskDependencies(Wire):
+    task_ids: list[str] | None = None
+    task_id_ranges: list[TaskIdRange] | None = None
+
+    def check(self, task_id: str) -> None:
+        task_ids = self.task_ids or []
+        for index, parent in enumerate(task_ids):
+            ids.check_id(parent, f"dependsOn.taskIds[{index}]")
+            if parent.lower() == task_id.lower():
+                raise InvalidPropertyValue(f"dependsOn.taskIds[{index}]", parent, "A task cannot depend on itself.")
+        if sum(len(parent) for parent in task_ids) > DEPENDENCY_LIST_MAX:
+            raise BadRequest(f"The task ids in dependsOn.taskIds add up to more than {DEPENDENCY_LIST_MAX} "
+                             "characters; use taskIdRanges instead.", code="TaskDependencyListTooLong")
+        ranges = self.task_id_ranges or []
+        if sum(len(f"{r.start}-{r.end},") for r in ranges) > DEPENDENCY_LIST_MAX:
+            raise BadRequest(f"dependsOn.taskIdRanges has {len(ranges)} ranges, too many to store; "
+                             "merge adjacent ranges.", code="TaskDependencyRangesTooLong")
+
+
 class TaskAdd(Wire):
     id: str
     display_name: str | None = Field(default=None, max_length=1024)
@@ -309,8 +384,8 @@ class TaskAdd(Wire):
     constraints: TaskConstraints | None = None
     required_slots: int = Field(default=1, ge=1)
     user_identity: UserIdentity | None = None
-    exit_conditions: dict[str, Any] | None = None
-    depends_on: dict[str, Any] | None = None
+    exit_conditions: ExitConditions | None = None
+    depends_on: TaskDependencies | None = None
     multi_instance_settings: dict[str, Any] | None = None
 
     def check(self) -> None:
@@ -319,8 +394,7 @@ class TaskAdd(Wire):
             _check_duration(self.constraints.max_wall_clock_time, "constraints.maxWallClockTime")
             _check_duration(self.constraints.retention_time, "constraints.retentionTime")
         if self.depends_on is not None:
-            raise BadRequest("The job does not use task dependencies; set usesTaskDependencies on the job "
-                             "to add tasks with dependsOn.", code="TaskDependenciesNotSpecifiedOnJob")
+            self.depends_on.check(self.id)
         if self.multi_instance_settings is not None:
             raise InvalidPropertyValue("multiInstanceSettings", None, "Multi-instance tasks are not supported yet.")
 

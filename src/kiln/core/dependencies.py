@@ -1,0 +1,230 @@
+"""Task dependencies (batch-semantics §6.4) as pure bookkeeping: reverse edges and unmet counters.
+
+A task that has `dependsOn` and has never started waits until
+- every id in `taskIds` names a task of the job that completed with dependencyAction `satisfy`
+  (a missing parent is waited for: it may be added later), and
+- for every integer in its `taskIdRanges` that some task of the job has as its id (`7`, `07`), one
+  such task completed with `satisfy`. Integers no task has are not waited for; a task is never its
+  own parent.
+A parent that completed with `block` holds its dependents forever (Azure has no cancellation).
+
+Every event costs time in proportion to the edges it touches, never to the size of the job: a chain
+of n tasks or a fan-in over n parents costs O(n) in all. Ranges up to NARROW_RANGE wide are indexed
+per integer; wider ones are matched against the job's numeric ids when the dependent is added, and
+kept in a short list for ids added later.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Ranges at most this wide are indexed integer by integer; wider ones are scanned.
+NARROW_RANGE = 256
+
+#: (task seq, required slots): what the scheduler's queue takes.
+Runnable = tuple[int, int]
+
+
+def numeric_id(task_id: str) -> int | None:
+    """The integer a task id stands for in taskIdRanges ("007" is 7), or None for other ids."""
+    return int(task_id) if task_id.isascii() and task_id.isdigit() else None
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """A task that has not started yet and has dependencies."""
+
+    slots: int
+    unmet: int = 0
+    keys: tuple[str, ...] = ()
+    numbers: set[int] = field(default_factory=set)  #: numbers of its ranges it is indexed under
+    wide: tuple[tuple[int, int], ...] = ()
+    own_number: int | None = None
+
+
+@dataclass(slots=True)
+class _Number:
+    """The tasks whose ids stand for one integer."""
+
+    tasks: int = 0
+    satisfied: int = 0
+
+    @property
+    def unmet(self) -> bool:
+        """A range dependency on this integer is unmet: some task has it and none has satisfied."""
+        return self.tasks > 0 and self.satisfied == 0
+
+
+class DependencyGraph:
+    """Which tasks of one job wait for which; every task of the job is known to it."""
+
+    def __init__(self) -> None:
+        self.satisfied: dict[str, bool] = {}  #: task key -> completed with satisfy
+        self.numbers: dict[int, _Number] = {}
+        self.waiters: dict[int, _Waiter] = {}
+        self.by_key: dict[str, set[int]] = {}  #: parent key -> waiting dependents naming it in taskIds
+        self.by_number: dict[int, set[int]] = {}  #: integer -> waiting dependents whose ranges hold it
+        self.wide_waiters: set[int] = set()  #: dependents with a range wider than NARROW_RANGE
+
+    # ------------------------------------------------------------------ queries
+    def waiting(self, seq: int) -> bool:
+        waiter = self.waiters.get(seq)
+        return waiter is not None and waiter.unmet > 0
+
+    def unmet(self, seq: int) -> int:
+        waiter = self.waiters.get(seq)
+        return 0 if waiter is None else waiter.unmet
+
+    # ------------------------------------------------------------------ events
+    def add(self, tasks: Iterable[Mapping[str, Any]]) -> list[Runnable]:
+        """Tasks added to the job (rows with seq, key, id, required_slots, spec); returns those that may run now.
+
+        All of them become known as parents before any registers its own dependencies, so the order
+        within one request does not matter.
+        """
+        tasks = list(tasks)
+        released: list[int] = []
+        for task in tasks:
+            self._add_parent(task["key"], task["id"], released)
+        runnable: list[Runnable] = []
+        for task in tasks:
+            depends_on = task["spec"].get("dependsOn")
+            if depends_on and self._register(task, depends_on):
+                continue
+            runnable.append((task["seq"], task["required_slots"]))
+        return runnable + self._runnable(released)
+
+    def complete(self, key: str, satisfied: bool) -> list[Runnable]:
+        """A task completed; with dependencyAction satisfy its dependents may now run."""
+        if key not in self.satisfied or self.satisfied[key] == satisfied:
+            return []
+        self.satisfied[key] = satisfied
+        released: list[int] = []
+        step = -1 if satisfied else 1
+        for dependent in self.by_key.get(key, ()):
+            self._count(dependent, step, released)
+        number = numeric_id(key)
+        if number is not None:
+            self._change_number(number, lambda n: setattr(n, "satisfied", n.satisfied - step), released)
+        return self._runnable(released)
+
+    def started(self, seq: int) -> None:
+        """The task left the queue for a node (or completed): it is gated no more, its edges go."""
+        waiter = self.waiters.pop(seq, None)
+        if waiter is None:
+            return
+        for key in waiter.keys:
+            dependents = self.by_key.get(key)
+            if dependents is not None:
+                dependents.discard(seq)
+                if not dependents:
+                    del self.by_key[key]
+        for number in waiter.numbers:
+            dependents = self.by_number.get(number)
+            if dependents is not None:
+                dependents.discard(seq)
+                if not dependents:
+                    del self.by_number[number]
+        self.wide_waiters.discard(seq)
+
+    def remove(self, seq: int, key: str) -> list[Runnable]:
+        """A task was deleted: as a dependent it waits no more; as a parent it is missing again."""
+        self.started(seq)
+        if key not in self.satisfied:
+            return []
+        released: list[int] = []
+        was_satisfied = self.satisfied.pop(key)
+        if was_satisfied:
+            for dependent in self.by_key.get(key, ()):
+                self._count(dependent, 1, released)
+        number = numeric_id(key)
+        if number is not None:
+            def forget(entry: _Number) -> None:
+                entry.tasks -= 1
+                entry.satisfied -= int(was_satisfied)
+            self._change_number(number, forget, released)
+            if self.numbers[number].tasks == 0:
+                del self.numbers[number]
+        return self._runnable(released)
+
+    # ------------------------------------------------------------------ inner workings
+    def _add_parent(self, key: str, task_id: str, released: list[int]) -> None:
+        self.satisfied[key] = False
+        number = numeric_id(task_id)
+        if number is None:
+            return
+        if number not in self.numbers:
+            self.numbers[number] = _Number()
+            self._index_wide(number)
+        self._change_number(number, lambda n: setattr(n, "tasks", n.tasks + 1), released)
+
+    def _index_wide(self, number: int) -> None:
+        """A new integer among the job's ids: waiting dependents whose wide ranges hold it now wait on it too."""
+        for seq in self.wide_waiters:
+            waiter = self.waiters[seq]
+            if number != waiter.own_number and any(start <= number <= end for start, end in waiter.wide):
+                waiter.numbers.add(number)
+                self.by_number.setdefault(number, set()).add(seq)
+
+    def _change_number(self, number: int, change, released: list[int]) -> None:
+        """Apply `change` to an integer's record; dependents on it count one more or one less unmet parent."""
+        entry = self.numbers[number]
+        before = entry.unmet
+        change(entry)
+        after = entry.unmet
+        if before != after:
+            for dependent in self.by_number.get(number, ()):
+                self._count(dependent, 1 if after else -1, released)
+
+    def _count(self, seq: int, step: int, released: list[int]) -> None:
+        waiter = self.waiters[seq]
+        waiter.unmet += step
+        if waiter.unmet == 0:
+            released.append(seq)
+
+    def _register(self, task: Mapping[str, Any], depends_on: Mapping[str, Any]) -> bool:
+        """Index a new dependent under its parents; True if it has to wait."""
+        seq = task["seq"]
+        own = numeric_id(task["id"])
+        keys = tuple(dict.fromkeys(i.lower() for i in depends_on.get("taskIds") or ()))
+        ranges = [(r["start"], r["end"]) for r in depends_on.get("taskIdRanges") or ()]
+        wide = tuple(r for r in ranges if r[1] - r[0] + 1 > NARROW_RANGE)
+        waiter = _Waiter(slots=task["required_slots"], keys=keys, wide=wide, own_number=own)
+        self.waiters[seq] = waiter
+        for key in keys:
+            self.by_key.setdefault(key, set()).add(seq)
+            if not self.satisfied.get(key, False):
+                waiter.unmet += 1
+        numbers = {n for start, end in ranges if end - start + 1 <= NARROW_RANGE for n in range(start, end + 1)}
+        if wide:
+            self.wide_waiters.add(seq)
+            numbers.update(n for n in self.numbers if any(start <= n <= end for start, end in wide))
+        numbers.discard(own)
+        for number in numbers:
+            waiter.numbers.add(number)
+            self.by_number.setdefault(number, set()).add(seq)
+            entry = self.numbers.get(number)
+            if entry is not None and entry.unmet:
+                waiter.unmet += 1
+        return waiter.unmet > 0  # its edges stay until it starts: a parent may still be deleted meanwhile
+
+    def _runnable(self, released: Sequence[int]) -> list[Runnable]:
+        """Released dependents that still wait on nothing (a later event of the same call may have re-blocked one)."""
+        seen: set[int] = set()
+        out: list[Runnable] = []
+        for seq in released:
+            waiter = self.waiters.get(seq)
+            if seq in seen or waiter is None or waiter.unmet != 0:
+                continue
+            seen.add(seq)
+            out.append((seq, waiter.slots))
+        return out
+
+
+def check_allowed(job_spec: Mapping[str, Any], depends_on: Mapping[str, Any] | None) -> None:
+    """dependsOn needs a job created with usesTaskDependencies (it cannot be switched on later)."""
+    if depends_on is not None and not job_spec.get("usesTaskDependencies"):
+        from kiln.errors import BadRequest
+        raise BadRequest("The job does not use task dependencies; create it with usesTaskDependencies set "
+                         "to add tasks with dependsOn.", code="TaskDependenciesNotSpecifiedOnJob")

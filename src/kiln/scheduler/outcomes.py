@@ -1,0 +1,96 @@
+"""What a task's completion does beyond itself: release the tasks that depend on it, act on its job.
+
+The dependency graph of each job that uses task dependencies lives in memory (JobEntry.graph). The
+store keeps the facts it is built from (each task's dependsOn, state, attempt, and the
+dependencyAction its exit conditions decided at completion), and `_rebuild_dependencies` reads them
+back after a restart in time linear in tasks plus edges.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection
+
+from kiln.core import exit_conditions as exit_rules
+from kiln.core import job as job_rules
+from kiln.core.exit_conditions import DependencyAction, ExitOptions, JobAction
+from kiln.core.job import DisableTasks, JobState, TerminateReason
+from kiln.core.task import TaskState
+from kiln.scheduler.state import Effects, JobEntry
+from kiln.store import rows as db
+
+
+#: The job's onTaskFailure under which exit options' jobAction is carried out.
+PERFORM_JOB_ACTION = "performexitoptionsjobaction"
+
+
+def exit_options(task: dict[str, Any], exit_code: int | None) -> ExitOptions:
+    """The exit options of a task whose process exited (or never started: exit_code None)."""
+    return exit_rules.resolve(task["spec"].get("exitConditions"), exit_code=exit_code,
+                              pre_processing_error=exit_code is None)
+
+
+class TaskOutcomes:
+    """Mixed into Scheduler; uses its lock, store and in-memory maps."""
+
+    def dependent_tasks_added(self, job_key: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Tasks added to a job that uses dependencies: those with nothing to wait for join the queue.
+
+        Called inside the transaction that inserts them, on the store's one thread, where every other
+        change to the graph (completions, deletions, placement) happens too; the caller wakes the loop.
+        """
+        entry = self.jobs.get(job_key)
+        if entry is not None and entry.graph is not None:
+            for seq, slots in entry.graph.add(rows):
+                entry.queue.push(seq, slots)
+
+    def _task_outcome(self, entry: JobEntry | None, task: dict[str, Any], options: ExitOptions,
+                      effects: Effects, *, job_action: bool = True) -> None:
+        """A task completed: its dependents may run now; its job action is carried out after the batch is written."""
+        if entry is None:
+            return
+        if entry.graph is not None:
+            entry.graph.started(task["seq"])
+            satisfied = options.dependency_action is DependencyAction.SATISFY
+            for seq, slots in entry.graph.complete(task["key"], satisfied):
+                entry.queue.push(seq, slots)
+                effects.wake = True
+        if job_action and options.job_action is not JobAction.NONE:
+            effects.job_actions.append((entry.key, options.job_action))
+
+    def _task_deleted(self, entry: JobEntry | None, task: dict[str, Any], effects: Effects) -> None:
+        """A deleted parent is missing again: listed by id it is waited for; in a range it no longer counts."""
+        if entry is not None and entry.graph is not None:
+            for seq, slots in entry.graph.remove(task["seq"], task["key"]):
+                entry.queue.push(seq, slots)
+                effects.wake = True
+
+    def _take_job_actions(self, conn: Connection, effects: Effects) -> None:
+        """exitOptions.jobAction, acted on only under onTaskFailure=performexitoptionsjobaction."""
+        actions, effects.job_actions = effects.job_actions, []
+        for job_key, action in actions:
+            entry = self.jobs.get(job_key)
+            if entry is None or entry.spec.get("onTaskFailure") != PERFORM_JOB_ACTION:
+                continue
+            state = JobState(entry.row["state"])
+            if action is JobAction.TERMINATE and (state, JobState.TERMINATING) in job_rules.TRANSITIONS:
+                effects.merge(self._end_job(conn, job_key, JobState.TERMINATING, TerminateReason.TASK_FAILED.value))
+            elif action is JobAction.DISABLE and state is JobState.ACTIVE:
+                # as Azure: the job disable operation with disableTasks=requeue
+                effects.merge(self._disable_job(conn, job_key, DisableTasks.REQUEUE, lambda _: None))
+
+    def _rebuild_dependencies(self, conn: Connection) -> None:
+        """After a restart: every job's graph from its tasks. Only tasks that never started are gated."""
+        for entry in self.jobs.values():
+            if entry.graph is None:
+                continue
+            rows = db.find(conn, db.tasks, order_by=["seq"], job_key=entry.key)
+            entry.graph.add({**row, "spec": row["spec"] if _gated(row) else {}} for row in rows)
+            for row in rows:
+                if row["state"] == TaskState.COMPLETED and row["dependency_action"] == DependencyAction.SATISFY:
+                    entry.graph.complete(row["key"], True)
+
+
+def _gated(row: dict[str, Any]) -> bool:
+    return row["state"] == TaskState.ACTIVE and row["attempt"] == 0

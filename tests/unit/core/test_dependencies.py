@@ -1,0 +1,302 @@
+"""core.dependencies: events in (add, complete, start, remove), runnable tasks out (batch-semantics §6.4).
+
+Each scenario is checked against a from-scratch reading of the rule after every event, and a random
+sequence of events is checked the same way, so the incremental counters cannot drift from the rule.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from kiln.core.dependencies import NARROW_RANGE, DependencyGraph, numeric_id
+
+SATISFY, BLOCK = True, False
+
+
+class Job:
+    """A job's tasks as the store would hold them, beside the graph under test."""
+
+    def __init__(self) -> None:
+        self.graph = DependencyGraph()
+        self.tasks: dict[str, dict[str, Any]] = {}  # key -> row
+        self.outcome: dict[str, bool] = {}  # key -> satisfied, for completed tasks
+        self.started: set[int] = set()
+        self.queued: set[int] = set()  # what the scheduler's queue would hold
+        self.next_seq = 1
+
+    def add(self, *tasks: tuple[str, dict[str, Any] | None]) -> list[str]:
+        rows = []
+        for task_id, depends_on in tasks:
+            spec = {"dependsOn": depends_on} if depends_on else {}
+            row = {"seq": self.next_seq, "key": task_id.lower(), "id": task_id, "required_slots": 1, "spec": spec}
+            self.next_seq += 1
+            self.tasks[row["key"]] = row
+            rows.append(row)
+        return self._take(self.graph.add(rows))
+
+    def complete(self, task_id: str, satisfied: bool) -> list[str]:
+        row = self.tasks[task_id.lower()]
+        self.start(task_id)
+        self.outcome[row["key"]] = satisfied
+        return self._take(self.graph.complete(row["key"], satisfied))
+
+    def start(self, task_id: str) -> None:
+        row = self.tasks[task_id.lower()]
+        self.started.add(row["seq"])
+        self.queued.discard(row["seq"])
+        self.graph.started(row["seq"])
+
+    def remove(self, task_id: str) -> list[str]:
+        row = self.tasks.pop(task_id.lower())
+        self.outcome.pop(row["key"], None)
+        self.queued.discard(row["seq"])
+        return self._take(self.graph.remove(row["seq"], row["key"]))
+
+    def _take(self, runnable: list[tuple[int, int]]) -> list[str]:
+        ids = {r["seq"]: r["id"] for r in self.tasks.values()}
+        for seq, slots in runnable:
+            assert slots == 1
+            self.queued.add(seq)
+        return sorted(ids[seq] for seq, _ in runnable)
+
+    # ------------------------------------------------------------------ the rule, read from scratch
+    def may_run(self, row: dict[str, Any]) -> bool:
+        depends_on = row["spec"].get("dependsOn") or {}
+        for parent in depends_on.get("taskIds") or ():
+            if not self.outcome.get(parent.lower(), False):
+                return False
+        own = numeric_id(row["id"])
+        for r in depends_on.get("taskIdRanges") or ():
+            by_number: dict[int, list[str]] = {}
+            for other in self.tasks.values():
+                number = numeric_id(other["id"])
+                if number is not None and number != own and r["start"] <= number <= r["end"]:
+                    by_number.setdefault(number, []).append(other["key"])
+            if any(not any(self.outcome.get(k, False) for k in keys) for keys in by_number.values()):
+                return False
+        return True
+
+    def check(self) -> None:
+        """Every unstarted task is runnable by the graph exactly when the rule says so."""
+        for row in self.tasks.values():
+            if row["seq"] in self.started:
+                continue
+            assert self.graph.waiting(row["seq"]) is not self.may_run(row), row["id"]
+            if self.may_run(row):
+                assert row["seq"] in self.queued, f"{row['id']} may run but was never released"
+
+
+def ids(*names: str) -> dict[str, Any]:
+    return {"taskIds": list(names)}
+
+
+def span(start: int, end: int) -> dict[str, Any]:
+    return {"taskIdRanges": [{"start": start, "end": end}]}
+
+
+@pytest.fixture
+def job() -> Job:
+    job = Job()
+    yield job
+    job.check()
+
+
+def test_numeric_ids() -> None:
+    assert [numeric_id(i) for i in ("7", "007", "0", "a7", "-7", "7a", "٣")] == [7, 7, 0, None, None, None, None]
+
+
+def test_independent_tasks_run_at_once(job: Job) -> None:
+    assert job.add(("a", None), ("b", None)) == ["a", "b"]
+
+
+def test_chain_runs_one_link_at_a_time(job: Job) -> None:
+    assert job.add(("1", None), ("2", ids("1")), ("3", ids("2"))) == ["1"]
+    assert job.complete("1", SATISFY) == ["2"]
+    job.check()
+    assert job.complete("2", SATISFY) == ["3"]
+
+
+def test_failed_parent_blocks_for_ever_unless_it_satisfies(job: Job) -> None:
+    job.add(("p", None), ("q", None), ("after-p", ids("p")), ("after-q", ids("q")))
+    assert job.complete("p", BLOCK) == []
+    assert job.graph.waiting(job.tasks["after-p"]["seq"])
+    assert job.complete("q", SATISFY) == ["after-q"]
+
+
+def test_parent_added_later_is_waited_for(job: Job) -> None:
+    assert job.add(("child", ids("late"))) == []
+    assert job.add(("late", None)) == ["late"]
+    assert job.complete("late", SATISFY) == ["child"]
+
+
+def test_order_within_one_request_does_not_matter(job: Job) -> None:
+    assert job.add(("child", ids("p1", "P2")), ("p1", None), ("p2", None)) == ["p1", "p2"]
+    assert job.complete("p1", SATISFY) == []
+    assert job.complete("p2", SATISFY) == ["child"]  # ids match without regard to case
+
+
+def test_fan_in_over_a_range(job: Job) -> None:
+    parents = [(str(i), None) for i in range(1, 1001)]
+    assert len(job.add(*parents, ("merge", span(1, 1000)))) == 1000
+    for i in range(1, 1000):
+        assert job.complete(str(i), SATISFY) == []
+    assert job.graph.unmet(job.tasks["merge"]["seq"]) == 1
+    assert job.complete("1000", SATISFY) == ["merge"]
+
+
+def test_range_waits_only_for_ids_that_exist(job: Job) -> None:
+    job.add(("3", None), ("7", None), ("5flamingoes", None), ("merge", span(1, 10)))
+    job.complete("3", SATISFY)
+    assert job.complete("7", SATISFY) == ["merge"]
+
+
+def test_range_with_no_task_in_it_runs_at_once(job: Job) -> None:
+    assert job.add(("merge", span(1, 10))) == ["merge"]
+
+
+def test_task_added_later_into_a_waiting_range_joins_it(job: Job) -> None:
+    job.add(("1", None), ("merge", span(1, 10_000)))  # a wide range
+    assert job.add(("2", None)) == ["2"]
+    assert job.complete("1", SATISFY) == []
+    assert job.complete("2", SATISFY) == ["merge"]
+
+
+def test_narrow_range_joins_too(job: Job) -> None:
+    job.add(("1", None), ("merge", span(1, 5)))
+    job.add(("5", None))
+    job.complete("1", SATISFY)
+    assert job.complete("5", SATISFY) == ["merge"]
+
+
+def test_leading_zeros_are_one_integer_and_the_first_satisfying_task_counts(job: Job) -> None:
+    job.add(("4", None), ("04", None), ("merge", span(4, 4)))
+    assert job.complete("04", SATISFY) == ["merge"]
+    job.check()
+    assert job.complete("4", BLOCK) == []
+
+
+def test_a_task_is_not_its_own_parent(job: Job) -> None:
+    assert job.add(("1", None), ("5", span(1, 10))) == ["1"]
+    assert job.complete("1", SATISFY) == ["5"]
+
+
+def test_ids_and_ranges_together(job: Job) -> None:
+    job.add(("1", None), ("2", None), ("x", None), ("child", {"taskIds": ["x", "2"], "taskIdRanges": [
+        {"start": 1, "end": 2}, {"start": 2, "end": 2}]}))
+    assert job.complete("2", SATISFY) == []
+    assert job.complete("x", SATISFY) == []
+    assert job.complete("1", SATISFY) == ["child"]
+
+
+def test_deleting_an_unfinished_range_parent_releases(job: Job) -> None:
+    job.add(("1", None), ("2", None), ("merge", span(1, 2)))
+    job.complete("1", SATISFY)
+    assert job.remove("2") == ["merge"]
+
+
+def test_deleting_a_satisfied_listed_parent_makes_the_child_wait_again(job: Job) -> None:
+    job.add(("a", None), ("b", None), ("child", ids("a", "b")))
+    job.complete("a", SATISFY)
+    job.remove("a")
+    assert job.complete("b", SATISFY) == []
+    assert job.add(("a", None)) == ["a"]
+    assert job.complete("a", SATISFY) == ["child"]
+
+
+def test_a_released_child_is_blocked_again_when_its_parent_goes(job: Job) -> None:
+    job.add(("a", None), ("child", ids("a")))
+    assert job.complete("a", SATISFY) == ["child"]
+    job.remove("a")
+    assert job.graph.waiting(job.tasks["child"]["seq"])  # the scheduler skips it when it pops it
+    job.queued.discard(job.tasks["child"]["seq"])
+
+
+def test_a_started_child_is_gated_no_more(job: Job) -> None:
+    job.add(("a", None), ("child", ids("a")))
+    job.complete("a", SATISFY)
+    job.start("child")
+    job.remove("a")
+    assert not job.graph.waiting(job.tasks["child"]["seq"])
+    assert job.graph.by_key == {} and job.graph.by_number == {} and job.graph.waiters == {}
+
+
+def test_deleting_a_dependent_drops_its_edges(job: Job) -> None:
+    job.add(("a", None), ("child", {"taskIds": ["a"], "taskIdRanges": [{"start": 1, "end": 100_000}]}))
+    job.remove("child")
+    assert job.graph.by_key == {} and job.graph.by_number == {} and job.graph.wide_waiters == set()
+
+
+def test_outcome_can_change_when_a_parent_runs_again(job: Job) -> None:
+    """A failed parent that is reactivated and then satisfies releases its dependents once."""
+    job.add(("p", None), ("child", ids("p")), ("other", ids("p", "q")), ("q", None))
+    assert job.complete("p", BLOCK) == []
+    assert job.complete("p", SATISFY) == ["child"]
+    assert job.complete("p", SATISFY) == []
+    assert job.complete("q", SATISFY) == ["other"]
+
+
+def test_chain_of_ten_thousand_is_linear() -> None:
+    graph = DependencyGraph()
+    n = 10_000
+    rows = [{"seq": i, "key": f"t{i}", "id": f"t{i}", "required_slots": 1,
+             "spec": {"dependsOn": {"taskIds": [f"t{i - 1}"]}} if i else {}} for i in range(n)]
+    assert graph.add(rows) == [(0, 1)]
+    for i in range(n - 1):
+        graph.started(i)
+        assert graph.complete(f"t{i}", True) == [(i + 1, 1)]
+    assert len(graph.waiters) == 1
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_events_follow_the_rule(seed: int) -> None:
+    rng = random.Random(seed)
+    job = Job()
+    pool = [str(i) for i in range(12)] + [f"0{i}" for i in range(3)] + ["a", "b", "c"]
+    wide = NARROW_RANGE + 5
+    for _ in range(120):
+        free = [i for i in pool if i.lower() not in job.tasks]
+        present = list(job.tasks.values())
+        action = rng.random()
+        if free and action < 0.4:
+            depends_on: dict[str, Any] = {}
+            if rng.random() < 0.6:
+                depends_on["taskIds"] = rng.sample(pool, rng.randint(0, 3))
+            if rng.random() < 0.5:
+                start = rng.randint(0, 10)
+                depends_on["taskIdRanges"] = [{"start": start, "end": start + rng.choice([0, 2, 5, wide])}]
+            batch = rng.sample(free, min(len(free), rng.randint(1, 3)))
+            job.add(*[(i, depends_on if k == 0 else None) for k, i in enumerate(batch)])
+        elif present and action < 0.75:
+            row = rng.choice(present)
+            if row["seq"] in job.queued or row["seq"] in job.started:  # only what the scheduler could have run
+                job.complete(row["id"], rng.random() < 0.7)
+        elif present and action < 0.85:
+            row = rng.choice(present)
+            if row["seq"] in job.queued:
+                job.start(row["id"])
+        elif present:
+            job.remove(rng.choice(present)["id"])
+        # what the scheduler does when it pops a task that was re-blocked: drop it until released again
+        job.queued = {s for s in job.queued if not job.graph.waiting(s)}
+        job.check()
+
+
+@pytest.mark.parametrize(("job", "depends_on", "refused"), [
+    ({"usesTaskDependencies": True}, {"taskIds": ["a"]}, False),
+    ({"usesTaskDependencies": True}, None, False),
+    ({"usesTaskDependencies": False}, None, False),
+    ({"usesTaskDependencies": False}, {"taskIds": ["a"]}, True),
+    ({"usesTaskDependencies": False}, {}, True),
+    ({}, {"taskIdRanges": [{"start": 1, "end": 2}]}, True),
+])
+def test_check_allowed(job, depends_on, refused) -> None:
+    from kiln.core.dependencies import check_allowed
+    from kiln.errors import BadRequest
+    if not refused:
+        check_allowed(job, depends_on)
+        return
+    with pytest.raises(BadRequest) as caught:
+        check_allowed(job, depends_on)
+    assert caught.value.status == 400 and caught.value.code == "TaskDependenciesNotSpecifiedOnJob"
