@@ -41,6 +41,8 @@ class Effects:
     retain: list[tuple[str, str, datetime]] = field(default_factory=list)
     wake: bool = False
     check_jobs: set[str] = field(default_factory=set)  #: onAllTasksComplete candidates
+    #: jobs that completed or were removed in this transaction (their auto pools and schedules move on)
+    ended_jobs: list[dict[str, Any]] = field(default_factory=list)
     #: task row changes of this transaction, written together by `write_batched` (one statement per shape)
     task_changes: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     #: (node_id, counter column) -> increment, written once per transaction
@@ -73,6 +75,7 @@ class Effects:
         self.retain.extend(other.retain)
         self.wake = self.wake or other.wake
         self.check_jobs |= other.check_jobs
+        self.ended_jobs.extend(other.ended_jobs)
 
 
 @dataclass(slots=True)

@@ -78,6 +78,8 @@ jobs = Table(
     Column("end_time", UTCDateTime),
     Column("terminate_reason", String(1024)),
     Column("delete_requested", Boolean, nullable=False, default=False),
+    Column("pool_id", String(64)),  #: the pool the job runs on, when it is an auto pool (executionInfo.poolId)
+    Column("schedule_key", String(64), index=True),  #: the job schedule that created the job
     *_times(),
 )
 
@@ -134,6 +136,24 @@ preparations = Table(
     Column("release_exit_code", Integer),
     Column("release_result", String(16)),
     Column("release_failure_info", JSON),
+)
+
+job_schedules = Table(
+    "job_schedules", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("id", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("spec", JSON, nullable=False),  #: schedule, jobSpecification, metadata, displayName
+    Column("state", String(16), nullable=False),
+    Column("previous_state", String(16)),
+    Column("state_transition_time", UTCDateTime, nullable=False),
+    Column("previous_state_transition_time", UTCDateTime),
+    Column("last_due", UTCDateTime),  #: the due time of the latest occurrence that created a job
+    Column("job_count", Integer, nullable=False, default=0),  #: n of the latest job `<id>:job-<n>`
+    Column("recent_job_id", String(100)),
+    Column("pool_id", String(64)),  #: the auto pool shared by the schedule's jobs (poolLifetimeOption jobschedule)
+    Column("end_time", UTCDateTime),
+    *_times(),
 )
 
 counters = Table(
