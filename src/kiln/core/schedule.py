@@ -91,6 +91,7 @@ class Plan:
     #: when to look again (None: only when the schedule's job ends or the schedule changes)
     wake: datetime | None
     #: no occurrence can create a job any more: the schedule completes as soon as no job of it is active
+    #: (with doNotRunAfter, not before that time has passed)
     exhausted: bool
 
     @classmethod
@@ -130,8 +131,8 @@ def plan(timing: Timing, last_due: datetime | None, now: datetime) -> Plan:
             return Plan.over()
         due += timing.interval
         end = window_end(timing, due)
-    if timing.stop is not None and due >= timing.stop:
-        return Plan.over()
+    if timing.stop is not None and due >= timing.stop:  # no occurrence left; over once doNotRunAfter has passed
+        return Plan.over() if now >= timing.stop else Plan(due=None, next_run=None, wake=timing.stop, exhausted=False)
     if due <= now:
         return Plan(due=due, next_run=due, wake=end, exhausted=False)
     return Plan(due=None, next_run=due, wake=due, exhausted=False)
