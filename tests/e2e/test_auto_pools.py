@@ -35,7 +35,7 @@ def _run_tasks(client, job_id: str, n: int = 3) -> list:
 
 def test_sample_job_on_an_auto_pool_runs_and_its_pool_goes_with_the_job(client):
     job_id = unique("auto")
-    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=_auto_pool(nodes=2, slots=2)))
+    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=_auto_pool(nodes=1, slots=2)))
     job = client.get_job(job_id)
     pool_id = job.execution_info.pool_id
     assert pool_id.startswith("sample_") and len(pool_id) > len("sample_")
@@ -44,7 +44,7 @@ def test_sample_job_on_an_auto_pool_runs_and_its_pool_goes_with_the_job(client):
     assert (auto.auto_pool_id_prefix, auto.pool_lifetime_option, auto.keep_alive) == ("sample", "job", False)
     assert auto.pool.vm_size == "STANDARD_A1_v2" and auto.pool.task_slots_per_node == 2
     pool = client.get_pool(pool_id)
-    assert (pool.vm_size, pool.task_slots_per_node, pool.target_dedicated_nodes) == ("STANDARD_A1_v2", 2, 2)
+    assert (pool.vm_size, pool.task_slots_per_node, pool.target_dedicated_nodes) == ("STANDARD_A1_v2", 2, 1)
     assert [j.id for j in client.list_jobs(filter=f"executionInfo/poolId eq '{pool_id}'")] == [job_id]
 
     tasks = _run_tasks(client, job_id)

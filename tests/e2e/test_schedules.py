@@ -33,7 +33,7 @@ def sc(fast_server) -> BatchClient:
 
 @pytest.fixture(scope="module")
 def spool(sc) -> str:
-    return create_pool_and_wait(sc, nodes=2, slots=2, pool_id="schedule-pool")
+    return create_pool_and_wait(sc, nodes=1, slots=2, pool_id="schedule-pool")
 
 
 def _spec(pool: str = "schedule-pool", **fields) -> models.BatchJobSpecification:

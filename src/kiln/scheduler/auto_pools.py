@@ -10,7 +10,9 @@ from typing import Any
 from sqlalchemy import Connection
 
 from kiln.core import pool as pool_rules
+from kiln.core.job import JobState
 from kiln.core.pool import PoolState
+from kiln.core.schedule import ScheduleState
 from kiln.store import rows as db
 from kiln.wire.models import AutoPoolSpecification, PoolLifetimeOption
 
@@ -64,3 +66,17 @@ class AutoPools:
         pool_info = job["spec"].get("poolInfo", {})
         if lives_with_job(pool_info):
             await self.delete_auto_pool(job.get("pool_id"), auto_pool_spec(pool_info))
+
+    async def recover_auto_pools(self) -> None:
+        """After a restart: delete the auto pools whose job or schedule ended while the server was going down."""
+        def read(conn: Connection):
+            jobs = [j for j in db.find(conn, db.jobs, state=JobState.COMPLETED.value) if j["pool_id"]]
+            schedules = [s for s in db.find(conn, db.job_schedules, state=ScheduleState.COMPLETED.value)
+                         if s["pool_id"]]
+            return jobs, schedules
+        jobs, schedules = await self.db.read(read)
+        for job in jobs:
+            await self._job_pool_ended(job)
+        for schedule in schedules:
+            await self.delete_auto_pool(schedule["pool_id"], auto_pool_spec(
+                schedule["spec"]["jobSpecification"].get("poolInfo", {})))

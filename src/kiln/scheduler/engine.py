@@ -81,6 +81,7 @@ class Scheduler(JobEnding, Retention, NodeOperations, AutoPools, JobSchedules):
         for entry in self.jobs.values():
             self._arm_wall_clock(entry.row)
         await self._act(await self.db.read(self._pending_retention))
+        await self.recover_auto_pools()
         await self.recover_schedules()
         self.wake()
 

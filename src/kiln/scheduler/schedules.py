@@ -17,6 +17,7 @@ from sqlalchemy import Connection, select
 from kiln.core import job as job_rules
 from kiln.core import schedule as schedule_rules
 from kiln.core.job import JobState, TerminateReason
+from kiln.core.pool import PoolState
 from kiln.core.schedule import ScheduleState, Timing
 from kiln.errors import KilnError
 from kiln.scheduler.auto_pools import auto_pool_spec
@@ -133,7 +134,7 @@ class JobSchedules:
             pool = None
             if auto["poolLifetimeOption"] == PoolLifetimeOption.JOBSCHEDULE and row.get("pool_id"):
                 pool = db.get(conn, db.pools, key=row["pool_id"].lower())  # the schedule's pool, made for job 1
-            if pool is None:
+            if pool is None or pool["state"] != PoolState.ACTIVE:  # none yet, or deleted by the user: a new one
                 pool = self.insert_auto_pool(conn, auto, now)
                 outcome.pools.append(pool)
                 if auto["poolLifetimeOption"] == PoolLifetimeOption.JOBSCHEDULE:
