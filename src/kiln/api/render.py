@@ -139,12 +139,11 @@ def content_type(name: str) -> str:
 
 def job_schedule(row: Mapping[str, Any], base: str, now) -> Doc:
     """A job schedule; nextRunTime comes from the timing rule, for a schedule that may still create jobs."""
-    from kiln.core.schedule import OPEN, ScheduleState, plan
-    from kiln.scheduler.schedules import timing
+    from kiln.core.schedule import OPEN, ScheduleState, plan, timing
     spec = row["spec"]
     execution: Doc = {}
     if ScheduleState(row["state"]) in OPEN:
-        next_run = plan(timing(row), row["last_due"], now).next_run
+        next_run = plan(timing(spec.get("schedule") or {}, row["creation_time"]), row["last_due"], now).next_run
         if next_run is not None:
             execution["nextRunTime"] = format_time(next_run)
     if row.get("recent_job_id"):

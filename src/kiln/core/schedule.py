@@ -17,6 +17,7 @@ from typing import Any
 
 from kiln.core import lifecycle
 from kiln.core.lifecycle import Changes, no_changes
+from kiln.wire.times import parse_duration
 
 
 class ScheduleState(StrEnum):
@@ -78,6 +79,22 @@ class Timing:
     stop: datetime | None = None  #: doNotRunAfter: no job is created from then on
     window: timedelta | None = None  #: startWindow; None = unlimited
     interval: timedelta | None = None  #: recurrenceInterval; None = one job only
+
+
+def timing(config: Mapping[str, Any], created: datetime) -> Timing:
+    """A stored `schedule` element (times and ISO 8601 durations as the wire has them) as the rule takes it."""
+    def when(name: str) -> datetime | None:
+        return datetime.fromisoformat(config[name]) if config.get(name) else None
+
+    def span(name: str) -> timedelta | None:
+        value = parse_duration(config[name]) if config.get(name) else None
+        return None if value is not None and value >= UNLIMITED_SPAN else value
+    return Timing(start=when("doNotRunUntil") or created, stop=when("doNotRunAfter"), window=span("startWindow"),
+                  interval=span("recurrenceInterval"))
+
+
+#: Batch's "unlimited" duration (TimeSpan.MaxValue) and anything as long: no limit.
+UNLIMITED_SPAN = timedelta(days=10675199)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,29 +18,14 @@ from kiln.core import job as job_rules
 from kiln.core import schedule as schedule_rules
 from kiln.core.job import JobState, TerminateReason
 from kiln.core.pool import PoolState
-from kiln.core.schedule import ScheduleState, Timing
+from kiln.core.schedule import ScheduleState, timing
 from kiln.errors import KilnError
 from kiln.scheduler.auto_pools import auto_pool_spec
 from kiln.store import rows as db
 from kiln.wire.models import PoolLifetimeOption
 from kiln.wire.times import now as utcnow
-from kiln.wire.times import parse_duration
 
 log = logging.getLogger("kiln.scheduler")
-
-
-def timing(row: dict[str, Any]) -> Timing:
-    """The schedule element of a stored schedule, as the timing rule takes it."""
-    config = row["spec"].get("schedule") or {}
-
-    def when(name: str) -> datetime | None:
-        return datetime.fromisoformat(config[name]) if config.get(name) else None
-
-    def span(name: str):
-        value = parse_duration(config[name]) if config.get(name) else None
-        return None if value is not None and value.days >= 10675199 else value  # "unlimited"
-    return Timing(start=when("doNotRunUntil") or row["creation_time"], stop=when("doNotRunAfter"),
-                  window=span("startWindow"), interval=span("recurrenceInterval"))
 
 
 def schedule_jobs(conn: Connection, schedule_key: str) -> list[dict[str, Any]]:
@@ -103,7 +88,7 @@ class JobSchedules:
             if current is None:
                 self._complete_schedule(conn, row, now, outcome)
             return outcome
-        rule = timing(row)
+        rule = timing(row["spec"].get("schedule") or {}, row["creation_time"])
         plan = schedule_rules.plan(rule, row["last_due"], now)
         if row["state"] == ScheduleState.ACTIVE and plan.due is not None and current is None:
             current = self._create_schedule_job(conn, row, plan.due, now, outcome)

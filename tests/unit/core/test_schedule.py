@@ -1,7 +1,7 @@
 """The job schedule lifecycle and its timing rule (batch-semantics §9), tested as data."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -147,3 +147,16 @@ def test_plan(name: str, timing: Timing, last_due, now, expected: Plan) -> None:
 
 def test_window_end_unlimited_once_never_closes() -> None:
     assert schedule.window_end(Timing(START), at(0)) is None
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    ({}, Timing(START)),
+    ({"doNotRunUntil": "2025-03-02T10:00:00.0000000Z", "doNotRunAfter": "2025-03-03T10:00:00.5000000Z",
+      "startWindow": "PT5M", "recurrenceInterval": "PT1H"},
+     Timing(datetime(2025, 3, 2, 10, tzinfo=timezone.utc), datetime(2025, 3, 3, 10, 0, 0, 500000, timezone.utc),
+            5 * M, 60 * M)),
+    ({"startWindow": "P10675199DT2H48M5.4775807S", "recurrenceInterval": "PT02S"},
+     Timing(START, window=None, interval=timedelta(seconds=2))),  # unlimited window: no limit
+], ids=["empty", "all", "unlimited-window"])
+def test_timing_of_a_stored_schedule(config: dict[str, str], expected: Timing) -> None:
+    assert schedule.timing(config, START) == expected

@@ -409,3 +409,29 @@ async def test_write_rolls_back_on_error(db: Database) -> None:
     with pytest.raises(ValueError, match="boom"):
         await db.write(fail)
     assert await db.read(lambda conn: rows.find(conn, rows.jobs)) == []
+
+
+def test_a_schedule_job_id_longer_than_64_fits(db: Database) -> None:
+    """`<scheduleId>:job-<n>` with a 64-character schedule id: the job, its tasks and prep records store it."""
+    job_id = "s" * 64 + ":job-1234567890"
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.jobs, [job_row(job_id)])
+        rows.insert_rows(conn, rows.tasks, [task_row(job_id, "t")])
+        rows.insert_rows(conn, rows.preparations, [prep_rules.new_record(job_id, "p", "n1", 0)])
+    with tx(db) as conn:
+        assert rows.get(conn, rows.jobs, key=job_id)["id"] == job_id
+        assert rows.get(conn, rows.tasks, job_key=job_id, key="t") is not None
+        assert rows.get(conn, rows.preparations, job_key=job_id, node_id="n1") is not None
+
+
+def test_job_schedule_row_round_trip(db: Database) -> None:
+    moment = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
+    row = {"key": "s", "id": "S", "seq": 1, "spec": {"schedule": {}, "jobSpecification": {"poolInfo": {"poolId": "p"}}},
+           "state": "active", "state_transition_time": moment, "creation_time": moment, "last_modified": moment,
+           "etag": rows.new_etag()}
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.job_schedules, [row])
+    with tx(db) as conn:
+        got = rows.get(conn, rows.job_schedules, key="s")
+        assert (got["id"], got["job_count"], got["last_due"], got["pool_id"]) == ("S", 0, None, None)
+        assert got["spec"] == row["spec"] and got["creation_time"] == moment

@@ -37,9 +37,19 @@ def upgrade() -> None:
     op.add_column('jobs', sa.Column('pool_id', sa.String(length=64), nullable=True))
     op.add_column('jobs', sa.Column('schedule_key', sa.String(length=64), nullable=True))
     op.create_index(op.f('ix_jobs_schedule_key'), 'jobs', ['schedule_key'], unique=False)
+    _job_id_length(64, 100)  # a schedule's jobs are `<scheduleId>:job-<n>`: longer than 64
+
+
+def _job_id_length(old: int, new: int) -> None:
+    for table, columns in (('jobs', ('key', 'id')), ('tasks', ('job_key',)), ('preparations', ('job_key',))):
+        with op.batch_alter_table(table) as batch:
+            for column in columns:
+                batch.alter_column(column, existing_type=sa.String(length=old), type_=sa.String(length=new),
+                                   existing_nullable=False)
 
 
 def downgrade() -> None:
+    _job_id_length(100, 64)
     op.drop_index(op.f('ix_jobs_schedule_key'), table_name='jobs')
     with op.batch_alter_table('jobs') as batch:
         batch.drop_column('schedule_key')
