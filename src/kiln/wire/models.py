@@ -107,51 +107,6 @@ class JobConstraints(Wire):
     max_task_retry_count: int | None = Field(default=None, ge=-1)
 
 
-class StartTask(Wire):
-    command_line: str = Field(min_length=1)
-
-
-class PoolSpecification(Wire):
-    """A pool's fields without its id: the body of an auto pool specification."""
-
-    display_name: str | None = Field(default=None, max_length=1024)
-    vm_size: str = Field(min_length=1)
-    target_dedicated_nodes: int = Field(default=0, ge=0)
-    target_low_priority_nodes: int = Field(default=0, ge=0)
-    resize_timeout: str | None = None
-    enable_auto_scale: bool = False
-    task_slots_per_node: int = Field(default=1, ge=1, le=256)
-    task_scheduling_policy: dict[str, Any] | None = None
-    start_task: dict[str, Any] | None = None
-    metadata: list[MetadataItem] | None = None
-
-    def check(self) -> None:
-        if self.enable_auto_scale:
-            raise InvalidPropertyValue("enableAutoScale", True, "Autoscale is not supported yet.")
-        _check_duration(self.resize_timeout, "resizeTimeout")
-
-    def materialize(self) -> dict[str, Any]:
-        doc = self.dump()
-        doc["resizeTimeout"] = self.resize_timeout or "PT15M"
-        doc["enableAutoScale"] = False
-        doc["taskSlotsPerNode"] = self.task_slots_per_node
-        policy = dict(self.task_scheduling_policy or {})
-        policy["nodeFillType"] = str(policy.get("nodeFillType", "spread")).lower()
-        doc["taskSchedulingPolicy"] = policy
-        doc.setdefault("enableInterNodeCommunication", False)
-        for counted in ("targetDedicatedNodes", "targetLowPriorityNodes"):
-            doc.pop(counted, None)  # live in their own columns
-        return doc
-
-
-class PoolAdd(PoolSpecification):
-    id: str
-
-    def check(self) -> None:
-        ids.check_id(self.id)
-        super().check()
-
-
 class PoolLifetimeOption(StrEnum):
     JOB = "job"
     JOBSCHEDULE = "jobschedule"
@@ -385,6 +340,51 @@ class TaskAdd(Wire):
 
 class TaskUpdate(Wire):
     constraints: TaskConstraints | None = None
+
+
+class StartTask(Wire):
+    command_line: str = Field(min_length=1)
+
+
+class PoolSpecification(Wire):
+    """A pool's fields without its id: the body of an auto pool specification."""
+
+    display_name: str | None = Field(default=None, max_length=1024)
+    vm_size: str = Field(min_length=1)
+    target_dedicated_nodes: int = Field(default=0, ge=0)
+    target_low_priority_nodes: int = Field(default=0, ge=0)
+    resize_timeout: str | None = None
+    enable_auto_scale: bool = False
+    task_slots_per_node: int = Field(default=1, ge=1, le=256)
+    task_scheduling_policy: dict[str, Any] | None = None
+    start_task: dict[str, Any] | None = None
+    metadata: list[MetadataItem] | None = None
+
+    def check(self) -> None:
+        if self.enable_auto_scale:
+            raise InvalidPropertyValue("enableAutoScale", True, "Autoscale is not supported yet.")
+        _check_duration(self.resize_timeout, "resizeTimeout")
+
+    def materialize(self) -> dict[str, Any]:
+        doc = self.dump()
+        doc["resizeTimeout"] = self.resize_timeout or "PT15M"
+        doc["enableAutoScale"] = False
+        doc["taskSlotsPerNode"] = self.task_slots_per_node
+        policy = dict(self.task_scheduling_policy or {})
+        policy["nodeFillType"] = str(policy.get("nodeFillType", "spread")).lower()
+        doc["taskSchedulingPolicy"] = policy
+        doc.setdefault("enableInterNodeCommunication", False)
+        for counted in ("targetDedicatedNodes", "targetLowPriorityNodes"):
+            doc.pop(counted, None)  # live in their own columns
+        return doc
+
+
+class PoolAdd(PoolSpecification):
+    id: str
+
+    def check(self) -> None:
+        ids.check_id(self.id)
+        super().check()
 
 
 class PoolResize(Wire):
