@@ -15,6 +15,7 @@ from kiln.api.app import create_app
 from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
 from kiln.scheduler.engine import Scheduler
 from kiln.store.database import Database, sqlite_url
+from kiln.wire.times import parse_duration
 
 log = logging.getLogger("kiln")
 
@@ -27,12 +28,15 @@ class Settings:
     database_url: str | None = None  #: default: SQLite in the data dir
     account_name: str = DEV_ACCOUNT_NAME
     account_key: str = DEV_ACCOUNT_KEY
+    #: the shortest startWindow / recurrenceInterval of a job schedule (ISO 8601; Batch's is PT1M)
+    min_schedule_interval: str = "PT1M"
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
         values = {"account_name": os.environ.get("KILN_ACCOUNT_NAME", DEV_ACCOUNT_NAME),
                   "account_key": os.environ.get("KILN_ACCOUNT_KEY", DEV_ACCOUNT_KEY),
-                  "database_url": os.environ.get("KILN_DATABASE_URL")}
+                  "database_url": os.environ.get("KILN_DATABASE_URL"),
+                  "min_schedule_interval": os.environ.get("KILN_MIN_SCHEDULE_INTERVAL", "PT1M")}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -52,7 +56,8 @@ def build_app(settings: Settings) -> FastAPI:
     scheduler = Scheduler(database, backend, data_dir=data_dir, account_name=settings.account_name,
                           account_url=settings.endpoint)
     state = Kiln(database=database, scheduler=scheduler, backend=backend, data_dir=data_dir,
-                 account_name=settings.account_name, account_key=base64.b64decode(settings.account_key))
+                 account_name=settings.account_name, account_key=base64.b64decode(settings.account_key),
+                 min_schedule_interval=parse_duration(settings.min_schedule_interval))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

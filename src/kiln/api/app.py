@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kiln.api import auth, files, jobs, nodes, pools, tasks
+from kiln.api import auth, files, jobs, nodes, pools, schedules, tasks
 from kiln.api.context import SUPPORTED_API_VERSIONS, Kiln
 from kiln.api.http import NotModified, error_response
 from kiln.errors import BadRequest, KilnError, NotFound
@@ -40,7 +40,7 @@ async def _authenticate(request: Request) -> None:
 def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
     app = FastAPI(title="Kiln", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.kiln = state
-    for module in (pools, nodes, jobs, tasks, files):
+    for module in (pools, nodes, jobs, tasks, files, schedules):
         app.include_router(module.router, dependencies=[Depends(_authenticate)])
 
     @app.middleware("http")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import Request
@@ -27,6 +28,8 @@ class Kiln:
     data_dir: Path
     account_name: str
     account_key: bytes
+    #: the shortest startWindow / recurrenceInterval a job schedule may have (Batch: 1 minute; tests use less)
+    min_schedule_interval: timedelta = timedelta(minutes=1)
 
 
 def kiln(request: Request) -> Kiln:

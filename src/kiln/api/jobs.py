@@ -16,7 +16,7 @@ from kiln.core.job import DisableTasks, JobState, TerminateReason
 from kiln.errors import BadRequest, Conflict, InvalidPropertyValue, MissingRequiredProperty, NotFound
 from kiln.store import rows as db
 from kiln.wire import ids
-from kiln.wire.models import JobAdd, JobConstraints, JobDisable, JobPatch, JobTerminate
+from kiln.wire.models import JobAdd, JobConstraints, JobDisable, JobPatch, JobTerminate, PoolInfo, PoolLifetimeOption
 from kiln.wire.times import UNLIMITED, now
 
 router = APIRouter()
@@ -37,21 +37,34 @@ def load_job(conn: Connection, job_id: str) -> dict[str, Any]:
 async def add_job(request: Request) -> Response:
     spec = await read_model(request, JobAdd)
     spec.check()
+    auto = spec.pool_info.auto_pool_specification
+    if auto is not None and auto.pool_lifetime_option is not PoolLifetimeOption.JOB:
+        raise InvalidPropertyValue("poolInfo.autoPoolSpecification.poolLifetimeOption", auto.pool_lifetime_option.value,
+                                   "A job's auto pool must have poolLifetimeOption 'job'; 'jobschedule' is for job "
+                                   "schedules only.")
+    state = kiln(request)
     moment = now()
     doc = spec.materialize()
-    row = {"key": ids.key(spec.id), "id": spec.id, "spec": doc, "state": JobState.ACTIVE.value,
-           "state_transition_time": moment, "pool_key": ids.key(spec.pool_info.pool_id),
-           "priority": spec.priority, "creation_time": moment, "last_modified": moment, "etag": db.new_etag(),
-           "delete_requested": False}
+    row = job_rules.new_row(spec.id, doc, pool_key=ids.key(spec.pool_info.pool_id or ""), now=moment,
+                            etag=db.new_etag())
 
-    def insert(conn: Connection) -> None:
+    def insert(conn: Connection) -> dict[str, Any] | None:
         if db.get(conn, db.jobs, key=row["key"]) is not None:
             raise Conflict("The specified job already exists.", code="JobExists")
+        if db.get(conn, db.job_schedules, key=row["key"]) is not None:
+            raise Conflict("A job schedule with the same id exists; jobs and job schedules share ids.",
+                           code="JobScheduleWithSameIdExists")
         row["seq"] = db.next_value(conn, "job")
+        pool = None
+        if auto is not None:
+            pool = state.scheduler.insert_auto_pool(conn, doc["poolInfo"]["autoPoolSpecification"], moment)
+            row["pool_key"], row["pool_id"] = pool["key"], pool["id"]
         db.insert_rows(conn, db.jobs, [row])
+        return pool
 
-    state = kiln(request)
-    await state.database.write(insert)
+    pool = await state.database.write(insert)
+    if pool is not None:
+        await state.scheduler.create_pool(pool)
     state.scheduler.job_created(row)
     return empty(201, request, row, location=f"{base_url(request)}/jobs/{spec.id}")
 
@@ -76,11 +89,11 @@ def _apply_update(row: dict[str, Any], update: JobPatch, *, replace: bool) -> di
     if replace and update.pool_info is None:
         raise MissingRequiredProperty("poolInfo")
     if "pool_info" in fields and update.pool_info is not None:
-        if row["state"] != JobState.DISABLED and update.pool_info.model_dump(by_alias=True, exclude_none=True) \
-                != {k: v for k, v in spec["poolInfo"].items() if v is not None}:
+        new_info = _pool_info_doc(update.pool_info)
+        if row["state"] != JobState.DISABLED and not _only_keep_alive_differs(spec["poolInfo"], new_info):
             raise Conflict("The job's poolInfo can be changed only while the job is disabled.",
                            code="JobNotDisabled")
-        spec["poolInfo"] = update.pool_info.dump()
+        spec["poolInfo"] = new_info
     if update.max_parallel_tasks is not None and update.max_parallel_tasks != -1 and update.max_parallel_tasks < 1:
         raise InvalidPropertyValue("maxParallelTasks", update.max_parallel_tasks,
                                    "maxParallelTasks must be -1 (unlimited) or greater than 0.")
@@ -106,6 +119,21 @@ def _apply_update(row: dict[str, Any], update: JobPatch, *, replace: bool) -> di
     if spec.get("metadata") is None:
         spec.pop("metadata", None)
     return spec
+
+
+def _pool_info_doc(info: PoolInfo) -> dict[str, Any]:
+    auto = info.auto_pool_specification
+    return {"autoPoolSpecification": auto.materialize()} if auto is not None else info.dump()
+
+
+def _only_keep_alive_differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """An auto pool's keepAlive may change at any time (lifetime job); the rest of poolInfo only while disabled."""
+    def without_keep_alive(info: dict[str, Any]) -> dict[str, Any]:
+        auto = info.get("autoPoolSpecification")
+        if auto is None or auto.get("poolLifetimeOption") != PoolLifetimeOption.JOB:
+            return info
+        return {**info, "autoPoolSpecification": {k: v for k, v in auto.items() if k != "keepAlive"}}
+    return without_keep_alive(old) == without_keep_alive(new)
 
 
 async def _update_job(request: Request, job_id: str, *, replace: bool) -> Response:

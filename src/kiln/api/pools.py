@@ -11,6 +11,7 @@ from kiln.api import odata, render
 from kiln.api.context import kiln
 from kiln.api.http import (base_url, check_write_conditions, empty, entity_response, list_response, read_json,
                            read_model, parse)
+from kiln.core import pool as pool_rules
 from kiln.core.pool import AllocationState, PoolState
 from kiln.errors import Conflict, NotFound
 from kiln.store import rows as db
@@ -41,13 +42,9 @@ def _node_counts(conn: Connection) -> dict[str, int]:
 async def add_pool(request: Request) -> Response:
     spec = await read_model(request, PoolAdd)
     spec.check()
-    moment = now()
-    row = {"key": ids.key(spec.id), "id": spec.id, "spec": spec.materialize(), "state": PoolState.ACTIVE.value,
-           "state_transition_time": moment, "allocation_state": AllocationState.RESIZING.value,
-           "allocation_state_transition_time": moment, "target_dedicated_nodes": spec.target_dedicated_nodes,
-           "target_low_priority_nodes": spec.target_low_priority_nodes,
-           "task_slots_per_node": spec.task_slots_per_node, "creation_time": moment, "last_modified": moment,
-           "etag": db.new_etag()}
+    row = pool_rules.new_row(spec.id, spec.materialize(), target_dedicated=spec.target_dedicated_nodes,
+                             target_low_priority=spec.target_low_priority_nodes,
+                             slots_per_node=spec.task_slots_per_node, now=now(), etag=db.new_etag())
 
     def insert(conn: Connection) -> None:
         if db.get(conn, db.pools, key=row["key"]) is not None:

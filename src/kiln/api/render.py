@@ -57,7 +57,8 @@ def node(row: Mapping[str, Any], pool_row: Mapping[str, Any], base: str, running
 
 
 def job(row: Mapping[str, Any], base: str) -> Doc:
-    execution: Doc = {"startTime": format_time(row["creation_time"]), "poolId": row["spec"]["poolInfo"].get("poolId")}
+    pool_id = row.get("pool_id") or row["spec"]["poolInfo"].get("poolId")  # an auto pool's id is generated
+    execution: Doc = {"startTime": format_time(row["creation_time"]), "poolId": pool_id}
     if row.get("end_time"):
         execution["endTime"] = format_time(row["end_time"])
     if row.get("terminate_reason"):
@@ -134,3 +135,26 @@ def file_entry(entry, url_prefix: str) -> Doc:
 
 def content_type(name: str) -> str:
     return "text/plain" if name.endswith(".txt") else "application/octet-stream"
+
+
+def job_schedule(row: Mapping[str, Any], base: str, now) -> Doc:
+    """A job schedule; nextRunTime comes from the timing rule, for a schedule that may still create jobs."""
+    from kiln.core.schedule import OPEN, ScheduleState, plan, timing
+    spec = row["spec"]
+    execution: Doc = {}
+    if ScheduleState(row["state"]) in OPEN:
+        next_run = plan(timing(spec.get("schedule") or {}, row["creation_time"]), row["last_due"], now).next_run
+        if next_run is not None:
+            execution["nextRunTime"] = format_time(next_run)
+    if row.get("recent_job_id"):
+        execution["recentJob"] = {"id": row["recent_job_id"], "url": f"{base}/jobs/{row['recent_job_id']}"}
+    if row.get("end_time"):
+        execution["endTime"] = format_time(row["end_time"])
+    doc: Doc = {"id": row["id"], "url": f"{base}/jobschedules/{row['id']}", "eTag": row["etag"],
+                "lastModified": format_time(row["last_modified"]), "creationTime": format_time(row["creation_time"]),
+                **_states(row), "schedule": spec.get("schedule", {}), "jobSpecification": spec["jobSpecification"],
+                "executionInfo": execution}
+    for name in ("displayName", "metadata"):
+        if spec.get(name) is not None:
+            doc[name] = spec[name]
+    return doc

@@ -25,11 +25,12 @@ class EmbeddedServer:
     """Starts `kiln serve` and waits until it answers; `stop()` sends SIGTERM, `kill()` SIGKILL."""
 
     def __init__(self, data_dir: Path, port: int | None = None, *, database_url: str | None = None,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, env: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.database_url = database_url
         self.log_path = log_path or self.data_dir / "server.log"
+        self.env = dict(env or {})  #: extra environment for the server (e.g. KILN_MIN_SCHEDULE_INTERVAL)
         self.process: subprocess.Popen | None = None
         self.account_name, self.account_key = DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY
 
@@ -43,7 +44,7 @@ class EmbeddedServer:
                    "--data-dir", str(self.data_dir)]
         if self.database_url:
             command += ["--database-url", self.database_url]
-        env = {**os.environ, "KILN_ACCOUNT_NAME": self.account_name, "KILN_ACCOUNT_KEY": self.account_key}
+        env = {**os.environ, **self.env, "KILN_ACCOUNT_NAME": self.account_name, "KILN_ACCOUNT_KEY": self.account_key}
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                         start_new_session=True)

@@ -111,3 +111,12 @@ def check_open(state: str) -> None:
     if current not in OPEN:
         code, message = CLOSED_CODES[current]
         raise Conflict(message, code=code)
+
+
+def new_row(job_id: str, spec: Mapping[str, Any], *, pool_key: str, now: datetime, etag: str,
+            pool_id: str | None = None, schedule_key: str | None = None) -> Changes:
+    """A new job: active from its creation (`executionInfo.startTime`); `seq` is given by the store."""
+    return {"key": job_id.lower(), "id": job_id, "spec": dict(spec), "state": JobState.ACTIVE.value,
+            "state_transition_time": now, "pool_key": pool_key, "pool_id": pool_id, "schedule_key": schedule_key,
+            "priority": spec.get("priority", 0), "creation_time": now, "last_modified": now, "etag": etag,
+            "delete_requested": False}

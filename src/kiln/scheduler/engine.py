@@ -29,10 +29,12 @@ from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.job_control import JobControl
+from kiln.scheduler.auto_pools import AutoPools
 from kiln.scheduler.job_end import JobEnding
 from kiln.scheduler.node_ops import NodeOperations
 from kiln.scheduler.outcomes import TaskOutcomes, exit_options
 from kiln.scheduler.retention import Retention
+from kiln.scheduler.schedules import JobSchedules
 from kiln.scheduler.slots import NodeSlots, choose_node
 from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, prep_key
 from kiln.scheduler.timers import Timers
@@ -46,7 +48,7 @@ log = logging.getLogger("kiln.scheduler")
 MAX_SKIPPED = 64
 
 
-class Scheduler(JobEnding, JobControl, Retention, NodeOperations, TaskOutcomes):
+class Scheduler(JobEnding, JobControl, Retention, NodeOperations, TaskOutcomes, AutoPools, JobSchedules):
     def __init__(self, database: Database, backend: ComputeBackend, *, data_dir: Path,
                  account_name: str, account_url: str) -> None:
         self.db = database
@@ -55,6 +57,7 @@ class Scheduler(JobEnding, JobControl, Retention, NodeOperations, TaskOutcomes):
         self.account_name = account_name
         self.account_url = account_url
         self.lock = asyncio.Lock()
+        self.schedule_lock = asyncio.Lock()  #: serializes job schedule evaluations (taken before `lock`, never inside)
         self.nodes: dict[str, NodeSlots] = {}
         self.pools: dict[str, dict[str, Any]] = {}
         self.jobs: dict[str, JobEntry] = {}
@@ -82,6 +85,8 @@ class Scheduler(JobEnding, JobControl, Retention, NodeOperations, TaskOutcomes):
         for entry in self.jobs.values():
             self._arm_wall_clock(entry.row)
         await self._act(await self.db.read(self._pending_retention))
+        await self.recover_auto_pools()
+        await self.recover_schedules()
         self.wake()
 
     def _recover(self, conn: Connection) -> None:
@@ -162,8 +167,15 @@ class Scheduler(JobEnding, JobControl, Retention, NodeOperations, TaskOutcomes):
                 self.backend.delete_file(n, p, True), f"retention cleanup {p}"))
         for job_key in effects.check_jobs:
             await self._check_all_complete(job_key)
+        for job in effects.ended_jobs:
+            await self._job_ended(job)
         if effects.wake:
             self.wake()
+
+    async def _job_ended(self, job: dict[str, Any]) -> None:
+        """A job completed or was removed: its auto pool and its schedule move on."""
+        await self._job_pool_ended(job)
+        await self._schedule_job_ended(job)
 
     async def _safely(self, coro, what: str) -> None:
         try:

@@ -125,6 +125,7 @@ class JobEnding:
             return
         changes = job_rules.transition(entry.row, JobState.COMPLETED, now)
         db.change(conn, db.jobs, {"key": job_key}, changes, bump_etag=True)
+        effects.ended_jobs.append({**entry.row, **changes})
         del self.jobs[job_key]
         for key in [k for k in self.preps if k[0] == job_key]:
             del self.preps[key]
@@ -132,6 +133,7 @@ class JobEnding:
     def _remove_job(self, conn: Connection, job: dict[str, Any], effects: Effects) -> None:
         """Delete: rows go now, task directories on every node of the pool follow in the background."""
         db.delete_job_rows(conn, job["key"])
+        effects.ended_jobs.append({**job, "removed": True})
         self.jobs.pop(job["key"], None)
         for key in [k for k in self.preps if k[0] == job["key"]]:
             del self.preps[key]

@@ -45,6 +45,8 @@ class Effects:
     check_jobs: set[str] = field(default_factory=set)  #: onAllTasksComplete candidates
     #: (job_key, exitOptions.jobAction) of tasks completed in this transaction, taken before it commits
     job_actions: list[tuple[str, JobAction]] = field(default_factory=list)
+    #: jobs that completed or were removed in this transaction (their auto pools and schedules move on)
+    ended_jobs: list[dict[str, Any]] = field(default_factory=list)
     #: task row changes of this transaction, written together by `write_batched` (one statement per shape)
     task_changes: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     #: (node_id, counter column) -> increment, written once per transaction
@@ -78,6 +80,7 @@ class Effects:
         self.wake = self.wake or other.wake
         self.check_jobs |= other.check_jobs
         self.job_actions.extend(other.job_actions)
+        self.ended_jobs.extend(other.ended_jobs)
 
 
 @dataclass(slots=True)

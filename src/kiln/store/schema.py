@@ -8,6 +8,9 @@ from sqlalchemy import (JSON, Boolean, Column, DateTime, Index, Integer, MetaDat
 
 metadata = MetaData()
 
+#: Job ids: 64 characters from the API, but a schedule's jobs are `<scheduleId>:job-<n>`.
+JOB_ID_LENGTH = 100
+
 
 class UTCDateTime(TypeDecorator):
     """Timezone-aware UTC in Python, naive UTC in the database (SQLite has no time zones)."""
@@ -65,8 +68,8 @@ nodes = Table(
 
 jobs = Table(
     "jobs", metadata,
-    Column("key", String(64), primary_key=True),
-    Column("id", String(64), nullable=False),
+    Column("key", String(JOB_ID_LENGTH), primary_key=True),
+    Column("id", String(JOB_ID_LENGTH), nullable=False),
     Column("seq", Integer, nullable=False),
     Column("spec", JSON, nullable=False),
     Column("state", String(16), nullable=False),
@@ -78,13 +81,15 @@ jobs = Table(
     Column("end_time", UTCDateTime),
     Column("terminate_reason", String(1024)),
     Column("delete_requested", Boolean, nullable=False, default=False),
+    Column("pool_id", String(64)),  #: the pool the job runs on, when it is an auto pool (executionInfo.poolId)
+    Column("schedule_key", String(64), index=True),  #: the job schedule that created the job
     *_times(),
 )
 
 tasks = Table(
     "tasks", metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("job_key", String(64), nullable=False),
+    Column("job_key", String(JOB_ID_LENGTH), nullable=False),
     Column("key", String(64), nullable=False),
     Column("id", String(64), nullable=False),
     Column("spec", JSON, nullable=False),
@@ -115,7 +120,7 @@ tasks = Table(
 
 preparations = Table(
     "preparations", metadata,
-    Column("job_key", String(64), primary_key=True),
+    Column("job_key", String(JOB_ID_LENGTH), primary_key=True),
     Column("node_id", String(64), primary_key=True),
     Column("pool_id", String(64), nullable=False),
     Column("incarnation", Integer, nullable=False),
@@ -135,6 +140,24 @@ preparations = Table(
     Column("release_exit_code", Integer),
     Column("release_result", String(16)),
     Column("release_failure_info", JSON),
+)
+
+job_schedules = Table(
+    "job_schedules", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("id", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("spec", JSON, nullable=False),  #: schedule, jobSpecification, metadata, displayName
+    Column("state", String(16), nullable=False),
+    Column("previous_state", String(16)),
+    Column("state_transition_time", UTCDateTime, nullable=False),
+    Column("previous_state_transition_time", UTCDateTime),
+    Column("last_due", UTCDateTime),  #: the due time of the latest occurrence that created a job
+    Column("job_count", Integer, nullable=False, default=0),  #: n of the latest job `<id>:job-<n>`
+    Column("recent_job_id", String(JOB_ID_LENGTH)),
+    Column("pool_id", String(64)),  #: the auto pool shared by the schedule's jobs (poolLifetimeOption jobschedule)
+    Column("end_time", UTCDateTime),
+    *_times(),
 )
 
 counters = Table(

@@ -5,6 +5,7 @@ as the service stores and returns configuration it does not interpret.
 """
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any
 
@@ -13,7 +14,7 @@ from pydantic.alias_generators import to_camel
 
 from kiln.errors import BadRequest, InvalidPropertyValue
 from kiln.wire import ids
-from kiln.wire.times import UNLIMITED, duration_seconds, parse_duration
+from kiln.wire.times import UNLIMITED, duration_seconds, format_duration, format_time, parse_duration
 
 RELEASE_MAX_SECONDS = 15 * 60
 
@@ -145,9 +146,52 @@ class JobConstraints(Wire):
     max_task_retry_count: int | None = Field(default=None, ge=-1)
 
 
+class PoolLifetimeOption(StrEnum):
+    JOB = "job"
+    JOBSCHEDULE = "jobschedule"
+
+
+class AutoPoolSpecification(Wire):
+    auto_pool_id_prefix: str | None = Field(default=None, max_length=20)
+    pool_lifetime_option: PoolLifetimeOption
+    keep_alive: bool = False
+    pool: PoolSpecification
+
+    _lower = field_validator("pool_lifetime_option", mode="before")(_lower_enum)
+
+    def check(self) -> None:
+        if self.auto_pool_id_prefix:
+            ids.check_id(self.auto_pool_id_prefix, "poolInfo.autoPoolSpecification.autoPoolIdPrefix")
+        try:
+            self.pool.check()
+        except InvalidPropertyValue as error:
+            prefix_property(error, "poolInfo.autoPoolSpecification.pool.")
+            raise
+
+    def pool_add(self, pool_id: str) -> PoolAdd:
+        """The pool to create: the pool specification with the generated id."""
+        return PoolAdd.model_validate({**self.pool.dump(), "id": pool_id})
+
+    def materialize(self) -> dict[str, Any]:
+        doc = self.dump()
+        doc["keepAlive"] = self.keep_alive
+        doc["poolLifetimeOption"] = self.pool_lifetime_option.value
+        return doc
+
+
+def prefix_property(error: Exception, prefix: str) -> None:
+    """Name the property as the client sent it (inside jobSpecification, autoPoolSpecification...)."""
+    values = getattr(error, "values", None)
+    if values and "PropertyName" in values and not values["PropertyName"].startswith(prefix):
+        old = values["PropertyName"]
+        values["PropertyName"] = prefix + old
+        error.message = error.message.replace(f": {old}.", f": {prefix}{old}.")  # type: ignore[attr-defined]
+        error.args = (error.message,)  # type: ignore[attr-defined]
+
+
 class PoolInfo(Wire):
     pool_id: str | None = None
-    auto_pool_specification: dict[str, Any] | None = None
+    auto_pool_specification: AutoPoolSpecification | None = None
 
 
 class MetadataItem(Wire):
@@ -235,11 +279,10 @@ class JobAdd(Wire):
         if self.max_parallel_tasks != -1 and self.max_parallel_tasks < 1:
             raise InvalidPropertyValue("maxParallelTasks", self.max_parallel_tasks,
                                        "maxParallelTasks must be -1 (unlimited) or greater than 0.")
-        if not self.pool_info.pool_id and not self.pool_info.auto_pool_specification:
-            raise InvalidPropertyValue("poolInfo", None, "Specify poolId or autoPoolSpecification.")
-        if self.pool_info.auto_pool_specification is not None:
-            raise InvalidPropertyValue("poolInfo.autoPoolSpecification", None,
-                                       "Auto pools are not supported yet; create the pool and give its poolId.")
+        if bool(self.pool_info.pool_id) == bool(self.pool_info.auto_pool_specification):
+            raise InvalidPropertyValue("poolInfo", None, "Specify exactly one of poolId and autoPoolSpecification.")
+        if (auto := self.pool_info.auto_pool_specification) is not None:
+            auto.check()
         if self.job_manager_task is not None:
             raise InvalidPropertyValue("jobManagerTask", None, "Job manager tasks are not supported yet.")
         _check_duration(self.constraints and self.constraints.max_wall_clock_time, "constraints.maxWallClockTime")
@@ -281,6 +324,8 @@ class JobAdd(Wire):
             doc["jobPreparationTask"] = self.job_preparation_task.materialize()
         if self.job_release_task:
             doc["jobReleaseTask"] = self.job_release_task.materialize()
+        if self.pool_info.auto_pool_specification is not None:
+            doc["poolInfo"] = {"autoPoolSpecification": self.pool_info.auto_pool_specification.materialize()}
         return doc
 
 
@@ -414,8 +459,9 @@ class StartTask(Wire):
     command_line: str = Field(min_length=1)
 
 
-class PoolAdd(Wire):
-    id: str
+class PoolSpecification(Wire):
+    """A pool's fields without its id: the body of an auto pool specification."""
+
     display_name: str | None = Field(default=None, max_length=1024)
     vm_size: str = Field(min_length=1)
     target_dedicated_nodes: int = Field(default=0, ge=0)
@@ -429,7 +475,6 @@ class PoolAdd(Wire):
     metadata: list[MetadataItem] | None = None
 
     def check(self) -> None:
-        ids.check_id(self.id)
         names: set[str] = set()
         for index, account in enumerate(self.user_accounts or ()):
             account.check(index)
@@ -457,6 +502,14 @@ class PoolAdd(Wire):
         return doc
 
 
+class PoolAdd(PoolSpecification):
+    id: str
+
+    def check(self) -> None:
+        ids.check_id(self.id)
+        super().check()
+
+
 class PoolResize(Wire):
     target_dedicated_nodes: int | None = Field(default=None, ge=0)
     target_low_priority_nodes: int | None = Field(default=None, ge=0)
@@ -478,3 +531,55 @@ class JobDisable(Wire):
 
 class JobTerminate(Wire):
     terminate_reason: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------- job schedules
+class ScheduleConfiguration(Wire):
+    """The `schedule` element: when jobs are created (all optional; empty = one job, now)."""
+
+    do_not_run_until: datetime | None = None
+    do_not_run_after: datetime | None = None
+    start_window: str | None = None
+    recurrence_interval: str | None = None
+
+    @field_validator("do_not_run_until", "do_not_run_after")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+    def check(self, minimum: timedelta) -> None:
+        """startWindow and recurrenceInterval: valid durations of at least `minimum` (Batch: 1 minute)."""
+        for name in ("start_window", "recurrence_interval"):
+            text = getattr(self, name)
+            prop = f"schedule.{to_camel(name)}"
+            _check_duration(text, prop)
+            if text is not None and parse_duration(text) < minimum:
+                raise InvalidPropertyValue(prop, text, f"The value must be at least {format_duration(minimum)}.")
+
+    def materialize(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        for name, value in (("doNotRunUntil", self.do_not_run_until), ("doNotRunAfter", self.do_not_run_after)):
+            if value is not None:
+                doc[name] = format_time(value)
+        for name, text in (("startWindow", self.start_window), ("recurrenceInterval", self.recurrence_interval)):
+            if text is not None:
+                doc[name] = format_duration(parse_duration(text))
+        return doc
+
+
+class JobScheduleAdd(Wire):
+    id: str
+    display_name: str | None = Field(default=None, max_length=1024)
+    schedule: ScheduleConfiguration
+    job_specification: dict[str, Any]
+    metadata: list[MetadataItem] | None = None
+
+
+class JobScheduleUpdate(Wire):
+    """PATCH: the fields present replace the stored ones. PUT: jobSpecification required, the others reset."""
+
+    schedule: ScheduleConfiguration | None = None
+    job_specification: dict[str, Any] | None = None
+    metadata: list[MetadataItem] | None = None

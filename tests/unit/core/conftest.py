@@ -6,7 +6,7 @@ from enum import StrEnum
 
 import pytest
 
-from kiln.core import job, node, pool, preparation, task
+from kiln.core import job, node, pool, preparation, schedule, task
 
 TABLES = {
     "task.TRANSITIONS": task.TRANSITIONS,
@@ -16,6 +16,7 @@ TABLES = {
     "pool.STATE_TRANSITIONS": pool.STATE_TRANSITIONS,
     "preparation.PREP_TRANSITIONS": preparation.PREP_TRANSITIONS,
     "preparation.RELEASE_TRANSITIONS": preparation.RELEASE_TRANSITIONS,
+    "schedule.TRANSITIONS": schedule.TRANSITIONS,
 }
 
 

@@ -27,7 +27,7 @@ from kiln.store.schema import metadata
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
 T1 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=timezone.utc)
-TABLES = {"pools", "nodes", "jobs", "tasks", "preparations", "counters"}
+TABLES = {"pools", "nodes", "jobs", "tasks", "preparations", "counters", "job_schedules"}
 
 
 def pool_row(key: str = "p", **fields: Any) -> dict[str, Any]:
@@ -424,3 +424,29 @@ def test_the_sqlite_file_is_readable_by_the_service_alone(tmp_path) -> None:
         assert {oct(p.stat().st_mode & 0o777) for p in files} == {"0o600"}
     finally:
         database.close()
+
+
+def test_a_schedule_job_id_longer_than_64_fits(db: Database) -> None:
+    """`<scheduleId>:job-<n>` with a 64-character schedule id: the job, its tasks and prep records store it."""
+    job_id = "s" * 64 + ":job-1234567890"
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.jobs, [job_row(job_id)])
+        rows.insert_rows(conn, rows.tasks, [task_row(job_id, "t")])
+        rows.insert_rows(conn, rows.preparations, [prep_rules.new_record(job_id, "p", "n1", 0)])
+    with tx(db) as conn:
+        assert rows.get(conn, rows.jobs, key=job_id)["id"] == job_id
+        assert rows.get(conn, rows.tasks, job_key=job_id, key="t") is not None
+        assert rows.get(conn, rows.preparations, job_key=job_id, node_id="n1") is not None
+
+
+def test_job_schedule_row_round_trip(db: Database) -> None:
+    moment = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
+    row = {"key": "s", "id": "S", "seq": 1, "spec": {"schedule": {}, "jobSpecification": {"poolInfo": {"poolId": "p"}}},
+           "state": "active", "state_transition_time": moment, "creation_time": moment, "last_modified": moment,
+           "etag": rows.new_etag()}
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.job_schedules, [row])
+    with tx(db) as conn:
+        got = rows.get(conn, rows.job_schedules, key="s")
+        assert (got["id"], got["job_count"], got["last_due"], got["pool_id"]) == ("S", 0, None, None)
+        assert got["spec"] == row["spec"] and got["creation_time"] == moment
