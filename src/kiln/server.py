@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from kiln.api.app import create_app
 from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
+from kiln.core.job_token import JobTokens
 from kiln.scheduler.engine import Scheduler
 from kiln.store.database import Database, sqlite_url
 
@@ -53,6 +54,7 @@ def build_app(settings: Settings) -> FastAPI:
                           account_url=settings.endpoint)
     state = Kiln(database=database, scheduler=scheduler, backend=backend, data_dir=data_dir,
                  account_name=settings.account_name, account_key=base64.b64decode(settings.account_key))
+    scheduler.job_tokens = JobTokens(state.account_key)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -44,16 +44,31 @@ async def add_job(request: Request) -> Response:
            "priority": spec.priority, "creation_time": moment, "last_modified": moment, "etag": db.new_etag(),
            "delete_requested": False}
 
+    manager: list[dict[str, Any]] = []
+
     def insert(conn: Connection) -> None:
         if db.get(conn, db.jobs, key=row["key"]) is not None:
             raise Conflict("The specified job already exists.", code="JobExists")
         row["seq"] = db.next_value(conn, "job")
         db.insert_rows(conn, db.jobs, [row])
+        if spec.job_manager_task is not None:  # the job's first task, in the same transaction
+            manager.append(_manager_task(conn, row, spec, moment))
 
     state = kiln(request)
     await state.database.write(insert)
     state.scheduler.job_created(row)
+    if manager:
+        state.scheduler.tasks_added(row["key"], [(manager[0]["seq"], manager[0]["required_slots"])])
     return empty(201, request, row, location=f"{base_url(request)}/jobs/{spec.id}")
+
+
+def _manager_task(conn: Connection, job: dict[str, Any], spec: JobAdd, moment) -> dict[str, Any]:
+    """Insert the job manager as an ordinary task of the job; it gets the job's first task seq."""
+    from kiln.api.tasks import _task_row  # tasks imports this module
+    task = _task_row(job, spec.job_manager_task.as_task(), moment)
+    db.insert_rows(conn, db.tasks, [task])
+    task["seq"] = db.task_seqs(conn, job["key"], [task["key"]])[task["key"]]
+    return task
 
 
 @router.get("/jobs")

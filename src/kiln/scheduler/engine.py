@@ -28,9 +28,10 @@ from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.job_end import JobEnding
+from kiln.scheduler.job_manager import JobManagement
 from kiln.scheduler.node_ops import NodeOperations
 from kiln.scheduler.retention import Retention
-from kiln.scheduler.slots import NodeSlots, choose_node
+from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, prep_key
 from kiln.scheduler.timers import Timers
 from kiln.store import rows as db
@@ -39,11 +40,8 @@ from kiln.wire.times import now as utcnow
 
 log = logging.getLogger("kiln.scheduler")
 
-#: How many tasks of one job a placement round passes over (they fit no node now) before it stops looking.
-MAX_SKIPPED = 64
 
-
-class Scheduler(JobEnding, Retention, NodeOperations):
+class Scheduler(JobEnding, JobManagement, Retention, NodeOperations):
     def __init__(self, database: Database, backend: ComputeBackend, *, data_dir: Path,
                  account_name: str, account_url: str) -> None:
         self.db = database
@@ -155,6 +153,7 @@ class Scheduler(JobEnding, Retention, NodeOperations):
             self.timers.schedule(f"retain:{node_id}:{path}", when, lambda n=node_id, p=path: self._safely(
                 self.backend.delete_file(n, p, True), f"retention cleanup {p}"))
         for job_key in effects.check_jobs:
+            await self._check_job_manager(job_key)
             await self._check_all_complete(job_key)
         if effects.wake:
             self.wake()
@@ -181,20 +180,8 @@ class Scheduler(JobEnding, Retention, NodeOperations):
             if pool is None or pool["state"] != PoolState.ACTIVE:
                 continue
             candidates = [n for n in self.nodes.values() if n.pool_key == pool_key and n.free > 0]
-            fill = pool["spec"].get("taskSchedulingPolicy", {}).get("nodeFillType", "spread")
-            for entry in sorted(entries, key=lambda e: (-e.row["priority"], e.row["seq"])):
-                skipped: list[tuple[int, int]] = []  # tasks that fit no node now; smaller ones behind may
-                while len(entry.queue) and candidates and len(skipped) < MAX_SKIPPED:
-                    seq, slots = entry.queue.pop()
-                    node = choose_node(candidates, slots, fill, lambda n, e=entry: self._may_run(e, n))
-                    if node is None:
-                        skipped.append((seq, slots))
-                        continue
-                    node.used += slots
-                    planned.append((entry, seq, slots, node))
-                    candidates = [n for n in candidates if n.free > 0]
-                for seq, slots in skipped:
-                    entry.queue.push(seq, slots)
+            if candidates:
+                planned += self._plan_pool(conn, pool, entries, candidates)
         if not planned:
             return effects
         rows = {r["seq"]: r for r in db.tasks_by_seq(conn, [seq for _, seq, _, _ in planned])}
@@ -237,7 +224,7 @@ class Scheduler(JobEnding, Retention, NodeOperations):
 
     def _placement(self, node: NodeSlots) -> step_builder.Placement:
         return step_builder.Placement(self.account_name, self.account_url, self.pools[node.pool_key]["id"],
-                                      node.node_id, node.root)
+                                      node.node_id, node.root, self.job_tokens)
 
     def _ensure_prep(self, conn: Connection, entry: JobEntry, node: NodeSlots, now: datetime,
                      effects: Effects) -> dict[str, Any]:

@@ -81,6 +81,8 @@ class JobEntry:
 
     row: dict[str, Any]
     queue: JobQueue = field(default_factory=JobQueue)
+    manager_seq: int | None = None  #: task seq of its job manager task (-1: none); None until looked up
+    last_served: int = 0  #: placement ticket of its latest started task (equal priorities take turns)
 
     @property
     def key(self) -> str:
