@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from kiln.api.app import create_app
 from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
+from kiln.core.job_token import JobTokens
 from kiln.scheduler.engine import Scheduler
 from kiln.store.database import Database, sqlite_url
 from kiln.wire.times import parse_duration
@@ -58,6 +59,7 @@ def build_app(settings: Settings) -> FastAPI:
     state = Kiln(database=database, scheduler=scheduler, backend=backend, data_dir=data_dir,
                  account_name=settings.account_name, account_key=base64.b64decode(settings.account_key),
                  min_schedule_interval=parse_duration(settings.min_schedule_interval))
+    scheduler.job_tokens = JobTokens(state.account_key)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kiln.api import auth, files, jobs, nodes, pools, schedules, tasks
+from kiln.api import auth, files, job_auth, jobs, nodes, pools, schedules, tasks
 from kiln.api.context import SUPPORTED_API_VERSIONS, Kiln
 from kiln.api.http import NotModified, error_response
 from kiln.errors import BadRequest, KilnError, NotFound
@@ -30,6 +30,11 @@ def _api_version(request: Request) -> None:
 
 async def _authenticate(request: Request) -> None:
     state: Kiln = request.app.state.kiln
+    token = job_auth.bearer_token(request.headers.get("authorization"))
+    if token is not None:  # a task's AZ_BATCH_AUTHENTICATION_TOKEN: its own job only
+        await job_auth.verify_job_token(request, state, token)
+        _api_version(request)
+        return
     body = await request.body()
     auth.verify_shared_key(request.method, request.scope.get("raw_path") or request.url.path.encode(),
                            request.scope.get("query_string", b""), request.headers, len(body),

@@ -48,6 +48,8 @@ async def add_job(request: Request) -> Response:
     row = job_rules.new_row(spec.id, doc, pool_key=ids.key(spec.pool_info.pool_id or ""), now=moment,
                             etag=db.new_etag())
 
+    manager: list[dict[str, Any]] = []
+
     def insert(conn: Connection) -> dict[str, Any] | None:
         if db.get(conn, db.jobs, key=row["key"]) is not None:
             raise Conflict("The specified job already exists.", code="JobExists")
@@ -60,13 +62,26 @@ async def add_job(request: Request) -> Response:
             pool = state.scheduler.insert_auto_pool(conn, doc["poolInfo"]["autoPoolSpecification"], moment)
             row["pool_key"], row["pool_id"] = pool["key"], pool["id"]
         db.insert_rows(conn, db.jobs, [row])
+        if spec.job_manager_task is not None:  # the job's first task, in the same transaction
+            manager.append(_manager_task(conn, row, spec, moment))
         return pool
 
     pool = await state.database.write(insert)
     if pool is not None:
         await state.scheduler.create_pool(pool)
     state.scheduler.job_created(row)
+    if manager:
+        state.scheduler.tasks_added(row["key"], [(manager[0]["seq"], manager[0]["required_slots"])])
     return empty(201, request, row, location=f"{base_url(request)}/jobs/{spec.id}")
+
+
+def _manager_task(conn: Connection, job: dict[str, Any], spec: JobAdd, moment) -> dict[str, Any]:
+    """Insert the job manager as an ordinary task of the job; it gets the job's first task seq."""
+    from kiln.api.tasks import _task_row  # tasks imports this module
+    task = _task_row(job, spec.job_manager_task.as_task(), moment)
+    db.insert_rows(conn, db.tasks, [task])
+    task["seq"] = db.task_seqs(conn, job["key"], [task["key"]])[task["key"]]
+    return task
 
 
 @router.get("/jobs")

@@ -31,11 +31,12 @@ from kiln.scheduler import steps as step_builder
 from kiln.scheduler.job_control import JobControl
 from kiln.scheduler.auto_pools import AutoPools
 from kiln.scheduler.job_end import JobEnding
+from kiln.scheduler.job_manager import JobManagement
 from kiln.scheduler.node_ops import NodeOperations
 from kiln.scheduler.outcomes import TaskOutcomes, exit_options
 from kiln.scheduler.retention import Retention
 from kiln.scheduler.schedules import JobSchedules
-from kiln.scheduler.slots import NodeSlots, choose_node
+from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, prep_key
 from kiln.scheduler.timers import Timers
 from kiln.store import rows as db
@@ -44,11 +45,10 @@ from kiln.wire.times import now as utcnow
 
 log = logging.getLogger("kiln.scheduler")
 
-#: How many tasks of one job a placement round passes over (they fit no node now) before it stops looking.
-MAX_SKIPPED = 64
 
 
-class Scheduler(JobEnding, JobControl, Retention, NodeOperations, TaskOutcomes, AutoPools, JobSchedules):
+class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations, TaskOutcomes, AutoPools,
+                JobSchedules):
     def __init__(self, database: Database, backend: ComputeBackend, *, data_dir: Path,
                  account_name: str, account_url: str) -> None:
         self.db = database
@@ -166,6 +166,7 @@ class Scheduler(JobEnding, JobControl, Retention, NodeOperations, TaskOutcomes, 
             self.timers.schedule(f"retain:{node_id}:{path}", when, lambda n=node_id, p=path: self._safely(
                 self.backend.delete_file(n, p, True), f"retention cleanup {p}"))
         for job_key in effects.check_jobs:
+            await self._check_job_manager(job_key)
             await self._check_all_complete(job_key)
         for job in effects.ended_jobs:
             await self._job_ended(job)
@@ -199,22 +200,8 @@ class Scheduler(JobEnding, JobControl, Retention, NodeOperations, TaskOutcomes, 
             if pool is None or pool["state"] != PoolState.ACTIVE:
                 continue
             candidates = [n for n in self.nodes.values() if n.pool_key == pool_key and n.free > 0]
-            fill = pool["spec"].get("taskSchedulingPolicy", {}).get("nodeFillType", "spread")
-            for entry in sorted(entries, key=lambda e: (-e.row["priority"], e.row["seq"])):
-                skipped: list[tuple[int, int]] = []  # tasks that fit no node now; smaller ones behind may
-                while len(entry.queue) and candidates and len(skipped) < MAX_SKIPPED:
-                    seq, slots = entry.queue.pop()
-                    if entry.graph is not None and entry.graph.waiting(seq):
-                        continue  # a parent went missing after it was queued: queued again once released
-                    node = choose_node(candidates, slots, fill, lambda n, e=entry: self._may_run(e, n))
-                    if node is None:
-                        skipped.append((seq, slots))
-                        continue
-                    node.used += slots
-                    planned.append((entry, seq, slots, node))
-                    candidates = [n for n in candidates if n.free > 0]
-                for seq, slots in skipped:
-                    entry.queue.push(seq, slots)
+            if candidates:
+                planned += self._plan_pool(conn, pool, entries, candidates)
         if not planned:
             return effects
         rows = {r["seq"]: r for r in db.tasks_by_seq(conn, [seq for _, seq, _, _ in planned])}
@@ -260,7 +247,7 @@ class Scheduler(JobEnding, JobControl, Retention, NodeOperations, TaskOutcomes, 
     def _placement(self, node: NodeSlots) -> step_builder.Placement:
         pool = self.pools[node.pool_key]
         return step_builder.Placement(self.account_name, self.account_url, pool["id"], node.node_id, node.root,
-                                      tuple(pool["spec"].get("userAccounts") or ()))
+                                      tuple(pool["spec"].get("userAccounts") or ()), self.job_tokens)
 
     def _ensure_prep(self, conn: Connection, entry: JobEntry, node: NodeSlots, now: datetime,
                      effects: Effects) -> dict[str, Any]:

@@ -16,12 +16,25 @@ class NodeSlots:
     root: str
     incarnation: int = 0
     up: bool = False  #: the worker answers and the node is idle/running
-    used: int = 0
+    held: int = 0  #: slots held by tasks on the node (read and write it as `used`)
     draining: bool = False  #: finishing its tasks before a reboot or reimage: takes no new ones
+    #: a runExclusive job manager runs here: nothing else may start. It ran alone, so the node
+    #: empties exactly when it leaves; that is when the flag clears (see `used`).
+    exclusive: bool = False
+
+    @property
+    def used(self) -> int:
+        return self.held
+
+    @used.setter
+    def used(self, value: int) -> None:
+        self.held = value
+        if value <= 0:
+            self.exclusive = False
 
     @property
     def free(self) -> int:
-        return self.capacity - self.used if self.up and not self.draining else 0
+        return self.capacity - self.used if self.up and not self.draining and not self.exclusive else 0
 
 
 def choose_node(nodes: Iterable[NodeSlots], slots: int, fill: str,

@@ -89,6 +89,8 @@ class JobEntry:
 
     row: dict[str, Any]
     queue: JobQueue = field(default_factory=JobQueue)
+    manager_seq: int | None = None  #: task seq of its job manager task (-1: none); None until looked up
+    last_served: int = 0  #: placement ticket of its latest started task (equal priorities take turns)
     #: which tasks wait for which (jobs with usesTaskDependencies only); the queue holds only tasks free to run
     graph: DependencyGraph | None = None
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kiln.compute.protocol import ResourceFile, Step
+from kiln.core.job_token import JobTokens
 from kiln.wire.times import duration_seconds
 
 
@@ -20,6 +21,7 @@ class Placement:
     node_root: str
     #: the pool's named userAccounts (as stored: no secrets), for userIdentity.username
     user_accounts: tuple[dict[str, Any], ...] = ()
+    tokens: JobTokens | None = None  #: issues AZ_BATCH_AUTHENTICATION_TOKEN to tasks that ask for job access
 
 
 def task_dir(job_id: str, task_id: str) -> str:
@@ -69,13 +71,21 @@ def _prep_dir(job: Mapping[str, Any]) -> str | None:
     return task_dir(job["id"], prep["id"]) if prep else None
 
 
+def _token(job: Mapping[str, Any], spec: Mapping[str, Any], where: Placement) -> dict[str, str]:
+    """AZ_BATCH_AUTHENTICATION_TOKEN for a task whose authenticationTokenSettings grant it its job."""
+    access = (spec.get("authenticationTokenSettings") or {}).get("access") or ()
+    if where.tokens is None or "job" not in access:
+        return {}
+    return {"AZ_BATCH_AUTHENTICATION_TOKEN": where.tokens.issue(job["id"], job["seq"])}
+
+
 def task_step(step_id: str, job: Mapping[str, Any], task: Mapping[str, Any], where: Placement) -> Step:
     spec = task["spec"]
     return Step(step_id=step_id, kind="task", node_root=where.node_root, task_dir=task_dir(job["id"], task["id"]),
                 command_line=spec["commandLine"],
                 environment=_environment(job["spec"].get("commonEnvironmentSettings"), spec.get("environmentSettings")),
-                batch_context=_context(where, job["id"], task["id"]), prep_task_dir=_prep_dir(job),
-                resource_files=_resource_files(spec),
+                batch_context={**_context(where, job["id"], task["id"]), **_token(job, spec, where)},
+                prep_task_dir=_prep_dir(job), resource_files=_resource_files(spec),
                 max_wall_clock_seconds=duration_seconds(spec["constraints"].get("maxWallClockTime")),
                 **_identity(spec, where))
 

@@ -244,6 +244,65 @@ class JobReleaseTask(Wire):
         return doc
 
 
+class AuthenticationTokenSettings(Wire):
+    """The Batch operations a task's AZ_BATCH_AUTHENTICATION_TOKEN may perform: "job" is the only scope."""
+
+    access: list[str] | None = None
+
+    @field_validator("access", mode="before")
+    @classmethod
+    def _job_only(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            value = [_lower_enum(v) for v in value]
+            for item in value:
+                if item != "job":
+                    raise InvalidPropertyValue("authenticationTokenSettings.access", item,
+                                               "The only access scope is 'job'.")
+        return value
+
+
+#: Fields of a job manager task that belong to the job, not to the task it becomes.
+MANAGER_ONLY = ("killJobOnCompletion", "runExclusive", "allowLowPriorityNode")
+
+
+class JobManagerTask(Wire):
+    """The job's first task: started before its other tasks, and by default the end of the job when it ends."""
+
+    id: str
+    display_name: str | None = Field(default=None, max_length=1024)
+    command_line: str = Field(min_length=1)
+    resource_files: list[ResourceFile] | None = None
+    environment_settings: list[EnvironmentSetting] | None = None
+    constraints: TaskConstraints | None = None
+    required_slots: int = Field(default=1, ge=1)
+    kill_job_on_completion: bool = True
+    run_exclusive: bool = True
+    allow_low_priority_node: bool = True  #: accepted and echoed: Kiln's nodes are all dedicated
+    user_identity: UserIdentity | None = None
+    authentication_token_settings: AuthenticationTokenSettings | None = None
+
+    def check(self) -> None:
+        ids.check_id(self.id, "jobManagerTask.id")
+        if self.constraints:
+            _check_duration(self.constraints.max_wall_clock_time, "jobManagerTask.constraints.maxWallClockTime")
+            _check_duration(self.constraints.retention_time, "jobManagerTask.constraints.retentionTime")
+
+    def materialize(self, job_max_retries: int) -> dict[str, Any]:
+        """As the job's GET shows it, defaults written out."""
+        doc = self.dump()
+        doc["constraints"] = _materialize_constraints(self.constraints, job_max_retries)
+        doc["requiredSlots"] = self.required_slots
+        doc["killJobOnCompletion"] = self.kill_job_on_completion
+        doc["runExclusive"] = self.run_exclusive
+        doc["allowLowPriorityNode"] = self.allow_low_priority_node
+        doc.setdefault("userIdentity", DEFAULT_IDENTITY)
+        return doc
+
+    def as_task(self) -> TaskAdd:
+        """The ordinary task it becomes in the job's task list."""
+        return TaskAdd.model_validate({k: v for k, v in self.dump().items() if k not in MANAGER_ONLY})
+
+
 class OnAllTasksComplete(StrEnum):
     NOACTION = "noaction"
     TERMINATEJOB = "terminatejob"
@@ -263,7 +322,7 @@ class JobAdd(Wire):
     uses_task_dependencies: bool = False
     constraints: JobConstraints | None = None
     pool_info: PoolInfo
-    job_manager_task: dict[str, Any] | None = None
+    job_manager_task: JobManagerTask | None = None
     job_preparation_task: JobPreparationTask | None = None
     job_release_task: JobReleaseTask | None = None
     common_environment_settings: list[EnvironmentSetting] | None = None
@@ -284,7 +343,7 @@ class JobAdd(Wire):
         if (auto := self.pool_info.auto_pool_specification) is not None:
             auto.check()
         if self.job_manager_task is not None:
-            raise InvalidPropertyValue("jobManagerTask", None, "Job manager tasks are not supported yet.")
+            self.job_manager_task.check()
         _check_duration(self.constraints and self.constraints.max_wall_clock_time, "constraints.maxWallClockTime")
         prep, release = self.job_preparation_task, self.job_release_task
         if release is not None and prep is None:
@@ -306,6 +365,11 @@ class JobAdd(Wire):
             if prep is not None and release.id.lower() == prep.id.lower():
                 raise InvalidPropertyValue("jobReleaseTask.id", release.id,
                                            "The job release task's id must differ from the job preparation task's id.")
+        manager = self.job_manager_task
+        for other, name in ((prep, "job preparation"), (release, "job release")):
+            if manager is not None and other is not None and manager.id.lower() == other.id.lower():
+                raise InvalidPropertyValue("jobManagerTask.id", manager.id,
+                                           f"The job manager task's id must differ from the {name} task's id.")
 
     def materialize(self) -> dict[str, Any]:
         """The stored job spec, with Batch's defaults written out as GET shows them."""
@@ -320,6 +384,8 @@ class JobAdd(Wire):
         constraints.setdefault("maxWallClockTime", UNLIMITED)
         constraints.setdefault("maxTaskRetryCount", 0)
         doc["constraints"] = constraints
+        if self.job_manager_task:
+            doc["jobManagerTask"] = self.job_manager_task.materialize(constraints["maxTaskRetryCount"])
         if self.job_preparation_task:
             doc["jobPreparationTask"] = self.job_preparation_task.materialize()
         if self.job_release_task:
@@ -429,6 +495,7 @@ class TaskAdd(Wire):
     constraints: TaskConstraints | None = None
     required_slots: int = Field(default=1, ge=1)
     user_identity: UserIdentity | None = None
+    authentication_token_settings: AuthenticationTokenSettings | None = None
     exit_conditions: ExitConditions | None = None
     depends_on: TaskDependencies | None = None
     multi_instance_settings: dict[str, Any] | None = None

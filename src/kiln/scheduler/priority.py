@@ -1,0 +1,127 @@
+"""Which queued tasks go first and how many may start (batch-semantics §6.5), as pure functions over memory.
+
+- Jobs of one pool are served by `priority` (higher first). Among equal priorities the pool's
+  `taskSchedulingPolicy.jobDefaultOrder` decides: `creationtime` serves the older job first, `none` (the
+  default) takes one task from each job in turn.
+- A job with `maxParallelTasks` N never has more than N tasks on nodes (running or preparing).
+- The job manager task is the job's first task: while it waits for a node, the job's other tasks wait too.
+  With `runExclusive` it needs an empty node and keeps the whole node to itself while it runs.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import count, groupby
+from typing import Any
+
+from kiln.scheduler.slots import JobQueue, NodeSlots, choose_node
+
+#: How many tasks of one job a placement round passes over (they fit no node now) before it stops looking.
+MAX_SKIPPED = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerRule:
+    """The job manager task of a job, while it matters for placement."""
+
+    seq: int  #: its task seq (the job's first task)
+    exclusive: bool  #: runExclusive
+
+
+def parallel_budget(max_parallel: int, on_nodes: int) -> int | None:
+    """How many more tasks of the job may start now; None = no limit (maxParallelTasks -1)."""
+    if max_parallel == -1:
+        return None
+    return max(0, max_parallel - on_nodes)
+
+
+def _fits_exclusively(node: NodeSlots) -> bool:
+    return node.used == 0
+
+
+def place_job(queue: JobQueue, nodes: list[NodeSlots], fill: str, allowed: Callable[[NodeSlots], bool], *,
+              budget: int | None = None, manager: ManagerRule | None = None,
+              waiting: Callable[[int], bool] | None = None) -> list[tuple[int, int, NodeSlots]]:
+    """Take tasks off one job's queue and book them on nodes: [(seq, slots, node)].
+
+    Tasks that fit no node now go back on the queue; smaller ones behind them may still fit. The job manager
+    is never passed over: if it cannot start, nothing of its job starts in this round.
+    """
+    placed: list[tuple[int, int, NodeSlots]] = []
+    skipped: list[tuple[int, int]] = []
+    while len(queue) and len(skipped) < MAX_SKIPPED and (budget is None or len(placed) < budget):
+        seq, slots = queue.pop()
+        if waiting is not None and waiting(seq):
+            continue  # a dependency went missing after it was queued: queued again once released
+        is_manager = manager is not None and seq == manager.seq
+        exclusive = is_manager and manager.exclusive
+        node = choose_node([n for n in nodes if n.free > 0], slots, fill,
+                           (lambda n: allowed(n) and _fits_exclusively(n)) if exclusive else allowed)
+        if node is None:
+            skipped.append((seq, slots))
+            if is_manager:
+                break
+            continue
+        node.used += slots
+        node.exclusive = node.exclusive or exclusive
+        placed.append((seq, slots, node))
+    for seq, slots in skipped:
+        queue.push(seq, slots)
+    return placed
+
+
+@dataclass(slots=True)
+class JobTurn:
+    """One job's part in a placement round."""
+
+    job: Any  #: the caller's job object, handed back with each booking
+    queue: JobQueue
+    priority: int
+    created: int  #: creation order
+    budget: int | None = None  #: more tasks it may start now (maxParallelTasks); None = no limit
+    manager: ManagerRule | None = None
+    allowed: Callable[[NodeSlots], bool] = lambda node: True
+    served: int = 0  #: ticket of the last task it was given (jobDefaultOrder none: least recently served first)
+    waiting: Callable[[int], bool] | None = None  #: tasks that wait for dependencies (dropped when popped)
+
+
+def plan(turns: Sequence[JobTurn], nodes: list[NodeSlots], fill: str, order: str = "none",
+         tickets: Iterator[int] | None = None) -> list[tuple[JobTurn, int, int, NodeSlots]]:
+    """Book the queued tasks of one pool's jobs on its nodes: [(turn, seq, slots, node)].
+
+    `tickets` (increasing numbers) stamp `served` on each turn that gets a task, so that under
+    jobDefaultOrder none the turns carry over from one round to the next.
+    """
+    tickets = tickets if tickets is not None else count(1)
+    booked: list[tuple[JobTurn, int, int, NodeSlots]] = []
+    ranked = sorted(turns, key=lambda t: (-t.priority, t.created))
+    for _, group in groupby(ranked, key=lambda t: t.priority):
+        members = list(group)
+        if order == "creationtime" or len(members) == 1:
+            for turn in members:
+                booked += _take(turn, nodes, fill, turn.budget, tickets)
+            continue
+        while True:  # take turns: one task per job per pass, least recently served first
+            members.sort(key=lambda t: (t.served, t.created))
+            booked_in_pass = []
+            for turn in members:
+                booked_in_pass += _take(turn, nodes, fill, 1, tickets)
+            booked += booked_in_pass
+            if not booked_in_pass:
+                break
+    return booked
+
+
+def _take(turn: JobTurn, nodes: list[NodeSlots], fill: str, at_most: int | None,
+          tickets: Iterator[int]) -> list[tuple[JobTurn, int, int, NodeSlots]]:
+    if turn.budget is not None:
+        at_most = turn.budget if at_most is None else min(at_most, turn.budget)
+    if not any(n.free > 0 for n in nodes):
+        return []
+    placed = place_job(turn.queue, nodes, fill, turn.allowed, budget=at_most, manager=turn.manager,
+                       waiting=turn.waiting)
+    if placed:
+        turn.served = next(tickets)
+    if turn.budget is not None:
+        turn.budget -= len(placed)
+    return [(turn, seq, slots, node) for seq, slots, node in placed]
