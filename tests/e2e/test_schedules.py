@@ -14,8 +14,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from kiln.cli.embedded import EmbeddedServer
-from kiln.testing import (create_pool_and_wait, make_client, shell, terminate_job, unique, wait_for, wait_job_state,
-                          wait_tasks_completed)
+from kiln.testing import (create_pool_and_wait, make_client, shell, terminate_job, unique, wait_for, wait_tasks_completed)
 
 FAST = {"KILN_MIN_SCHEDULE_INTERVAL": "PT1S"}
 

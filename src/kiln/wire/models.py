@@ -290,7 +290,7 @@ class JobManagerTask(Wire):
     def materialize(self, job_max_retries: int) -> dict[str, Any]:
         """As the job's GET shows it, defaults written out."""
         doc = self.dump()
-        doc["constraints"] = _materialize_constraints(self.constraints, job_max_retries)
+        doc["constraints"] = materialize_constraints(self.constraints, job_max_retries)
         doc["requiredSlots"] = self.required_slots
         doc["killJobOnCompletion"] = self.kill_job_on_completion
         doc["runExclusive"] = self.run_exclusive
