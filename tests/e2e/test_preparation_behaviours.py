@@ -342,22 +342,29 @@ def test_reboot_reruns_prep_only_with_rerun_on_node_reboot_after_success(client,
         assert prep.state == "completed" and prep.result == "success"
 
 
-@pytest.mark.parametrize("option", ["requeue", "terminate", "taskcompletion", "retaineddata"])
-def test_the_reboot_option_decides_what_happens_to_the_running_task(client, own_pool, cleanup, shared_tmp, option):
+@pytest.mark.parametrize(("operation", "option"), [
+    ("reboot", "requeue"), ("reboot", "terminate"), ("reboot", "taskcompletion"), ("reboot", "retaineddata"),
+    ("reimage", "terminate"), ("reimage", "taskcompletion")])
+def test_the_restart_option_decides_what_happens_to_the_running_task(client, own_pool, cleanup, shared_tmp,
+                                                                     operation, option):
     """requeue: killed and run again; terminate: ended as failed; taskcompletion and retaineddata: left to
-    finish, and the reboot waits for it. No task starts on the node meanwhile; prep reruns after."""
+    finish, and the restart waits for it. No task starts on the node meanwhile; prep reruns after."""
     pool_id = own_pool(nodes=1)
     node_id = _only_node(client, pool_id)
-    job_id, go = unique(f"reboot-{option}"), shared_tmp / f"{option}.go"
+    job_id, go = unique(f"{operation}-{option}"), shared_tmp / f"{option}.go"
     cleanup(job=job_id)
     client.create_job(_job(pool_id, job_id, models.BatchJobPreparationTask(
-        command_line=shell(f"echo prep >> {shared_tmp}/{option}.preps"))))
+        command_line=shell(f"echo prep >> {shared_tmp}/{option}.preps"), rerun_on_node_reboot_after_success=True)))
     client.create_task(job_id, _task("running", shell(f"while [ ! -e {go} ]; do sleep 0.1; done")))
     _wait_task(client, job_id, "running", lambda t: t.state == "running", 60, "running")
 
-    poller = client.begin_reboot_node(pool_id, node_id, BatchNodeRebootOptions(node_reboot_kind=option),
-                                      polling_interval=1)
-    assert client.get_node(pool_id, node_id).state == "rebooting"
+    if operation == "reboot":
+        poller = client.begin_reboot_node(pool_id, node_id, BatchNodeRebootOptions(node_reboot_kind=option),
+                                          polling_interval=1)
+    else:
+        poller = client.begin_reimage_node(pool_id, node_id, BatchNodeReimageOptions(node_reimage_option=option),
+                                           polling_interval=1)
+    assert client.get_node(pool_id, node_id).state == ("rebooting" if operation == "reboot" else "reimaging")
     client.create_task(job_id, _task("later"))
     go.touch()
     poller.result()
@@ -366,7 +373,7 @@ def test_the_reboot_option_decides_what_happens_to_the_running_task(client, own_
 
     running, later = tasks["running"].execution_info, tasks["later"].execution_info
     assert later.result == "success" and tasks["later"].node_info.node_id == node_id
-    assert (shared_tmp / f"{option}.preps").read_text() == "prep\nprep\n"  # rerun after the reboot
+    assert (shared_tmp / f"{option}.preps").read_text() == "prep\nprep\n"  # rerun after the restart
     if option == "requeue":
         assert (running.result, running.exit_code, running.requeue_count, running.retry_count) == ("success", 0, 1, 0)
     elif option == "terminate":
