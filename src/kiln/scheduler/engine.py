@@ -28,6 +28,7 @@ from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.job_end import JobEnding
+from kiln.scheduler.multi_instance import MultiInstance
 from kiln.scheduler.node_ops import NodeOperations
 from kiln.scheduler.retention import Retention
 from kiln.scheduler.slots import NodeSlots, choose_node
@@ -43,7 +44,7 @@ log = logging.getLogger("kiln.scheduler")
 MAX_SKIPPED = 64
 
 
-class Scheduler(JobEnding, Retention, NodeOperations):
+class Scheduler(JobEnding, Retention, NodeOperations, MultiInstance):
     def __init__(self, database: Database, backend: ComputeBackend, *, data_dir: Path,
                  account_name: str, account_url: str) -> None:
         self.db = database
@@ -63,6 +64,7 @@ class Scheduler(JobEnding, Retention, NodeOperations):
         self._loop_task: asyncio.Task | None = None
         self._side_tasks: set[asyncio.Task] = set()
         self.timers = Timers()
+        self._init_multi_instance()
         backend.on_results = self._on_results
         backend.on_node_up = self._on_node_up
         backend.on_node_down = self._on_node_down
@@ -112,6 +114,7 @@ class Scheduler(JobEnding, Retention, NodeOperations):
             entry = self.jobs.get(task["job_key"])
             if entry is not None:
                 entry.queue.push(task["seq"], task["required_slots"])
+        self._recover_instances(conn)
 
     async def close(self) -> None:
         await self.timers.close()
@@ -187,7 +190,10 @@ class Scheduler(JobEnding, Retention, NodeOperations):
                 skipped: list[tuple[int, int]] = []  # tasks that fit no node now; smaller ones behind may
                 while len(entry.queue) and candidates and len(skipped) < MAX_SKIPPED:
                     seq, slots = entry.queue.pop()
-                    node = choose_node(candidates, slots, fill, lambda n, e=entry: self._may_run(e, n))
+                    if seq in self.instance_counts:  # multi-instance: all its nodes at once
+                        node = self._plan_instances(seq, pool, candidates, fill, lambda n, e=entry: self._may_run(e, n))
+                    else:
+                        node = choose_node(candidates, slots, fill, lambda n, e=entry: self._may_run(e, n))
                     if node is None:
                         skipped.append((seq, slots))
                         continue
@@ -203,6 +209,9 @@ class Scheduler(JobEnding, Retention, NodeOperations):
             task = rows.get(seq)
             if task is None or task["state"] != TaskState.ACTIVE:  # deleted or ended meanwhile
                 node.used -= slots
+                self._drop_instance_plan(seq)
+                continue
+            if self._start_multi_instance(conn, entry, task, node, slots, now, effects):
                 continue
             self._start_on_node(conn, entry, task, node, now, effects)
         effects.write_batched(conn)
@@ -291,6 +300,8 @@ class Scheduler(JobEnding, Retention, NodeOperations):
                 self._prep_finished(conn, ref, result, now, effects)
             elif ref.kind == "release":
                 self._release_finished(conn, ref, result, now, effects)
+            elif ref.kind == "coord":
+                self._coordination_finished(conn, ref, result, now, effects)
         effects.write_batched(conn)
         effects.merge(self._place(conn))  # refill the freed slots in the same transaction
         return effects
@@ -303,6 +314,7 @@ class Scheduler(JobEnding, Retention, NodeOperations):
         effects.wake = True
         if task is None or task["state"] != TaskState.RUNNING or task["attempt"] != ref.attempt:
             return  # stale: the task was ended, requeued or deleted meanwhile
+        self._end_instances(conn, task["seq"], now, effects)
         failure = result.failure
         decision = after_exit(result.exit_code, retry_count=task["retry_count"], max_retries=task["max_retries"],
                               retriable=result.exit_code is not None)
@@ -425,12 +437,14 @@ class Scheduler(JobEnding, Retention, NodeOperations):
             waiting = self.waiting.get((job_key, task["node_id"]), [])
             if task["seq"] in waiting:
                 waiting.remove(task["seq"])
+            self._end_instances(conn, task["seq"], now, effects)
             effects.wake = True
         if entry is not None:
             entry.queue.queued.discard(task["seq"])
             entry.queue.heap = [e for e in entry.queue.heap if e[0] != task["seq"]]
         if delete:
             db.remove(conn, db.tasks, seq=task["seq"])
+            self._forget_instances(conn, task["seq"])
             if task["node_id"] and entry is not None:
                 effects.remove_dirs.append((task["node_id"], step_builder.task_dir(entry.row["id"], task["id"])))
         elif task["state"] != TaskState.COMPLETED:

@@ -77,6 +77,7 @@ class JobEnding:
             node = self.nodes.get(task["node_id"])
             if node is not None:
                 node.used -= task["required_slots"]
+            self._end_instances(conn, task["seq"], now, effects)
             changes = task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure)
             db.change(conn, db.tasks, {"seq": task["seq"]}, changes, bump_etag=True)
         for key in [k for k in self.waiting if k[0] == job_key]:

@@ -261,6 +261,12 @@ class JobPatch(Wire):
     _lower = field_validator("on_all_tasks_complete", mode="before")(_lower_enum)
 
 
+class MultiInstanceSettings(Wire):
+    number_of_instances: int | None = Field(default=None, ge=1)
+    coordination_command_line: str = Field(min_length=1)
+    common_resource_files: list[ResourceFile] | None = None
+
+
 class TaskAdd(Wire):
     id: str
     display_name: str | None = Field(default=None, max_length=1024)
@@ -272,7 +278,7 @@ class TaskAdd(Wire):
     user_identity: UserIdentity | None = None
     exit_conditions: dict[str, Any] | None = None
     depends_on: dict[str, Any] | None = None
-    multi_instance_settings: dict[str, Any] | None = None
+    multi_instance_settings: MultiInstanceSettings | None = None
 
     def check(self) -> None:
         ids.check_id(self.id)
@@ -282,14 +288,17 @@ class TaskAdd(Wire):
         if self.depends_on is not None:
             raise BadRequest("The job does not use task dependencies; set usesTaskDependencies on the job "
                              "to add tasks with dependsOn.", code="TaskDependenciesNotSpecifiedOnJob")
-        if self.multi_instance_settings is not None:
-            raise InvalidPropertyValue("multiInstanceSettings", None, "Multi-instance tasks are not supported yet.")
+        if self.multi_instance_settings is not None and self.required_slots != 1:
+            raise InvalidPropertyValue("requiredSlots", self.required_slots,
+                                       "A multi-instance task must use 1 slot on each of its nodes.")
 
     def materialize(self, job_max_retries: int) -> dict[str, Any]:
         doc = self.dump()
         doc["constraints"] = _materialize_constraints(self.constraints, job_max_retries)
         doc["requiredSlots"] = self.required_slots
         doc.setdefault("userIdentity", DEFAULT_IDENTITY)
+        if self.multi_instance_settings is not None:
+            doc["multiInstanceSettings"]["numberOfInstances"] = self.multi_instance_settings.number_of_instances or 1
         return doc
 
 
@@ -310,6 +319,7 @@ class PoolAdd(Wire):
     resize_timeout: str | None = None
     enable_auto_scale: bool = False
     task_slots_per_node: int = Field(default=1, ge=1, le=256)
+    enable_inter_node_communication: bool = False
     task_scheduling_policy: dict[str, Any] | None = None
     start_task: dict[str, Any] | None = None
     metadata: list[MetadataItem] | None = None
@@ -328,7 +338,7 @@ class PoolAdd(Wire):
         policy = dict(self.task_scheduling_policy or {})
         policy["nodeFillType"] = str(policy.get("nodeFillType", "spread")).lower()
         doc["taskSchedulingPolicy"] = policy
-        doc.setdefault("enableInterNodeCommunication", False)
+        doc["enableInterNodeCommunication"] = self.enable_inter_node_communication
         for counted in ("targetDedicatedNodes", "targetLowPriorityNodes"):
             doc.pop(counted, None)  # live in their own columns
         return doc

@@ -11,6 +11,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, select
 from sqlalchemy.exc import IntegrityError
 
@@ -26,7 +27,7 @@ from kiln.store.schema import metadata
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
 T1 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=timezone.utc)
-TABLES = {"pools", "nodes", "jobs", "tasks", "preparations", "counters"}
+TABLES = {"pools", "nodes", "jobs", "tasks", "preparations", "subtasks", "counters"}
 
 
 def pool_row(key: str = "p", **fields: Any) -> dict[str, Any]:
@@ -81,7 +82,8 @@ def test_head_matches_metadata(empty_url: str) -> None:
 def test_migrate_is_idempotent(db: Database) -> None:
     db.migrate()
     with db.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0001"
+        head = ScriptDirectory.from_config(alembic_config(conn)).get_current_head()
+        assert MigrationContext.configure(conn).get_current_revision() == head
 
 
 def test_downgrade_to_base_and_back(db: Database) -> None:
