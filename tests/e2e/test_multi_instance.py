@@ -4,16 +4,19 @@ command on the primary; the primary's exit ends the task; subtasks are listed by
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import psutil
 import pytest
 from azure.batch import models
 from azure.core.exceptions import HttpResponseError
 
-from kiln.testing import create_pool_and_wait, shell, unique, wait_for, wait_tasks_completed
+from kiln.cli.embedded import EmbeddedServer
+from kiln.testing import create_pool_and_wait, make_client, shell, unique, wait_for, wait_tasks_completed
 
 ENV_NAMES = ("AZ_BATCH_NODE_ID", "AZ_BATCH_HOST_LIST", "AZ_BATCH_NODE_LIST", "AZ_BATCH_MASTER_NODE",
              "AZ_BATCH_IS_CURRENT_NODE_MASTER", "AZ_BATCH_TASK_SHARED_DIR", "AZ_BATCH_TASK_DIR", "CCP_NODES")
@@ -227,3 +230,74 @@ def test_bad_multi_instance_settings_are_rejected(client, mi_pool, settings, slo
     assert body["code"] == "InvalidPropertyValue"
     assert any(v["value"].endswith(name) for v in body["values"] if v["key"] == "PropertyName")
     assert list(client.list_tasks(job_id)) == []
+
+
+def test_instances_wait_for_the_job_preparation_task_on_their_nodes(client, mi_pool, marks_dir):
+    """With a preparation task (waitForSuccess), it runs on every instance's node before any coordination."""
+    job_id = unique("mi-prep")
+    client.create_job(models.BatchJobCreateOptions(
+        id=job_id, pool_info=models.BatchPoolInfo(pool_id=mi_pool),
+        job_preparation_task=models.BatchJobPreparationTask(
+            command_line=shell(f"sleep 0.5; touch {marks_dir}/prep-$AZ_BATCH_NODE_ID"))))
+    client.create_task(job_id, models.BatchTaskCreateOptions(
+        id="mpi", command_line="/bin/true",
+        multi_instance_settings=models.MultiInstanceSettings(
+            number_of_instances=3,
+            coordination_command_line=shell(
+                f'[ -e {marks_dir}/prep-$AZ_BATCH_NODE_ID ] && touch {marks_dir}/coord-$AZ_BATCH_NODE_ID'))))
+    wait_tasks_completed(client, job_id)
+    assert client.get_task(job_id, "mpi").execution_info.result == "success"
+    nodes = {n.id for n in client.list_nodes(mi_pool)}
+    assert {p.name[len("coord-"):] for p in marks_dir.glob("coord-*")} == nodes
+    status = list(client.list_job_preparation_and_release_task_status(job_id))
+    assert {s.node_id for s in status} == nodes
+    assert all(s.job_preparation_task_execution_info.result == "success" for s in status)
+
+
+def test_a_lost_subtask_node_requeues_the_whole_task(client, mi_pool, marks_dir):
+    """SIGKILL the worker of a subtask's node: the task goes back to the queue as a whole and runs again."""
+    job_id = _job(client, mi_pool)
+    first = marks_dir / "first-run"
+    client.create_task(job_id, models.BatchTaskCreateOptions(
+        id="mpi", command_line=shell(f"if [ -e {first} ]; then exit 0; fi; touch {first}; sleep 300"),
+        multi_instance_settings=models.MultiInstanceSettings(
+            number_of_instances=3,
+            coordination_command_line=shell(
+                f'[ "$AZ_BATCH_IS_CURRENT_NODE_MASTER" = true ] || echo $PPID > {marks_dir}/launcher-$AZ_BATCH_NODE_ID'))))
+    wait_for(lambda: first.exists(), 60, "the application command to start")
+    victim = next(marks_dir.glob("launcher-*"))
+    os.kill(psutil.Process(int(victim.read_text())).ppid(), signal.SIGKILL)  # the launcher's parent: the worker
+    task = wait_tasks_completed(client, job_id, timeout=120)[0]
+    assert task.execution_info.result == "success"
+    assert task.execution_info.requeue_count == 1
+    subtasks = list(client.list_subtasks(job_id, "mpi"))
+    assert len(subtasks) == 2 and all(s.state == "completed" and s.exit_code == 0 for s in subtasks)
+
+
+def test_a_server_restart_requeues_a_running_multi_instance_task(open_tmp, marks_dir):
+    data = open_tmp / "data"
+    server = EmbeddedServer(data).start()
+    try:
+        client = make_client(server)
+        pool_id = create_pool_and_wait(client, nodes=2, pool_id="mi-restart", enable_inter_node_communication=True)
+        client.create_job(models.BatchJobCreateOptions(id="j", pool_info=models.BatchPoolInfo(pool_id=pool_id)))
+        go = marks_dir / "go"
+        client.create_task("j", models.BatchTaskCreateOptions(
+            id="mpi", command_line=shell(f"echo run >> {marks_dir}/runs; while [ ! -e {go} ]; do sleep 0.1; done"),
+            multi_instance_settings=models.MultiInstanceSettings(number_of_instances=2,
+                                                                 coordination_command_line="/bin/true")))
+        wait_for(lambda: (marks_dir / "runs").exists(), 60, "the application command to start")
+        assert len(list(client.list_subtasks("j", "mpi"))) == 1
+        assert server.stop() == 0
+        server = EmbeddedServer(data, port=server.port).start()
+        client = make_client(server)
+        wait_for(lambda: (marks_dir / "runs").read_text().count("run") == 2, 90, "the requeued task to run again")
+        task = client.get_task("j", "mpi")
+        assert task.state == "running" and task.execution_info.requeue_count == 1
+        go.touch()
+        task = wait_tasks_completed(client, "j")[0]
+        assert task.execution_info.result == "success"
+        [sub] = client.list_subtasks("j", "mpi")
+        assert sub.state == "completed" and sub.exit_code == 0 and sub.node_info.node_id != task.node_info.node_id
+    finally:
+        server.stop()

@@ -83,12 +83,18 @@ def after_coordination(exit_code: int | None, failure: Mapping[str, Any] | None,
 
 # ---------------------------------------------------------------- subtask rows
 def new_subtask(job_key: str, task_seq: int, subtask_id: int, attempt: int, pool_id: str, node_id: str,
-                now: datetime) -> dict[str, Any]:
-    """A subtask starts running on its node when the task is placed (downloads are part of running)."""
+                now: datetime, *, preparing: bool = False) -> dict[str, Any]:
+    """An instance is bound to its node when the task is placed: `preparing` while the job preparation task
+    runs there (waitForSuccess), else running (downloads are part of running)."""
+    state = SubtaskState.PREPARING if preparing else SubtaskState.RUNNING
     return {"job_key": job_key, "task_seq": task_seq, "id": subtask_id, "attempt": attempt, "pool_id": pool_id,
-            "node_id": node_id, "state": SubtaskState.RUNNING.value, "state_transition_time": now,
-            "previous_state": None, "previous_state_transition_time": None, "start_time": now,
+            "node_id": node_id, "state": state.value, "state_transition_time": now,
+            "previous_state": None, "previous_state_transition_time": None, "start_time": None if preparing else now,
             "end_time": None, "exit_code": None, "result": None, "failure_info": None}
+
+
+def _prepared(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    return {"start_time": now}
 
 
 def _coordinated(row: Mapping[str, Any], now: datetime, *, exit_code: int | None = None, **_: Any) -> Changes:
@@ -111,6 +117,8 @@ def _end(row: Mapping[str, Any], now: datetime, *, exit_code: int | None = None,
 
 S = SubtaskState
 TRANSITIONS: lifecycle.Table = {
+    (S.PREPARING, S.RUNNING): _prepared,
+    (S.PREPARING, S.COMPLETED): _end,
     (S.RUNNING, S.RUNNING): _coordinated,
     (S.RUNNING, S.COMPLETED): _end,
 }

@@ -358,6 +358,7 @@ class Scheduler(JobEnding, Retention, NodeOperations, MultiInstance):
         db.change(conn, db.preparations, prep_key(record), changes)
         record.update(changes)
         self._retain_job_step(effects, entry.row, record, "prep")
+        self._instances_prepared(conn, ref.job_key, ref.node_id, ok, now, effects)
         waiting = self.waiting.pop(key, [])
         tasks = db.tasks_by_seq(conn, waiting)
         for task in tasks:

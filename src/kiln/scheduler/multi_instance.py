@@ -18,6 +18,7 @@ from sqlalchemy import Connection, delete, select
 
 from kiln.compute.protocol import Step, StepResult
 from kiln.core import multi_instance as rules
+from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.multi_instance import Next, SubtaskState
 from kiln.core.task import TaskState
@@ -36,6 +37,7 @@ class Instances:
     attempt: int
     node_ids: list[str]
     coordinated: set[int] = field(default_factory=set)  #: instances whose coordination command exited 0
+    preparing: set[int] = field(default_factory=set)  #: instances waiting for the job preparation task
 
 
 def coordination_step_id(seq: int, attempt: int, index: int) -> str:
@@ -100,17 +102,34 @@ class MultiInstance:
 
     def _start_instances(self, conn: Connection, entry: JobEntry, task: dict[str, Any], plan: list[NodeSlots],
                          now: datetime, effects: Effects) -> None:
+        """Bind every instance; the coordination commands start once the job preparation task (waitForSuccess)
+        has succeeded on every instance's node. Meanwhile the task is `preparing`."""
         seq, attempt = task["seq"], task["attempt"] + 1
         pool_id = self.pools[plan[0].pool_key]["id"]
-        changes = task_rules.transition(task, TaskState.RUNNING, now, pool_id=pool_id, node_id=plan[0].node_id,
-                                        attempt=attempt)
+        prep_spec = entry.spec.get("jobPreparationTask")
+        preparing: set[int] = set()
+        if prep_spec is not None:
+            for index, node in enumerate(plan):
+                record = self._ensure_prep(conn, entry, node, now, effects)
+                if prep_spec["waitForSuccess"] and not prep_rules.succeeded(record):
+                    preparing.add(index)
+        changes = task_rules.transition(task, TaskState.PREPARING if preparing else TaskState.RUNNING, now,
+                                        pool_id=pool_id, node_id=plan[0].node_id, attempt=attempt)
         effects.change_task(seq, changes)
         task.update(changes)
-        running = self.instances[seq] = Instances(entry.key, seq, attempt, [n.node_id for n in plan])
+        running = self.instances[seq] = Instances(entry.key, seq, attempt, [n.node_id for n in plan],
+                                                  preparing=preparing)
         db.remove(conn, db.subtasks, task_seq=seq)
-        db.insert_rows(conn, db.subtasks, [rules.new_subtask(entry.key, seq, i, attempt, pool_id, node_id, now)
+        db.insert_rows(conn, db.subtasks, [rules.new_subtask(entry.key, seq, i, attempt, pool_id, node_id, now,
+                                                             preparing=i in preparing)
                                            for i, node_id in enumerate(running.node_ids)])
-        for index, node in enumerate(plan):
+        if not preparing:
+            self._dispatch_coordination(entry, task, running, effects)
+
+    def _dispatch_coordination(self, entry: JobEntry, task: dict[str, Any], running: Instances,
+                               effects: Effects) -> None:
+        seq, attempt = running.seq, running.attempt
+        for index, node in enumerate(self.nodes[n] for n in running.node_ids):
             step_id = coordination_step_id(seq, attempt, index)
             self.steps[step_id] = StepRef("coord", entry.key, node.node_id, attempt, seq)
             effects.node_counters[(node.node_id, "total_tasks_run")] += 1
@@ -130,6 +149,36 @@ class MultiInstance:
                        keep_background=True, batch_context=context)
 
     # ------------------------------------------------------------------ results
+    def _instances_prepared(self, conn: Connection, job_key: str, node_id: str, ok: bool, now: datetime,
+                            effects: Effects) -> None:
+        """The job preparation task ended on a node: instances waiting there go on, or (it failed; the node
+        is now excluded for the job) their task goes back to the queue as a whole."""
+        for seq, running in list(self.instances.items()):
+            if running.job_key != job_key or node_id not in running.node_ids:
+                continue
+            index = running.node_ids.index(node_id)
+            task = db.get(conn, db.tasks, seq=seq)
+            if index not in running.preparing or task is None or task["state"] != TaskState.PREPARING \
+                    or task["attempt"] != running.attempt:
+                continue
+            if not ok:
+                if (primary := self.nodes.get(running.node_ids[0])) is not None:
+                    primary.used = max(0, primary.used - task["required_slots"])
+                effects.change_task(seq, task_rules.transition(task, TaskState.ACTIVE, now))
+                self._end_instances(conn, seq, now, effects)
+                self._requeue_in_memory(task)
+                continue
+            running.preparing.discard(index)
+            row = db.get(conn, db.subtasks, task_seq=seq, id=index)
+            if row is not None and row["state"] == SubtaskState.PREPARING:
+                db.change(conn, db.subtasks, {"task_seq": seq, "id": index},
+                          rules.transition(row, SubtaskState.RUNNING, now))
+            if not running.preparing and (entry := self.jobs.get(job_key)) is not None:
+                changes = task_rules.transition(task, TaskState.RUNNING, now)
+                effects.change_task(seq, changes)
+                task.update(changes)
+                self._dispatch_coordination(entry, task, running, effects)
+
     def _coordination_finished(self, conn: Connection, ref: StepRef, result: StepResult, now: datetime,
                                effects: Effects) -> None:
         running = self.instances.get(ref.seq)

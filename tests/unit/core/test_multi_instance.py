@@ -94,6 +94,13 @@ ENDED = {"category": "usererror", "code": "TaskEnded", "message": "Task was ende
 
 #: (row fields, event) -> changes beyond the state columns. The spec; the table must match it.
 EDGES: dict[tuple[SubtaskState, SubtaskState], list[tuple[dict, dict, dict]]] = {
+    (S.PREPARING, S.RUNNING): [  # the job preparation task succeeded on its node
+        ({"start_time": None}, {}, {"start_time": NOW}),
+    ],
+    (S.PREPARING, S.COMPLETED): [  # the task ended while it waited
+        ({"start_time": None}, {"failure_info": ENDED}, {"end_time": NOW, "exit_code": None,
+                                                         "failure_info": ENDED, "result": "failure"}),
+    ],
     (S.RUNNING, S.RUNNING): [  # the coordination command exited; the subtask runs on
         ({}, {"exit_code": 0}, {"exit_code": 0}),
         ({}, {"exit_code": 5}, {"exit_code": 5}),
@@ -129,9 +136,10 @@ def test_subtask_table(pair):
         assert apply(row, changes)["state"] == to.value
 
 
-def test_new_subtask_is_running():
-    row = rules.new_subtask("j", 7, 2, 3, "p", "n2", NOW)
+@pytest.mark.parametrize("preparing, state, start", [(False, "running", NOW), (True, "preparing", None)])
+def test_new_subtask(preparing, state, start):
+    row = rules.new_subtask("j", 7, 2, 3, "p", "n2", NOW, preparing=preparing)
     assert_stored_columns(row, schema.subtasks)
     assert set(row) == set(schema.subtasks.c.keys())
     assert (row["state"], row["start_time"], row["previous_state"], row["id"], row["attempt"]) == \
-        ("running", NOW, None, 2, 3)
+        (state, start, None, 2, 3)
