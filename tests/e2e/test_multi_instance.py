@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 from azure.batch import models
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from kiln.cli.embedded import EmbeddedServer
 from kiln.testing import create_pool_and_wait, make_client, shell, unique, wait_for, wait_tasks_completed
@@ -213,6 +213,17 @@ def test_a_multi_instance_task_can_be_terminated_and_frees_its_nodes(client, mi_
         multi_instance_settings=models.MultiInstanceSettings(number_of_instances=3,
                                                              coordination_command_line="/bin/true")))
     wait_for(lambda: client.get_task(job_id, "next").state == "completed", 60, "the next task on all nodes")
+
+    def gone(node_id: str) -> bool:  # a deleted task's directory goes from every instance's node
+        try:
+            client.get_node_file_properties(mi_pool, node_id, f"workitems/{job_id}/job-1/next/stdout.txt")
+        except ResourceNotFoundError:
+            return True
+        return False
+    nodes = [n.id for n in client.list_nodes(mi_pool)]
+    assert not any(gone(n) for n in nodes)
+    client.delete_task(job_id, "next")
+    wait_for(lambda: all(gone(n) for n in nodes), 30, "the task's directories removed")
 
 
 @pytest.mark.parametrize("settings, slots, name", [

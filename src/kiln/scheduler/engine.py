@@ -445,7 +445,7 @@ class Scheduler(JobEnding, Retention, NodeOperations, MultiInstance):
             entry.queue.heap = [e for e in entry.queue.heap if e[0] != task["seq"]]
         if delete:
             db.remove(conn, db.tasks, seq=task["seq"])
-            self._forget_instances(conn, task["seq"])
+            self._forget_instances(conn, task, entry, effects)
             if task["node_id"] and entry is not None:
                 effects.remove_dirs.append((task["node_id"], step_builder.task_dir(entry.row["id"], task["id"])))
         elif task["state"] != TaskState.COMPLETED:

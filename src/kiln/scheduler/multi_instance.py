@@ -246,10 +246,15 @@ class MultiInstance:
                 self._requeue_in_memory(task)
             self._end_instances(conn, seq, now, effects)
 
-    def _forget_instances(self, conn: Connection, seq: int) -> None:
-        """The task is deleted."""
-        self.instance_counts.pop(seq, None)
-        db.remove(conn, db.subtasks, task_seq=seq)
+    def _forget_instances(self, conn: Connection, task: dict[str, Any], entry: JobEntry | None,
+                          effects: Effects) -> None:
+        """The task is deleted: its rows go, and its directories on the subtasks' nodes (the caller removes
+        the primary's)."""
+        self.instance_counts.pop(task["seq"], None)
+        for row in db.find(conn, db.subtasks, task_seq=task["seq"]):
+            if row["id"] > 0 and entry is not None:
+                effects.remove_dirs.append((row["node_id"], step_builder.task_dir(entry.row["id"], task["id"])))
+        db.remove(conn, db.subtasks, task_seq=task["seq"])
 
     def _recover_instances(self, conn: Connection) -> None:
         """After a restart every unfinished task is active again: its last attempt's instance rows go."""
