@@ -133,6 +133,7 @@ class JobEnding:
     def _remove_job(self, conn: Connection, job: dict[str, Any], effects: Effects) -> None:
         """Delete: rows go now, task directories on every node of the pool follow in the background."""
         db.delete_job_rows(conn, job["key"])
+        self._forget_job_instances(job["key"])
         self.jobs.pop(job["key"], None)
         for key in [k for k in self.preps if k[0] == job["key"]]:
             del self.preps[key]

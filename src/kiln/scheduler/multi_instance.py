@@ -48,8 +48,9 @@ class MultiInstance:
     """Mixed into Scheduler; uses its store, nodes, pools, steps and queues."""
 
     def _init_multi_instance(self) -> None:
-        #: numberOfInstances of the multi-instance tasks placement has seen (by task seq)
-        self.instance_counts: dict[int, int] = {}
+        #: (job key, numberOfInstances) of the multi-instance tasks placement has seen, by task seq (a seq
+        #: can be reused once its task is deleted, so entries go with their task or job)
+        self.instance_counts: dict[int, tuple[str, int]] = {}
         #: running multi-instance tasks by seq
         self.instances: dict[int, Instances] = {}
         #: a placement round's choice: seq -> instance nodes (the primary first)
@@ -62,7 +63,7 @@ class MultiInstance:
         Returns the primary's node; the subtasks' nodes are claimed here."""
         if not rules.pool_can_run(pool["spec"]):
             return None
-        count = self.instance_counts[seq]
+        count = self.instance_counts[seq][1]
         free = [n for n in candidates if n.free >= 1 and allowed(n)]
         if len(free) < count:
             return None
@@ -84,12 +85,13 @@ class MultiInstance:
         """Placement's row check: False for an ordinary task. A multi-instance task placed before its
         instance count was known goes back to the queue, to be planned with all its nodes next round."""
         count = rules.instances(task["spec"])
-        if count != self.instance_counts.get(task["seq"]):  # first sight, or a stale entry of a reused seq
+        known = self.instance_counts.get(task["seq"])
+        if count != (known[1] if known else None):  # first sight, or a stale entry of a reused seq
             self._drop_instance_plan(task["seq"])
             if count is None:
                 self.instance_counts.pop(task["seq"], None)
                 return False
-            self.instance_counts[task["seq"]] = count
+            self.instance_counts[task["seq"]] = (entry.key, count)
             node.used -= slots
             entry.queue.push(task["seq"], slots)
             effects.wake = True
@@ -255,6 +257,11 @@ class MultiInstance:
             if row["id"] > 0 and entry is not None:
                 effects.remove_dirs.append((row["node_id"], step_builder.task_dir(entry.row["id"], task["id"])))
         db.remove(conn, db.subtasks, task_seq=task["seq"])
+
+    def _forget_job_instances(self, job_key: str) -> None:
+        """The job and its tasks are deleted."""
+        for seq in [s for s, (key, _) in self.instance_counts.items() if key == job_key]:
+            del self.instance_counts[seq]
 
     def _recover_instances(self, conn: Connection) -> None:
         """After a restart every unfinished task is active again: its last attempt's instance rows go."""
