@@ -142,6 +142,10 @@ def test_instances_coordinate_on_distinct_nodes_then_the_primary_runs(client, mi
         assert sub.node_info.pool_id == mi_pool
         assert sub.node_info.task_root_directory == f"workitems/{job_id}/job-1/mpi"
 
+    selected = list(client.list_subtasks(job_id, "mpi", select=["id", "state"]))
+    assert sorted(s.id for s in selected) == [1, 2]
+    assert all(s.state == "completed" and s.exit_code is None and s.node_info is None for s in selected)
+
     counts = client.get_job_task_counts(job_id).task_counts
     assert (counts.completed, counts.succeeded, counts.running, counts.active) == (1, 1, 0, 0)
 
@@ -312,3 +316,22 @@ def test_a_server_restart_requeues_a_running_multi_instance_task(open_tmp, marks
         assert sub.state == "completed" and sub.exit_code == 0 and sub.node_info.node_id != task.node_info.node_id
     finally:
         server.stop()
+
+
+def test_rebooting_a_subtask_node_with_terminate_ends_the_task(client, mi_pool):
+    from azure.batch.models._models import BatchNodeRebootOptions
+    job_id = _job(client, mi_pool)
+    client.create_task(job_id, models.BatchTaskCreateOptions(
+        id="long", command_line="sleep 300",
+        multi_instance_settings=models.MultiInstanceSettings(number_of_instances=2,
+                                                             coordination_command_line="/bin/true")))
+    wait_for(lambda: client.get_task(job_id, "long").state == "running"
+             and len(list(client.list_subtasks(job_id, "long"))) == 1, 60, "the task running")
+    [sub] = client.list_subtasks(job_id, "long")
+    client.begin_reboot_node(mi_pool, sub.node_info.node_id, BatchNodeRebootOptions(node_reboot_kind="terminate"),
+                             polling_interval=0.5).result()
+    task = wait_tasks_completed(client, job_id)[0]
+    assert task.execution_info.failure_info.code == "TaskEnded"
+    [sub] = client.list_subtasks(job_id, "long")
+    assert sub.state == "completed" and sub.result == "failure"
+    wait_for(lambda: all(n.state == "idle" for n in client.list_nodes(mi_pool)), 90, "nodes idle again")

@@ -248,6 +248,27 @@ class MultiInstance:
                 self._requeue_in_memory(task)
             self._end_instances(conn, seq, now, effects)
 
+    def _subtask_nodes_terminated(self, conn: Connection, node_id: str, failure: dict[str, Any], now: datetime,
+                                  effects: Effects) -> None:
+        """Reboot or reimage with `terminate` of a subtask's node ends its whole task (the caller ends the tasks
+        whose primary runs there)."""
+        for seq, running in list(self.instances.items()):
+            if node_id not in running.node_ids[1:]:
+                continue
+            task = db.get(conn, db.tasks, seq=seq)
+            if task is None or task["state"] not in ON_NODE:
+                continue
+            primary = running.node_ids[0]
+            step_id = f"t:{seq}:{running.attempt}"
+            if self.steps.pop(step_id, None) is not None:
+                effects.kill[primary].append(step_id)
+            if (node := self.nodes.get(primary)) is not None:
+                node.used = max(0, node.used - task["required_slots"])
+            self._end_instances(conn, seq, now, effects)
+            db.change(conn, db.tasks, {"seq": seq},
+                      task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure), bump_etag=True)
+            effects.check_jobs.add(task["job_key"])
+
     def _forget_instances(self, conn: Connection, task: dict[str, Any], entry: JobEntry | None,
                           effects: Effects) -> None:
         """The task is deleted: its rows go, and its directories on the subtasks' nodes (the caller removes

@@ -222,6 +222,7 @@ class NodeOperations:
                     record.update(changes)
         if option == "terminate":
             failure = task_rules.ended_by("the compute node was rebooted or reimaged.")
+            self._subtask_nodes_terminated(conn, node_id, failure, now, effects)
             for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
                 step_id = f"t:{task['seq']}:{task['attempt']}"
                 if self.steps.pop(step_id, None) is not None:
