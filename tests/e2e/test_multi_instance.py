@@ -335,3 +335,22 @@ def test_rebooting_a_subtask_node_with_terminate_ends_the_task(client, mi_pool):
     [sub] = client.list_subtasks(job_id, "long")
     assert sub.state == "completed" and sub.result == "failure"
     wait_for(lambda: all(n.state == "idle" for n in client.list_nodes(mi_pool)), 90, "nodes idle again")
+
+
+def test_directories_on_every_instance_node_go_after_the_retention_time(client, mi_pool):
+    job_id = _job(client, mi_pool)
+    client.create_task(job_id, models.BatchTaskCreateOptions(
+        id="short", command_line="/bin/true", constraints=models.BatchTaskConstraints(retention_time="PT2S"),
+        multi_instance_settings=models.MultiInstanceSettings(number_of_instances=3,
+                                                             coordination_command_line="/bin/true")))
+    task = wait_tasks_completed(client, job_id)[0]
+    nodes = [task.node_info.node_id, *(s.node_info.node_id for s in client.list_subtasks(job_id, "short"))]
+    assert len(set(nodes)) == 3
+
+    def kept(node_id: str) -> bool:
+        try:
+            client.get_node_file_properties(mi_pool, node_id, f"workitems/{job_id}/job-1/short/stdout.txt")
+        except ResourceNotFoundError:
+            return False
+        return True
+    wait_for(lambda: not any(kept(n) for n in nodes), 30, "the task's directories removed on every node")

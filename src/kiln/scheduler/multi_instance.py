@@ -53,6 +53,8 @@ class MultiInstance:
         self.instance_counts: dict[int, tuple[str, int]] = {}
         #: running multi-instance tasks by seq
         self.instances: dict[int, Instances] = {}
+        #: the subtasks' nodes of each multi-instance task's last run, for the retention of their directories
+        self.subtask_nodes: dict[int, list[str]] = {}
         #: a placement round's choice: seq -> instance nodes (the primary first)
         self._instance_plans: dict[int, list[NodeSlots]] = {}
 
@@ -121,6 +123,7 @@ class MultiInstance:
         task.update(changes)
         running = self.instances[seq] = Instances(entry.key, seq, attempt, [n.node_id for n in plan],
                                                   preparing=preparing)
+        self.subtask_nodes[seq] = running.node_ids[1:]
         db.remove(conn, db.subtasks, task_seq=seq)
         db.insert_rows(conn, db.subtasks, [rules.new_subtask(entry.key, seq, i, attempt, pool_id, node_id, now,
                                                              preparing=i in preparing)
@@ -274,6 +277,7 @@ class MultiInstance:
         """The task is deleted: its rows go, and its directories on the subtasks' nodes (the caller removes
         the primary's)."""
         self.instance_counts.pop(task["seq"], None)
+        self.subtask_nodes.pop(task["seq"], None)
         for row in db.find(conn, db.subtasks, task_seq=task["seq"]):
             if row["id"] > 0 and entry is not None:
                 effects.remove_dirs.append((row["node_id"], step_builder.task_dir(entry.row["id"], task["id"])))
@@ -283,8 +287,12 @@ class MultiInstance:
         """The job and its tasks are deleted."""
         for seq in [s for s, (key, _) in self.instance_counts.items() if key == job_key]:
             del self.instance_counts[seq]
+            self.subtask_nodes.pop(seq, None)
 
     def _recover_instances(self, conn: Connection) -> None:
         """After a restart every unfinished task is active again: its last attempt's instance rows go."""
         unfinished = select(db.tasks.c.seq).where(db.tasks.c.state != TaskState.COMPLETED.value)
         conn.execute(delete(db.subtasks).where(db.subtasks.c.task_seq.in_(unfinished)))
+        for row in db.find(conn, db.subtasks, order_by=["task_seq", "id"]):  # finished runs: for retention
+            if row["id"] > 0:
+                self.subtask_nodes.setdefault(row["task_seq"], []).append(row["node_id"])
