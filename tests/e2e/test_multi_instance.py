@@ -1,6 +1,6 @@
 """Multi-instance tasks (batch-semantics §6.2, §6.5; Azure's batch-mpi article): all instances on distinct
 nodes at once, common resource files and the coordination command on every instance, then the application
-command on the primary; the primary's exit ends the task; subtasks are listed by `list_sub_tasks`."""
+command on the primary; the primary's exit ends the task; subtasks are listed by `list_subtasks`."""
 from __future__ import annotations
 
 import os
@@ -16,7 +16,14 @@ from azure.batch import models
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from kiln.cli.embedded import EmbeddedServer
-from kiln.testing import create_pool_and_wait, make_client, shell, unique, wait_for, wait_tasks_completed
+from kiln.testing import (
+    create_pool_and_wait,
+    make_client,
+    shell,
+    unique,
+    wait_for,
+    wait_tasks_completed,
+)
 
 ENV_NAMES = ("AZ_BATCH_NODE_ID", "AZ_BATCH_HOST_LIST", "AZ_BATCH_NODE_LIST", "AZ_BATCH_MASTER_NODE",
              "AZ_BATCH_IS_CURRENT_NODE_MASTER", "AZ_BATCH_TASK_SHARED_DIR", "AZ_BATCH_TASK_DIR", "CCP_NODES")
@@ -32,7 +39,7 @@ def mi_pool(client) -> Iterator[str]:
 
 
 class _Files(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         body = b"common payload\n"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -231,8 +238,8 @@ def test_a_multi_instance_task_can_be_terminated_and_frees_its_nodes(client, mi_
 
 
 @pytest.mark.parametrize("settings, slots, name", [
-    (dict(number_of_instances=0, coordination_command_line="/bin/true"), None, "numberOfInstances"),
-    (dict(number_of_instances=2, coordination_command_line="/bin/true"), 2, "requiredSlots"),
+    ({"number_of_instances": 0, "coordination_command_line": "/bin/true"}, None, "numberOfInstances"),
+    ({"number_of_instances": 2, "coordination_command_line": "/bin/true"}, 2, "requiredSlots"),
 ])
 def test_bad_multi_instance_settings_are_rejected(client, mi_pool, settings, slots, name):
     job_id = _job(client, mi_pool)
