@@ -340,7 +340,7 @@ def test_rebooting_a_subtask_node_with_terminate_ends_the_task(client, mi_pool):
     task = wait_tasks_completed(client, job_id)[0]
     assert task.execution_info.failure_info.code == "TaskEnded"
     [sub] = client.list_subtasks(job_id, "long")
-    assert sub.state == "completed" and sub.result == "failure"
+    assert sub.state == "completed" and sub.end_time is not None  # its result is its coordination command's
     wait_for(lambda: all(n.state == "idle" for n in client.list_nodes(mi_pool)), 90, "nodes idle again")
 
 
