@@ -23,7 +23,14 @@ def _running(conn: Connection, pool_key: str) -> dict[str, tuple[int, int]]:
     query = (select(tasks.c.node_id, func.count(), func.sum(tasks.c.required_slots))
              .where(tasks.c.state.in_(["running", "preparing"]), tasks.c.node_id.is_not(None))
              .group_by(tasks.c.node_id))
-    return {node_id: (count, slots or 0) for node_id, count, slots in conn.execute(query)}
+    running = {node_id: (count, slots or 0) for node_id, count, slots in conn.execute(query)}
+    subtasks = db.subtasks  # a running subtask of a multi-instance task holds one slot of its node
+    query = (select(subtasks.c.node_id, func.count()).where(subtasks.c.state == "running", subtasks.c.id > 0)
+             .group_by(subtasks.c.node_id))
+    for node_id, count in conn.execute(query):
+        tasks_count, slots = running.get(node_id, (0, 0))
+        running[node_id] = (tasks_count + count, slots + count)
+    return running
 
 
 def load_node(conn: Connection, pool_id: str, node_id: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from kiln.core.multi_instance import node_address
 from kiln.core.node import NodeState, busy_state
 from kiln.scheduler.steps import task_dir
 from kiln.wire.times import format_time
@@ -46,7 +47,7 @@ def node(row: Mapping[str, Any], pool_row: Mapping[str, Any], base: str, running
     doc: Doc = {"id": row["id"], "url": f"{base}/pools/{pool_row['id']}/nodes/{row['id']}", "state": state,
                 "schedulingState": row["scheduling_state"],
                 "stateTransitionTime": format_time(row["state_transition_time"]),
-                "allocationTime": format_time(row["allocation_time"]), "ipAddress": "127.0.0.1",
+                "allocationTime": format_time(row["allocation_time"]), "ipAddress": node_address(row["id"]),
                 "affinityId": f"TVM:{row['id']}", "vmSize": pool_row["spec"].get("vmSize"),
                 "totalTasksRun": row["total_tasks_run"], "totalTasksSucceeded": row["total_tasks_succeeded"],
                 "runningTasksCount": running_tasks, "runningTaskSlotsCount": running_slots,
@@ -81,6 +82,20 @@ def task(row: Mapping[str, Any], job_id: str, base: str) -> Doc:
     if row.get("node_id"):
         directory = task_dir(job_id, row["id"])
         doc["nodeInfo"] = node_info(base, row["pool_id"], row["node_id"], directory)
+    return doc
+
+
+def subtask(row: Mapping[str, Any], job_id: str, task_id: str, base: str) -> Doc:
+    """A subtask of a multi-instance task; it runs in the task's directory on its own node."""
+    doc: Doc = {"id": row["id"], "nodeInfo": node_info(base, row["pool_id"], row["node_id"], task_dir(job_id, task_id)),
+                **_states(row)}
+    for name, column in (("startTime", "start_time"), ("endTime", "end_time")):
+        if row.get(column):
+            doc[name] = format_time(row[column])
+    if row["state"] == "completed":  # the exit code is reported once the subtask has completed
+        for name, column in (("exitCode", "exit_code"), ("failureInfo", "failure_info"), ("result", "result")):
+            if row.get(column) is not None:
+                doc[name] = row[column]
     return doc
 
 

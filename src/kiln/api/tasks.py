@@ -230,5 +230,13 @@ async def reactivate_task(request: Request, job_id: str, task_id: str) -> Respon
 
 @router.get("/jobs/{job_id}/tasks/{task_id}/subtasksinfo")
 async def list_subtasks(request: Request, job_id: str, task_id: str) -> Response:
-    await kiln(request).database.read(lambda conn: load_task(conn, job_id, task_id))
-    return json_response({"odata.metadata": metadata_url(request, "subtaskinfo"), "value": []})
+    """The subtasks (ids 1..n-1) of a multi-instance task's current or last run; none for other tasks."""
+    def read(conn: Connection):
+        job, task = load_task(conn, job_id, task_id)
+        return job, task, [r for r in db.find(conn, db.subtasks, order_by=["id"], task_seq=task["seq"]) if r["id"] > 0]
+    job, task, rows = await kiln(request).database.read(read)
+    base = base_url(request)
+    docs = [render.subtask(r, job["id"], task["id"], base) for r in rows]
+    select = request.query_params.get("$select")
+    return json_response({"odata.metadata": metadata_url(request, "subtaskinfo"),
+                          "value": [odata.apply_select(d, select) for d in docs]})

@@ -40,6 +40,11 @@ class Step:
     scope: str = "pool"
     user: dict[str, Any] | None = None
     user_missing: bool = False  #: userIdentity.username names no account of the pool
+    #: files fetched into the task directory itself (a multi-instance task's commonResourceFiles)
+    shared_files: tuple[ResourceFile, ...] = ()
+    #: keep what the command leaves running in the background (a multi-instance coordination command's
+    #: services) until the step id is killed, instead of killing it when the command exits
+    keep_background: bool = False
 
     def to_message(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,7 +52,8 @@ class Step:
     @classmethod
     def from_message(cls, data: dict[str, Any]) -> Step:
         files = tuple(ResourceFile(**f) for f in data.get("resource_files", ()))
-        return cls(**{**data, "resource_files": files})
+        shared = tuple(ResourceFile(**f) for f in data.get("shared_files", ()))
+        return cls(**{**data, "resource_files": files, "shared_files": shared})
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from kiln.scheduler.job_control import JobControl
 from kiln.scheduler.auto_pools import AutoPools
 from kiln.scheduler.job_end import JobEnding
 from kiln.scheduler.job_manager import JobManagement
+from kiln.scheduler.multi_instance import MultiInstance
 from kiln.scheduler.node_ops import NodeOperations
 from kiln.scheduler.outcomes import TaskOutcomes, exit_options
 from kiln.scheduler.retention import Retention
@@ -48,7 +49,7 @@ log = logging.getLogger("kiln.scheduler")
 
 
 class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations, TaskOutcomes, AutoPools,
-                JobSchedules):
+                JobSchedules, MultiInstance):
     def __init__(self, database: Database, backend: ComputeBackend, *, data_dir: Path,
                  account_name: str, account_url: str) -> None:
         self.db = database
@@ -69,6 +70,7 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
         self._loop_task: asyncio.Task | None = None
         self._side_tasks: set[asyncio.Task] = set()
         self.timers = Timers()
+        self._init_multi_instance()
         backend.on_results = self._on_results
         backend.on_node_up = self._on_node_up
         backend.on_node_down = self._on_node_down
@@ -121,6 +123,7 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
             entry = self.jobs.get(task["job_key"])
             if entry is not None and not (entry.graph is not None and entry.graph.waiting(task["seq"])):
                 entry.queue.push(task["seq"], task["required_slots"])
+        self._recover_instances(conn)
         self._settle_disabling(conn, self._disabling_jobs(), now)  # their running tasks were just requeued
 
     async def close(self) -> None:
@@ -209,6 +212,9 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
             task = rows.get(seq)
             if task is None or task["state"] != TaskState.ACTIVE:  # deleted or ended meanwhile
                 node.used -= slots
+                self._drop_instance_plan(seq)
+                continue
+            if self._start_multi_instance(conn, entry, task, node, slots, now, effects):
                 continue
             self._start_on_node(conn, entry, task, node, now, effects)
         effects.write_batched(conn)
@@ -300,6 +306,8 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
                 self._prep_finished(conn, ref, result, now, effects)
             elif ref.kind == "release":
                 self._release_finished(conn, ref, result, now, effects)
+            elif ref.kind == "coord":
+                self._coordination_finished(conn, ref, result, now, effects)
         effects.write_batched(conn)
         self._settle_disabling(conn, {ref.job_key for _, ref in mine}, now)
         self._take_job_actions(conn, effects)
@@ -314,6 +322,7 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
         effects.wake = True
         if task is None or task["state"] != TaskState.RUNNING or task["attempt"] != ref.attempt:
             return  # stale: the task was ended, requeued or deleted meanwhile
+        self._end_instances(conn, task["seq"], now, effects)
         failure = result.failure
         decision = after_exit(result.exit_code, retry_count=task["retry_count"], max_retries=task["max_retries"],
                               retriable=result.exit_code is not None)
@@ -360,6 +369,7 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
         db.change(conn, db.preparations, prep_key(record), changes)
         record.update(changes)
         self._retain_job_step(effects, entry.row, record, "prep")
+        self._instances_prepared(conn, ref.job_key, ref.node_id, ok, now, effects)
         waiting = self.waiting.pop(key, [])
         tasks = db.tasks_by_seq(conn, waiting)
         for task in tasks:
@@ -439,6 +449,7 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
             waiting = self.waiting.get((job_key, task["node_id"]), [])
             if task["seq"] in waiting:
                 waiting.remove(task["seq"])
+            self._end_instances(conn, task["seq"], now, effects)
             effects.wake = True
         if entry is not None:
             entry.queue.queued.discard(task["seq"])
@@ -446,6 +457,7 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
         if delete:
             db.remove(conn, db.tasks, seq=task["seq"])
             self._task_deleted(entry, task, effects)
+            self._forget_instances(conn, task, entry, effects)
             if task["node_id"] and entry is not None:
                 effects.remove_dirs.append((task["node_id"], step_builder.task_dir(entry.row["id"], task["id"])))
         elif task["state"] != TaskState.COMPLETED:

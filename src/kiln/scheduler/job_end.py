@@ -77,6 +77,7 @@ class JobEnding:
             node = self.nodes.get(task["node_id"])
             if node is not None:
                 node.used -= task["required_slots"]
+            self._end_instances(conn, task["seq"], now, effects)
             changes = task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure)
             db.change(conn, db.tasks, {"seq": task["seq"]}, changes, bump_etag=True)
         for key in [k for k in self.waiting if k[0] == job_key]:
@@ -134,6 +135,7 @@ class JobEnding:
         """Delete: rows go now, task directories on every node of the pool follow in the background."""
         db.delete_job_rows(conn, job["key"])
         effects.ended_jobs.append({**job, "removed": True})
+        self._forget_job_instances(job["key"])
         self.jobs.pop(job["key"], None)
         for key in [k for k in self.preps if k[0] == job["key"]]:
             del self.preps[key]

@@ -37,19 +37,20 @@ class JobManagement:
         policy = pool["spec"].get("taskSchedulingPolicy") or {}
         fill = str(policy.get("nodeFillType", "spread")).lower()
         order = str(policy.get("jobDefaultOrder") or "none").lower()
-        turns = [self._turn(conn, entry) for entry in entries]
+        turns = [self._turn(conn, entry, self._chooser(pool, fill)) for entry in entries]
         booked = priority.plan(turns, candidates, fill, order, _TICKETS)
         for turn in turns:
             turn.job.last_served = turn.served
         return [(turn.job, seq, slots, node) for turn, seq, slots, node in booked]
 
-    def _turn(self, conn: Connection, entry: JobEntry) -> priority.JobTurn:
+    def _turn(self, conn: Connection, entry: JobEntry, choose: priority.Chooser | None = None) -> priority.JobTurn:
         """What the placement round needs to know of one job with queued tasks."""
         limit = entry.spec.get("maxParallelTasks", -1)
         budget = None if limit == -1 else priority.parallel_budget(limit, _tasks_on_nodes(conn, entry.key))
         return priority.JobTurn(entry, entry.queue, entry.row["priority"], entry.row["seq"], budget,
                                 self._manager_rule(conn, entry), lambda node: self._may_run(entry, node),
-                                entry.last_served, entry.graph.waiting if entry.graph is not None else None)
+                                entry.last_served, entry.graph.waiting if entry.graph is not None else None,
+                                choose)
 
     def _manager_rule(self, conn: Connection, entry: JobEntry) -> priority.ManagerRule | None:
         """The job manager's placement rule while it waits in the queue (first run, retry or requeue)."""

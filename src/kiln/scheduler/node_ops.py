@@ -165,6 +165,7 @@ class NodeOperations:
         now = utcnow()
         node = self.nodes[node_id]
         node.up, node.used = False, 0
+        self._instances_lost(conn, node_id, now, effects)
         for step_id, ref in list(self.steps.items()):
             if ref.node_id == node_id:
                 del self.steps[step_id]
@@ -222,11 +223,13 @@ class NodeOperations:
                     record.update(changes)
         if option == "terminate":
             failure = task_rules.ended_by("the compute node was rebooted or reimaged.")
+            self._subtask_nodes_terminated(conn, node_id, failure, now, effects)
             for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
                 step_id = f"t:{task['seq']}:{task['attempt']}"
                 if self.steps.pop(step_id, None) is not None:
                     effects.kill[node_id].append(step_id)
                 node.used -= task["required_slots"]
+                self._end_instances(conn, task["seq"], now, effects)
                 db.change(conn, db.tasks, {"seq": task["seq"]},
                           task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure), bump_etag=True)
                 effects.check_jobs.add(task["job_key"])

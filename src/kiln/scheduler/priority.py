@@ -16,6 +16,9 @@ from typing import Any
 
 from kiln.scheduler.slots import JobQueue, NodeSlots, choose_node
 
+#: (task seq, slots, nodes with a free slot, may the task use this node) -> the node it starts on, or None
+Chooser = Callable[[int, int, list[NodeSlots], Callable[[NodeSlots], bool]], NodeSlots | None]
+
 #: How many tasks of one job a placement round passes over (they fit no node now) before it stops looking.
 MAX_SKIPPED = 64
 
@@ -41,7 +44,8 @@ def _fits_exclusively(node: NodeSlots) -> bool:
 
 def place_job(queue: JobQueue, nodes: list[NodeSlots], fill: str, allowed: Callable[[NodeSlots], bool], *,
               budget: int | None = None, manager: ManagerRule | None = None,
-              waiting: Callable[[int], bool] | None = None) -> list[tuple[int, int, NodeSlots]]:
+              waiting: Callable[[int], bool] | None = None,
+              choose: Chooser | None = None) -> list[tuple[int, int, NodeSlots]]:
     """Take tasks off one job's queue and book them on nodes: [(seq, slots, node)].
 
     Tasks that fit no node now go back on the queue; smaller ones behind them may still fit. The job manager
@@ -55,8 +59,9 @@ def place_job(queue: JobQueue, nodes: list[NodeSlots], fill: str, allowed: Calla
             continue  # a dependency went missing after it was queued: queued again once released
         is_manager = manager is not None and seq == manager.seq
         exclusive = is_manager and manager.exclusive
-        node = choose_node([n for n in nodes if n.free > 0], slots, fill,
-                           (lambda n: allowed(n) and _fits_exclusively(n)) if exclusive else allowed)
+        may_use = (lambda n: allowed(n) and _fits_exclusively(n)) if exclusive else allowed
+        free = [n for n in nodes if n.free > 0]
+        node = choose(seq, slots, free, may_use) if choose is not None else choose_node(free, slots, fill, may_use)
         if node is None:
             skipped.append((seq, slots))
             if is_manager:
@@ -83,6 +88,7 @@ class JobTurn:
     allowed: Callable[[NodeSlots], bool] = lambda node: True
     served: int = 0  #: ticket of the last task it was given (jobDefaultOrder none: least recently served first)
     waiting: Callable[[int], bool] | None = None  #: tasks that wait for dependencies (dropped when popped)
+    choose: Chooser | None = None  #: the job's own node choice (multi-instance tasks take several nodes)
 
 
 def plan(turns: Sequence[JobTurn], nodes: list[NodeSlots], fill: str, order: str = "none",
@@ -119,7 +125,7 @@ def _take(turn: JobTurn, nodes: list[NodeSlots], fill: str, at_most: int | None,
     if not any(n.free > 0 for n in nodes):
         return []
     placed = place_job(turn.queue, nodes, fill, turn.allowed, budget=at_most, manager=turn.manager,
-                       waiting=turn.waiting)
+                       waiting=turn.waiting, choose=turn.choose)
     if placed:
         turn.served = next(tickets)
     if turn.budget is not None:

@@ -44,8 +44,9 @@ class Retention:
             effects.retain.append((node_id, step_builder.task_dir(job_id, step_id), ended + timedelta(seconds=seconds)))
 
     def _retain_task(self, effects: Effects, job: dict[str, Any], task: dict[str, Any]) -> None:
-        self._retain(effects, task["node_id"], job["id"], task["id"], task["spec"]["constraints"].get("retentionTime"),
-                     task.get("end_time"))
+        for node_id in (task["node_id"], *self.subtask_nodes.get(task["seq"], ())):  # and a multi-instance task's
+            self._retain(effects, node_id, job["id"], task["id"], task["spec"]["constraints"].get("retentionTime"),
+                         task.get("end_time"))
 
     def _retain_job_step(self, effects: Effects, job: dict[str, Any], record: dict[str, Any], kind: str) -> None:
         spec = job["spec"]["jobPreparationTask" if kind == "prep" else "jobReleaseTask"]

@@ -39,8 +39,12 @@ def _environment(*settings: list[dict[str, Any]] | None) -> dict[str, str]:
 
 
 def _resource_files(spec: Mapping[str, Any]) -> tuple[ResourceFile, ...]:
+    return resource_files(spec.get("resourceFiles"))
+
+
+def resource_files(files: list[dict[str, Any]] | None) -> tuple[ResourceFile, ...]:
     return tuple(ResourceFile(http_url=f["httpUrl"], file_path=f["filePath"], file_mode=f.get("fileMode"))
-                 for f in spec.get("resourceFiles") or () if f.get("httpUrl"))
+                 for f in files or () if f.get("httpUrl"))
 
 
 def _context(where: Placement, job_id: str, task_id: str) -> dict[str, str]:

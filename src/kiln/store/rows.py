@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
 
-from kiln.store.schema import counters, job_schedules, jobs, nodes, pools, preparations, tasks
+from kiln.store.schema import counters, job_schedules, jobs, nodes, pools, preparations, subtasks, tasks
 
 Row = dict[str, Any]
 _etag_counter = itertools.count()
@@ -90,10 +90,10 @@ def tasks_in_states(conn: Connection, states: Sequence[str], **keys: Any) -> lis
 
 
 def delete_job_rows(conn: Connection, job_key: str) -> None:
-    for table in (tasks, preparations):
+    for table in (tasks, preparations, subtasks):
         conn.execute(delete(table).where(table.c.job_key == job_key))
     conn.execute(delete(jobs).where(jobs.c.key == job_key))
 
 
-__all__ = ["jobs", "job_schedules", "nodes", "pools", "preparations", "tasks", "get", "find", "insert_rows", "change", "remove",
+__all__ = ["jobs", "job_schedules", "nodes", "pools", "preparations", "subtasks", "tasks", "get", "find", "insert_rows", "change", "remove",
            "next_value", "task_counts", "task_seqs", "tasks_by_seq", "tasks_in_states", "delete_job_rows", "new_etag"]

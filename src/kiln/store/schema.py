@@ -160,6 +160,27 @@ job_schedules = Table(
     *_times(),
 )
 
+#: One row per instance of a running or finished multi-instance task (0 = the primary, 1.. = subtasks);
+#: a restart requeues the task as a whole and drops the rows of the unfinished attempt.
+subtasks = Table(
+    "subtasks", metadata,
+    Column("task_seq", Integer, primary_key=True),
+    Column("id", Integer, primary_key=True),
+    Column("job_key", String(JOB_ID_LENGTH), nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("pool_id", String(64), nullable=False),
+    Column("node_id", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("state_transition_time", UTCDateTime, nullable=False),
+    Column("previous_state", String(16)),
+    Column("previous_state_transition_time", UTCDateTime),
+    Column("start_time", UTCDateTime),
+    Column("end_time", UTCDateTime),
+    Column("exit_code", Integer),
+    Column("result", String(16)),
+    Column("failure_info", JSON),
+)
+
 counters = Table(
     "counters", metadata,
     Column("name", String(32), primary_key=True),

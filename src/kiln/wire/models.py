@@ -486,6 +486,12 @@ class TaskDependencies(Wire):
                              "merge adjacent ranges.", code="TaskDependencyRangesTooLong")
 
 
+class MultiInstanceSettings(Wire):
+    number_of_instances: int | None = Field(default=None, ge=1)
+    coordination_command_line: str = Field(min_length=1)
+    common_resource_files: list[ResourceFile] | None = None
+
+
 class TaskAdd(Wire):
     id: str
     display_name: str | None = Field(default=None, max_length=1024)
@@ -498,7 +504,7 @@ class TaskAdd(Wire):
     authentication_token_settings: AuthenticationTokenSettings | None = None
     exit_conditions: ExitConditions | None = None
     depends_on: TaskDependencies | None = None
-    multi_instance_settings: dict[str, Any] | None = None
+    multi_instance_settings: MultiInstanceSettings | None = None
 
     def check(self) -> None:
         ids.check_id(self.id)
@@ -507,14 +513,17 @@ class TaskAdd(Wire):
             _check_duration(self.constraints.retention_time, "constraints.retentionTime")
         if self.depends_on is not None:
             self.depends_on.check(self.id)
-        if self.multi_instance_settings is not None:
-            raise InvalidPropertyValue("multiInstanceSettings", None, "Multi-instance tasks are not supported yet.")
+        if self.multi_instance_settings is not None and self.required_slots != 1:
+            raise InvalidPropertyValue("requiredSlots", self.required_slots,
+                                       "A multi-instance task must use 1 slot on each of its nodes.")
 
     def materialize(self, job_max_retries: int) -> dict[str, Any]:
         doc = self.dump()
         doc["constraints"] = materialize_constraints(self.constraints, job_max_retries)
         doc["requiredSlots"] = self.required_slots
         doc.setdefault("userIdentity", DEFAULT_IDENTITY)
+        if self.multi_instance_settings is not None:
+            doc["multiInstanceSettings"]["numberOfInstances"] = self.multi_instance_settings.number_of_instances or 1
         return doc
 
 
@@ -536,6 +545,7 @@ class PoolSpecification(Wire):
     resize_timeout: str | None = None
     enable_auto_scale: bool = False
     task_slots_per_node: int = Field(default=1, ge=1, le=256)
+    enable_inter_node_communication: bool = False
     task_scheduling_policy: dict[str, Any] | None = None
     start_task: dict[str, Any] | None = None
     user_accounts: list[UserAccount] | None = None
@@ -561,7 +571,7 @@ class PoolSpecification(Wire):
         policy = dict(self.task_scheduling_policy or {})
         policy["nodeFillType"] = str(policy.get("nodeFillType", "spread")).lower()
         doc["taskSchedulingPolicy"] = policy
-        doc.setdefault("enableInterNodeCommunication", False)
+        doc["enableInterNodeCommunication"] = self.enable_inter_node_communication
         if self.user_accounts:
             doc["userAccounts"] = [account.materialize() for account in self.user_accounts]
         for counted in ("targetDedicatedNodes", "targetLowPriorityNodes"):

@@ -27,7 +27,7 @@ from kiln.store.schema import metadata
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
 T1 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=timezone.utc)
-TABLES = {"pools", "nodes", "jobs", "tasks", "preparations", "counters", "job_schedules"}
+TABLES = {"pools", "nodes", "jobs", "tasks", "preparations", "subtasks", "counters", "job_schedules"}
 
 
 def pool_row(key: str = "p", **fields: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kiln.compute.node import files, identity, layout, reaper, runner
+from kiln.compute.node import files, identity, layout, process, reaper, runner
 from kiln.compute.node.failures import SERVER_ERROR, failure_info
 from kiln.compute.node.resource_files import http_client
 from kiln.compute.node.spawner import Spawner
@@ -46,6 +46,8 @@ class NodeAgent:
         self.node_roots: set[str] = {node_root} if node_root else set()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._kills: dict[str, asyncio.Event] = {}
+        #: process groups that finished keep_background steps left running, until their step id is killed
+        self._kept_groups: dict[str, int] = {}
         self._results_ready = asyncio.Event()
         self._http: httpx.AsyncClient | None = None
         self.spawner = Spawner()
@@ -89,8 +91,8 @@ class NodeAgent:
     async def _run_one(self, step: Step, kill: asyncio.Event) -> None:
         message = None
         try:
-            message = (await runner.run_step(step, spawner=self.spawner, kill=kill,
-                                                http=self.http_client)).to_message()
+            message = (await runner.run_step(step, spawner=self.spawner, kill=kill, http=self.http_client,
+                                             keep_group=self._kept_groups.__setitem__)).to_message()
         except Exception as exc:  # a bug must still end the step, never leave it running forever
             logger.exception("step %s crashed", step.step_id)
             message = StepResult(step.step_id, time.time(), time.time(), None, failure=failure_info(
@@ -134,6 +136,9 @@ class NodeAgent:
     async def kill(self, step_ids: list[str]) -> list[str]:
         """Kill the steps' process groups and wait (bounded) until they ended; their results are dropped."""
         self.table.kill(step_ids)
+        for step_id in step_ids:  # what a finished keep_background step left running
+            if (pgid := self._kept_groups.pop(step_id, None)) is not None:
+                process.kill_group(pgid)
         killed = [i for i in dict.fromkeys(step_ids) if i in self._tasks]
         for step_id in killed:
             self._kills[step_id].set()

@@ -35,6 +35,8 @@ def batch_variables(step: Step, paths: TaskPaths) -> dict[str, str]:
         "AZ_BATCH_TASK_WORKING_DIR": str(paths.wd),
         "AZ_BATCH_TASK_RESERVED_EPHEMERAL_DISK_SPACE_BYTES": "0",
     })
+    if "AZ_BATCH_IS_CURRENT_NODE_MASTER" in variables:  # an instance of a multi-instance task
+        variables["AZ_BATCH_TASK_SHARED_DIR"] = str(paths.task_dir)
     if step.prep_task_dir is not None and step.kind in SEES_PREP_DIR:
         prep = task_paths(paths.node_root, step.prep_task_dir)
         variables["AZ_BATCH_JOB_PREP_DIR"] = str(prep.task_dir)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -65,11 +66,12 @@ async def environment_hook(ctx: StepContext) -> None:
 
 
 async def resource_files_hook(ctx: StepContext) -> None:
-    files = ctx.step.resource_files
-    if files:
-        await resource_files.fetch_resource_files(ctx.paths, files, ctx.http() if ctx.http else None)
-        if ctx.account is not None:
-            identity.hand_over_resource_files(ctx.paths, files, ctx.account)
+    shared_dir = dataclasses.replace(ctx.paths, wd=ctx.paths.task_dir)  # shared files land in the task dir
+    for paths, files in ((shared_dir, ctx.step.shared_files), (ctx.paths, ctx.step.resource_files)):
+        if files:
+            await resource_files.fetch_resource_files(paths, files, ctx.http() if ctx.http else None)
+            if ctx.account is not None:
+                identity.hand_over_resource_files(paths, files, ctx.account)
 
 
 #: The order matters: the directories must exist before anything is written into wd; on a retry the
@@ -108,7 +110,9 @@ async def run_phase(hooks: Sequence[Hook], phase: str, ctx: StepContext, *, stop
 
 
 async def run_step(step: Step, *, spawner: Spawner, kill: asyncio.Event | None = None,
-                   http: Callable[[], httpx.AsyncClient] | None = None, hooks: Sequence[Hook] = HOOKS) -> StepResult:
+                   http: Callable[[], httpx.AsyncClient] | None = None, hooks: Sequence[Hook] = HOOKS,
+                   keep_group: Callable[[str, int], None] | None = None) -> StepResult:
+    """keep_group(step_id, pgid): told the process group a keep_background step leaves behind."""
     start, started = time.time(), time.monotonic()
     try:
         paths = layout.task_paths(step.node_root, step.task_dir)
@@ -123,6 +127,9 @@ async def run_step(step: Step, *, spawner: Spawner, kill: asyncio.Event | None =
     if kill is not None and kill.is_set():
         return StepResult(step.step_id, start, time.time(), None, killed=True)
     outcome = await run_command(ctx, started)
+    if step.keep_background and keep_group is not None and outcome.pid is not None \
+            and not (outcome.killed or outcome.timed_out):
+        keep_group(step.step_id, outcome.pid)
     failure = outcome.failure
     try:
         await run_phase(hooks, "poststop", ctx, stop_at_first=False)
@@ -138,4 +145,5 @@ async def run_command(ctx: StepContext, started: float) -> process.CommandOutcom
     remaining = None if limit is None else max(0.0, limit - (time.monotonic() - started))
     return await process.run_command(ctx.step.command_line, env=ctx.env, paths=ctx.paths, spawner=ctx.spawner,
                                      timeout=remaining, limit=limit, kill=ctx.kill,
-                                     kill_leftovers=ctx.step.kind != "start", account=ctx.account)
+                                     kill_leftovers=ctx.step.kind != "start" and not ctx.step.keep_background,
+                                     account=ctx.account)
