@@ -3,6 +3,7 @@ maxParallelTasks. Placement is observed through each task's nodeInfo and the mar
 their slots on a gate file the test opens, so nothing depends on timing."""
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -256,6 +257,33 @@ def test_allow_task_preemption_is_stored_returned_and_patchable(client, pool, cl
     assert client.get_job(job_id).allow_task_preemption is False
     other = add_job(client, pool, cleanup)
     assert client.get_job(other).allow_task_preemption is False
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_a_higher_priority_job_preempts_running_tasks_of_jobs_that_allow_it(client, own_pool, cleanup, marks_dir,
+                                                                              allow):
+    """allowTaskPreemption: the lower job's running task is requeued (not retried) to make way, and runs
+    again afterwards; without it the higher job waits for the slot."""
+    pool_id = own_pool(nodes=1, slots=1)
+    low = add_job(client, pool_id, cleanup, priority=0, allow_task_preemption=allow)
+    client.create_task(low, models.BatchTaskCreateOptions(id="low", command_line=gated(marks_dir)))
+    wait_started(marks_dir, 1)
+    high = add_job(client, pool_id, cleanup, priority=100)
+    client.create_task(high, models.BatchTaskCreateOptions(id="high", command_line=shell(
+        f"umask 0; echo $AZ_BATCH_JOB_ID/$AZ_BATCH_TASK_ID >> {marks_dir}/order")))
+    if allow:
+        wait_tasks_completed(client, high)
+        assert client.get_task(low, "low").execution_info.requeue_count == 1
+    else:
+        time.sleep(1.0)  # placement rounds pass; none may take the slot
+        assert client.get_task(high, "high").state == "active"
+    (marks_dir / "go").touch()
+    wait_tasks_completed(client, low)
+    wait_tasks_completed(client, high)
+    first = client.get_task(low, "low").execution_info
+    assert (first.result, first.retry_count, first.requeue_count) == ("success", 0, 1 if allow else 0)
+    expected = [f"{low}/low", f"{high}/high", f"{low}/low"] if allow else [f"{low}/low", f"{high}/high"]
+    assert started(marks_dir) == expected
 
 
 def test_job_default_order_creationtime_serves_the_older_of_equal_priority_jobs_first(client, own_pool, cleanup,

@@ -28,13 +28,14 @@ from kiln.core.preparation import StepState
 from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
-from kiln.scheduler.job_control import JobControl
 from kiln.scheduler.auto_pools import AutoPools
+from kiln.scheduler.job_control import JobControl
 from kiln.scheduler.job_end import JobEnding
 from kiln.scheduler.job_manager import JobManagement
 from kiln.scheduler.multi_instance import MultiInstance
 from kiln.scheduler.node_ops import NodeOperations
 from kiln.scheduler.outcomes import TaskOutcomes, exit_options
+from kiln.scheduler.preemption import Preemption
 from kiln.scheduler.retention import Retention
 from kiln.scheduler.schedules import JobSchedules
 from kiln.scheduler.slots import NodeSlots
@@ -49,7 +50,7 @@ log = logging.getLogger("kiln.scheduler")
 
 
 class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations, TaskOutcomes, AutoPools,
-                JobSchedules, MultiInstance):
+                JobSchedules, MultiInstance, Preemption):
     def __init__(self, database: Database, backend: ComputeBackend, *, data_dir: Path,
                  account_name: str, account_url: str) -> None:
         self.db = database
@@ -206,6 +207,7 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
             if candidates:
                 planned += self._plan_pool(conn, pool, entries, candidates)
         if not planned:
+            self._preempt(conn, now, effects)
             return effects
         rows = {r["seq"]: r for r in db.tasks_by_seq(conn, [seq for _, seq, _, _ in planned])}
         for entry, seq, slots, node in planned:
@@ -218,6 +220,7 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
                 continue
             self._start_on_node(conn, entry, task, node, now, effects)
         effects.write_batched(conn)
+        self._preempt(conn, now, effects)
         return effects
 
     def _may_run(self, entry: JobEntry, node: NodeSlots) -> bool:

@@ -20,7 +20,6 @@ from kiln.core.task import TaskState
 from kiln.scheduler.state import Effects, JobEntry
 from kiln.store import rows as db
 
-
 #: The job's onTaskFailure under which exit options' jobAction is carried out.
 PERFORM_JOB_ACTION = "performexitoptionsjobaction"
 

@@ -1,0 +1,75 @@
+"""allowTaskPreemption: running tasks of lower-priority jobs make way for a higher-priority job's tasks.
+
+As on Azure, a job that allows preemption may have its running tasks requeued (requeueCount + 1, not a
+retry) when a job of higher priority on the same pool has tasks waiting for slots. Only as many slots are
+taken as the waiting jobs can use, and only on nodes they may run on, so a preempted task is not put back
+on the slot it was taken from.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+
+from sqlalchemy import Connection
+
+from kiln.core import task as task_rules
+from kiln.core.job import JobState
+from kiln.core.task import TaskState
+from kiln.scheduler.state import Effects, JobEntry
+from kiln.store import rows as db
+
+
+def preemptible(entry: JobEntry, below: int) -> bool:
+    return (entry.row["state"] == JobState.ACTIVE and bool(entry.spec.get("allowTaskPreemption"))
+            and entry.row["priority"] < below)
+
+
+class Preemption:
+    """Mixed into Scheduler; called at the end of a placement round, in its transaction."""
+
+    def _preempt(self, conn: Connection, now: datetime, effects: Effects) -> None:
+        waiting: dict[str, list[JobEntry]] = defaultdict(list)
+        for entry in self.jobs.values():
+            if entry.row["state"] == JobState.ACTIVE and len(entry.queue):
+                waiting[entry.row["pool_key"]].append(entry)
+        for pool_key, entries in waiting.items():
+            top = max(entries, key=lambda e: e.row["priority"])
+            victims = [e for e in self.jobs.values() if e.row["pool_key"] == pool_key and preemptible(e, top.row["priority"])]
+            if victims:
+                self._requeue_for(conn, top, victims, now, effects)
+
+    def _requeue_for(self, conn: Connection, waiting: JobEntry, victims: list[JobEntry], now: datetime,
+                     effects: Effects) -> None:
+        """Take running tasks of the lowest-priority victims first, the latest started first, until the
+        waiting job's queued tasks have slots (at most its maxParallelTasks allows)."""
+        nodes = [n for n in self.nodes.values()
+                 if n.pool_key == waiting.row["pool_key"] and n.up and not n.draining and self._may_run(waiting, n)]
+        largest = max((n.capacity for n in nodes), default=0)
+        fitting = [slots for _, slots in waiting.queue.heap if slots <= largest]  # the rest can never run
+        limit = waiting.spec.get("maxParallelTasks", -1)
+        if limit != -1:
+            fitting = fitting[:max(0, limit - _on_nodes(conn, waiting))]
+        need = sum(fitting)
+        running = [t for e in victims for t in db.tasks_in_states(conn, (TaskState.RUNNING.value,), job_key=e.key)]
+        order = {e.key: e.row["priority"] for e in victims}
+        running.sort(key=lambda t: (order[t["job_key"]], -(t["start_time"].timestamp() if t["start_time"] else 0)))
+        freed = 0
+        for task in running:
+            if freed >= need:
+                break
+            node = self.nodes.get(task["node_id"])
+            if node not in nodes or node.exclusive or task["seq"] in self.instance_counts:
+                continue
+            self._release_slots(task, effects)
+            changes = task_rules.transition(task, TaskState.ACTIVE, now, requeue=True)
+            effects.change_task(task["seq"], changes)
+            self.jobs[task["job_key"]].queue.push(task["seq"], task["required_slots"])
+            freed += task["required_slots"]
+        if freed:
+            effects.wake = True
+            effects.write_batched(conn)
+
+
+def _on_nodes(conn: Connection, entry: JobEntry) -> int:
+    return len(db.tasks_in_states(conn, (TaskState.RUNNING.value, TaskState.PREPARING.value), job_key=entry.key))
+
