@@ -265,8 +265,8 @@ class AuthenticationTokenSettings(Wire):
 MANAGER_ONLY = ("killJobOnCompletion", "runExclusive", "allowLowPriorityNode")
 
 
-class JobManagerTask(Wire):
-    """The job's first task: started before its other tasks, and by default the end of the job when it ends."""
+class TaskFields(Wire):
+    """The fields a task and a job manager task share, and their checks."""
 
     id: str
     display_name: str | None = Field(default=None, max_length=1024)
@@ -275,17 +275,26 @@ class JobManagerTask(Wire):
     environment_settings: list[EnvironmentSetting] | None = None
     constraints: TaskConstraints | None = None
     required_slots: int = Field(default=1, ge=1)
-    kill_job_on_completion: bool = True
-    run_exclusive: bool = True
-    allow_low_priority_node: bool = True  #: accepted and echoed: Kiln's nodes are all dedicated
     user_identity: UserIdentity | None = None
     authentication_token_settings: AuthenticationTokenSettings | None = None
 
-    def check(self) -> None:
-        ids.check_id(self.id, "jobManagerTask.id")
+    def check_fields(self, prefix: str = "") -> None:
+        """prefix: where the task sits in the body, for the property names of errors."""
+        ids.check_id(self.id, f"{prefix}id")
         if self.constraints:
-            _check_duration(self.constraints.max_wall_clock_time, "jobManagerTask.constraints.maxWallClockTime")
-            _check_duration(self.constraints.retention_time, "jobManagerTask.constraints.retentionTime")
+            _check_duration(self.constraints.max_wall_clock_time, f"{prefix}constraints.maxWallClockTime")
+            _check_duration(self.constraints.retention_time, f"{prefix}constraints.retentionTime")
+
+
+class JobManagerTask(TaskFields):
+    """The job's first task: started before its other tasks, and by default the end of the job when it ends."""
+
+    kill_job_on_completion: bool = True
+    run_exclusive: bool = True
+    allow_low_priority_node: bool = True  #: accepted and echoed: Kiln's nodes are all dedicated
+
+    def check(self) -> None:
+        self.check_fields("jobManagerTask.")
 
     def materialize(self, job_max_retries: int) -> dict[str, Any]:
         """As the job's GET shows it, defaults written out."""
@@ -492,25 +501,13 @@ class MultiInstanceSettings(Wire):
     common_resource_files: list[ResourceFile] | None = None
 
 
-class TaskAdd(Wire):
-    id: str
-    display_name: str | None = Field(default=None, max_length=1024)
-    command_line: str = Field(min_length=1)
-    resource_files: list[ResourceFile] | None = None
-    environment_settings: list[EnvironmentSetting] | None = None
-    constraints: TaskConstraints | None = None
-    required_slots: int = Field(default=1, ge=1)
-    user_identity: UserIdentity | None = None
-    authentication_token_settings: AuthenticationTokenSettings | None = None
+class TaskAdd(TaskFields):
     exit_conditions: ExitConditions | None = None
     depends_on: TaskDependencies | None = None
     multi_instance_settings: MultiInstanceSettings | None = None
 
     def check(self) -> None:
-        ids.check_id(self.id)
-        if self.constraints:
-            _check_duration(self.constraints.max_wall_clock_time, "constraints.maxWallClockTime")
-            _check_duration(self.constraints.retention_time, "constraints.retentionTime")
+        self.check_fields()
         if self.depends_on is not None:
             self.depends_on.check(self.id)
         if self.multi_instance_settings is not None and self.required_slots != 1:
