@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
+import signal
 import socket
 import sys
 from typing import Any
@@ -53,13 +55,15 @@ class Spawner:
         sock = await self._ensure_started()
         request_id = next(self._ids)
         reply = self._replies[request_id] = asyncio.get_running_loop().create_future()
+        reply.add_done_callback(lambda _: self._replies.pop(request_id, None))
         request = {"id": request_id, "argv": argv, "env": env, "cwd": cwd,
                    "account": None if account is None else account.launch_options()}
+        await self._send(sock, encode(request), stdio)
         try:
-            await self._send(sock, encode(request), stdio)
-            answer = await reply
-        finally:
-            self._replies.pop(request_id, None)
+            answer = await asyncio.shield(reply)
+        except asyncio.CancelledError:
+            reply.add_done_callback(_kill_if_started)  # the launcher may be starting it right now
+            raise
         if "pid" not in answer:
             raise OSError(answer.get("errno") or None, answer.get("error", "the launcher could not start it"))
         return LaunchedProcess(answer["pid"], answer["exited"])
@@ -159,6 +163,14 @@ class Spawner:
                 exited.set_exception(LauncherLost())
         self._replies.clear()
         self._exits.clear()
+
+
+def _kill_if_started(reply: asyncio.Future[dict[str, Any]]) -> None:
+    """For a spawn cancelled while the launcher was starting the command: nothing may outlive the cancel."""
+    if reply.cancelled() or reply.exception() is not None or "pid" not in reply.result():
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(reply.result()["pid"], signal.SIGKILL)
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:

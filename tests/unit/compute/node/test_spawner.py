@@ -1,6 +1,7 @@
 """The launcher starts the node's commands and reports their exits; when its worker goes, so do they."""
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import Iterator
@@ -65,3 +66,17 @@ async def test_a_dead_launcher_loses_its_commands_and_is_replaced(spawner: Spawn
     os.killpg(proc.pid, signal.SIGKILL)
     again = await spawner.spawn(["/bin/true"], env=ENV, cwd=str(tmp_path), stdio=stdio)
     assert await again.wait() == 0
+
+
+async def test_a_spawn_cancelled_before_the_launcher_answers_leaves_nothing_running(
+        spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
+    assert await (await spawner.spawn(["/bin/true"], env=ENV, cwd=str(tmp_path), stdio=stdio)).wait() == 0
+    pid_file = tmp_path / "pid"
+    starting = asyncio.create_task(spawner.spawn(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 30"], env=ENV,
+                                                 cwd=str(tmp_path), stdio=stdio))
+    await asyncio.sleep(0)  # the request is sent (the launcher is up); its answer cannot have been read yet
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    await eventually(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the pid file")
+    await eventually(lambda: not alive(int(pid_file.read_text())), what="the command to die")
