@@ -4,11 +4,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from azure.batch import BatchClient
+from azure.core.exceptions import ResourceNotFoundError
 
 from kiln.cli.embedded import EmbeddedServer
 from kiln.compute.node import identity
@@ -54,6 +55,28 @@ def server(open_base: Path) -> Iterator[EmbeddedServer]:
 @pytest.fixture(scope="session")
 def client(server) -> BatchClient:
     return make_client(server)
+
+
+@pytest.fixture
+def cleanup(client) -> Iterator[Callable[..., None]]:
+    """Register jobs and pools to delete after the test: cleanup(job=...), cleanup(pool=...). Jobs go
+    first, so their release tasks run on live nodes."""
+    jobs: list[str] = []
+    pools: list[str] = []
+
+    def register(*, job: str | None = None, pool: str | None = None) -> None:
+        if job:
+            jobs.append(job)
+        if pool:
+            pools.append(pool)
+    yield register
+    for job_id in jobs:
+        try:
+            client.begin_delete_job(job_id, polling_interval=0.5).result()
+        except ResourceNotFoundError:
+            pass
+    for pool_id in pools:
+        client.begin_delete_pool(pool_id, polling_interval=0.5).result()
 
 
 @pytest.fixture(scope="session")

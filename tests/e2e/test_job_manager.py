@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,20 +22,6 @@ JOB_ACCESS = {"authenticationTokenSettings": {"access": ["job"]}}
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-@pytest.fixture
-def cleanup(client) -> Iterator[Callable[..., None]]:
-    jobs: list[str] = []
-    pools: list[str] = []
-    yield lambda job=None, pool=None: (job and jobs.append(job), pool and pools.append(pool))
-    for job_id in jobs:
-        try:
-            client.begin_delete_job(job_id, polling_interval=0.5).result()
-        except ResourceNotFoundError:
-            pass
-    for pool_id in pools:
-        client.begin_delete_pool(pool_id, polling_interval=0.5).result()
-
-
 @pytest.fixture
 def own_pool(client, cleanup) -> Callable[..., str]:
     def make(nodes: int, slots: int) -> str:

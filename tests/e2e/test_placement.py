@@ -5,32 +5,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from azure.batch import models
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError
 
 from kiln.testing import create_pool_and_wait, shell, unique, wait_for, wait_tasks_completed
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-@pytest.fixture
-def cleanup(client) -> Iterator[Callable[..., None]]:
-    """Jobs and pools to delete after the test (jobs first)."""
-    jobs: list[str] = []
-    pools: list[str] = []
-    yield lambda job=None, pool=None: (job and jobs.append(job), pool and pools.append(pool))
-    for job_id in jobs:
-        try:
-            client.begin_delete_job(job_id, polling_interval=0.5).result()
-        except ResourceNotFoundError:
-            pass
-    for pool_id in pools:
-        client.begin_delete_pool(pool_id, polling_interval=0.5).result()
-
-
 @pytest.fixture
 def own_pool(client, cleanup) -> Callable[..., str]:
     def make(nodes: int, slots: int, fill: str = "spread", order: str | None = None) -> str:

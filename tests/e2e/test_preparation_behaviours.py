@@ -52,27 +52,6 @@ def shared_tmp() -> Iterator[Path]:
 
 
 @pytest.fixture
-def cleanup(client) -> Iterator[Callable[..., None]]:
-    """Register jobs and pools to delete after the test (jobs first, so their release runs on live nodes)."""
-    jobs: list[str] = []
-    pools: list[str] = []
-
-    def register(*, job: str | None = None, pool: str | None = None) -> None:
-        if job:
-            jobs.append(job)
-        if pool:
-            pools.append(pool)
-    yield register
-    for job_id in jobs:
-        try:
-            client.begin_delete_job(job_id, polling_interval=1).result()
-        except ResourceNotFoundError:
-            pass
-    for pool_id in pools:
-        client.begin_delete_pool(pool_id, polling_interval=1).result()
-
-
-@pytest.fixture
 def own_pool(client, cleanup) -> Callable[..., str]:
     """A pool of the test's own (for tests that reboot, reimage or resize nodes), deleted afterwards."""
     def make(nodes: int = 1, slots: int = 1) -> str:

@@ -46,7 +46,7 @@ class JobManagement:
     def _turn(self, conn: Connection, entry: JobEntry, choose: priority.Chooser | None = None) -> priority.JobTurn:
         """What the placement round needs to know of one job with queued tasks."""
         limit = entry.spec.get("maxParallelTasks", -1)
-        budget = None if limit == -1 else priority.parallel_budget(limit, _tasks_on_nodes(conn, entry.key))
+        budget = None if limit == -1 else priority.parallel_budget(limit, tasks_on_nodes(conn, entry.key))
         return priority.JobTurn(entry, entry.queue, entry.row["priority"], entry.row["seq"], budget,
                                 self._manager_rule(conn, entry), lambda node: self._may_run(entry, node),
                                 entry.last_served, entry.graph.waiting if entry.graph is not None else None,
@@ -79,7 +79,7 @@ class JobManagement:
             log.debug("job manager completion terminate skipped: %s", exc)
 
 
-def _tasks_on_nodes(conn: Connection, job_key: str) -> int:
+def tasks_on_nodes(conn: Connection, job_key: str) -> int:
     """Running and preparing tasks of a job: what maxParallelTasks counts."""
     query = select(func.count()).select_from(db.tasks).where(db.tasks.c.job_key == job_key,
                                                              db.tasks.c.state.in_(ON_NODE))

@@ -15,6 +15,8 @@ from sqlalchemy import Connection
 from kiln.core import task as task_rules
 from kiln.core.job import JobState
 from kiln.core.task import TaskState
+from kiln.scheduler import priority
+from kiln.scheduler.job_manager import tasks_on_nodes
 from kiln.scheduler.state import Effects, JobEntry
 from kiln.store import rows as db
 
@@ -48,7 +50,7 @@ class Preemption:
         fitting = [slots for _, slots in waiting.queue.heap if slots <= largest]  # the rest can never run
         limit = waiting.spec.get("maxParallelTasks", -1)
         if limit != -1:
-            fitting = fitting[:max(0, limit - _on_nodes(conn, waiting))]
+            fitting = fitting[:priority.parallel_budget(limit, tasks_on_nodes(conn, waiting.key))]
         need = sum(fitting)
         running = [t for e in victims for t in db.tasks_in_states(conn, (TaskState.RUNNING.value,), job_key=e.key)]
         order = {e.key: e.row["priority"] for e in victims}
@@ -68,8 +70,4 @@ class Preemption:
         if freed:
             effects.wake = True
             effects.write_batched(conn)
-
-
-def _on_nodes(conn: Connection, entry: JobEntry) -> int:
-    return len(db.tasks_in_states(conn, (TaskState.RUNNING.value, TaskState.PREPARING.value), job_key=entry.key))
 
