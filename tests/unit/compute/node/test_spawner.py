@@ -71,12 +71,16 @@ async def test_a_dead_launcher_loses_its_commands_and_is_replaced(spawner: Spawn
 async def test_a_spawn_cancelled_before_the_launcher_answers_leaves_nothing_running(
         spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
     assert await (await spawner.spawn(["/bin/true"], env=ENV, cwd=str(tmp_path), stdio=stdio)).wait() == 0
-    pid_file = tmp_path / "pid"
-    starting = asyncio.create_task(spawner.spawn(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 30"], env=ENV,
-                                                 cwd=str(tmp_path), stdio=stdio))
+    marker = f"{os.getpid()}.{id(tmp_path) % 10_000}"  # a sleep of our own: found by its argv
+    starting = asyncio.create_task(spawner.spawn(["sleep", f"3000.{marker}"], env=ENV, cwd=str(tmp_path), stdio=stdio))
     await asyncio.sleep(0)  # the request is sent (the launcher is up); its answer cannot have been read yet
     starting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await starting
-    await eventually(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the pid file")
-    await eventually(lambda: not alive(int(pid_file.read_text())), what="the command to die")
+
+    def ours_running() -> bool:
+        argv = f"sleep\0003000.{marker}\0".encode()
+        return any(alive(int(p.name)) and (p / "cmdline").read_bytes() == argv
+                   for p in Path("/proc").iterdir() if p.name.isdigit() and (p / "cmdline").exists())
+    await asyncio.sleep(0.5)  # long enough for the launcher to have started it, had nobody killed it
+    await eventually(lambda: not ours_running(), what="the command to be gone")
