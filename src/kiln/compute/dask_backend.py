@@ -102,6 +102,9 @@ class _Node:
     #: callbacks to make, in order: (kind, payload, delivered future or None)
     events: asyncio.Queue[tuple[str, Any, asyncio.Future[None] | None]] = field(default_factory=asyncio.Queue)
     reporter: asyncio.Task[None] | None = None
+    #: steps for the node that ride on the pump's next poll: set while the pump delivers results, since
+    #: the scheduler answers a batch of results with steps to refill the slots they freed
+    outbox: list[dict[str, Any]] | None = None
     #: serialises restart and remove of the node
     lifecycle: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -309,7 +312,7 @@ class DaskBackend:
         node = next((n for n in self._nodes.values() if n.address == address), None)
         if node is None:
             return
-        node.address, node.up, node.pid = None, False, None
+        node.address, node.up, node.pid, node.outbox = None, False, None, None  # its steps are lost with it
         node.down_since = asyncio.get_running_loop().time()
         self._stop_tasks(node)
         if not self._closing:
@@ -337,7 +340,7 @@ class DaskBackend:
             return
         if info.get("profile"):
             logger.warning("node %s: the worker's sampling profiler is on", node.node_id)
-        node.up, node.pid, node.down_since = True, info["pid"], None
+        node.up, node.pid, node.down_since, node.outbox = True, info["pid"], None, None
         node.pump_stop = asyncio.Event()
         node.events.put_nowait((UP, None, None))
         node.pump = asyncio.create_task(self._pump(node, address, node.pump_stop),
@@ -350,10 +353,13 @@ class DaskBackend:
         ack: list[str] = []
         failures = 0
         while not stop.is_set():
-            call = self._pool(address).kiln_results(timeout=POLL_TIMEOUT, ack=ack)
+            steps, node.outbox = node.outbox or [], None
+            call = self._pool(address).kiln_results(timeout=POLL_TIMEOUT, ack=ack, run=steps)
             try:
                 messages = await _until(asyncio.wait_for(call, POLL_TIMEOUT + RPC_TIMEOUT), stop)
             except Exception as exc:  # OSError and timeouts mostly; never let the pump die
+                if not stop.is_set():  # sent again with the next poll (the agent ignores ids it has)
+                    node.outbox = steps
                 failures += 1
                 log = logger.info if isinstance(exc, (OSError, asyncio.TimeoutError)) else logger.error
                 log("node %s: results poll failed (%d): %r", node.node_id, failures, exc)
@@ -365,6 +371,7 @@ class DaskBackend:
             failures = 0
             ack = [m["step_id"] for m in messages]
             if messages:
+                node.outbox = []
                 await self._enqueue(node, RESULTS, [StepResult.from_message(m) for m in messages])
 
     async def _enqueue(self, node: _Node, kind: str, payload: Any = None) -> None:
@@ -410,11 +417,20 @@ class DaskBackend:
             raise NodeUnavailable(f"node {node_id!r} did not answer {op}: {exc!r}") from exc
 
     async def run(self, node_id: str, steps: list[Step]) -> None:
-        """One message for the whole batch. On NodeUnavailable the steps may or may not have started;
-        re-sending the same step ids is safe (the agent ignores ids it already has)."""
-        await self._call(node_id, "kiln_run", steps=[s.to_message() for s in steps])
+        """One message for the whole batch: the pump's next poll while it delivers results (one round
+        trip per batch instead of two), else a call of its own. On NodeUnavailable the steps may or may
+        not have started; re-sending the same step ids is safe (the agent ignores ids it already has)."""
+        node = self._node(node_id)
+        messages = [s.to_message() for s in steps]
+        if node.up and node.outbox is not None:
+            node.outbox.extend(messages)
+            return
+        await self._call(node_id, "kiln_run", steps=messages)
 
     async def kill(self, node_id: str, step_ids: list[str]) -> None:
+        node = self._node(node_id)
+        if node.outbox:  # not sent yet: they never start
+            node.outbox = [m for m in node.outbox if m["step_id"] not in set(step_ids)]
         await self._call(node_id, "kiln_kill", timeout=KILL_TIMEOUT, step_ids=list(step_ids))
 
     async def _file_call(self, node_id: str, op: str, **kwargs: Any) -> Any:

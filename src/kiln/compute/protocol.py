@@ -1,7 +1,7 @@
 """What crosses the seam between the scheduler and the nodes: steps out, results back."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Awaitable, Callable, Protocol
 
 #: Kinds of step a node runs. Prep and release use no slot.
@@ -47,13 +47,20 @@ class Step:
     keep_background: bool = False
 
     def to_message(self) -> dict[str, Any]:
-        return asdict(self)
+        """By hand, not dataclasses.asdict (which deep-copies every value): one of these per task."""
+        message = {name: getattr(self, name) for name in _STEP_FIELDS}
+        message["resource_files"] = [asdict(f) for f in self.resource_files]
+        message["shared_files"] = [asdict(f) for f in self.shared_files]
+        return message
 
     @classmethod
     def from_message(cls, data: dict[str, Any]) -> Step:
         files = tuple(ResourceFile(**f) for f in data.get("resource_files", ()))
         shared = tuple(ResourceFile(**f) for f in data.get("shared_files", ()))
         return cls(**{**data, "resource_files": files, "shared_files": shared})
+
+
+_STEP_FIELDS = tuple(f.name for f in fields(Step))
 
 
 @dataclass(frozen=True, slots=True)

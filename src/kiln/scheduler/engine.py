@@ -321,8 +321,7 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
                        now: datetime, effects: Effects) -> None:
         node = self.nodes.get(ref.node_id)
         if node is not None:
-            node.used -= ref.slots
-        effects.wake = True
+            node.used -= ref.slots  # refilled by the placement that ends every results transaction
         if task is None or task["state"] != TaskState.RUNNING or task["attempt"] != ref.attempt:
             return  # stale: the task was ended, requeued or deleted meanwhile
         self._end_instances(conn, task["seq"], now, effects)

@@ -1,12 +1,13 @@
 """What the scheduler's parts share: step references, effects to carry out, jobs in memory."""
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, update
+from sqlalchemy import Connection, Update, bindparam, update
 
 from kiln.compute.protocol import Step
 from kiln.core.dependencies import DependencyGraph
@@ -62,11 +63,12 @@ class Effects:
             columns = tuple(sorted(changes))
             shapes[columns].append({**{f"v_{c}": changes[c] for c in columns}, "k_seq": seq, "v_etag": new_etag()})
         for columns, params in shapes.items():
-            statement = (update(tasks).where(tasks.c.seq == bindparam("k_seq"))
-                         .values({c: bindparam(f"v_{c}") for c in (*columns, "etag")}))
-            conn.execute(statement, params)
+            conn.execute(_task_update(columns), params)
+        increments: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for (node_id, column), increment in self.node_counters.items():
-            conn.execute(update(nodes).where(nodes.c.id == node_id).values({column: nodes.c[column] + increment}))
+            increments[column].append({"k_id": node_id, "v_by": increment})
+        for column, params in increments.items():
+            conn.execute(_node_counter_update(column), params)
         self.task_changes.clear()
         self.node_counters.clear()
 
@@ -81,6 +83,18 @@ class Effects:
         self.check_jobs |= other.check_jobs
         self.job_actions.extend(other.job_actions)
         self.ended_jobs.extend(other.ended_jobs)
+
+
+@functools.cache
+def _task_update(columns: tuple[str, ...]) -> Update:
+    """One statement per set of columns, built once: SQLAlchemy then reuses its compiled form and cache key."""
+    return (update(tasks).where(tasks.c.seq == bindparam("k_seq"))
+            .values({c: bindparam(f"v_{c}") for c in (*columns, "etag")}))
+
+
+@functools.cache
+def _node_counter_update(column: str) -> Update:
+    return update(nodes).where(nodes.c.id == bindparam("k_id")).values({column: nodes.c[column] + bindparam("v_by")})
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, select, update
 
 from kiln.store.schema import counters, job_schedules, jobs, nodes, pools, preparations, subtasks, tasks
 
@@ -68,10 +68,14 @@ def task_counts(conn: Connection, job_key: str) -> list[Row]:
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
+_TASKS_BY_SEQ = select(tasks).where(tasks.c.seq.in_(bindparam("seqs", expanding=True)))
+
+
 def tasks_by_seq(conn: Connection, seqs: Sequence[int]) -> list[Row]:
+    """Built once (the scheduler's hot path): only the list of seqs changes."""
     if not seqs:
         return []
-    return [dict(r) for r in conn.execute(select(tasks).where(tasks.c.seq.in_(list(seqs)))).mappings()]
+    return [dict(r) for r in conn.execute(_TASKS_BY_SEQ, {"seqs": list(seqs)}).mappings()]
 
 
 def task_seqs(conn: Connection, job_key: str, keys: Sequence[str]) -> dict[str, int]:

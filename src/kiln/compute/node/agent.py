@@ -124,9 +124,13 @@ class NodeAgent:
             self._http = http_client()
         return self._http
 
-    async def results(self, timeout: float, ack: list[str] | None = None) -> list[dict[str, Any]]:
-        """Long-poll: forget the acknowledged results, wait up to timeout for one, return all unacknowledged."""
+    async def results(self, timeout: float, ack: list[str] | None = None,
+                      run: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Long-poll: forget the acknowledged results, start the steps sent along (as `run`), wait up to
+        timeout for a result, return all unacknowledged."""
         self.table.ack(ack or ())
+        if run:
+            await self.run(run)
         if not self.table.finished:
             self._results_ready.clear()
             with contextlib.suppress(TimeoutError):
