@@ -61,6 +61,9 @@ def place_job(queue: JobQueue, nodes: list[NodeSlots], fill: str, allowed: Calla
         exclusive = is_manager and manager.exclusive
         may_use = (lambda n: allowed(n) and _fits_exclusively(n)) if exclusive else allowed
         free = [n for n in nodes if n.free > 0]
+        if not free:  # every node is full: nothing else fits this round
+            queue.push(seq, slots)
+            break
         node = choose(seq, slots, free, may_use) if choose is not None else choose_node(free, slots, fill, may_use)
         if node is None:
             skipped.append((seq, slots))

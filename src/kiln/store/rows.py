@@ -1,6 +1,7 @@
 """Queries, one small function each, named in Batch's words. They decide nothing."""
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -68,14 +69,25 @@ def task_counts(conn: Connection, job_key: str) -> list[Row]:
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
-_TASKS_BY_SEQ = select(tasks).where(tasks.c.seq.in_(bindparam("seqs", expanding=True)))
+#: tasks_by_seq reads at most this many rows per statement
+SEQ_CHUNK = 32
+
+
+@functools.cache
+def _tasks_by_seq(count: int):
+    """One statement per list length, built once: SQLAlchemy caches its compiled form (an expanding
+    IN would be rendered again on every call, and this is the scheduler's hot path)."""
+    return select(tasks).where(tasks.c.seq.in_([bindparam(f"s{i}") for i in range(count)]))
 
 
 def tasks_by_seq(conn: Connection, seqs: Sequence[int]) -> list[Row]:
-    """Built once (the scheduler's hot path): only the list of seqs changes."""
-    if not seqs:
-        return []
-    return [dict(r) for r in conn.execute(_TASKS_BY_SEQ, {"seqs": list(seqs)}).mappings()]
+    seqs = list(seqs)
+    found: list[Row] = []
+    for start in range(0, len(seqs), SEQ_CHUNK):
+        chunk = seqs[start:start + SEQ_CHUNK]
+        params = {f"s{i}": seq for i, seq in enumerate(chunk)}
+        found += [dict(r) for r in conn.execute(_tasks_by_seq(len(chunk)), params).mappings()]
+    return found
 
 
 def task_seqs(conn: Connection, job_key: str, keys: Sequence[str]) -> dict[str, int]:
