@@ -70,6 +70,9 @@ class Account:
     uid: int
     gid: int
     user_name: str | None = None  #: a named user account's name; auto-users are kiln-<uid>
+    #: one account for many steps of the node (pool-scope auto-user, named user account), not one task's:
+    #: its commands are started by a launcher of its own that runs as it (see launcher.py)
+    node_wide: bool = False
 
     @property
     def name(self) -> str:
@@ -152,13 +155,13 @@ def account_of(step: Step, paths: TaskPaths) -> Account:
     if step.scope == "user":
         user = step.user or {}
         if user.get("uid") is not None:  # the pool gave it fixed ids (linuxUserConfiguration)
-            return Account(user["uid"], user["gid"], user["name"])
+            return Account(user["uid"], user["gid"], user["name"], node_wide=True)
         uid = node_account_uid(paths, "user", user["name"])
-        return Account(uid, uid, user["name"])
+        return Account(uid, uid, user["name"], node_wide=True)
     if step.scope == "pool":
         uid = node_account_uid(paths, "pool")
-    else:
-        uid = task_uid(paths)
+        return Account(uid, uid, node_wide=True)
+    uid = task_uid(paths)
     return Account(uid, uid)
 
 

@@ -1,8 +1,10 @@
-"""The agent's side of its launcher: start it on first use, ask it to start commands, await their exits.
+"""The agent's side of its launchers: start each on first use, ask it to start commands, await their exits.
 
-A command started this way is a LaunchedProcess: a pid, and an exit the launcher reports. If the
-launcher itself dies, every command it was waiting for ends in LauncherLost (their status is
-unknowable) and the next spawn starts a new launcher.
+The node's root launcher starts the worker's own commands and those of task-scope accounts; each
+node-wide account gets a launcher that runs as it (see launcher.py for why). A command started this
+way is a LaunchedProcess: a pid, and an exit its launcher reports. If a launcher dies, every command
+it was waiting for ends in LauncherLost (their status is unknowable) and the next spawn for its
+account starts a new one.
 """
 from __future__ import annotations
 
@@ -19,6 +21,10 @@ from typing import Any
 
 from kiln.compute.node.identity import Account
 from kiln.compute.node.launcher import HEADER, encode
+
+#: Which launcher: None for the root one, else the (uid, gid) it runs as (groups and umask are the same
+#: for every account).
+LaunchKey = tuple[int, int] | None
 
 
 class LauncherLost(Exception):
@@ -38,27 +44,97 @@ class LaunchedProcess:
         return self.returncode
 
 
+def launch_key(account: Account | None) -> LaunchKey:
+    """A node-wide account's commands come from its own launcher; everyone else's from the root one."""
+    return (account.uid, account.gid) if account is not None and account.node_wide else None
+
+
 class Spawner:
+    """The node's launchers, by LaunchKey."""
+
     def __init__(self) -> None:
-        self._proc: asyncio.subprocess.Process | None = None
-        self._sock: socket.socket | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._ids = itertools.count()
-        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._exits: dict[int, asyncio.Future[int]] = {}
+        self._launchers: dict[LaunchKey, LauncherHandle] = {}
         self._starting = asyncio.Lock()
-        self._sending = asyncio.Lock()
 
     async def spawn(self, argv: list[str], *, env: dict[str, str], cwd: str, stdio: tuple[int, int, int],
                     account: Account | None = None) -> LaunchedProcess:
         """Start argv in a session of its own with stdio as its 0, 1, 2; OSError if it cannot start."""
-        sock = await self._ensure_started()
+        own = account if account is not None and account.node_wide else None
+        launcher = await self._launcher(own)
+        return await launcher.spawn(argv, env=env, cwd=cwd, stdio=stdio, account=None if own else account)
+
+    def launcher_pid(self, account: Account | None = None) -> int | None:
+        """The pid of the launcher that starts account's commands, if it runs (diagnostics and tests)."""
+        launcher = self._launchers.get(launch_key(account))
+        return launcher.pid if launcher is not None and launcher.running else None
+
+    async def close(self) -> None:
+        """Every launcher kills what it started and exits."""
+        launchers = list(self._launchers.values())
+        self._launchers.clear()
+        await asyncio.gather(*(launcher.close() for launcher in launchers))
+
+    async def _launcher(self, account: Account | None) -> LauncherHandle:
+        """account's own launcher (None: the root one), started if it is not running."""
+        key = launch_key(account)
+        launcher = self._launchers.get(key)
+        if launcher is not None and launcher.running:
+            return launcher
+        async with self._starting:
+            launcher = self._launchers.get(key)
+            if launcher is None or not launcher.running:
+                if launcher is not None:
+                    await launcher.close()  # it died: release its socket, reap it
+                options = None if account is None else account.launch_options()
+                launcher = self._launchers[key] = await LauncherHandle.start(options)
+            return launcher
+
+
+class LauncherHandle:
+    """One launcher process and its socket: requests go out, answers and exits come back."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, sock: socket.socket) -> None:
+        self._proc = proc
+        self._sock = sock
+        self._ids = itertools.count()
+        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._exits: dict[int, asyncio.Future[int]] = {}
+        self._sending = asyncio.Lock()
+        self._reader = asyncio.create_task(self._read(), name="kiln-launcher-reader")
+
+    @classmethod
+    async def start(cls, account: dict[str, Any] | None) -> LauncherHandle:
+        """account: Account.launch_options() of the account it is to run as (None: it stays root)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        args = [] if account is None else [json.dumps(account)]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "kiln.compute.node.launcher", str(theirs.fileno()), *args,
+                pass_fds=[theirs.fileno()], stdin=asyncio.subprocess.DEVNULL)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        return cls(proc, ours)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return not self._reader.done()
+
+    async def spawn(self, argv: list[str], *, env: dict[str, str], cwd: str, stdio: tuple[int, int, int],
+                    account: Account | None) -> LaunchedProcess:
         request_id = next(self._ids)
         reply = self._replies[request_id] = asyncio.get_running_loop().create_future()
         reply.add_done_callback(lambda _: self._replies.pop(request_id, None))
         request = {"id": request_id, "argv": argv, "env": env, "cwd": cwd,
                    "account": None if account is None else account.launch_options()}
-        await self._send(sock, encode(request), stdio)
+        await self._send(encode(request), stdio)
         try:
             answer = await asyncio.shield(reply)
         except asyncio.CancelledError:
@@ -70,63 +146,34 @@ class Spawner:
 
     async def close(self) -> None:
         """Closing the socket is the launcher's signal to kill what it started and exit."""
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        if self._proc is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._proc.wait(), 10)
-            self._proc = None
+        self._sock.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._proc.wait(), 10)
         self._lost()
 
-    # -- the launcher process and its socket -------------------------------------------------------
-
-    async def _ensure_started(self) -> socket.socket:
-        async with self._starting:
-            if self._sock is None or self._reader is None or self._reader.done():
-                await self._start()
-            assert self._sock is not None
-            return self._sock
-
-    async def _start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "kiln.compute.node.launcher", str(theirs.fileno()),
-                pass_fds=[theirs.fileno()], stdin=asyncio.subprocess.DEVNULL)
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        self._sock = ours
-        self._reader = asyncio.create_task(self._read(ours), name="kiln-launcher-reader")
-
-    async def _send(self, sock: socket.socket, data: bytes, fds: tuple[int, ...]) -> None:
+    async def _send(self, data: bytes, fds: tuple[int, ...]) -> None:
         """The descriptors travel with the frame's first bytes; frames never interleave."""
         loop = asyncio.get_running_loop()
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
         async with self._sending:
             while True:
                 try:
-                    sent = sock.sendmsg([data], ancillary)
+                    sent = self._sock.sendmsg([data], ancillary)
                     break
                 except BlockingIOError:
-                    await _writable(loop, sock)
+                    await _writable(loop, self._sock)
             if sent < len(data):
-                await loop.sock_sendall(sock, data[sent:])
+                await loop.sock_sendall(self._sock, data[sent:])
 
-    async def _read(self, sock: socket.socket) -> None:
+    async def _read(self) -> None:
         loop = asyncio.get_running_loop()
         buffer = b""
         try:
             while True:
-                chunk = await loop.sock_recv(sock, 65536)
+                chunk = await loop.sock_recv(self._sock, 65536)
                 if not chunk:
                     return
                 buffer += chunk
