@@ -112,10 +112,12 @@ def cpu_seconds(worker_pids: list[int]) -> dict[str, float]:
     the commands (reaped by the launchers, so counted in their children's times). A launcher that
     ended during the run is missed: none should."""
     own = resource.getrusage(resource.RUSAGE_SELF)
-    figures = {"control plane": own.ru_utime + own.ru_stime, "workers": 0.0, "launchers": 0.0, "commands": 0.0}
+    figures = {"control plane": own.ru_utime + own.ru_stime, "workers": 0.0, "of which user": 0.0,
+               "launchers": 0.0, "commands": 0.0}
     for pid in worker_pids:
         times = psutil.Process(pid).cpu_times()
         figures["workers"] += times.user + times.system
+        figures["of which user"] += times.user  # Python's own work; system time is mostly the file system's
     for launcher in launchers(worker_pids):
         with contextlib.suppress(psutil.Error):
             times = launcher.cpu_times()
