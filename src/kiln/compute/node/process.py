@@ -124,11 +124,17 @@ def devnull() -> int:
     return _devnull
 
 
+OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def open_output(path: Path, account: Account | None) -> int:
     """A new file each run (not O_TRUNC): a link left in the task directory by its account must not
-    make the worker truncate, or hand over, a file elsewhere."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o660)
+    make the worker truncate, or hand over, a file elsewhere. Only a retry finds one to unlink."""
+    try:
+        fd = os.open(path, OUTPUT_FLAGS, 0o660)
+    except FileExistsError:
+        os.unlink(path)
+        fd = os.open(path, OUTPUT_FLAGS, 0o660)
     if account is not None:
         os.fchown(fd, account.uid, account.gid)
     return fd
