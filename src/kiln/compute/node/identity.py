@@ -36,7 +36,7 @@ import hashlib
 import itertools
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,7 +148,7 @@ _node_uids: dict[tuple[str, str, str, str], int] = {}
 
 
 def _node_uid_key(paths: TaskPaths, scope: str, name: str) -> tuple[str, str, str, str]:
-    return str(registry_dir()), str(paths.node_root), scope, name
+    return os.environ.get(REGISTRY_ENV, ""), str(paths.node_root), scope, name
 
 
 def node_account_uid(paths: TaskPaths, scope: str, name: str = "") -> int:
@@ -193,14 +193,14 @@ def account_of(step: Step, paths: TaskPaths) -> Account:
     return Account(uid, uid)
 
 
-def first_closed(directories: Iterable[Path]) -> Path | None:
-    """The first directory that other accounts cannot pass through (no o+x), if any."""
-    return next((d for d in directories if not os.stat(d).st_mode & stat.S_IXOTH), None)
+def closed(directory: str | Path) -> bool:
+    """Other accounts cannot pass through it (no o+x)."""
+    return not os.stat(directory).st_mode & stat.S_IXOTH
 
 
 def unreachable_parent(path: Path) -> Path | None:
     """The first directory above path that other accounts cannot pass through, if any."""
-    return first_closed(path.parents)
+    return next(filter(closed, path.parents), None)
 
 
 #: Node roots this process found reachable, with every directory above them: those are the operator's.
@@ -210,11 +210,16 @@ _open_roots: set[Path] = set()
 def blocked_parent(paths: TaskPaths) -> Path | None:
     """unreachable_parent of the task directory. The job's directories, which Kiln makes per job, are
     checked every time; the node root and what is above it once per process."""
-    blocked = first_closed(itertools.takewhile(paths.node_root.__ne__, paths.task_dir.parents))
-    if blocked is None and paths.node_root not in _open_roots:
-        blocked = first_closed([paths.node_root, *paths.node_root.parents])
-        if blocked is None:
-            _open_roots.add(paths.node_root)
+    root, directory = str(paths.node_root), os.path.dirname(paths.task_dir)
+    while len(directory) > len(root):  # its ancestors inside the node root (layout.relative_path)
+        if closed(directory):
+            return Path(directory)
+        directory = os.path.dirname(directory)
+    if paths.node_root in _open_roots:
+        return None
+    blocked = next(filter(closed, [paths.node_root, *paths.node_root.parents]), None)
+    if blocked is None:
+        _open_roots.add(paths.node_root)
     return blocked
 
 

@@ -157,7 +157,7 @@ async def spawn(spawner: Spawner, argv: list[str], env: dict[str, str], paths: T
 
 async def wait(proc: LaunchedProcess, timeout: float | None,
                kill: asyncio.Event | None, limit: float | None = None) -> CommandOutcome:
-    exited = asyncio.ensure_future(proc.wait())
+    exited = proc.exited  # a future: no task of its own to wait for it
     killed = asyncio.ensure_future(kill.wait()) if kill is not None else None
     try:
         waits = {exited} if killed is None else {exited, killed}
@@ -171,7 +171,7 @@ async def wait(proc: LaunchedProcess, timeout: float | None,
         return CommandOutcome(exit_status(exited.result()), pid=proc.pid)
     kill_group(proc.pid)
     try:
-        code = exit_status(await asyncio.wait_for(exited, REAP_TIMEOUT))
+        code = exit_status(await asyncio.wait_for(asyncio.shield(exited), REAP_TIMEOUT))
     except TimeoutError:
         code = 128 + signal.SIGKILL
     except LauncherLost:

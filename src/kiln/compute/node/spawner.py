@@ -36,11 +36,12 @@ class LaunchedProcess:
 
     def __init__(self, pid: int, exited: asyncio.Future[int]) -> None:
         self.pid = pid
-        self._exited = exited
+        #: its returncode when the launcher reports its exit (LauncherLost if the launcher ends first)
+        self.exited = exited
         self.returncode: int | None = None
 
     async def wait(self) -> int:
-        self.returncode = await asyncio.shield(self._exited)
+        self.returncode = await asyncio.shield(self.exited)
         return self.returncode
 
 
@@ -91,16 +92,21 @@ class Spawner:
 
 
 class LauncherHandle:
-    """One launcher process and its socket: requests go out, answers and exits come back."""
+    """One launcher process and its socket: requests go out, answers and exits come back (read by a
+    reader callback that stays registered, not a task that waits for each chunk)."""
 
     def __init__(self, proc: asyncio.subprocess.Process, sock: socket.socket) -> None:
         self._proc = proc
         self._sock = sock
         self._ids = itertools.count()
+        #: requests not answered yet; a cancelled one's command is killed when its pid comes
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
         self._sending = asyncio.Lock()
-        self._reader = asyncio.create_task(self._read(), name="kiln-launcher-reader")
+        self._buffer = b""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock, self._on_readable)
+        self.running = True
 
     @classmethod
     async def start(cls, account: dict[str, Any] | None) -> LauncherHandle:
@@ -123,22 +129,18 @@ class LauncherHandle:
     def pid(self) -> int:
         return self._proc.pid
 
-    @property
-    def running(self) -> bool:
-        return not self._reader.done()
-
     async def spawn(self, argv: list[str], *, env: dict[str, str], cwd: str, stdio: tuple[int, int, int],
                     account: Account | None) -> LaunchedProcess:
         request_id = next(self._ids)
-        reply = self._replies[request_id] = asyncio.get_running_loop().create_future()
-        reply.add_done_callback(lambda _: self._replies.pop(request_id, None))
+        reply = self._replies[request_id] = self._loop.create_future()
         request = {"id": request_id, "argv": argv, "env": env, "cwd": cwd,
                    "account": None if account is None else account.launch_options()}
-        await self._send(encode(request), stdio)
         try:
-            answer = await asyncio.shield(reply)
-        except asyncio.CancelledError:
-            reply.add_done_callback(_kill_if_started)  # the launcher may be starting it right now
+            await self._send(encode(request), stdio)
+            answer = await reply
+        except asyncio.CancelledError:  # nothing may outlive the cancel; the launcher may be starting it now
+            if not reply.cancel() and not reply.cancelled() and reply.exception() is None:
+                _kill_started(reply.result())  # answered just before the cancel; else _dispatch kills it
             raise
         if "pid" not in answer:
             raise OSError(answer.get("errno") or None, answer.get("error", "the launcher could not start it"))
@@ -146,13 +148,10 @@ class LauncherHandle:
 
     async def close(self) -> None:
         """Closing the socket is the launcher's signal to kill what it started and exit."""
+        self._stop_reading()
         self._sock.close()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._proc.wait(), 10)
-        self._lost()
 
     async def _send(self, data: bytes, fds: tuple[int, ...]) -> None:
         """The descriptors travel with the frame's first bytes; frames never interleave."""
@@ -168,25 +167,23 @@ class LauncherHandle:
             if sent < len(data):
                 await loop.sock_sendall(self._sock, data[sent:])
 
-    async def _read(self) -> None:
-        loop = asyncio.get_running_loop()
-        buffer = b""
+    def _on_readable(self) -> None:
         try:
-            while True:
-                chunk = await loop.sock_recv(self._sock, 65536)
-                if not chunk:
-                    return
-                buffer += chunk
-                while len(buffer) >= HEADER.size:
-                    (size,) = HEADER.unpack_from(buffer)
-                    if len(buffer) < HEADER.size + size:
-                        break
-                    self._dispatch(json.loads(buffer[HEADER.size:HEADER.size + size]))
-                    buffer = buffer[HEADER.size + size:]
-        except OSError:
-            return
-        finally:
-            self._lost()
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                self._stop_reading()
+                return
+            self._buffer += chunk
+            while len(self._buffer) >= HEADER.size:
+                (size,) = HEADER.unpack_from(self._buffer)
+                if len(self._buffer) < HEADER.size + size:
+                    break
+                self._dispatch(json.loads(self._buffer[HEADER.size:HEADER.size + size]))
+                self._buffer = self._buffer[HEADER.size + size:]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except (OSError, ValueError):  # the socket failed, or the launcher is not itself
+            self._stop_reading()
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if "exit" in message:
@@ -195,13 +192,19 @@ class LauncherHandle:
                 exited.set_result(message["returncode"])
             return
         if "pid" in message:  # made now, not when the request's coroutine resumes: its exit may come first
-            message["exited"] = self._exits[message["pid"]] = asyncio.get_running_loop().create_future()
-        reply = self._replies.get(message["id"])
-        if reply is not None and not reply.done():
+            message["exited"] = self._exits[message["pid"]] = self._loop.create_future()
+        reply = self._replies.pop(message["id"], None)
+        if reply is not None and reply.cancelled():
+            _kill_started(message)
+        elif reply is not None and not reply.done():
             reply.set_result(message)
 
-    def _lost(self) -> None:
-        """The launcher is gone: nothing it was asked or was waiting for will be answered."""
+    def _stop_reading(self) -> None:
+        """The launcher is gone (or going): nothing it was asked or was waiting for will be answered."""
+        if not self.running:
+            return
+        self.running = False
+        self._loop.remove_reader(self._sock)
         for reply in self._replies.values():
             if not reply.done():
                 reply.set_exception(OSError("the node's launcher stopped"))
@@ -212,12 +215,11 @@ class LauncherHandle:
         self._exits.clear()
 
 
-def _kill_if_started(reply: asyncio.Future[dict[str, Any]]) -> None:
+def _kill_started(answer: dict[str, Any]) -> None:
     """For a spawn cancelled while the launcher was starting the command: nothing may outlive the cancel."""
-    if reply.cancelled() or reply.exception() is not None or "pid" not in reply.result():
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(reply.result()["pid"], signal.SIGKILL)
+    if "pid" in answer:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(answer["pid"], signal.SIGKILL)
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
