@@ -4,12 +4,16 @@ Runs N `/bin/true` steps on 2 nodes. Each node keeps at most `window` steps in f
 whenever a batch of results comes back, the freed slots are refilled with one run() message,
 as the scheduler does. Prints figures only.
 
-    python bench/node_dispatch.py [--steps 2000] [--windows 4,50]
+    python bench/node_dispatch.py [--steps 2000] [--windows 4,50] [--no-bare]
+
+CPU per command is split into the control plane (this process), the workers (the agents), the
+launchers, and the commands themselves (as reaped by the launchers).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
 import subprocess
@@ -17,6 +21,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import psutil
 
 from kiln.compute.dask_backend import DaskBackend
 from kiln.compute.protocol import Step, StepResult
@@ -75,7 +81,10 @@ class Feeder:
         self.batches.append(len(results))
         self.in_flight[node_id] -= len(results)
         self.done += len(results)
-        self.failed += sum(r.exit_code != 0 for r in results)
+        failures = [r for r in results if r.exit_code != 0]
+        if failures and not self.failed:
+            print(f"first failure: {failures[0]}")
+        self.failed += len(failures)
         if self.done >= self.total:
             self.finished.set()
         await self.refill(node_id)
@@ -87,20 +96,41 @@ class Feeder:
         return self.total / (time.perf_counter() - start)
 
 
-def cpu_seconds(worker_pids: list[int]) -> tuple[float, float]:
-    """CPU time so far of this process (the control plane) and of the worker processes together."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    workers = 0.0
+def launchers(worker_pids: list[int]) -> list[psutil.Process]:
+    """The launcher processes: children of the workers running kiln.compute.node.launcher."""
+    found = []
     for pid in worker_pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        workers += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-    return own.ru_utime + own.ru_stime, workers
+        for child in psutil.Process(pid).children():
+            with contextlib.suppress(psutil.Error):
+                if "kiln.compute.node.launcher" in child.cmdline():
+                    found.append(child)
+    return found
 
 
-async def through_dask(steps: int, windows: list[int]) -> dict[int, tuple[float, float, int, list[float]]]:
+def cpu_seconds(worker_pids: list[int]) -> dict[str, float]:
+    """CPU time so far of this process (the control plane), the workers, the launchers themselves, and
+    the commands (reaped by the launchers, so counted in their children's times). A launcher that
+    ended during the run is missed: none should."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    figures = {"control plane": own.ru_utime + own.ru_stime, "workers": 0.0, "of which user": 0.0,
+               "launchers": 0.0, "commands": 0.0}
+    for pid in worker_pids:
+        times = psutil.Process(pid).cpu_times()
+        figures["workers"] += times.user + times.system
+        figures["of which user"] += times.user  # Python's own work; system time is mostly the file system's
+    for launcher in launchers(worker_pids):
+        with contextlib.suppress(psutil.Error):
+            times = launcher.cpu_times()
+            figures["launchers"] += times.user + times.system
+            figures["commands"] += times.children_user + times.children_system
+    return figures
+
+
+async def through_dask(steps: int, windows: list[int]) -> dict[int, tuple[float, float, int, dict[str, float]]]:
     figures = {}
     with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmp:
         data_dir = Path(tmp)
+        data_dir.chmod(0o755)  # as root, steps run as task accounts, which must pass through it
         backend = DaskBackend(data_dir)
         up: set[str] = set()
         all_up = asyncio.Event()
@@ -126,7 +156,7 @@ async def through_dask(steps: int, windows: list[int]) -> dict[int, tuple[float,
                 rate = await feeder.run()
                 after = cpu_seconds(workers)
                 mean_batch = sum(feeder.batches) / len(feeder.batches)
-                per_step = [(b - a) / steps * 1e6 for a, b in zip(before, after)]
+                per_step = {name: (after[name] - before.get(name, 0.0)) / steps * 1e6 for name in after}
                 figures[window] = (rate, mean_batch, feeder.failed, per_step)
         finally:
             await backend.close()
@@ -137,19 +167,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--windows", default="4,50", help="steps in flight per node, comma-separated")
+    parser.add_argument("--no-bare", dest="bare", action="store_false",
+                        help="skip the bare subprocess.run figures (shorter runs)")
     args = parser.parse_args()
     windows = [int(w) for w in args.windows.split(",")]
 
-    base = bare(args.steps)
-    print(f"bare subprocess.run, 4 threads: {base:8.0f} commands/s")
-    with_layout = bare_with_layout(args.steps)
-    print(f"bare subprocess.run + task dir and output files, 4 threads: {with_layout:8.0f} commands/s")
-    for window, (rate, mean_batch, failed, (control, agents)) in asyncio.run(
-            through_dask(args.steps, windows)).items():
+    if args.bare:
+        base = bare(args.steps)
+        print(f"bare subprocess.run, 4 threads: {base:8.0f} commands/s")
+        with_layout = bare_with_layout(args.steps)
+        print(f"bare subprocess.run + task dir and output files, 4 threads: {with_layout:8.0f} commands/s")
+    for window, (rate, mean_batch, failed, cpu) in asyncio.run(through_dask(args.steps, windows)).items():
+        relative = f"{rate / base:5.1%} of bare, {rate / with_layout:5.1%} of bare + layout; " if args.bare else ""
         print(f"DaskBackend, 2 nodes x {window:>3} in flight: {rate:8.0f} commands/s "
-              f"({rate / base:5.1%} of bare, {rate / with_layout:5.1%} of bare + layout; "
-              f"mean result batch {mean_batch:.1f}; failed {failed}; "
-              f"CPU per command: control plane {control:.0f} us, agents {agents:.0f} us)")
+              f"({relative}mean result batch {mean_batch:.1f}; failed {failed}; CPU per command: "
+              + ", ".join(f"{name} {us:.0f} us" for name, us in cpu.items()) + ")")
     print(f"load average after the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
 

@@ -70,6 +70,9 @@ class Account:
     uid: int
     gid: int
     user_name: str | None = None  #: a named user account's name; auto-users are kiln-<uid>
+    #: one account for many steps of the node (pool-scope auto-user, named user account), not one task's:
+    #: its commands are started by a launcher of its own that runs as it (see launcher.py)
+    node_wide: bool = False
 
     @property
     def name(self) -> str:
@@ -138,9 +141,24 @@ def claim_uid(owner: str, preferred: int, current: int | None = None) -> int:
                          f"All {UID_COUNT} task account uids are in use on this host.")
 
 
+#: Node-wide accounts' uids this process has claimed, by (registry, node root, scope, name). A claim stays
+#: its owner's while the owner's node root exists, and a node root is wiped or removed only with its
+#: worker stopped: steps need not take the registry's lock again.
+_node_uids: dict[tuple[str, str, str, str], int] = {}
+
+
+def _node_uid_key(paths: TaskPaths, scope: str, name: str) -> tuple[str, str, str, str]:
+    return os.environ.get(REGISTRY_ENV, ""), str(paths.node_root), scope, name
+
+
 def node_account_uid(paths: TaskPaths, scope: str, name: str = "") -> int:
     """A node-wide account: the pool-scope auto-user, or a named user account of the pool."""
-    return claim_uid(f"{paths.node_root}{ACCOUNT_MARK}{scope}:{name}", preferred_uid(paths, scope, name))
+    key = _node_uid_key(paths, scope, name)
+    uid = _node_uids.get(key)
+    if uid is None:
+        owner = f"{paths.node_root}{ACCOUNT_MARK}{scope}:{name}"
+        uid = _node_uids[key] = claim_uid(owner, preferred_uid(paths, scope, name))
+    return uid
 
 
 def task_uid(paths: TaskPaths) -> int:
@@ -148,26 +166,61 @@ def task_uid(paths: TaskPaths) -> int:
     return claim_uid(str(paths.task_dir), preferred_uid(paths, "task"), os.lstat(paths.task_dir).st_uid)
 
 
+def claims_uid(step: Step, paths: TaskPaths) -> bool:
+    """Whether prepare() takes a uid from the host-wide registry, under its lock (worth a thread): for
+    every task-scope step, and for a node-wide account the first time only."""
+    if step.user_missing or not needs_account(step):
+        return False
+    if step.scope == "task":
+        return True
+    user = step.user or {}
+    if step.scope == "user" and user.get("uid") is not None:
+        return False
+    return _node_uid_key(paths, step.scope, user.get("name", "")) not in _node_uids
+
+
 def account_of(step: Step, paths: TaskPaths) -> Account:
     if step.scope == "user":
         user = step.user or {}
         if user.get("uid") is not None:  # the pool gave it fixed ids (linuxUserConfiguration)
-            return Account(user["uid"], user["gid"], user["name"])
+            return Account(user["uid"], user["gid"], user["name"], node_wide=True)
         uid = node_account_uid(paths, "user", user["name"])
-        return Account(uid, uid, user["name"])
+        return Account(uid, uid, user["name"], node_wide=True)
     if step.scope == "pool":
         uid = node_account_uid(paths, "pool")
-    else:
-        uid = task_uid(paths)
+        return Account(uid, uid, node_wide=True)
+    uid = task_uid(paths)
     return Account(uid, uid)
 
 
+def closed(directory: str | Path) -> bool:
+    """Other accounts cannot pass through it (no o+x)."""
+    return not os.stat(directory).st_mode & stat.S_IXOTH
+
+
 def unreachable_parent(path: Path) -> Path | None:
-    """The first directory above path that other accounts cannot pass through (no o+x), if any."""
-    for parent in path.parents:
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
-            return parent
-    return None
+    """The first directory above path that other accounts cannot pass through, if any."""
+    return next(filter(closed, path.parents), None)
+
+
+#: Node roots this process found reachable, with every directory above them: those are the operator's.
+_open_roots: set[Path] = set()
+
+
+def blocked_parent(paths: TaskPaths) -> Path | None:
+    """unreachable_parent of the task directory. The job's directories, which Kiln makes per job, are
+    checked every time; the node root and what is above it once per process."""
+    root, directory = str(paths.node_root), os.path.dirname(paths.task_dir)
+    while len(directory) > len(root):  # its ancestors inside the node root (layout.relative_path)
+        if closed(directory):
+            return Path(directory)
+        directory = os.path.dirname(directory)
+    if paths.node_root in _open_roots:
+        return None
+    blocked = next(filter(closed, [paths.node_root, *paths.node_root.parents]), None)
+    if blocked is None:
+        _open_roots.add(paths.node_root)
+    return blocked
 
 
 def shareable(mode: int) -> int:
@@ -182,11 +235,13 @@ def hand_over(path: Path, account: Account, *, directory: bool) -> None:
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_DIRECTORY if directory else 0)
     fd = os.open(path, flags)
     try:
-        mode = os.fstat(fd).st_mode
-        if not (stat.S_ISDIR(mode) if directory else stat.S_ISREG(mode)):
+        st = os.fstat(fd)
+        if not (stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)):
             raise OSError(f"{path} is not a {'directory' if directory else 'regular file'}")
-        os.fchown(fd, account.uid, account.gid)
-        os.fchmod(fd, shareable(mode))
+        if (st.st_uid, st.st_gid) != (account.uid, account.gid):
+            os.fchown(fd, account.uid, account.gid)
+        if stat.S_IMODE(st.st_mode) != shareable(st.st_mode):
+            os.fchmod(fd, shareable(st.st_mode))
     finally:
         os.close(fd)
 
@@ -205,7 +260,7 @@ def prepare(step: Step, paths: TaskPaths) -> Account | None:
     if not needs_account(step):
         return None
     try:
-        blocked = unreachable_parent(paths.task_dir)
+        blocked = blocked_parent(paths)
         if blocked is not None:
             raise StepFailure.of(SERVER_ERROR, "TaskAccountSetupFailed", (
                 f"{blocked} cannot be passed through by other users (it lacks o+x), so the task's "

@@ -1,13 +1,23 @@
-"""The launcher: a small process per node that starts the node's commands, so the big worker never forks.
+"""The launcher: a small process that starts a node's commands, so the big worker never forks.
 
 Why: when a command must run as another account, CPython cannot use vfork and forks the whole
 worker instead (~19 ms a command there). This process imports next to nothing, so its fork is
-cheap, and it is the parent of every command of its node: it reports each exit, and when its
-worker goes away (the socket closes, even on SIGKILL) it kills every command it started, so no
-command outlives its node.
+cheap, and it is the parent of the commands it starts: it reports each exit, and when its worker
+goes away (the socket closes, even on SIGKILL) it kills every command it started, so no command
+outlives its node.
 
-Run as `python -m kiln.compute.node.launcher FD`, FD being its end of a stream socketpair with the
-agent (kiln.compute.node.spawner). Both ways, a frame is a 4-byte big-endian length and a JSON
+A node has a root launcher and one launcher per node-wide account (the pool-scope auto-user, each
+named user account), started by the worker as root. The root launcher runs admin steps and switches
+task-scope accounts in the child; that child must setgroups, setgid and setuid, so CPython forks
+(~1.2 ms parent and child CPU) instead of using vfork (~0.2 ms parent). An account's launcher drops
+root for good at start-up (groups, gid, uid, umask), so its commands need no switch and are vforked.
+What that means: the account's own commands may signal their launcher (killing it only ends that
+account's commands, which could already kill each other: they get LauncherLost); they cannot ptrace
+it or reach its descriptors, because it makes itself non-dumpable when it drops root.
+
+Run as `python -m kiln.compute.node.launcher FD [ACCOUNT]`, FD being its end of a stream socketpair
+with the agent (kiln.compute.node.spawner) and ACCOUNT, for an account's launcher, the JSON of
+identity.Account.launch_options(). Both ways, a frame is a 4-byte big-endian length and a JSON
 object. A spawn request carries the command's stdin, stdout and stderr as descriptors (SCM_RIGHTS)
 on its first bytes; the launcher answers {"id", "pid"} or {"id", "errno", "error"}, and later
 {"exit": pid, "returncode": n} (-N: killed by signal N, as subprocess reports it).
@@ -63,6 +73,25 @@ def read_request(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None
     (size,) = HEADER.unpack(header + rest)
     body = recv_exactly(sock, size)
     return None if body is None else (json.loads(body), list(fds))
+
+
+PR_SET_DUMPABLE = 4
+
+
+def become(account: dict[str, Any]) -> None:
+    """Drop root for good (real, effective and saved ids), then stay non-dumpable: the kernel does that
+    on the uid change unless fs.suid_dumpable is 1, and the account's commands must not ptrace us.
+
+    Nothing may be imported from here on: the account may not be able to read the standard library."""
+    import ctypes  # only here: the root launcher does without
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    os.setgroups(account["groups"])
+    os.setgid(account["gid"])
+    os.setuid(account["uid"])
+    os.umask(account["umask"])
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
 def account_options(account: dict[str, Any] | None) -> dict[str, Any]:
@@ -156,6 +185,8 @@ class Launcher:
 def main(argv: list[str]) -> None:
     sock = socket.socket(fileno=int(argv[1]))
     sock.setblocking(True)
+    if len(argv) > 2:
+        become(json.loads(argv[2]))
     launcher = Launcher(sock)
     try:
         launcher.serve()

@@ -78,13 +78,21 @@ def secure_node_layout(root: Path) -> None:
 
 def ensure_node_layout(node_root: Path) -> None:
     """create_node_layout unless already there: one stat on the hot path instead of six mkdirs."""
-    if not (node_root / "workitems").is_dir():
+    if not os.path.isdir(os.path.join(node_root, "workitems")):
         create_node_layout(node_root)
 
 
 def create_task_dir(paths: TaskPaths) -> None:
-    """Create the task directory with wd/ inside; a retry reuses it (idempotent)."""
-    paths.wd.mkdir(parents=True, exist_ok=True)
+    """Create the task directory with wd/ inside; a retry reuses it (idempotent). The job's directory
+    is usually there already: two mkdirs, not mkdir(parents=True)'s failed one first."""
+    for directory in (paths.task_dir, paths.wd):
+        try:
+            os.mkdir(directory)
+        except FileNotFoundError:
+            directory.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
 
 
 def state_dir(node_root: str | os.PathLike[str]) -> Path:

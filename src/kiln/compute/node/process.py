@@ -124,11 +124,17 @@ def devnull() -> int:
     return _devnull
 
 
+OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def open_output(path: Path, account: Account | None) -> int:
     """A new file each run (not O_TRUNC): a link left in the task directory by its account must not
-    make the worker truncate, or hand over, a file elsewhere."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o660)
+    make the worker truncate, or hand over, a file elsewhere. Only a retry finds one to unlink."""
+    try:
+        fd = os.open(path, OUTPUT_FLAGS, 0o660)
+    except FileExistsError:
+        os.unlink(path)
+        fd = os.open(path, OUTPUT_FLAGS, 0o660)
     if account is not None:
         os.fchown(fd, account.uid, account.gid)
     return fd
@@ -151,7 +157,7 @@ async def spawn(spawner: Spawner, argv: list[str], env: dict[str, str], paths: T
 
 async def wait(proc: LaunchedProcess, timeout: float | None,
                kill: asyncio.Event | None, limit: float | None = None) -> CommandOutcome:
-    exited = asyncio.ensure_future(proc.wait())
+    exited = proc.exited  # a future: no task of its own to wait for it
     killed = asyncio.ensure_future(kill.wait()) if kill is not None else None
     try:
         waits = {exited} if killed is None else {exited, killed}
@@ -165,7 +171,7 @@ async def wait(proc: LaunchedProcess, timeout: float | None,
         return CommandOutcome(exit_status(exited.result()), pid=proc.pid)
     kill_group(proc.pid)
     try:
-        code = exit_status(await asyncio.wait_for(exited, REAP_TIMEOUT))
+        code = exit_status(await asyncio.wait_for(asyncio.shield(exited), REAP_TIMEOUT))
     except TimeoutError:
         code = 128 + signal.SIGKILL
     except LauncherLost:

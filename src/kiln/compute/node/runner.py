@@ -57,8 +57,10 @@ async def task_dir_hook(ctx: StepContext) -> None:
 
 
 async def identity_hook(ctx: StepContext) -> None:
-    if identity.needs_account(ctx.step):  # in a thread: the uid registry's lock is host-wide
+    if identity.claims_uid(ctx.step, ctx.paths):  # in a thread: the uid registry's lock is host-wide
         ctx.account = await asyncio.to_thread(identity.prepare, ctx.step, ctx.paths)
+    elif identity.needs_account(ctx.step):
+        ctx.account = identity.prepare(ctx.step, ctx.paths)
 
 
 async def environment_hook(ctx: StepContext) -> None:

@@ -1,8 +1,10 @@
-"""The agent's side of its launcher: start it on first use, ask it to start commands, await their exits.
+"""The agent's side of its launchers: start each on first use, ask it to start commands, await their exits.
 
-A command started this way is a LaunchedProcess: a pid, and an exit the launcher reports. If the
-launcher itself dies, every command it was waiting for ends in LauncherLost (their status is
-unknowable) and the next spawn starts a new launcher.
+The node's root launcher starts the worker's own commands and those of task-scope accounts; each
+node-wide account gets a launcher that runs as it (see launcher.py for why). A command started this
+way is a LaunchedProcess: a pid, and an exit its launcher reports. If a launcher dies, every command
+it was waiting for ends in LauncherLost (their status is unknowable) and the next spawn for its
+account starts a new one.
 """
 from __future__ import annotations
 
@@ -20,6 +22,10 @@ from typing import Any
 from kiln.compute.node.identity import Account
 from kiln.compute.node.launcher import HEADER, encode
 
+#: Which launcher: None for the root one, else the (uid, gid) it runs as (groups and umask are the same
+#: for every account).
+LaunchKey = tuple[int, int] | None
+
 
 class LauncherLost(Exception):
     """The launcher ended while a command of it was still running."""
@@ -30,73 +36,86 @@ class LaunchedProcess:
 
     def __init__(self, pid: int, exited: asyncio.Future[int]) -> None:
         self.pid = pid
-        self._exited = exited
+        #: its returncode when the launcher reports its exit (LauncherLost if the launcher ends first)
+        self.exited = exited
         self.returncode: int | None = None
 
     async def wait(self) -> int:
-        self.returncode = await asyncio.shield(self._exited)
+        self.returncode = await asyncio.shield(self.exited)
         return self.returncode
 
 
+def launch_key(account: Account | None) -> LaunchKey:
+    """A node-wide account's commands come from its own launcher; everyone else's from the root one."""
+    return (account.uid, account.gid) if account is not None and account.node_wide else None
+
+
 class Spawner:
+    """The node's launchers, by LaunchKey."""
+
     def __init__(self) -> None:
-        self._proc: asyncio.subprocess.Process | None = None
-        self._sock: socket.socket | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._ids = itertools.count()
-        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._exits: dict[int, asyncio.Future[int]] = {}
+        self._launchers: dict[LaunchKey, LauncherHandle] = {}
         self._starting = asyncio.Lock()
-        self._sending = asyncio.Lock()
 
     async def spawn(self, argv: list[str], *, env: dict[str, str], cwd: str, stdio: tuple[int, int, int],
                     account: Account | None = None) -> LaunchedProcess:
         """Start argv in a session of its own with stdio as its 0, 1, 2; OSError if it cannot start."""
-        sock = await self._ensure_started()
-        request_id = next(self._ids)
-        reply = self._replies[request_id] = asyncio.get_running_loop().create_future()
-        reply.add_done_callback(lambda _: self._replies.pop(request_id, None))
-        request = {"id": request_id, "argv": argv, "env": env, "cwd": cwd,
-                   "account": None if account is None else account.launch_options()}
-        await self._send(sock, encode(request), stdio)
-        try:
-            answer = await asyncio.shield(reply)
-        except asyncio.CancelledError:
-            reply.add_done_callback(_kill_if_started)  # the launcher may be starting it right now
-            raise
-        if "pid" not in answer:
-            raise OSError(answer.get("errno") or None, answer.get("error", "the launcher could not start it"))
-        return LaunchedProcess(answer["pid"], answer["exited"])
+        own = account if account is not None and account.node_wide else None
+        launcher = await self._launcher(own)
+        return await launcher.spawn(argv, env=env, cwd=cwd, stdio=stdio, account=None if own else account)
+
+    def launcher_pid(self, account: Account | None = None) -> int | None:
+        """The pid of the launcher that starts account's commands, if it runs (diagnostics and tests)."""
+        launcher = self._launchers.get(launch_key(account))
+        return launcher.pid if launcher is not None and launcher.running else None
 
     async def close(self) -> None:
-        """Closing the socket is the launcher's signal to kill what it started and exit."""
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        if self._proc is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._proc.wait(), 10)
-            self._proc = None
-        self._lost()
+        """Every launcher kills what it started and exits."""
+        launchers = list(self._launchers.values())
+        self._launchers.clear()
+        await asyncio.gather(*(launcher.close() for launcher in launchers))
 
-    # -- the launcher process and its socket -------------------------------------------------------
-
-    async def _ensure_started(self) -> socket.socket:
+    async def _launcher(self, account: Account | None) -> LauncherHandle:
+        """account's own launcher (None: the root one), started if it is not running."""
+        key = launch_key(account)
+        launcher = self._launchers.get(key)
+        if launcher is not None and launcher.running:
+            return launcher
         async with self._starting:
-            if self._sock is None or self._reader is None or self._reader.done():
-                await self._start()
-            assert self._sock is not None
-            return self._sock
+            launcher = self._launchers.get(key)
+            if launcher is None or not launcher.running:
+                if launcher is not None:
+                    await launcher.close()  # it died: release its socket, reap it
+                options = None if account is None else account.launch_options()
+                launcher = self._launchers[key] = await LauncherHandle.start(options)
+            return launcher
 
-    async def _start(self) -> None:
+
+class LauncherHandle:
+    """One launcher process and its socket: requests go out, answers and exits come back (read by a
+    reader callback that stays registered, not a task that waits for each chunk)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, sock: socket.socket) -> None:
+        self._proc = proc
+        self._sock = sock
+        self._ids = itertools.count()
+        #: requests not answered yet; a cancelled one's command is killed when its pid comes
+        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._exits: dict[int, asyncio.Future[int]] = {}
+        self._sending = asyncio.Lock()
+        self._buffer = b""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock, self._on_readable)
+        self.running = True
+
+    @classmethod
+    async def start(cls, account: dict[str, Any] | None) -> LauncherHandle:
+        """account: Account.launch_options() of the account it is to run as (None: it stays root)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        args = [] if account is None else [json.dumps(account)]
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "kiln.compute.node.launcher", str(theirs.fileno()),
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "kiln.compute.node.launcher", str(theirs.fileno()), *args,
                 pass_fds=[theirs.fileno()], stdin=asyncio.subprocess.DEVNULL)
         except BaseException:
             ours.close()
@@ -104,42 +123,67 @@ class Spawner:
         finally:
             theirs.close()
         ours.setblocking(False)
-        self._sock = ours
-        self._reader = asyncio.create_task(self._read(ours), name="kiln-launcher-reader")
+        return cls(proc, ours)
 
-    async def _send(self, sock: socket.socket, data: bytes, fds: tuple[int, ...]) -> None:
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    async def spawn(self, argv: list[str], *, env: dict[str, str], cwd: str, stdio: tuple[int, int, int],
+                    account: Account | None) -> LaunchedProcess:
+        request_id = next(self._ids)
+        reply = self._replies[request_id] = self._loop.create_future()
+        request = {"id": request_id, "argv": argv, "env": env, "cwd": cwd,
+                   "account": None if account is None else account.launch_options()}
+        try:
+            await self._send(encode(request), stdio)
+            answer = await reply
+        except asyncio.CancelledError:  # nothing may outlive the cancel; the launcher may be starting it now
+            if not reply.cancel() and not reply.cancelled() and reply.exception() is None:
+                _kill_started(reply.result())  # answered just before the cancel; else _dispatch kills it
+            raise
+        if "pid" not in answer:
+            raise OSError(answer.get("errno") or None, answer.get("error", "the launcher could not start it"))
+        return LaunchedProcess(answer["pid"], answer["exited"])
+
+    async def close(self) -> None:
+        """Closing the socket is the launcher's signal to kill what it started and exit."""
+        self._stop_reading()
+        self._sock.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._proc.wait(), 10)
+
+    async def _send(self, data: bytes, fds: tuple[int, ...]) -> None:
         """The descriptors travel with the frame's first bytes; frames never interleave."""
         loop = asyncio.get_running_loop()
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
         async with self._sending:
             while True:
                 try:
-                    sent = sock.sendmsg([data], ancillary)
+                    sent = self._sock.sendmsg([data], ancillary)
                     break
                 except BlockingIOError:
-                    await _writable(loop, sock)
+                    await _writable(loop, self._sock)
             if sent < len(data):
-                await loop.sock_sendall(sock, data[sent:])
+                await loop.sock_sendall(self._sock, data[sent:])
 
-    async def _read(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        buffer = b""
+    def _on_readable(self) -> None:
         try:
-            while True:
-                chunk = await loop.sock_recv(sock, 65536)
-                if not chunk:
-                    return
-                buffer += chunk
-                while len(buffer) >= HEADER.size:
-                    (size,) = HEADER.unpack_from(buffer)
-                    if len(buffer) < HEADER.size + size:
-                        break
-                    self._dispatch(json.loads(buffer[HEADER.size:HEADER.size + size]))
-                    buffer = buffer[HEADER.size + size:]
-        except OSError:
-            return
-        finally:
-            self._lost()
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                self._stop_reading()
+                return
+            self._buffer += chunk
+            while len(self._buffer) >= HEADER.size:
+                (size,) = HEADER.unpack_from(self._buffer)
+                if len(self._buffer) < HEADER.size + size:
+                    break
+                self._dispatch(json.loads(self._buffer[HEADER.size:HEADER.size + size]))
+                self._buffer = self._buffer[HEADER.size + size:]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except (OSError, ValueError):  # the socket failed, or the launcher is not itself
+            self._stop_reading()
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if "exit" in message:
@@ -148,13 +192,19 @@ class Spawner:
                 exited.set_result(message["returncode"])
             return
         if "pid" in message:  # made now, not when the request's coroutine resumes: its exit may come first
-            message["exited"] = self._exits[message["pid"]] = asyncio.get_running_loop().create_future()
-        reply = self._replies.get(message["id"])
-        if reply is not None and not reply.done():
+            message["exited"] = self._exits[message["pid"]] = self._loop.create_future()
+        reply = self._replies.pop(message["id"], None)
+        if reply is not None and reply.cancelled():
+            _kill_started(message)
+        elif reply is not None and not reply.done():
             reply.set_result(message)
 
-    def _lost(self) -> None:
-        """The launcher is gone: nothing it was asked or was waiting for will be answered."""
+    def _stop_reading(self) -> None:
+        """The launcher is gone (or going): nothing it was asked or was waiting for will be answered."""
+        if not self.running:
+            return
+        self.running = False
+        self._loop.remove_reader(self._sock)
         for reply in self._replies.values():
             if not reply.done():
                 reply.set_exception(OSError("the node's launcher stopped"))
@@ -165,12 +215,11 @@ class Spawner:
         self._exits.clear()
 
 
-def _kill_if_started(reply: asyncio.Future[dict[str, Any]]) -> None:
+def _kill_started(answer: dict[str, Any]) -> None:
     """For a spawn cancelled while the launcher was starting the command: nothing may outlive the cancel."""
-    if reply.cancelled() or reply.exception() is not None or "pid" not in reply.result():
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(reply.result()["pid"], signal.SIGKILL)
+    if "pid" in answer:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(answer["pid"], signal.SIGKILL)
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:

@@ -357,3 +357,27 @@ async def test_an_unknown_user_fails_the_step_before_it_runs(run_step, make_step
     assert result.exit_code is None and result.failure is not None
     assert (result.failure["category"], result.failure["code"]) == ("usererror", "UserAccountNotFound")
     assert not (paths_of(step).wd / "ran").exists()
+
+
+async def test_a_node_wide_account_is_claimed_once_per_process(run_step, make_step: Callable[..., Step],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = make_step("id -u", scope="pool"), make_step("id -u", scope="pool")
+    assert identity.claims_uid(first, paths_of(first))
+    assert (await run_step(first)).exit_code == 0
+    assert not identity.claims_uid(second, paths_of(second))
+    monkeypatch.setattr(identity, "_registry_lock", None)  # taking the lock again would fail the step
+    assert (await run_step(second)).exit_code == 0
+    assert output(second) == output(first)
+    assert paths_of(second).task_dir.stat().st_uid == int(output(first)[0])
+    task_scoped = make_step()
+    assert identity.claims_uid(task_scoped, paths_of(task_scoped))  # a claim per task directory
+
+
+async def test_a_job_directory_accounts_cannot_pass_is_a_clear_failure(run_step, make_step: Callable[..., Step],
+                                                                      node_root: Path) -> None:
+    """Even once the node root is known to be reachable: Kiln makes the job's directories per job."""
+    assert (await run_step(make_step(scope="pool"))).exit_code == 0
+    (node_root / "workitems/closed").mkdir(mode=0o700)
+    result = await run_step(make_step(scope="pool", task_dir="workitems/closed/job-1/t"))
+    assert result.failure is not None and result.failure["code"] == "TaskAccountSetupFailed"
+    assert f"{node_root / 'workitems/closed'} cannot be passed through" in result.failure["message"]

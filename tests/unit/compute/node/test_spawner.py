@@ -1,4 +1,4 @@
-"""The launcher starts the node's commands and reports their exits; when its worker goes, so do they."""
+"""The launchers start the node's commands and report their exits; when their worker goes, so do they."""
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from kiln.compute.node import identity
 from kiln.compute.node.spawner import LauncherLost, Spawner
 
 from ..helpers import alive, eventually
@@ -59,8 +60,9 @@ async def test_closing_kills_every_command_the_launcher_started(tmp_path: Path, 
 
 async def test_a_dead_launcher_loses_its_commands_and_is_replaced(spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
     proc = await spawner.spawn(["sleep", "30"], env=ENV, cwd=str(tmp_path), stdio=stdio)
-    assert spawner._proc is not None
-    os.kill(spawner._proc.pid, signal.SIGKILL)
+    launcher = spawner.launcher_pid()
+    assert launcher is not None
+    os.kill(launcher, signal.SIGKILL)
     with pytest.raises(LauncherLost):
         await proc.wait()
     os.killpg(proc.pid, signal.SIGKILL)
@@ -84,3 +86,80 @@ async def test_a_spawn_cancelled_before_the_launcher_answers_leaves_nothing_runn
                    for p in Path("/proc").iterdir() if p.name.isdigit() and (p / "cmdline").exists())
     await asyncio.sleep(0.5)  # long enough for the launcher to have started it, had nobody killed it
     await eventually(lambda: not ours_running(), what="the command to be gone")
+
+
+# -- launchers of node-wide accounts (need a root worker) -----------------------------------------
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="launchers of accounts need a root worker (setuid/setgid)")
+
+POOL = identity.Account(identity.UID_FIRST + 4242, identity.UID_FIRST + 4242, node_wide=True)
+NAMED = identity.Account(identity.UID_FIRST + 4343, identity.UID_FIRST + 4343, "alice", node_wide=True)
+TASK = identity.Account(identity.UID_FIRST + 4444, identity.UID_FIRST + 4444)
+WHO = "id -u; id -g; id -G; umask; echo $PPID"
+
+
+def status_ids(pid: int) -> dict[str, list[str]]:
+    """The Uid, Gid and Groups lines of /proc/PID/status (real, effective, saved, fs)."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {key: rest.split() for key, _, rest in (line.partition(":") for line in lines)
+            if key in ("Uid", "Gid", "Groups")}
+
+
+async def who(spawner: Spawner, cwd: Path, out: Path, stdio: tuple[int, int, int],
+              account: identity.Account | None) -> list[str]:
+    """The command's uid, gid, groups, umask and parent pid."""
+    out.write_text("")
+    proc = await spawner.spawn(["sh", "-c", WHO], env=ENV, cwd=str(cwd), stdio=stdio, account=account)
+    assert await proc.wait() == 0
+    return out.read_text().splitlines()
+
+
+@as_root
+async def test_a_node_wide_accounts_commands_come_from_a_launcher_running_as_it(
+        spawner: Spawner, open_tmp: Path, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
+    uid = str(POOL.uid)
+    *ids, parent = await who(spawner, open_tmp, tmp_path / "out", stdio, POOL)
+    assert ids == [uid, uid, f"{uid} {identity.TASKS_GID}", "0002"]
+    launcher = spawner.launcher_pid(POOL)
+    assert int(parent) == launcher
+    assert status_ids(launcher) == {"Uid": [uid] * 4, "Gid": [uid] * 4, "Groups": [str(identity.TASKS_GID)]}
+    assert os.stat(f"/proc/{launcher}/fd").st_uid == 0  # non-dumpable: its account cannot ptrace it
+    *_, root_parent = await who(spawner, open_tmp, tmp_path / "out", stdio, None)
+    assert int(root_parent) == spawner.launcher_pid() != launcher
+    assert status_ids(int(root_parent))["Uid"] == ["0"] * 4
+
+
+@as_root
+async def test_a_task_scope_account_is_switched_to_by_the_root_launcher(
+        spawner: Spawner, open_tmp: Path, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
+    uid = str(TASK.uid)
+    *ids, parent = await who(spawner, open_tmp, tmp_path / "out", stdio, TASK)
+    assert ids == [uid, uid, f"{uid} {identity.TASKS_GID}", "0002"]
+    assert int(parent) == spawner.launcher_pid() == spawner.launcher_pid(TASK)
+
+
+@as_root
+async def test_closing_kills_the_commands_of_every_launcher(open_tmp: Path, stdio: tuple[int, int, int]) -> None:
+    spawner = Spawner()
+    procs = [await spawner.spawn(["sleep", "30"], env=ENV, cwd=str(open_tmp), stdio=stdio, account=account)
+             for account in (None, POOL, NAMED, TASK)]
+    assert len({spawner.launcher_pid(account) for account in (None, POOL, NAMED)}) == 3
+    await spawner.close()
+    await eventually(lambda: not any(alive(p.pid) for p in procs), what="the commands to die")
+
+
+@as_root
+async def test_a_killed_account_launcher_loses_only_its_commands_and_is_replaced(
+        spawner: Spawner, open_tmp: Path, stdio: tuple[int, int, int]) -> None:
+    root_proc = await spawner.spawn(["sleep", "30"], env=ENV, cwd=str(open_tmp), stdio=stdio)
+    proc = await spawner.spawn(["sleep", "30"], env=ENV, cwd=str(open_tmp), stdio=stdio, account=POOL)
+    launcher = spawner.launcher_pid(POOL)
+    assert launcher is not None
+    os.kill(launcher, signal.SIGKILL)
+    with pytest.raises(LauncherLost):
+        await proc.wait()
+    os.killpg(proc.pid, signal.SIGKILL)
+    again = await spawner.spawn(["/bin/true"], env=ENV, cwd=str(open_tmp), stdio=stdio, account=POOL)
+    assert await again.wait() == 0
+    assert spawner.launcher_pid(POOL) not in (None, launcher)
+    assert alive(root_proc.pid) and root_proc.returncode is None
