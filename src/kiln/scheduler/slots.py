@@ -45,7 +45,7 @@ def choose_node(nodes: Iterable[NodeSlots], slots: int, fill: str,
         return None
     if fill == "pack":
         return min(fitting, key=lambda n: (n.free, n.node_id))
-    return max(fitting, key=lambda n: (n.free, [-ord(c) for c in n.node_id]))
+    return min(fitting, key=lambda n: (-n.free, n.node_id))
 
 
 @dataclass(slots=True)

@@ -1,6 +1,7 @@
 """Batch's time and duration formats."""
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta, timezone
 
 import isodate
@@ -39,8 +40,10 @@ def parse_duration(text: str) -> timedelta:
     return value
 
 
+@functools.lru_cache(maxsize=256)
 def duration_seconds(text: str | None) -> float | None:
-    """Seconds of a duration; None for absent or unlimited."""
+    """Seconds of a duration; None for absent or unlimited. Cached: every task's constraints are parsed
+    when it starts and ends, and most tasks share a few values."""
     if not text or text == UNLIMITED:
         return None
     value = parse_duration(text)
