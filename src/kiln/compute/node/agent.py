@@ -44,7 +44,7 @@ class NodeAgent:
         self.table = StepTable()
         self.node_roots: set[str] = {node_root} if node_root else set()
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._kills: dict[str, asyncio.Event] = {}
+        self._kills: dict[str, process.KillSwitch] = {}
         #: process groups that finished keep_background steps left running, until their step id is killed
         self._kept_groups: dict[str, int] = {}
         #: resolved when a result comes; the long-polls wait on it (None: nobody has waited since)
@@ -84,11 +84,11 @@ class NodeAgent:
 
     def _start(self, step: Step) -> None:
         self.node_roots.add(step.node_root)
-        kill = self._kills[step.step_id] = asyncio.Event()
+        kill = self._kills[step.step_id] = process.KillSwitch()
         self._tasks[step.step_id] = asyncio.create_task(self._run_one(step, kill),
                                                         name=f"kiln-step-{step.step_id}")
 
-    async def _run_one(self, step: Step, kill: asyncio.Event) -> None:
+    async def _run_one(self, step: Step, kill: process.KillSwitch) -> None:
         message = None
         try:
             message = (await runner.run_step(step, spawner=self.spawner, kill=kill, http=self.http_client,
