@@ -8,7 +8,6 @@ named `comm`; none of these want it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -45,10 +44,11 @@ class NodeAgent:
         self.table = StepTable()
         self.node_roots: set[str] = {node_root} if node_root else set()
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._kills: dict[str, asyncio.Event] = {}
+        self._kills: dict[str, process.KillSwitch] = {}
         #: process groups that finished keep_background steps left running, until their step id is killed
         self._kept_groups: dict[str, int] = {}
-        self._results_ready = asyncio.Event()
+        #: resolved when a result comes; the long-polls wait on it (None: nobody has waited since)
+        self._result_ready: asyncio.Future[None] | None = None
         self._http: httpx.AsyncClient | None = None
         self.spawner = Spawner()
         self._leash: asyncio.TimerHandle | None = None
@@ -84,11 +84,11 @@ class NodeAgent:
 
     def _start(self, step: Step) -> None:
         self.node_roots.add(step.node_root)
-        kill = self._kills[step.step_id] = asyncio.Event()
+        kill = self._kills[step.step_id] = process.KillSwitch()
         self._tasks[step.step_id] = asyncio.create_task(self._run_one(step, kill),
                                                         name=f"kiln-step-{step.step_id}")
 
-    async def _run_one(self, step: Step, kill: asyncio.Event) -> None:
+    async def _run_one(self, step: Step, kill: process.KillSwitch) -> None:
         message = None
         try:
             message = (await runner.run_step(step, spawner=self.spawner, kill=kill, http=self.http_client,
@@ -102,8 +102,8 @@ class NodeAgent:
             self._kills.pop(step.step_id, None)
             if message is None:
                 self.table.forget(step.step_id)
-            elif self.table.finish(step.step_id, message):
-                self._results_ready.set()
+            elif self.table.finish(step.step_id, message) and self._result_ready is not None:
+                _resolve(self._result_ready)
 
     def leash_to_parent(self) -> None:
         """If the worker's parent dies, even by SIGKILL, the worker exits at once; its launcher then sees
@@ -132,10 +132,14 @@ class NodeAgent:
         if run:
             await self.run(run)
         if not self.table.finished:
-            self._results_ready.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._results_ready.wait(), timeout)
+            await asyncio.wait([self._next_result()], timeout=timeout)
         return self.table.pending()
+
+    def _next_result(self) -> asyncio.Future[None]:
+        """A future (no task) that resolves when a result comes; shared by concurrent long-polls."""
+        if self._result_ready is None or self._result_ready.done():
+            self._result_ready = asyncio.get_running_loop().create_future()
+        return self._result_ready
 
     async def kill(self, step_ids: list[str]) -> list[str]:
         """Kill the steps' process groups and wait (bounded) until they ended; their results are dropped."""
@@ -190,6 +194,11 @@ class NodeAgent:
 
     async def delete_file(self, node_root: str, path: str, recursive: bool = False) -> dict[str, Any]:
         return await _file_op(lambda: files.delete_file(node_root, path, recursive))
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _file_op(op: Callable[[], Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ SEES_PREP_DIR = ("task", "release")
 
 
 def base_environment(host_env: Mapping[str, str]) -> dict[str, str]:
-    env = {name: host_env[name] for name in BASE_VARS if name in host_env}
+    env = {name: value for name in BASE_VARS if (value := host_env.get(name)) is not None}
     env.setdefault("PATH", DEFAULT_PATH)
     return env
 
@@ -26,11 +26,8 @@ def base_environment(host_env: Mapping[str, str]) -> dict[str, str]:
 def batch_variables(step: Step, paths: TaskPaths) -> dict[str, str]:
     """The AZ_BATCH_* variables: the step's identity, then the node's directories."""
     variables = dict(step.batch_context)
+    variables.update(node_variables(paths))
     variables.update({
-        "AZ_BATCH_NODE_ROOT_DIR": str(paths.node_root),
-        "AZ_BATCH_NODE_SHARED_DIR": str(paths.shared),
-        "AZ_BATCH_NODE_STARTUP_DIR": str(paths.startup),
-        "AZ_BATCH_NODE_MOUNTS_DIR": str(paths.mounts),
         "AZ_BATCH_TASK_DIR": str(paths.task_dir),
         "AZ_BATCH_TASK_WORKING_DIR": str(paths.wd),
         "AZ_BATCH_TASK_RESERVED_EPHEMERAL_DISK_SPACE_BYTES": "0",
@@ -41,6 +38,23 @@ def batch_variables(step: Step, paths: TaskPaths) -> dict[str, str]:
         prep = task_paths(paths.node_root, step.prep_task_dir)
         variables["AZ_BATCH_JOB_PREP_DIR"] = str(prep.task_dir)
         variables["AZ_BATCH_JOB_PREP_WORKING_DIR"] = str(prep.wd)
+    return variables
+
+
+#: node_variables by node root: a worker serves one node root, or a few.
+_node_variables: dict[str, dict[str, str]] = {}
+
+
+def node_variables(paths: TaskPaths) -> dict[str, str]:
+    """The node's directories: the same for every step of the node, so made once."""
+    variables = _node_variables.get(str(paths.node_root))
+    if variables is None:
+        variables = _node_variables[str(paths.node_root)] = {
+            "AZ_BATCH_NODE_ROOT_DIR": str(paths.node_root),
+            "AZ_BATCH_NODE_SHARED_DIR": str(paths.shared),
+            "AZ_BATCH_NODE_STARTUP_DIR": str(paths.startup),
+            "AZ_BATCH_NODE_MOUNTS_DIR": str(paths.mounts),
+        }
     return variables
 
 

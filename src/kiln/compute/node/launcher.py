@@ -39,12 +39,14 @@ import sys
 from typing import Any
 
 HEADER = struct.Struct(">I")
+#: One encoder for every frame (json.dumps with separators would build one per call).
+ENCODER = json.JSONEncoder(separators=(",", ":"))
 #: stdin, stdout, stderr
 STDIO_FDS = 3
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    body = json.dumps(message, separators=(",", ":")).encode()
+    body = ENCODER.encode(message).encode()
     return HEADER.pack(len(body)) + body
 
 

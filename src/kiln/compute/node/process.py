@@ -24,6 +24,21 @@ from kiln.compute.node.spawner import LaunchedProcess, LauncherLost, Spawner
 REAP_TIMEOUT = 10.0
 
 
+class KillSwitch:
+    """A request to kill one step, set at most once. An asyncio.Event would need a task per step to be
+    waited for together with the command's exit; this is a future underneath."""
+
+    def __init__(self) -> None:
+        self.requested: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def set(self) -> None:
+        if not self.requested.done():
+            self.requested.set_result(None)
+
+    def is_set(self) -> bool:
+        return self.requested.done()
+
+
 @dataclass(frozen=True, slots=True)
 class CommandOutcome:
     """How the command ended. exit_code follows the shell: killed by signal N -> 128 + N."""
@@ -81,7 +96,7 @@ def prepare_argv(command_line: str, env: dict[str, str], wd: Path) -> list[str] 
 
 async def run_command(command_line: str, *, env: dict[str, str], paths: TaskPaths, spawner: Spawner,
                       timeout: float | None = None, limit: float | None = None,
-                      kill: asyncio.Event | None = None,
+                      kill: KillSwitch | None = None,
                       kill_leftovers: bool = True, account: Account | None = None) -> CommandOutcome:
     """Run to completion, timeout or kill. Cancelling this coroutine kills the group too.
 
@@ -156,15 +171,11 @@ async def spawn(spawner: Spawner, argv: list[str], env: dict[str, str], paths: T
 
 
 async def wait(proc: LaunchedProcess, timeout: float | None,
-               kill: asyncio.Event | None, limit: float | None = None) -> CommandOutcome:
-    exited = proc.exited  # a future: no task of its own to wait for it
-    killed = asyncio.ensure_future(kill.wait()) if kill is not None else None
-    try:
-        waits = {exited} if killed is None else {exited, killed}
-        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if killed is not None:
-            killed.cancel()
+               kill: KillSwitch | None, limit: float | None = None) -> CommandOutcome:
+    exited = proc.exited  # futures both: no task of their own to wait for them
+    killed = kill.requested if kill is not None else None
+    waits = {exited} if killed is None else {exited, killed}
+    done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     if exited in done:
         if exited.exception() is not None:
             return launcher_lost(proc)

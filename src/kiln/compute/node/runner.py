@@ -30,7 +30,7 @@ class StepContext:
     env: dict[str, str] = field(default_factory=dict)
     #: the node's shared HTTP client, made on first use (None: a client per step)
     http: Callable[[], httpx.AsyncClient] | None = None
-    kill: asyncio.Event | None = None
+    kill: process.KillSwitch | None = None
     #: the unprivileged account the command runs as (None: the worker's own user)
     account: identity.Account | None = None
 
@@ -111,7 +111,7 @@ async def run_phase(hooks: Sequence[Hook], phase: str, ctx: StepContext, *, stop
         raise ExceptionGroup(f"{phase} hooks failed", failures)
 
 
-async def run_step(step: Step, *, spawner: Spawner, kill: asyncio.Event | None = None,
+async def run_step(step: Step, *, spawner: Spawner, kill: process.KillSwitch | None = None,
                    http: Callable[[], httpx.AsyncClient] | None = None, hooks: Sequence[Hook] = HOOKS,
                    keep_group: Callable[[str, int], None] | None = None) -> StepResult:
     """keep_group(step_id, pgid): told the process group a keep_background step leaves behind."""

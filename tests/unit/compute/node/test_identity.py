@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln.compute.node import identity, layout
+from kiln.compute.node import identity, layout, process
 from kiln.compute.protocol import ResourceFile, Step
 
 from ..helpers import FileServer, alive, eventually
@@ -180,7 +180,7 @@ async def test_the_wall_clock_kills_a_nonadmin_tree(run_step, make_step: Callabl
 
 
 async def test_a_kill_request_kills_a_nonadmin_tree(run_step, make_step: Callable[..., Step]) -> None:
-    kill = asyncio.Event()
+    kill = process.KillSwitch()
     step = make_step(TREE)
     running = asyncio.create_task(run_step(step, kill=kill))
     pid = await grandchild(step)

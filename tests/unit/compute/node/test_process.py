@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln.compute.node import layout
+from kiln.compute.node import layout, process
 from kiln.compute.node.process import CommandOutcome, exit_status, run_command
 from kiln.compute.node.spawner import Spawner
 
@@ -123,7 +123,7 @@ async def test_wall_clock_limit_kills_the_whole_tree(run, paths: layout.TaskPath
 
 
 async def test_a_kill_request_kills_the_whole_tree(run, paths: layout.TaskPaths) -> None:
-    kill = asyncio.Event()
+    kill = process.KillSwitch()
     task = asyncio.create_task(run(paths, TREE, kill=kill))
     child, grandchild = await pids_of_tree(paths)
     kill.set()

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from kiln.compute.node import runner
+from kiln.compute.node import process, runner
 from kiln.compute.node.failures import StepFailure
 from kiln.compute.node.spawner import Spawner
 from kiln.compute.protocol import ResourceFile, Step
@@ -50,7 +49,7 @@ async def test_wall_clock_counts_from_the_start_of_the_step(run_step, make_step:
 
 
 async def test_a_kill_before_the_command_skips_it(run_step, make_step: Callable[..., Step]) -> None:
-    kill = asyncio.Event()
+    kill = process.KillSwitch()
     kill.set()
     result = await run_step(make_step(), kill=kill)
     assert result.killed and result.exit_code is None
