@@ -1,9 +1,9 @@
 """The control loop: places tasks on node slots, gates them on the job preparation task,
 applies results, and ends jobs with their release tasks.
 
-Decide, commit, act: every change is computed and stored in one transaction on the store's
-writer thread (while the event loop holds `lock`, so in-memory state is touched by one party
-at a time), then steps are sent, processes killed, and the loop woken.
+Decide, commit, act: every change is computed and stored in one transaction by the store's writer
+(while the event loop holds `lock`, so in-memory state is touched by one party at a time), then
+steps are sent, processes killed, and the loop woken.
 """
 from __future__ import annotations
 
