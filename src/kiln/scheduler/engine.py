@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -191,8 +191,12 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
             log.warning("%s failed: %s", what, exc)
 
     # ------------------------------------------------------------------ placement
-    def _place(self, conn: Connection) -> Effects:
+    def _place(self, conn: Connection, counters: Counter | None = None) -> Effects:
+        """counters: node counters of the caller's transaction, written with this round's (one statement)."""
         effects = Effects()
+        if counters:
+            effects.node_counters.update(counters)
+            counters.clear()
         now = utcnow()
         planned: list[tuple[JobEntry, int, int, NodeSlots]] = []
         by_pool: dict[str, list[JobEntry]] = defaultdict(list)
@@ -208,6 +212,7 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
                 planned += self._plan_pool(conn, pool, entries, candidates)
         if not planned:
             self._preempt(conn, now, effects)
+            effects.write_batched(conn)
             return effects
         rows = {r["seq"]: r for r in db.tasks_by_seq(conn, [seq for _, seq, _, _ in planned])}
         for entry, seq, slots, node in planned:
@@ -311,10 +316,10 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
                 self._release_finished(conn, ref, result, now, effects)
             elif ref.kind == "coord":
                 self._coordination_finished(conn, ref, result, now, effects)
-        effects.write_batched(conn)
+        effects.write_batched(conn, counters=False)
         self._settle_disabling(conn, {ref.job_key for _, ref in mine}, now)
         self._take_job_actions(conn, effects)
-        effects.merge(self._place(conn))  # refill the freed slots in the same transaction
+        effects.merge(self._place(conn, effects.node_counters))  # refill the freed slots in the same transaction
         return effects
 
     def _task_finished(self, conn: Connection, ref: StepRef, task: dict[str, Any] | None, result: StepResult,

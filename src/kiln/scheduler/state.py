@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Update, bindparam, update
+from sqlalchemy import Connection, Integer, Update, bindparam, update
 
 from kiln.compute.protocol import Step
 from kiln.core.dependencies import DependencyGraph
@@ -56,21 +56,22 @@ class Effects:
     def change_task(self, seq: int, changes: dict[str, Any]) -> None:
         self.task_changes.append((seq, changes))
 
-    def write_batched(self, conn: Connection) -> None:
-        """Write the batched task changes (executemany per set of columns) and node counters; then forget them."""
+    def write_batched(self, conn: Connection, *, counters: bool = True) -> None:
+        """Write the batched task changes (executemany per set of columns) and, unless told to keep them
+        for later in the transaction, the node counters (one statement); then forget what was written."""
         shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
         for seq, changes in self.task_changes:
             columns = tuple(sorted(changes))
             shapes[columns].append({**{f"v_{c}": changes[c] for c in columns}, "k_seq": seq, "v_etag": new_etag()})
         for columns, params in shapes.items():
             conn.execute(_task_update(columns), params)
-        increments: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for (node_id, column), increment in self.node_counters.items():
-            increments[column].append({"k_id": node_id, "v_by": increment})
-        for column, params in increments.items():
-            conn.execute(_node_counter_update(column), params)
         self.task_changes.clear()
-        self.node_counters.clear()
+        if counters and self.node_counters:
+            increments: dict[str, dict[str, Any]] = {}
+            for (node_id, column), increment in self.node_counters.items():
+                increments.setdefault(node_id, {"k_id": node_id, **{f"by_{c}": 0 for c in NODE_COUNTERS}})[f"by_{column}"] += increment
+            conn.execute(_NODE_COUNTERS_UPDATE, list(increments.values()))
+            self.node_counters.clear()
 
     def merge(self, other: Effects) -> None:
         for node_id, steps in other.run.items():
@@ -92,9 +93,10 @@ def _task_update(columns: tuple[str, ...]) -> Update:
             .values({c: bindparam(f"v_{c}") for c in (*columns, "etag")}))
 
 
-@functools.cache
-def _node_counter_update(column: str) -> Update:
-    return update(nodes).where(nodes.c.id == bindparam("k_id")).values({column: nodes.c[column] + bindparam("v_by")})
+#: Per-node totals the scheduler counts (node documents' totalTasksRun, totalTasksSucceeded).
+NODE_COUNTERS = ("total_tasks_run", "total_tasks_succeeded")
+_NODE_COUNTERS_UPDATE = (update(nodes).where(nodes.c.id == bindparam("k_id"))
+                         .values({c: nodes.c[c] + bindparam(f"by_{c}", type_=Integer) for c in NODE_COUNTERS}))
 
 
 @dataclass(slots=True)

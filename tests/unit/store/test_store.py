@@ -135,6 +135,34 @@ def test_defaults_of_a_new_task_and_node(db: Database) -> None:
         assert (node["incarnation"], node["total_tasks_run"], node["running_tasks"]) == (0, 0, 0)
 
 
+def test_a_transactions_task_changes_and_node_counters_are_written_together(db: Database) -> None:
+    """The scheduler's batched writes (Effects.write_batched): one statement per shape of task change,
+    one for every node's counters, whichever of them moved."""
+    from kiln.scheduler.state import Effects
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.tasks, [task_row("j", "a"), task_row("j", "b")])
+        rows.insert_rows(conn, rows.nodes, [node_row("n1"), node_row("n2")])
+        seqs = {t["key"]: t["seq"] for t in rows.find(conn, rows.tasks)}
+    effects = Effects()
+    effects.change_task(seqs["a"], {"state": "running", "node_id": "n1"})
+    effects.change_task(seqs["b"], {"state": "completed", "exit_code": 3})
+    effects.node_counters[("n1", "total_tasks_run")] += 2
+    effects.node_counters[("n1", "total_tasks_succeeded")] += 1
+    effects.node_counters[("n2", "total_tasks_succeeded")] += 4
+    with tx(db) as conn:
+        effects.write_batched(conn, counters=False)
+        assert effects.node_counters and not effects.task_changes  # kept for later in the transaction
+        effects.write_batched(conn)
+        effects.node_counters[("n2", "total_tasks_run")] += 1
+        effects.write_batched(conn)
+    with tx(db) as conn:
+        tasks = {t["key"]: t for t in rows.find(conn, rows.tasks)}
+        assert (tasks["a"]["state"], tasks["a"]["node_id"]) == ("running", "n1")
+        assert (tasks["b"]["state"], tasks["b"]["exit_code"]) == ("completed", 3)
+        counts = {n["id"]: (n["total_tasks_run"], n["total_tasks_succeeded"]) for n in rows.find(conn, rows.nodes)}
+        assert counts == {"n1": (2, 1), "n2": (1, 4)}
+
+
 def test_task_key_is_unique_within_a_job(db: Database) -> None:
     with tx(db) as conn:
         rows.insert_rows(conn, rows.tasks, [task_row("j1", "t"), task_row("j2", "t")])
