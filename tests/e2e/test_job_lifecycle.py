@@ -224,8 +224,8 @@ def test_list_jobs_filters_on_state(client, pool):
 def test_job_wall_clock_ends_a_disabled_job(client, pool):
     spec = _job(pool, constraints=models.BatchJobConstraints(max_wall_clock_time=datetime.timedelta(seconds=3)))
     client.create_job(spec)
-    client.create_task(spec.id, _task("never", "/bin/true"))
     _disable(client, spec.id, "requeue")
+    client.create_task(spec.id, _task("never", "/bin/true"))  # added to the disabled job: it can't start first
     wait_job_state(client, spec.id, "completed", 60)
     job = client.get_job(spec.id)
     assert job.execution_info.termination_reason == "MaxWallClockTimeExpiry"
