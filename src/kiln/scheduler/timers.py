@@ -35,8 +35,9 @@ class Timers:
     def schedule(self, key: str, due: datetime, action: Action) -> None:
         ticket = next(self._counter)
         self._actions[key] = (ticket, action)
+        if not self._heap or due < self._heap[0][0]:  # the loop sleeps until the earliest: wake it only for a new one
+            self._changed.set()
         heapq.heappush(self._heap, (due, ticket, key))
-        self._changed.set()
 
     def cancel(self, key: str) -> None:
         self._actions.pop(key, None)
