@@ -77,11 +77,15 @@ class StepResult:
     killed: bool = False  #: ended by a kill request
 
     def to_message(self) -> dict[str, Any]:
-        return asdict(self)
+        """Shallow (asdict deep-copies): the failure dict is built for this result alone."""
+        return {name: getattr(self, name) for name in _RESULT_FIELDS}
 
     @classmethod
     def from_message(cls, data: dict[str, Any]) -> StepResult:
         return cls(**data)
+
+
+_RESULT_FIELDS = tuple(f.name for f in fields(StepResult))
 
 
 @dataclass(frozen=True, slots=True)
