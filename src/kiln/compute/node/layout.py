@@ -1,6 +1,7 @@
 """Where things live on a node: the Azure Linux node-root layout and a step's task directory."""
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -42,6 +43,17 @@ class TaskPaths:
         return self.node_root / "fsmounts"
 
 
+def root_path(node_root: str) -> Path:
+    """node_root made absolute; an absolute one is parsed once, and every step of the node shares the Path
+    (its str and hash are then computed once too)."""
+    return _parsed(node_root) if os.path.isabs(node_root) else Path(node_root).absolute()
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(path: str) -> Path:
+    return Path(path)
+
+
 def relative_path(path: str) -> PurePosixPath:
     """Parse a path that must stay inside its root: relative and free of `..`."""
     pure = PurePosixPath(path)
@@ -51,7 +63,7 @@ def relative_path(path: str) -> PurePosixPath:
 
 
 def task_paths(node_root: str | os.PathLike[str], task_dir: str) -> TaskPaths:
-    root = Path(node_root).absolute()
+    root = root_path(os.fspath(node_root))
     directory = root / relative_path(task_dir)
     return TaskPaths(node_root=root, task_dir=directory, wd=directory / "wd",
                      stdout=directory / "stdout.txt", stderr=directory / "stderr.txt")

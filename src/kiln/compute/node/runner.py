@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from kiln.compute.node import environment, identity, layout, process, resource_files
 from kiln.compute.node.failures import SERVER_ERROR, StepFailure
 from kiln.compute.node.spawner import Spawner
-from kiln.compute.protocol import Step, StepResult
+from kiln.compute.protocol import ResourceFile, Step, StepResult
 
 if TYPE_CHECKING:
     import httpx
@@ -68,12 +68,16 @@ async def environment_hook(ctx: StepContext) -> None:
 
 
 async def resource_files_hook(ctx: StepContext) -> None:
-    shared_dir = dataclasses.replace(ctx.paths, wd=ctx.paths.task_dir)  # shared files land in the task dir
-    for paths, files in ((shared_dir, ctx.step.shared_files), (ctx.paths, ctx.step.resource_files)):
-        if files:
-            await resource_files.fetch_resource_files(paths, files, ctx.http() if ctx.http else None)
-            if ctx.account is not None:
-                identity.hand_over_resource_files(paths, files, ctx.account)
+    if ctx.step.shared_files:  # they land in the task directory itself
+        await fetch_into(ctx, dataclasses.replace(ctx.paths, wd=ctx.paths.task_dir), ctx.step.shared_files)
+    if ctx.step.resource_files:
+        await fetch_into(ctx, ctx.paths, ctx.step.resource_files)
+
+
+async def fetch_into(ctx: StepContext, paths: layout.TaskPaths, files: tuple[ResourceFile, ...]) -> None:
+    await resource_files.fetch_resource_files(paths, files, ctx.http() if ctx.http else None)
+    if ctx.account is not None:
+        identity.hand_over_resource_files(paths, files, ctx.account)
 
 
 #: The order matters: the directories must exist before anything is written into wd; on a retry the

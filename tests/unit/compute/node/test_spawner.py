@@ -50,6 +50,22 @@ async def test_commands_run_in_sessions_of_their_own(spawner: Spawner, tmp_path:
     assert await proc.wait() == -signal.SIGTERM  # not inherited as ignored from the launcher
 
 
+async def test_a_command_gets_only_its_stdio_and_no_ignored_signals(
+        spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
+    await assert_clean_start(spawner, tmp_path, tmp_path / "out", stdio, None)
+
+
+async def assert_clean_start(spawner: Spawner, cwd: Path, out: Path, stdio: tuple[int, int, int],
+                             account: identity.Account | None) -> None:
+    """No descriptor but stdio, and no signal ignored: not SIGPIPE and SIGXFSZ, which Python ignores,
+    nor the C library's own (glibc's posix_spawn would leave 32 and 33 ignored)."""
+    proc = await spawner.spawn(["/bin/sh", "-c", "ls /proc/$$/fd; grep SigIgn /proc/$$/status"], env=ENV,
+                               cwd=str(cwd), stdio=stdio, account=account)
+    assert await proc.wait() == 0
+    *fds, ignored = out.read_text().splitlines()
+    assert (sorted(fds), ignored) == (["0", "1", "2"], "SigIgn:\t0000000000000000")
+
+
 async def test_closing_kills_every_command_the_launcher_started(tmp_path: Path, stdio: tuple[int, int, int]) -> None:
     spawner = Spawner()
     procs = [await spawner.spawn(["sleep", "30"], env=ENV, cwd=str(tmp_path), stdio=stdio)
@@ -127,6 +143,14 @@ async def test_a_node_wide_accounts_commands_come_from_a_launcher_running_as_it(
     *_, root_parent = await who(spawner, open_tmp, tmp_path / "out", stdio, None)
     assert int(root_parent) == spawner.launcher_pid() != launcher
     assert status_ids(int(root_parent))["Uid"] == ["0"] * 4
+
+
+@as_root
+@pytest.mark.parametrize("account", [POOL, TASK], ids=["own launcher", "root launcher"])
+async def test_an_accounts_command_gets_only_its_stdio_and_no_ignored_signals(
+        spawner: Spawner, open_tmp: Path, tmp_path: Path, stdio: tuple[int, int, int],
+        account: identity.Account) -> None:
+    await assert_clean_start(spawner, open_tmp, tmp_path / "out", stdio, account)
 
 
 @as_root
