@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dask
+#: Dask sizes every message it sends (dask.sizeof, a walk of the whole structure) to decide whether to
+#: serialize it on a thread; Kiln's messages are small and many, so the walk costs more than it saves.
+#: Read once, when distributed is first imported: set here for the server, passed on to the workers.
+NO_OFFLOAD = {"DASK_DISTRIBUTED__COMM__OFFLOAD": "False"}
+for _name, _value in NO_OFFLOAD.items():
+    os.environ.setdefault(_name, _value)
+
+import dask  # after the environment above
 from distributed import Nanny, Scheduler
 from distributed.core import ConnectionPool, Status
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -262,7 +269,8 @@ class DaskBackend:
             dashboard=False, dashboard_address=f"{self.host}:0", memory_limit=0,
             death_timeout=DEATH_TIMEOUT, preload=[AGENT_MODULE],
             local_directory=str(self.data_dir / "dask-scratch"),
-            env={agent.NODE_ROOT_ENV: node.node_root, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"},
+            env={agent.NODE_ROOT_ENV: node.node_root, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
+                 **NO_OFFLOAD},
             # Nanny merges this over the global config one level deep: pass whole subtrees.
             config=dask.config.merge(dask.config.config, WORKER_CONFIG))
         try:
