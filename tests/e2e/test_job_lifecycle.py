@@ -481,6 +481,33 @@ def test_task_retention_time_removes_the_directory_after_completion(client, pool
     assert client.get_task(spec.id, "kept").execution_info.result == "success"  # the record outlives the files
 
 
+def test_constraints_updated_while_the_task_runs_decide_how_it_ends(client, pool, marks_dir):
+    """The scheduler keeps a running task's row from its dispatch; an update in between must still count:
+    a new retry limit ("r" is retried) and a new retentionTime ("k"'s directory goes)."""
+    spec = _job(pool)
+    client.create_job(spec)
+    wait = f"while [ ! -e {marks_dir}/go ]; do sleep 0.1; done"
+    client.create_task(spec.id, _task("r", shell(f"echo try >> {marks_dir}/tries; {wait}; exit 3")))
+    client.create_task(spec.id, _task("k", shell(f"{wait}; echo done")))
+    running = {t: _wait_task(client, spec.id, t, "running") for t in ("r", "k")}
+    client.replace_task(spec.id, "r", models.BatchTask(constraints=models.BatchTaskConstraints(max_task_retry_count=1)))
+    client.replace_task(spec.id, "k", models.BatchTask(constraints=models.BatchTaskConstraints(
+        retention_time=datetime.timedelta(seconds=1))))
+    (marks_dir / "go").touch()
+    retried = _wait_task(client, spec.id, "r", "completed")
+    assert (retried.execution_info.exit_code, retried.execution_info.retry_count) == (3, 1)
+    assert (marks_dir / "tries").read_text() == "try\ntry\n"
+    assert _wait_task(client, spec.id, "k", "completed").execution_info.exit_code == 0
+
+    def cleaned() -> bool:
+        try:
+            read_node_file(client, pool, running["k"].node_info.node_id, f"workitems/{spec.id}/job-1/k/stdout.txt")
+        except ResourceNotFoundError:
+            return True
+        return False
+    wait_for(cleaned, 30, "task directory removed after the updated retentionTime")
+
+
 def test_a_shorter_retention_set_after_completion_applies_from_the_end_time(client, pool):
     spec = _job(pool)
     client.create_job(spec)

@@ -183,6 +183,7 @@ async def update_task(request: Request, job_id: str, task_id: str) -> Response:
     update = await read_model(request, TaskUpdate)
     if update.constraints is not None:
         update.constraints.check()
+    state = kiln(request)
 
     def write(conn: Connection) -> tuple[dict[str, Any], dict[str, Any]]:
         job, row = load_task(conn, job_id, task_id)
@@ -193,8 +194,8 @@ async def update_task(request: Request, job_id: str, task_id: str) -> Response:
                                                       job["spec"]["constraints"]["maxTaskRetryCount"])
         changes = {"spec": spec, "max_retries": spec["constraints"]["maxTaskRetryCount"], "last_modified": now()}
         db.change(conn, db.tasks, {"seq": row["seq"]}, changes, bump_etag=True)
+        state.scheduler.task_row_changed(row)
         return job, db.get(conn, db.tasks, seq=row["seq"])
-    state = kiln(request)
     job, row = await state.database.write(write)
     await state.scheduler.task_updated(job, row)
     return empty(200, request, row)

@@ -254,7 +254,7 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
                        effects: Effects) -> None:
         step_id = f"t:{task['seq']}:{task['attempt']}"
         self.steps[step_id] = StepRef("task", entry.key, node.node_id, task["attempt"], task["seq"],
-                                      task["required_slots"])
+                                      task["required_slots"], row=task)
         effects.node_counters[(node.node_id, "total_tasks_run")] += 1
         effects.run[node.node_id].append(step_builder.task_step(step_id, entry.row, task, self._placement(node)))
 
@@ -306,7 +306,7 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
         effects = Effects()
         now = utcnow()
         mine = [(r, self.steps.pop(r.step_id)) for r in results if r.step_id in self.steps]
-        task_rows = {r["seq"]: r for r in db.tasks_by_seq(conn, [ref.seq for _, ref in mine if ref.kind == "task"])}
+        task_rows = self._finished_task_rows(conn, [ref for _, ref in mine if ref.kind == "task"])
         for result, ref in mine:
             if ref.kind == "task":
                 self._task_finished(conn, ref, task_rows.get(ref.seq), result, now, effects)
@@ -321,6 +321,15 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
         self._take_job_actions(conn, effects)
         effects.merge(self._place(conn, effects.node_counters))  # refill the freed slots in the same transaction
         return effects
+
+    @staticmethod
+    def _finished_task_rows(conn: Connection, refs: list[StepRef]) -> dict[int, dict[str, Any]]:
+        """Rows of tasks whose steps ended: the dispatched row brought up to date with what can change
+        while a task runs (one narrow read, no JSON to decode), or the whole row where none was kept."""
+        kept = {ref.seq: ref.row for ref in refs if ref.row is not None}
+        rows = {r["seq"]: {**kept[r["seq"]], **r} for r in db.tasks_by_seq(conn, list(kept), db.RUNNING_COLUMNS)}
+        rows.update((r["seq"], r) for r in db.tasks_by_seq(conn, [ref.seq for ref in refs if ref.row is None]))
+        return rows
 
     def _task_finished(self, conn: Connection, ref: StepRef, task: dict[str, Any] | None, result: StepResult,
                        now: datetime, effects: Effects) -> None:

@@ -1,6 +1,7 @@
 """Job disable and enable, task reactivate, and task constraint updates that reach the scheduler."""
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -127,6 +128,14 @@ class JobControl:
         if task["node_id"]:  # the old directory is reused by the next run: no retention cleanup under it
             self.timers.cancel(f"retain:{task['node_id']}:{step_builder.task_dir(job['id'], task['id'])}")
         self._entry(job).queue.push(task["seq"], task["required_slots"])
+
+    def task_row_changed(self, task: dict[str, Any]) -> None:
+        """Called in the transaction that changed a task's spec: a running task's kept row is stale now,
+        so its result reads the whole row again."""
+        step_id = f"t:{task['seq']}:{task['attempt']}"
+        ref = self.steps.get(step_id)
+        if ref is not None and ref.row is not None:
+            self.steps[step_id] = dataclasses.replace(ref, row=None)
 
     async def task_updated(self, job: dict[str, Any], task: dict[str, Any]) -> None:
         """A new retentionTime applies to a task that already completed, counted from its end."""

@@ -31,6 +31,9 @@ class StepRef:
     attempt: int
     seq: int | None = None
     slots: int = 0
+    #: the task's row as it was dispatched: its result then re-reads only what can change while it runs
+    #: (store.rows.RUNNING_COLUMNS); None makes it read the whole row (task updated meanwhile, or none kept)
+    row: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)

@@ -73,20 +73,27 @@ def task_counts(conn: Connection, job_key: str) -> list[Row]:
 SEQ_CHUNK = 32
 
 
+#: What of a task's row can change while it runs on a node (its own update: the retry limit; any
+#: requeue or end: state and attempt). The rest of the row the scheduler keeps from the dispatch.
+RUNNING_COLUMNS = ("seq", "state", "attempt", "retry_count", "max_retries")
+
+
 @functools.cache
-def _tasks_by_seq(count: int):
+def _tasks_by_seq(count: int, columns: tuple[str, ...] | None):
     """One statement per list length, built once: SQLAlchemy caches its compiled form (an expanding
     IN would be rendered again on every call, and this is the scheduler's hot path)."""
-    return select(tasks).where(tasks.c.seq.in_([bindparam(f"s{i}") for i in range(count)]))
+    query = select(tasks) if columns is None else select(*(tasks.c[c] for c in columns))
+    return query.where(tasks.c.seq.in_([bindparam(f"s{i}") for i in range(count)]))
 
 
-def tasks_by_seq(conn: Connection, seqs: Sequence[int]) -> list[Row]:
+def tasks_by_seq(conn: Connection, seqs: Sequence[int], columns: tuple[str, ...] | None = None) -> list[Row]:
+    """The tasks' rows, or only these columns of them."""
     seqs = list(seqs)
     found: list[Row] = []
     for start in range(0, len(seqs), SEQ_CHUNK):
         chunk = seqs[start:start + SEQ_CHUNK]
         params = {f"s{i}": seq for i, seq in enumerate(chunk)}
-        found += [dict(r) for r in conn.execute(_tasks_by_seq(len(chunk)), params).mappings()]
+        found += [dict(r) for r in conn.execute(_tasks_by_seq(len(chunk), columns), params).mappings()]
     return found
 
 
@@ -112,4 +119,4 @@ def delete_job_rows(conn: Connection, job_key: str) -> None:
 
 
 __all__ = ["jobs", "job_schedules", "nodes", "pools", "preparations", "subtasks", "tasks", "get", "find", "insert_rows", "change", "remove",
-           "next_value", "task_counts", "task_seqs", "tasks_by_seq", "tasks_in_states", "delete_job_rows", "new_etag"]
+           "next_value", "task_counts", "task_seqs", "tasks_by_seq", "RUNNING_COLUMNS", "tasks_in_states", "delete_job_rows", "new_etag"]
