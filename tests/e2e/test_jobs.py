@@ -127,6 +127,25 @@ def test_sdk_create_tasks_chunks_large_lists(client, pool):
     assert len(wait_tasks_completed(client, spec.id)) == 250
 
 
+def test_listing_tasks_pages_through_them_all_with_and_without_a_filter(client, pool):
+    """A page without $filter reads only its own rows from the store; pages must still add up, in order."""
+    spec = _job(pool)
+    client.create_job(spec)
+    client.begin_disable_job(spec.id, models.BatchJobDisableOptions(disable_tasks="requeue"),
+                             polling_interval=1).result()  # keep the tasks active: a stable filter
+    ids = [f"t{i:03d}" for i in range(25)]
+    client.create_task_collection(spec.id, models.BatchTaskGroup(task_values=[
+        models.BatchTaskCreateOptions(id=i, command_line="/bin/true") for i in ids]))
+    assert [t.id for t in client.list_tasks(spec.id, max_results=10)] == ids
+    assert [t.id for t in client.list_tasks(spec.id, max_results=25)] == ids
+    assert [t.id for t in client.list_tasks(spec.id, max_results=7, select=["id"])] == ids
+    client.delete_task(spec.id, "t003")
+    assert [t.id for t in client.list_tasks(spec.id, max_results=4)] == [i for i in ids if i != "t003"]
+    assert [t.id for t in client.list_tasks(spec.id, max_results=6, filter="state eq 'active'")] \
+        == [i for i in ids if i != "t003"]
+    assert list(client.list_tasks(spec.id, max_results=6, filter="state eq 'completed'")) == []
+
+
 def test_terminate_task_kills_it(client, pool):
     spec = _job(pool)
     client.create_job(spec)

@@ -177,18 +177,38 @@ def _skip(request: Request) -> int:
         raise InvalidQueryParameterValue("$skiptoken", token, "The continuation token is not valid.") from None
 
 
-def list_response(request: Request, docs: Sequence[dict[str, Any]], fragment: str,
-                  allowed: odata.Allowed) -> Response:
-    """Filter, page (maxresults + odata.nextLink with $skiptoken) and $select a list."""
-    text = request.query_params.get("$filter")
-    matches: Callable[[dict], bool] = odata.compile_filter(text, allowed) if text else (lambda _: True)
+def unfiltered_window(request: Request) -> tuple[int, int] | None:
+    """(offset, count) of the rows a page without $filter needs (one more than the page, to tell whether
+    another follows), so the caller can read just those; None under a $filter, which needs them all."""
+    if request.query_params.get("$filter"):
+        return None
     limit, skip = _max_results(request), _skip(request)
-    selected = [d for d in docs if matches(d)]
-    page = selected[skip: skip + limit]
+    return skip, limit + 1
+
+
+def list_response(request: Request, docs: Sequence[Any], fragment: str,
+                  allowed: odata.Allowed, render: Callable[[Any], dict[str, Any]] | None = None,
+                  offset: int = 0) -> Response:
+    """Filter, page (maxresults + odata.nextLink with $skiptoken) and $select a list.
+
+    render: docs are rows, each rendered only if the page needs it (all of them only under a $filter,
+    which matches rendered documents): a list of 10,000 tasks fetched 1,000 at a time renders each
+    task once, not once per page. offset: docs start at this position of the whole list (a caller that
+    read only `unfiltered_window`'s rows)."""
+    text = request.query_params.get("$filter")
+    limit, skip = _max_results(request), _skip(request)
+    render = render or (lambda doc: doc)
+    if text:
+        matches = odata.compile_filter(text, allowed)
+        selected: Sequence[Any] = [d for d in map(render, docs) if matches(d)]
+        page, more = selected[skip: skip + limit], skip + limit < len(selected)
+    else:
+        start = skip - offset
+        page, more = [render(d) for d in docs[start: start + limit]], start + limit < len(docs)
     select = request.query_params.get("$select")
     body: dict[str, Any] = {"odata.metadata": metadata_url(request, fragment),
                             "value": [odata.apply_select(d, select) for d in page]}
-    if skip + limit < len(selected):
+    if more:
         params = {k: v for k, v in request.query_params.items() if k != "$skiptoken"}
         params["$skiptoken"] = base64.urlsafe_b64encode(str(skip + limit).encode()).decode().rstrip("=")
         body["odata.nextLink"] = f"{base_url(request)}{request.url.path}?{urlencode(params)}"

@@ -88,7 +88,7 @@ def _manager_task(conn: Connection, job: dict[str, Any], spec: JobAdd, moment) -
 async def list_jobs(request: Request) -> Response:
     rows = await kiln(request).database.read(lambda conn: db.find(conn, db.jobs, order_by=["seq"]))
     base = base_url(request)
-    return list_response(request, [render.job(r, base) for r in rows], "jobs", odata.JOB_FILTERS)
+    return list_response(request, rows, "jobs", odata.JOB_FILTERS, lambda r: render.job(r, base))
 
 
 @router.get("/jobs/{job_id}")

@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 from kiln.api import odata, render
 from kiln.api.context import kiln
 from kiln.api.http import (base_url, check_write_conditions, empty, entity_response, error_body, json_response,
-                           list_response, metadata_url, parse, read_json, read_model)
+                           list_response, metadata_url, parse, read_json, read_model, unfiltered_window)
 from kiln.api.jobs import load_job
 from kiln.core import dependencies as dependency_rules
 from kiln.core import exit_conditions as exit_rules
@@ -163,12 +163,15 @@ async def add_task_collection(request: Request, job_id: str) -> Response:
 
 @router.get("/jobs/{job_id}/tasks")
 async def list_tasks(request: Request, job_id: str) -> Response:
+    window = unfiltered_window(request)
+
     def read(conn: Connection):
         job = load_job(conn, job_id)
-        return job, db.find(conn, db.tasks, order_by=["seq"], job_key=job["key"])
+        return job, db.find(conn, db.tasks, order_by=["seq"], window=window, job_key=job["key"])
     job, rows = await kiln(request).database.read(read)
     base = base_url(request)
-    return list_response(request, [render.task(r, job["id"], base) for r in rows], "tasks", odata.TASK_FILTERS)
+    return list_response(request, rows, "tasks", odata.TASK_FILTERS, lambda r: render.task(r, job["id"], base),
+                         offset=window[0] if window else 0)
 
 
 @router.get("/jobs/{job_id}/tasks/{task_id}")

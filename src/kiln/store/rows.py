@@ -29,9 +29,13 @@ def get(conn: Connection, table: Table, **keys: Any) -> Row | None:
     return dict(row) if row else None
 
 
-def find(conn: Connection, table: Table, order_by: Sequence[str] = (), **keys: Any) -> list[Row]:
+def find(conn: Connection, table: Table, order_by: Sequence[str] = (), window: tuple[int, int] | None = None,
+         **keys: Any) -> list[Row]:
+    """window: (offset, count) of the ordered rows to read; None: all of them."""
     query = select(table).where(_where(table, keys)) if keys else select(table)
     query = query.order_by(*(table.c[name] for name in order_by))
+    if window is not None:
+        query = query.offset(window[0]).limit(window[1])
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
