@@ -8,8 +8,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-#: How many ids of steps killed before they arrived are remembered.
-KILLED_KEPT = 10_000
 #: A StepResult as sent over the wire (StepResult.to_message()).
 ResultMessage = dict[str, Any]
 
@@ -24,16 +22,12 @@ class StepTable:
     killing: set[str] = field(default_factory=set)
     #: results in finishing order, until the control plane acknowledges them
     finished: dict[str, ResultMessage] = field(default_factory=dict)
-    #: ids killed before they arrived (a kill can overtake the message that starts the step): never
-    #: started; the oldest are forgotten beyond KILLED_KEPT (insertion-ordered dict as a bounded set)
-    killed_early: dict[str, None] = field(default_factory=dict)
 
     def accept(self, steps: Iterable[tuple[str, str]]) -> list[str]:
         """Record (step_id, kind) pairs; returns the ids to start (a repeated id is ignored)."""
         started = []
         for step_id, kind in steps:
-            if step_id in self.running or step_id in self.finished or step_id in started \
-                    or step_id in self.killed_early:
+            if step_id in self.running or step_id in self.finished or step_id in started:
                 continue
             self.running[step_id] = kind
             started.append(step_id)
@@ -58,10 +52,7 @@ class StepTable:
         """Mark steps killed; returns the running ones to stop. Their finished results are dropped."""
         to_stop = []
         for step_id in step_ids:
-            if self.finished.pop(step_id, None) is None and step_id not in self.running:
-                self.killed_early[step_id] = None
-                if len(self.killed_early) > KILLED_KEPT:
-                    del self.killed_early[next(iter(self.killed_early))]
+            self.finished.pop(step_id, None)
             if step_id in self.running and step_id not in self.killing:
                 self.killing.add(step_id)
                 to_stop.append(step_id)

@@ -58,19 +58,3 @@ def test_forget_drops_a_cancelled_step(table: StepTable) -> None:
     table.forget("a")
     assert table.running == {} and table.killing == set()
     assert not table.finish("a", result("a"))  # unknown by now
-
-
-def test_a_step_killed_before_it_arrived_never_starts(table: StepTable) -> None:
-    """The kill and the message that starts the step travel apart; the kill may come first."""
-    assert table.kill(["early"]) == []
-    assert table.accept([("early", "task"), ("other", "task")]) == ["other"]
-    assert table.pending() == []
-    table.check()
-
-
-def test_the_ids_killed_early_are_bounded(table: StepTable, monkeypatch) -> None:
-    from kiln.compute.node import table as table_module
-    monkeypatch.setattr(table_module, "KILLED_KEPT", 2)
-    table.kill(["a", "b", "c"])
-    assert list(table.killed_early) == ["b", "c"]
-    assert table.accept([("a", "task")]) == ["a"]  # forgotten: a very late message starts it after all
