@@ -438,7 +438,8 @@ class DaskBackend:
     async def kill(self, node_id: str, step_ids: list[str]) -> None:
         node = self._node(node_id)
         if node.outbox:  # not sent yet: they never start
-            node.outbox = [m for m in node.outbox if m["step_id"] not in set(step_ids)]
+            killed = set(step_ids)
+            node.outbox = [m for m in node.outbox if m["step_id"] not in killed]
         await self._call(node_id, "kiln_kill", timeout=KILL_TIMEOUT, step_ids=list(step_ids))
 
     async def _file_call(self, node_id: str, op: str, **kwargs: Any) -> Any:

@@ -39,7 +39,14 @@ from kiln.scheduler.preemption import Preemption
 from kiln.scheduler.retention import Retention
 from kiln.scheduler.schedules import JobSchedules
 from kiln.scheduler.slots import NodeSlots
-from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, prep_key
+from kiln.scheduler.state import (
+    ON_NODE,
+    Effects,
+    JobEntry,
+    StepRef,
+    prep_key,
+    task_step_id,
+)
 from kiln.scheduler.timers import Timers
 from kiln.store import rows as db
 from kiln.store.database import Database
@@ -210,10 +217,6 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
             candidates = [n for n in self.nodes.values() if n.pool_key == pool_key and n.free > 0]
             if candidates:
                 planned += self._plan_pool(conn, pool, entries, candidates)
-        if not planned:
-            self._preempt(conn, now, effects)
-            effects.write_batched(conn)
-            return effects
         rows = {r["seq"]: r for r in db.tasks_by_seq(conn, [seq for _, seq, _, _ in planned])}
         for entry, seq, slots, node in planned:
             task = rows.get(seq)
@@ -252,7 +255,7 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
 
     def _dispatch_task(self, conn: Connection, entry: JobEntry, task: dict[str, Any], node: NodeSlots,
                        effects: Effects) -> None:
-        step_id = f"t:{task['seq']}:{task['attempt']}"
+        step_id = task_step_id(task['seq'], task['attempt'])
         self.steps[step_id] = StepRef("task", entry.key, node.node_id, task["attempt"], task["seq"],
                                       task["required_slots"], row=task)
         effects.node_counters[(node.node_id, "total_tasks_run")] += 1
@@ -459,7 +462,7 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
             node = self.nodes.get(task["node_id"])
             if node is not None:
                 node.used -= task["required_slots"]
-            step_id = f"t:{task['seq']}:{task['attempt']}"
+            step_id = task_step_id(task['seq'], task['attempt'])
             if self.steps.pop(step_id, None) is not None:
                 effects.kill[task["node_id"]].append(step_id)
             waiting = self.waiting.get((job_key, task["node_id"]), [])

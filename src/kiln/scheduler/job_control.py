@@ -13,7 +13,7 @@ from kiln.core import task as task_rules
 from kiln.core.job import DisableTasks, JobState
 from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
-from kiln.scheduler.state import ON_NODE, Effects, JobEntry
+from kiln.scheduler.state import ON_NODE, Effects, JobEntry, task_step_id
 from kiln.store import rows as db
 from kiln.wire.times import now as utcnow
 
@@ -72,7 +72,7 @@ class JobControl:
         node = self.nodes.get(task["node_id"])
         if node is not None:
             node.used -= task["required_slots"]
-        step_id = f"t:{task['seq']}:{task['attempt']}"
+        step_id = task_step_id(task['seq'], task['attempt'])
         if self.steps.pop(step_id, None) is not None:
             effects.kill[task["node_id"]].append(step_id)
         waiting = self.waiting.get((task["job_key"], task["node_id"]), [])
@@ -132,7 +132,7 @@ class JobControl:
     def task_row_changed(self, task: dict[str, Any]) -> None:
         """Called in the transaction that changed a task's spec: a running task's kept row is stale now,
         so its result reads the whole row again."""
-        step_id = f"t:{task['seq']}:{task['attempt']}"
+        step_id = task_step_id(task['seq'], task['attempt'])
         ref = self.steps.get(step_id)
         if ref is not None and ref.row is not None:
             self.steps[step_id] = dataclasses.replace(ref, row=None)

@@ -25,7 +25,7 @@ from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.priority import Chooser
 from kiln.scheduler.slots import NodeSlots, choose_node
-from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef
+from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, task_step_id
 from kiln.store import rows as db
 
 
@@ -214,7 +214,7 @@ class MultiInstance:
             return
         running.coordinated.add(index)
         if step is Next.RUN_APPLICATION and (entry := self.jobs.get(ref.job_key)) is not None:
-            step_id = f"t:{ref.seq}:{ref.attempt}"
+            step_id = task_step_id(ref.seq, ref.attempt)
             self.steps[step_id] = StepRef("task", ref.job_key, running.node_ids[0], ref.attempt, ref.seq,
                                           task["required_slots"])
             effects.run[running.node_ids[0]].append(self._instance_step(step_id, entry, task, running, None))
@@ -250,7 +250,7 @@ class MultiInstance:
             primary = running.node_ids[0]
             task = db.get(conn, db.tasks, seq=seq)
             if primary != node_id and task is not None and task["state"] in ON_NODE:
-                step_id = f"t:{seq}:{running.attempt}"
+                step_id = task_step_id(seq, running.attempt)
                 if self.steps.pop(step_id, None) is not None:
                     effects.kill[primary].append(step_id)
                 if (node := self.nodes.get(primary)) is not None:
@@ -271,7 +271,7 @@ class MultiInstance:
             if task is None or task["state"] not in ON_NODE:
                 continue
             primary = running.node_ids[0]
-            step_id = f"t:{seq}:{running.attempt}"
+            step_id = task_step_id(seq, running.attempt)
             if self.steps.pop(step_id, None) is not None:
                 effects.kill[primary].append(step_id)
             if (node := self.nodes.get(primary)) is not None:

@@ -18,7 +18,7 @@ from kiln.core.pool import AllocationState
 from kiln.core.preparation import StepState
 from kiln.core.task import TaskState
 from kiln.scheduler.slots import NodeSlots
-from kiln.scheduler.state import ON_NODE, Effects, prep_key
+from kiln.scheduler.state import ON_NODE, Effects, prep_key, task_step_id
 from kiln.store import rows as db
 from kiln.wire.times import now as utcnow
 
@@ -225,7 +225,7 @@ class NodeOperations:
             failure = task_rules.ended_by("the compute node was rebooted or reimaged.")
             self._subtask_nodes_terminated(conn, node_id, failure, now, effects)
             for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
-                step_id = f"t:{task['seq']}:{task['attempt']}"
+                step_id = task_step_id(task['seq'], task['attempt'])
                 if self.steps.pop(step_id, None) is not None:
                     effects.kill[node_id].append(step_id)
                 node.used -= task["required_slots"]

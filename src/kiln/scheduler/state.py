@@ -36,6 +36,11 @@ class StepRef:
     row: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
+def task_step_id(seq: int, attempt: int) -> str:
+    """The step id of a task's attempt: results and kills are matched on it."""
+    return f"t:{seq}:{attempt}"
+
+
 @dataclass(slots=True)
 class Effects:
     """What to do once a transaction has committed."""
