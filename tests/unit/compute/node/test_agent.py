@@ -68,6 +68,32 @@ async def test_unacknowledged_results_are_sent_again(agent: NodeAgent, make_step
     assert await agent.results(timeout=0, ack=[step.step_id]) == []
 
 
+async def test_a_result_waits_for_the_steps_started_with_it(agent: NodeAgent, make_step: Callable[..., Step],
+                                                            monkeypatch) -> None:
+    monkeypatch.setattr(agent_module, "REPORT_LINGER", 30.0)
+    quick, slower = make_step("sh -c 'exit 0'"), make_step("sleep 0.5")
+    await agent.run([quick.to_message(), slower.to_message()])
+    batch = await agent.results(timeout=10)  # one report for both, though quick ends first
+    assert sorted(m["step_id"] for m in batch) == sorted([quick.step_id, slower.step_id])
+
+
+async def test_a_result_does_not_wait_for_a_long_running_step(agent: NodeAgent, make_step: Callable[..., Step],
+                                                              monkeypatch) -> None:
+    monkeypatch.setattr(agent_module, "REPORT_LINGER", 30.0)
+    long = make_step("sleep 60")
+    await agent.run([long.to_message()])
+    agent._started[long.step_id] -= 60  # as if it had started a minute ago
+    quick = make_step("sh -c 'exit 0'")
+    await agent.run([quick.to_message()])
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    batch = await agent.results(timeout=10)
+    assert [m["step_id"] for m in batch] == [quick.step_id]
+    assert loop.time() - began < 15  # not held for the 30 s linger: the long step is not its neighbour
+    assert long.step_id in agent.table.running
+    await agent.kill([long.step_id])
+
+
 async def test_a_repeated_step_id_runs_once(agent: NodeAgent, make_step: Callable[..., Step]) -> None:
     step = make_step("sleep 30")
     assert await agent.run([step.to_message()]) == [step.step_id]
