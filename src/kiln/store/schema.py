@@ -26,6 +26,27 @@ class UTCDateTime(TypeDecorator):
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=timezone.utc)
 
+    # On SQLite the value is text in SQLAlchemy's storage format ("2026-11-26 07:13:05.123456");
+    # isoformat and fromisoformat make and read it in one C call each, where the DateTime impl's
+    # processors format and parse it field by field (they were ~10% of the server's CPU under load).
+    def bind_processor(self, dialect):
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        return _sqlite_text
+
+    def result_processor(self, dialect, coltype):
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        return _sqlite_utc
+
+
+def _sqlite_text(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(timezone.utc).isoformat(" ", "microseconds")[:26]
+
+
+def _sqlite_utc(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+
 
 def _times() -> list[Column]:
     return [Column("creation_time", UTCDateTime, nullable=False),
