@@ -1,6 +1,7 @@
 """/jobs/{job}/tasks: add (one or a collection), read, list, update, terminate, delete."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,7 +21,7 @@ from kiln.errors import BadRequest, Conflict, KilnError, NotFound
 from kiln.store import rows as db
 from kiln.wire import ids
 from kiln.wire.models import TaskAdd, TaskUpdate, materialize_constraints
-from kiln.wire.times import now
+from kiln.wire.times import format_time, now
 
 router = APIRouter()
 MAX_COLLECTION = 100
@@ -144,7 +145,9 @@ async def add_task_collection(request: Request, job_id: str) -> Response:
         raise BadRequest(f"A task collection may hold at most {MAX_COLLECTION} tasks; this one has {len(values)}.",
                          code="TooManyTasksInCollection", values={"PropertyName": "value"})
     specs = [_validated(v) for v in values]
+    await asyncio.sleep(0)  # a collection takes a while: let the nodes' results in between its parts
     job, outcomes = await _store(request, job_id, specs)
+    await asyncio.sleep(0)
     base = base_url(request)
     results = []
     for data, outcome in zip(values, outcomes):
@@ -153,7 +156,6 @@ async def add_task_collection(request: Request, job_id: str) -> Response:
             status = "servererror" if outcome.status >= 500 else "clienterror"
             results.append({"status": status, "taskId": task_id, "error": error_body(request, outcome)})
         else:
-            from kiln.wire.times import format_time
             results.append({"status": "success", "taskId": outcome["id"], "eTag": outcome["etag"],
                             "lastModified": format_time(outcome["last_modified"]),
                             "location": f"{base}/jobs/{job['id']}/tasks/{outcome['id']}"})

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Integer, Update, bindparam, update
+from sqlalchemy import Connection, Integer, bindparam, update
 
 from kiln.compute.protocol import Step
 from kiln.core.dependencies import DependencyGraph
 from kiln.core.exit_conditions import JobAction
 from kiln.core.task import TaskState
 from kiln.scheduler.slots import JobQueue
+from kiln.store.prepared import Prepared
 from kiln.store.rows import new_etag
 from kiln.store.schema import nodes, tasks
 
@@ -72,13 +73,13 @@ class Effects:
             columns = tuple(sorted(changes))
             shapes[columns].append({**{f"v_{c}": changes[c] for c in columns}, "k_seq": seq, "v_etag": new_etag()})
         for columns, params in shapes.items():
-            conn.execute(_task_update(columns), params)
+            _task_update(columns).execute_many(conn, params)
         self.task_changes.clear()
         if counters and self.node_counters:
             increments: dict[str, dict[str, Any]] = {}
             for (node_id, column), increment in self.node_counters.items():
                 increments.setdefault(node_id, {"k_id": node_id, **{f"by_{c}": 0 for c in NODE_COUNTERS}})[f"by_{column}"] += increment
-            conn.execute(_NODE_COUNTERS_UPDATE, list(increments.values()))
+            _NODE_COUNTERS_UPDATE.execute_many(conn, list(increments.values()))
             self.node_counters.clear()
 
     def merge(self, other: Effects) -> None:
@@ -95,16 +96,16 @@ class Effects:
 
 
 @functools.cache
-def _task_update(columns: tuple[str, ...]) -> Update:
-    """One statement per set of columns, built once: SQLAlchemy then reuses its compiled form and cache key."""
-    return (update(tasks).where(tasks.c.seq == bindparam("k_seq"))
-            .values({c: bindparam(f"v_{c}") for c in (*columns, "etag")}))
+def _task_update(columns: tuple[str, ...]) -> Prepared:
+    """One statement per set of columns, compiled once."""
+    return Prepared(update(tasks).where(tasks.c.seq == bindparam("k_seq"))
+                    .values({c: bindparam(f"v_{c}") for c in (*columns, "etag")}))
 
 
 #: Per-node totals the scheduler counts (node documents' totalTasksRun, totalTasksSucceeded).
 NODE_COUNTERS = ("total_tasks_run", "total_tasks_succeeded")
-_NODE_COUNTERS_UPDATE = (update(nodes).where(nodes.c.id == bindparam("k_id"))
-                         .values({c: nodes.c[c] + bindparam(f"by_{c}", type_=Integer) for c in NODE_COUNTERS}))
+_NODE_COUNTERS_UPDATE = Prepared(update(nodes).where(nodes.c.id == bindparam("k_id"))
+                                 .values({c: nodes.c[c] + bindparam(f"by_{c}", type_=Integer) for c in NODE_COUNTERS}))
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, select, update
 
+from kiln.store.prepared import Prepared
 from kiln.store.schema import counters, job_schedules, jobs, nodes, pools, preparations, subtasks, tasks
 
 Row = dict[str, Any]
@@ -40,9 +41,23 @@ def find(conn: Connection, table: Table, order_by: Sequence[str] = (), window: t
 
 
 def insert_rows(conn: Connection, table: Table, rows: Iterable[Row]) -> None:
+    """Rows that all have the first one's columns; the table's defaults fill in the others."""
     rows = list(rows)
     if rows:
-        conn.execute(insert(table), rows)
+        defaults = _defaults(table, tuple(rows[0]))
+        statement = _insert(table, (*rows[0], *defaults))
+        statement.execute_many(conn, [{f"v_{c}": v for c, v in {**defaults, **row}.items()} for row in rows])
+
+
+@functools.cache
+def _defaults(table: Table, columns: tuple[str, ...]) -> dict[str, Any]:
+    return {c.name: c.default.arg for c in table.columns
+            if c.name not in columns and c.default is not None and c.default.is_scalar}
+
+
+@functools.cache
+def _insert(table: Table, columns: tuple[str, ...]) -> Prepared:
+    return Prepared(insert(table).values({c: bindparam(f"v_{c}") for c in columns}))
 
 
 def change(conn: Connection, table: Table, keys: Mapping[str, Any], changes: Mapping[str, Any],
@@ -83,11 +98,11 @@ RUNNING_COLUMNS = ("seq", "state", "attempt", "retry_count", "max_retries")
 
 
 @functools.cache
-def _tasks_by_seq(count: int, columns: tuple[str, ...] | None):
-    """One statement per list length, built once: SQLAlchemy caches its compiled form (an expanding
-    IN would be rendered again on every call, and this is the scheduler's hot path)."""
+def _tasks_by_seq(count: int, columns: tuple[str, ...] | None) -> Prepared:
+    """One statement per list length, compiled once (an expanding IN would be rendered again on every
+    call, and this is the scheduler's hot path)."""
     query = select(tasks) if columns is None else select(*(tasks.c[c] for c in columns))
-    return query.where(tasks.c.seq.in_([bindparam(f"s{i}") for i in range(count)]))
+    return Prepared(query.where(tasks.c.seq.in_([bindparam(f"s{i}") for i in range(count)])))
 
 
 def tasks_by_seq(conn: Connection, seqs: Sequence[int], columns: tuple[str, ...] | None = None) -> list[Row]:
@@ -97,7 +112,7 @@ def tasks_by_seq(conn: Connection, seqs: Sequence[int], columns: tuple[str, ...]
     for start in range(0, len(seqs), SEQ_CHUNK):
         chunk = seqs[start:start + SEQ_CHUNK]
         params = {f"s{i}": seq for i, seq in enumerate(chunk)}
-        found += [dict(r) for r in conn.execute(_tasks_by_seq(len(chunk), columns), params).mappings()]
+        found += _tasks_by_seq(len(chunk), columns).rows(conn, params)
     return found
 
 
