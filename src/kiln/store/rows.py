@@ -118,10 +118,22 @@ def tasks_by_seq(conn: Connection, seqs: Sequence[int], columns: tuple[str, ...]
 
 def task_seqs(conn: Connection, job_key: str, keys: Sequence[str]) -> dict[str, int]:
     """seq of each of these task keys that exists in the job (one indexed lookup, no row decoding)."""
-    if not keys:
-        return {}
-    query = select(tasks.c.key, tasks.c.seq).where(tasks.c.job_key == job_key, tasks.c.key.in_(list(keys)))
-    return {key: seq for key, seq in conn.execute(query)}
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), KEY_CHUNK):
+        chunk = keys[start:start + KEY_CHUNK]
+        params = {"job_key": job_key, **{f"k{i}": key for i, key in enumerate(chunk)}}
+        found.update((row["key"], row["seq"]) for row in _task_seqs(len(chunk)).rows(conn, params))
+    return found
+
+
+#: task_seqs looks up at most this many keys per statement (a task collection's size)
+KEY_CHUNK = 100
+
+
+@functools.cache
+def _task_seqs(count: int) -> Prepared:
+    return Prepared(select(tasks.c.key, tasks.c.seq).where(
+        tasks.c.job_key == bindparam("job_key"), tasks.c.key.in_([bindparam(f"k{i}") for i in range(count)])))
 
 
 def tasks_in_states(conn: Connection, states: Sequence[str], **keys: Any) -> list[Row]:

@@ -19,8 +19,7 @@ def format_time(value: datetime | None) -> str | None:
     """RFC 3339 UTC with 7 fractional digits, as the service writes it."""
     if value is None:
         return None
-    value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond:06d}0Z"
+    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")[:26] + "0Z"
 
 
 def format_http_time(value: datetime) -> str:
