@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -66,6 +67,7 @@ def build_app(settings: Settings) -> FastAPI:
         database.migrate()
         await backend.start()
         await scheduler.start()
+        gc.freeze()  # what start-up made lives as long as the server: full collections need not scan it
         log.info("Kiln is serving at %s (account %s)", settings.endpoint, settings.account_name)
         try:
             yield

@@ -8,6 +8,7 @@ named `comm`; none of these want it).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -257,6 +258,7 @@ def dask_setup(worker: Any) -> None:
     agent.leash_to_parent()
     worker.handlers.update(agent.handlers())
     worker.extensions[EXTENSION] = agent  # Worker.close() awaits extension.close()
+    gc.freeze()  # the worker's modules and state live as long as it: full collections need not scan them
 
 
 async def dask_teardown(worker: Any) -> None:
