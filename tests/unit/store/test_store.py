@@ -478,3 +478,28 @@ def test_job_schedule_row_round_trip(db: Database) -> None:
         got = rows.get(conn, rows.job_schedules, key="s")
         assert (got["id"], got["job_count"], got["last_due"], got["pool_id"]) == ("S", 0, None, None)
         assert got["spec"] == row["spec"] and got["creation_time"] == moment
+
+
+def test_utc_times_are_stored_in_sqlalchemys_sqlite_format() -> None:
+    """UTCDateTime's own SQLite processors must write what SQLAlchemy's DateTime wrote (older stores) and
+    read it back, zero microseconds and other offsets included."""
+    from sqlalchemy import Column, DateTime, Integer, MetaData, Table, create_engine, insert, select, text
+
+    from kiln.store.schema import UTCDateTime
+
+    table = Table("times", MetaData(), Column("n", Integer, primary_key=True), Column("ours", UTCDateTime),
+                  Column("theirs", DateTime))
+    engine = create_engine("sqlite://")
+    table.metadata.create_all(engine)
+    values = [datetime(2026, 11, 26, 7, 13, 5, 123456, tzinfo=timezone.utc),
+              datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2))),
+              datetime(2026, 1, 2, 3, 4, 5, 1, tzinfo=timezone.utc)]
+    with engine.begin() as conn:
+        for n, value in enumerate(values):
+            conn.execute(insert(table).values(n=n, ours=value,
+                                              theirs=value.astimezone(timezone.utc).replace(tzinfo=None)))
+        stored = conn.execute(text("SELECT ours, theirs FROM times ORDER BY n")).all()
+        assert [ours for ours, _ in stored] == [theirs for _, theirs in stored]
+        assert stored[1][0] == "2026-01-02 01:04:05.000000"
+        assert conn.execute(select(table.c.ours).order_by(table.c.n)).scalars().all() == values
+        assert conn.execute(select(table.c.n).where(table.c.ours > values[1])).scalars().all() == [0, 2]
