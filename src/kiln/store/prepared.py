@@ -32,9 +32,8 @@ class _Compiled:
     results: tuple[Processor, ...]
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
-        converted = tuple(value if bind is None else bind(value)
-                          for bind, value in zip(self.binds, (values[name] for name in self.names)))
-        return converted if self.positional else dict(zip(self.names, converted))
+        converted = [values[name] if bind is None else bind(values[name]) for name, bind in zip(self.names, self.binds)]
+        return tuple(converted) if self.positional else dict(zip(self.names, converted))
 
 
 class Prepared:

@@ -26,8 +26,13 @@ def _where(table: Table, keys: Mapping[str, Any]):
 
 
 def get(conn: Connection, table: Table, **keys: Any) -> Row | None:
-    row = conn.execute(select(table).where(_where(table, keys))).mappings().first()
-    return dict(row) if row else None
+    found = _get(table, tuple(keys)).rows(conn, {f"k_{name}": value for name, value in keys.items()})
+    return found[0] if found else None
+
+
+@functools.cache
+def _get(table: Table, names: tuple[str, ...]) -> Prepared:
+    return Prepared(select(table).where(and_(*(table.c[name] == bindparam(f"k_{name}") for name in names))))
 
 
 def find(conn: Connection, table: Table, order_by: Sequence[str] = (), window: tuple[int, int] | None = None,
