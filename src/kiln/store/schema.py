@@ -1,6 +1,7 @@
 """Tables. Rules live in core/; these only hold rows."""
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text,
@@ -40,6 +41,7 @@ class UTCDateTime(TypeDecorator):
         return _sqlite_utc
 
 
+@functools.lru_cache(maxsize=1024)  # one transaction writes the same moment in many columns and rows
 def _sqlite_text(value: datetime | None) -> str | None:
     if value is None:
         return None

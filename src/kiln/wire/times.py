@@ -15,6 +15,7 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@functools.lru_cache(maxsize=1024)  # a response often repeats a moment (a collection's lastModified)
 def format_time(value: datetime | None) -> str | None:
     """RFC 3339 UTC with 7 fractional digits, as the service writes it."""
     if value is None:
