@@ -14,7 +14,14 @@ Starts an EmbeddedServer (temp data dir) with a pool of 2 nodes x 4 slots, then:
 
 Prints figures and PASS/MISS against the targets; asserts nothing about speed.
 
-    python bench/throughput.py [--tasks 10000] [--repeat 1] [--latency-tasks 200] [--add-threads 1]
+Each task makes four inodes on the nodes' file system (its directory, wd/, stdout.txt, stderr.txt);
+bare spawning makes none. On ext4 without a journal (these machines' root file system) an inode is
+cheap (~60 us) unless many were deleted in the last minutes: the allocator then skips each recently
+deleted one, and a create costs 0.2-0.7 ms (measured). A run started within ~6 minutes of deleting
+many files there (an earlier run's temp dir, a test suite) is slower for it; `--dir /dev/shm` takes
+the file system out of the comparison.
+
+    python bench/throughput.py [--tasks 10000] [--repeat 1] [--latency-tasks 200] [--add-threads 1] [--dir DIR]
 """
 from __future__ import annotations
 
@@ -197,6 +204,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered), max(1, math.ceil(q / 100 * len(ordered)))) - 1]
 
 
+def filesystem(path: Path) -> str:
+    """The type of the file system path is on (the mount point with the longest matching prefix)."""
+    mounts = [p for p in psutil.disk_partitions(all=True) if str(path).startswith(p.mountpoint.rstrip("/") + "/")]
+    return max(mounts, key=lambda p: len(p.mountpoint)).fstype if mounts else "an unknown file system"
+
+
 # ---------------------------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -212,9 +225,12 @@ def main() -> None:
                              "server's one store thread: polling often slows the run it measures)")
     parser.add_argument("--timeout", type=float, default=1800, help="bound of one throughput run, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server log, database)")
+    parser.add_argument("--dir", default=None, help="where the temp dir goes (default: the system's temp dir); "
+                                                    "each task makes four inodes there, see the module docstring")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="kiln-bench-throughput-"))
+    tmp = Path(tempfile.mkdtemp(prefix="kiln-bench-throughput-", dir=args.dir))
+    print(f"data dir {tmp} on {filesystem(tmp)}")
     # Run as root, nodes run non-admin tasks as accounts of their own, which must pass through the data
     # dir (mkdtemp makes it 0700); their uid claims go to a registry of ours instead of the host-wide one.
     os.chmod(tmp, 0o755)

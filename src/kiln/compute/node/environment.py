@@ -1,6 +1,7 @@
 """The process environment of a step: a minimal base, the user's variables, then AZ_BATCH_*."""
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 
@@ -21,6 +22,13 @@ def base_environment(host_env: Mapping[str, str]) -> dict[str, str]:
     env = {name: value for name in BASE_VARS if (value := host_env.get(name)) is not None}
     env.setdefault("PATH", DEFAULT_PATH)
     return env
+
+
+@functools.cache
+def _worker_base() -> dict[str, str]:
+    """base_environment of the worker's own environment, which does not change while it runs (read once:
+    os.environ decodes each variable on every read)."""
+    return base_environment(os.environ)
 
 
 def batch_variables(step: Step, paths: TaskPaths) -> dict[str, str]:
@@ -64,7 +72,7 @@ def build_environment(step: Step, paths: TaskPaths, host_env: Mapping[str, str] 
 
     A step run as a task account gets that account's HOME/USER/LOGNAME, not the worker's.
     """
-    env = base_environment(os.environ if host_env is None else host_env)
+    env = dict(_worker_base()) if host_env is None else base_environment(host_env)
     if account is not None:
         env.update(account.login_environment(paths.wd))
     env.update(step.environment)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shlex
 import shutil
@@ -80,10 +81,15 @@ def not_found(message: str) -> CommandOutcome:
     return CommandOutcome(None, failure_info(USER_ERROR, "CommandProgramNotFound", message))
 
 
+@functools.lru_cache(maxsize=1024)  # a job's tasks often share their command line
+def _split(command_line: str) -> tuple[str, ...]:
+    return tuple(shlex.split(command_line))
+
+
 def prepare_argv(command_line: str, env: dict[str, str], wd: Path) -> list[str] | CommandOutcome:
     """Split with POSIX quoting, no expansion; a program that cannot be found is a user error."""
     try:
-        argv = shlex.split(command_line)
+        argv = list(_split(command_line))
     except ValueError as exc:
         return not_found(f"The command line could not be parsed: {exc}")
     if not argv:
