@@ -59,9 +59,8 @@ def exit_status(returncode: int) -> int:
 def resolve_executable(argv0: str, path: str, wd: Path) -> str | None:
     """Find the program: names with '/' are relative to wd (or absolute), others are looked up on PATH."""
     if "/" in argv0:
-        candidate = wd / argv0  # an absolute argv0 replaces wd
-        ok = candidate.is_file() and os.access(candidate, os.X_OK)
-        return str(candidate) if ok else None
+        candidate = os.path.join(wd, argv0)  # an absolute argv0 replaces wd
+        return candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
     return shutil.which(argv0, path=path)
 
 
