@@ -21,6 +21,7 @@ from kiln.core import task as task_rules
 from kiln.core.job import JobState
 from kiln.core.preparation import StepState
 from kiln.core.task import TaskState
+from kiln.scheduler.state import Effects
 from kiln.store import rows
 from kiln.store.database import Database, alembic_config, sqlite_url
 from kiln.store.schema import metadata
@@ -503,3 +504,26 @@ def test_utc_times_are_stored_in_sqlalchemys_sqlite_format() -> None:
         assert stored[1][0] == "2026-01-02 01:04:05.000000"
         assert conn.execute(select(table.c.ours).order_by(table.c.n)).scalars().all() == values
         assert conn.execute(select(table.c.n).where(table.c.ours > values[1])).scalars().all() == [0, 2]
+
+
+def test_prepared_statements_read_and_write_what_sqlalchemy_does(db: Database) -> None:
+    """The hot path's statements run on the driver's cursor: rows must come back exactly as SQLAlchemy's own
+    select returns them (times aware UTC, JSON decoded, NULLs as None), and updates land the same."""
+    failed = {"category": "usererror", "code": "FailureExitCode", "message": "exit 3"}
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.tasks, [task_row("j", "a"), task_row("j", "b", state="completed",
+                                                                         end_time=T0, failure_info=failed)])
+        seqs = rows.task_seqs(conn, "j", ["a", "b", "missing"])
+        assert set(seqs) == {"a", "b"}
+        mine = sorted(rows.tasks_by_seq(conn, list(seqs.values())), key=lambda r: r["key"])
+        theirs = [dict(r) for r in conn.execute(select(rows.tasks).order_by(rows.tasks.c.key)).mappings()]
+        assert mine == theirs
+        assert mine[1]["failure_info"] == failed and mine[1]["end_time"] == T0 and mine[0]["failure_info"] is None
+        assert rows.get(conn, rows.tasks, job_key="j", key="b") == theirs[1]
+        assert rows.get(conn, rows.tasks, job_key="j", key="missing") is None
+    effects = Effects()
+    effects.change_task(seqs["a"], {"state": "running", "start_time": T0, "failure_info": failed})
+    with tx(db) as conn:
+        effects.write_batched(conn)
+        (narrow,) = rows.tasks_by_seq(conn, [seqs["a"]], ("seq", "state", "start_time", "failure_info"))
+    assert narrow == {"seq": seqs["a"], "state": "running", "start_time": T0, "failure_info": failed}
