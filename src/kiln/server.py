@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -15,6 +14,7 @@ from fastapi import FastAPI
 from kiln.api.app import create_app
 from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
 from kiln.core.job_token import JobTokens
+from kiln.gc_settings import settle_after_start
 from kiln.scheduler.engine import Scheduler
 from kiln.store.database import Database, sqlite_url
 from kiln.wire.times import parse_duration
@@ -67,7 +67,7 @@ def build_app(settings: Settings) -> FastAPI:
         database.migrate()
         await backend.start()
         await scheduler.start()
-        gc.freeze()  # what start-up made lives as long as the server: full collections need not scan it
+        settle_after_start()
         log.info("Kiln is serving at %s (account %s)", settings.endpoint, settings.account_name)
         try:
             yield

@@ -8,7 +8,6 @@ named `comm`; none of these want it).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import time
@@ -22,6 +21,7 @@ from kiln.compute.node.resource_files import http_client
 from kiln.compute.node.spawner import Spawner
 from kiln.compute.node.table import StepTable
 from kiln.compute.protocol import Step, StepResult
+from kiln.gc_settings import settle_after_start
 
 if TYPE_CHECKING:
     import httpx
@@ -258,7 +258,7 @@ def dask_setup(worker: Any) -> None:
     agent.leash_to_parent()
     worker.handlers.update(agent.handlers())
     worker.extensions[EXTENSION] = agent  # Worker.close() awaits extension.close()
-    gc.freeze()  # the worker's modules and state live as long as it: full collections need not scan them
+    settle_after_start()
 
 
 async def dask_teardown(worker: Any) -> None:
