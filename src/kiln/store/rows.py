@@ -4,10 +4,10 @@ from __future__ import annotations
 import functools
 import itertools
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete, func, insert, select, update
 
 from kiln.store.prepared import Prepared
 from kiln.store.schema import counters, job_schedules, jobs, nodes, pools, preparations, subtasks, tasks
@@ -93,52 +93,51 @@ def task_counts(conn: Connection, job_key: str) -> list[Row]:
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
-#: tasks_by_seq reads at most this many rows per statement
-SEQ_CHUNK = 32
-
-
 #: What of a task's row can change while it runs on a node (its own update: the retry limit; any
 #: requeue or end: state and attempt). The rest of the row the scheduler keeps from the dispatch.
 RUNNING_COLUMNS = ("seq", "state", "attempt", "retry_count", "max_retries")
 
-
-@functools.cache
-def _tasks_by_seq(count: int, columns: tuple[str, ...] | None) -> Prepared:
-    """One statement per list length, compiled once (an expanding IN would be rendered again on every
-    call, and this is the scheduler's hot path)."""
-    query = select(tasks) if columns is None else select(*(tasks.c[c] for c in columns))
-    return Prepared(query.where(tasks.c.seq.in_([bindparam(f"s{i}") for i in range(count)])))
-
-
-def tasks_by_seq(conn: Connection, seqs: Sequence[int], columns: tuple[str, ...] | None = None) -> list[Row]:
-    """The tasks' rows, or only these columns of them."""
-    seqs = list(seqs)
-    found: list[Row] = []
-    for start in range(0, len(seqs), SEQ_CHUNK):
-        chunk = seqs[start:start + SEQ_CHUNK]
-        params = {f"s{i}": seq for i, seq in enumerate(chunk)}
-        found += _tasks_by_seq(len(chunk), columns).rows(conn, params)
-    return found
-
-
-def task_seqs(conn: Connection, job_key: str, keys: Sequence[str]) -> dict[str, int]:
-    """seq of each of these task keys that exists in the job (one indexed lookup, no row decoding)."""
-    found: dict[str, int] = {}
-    for start in range(0, len(keys), KEY_CHUNK):
-        chunk = keys[start:start + KEY_CHUNK]
-        params = {"job_key": job_key, **{f"k{i}": key for i, key in enumerate(chunk)}}
-        found.update((row["key"], row["seq"]) for row in _task_seqs(len(chunk)).rows(conn, params))
-    return found
-
-
+#: tasks_by_seq reads at most this many rows per statement
+SEQ_CHUNK = 32
 #: task_seqs looks up at most this many keys per statement (a task collection's size)
 KEY_CHUNK = 100
 
 
+def _rows_in(conn: Connection, statement: Callable[[int], Prepared], values: Sequence[Any], chunk: int,
+             **fixed: Any) -> list[Row]:
+    """Rows of statement(n), n values at a time bound as in0..in{n-1}: one statement per list length,
+    compiled once (an expanding IN would be rendered again on every call, and these are hot paths)."""
+    found: list[Row] = []
+    for start in range(0, len(values), chunk):
+        part = values[start:start + chunk]
+        found += statement(len(part)).rows(conn, {**fixed, **{f"in{i}": value for i, value in enumerate(part)}})
+    return found
+
+
+def _in_list(count: int) -> list[BindParameter]:
+    return [bindparam(f"in{i}") for i in range(count)]
+
+
+@functools.cache
+def _tasks_by_seq(columns: tuple[str, ...] | None, count: int) -> Prepared:
+    query = select(tasks) if columns is None else select(*(tasks.c[c] for c in columns))
+    return Prepared(query.where(tasks.c.seq.in_(_in_list(count))))
+
+
+def tasks_by_seq(conn: Connection, seqs: Sequence[int], columns: tuple[str, ...] | None = None) -> list[Row]:
+    """The tasks' rows, or only these columns of them."""
+    return _rows_in(conn, functools.partial(_tasks_by_seq, columns), list(seqs), SEQ_CHUNK)
+
+
 @functools.cache
 def _task_seqs(count: int) -> Prepared:
-    return Prepared(select(tasks.c.key, tasks.c.seq).where(
-        tasks.c.job_key == bindparam("job_key"), tasks.c.key.in_([bindparam(f"k{i}") for i in range(count)])))
+    return Prepared(select(tasks.c.key, tasks.c.seq).where(tasks.c.job_key == bindparam("job_key"),
+                                                           tasks.c.key.in_(_in_list(count))))
+
+
+def task_seqs(conn: Connection, job_key: str, keys: Sequence[str]) -> dict[str, int]:
+    """seq of each of these task keys that exists in the job (one indexed lookup, no row decoding)."""
+    return {row["key"]: row["seq"] for row in _rows_in(conn, _task_seqs, list(keys), KEY_CHUNK, job_key=job_key)}
 
 
 def tasks_in_states(conn: Connection, states: Sequence[str], **keys: Any) -> list[Row]:
