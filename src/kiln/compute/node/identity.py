@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import itertools
 import os
@@ -205,15 +206,25 @@ def unreachable_parent(path: Path) -> Path | None:
 
 #: Node roots this process found reachable, with every directory above them: those are the operator's.
 _open_roots: set[Path] = set()
+#: Directories inside node roots (a job's, made by Kiln) this process found open to other accounts, at
+#: most OPEN_DIRS_KEPT of them.
+_open_dirs: set[str] = set()
+OPEN_DIRS_KEPT = 4096
 
 
 def blocked_parent(paths: TaskPaths) -> Path | None:
-    """unreachable_parent of the task directory. The job's directories, which Kiln makes per job, are
-    checked every time; the node root and what is above it once per process."""
+    """unreachable_parent of the task directory, each directory looked at until it is found open: the
+    job's directories are Kiln's (root's, 0755 unless the worker's umask closes them), the node root
+    and what is above it the operator's. Every step of a job would otherwise stat the same three."""
     root, directory = str(paths.node_root), os.path.dirname(paths.task_dir)
-    while len(directory) > len(root):  # its ancestors inside the node root (layout.relative_path)
+    while len(directory) > len(root):  # its ancestors inside the node root (layout.check_relative)
+        if directory in _open_dirs:
+            break
         if closed(directory):
             return Path(directory)
+        if len(_open_dirs) >= OPEN_DIRS_KEPT:  # a job's directories go with the job
+            _open_dirs.clear()
+        _open_dirs.add(directory)
         directory = os.path.dirname(directory)
     if paths.node_root in _open_roots:
         return None
@@ -246,13 +257,33 @@ def hand_over(path: Path, account: Account, *, directory: bool) -> None:
         os.close(fd)
 
 
+def hand_over_fresh(paths: TaskPaths, account: Account) -> None:
+    """hand_over of a task directory and wd this step has just made: nobody but the worker has had them
+    (the job's directory above is root's), so they are changed by path, wd first, with no descriptor
+    to open and check; their mode is the umask's, made shareable where it is not."""
+    mode = _fresh_mode()
+    for path in (paths.wd, paths.task_dir):
+        os.chown(path, account.uid, account.gid, follow_symlinks=False)
+        if mode != shareable(mode):
+            os.chmod(path, shareable(mode))
+
+
+@functools.cache
+def _fresh_mode() -> int:
+    """The mode os.mkdir gives (0o777 less the umask, read where reading it changes nothing)."""
+    with open("/proc/self/status") as status:
+        umask = next((int(line.split()[1], 8) for line in status if line.startswith("Umask:")), 0o077)
+    return 0o777 & ~umask
+
+
 def needs_account(step: Step) -> bool:
     """Whether prepare() has anything to do: switch to an account, or fail a step whose user is unknown."""
     return step.user_missing or (isolating() and not step.elevated)
 
 
-def prepare(step: Step, paths: TaskPaths) -> Account | None:
-    """The account to run the step as (None: the worker's own), with its task directory handed to it."""
+def prepare(step: Step, paths: TaskPaths, *, fresh: bool = False) -> Account | None:
+    """The account to run the step as (None: the worker's own), with its task directory handed to it.
+    fresh: this step made the task directory and wd (layout.create_task_dir), a retry did not."""
     if step.user_missing:
         name = (step.user or {}).get("name")
         raise StepFailure.of(USER_ERROR, "UserAccountNotFound",
@@ -267,8 +298,11 @@ def prepare(step: Step, paths: TaskPaths) -> Account | None:
                 "non-admin account cannot reach its directory; make the data dir traversable "
                 "(e.g. chmod 755) or run the task with elevationLevel admin."))
         account = account_of(step, paths)
-        hand_over(paths.task_dir, account, directory=True)
-        hand_over(paths.wd, account, directory=True)
+        if fresh:
+            hand_over_fresh(paths, account)
+        else:
+            hand_over(paths.task_dir, account, directory=True)
+            hand_over(paths.wd, account, directory=True)
         return account
     except OSError as exc:
         raise StepFailure.of(SERVER_ERROR, "TaskAccountSetupFailed",

@@ -54,17 +54,23 @@ def _parsed(path: str) -> Path:
     return Path(path)
 
 
+def check_relative(path: str) -> str:
+    """path, if it stays inside its root: relative and free of `..` (checked on the string: it is
+    what PurePosixPath would parse into parts, without the parse)."""
+    if path.startswith("/") or ".." in path.split("/"):
+        raise ValueError(f"path must be relative and must not contain '..': {path!r}")
+    return path
+
+
 def relative_path(path: str) -> PurePosixPath:
     """Parse a path that must stay inside its root: relative and free of `..`."""
-    pure = PurePosixPath(path)
-    if pure.is_absolute() or ".." in pure.parts:
-        raise ValueError(f"path must be relative and must not contain '..': {path!r}")
-    return pure
+    return PurePosixPath(check_relative(path))
 
 
 def task_paths(node_root: str | os.PathLike[str], task_dir: str) -> TaskPaths:
+    """Every step makes one: the task directory is parsed once (not as a PurePosixPath first)."""
     root = root_path(os.fspath(node_root))
-    directory = root / relative_path(task_dir)
+    directory = root / check_relative(task_dir)
     return TaskPaths(node_root=root, task_dir=directory, wd=directory / "wd",
                      stdout=directory / "stdout.txt", stderr=directory / "stderr.txt")
 
@@ -94,9 +100,12 @@ def ensure_node_layout(node_root: Path) -> None:
         create_node_layout(node_root)
 
 
-def create_task_dir(paths: TaskPaths) -> None:
+def create_task_dir(paths: TaskPaths) -> bool:
     """Create the task directory with wd/ inside; a retry reuses it (idempotent). The job's directory
-    is usually there already: two mkdirs, not mkdir(parents=True)'s failed one first."""
+    is usually there already: two mkdirs, not mkdir(parents=True)'s failed one first.
+
+    True when both were made now: nobody but the worker has had them yet."""
+    fresh = True
     for directory in (paths.task_dir, paths.wd):
         try:
             os.mkdir(directory)
@@ -105,6 +114,8 @@ def create_task_dir(paths: TaskPaths) -> None:
         except FileExistsError:
             if not os.path.isdir(directory):
                 raise
+            fresh = False
+    return fresh
 
 
 def state_dir(node_root: str | os.PathLike[str]) -> Path:

@@ -33,6 +33,8 @@ class StepContext:
     kill: process.KillSwitch | None = None
     #: the unprivileged account the command runs as (None: the worker's own user)
     account: identity.Account | None = None
+    #: the task directory and wd were made by this step (not a retry's, which their account has had)
+    fresh_dirs: bool = False
 
 
 Phase = Callable[[StepContext], Awaitable[None]]
@@ -50,7 +52,7 @@ class Hook:
 async def task_dir_hook(ctx: StepContext) -> None:
     try:
         layout.ensure_node_layout(ctx.paths.node_root)
-        layout.create_task_dir(ctx.paths)
+        ctx.fresh_dirs = layout.create_task_dir(ctx.paths)
     except OSError as exc:
         raise StepFailure.of(SERVER_ERROR, "TaskDirectoryCreateFailed",
                              f"Could not create the task directory {ctx.paths.task_dir}: {exc}") from None
@@ -58,9 +60,9 @@ async def task_dir_hook(ctx: StepContext) -> None:
 
 async def identity_hook(ctx: StepContext) -> None:
     if identity.claims_uid(ctx.step, ctx.paths):  # in a thread: the uid registry's lock is host-wide
-        ctx.account = await asyncio.to_thread(identity.prepare, ctx.step, ctx.paths)
+        ctx.account = await asyncio.to_thread(identity.prepare, ctx.step, ctx.paths, fresh=ctx.fresh_dirs)
     elif identity.needs_account(ctx.step):
-        ctx.account = identity.prepare(ctx.step, ctx.paths)
+        ctx.account = identity.prepare(ctx.step, ctx.paths, fresh=ctx.fresh_dirs)
 
 
 async def environment_hook(ctx: StepContext) -> None:

@@ -63,6 +63,40 @@ async def test_a_nonadmin_step_runs_as_the_uid_of_its_task_directory(run_step, m
     assert stat.S_IMODE(paths.task_dir.stat().st_mode) == stat.S_IMODE(paths.wd.stat().st_mode) == 0o755
 
 
+async def test_fresh_task_directories_get_the_shareable_mode_of_the_umask(
+        run_step, make_step: Callable[..., Step]) -> None:
+    """A first run hands its new directories over by path; they end as a retry's careful hand-over would."""
+    step = make_step("/bin/true")
+    paths = paths_of(step)
+    layout.create_node_layout(paths.node_root)
+    paths.task_dir.parent.mkdir(parents=True)  # the job's directories, as the umask of the test leaves them
+    old = os.umask(0o077)
+    identity._fresh_mode.cache_clear()
+    try:
+        assert (await run_step(step)).exit_code == 0
+    finally:
+        os.umask(old)
+        identity._fresh_mode.cache_clear()
+    uid = identity.preferred_uid(paths)
+    for path in (paths.task_dir, paths.wd):
+        assert (path.stat().st_uid, stat.S_IMODE(path.stat().st_mode)) == (uid, identity.shareable(0o700))
+
+
+async def test_a_job_directory_is_looked_at_until_found_open(run_step, make_step: Callable[..., Step]) -> None:
+    """Each job directory is checked once found open: closed later (by an admin task), the next step still
+    starts there (the command enters wd before it drops root) instead of failing on the check."""
+    first = make_step("/bin/true", task_dir="workitems/jc/job-1/a")
+    assert (await run_step(first)).exit_code == 0
+    job_dir = paths_of(first).task_dir.parent
+    assert str(job_dir) in identity._open_dirs
+    os.chmod(job_dir, 0o700)
+    try:
+        result = await run_step(make_step("sh -c 'pwd'", task_dir="workitems/jc/job-1/b"))
+    finally:
+        os.chmod(job_dir, 0o755)
+    assert (result.exit_code, result.failure) == (0, None)
+
+
 async def test_an_admin_step_runs_as_root(run_step, make_step: Callable[..., Step]) -> None:
     step = make_step("sh -c 'id -u; id -g'", elevated=True)
     assert (await run_step(step)).exit_code == 0

@@ -36,12 +36,23 @@ def test_task_paths_put_the_output_files_beside_wd(tmp_path: Path) -> None:
     assert paths.wd == paths.task_dir / "wd"
     assert paths.stdout == paths.task_dir / "stdout.txt"
     assert paths.stderr == paths.task_dir / "stderr.txt"
-    layout.create_task_dir(paths)
-    layout.create_task_dir(paths)  # a retry reuses the directory
+    assert layout.create_task_dir(paths) is True  # made now: the worker's alone
+    assert layout.create_task_dir(paths) is False  # a retry reuses the directory
     assert paths.wd.is_dir()
 
 
-@pytest.mark.parametrize("bad", ["/etc", "../x", "workitems/../../x"])
+def test_a_task_directory_is_not_fresh_when_only_wd_is_new(tmp_path: Path) -> None:
+    paths = layout.task_paths(tmp_path, "workitems/j1/job-1/t1")
+    paths.task_dir.mkdir(parents=True)
+    assert layout.create_task_dir(paths) is False
+
+
+@pytest.mark.parametrize("bad", ["/etc", "//etc", "../x", "workitems/../../x", "a/./..", "a//../b"])
 def test_task_dir_must_stay_under_the_node_root(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ValueError):
         layout.task_paths(tmp_path, bad)
+
+
+@pytest.mark.parametrize("good", ["workitems/j1/job-1/t1", "a//b", "./a", "a/..b/c", ""])
+def test_relative_paths_match_what_pathlib_parses(tmp_path: Path, good: str) -> None:
+    assert layout.task_paths(tmp_path, good).task_dir == tmp_path / good
