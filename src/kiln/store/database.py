@@ -67,6 +67,9 @@ class Database:
         self.engine = make_engine(url)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-store")
         self._inline_writes = self.engine.dialect.name == "sqlite"
+        #: the loop's own connection for inline writes, kept between them: checking one out of the pool
+        #: and back for each transaction cost more than a short transaction's SQL (~60 us of ~25)
+        self._loop_connection: Connection | None = None
 
     def migrate(self) -> None:
         with self.engine.begin() as connection:
@@ -75,7 +78,7 @@ class Database:
     async def write(self, work: Callable[[Connection], T]) -> T:
         """Run `work` in one transaction: on the loop (SQLite) or on the store thread (PostgreSQL)."""
         if self._inline_writes:
-            return self._transact(work)
+            return self._transact_inline(work)
         return await asyncio.get_running_loop().run_in_executor(self._writer, self._transact, work)
 
     async def read(self, work: Callable[[Connection], T]) -> T:
@@ -86,8 +89,19 @@ class Database:
         with self.engine.begin() as connection:
             return work(connection)
 
+    def _transact_inline(self, work: Callable[[Connection], T]) -> T:
+        """One transaction on the loop's kept connection; a connection an error invalidated is replaced."""
+        connection = self._loop_connection
+        if connection is None or connection.closed or connection.invalidated:
+            connection = self._loop_connection = self.engine.connect()
+        with connection.begin():
+            return work(connection)
+
     def close(self) -> None:
         self._writer.shutdown(wait=True)
+        if self._loop_connection is not None:
+            self._loop_connection.close()
+            self._loop_connection = None
         self.engine.dispose()
 
 

@@ -440,6 +440,26 @@ async def test_write_rolls_back_on_error(db: Database) -> None:
     assert await db.read(lambda conn: rows.find(conn, rows.jobs)) == []
 
 
+async def test_writes_after_a_failed_one_commit_on_the_same_connection(db: Database) -> None:
+    """SQLite writes keep one connection between transactions: a failed one leaves it clean for the next."""
+    def fail(conn: Connection) -> None:
+        rows.insert_rows(conn, rows.jobs, [job_row("lost")])
+        raise ValueError("boom")
+
+    await db.write(lambda conn: rows.insert_rows(conn, rows.jobs, [job_row("a")]))
+    first = db._loop_connection
+    with pytest.raises(ValueError):
+        await db.write(fail)
+    with pytest.raises(IntegrityError):  # a statement error, raised inside the transaction
+        await db.write(lambda conn: rows.insert_rows(conn, rows.jobs, [job_row("a")]))
+    await db.write(lambda conn: rows.insert_rows(conn, rows.jobs, [job_row("b")]))
+    assert sorted(r["key"] for r in await db.read(lambda conn: rows.find(conn, rows.jobs))) == ["a", "b"]
+    if db.engine.dialect.name == "sqlite":
+        assert db._loop_connection is first and first is not None
+    else:  # PostgreSQL writes run on the store thread, each on a pooled connection
+        assert first is None
+
+
 def test_the_sqlite_file_is_readable_by_the_service_alone(tmp_path) -> None:
     """Task accounts can pass through the data dir; they must not read the store (nor its WAL)."""
     path = tmp_path / "kiln.db"

@@ -81,7 +81,8 @@ class NodeAgent:
         import dask
 
         return {"pid": os.getpid(), "running": len(self.table.running),
-                "profile": dask.config.get("distributed.worker.profile.enabled", default=None)}
+                "profile": dask.config.get("distributed.worker.profile.enabled", default=None),
+                "tick": dask.config.get("distributed.admin.tick.interval", default=None)}
 
     async def run(self, steps: list[dict[str, Any]]) -> list[str]:
         """Start the steps and return at once; returns the ids started (repeats are ignored)."""
