@@ -29,7 +29,8 @@ class _Compiled:
     positional: bool
     binds: tuple[Processor, ...]
     columns: tuple[str, ...]  #: result column names (a SELECT's)
-    results: tuple[Processor, ...]
+    #: (position, processor) of the result columns that have one: most (ints, strings) have none
+    results: tuple[tuple[int, Callable[[Any], Any]], ...]
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         converted = [values[name] if bind is None else bind(values[name]) for name, bind in zip(self.names, self.binds)]
@@ -58,8 +59,15 @@ class Prepared:
             cursor.execute(compiled.sql, compiled.parameters(params))
             found = cursor.fetchall()
         columns, results = compiled.columns, compiled.results
-        return [dict(zip(columns, (value if result is None else result(value)
-                                   for result, value in zip(results, row)))) for row in found]
+        if not results:
+            return [dict(zip(columns, row)) for row in found]
+        converted = []
+        for row in found:
+            values = list(row)
+            for position, result in results:
+                values[position] = result(values[position])
+            converted.append(dict(zip(columns, values)))
+        return converted
 
     def _for(self, dialect: Dialect) -> _Compiled:
         compiled = self._compiled.get(dialect.name)
@@ -89,5 +97,6 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
     selected = getattr(statement, "selected_columns", ())
     return _Compiled(sql=compiled.string, names=names, positional=compiled.positional, binds=binds,
                      columns=tuple(column.name for column in selected),
-                     results=tuple(column.type.dialect_impl(dialect).result_processor(dialect, None)
-                                   for column in selected))
+                     results=tuple((position, result) for position, column in enumerate(selected)
+                                   if (result := column.type.dialect_impl(dialect).result_processor(dialect, None))
+                                   is not None))
