@@ -262,6 +262,10 @@ def hand_over_fresh(paths: TaskPaths, account: Account) -> None:
     (the job's directory above is root's), so they are changed by path, wd first, with no descriptor
     to open and check; their mode is the umask's, made shareable where it is not."""
     mode = _fresh_mode()
+    if mode is None:  # the umask cannot be read: look at each one
+        hand_over(paths.wd, account, directory=True)
+        hand_over(paths.task_dir, account, directory=True)
+        return
     for path in (paths.wd, paths.task_dir):
         os.chown(path, account.uid, account.gid, follow_symlinks=False)
         if mode != shareable(mode):
@@ -269,11 +273,15 @@ def hand_over_fresh(paths: TaskPaths, account: Account) -> None:
 
 
 @functools.cache
-def _fresh_mode() -> int:
-    """The mode os.mkdir gives (0o777 less the umask, read where reading it changes nothing)."""
-    with open("/proc/self/status") as status:
-        umask = next((int(line.split()[1], 8) for line in status if line.startswith("Umask:")), 0o077)
-    return 0o777 & ~umask
+def _fresh_mode() -> int | None:
+    """The mode os.mkdir gives: 0o777 less the umask, read where reading it changes nothing (os.umask
+    would set it, racing the worker's threads); None where the kernel does not show it."""
+    try:
+        with open("/proc/self/status") as status:
+            umask = next((int(line.split()[1], 8) for line in status if line.startswith("Umask:")), None)
+    except OSError:
+        return None
+    return None if umask is None else 0o777 & ~umask
 
 
 def needs_account(step: Step) -> bool:

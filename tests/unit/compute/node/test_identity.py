@@ -82,6 +82,16 @@ async def test_fresh_task_directories_get_the_shareable_mode_of_the_umask(
         assert (path.stat().st_uid, stat.S_IMODE(path.stat().st_mode)) == (uid, identity.shareable(0o700))
 
 
+async def test_fresh_task_directories_are_handed_over_one_by_one_without_the_umask(
+        run_step, make_step: Callable[..., Step], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(identity, "_fresh_mode", lambda: None)  # a kernel without Umask in /proc/self/status
+    step = make_step("/bin/true")
+    assert (await run_step(step)).exit_code == 0
+    paths, uid = paths_of(step), identity.preferred_uid(paths_of(step))
+    for path in (paths.task_dir, paths.wd):
+        assert (path.stat().st_uid, stat.S_IMODE(path.stat().st_mode)) == (uid, 0o755)
+
+
 async def test_a_job_directory_is_looked_at_until_found_open(run_step, make_step: Callable[..., Step]) -> None:
     """Each job directory is checked once found open: closed later (by an admin task), the next step still
     starts there (the command enters wd before it drops root) instead of failing on the check."""
