@@ -95,7 +95,7 @@ def serve(settings: Settings, *, on_ready=None) -> None:
                 self._captured_signals.remove(sig)
 
     config = uvicorn.Config(build_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                            lifespan="on", timeout_graceful_shutdown=10)
+                            lifespan="on", timeout_graceful_shutdown=10, loop="uvloop")
     server = Server(config)
     if on_ready is not None:
         original = server.startup

@@ -96,6 +96,7 @@ async def test_two_nodes_run_batches(rec: Recorder) -> None:
     assert info["pid"] == rec.backend.worker_pid("n1")
     assert info["profile"] is False  # the sampling profiler is off in workers
     assert info["tick"] == "1s"  # and the loop is not woken every 20 ms to be timed (dask_backend.DASK_ENV)
+    assert info["loop"].startswith("uvloop")
 
 
 async def test_files_through_the_backend(rec: Recorder) -> None:

@@ -82,7 +82,8 @@ class NodeAgent:
 
         return {"pid": os.getpid(), "running": len(self.table.running),
                 "profile": dask.config.get("distributed.worker.profile.enabled", default=None),
-                "tick": dask.config.get("distributed.admin.tick.interval", default=None)}
+                "tick": dask.config.get("distributed.admin.tick.interval", default=None),
+                "loop": type(asyncio.get_running_loop()).__module__}
 
     async def run(self, steps: list[dict[str, Any]]) -> list[str]:
         """Start the steps and return at once; returns the ids started (repeats are ignored)."""
