@@ -75,12 +75,12 @@ NANNY_CLOSE_TIMEOUT = 5.0
 SUPERVISE_INTERVAL, FIRST_BACKOFF, MAX_BACKOFF = 0.25, 0.1, 10.0
 #: The scheduler drops a worker that sent no heartbeat for this long (a hung node).
 WORKER_TTL = "60s"
-#: Worker config: the sampling profiler has been seen to segfault workers (see ARCHITECTURE.md).
-#: The admin settings of DASK_ENV again: the nanny hands its worker the server's whole config, which wins
-#: over the worker's environment, and the server may have imported dask before this module set it.
-WORKER_CONFIG = {"distributed": {"worker": {"profile": {"enabled": False}},
-                                 "admin": {"tick": {"interval": "1s"}, "system-monitor": {"interval": "5s"},
-                                           "event-loop": "uvloop"}}}
+#: Worker config: the sampling profiler has been seen to segfault workers (see ARCHITECTURE.md); and
+#: DASK_ENV's settings as this process's environment has them, since the nanny hands its worker the
+#: server's whole config, which wins over the worker's environment, and the server may have imported dask
+#: before this module set the environment.
+WORKER_CONFIG = dask.config.merge({"distributed": {"worker": {"profile": {"enabled": False}}}},
+                                  dask.config.collect_env({name: os.environ[name] for name in DASK_ENV}))
 AGENT_MODULE = "kiln.compute.node.agent"
 
 #: What crosses the per-node event queue, in the order the callbacks must see it.

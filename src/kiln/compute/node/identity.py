@@ -257,19 +257,20 @@ def hand_over(path: Path, account: Account, *, directory: bool) -> None:
         os.close(fd)
 
 
-def hand_over_fresh(paths: TaskPaths, account: Account) -> None:
+def hand_over_fresh(paths: TaskPaths, account: Account) -> bool:
     """hand_over of a task directory and wd this step has just made: nobody but the worker has had them
     (the job's directory above is root's), so they are changed by path, wd first, with no descriptor
-    to open and check; their mode is the umask's, made shareable where it is not."""
+    to open and check; their mode is the umask's, made shareable where it is not. False (nothing done)
+    where the umask cannot be read."""
     mode = _fresh_mode()
-    if mode is None:  # the umask cannot be read: look at each one
-        hand_over(paths.wd, account, directory=True)
-        hand_over(paths.task_dir, account, directory=True)
-        return
+    if mode is None:
+        return False
+    wanted = shareable(mode)
     for path in (paths.wd, paths.task_dir):
         os.chown(path, account.uid, account.gid, follow_symlinks=False)
-        if mode != shareable(mode):
-            os.chmod(path, shareable(mode))
+        if mode != wanted:
+            os.chmod(path, wanted)
+    return True
 
 
 @functools.cache
@@ -306,9 +307,7 @@ def prepare(step: Step, paths: TaskPaths, *, fresh: bool = False) -> Account | N
                 "non-admin account cannot reach its directory; make the data dir traversable "
                 "(e.g. chmod 755) or run the task with elevationLevel admin."))
         account = account_of(step, paths)
-        if fresh:
-            hand_over_fresh(paths, account)
-        else:
+        if not (fresh and hand_over_fresh(paths, account)):
             hand_over(paths.task_dir, account, directory=True)
             hand_over(paths.wd, account, directory=True)
         return account
