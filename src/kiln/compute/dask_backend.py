@@ -375,10 +375,11 @@ class DaskBackend:
     async def _pump(self, node: _Node, address: str, stop: asyncio.Event) -> None:
         """Long-poll the agent; acknowledge each batch on the next call, once it has been delivered."""
         ack: list[str] = []
+        ack_started: list[str] = []
         failures = 0
         while not stop.is_set():
             steps, node.outbox = node.outbox or [], None
-            call = self._pool(address).kiln_results(timeout=POLL_TIMEOUT, ack=ack, run=steps)
+            call = self._pool(address).kiln_results(timeout=POLL_TIMEOUT, ack=ack, ack_started=ack_started, run=steps)
             try:
                 messages = await _until(asyncio.wait_for(call, POLL_TIMEOUT + RPC_TIMEOUT), stop)
             except Exception as exc:  # OSError and timeouts mostly; never let the pump die
@@ -393,7 +394,8 @@ class DaskBackend:
             if messages is None or stop.is_set():
                 return  # the worker is gone: its results would follow its on_node_down
             failures = 0
-            ack = [m["step_id"] for m in messages]
+            ack = [m["step_id"] for m in messages if not m.get("running")]
+            ack_started = [m["step_id"] for m in messages if m.get("running")]
             if messages:
                 node.outbox = []
                 await self._enqueue(node, RESULTS, [StepResult.from_message(m) for m in messages])

@@ -45,6 +45,11 @@ class Step:
     #: keep what the command leaves running in the background (a multi-instance coordination command's
     #: services) until the step id is killed, instead of killing it when the command exits
     keep_background: bool = False
+    #: task slots the step holds on its node while it runs (0: preparation, release and start tasks)
+    slots: int = 0
+    #: sent ahead to a node whose slots are all taken: the node starts it in a slot that one of its steps
+    #: frees by finishing, and tells the control plane in the report that carries that step's result
+    ahead: bool = False
 
     def to_message(self) -> dict[str, Any]:
         """By hand, not dataclasses.asdict (which deep-copies every value): one of these per task."""
@@ -75,6 +80,8 @@ class StepResult:
     failure: dict[str, Any] | None = None
     timed_out: bool = False
     killed: bool = False  #: ended by a kill request
+    #: a notice, not an end: a step sent ahead has started (at start_time) and still runs
+    running: bool = False
 
     def to_message(self) -> dict[str, Any]:
         """Shallow (asdict deep-copies): the failure dict is built for this result alone."""

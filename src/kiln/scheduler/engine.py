@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from kiln.core.preparation import StepState
 from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
+from kiln.scheduler.ahead import SendAhead
 from kiln.scheduler.auto_pools import AutoPools
 from kiln.scheduler.job_control import JobControl
 from kiln.scheduler.job_end import JobEnding
@@ -57,7 +58,7 @@ log = logging.getLogger("kiln.scheduler")
 
 
 class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations, TaskOutcomes, AutoPools,
-                JobSchedules, MultiInstance, Preemption):
+                JobSchedules, MultiInstance, Preemption, SendAhead):
     def __init__(self, database: Database, backend: ComputeBackend, *, data_dir: Path,
                  account_name: str, account_url: str) -> None:
         self.db = database
@@ -227,6 +228,10 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
             if self._start_multi_instance(conn, entry, task, node, slots, now, effects):
                 continue
             self._start_on_node(conn, entry, task, node, now, effects)
+        for pool_key in by_pool:
+            pool = self.pools.get(pool_key)
+            if pool is not None and pool["state"] == PoolState.ACTIVE:
+                self._send_ahead(conn, pool_key, effects)
         effects.write_batched(conn)
         self._preempt(conn, now, effects)
         return effects
@@ -259,7 +264,8 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
         self.steps[step_id] = StepRef("task", entry.key, node.node_id, task["attempt"], task["seq"],
                                       task["required_slots"], row=task)
         effects.node_counters[(node.node_id, "total_tasks_run")] += 1
-        effects.run[node.node_id].append(step_builder.task_step(step_id, entry.row, task, self._placement(node)))
+        effects.run[node.node_id].append(step_builder.task_step(step_id, entry.row, task, self._placement(node),
+                                                                slots=task["required_slots"]))
 
     def _placement(self, node: NodeSlots) -> step_builder.Placement:
         pool = self.pools[node.pool_key]
@@ -308,8 +314,20 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
     def _apply_results(self, conn: Connection, results: list[StepResult]) -> Effects:
         effects = Effects()
         now = utcnow()
-        mine = [(r, self.steps.pop(r.step_id)) for r in results if r.step_id in self.steps]
-        task_rows = self._finished_task_rows(conn, [ref for _, ref in mine if ref.kind == "task"])
+        mine: list[tuple[StepResult, StepRef]] = []  # ended steps (the rest are notices of steps sent ahead)
+        ahead: list[tuple[StepResult, StepRef]] = []  # steps sent ahead that started (notice or result)
+        for result in results:
+            ref = self.steps.get(result.step_id)
+            if ref is None:
+                continue
+            if ref.ahead:
+                ahead.append((result, ref))
+            if not result.running:
+                mine.append((result, self.steps.pop(result.step_id)))
+        started = self._ahead_started(conn, ahead, now, effects)
+        mine = [(result, ref) for result, ref in mine if not ref.ahead or ref.seq in started]
+        task_rows = self._finished_task_rows(conn, [ref for _, ref in mine if ref.kind == "task" and not ref.ahead])
+        task_rows.update(started)
         for result, ref in mine:
             if ref.kind == "task":
                 self._task_finished(conn, ref, task_rows.get(ref.seq), result, now, effects)
@@ -351,8 +369,8 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
         else:
             if failure is None and result.exit_code != 0:
                 failure = task_rules.exit_failure(result.exit_code)
-            changes = task_rules.transition(task, TaskState.COMPLETED, now, exit_code=result.exit_code,
-                                            failure_info=failure)
+            changes = task_rules.transition(task, TaskState.COMPLETED, _ended(task, result, now),
+                                            exit_code=result.exit_code, failure_info=failure)
             changes["start_time"] = task["start_time"]
             options = exit_options(task, result.exit_code)
             changes["dependency_action"] = options.dependency_action.value
@@ -458,6 +476,8 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
         if task is None:
             raise NotFound("The specified task does not exist.", code="TaskNotFound")
         entry = self.jobs.get(job_key)
+        if task["state"] == TaskState.ACTIVE:
+            self._call_back_task(conn, task, effects)
         if task["state"] in ON_NODE:
             node = self.nodes.get(task["node_id"])
             if node is not None:
@@ -495,3 +515,11 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
     def node_running(self) -> dict[str, int]:
         """Slots in use per node, for node documents."""
         return {n.node_id: n.used for n in self.nodes.values()}
+
+
+def _ended(task: dict[str, Any], result: StepResult, now: datetime) -> datetime:
+    """When the task's process ended, by the node's clock: the next task in its slot (one sent ahead) may
+    have started before this result reached the store, and their times must not overlap."""
+    ended = datetime.fromtimestamp(result.end_time, timezone.utc)
+    started = task["start_time"]
+    return ended if started is not None and started <= ended <= now else now

@@ -46,6 +46,7 @@ class JobControl:
         entry = self._entry(job)
         if job["state"] == JobState.DISABLED:
             return effects  # nothing runs: disabling again changes nothing
+        self._call_back_job(conn, job_key, effects, requeue=True)  # no task of it may start from now on
         if option is not DisableTasks.WAIT:
             self._off_nodes(conn, entry, option, now, effects)
         self._settle_disabling(conn, [job_key], now)
@@ -132,10 +133,10 @@ class JobControl:
     def task_row_changed(self, task: dict[str, Any]) -> None:
         """Called in the transaction that changed a task's spec: a running task's kept row is stale now,
         so its result reads the whole row again."""
-        step_id = task_step_id(task['seq'], task['attempt'])
-        ref = self.steps.get(step_id)
-        if ref is not None and ref.row is not None:
-            self.steps[step_id] = dataclasses.replace(ref, row=None)
+        for step_id in (task_step_id(task['seq'], task['attempt']), task_step_id(task['seq'], task['attempt'] + 1)):
+            ref = self.steps.get(step_id)  # running, or sent ahead
+            if ref is not None and ref.row is not None:
+                self.steps[step_id] = dataclasses.replace(ref, row=None)
 
     async def task_updated(self, job: dict[str, Any], task: dict[str, Any]) -> None:
         """A new retentionTime applies to a task that already completed, counted from its end."""

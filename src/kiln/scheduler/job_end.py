@@ -64,6 +64,7 @@ class JobEnding:
 
     def _end_tasks_on_nodes(self, conn: Connection, job_key: str, now: datetime, effects: Effects,
                             failure: dict[str, Any]) -> None:
+        self._call_back_job(conn, job_key, effects, requeue=False)  # active tasks stay active and never run
         for step_id, ref in list(self.steps.items()):
             if ref.job_key == job_key and ref.kind in ("task", "prep"):
                 del self.steps[step_id]

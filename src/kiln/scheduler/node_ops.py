@@ -165,6 +165,7 @@ class NodeOperations:
         now = utcnow()
         node = self.nodes[node_id]
         node.up, node.used = False, 0
+        self._call_back(conn, node, effects, kill=False)  # they never started, as far as anyone knows: queued again
         self._instances_lost(conn, node_id, now, effects)
         for step_id, ref in list(self.steps.items()):
             if ref.node_id == node_id:
@@ -210,6 +211,7 @@ class NodeOperations:
         changes = node_rules.transition(row, NodeState.REIMAGING if reimage else NodeState.REBOOTING, now)
         db.change(conn, db.nodes, {"id": node_id}, changes)
         node.draining = True
+        self._call_back(conn, node, effects)
         if reimage:
             node.incarnation = changes["incarnation"]  # prep records of the old incarnation no longer count
         else:

@@ -21,6 +21,8 @@ class NodeSlots:
     #: a runExclusive job manager runs here: nothing else may start. It ran alone, so the node
     #: empties exactly when it leaves; that is when the flag clears (see `used`).
     exclusive: bool = False
+    #: task steps sent ahead to the node, not yet known to have started: step_id -> (job_key, task seq, slots)
+    ahead: dict[str, tuple[str, int, int]] = field(default_factory=dict)
 
     @property
     def used(self) -> int:
@@ -35,6 +37,13 @@ class NodeSlots:
     @property
     def free(self) -> int:
         return self.capacity - self.used if self.up and not self.draining and not self.exclusive else 0
+
+    @property
+    def room_ahead(self) -> int:
+        """Slots' worth of tasks that may still be sent ahead: one node's worth, while it takes new tasks."""
+        if not self.up or self.draining or self.exclusive:
+            return 0
+        return self.capacity - sum(slots for _, _, slots in self.ahead.values())
 
 
 def choose_node(nodes: Iterable[NodeSlots], slots: int, fill: str,

@@ -35,6 +35,8 @@ class StepRef:
     #: the task's row as it was dispatched: its result then re-reads only what can change while it runs
     #: (store.rows.RUNNING_COLUMNS); None makes it read the whole row (task updated meanwhile, or none kept)
     row: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    #: a task step sent ahead: the task stays active until the node says it started (scheduler/ahead.py)
+    ahead: bool = False
 
 
 def task_step_id(seq: int, attempt: int) -> str:
@@ -68,8 +70,11 @@ class Effects:
     def write_batched(self, conn: Connection, *, counters: bool = True) -> None:
         """Write the batched task changes (executemany per set of columns) and, unless told to keep them
         for later in the transaction, the node counters (one statement); then forget what was written."""
+        merged: dict[int, dict[str, Any]] = {}
+        for seq, changes in self.task_changes:  # a task started and ended in one transaction: one update
+            merged[seq] = {**merged[seq], **changes} if seq in merged else changes
         shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-        for seq, changes in self.task_changes:
+        for seq, changes in merged.items():
             columns = tuple(sorted(changes))
             shapes[columns].append({**{f"v_{c}": changes[c] for c in columns}, "k_seq": seq, "v_etag": new_etag()})
         for columns, params in shapes.items():

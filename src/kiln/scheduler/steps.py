@@ -83,7 +83,10 @@ def _token(job: Mapping[str, Any], spec: Mapping[str, Any], where: Placement) ->
     return {"AZ_BATCH_AUTHENTICATION_TOKEN": where.tokens.issue(job["id"], job["seq"])}
 
 
-def task_step(step_id: str, job: Mapping[str, Any], task: Mapping[str, Any], where: Placement) -> Step:
+def task_step(step_id: str, job: Mapping[str, Any], task: Mapping[str, Any], where: Placement, *,
+              slots: int = 0, ahead: bool = False) -> Step:
+    """slots: what the node frees for a step sent ahead when this one finishes (0: nothing, as for the parts
+    of a multi-instance task)."""
     spec = task["spec"]
     return Step(step_id=step_id, kind="task", node_root=where.node_root, task_dir=task_dir(job["id"], task["id"]),
                 command_line=spec["commandLine"],
@@ -91,7 +94,7 @@ def task_step(step_id: str, job: Mapping[str, Any], task: Mapping[str, Any], whe
                 batch_context={**_context(where, job["id"], task["id"]), **_token(job, spec, where)},
                 prep_task_dir=_prep_dir(job), resource_files=_resource_files(spec),
                 max_wall_clock_seconds=duration_seconds(spec["constraints"].get("maxWallClockTime")),
-                **_identity(spec, where))
+                slots=slots, ahead=ahead, **_identity(spec, where))
 
 
 def prep_step(step_id: str, job: Mapping[str, Any], where: Placement) -> Step:

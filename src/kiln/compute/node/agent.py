@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,11 @@ class NodeAgent:
         self._started: dict[str, float] = {}
         #: loop time the oldest unreported result came (None: there is none)
         self._first_result_at: float | None = None
+        #: steps sent ahead, in order, waiting for a slot that a finishing step frees
+        self._ahead: deque[Step] = deque()
+        #: slots freed by steps whose results the control plane has not been sent yet: a step sent ahead
+        #: may take them, since its notice then reaches the control plane with (or before) those results
+        self._spare = 0
         self._kills: dict[str, process.KillSwitch] = {}
         #: process groups that finished keep_background steps left running, until their step id is killed
         self._kept_groups: dict[str, int] = {}
@@ -86,12 +92,26 @@ class NodeAgent:
                 "loop": type(asyncio.get_running_loop()).__module__}
 
     async def run(self, steps: list[dict[str, Any]]) -> list[str]:
-        """Start the steps and return at once; returns the ids started (repeats are ignored)."""
+        """Start the steps (those sent ahead: queue them) and return at once; returns the ids accepted
+        (repeats are ignored)."""
         parsed = {s.step_id: s for s in map(Step.from_message, steps)}
-        started = self.table.accept((s.step_id, s.kind) for s in parsed.values())
-        for step_id in started:
-            self._start(parsed[step_id])
-        return started
+        accepted = self.table.accept((s.step_id, s.kind) for s in parsed.values())
+        for step_id in accepted:
+            step = parsed[step_id]
+            if step.ahead:
+                self._ahead.append(step)
+            else:
+                self._start(step)
+        self._start_ahead()
+        return accepted
+
+    def _start_ahead(self) -> None:
+        """Start the steps sent ahead that fit the spare slots, in order, each with a notice."""
+        while self._ahead and self._ahead[0].slots <= self._spare:
+            step = self._ahead.popleft()
+            self._spare -= step.slots
+            self._start(step)
+            self.table.notice(step.step_id, StepResult(step.step_id, time.time(), 0.0, None, running=True).to_message())
 
     def _start(self, step: Step) -> None:
         self.node_roots.add(step.node_root)
@@ -116,10 +136,15 @@ class NodeAgent:
             if message is None:
                 self.table.forget(step.step_id)
             elif self.table.finish(step.step_id, message):
-                if self._first_result_at is None:
-                    self._first_result_at = asyncio.get_running_loop().time()
-                if self._result_ready is not None:
-                    _resolve(self._result_ready)
+                self._result_came()
+                self._spare += step.slots  # a killed step's slots are the control plane's to give: not spare
+                self._start_ahead()
+
+    def _result_came(self) -> None:
+        if self._first_result_at is None:
+            self._first_result_at = asyncio.get_running_loop().time()
+        if self._result_ready is not None:
+            _resolve(self._result_ready)
 
     def leash_to_parent(self) -> None:
         """If the worker's parent dies, even by SIGKILL, the worker exits at once; its launcher then sees
@@ -141,10 +166,12 @@ class NodeAgent:
         return self._http
 
     async def results(self, timeout: float, ack: list[str] | None = None,
-                      run: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-        """Long-poll: forget the acknowledged results, start the steps sent along (as `run`), wait up to
-        timeout for a result (and then up to REPORT_LINGER for its neighbours), return all unacknowledged."""
-        self.table.ack(ack or ())
+                      run: list[dict[str, Any]] | None = None,
+                      ack_started: list[str] | None = None) -> list[dict[str, Any]]:
+        """Long-poll: forget the acknowledged results and notices, start the steps sent along (as `run`),
+        wait up to timeout for a result (and then up to REPORT_LINGER for its neighbours), return all
+        unacknowledged ones."""
+        self.table.ack(ack or (), ack_started or ())
         if not self.table.finished:
             self._first_result_at = None
         if run:
@@ -152,16 +179,19 @@ class NodeAgent:
         if not self.table.finished:
             await asyncio.wait([self._next_result()], timeout=timeout)
         await self._linger()
+        self._spare = 0  # the results below free their slots on the control plane's side now
         return self.table.pending()
 
     async def _linger(self) -> None:
-        """Hold the results while a step started less than REPORT_LINGER ago still runs, up to REPORT_LINGER
-        after the first of them came. A long step is not waited for: it started long ago."""
+        """Hold the results while a step started less than REPORT_LINGER ago, and before the first of them
+        came, still runs; at most REPORT_LINGER after that first result. A long step is not waited for (it
+        started long ago), nor a step started since (sent ahead into a freed slot: its notice goes now)."""
         loop = asyncio.get_running_loop()
-        while self._first_result_at is not None and self.table.finished:
+        while (first := self._first_result_at) is not None and self.table.finished:
             now = loop.time()
-            left = self._first_result_at + REPORT_LINGER - now
-            if left <= 0 or not any(now - started < REPORT_LINGER for started in self._started.values()):
+            left = first + REPORT_LINGER - now
+            if left <= 0 or not any(now - started < REPORT_LINGER and started <= first
+                                    for started in self._started.values()):
                 return
             await asyncio.wait([self._next_result()], timeout=left)
 
@@ -172,8 +202,14 @@ class NodeAgent:
         return self._result_ready
 
     async def kill(self, step_ids: list[str]) -> list[str]:
-        """Kill the steps' process groups and wait (bounded) until they ended; their results are dropped."""
+        """Kill the steps' process groups and wait (bounded) until they ended; their results are dropped.
+        Steps sent ahead that have not started never will."""
         self.table.kill(step_ids)
+        unstarted = {step.step_id for step in self._ahead} & set(step_ids)
+        if unstarted:
+            self._ahead = deque(step for step in self._ahead if step.step_id not in unstarted)
+            for step_id in unstarted:
+                self.table.forget(step_id)
         for step_id in step_ids:  # what a finished keep_background step left running
             if (pgid := self._kept_groups.pop(step_id, None)) is not None:
                 process.kill_group(pgid)

@@ -147,3 +147,67 @@ async def test_dask_setup_installs_the_handlers_and_cleans_up(node_root: Path, m
     assert set(worker.handlers) >= {"kiln_run", "kiln_results", "kiln_kill", "kiln_list_files"}
     assert (node_root / "workitems").is_dir()
     await agent_module.dask_teardown(worker)
+
+
+# -- steps sent ahead ------------------------------------------------------------------------------
+
+async def test_a_step_sent_ahead_starts_in_the_slot_a_finished_step_frees(
+        agent: NodeAgent, make_step: Callable[..., Step], node_root: Path, monkeypatch) -> None:
+    monkeypatch.setattr(agent_module, "REPORT_LINGER", 30.0)
+    first = make_step("sleep 0.3", slots=1)
+    ahead = make_step("sh -c 'touch started; sleep 30'", slots=1, ahead=True)
+    await agent.run([first.to_message(), ahead.to_message()])
+    assert not (node_root / ahead.task_dir).exists()  # waits: no slot of the node is free
+    batch = await agent.results(timeout=10)
+    # one report: the result that freed the slot and the notice that the step sent ahead took it
+    assert {m["step_id"]: bool(m.get("running")) for m in batch} == {first.step_id: False, ahead.step_id: True}
+    notice = next(m for m in batch if m.get("running"))
+    result = next(m for m in batch if not m.get("running"))
+    assert notice["start_time"] >= result["end_time"]
+    await eventually(lambda: (node_root / ahead.task_dir / "wd" / "started").exists(), what="the step sent ahead")
+    # the notice is sent until acknowledged on its own; acknowledging the result does not drop it
+    assert await agent.results(timeout=0, ack=[first.step_id]) == [notice]
+    assert await agent.results(timeout=0, ack_started=[ahead.step_id]) == []
+    await agent.kill([ahead.step_id])
+
+
+async def test_a_step_sent_ahead_does_not_take_a_slot_already_reported_free(
+        agent: NodeAgent, make_step: Callable[..., Step], node_root: Path) -> None:
+    first = make_step("/bin/true", slots=1)
+    await agent.run([first.to_message()])
+    assert [m["step_id"] for m in await agent.results(timeout=10)] == [first.step_id]
+    # the control plane has that slot back and may fill it itself: a step sent ahead now must wait
+    ahead = make_step("/bin/true", slots=1, ahead=True)
+    assert await agent.results(timeout=0.3, ack=[first.step_id], run=[ahead.to_message()]) == []
+    assert ahead.step_id in agent.table.running and not (node_root / ahead.task_dir).exists()
+    second = make_step("sleep 0.2", slots=1)  # the next step to finish frees a slot for it
+    await agent.run([second.to_message()])
+    got = await collect(agent, 3)
+    assert [m["step_id"] for m in got if m.get("running")] == [ahead.step_id]
+    assert sorted(m["step_id"] for m in got if not m.get("running")) == sorted([second.step_id, ahead.step_id])
+
+
+async def test_a_killed_step_frees_no_slot_for_a_step_sent_ahead(
+        agent: NodeAgent, make_step: Callable[..., Step], node_root: Path) -> None:
+    running = make_step("sleep 30", slots=1)
+    ahead = make_step("/bin/true", slots=1, ahead=True)
+    await agent.run([running.to_message(), ahead.to_message()])
+    await agent.kill([running.step_id])  # the control plane gives that slot itself
+    assert await agent.results(timeout=0.3) == []
+    assert not (node_root / ahead.task_dir).exists()
+    assert await agent.kill([ahead.step_id]) == []  # never started: nothing to kill, and it never will
+    assert agent.table.running == {} and list(agent._ahead) == []
+
+
+async def test_a_report_does_not_wait_for_a_step_started_ahead(
+        agent: NodeAgent, make_step: Callable[..., Step], monkeypatch) -> None:
+    monkeypatch.setattr(agent_module, "REPORT_LINGER", 30.0)
+    first = make_step("/bin/true", slots=1)
+    ahead = make_step("sleep 30", slots=1, ahead=True)
+    await agent.run([first.to_message(), ahead.to_message()])
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    batch = await agent.results(timeout=10)
+    assert sorted(m["step_id"] for m in batch) == sorted([first.step_id, ahead.step_id])
+    assert loop.time() - began < 15  # not held for the 30 s linger: the control plane must refill
+    await agent.kill([ahead.step_id])

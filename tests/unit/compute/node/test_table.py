@@ -58,3 +58,26 @@ def test_forget_drops_a_cancelled_step(table: StepTable) -> None:
     table.forget("a")
     assert table.running == {} and table.killing == set()
     assert not table.finish("a", result("a"))  # unknown by now
+
+
+def test_a_notice_waits_for_its_own_ack_and_gives_way_to_the_result(table: StepTable) -> None:
+    table.accept([("a", "task"), ("b", "task")])
+    notice = {"step_id": "b", "running": True}
+    table.notice("b", notice)
+    assert table.finish("a", result("a"))
+    assert table.pending() == [notice, result("a")]
+    assert table.finish("b", result("b"))  # ended before the notice was acknowledged: the result says it all
+    assert table.pending() == [result("a"), result("b")]
+    table.ack(["a"], started=["b"])  # the notice's late ack must not drop b's result
+    assert table.pending() == [result("b")]
+
+
+def test_a_notice_of_a_killed_or_unknown_step_is_dropped(table: StepTable) -> None:
+    table.accept([("a", "task")])
+    table.notice("a", {"step_id": "a", "running": True})
+    table.notice("x", {"step_id": "x", "running": True})  # never accepted
+    assert [m["step_id"] for m in table.pending()] == ["a"]
+    table.kill(["a"])
+    assert table.pending() == []
+    table.forget("a")
+    assert table.running == {}

@@ -1,0 +1,155 @@
+"""Tasks sent ahead: a node whose slots are all taken gets its next tasks before a slot frees.
+
+Why: between a node's results and the steps that refill its slots lies a round trip through the
+store (a few ms). Short tasks then leave nodes empty for much of the time. A task sent ahead waits
+on its node and starts there the moment one of the node's steps finishes; the node tells which
+started, in the same report as the results that freed their slots (compute/node/agent.py).
+
+What a user sees stays Batch's: the task is `active` until the node says it started, then `running`
+with that start time; at most taskSlotsPerNode slots run on a node. It is done only where nothing
+else could want those slots: for the only active job of its pool, with no preparation task left to
+run on the node, no maxParallelTasks and no job manager. Anything that would change what runs next
+calls the tasks back (killed on the node in case they just started; queued again unless they end):
+a job that ends or is disabled, a task ended or deleted, a node that restarts or is lost, a second
+active job in the pool.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Connection
+
+from kiln.compute.protocol import StepResult
+from kiln.core import preparation as prep_rules
+from kiln.core import task as task_rules
+from kiln.core.job import JobState
+from kiln.core.task import TaskState
+from kiln.scheduler import steps as step_builder
+from kiln.scheduler.slots import NodeSlots
+from kiln.scheduler.state import Effects, JobEntry, StepRef, task_step_id
+from kiln.store import rows as db
+
+
+class SendAhead:
+    """Scheduler part: which tasks go ahead, their start, and calling them back."""
+
+    def _send_ahead(self, conn: Connection, pool_key: str, effects: Effects) -> None:
+        """After a placement round: fill the nodes' room ahead with the pool's one job, or, if the pool has
+        other active jobs now, call back what was sent ahead (their priorities and turns decide again)."""
+        active = [e for e in self.jobs.values() if e.row["pool_key"] == pool_key and e.row["state"] == JobState.ACTIVE]
+        chosen = active[0] if len(active) == 1 and self._may_go_ahead(active[0]) else None
+        nodes = sorted((n for n in self.nodes.values() if n.pool_key == pool_key), key=lambda n: n.node_id)
+        if chosen is None:
+            for node in nodes:
+                self._call_back(conn, node, effects)
+            return
+        room = {n.node_id: n.room_ahead for n in nodes if self._may_run(chosen, n) and self._prepared(chosen, n)}
+        picks: list[tuple[int, int, NodeSlots]] = []
+        open_nodes = [n for n in nodes if room.get(n.node_id, 0) > 0]
+        while len(chosen.queue) and open_nodes:  # one task per node in turn, like spread placement
+            for node in list(open_nodes):
+                if not len(chosen.queue):
+                    break
+                seq, slots = chosen.queue.peek()
+                if slots > room[node.node_id]:
+                    open_nodes.remove(node)
+                    continue
+                chosen.queue.pop()
+                if chosen.graph is not None and chosen.graph.waiting(seq):
+                    continue  # queued again once its dependencies are met
+                room[node.node_id] -= slots
+                picks.append((seq, slots, node))
+        rows = {r["seq"]: r for r in db.tasks_by_seq(conn, [seq for seq, _, _ in picks])}
+        for seq, slots, node in picks:
+            task = rows.get(seq)
+            if task is None or task["state"] != TaskState.ACTIVE:
+                continue  # deleted or ended meanwhile
+            if task["spec"].get("multiInstanceSettings"):
+                chosen.queue.push(seq, slots)  # needs several nodes at once: placed when they are free
+                continue
+            step_id = task_step_id(seq, task["attempt"] + 1)
+            self.steps[step_id] = StepRef("task", chosen.key, node.node_id, task["attempt"] + 1, seq, slots,
+                                          row=task, ahead=True)
+            node.ahead[step_id] = (chosen.key, seq, slots)
+            if chosen.graph is not None:
+                chosen.graph.started(seq)
+            effects.run[node.node_id].append(step_builder.task_step(step_id, chosen.row, task, self._placement(node),
+                                                                    slots=slots, ahead=True))
+
+    def _may_go_ahead(self, entry: JobEntry) -> bool:
+        spec = entry.spec
+        return spec.get("maxParallelTasks", -1) == -1 and spec.get("jobManagerTask") is None
+
+    def _prepared(self, entry: JobEntry, node: NodeSlots) -> bool:
+        """No preparation task left to run or wait for on this node."""
+        if entry.spec.get("jobPreparationTask") is None:
+            return True
+        record = self.preps.get((entry.key, node.node_id))
+        return record is not None and record["incarnation"] == node.incarnation and prep_rules.succeeded(record)
+
+    # ------------------------------------------------------------------ calling back
+    def _call_back(self, conn: Connection, node: NodeSlots, effects: Effects, *, job_key: str | None = None,
+                   requeue: bool = True, kill: bool = True) -> None:
+        """Take back the node's tasks sent ahead (only job_key's, if given)."""
+        step_ids = [step_id for step_id, (owner, _, _) in node.ahead.items() if job_key in (None, owner)]
+        self._call_back_steps(conn, node, step_ids, effects, requeue=requeue, kill=kill)
+
+    def _call_back_steps(self, conn: Connection, node: NodeSlots, step_ids: list[str], effects: Effects, *,
+                         requeue: bool, kill: bool) -> None:
+        """Killed on the node in case they started meanwhile, queued again unless they end. Each task's
+        attempt moves on, so that a later dispatch has a step id of its own (the kill may reach the node
+        after it)."""
+        for step_id in step_ids:
+            owner, seq, slots = node.ahead.pop(step_id)
+            ref = self.steps.pop(step_id, None)
+            if ref is not None:
+                db.change(conn, db.tasks, {"seq": seq}, {"attempt": ref.attempt})
+            if kill:
+                effects.kill[node.node_id].append(step_id)
+            if requeue and (entry := self.jobs.get(owner)) is not None:
+                entry.queue.push(seq, slots)
+
+    def _call_back_job(self, conn: Connection, job_key: str, effects: Effects, *, requeue: bool) -> None:
+        for node in self.nodes.values():
+            self._call_back(conn, node, effects, job_key=job_key, requeue=requeue)
+
+    def _call_back_task(self, conn: Connection, task: dict[str, Any], effects: Effects) -> None:
+        """An active task ends or is deleted: if it was sent ahead, it must not start."""
+        step_id = task_step_id(task["seq"], task["attempt"] + 1)
+        ref = self.steps.get(step_id)
+        if ref is not None and ref.ahead and (node := self.nodes.get(ref.node_id)) is not None \
+                and step_id in node.ahead:
+            self._call_back_steps(conn, node, [step_id], effects, requeue=False, kill=True)
+
+    # ------------------------------------------------------------------ starting
+    def _ahead_started(self, conn: Connection, started: Iterable[tuple[StepResult, StepRef]], now: datetime,
+                       effects: Effects) -> dict[int, dict[str, Any]]:
+        """Tasks sent ahead that their node started (a notice, or their result): active -> running at the
+        node's start time. Returns their rows as they are now, by seq."""
+        started = list(started)
+        rows = self._finished_task_rows(conn, [ref for _, ref in started])
+        running: dict[int, dict[str, Any]] = {}
+        for result, ref in started:
+            node = self.nodes.get(ref.node_id)
+            if node is not None:
+                node.ahead.pop(result.step_id, None)
+            task = rows.get(ref.seq)
+            if node is None or task is None or task["state"] != TaskState.ACTIVE:  # called back too late
+                self.steps.pop(result.step_id, None)
+                if result.running:
+                    effects.kill[ref.node_id].append(result.step_id)
+                continue
+            start = min(datetime.fromtimestamp(result.start_time, timezone.utc), now)  # a node's clock may run ahead
+            changes = task_rules.transition(task, TaskState.RUNNING, start, pool_id=self.pools[node.pool_key]["id"],
+                                            node_id=node.node_id, attempt=ref.attempt)
+            effects.change_task(ref.seq, changes)
+            task.update(changes)
+            node.used += ref.slots
+            effects.node_counters[(node.node_id, "total_tasks_run")] += 1
+            running[ref.seq] = task
+            if result.running:
+                self.steps[result.step_id] = dataclasses.replace(ref, ahead=False, row=task)
+        return running

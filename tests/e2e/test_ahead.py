@@ -1,0 +1,138 @@
+"""Tasks sent ahead to full nodes (scheduler/ahead.py) look to a user exactly like tasks placed when a
+slot frees: active until they start, then running with nodeInfo; never more than taskSlotsPerNode at once;
+and a disable, terminate or lost node keeps them from starting. Tasks hold their slots on gate files the
+test creates, so nothing depends on timing."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+from azure.batch import models
+
+from kiln.testing import create_pool_and_wait, shell, unique, wait_for, wait_tasks_completed
+
+
+@pytest.fixture
+def one_slot_pool(client, cleanup) -> str:
+    pool_id = create_pool_and_wait(client, nodes=1, slots=1)
+    cleanup(pool=pool_id)
+    return pool_id
+
+
+@pytest.fixture
+def job(client, cleanup) -> Callable[[str], str]:
+    def make(pool_id: str) -> str:
+        job_id = unique("ahead")
+        client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
+        cleanup(job=job_id)
+        return job_id
+    return make
+
+
+def gated(marks: Path, gate: str) -> str:
+    """Leaves marks/<task id> when it starts, then waits for marks/<gate>."""
+    return shell(f"umask 0; date +%s.%N > {marks}/$AZ_BATCH_TASK_ID; while [ ! -e {marks}/{gate} ]; do sleep 0.05; done")
+
+
+def add(client, job_id: str, **commands: str) -> None:
+    client.create_task_collection(job_id, models.BatchTaskGroup(task_values=[
+        models.BatchTaskCreateOptions(id=task_id, command_line=command) for task_id, command in commands.items()]))
+
+
+def state(client, job_id: str, task_id: str) -> str:
+    return client.get_task(job_id, task_id).state
+
+
+def stays(condition: Callable[[], bool], seconds: float = 1.0) -> bool:
+    """The condition holds throughout (a negative can only be watched for a while)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not condition():
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_the_next_task_runs_when_the_slot_frees_and_shows_running(client, one_slot_pool, job, marks_dir):
+    job_id = job(one_slot_pool)
+    add(client, job_id, first=gated(marks_dir, "go1"), second=gated(marks_dir, "go2"))
+    wait_for(lambda: state(client, job_id, "first") == "running", 60, "the first task to run")
+    assert stays(lambda: state(client, job_id, "second") == "active" and not (marks_dir / "second").exists())
+    (marks_dir / "go1").touch()
+    second = wait_for(lambda: (t := client.get_task(job_id, "second")).state == "running" and t, 60,
+                      "the second task to show running while it runs")
+    assert not (marks_dir / "go2").exists()  # it cannot have ended: it is running, as it shows
+    first = client.get_task(job_id, "first")
+    assert first.state == "completed" and first.execution_info.exit_code == 0
+    assert second.node_info.node_id == first.node_info.node_id and second.node_info.pool_id == one_slot_pool
+    assert second.execution_info.start_time >= first.execution_info.end_time  # one slot: no overlap
+    (marks_dir / "go2").touch()
+    done = {t.id: t for t in wait_tasks_completed(client, job_id)}
+    assert done["second"].execution_info.exit_code == 0 and done["second"].execution_info.requeue_count == 0
+    node = client.get_node(one_slot_pool, first.node_info.node_id)
+    assert node.total_tasks_run >= 2 and node.total_tasks_succeeded >= 2
+
+
+def test_no_more_tasks_than_slots_run_at_once(client, cleanup, job):
+    pool_id = create_pool_and_wait(client, nodes=2, slots=2)
+    cleanup(pool=pool_id)
+    job_id = job(pool_id)
+    client.create_task_collection(job_id, models.BatchTaskGroup(task_values=[
+        models.BatchTaskCreateOptions(id=f"t{i:02d}", command_line=shell("sleep 0.0$((RANDOM % 5))"))
+        for i in range(60)]))
+    done = wait_tasks_completed(client, job_id)
+    assert all(t.execution_info.exit_code == 0 for t in done)
+    for node_id in {t.node_info.node_id for t in done}:
+        events = sorted((time, change) for t in done if t.node_info.node_id == node_id
+                        for time, change in ((t.execution_info.start_time, 1), (t.execution_info.end_time, -1)))
+        running, most = 0, 0
+        for _, change in events:  # an end sorts before a start at the same moment
+            running += change
+            most = max(most, running)
+        assert most <= 2, f"{most} tasks ran at once on {node_id}, which has 2 slots"
+
+
+def test_a_disabled_job_starts_no_more_tasks(client, one_slot_pool, job, marks_dir):
+    job_id = job(one_slot_pool)
+    add(client, job_id, first=gated(marks_dir, "go"), second=shell(f"touch {marks_dir}/second"))
+    wait_for(lambda: state(client, job_id, "first") == "running", 60, "the first task to run")
+    client.begin_disable_job(job_id, models.BatchJobDisableOptions(disable_tasks="wait"))
+    (marks_dir / "go").touch()  # the running task ends on its own; the next must not start
+    wait_for(lambda: client.get_job(job_id).state == "disabled", 60, "the job to be disabled")
+    assert stays(lambda: state(client, job_id, "second") == "active" and not (marks_dir / "second").exists())
+    client.begin_enable_job(job_id, polling_interval=1).result()
+    done = {t.id: t for t in wait_tasks_completed(client, job_id)}
+    assert done["second"].execution_info.exit_code == 0 and (marks_dir / "second").exists()
+
+
+def test_a_terminated_waiting_task_never_starts(client, one_slot_pool, job, marks_dir):
+    job_id = job(one_slot_pool)
+    add(client, job_id, first=gated(marks_dir, "go"), second=shell(f"touch {marks_dir}/second"))
+    wait_for(lambda: state(client, job_id, "first") == "running", 60, "the first task to run")
+    client.terminate_task(job_id, "second")
+    (marks_dir / "go").touch()
+    done = {t.id: t for t in wait_tasks_completed(client, job_id)}
+    assert done["first"].execution_info.exit_code == 0
+    assert done["second"].execution_info.failure_info.code == "TaskEnded"
+    assert done["second"].execution_info.start_time is None
+    assert stays(lambda: not (marks_dir / "second").exists())
+
+
+def test_waiting_tasks_of_a_lost_node_run_once_it_is_back(client, one_slot_pool, job, marks_dir):
+    job_id = job(one_slot_pool)
+    first_run = marks_dir / "first-run"
+    add(client, job_id,
+        first=shell(f"umask 0; if [ -e {first_run} ]; then exit 0; fi; echo $PPID > {first_run}; sleep 60"),
+        second=shell(f"umask 0; echo ran >> {marks_dir}/second"))
+    wait_for(lambda: first_run.exists() and first_run.read_text().strip(), 60, "the first run to start")
+    launcher = int(first_run.read_text())  # the task's parent: the node's launcher, a child of its worker
+    os.kill(psutil.Process(launcher).ppid(), signal.SIGKILL)
+    done = {t.id: t for t in wait_tasks_completed(client, job_id, timeout=90)}
+    assert done["first"].execution_info.requeue_count == 1
+    assert all(t.execution_info.exit_code == 0 for t in done.values())
+    assert (marks_dir / "second").read_text() == "ran\n"  # once
