@@ -77,7 +77,7 @@ class StepTable:
             self.notices.pop(step_id, None)
 
     def pending(self) -> list[ResultMessage]:
-        """Notices first: the control plane starts those steps before it frees the slots of the results."""
+        """Notices, then results in finishing order."""
         return [*self.notices.values(), *self.finished.values()]
 
     def check(self) -> None:
