@@ -25,6 +25,7 @@ from kiln.scheduler.state import Effects
 from kiln.store import rows
 from kiln.store.database import Database, alembic_config, sqlite_url
 from kiln.store.schema import metadata
+from kiln.testing import wait_for
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
 T1 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=timezone.utc)
@@ -471,6 +472,23 @@ def test_the_sqlite_file_is_readable_by_the_service_alone(tmp_path) -> None:
         files = [p for p in tmp_path.iterdir() if p.name.startswith("kiln.db")]
         assert {p.name for p in files} >= {"kiln.db", "kiln.db-wal"}
         assert {oct(p.stat().st_mode & 0o777) for p in files} == {"0o600"}
+    finally:
+        database.close()
+
+
+async def test_the_log_is_checkpointed_off_the_writers_commits(tmp_path) -> None:
+    """Commits never checkpoint (their fsyncs would stall the loop that writes); the checkpointer's
+    thread folds the log into the database file soon after."""
+    database = Database(sqlite_url(tmp_path))
+    try:
+        database.migrate()
+        with database.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        before = (tmp_path / "kiln.db").stat().st_size
+        for n in range(20):  # ~2 MB of log
+            await database.write(lambda conn, n=n: rows.insert_rows(conn, rows.jobs, [
+                {**job_row(f"j{n}-{i}", seq=n * 25 + i + 1), "spec": {"padding": "x" * 4000}} for i in range(25)]))
+        wait_for(lambda: (tmp_path / "kiln.db").stat().st_size > before + 1_000_000, 10, "the checkpoint")
     finally:
         database.close()
 
