@@ -88,8 +88,8 @@ def test_no_more_tasks_than_slots_run_at_once(client, cleanup, job):
     done = wait_tasks_completed(client, job_id)
     assert all(t.execution_info.exit_code == 0 for t in done)
     for node_id in {t.node_info.node_id for t in done}:
-        events = sorted((time, change) for t in done if t.node_info.node_id == node_id
-                        for time, change in ((t.execution_info.start_time, 1), (t.execution_info.end_time, -1)))
+        events = sorted((moment, change) for t in done if t.node_info.node_id == node_id
+                        for moment, change in ((t.execution_info.start_time, 1), (t.execution_info.end_time, -1)))
         running, most = 0, 0
         for _, change in events:  # an end sorts before a start at the same moment
             running += change

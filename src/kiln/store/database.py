@@ -38,11 +38,20 @@ def keep_private(database: Path) -> None:
             os.chmod(path, 0o600)
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file a SQLite URL names; None for an in-memory database or another dialect."""
+    if not url.startswith("sqlite"):
+        return None
+    file = url.removeprefix("sqlite:///")
+    if not file or file.startswith(":memory:") or "mode=memory" in file:
+        return None
+    return Path(file.split("?", 1)[0])
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        file = url.removeprefix("sqlite:///")
-        if file and not file.startswith(":memory:") and "mode=memory" not in file:
-            keep_private(Path(file.split("?", 1)[0]))
+        if (file := sqlite_file(url)) is not None:
+            keep_private(file)
         engine = create_engine(url, connect_args={"check_same_thread": False})
 
         @event.listens_for(engine, "connect")
@@ -106,9 +115,7 @@ class Database:
         #: the loop's own connection for inline writes, kept between them: checking one out of the pool
         #: and back for each transaction cost more than a short transaction's SQL (~60 us of ~25)
         self._loop_connection: Connection | None = None
-        on_file = self._inline_writes and self.engine.url.database not in (None, "", ":memory:") \
-            and "mode=memory" not in str(self.engine.url)
-        self._checkpointer = Checkpointer(self.engine) if on_file else None
+        self._checkpointer = Checkpointer(self.engine) if sqlite_file(url) is not None else None
 
     def migrate(self) -> None:
         with self.engine.begin() as connection:
