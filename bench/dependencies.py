@@ -20,6 +20,7 @@ Prints figures; asserts nothing about speed.
 
     python bench/dependencies.py [--chain 10000] [--fan-in 10000] [--add-only 10000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,11 @@ Task = models.BatchTaskCreateOptions
 
 def _job(client: BatchClient, pool_id: str) -> str:
     job_id = unique("bench-deps")
-    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id),
-                                                   uses_task_dependencies=True))
+    client.create_job(
+        models.BatchJobCreateOptions(
+            id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id), uses_task_dependencies=True
+        )
+    )
     return job_id
 
 
@@ -52,7 +56,7 @@ def _add(client: BatchClient, job_id: str, tasks: list[Task]) -> list[float]:
     calls = []
     for i in range(0, len(tasks), CHUNK):
         began = time.perf_counter()
-        result = client.create_task_collection(job_id, models.BatchTaskGroup(task_values=tasks[i:i + CHUNK]))
+        result = client.create_task_collection(job_id, models.BatchTaskGroup(task_values=tasks[i : i + CHUNK]))
         calls.append(time.perf_counter() - began)
         failed = [r for r in result.result_values if r.status != "success"]
         if failed:
@@ -67,31 +71,44 @@ def _tenths(calls: list[float]) -> tuple[float, float]:
 
 def chain(client: BatchClient, pool_id: str, n: int, timeout: float) -> None:
     job_id = _job(client, pool_id)
-    tasks = [Task(id=f"link{i}", command_line="/bin/true",
-                  depends_on=models.BatchTaskDependencies(task_ids=[f"link{i - 1}"]) if i else None)
-             for i in range(n)]
+    tasks = [
+        Task(
+            id=f"link{i}",
+            command_line="/bin/true",
+            depends_on=models.BatchTaskDependencies(task_ids=[f"link{i - 1}"]) if i else None,
+        )
+        for i in range(n)
+    ]
     began = time.perf_counter()
     calls = _add(client, job_id, tasks)
     added = time.perf_counter() - began
     wait_task_counts(client, job_id, n, timeout, poll=0.5, start=began)
     done = time.perf_counter() - began
     rows = {t.id: t for t in client.list_tasks(job_id, select=["id", "executionInfo"])}
-    gaps = [(rows[f"link{i}"].execution_info.start_time - rows[f"link{i - 1}"].execution_info.end_time)
-            .total_seconds() * 1000 for i in range(1, n)]
+    gaps = [
+        (rows[f"link{i}"].execution_info.start_time - rows[f"link{i - 1}"].execution_info.end_time).total_seconds()
+        * 1000
+        for i in range(1, n)
+    ]
     runs = [(t.execution_info.end_time - t.execution_info.start_time).total_seconds() * 1000 for t in rows.values()]
     failed = sum(r.execution_info.result != "success" for r in rows.values())
     first, last = _tenths(calls)
-    print(f"chain of {n}: added in {added:.1f} s ({n / added:.0f} tasks/s; per call {first:.1f} ms in the first "
-          f"tenth, {last:.1f} ms in the last); all completed {done:.1f} s after the first add "
-          f"({n / done:.1f} links/s); hand-over per link p50 {statistics.median(gaps):.1f} ms, "
-          f"p95 {statistics.quantiles(gaps, n=20)[-1]:.1f} ms (the rest of a link is its run on the node, dispatch to "
-          f"result: p50 {statistics.median(runs):.1f} ms); failures {failed}")
+    print(
+        f"chain of {n}: added in {added:.1f} s ({n / added:.0f} tasks/s; per call {first:.1f} ms in the first "
+        f"tenth, {last:.1f} ms in the last); all completed {done:.1f} s after the first add "
+        f"({n / done:.1f} links/s); hand-over per link p50 {statistics.median(gaps):.1f} ms, "
+        f"p95 {statistics.quantiles(gaps, n=20)[-1]:.1f} ms (the rest of a link is its run on the node, dispatch to "
+        f"result: p50 {statistics.median(runs):.1f} ms); failures {failed}"
+    )
 
 
 def fan_in(client: BatchClient, pool_id: str, m: int, timeout: float) -> None:
     job_id = _job(client, pool_id)
-    merge = Task(id="merge", command_line="/bin/true",
-                 depends_on=models.BatchTaskDependencies(task_id_ranges=[models.BatchTaskIdRange(start=1, end=m)]))
+    merge = Task(
+        id="merge",
+        command_line="/bin/true",
+        depends_on=models.BatchTaskDependencies(task_id_ranges=[models.BatchTaskIdRange(start=1, end=m)]),
+    )
     tasks = [merge] + [Task(id=str(i), command_line="/bin/true") for i in range(1, m + 1)]
     began = time.perf_counter()
     calls = _add(client, job_id, tasks)
@@ -102,31 +119,54 @@ def fan_in(client: BatchClient, pool_id: str, m: int, timeout: float) -> None:
     last_parent = max(t.execution_info.end_time for t in rows if t.id != "merge")
     merged = next(t for t in rows if t.id == "merge").execution_info
     first, last = _tenths(calls)
-    print(f"fan-in of {m} through one range: added in {added:.1f} s ({(m + 1) / added:.0f} tasks/s; per call "
-          f"{first:.1f} ms in the first tenth, {last:.1f} ms in the last); merge completed {done:.1f} s after the "
-          f"first add; merge started {(merged.start_time - last_parent).total_seconds() * 1000:.1f} ms after the "
-          f"last parent ended; merge result {merged.result}")
+    print(
+        f"fan-in of {m} through one range: added in {added:.1f} s ({(m + 1) / added:.0f} tasks/s; per call "
+        f"{first:.1f} ms in the first tenth, {last:.1f} ms in the last); merge completed {done:.1f} s after the "
+        f"first add; merge started {(merged.start_time - last_parent).total_seconds() * 1000:.1f} ms after the "
+        f"last parent ended; merge result {merged.result}"
+    )
 
 
 def add_only(client: BatchClient, n: int) -> None:
     pool_id = create_pool_and_wait(client, nodes=0, pool_id=unique("bench-empty"))
     shapes = {
         "no dependencies": ([Task(id=f"t{i}", command_line="/bin/true") for i in range(n)], False),
-        "chain": ([Task(id=f"link{i}", command_line="/bin/true",
-                        depends_on=models.BatchTaskDependencies(task_ids=[f"link{i - 1}"]) if i else None)
-                   for i in range(n)], True),
-        "fan-in": ([Task(id="merge", command_line="/bin/true", depends_on=models.BatchTaskDependencies(
-            task_id_ranges=[models.BatchTaskIdRange(start=1, end=n)]))]
-                   + [Task(id=str(i), command_line="/bin/true") for i in range(1, n + 1)], True),
+        "chain": (
+            [
+                Task(
+                    id=f"link{i}",
+                    command_line="/bin/true",
+                    depends_on=models.BatchTaskDependencies(task_ids=[f"link{i - 1}"]) if i else None,
+                )
+                for i in range(n)
+            ],
+            True,
+        ),
+        "fan-in": (
+            [
+                Task(
+                    id="merge",
+                    command_line="/bin/true",
+                    depends_on=models.BatchTaskDependencies(task_id_ranges=[models.BatchTaskIdRange(start=1, end=n)]),
+                )
+            ]
+            + [Task(id=str(i), command_line="/bin/true") for i in range(1, n + 1)],
+            True,
+        ),
     }
     for name, (tasks, uses) in shapes.items():
         job_id = unique("bench-add")
-        client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id),
-                                                       uses_task_dependencies=uses))
+        client.create_job(
+            models.BatchJobCreateOptions(
+                id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id), uses_task_dependencies=uses
+            )
+        )
         calls = _add(client, job_id, tasks)
         first, last = _tenths(calls)
-        print(f"adding {len(tasks)} tasks, {name}, nothing running: {sum(calls):.1f} s; per call {first:.1f} ms "
-              f"in the first tenth, {last:.1f} ms in the last")
+        print(
+            f"adding {len(tasks)} tasks, {name}, nothing running: {sum(calls):.1f} s; per call {first:.1f} ms "
+            f"in the first tenth, {last:.1f} ms in the last"
+        )
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ as the scheduler does. Prints figures only.
 CPU per command is split into the control plane (this process), the workers (the agents), the
 launchers, and the commands themselves (as reaped by the launchers).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,6 +41,7 @@ def bare(steps: int, threads: int = 4) -> float:
 
 def bare_with_layout(steps: int, threads: int = 4) -> float:
     """The same, plus what a node does for every command: task dir and wd, stdout.txt and stderr.txt."""
+
     def one(i: int, root: Path) -> None:
         wd = root / f"t{i}" / "wd"
         wd.mkdir(parents=True)
@@ -67,8 +69,13 @@ class Feeder:
         self.total = steps
 
     def step(self, node_id: str, i: int) -> Step:
-        return Step(step_id=f"{self.tag}-{i}", kind="task", node_root=str(self.data_dir / node_id),
-                    task_dir=f"workitems/{self.tag}/job-1/t{i}", command_line="/bin/true")
+        return Step(
+            step_id=f"{self.tag}-{i}",
+            kind="task",
+            node_root=str(self.data_dir / node_id),
+            task_dir=f"workitems/{self.tag}/job-1/t{i}",
+            command_line="/bin/true",
+        )
 
     async def refill(self, node_id: str) -> None:
         free = self.window - self.in_flight[node_id]
@@ -112,8 +119,13 @@ def cpu_seconds(worker_pids: list[int]) -> dict[str, float]:
     the commands (reaped by the launchers, so counted in their children's times). A launcher that
     ended during the run is missed: none should."""
     own = resource.getrusage(resource.RUSAGE_SELF)
-    figures = {"control plane": own.ru_utime + own.ru_stime, "workers": 0.0, "of which user": 0.0,
-               "launchers": 0.0, "commands": 0.0}
+    figures = {
+        "control plane": own.ru_utime + own.ru_stime,
+        "workers": 0.0,
+        "of which user": 0.0,
+        "launchers": 0.0,
+        "commands": 0.0,
+    }
     for pid in worker_pids:
         times = psutil.Process(pid).cpu_times()
         figures["workers"] += times.user + times.system
@@ -167,8 +179,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--windows", default="4,50", help="steps in flight per node, comma-separated")
-    parser.add_argument("--no-bare", dest="bare", action="store_false",
-                        help="skip the bare subprocess.run figures (shorter runs)")
+    parser.add_argument(
+        "--no-bare", dest="bare", action="store_false", help="skip the bare subprocess.run figures (shorter runs)"
+    )
     args = parser.parse_args()
     windows = [int(w) for w in args.windows.split(",")]
 
@@ -179,9 +192,12 @@ def main() -> None:
         print(f"bare subprocess.run + task dir and output files, 4 threads: {with_layout:8.0f} commands/s")
     for window, (rate, mean_batch, failed, cpu) in asyncio.run(through_dask(args.steps, windows)).items():
         relative = f"{rate / base:5.1%} of bare, {rate / with_layout:5.1%} of bare + layout; " if args.bare else ""
-        print(f"DaskBackend, 2 nodes x {window:>3} in flight: {rate:8.0f} commands/s "
-              f"({relative}mean result batch {mean_batch:.1f}; failed {failed}; CPU per command: "
-              + ", ".join(f"{name} {us:.0f} us" for name, us in cpu.items()) + ")")
+        print(
+            f"DaskBackend, 2 nodes x {window:>3} in flight: {rate:8.0f} commands/s "
+            f"({relative}mean result batch {mean_batch:.1f}; failed {failed}; CPU per command: "
+            + ", ".join(f"{name} {us:.0f} us" for name, us in cpu.items())
+            + ")"
+        )
     print(f"load average after the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
 

@@ -22,6 +22,7 @@ Prints figures, and PASS/MISS for "job A: downloads == nodes that ran its tasks"
 
     python bench/prep_transfer.py [--tasks 400] [--size-mb 50] [--cleanup auto|yes|no]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -55,8 +56,8 @@ KEEP_SHARE = 0.10
 @dataclass
 class Counts:
     requests: int = 0
-    downloads: int = 0   #: responses sent in full
-    bytes: int = 0       #: body bytes written (complete or not)
+    downloads: int = 0  #: responses sent in full
+    bytes: int = 0  #: body bytes written (complete or not)
 
 
 @dataclass
@@ -75,7 +76,7 @@ class DataServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 parts = self.path.split("?")[0].strip("/").split("/")
                 if len(parts) != 2 or parts[1] != FILE_NAME:
                     self.send_error(404)
@@ -90,7 +91,7 @@ class DataServer:
                 view, sent = memoryview(outer.payload), 0
                 try:
                     while sent < len(view):
-                        chunk = view[sent:sent + MB]
+                        chunk = view[sent : sent + MB]
                         self.wfile.write(chunk)
                         sent += len(chunk)
                 finally:
@@ -123,8 +124,10 @@ class DataServer:
                 processes = []
             for proc in processes:
                 try:
-                    if any(c.laddr and c.laddr.port == peer_port and c.raddr and c.raddr.port == self.port
-                           for c in proc.net_connections(kind="tcp4")):
+                    if any(
+                        c.laddr and c.laddr.port == peer_port and c.raddr and c.raddr.port == self.port
+                        for c in proc.net_connections(kind="tcp4")
+                    ):
                         return self.node_of_pid.get(proc.pid, f"pid {proc.pid}")
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
@@ -132,10 +135,14 @@ class DataServer:
 
     def totals(self, job: str) -> tuple[Counts, dict[str, Counts]]:
         with self.lock:
-            per_client = {client: Counts(c.requests, c.downloads, c.bytes)
-                          for (j, client), c in self.counts.items() if j == job}
-        total = Counts(sum(c.requests for c in per_client.values()), sum(c.downloads for c in per_client.values()),
-                       sum(c.bytes for c in per_client.values()))
+            per_client = {
+                client: Counts(c.requests, c.downloads, c.bytes) for (j, client), c in self.counts.items() if j == job
+            }
+        total = Counts(
+            sum(c.requests for c in per_client.values()),
+            sum(c.downloads for c in per_client.values()),
+            sum(c.bytes for c in per_client.values()),
+        )
         return total, per_client
 
     def stop(self) -> None:
@@ -149,13 +156,13 @@ class DataServer:
 class JobRun:
     name: str
     tasks: int
-    seconds: float             #: first add (client clock) -> last endTime (server clock)
+    seconds: float  #: first add (client clock) -> last endTime (server clock)
     succeeded: int
     failed: int
-    nodes_ran: set[str]        #: distinct nodes that ran the job's tasks
+    nodes_ran: set[str]  #: distinct nodes that ran the job's tasks
     counts: Counts
     per_client: dict[str, Counts]
-    prep: list[str]            #: per node: prep state and exit code (job A)
+    prep: list[str]  #: per node: prep state and exit code (job A)
     first_failure: str | None
 
     @property
@@ -170,19 +177,33 @@ def read_check(path: str, size: int) -> str:
 
 def add_tasks(client: BatchClient, job_id: str, tasks: list[models.BatchTaskCreateOptions]) -> None:
     for start in range(0, len(tasks), PER_CALL):
-        result = client.create_task_collection(job_id, models.BatchTaskGroup(task_values=tasks[start:start + PER_CALL]))
+        result = client.create_task_collection(
+            job_id, models.BatchTaskGroup(task_values=tasks[start : start + PER_CALL])
+        )
         bad = [r for r in result.result_values if r.status != "success"]
         if bad:
             raise RuntimeError(f"{len(bad)} tasks not added, first: {bad[0].task_id} {bad[0].status} {bad[0].error}")
 
 
-def run_job(client: BatchClient, data: DataServer, pool_id: str, name: str, n: int,
-            prep: models.BatchJobPreparationTask | None, make_task, timeout: float, poll: float) -> JobRun:
+def run_job(
+    client: BatchClient,
+    data: DataServer,
+    pool_id: str,
+    name: str,
+    n: int,
+    prep: models.BatchJobPreparationTask | None,
+    make_task,
+    timeout: float,
+    poll: float,
+) -> JobRun:
     job_id = unique(f"prep-{name.lower()}")
-    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id),
-                                                   job_preparation_task=prep))
+    client.create_job(
+        models.BatchJobCreateOptions(
+            id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id), job_preparation_task=prep
+        )
+    )
     tasks = [make_task(f"t{i:05d}") for i in range(n)]
-    began = datetime.now(timezone.utc)
+    began = datetime.now(UTC)
     t0 = time.monotonic()
     add_tasks(client, job_id, tasks)
     wait_task_counts(client, job_id, n, timeout, poll, start=t0)
@@ -202,20 +223,33 @@ def run_job(client: BatchClient, data: DataServer, pool_id: str, name: str, n: i
     if prep is not None:
         for status in client.list_job_preparation_and_release_task_status(job_id):
             info = status.job_preparation_task_execution_info
-            prep_rows.append(f"{status.node_id}: {getattr(info.state, 'value', info.state) if info else '-'}, exit "
-                             f"{info.exit_code if info else '-'}, retries {info.retry_count if info else '-'}")
+            prep_rows.append(
+                f"{status.node_id}: {getattr(info.state, 'value', info.state) if info else '-'}, exit "
+                f"{info.exit_code if info else '-'}, retries {info.retry_count if info else '-'}"
+            )
     client.begin_delete_job(job_id, polling_interval=1).result()
     total, per_client = data.totals(name.lower())
-    return JobRun(name, n, (last_end - began).total_seconds(), len(ok), len(bad), nodes_ran, total, per_client,
-                  sorted(prep_rows), first_failure)
+    return JobRun(
+        name,
+        n,
+        (last_end - began).total_seconds(),
+        len(ok),
+        len(bad),
+        nodes_ran,
+        total,
+        per_client,
+        sorted(prep_rows),
+        first_failure,
+    )
 
 
 def warm_up(client: BatchClient, pool_id: str, n: int = 2 * NODES * SLOTS) -> dict[int, str]:
     """Node start-up costs out of job A's time; returns worker pid -> node id (each task prints $PPID)."""
     job_id = unique("warm")
     client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
-    add_tasks(client, job_id, [models.BatchTaskCreateOptions(id=f"w{i}", command_line=shell("echo $PPID"))
-                               for i in range(n)])
+    add_tasks(
+        client, job_id, [models.BatchTaskCreateOptions(id=f"w{i}", command_line=shell("echo $PPID")) for i in range(n)]
+    )
     wait_task_counts(client, job_id, n, timeout=120, poll=0.1)
     workers: dict[int, str] = {}
     for task in client.list_tasks(job_id, select=["id", "nodeInfo"]):
@@ -231,9 +265,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=400, help="tasks per job")
     parser.add_argument("--size-mb", type=int, default=50, help="size of the served file, MiB")
-    parser.add_argument("--cleanup", choices=("auto", "yes", "no"), default="auto",
-                        help="job B's tasks delete their copy after reading it: auto = when the copies would "
-                             f"take more than {KEEP_SHARE:.0%} of the free disk")
+    parser.add_argument(
+        "--cleanup",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="job B's tasks delete their copy after reading it: auto = when the copies would "
+        f"take more than {KEEP_SHARE:.0%} of the free disk",
+    )
     parser.add_argument("--poll", type=float, default=0.25, help="seconds between task-count polls")
     parser.add_argument("--timeout", type=float, default=1800, help="bound of one job, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server log, database, node dirs)")
@@ -247,10 +285,15 @@ def main() -> None:
     free = shutil.disk_usage(tmp).free
     need_b = args.tasks * size
     cleanup = {"yes": True, "no": False}.get(args.cleanup, need_b > KEEP_SHARE * free)
-    print(f"disk at {tmp}: {free / 2**30:.1f} GiB free; job B's {args.tasks} copies of {args.size_mb} MiB "
-          f"= {need_b / 2**30:.1f} GiB -> "
-          + (f"its tasks delete their copy after reading (at most {NODES * SLOTS} copies on disk at once)"
-             if cleanup else "its tasks keep their copies"))
+    print(
+        f"disk at {tmp}: {free / 2**30:.1f} GiB free; job B's {args.tasks} copies of {args.size_mb} MiB "
+        f"= {need_b / 2**30:.1f} GiB -> "
+        + (
+            f"its tasks delete their copy after reading (at most {NODES * SLOTS} copies on disk at once)"
+            if cleanup
+            else "its tasks keep their copies"
+        )
+    )
 
     t = time.perf_counter()
     data = DataServer(os.urandom(size)).start()
@@ -262,27 +305,50 @@ def main() -> None:
         data.server_pid = server.process.pid
         client = make_client(server)
         pool_id = create_pool_and_wait(client, nodes=NODES, slots=SLOTS)
-        print(f"server pid {server.process.pid} at {server.endpoint}; data server at {data.url('<job>')}; "
-              f"pool {pool_id} of {NODES} nodes x {SLOTS} slots idle {time.perf_counter() - t:.1f} s after start")
+        print(
+            f"server pid {server.process.pid} at {server.endpoint}; data server at {data.url('<job>')}; "
+            f"pool {pool_id} of {NODES} nodes x {SLOTS} slots idle {time.perf_counter() - t:.1f} s after start"
+        )
         data.node_of_pid.update(warm_up(client, pool_id))
 
         prep = models.BatchJobPreparationTask(
-            command_line="/bin/true",
-            resource_files=[models.ResourceFile(http_url=data.url("a"), file_path=FILE_NAME)])
-        runs.append(run_job(
-            client, data, pool_id, "A", args.tasks, prep,
-            lambda task_id: models.BatchTaskCreateOptions(
-                id=task_id, command_line=shell(read_check(f"$AZ_BATCH_JOB_PREP_WORKING_DIR/{FILE_NAME}", size))),
-            args.timeout, args.poll))
+            command_line="/bin/true", resource_files=[models.ResourceFile(http_url=data.url("a"), file_path=FILE_NAME)]
+        )
+        runs.append(
+            run_job(
+                client,
+                data,
+                pool_id,
+                "A",
+                args.tasks,
+                prep,
+                lambda task_id: models.BatchTaskCreateOptions(
+                    id=task_id, command_line=shell(read_check(f"$AZ_BATCH_JOB_PREP_WORKING_DIR/{FILE_NAME}", size))
+                ),
+                args.timeout,
+                args.poll,
+            )
+        )
         print(f"job A done in {runs[-1].seconds:.1f} s")
 
         b_script = read_check(FILE_NAME, size) + (f" && rm {FILE_NAME}" if cleanup else "")
-        runs.append(run_job(
-            client, data, pool_id, "B", args.tasks, None,
-            lambda task_id: models.BatchTaskCreateOptions(
-                id=task_id, command_line=shell(b_script),
-                resource_files=[models.ResourceFile(http_url=data.url("b"), file_path=FILE_NAME)]),
-            args.timeout, args.poll))
+        runs.append(
+            run_job(
+                client,
+                data,
+                pool_id,
+                "B",
+                args.tasks,
+                None,
+                lambda task_id: models.BatchTaskCreateOptions(
+                    id=task_id,
+                    command_line=shell(b_script),
+                    resource_files=[models.ResourceFile(http_url=data.url("b"), file_path=FILE_NAME)],
+                ),
+                args.timeout,
+                args.poll,
+            )
+        )
         print(f"job B done in {runs[-1].seconds:.1f} s")
     finally:
         if client is not None:
@@ -296,21 +362,38 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
     print()
-    print(f"Kiln job-preparation transfer benchmark: {NODES} nodes x {SLOTS} slots, {args.tasks} tasks per job, "
-          f"file {args.size_mb} MiB ({size} bytes), {os.cpu_count()} CPUs, load average now "
-          f"{os.getloadavg()[0]:.2f}")
+    print(
+        f"Kiln job-preparation transfer benchmark: {NODES} nodes x {SLOTS} slots, {args.tasks} tasks per job, "
+        f"file {args.size_mb} MiB ({size} bytes), {os.cpu_count()} CPUs, load average now "
+        f"{os.getloadavg()[0]:.2f}"
+    )
     rows = [("job", "downloads", "requests", "bytes served", "wall time", "tasks/s", "tasks ok/failed", "nodes")]
     for r in runs:
-        label = "A (prep task fetches once per node)" if r.name == "A" else (
-            "B (every task fetches" + (", then deletes its copy)" if cleanup else ")"))
-        rows.append((label, str(r.counts.downloads), str(r.counts.requests), f"{r.counts.bytes / MB:,.0f} MiB",
-                     f"{r.seconds:.2f} s", f"{r.rate:.1f}", f"{r.succeeded}/{r.failed}", str(len(r.nodes_ran))))
+        label = (
+            "A (prep task fetches once per node)"
+            if r.name == "A"
+            else ("B (every task fetches" + (", then deletes its copy)" if cleanup else ")"))
+        )
+        rows.append(
+            (
+                label,
+                str(r.counts.downloads),
+                str(r.counts.requests),
+                f"{r.counts.bytes / MB:,.0f} MiB",
+                f"{r.seconds:.2f} s",
+                f"{r.rate:.1f}",
+                f"{r.succeeded}/{r.failed}",
+                str(len(r.nodes_ran)),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     for r in runs:
-        clients = ", ".join(f"{client}: {c.downloads} downloads / {c.requests} requests / {c.bytes / MB:,.0f} MiB"
-                            for client, c in sorted(r.per_client.items()))
+        clients = ", ".join(
+            f"{client}: {c.downloads} downloads / {c.requests} requests / {c.bytes / MB:,.0f} MiB"
+            for client, c in sorted(r.per_client.items())
+        )
         print(f"job {r.name} per client: {clients or 'none'}")
         for row in r.prep:
             print(f"job {r.name} preparation task on {row}")
@@ -323,8 +406,10 @@ def main() -> None:
     if runs:
         a = runs[0]
         verdict = "PASS" if a.counts.downloads == len(a.nodes_ran) else "MISS"
-        print(f"job A: {a.counts.downloads} downloads for {len(a.nodes_ran)} nodes that ran its tasks "
-              f"({', '.join(sorted(a.nodes_ran))}): {verdict}")
+        print(
+            f"job A: {a.counts.downloads} downloads for {len(a.nodes_ran)} nodes that ran its tasks "
+            f"({', '.join(sorted(a.nodes_ran))}): {verdict}"
+        )
     if any(r.failed for r in runs):
         print("WARNING: some tasks did not succeed")
 

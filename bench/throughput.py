@@ -24,6 +24,7 @@ the file system out of the comparison.
 
     python bench/throughput.py [--tasks 10000] [--repeat 1] [--latency-tasks 200] [--add-threads 1] [--dir DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -83,15 +84,15 @@ class CpuMeter:
 @dataclass
 class Throughput:
     tasks: int
-    seconds: float          #: first add (client clock) -> last endTime (server clock)
-    add_seconds: float      #: first add -> last add answered
-    seen_seconds: float     #: first add -> task counts showed all completed
-    list_seconds: float     #: the final list_tasks (all pages)
+    seconds: float  #: first add (client clock) -> last endTime (server clock)
+    add_seconds: float  #: first add -> last add answered
+    seen_seconds: float  #: first add -> task counts showed all completed
+    list_seconds: float  #: the final list_tasks (all pages)
     done_while_adding: int  #: tasks whose endTime is before the last add was answered
     succeeded: int
     failed: int
-    cpu_server: float       #: CPU seconds of the server process during the run
-    cpu_nodes: float        #: CPU seconds of the node workers (and their commands) during the run
+    cpu_server: float  #: CPU seconds of the server process during the run
+    cpu_nodes: float  #: CPU seconds of the node workers (and their commands) during the run
 
     @property
     def rate(self) -> float:
@@ -104,8 +105,9 @@ class Throughput:
         return (self.tasks - self.done_while_adding) / left if left > 0 else float("nan")
 
 
-def add_collections(client: BatchClient, job_id: str, groups: list[list[models.BatchTaskCreateOptions]],
-                    threads: int) -> None:
+def add_collections(
+    client: BatchClient, job_id: str, groups: list[list[models.BatchTaskCreateOptions]], threads: int
+) -> None:
     def add(group: list[models.BatchTaskCreateOptions]) -> None:
         result = client.create_task_collection(job_id, models.BatchTaskGroup(task_values=group))
         bad = [r for r in result.result_values if r.status != "success"]
@@ -120,14 +122,28 @@ def add_collections(client: BatchClient, job_id: str, groups: list[list[models.B
             list(pool.map(add, groups))
 
 
-def run_throughput(client: BatchClient, pool_id: str, n: int, per_call: int, threads: int, poll: float,
-                   timeout: float, meter: CpuMeter, command: str = "/bin/true") -> Throughput:
+def run_throughput(
+    client: BatchClient,
+    pool_id: str,
+    n: int,
+    per_call: int,
+    threads: int,
+    poll: float,
+    timeout: float,
+    meter: CpuMeter,
+    command: str = "/bin/true",
+) -> Throughput:
     job_id = unique("tput")
     client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
-    groups = [[models.BatchTaskCreateOptions(id=f"t{i:06d}", command_line=command)
-               for i in range(start, min(start + per_call, n))] for start in range(0, n, per_call)]
+    groups = [
+        [
+            models.BatchTaskCreateOptions(id=f"t{i:06d}", command_line=command)
+            for i in range(start, min(start + per_call, n))
+        ]
+        for start in range(0, n, per_call)
+    ]
     cpu_before = meter.sample()
-    began = datetime.now(timezone.utc)
+    began = datetime.now(UTC)
     t0 = time.perf_counter()
     add_collections(client, job_id, groups, threads)
     added = time.perf_counter() - t0
@@ -142,19 +158,35 @@ def run_throughput(client: BatchClient, pool_id: str, n: int, per_call: int, thr
     last_end = max(t.execution_info.end_time for t in tasks)
     adds_done = began + timedelta(seconds=added)
     done_while_adding = sum(t.execution_info.end_time <= adds_done for t in tasks)
-    succeeded = sum(t.state == "completed" and t.execution_info.exit_code == 0
-                    and t.execution_info.failure_info is None for t in tasks)
+    succeeded = sum(
+        t.state == "completed" and t.execution_info.exit_code == 0 and t.execution_info.failure_info is None
+        for t in tasks
+    )
     terminate_job(client, job_id)  # keep the scheduler's set of open jobs small for the next repeat
-    return Throughput(n, (last_end - began).total_seconds(), added, seen, listed, done_while_adding, succeeded,
-                      n - succeeded, cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
+    return Throughput(
+        n,
+        (last_end - began).total_seconds(),
+        added,
+        seen,
+        listed,
+        done_while_adding,
+        succeeded,
+        n - succeeded,
+        cpu_after[0] - cpu_before[0],
+        cpu_after[1] - cpu_before[1],
+    )
 
 
 def warm_up(client: BatchClient, pool_id: str, n: int = 100) -> None:
     """First-use costs (imports on the nodes, first directories) out of the measured runs."""
     job_id = unique("warm")
     client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
-    client.create_task_collection(job_id, models.BatchTaskGroup(task_values=[
-        models.BatchTaskCreateOptions(id=f"w{i}", command_line="/bin/true") for i in range(n)]))
+    client.create_task_collection(
+        job_id,
+        models.BatchTaskGroup(
+            task_values=[models.BatchTaskCreateOptions(id=f"w{i}", command_line="/bin/true") for i in range(n)]
+        ),
+    )
     deadline = time.monotonic() + 120
     while client.get_job_task_counts(job_id).task_counts.completed < n:
         if time.monotonic() > deadline:
@@ -163,8 +195,9 @@ def warm_up(client: BatchClient, pool_id: str, n: int = 100) -> None:
     failed = [t for t in client.list_tasks(job_id) if t.execution_info.exit_code != 0]
     if failed:  # no point measuring 10,000 failures
         info = failed[0].execution_info
-        raise RuntimeError(f"{len(failed)} of {n} warm-up tasks failed; first: exit code {info.exit_code}, "
-                           f"{info.failure_info}")
+        raise RuntimeError(
+            f"{len(failed)} of {n} warm-up tasks failed; first: exit code {info.exit_code}, {info.failure_info}"
+        )
     terminate_job(client, job_id)
 
 
@@ -172,7 +205,7 @@ def warm_up(client: BatchClient, pool_id: str, n: int = 100) -> None:
 @dataclass
 class Latency:
     dispatch_ms: list[float]  #: creationTime -> executionInfo.startTime (server clock)
-    add_ms: list[float]       #: create_task round trip (client clock)
+    add_ms: list[float]  #: create_task round trip (client clock)
 
 
 def run_latency(client: BatchClient, pool_id: str, n: int, command: str, poll: float) -> Latency:
@@ -221,13 +254,21 @@ def main() -> None:
     parser.add_argument("--latency-tasks", type=int, default=200)
     parser.add_argument("--latency-command", default="/bin/true")
     parser.add_argument("--bare-threads", type=int, default=4)
-    parser.add_argument("--poll", type=float, default=1.0,
-                        help="seconds between task-count polls (each is a GROUP BY over the job's tasks, on the "
-                             "server's one store thread: polling often slows the run it measures)")
+    parser.add_argument(
+        "--poll",
+        type=float,
+        default=1.0,
+        help="seconds between task-count polls (each is a GROUP BY over the job's tasks, on the "
+        "server's one store thread: polling often slows the run it measures)",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="bound of one throughput run, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server log, database)")
-    parser.add_argument("--dir", default=None, help="where the temp dir goes (default: the system's temp dir); "
-                                                    "each task makes four inodes there, see the module docstring")
+    parser.add_argument(
+        "--dir",
+        default=None,
+        help="where the temp dir goes (default: the system's temp dir); "
+        "each task makes four inodes there, see the module docstring",
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="kiln-bench-throughput-", dir=args.dir))
@@ -245,28 +286,33 @@ def main() -> None:
         server.start()
         client = make_client(server)
         pool_id = create_pool_and_wait(client, nodes=NODES, slots=SLOTS)
-        print(f"server pid {server.process.pid} at {server.endpoint}; pool {pool_id} of {NODES} nodes x {SLOTS} "
-              f"slots idle {time.perf_counter() - t:.1f} s after start")
+        print(
+            f"server pid {server.process.pid} at {server.endpoint}; pool {pool_id} of {NODES} nodes x {SLOTS} "
+            f"slots idle {time.perf_counter() - t:.1f} s after start"
+        )
         warm_up(client, pool_id)
         meter = CpuMeter(server.process.pid)
         adding = "sequentially" if args.add_threads <= 1 else f"from {args.add_threads} threads"
         for i in range(args.repeat):
             before = bare(args.tasks, args.bare_threads)
-            run = run_throughput(client, pool_id, args.tasks, args.per_call, args.add_threads, args.poll,
-                                 args.timeout, meter)
+            run = run_throughput(
+                client, pool_id, args.tasks, args.per_call, args.add_threads, args.poll, args.timeout, meter
+            )
             after = bare(args.tasks, args.bare_threads)
             base = (before + after) / 2
             runs.append((base, run))
-            print(f"run {i + 1}/{args.repeat}: bare {base:.0f} commands/s ({before:.0f} before, {after:.0f} after); "
-                  f"kiln {run.rate:.1f} tasks/s "
-                  f"({run.tasks} tasks in {run.seconds:.2f} s), ratio {run.rate / base:.3f}; "
-                  f"succeeded {run.succeeded}, failed {run.failed}\n"
-                  f"    all added after {run.add_seconds:.2f} s ({args.per_call} per call, {adding}), "
-                  f"{run.done_while_adding} completed by then, {run.rate_after_adds:.1f} tasks/s after; "
-                  f"task counts showed all done after {run.seen_seconds:.2f} s; final list took "
-                  f"{run.list_seconds:.2f} s\n"
-                  f"    CPU per task: server process {run.cpu_server / run.tasks * 1e6:.0f} us, "
-                  f"node workers and their commands {run.cpu_nodes / run.tasks * 1e6:.0f} us")
+            print(
+                f"run {i + 1}/{args.repeat}: bare {base:.0f} commands/s ({before:.0f} before, {after:.0f} after); "
+                f"kiln {run.rate:.1f} tasks/s "
+                f"({run.tasks} tasks in {run.seconds:.2f} s), ratio {run.rate / base:.3f}; "
+                f"succeeded {run.succeeded}, failed {run.failed}\n"
+                f"    all added after {run.add_seconds:.2f} s ({args.per_call} per call, {adding}), "
+                f"{run.done_while_adding} completed by then, {run.rate_after_adds:.1f} tasks/s after; "
+                f"task counts showed all done after {run.seen_seconds:.2f} s; final list took "
+                f"{run.list_seconds:.2f} s\n"
+                f"    CPU per task: server process {run.cpu_server / run.tasks * 1e6:.0f} us, "
+                f"node workers and their commands {run.cpu_nodes / run.tasks * 1e6:.0f} us"
+            )
         if args.latency_tasks:
             latency = run_latency(client, pool_id, args.latency_tasks, args.latency_command, poll=0.01)
     finally:
@@ -280,8 +326,10 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
     print()
-    print(f"Kiln throughput benchmark: {NODES} nodes x {SLOTS} slots, {os.cpu_count()} CPUs, "
-          f"load average now {os.getloadavg()[0]:.2f}")
+    print(
+        f"Kiln throughput benchmark: {NODES} nodes x {SLOTS} slots, {os.cpu_count()} CPUs, "
+        f"load average now {os.getloadavg()[0]:.2f}"
+    )
     rows: list[tuple[str, str, str, str]] = []
     if runs:
         base = statistics.median(b for b, _ in runs)
@@ -291,24 +339,48 @@ def main() -> None:
         n = f"median of {len(runs)}" if len(runs) > 1 else "1 run"
         rows += [
             (f"bare subprocess.run, {args.bare_threads} threads", f"{base:,.0f} commands/s", n, ""),
-            (f"kiln, {args.tasks:,} x /bin/true", f"{rate:,.1f} tasks/s", n,
-             f"{sum(r.succeeded for _, r in runs):,} succeeded, {failed} failed"),
-            ("ratio kiln / bare", f"{ratio:.3f}", f"target >= {TARGET_RATIO}",
-             "PASS" if ratio >= TARGET_RATIO else "MISS"),
-            (f"  time to add all tasks ({args.per_call}/call, {adding})",
-             f"{statistics.median(r.add_seconds for _, r in runs):.1f} s", n, ""),
-            ("  kiln after the last add", f"{statistics.median(r.rate_after_adds for _, r in runs):,.1f} tasks/s", n,
-             ""),
-            ("  CPU per task, server / nodes",
-             f"{statistics.median(r.cpu_server for _, r in runs) / args.tasks * 1e3:.1f} / "
-             f"{statistics.median(r.cpu_nodes for _, r in runs) / args.tasks * 1e3:.1f} ms", n, ""),
+            (
+                f"kiln, {args.tasks:,} x /bin/true",
+                f"{rate:,.1f} tasks/s",
+                n,
+                f"{sum(r.succeeded for _, r in runs):,} succeeded, {failed} failed",
+            ),
+            (
+                "ratio kiln / bare",
+                f"{ratio:.3f}",
+                f"target >= {TARGET_RATIO}",
+                "PASS" if ratio >= TARGET_RATIO else "MISS",
+            ),
+            (
+                f"  time to add all tasks ({args.per_call}/call, {adding})",
+                f"{statistics.median(r.add_seconds for _, r in runs):.1f} s",
+                n,
+                "",
+            ),
+            (
+                "  kiln after the last add",
+                f"{statistics.median(r.rate_after_adds for _, r in runs):,.1f} tasks/s",
+                n,
+                "",
+            ),
+            (
+                "  CPU per task, server / nodes",
+                f"{statistics.median(r.cpu_server for _, r in runs) / args.tasks * 1e3:.1f} / "
+                f"{statistics.median(r.cpu_nodes for _, r in runs) / args.tasks * 1e3:.1f} ms",
+                n,
+                "",
+            ),
         ]
     if latency:
         d = latency.dispatch_ms
         p50, p95 = percentile(d, 50), percentile(d, 95)
         rows += [
-            (f"dispatch latency p50 ({len(d)} tasks, idle nodes)", f"{p50:.1f} ms", f"target <= {TARGET_P50_MS:.0f} ms",
-             "PASS" if p50 <= TARGET_P50_MS else "MISS"),
+            (
+                f"dispatch latency p50 ({len(d)} tasks, idle nodes)",
+                f"{p50:.1f} ms",
+                f"target <= {TARGET_P50_MS:.0f} ms",
+                "PASS" if p50 <= TARGET_P50_MS else "MISS",
+            ),
             ("dispatch latency p95", f"{p95:.1f} ms", "", ""),
             ("dispatch latency max", f"{max(d):.1f} ms", "", ""),
             ("create_task round trip p50 (client)", f"{percentile(latency.add_ms, 50):.1f} ms", "", ""),

@@ -1,4 +1,5 @@
 """One error base for the whole service; api/ renders it as Batch's error body."""
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -10,8 +11,14 @@ class KilnError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "InternalError"
 
-    def __init__(self, message: str | None = None, *, code: str | None = None,
-                 status: int | None = None, values: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        values: dict[str, str] | None = None,
+    ) -> None:
         self.message = message or (self.__doc__ or "").strip()
         if code is not None:
             self.code = code  # type: ignore[misc]
@@ -52,8 +59,7 @@ class MissingRequiredProperty(BadRequest):
     code = "MissingRequiredProperty"
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"The request body is missing the required property: {name}.",
-                         values={"PropertyName": name})
+        super().__init__(f"The request body is missing the required property: {name}.", values={"PropertyName": name})
 
 
 class InvalidQueryParameterValue(BadRequest):
@@ -62,12 +68,14 @@ class InvalidQueryParameterValue(BadRequest):
     code = "InvalidQueryParameterValue"
 
     def __init__(self, name: str, value: str, reason: str) -> None:
-        super().__init__(f"Value for one of the query parameters specified in the request URI is invalid. {reason}",
-                         values={"QueryParameterName": name, "QueryParameterValue": value, "Reason": reason})
+        super().__init__(
+            f"Value for one of the query parameters specified in the request URI is invalid. {reason}",
+            values={"QueryParameterName": name, "QueryParameterValue": value, "Reason": reason},
+        )
 
 
 class AuthenticationFailed(KilnError):
-    """Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature."""
+    """Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature."""  # noqa: E501 (the docstring is the wire message)
 
     status = 403
     code = "AuthenticationFailed"

@@ -1,4 +1,5 @@
 """Garbage collection of Kiln's long-running processes: the server and each node worker."""
+
 from __future__ import annotations
 
 import gc

@@ -1,4 +1,5 @@
 """Assembles one Kiln server: store, Dask nodes, scheduler, HTTP app."""
+
 from __future__ import annotations
 
 import base64
@@ -35,10 +36,12 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
-        values = {"account_name": os.environ.get("KILN_ACCOUNT_NAME", DEV_ACCOUNT_NAME),
-                  "account_key": os.environ.get("KILN_ACCOUNT_KEY", DEV_ACCOUNT_KEY),
-                  "database_url": os.environ.get("KILN_DATABASE_URL"),
-                  "min_schedule_interval": os.environ.get("KILN_MIN_SCHEDULE_INTERVAL", "PT1M")}
+        values = {
+            "account_name": os.environ.get("KILN_ACCOUNT_NAME", DEV_ACCOUNT_NAME),
+            "account_key": os.environ.get("KILN_ACCOUNT_KEY", DEV_ACCOUNT_KEY),
+            "database_url": os.environ.get("KILN_DATABASE_URL"),
+            "min_schedule_interval": os.environ.get("KILN_MIN_SCHEDULE_INTERVAL", "PT1M"),
+        }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -55,11 +58,18 @@ def build_app(settings: Settings) -> FastAPI:
     data_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.database_url or sqlite_url(data_dir))
     backend = DaskBackend(data_dir, host=settings.host)
-    scheduler = Scheduler(database, backend, data_dir=data_dir, account_name=settings.account_name,
-                          account_url=settings.endpoint)
-    state = Kiln(database=database, scheduler=scheduler, backend=backend, data_dir=data_dir,
-                 account_name=settings.account_name, account_key=base64.b64decode(settings.account_key),
-                 min_schedule_interval=parse_duration(settings.min_schedule_interval))
+    scheduler = Scheduler(
+        database, backend, data_dir=data_dir, account_name=settings.account_name, account_url=settings.endpoint
+    )
+    state = Kiln(
+        database=database,
+        scheduler=scheduler,
+        backend=backend,
+        data_dir=data_dir,
+        account_name=settings.account_name,
+        account_key=base64.b64decode(settings.account_key),
+        min_schedule_interval=parse_duration(settings.min_schedule_interval),
+    )
     scheduler.job_tokens = JobTokens(state.account_key)
 
     @contextlib.asynccontextmanager
@@ -94,8 +104,15 @@ def serve(settings: Settings, *, on_ready=None) -> None:
             if sig == signal.SIGTERM:
                 self._captured_signals.remove(sig)
 
-    config = uvicorn.Config(build_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                            lifespan="on", timeout_graceful_shutdown=10, loop="uvloop")
+    config = uvicorn.Config(
+        build_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        loop="uvloop",
+    )
     server = Server(config)
     if on_ready is not None:
         original = server.startup
@@ -103,5 +120,6 @@ def serve(settings: Settings, *, on_ready=None) -> None:
         async def startup(sockets=None):
             await original(sockets)
             on_ready()
+
         server.startup = startup  # type: ignore[method-assign]
     server.run()

@@ -1,4 +1,5 @@
 """Helpers for driving a Kiln server with the official SDK: the end-to-end tests, the demo and bench/ use them."""
+
 from __future__ import annotations
 
 import time
@@ -27,14 +28,23 @@ def make_client(server: EmbeddedServer, key: str | None = None) -> BatchClient:
     return BatchClient(server.endpoint, AzureNamedKeyCredential(server.account_name, key or server.account_key))
 
 
-def create_pool_and_wait(client: BatchClient, nodes: int = 2, slots: int = 1, pool_id: str | None = None,
-                         **extra) -> str:
+def create_pool_and_wait(
+    client: BatchClient, nodes: int = 2, slots: int = 1, pool_id: str | None = None, **extra
+) -> str:
     pool_id = pool_id or f"pool-{uuid.uuid4().hex[:8]}"
-    client.create_pool(models.BatchPoolCreateOptions(id=pool_id, vm_size="standard_d2s_v3",
-                                                     target_dedicated_nodes=nodes, task_slots_per_node=slots,
-                                                     **extra))
-    wait_for(lambda: client.get_pool(pool_id).allocation_state == "steady"
-             and all(n.state == "idle" for n in client.list_nodes(pool_id)), 120, f"pool {pool_id} steady")
+    client.create_pool(
+        models.BatchPoolCreateOptions(
+            id=pool_id, vm_size="standard_d2s_v3", target_dedicated_nodes=nodes, task_slots_per_node=slots, **extra
+        )
+    )
+    wait_for(
+        lambda: (
+            client.get_pool(pool_id).allocation_state == "steady"
+            and all(n.state == "idle" for n in client.list_nodes(pool_id))
+        ),
+        120,
+        f"pool {pool_id} steady",
+    )
     return pool_id
 
 
@@ -42,6 +52,7 @@ def wait_tasks_completed(client: BatchClient, job_id: str, timeout: float = 120)
     def done():
         tasks = list(client.list_tasks(job_id))
         return tasks if tasks and all(t.state == "completed" for t in tasks) else None
+
     return wait_for(done, timeout, f"tasks of {job_id} completed")
 
 
@@ -73,13 +84,20 @@ def terminate_job(client: BatchClient, job_id: str, reason: str | None = None, p
     then fails on the missing content type. So the default reason is sent explicitly.
     """
     from azure.batch.models._models import BatchJobTerminateOptions
+
     options = BatchJobTerminateOptions(termination_reason=reason or "UserTerminate")
-    client.begin_terminate_job(job_id, options=options,
-                               polling_interval=polling_interval).result()
+    client.begin_terminate_job(job_id, options=options, polling_interval=polling_interval).result()
 
 
-def wait_task_counts(client: BatchClient, job_id: str, n: int, timeout: float, poll: float = 1.0,
-                     clock: Callable[[], float] = time.monotonic, start: float | None = None) -> None:
+def wait_task_counts(
+    client: BatchClient,
+    job_id: str,
+    n: int,
+    timeout: float,
+    poll: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+    start: float | None = None,
+) -> None:
     """Poll the job's task counts (cheap on the server, unlike listing tasks) until n tasks have completed."""
     began = clock() if start is None else start
     while True:
@@ -87,6 +105,8 @@ def wait_task_counts(client: BatchClient, job_id: str, n: int, timeout: float, p
         if counts.completed >= n:
             return
         if clock() - began > timeout:
-            raise TimeoutError(f"job {job_id}: after {timeout} s only {counts.completed} of {n} tasks completed "
-                               f"({counts.active} active, {counts.running} running)")
+            raise TimeoutError(
+                f"job {job_id}: after {timeout} s only {counts.completed} of {n} tasks completed "
+                f"({counts.active} active, {counts.running} running)"
+            )
         time.sleep(poll)

@@ -1,4 +1,5 @@
 """End-to-end fixtures: a real `kiln serve` subprocess driven by the official azure-batch SDK."""
+
 from __future__ import annotations
 
 import os
@@ -69,6 +70,7 @@ def cleanup(client) -> Iterator[Callable[..., None]]:
             jobs.append(job)
         if pool:
             pools.append(pool)
+
     yield register
     for job_id in jobs:
         try:

@@ -2,6 +2,7 @@
 slot frees: active until they start, then running with nodeInfo; never more than taskSlotsPerNode at once;
 and a disable, terminate or lost node keeps them from starting. Tasks hold their slots on gate files the
 test creates, so nothing depends on timing."""
+
 from __future__ import annotations
 
 import os
@@ -31,17 +32,26 @@ def job(client, cleanup) -> Callable[[str], str]:
         client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
         cleanup(job=job_id)
         return job_id
+
     return make
 
 
 def gated(marks: Path, gate: str) -> str:
     """Leaves marks/<task id> when it starts, then waits for marks/<gate>."""
-    return shell(f"umask 0; date +%s.%N > {marks}/$AZ_BATCH_TASK_ID; while [ ! -e {marks}/{gate} ]; do sleep 0.05; done")
+    return shell(
+        f"umask 0; date +%s.%N > {marks}/$AZ_BATCH_TASK_ID; while [ ! -e {marks}/{gate} ]; do sleep 0.05; done"
+    )
 
 
 def add(client, job_id: str, **commands: str) -> None:
-    client.create_task_collection(job_id, models.BatchTaskGroup(task_values=[
-        models.BatchTaskCreateOptions(id=task_id, command_line=command) for task_id, command in commands.items()]))
+    client.create_task_collection(
+        job_id,
+        models.BatchTaskGroup(
+            task_values=[
+                models.BatchTaskCreateOptions(id=task_id, command_line=command) for task_id, command in commands.items()
+            ]
+        ),
+    )
 
 
 def state(client, job_id: str, task_id: str) -> str:
@@ -64,8 +74,11 @@ def test_the_next_task_runs_when_the_slot_frees_and_shows_running(client, one_sl
     wait_for(lambda: state(client, job_id, "first") == "running", 60, "the first task to run")
     assert stays(lambda: state(client, job_id, "second") == "active" and not (marks_dir / "second").exists())
     (marks_dir / "go1").touch()
-    second = wait_for(lambda: (t := client.get_task(job_id, "second")).state == "running" and t, 60,
-                      "the second task to show running while it runs")
+    second = wait_for(
+        lambda: (t := client.get_task(job_id, "second")).state == "running" and t,
+        60,
+        "the second task to show running while it runs",
+    )
     assert not (marks_dir / "go2").exists()  # it cannot have ended: it is running, as it shows
     first = client.get_task(job_id, "first")
     assert first.state == "completed" and first.execution_info.exit_code == 0
@@ -82,14 +95,24 @@ def test_no_more_tasks_than_slots_run_at_once(client, cleanup, job):
     pool_id = create_pool_and_wait(client, nodes=2, slots=2)
     cleanup(pool=pool_id)
     job_id = job(pool_id)
-    client.create_task_collection(job_id, models.BatchTaskGroup(task_values=[
-        models.BatchTaskCreateOptions(id=f"t{i:02d}", command_line=shell("sleep 0.0$((RANDOM % 5))"))
-        for i in range(60)]))
+    client.create_task_collection(
+        job_id,
+        models.BatchTaskGroup(
+            task_values=[
+                models.BatchTaskCreateOptions(id=f"t{i:02d}", command_line=shell("sleep 0.0$((RANDOM % 5))"))
+                for i in range(60)
+            ]
+        ),
+    )
     done = wait_tasks_completed(client, job_id)
     assert all(t.execution_info.exit_code == 0 for t in done)
     for node_id in {t.node_info.node_id for t in done}:
-        events = sorted((moment, change) for t in done if t.node_info.node_id == node_id
-                        for moment, change in ((t.execution_info.start_time, 1), (t.execution_info.end_time, -1)))
+        events = sorted(
+            (moment, change)
+            for t in done
+            if t.node_info.node_id == node_id
+            for moment, change in ((t.execution_info.start_time, 1), (t.execution_info.end_time, -1))
+        )
         running, most = 0, 0
         for _, change in events:  # an end sorts before a start at the same moment
             running += change
@@ -126,9 +149,12 @@ def test_a_terminated_waiting_task_never_starts(client, one_slot_pool, job, mark
 def test_waiting_tasks_of_a_lost_node_run_once_it_is_back(client, one_slot_pool, job, marks_dir):
     job_id = job(one_slot_pool)
     first_run = marks_dir / "first-run"
-    add(client, job_id,
+    add(
+        client,
+        job_id,
         first=shell(f"umask 0; if [ -e {first_run} ]; then exit 0; fi; echo $PPID > {first_run}; sleep 60"),
-        second=shell(f"umask 0; echo ran >> {marks_dir}/second"))
+        second=shell(f"umask 0; echo ran >> {marks_dir}/second"),
+    )
     wait_for(lambda: first_run.exists() and first_run.read_text().strip(), 60, "the first run to start")
     launcher = int(first_run.read_text())  # the task's parent: the node's launcher, a child of its worker
     os.kill(psutil.Process(launcher).ppid(), signal.SIGKILL)

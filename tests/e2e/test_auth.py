@@ -1,7 +1,8 @@
 """Shared Key and api-version, as the SDK and other clients meet them."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
@@ -27,7 +28,7 @@ def test_sdk_with_wrong_key_gets_403_authentication_failed(server):
 
 @pytest.mark.parametrize("authorization", [None, "Bearer abc", "SharedKey nocolon", "SharedKey kilndev:"])
 def test_missing_or_malformed_authorization_is_403(server, authorization):
-    headers = {"ocp-date": format_datetime(datetime.now(timezone.utc), usegmt=True)}
+    headers = {"ocp-date": format_datetime(datetime.now(UTC), usegmt=True)}
     if authorization:
         headers["Authorization"] = authorization
     response = httpx.get(f"{server.endpoint}/pools", params={"api-version": "2025-06-01"}, headers=headers)
@@ -36,26 +37,35 @@ def test_missing_or_malformed_authorization_is_403(server, authorization):
 
 
 def test_ocp_date_more_than_15_minutes_off_is_403(server):
-    stale = datetime.now(timezone.utc) - timedelta(minutes=16)
-    response = httpx.get(f"{server.endpoint}/pools", params={"api-version": "2025-06-01"},
-                         headers={"ocp-date": format_datetime(stale, usegmt=True)},
-                         auth=SharedKeyAuth(server.account_name, server.account_key))
+    stale = datetime.now(UTC) - timedelta(minutes=16)
+    response = httpx.get(
+        f"{server.endpoint}/pools",
+        params={"api-version": "2025-06-01"},
+        headers={"ocp-date": format_datetime(stale, usegmt=True)},
+        auth=SharedKeyAuth(server.account_name, server.account_key),
+    )
     assert response.status_code == 403
     assert _error(response) == "AuthenticationFailed"
 
 
 @pytest.mark.parametrize("version", ["2025-06-01", "2024-02-01.19.0"])
 def test_both_sdk_generations_api_versions_are_accepted(server, version):
-    response = httpx.get(f"{server.endpoint}/pools", params={"api-version": version},
-                         auth=SharedKeyAuth(server.account_name, server.account_key))
+    response = httpx.get(
+        f"{server.endpoint}/pools",
+        params={"api-version": version},
+        auth=SharedKeyAuth(server.account_name, server.account_key),
+    )
     assert response.status_code == 200
     assert response.json()["value"] is not None
     assert response.headers["request-id"]
 
 
 def test_unknown_api_version_is_400_naming_supported_versions(server):
-    response = httpx.get(f"{server.endpoint}/pools", params={"api-version": "2019-01-01.8.0"},
-                         auth=SharedKeyAuth(server.account_name, server.account_key))
+    response = httpx.get(
+        f"{server.endpoint}/pools",
+        params={"api-version": "2019-01-01.8.0"},
+        auth=SharedKeyAuth(server.account_name, server.account_key),
+    )
     assert response.status_code == 400
     assert _error(response) == "UnsupportedRequestVersion"
     assert "2025-06-01" in response.json()["message"]["value"]
@@ -63,8 +73,10 @@ def test_unknown_api_version_is_400_naming_supported_versions(server):
 
 
 def test_client_request_id_is_echoed_when_asked(server):
-    response = httpx.get(f"{server.endpoint}/pools", params={"api-version": "2025-06-01"},
-                         headers={"client-request-id": "4b1b0b1e-1111-2222-3333-444455556666",
-                                  "return-client-request-id": "true"},
-                         auth=SharedKeyAuth(server.account_name, server.account_key))
+    response = httpx.get(
+        f"{server.endpoint}/pools",
+        params={"api-version": "2025-06-01"},
+        headers={"client-request-id": "4b1b0b1e-1111-2222-3333-444455556666", "return-client-request-id": "true"},
+        auth=SharedKeyAuth(server.account_name, server.account_key),
+    )
     assert response.headers["client-request-id"] == "4b1b0b1e-1111-2222-3333-444455556666"

@@ -1,4 +1,5 @@
 """Auto pools through the SDK, the way the official samples create jobs: poolInfo.autoPoolSpecification."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,12 +9,19 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from kiln.testing import terminate_job, unique, wait_for, wait_job_state, wait_tasks_completed
 
 
-def _auto_pool(prefix: str | None = "sample", keep_alive: bool | None = None, nodes: int = 1, slots: int = 2,
-               lifetime: str = "job") -> models.BatchPoolInfo:
-    return models.BatchPoolInfo(auto_pool_specification=models.BatchAutoPoolSpecification(
-        auto_pool_id_prefix=prefix, pool_lifetime_option=lifetime, keep_alive=keep_alive,
-        pool=models.BatchPoolSpecification(vm_size="STANDARD_A1_v2", target_dedicated_nodes=nodes,
-                                           task_slots_per_node=slots)))
+def _auto_pool(
+    prefix: str | None = "sample", keep_alive: bool | None = None, nodes: int = 1, slots: int = 2, lifetime: str = "job"
+) -> models.BatchPoolInfo:
+    return models.BatchPoolInfo(
+        auto_pool_specification=models.BatchAutoPoolSpecification(
+            auto_pool_id_prefix=prefix,
+            pool_lifetime_option=lifetime,
+            keep_alive=keep_alive,
+            pool=models.BatchPoolSpecification(
+                vm_size="STANDARD_A1_v2", target_dedicated_nodes=nodes, task_slots_per_node=slots
+            ),
+        )
+    )
 
 
 def _pool_ids(client) -> set[str]:
@@ -28,8 +36,7 @@ def _wait_pool_gone(client, pool_id: str) -> None:
 
 
 def _run_tasks(client, job_id: str, n: int = 3) -> list:
-    client.create_tasks(job_id, [models.BatchTaskCreateOptions(id=f"t{i}", command_line="/bin/true")
-                                 for i in range(n)])
+    client.create_tasks(job_id, [models.BatchTaskCreateOptions(id=f"t{i}", command_line="/bin/true") for i in range(n)])
     return wait_tasks_completed(client, job_id)
 
 
@@ -106,23 +113,59 @@ def test_keep_alive_may_be_patched_on_an_active_job(client):
     client.begin_delete_pool(pool_id, polling_interval=0.5).result()
 
 
-@pytest.mark.parametrize(("pool_info", "code", "prop"), [
-    ({"poolId": "p", "autoPoolSpecification": {"poolLifetimeOption": "job", "pool": {"vmSize": "a"}}},
-     "InvalidPropertyValue", "poolInfo"),
-    ({"autoPoolSpecification": {"poolLifetimeOption": "jobschedule", "pool": {"vmSize": "a"}}},
-     "InvalidPropertyValue", "poolInfo.autoPoolSpecification.poolLifetimeOption"),
-    ({"autoPoolSpecification": {"poolLifetimeOption": "job"}},
-     "MissingRequiredProperty", "poolInfo.autoPoolSpecification.pool"),
-    ({"autoPoolSpecification": {"pool": {"vmSize": "a"}}},
-     "MissingRequiredProperty", "poolInfo.autoPoolSpecification.poolLifetimeOption"),
-    ({"autoPoolSpecification": {"poolLifetimeOption": "job", "autoPoolIdPrefix": "x" * 21, "pool": {"vmSize": "a"}}},
-     "InvalidPropertyValue", "poolInfo.autoPoolSpecification.autoPoolIdPrefix"),
-    ({"autoPoolSpecification": {"poolLifetimeOption": "job", "autoPoolIdPrefix": "bad prefix",
-                                "pool": {"vmSize": "a"}}},
-     "InvalidPropertyValue", "poolInfo.autoPoolSpecification.autoPoolIdPrefix"),
-    ({"autoPoolSpecification": {"poolLifetimeOption": "job", "pool": {"vmSize": "a", "enableAutoScale": True}}},
-     "InvalidPropertyValue", "poolInfo.autoPoolSpecification.pool.enableAutoScale"),
-], ids=["both", "jobschedule-on-a-job", "no-pool", "no-lifetime", "long-prefix", "bad-prefix", "autoscale"])
+@pytest.mark.parametrize(
+    ("pool_info", "code", "prop"),
+    [
+        (
+            {"poolId": "p", "autoPoolSpecification": {"poolLifetimeOption": "job", "pool": {"vmSize": "a"}}},
+            "InvalidPropertyValue",
+            "poolInfo",
+        ),
+        (
+            {"autoPoolSpecification": {"poolLifetimeOption": "jobschedule", "pool": {"vmSize": "a"}}},
+            "InvalidPropertyValue",
+            "poolInfo.autoPoolSpecification.poolLifetimeOption",
+        ),
+        (
+            {"autoPoolSpecification": {"poolLifetimeOption": "job"}},
+            "MissingRequiredProperty",
+            "poolInfo.autoPoolSpecification.pool",
+        ),
+        (
+            {"autoPoolSpecification": {"pool": {"vmSize": "a"}}},
+            "MissingRequiredProperty",
+            "poolInfo.autoPoolSpecification.poolLifetimeOption",
+        ),
+        (
+            {
+                "autoPoolSpecification": {
+                    "poolLifetimeOption": "job",
+                    "autoPoolIdPrefix": "x" * 21,
+                    "pool": {"vmSize": "a"},
+                }
+            },
+            "InvalidPropertyValue",
+            "poolInfo.autoPoolSpecification.autoPoolIdPrefix",
+        ),
+        (
+            {
+                "autoPoolSpecification": {
+                    "poolLifetimeOption": "job",
+                    "autoPoolIdPrefix": "bad prefix",
+                    "pool": {"vmSize": "a"},
+                }
+            },
+            "InvalidPropertyValue",
+            "poolInfo.autoPoolSpecification.autoPoolIdPrefix",
+        ),
+        (
+            {"autoPoolSpecification": {"poolLifetimeOption": "job", "pool": {"vmSize": "a", "enableAutoScale": True}}},
+            "InvalidPropertyValue",
+            "poolInfo.autoPoolSpecification.pool.enableAutoScale",
+        ),
+    ],
+    ids=["both", "jobschedule-on-a-job", "no-pool", "no-lifetime", "long-prefix", "bad-prefix", "autoscale"],
+)
 def test_bad_auto_pool_specifications_are_rejected_and_nothing_is_created(client, pool_info, code, prop):
     job_id = unique("badauto")
     pools_before = _pool_ids(client)

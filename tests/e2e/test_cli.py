@@ -1,4 +1,5 @@
 """The `kiln` command: serve prints how to connect; demo runs Azure's prep/release sample end to end."""
+
 from __future__ import annotations
 
 import re
@@ -16,8 +17,12 @@ def test_serve_prints_endpoint_account_and_key(server):
 
 
 def test_demo_reproduces_the_prep_and_release_sample():
-    run = subprocess.run([sys.executable, "-m", "kiln.cli.main", "demo", "--port", str(free_port())],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "kiln.cli.main", "demo", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
     nodes = re.findall(r"^(tvmps_\w+) tasks:$", out, re.M)

@@ -1,4 +1,5 @@
 """Tasks run like Azure's Linux nodes: no shell, the directory layout, AZ_BATCH_* variables, limits, retries."""
+
 from __future__ import annotations
 
 import datetime
@@ -10,8 +11,9 @@ from kiln.testing import read_task_file, shell, unique, wait_tasks_completed
 
 def _run(client, pool, *tasks, **job_fields) -> str:
     job_id = unique("exec")
-    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool),
-                                                   **job_fields))
+    client.create_job(
+        models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool), **job_fields)
+    )
     client.create_tasks(job_id, list(tasks))
     wait_tasks_completed(client, job_id)
     return job_id
@@ -23,17 +25,38 @@ def test_command_line_runs_without_a_shell(client, pool):
 
 
 def test_environment_variables_and_layout(client, pool):
-    names = ["AZ_BATCH_ACCOUNT_NAME", "AZ_BATCH_ACCOUNT_URL", "AZ_BATCH_POOL_ID", "AZ_BATCH_NODE_ID",
-             "AZ_BATCH_NODE_ROOT_DIR", "AZ_BATCH_NODE_SHARED_DIR", "AZ_BATCH_NODE_STARTUP_DIR", "AZ_BATCH_JOB_ID",
-             "AZ_BATCH_TASK_ID", "AZ_BATCH_TASK_DIR", "AZ_BATCH_TASK_WORKING_DIR", "AZ_BATCH_JOB_PREP_DIR",
-             "AZ_BATCH_JOB_PREP_WORKING_DIR", "COMMON", "CLASH"]
+    names = [
+        "AZ_BATCH_ACCOUNT_NAME",
+        "AZ_BATCH_ACCOUNT_URL",
+        "AZ_BATCH_POOL_ID",
+        "AZ_BATCH_NODE_ID",
+        "AZ_BATCH_NODE_ROOT_DIR",
+        "AZ_BATCH_NODE_SHARED_DIR",
+        "AZ_BATCH_NODE_STARTUP_DIR",
+        "AZ_BATCH_JOB_ID",
+        "AZ_BATCH_TASK_ID",
+        "AZ_BATCH_TASK_DIR",
+        "AZ_BATCH_TASK_WORKING_DIR",
+        "AZ_BATCH_JOB_PREP_DIR",
+        "AZ_BATCH_JOB_PREP_WORKING_DIR",
+        "COMMON",
+        "CLASH",
+    ]
     script = "; ".join(f'echo "{n}=${n}"' for n in names) + "; pwd"
-    job_id = _run(client, pool, models.BatchTaskCreateOptions(
-        id="env", command_line=shell(script),
-        environment_settings=[models.EnvironmentSetting(name="CLASH", value="task")]),
-        common_environment_settings=[models.EnvironmentSetting(name="COMMON", value="job"),
-                                     models.EnvironmentSetting(name="CLASH", value="job")],
-        job_preparation_task=models.BatchJobPreparationTask(command_line="/bin/true"))
+    job_id = _run(
+        client,
+        pool,
+        models.BatchTaskCreateOptions(
+            id="env",
+            command_line=shell(script),
+            environment_settings=[models.EnvironmentSetting(name="CLASH", value="task")],
+        ),
+        common_environment_settings=[
+            models.EnvironmentSetting(name="COMMON", value="job"),
+            models.EnvironmentSetting(name="CLASH", value="job"),
+        ],
+        job_preparation_task=models.BatchJobPreparationTask(command_line="/bin/true"),
+    )
     lines = read_task_file(client, job_id, "env", "stdout.txt").splitlines()
     env = dict(line.split("=", 1) for line in lines[:-1])
     task = client.get_task(job_id, "env")
@@ -54,9 +77,15 @@ def test_environment_variables_and_layout(client, pool):
 
 
 def test_max_wall_clock_time_kills_the_task(client, pool):
-    job_id = _run(client, pool, models.BatchTaskCreateOptions(
-        id="slow", command_line="sleep 60",
-        constraints=models.BatchTaskConstraints(max_wall_clock_time=datetime.timedelta(seconds=1))))
+    job_id = _run(
+        client,
+        pool,
+        models.BatchTaskCreateOptions(
+            id="slow",
+            command_line="sleep 60",
+            constraints=models.BatchTaskConstraints(max_wall_clock_time=datetime.timedelta(seconds=1)),
+        ),
+    )
     task = client.get_task(job_id, "slow")
     assert task.execution_info.result == "failure"
     assert task.execution_info.failure_info is not None
@@ -65,11 +94,15 @@ def test_max_wall_clock_time_kills_the_task(client, pool):
 
 
 def test_max_task_retry_count_retries_non_zero_exits(client, pool):
-    job_id = _run(client, pool,
-                  models.BatchTaskCreateOptions(id="flaky", command_line=shell("exit 1"),
-                                                constraints=models.BatchTaskConstraints(max_task_retry_count=2)),
-                  models.BatchTaskCreateOptions(id="inherits", command_line=shell("exit 1")),
-                  constraints=models.BatchJobConstraints(max_task_retry_count=1))
+    job_id = _run(
+        client,
+        pool,
+        models.BatchTaskCreateOptions(
+            id="flaky", command_line=shell("exit 1"), constraints=models.BatchTaskConstraints(max_task_retry_count=2)
+        ),
+        models.BatchTaskCreateOptions(id="inherits", command_line=shell("exit 1")),
+        constraints=models.BatchJobConstraints(max_task_retry_count=1),
+    )
     flaky = client.get_task(job_id, "flaky")
     assert flaky.execution_info.retry_count == 2 and flaky.execution_info.exit_code == 1
     assert flaky.execution_info.last_retry_time is not None and flaky.execution_info.requeue_count == 0

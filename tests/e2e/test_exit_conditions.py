@@ -1,5 +1,6 @@
 """Exit conditions and job reactions through the SDK (batch-semantics §6.3): exitCodes, exitCodeRanges,
 preProcessingError, fileUploadError, default; jobAction under onTaskFailure; onAllTasksComplete."""
+
 from __future__ import annotations
 
 import pytest
@@ -34,7 +35,8 @@ def test_exit_conditions_are_stored_and_returned(client, pool):
         exit_code_ranges=[models.ExitCodeRangeMapping(start=10, end=20, exit_options=options("disable"))],
         pre_processing_error=options("terminate", "block"),
         file_upload_error=options("none", "satisfy"),
-        default=options(dependency_action="block"))
+        default=options(dependency_action="block"),
+    )
     client.create_task(job_id, Task(id="t", command_line="/bin/true", exit_conditions=conditions))
     got = client.get_task(job_id, "t").exit_conditions
     assert got.exit_codes[0].code == 3 and got.exit_codes[0].exit_options.job_action == "none"
@@ -72,28 +74,71 @@ def test_failed_task_leaves_a_noaction_job_active(client, pool):
     assert client.get_job(job_id).state == "active"
 
 
-@pytest.mark.parametrize(("command", "conditions", "ends_job"), [
-    (shell("exit 2"), models.ExitConditions(exit_codes=[models.ExitCodeMapping(code=2, exit_options=options("none"))]),
-     False),
-    (shell("exit 7"), models.ExitConditions(exit_code_ranges=[models.ExitCodeRangeMapping(
-        start=5, end=9, exit_options=options("none"))]), False),
-    (shell("exit 7"), models.ExitConditions(
-        exit_codes=[models.ExitCodeMapping(code=7, exit_options=options("terminate"))],
-        exit_code_ranges=[models.ExitCodeRangeMapping(start=5, end=9, exit_options=options("none"))]), True),
-    (shell("exit 11"), models.ExitConditions(
-        exit_code_ranges=[models.ExitCodeRangeMapping(start=5, end=9, exit_options=options("none"))],
-        default=options("none")), False),
-    (shell("exit 11"), models.ExitConditions(
-        exit_code_ranges=[models.ExitCodeRangeMapping(start=5, end=9, exit_options=options("none"))]), True),
-    ("/bin/true", models.ExitConditions(exit_codes=[models.ExitCodeMapping(code=0, exit_options=options("terminate"))]),
-     True),
-    ("/bin/true", models.ExitConditions(default=options("terminate")), False),  # 0 not listed: built-in none
-    ("no-such-program-anywhere", models.ExitConditions(pre_processing_error=options("none")), False),
-    ("no-such-program-anywhere", models.ExitConditions(default=options("none")), False),
-    ("no-such-program-anywhere", models.ExitConditions(exit_codes=[models.ExitCodeMapping(
-        code=1, exit_options=options("none"))]), True),
-], ids=["code-none", "range-none", "code-before-range", "default-none", "unlisted-terminates", "zero-listed",
-        "zero-unlisted", "preprocessing-none", "preprocessing-default", "preprocessing-unlisted"])
+@pytest.mark.parametrize(
+    ("command", "conditions", "ends_job"),
+    [
+        (
+            shell("exit 2"),
+            models.ExitConditions(exit_codes=[models.ExitCodeMapping(code=2, exit_options=options("none"))]),
+            False,
+        ),
+        (
+            shell("exit 7"),
+            models.ExitConditions(
+                exit_code_ranges=[models.ExitCodeRangeMapping(start=5, end=9, exit_options=options("none"))]
+            ),
+            False,
+        ),
+        (
+            shell("exit 7"),
+            models.ExitConditions(
+                exit_codes=[models.ExitCodeMapping(code=7, exit_options=options("terminate"))],
+                exit_code_ranges=[models.ExitCodeRangeMapping(start=5, end=9, exit_options=options("none"))],
+            ),
+            True,
+        ),
+        (
+            shell("exit 11"),
+            models.ExitConditions(
+                exit_code_ranges=[models.ExitCodeRangeMapping(start=5, end=9, exit_options=options("none"))],
+                default=options("none"),
+            ),
+            False,
+        ),
+        (
+            shell("exit 11"),
+            models.ExitConditions(
+                exit_code_ranges=[models.ExitCodeRangeMapping(start=5, end=9, exit_options=options("none"))]
+            ),
+            True,
+        ),
+        (
+            "/bin/true",
+            models.ExitConditions(exit_codes=[models.ExitCodeMapping(code=0, exit_options=options("terminate"))]),
+            True,
+        ),
+        ("/bin/true", models.ExitConditions(default=options("terminate")), False),  # 0 not listed: built-in none
+        ("no-such-program-anywhere", models.ExitConditions(pre_processing_error=options("none")), False),
+        ("no-such-program-anywhere", models.ExitConditions(default=options("none")), False),
+        (
+            "no-such-program-anywhere",
+            models.ExitConditions(exit_codes=[models.ExitCodeMapping(code=1, exit_options=options("none"))]),
+            True,
+        ),
+    ],
+    ids=[
+        "code-none",
+        "range-none",
+        "code-before-range",
+        "default-none",
+        "unlisted-terminates",
+        "zero-listed",
+        "zero-unlisted",
+        "preprocessing-none",
+        "preprocessing-default",
+        "preprocessing-unlisted",
+    ],
+)
 def test_job_action_follows_the_first_matching_condition(client, pool, command, conditions, ends_job):
     job_id = _job(client, pool, task_failure_mode=PERFORM)
     client.create_task(job_id, Task(id="t", command_line=command, exit_conditions=conditions))
@@ -112,20 +157,25 @@ def test_job_action_follows_the_first_matching_condition(client, pool, command, 
 
 def test_job_action_needs_performexitoptionsjobaction(client, pool):
     job_id = _job(client, pool)
-    for conditions in (models.ExitConditions(default=options("terminate")),
-                       models.ExitConditions(exit_codes=[models.ExitCodeMapping(code=1, exit_options=options("none"))])):
+    for conditions in (
+        models.ExitConditions(default=options("terminate")),
+        models.ExitConditions(exit_codes=[models.ExitCodeMapping(code=1, exit_options=options("none"))]),
+    ):
         with pytest.raises(HttpResponseError) as caught:
             client.create_task(job_id, Task(id="t", command_line="/bin/true", exit_conditions=conditions))
         assert caught.value.status_code == 400 and caught.value.error.code == "InvalidPropertyValue"
     assert list(client.list_tasks(job_id)) == []
 
 
-@pytest.mark.parametrize("conditions", [
-    {"exitCodes": [{"code": 1, "exitOptions": {"jobAction": "explode"}}]},
-    {"default": {"dependencyAction": "maybe"}},
-    {"exitCodeRanges": [{"start": 9, "end": 1, "exitOptions": {}}]},
-    {"exitCodes": [{"exitOptions": {}}]},
-])
+@pytest.mark.parametrize(
+    "conditions",
+    [
+        {"exitCodes": [{"code": 1, "exitOptions": {"jobAction": "explode"}}]},
+        {"default": {"dependencyAction": "maybe"}},
+        {"exitCodeRanges": [{"start": 9, "end": 1, "exitOptions": {}}]},
+        {"exitCodes": [{"exitOptions": {}}]},
+    ],
+)
 def test_malformed_exit_conditions_are_400(client, pool, conditions):
     job_id = _job(client, pool, task_failure_mode=PERFORM, uses_task_dependencies=True)
     with pytest.raises(HttpResponseError) as caught:
@@ -139,8 +189,14 @@ def test_retries_come_before_exit_conditions(client, pool, marks_dir):
     """A task that fails once and then succeeds never triggers its failure's job action."""
     job_id = _job(client, pool, task_failure_mode=PERFORM)
     mark = marks_dir / "tried"
-    client.create_task(job_id, Task(id="flaky", command_line=shell(f"[ -e {mark} ] || {{ touch {mark}; exit 3; }}"),
-                                    constraints=models.BatchTaskConstraints(max_task_retry_count=1)))
+    client.create_task(
+        job_id,
+        Task(
+            id="flaky",
+            command_line=shell(f"[ -e {mark} ] || {{ touch {mark}; exit 3; }}"),
+            constraints=models.BatchTaskConstraints(max_task_retry_count=1),
+        ),
+    )
     task = _completed(client, job_id, "flaky")
     assert task.execution_info.retry_count == 1 and task.execution_info.result == "success"
     assert client.get_job(job_id).state == "active"
@@ -154,8 +210,16 @@ def test_job_action_disable_disables_the_job_and_requeues_what_runs(client, pool
     go = marks_dir / "go"
     client.create_task(job_id, Task(id="long", command_line=shell(f"while [ ! -e {go} ]; do sleep 0.1; done")))
     wait_for(lambda: client.get_task(job_id, "long").state == "running", 60, "long running")
-    client.create_task(job_id, Task(id="fails", command_line="sh -c 'exit 4'", exit_conditions=models.ExitConditions(
-        exit_codes=[models.ExitCodeMapping(code=4, exit_options=options("disable"))])))
+    client.create_task(
+        job_id,
+        Task(
+            id="fails",
+            command_line="sh -c 'exit 4'",
+            exit_conditions=models.ExitConditions(
+                exit_codes=[models.ExitCodeMapping(code=4, exit_options=options("disable"))]
+            ),
+        ),
+    )
     assert client.get_task(job_id, "fails").exit_conditions.exit_codes[0].exit_options.job_action == "disable"
     wait_job_state(client, job_id, "disabled")
     fails, long = client.get_task(job_id, "fails"), client.get_task(job_id, "long")
@@ -165,6 +229,9 @@ def test_job_action_disable_disables_the_job_and_requeues_what_runs(client, pool
     client.create_task(job_id, Task(id="later", command_line="/bin/true"))
     assert client.get_task(job_id, "later").state == "active"
     client.begin_enable_job(job_id, polling_interval=1).result()
-    wait_for(lambda: all(client.get_task(job_id, t).state == "completed" for t in ("long", "later")), 60,
-             "long and later completed after enable")
+    wait_for(
+        lambda: all(client.get_task(job_id, t).state == "completed" for t in ("long", "later")),
+        60,
+        "long and later completed after enable",
+    )
     terminate_job(client, job_id)

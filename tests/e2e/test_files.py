@@ -1,4 +1,5 @@
 """Node files and task files: list (recursive), read, properties, delete, with Azure's paths."""
+
 from __future__ import annotations
 
 import httpx
@@ -15,9 +16,15 @@ def finished(client, pool):
     """A job with one task that wrote some files into its working directory."""
     job_id = unique("files")
     client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool)))
-    client.create_task(job_id, models.BatchTaskCreateOptions(
-        id="writer", command_line=shell("echo out; echo err >&2; mkdir -p sub; echo deep > sub/deep.txt; "
-                                        "printf 0123456789 > digits.bin")))
+    client.create_task(
+        job_id,
+        models.BatchTaskCreateOptions(
+            id="writer",
+            command_line=shell(
+                "echo out; echo err >&2; mkdir -p sub; echo deep > sub/deep.txt; printf 0123456789 > digits.bin"
+            ),
+        ),
+    )
     task = wait_tasks_completed(client, job_id)[0]
     return job_id, task.node_info.node_id
 
@@ -59,9 +66,11 @@ def test_delete_files_and_404s(client, server, pool, finished):
         client.get_task_file_properties(job_id, "writer", "wd/digits.bin")
     with pytest.raises(ResourceNotFoundError):  # a streamed download: the SDK does not read the error body
         read_task_file(client, job_id, "writer", "wd/digits.bin")
-    response = httpx.get(f"{server.endpoint}/jobs/{job_id}/tasks/writer/files/wd%2Fdigits.bin",
-                         params={"api-version": "2025-06-01"}, auth=SharedKeyAuth(server.account_name,
-                                                                                 server.account_key))
+    response = httpx.get(
+        f"{server.endpoint}/jobs/{job_id}/tasks/writer/files/wd%2Fdigits.bin",
+        params={"api-version": "2025-06-01"},
+        auth=SharedKeyAuth(server.account_name, server.account_key),
+    )
     assert response.status_code == 404 and response.json()["code"] == "FileNotFound"
     client.delete_node_file(pool, node_id, f"workitems/{job_id}/job-1/writer/wd/sub", recursive=True)
     names = {f.name for f in client.list_task_files(job_id, "writer", recursive=True)}

@@ -1,5 +1,6 @@
 """Job and task lifecycle operations through the SDK: disable/enable, update/replace with ETags, list filters,
 task update/reactivate/subtasks, and constraints (job wall clock, inherited retries, retention, retry vs requeue)."""
+
 from __future__ import annotations
 
 import datetime
@@ -13,13 +14,24 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from kiln.cli.embedded import EmbeddedServer
-from kiln.testing import (create_pool_and_wait, make_client, read_node_file, read_task_file, shell, terminate_job,
-                          unique, wait_for, wait_job_state, wait_tasks_completed)
+from kiln.testing import (
+    create_pool_and_wait,
+    make_client,
+    read_node_file,
+    read_task_file,
+    shell,
+    terminate_job,
+    unique,
+    wait_for,
+    wait_job_state,
+    wait_tasks_completed,
+)
 
 
 def _job(pool: str, **fields) -> models.BatchJobCreateOptions:
-    return models.BatchJobCreateOptions(id=fields.pop("id", unique("life")),
-                                        pool_info=models.BatchPoolInfo(pool_id=pool), **fields)
+    return models.BatchJobCreateOptions(
+        id=fields.pop("id", unique("life")), pool_info=models.BatchPoolInfo(pool_id=pool), **fields
+    )
 
 
 def _task(task_id: str, command: str, **fields) -> models.BatchTaskCreateOptions:
@@ -31,14 +43,17 @@ def _disable(client, job_id: str, option: str) -> None:
 
 
 def _wait_task(client, job_id: str, task_id: str, state: str, timeout: float = 60):
-    return wait_for(lambda: (t := client.get_task(job_id, task_id)).state == state and t, timeout,
-                    f"task {task_id} {state}")
+    return wait_for(
+        lambda: (t := client.get_task(job_id, task_id)).state == state and t, timeout, f"task {task_id} {state}"
+    )
 
 
 def _sleeper(marks: Path, name: str) -> str:
     """First run: record its pid and sleep for a minute; any later run exits 0 at once."""
-    return shell(f"if [ -e {marks}/{name}.ran ]; then exit 0; fi; touch {marks}/{name}.ran; "
-                 f"echo $$ > {marks}/{name}.pid; exec sleep 60")
+    return shell(
+        f"if [ -e {marks}/{name}.ran ]; then exit 0; fi; touch {marks}/{name}.ran; "
+        f"echo $$ > {marks}/{name}.pid; exec sleep 60"
+    )
 
 
 def _count_run(marks: Path, name: str) -> str:
@@ -97,8 +112,10 @@ def test_disable_requeue_kills_and_requeues_running_tasks_and_enable_runs_them(c
 
     client.create_task(spec.id, _task("added-while-disabled", "/bin/true"))  # a disabled job takes tasks
     _run_elsewhere(client, pool)
-    assert {t.id: t.state for t in client.list_tasks(spec.id)} == {"sleeper": "active",
-                                                                    "added-while-disabled": "active"}
+    assert {t.id: t.state for t in client.list_tasks(spec.id)} == {
+        "sleeper": "active",
+        "added-while-disabled": "active",
+    }
     counts = client.get_job_task_counts(spec.id).task_counts
     assert (counts.active, counts.running) == (2, 0)
 
@@ -131,16 +148,17 @@ def test_disable_terminate_ends_running_tasks(client, pool, marks_dir):
 def test_disable_wait_lets_running_tasks_finish(client, pool, marks_dir):
     spec = _job(pool)
     client.create_job(spec)
-    client.create_task(spec.id, _task("waiter", shell(f"while [ ! -e {marks_dir}/go ]; do sleep 0.1; done; "
-                                                      "echo finished")))
+    client.create_task(
+        spec.id, _task("waiter", shell(f"while [ ! -e {marks_dir}/go ]; do sleep 0.1; done; echo finished"))
+    )
     _wait_task(client, spec.id, "waiter", "running")
 
-    poller = client.begin_disable_job(spec.id, models.BatchJobDisableOptions(disable_tasks="wait"),
-                                      polling_interval=1)
+    poller = client.begin_disable_job(spec.id, models.BatchJobDisableOptions(disable_tasks="wait"), polling_interval=1)
     assert client.get_job(spec.id).state == "disabling"  # entered before the reply; the task still runs
     assert client.get_task(spec.id, "waiter").state == "running"
-    again = client.begin_disable_job(spec.id, models.BatchJobDisableOptions(disable_tasks="wait"),
-                                     polling_interval=1)  # disabling again while disabling is accepted
+    again = client.begin_disable_job(
+        spec.id, models.BatchJobDisableOptions(disable_tasks="wait"), polling_interval=1
+    )  # disabling again while disabling is accepted
     assert client.get_job(spec.id).state == "disabling"
     (marks_dir / "go").touch()
     poller.result()
@@ -155,8 +173,12 @@ def test_disable_wait_lets_running_tasks_finish(client, pool, marks_dir):
 
 
 def test_disable_requeue_takes_back_a_task_waiting_for_its_preparation_task(client, pool, marks_dir):
-    spec = _job(pool, job_preparation_task=models.BatchJobPreparationTask(
-        command_line=shell(f"while [ ! -e {marks_dir}/prep-go ]; do sleep 0.1; done")))
+    spec = _job(
+        pool,
+        job_preparation_task=models.BatchJobPreparationTask(
+            command_line=shell(f"while [ ! -e {marks_dir}/prep-go ]; do sleep 0.1; done")
+        ),
+    )
     client.create_job(spec)
     client.create_task(spec.id, _task("t", "/bin/true"))
     _wait_task(client, spec.id, "t", "preparing")
@@ -197,11 +219,20 @@ def test_disable_and_enable_honour_if_match(client, pool):
     client.create_job(spec)
     etag = client.get_job(spec.id).etag
     with pytest.raises(ResourceModifiedError):
-        client.begin_disable_job(spec.id, models.BatchJobDisableOptions(disable_tasks="requeue"),
-                                 etag="0x8DBADBADBAD", match_condition=MatchConditions.IfNotModified)
+        client.begin_disable_job(
+            spec.id,
+            models.BatchJobDisableOptions(disable_tasks="requeue"),
+            etag="0x8DBADBADBAD",
+            match_condition=MatchConditions.IfNotModified,
+        )
     assert client.get_job(spec.id).state == "active"
-    client.begin_disable_job(spec.id, models.BatchJobDisableOptions(disable_tasks="requeue"), etag=etag,
-                             match_condition=MatchConditions.IfNotModified, polling_interval=1).result()
+    client.begin_disable_job(
+        spec.id,
+        models.BatchJobDisableOptions(disable_tasks="requeue"),
+        etag=etag,
+        match_condition=MatchConditions.IfNotModified,
+        polling_interval=1,
+    ).result()
     with pytest.raises(ResourceModifiedError):
         client.begin_enable_job(spec.id, etag=etag, match_condition=MatchConditions.IfNotModified)
     assert client.get_job(spec.id).state == "disabled"
@@ -235,10 +266,14 @@ def test_job_wall_clock_ends_a_disabled_job(client, pool):
 
 # ------------------------------------------------------------------------------------------ update and replace
 def test_replace_resets_what_it_does_not_name_and_patch_keeps_it(client, pool):
-    spec = _job(pool, priority=5, max_parallel_tasks=3, allow_task_preemption=True,
-                constraints=models.BatchJobConstraints(max_task_retry_count=4,
-                                                       max_wall_clock_time=datetime.timedelta(hours=1)),
-                metadata=[models.BatchMetadataItem(name="a", value="b")])
+    spec = _job(
+        pool,
+        priority=5,
+        max_parallel_tasks=3,
+        allow_task_preemption=True,
+        constraints=models.BatchJobConstraints(max_task_retry_count=4, max_wall_clock_time=datetime.timedelta(hours=1)),
+        metadata=[models.BatchMetadataItem(name="a", value="b")],
+    )
     client.create_job(spec)
     client.update_job(spec.id, models.BatchJobUpdateOptions(all_tasks_complete_mode="noaction", priority=9))
     job = client.get_job(spec.id)
@@ -259,17 +294,29 @@ def test_replace_and_update_check_the_etag(client, pool):
     client.create_job(spec)
     before = client.get_job(spec.id)
     with pytest.raises(ResourceModifiedError) as caught:
-        client.replace_job(spec.id, models.BatchJob(pool_info=models.BatchPoolInfo(pool_id=pool), priority=50),
-                           etag="0x8DBADBADBAD", match_condition=MatchConditions.IfNotModified)
+        client.replace_job(
+            spec.id,
+            models.BatchJob(pool_info=models.BatchPoolInfo(pool_id=pool), priority=50),
+            etag="0x8DBADBADBAD",
+            match_condition=MatchConditions.IfNotModified,
+        )
     assert caught.value.status_code == 412 and _code(caught) == "ConditionNotMet"
     assert client.get_job(spec.id).etag == before.etag
-    client.replace_job(spec.id, models.BatchJob(pool_info=models.BatchPoolInfo(pool_id=pool), priority=50),
-                       etag=before.etag, match_condition=MatchConditions.IfNotModified)
+    client.replace_job(
+        spec.id,
+        models.BatchJob(pool_info=models.BatchPoolInfo(pool_id=pool), priority=50),
+        etag=before.etag,
+        match_condition=MatchConditions.IfNotModified,
+    )
     after = client.get_job(spec.id)
     assert after.priority == 50 and after.etag != before.etag
     with pytest.raises(ResourceModifiedError):  # the old etag no longer matches
-        client.update_job(spec.id, models.BatchJobUpdateOptions(priority=1), etag=before.etag,
-                          match_condition=MatchConditions.IfNotModified)
+        client.update_job(
+            spec.id,
+            models.BatchJobUpdateOptions(priority=1),
+            etag=before.etag,
+            match_condition=MatchConditions.IfNotModified,
+        )
     assert client.get_job(spec.id).priority == 50
 
 
@@ -283,8 +330,12 @@ def test_replace_cannot_drop_terminatejob(client, pool):
     assert caught.value.status_code == 400 and _code(caught) == "InvalidPropertyValue"
     job = client.get_job(spec.id)
     assert job.all_tasks_complete_mode == "terminatejob" and job.priority == 0
-    client.replace_job(spec.id, models.BatchJob(pool_info=models.BatchPoolInfo(pool_id=pool), priority=3,
-                                                all_tasks_complete_mode="terminatejob"))
+    client.replace_job(
+        spec.id,
+        models.BatchJob(
+            pool_info=models.BatchPoolInfo(pool_id=pool), priority=3, all_tasks_complete_mode="terminatejob"
+        ),
+    )
     assert client.get_job(spec.id).priority == 3
     terminate_job(client, spec.id)
 
@@ -294,16 +345,32 @@ def test_task_update_replaces_constraints_and_retries_follow_it(client, pool):
     spec = _job(pool, constraints=models.BatchJobConstraints(max_task_retry_count=1))
     client.create_job(spec)
     _disable(client, spec.id, "requeue")  # keep the task active while it is updated
-    client.create_task(spec.id, _task("t", shell("exit 3"), constraints=models.BatchTaskConstraints(
-        max_task_retry_count=5, retention_time=datetime.timedelta(hours=1))))
+    client.create_task(
+        spec.id,
+        _task(
+            "t",
+            shell("exit 3"),
+            constraints=models.BatchTaskConstraints(max_task_retry_count=5, retention_time=datetime.timedelta(hours=1)),
+        ),
+    )
     task = client.get_task(spec.id, "t")
     with pytest.raises(ResourceModifiedError):
-        client.replace_task(spec.id, "t", models.BatchTask(constraints=models.BatchTaskConstraints(
-            max_task_retry_count=0)), etag="0x8DBADBADBAD", match_condition=MatchConditions.IfNotModified)
+        client.replace_task(
+            spec.id,
+            "t",
+            models.BatchTask(constraints=models.BatchTaskConstraints(max_task_retry_count=0)),
+            etag="0x8DBADBADBAD",
+            match_condition=MatchConditions.IfNotModified,
+        )
     assert client.get_task(spec.id, "t").constraints.max_task_retry_count == 5
 
-    client.replace_task(spec.id, "t", models.BatchTask(constraints=models.BatchTaskConstraints(
-        max_task_retry_count=2)), etag=task.etag, match_condition=MatchConditions.IfNotModified)
+    client.replace_task(
+        spec.id,
+        "t",
+        models.BatchTask(constraints=models.BatchTaskConstraints(max_task_retry_count=2)),
+        etag=task.etag,
+        match_condition=MatchConditions.IfNotModified,
+    )
     updated = client.get_task(spec.id, "t")
     assert updated.constraints.max_task_retry_count == 2
     assert updated.constraints.retention_time == datetime.timedelta(days=7)  # not named: back to the default
@@ -312,11 +379,11 @@ def test_task_update_replaces_constraints_and_retries_follow_it(client, pool):
 
     client.replace_task(spec.id, "t", models.BatchTask())  # no constraints at all: defaults, the job's retries
     assert client.get_task(spec.id, "t").constraints.max_task_retry_count == 1
-    client.replace_task(spec.id, "t", models.BatchTask(constraints=models.BatchTaskConstraints(
-        max_task_retry_count=2)))
+    client.replace_task(spec.id, "t", models.BatchTask(constraints=models.BatchTaskConstraints(max_task_retry_count=2)))
     with pytest.raises(HttpResponseError) as caught:
-        client.replace_task(spec.id, "t", models.BatchTask(constraints=models.BatchTaskConstraints(
-            max_task_retry_count=-2)))
+        client.replace_task(
+            spec.id, "t", models.BatchTask(constraints=models.BatchTaskConstraints(max_task_retry_count=-2))
+        )
     assert caught.value.status_code == 400 and _code(caught) == "InvalidPropertyValue"
 
     client.begin_enable_job(spec.id, polling_interval=1).result()
@@ -328,9 +395,14 @@ def test_task_update_replaces_constraints_and_retries_follow_it(client, pool):
 def test_reactivate_runs_a_failed_task_again_with_fresh_retries(client, pool, marks_dir):
     spec = _job(pool)
     client.create_job(spec)
-    client.create_task(spec.id, _task("flaky", shell(f"{_count_run(marks_dir, 'flaky')}; "
-                                                     f"if [ -e {marks_dir}/fixed ]; then exit 0; fi; exit 3"),
-                                      constraints=models.BatchTaskConstraints(max_task_retry_count=1)))
+    client.create_task(
+        spec.id,
+        _task(
+            "flaky",
+            shell(f"{_count_run(marks_dir, 'flaky')}; if [ -e {marks_dir}/fixed ]; then exit 0; fi; exit 3"),
+            constraints=models.BatchTaskConstraints(max_task_retry_count=1),
+        ),
+    )
     failed = _wait_task(client, spec.id, "flaky", "completed")
     assert failed.execution_info.result == "failure" and failed.execution_info.retry_count == 1
     assert _runs(marks_dir, "flaky") == 2
@@ -373,8 +445,7 @@ def test_reactivate_refuses_unfinished_tasks_and_ended_jobs(client, pool, marks_
     client.terminate_task(spec.id, "sleeper")
     ended = client.get_task(spec.id, "sleeper")
     with pytest.raises(ResourceModifiedError):
-        client.reactivate_task(spec.id, "sleeper", etag="0x8DBADBADBAD",
-                               match_condition=MatchConditions.IfNotModified)
+        client.reactivate_task(spec.id, "sleeper", etag="0x8DBADBADBAD", match_condition=MatchConditions.IfNotModified)
     terminate_job(client, spec.id)
     with pytest.raises(ResourceExistsError) as caught:
         client.reactivate_task(spec.id, "sleeper")
@@ -401,12 +472,20 @@ def test_subtasks_of_an_ordinary_task_are_empty(client, pool):
 def test_job_retry_count_is_inherited_by_tasks_that_set_none(client, pool, marks_dir):
     spec = _job(pool, constraints=models.BatchJobConstraints(max_task_retry_count=2))
     client.create_job(spec)
-    client.create_tasks(spec.id, [
-        _task("inherits", shell(f"{_count_run(marks_dir, 'inherits')}; exit 3")),
-        _task("own", shell(f"{_count_run(marks_dir, 'own')}; exit 3"),
-              constraints=models.BatchTaskConstraints(max_task_retry_count=0))])
-    client.update_job(spec.id, models.BatchJobUpdateOptions(
-        constraints=models.BatchJobConstraints(max_task_retry_count=5)))  # tasks keep the value they got at add
+    client.create_tasks(
+        spec.id,
+        [
+            _task("inherits", shell(f"{_count_run(marks_dir, 'inherits')}; exit 3")),
+            _task(
+                "own",
+                shell(f"{_count_run(marks_dir, 'own')}; exit 3"),
+                constraints=models.BatchTaskConstraints(max_task_retry_count=0),
+            ),
+        ],
+    )
+    client.update_job(
+        spec.id, models.BatchJobUpdateOptions(constraints=models.BatchJobConstraints(max_task_retry_count=5))
+    )  # tasks keep the value they got at add
     tasks = {t.id: t for t in wait_tasks_completed(client, spec.id)}
     assert tasks["inherits"].constraints.max_task_retry_count == 2
     assert tasks["inherits"].execution_info.retry_count == 2
@@ -421,12 +500,22 @@ def test_retries_and_requeues_are_counted_apart(client, pool, marks_dir):
     """A non-zero exit is a retry; a disable with requeue is a requeue. Each has its own count and time."""
     spec = _job(pool)
     client.create_job(spec)
-    client.create_task(spec.id, _task("both", shell(
-        f"n=$(ls {marks_dir} | grep -c '^both[.]'); {_count_run(marks_dir, 'both')}; "
-        f"if [ $n = 0 ]; then exit 4; fi; if [ $n = 1 ]; then exec sleep 60; fi; exit 0"),
-        constraints=models.BatchTaskConstraints(max_task_retry_count=3)))
-    wait_for(lambda: _runs(marks_dir, "both") == 2 and client.get_task(spec.id, "both").state == "running",
-             60, "second run sleeping")
+    client.create_task(
+        spec.id,
+        _task(
+            "both",
+            shell(
+                f"n=$(ls {marks_dir} | grep -c '^both[.]'); {_count_run(marks_dir, 'both')}; "
+                f"if [ $n = 0 ]; then exit 4; fi; if [ $n = 1 ]; then exec sleep 60; fi; exit 0"
+            ),
+            constraints=models.BatchTaskConstraints(max_task_retry_count=3),
+        ),
+    )
+    wait_for(
+        lambda: _runs(marks_dir, "both") == 2 and client.get_task(spec.id, "both").state == "running",
+        60,
+        "second run sleeping",
+    )
     _disable(client, spec.id, "requeue")
     client.begin_enable_job(spec.id, polling_interval=1).result()
     done = wait_tasks_completed(client, spec.id)[0]
@@ -439,11 +528,16 @@ def test_retries_and_requeues_are_counted_apart(client, pool, marks_dir):
 def test_a_node_reboot_with_requeue_is_a_requeue_not_a_retry(client, own_pool, marks_dir):
     spec = _job(own_pool)
     client.create_job(spec)
-    client.create_task(spec.id, _task("sleeper", _sleeper(marks_dir, "reboot"),
-                                      constraints=models.BatchTaskConstraints(max_task_retry_count=2)))
+    client.create_task(
+        spec.id,
+        _task(
+            "sleeper", _sleeper(marks_dir, "reboot"), constraints=models.BatchTaskConstraints(max_task_retry_count=2)
+        ),
+    )
     node_id = _wait_task(client, spec.id, "sleeper", "running").node_info.node_id
-    client.begin_reboot_node(own_pool, node_id, BatchNodeRebootOptions(node_reboot_kind="requeue"),
-                             polling_interval=1).result()
+    client.begin_reboot_node(
+        own_pool, node_id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=1
+    ).result()
     done = _wait_task(client, spec.id, "sleeper", "completed", 120)
     info = done.execution_info
     assert (info.requeue_count, info.retry_count, info.result) == (1, 0, "success")
@@ -454,10 +548,14 @@ def test_a_node_reboot_with_requeue_is_a_requeue_not_a_retry(client, own_pool, m
 def test_task_retention_time_removes_the_directory_after_completion(client, pool, marks_dir):
     spec = _job(pool)
     client.create_job(spec)
-    client.create_task(spec.id, _task("kept", shell(f"echo hello; while [ ! -e {marks_dir}/go ]; do sleep 0.1; "
-                                                    "done; echo bye"),
-                                      constraints=models.BatchTaskConstraints(
-                                          retention_time=datetime.timedelta(seconds=2))))
+    client.create_task(
+        spec.id,
+        _task(
+            "kept",
+            shell(f"echo hello; while [ ! -e {marks_dir}/go ]; do sleep 0.1; done; echo bye"),
+            constraints=models.BatchTaskConstraints(retention_time=datetime.timedelta(seconds=2)),
+        ),
+    )
     running = _wait_task(client, spec.id, "kept", "running")
     wait_for(lambda: read_task_file(client, spec.id, "kept", "stdout.txt") == "hello\n", 30, "output readable")
     (marks_dir / "go").touch()
@@ -471,6 +569,7 @@ def test_task_retention_time_removes_the_directory_after_completion(client, pool
         except ResourceNotFoundError:
             return True
         return False
+
     wait_for(gone, 30, "task directory removed")
     with pytest.raises(ResourceExistsError) as caught:  # a streamed download: the SDK leaves the body unread
         read_task_file(client, spec.id, "kept", "stdout.txt")
@@ -491,8 +590,11 @@ def test_constraints_updated_while_the_task_runs_decide_how_it_ends(client, pool
     client.create_task(spec.id, _task("k", shell(f"{wait}; echo done")))
     running = {t: _wait_task(client, spec.id, t, "running") for t in ("r", "k")}
     client.replace_task(spec.id, "r", models.BatchTask(constraints=models.BatchTaskConstraints(max_task_retry_count=1)))
-    client.replace_task(spec.id, "k", models.BatchTask(constraints=models.BatchTaskConstraints(
-        retention_time=datetime.timedelta(seconds=1))))
+    client.replace_task(
+        spec.id,
+        "k",
+        models.BatchTask(constraints=models.BatchTaskConstraints(retention_time=datetime.timedelta(seconds=1))),
+    )
     (marks_dir / "go").touch()
     retried = _wait_task(client, spec.id, "r", "completed")
     assert (retried.execution_info.exit_code, retried.execution_info.retry_count) == (3, 1)
@@ -505,6 +607,7 @@ def test_constraints_updated_while_the_task_runs_decide_how_it_ends(client, pool
         except ResourceNotFoundError:
             return True
         return False
+
     wait_for(cleaned, 30, "task directory removed after the updated retentionTime")
 
 
@@ -514,8 +617,11 @@ def test_a_shorter_retention_set_after_completion_applies_from_the_end_time(clie
     client.create_task(spec.id, _task("t", "/bin/echo kept"))
     done = wait_tasks_completed(client, spec.id)[0]
     assert read_task_file(client, spec.id, "t", "stdout.txt") == "kept\n"  # default P7D: still there
-    client.replace_task(spec.id, "t", models.BatchTask(constraints=models.BatchTaskConstraints(
-        retention_time=datetime.timedelta(seconds=1))))
+    client.replace_task(
+        spec.id,
+        "t",
+        models.BatchTask(constraints=models.BatchTaskConstraints(retention_time=datetime.timedelta(seconds=1))),
+    )
 
     def cleaned() -> bool:
         try:
@@ -523,11 +629,11 @@ def test_a_shorter_retention_set_after_completion_applies_from_the_end_time(clie
         except ResourceNotFoundError:
             return True
         return False
+
     wait_for(cleaned, 30, "task directory removed")
     with pytest.raises(ResourceExistsError) as caught:
         list(client.list_task_files(spec.id, "t"))
     assert _code(caught) == "TaskFilesCleanedup"
-
 
 
 def test_a_restart_settles_a_disabling_job_as_disabled(open_tmp, marks_dir):

@@ -1,6 +1,7 @@
 """The job manager task (batch-semantics §6.5): the job's first task, listed as an ordinary task, started
 before the job's other tasks, alone on its node unless runExclusive is false, ending the job (JMComplete)
 unless killJobOnCompletion is false, and given a job-scoped AZ_BATCH_AUTHENTICATION_TOKEN."""
+
 from __future__ import annotations
 
 import json
@@ -28,6 +29,7 @@ def own_pool(client, cleanup) -> Callable[..., str]:
         pool_id = create_pool_and_wait(client, nodes=nodes, slots=slots)
         cleanup(pool=pool_id)
         return pool_id
+
     return make
 
 
@@ -47,8 +49,11 @@ def manager(command: str, **fields) -> models.BatchJobManagerTask:
 
 def add_job(client, pool_id: str, cleanup, jm: models.BatchJobManagerTask | None = None, **fields) -> str:
     job_id = fields.pop("id", None) or unique("jm")
-    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id),
-                                                   job_manager_task=jm, **fields))
+    client.create_job(
+        models.BatchJobCreateOptions(
+            id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id), job_manager_task=jm, **fields
+        )
+    )
     cleanup(job=job_id)
     return job_id
 
@@ -69,13 +74,15 @@ def running(client, job_id: str, n: int) -> list:
     def enough():
         tasks = [t for t in client.list_tasks(job_id) if t.state == "running"]
         return tasks if len(tasks) >= n else None
+
     return wait_for(enough, 60, f"{n} running tasks in {job_id}")
 
 
 # ---------------------------------------------------------------------------------------------- the task
 def test_job_manager_is_materialized_and_listed_as_the_jobs_first_task(client, pool, cleanup):
-    job_id = add_job(client, pool, cleanup, manager("/bin/true", kill_job_on_completion=False,
-                                                    display_name="the manager"))
+    job_id = add_job(
+        client, pool, cleanup, manager("/bin/true", kill_job_on_completion=False, display_name="the manager")
+    )
     job = client.get_job(job_id)
     jm = job.job_manager_task
     assert jm.id == "manager" and jm.display_name == "the manager" and jm.command_line == "/bin/true"
@@ -101,10 +108,15 @@ def test_job_manager_is_materialized_and_listed_as_the_jobs_first_task(client, p
 def test_job_manager_completion_terminates_the_job_with_jm_complete(client, pool, cleanup, marks_dir):
     """killJobOnCompletion (default true): when the manager ends, the job is terminated (JMComplete) and its
     still-running tasks are ended."""
-    job_id = add_job(client, pool, cleanup, manager(
-        mark(marks_dir, "manager", wait_file(marks_dir / "worker")), run_exclusive=False))
-    client.create_task(job_id, models.BatchTaskCreateOptions(
-        id="worker", command_line=mark(marks_dir, "worker", wait_file(marks_dir / "never"))))
+    job_id = add_job(
+        client, pool, cleanup, manager(mark(marks_dir, "manager", wait_file(marks_dir / "worker")), run_exclusive=False)
+    )
+    client.create_task(
+        job_id,
+        models.BatchTaskCreateOptions(
+            id="worker", command_line=mark(marks_dir, "worker", wait_file(marks_dir / "never"))
+        ),
+    )
     wait_job_state(client, job_id, "completed")
     job = client.get_job(job_id)
     assert job.execution_info.termination_reason == "JMComplete"
@@ -127,13 +139,25 @@ def test_job_manager_starts_before_the_jobs_other_tasks(client, own_pool, pool, 
     fit the free slot but wait for their manager. Once the slot frees, the manager runs first."""
     pool_id = own_pool(nodes=1, slots=2)
     blocker = add_job(client, pool_id, cleanup)
-    client.create_task(blocker, models.BatchTaskCreateOptions(
-        id="blocker", command_line=mark(marks_dir, "order", wait_file(marks_dir / "go"))))
+    client.create_task(
+        blocker,
+        models.BatchTaskCreateOptions(id="blocker", command_line=mark(marks_dir, "order", wait_file(marks_dir / "go"))),
+    )
     running(client, blocker, 1)
-    job_id = add_job(client, pool_id, cleanup, manager(mark(marks_dir, "order"), required_slots=2,
-                                                       run_exclusive=False, kill_job_on_completion=False))
-    client.create_task_collection(job_id, models.BatchTaskGroup(task_values=[
-        models.BatchTaskCreateOptions(id=f"t{i}", command_line=mark(marks_dir, "order")) for i in range(2)]))
+    job_id = add_job(
+        client,
+        pool_id,
+        cleanup,
+        manager(mark(marks_dir, "order"), required_slots=2, run_exclusive=False, kill_job_on_completion=False),
+    )
+    client.create_task_collection(
+        job_id,
+        models.BatchTaskGroup(
+            task_values=[
+                models.BatchTaskCreateOptions(id=f"t{i}", command_line=mark(marks_dir, "order")) for i in range(2)
+            ]
+        ),
+    )
     probe(client, pool, cleanup)
     assert Counter(t.state for t in client.list_tasks(job_id)) == {"active": 3}
     (marks_dir / "go").touch()
@@ -141,13 +165,17 @@ def test_job_manager_starts_before_the_jobs_other_tasks(client, own_pool, pool, 
     order = lines(marks_dir / "order")
     assert order[:2] == ["blocker", "manager"] and sorted(order[2:]) == ["t0", "t1"]
     jm = client.get_task(job_id, "manager")
-    assert all(jm.execution_info.end_time <= client.get_task(job_id, t).execution_info.start_time
-               for t in ("t0", "t1"))
+    assert all(jm.execution_info.end_time <= client.get_task(job_id, t).execution_info.start_time for t in ("t0", "t1"))
 
 
 def test_job_preparation_runs_before_the_job_manager_on_its_node(client, pool, cleanup, marks_dir):
-    job_id = add_job(client, pool, cleanup, manager(mark(marks_dir, "order"), run_exclusive=False),
-                     job_preparation_task=models.BatchJobPreparationTask(command_line=mark(marks_dir, "order")))
+    job_id = add_job(
+        client,
+        pool,
+        cleanup,
+        manager(mark(marks_dir, "order"), run_exclusive=False),
+        job_preparation_task=models.BatchJobPreparationTask(command_line=mark(marks_dir, "order")),
+    )
     wait_job_state(client, job_id, "completed")
     assert lines(marks_dir / "order") == ["jobpreparation", "manager"]
     status = list(client.list_job_preparation_and_release_task_status(job_id))
@@ -162,8 +190,14 @@ def test_run_exclusive_job_manager_has_its_node_to_itself(client, own_pool, pool
     job_id = add_job(client, pool_id, cleanup, manager(mark(marks_dir, "manager", gate), kill_job_on_completion=False))
     manager_node = running(client, job_id, 1)[0].node_info.node_id
     other = add_job(client, pool_id, cleanup)
-    client.create_task_collection(other, models.BatchTaskGroup(task_values=[
-        models.BatchTaskCreateOptions(id=f"o{i}", command_line=mark(marks_dir, "other", gate)) for i in range(3)]))
+    client.create_task_collection(
+        other,
+        models.BatchTaskGroup(
+            task_values=[
+                models.BatchTaskCreateOptions(id=f"o{i}", command_line=mark(marks_dir, "other", gate)) for i in range(3)
+            ]
+        ),
+    )
     others = running(client, other, 2)
     probe(client, pool, cleanup)
     assert all(t.node_info.node_id != manager_node for t in others)
@@ -178,8 +212,9 @@ def test_run_exclusive_job_manager_has_its_node_to_itself(client, own_pool, pool
 def test_job_manager_without_run_exclusive_shares_its_node(client, own_pool, cleanup, marks_dir):
     pool_id = own_pool(nodes=1, slots=2)
     gate = wait_file(marks_dir / "go")
-    job_id = add_job(client, pool_id, cleanup, manager(mark(marks_dir, "m", gate), run_exclusive=False,
-                                                       kill_job_on_completion=False))
+    job_id = add_job(
+        client, pool_id, cleanup, manager(mark(marks_dir, "m", gate), run_exclusive=False, kill_job_on_completion=False)
+    )
     client.create_task(job_id, models.BatchTaskCreateOptions(id="beside", command_line=mark(marks_dir, "m", gate)))
     both = running(client, job_id, 2)
     assert len({t.node_info.node_id for t in both}) == 1
@@ -228,16 +263,28 @@ with open(os.path.join(marks, "token"), "w") as out:
 '''
 
 
-def test_job_manager_uses_its_token_through_the_sdk_on_its_own_job_only(client, server, pool, cleanup, marks_dir,
-                                                                        open_tmp):
+def test_job_manager_uses_its_token_through_the_sdk_on_its_own_job_only(
+    client, server, pool, cleanup, marks_dir, open_tmp
+):
     """authenticationTokenSettings access [job]: the manager adds and reads tasks of its job with the SDK and
     its bearer token; the pool list and another job answer 403. The job ends (JMComplete) when it is done."""
     script = open_tmp / "manager.py"
     script.write_text(MANAGER_SCRIPT)
     other = add_job(client, pool, cleanup)
-    job_id = add_job(client, pool, cleanup, models.BatchJobManagerTask({
-        "id": "manager", "commandLine": f"{sys.executable} {script} {other} {marks_dir}",
-        "userIdentity": ADMIN.as_dict(), "runExclusive": False, **JOB_ACCESS}))
+    job_id = add_job(
+        client,
+        pool,
+        cleanup,
+        models.BatchJobManagerTask(
+            {
+                "id": "manager",
+                "commandLine": f"{sys.executable} {script} {other} {marks_dir}",
+                "userIdentity": ADMIN.as_dict(),
+                "runExclusive": False,
+                **JOB_ACCESS,
+            }
+        ),
+    )
     assert client.get_job(job_id).job_manager_task["authenticationTokenSettings"] == {"access": ["job"]}
     wait_job_state(client, job_id, "completed")
     jm = client.get_task(job_id, "manager")
@@ -267,10 +314,15 @@ def test_token_only_for_tasks_that_ask_for_job_access(client, pool, cleanup, mar
     """Any task may ask for the token (authenticationTokenSettings is a task field too); others get none."""
     job_id = add_job(client, pool, cleanup)
     printenv = "umask 0; printenv AZ_BATCH_AUTHENTICATION_TOKEN > {marks}/$AZ_BATCH_TASK_ID; true"
-    client.create_task(job_id, models.BatchTaskCreateOptions(
-        {"id": "with", "commandLine": shell(printenv.format(marks=marks_dir)), **JOB_ACCESS}))
-    client.create_task(job_id, models.BatchTaskCreateOptions(
-        id="without", command_line=shell(printenv.format(marks=marks_dir))))
+    client.create_task(
+        job_id,
+        models.BatchTaskCreateOptions(
+            {"id": "with", "commandLine": shell(printenv.format(marks=marks_dir)), **JOB_ACCESS}
+        ),
+    )
+    client.create_task(
+        job_id, models.BatchTaskCreateOptions(id="without", command_line=shell(printenv.format(marks=marks_dir)))
+    )
     wait_tasks_completed(client, job_id)
     assert (marks_dir / "with").read_text().startswith("kjt1.")
     assert (marks_dir / "without").read_text() == ""
@@ -278,19 +330,32 @@ def test_token_only_for_tasks_that_ask_for_job_access(client, pool, cleanup, mar
 
 
 # ---------------------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("jm, code, prop", [
-    ({"id": "m"}, "MissingRequiredProperty", "jobManagerTask.commandLine"),
-    ({"id": "bad id!", "commandLine": "/bin/true"}, "InvalidPropertyValue", "jobManagerTask.id"),
-    ({"id": "jobpreparation", "commandLine": "/bin/true"}, "InvalidPropertyValue", "jobManagerTask.id"),
-    ({"id": "m", "commandLine": "/bin/true", "requiredSlots": 0}, "InvalidPropertyValue",
-     "jobManagerTask.requiredSlots"),
-    ({"id": "m", "commandLine": "/bin/true", "authenticationTokenSettings": {"access": ["pool"]}},
-     "InvalidPropertyValue", "authenticationTokenSettings.access"),
-])
+@pytest.mark.parametrize(
+    "jm, code, prop",
+    [
+        ({"id": "m"}, "MissingRequiredProperty", "jobManagerTask.commandLine"),
+        ({"id": "bad id!", "commandLine": "/bin/true"}, "InvalidPropertyValue", "jobManagerTask.id"),
+        ({"id": "jobpreparation", "commandLine": "/bin/true"}, "InvalidPropertyValue", "jobManagerTask.id"),
+        (
+            {"id": "m", "commandLine": "/bin/true", "requiredSlots": 0},
+            "InvalidPropertyValue",
+            "jobManagerTask.requiredSlots",
+        ),
+        (
+            {"id": "m", "commandLine": "/bin/true", "authenticationTokenSettings": {"access": ["pool"]}},
+            "InvalidPropertyValue",
+            "authenticationTokenSettings.access",
+        ),
+    ],
+)
 def test_invalid_job_manager_is_400_and_no_job_is_created(client, server, pool, jm, code, prop):
     job_id = unique("badjm")
-    body = {"id": job_id, "poolInfo": {"poolId": pool}, "jobManagerTask": jm,
-            "jobPreparationTask": {"commandLine": "/bin/true"}}
+    body = {
+        "id": job_id,
+        "poolInfo": {"poolId": pool},
+        "jobManagerTask": jm,
+        "jobPreparationTask": {"commandLine": "/bin/true"},
+    }
     answer = _raw_post(server, "/jobs", body)
     assert answer.status_code == 400, answer.text
     error = answer.json()
@@ -307,9 +372,10 @@ def test_bearer_token_that_is_not_ours_is_403(server):
 
 def _raw_post(server, path: str, body: dict) -> httpx.Response:
     from kiln.api.auth import SharedKeyAuth
+
     with httpx.Client(auth=SharedKeyAuth(server.account_name, server.account_key)) as http:
-        return http.post(f"{server.endpoint}{path}?api-version=2025-06-01", json=body,
-                         headers={"Content-Type": "application/json; odata=minimalmetadata"})
-
-
-
+        return http.post(
+            f"{server.endpoint}{path}?api-version=2025-06-01",
+            json=body,
+            headers={"Content-Type": "application/json; odata=minimalmetadata"},
+        )

@@ -1,4 +1,5 @@
 """Jobs and tasks through the SDK: create, read, list, update, terminate, delete, counts, errors."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,15 +11,20 @@ from kiln.testing import shell, terminate_job, unique, wait_for, wait_job_state,
 
 
 def _job(pool: str, **fields) -> models.BatchJobCreateOptions:
-    return models.BatchJobCreateOptions(id=fields.pop("id", unique("job")),
-                                        pool_info=models.BatchPoolInfo(pool_id=pool), **fields)
+    return models.BatchJobCreateOptions(
+        id=fields.pop("id", unique("job")), pool_info=models.BatchPoolInfo(pool_id=pool), **fields
+    )
 
 
 def test_job_create_materializes_fields_and_defaults(client, pool):
-    spec = _job(pool, priority=100, metadata=[models.BatchMetadataItem(name="team", value="kiln")],
-                constraints=models.BatchJobConstraints(max_task_retry_count=2),
-                common_environment_settings=[models.EnvironmentSetting(name="A", value="1")],
-                all_tasks_complete_mode="noaction")
+    spec = _job(
+        pool,
+        priority=100,
+        metadata=[models.BatchMetadataItem(name="team", value="kiln")],
+        constraints=models.BatchJobConstraints(max_task_retry_count=2),
+        common_environment_settings=[models.EnvironmentSetting(name="A", value="1")],
+        all_tasks_complete_mode="noaction",
+    )
     client.create_job(spec)
     job = client.get_job(spec.id)
     assert job.state == "active"
@@ -46,10 +52,15 @@ def test_job_update_and_patch(client, pool):
     job = client.get_job(spec.id)
     assert job.priority == 7 and not job.metadata  # PUT resets what it did not name
     with pytest.raises(ResourceModifiedError):
-        client.update_job(spec.id, models.BatchJobUpdateOptions(priority=3), etag="0x8DBADBADBAD",
-                          match_condition=MatchConditions.IfNotModified)
-    client.update_job(spec.id, models.BatchJobUpdateOptions(priority=3), etag=job.etag,
-                      match_condition=MatchConditions.IfNotModified)
+        client.update_job(
+            spec.id,
+            models.BatchJobUpdateOptions(priority=3),
+            etag="0x8DBADBADBAD",
+            match_condition=MatchConditions.IfNotModified,
+        )
+    client.update_job(
+        spec.id, models.BatchJobUpdateOptions(priority=3), etag=job.etag, match_condition=MatchConditions.IfNotModified
+    )
     assert client.get_job(spec.id).priority == 3
 
 
@@ -68,9 +79,11 @@ def test_tasks_create_get_list_counts_delete(client, pool):
     spec = _job(pool)
     client.create_job(spec)
     client.create_task(spec.id, models.BatchTaskCreateOptions(id="single", command_line="/bin/true"))
-    result = client.create_tasks(spec.id, [models.BatchTaskCreateOptions(id=f"many{i}", command_line="/bin/true")
-                                           for i in range(5)]
-                                 + [models.BatchTaskCreateOptions(id="fails", command_line=shell("exit 3"))])
+    result = client.create_tasks(
+        spec.id,
+        [models.BatchTaskCreateOptions(id=f"many{i}", command_line="/bin/true") for i in range(5)]
+        + [models.BatchTaskCreateOptions(id="fails", command_line=shell("exit 3"))],
+    )
     assert all(r.status == "success" for r in result.result_values)
     tasks = wait_tasks_completed(client, spec.id)
     assert len(tasks) == 7
@@ -98,10 +111,16 @@ def test_task_collection_reports_per_task_status(client, pool):
     spec = _job(pool)
     client.create_job(spec)
     client.create_task(spec.id, models.BatchTaskCreateOptions(id="taken", command_line="/bin/true"))
-    raw = client.create_task_collection(spec.id, models.BatchTaskGroup(task_values=[
-        models.BatchTaskCreateOptions(id="taken", command_line="/bin/true"),
-        models.BatchTaskCreateOptions(id="fresh", command_line="/bin/true"),
-        models.BatchTaskCreateOptions(id="bad id", command_line="/bin/true")]))
+    raw = client.create_task_collection(
+        spec.id,
+        models.BatchTaskGroup(
+            task_values=[
+                models.BatchTaskCreateOptions(id="taken", command_line="/bin/true"),
+                models.BatchTaskCreateOptions(id="fresh", command_line="/bin/true"),
+                models.BatchTaskCreateOptions(id="bad id", command_line="/bin/true"),
+            ]
+        ),
+    )
     by_id = {r.task_id: r for r in raw.result_values}
     assert by_id["fresh"].status == "success" and by_id["fresh"].etag
     assert by_id["taken"].status == "clienterror" and by_id["taken"].error.code == "TaskExists"
@@ -112,8 +131,12 @@ def test_task_collection_over_100_is_400(client, pool):
     spec = _job(pool)
     client.create_job(spec)
     with pytest.raises(HttpResponseError) as caught:
-        client.create_task_collection(spec.id, models.BatchTaskGroup(task_values=[
-            models.BatchTaskCreateOptions(id=f"t{i}", command_line="/bin/true") for i in range(101)]))
+        client.create_task_collection(
+            spec.id,
+            models.BatchTaskGroup(
+                task_values=[models.BatchTaskCreateOptions(id=f"t{i}", command_line="/bin/true") for i in range(101)]
+            ),
+        )
     assert caught.value.status_code == 400
     assert client.get_job_task_counts(spec.id).task_counts.active == 0  # nothing half-added
 
@@ -121,8 +144,9 @@ def test_task_collection_over_100_is_400(client, pool):
 def test_sdk_create_tasks_chunks_large_lists(client, pool):
     spec = _job(pool)
     client.create_job(spec)
-    result = client.create_tasks(spec.id, [models.BatchTaskCreateOptions(id=f"t{i:03d}", command_line="/bin/true")
-                                           for i in range(250)])
+    result = client.create_tasks(
+        spec.id, [models.BatchTaskCreateOptions(id=f"t{i:03d}", command_line="/bin/true") for i in range(250)]
+    )
     assert len(result.result_values) == 250 and all(r.status == "success" for r in result.result_values)
     assert len(wait_tasks_completed(client, spec.id)) == 250
 
@@ -131,18 +155,22 @@ def test_listing_tasks_pages_through_them_all_with_and_without_a_filter(client, 
     """A page without $filter reads only its own rows from the store; pages must still add up, in order."""
     spec = _job(pool)
     client.create_job(spec)
-    client.begin_disable_job(spec.id, models.BatchJobDisableOptions(disable_tasks="requeue"),
-                             polling_interval=1).result()  # keep the tasks active: a stable filter
+    client.begin_disable_job(
+        spec.id, models.BatchJobDisableOptions(disable_tasks="requeue"), polling_interval=1
+    ).result()  # keep the tasks active: a stable filter
     ids = [f"t{i:03d}" for i in range(25)]
-    client.create_task_collection(spec.id, models.BatchTaskGroup(task_values=[
-        models.BatchTaskCreateOptions(id=i, command_line="/bin/true") for i in ids]))
+    client.create_task_collection(
+        spec.id,
+        models.BatchTaskGroup(task_values=[models.BatchTaskCreateOptions(id=i, command_line="/bin/true") for i in ids]),
+    )
     assert [t.id for t in client.list_tasks(spec.id, max_results=10)] == ids
     assert [t.id for t in client.list_tasks(spec.id, max_results=25)] == ids
     assert [t.id for t in client.list_tasks(spec.id, max_results=7, select=["id"])] == ids
     client.delete_task(spec.id, "t003")
     assert [t.id for t in client.list_tasks(spec.id, max_results=4)] == [i for i in ids if i != "t003"]
-    assert [t.id for t in client.list_tasks(spec.id, max_results=6, filter="state eq 'active'")] \
-        == [i for i in ids if i != "t003"]
+    assert [t.id for t in client.list_tasks(spec.id, max_results=6, filter="state eq 'active'")] == [
+        i for i in ids if i != "t003"
+    ]
     assert list(client.list_tasks(spec.id, max_results=6, filter="state eq 'completed'")) == []
 
 
@@ -191,8 +219,9 @@ def test_on_all_tasks_complete_terminates_job(client, pool):
     """The usual pattern: add the tasks, then switch the job to terminatejob."""
     spec = _job(pool)
     client.create_job(spec)
-    client.create_tasks(spec.id, [models.BatchTaskCreateOptions(id=f"t{i}", command_line="sleep 0.2")
-                                  for i in range(3)])
+    client.create_tasks(
+        spec.id, [models.BatchTaskCreateOptions(id=f"t{i}", command_line="sleep 0.2") for i in range(3)]
+    )
     client.update_job(spec.id, models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
     wait_job_state(client, spec.id, "completed")
     assert client.get_job(spec.id).execution_info.termination_reason == "AllTasksComplete"

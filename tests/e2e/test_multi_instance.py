@@ -1,6 +1,7 @@
 """Multi-instance tasks (batch-semantics §6.2, §6.5; Azure's batch-mpi article): all instances on distinct
 nodes at once, common resource files and the coordination command on every instance, then the application
 command on the primary; the primary's exit ends the task; subtasks are listed by `list_subtasks`."""
+
 from __future__ import annotations
 
 import os
@@ -25,15 +26,24 @@ from kiln.testing import (
     wait_tasks_completed,
 )
 
-ENV_NAMES = ("AZ_BATCH_NODE_ID", "AZ_BATCH_HOST_LIST", "AZ_BATCH_NODE_LIST", "AZ_BATCH_MASTER_NODE",
-             "AZ_BATCH_IS_CURRENT_NODE_MASTER", "AZ_BATCH_TASK_SHARED_DIR", "AZ_BATCH_TASK_DIR", "CCP_NODES")
+ENV_NAMES = (
+    "AZ_BATCH_NODE_ID",
+    "AZ_BATCH_HOST_LIST",
+    "AZ_BATCH_NODE_LIST",
+    "AZ_BATCH_MASTER_NODE",
+    "AZ_BATCH_IS_CURRENT_NODE_MASTER",
+    "AZ_BATCH_TASK_SHARED_DIR",
+    "AZ_BATCH_TASK_DIR",
+    "CCP_NODES",
+)
 
 
 @pytest.fixture(scope="module")
 def mi_pool(client) -> Iterator[str]:
     """Three nodes of one slot with inter-node communication, as Azure requires for multi-instance tasks."""
-    pool_id = create_pool_and_wait(client, nodes=3, slots=1, pool_id=unique("mi-pool"),
-                                   enable_inter_node_communication=True)
+    pool_id = create_pool_and_wait(
+        client, nodes=3, slots=1, pool_id=unique("mi-pool"), enable_inter_node_communication=True
+    )
     yield pool_id
     client.begin_delete_pool(pool_id, polling_interval=0.5).result()
 
@@ -93,18 +103,27 @@ def test_instances_coordinate_on_distinct_nodes_then_the_primary_runs(client, mi
     kept running for the application and ended with the task."""
     job_id = _job(client, mi_pool)
     coordination = shell(
-        f'm={marks_dir}/coord-$AZ_BATCH_NODE_ID; {_env_dump("$m.env")}; '
+        f"m={marks_dir}/coord-$AZ_BATCH_NODE_ID; {_env_dump('$m.env')}; "
         'cp "$AZ_BATCH_TASK_SHARED_DIR/common.txt" "$m.common"; '
-        'sleep 300 & echo $! > "$m.service"; touch "$m.done"')
+        'sleep 300 & echo $! > "$m.service"; touch "$m.done"'
+    )
     application = shell(
         f'ls {marks_dir} | grep -c "\\.done$" > {marks_dir}/app.coordinated; '
-        f'for f in {marks_dir}/*.service; do [ -d /proc/$(cat $f) ] && echo alive; done > {marks_dir}/app.services; '
-        f'{_env_dump(f"{marks_dir}/app.env")}')
-    client.create_task(job_id, models.BatchTaskCreateOptions(
-        id="mpi", command_line=application,
-        multi_instance_settings=models.MultiInstanceSettings(
-            number_of_instances=3, coordination_command_line=coordination,
-            common_resource_files=[models.ResourceFile(http_url=file_url, file_path="common.txt")])))
+        f"for f in {marks_dir}/*.service; do [ -d /proc/$(cat $f) ] && echo alive; done > {marks_dir}/app.services; "
+        f"{_env_dump(f'{marks_dir}/app.env')}"
+    )
+    client.create_task(
+        job_id,
+        models.BatchTaskCreateOptions(
+            id="mpi",
+            command_line=application,
+            multi_instance_settings=models.MultiInstanceSettings(
+                number_of_instances=3,
+                coordination_command_line=coordination,
+                common_resource_files=[models.ResourceFile(http_url=file_url, file_path="common.txt")],
+            ),
+        ),
+    )
     wait_tasks_completed(client, job_id)
 
     task = client.get_task(job_id, "mpi")
@@ -114,7 +133,7 @@ def test_instances_coordinate_on_distinct_nodes_then_the_primary_runs(client, mi
     nodes = {n.id for n in client.list_nodes(mi_pool)}
     addresses = {n.id: n.ip_address for n in client.list_nodes(mi_pool)}
 
-    coords = {p.name[len("coord-"):-len(".env")]: _read_env(p) for p in marks_dir.glob("coord-*.env")}
+    coords = {p.name[len("coord-") : -len(".env")]: _read_env(p) for p in marks_dir.glob("coord-*.env")}
     assert set(coords) == nodes  # one instance on each node
     hosts = coords[primary]["AZ_BATCH_HOST_LIST"].split(",")
     assert len(hosts) == 3 and set(hosts) == set(addresses.values())  # the nodes' ipAddress, one per node
@@ -159,10 +178,16 @@ def test_instances_coordinate_on_distinct_nodes_then_the_primary_runs(client, mi
 
 def test_task_exit_code_is_the_primarys(client, mi_pool):
     job_id = _job(client, mi_pool)
-    client.create_task(job_id, models.BatchTaskCreateOptions(
-        id="exit7", command_line=shell("exit 7"),
-        multi_instance_settings=models.MultiInstanceSettings(number_of_instances=2,
-                                                             coordination_command_line="/bin/true")))
+    client.create_task(
+        job_id,
+        models.BatchTaskCreateOptions(
+            id="exit7",
+            command_line=shell("exit 7"),
+            multi_instance_settings=models.MultiInstanceSettings(
+                number_of_instances=2, coordination_command_line="/bin/true"
+            ),
+        ),
+    )
     wait_tasks_completed(client, job_id)
     task = client.get_task(job_id, "exit7")
     assert task.execution_info.exit_code == 7 and task.execution_info.result == "failure"
@@ -174,11 +199,17 @@ def test_task_exit_code_is_the_primarys(client, mi_pool):
 def test_a_failed_coordination_command_fails_the_task(client, mi_pool, marks_dir):
     """Any instance failing fails the whole task; the application command never runs."""
     job_id = _job(client, mi_pool)
-    client.create_task(job_id, models.BatchTaskCreateOptions(
-        id="bad", command_line=shell(f"touch {marks_dir}/app-ran"),
-        multi_instance_settings=models.MultiInstanceSettings(
-            number_of_instances=3,
-            coordination_command_line=shell('[ "$AZ_BATCH_IS_CURRENT_NODE_MASTER" = true ] || exit 5'))))
+    client.create_task(
+        job_id,
+        models.BatchTaskCreateOptions(
+            id="bad",
+            command_line=shell(f"touch {marks_dir}/app-ran"),
+            multi_instance_settings=models.MultiInstanceSettings(
+                number_of_instances=3,
+                coordination_command_line=shell('[ "$AZ_BATCH_IS_CURRENT_NODE_MASTER" = true ] || exit 5'),
+            ),
+        ),
+    )
     wait_tasks_completed(client, job_id)
     task = client.get_task(job_id, "bad")
     assert task.execution_info.exit_code == 5 and task.execution_info.result == "failure"
@@ -196,10 +227,16 @@ def test_task_waits_active_on_pools_that_cannot_run_it(client, mi_pool, pool):
     assert client.get_pool(pool).enable_inter_node_communication is False
     for pool_id, instances in ((pool, 2), (mi_pool, 4)):
         job_id = _job(client, pool_id)
-        client.create_task(job_id, models.BatchTaskCreateOptions(
-            id="mi", command_line="/bin/true",
-            multi_instance_settings=models.MultiInstanceSettings(number_of_instances=instances,
-                                                                 coordination_command_line="/bin/true")))
+        client.create_task(
+            job_id,
+            models.BatchTaskCreateOptions(
+                id="mi",
+                command_line="/bin/true",
+                multi_instance_settings=models.MultiInstanceSettings(
+                    number_of_instances=instances, coordination_command_line="/bin/true"
+                ),
+            ),
+        )
         client.create_task(job_id, models.BatchTaskCreateOptions(id="plain", command_line="/bin/true"))
         wait_for(lambda j=job_id: client.get_task(j, "plain").state == "completed", 60, "the ordinary task")
         assert client.get_task(job_id, "mi").state == "active"
@@ -209,20 +246,35 @@ def test_task_waits_active_on_pools_that_cannot_run_it(client, mi_pool, pool):
 
 def test_a_multi_instance_task_can_be_terminated_and_frees_its_nodes(client, mi_pool):
     job_id = _job(client, mi_pool)
-    client.create_task(job_id, models.BatchTaskCreateOptions(
-        id="long", command_line="sleep 300",
-        multi_instance_settings=models.MultiInstanceSettings(number_of_instances=3,
-                                                             coordination_command_line="/bin/true")))
-    wait_for(lambda: len([n for n in client.list_nodes(mi_pool) if n.state == "running"]) == 3, 60,
-             "three nodes running the task")
+    client.create_task(
+        job_id,
+        models.BatchTaskCreateOptions(
+            id="long",
+            command_line="sleep 300",
+            multi_instance_settings=models.MultiInstanceSettings(
+                number_of_instances=3, coordination_command_line="/bin/true"
+            ),
+        ),
+    )
+    wait_for(
+        lambda: len([n for n in client.list_nodes(mi_pool) if n.state == "running"]) == 3,
+        60,
+        "three nodes running the task",
+    )
     client.terminate_task(job_id, "long")
     task = client.get_task(job_id, "long")
     assert task.state == "completed" and task.execution_info.failure_info.code == "TaskEnded"
     wait_for(lambda: all(n.state == "idle" for n in client.list_nodes(mi_pool)), 60, "nodes idle again")
-    client.create_task(job_id, models.BatchTaskCreateOptions(
-        id="next", command_line="/bin/true",
-        multi_instance_settings=models.MultiInstanceSettings(number_of_instances=3,
-                                                             coordination_command_line="/bin/true")))
+    client.create_task(
+        job_id,
+        models.BatchTaskCreateOptions(
+            id="next",
+            command_line="/bin/true",
+            multi_instance_settings=models.MultiInstanceSettings(
+                number_of_instances=3, coordination_command_line="/bin/true"
+            ),
+        ),
+    )
     wait_for(lambda: client.get_task(job_id, "next").state == "completed", 60, "the next task on all nodes")
 
     def gone(node_id: str) -> bool:  # a deleted task's directory goes from every instance's node
@@ -231,22 +283,32 @@ def test_a_multi_instance_task_can_be_terminated_and_frees_its_nodes(client, mi_
         except ResourceNotFoundError:
             return True
         return False
+
     nodes = [n.id for n in client.list_nodes(mi_pool)]
     assert not any(gone(n) for n in nodes)
     client.delete_task(job_id, "next")
     wait_for(lambda: all(gone(n) for n in nodes), 30, "the task's directories removed")
 
 
-@pytest.mark.parametrize("settings, slots, name", [
-    ({"number_of_instances": 0, "coordination_command_line": "/bin/true"}, None, "numberOfInstances"),
-    ({"number_of_instances": 2, "coordination_command_line": "/bin/true"}, 2, "requiredSlots"),
-])
+@pytest.mark.parametrize(
+    "settings, slots, name",
+    [
+        ({"number_of_instances": 0, "coordination_command_line": "/bin/true"}, None, "numberOfInstances"),
+        ({"number_of_instances": 2, "coordination_command_line": "/bin/true"}, 2, "requiredSlots"),
+    ],
+)
 def test_bad_multi_instance_settings_are_rejected(client, mi_pool, settings, slots, name):
     job_id = _job(client, mi_pool)
     with pytest.raises(HttpResponseError) as caught:
-        client.create_task(job_id, models.BatchTaskCreateOptions(
-            id="bad", command_line="/bin/true", required_slots=slots,
-            multi_instance_settings=models.MultiInstanceSettings(**settings)))
+        client.create_task(
+            job_id,
+            models.BatchTaskCreateOptions(
+                id="bad",
+                command_line="/bin/true",
+                required_slots=slots,
+                multi_instance_settings=models.MultiInstanceSettings(**settings),
+            ),
+        )
     assert caught.value.response.status_code == 400
     body = caught.value.response.json()
     assert body["code"] == "InvalidPropertyValue"
@@ -257,20 +319,32 @@ def test_bad_multi_instance_settings_are_rejected(client, mi_pool, settings, slo
 def test_instances_wait_for_the_job_preparation_task_on_their_nodes(client, mi_pool, marks_dir):
     """With a preparation task (waitForSuccess), it runs on every instance's node before any coordination."""
     job_id = unique("mi-prep")
-    client.create_job(models.BatchJobCreateOptions(
-        id=job_id, pool_info=models.BatchPoolInfo(pool_id=mi_pool),
-        job_preparation_task=models.BatchJobPreparationTask(
-            command_line=shell(f"sleep 0.5; touch {marks_dir}/prep-$AZ_BATCH_NODE_ID"))))
-    client.create_task(job_id, models.BatchTaskCreateOptions(
-        id="mpi", command_line="/bin/true",
-        multi_instance_settings=models.MultiInstanceSettings(
-            number_of_instances=3,
-            coordination_command_line=shell(
-                f'[ -e {marks_dir}/prep-$AZ_BATCH_NODE_ID ] && touch {marks_dir}/coord-$AZ_BATCH_NODE_ID'))))
+    client.create_job(
+        models.BatchJobCreateOptions(
+            id=job_id,
+            pool_info=models.BatchPoolInfo(pool_id=mi_pool),
+            job_preparation_task=models.BatchJobPreparationTask(
+                command_line=shell(f"sleep 0.5; touch {marks_dir}/prep-$AZ_BATCH_NODE_ID")
+            ),
+        )
+    )
+    client.create_task(
+        job_id,
+        models.BatchTaskCreateOptions(
+            id="mpi",
+            command_line="/bin/true",
+            multi_instance_settings=models.MultiInstanceSettings(
+                number_of_instances=3,
+                coordination_command_line=shell(
+                    f"[ -e {marks_dir}/prep-$AZ_BATCH_NODE_ID ] && touch {marks_dir}/coord-$AZ_BATCH_NODE_ID"
+                ),
+            ),
+        ),
+    )
     wait_tasks_completed(client, job_id)
     assert client.get_task(job_id, "mpi").execution_info.result == "success"
     nodes = {n.id for n in client.list_nodes(mi_pool)}
-    assert {p.name[len("coord-"):] for p in marks_dir.glob("coord-*")} == nodes
+    assert {p.name[len("coord-") :] for p in marks_dir.glob("coord-*")} == nodes
     status = list(client.list_job_preparation_and_release_task_status(job_id))
     assert {s.node_id for s in status} == nodes
     assert all(s.job_preparation_task_execution_info.result == "success" for s in status)
@@ -280,12 +354,19 @@ def test_a_lost_subtask_node_requeues_the_whole_task(client, mi_pool, marks_dir)
     """SIGKILL the worker of a subtask's node: the task goes back to the queue as a whole and runs again."""
     job_id = _job(client, mi_pool)
     first = marks_dir / "first-run"
-    client.create_task(job_id, models.BatchTaskCreateOptions(
-        id="mpi", command_line=shell(f"if [ -e {first} ]; then exit 0; fi; touch {first}; sleep 300"),
-        multi_instance_settings=models.MultiInstanceSettings(
-            number_of_instances=3,
-            coordination_command_line=shell(
-                f'[ "$AZ_BATCH_IS_CURRENT_NODE_MASTER" = true ] || echo $PPID > {marks_dir}/launcher-$AZ_BATCH_NODE_ID'))))
+    client.create_task(
+        job_id,
+        models.BatchTaskCreateOptions(
+            id="mpi",
+            command_line=shell(f"if [ -e {first} ]; then exit 0; fi; touch {first}; sleep 300"),
+            multi_instance_settings=models.MultiInstanceSettings(
+                number_of_instances=3,
+                coordination_command_line=shell(
+                    f'[ "$AZ_BATCH_IS_CURRENT_NODE_MASTER" = true ] || echo $PPID > {marks_dir}/launcher-$AZ_BATCH_NODE_ID'  # noqa: E501
+                ),
+            ),
+        ),
+    )
     wait_for(lambda: first.exists(), 60, "the application command to start")
     victim = next(marks_dir.glob("launcher-*"))
     os.kill(psutil.Process(int(victim.read_text())).ppid(), signal.SIGKILL)  # the launcher's parent: the worker
@@ -304,10 +385,16 @@ def test_a_server_restart_requeues_a_running_multi_instance_task(open_tmp, marks
         pool_id = create_pool_and_wait(client, nodes=2, pool_id="mi-restart", enable_inter_node_communication=True)
         client.create_job(models.BatchJobCreateOptions(id="j", pool_info=models.BatchPoolInfo(pool_id=pool_id)))
         go = marks_dir / "go"
-        client.create_task("j", models.BatchTaskCreateOptions(
-            id="mpi", command_line=shell(f"echo run >> {marks_dir}/runs; while [ ! -e {go} ]; do sleep 0.1; done"),
-            multi_instance_settings=models.MultiInstanceSettings(number_of_instances=2,
-                                                                 coordination_command_line="/bin/true")))
+        client.create_task(
+            "j",
+            models.BatchTaskCreateOptions(
+                id="mpi",
+                command_line=shell(f"echo run >> {marks_dir}/runs; while [ ! -e {go} ]; do sleep 0.1; done"),
+                multi_instance_settings=models.MultiInstanceSettings(
+                    number_of_instances=2, coordination_command_line="/bin/true"
+                ),
+            ),
+        )
         wait_for(lambda: (marks_dir / "runs").exists(), 60, "the application command to start")
         assert len(list(client.list_subtasks("j", "mpi"))) == 1
         assert server.stop() == 0
@@ -327,16 +414,29 @@ def test_a_server_restart_requeues_a_running_multi_instance_task(open_tmp, marks
 
 def test_rebooting_a_subtask_node_with_terminate_ends_the_task(client, mi_pool):
     from azure.batch.models._models import BatchNodeRebootOptions
+
     job_id = _job(client, mi_pool)
-    client.create_task(job_id, models.BatchTaskCreateOptions(
-        id="long", command_line="sleep 300",
-        multi_instance_settings=models.MultiInstanceSettings(number_of_instances=2,
-                                                             coordination_command_line="/bin/true")))
-    wait_for(lambda: client.get_task(job_id, "long").state == "running"
-             and len(list(client.list_subtasks(job_id, "long"))) == 1, 60, "the task running")
+    client.create_task(
+        job_id,
+        models.BatchTaskCreateOptions(
+            id="long",
+            command_line="sleep 300",
+            multi_instance_settings=models.MultiInstanceSettings(
+                number_of_instances=2, coordination_command_line="/bin/true"
+            ),
+        ),
+    )
+    wait_for(
+        lambda: (
+            client.get_task(job_id, "long").state == "running" and len(list(client.list_subtasks(job_id, "long"))) == 1
+        ),
+        60,
+        "the task running",
+    )
     [sub] = client.list_subtasks(job_id, "long")
-    client.begin_reboot_node(mi_pool, sub.node_info.node_id, BatchNodeRebootOptions(node_reboot_kind="terminate"),
-                             polling_interval=0.5).result()
+    client.begin_reboot_node(
+        mi_pool, sub.node_info.node_id, BatchNodeRebootOptions(node_reboot_kind="terminate"), polling_interval=0.5
+    ).result()
     task = wait_tasks_completed(client, job_id)[0]
     assert task.execution_info.failure_info.code == "TaskEnded"
     [sub] = client.list_subtasks(job_id, "long")
@@ -346,10 +446,17 @@ def test_rebooting_a_subtask_node_with_terminate_ends_the_task(client, mi_pool):
 
 def test_directories_on_every_instance_node_go_after_the_retention_time(client, mi_pool):
     job_id = _job(client, mi_pool)
-    client.create_task(job_id, models.BatchTaskCreateOptions(
-        id="short", command_line="/bin/true", constraints=models.BatchTaskConstraints(retention_time="PT2S"),
-        multi_instance_settings=models.MultiInstanceSettings(number_of_instances=3,
-                                                             coordination_command_line="/bin/true")))
+    client.create_task(
+        job_id,
+        models.BatchTaskCreateOptions(
+            id="short",
+            command_line="/bin/true",
+            constraints=models.BatchTaskConstraints(retention_time="PT2S"),
+            multi_instance_settings=models.MultiInstanceSettings(
+                number_of_instances=3, coordination_command_line="/bin/true"
+            ),
+        ),
+    )
     task = wait_tasks_completed(client, job_id)[0]
     nodes = [task.node_info.node_id, *(s.node_info.node_id for s in client.list_subtasks(job_id, "short"))]
     assert len(set(nodes)) == 3
@@ -360,4 +467,5 @@ def test_directories_on_every_instance_node_go_after_the_retention_time(client, 
         except ResourceNotFoundError:
             return False
         return True
+
     wait_for(lambda: not any(kept(n) for n in nodes), 30, "the task's directories removed on every node")

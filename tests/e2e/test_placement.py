@@ -1,6 +1,7 @@
 """Where and when tasks start (batch-semantics §6.5): slots, spread and pack, job priority and
 maxParallelTasks. Placement is observed through each task's nodeInfo and the marks tasks leave; tasks hold
 their slots on a gate file the test opens, so nothing depends on timing."""
+
 from __future__ import annotations
 
 import time
@@ -23,28 +24,36 @@ def own_pool(client, cleanup) -> Callable[..., str]:
         pool_id = create_pool_and_wait(client, nodes=nodes, slots=slots, task_scheduling_policy=policy)
         cleanup(pool=pool_id)
         return pool_id
+
     return make
 
 
 def gated(marks: Path, gate: str = "go", record: str = "order") -> str:
     """A command that appends "<job>/<task>" to marks/<record> when it starts, then waits for marks/<gate>.
     (umask 0: tasks run under accounts of their own, and each must be able to append to the shared file.)"""
-    return shell(f"umask 0; echo $AZ_BATCH_JOB_ID/$AZ_BATCH_TASK_ID >> {marks}/{record}; "
-                 f"while [ ! -e {marks}/{gate} ]; do sleep 0.05; done")
+    return shell(
+        f"umask 0; echo $AZ_BATCH_JOB_ID/$AZ_BATCH_TASK_ID >> {marks}/{record}; "
+        f"while [ ! -e {marks}/{gate} ]; do sleep 0.05; done"
+    )
 
 
 def add_job(client, pool_id: str, cleanup, **fields) -> str:
     job_id = fields.pop("id", None) or unique("place")
-    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id),
-                                                   **fields))
+    client.create_job(
+        models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id), **fields)
+    )
     cleanup(job=job_id)
     return job_id
 
 
 def add_tasks(client, job_id: str, command: str, n: int, prefix: str = "t", **fields) -> list[str]:
     ids = [f"{prefix}{i}" for i in range(n)]
-    client.create_task_collection(job_id, models.BatchTaskGroup(task_values=[
-        models.BatchTaskCreateOptions(id=i, command_line=command, **fields) for i in ids]))
+    client.create_task_collection(
+        job_id,
+        models.BatchTaskGroup(
+            task_values=[models.BatchTaskCreateOptions(id=i, command_line=command, **fields) for i in ids]
+        ),
+    )
     return ids
 
 
@@ -56,6 +65,7 @@ def wait_running(client, job_id: str, n: int) -> list:
     def running():
         tasks = [t for t in client.list_tasks(job_id) if t.state == "running"]
         return tasks if len(tasks) >= n else None
+
     return wait_for(running, 60, f"{n} running tasks in {job_id}")
 
 
@@ -75,8 +85,9 @@ def started(marks: Path, record: str = "order") -> list[str]:
 
 def wait_started(marks: Path, n: int, record: str = "order") -> list[str]:
     """The marks once n tasks have left theirs (a task is `running` a moment before its process starts)."""
-    return wait_for(lambda: (lambda seen: seen if len(seen) >= n else None)(started(marks, record)), 60,
-                    f"{n} marks in {record}")
+    return wait_for(
+        lambda: (lambda seen: seen if len(seen) >= n else None)(started(marks, record)), 60, f"{n} marks in {record}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- slots
@@ -98,8 +109,7 @@ def test_required_slots_are_held_while_a_task_runs(client, pool, own_pool, clean
     """1 node x 3 slots: a 2-slot task and a 1-slot task fill it; a third task waits for a free slot."""
     pool_id = own_pool(nodes=1, slots=3)
     job_id = add_job(client, pool_id, cleanup)
-    client.create_task(job_id, models.BatchTaskCreateOptions(id="two", command_line=gated(marks_dir),
-                                                             required_slots=2))
+    client.create_task(job_id, models.BatchTaskCreateOptions(id="two", command_line=gated(marks_dir), required_slots=2))
     wait_running(client, job_id, 1)
     add_tasks(client, job_id, gated(marks_dir), 2, prefix="one")
     wait_running(client, job_id, 2)
@@ -156,8 +166,7 @@ def test_tasks_of_higher_priority_jobs_start_first(client, own_pool, cleanup, ma
     assert client.get_task(high, "x").execution_info.end_time <= client.get_task(low, "x").execution_info.start_time
 
 
-def test_priority_patched_while_the_job_runs_applies_to_tasks_not_yet_started(client, own_pool, cleanup,
-                                                                              marks_dir):
+def test_priority_patched_while_the_job_runs_applies_to_tasks_not_yet_started(client, own_pool, cleanup, marks_dir):
     """Job A (priority 5) would go before job B (priority 1); B is patched to 10 while its first task runs
     and its second waits, so B's waiting task now starts before A's."""
     pool_id = own_pool(nodes=1, slots=1)
@@ -245,8 +254,9 @@ def test_allow_task_preemption_is_stored_returned_and_patchable(client, pool, cl
 
 
 @pytest.mark.parametrize("allow", [True, False])
-def test_a_higher_priority_job_preempts_running_tasks_of_jobs_that_allow_it(client, own_pool, cleanup, marks_dir,
-                                                                              allow):
+def test_a_higher_priority_job_preempts_running_tasks_of_jobs_that_allow_it(
+    client, own_pool, cleanup, marks_dir, allow
+):
     """allowTaskPreemption: the lower job's running task is requeued (not retried) to make way, and runs
     again afterwards; without it the higher job waits for the slot."""
     pool_id = own_pool(nodes=1, slots=1)
@@ -254,8 +264,12 @@ def test_a_higher_priority_job_preempts_running_tasks_of_jobs_that_allow_it(clie
     client.create_task(low, models.BatchTaskCreateOptions(id="low", command_line=gated(marks_dir)))
     wait_started(marks_dir, 1)
     high = add_job(client, pool_id, cleanup, priority=100)
-    client.create_task(high, models.BatchTaskCreateOptions(id="high", command_line=shell(
-        f"umask 0; echo $AZ_BATCH_JOB_ID/$AZ_BATCH_TASK_ID >> {marks_dir}/order")))
+    client.create_task(
+        high,
+        models.BatchTaskCreateOptions(
+            id="high", command_line=shell(f"umask 0; echo $AZ_BATCH_JOB_ID/$AZ_BATCH_TASK_ID >> {marks_dir}/order")
+        ),
+    )
     if allow:
         wait_tasks_completed(client, high)
         assert client.get_task(low, "low").execution_info.requeue_count == 1
@@ -271,8 +285,9 @@ def test_a_higher_priority_job_preempts_running_tasks_of_jobs_that_allow_it(clie
     assert started(marks_dir) == expected
 
 
-def test_job_default_order_creationtime_serves_the_older_of_equal_priority_jobs_first(client, own_pool, cleanup,
-                                                                                     marks_dir):
+def test_job_default_order_creationtime_serves_the_older_of_equal_priority_jobs_first(
+    client, own_pool, cleanup, marks_dir
+):
     """jobDefaultOrder creationtime: every queued task of the older job starts before the newer job's."""
     pool_id = own_pool(nodes=1, slots=1, order="creationtime")
     blocker = add_job(client, pool_id, cleanup, priority=1)
@@ -304,4 +319,3 @@ def test_job_default_order_none_takes_turns_between_equal_priority_jobs(client, 
     jobs_in_order = [mark.split("/")[0] for mark in started(marks_dir)[1:]]
     assert sorted(jobs_in_order) == sorted([first, first, second, second])
     assert jobs_in_order[0] != jobs_in_order[1] and jobs_in_order[2] != jobs_in_order[3]
-

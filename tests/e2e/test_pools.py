@@ -1,4 +1,5 @@
 """Pools and nodes through the SDK."""
+
 from __future__ import annotations
 
 import pytest
@@ -34,8 +35,9 @@ def test_nodes_are_listed_idle_and_gettable(client, pool):
 
 def test_duplicate_pool_is_409_pool_exists(client, pool):
     with pytest.raises(ResourceExistsError) as caught:
-        client.create_pool(models.BatchPoolCreateOptions(id=pool.upper(), vm_size="standard_d2s_v3",
-                                                         target_dedicated_nodes=1))
+        client.create_pool(
+            models.BatchPoolCreateOptions(id=pool.upper(), vm_size="standard_d2s_v3", target_dedicated_nodes=1)
+        )
     assert caught.value.error.code == "PoolExists"
 
 
@@ -50,8 +52,9 @@ def test_unknown_pool_and_node_are_404(client, pool):
 
 def test_invalid_pool_id_is_400_naming_the_property(client):
     with pytest.raises(HttpResponseError) as caught:
-        client.create_pool(models.BatchPoolCreateOptions(id="bad id!", vm_size="standard_d2s_v3",
-                                                         target_dedicated_nodes=1))
+        client.create_pool(
+            models.BatchPoolCreateOptions(id="bad id!", vm_size="standard_d2s_v3", target_dedicated_nodes=1)
+        )
     assert caught.value.status_code == 400
     assert caught.value.error.code == "InvalidPropertyValue"
     assert any(d.code == "PropertyName" and d.message == "id" for d in caught.value.error.details)
@@ -59,12 +62,14 @@ def test_invalid_pool_id_is_400_naming_the_property(client):
 
 def test_resize_grows_and_shrinks_then_delete(client):
     pool_id = create_pool_and_wait(client, nodes=1)
-    client.begin_resize_pool(pool_id, models.BatchPoolResizeOptions(target_dedicated_nodes=2),
-                             polling_interval=1).result()
+    client.begin_resize_pool(
+        pool_id, models.BatchPoolResizeOptions(target_dedicated_nodes=2), polling_interval=1
+    ).result()
     wait_for(lambda: len([n for n in client.list_nodes(pool_id) if n.state == "idle"]) == 2, 60, "2 idle nodes")
     assert client.get_pool(pool_id).current_dedicated_nodes == 2
-    client.begin_resize_pool(pool_id, models.BatchPoolResizeOptions(target_dedicated_nodes=1),
-                             polling_interval=1).result()
+    client.begin_resize_pool(
+        pool_id, models.BatchPoolResizeOptions(target_dedicated_nodes=1), polling_interval=1
+    ).result()
     wait_for(lambda: len(list(client.list_nodes(pool_id))) == 1, 60, "1 node")
     client.begin_delete_pool(pool_id, polling_interval=1).result()
     with pytest.raises(ResourceNotFoundError):
@@ -76,8 +81,9 @@ def test_task_slots_per_node_are_honoured(client):
     pool_id = create_pool_and_wait(client, nodes=1, slots=3)
     job_id = unique("slots")
     client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
-    client.create_tasks(job_id, [models.BatchTaskCreateOptions(id=f"t{i}", command_line=shell("sleep 0.5"))
-                                 for i in range(6)])
+    client.create_tasks(
+        job_id, [models.BatchTaskCreateOptions(id=f"t{i}", command_line=shell("sleep 0.5")) for i in range(6)]
+    )
     tasks = wait_tasks_completed(client, job_id)
     spans = [(t.execution_info.start_time, t.execution_info.end_time) for t in tasks]
     most = max(sum(1 for s, e in spans if s <= moment < e) for moment, _ in spans)

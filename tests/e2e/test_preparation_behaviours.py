@@ -1,5 +1,6 @@
 """Job preparation and release behaviours beyond the basics (batch-semantics §4): waitForSuccess=false,
 wall-clock limits, resource files, reboot and reimage, job end paths, load, the status list, retention."""
+
 from __future__ import annotations
 
 import datetime
@@ -18,8 +19,16 @@ from azure.batch import models
 from azure.batch.models._models import BatchJobTerminateOptions, BatchNodeRebootOptions, BatchNodeReimageOptions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-from kiln.testing import (create_pool_and_wait, read_node_file, read_task_file, shell, unique, wait_for,
-                          wait_job_state, wait_tasks_completed)
+from kiln.testing import (
+    create_pool_and_wait,
+    read_node_file,
+    read_task_file,
+    shell,
+    unique,
+    wait_for,
+    wait_job_state,
+    wait_tasks_completed,
+)
 
 PREP_DIR = "workitems/{job}/job-1/jobpreparation"
 RELEASE_DIR = "workitems/{job}/job-1/jobrelease"
@@ -54,10 +63,12 @@ def shared_tmp() -> Iterator[Path]:
 @pytest.fixture
 def own_pool(client, cleanup) -> Callable[..., str]:
     """A pool of the test's own (for tests that reboot, reimage or resize nodes), deleted afterwards."""
+
     def make(nodes: int = 1, slots: int = 1) -> str:
         pool_id = create_pool_and_wait(client, nodes=nodes, slots=slots)
         cleanup(pool=pool_id)
         return pool_id
+
     return make
 
 
@@ -67,7 +78,7 @@ class _Files(BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     hits: Counter = Counter()
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         type(self).hits[self.path] += 1
         body = self.files.get(self.path)
         self.send_response(200 if body is not None else 404)
@@ -94,10 +105,20 @@ def http_files() -> Iterator[tuple[str, type[_Files]]]:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _job(pool_id: str, job_id: str, prep: models.BatchJobPreparationTask,
-         release: models.BatchJobReleaseTask | None = None, **fields) -> models.BatchJobCreateOptions:
-    return models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id),
-                                        job_preparation_task=prep, job_release_task=release, **fields)
+def _job(
+    pool_id: str,
+    job_id: str,
+    prep: models.BatchJobPreparationTask,
+    release: models.BatchJobReleaseTask | None = None,
+    **fields,
+) -> models.BatchJobCreateOptions:
+    return models.BatchJobCreateOptions(
+        id=job_id,
+        pool_info=models.BatchPoolInfo(pool_id=pool_id),
+        job_preparation_task=prep,
+        job_release_task=release,
+        **fields,
+    )
 
 
 def _task(task_id: str, command_line: str = "/bin/true", **fields) -> models.BatchTaskCreateOptions:
@@ -110,22 +131,24 @@ def _statuses(client, job_id: str, **query) -> dict[str, models.BatchJobPreparat
 
 def _wait_preps_completed(client, job_id: str, count: int = 1, timeout: float = 60):
     """Until `count` nodes have a completed prep; returns {node_id: status}."""
+
     def done():
         statuses = _statuses(client, job_id)
         completed = {n: s for n, s in statuses.items() if s.job_preparation_task_execution_info.state == "completed"}
         return completed if len(completed) >= count else None
+
     return wait_for(done, timeout, f"{count} completed prep(s) of {job_id}")
 
 
 def _wait_task(client, job_id: str, task_id: str, predicate, timeout: float = 60, what: str = "task state"):
-    return wait_for(lambda: (t := client.get_task(job_id, task_id)) and predicate(t) and t, timeout,
-                    f"{job_id}/{task_id}: {what}")
+    return wait_for(
+        lambda: (t := client.get_task(job_id, task_id)) and predicate(t) and t, timeout, f"{job_id}/{task_id}: {what}"
+    )
 
 
 def _terminate(client, job_id: str, timeout: float = 60) -> None:
     """Terminate, then wait (bounded) for `completed`; SDK 15.1 needs an explicit reason (see kiln.testing)."""
-    client.begin_terminate_job(job_id, BatchJobTerminateOptions(termination_reason="UserTerminate"),
-                               polling_interval=1)
+    client.begin_terminate_job(job_id, BatchJobTerminateOptions(termination_reason="UserTerminate"), polling_interval=1)
     wait_job_state(client, job_id, "completed", timeout)
 
 
@@ -162,6 +185,7 @@ def test_without_wait_for_success_tasks_start_while_prep_runs(client, pool, clea
         task = client.get_task(job_id, "t")
         seen.append(task.state)
         return task.state == "completed" and task
+
     task = wait_for(completed, 60, "task completed")
     status = _wait_preps_completed(client, job_id)[task.node_info.node_id]
     prep = status.job_preparation_task_execution_info
@@ -178,9 +202,18 @@ def test_prep_wall_clock_timeout_is_retried_then_excludes_the_node_for_that_job_
     job_id, other_id = unique("prepwall"), unique("other")
     cleanup(job=job_id)
     cleanup(job=other_id)
-    client.create_job(_job(pool_id, job_id, models.BatchJobPreparationTask(
-        command_line="/bin/sleep 30", constraints=models.BatchTaskConstraints(
-            max_wall_clock_time=datetime.timedelta(seconds=1), max_task_retry_count=1))))
+    client.create_job(
+        _job(
+            pool_id,
+            job_id,
+            models.BatchJobPreparationTask(
+                command_line="/bin/sleep 30",
+                constraints=models.BatchTaskConstraints(
+                    max_wall_clock_time=datetime.timedelta(seconds=1), max_task_retry_count=1
+                ),
+            ),
+        )
+    )
     client.create_task(job_id, _task("t"))
 
     prep = _wait_preps_completed(client, job_id)[node_id].job_preparation_task_execution_info
@@ -207,9 +240,17 @@ def test_release_wall_clock_timeout_fails_release_once_and_the_job_still_complet
     job_id = unique("relwall")
     cleanup(job=job_id)
     log = f"$AZ_BATCH_NODE_SHARED_DIR/{job_id}.log"
-    client.create_job(_job(pool, job_id, models.BatchJobPreparationTask(command_line="/bin/true"),
-                           models.BatchJobReleaseTask(command_line=shell(f"echo release >> {log}; sleep 30"),
-                                                      max_wall_clock_time=datetime.timedelta(seconds=1))))
+    client.create_job(
+        _job(
+            pool,
+            job_id,
+            models.BatchJobPreparationTask(command_line="/bin/true"),
+            models.BatchJobReleaseTask(
+                command_line=shell(f"echo release >> {log}; sleep 30"),
+                max_wall_clock_time=datetime.timedelta(seconds=1),
+            ),
+        )
+    )
     client.create_task(job_id, _task("t"))
     [task] = wait_tasks_completed(client, job_id, 60)
     node_id = task.node_info.node_id
@@ -230,11 +271,19 @@ def test_prep_resource_file_is_read_by_the_jobs_tasks(client, pool, cleanup, htt
     handler.files["/prep-input.txt"] = content
     job_id = unique("prepfile")
     cleanup(job=job_id)
-    client.create_job(_job(pool, job_id, models.BatchJobPreparationTask(
-        command_line="/bin/true",
-        resource_files=[models.ResourceFile(http_url=f"{base}/prep-input.txt", file_path="inputs/data.txt")])))
-    client.create_tasks(job_id, [_task(f"t{i}", shell("cat $AZ_BATCH_JOB_PREP_WORKING_DIR/inputs/data.txt"))
-                                 for i in range(3)])
+    client.create_job(
+        _job(
+            pool,
+            job_id,
+            models.BatchJobPreparationTask(
+                command_line="/bin/true",
+                resource_files=[models.ResourceFile(http_url=f"{base}/prep-input.txt", file_path="inputs/data.txt")],
+            ),
+        )
+    )
+    client.create_tasks(
+        job_id, [_task(f"t{i}", shell("cat $AZ_BATCH_JOB_PREP_WORKING_DIR/inputs/data.txt")) for i in range(3)]
+    )
     tasks = wait_tasks_completed(client, job_id, 60)
     for task in tasks:
         assert task.execution_info.exit_code == 0, read_task_file(client, job_id, task.id, "stderr.txt")
@@ -248,9 +297,17 @@ def test_prep_resource_file_not_found_fails_without_retry(client, pool, cleanup,
     job_id = unique("prep404")
     cleanup(job=job_id)
     path = f"/{job_id}/missing.txt"
-    client.create_job(_job(pool, job_id, models.BatchJobPreparationTask(
-        command_line="/bin/true", constraints=models.BatchTaskConstraints(max_task_retry_count=3),
-        resource_files=[models.ResourceFile(http_url=f"{base}{path}", file_path="missing.txt")])))
+    client.create_job(
+        _job(
+            pool,
+            job_id,
+            models.BatchJobPreparationTask(
+                command_line="/bin/true",
+                constraints=models.BatchTaskConstraints(max_task_retry_count=3),
+                resource_files=[models.ResourceFile(http_url=f"{base}{path}", file_path="missing.txt")],
+            ),
+        )
+    )
     client.create_task(job_id, _task("t"))
 
     # the task returns to active after each failure and tries the pool's other node: both end excluded
@@ -273,10 +330,17 @@ def test_release_deletes_preps_files_under_the_pool_scoped_auto_user_only(client
     job_id = unique(f"scope-{scope}")
     cleanup(job=job_id)
     release_identity = models.UserIdentity(auto_user=models.AutoUserSpecification(scope=scope))
-    client.create_job(_job(
-        pool, job_id, models.BatchJobPreparationTask(command_line=shell("echo data > common.dat; id -u")),
-        models.BatchJobReleaseTask(command_line=shell("id -u; rm $AZ_BATCH_JOB_PREP_WORKING_DIR/common.dat"),
-                                   user_identity=release_identity)))
+    client.create_job(
+        _job(
+            pool,
+            job_id,
+            models.BatchJobPreparationTask(command_line=shell("echo data > common.dat; id -u")),
+            models.BatchJobReleaseTask(
+                command_line=shell("id -u; rm $AZ_BATCH_JOB_PREP_WORKING_DIR/common.dat"),
+                user_identity=release_identity,
+            ),
+        )
+    )
     client.create_task(job_id, _task("t", shell("cat $AZ_BATCH_JOB_PREP_WORKING_DIR/common.dat; id -u")))
     [task] = wait_tasks_completed(client, job_id, 60)
     node_id, prep_dir = task.node_info.node_id, PREP_DIR.format(job=job_id)
@@ -300,15 +364,23 @@ def test_reboot_reruns_prep_only_with_rerun_on_node_reboot_after_success(client,
     jobs = {True: unique("rerun"), False: unique("norerun")}
     for rerun, job_id in jobs.items():
         cleanup(job=job_id)
-        client.create_job(_job(pool_id, job_id, models.BatchJobPreparationTask(
-            command_line=shell(f"echo prep >> $AZ_BATCH_NODE_SHARED_DIR/{job_id}.log"),
-            rerun_on_node_reboot_after_success=rerun)))
+        client.create_job(
+            _job(
+                pool_id,
+                job_id,
+                models.BatchJobPreparationTask(
+                    command_line=shell(f"echo prep >> $AZ_BATCH_NODE_SHARED_DIR/{job_id}.log"),
+                    rerun_on_node_reboot_after_success=rerun,
+                ),
+            )
+        )
         client.create_task(job_id, _task("before"))
     for job_id in jobs.values():
         wait_tasks_completed(client, job_id, 60)
 
-    client.begin_reboot_node(pool_id, node_id, BatchNodeRebootOptions(node_reboot_kind="requeue"),
-                             polling_interval=1).result()
+    client.begin_reboot_node(
+        pool_id, node_id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=1
+    ).result()
     _wait_node_idle(client, pool_id, node_id)
 
     for job_id in jobs.values():  # each task counts prep runs as it starts
@@ -321,28 +393,46 @@ def test_reboot_reruns_prep_only_with_rerun_on_node_reboot_after_success(client,
         assert prep.state == "completed" and prep.result == "success"
 
 
-@pytest.mark.parametrize(("operation", "option"), [
-    ("reboot", "requeue"), ("reboot", "terminate"), ("reboot", "taskcompletion"), ("reboot", "retaineddata"),
-    ("reimage", "terminate"), ("reimage", "taskcompletion")])
-def test_the_restart_option_decides_what_happens_to_the_running_task(client, own_pool, cleanup, shared_tmp,
-                                                                     operation, option):
+@pytest.mark.parametrize(
+    ("operation", "option"),
+    [
+        ("reboot", "requeue"),
+        ("reboot", "terminate"),
+        ("reboot", "taskcompletion"),
+        ("reboot", "retaineddata"),
+        ("reimage", "terminate"),
+        ("reimage", "taskcompletion"),
+    ],
+)
+def test_the_restart_option_decides_what_happens_to_the_running_task(
+    client, own_pool, cleanup, shared_tmp, operation, option
+):
     """requeue: killed and run again; terminate: ended as failed; taskcompletion and retaineddata: left to
     finish, and the restart waits for it. No task starts on the node meanwhile; prep reruns after."""
     pool_id = own_pool(nodes=1)
     node_id = _only_node(client, pool_id)
     job_id, go = unique(f"{operation}-{option}"), shared_tmp / f"{option}.go"
     cleanup(job=job_id)
-    client.create_job(_job(pool_id, job_id, models.BatchJobPreparationTask(
-        command_line=shell(f"echo prep >> {shared_tmp}/{option}.preps"), rerun_on_node_reboot_after_success=True)))
+    client.create_job(
+        _job(
+            pool_id,
+            job_id,
+            models.BatchJobPreparationTask(
+                command_line=shell(f"echo prep >> {shared_tmp}/{option}.preps"), rerun_on_node_reboot_after_success=True
+            ),
+        )
+    )
     client.create_task(job_id, _task("running", shell(f"while [ ! -e {go} ]; do sleep 0.1; done")))
     _wait_task(client, job_id, "running", lambda t: t.state == "running", 60, "running")
 
     if operation == "reboot":
-        poller = client.begin_reboot_node(pool_id, node_id, BatchNodeRebootOptions(node_reboot_kind=option),
-                                          polling_interval=1)
+        poller = client.begin_reboot_node(
+            pool_id, node_id, BatchNodeRebootOptions(node_reboot_kind=option), polling_interval=1
+        )
     else:
-        poller = client.begin_reimage_node(pool_id, node_id, BatchNodeReimageOptions(node_reimage_option=option),
-                                           polling_interval=1)
+        poller = client.begin_reimage_node(
+            pool_id, node_id, BatchNodeReimageOptions(node_reimage_option=option), polling_interval=1
+        )
     assert client.get_node(pool_id, node_id).state == ("rebooting" if operation == "reboot" else "reimaging")
     client.create_task(job_id, _task("later"))
     go.touch()
@@ -363,16 +453,22 @@ def test_the_restart_option_decides_what_happens_to_the_running_task(client, own
         assert running.end_time <= later.start_time  # nothing else started before it finished
 
 
-def test_reimage_gives_prep_a_fresh_start_and_release_follows_this_incarnation(client, own_pool, cleanup,
-                                                                                shared_tmp):
+def test_reimage_gives_prep_a_fresh_start_and_release_follows_this_incarnation(client, own_pool, cleanup, shared_tmp):
     pool_id = own_pool(nodes=1)
     node_id = _only_node(client, pool_id)
     again, flaky, released = unique("again"), unique("flaky"), unique("released")
     for job_id in (again, flaky, released):
         cleanup(job=job_id)
     # prep reruns after a reimage even when it would not after a reboot
-    client.create_job(_job(pool_id, again, models.BatchJobPreparationTask(
-        command_line=shell(f"echo prep >> {shared_tmp}/{again}.log"), rerun_on_node_reboot_after_success=False)))
+    client.create_job(
+        _job(
+            pool_id,
+            again,
+            models.BatchJobPreparationTask(
+                command_line=shell(f"echo prep >> {shared_tmp}/{again}.log"), rerun_on_node_reboot_after_success=False
+            ),
+        )
+    )
     client.create_task(again, _task("before"))
     wait_tasks_completed(client, again, 60)
     # prep, then no more tasks: after the reimage, this node's incarnation never ran prep
@@ -382,16 +478,25 @@ def test_reimage_gives_prep_a_fresh_start_and_release_follows_this_incarnation(c
     wait_tasks_completed(client, released, 60)
     # prep fails the first time only: the node is excluded for this job until it is reimaged
     marker = f"{shared_tmp}/{flaky}.failed-once"
-    client.create_job(_job(pool_id, flaky, models.BatchJobPreparationTask(
-        command_line=shell(f"if [ -e {marker} ]; then exit 0; fi; touch {marker}; exit 1"))))
+    client.create_job(
+        _job(
+            pool_id,
+            flaky,
+            models.BatchJobPreparationTask(
+                command_line=shell(f"if [ -e {marker} ]; then exit 0; fi; touch {marker}; exit 1")
+            ),
+        )
+    )
     client.create_task(flaky, _task("t"))
     prep = _wait_preps_completed(client, flaky)[node_id].job_preparation_task_execution_info
     assert prep.result == "failure" and prep.exit_code == 1
-    _wait_task(client, flaky, "t", lambda t: t.state == "active" and t.previous_state == "preparing", 30,
-               "back to active")
+    _wait_task(
+        client, flaky, "t", lambda t: t.state == "active" and t.previous_state == "preparing", 30, "back to active"
+    )
 
-    client.begin_reimage_node(pool_id, node_id, BatchNodeReimageOptions(node_reimage_option="requeue"),
-                              polling_interval=1).result()
+    client.begin_reimage_node(
+        pool_id, node_id, BatchNodeReimageOptions(node_reimage_option="requeue"), polling_interval=1
+    ).result()
     _wait_node_idle(client, pool_id, node_id)
 
     task = _wait_task(client, flaky, "t", lambda t: t.state == "completed", 60, "completed after the reimage")
@@ -414,9 +519,15 @@ def test_job_wall_clock_expiry_ends_running_tasks_keeps_active_ones_and_runs_rel
     job_id = unique("jobwall")
     cleanup(job=job_id)
     log = f"$AZ_BATCH_NODE_SHARED_DIR/{job_id}.log"
-    client.create_job(_job(pool, job_id, models.BatchJobPreparationTask(command_line="/bin/true"),
-                           models.BatchJobReleaseTask(command_line=shell(f"echo released >> {log}")),
-                           constraints=models.BatchJobConstraints(max_wall_clock_time=datetime.timedelta(seconds=5))))
+    client.create_job(
+        _job(
+            pool,
+            job_id,
+            models.BatchJobPreparationTask(command_line="/bin/true"),
+            models.BatchJobReleaseTask(command_line=shell(f"echo released >> {log}")),
+            constraints=models.BatchJobConstraints(max_wall_clock_time=datetime.timedelta(seconds=5)),
+        )
+    )
     client.create_task(job_id, _task("long", "/bin/sleep 60"))
     _wait_task(client, job_id, "long", lambda t: t.state == "running", 30, "running")
     client.create_task(job_id, _task("never", required_slots=3))  # more slots than a node has: stays active
@@ -441,9 +552,16 @@ def test_a_terminating_or_deleting_job_refuses_new_tasks_and_updates(client, poo
     for job_id, gate in gates.items():
         cleanup(job=job_id)
         # release holds the job in terminating/deleting until the test opens the gate (bounded at 30 s)
-        client.create_job(_job(pool, job_id, models.BatchJobPreparationTask(command_line="/bin/true"),
-                               models.BatchJobReleaseTask(command_line=shell(
-                                   f"for i in $(seq 300); do [ -e {gate} ] && exit 0; sleep 0.1; done; exit 1"))))
+        client.create_job(
+            _job(
+                pool,
+                job_id,
+                models.BatchJobPreparationTask(command_line="/bin/true"),
+                models.BatchJobReleaseTask(
+                    command_line=shell(f"for i in $(seq 300); do [ -e {gate} ] && exit 0; sleep 0.1; done; exit 1")
+                ),
+            )
+        )
         client.create_task(job_id, _task("t"))
     update = models.BatchJobUpdateOptions(priority=5)
 
@@ -466,8 +584,9 @@ def test_a_terminating_or_deleting_job_refuses_new_tasks_and_updates(client, poo
         for job_id in gates:
             wait_tasks_completed(client, job_id, 60)
 
-        client.begin_terminate_job(terminating, BatchJobTerminateOptions(termination_reason="UserTerminate"),
-                                   polling_interval=1)
+        client.begin_terminate_job(
+            terminating, BatchJobTerminateOptions(termination_reason="UserTerminate"), polling_interval=1
+        )
         assert client.get_job(terminating).state == "terminating"
         refused(terminating, "JobBeingTerminated")
         gates[terminating].touch()
@@ -488,9 +607,18 @@ def test_prep_runs_exactly_once_per_node_under_load(client, own_pool, cleanup):
     pool_id = own_pool(nodes=2, slots=8)
     job_id = unique("load")
     cleanup(job=job_id)
-    client.create_job(_job(pool_id, job_id, models.BatchJobPreparationTask(command_line=shell(
-        f"echo $AZ_BATCH_NODE_ID >> $AZ_BATCH_NODE_SHARED_DIR/{job_id}.prep; sleep 1; "
-        "echo ready > $AZ_BATCH_TASK_WORKING_DIR/ready"))))
+    client.create_job(
+        _job(
+            pool_id,
+            job_id,
+            models.BatchJobPreparationTask(
+                command_line=shell(
+                    f"echo $AZ_BATCH_NODE_ID >> $AZ_BATCH_NODE_SHARED_DIR/{job_id}.prep; sleep 1; "
+                    "echo ready > $AZ_BATCH_TASK_WORKING_DIR/ready"
+                )
+            ),
+        )
+    )
     check = "/bin/sh -c 'test -f \"$AZ_BATCH_JOB_PREP_WORKING_DIR/ready\"'"
     client.create_tasks(job_id, [_task(f"t{i:03}", check) for i in range(200)])
 
@@ -515,8 +643,15 @@ def test_status_list_filters_selects_pages_and_keeps_removed_nodes(client, own_p
     job_id = unique("statuslist")
     cleanup(job=job_id)
     # the first prep to run exits 3 (that node is then excluded), the other exits 0
-    client.create_job(_job(pool_id, job_id, models.BatchJobPreparationTask(
-        command_line=shell(f"mkdir {shared_tmp}/{job_id}.first 2>/dev/null && exit 3; exit 0"))))
+    client.create_job(
+        _job(
+            pool_id,
+            job_id,
+            models.BatchJobPreparationTask(
+                command_line=shell(f"mkdir {shared_tmp}/{job_id}.first 2>/dev/null && exit 3; exit 0")
+            ),
+        )
+    )
     client.create_tasks(job_id, [_task("a", "/bin/sleep 1"), _task("b", "/bin/sleep 1")])
     tasks = wait_tasks_completed(client, job_id, 60)
     assert all(t.execution_info.exit_code == 0 for t in tasks)
@@ -530,16 +665,20 @@ def test_status_list_filters_selects_pages_and_keeps_removed_nodes(client, own_p
     assert list(_statuses(client, job_id, filter="jobPreparationTaskExecutionInfo/exitCode eq 0")) == [good]
     assert list(_statuses(client, job_id, filter="jobPreparationTaskExecutionInfo/result eq 'failure'")) == [bad]
     assert list(_statuses(client, job_id, filter=f"poolId eq '{pool_id}' and nodeId ne '{bad}'")) == [good]
-    selected = list(client.list_job_preparation_and_release_task_status(
-        job_id, select=["nodeId", "jobPreparationTaskExecutionInfo"]))
+    selected = list(
+        client.list_job_preparation_and_release_task_status(
+            job_id, select=["nodeId", "jobPreparationTaskExecutionInfo"]
+        )
+    )
     assert {s.node_id for s in selected} == {good, bad}
     assert all(s.pool_id is None and s.node_url is None for s in selected)
     assert all(s.job_preparation_task_execution_info.state == "completed" for s in selected)
     paged = list(client.list_job_preparation_and_release_task_status(job_id, max_results=1))
     assert sorted(s.node_id for s in paged) == sorted([good, bad])
 
-    client.begin_resize_pool(pool_id, models.BatchPoolResizeOptions(target_dedicated_nodes=1),
-                             polling_interval=1).result()
+    client.begin_resize_pool(
+        pool_id, models.BatchPoolResizeOptions(target_dedicated_nodes=1), polling_interval=1
+    ).result()
     wait_for(lambda: len(list(client.list_nodes(pool_id))) == 1, 60, "one node left")
     [remaining] = [n.id for n in client.list_nodes(pool_id)]
     removed = ({good, bad} - {remaining}).pop()
@@ -554,12 +693,20 @@ def test_prep_and_release_directories_go_after_their_retention_time(client, pool
     job_id = unique("retain")
     cleanup(job=job_id)
     two_seconds = datetime.timedelta(seconds=2)
-    client.create_job(_job(pool, job_id, models.BatchJobPreparationTask(
-        command_line="/bin/echo prepared", constraints=models.BatchTaskConstraints(retention_time=two_seconds)),
-        models.BatchJobReleaseTask(command_line="/bin/echo released", retention_time=two_seconds)))
+    client.create_job(
+        _job(
+            pool,
+            job_id,
+            models.BatchJobPreparationTask(
+                command_line="/bin/echo prepared", constraints=models.BatchTaskConstraints(retention_time=two_seconds)
+            ),
+            models.BatchJobReleaseTask(command_line="/bin/echo released", retention_time=two_seconds),
+        )
+    )
     client.create_task(job_id, _task("t", "/bin/echo tasked"))
-    node_id = _wait_task(client, job_id, "t", lambda t: t.state in ("running", "completed"), 60,
-                         "past prep").node_info.node_id
+    node_id = _wait_task(
+        client, job_id, "t", lambda t: t.state in ("running", "completed"), 60, "past prep"
+    ).node_info.node_id
     prep_dir = PREP_DIR.format(job=job_id)
     assert read_node_file(client, pool, node_id, f"{prep_dir}/stdout.txt") == "prepared\n"
     wait_for(lambda: _node_file_gone(client, pool, node_id, f"{prep_dir}/stdout.txt"), 30, "prep dir removed")
@@ -581,8 +728,14 @@ def test_prep_and_release_are_not_tasks_of_the_job(client, pool, cleanup):
     job_id = unique("nottasks")
     cleanup(job=job_id)
     before = {n.id: n.total_tasks_run for n in client.list_nodes(pool)}
-    client.create_job(_job(pool, job_id, models.BatchJobPreparationTask(command_line="/bin/true"),
-                           models.BatchJobReleaseTask(command_line="/bin/true")))
+    client.create_job(
+        _job(
+            pool,
+            job_id,
+            models.BatchJobPreparationTask(command_line="/bin/true"),
+            models.BatchJobReleaseTask(command_line="/bin/true"),
+        )
+    )
     client.create_tasks(job_id, [_task(f"t{i}") for i in range(3)])
     wait_tasks_completed(client, job_id, 60)
     _terminate(client, job_id)
@@ -595,8 +748,13 @@ def test_prep_and_release_are_not_tasks_of_the_job(client, pool, cleanup):
         assert caught.value.error.code == "TaskNotFound"
     counts = client.get_job_task_counts(job_id)
     task_counts = counts.task_counts
-    assert (task_counts.active, task_counts.running, task_counts.completed, task_counts.succeeded,
-            task_counts.failed) == (0, 0, 3, 3, 0)
+    assert (
+        task_counts.active,
+        task_counts.running,
+        task_counts.completed,
+        task_counts.succeeded,
+        task_counts.failed,
+    ) == (0, 0, 3, 3, 0)
     assert counts.task_slot_counts.completed == 3
     after = {n.id: n.total_tasks_run for n in client.list_nodes(pool)}
     assert sum(after.values()) - sum(before.values()) == 3

@@ -1,4 +1,5 @@
 """Nothing is lost: server restarts (SIGTERM and SIGKILL) and node workers that die mid-task."""
+
 from __future__ import annotations
 
 import os
@@ -25,13 +26,25 @@ def _start_work(client, marker_dir: Path, tasks: int = 4) -> None:
     """Tasks that wait for the test's go-ahead (marker_dir/go), then record their finished run in
     marker_dir (outside the node roots), so no run can finish while the server is down."""
     create_pool_and_wait(client, nodes=2, slots=1, pool_id="restart-pool")
-    client.create_job(models.BatchJobCreateOptions(
-        id=JOB, pool_info=models.BatchPoolInfo(pool_id="restart-pool"),
-        job_preparation_task=models.BatchJobPreparationTask(command_line="/bin/true")))
-    client.create_tasks(JOB, [models.BatchTaskCreateOptions(
-        id=f"t{i}", command_line=shell(
-            f"while [ ! -e {marker_dir}/go ]; do sleep 0.1; done; echo done >> {marker_dir}/$AZ_BATCH_TASK_ID"))
-        for i in range(tasks)])
+    client.create_job(
+        models.BatchJobCreateOptions(
+            id=JOB,
+            pool_info=models.BatchPoolInfo(pool_id="restart-pool"),
+            job_preparation_task=models.BatchJobPreparationTask(command_line="/bin/true"),
+        )
+    )
+    client.create_tasks(
+        JOB,
+        [
+            models.BatchTaskCreateOptions(
+                id=f"t{i}",
+                command_line=shell(
+                    f"while [ ! -e {marker_dir}/go ]; do sleep 0.1; done; echo done >> {marker_dir}/$AZ_BATCH_TASK_ID"
+                ),
+            )
+            for i in range(tasks)
+        ],
+    )
     wait_for(lambda: sum(t.state == "running" for t in client.list_tasks(JOB)) == 2, 60, "two tasks running")
 
 
@@ -43,8 +56,9 @@ def _check_recovered(client, marker_dir: Path, tasks: int = 4) -> None:
 
     def rerunning() -> bool:
         listed = list(client.list_tasks(JOB))
-        return (sum(t.state == "running" for t in listed) == 2
-                and sum(t.execution_info.requeue_count for t in listed) >= 2)
+        return (
+            sum(t.state == "running" for t in listed) == 2 and sum(t.execution_info.requeue_count for t in listed) >= 2
+        )
 
     wait_for(rerunning, 90, "the two requeued tasks to run again")
     (marker_dir / "go").touch()
@@ -81,8 +95,13 @@ def test_a_killed_node_worker_is_noticed_and_its_task_requeued(open_tmp, marks_d
         pool_id = create_pool_and_wait(client, nodes=1, pool_id="fragile")
         client.create_job(models.BatchJobCreateOptions(id="j", pool_info=models.BatchPoolInfo(pool_id=pool_id)))
         first_run = marks_dir / "first-run"  # written by the (non-admin) task
-        client.create_task("j", models.BatchTaskCreateOptions(id="victim", command_line=shell(
-            f"if [ -e {first_run} ]; then exit 0; fi; echo $PPID > {first_run}; sleep 60")))
+        client.create_task(
+            "j",
+            models.BatchTaskCreateOptions(
+                id="victim",
+                command_line=shell(f"if [ -e {first_run} ]; then exit 0; fi; echo $PPID > {first_run}; sleep 60"),
+            ),
+        )
         wait_for(lambda: first_run.exists() and first_run.read_text().strip(), 60, "the first run to start")
         launcher = int(first_run.read_text())  # the task's parent: the node's launcher, a child of its worker
         os.kill(psutil.Process(launcher).ppid(), signal.SIGKILL)

@@ -3,10 +3,11 @@
 Batch's shortest recurrenceInterval and startWindow is one minute; these tests run a server of their own
 that allows one second (KILN_MIN_SCHEDULE_INTERVAL), so recurrences come within seconds.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.batch import BatchClient, models
@@ -14,7 +15,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from kiln.cli.embedded import EmbeddedServer
-from kiln.testing import (create_pool_and_wait, make_client, shell, terminate_job, unique, wait_for, wait_tasks_completed)
+from kiln.testing import create_pool_and_wait, make_client, shell, terminate_job, unique, wait_for, wait_tasks_completed
 
 FAST = {"KILN_MIN_SCHEDULE_INTERVAL": "PT1S"}
 
@@ -42,8 +43,11 @@ def _spec(pool: str = "schedule-pool", **fields) -> models.BatchJobSpecification
 
 def _create(client, schedule: models.BatchJobScheduleConfiguration, spec=None, **fields) -> str:
     schedule_id = fields.pop("id", None) or unique("sched")
-    client.create_job_schedule(models.BatchJobScheduleCreateOptions(
-        id=schedule_id, schedule=schedule, job_specification=spec or _spec(), **fields))
+    client.create_job_schedule(
+        models.BatchJobScheduleCreateOptions(
+            id=schedule_id, schedule=schedule, job_specification=spec or _spec(), **fields
+        )
+    )
     return schedule_id
 
 
@@ -56,14 +60,18 @@ def _jobs(client, schedule_id: str) -> list:
 
 
 def _wait_jobs(client, schedule_id: str, n: int, timeout: float = 60) -> list:
-    return wait_for(lambda: (jobs := _jobs(client, schedule_id)) and len(jobs) >= n and jobs, timeout,
-                    f"{n} jobs of {schedule_id}")
+    return wait_for(
+        lambda: (jobs := _jobs(client, schedule_id)) and len(jobs) >= n and jobs, timeout, f"{n} jobs of {schedule_id}"
+    )
 
 
 def _wait_next_run_after(client, schedule_id: str, moment: datetime, timeout: float = 60) -> None:
     """Let the schedule's occurrences pass `moment` (nextRunTime moves on as they come and go)."""
-    wait_for(lambda: client.get_job_schedule(schedule_id).execution_info.next_run_time > moment, timeout,
-             f"{schedule_id} nextRunTime after {moment}")
+    wait_for(
+        lambda: client.get_job_schedule(schedule_id).execution_info.next_run_time > moment,
+        timeout,
+        f"{schedule_id} nextRunTime after {moment}",
+    )
 
 
 def _code(info: pytest.ExceptionInfo) -> str:
@@ -77,11 +85,19 @@ def _ends_at_once(**fields) -> models.BatchJobSpecification:
 
 # ---------------------------------------------------------------------------------------------- CRUD
 def test_create_get_list_exists(sc, spool):
-    later = datetime.now(timezone.utc) + timedelta(days=1)
-    schedule_id = _create(sc, models.BatchJobScheduleConfiguration(
-        do_not_run_until=later, do_not_run_after=later + timedelta(days=7), start_window=timedelta(hours=1),
-        recurrence_interval=timedelta(hours=2)), _spec(priority=10, display_name="nightly"),
-        display_name="the schedule", metadata=[models.BatchMetadataItem(name="team", value="kiln")])
+    later = datetime.now(UTC) + timedelta(days=1)
+    schedule_id = _create(
+        sc,
+        models.BatchJobScheduleConfiguration(
+            do_not_run_until=later,
+            do_not_run_after=later + timedelta(days=7),
+            start_window=timedelta(hours=1),
+            recurrence_interval=timedelta(hours=2),
+        ),
+        _spec(priority=10, display_name="nightly"),
+        display_name="the schedule",
+        metadata=[models.BatchMetadataItem(name="team", value="kiln")],
+    )
     schedule = sc.get_job_schedule(schedule_id)
     assert (schedule.id, schedule.display_name, schedule.state) == (schedule_id, "the schedule", "active")
     assert schedule.metadata[0].name == "team" and schedule.metadata[0].value == "kiln"
@@ -91,7 +107,10 @@ def test_create_get_list_exists(sc, spool):
     spec = schedule.job_specification
     assert (spec.priority, spec.display_name, spec.pool_info.pool_id) == (10, "nightly", "schedule-pool")
     assert (spec.all_tasks_complete_mode, spec.task_failure_mode, spec.max_parallel_tasks) == (
-        "noaction", "noaction", -1)  # defaults written out
+        "noaction",
+        "noaction",
+        -1,
+    )  # defaults written out
     assert spec.constraints.max_task_retry_count == 0
     info = schedule.execution_info
     assert abs(info.next_run_time - later) < timedelta(milliseconds=1)  # not before doNotRunUntil
@@ -102,8 +121,7 @@ def test_create_get_list_exists(sc, spool):
 
     assert schedule_id in [s.id for s in sc.list_job_schedules()]
     assert [s.id for s in sc.list_job_schedules(filter=f"id eq '{schedule_id}'")] == [schedule_id]
-    assert [s.id for s in sc.list_job_schedules(filter=f"id eq '{schedule_id}' and state eq 'active'")] == [
-        schedule_id]
+    assert [s.id for s in sc.list_job_schedules(filter=f"id eq '{schedule_id}' and state eq 'active'")] == [schedule_id]
     assert sc.job_schedule_exists(schedule_id) is True
     assert sc.job_schedule_exists(schedule_id.upper()) is True  # ids compare without case
     with pytest.raises(ResourceNotFoundError):  # 15.1 raises on 404 (an SDK quirk); the server answers 404
@@ -111,7 +129,7 @@ def test_create_get_list_exists(sc, spool):
 
 
 def test_ids_are_unique_and_shared_with_jobs(sc, spool):
-    schedule_id = _create(sc, _every(3600, do_not_run_until=datetime.now(timezone.utc) + timedelta(days=1)))
+    schedule_id = _create(sc, _every(3600, do_not_run_until=datetime.now(UTC) + timedelta(days=1)))
     with pytest.raises(ResourceExistsError) as info:
         _create(sc, _every(3600), id=schedule_id.upper())
     assert _code(info) == "JobScheduleExists"
@@ -126,36 +144,68 @@ def test_ids_are_unique_and_shared_with_jobs(sc, spool):
 
 
 def test_unknown_schedule_is_job_schedule_not_found(sc):
-    calls = [lambda: sc.get_job_schedule("nope"),
-             lambda: sc.update_job_schedule("nope", models.BatchJobScheduleUpdateOptions(metadata=[])),
-             lambda: sc.replace_job_schedule("nope", models.BatchJobSchedule(job_specification=_spec())),
-             lambda: sc.disable_job_schedule("nope"), lambda: sc.enable_job_schedule("nope"),
-             lambda: sc.begin_terminate_job_schedule("nope").result(),
-             lambda: sc.begin_delete_job_schedule("nope").result(),
-             lambda: list(sc.list_jobs_from_schedule("nope"))]
+    calls = [
+        lambda: sc.get_job_schedule("nope"),
+        lambda: sc.update_job_schedule("nope", models.BatchJobScheduleUpdateOptions(metadata=[])),
+        lambda: sc.replace_job_schedule("nope", models.BatchJobSchedule(job_specification=_spec())),
+        lambda: sc.disable_job_schedule("nope"),
+        lambda: sc.enable_job_schedule("nope"),
+        lambda: sc.begin_terminate_job_schedule("nope").result(),
+        lambda: sc.begin_delete_job_schedule("nope").result(),
+        lambda: list(sc.list_jobs_from_schedule("nope")),
+    ]
     for call in calls:
         with pytest.raises(ResourceNotFoundError) as info:
             call()
         assert _code(info) == "JobScheduleNotFound"
 
 
-@pytest.mark.parametrize(("body", "code", "prop"), [
-    ({"schedule": {}}, "MissingRequiredProperty", "jobSpecification"),
-    ({"jobSpecification": {"poolInfo": {"poolId": "p"}}}, "MissingRequiredProperty", "schedule"),
-    ({"schedule": {}, "jobSpecification": {}}, "MissingRequiredProperty", "jobSpecification.poolInfo"),
-    ({"schedule": {"recurrenceInterval": "PT0.5S"}, "jobSpecification": {"poolInfo": {"poolId": "p"}}},
-     "InvalidPropertyValue", "schedule.recurrenceInterval"),
-    ({"schedule": {"startWindow": "PT0.5S"}, "jobSpecification": {"poolInfo": {"poolId": "p"}}},
-     "InvalidPropertyValue", "schedule.startWindow"),
-    ({"schedule": {"startWindow": "soon"}, "jobSpecification": {"poolInfo": {"poolId": "p"}}},
-     "InvalidPropertyValue", "schedule.startWindow"),
-    ({"schedule": {}, "jobSpecification": {"poolInfo": {"poolId": "p"},
-                                           "jobReleaseTask": {"commandLine": "/bin/true"}}},
-     "InvalidPropertyValue", "jobSpecification.jobReleaseTask"),
-    ({"schedule": {}, "jobSpecification": {"poolInfo": {"poolId": "p"}, "priority": 5000}},
-     "InvalidPropertyValue", "jobSpecification.priority"),
-], ids=["no-spec", "no-schedule", "no-pool", "short-interval", "short-window", "bad-window", "release-only",
-        "priority"])
+@pytest.mark.parametrize(
+    ("body", "code", "prop"),
+    [
+        ({"schedule": {}}, "MissingRequiredProperty", "jobSpecification"),
+        ({"jobSpecification": {"poolInfo": {"poolId": "p"}}}, "MissingRequiredProperty", "schedule"),
+        ({"schedule": {}, "jobSpecification": {}}, "MissingRequiredProperty", "jobSpecification.poolInfo"),
+        (
+            {"schedule": {"recurrenceInterval": "PT0.5S"}, "jobSpecification": {"poolInfo": {"poolId": "p"}}},
+            "InvalidPropertyValue",
+            "schedule.recurrenceInterval",
+        ),
+        (
+            {"schedule": {"startWindow": "PT0.5S"}, "jobSpecification": {"poolInfo": {"poolId": "p"}}},
+            "InvalidPropertyValue",
+            "schedule.startWindow",
+        ),
+        (
+            {"schedule": {"startWindow": "soon"}, "jobSpecification": {"poolInfo": {"poolId": "p"}}},
+            "InvalidPropertyValue",
+            "schedule.startWindow",
+        ),
+        (
+            {
+                "schedule": {},
+                "jobSpecification": {"poolInfo": {"poolId": "p"}, "jobReleaseTask": {"commandLine": "/bin/true"}},
+            },
+            "InvalidPropertyValue",
+            "jobSpecification.jobReleaseTask",
+        ),
+        (
+            {"schedule": {}, "jobSpecification": {"poolInfo": {"poolId": "p"}, "priority": 5000}},
+            "InvalidPropertyValue",
+            "jobSpecification.priority",
+        ),
+    ],
+    ids=[
+        "no-spec",
+        "no-schedule",
+        "no-pool",
+        "short-interval",
+        "short-window",
+        "bad-window",
+        "release-only",
+        "priority",
+    ],
+)
 def test_bad_schedules_are_rejected(sc, body, code, prop):
     schedule_id = unique("bad")
     with pytest.raises(HttpResponseError) as info:
@@ -169,20 +219,26 @@ def test_bad_schedules_are_rejected(sc, body, code, prop):
 def test_batch_minimum_interval_is_one_minute_by_default(client):
     """The shared server runs with Batch's limits: a recurrence under a minute is refused."""
     with pytest.raises(HttpResponseError) as info:
-        client.create_job_schedule(models.BatchJobScheduleCreateOptions(
-            id=unique("short"), schedule=_every(30), job_specification=_spec("p")))
+        client.create_job_schedule(
+            models.BatchJobScheduleCreateOptions(id=unique("short"), schedule=_every(30), job_specification=_spec("p"))
+        )
     assert (info.value.status_code, _code(info)) == (400, "InvalidPropertyValue")
-    client.create_job_schedule(models.BatchJobScheduleCreateOptions(
-        id=unique("minute"), schedule=_every(60, do_not_run_until=datetime.now(timezone.utc) + timedelta(days=1)),
-        job_specification=_spec("p")))
+    client.create_job_schedule(
+        models.BatchJobScheduleCreateOptions(
+            id=unique("minute"),
+            schedule=_every(60, do_not_run_until=datetime.now(UTC) + timedelta(days=1)),
+            job_specification=_spec("p"),
+        )
+    )
 
 
 def test_patch_and_put_change_future_jobs_only(sc, spool):
     schedule_id = _create(sc, _every(1), _spec(priority=1), metadata=[models.BatchMetadataItem(name="a", value="b")])
     first = _wait_jobs(sc, schedule_id, 1)[0]
     before = sc.get_job_schedule(schedule_id)
-    sc.update_job_schedule(schedule_id, models.BatchJobScheduleUpdateOptions(
-        metadata=[models.BatchMetadataItem(name="c", value="d")]))
+    sc.update_job_schedule(
+        schedule_id, models.BatchJobScheduleUpdateOptions(metadata=[models.BatchMetadataItem(name="c", value="d")])
+    )
     patched = sc.get_job_schedule(schedule_id)
     assert [(m.name, m.value) for m in patched.metadata] == [("c", "d")]
     assert patched.schedule.recurrence_interval == timedelta(seconds=1)  # PATCH keeps what it did not name
@@ -190,11 +246,19 @@ def test_patch_and_put_change_future_jobs_only(sc, spool):
     assert patched.etag != before.etag
 
     with pytest.raises(ResourceModifiedError):
-        sc.update_job_schedule(schedule_id, models.BatchJobScheduleUpdateOptions(metadata=[]), etag=before.etag,
-                               match_condition=MatchConditions.IfNotModified)
+        sc.update_job_schedule(
+            schedule_id,
+            models.BatchJobScheduleUpdateOptions(metadata=[]),
+            etag=before.etag,
+            match_condition=MatchConditions.IfNotModified,
+        )
 
-    sc.replace_job_schedule(schedule_id, models.BatchJobSchedule(
-        schedule=_every(1), job_specification=_spec(priority=7, all_tasks_complete_mode="terminatejob")))
+    sc.replace_job_schedule(
+        schedule_id,
+        models.BatchJobSchedule(
+            schedule=_every(1), job_specification=_spec(priority=7, all_tasks_complete_mode="terminatejob")
+        ),
+    )
     replaced = sc.get_job_schedule(schedule_id)
     assert replaced.metadata is None  # PUT: absent metadata is removed
     assert replaced.job_specification.priority == 7
@@ -219,7 +283,8 @@ def test_recurring_jobs_are_named_listed_and_reported(sc, spool):
     assert int(recent.id.rsplit("-", 1)[1]) >= 3
     assert schedule.execution_info.next_run_time > jobs[2].creation_time
     assert [j.id for j in sc.list_jobs_from_schedule(schedule_id, filter="state eq 'completed'")][:3] == [
-        j.id for j in jobs[:3]]
+        j.id for j in jobs[:3]
+    ]
     sc.begin_terminate_job_schedule(schedule_id, polling_interval=0.5).result()
     done = sc.get_job_schedule(schedule_id)
     assert done.state == "completed" and done.execution_info.end_time is not None
@@ -257,14 +322,14 @@ def test_once_without_recurrence_then_completed(sc, spool):
 
 
 def test_do_not_run_after_in_the_past_completes_without_jobs(sc, spool):
-    schedule_id = _create(sc, _every(1, do_not_run_after=datetime.now(timezone.utc) - timedelta(seconds=1)))
+    schedule_id = _create(sc, _every(1, do_not_run_after=datetime.now(UTC) - timedelta(seconds=1)))
     schedule = sc.get_job_schedule(schedule_id)
     assert schedule.state == "completed" and schedule.execution_info.end_time is not None
     assert _jobs(sc, schedule_id) == []
 
 
 def test_do_not_run_after_ends_a_recurring_schedule(sc, spool):
-    stop = datetime.now(timezone.utc) + timedelta(seconds=3)
+    stop = datetime.now(UTC) + timedelta(seconds=3)
     schedule_id = _create(sc, _every(1, do_not_run_after=stop), _ends_at_once())
     wait_for(lambda: sc.get_job_schedule(schedule_id).state == "completed", 30, "schedule completed")
     jobs = _jobs(sc, schedule_id)
@@ -281,7 +346,7 @@ def test_disable_stops_new_jobs_and_enable_resumes(sc, spool):
     schedule = sc.get_job_schedule(schedule_id)
     assert (schedule.state, schedule.previous_state) == ("disabled", "active")
     count = len(_jobs(sc, schedule_id))
-    _wait_next_run_after(sc, schedule_id, datetime.now(timezone.utc) + timedelta(seconds=2))
+    _wait_next_run_after(sc, schedule_id, datetime.now(UTC) + timedelta(seconds=2))
     assert len(_jobs(sc, schedule_id)) == count  # occurrences came and went: no job while disabled
     sc.enable_job_schedule(schedule_id)
     assert sc.get_job_schedule(schedule_id).state == "active"
@@ -301,9 +366,12 @@ def test_terminate_ends_the_active_job_and_closed_schedules_refuse_changes(sc, s
     assert job.state == "completed" and job.execution_info.termination_reason == "TerminateJobSchedule"
     assert sc.get_task(job.id, "long").state == "completed"
 
-    for call in (lambda: sc.begin_terminate_job_schedule(schedule_id).result(),
-                 lambda: sc.disable_job_schedule(schedule_id), lambda: sc.enable_job_schedule(schedule_id),
-                 lambda: sc.update_job_schedule(schedule_id, models.BatchJobScheduleUpdateOptions(metadata=[]))):
+    for call in (
+        lambda: sc.begin_terminate_job_schedule(schedule_id).result(),
+        lambda: sc.disable_job_schedule(schedule_id),
+        lambda: sc.enable_job_schedule(schedule_id),
+        lambda: sc.update_job_schedule(schedule_id, models.BatchJobScheduleUpdateOptions(metadata=[])),
+    ):
         with pytest.raises(ResourceExistsError) as info:
             call()
         assert _code(info) == "JobScheduleCompleted"
@@ -311,9 +379,14 @@ def test_terminate_ends_the_active_job_and_closed_schedules_refuse_changes(sc, s
 
 
 def test_delete_removes_the_schedule_and_all_its_jobs(sc, spool, marks_dir):
-    schedule_id = _create(sc, _every(3600), _spec(
-        job_preparation_task=models.BatchJobPreparationTask(command_line="/bin/true"),
-        job_release_task=models.BatchJobReleaseTask(command_line=shell(f"touch {marks_dir}/released"))))
+    schedule_id = _create(
+        sc,
+        _every(3600),
+        _spec(
+            job_preparation_task=models.BatchJobPreparationTask(command_line="/bin/true"),
+            job_release_task=models.BatchJobReleaseTask(command_line=shell(f"touch {marks_dir}/released")),
+        ),
+    )
     job = _wait_jobs(sc, schedule_id, 1)[0]
     sc.create_task(job.id, models.BatchTaskCreateOptions(id="long", command_line="sleep 60"))
     wait_for(lambda: sc.get_task(job.id, "long").state == "running", 60, "task running")
@@ -327,14 +400,20 @@ def test_delete_removes_the_schedule_and_all_its_jobs(sc, spool, marks_dir):
 
 
 def test_job_specification_with_preparation_and_release(sc, spool):
-    schedule_id = _create(sc, _every(3600), _spec(
-        job_preparation_task=models.BatchJobPreparationTask(command_line="/bin/true"),
-        job_release_task=models.BatchJobReleaseTask(command_line="/bin/true"),
-        common_environment_settings=[models.EnvironmentSetting(name="FROM_SCHEDULE", value="yes")]))
+    schedule_id = _create(
+        sc,
+        _every(3600),
+        _spec(
+            job_preparation_task=models.BatchJobPreparationTask(command_line="/bin/true"),
+            job_release_task=models.BatchJobReleaseTask(command_line="/bin/true"),
+            common_environment_settings=[models.EnvironmentSetting(name="FROM_SCHEDULE", value="yes")],
+        ),
+    )
     spec = sc.get_job_schedule(schedule_id).job_specification
     assert spec.job_preparation_task.id == "jobpreparation" and spec.job_preparation_task.wait_for_success is True
     assert spec.job_release_task.id == "jobrelease" and spec.job_release_task.max_wall_clock_time == timedelta(
-        minutes=15)
+        minutes=15
+    )
     job = _wait_jobs(sc, schedule_id, 1)[0]
     assert job.job_preparation_task.command_line == "/bin/true"
     sc.create_task(job.id, models.BatchTaskCreateOptions(id="env", command_line=shell("test $FROM_SCHEDULE = yes")))
@@ -348,9 +427,14 @@ def test_job_specification_with_preparation_and_release(sc, spool):
 
 # ---------------------------------------------------------------------------------------------- auto pools
 def _auto(lifetime: str, keep_alive: bool = False) -> models.BatchPoolInfo:
-    return models.BatchPoolInfo(auto_pool_specification=models.BatchAutoPoolSpecification(
-        auto_pool_id_prefix="sched", pool_lifetime_option=lifetime, keep_alive=keep_alive,
-        pool=models.BatchPoolSpecification(vm_size="STANDARD_A1_v2", target_dedicated_nodes=1)))
+    return models.BatchPoolInfo(
+        auto_pool_specification=models.BatchAutoPoolSpecification(
+            auto_pool_id_prefix="sched",
+            pool_lifetime_option=lifetime,
+            keep_alive=keep_alive,
+            pool=models.BatchPoolSpecification(vm_size="STANDARD_A1_v2", target_dedicated_nodes=1),
+        )
+    )
 
 
 def _pool_ids(client) -> set[str]:
@@ -391,8 +475,11 @@ def test_schedule_survives_a_restart(open_tmp):
     try:
         client = make_client(server)
         schedule_id = _create(client, _every(1), _ends_at_once(pool_info=models.BatchPoolInfo(pool_id="later")))
-        waiting = _create(client, models.BatchJobScheduleConfiguration(
-            do_not_run_until=datetime.now(timezone.utc) + timedelta(seconds=4)), _spec("later"))
+        waiting = _create(
+            client,
+            models.BatchJobScheduleConfiguration(do_not_run_until=datetime.now(UTC) + timedelta(seconds=4)),
+            _spec("later"),
+        )
         made = len(_wait_jobs(client, schedule_id, 2))
         assert server.stop() == 0
         server = EmbeddedServer(data, port=server.port, env=FAST).start()

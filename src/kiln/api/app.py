@@ -1,4 +1,5 @@
 """The FastAPI application: routers, Shared Key, api-version, request ids, Batch errors."""
+
 from __future__ import annotations
 
 import logging
@@ -16,20 +17,23 @@ from kiln.api.http import NotModified, error_response
 from kiln.errors import BadRequest, KilnError, NotFound
 from kiln.wire.times import now
 
-
 logger = logging.getLogger(__name__)
 
 
 def _api_version(request: Request) -> None:
     version = next((v for k, v in request.query_params.items() if k.lower() == "api-version"), None)
     if version is None:
-        raise BadRequest("The api-version query parameter is required. Supported versions: "
-                         + ", ".join(SUPPORTED_API_VERSIONS), code="MissingRequiredQueryParameter",
-                         values={"QueryParameterName": "api-version"})
+        raise BadRequest(
+            "The api-version query parameter is required. Supported versions: " + ", ".join(SUPPORTED_API_VERSIONS),
+            code="MissingRequiredQueryParameter",
+            values={"QueryParameterName": "api-version"},
+        )
     if version not in SUPPORTED_API_VERSIONS:
-        raise BadRequest(f"The api-version '{version}' is not supported. Supported versions: "
-                         + ", ".join(SUPPORTED_API_VERSIONS), code="UnsupportedRequestVersion",
-                         values={"QueryParameterName": "api-version", "QueryParameterValue": version})
+        raise BadRequest(
+            f"The api-version '{version}' is not supported. Supported versions: " + ", ".join(SUPPORTED_API_VERSIONS),
+            code="UnsupportedRequestVersion",
+            values={"QueryParameterName": "api-version", "QueryParameterValue": version},
+        )
 
 
 async def _authenticate(request: Request) -> None:
@@ -40,9 +44,15 @@ async def _authenticate(request: Request) -> None:
         _api_version(request)
         return
     body = await request.body()
-    auth.verify_shared_key(request.method, request.scope.get("raw_path") or request.url.path.encode(),
-                           request.scope.get("query_string", b""), request.headers, len(body),
-                           {state.account_name: state.account_key}, now())
+    auth.verify_shared_key(
+        request.method,
+        request.scope.get("raw_path") or request.url.path.encode(),
+        request.scope.get("query_string", b""),
+        request.headers,
+        len(body),
+        {state.account_name: state.account_key},
+        now(),
+    )
     _api_version(request)
 
 
@@ -80,18 +90,28 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
         problem = exc.errors()[0]
         name = str(problem["loc"][-1])
-        return error_response(request, BadRequest(f"Invalid value for '{name}': {problem['msg']}",
-                                                  code="InvalidQueryParameterValue",
-                                                  values={"QueryParameterName": name}))
+        return error_response(
+            request,
+            BadRequest(
+                f"Invalid value for '{name}': {problem['msg']}",
+                code="InvalidQueryParameterValue",
+                values={"QueryParameterName": name},
+            ),
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
-            return error_response(request, NotFound("The requested URI does not represent any resource on the server.",
-                                                    code="InvalidUri"))
+            return error_response(
+                request, NotFound("The requested URI does not represent any resource on the server.", code="InvalidUri")
+            )
         if exc.status_code == 405:
-            return error_response(request, KilnError("The HTTP method is not supported for this resource.",
-                                                     code="UnsupportedHttpVerb", status=405))
+            return error_response(
+                request,
+                KilnError(
+                    "The HTTP method is not supported for this resource.", code="UnsupportedHttpVerb", status=405
+                ),
+            )
         return error_response(request, KilnError(str(exc.detail), status=exc.status_code))
 
     return app

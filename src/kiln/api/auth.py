@@ -1,4 +1,5 @@
 """Shared Key signing and verification, byte-for-byte as azure-batch's ``BatchSharedKeyAuthPolicy`` signs."""
+
 from __future__ import annotations
 
 import base64
@@ -6,7 +7,7 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Generator, Iterable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from urllib.parse import parse_qs
 
@@ -16,8 +17,17 @@ from kiln.errors import AuthenticationFailed
 
 #: Standard headers signed one per line, in this order (empty line when absent).
 SIGNED_HEADERS: tuple[str, ...] = (
-    "content-encoding", "content-language", "content-length", "content-md5", "content-type", "date",
-    "if-modified-since", "if-match", "if-none-match", "if-unmodified-since", "range",
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-md5",
+    "content-type",
+    "date",
+    "if-modified-since",
+    "if-match",
+    "if-none-match",
+    "if-unmodified-since",
+    "range",
 )
 #: How far ``ocp-date``/``Date`` may be from server time.
 MAX_CLOCK_SKEW = timedelta(minutes=15)
@@ -25,8 +35,14 @@ MAX_CLOCK_SKEW = timedelta(minutes=15)
 _SCHEME = "SharedKey"
 
 
-def string_to_sign(method: str, raw_path: str, query_string: str, headers: Mapping[str, str],
-                   account: str, content_length: str | None = None) -> str:
+def string_to_sign(
+    method: str,
+    raw_path: str,
+    query_string: str,
+    headers: Mapping[str, str],
+    account: str,
+    content_length: str | None = None,
+) -> str:
     """The exact text the SDK signs; ``content_length`` overrides the header's line when given."""
     lowered = _lower(headers)
     if content_length is None:
@@ -47,8 +63,9 @@ def sign(key: bytes, text: str) -> str:
     return base64.b64encode(hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()).decode("ascii")
 
 
-def sign_request(method: str, raw_path: str, query_string: str, headers: Mapping[str, str],
-                 account: str, key: bytes) -> str:
+def sign_request(
+    method: str, raw_path: str, query_string: str, headers: Mapping[str, str], account: str, key: bytes
+) -> str:
     """The ``Authorization`` header value for a request (headers must already hold ``ocp-date``)."""
     text = string_to_sign(method, raw_path, query_string, headers, account)
     return f"{_SCHEME} {account}:{sign(key, text)}"
@@ -62,9 +79,15 @@ def decode_key(key_b64: str) -> bytes:
         raise ValueError("the account key is not valid Base64") from exc
 
 
-def verify_shared_key(method: str, raw_path: str | bytes, query_string: str | bytes,
-                      headers: Mapping[str, str], body_length: int,
-                      accounts: Mapping[str, bytes], now: datetime) -> str:
+def verify_shared_key(
+    method: str,
+    raw_path: str | bytes,
+    query_string: str | bytes,
+    headers: Mapping[str, str],
+    body_length: int,
+    accounts: Mapping[str, bytes],
+    now: datetime,
+) -> str:
     """Check a request's Shared Key signature and date; return the account it authenticates."""
     lowered = _lower(headers)
     account, signature = _parse_authorization(lowered.get("authorization"))
@@ -74,11 +97,14 @@ def verify_shared_key(method: str, raw_path: str | bytes, query_string: str | by
     candidates = _content_length_lines(method, lowered.get("content-length", ""), body_length)
     given = signature.encode("ascii", "replace")
     # Compare every candidate, so timing does not reveal which line form was tried.
-    matches = [hmac.compare_digest(given, sign(key, string_to_sign(method, path, query, lowered, account, cl)).encode())
-               for cl in candidates]
+    matches = [
+        hmac.compare_digest(given, sign(key, string_to_sign(method, path, query, lowered, account, cl)).encode())
+        for cl in candidates
+    ]
     if not any(matches):
         raise AuthenticationFailed(
-            f"The MAC signature found in the HTTP request '{signature}' is not the same as any computed signature.")
+            f"The MAC signature found in the HTTP request '{signature}' is not the same as any computed signature."
+        )
     return name
 
 
@@ -91,11 +117,12 @@ class SharedKeyAuth(httpx.Auth):
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         if not request.headers.get("ocp-date"):
-            request.headers["ocp-date"] = format_datetime(datetime.now(timezone.utc), usegmt=True)
+            request.headers["ocp-date"] = format_datetime(datetime.now(UTC), usegmt=True)
         raw = request.url.raw_path.decode("ascii")
         path, _, query = raw.partition("?")
         request.headers["Authorization"] = sign_request(
-            request.method, path, query, request.headers, self.account, self._key)
+            request.method, path, query, request.headers, self.account, self._key
+        )
         yield request
 
 
@@ -113,8 +140,7 @@ def _parse_authorization(header: str | None) -> tuple[str, str]:
     scheme, _, credential = header.strip().partition(" ")
     account, sep, signature = credential.strip().partition(":")
     if scheme != _SCHEME or not sep or not account or not signature:
-        raise AuthenticationFailed(
-            "The Authorization header is malformed; expected 'SharedKey <account>:<signature>'.")
+        raise AuthenticationFailed("The Authorization header is malformed; expected 'SharedKey <account>:<signature>'.")
     return account, signature
 
 
@@ -139,11 +165,12 @@ def _check_date(headers: Mapping[str, str], now: datetime) -> None:
     if abs(_utc(sent) - _utc(now)) > MAX_CLOCK_SKEW:
         raise AuthenticationFailed(
             f"The {name} header '{value}' is more than 15 minutes away from the server time "
-            f"'{format_datetime(_utc(now), usegmt=True)}'.")
+            f"'{format_datetime(_utc(now), usegmt=True)}'."
+        )
 
 
 def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _content_length_lines(method: str, header: str, body_length: int) -> Iterable[str]:

@@ -1,4 +1,5 @@
 """What every router needs: the store, the scheduler, the account. One instance per server."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,8 +1,9 @@
 """Node files and task files: list, read (with ocp-range), properties, delete."""
+
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
@@ -44,17 +45,23 @@ async def _task_location(request: Request, job_id: str, task_id: str) -> tuple[s
     if not task["node_id"]:
         raise Conflict("The task has not run on a node yet, so it has no files.", code="TaskFilesUnavailable")
     if _past_retention(task):
-        raise Conflict("The task's retention time has passed and its files were cleaned up.",
-                       code="TaskFilesCleanedup")
-    return task["node_id"], task_dir(job["id"], task["id"]), \
-        f"{base_url(request)}/jobs/{job['id']}/tasks/{task['id']}/files"
+        raise Conflict("The task's retention time has passed and its files were cleaned up.", code="TaskFilesCleanedup")
+    return (
+        task["node_id"],
+        task_dir(job["id"], task["id"]),
+        f"{base_url(request)}/jobs/{job['id']}/tasks/{task['id']}/files",
+    )
 
 
 def _past_retention(task: dict) -> bool:
     """constraints.retentionTime counts from the task's end; after it the directory is (being) removed."""
     seconds = duration_seconds(task["spec"]["constraints"].get("retentionTime"))
-    return (task["state"] == "completed" and task.get("end_time") is not None and seconds is not None
-            and now() >= task["end_time"] + timedelta(seconds=seconds))
+    return (
+        task["state"] == "completed"
+        and task.get("end_time") is not None
+        and seconds is not None
+        and now() >= task["end_time"] + timedelta(seconds=seconds)
+    )
 
 
 async def _call(coro):
@@ -63,8 +70,7 @@ async def _call(coro):
     except FileNotFoundError:
         raise _file_not_found() from None
     except IsADirectoryError:
-        raise Conflict("The directory is not empty; delete it with recursive=true.",
-                       code="DirectoryNotEmpty") from None
+        raise Conflict("The directory is not empty; delete it with recursive=true.", code="DirectoryNotEmpty") from None
     except ValueError as exc:
         raise BadRequest(str(exc), code="InvalidUri") from None
     except KilnError:
@@ -78,18 +84,22 @@ def _truthy(value: str | None) -> bool:
 
 
 async def _list(request: Request, node_id: str, root: str, prefix: str) -> Response:
-    entries: list[FileEntry] = await _call(kiln(request).backend.list_files(
-        node_id, root, _truthy(request.query_params.get("recursive"))))
+    entries: list[FileEntry] = await _call(
+        kiln(request).backend.list_files(node_id, root, _truthy(request.query_params.get("recursive")))
+    )
     docs = [render.file_entry(e, prefix) for e in sorted(entries, key=lambda e: e.name)]
     return list_response(request, docs, "files", odata.FILE_FILTERS)
 
 
 def _properties(entry: FileEntry, url: str) -> dict[str, str]:
-    headers = {"ocp-creation-time": format_http_time(datetime.fromtimestamp(entry.ctime, timezone.utc)),
-               "Last-Modified": format_http_time(datetime.fromtimestamp(entry.mtime, timezone.utc)),
-               "ocp-batch-file-isdirectory": str(entry.is_directory), "ocp-batch-file-url": quote(url, safe=""),
-               "ocp-batch-file-mode": f"{entry.mode & 0o7777:o}",
-               "Content-Type": render.content_type(entry.name)}
+    headers = {
+        "ocp-creation-time": format_http_time(datetime.fromtimestamp(entry.ctime, UTC)),
+        "Last-Modified": format_http_time(datetime.fromtimestamp(entry.mtime, UTC)),
+        "ocp-batch-file-isdirectory": str(entry.is_directory),
+        "ocp-batch-file-url": quote(url, safe=""),
+        "ocp-batch-file-mode": f"{entry.mode & 0o7777:o}",
+        "Content-Type": render.content_type(entry.name),
+    }
     if not entry.is_directory:
         headers["Content-Length"] = str(entry.size)
     return headers
@@ -106,8 +116,11 @@ async def _read(request: Request, node_id: str, root: str, path: str, prefix: st
     if wanted := request.headers.get("ocp-range"):
         match = _RANGE.match(wanted.strip())
         if not match or int(match.group(1)) >= max(entry.size, 1):
-            raise KilnError(f"The range '{wanted}' is not satisfiable for a file of {entry.size} bytes.",
-                            code="InvalidRange", status=416)
+            raise KilnError(
+                f"The range '{wanted}' is not satisfiable for a file of {entry.size} bytes.",
+                code="InvalidRange",
+                status=416,
+            )
         start, end = int(match.group(1)), int(match.group(2)) if match.group(2) else None
     data: bytes = await _call(backend.read_file(node_id, relative, start, end))
     headers["Content-Length"] = str(len(data))
@@ -145,4 +158,3 @@ async def node_file(request: Request, pool_id: str, node_id: str, path: str) -> 
 @router.api_route("/jobs/{job_id}/tasks/{task_id}/files/{path:path}", methods=["GET", "HEAD", "DELETE"])
 async def task_file(request: Request, job_id: str, task_id: str, path: str) -> Response:
     return await _one_file(request, await _task_location(request, job_id, task_id), path)
-

@@ -1,4 +1,5 @@
 """Batch's HTTP conventions in one place: JSON bodies, headers, error body, conditions, lists."""
+
 from __future__ import annotations
 
 import base64
@@ -31,14 +32,21 @@ def base_url(request: Request) -> str:
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status_code=status, media_type=JSON_TYPE,
-                    headers={"DataServiceVersion": "3.0", **(headers or {})})
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status_code=status,
+        media_type=JSON_TYPE,
+        headers={"DataServiceVersion": "3.0", **(headers or {})},
+    )
 
 
 def entity_response(request: Request, doc: dict[str, Any], row: Mapping[str, Any], fragment: str) -> Response:
     """A single entity with ETag and Last-Modified; honours $select and GET conditions (304)."""
     check_read_conditions(request, row)
-    body = {"odata.metadata": metadata_url(request, fragment), **odata.apply_select(doc, request.query_params.get("$select"))}
+    body = {
+        "odata.metadata": metadata_url(request, fragment),
+        **odata.apply_select(doc, request.query_params.get("$select")),
+    }
     return json_response(body, headers=entity_headers(row))
 
 
@@ -98,8 +106,9 @@ def parse(model: type[M], data: Mapping[str, Any]) -> M:
         if problem["type"] == "missing":
             raise MissingRequiredProperty(name) from None
         value = problem.get("input")
-        raise InvalidPropertyValue(name, value if isinstance(value, (str, int, float, bool)) else None,
-                                   problem["msg"]) from None
+        raise InvalidPropertyValue(
+            name, value if isinstance(value, (str, int, float, bool)) else None, problem["msg"]
+        ) from None
 
 
 async def read_model(request: Request, model: type[M], *, optional: bool = False) -> M:
@@ -113,6 +122,7 @@ def _tags(value: str | None) -> list[str]:
 
 def _http_time(value: str) -> datetime:
     from email.utils import parsedate_to_datetime
+
     try:
         return parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -147,7 +157,9 @@ def check_read_conditions(request: Request, row: Mapping[str, Any]) -> None:
         raise NotModified()
     if (since := headers.get("if-modified-since")) and row["last_modified"].replace(microsecond=0) <= _http_time(since):
         raise NotModified()
-    if (since := headers.get("if-unmodified-since")) and row["last_modified"].replace(microsecond=0) > _http_time(since):
+    if (since := headers.get("if-unmodified-since")) and row["last_modified"].replace(microsecond=0) > _http_time(
+        since
+    ):
         raise ConditionNotMet()
 
 
@@ -162,6 +174,7 @@ def _max_results(request: Request) -> int:
         value = 0
     if not 1 <= value <= MAX_RESULTS:
         from kiln.errors import InvalidQueryParameterValue
+
         raise InvalidQueryParameterValue("maxresults", text, "maxresults must be an integer from 1 to 1000.")
     return value
 
@@ -174,6 +187,7 @@ def _skip(request: Request) -> int:
         return int(base64.urlsafe_b64decode(token.encode() + b"==").decode())
     except ValueError:
         from kiln.errors import InvalidQueryParameterValue
+
         raise InvalidQueryParameterValue("$skiptoken", token, "The continuation token is not valid.") from None
 
 
@@ -186,9 +200,14 @@ def unfiltered_window(request: Request) -> tuple[int, int] | None:
     return skip, limit + 1
 
 
-def list_response(request: Request, docs: Sequence[Any], fragment: str,
-                  allowed: odata.Allowed, render: Callable[[Any], dict[str, Any]] | None = None,
-                  offset: int = 0) -> Response:
+def list_response(
+    request: Request,
+    docs: Sequence[Any],
+    fragment: str,
+    allowed: odata.Allowed,
+    render: Callable[[Any], dict[str, Any]] | None = None,
+    offset: int = 0,
+) -> Response:
     """Filter, page (maxresults + odata.nextLink with $skiptoken) and $select a list.
 
     render: docs are rows, each rendered only if the page needs it (all of them only under a $filter,
@@ -201,13 +220,15 @@ def list_response(request: Request, docs: Sequence[Any], fragment: str,
     if text:
         matches = odata.compile_filter(text, allowed)
         selected: Sequence[Any] = [d for d in map(render, docs) if matches(d)]
-        page, more = selected[skip: skip + limit], skip + limit < len(selected)
+        page, more = selected[skip : skip + limit], skip + limit < len(selected)
     else:
         start = skip - offset
-        page, more = [render(d) for d in docs[start: start + limit]], start + limit < len(docs)
+        page, more = [render(d) for d in docs[start : start + limit]], start + limit < len(docs)
     select = request.query_params.get("$select")
-    body: dict[str, Any] = {"odata.metadata": metadata_url(request, fragment),
-                            "value": [odata.apply_select(d, select) for d in page]}
+    body: dict[str, Any] = {
+        "odata.metadata": metadata_url(request, fragment),
+        "value": [odata.apply_select(d, select) for d in page],
+    }
     if more:
         params = {k: v for k, v in request.query_params.items() if k != "$skiptoken"}
         params["$skiptoken"] = base64.urlsafe_b64encode(str(skip + limit).encode()).decode().rstrip("=")

@@ -4,6 +4,7 @@ A task given `authenticationTokenSettings.access: ["job"]` may act on its own jo
 read the job, add, list and read its tasks...). Anything else answers 403 `AuthorizationFailure`; a token that
 is not ours, or whose job is gone, answers 403 `AuthenticationFailed`, as a bad Shared Key signature does.
 """
+
 from __future__ import annotations
 
 from fastapi import Request
@@ -40,4 +41,5 @@ async def verify_job_token(request: Request, state: Kiln, token: str) -> None:
     if not path_in_scope(request.url.path, scope):
         raise AuthorizationFailure(
             f"This request is not authorized to perform this operation: the authentication token grants access "
-            f"to job '{job['id']}' only (/jobs/{job['id']} and below).")
+            f"to job '{job['id']}' only (/jobs/{job['id']} and below)."
+        )

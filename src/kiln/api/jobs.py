@@ -1,4 +1,5 @@
 """/jobs: create, read, list, update, terminate, delete, task counts, prep/release status."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -9,8 +10,18 @@ from sqlalchemy import Connection
 
 from kiln.api import odata, render
 from kiln.api.context import kiln
-from kiln.api.http import (base_url, check_write_conditions, empty, entity_response, json_response, list_response,
-                           metadata_url, read_json, read_model, parse)
+from kiln.api.http import (
+    base_url,
+    check_write_conditions,
+    empty,
+    entity_response,
+    json_response,
+    list_response,
+    metadata_url,
+    parse,
+    read_json,
+    read_model,
+)
 from kiln.core import job as job_rules
 from kiln.core.job import DisableTasks, JobState, TerminateReason
 from kiln.errors import BadRequest, Conflict, InvalidPropertyValue, MissingRequiredProperty, NotFound
@@ -39,14 +50,17 @@ async def add_job(request: Request) -> Response:
     spec.check()
     auto = spec.pool_info.auto_pool_specification
     if auto is not None and auto.pool_lifetime_option is not PoolLifetimeOption.JOB:
-        raise InvalidPropertyValue("poolInfo.autoPoolSpecification.poolLifetimeOption", auto.pool_lifetime_option.value,
-                                   "A job's auto pool must have poolLifetimeOption 'job'; 'jobschedule' is for job "
-                                   "schedules only.")
+        raise InvalidPropertyValue(
+            "poolInfo.autoPoolSpecification.poolLifetimeOption",
+            auto.pool_lifetime_option.value,
+            "A job's auto pool must have poolLifetimeOption 'job'; 'jobschedule' is for job schedules only.",
+        )
     state = kiln(request)
     moment = now()
     doc = spec.materialize()
-    row = job_rules.new_row(spec.id, doc, pool_key=ids.key(spec.pool_info.pool_id or ""), now=moment,
-                            etag=db.new_etag())
+    row = job_rules.new_row(
+        spec.id, doc, pool_key=ids.key(spec.pool_info.pool_id or ""), now=moment, etag=db.new_etag()
+    )
 
     manager: list[dict[str, Any]] = []
 
@@ -54,8 +68,10 @@ async def add_job(request: Request) -> Response:
         if db.get(conn, db.jobs, key=row["key"]) is not None:
             raise Conflict("The specified job already exists.", code="JobExists")
         if db.get(conn, db.job_schedules, key=row["key"]) is not None:
-            raise Conflict("A job schedule with the same id exists; jobs and job schedules share ids.",
-                           code="JobScheduleWithSameIdExists")
+            raise Conflict(
+                "A job schedule with the same id exists; jobs and job schedules share ids.",
+                code="JobScheduleWithSameIdExists",
+            )
         row["seq"] = db.next_value(conn, "job")
         pool = None
         if auto is not None:
@@ -78,6 +94,7 @@ async def add_job(request: Request) -> Response:
 def _manager_task(conn: Connection, job: dict[str, Any], spec: JobAdd, moment) -> dict[str, Any]:
     """Insert the job manager as an ordinary task of the job; it gets the job's first task seq."""
     from kiln.api.tasks import _task_row  # tasks imports this module
+
     task = _task_row(job, spec.job_manager_task.as_task(), moment)
     db.insert_rows(conn, db.tasks, [task])
     task["seq"] = db.task_seqs(conn, job["key"], [task["key"]])[task["key"]]
@@ -106,22 +123,34 @@ def _apply_update(row: dict[str, Any], update: JobPatch, *, replace: bool) -> di
     if "pool_info" in fields and update.pool_info is not None:
         new_info = _pool_info_doc(update.pool_info)
         if row["state"] != JobState.DISABLED and not _only_keep_alive_differs(spec["poolInfo"], new_info):
-            raise Conflict("The job's poolInfo can be changed only while the job is disabled.",
-                           code="JobNotDisabled")
+            raise Conflict("The job's poolInfo can be changed only while the job is disabled.", code="JobNotDisabled")
         spec["poolInfo"] = new_info
     if update.max_parallel_tasks is not None and update.max_parallel_tasks != -1 and update.max_parallel_tasks < 1:
-        raise InvalidPropertyValue("maxParallelTasks", update.max_parallel_tasks,
-                                   "maxParallelTasks must be -1 (unlimited) or greater than 0.")
+        raise InvalidPropertyValue(
+            "maxParallelTasks", update.max_parallel_tasks, "maxParallelTasks must be -1 (unlimited) or greater than 0."
+        )
     if update.on_all_tasks_complete is not None:
         if spec["onAllTasksComplete"] == "terminatejob" and update.on_all_tasks_complete.value == "noaction":
-            raise InvalidPropertyValue("onAllTasksComplete", "noaction",
-                                       "onAllTasksComplete cannot be changed from terminatejob back to noaction.")
+            raise InvalidPropertyValue(
+                "onAllTasksComplete",
+                "noaction",
+                "onAllTasksComplete cannot be changed from terminatejob back to noaction.",
+            )
     elif replace and spec["onAllTasksComplete"] == "terminatejob":
-        raise InvalidPropertyValue("onAllTasksComplete", None, "A PUT without onAllTasksComplete sets it to "
-                                   "noaction, and it cannot go from terminatejob back to noaction.")
-    defaults = {"priority": 0, "maxParallelTasks": -1, "allowTaskPreemption": False,
-                "constraints": {"maxWallClockTime": UNLIMITED, "maxTaskRetryCount": 0},
-                "onAllTasksComplete": "noaction", "metadata": None}
+        raise InvalidPropertyValue(
+            "onAllTasksComplete",
+            None,
+            "A PUT without onAllTasksComplete sets it to "
+            "noaction, and it cannot go from terminatejob back to noaction.",
+        )
+    defaults = {
+        "priority": 0,
+        "maxParallelTasks": -1,
+        "allowTaskPreemption": False,
+        "constraints": {"maxWallClockTime": UNLIMITED, "maxTaskRetryCount": 0},
+        "onAllTasksComplete": "noaction",
+        "metadata": None,
+    }
     given = update.dump()
     for name, default in defaults.items():
         if name in given:
@@ -143,11 +172,13 @@ def _pool_info_doc(info: PoolInfo) -> dict[str, Any]:
 
 def _only_keep_alive_differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """An auto pool's keepAlive may change at any time (lifetime job); the rest of poolInfo only while disabled."""
+
     def without_keep_alive(info: dict[str, Any]) -> dict[str, Any]:
         auto = info.get("autoPoolSpecification")
         if auto is None or auto.get("poolLifetimeOption") != PoolLifetimeOption.JOB:
             return info
         return {**info, "autoPoolSpecification": {k: v for k, v in auto.items() if k != "keepAlive"}}
+
     return without_keep_alive(old) == without_keep_alive(new)
 
 
@@ -204,8 +235,9 @@ async def terminate_job(request: Request, job_id: str) -> Response:
 async def disable_job(request: Request, job_id: str) -> Response:
     body = parse(JobDisable, await read_json(request))
     row = await kiln(request).database.read(lambda conn: load_job(conn, job_id))
-    await kiln(request).scheduler.disable_job(row["key"], DisableTasks(body.disable_tasks.value),
-                                              lambda job: check_write_conditions(request, job))
+    await kiln(request).scheduler.disable_job(
+        row["key"], DisableTasks(body.disable_tasks.value), lambda job: check_write_conditions(request, job)
+    )
     return empty(202, request)
 
 
@@ -221,6 +253,7 @@ async def task_counts(request: Request, job_id: str) -> Response:
     def read(conn: Connection):
         row = load_job(conn, job_id)
         return db.task_counts(conn, row["key"])
+
     groups = await kiln(request).database.read(read)
     counts = {name: 0 for name in ("active", "running", "completed", "succeeded", "failed")}
     slots = dict(counts)
@@ -232,8 +265,9 @@ async def task_counts(request: Request, job_id: str) -> Response:
             outcome = "succeeded" if group["result"] == "success" else "failed"
             counts[outcome] += group["n"]
             slots[outcome] += group["slots"] or 0
-    return json_response({"odata.metadata": metadata_url(request, "taskcounts/@Element"),
-                          "taskCounts": counts, "taskSlotCounts": slots})
+    return json_response(
+        {"odata.metadata": metadata_url(request, "taskcounts/@Element"), "taskCounts": counts, "taskSlotCounts": slots}
+    )
 
 
 @router.get("/jobs/{job_id}/jobpreparationandreleasetaskstatus")
@@ -241,13 +275,19 @@ async def preparation_status(request: Request, job_id: str) -> Response:
     def read(conn: Connection):
         row = load_job(conn, job_id)
         return row, db.find(conn, db.preparations, order_by=["prep_start_time", "node_id"], job_key=row["key"])
+
     row, records = await kiln(request).database.read(read)
     if not row["spec"].get("jobPreparationTask") and not row["spec"].get("jobReleaseTask"):
-        raise Conflict("The specified job does not have a job preparation or job release task.",
-                       code="JobPreparationTaskOrReleaseTaskNotSpecified")
+        raise Conflict(
+            "The specified job does not have a job preparation or job release task.",
+            code="JobPreparationTaskOrReleaseTaskNotSpecified",
+        )
     base = base_url(request)
-    docs = [render.preparation_status(r, row, base) for r in records if r["prep_state"] != "pending"
-            or r["release_state"] != "pending"]
+    docs = [
+        render.preparation_status(r, row, base)
+        for r in records
+        if r["prep_state"] != "pending" or r["release_state"] != "pending"
+    ]
     return list_response(request, docs, "jobpreparationandreleasetaskstatuslist", odata.PREP_RELEASE_FILTERS)
 
 

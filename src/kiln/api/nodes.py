@@ -1,4 +1,5 @@
 """/pools/{pool}/nodes: list and get compute nodes."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,13 +21,18 @@ router = APIRouter()
 def _running(conn: Connection, pool_key: str) -> dict[str, tuple[int, int]]:
     """(tasks, slots) of job tasks on each node; prep and release count for neither."""
     tasks = db.tasks
-    query = (select(tasks.c.node_id, func.count(), func.sum(tasks.c.required_slots))
-             .where(tasks.c.state.in_(["running", "preparing"]), tasks.c.node_id.is_not(None))
-             .group_by(tasks.c.node_id))
+    query = (
+        select(tasks.c.node_id, func.count(), func.sum(tasks.c.required_slots))
+        .where(tasks.c.state.in_(["running", "preparing"]), tasks.c.node_id.is_not(None))
+        .group_by(tasks.c.node_id)
+    )
     running = {node_id: (count, slots or 0) for node_id, count, slots in conn.execute(query)}
     subtasks = db.subtasks  # a running subtask of a multi-instance task holds one slot of its node
-    query = (select(subtasks.c.node_id, func.count()).where(subtasks.c.state == "running", subtasks.c.id > 0)
-             .group_by(subtasks.c.node_id))
+    query = (
+        select(subtasks.c.node_id, func.count())
+        .where(subtasks.c.state == "running", subtasks.c.id > 0)
+        .group_by(subtasks.c.node_id)
+    )
     for node_id, count in conn.execute(query):
         tasks_count, slots = running.get(node_id, (0, 0))
         running[node_id] = (tasks_count + count, slots + count)
@@ -45,8 +51,12 @@ def load_node(conn: Connection, pool_id: str, node_id: str) -> tuple[dict[str, A
 async def list_nodes(request: Request, pool_id: str) -> Response:
     def read(conn: Connection):
         pool = load_pool(conn, pool_id)
-        return pool, db.find(conn, db.nodes, order_by=["allocation_time", "id"], pool_key=pool["key"]), \
-            _running(conn, pool["key"])
+        return (
+            pool,
+            db.find(conn, db.nodes, order_by=["allocation_time", "id"], pool_key=pool["key"]),
+            _running(conn, pool["key"]),
+        )
+
     pool, nodes, running = await kiln(request).database.read(read)
     base = base_url(request)
     docs = [render.node(n, pool, base, *running.get(n["id"], (0, 0))) for n in nodes]
@@ -58,10 +68,13 @@ async def get_node(request: Request, pool_id: str, node_id: str) -> Response:
     def read(conn: Connection):
         pool, node = load_node(conn, pool_id, node_id)
         return pool, node, _running(conn, pool["key"])
+
     pool, node, running = await kiln(request).database.read(read)
     doc = render.node(node, pool, base_url(request), *running.get(node["id"], (0, 0)))
-    body = {"odata.metadata": metadata_url(request, "nodes/@Element"),
-            **odata.apply_select(doc, request.query_params.get("$select"))}
+    body = {
+        "odata.metadata": metadata_url(request, "nodes/@Element"),
+        **odata.apply_select(doc, request.query_params.get("$select")),
+    }
     return json_response(body)
 
 

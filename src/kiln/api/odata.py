@@ -1,4 +1,5 @@
 """Batch's OData subset: ``$filter`` compiled once to closures over wire JSON, and ``$select``."""
+
 from __future__ import annotations
 
 import calendar
@@ -7,7 +8,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, TypeAlias
 
@@ -26,38 +27,89 @@ _ST = frozenset({"startswith"})
 _ST_CMP = _CMP | _ST
 _STATE = _EQ  # ``ne`` on ``state`` is accepted everywhere, as doc versions differ
 
-POOL_FILTERS: Allowed = MappingProxyType({
-    "id": _ST_CMP, "state": _STATE, "allocationState": frozenset({"eq"}),
-    "stateTransitionTime": _CMP, "allocationStateTransitionTime": _CMP, "creationTime": _CMP, "lastModified": _CMP,
-    "enableAutoScale": _EQ, "enableInterNodeCommunication": _EQ, "vmSize": _EQ,
-})
-NODE_FILTERS: Allowed = MappingProxyType({
-    "state": _STATE, "stateTransitionTime": _CMP, "lastBootTime": _CMP, "allocationTime": _CMP,
-    "startTaskInfo/state": _STATE, "startTaskInfo/result": _EQ, "startTaskInfo/exitCode": _CMP,
-    "startTaskInfo/startTime": _CMP, "startTaskInfo/endTime": _CMP,
-})
+POOL_FILTERS: Allowed = MappingProxyType(
+    {
+        "id": _ST_CMP,
+        "state": _STATE,
+        "allocationState": frozenset({"eq"}),
+        "stateTransitionTime": _CMP,
+        "allocationStateTransitionTime": _CMP,
+        "creationTime": _CMP,
+        "lastModified": _CMP,
+        "enableAutoScale": _EQ,
+        "enableInterNodeCommunication": _EQ,
+        "vmSize": _EQ,
+    }
+)
+NODE_FILTERS: Allowed = MappingProxyType(
+    {
+        "state": _STATE,
+        "stateTransitionTime": _CMP,
+        "lastBootTime": _CMP,
+        "allocationTime": _CMP,
+        "startTaskInfo/state": _STATE,
+        "startTaskInfo/result": _EQ,
+        "startTaskInfo/exitCode": _CMP,
+        "startTaskInfo/startTime": _CMP,
+        "startTaskInfo/endTime": _CMP,
+    }
+)
 #: A schedule's jobs (``GET /jobschedules/{s}/jobs``): the job table without ``id``.
-SCHEDULE_JOBS_FILTERS: Allowed = MappingProxyType({
-    "state": _STATE, "stateTransitionTime": _CMP, "creationTime": _CMP, "lastModified": _CMP,
-    "executionInfo/startTime": _CMP, "executionInfo/endTime": _CMP, "executionInfo/poolId": _ST_CMP,
-})
+SCHEDULE_JOBS_FILTERS: Allowed = MappingProxyType(
+    {
+        "state": _STATE,
+        "stateTransitionTime": _CMP,
+        "creationTime": _CMP,
+        "lastModified": _CMP,
+        "executionInfo/startTime": _CMP,
+        "executionInfo/endTime": _CMP,
+        "executionInfo/poolId": _ST_CMP,
+    }
+)
 JOB_FILTERS: Allowed = MappingProxyType({"id": _ST_CMP, **SCHEDULE_JOBS_FILTERS})
-SCHEDULE_FILTERS: Allowed = MappingProxyType({
-    "id": _ST_CMP, "state": _STATE, "stateTransitionTime": _CMP, "creationTime": _CMP, "lastModified": _CMP,
-    "executionInfo/endTime": _CMP, "schedule/doNotRunUntil": _CMP, "schedule/doNotRunAfter": _CMP,
-})
-TASK_FILTERS: Allowed = MappingProxyType({
-    "id": _ST_CMP, "state": _STATE, "stateTransitionTime": _CMP, "creationTime": _CMP, "lastModified": _CMP,
-    "lastModifiedTime": _CMP, "executionInfo/startTime": _CMP, "executionInfo/endTime": _CMP,
-    "executionInfo/exitCode": _CMP, "executionInfo/result": _EQ,
-})
-PREP_RELEASE_FILTERS: Allowed = MappingProxyType({
-    "poolId": _EQ, "nodeId": _EQ,
-    **{f"{info}/{name}": ops
-       for info in ("jobPreparationTaskExecutionInfo", "jobReleaseTaskExecutionInfo")
-       for name, ops in {"state": _STATE, "startTime": _CMP, "endTime": _CMP, "exitCode": _CMP,
-                         "result": _EQ}.items()},
-})
+SCHEDULE_FILTERS: Allowed = MappingProxyType(
+    {
+        "id": _ST_CMP,
+        "state": _STATE,
+        "stateTransitionTime": _CMP,
+        "creationTime": _CMP,
+        "lastModified": _CMP,
+        "executionInfo/endTime": _CMP,
+        "schedule/doNotRunUntil": _CMP,
+        "schedule/doNotRunAfter": _CMP,
+    }
+)
+TASK_FILTERS: Allowed = MappingProxyType(
+    {
+        "id": _ST_CMP,
+        "state": _STATE,
+        "stateTransitionTime": _CMP,
+        "creationTime": _CMP,
+        "lastModified": _CMP,
+        "lastModifiedTime": _CMP,
+        "executionInfo/startTime": _CMP,
+        "executionInfo/endTime": _CMP,
+        "executionInfo/exitCode": _CMP,
+        "executionInfo/result": _EQ,
+    }
+)
+PREP_RELEASE_FILTERS: Allowed = MappingProxyType(
+    {
+        "poolId": _EQ,
+        "nodeId": _EQ,
+        **{
+            f"{info}/{name}": ops
+            for info in ("jobPreparationTaskExecutionInfo", "jobReleaseTaskExecutionInfo")
+            for name, ops in {
+                "state": _STATE,
+                "startTime": _CMP,
+                "endTime": _CMP,
+                "exitCode": _CMP,
+                "result": _EQ,
+            }.items()
+        },
+    }
+)
 FILE_FILTERS: Allowed = MappingProxyType({"name": _ST})
 NODE_COUNT_FILTERS: Allowed = MappingProxyType({"poolId": frozenset({"eq"})})
 USAGE_METRICS_FILTERS: Allowed = MappingProxyType({"poolId": _ST_CMP})
@@ -66,8 +118,9 @@ IMAGE_FILTERS: Allowed = MappingProxyType({"osType": _EQ, "verificationType": _E
 #: Filter names that differ from the wire name (old docs spell ``lastModified`` so).
 WIRE_NAMES: Mapping[str, str] = MappingProxyType({"lastModifiedTime": "lastModified"})
 #: Last path segments holding enums (or Azure names) that compare ignoring case.
-CASELESS: frozenset[str] = frozenset({
-    "state", "allocationState", "result", "vmSize", "osType", "verificationType", "nodeAgentSKUId"})
+CASELESS: frozenset[str] = frozenset(
+    {"state", "allocationState", "result", "vmSize", "osType", "verificationType", "nodeAgentSKUId"}
+)
 #: Last path segments holding times that are not named ``…Time``.
 _TIME_NAMES = frozenset({"lastModified", "doNotRunUntil", "doNotRunAfter"})
 _MAX_DEPTH = 50
@@ -104,10 +157,21 @@ INTEGER: /-?[0-9]+/
 
 # Human names for the grammar's terminals, used in syntax error reasons.
 _TERMINALS = {
-    "_OR": "'or'", "_AND": "'and'", "_NOT": "'not'", "_STARTSWITH": "'startswith'",
-    "OPERATOR": "an operator (eq, ne, gt, ge, lt, le)", "BOOLEAN": "true or false", "NULL": "null",
-    "PROPERTY": "a property name", "STRING": "a quoted string", "DATETIME": "datetime'…'",
-    "INTEGER": "an integer", "LPAR": "'('", "RPAR": "')'", "COMMA": "','", "$END": "end of the filter",
+    "_OR": "'or'",
+    "_AND": "'and'",
+    "_NOT": "'not'",
+    "_STARTSWITH": "'startswith'",
+    "OPERATOR": "an operator (eq, ne, gt, ge, lt, le)",
+    "BOOLEAN": "true or false",
+    "NULL": "null",
+    "PROPERTY": "a property name",
+    "STRING": "a quoted string",
+    "DATETIME": "datetime'…'",
+    "INTEGER": "an integer",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "COMMA": "','",
+    "$END": "end of the filter",
 }
 
 
@@ -164,8 +228,10 @@ def _syntax_reason(text: str, exc: lark.exceptions.UnexpectedInput) -> str:
         found, expected = "end of the filter", getattr(exc, "expected", ())
     wanted = sorted({_TERMINALS.get(name, name) for name in expected or ()})
     hint = f"; expected {', '.join(wanted)}" if wanted else ""
-    return (f"Syntax error{at}: unexpected {found}{hint}. The filter must be comparisons such as "
-            "\"state eq 'active'\" or startswith(id,'x') joined by and, or, not and parentheses.")
+    return (
+        f"Syntax error{at}: unexpected {found}{hint}. The filter must be comparisons such as "
+        "\"state eq 'active'\" or startswith(id,'x') joined by and, or, not and parentheses."
+    )
 
 
 def _depth(tree: lark.Tree) -> int:
@@ -178,7 +244,12 @@ def _depth(tree: lark.Tree) -> int:
 
 
 _OPERATORS: Mapping[str, Callable[[Any, Any], bool]] = {
-    "eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le,
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
 }
 
 
@@ -233,6 +304,7 @@ class _Compiler(lark.Transformer):
             if not isinstance(value, str):
                 return not wanted  # a missing value does not start with anything
             return (value.lower() if caseless else value).startswith(prefix) == wanted
+
         return starts
 
     def _startswith_outcome(self, suffix: list[lark.Token]) -> bool:
@@ -248,12 +320,17 @@ class _Compiler(lark.Transformer):
         path = self._by_lower.get(str(token).lower())
         if path is None:
             known = ", ".join(sorted(self._allowed)) or "none"
-            raise _invalid(self._text, f"The property '{token}' cannot be used in $filter on this list. "
-                                       f"Filterable properties: {known}.")
+            raise _invalid(
+                self._text,
+                f"The property '{token}' cannot be used in $filter on this list. Filterable properties: {known}.",
+            )
         ops = self._allowed[path]
         if op not in ops:
-            raise _invalid(self._text, f"The operator '{op}' is not allowed on property '{path}'. "
-                                       f"Allowed operators: {', '.join(_ordered(ops))}.")
+            raise _invalid(
+                self._text,
+                f"The operator '{op}' is not allowed on property '{path}'. "
+                f"Allowed operators: {', '.join(_ordered(ops))}.",
+            )
         return path
 
     def _literal(self, path: str, op: str, token: lark.Token) -> _Literal:
@@ -261,17 +338,22 @@ class _Compiler(lark.Transformer):
         if _is_time(path) and literal.kind == "string":
             ticks = _time_key(literal.value)
             if ticks is None:
-                raise _invalid(self._text, f"The property '{path}' is a time; '{literal.value}' is not an "
-                                           "ISO 8601 time such as '2024-01-01T00:00:00Z'.")
+                raise _invalid(
+                    self._text,
+                    f"The property '{path}' is a time; '{literal.value}' is not an "
+                    "ISO 8601 time such as '2024-01-01T00:00:00Z'.",
+                )
             literal = _Literal("time", ticks)
         if _is_time(path) and literal.kind not in ("time", "null"):
-            raise _invalid(self._text, f"The property '{path}' is a time; compare it with a quoted ISO 8601 "
-                                       f"time or datetime'2024-01-01T00:00:00Z', not {token}.")
+            raise _invalid(
+                self._text,
+                f"The property '{path}' is a time; compare it with a quoted ISO 8601 "
+                f"time or datetime'2024-01-01T00:00:00Z', not {token}.",
+            )
         if literal.kind == "null" and op not in _EQ:
             raise _invalid(self._text, f"null can only be compared with eq or ne, not '{op}'.")
         if literal.kind == "time" and literal.value is None:
-            raise _invalid(self._text, f"{token} is not a valid ISO 8601 time such as "
-                                       "datetime'2024-01-01T00:00:00Z'.")
+            raise _invalid(self._text, f"{token} is not a valid ISO 8601 time such as datetime'2024-01-01T00:00:00Z'.")
         return literal
 
 
@@ -293,7 +375,7 @@ def _parse_literal(token: lark.Token) -> _Literal:
     if token.type == "BOOLEAN":
         return _Literal("bool", text.lower() == "true")
     if token.type == "DATETIME":
-        return _Literal("time", _time_key(text[text.index("'") + 1:-1]))
+        return _Literal("time", _time_key(text[text.index("'") + 1 : -1]))
     return _Literal("null", None)
 
 
@@ -315,6 +397,7 @@ def _compare(path: str, op: str, literal: _Literal) -> Predicate:
         if value is None:
             return missing
         return test(value, constant)
+
     return compare
 
 
@@ -329,6 +412,7 @@ def _getter(path: str) -> Callable[[dict], Any]:
         def get_nested(doc: dict) -> Any:
             child = doc.get(outer)
             return child.get(inner) if isinstance(child, dict) else None
+
         return get_nested
 
     def get_deep(doc: dict) -> Any:
@@ -338,6 +422,7 @@ def _getter(path: str) -> Callable[[dict], Any]:
                 return None
             value = value.get(part)
         return value
+
     return get_deep
 
 
@@ -386,11 +471,15 @@ def _as_time(value: Any) -> int | None:
 
 
 _COERCE: Mapping[str, Callable[[Any], Any]] = {
-    "string": _as_string, "int": _as_int, "bool": _as_bool, "time": _as_time,
+    "string": _as_string,
+    "int": _as_int,
+    "bool": _as_bool,
+    "time": _as_time,
 }
 
 _TIME = re.compile(
-    r"\s*(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?\s*(Z|z|[+-]\d{2}:?\d{2})?\s*")
+    r"\s*(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?\s*(Z|z|[+-]\d{2}:?\d{2})?\s*"
+)
 #: The form the wire uses (``2026-11-25T20:10:00.1234567Z``), parsed by slicing on the hot path.
 _WIRE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,7})?Z")
 _TICKS_PER_SECOND = 10_000_000
@@ -436,8 +525,8 @@ def _iso_time_key(text: str) -> int | None:
 
 def _datetime_key(moment: datetime) -> int:
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta // timedelta(microseconds=1)) * 10
 
 

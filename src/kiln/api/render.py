@@ -1,7 +1,9 @@
 """Stored rows to Batch JSON documents (what GET returns)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC
 from typing import Any
 from urllib.parse import quote
 
@@ -22,36 +24,53 @@ def _states(row: Mapping[str, Any]) -> Doc:
 
 
 def _entity(row: Mapping[str, Any], url: str) -> Doc:
-    return {"id": row["id"], "url": url, "eTag": row["etag"], "lastModified": format_time(row["last_modified"]),
-            "creationTime": format_time(row["creation_time"])}
+    return {
+        "id": row["id"],
+        "url": url,
+        "eTag": row["etag"],
+        "lastModified": format_time(row["last_modified"]),
+        "creationTime": format_time(row["creation_time"]),
+    }
 
 
 def pool(row: Mapping[str, Any], base: str, current_nodes: int) -> Doc:
-    doc = {**row["spec"], **_entity(row, f"{base}/pools/{row['id']}"),
-           "state": row["state"], "stateTransitionTime": format_time(row["state_transition_time"]),
-           "allocationState": row["allocation_state"],
-           "allocationStateTransitionTime": format_time(row["allocation_state_transition_time"]),
-           "currentDedicatedNodes": current_nodes, "currentLowPriorityNodes": 0,
-           "targetDedicatedNodes": row["target_dedicated_nodes"],
-           "targetLowPriorityNodes": row["target_low_priority_nodes"]}
+    doc = {
+        **row["spec"],
+        **_entity(row, f"{base}/pools/{row['id']}"),
+        "state": row["state"],
+        "stateTransitionTime": format_time(row["state_transition_time"]),
+        "allocationState": row["allocation_state"],
+        "allocationStateTransitionTime": format_time(row["allocation_state_transition_time"]),
+        "currentDedicatedNodes": current_nodes,
+        "currentLowPriorityNodes": 0,
+        "targetDedicatedNodes": row["target_dedicated_nodes"],
+        "targetLowPriorityNodes": row["target_low_priority_nodes"],
+    }
     if row.get("resize_errors"):
         doc["resizeErrors"] = row["resize_errors"]
     return doc
 
 
-def node(row: Mapping[str, Any], pool_row: Mapping[str, Any], base: str, running_tasks: int,
-         running_slots: int) -> Doc:
+def node(row: Mapping[str, Any], pool_row: Mapping[str, Any], base: str, running_tasks: int, running_slots: int) -> Doc:
     state = row["state"]
     if state in (NodeState.IDLE, NodeState.RUNNING):
         state = busy_state(running_tasks).value
-    doc: Doc = {"id": row["id"], "url": f"{base}/pools/{pool_row['id']}/nodes/{row['id']}", "state": state,
-                "schedulingState": row["scheduling_state"],
-                "stateTransitionTime": format_time(row["state_transition_time"]),
-                "allocationTime": format_time(row["allocation_time"]), "ipAddress": node_address(row["id"]),
-                "affinityId": f"TVM:{row['id']}", "vmSize": pool_row["spec"].get("vmSize"),
-                "totalTasksRun": row["total_tasks_run"], "totalTasksSucceeded": row["total_tasks_succeeded"],
-                "runningTasksCount": running_tasks, "runningTaskSlotsCount": running_slots,
-                "isDedicated": True}
+    doc: Doc = {
+        "id": row["id"],
+        "url": f"{base}/pools/{pool_row['id']}/nodes/{row['id']}",
+        "state": state,
+        "schedulingState": row["scheduling_state"],
+        "stateTransitionTime": format_time(row["state_transition_time"]),
+        "allocationTime": format_time(row["allocation_time"]),
+        "ipAddress": node_address(row["id"]),
+        "affinityId": f"TVM:{row['id']}",
+        "vmSize": pool_row["spec"].get("vmSize"),
+        "totalTasksRun": row["total_tasks_run"],
+        "totalTasksSucceeded": row["total_tasks_succeeded"],
+        "runningTasksCount": running_tasks,
+        "runningTaskSlotsCount": running_slots,
+        "isDedicated": True,
+    }
     if row.get("last_boot_time"):
         doc["lastBootTime"] = format_time(row["last_boot_time"])
     return doc
@@ -64,21 +83,34 @@ def job(row: Mapping[str, Any], base: str) -> Doc:
         execution["endTime"] = format_time(row["end_time"])
     if row.get("terminate_reason"):
         execution["terminateReason"] = row["terminate_reason"]
-    return {**row["spec"], **_entity(row, f"{base}/jobs/{row['id']}"), **_states(row),
-            "priority": row["priority"], "executionInfo": execution}
+    return {
+        **row["spec"],
+        **_entity(row, f"{base}/jobs/{row['id']}"),
+        **_states(row),
+        "priority": row["priority"],
+        "executionInfo": execution,
+    }
 
 
 def task(row: Mapping[str, Any], job_id: str, base: str) -> Doc:
     execution: Doc = {"retryCount": row["retry_count"], "requeueCount": row["requeue_count"]}
-    for name, column in (("startTime", "start_time"), ("endTime", "end_time"), ("lastRetryTime", "last_retry_time"),
-                         ("lastRequeueTime", "last_requeue_time")):
+    for name, column in (
+        ("startTime", "start_time"),
+        ("endTime", "end_time"),
+        ("lastRetryTime", "last_retry_time"),
+        ("lastRequeueTime", "last_requeue_time"),
+    ):
         if row.get(column):
             execution[name] = format_time(row[column])
     for name, column in (("exitCode", "exit_code"), ("failureInfo", "failure_info"), ("result", "result")):
         if row.get(column) is not None:
             execution[name] = row[column]
-    doc = {**row["spec"], **_entity(row, f"{base}/jobs/{job_id}/tasks/{row['id']}"), **_states(row),
-           "executionInfo": execution}
+    doc = {
+        **row["spec"],
+        **_entity(row, f"{base}/jobs/{job_id}/tasks/{row['id']}"),
+        **_states(row),
+        "executionInfo": execution,
+    }
     if row.get("node_id"):
         directory = task_dir(job_id, row["id"])
         doc["nodeInfo"] = node_info(base, row["pool_id"], row["node_id"], directory)
@@ -87,8 +119,11 @@ def task(row: Mapping[str, Any], job_id: str, base: str) -> Doc:
 
 def subtask(row: Mapping[str, Any], job_id: str, task_id: str, base: str) -> Doc:
     """A subtask of a multi-instance task; it runs in the task's directory on its own node."""
-    doc: Doc = {"id": row["id"], "nodeInfo": node_info(base, row["pool_id"], row["node_id"], task_dir(job_id, task_id)),
-                **_states(row)}
+    doc: Doc = {
+        "id": row["id"],
+        "nodeInfo": node_info(base, row["pool_id"], row["node_id"], task_dir(job_id, task_id)),
+        **_states(row),
+    }
     for name, column in (("startTime", "start_time"), ("endTime", "end_time")):
         if row.get(column):
             doc[name] = format_time(row[column])
@@ -101,13 +136,22 @@ def subtask(row: Mapping[str, Any], job_id: str, task_id: str, base: str) -> Doc
 
 def node_info(base: str, pool_id: str, node_id: str, directory: str) -> Doc:
     node_url = f"{base}/pools/{pool_id}/nodes/{node_id}"
-    return {"affinityId": f"TVM:{node_id}", "nodeUrl": node_url, "poolId": pool_id, "nodeId": node_id,
-            "taskRootDirectory": directory, "taskRootDirectoryUrl": f"{node_url}/files/{directory}"}
+    return {
+        "affinityId": f"TVM:{node_id}",
+        "nodeUrl": node_url,
+        "poolId": pool_id,
+        "nodeId": node_id,
+        "taskRootDirectory": directory,
+        "taskRootDirectoryUrl": f"{node_url}/files/{directory}",
+    }
 
 
 def _step_info(record: Mapping[str, Any], prefix: str, directory: str, node_url: str) -> Doc:
-    info: Doc = {"state": record[f"{prefix}_state"], "taskRootDirectory": directory,
-                 "taskRootDirectoryUrl": f"{node_url}/files/{directory}"}
+    info: Doc = {
+        "state": record[f"{prefix}_state"],
+        "taskRootDirectory": directory,
+        "taskRootDirectoryUrl": f"{node_url}/files/{directory}",
+    }
     for name, column in (("startTime", "start_time"), ("endTime", "end_time")):
         if record.get(f"{prefix}_{column}"):
             info[name] = format_time(record[f"{prefix}_{column}"])
@@ -130,21 +174,28 @@ def preparation_status(record: Mapping[str, Any], job_row: Mapping[str, Any], ba
         doc["jobPreparationTaskExecutionInfo"] = prep
     if record["release_state"] != "pending" and spec.get("jobReleaseTask"):
         doc["jobReleaseTaskExecutionInfo"] = _step_info(
-            record, "release", task_dir(job_row["id"], spec["jobReleaseTask"]["id"]), node_url)
+            record, "release", task_dir(job_row["id"], spec["jobReleaseTask"]["id"]), node_url
+        )
     return doc
 
 
 def file_entry(entry, url_prefix: str) -> Doc:
     """A node or task file list item; directories carry no properties."""
-    doc: Doc = {"name": entry.name, "url": f"{url_prefix}/{quote(entry.name, safe='')}",
-                "isDirectory": entry.is_directory}
+    doc: Doc = {
+        "name": entry.name,
+        "url": f"{url_prefix}/{quote(entry.name, safe='')}",
+        "isDirectory": entry.is_directory,
+    }
     if not entry.is_directory:
-        from datetime import datetime, timezone
+        from datetime import datetime
+
         doc["properties"] = {
-            "creationTime": format_time(datetime.fromtimestamp(entry.ctime, timezone.utc)),
-            "lastModified": format_time(datetime.fromtimestamp(entry.mtime, timezone.utc)),
-            "contentLength": str(entry.size), "contentType": content_type(entry.name),
-            "fileMode": f"{entry.mode & 0o7777:o}"}
+            "creationTime": format_time(datetime.fromtimestamp(entry.ctime, UTC)),
+            "lastModified": format_time(datetime.fromtimestamp(entry.mtime, UTC)),
+            "contentLength": str(entry.size),
+            "contentType": content_type(entry.name),
+            "fileMode": f"{entry.mode & 0o7777:o}",
+        }
     return doc
 
 
@@ -155,6 +206,7 @@ def content_type(name: str) -> str:
 def job_schedule(row: Mapping[str, Any], base: str, now) -> Doc:
     """A job schedule; nextRunTime comes from the timing rule, for a schedule that may still create jobs."""
     from kiln.core.schedule import OPEN, ScheduleState, plan, timing
+
     spec = row["spec"]
     execution: Doc = {}
     if ScheduleState(row["state"]) in OPEN:
@@ -165,10 +217,17 @@ def job_schedule(row: Mapping[str, Any], base: str, now) -> Doc:
         execution["recentJob"] = {"id": row["recent_job_id"], "url": f"{base}/jobs/{row['recent_job_id']}"}
     if row.get("end_time"):
         execution["endTime"] = format_time(row["end_time"])
-    doc: Doc = {"id": row["id"], "url": f"{base}/jobschedules/{row['id']}", "eTag": row["etag"],
-                "lastModified": format_time(row["last_modified"]), "creationTime": format_time(row["creation_time"]),
-                **_states(row), "schedule": spec.get("schedule", {}), "jobSpecification": spec["jobSpecification"],
-                "executionInfo": execution}
+    doc: Doc = {
+        "id": row["id"],
+        "url": f"{base}/jobschedules/{row['id']}",
+        "eTag": row["etag"],
+        "lastModified": format_time(row["last_modified"]),
+        "creationTime": format_time(row["creation_time"]),
+        **_states(row),
+        "schedule": spec.get("schedule", {}),
+        "jobSpecification": spec["jobSpecification"],
+        "executionInfo": execution,
+    }
     for name in ("displayName", "metadata"):
         if spec.get(name) is not None:
             doc[name] = spec[name]

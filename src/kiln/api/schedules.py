@@ -1,4 +1,5 @@
 """/jobschedules: create, read, list, exists, update (PATCH/PUT), disable, enable, terminate, delete, its jobs."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -9,14 +10,22 @@ from sqlalchemy import Connection
 
 from kiln.api import odata, render
 from kiln.api.context import kiln
-from kiln.api.http import (base_url, check_write_conditions, empty, entity_response, list_response, parse,
-                           read_json, read_model)
+from kiln.api.http import (
+    base_url,
+    check_write_conditions,
+    empty,
+    entity_response,
+    list_response,
+    parse,
+    read_json,
+    read_model,
+)
 from kiln.core import schedule as schedule_rules
 from kiln.core.schedule import ScheduleState
 from kiln.errors import Conflict, KilnError, MissingRequiredProperty, NotFound
 from kiln.store import rows as db
 from kiln.wire import ids
-from kiln.wire.models import (JobAdd, JobScheduleAdd, JobScheduleUpdate, ScheduleConfiguration, prefix_property)
+from kiln.wire.models import JobAdd, JobScheduleAdd, JobScheduleUpdate, ScheduleConfiguration, prefix_property
 from kiln.wire.times import now
 
 router = APIRouter()
@@ -58,23 +67,34 @@ def schedule_configuration(request: Request, config: ScheduleConfiguration | Non
 async def add_schedule(request: Request) -> Response:
     body = await read_model(request, JobScheduleAdd)
     ids.check_id(body.id)
-    spec: dict[str, Any] = {"schedule": schedule_configuration(request, body.schedule),
-                            "jobSpecification": job_specification(body.job_specification)}
+    spec: dict[str, Any] = {
+        "schedule": schedule_configuration(request, body.schedule),
+        "jobSpecification": job_specification(body.job_specification),
+    }
     if body.display_name is not None:
         spec["displayName"] = body.display_name
     if body.metadata is not None:
         spec["metadata"] = [m.dump() for m in body.metadata]
     moment = now()
-    row = {"key": ids.key(body.id), "id": body.id, "spec": spec, "state": ScheduleState.ACTIVE.value,
-           "state_transition_time": moment, "job_count": 0, "creation_time": moment, "last_modified": moment,
-           "etag": db.new_etag()}
+    row = {
+        "key": ids.key(body.id),
+        "id": body.id,
+        "spec": spec,
+        "state": ScheduleState.ACTIVE.value,
+        "state_transition_time": moment,
+        "job_count": 0,
+        "creation_time": moment,
+        "last_modified": moment,
+        "etag": db.new_etag(),
+    }
 
     def insert(conn: Connection) -> None:
         if db.get(conn, db.job_schedules, key=row["key"]) is not None:
             raise Conflict("The specified job schedule already exists.", code="JobScheduleExists")
         if db.get(conn, db.jobs, key=row["key"]) is not None:
-            raise Conflict("A job with the same id exists; jobs and job schedules share ids.",
-                           code="JobWithSameIdExists")
+            raise Conflict(
+                "A job with the same id exists; jobs and job schedules share ids.", code="JobWithSameIdExists"
+            )
         row["seq"] = db.next_value(conn, "job_schedule")
         db.insert_rows(conn, db.job_schedules, [row])
 
@@ -88,15 +108,15 @@ async def add_schedule(request: Request) -> Response:
 async def list_schedules(request: Request) -> Response:
     rows = await kiln(request).database.read(lambda conn: db.find(conn, db.job_schedules, order_by=["seq"]))
     base, moment = base_url(request), now()
-    return list_response(request, [render.job_schedule(r, base, moment) for r in rows], "jobschedules",
-                         odata.SCHEDULE_FILTERS)
+    return list_response(
+        request, [render.job_schedule(r, base, moment) for r in rows], "jobschedules", odata.SCHEDULE_FILTERS
+    )
 
 
 @router.get("/jobschedules/{schedule_id}")
 async def get_schedule(request: Request, schedule_id: str) -> Response:
     row = await kiln(request).database.read(lambda conn: load_schedule(conn, schedule_id))
-    return entity_response(request, render.job_schedule(row, base_url(request), now()), row,
-                           "jobschedules/@Element")
+    return entity_response(request, render.job_schedule(row, base_url(request), now()), row, "jobschedules/@Element")
 
 
 @router.head("/jobschedules/{schedule_id}")
@@ -110,6 +130,7 @@ async def list_schedule_jobs(request: Request, schedule_id: str) -> Response:
     def read(conn: Connection) -> list[dict[str, Any]]:
         row = load_schedule(conn, schedule_id)
         return db.find(conn, db.jobs, order_by=["seq"], schedule_key=row["key"])
+
     rows = await kiln(request).database.read(read)
     base = base_url(request)
     return list_response(request, [render.job(r, base) for r in rows], "jobs", odata.SCHEDULE_JOBS_FILTERS)
@@ -136,8 +157,7 @@ async def _update_schedule(request: Request, schedule_id: str, *, replace: bool)
         spec = {**row["spec"], **changes}
         if spec.get("metadata") is None:
             spec.pop("metadata", None)
-        db.change(conn, db.job_schedules, {"key": row["key"]}, {"spec": spec, "last_modified": now()},
-                  bump_etag=True)
+        db.change(conn, db.job_schedules, {"key": row["key"]}, {"spec": spec, "last_modified": now()}, bump_etag=True)
         return db.get(conn, db.job_schedules, key=row["key"])
 
     async with state.scheduler.schedule_lock:

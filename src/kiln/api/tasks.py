@@ -1,4 +1,5 @@
 """/jobs/{job}/tasks: add (one or a collection), read, list, update, terminate, delete."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,8 +11,20 @@ from sqlalchemy import Connection
 
 from kiln.api import odata, render
 from kiln.api.context import kiln
-from kiln.api.http import (base_url, check_write_conditions, empty, entity_response, error_body, json_response,
-                           list_response, metadata_url, parse, read_json, read_model, unfiltered_window)
+from kiln.api.http import (
+    base_url,
+    check_write_conditions,
+    empty,
+    entity_response,
+    error_body,
+    json_response,
+    list_response,
+    metadata_url,
+    parse,
+    read_json,
+    read_model,
+    unfiltered_window,
+)
 from kiln.api.jobs import load_job
 from kiln.core import dependencies as dependency_rules
 from kiln.core import exit_conditions as exit_rules
@@ -38,15 +51,29 @@ def load_task(conn: Connection, job_id: str, task_id: str) -> tuple[dict[str, An
 
 def _task_row(job: dict[str, Any], spec: TaskAdd, moment) -> dict[str, Any]:
     doc = spec.materialize(job["spec"]["constraints"]["maxTaskRetryCount"])
-    return {"job_key": job["key"], "key": ids.key(spec.id), "id": spec.id, "spec": doc,
-            "state": TaskState.ACTIVE.value, "state_transition_time": moment, "required_slots": spec.required_slots,
-            "max_retries": doc["constraints"]["maxTaskRetryCount"], "attempt": 0, "retry_count": 0,
-            "requeue_count": 0, "creation_time": moment, "last_modified": moment, "etag": db.new_etag()}
+    return {
+        "job_key": job["key"],
+        "key": ids.key(spec.id),
+        "id": spec.id,
+        "spec": doc,
+        "state": TaskState.ACTIVE.value,
+        "state_transition_time": moment,
+        "required_slots": spec.required_slots,
+        "max_retries": doc["constraints"]["maxTaskRetryCount"],
+        "attempt": 0,
+        "retry_count": 0,
+        "requeue_count": 0,
+        "creation_time": moment,
+        "last_modified": moment,
+        "etag": db.new_etag(),
+    }
 
 
 def _check_against_job(job: dict[str, Any], spec: TaskAdd) -> None:
-    for kind, code in (("jobPreparationTask", "TaskIdSameAsJobPreparationTask"),
-                       ("jobReleaseTask", "TaskIdSameAsJobReleaseTask")):
+    for kind, code in (
+        ("jobPreparationTask", "TaskIdSameAsJobPreparationTask"),
+        ("jobReleaseTask", "TaskIdSameAsJobReleaseTask"),
+    ):
         other = job["spec"].get(kind)
         if other and other["id"].lower() == spec.id.lower():
             raise Conflict(f"The task id is the same as the id of the job's {kind}.", code=code)
@@ -134,16 +161,25 @@ async def add_task(request: Request, job_id: str) -> Response:
 @router.post("/jobs/{job_id}/addtaskcollection")
 async def add_task_collection(request: Request, job_id: str) -> Response:
     if len(await request.body()) > MAX_BODY:
-        raise KilnError("The request body is too large; send at most 1 MB and 100 tasks per call.",
-                        code="RequestBodyTooLarge", status=413)
+        raise KilnError(
+            "The request body is too large; send at most 1 MB and 100 tasks per call.",
+            code="RequestBodyTooLarge",
+            status=413,
+        )
     body = await read_json(request)
     values = body.get("value")
     if not isinstance(values, list) or not values:
-        raise BadRequest("The request body must have a non-empty 'value' list of tasks.",
-                         code="MissingRequiredProperty", values={"PropertyName": "value"})
+        raise BadRequest(
+            "The request body must have a non-empty 'value' list of tasks.",
+            code="MissingRequiredProperty",
+            values={"PropertyName": "value"},
+        )
     if len(values) > MAX_COLLECTION:
-        raise BadRequest(f"A task collection may hold at most {MAX_COLLECTION} tasks; this one has {len(values)}.",
-                         code="TooManyTasksInCollection", values={"PropertyName": "value"})
+        raise BadRequest(
+            f"A task collection may hold at most {MAX_COLLECTION} tasks; this one has {len(values)}.",
+            code="TooManyTasksInCollection",
+            values={"PropertyName": "value"},
+        )
     specs = [_validated(v) for v in values]
     await asyncio.sleep(0)  # a collection takes a while: let the nodes' results in between its parts
     job, outcomes = await _store(request, job_id, specs)
@@ -156,11 +192,21 @@ async def add_task_collection(request: Request, job_id: str) -> Response:
             status = "servererror" if outcome.status >= 500 else "clienterror"
             results.append({"status": status, "taskId": task_id, "error": error_body(request, outcome)})
         else:
-            results.append({"status": "success", "taskId": outcome["id"], "eTag": outcome["etag"],
-                            "lastModified": format_time(outcome["last_modified"]),
-                            "location": f"{base}/jobs/{job['id']}/tasks/{outcome['id']}"})
-    return json_response({"odata.metadata": metadata_url(request, "Microsoft.Azure.Batch.Protocol.Entities.TaskAddCollectionResult"),
-                          "value": results})
+            results.append(
+                {
+                    "status": "success",
+                    "taskId": outcome["id"],
+                    "eTag": outcome["etag"],
+                    "lastModified": format_time(outcome["last_modified"]),
+                    "location": f"{base}/jobs/{job['id']}/tasks/{outcome['id']}",
+                }
+            )
+    return json_response(
+        {
+            "odata.metadata": metadata_url(request, "Microsoft.Azure.Batch.Protocol.Entities.TaskAddCollectionResult"),
+            "value": results,
+        }
+    )
 
 
 @router.get("/jobs/{job_id}/tasks")
@@ -170,10 +216,17 @@ async def list_tasks(request: Request, job_id: str) -> Response:
     def read(conn: Connection):
         job = load_job(conn, job_id)
         return job, db.find(conn, db.tasks, order_by=["seq"], window=window, job_key=job["key"])
+
     job, rows = await kiln(request).database.read(read)
     base = base_url(request)
-    return list_response(request, rows, "tasks", odata.TASK_FILTERS, lambda r: render.task(r, job["id"], base),
-                         offset=window[0] if window else 0)
+    return list_response(
+        request,
+        rows,
+        "tasks",
+        odata.TASK_FILTERS,
+        lambda r: render.task(r, job["id"], base),
+        offset=window[0] if window else 0,
+    )
 
 
 @router.get("/jobs/{job_id}/tasks/{task_id}")
@@ -195,12 +248,14 @@ async def update_task(request: Request, job_id: str, task_id: str) -> Response:
         check_write_conditions(request, row)
         job_rules.check_open(job["state"])
         spec = dict(row["spec"])
-        spec["constraints"] = materialize_constraints(update.constraints,
-                                                      job["spec"]["constraints"]["maxTaskRetryCount"])
+        spec["constraints"] = materialize_constraints(
+            update.constraints, job["spec"]["constraints"]["maxTaskRetryCount"]
+        )
         changes = {"spec": spec, "max_retries": spec["constraints"]["maxTaskRetryCount"], "last_modified": now()}
         db.change(conn, db.tasks, {"seq": row["seq"]}, changes, bump_etag=True)
         state.scheduler.task_row_changed(row)
         return job, db.get(conn, db.tasks, seq=row["seq"])
+
     job, row = await state.database.write(write)
     await state.scheduler.task_updated(job, row)
     return empty(200, request, row)
@@ -229,20 +284,24 @@ async def terminate_task(request: Request, job_id: str, task_id: str) -> Respons
 @router.post("/jobs/{job_id}/tasks/{task_id}/reactivate")
 async def reactivate_task(request: Request, job_id: str, task_id: str) -> Response:
     job, row = await kiln(request).database.read(lambda conn: load_task(conn, job_id, task_id))
-    await kiln(request).scheduler.reactivate_task(job["key"], row["key"],
-                                                  lambda task: check_write_conditions(request, task))
+    await kiln(request).scheduler.reactivate_task(
+        job["key"], row["key"], lambda task: check_write_conditions(request, task)
+    )
     return empty(204, request)
 
 
 @router.get("/jobs/{job_id}/tasks/{task_id}/subtasksinfo")
 async def list_subtasks(request: Request, job_id: str, task_id: str) -> Response:
     """The subtasks (ids 1..n-1) of a multi-instance task's current or last run; none for other tasks."""
+
     def read(conn: Connection):
         job, task = load_task(conn, job_id, task_id)
         return job, task, [r for r in db.find(conn, db.subtasks, order_by=["id"], task_seq=task["seq"]) if r["id"] > 0]
+
     job, task, rows = await kiln(request).database.read(read)
     base = base_url(request)
     docs = [render.subtask(r, job["id"], task["id"], base) for r in rows]
     select = request.query_params.get("$select")
-    return json_response({"odata.metadata": metadata_url(request, "subtaskinfo"),
-                          "value": [odata.apply_select(d, select) for d in docs]})
+    return json_response(
+        {"odata.metadata": metadata_url(request, "subtaskinfo"), "value": [odata.apply_select(d, select) for d in docs]}
+    )

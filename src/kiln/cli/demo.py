@@ -1,4 +1,5 @@
 """`kiln demo`: Azure's job preparation and release sample, driven by the official azure-batch SDK."""
+
 from __future__ import annotations
 
 import shutil
@@ -26,23 +27,39 @@ def run_scenario(client, console: Console) -> dict[str, str]:
     from azure.batch import models
 
     console.print(f"Creating pool [{POOL_ID}]...")
-    client.create_pool(models.BatchPoolCreateOptions(id=POOL_ID, vm_size="standard_d1_v2",
-                                                     target_dedicated_nodes=2))
-    wait_for(lambda: all(n.state == "idle" for n in client.list_nodes(POOL_ID))
-          and len(list(client.list_nodes(POOL_ID))) == 2, 120, "the pool's nodes")
+    client.create_pool(models.BatchPoolCreateOptions(id=POOL_ID, vm_size="standard_d1_v2", target_dedicated_nodes=2))
+    wait_for(
+        lambda: (
+            all(n.state == "idle" for n in client.list_nodes(POOL_ID)) and len(list(client.list_nodes(POOL_ID))) == 2
+        ),
+        120,
+        "the pool's nodes",
+    )
 
     console.print(f"Creating job [{JOB_ID}]...")
-    client.create_job(models.BatchJobCreateOptions(
-        id=JOB_ID, pool_info=models.BatchPoolInfo(pool_id=POOL_ID),
-        job_preparation_task=models.BatchJobPreparationTask(
-            command_line=_shell(f'echo "$AZ_BATCH_NODE_ID tasks:" > "$AZ_BATCH_NODE_SHARED_DIR/{SHARED_FILE}"')),
-        job_release_task=models.BatchJobReleaseTask(
-            command_line=_shell(f'rm "$AZ_BATCH_NODE_SHARED_DIR/{SHARED_FILE}"'))))
+    client.create_job(
+        models.BatchJobCreateOptions(
+            id=JOB_ID,
+            pool_info=models.BatchPoolInfo(pool_id=POOL_ID),
+            job_preparation_task=models.BatchJobPreparationTask(
+                command_line=_shell(f'echo "$AZ_BATCH_NODE_ID tasks:" > "$AZ_BATCH_NODE_SHARED_DIR/{SHARED_FILE}"')
+            ),
+            job_release_task=models.BatchJobReleaseTask(
+                command_line=_shell(f'rm "$AZ_BATCH_NODE_SHARED_DIR/{SHARED_FILE}"')
+            ),
+        )
+    )
 
     console.print("Submitting tasks and awaiting completion...")
-    client.create_tasks(JOB_ID, [models.BatchTaskCreateOptions(
-        id=task_id, command_line=_shell(f'echo {task_id} >> "$AZ_BATCH_NODE_SHARED_DIR/{SHARED_FILE}"'))
-        for task_id in TASK_IDS])
+    client.create_tasks(
+        JOB_ID,
+        [
+            models.BatchTaskCreateOptions(
+                id=task_id, command_line=_shell(f'echo {task_id} >> "$AZ_BATCH_NODE_SHARED_DIR/{SHARED_FILE}"')
+            )
+            for task_id in TASK_IDS
+        ],
+    )
     wait_for(lambda: all(t.state == "completed" for t in client.list_tasks(JOB_ID)), 120, "the tasks")
     console.print("All tasks completed.\n")
 
@@ -66,7 +83,9 @@ def run_scenario(client, console: Console) -> dict[str, str]:
         console.print(f"  Release task exit code: {release.exit_code if release else '-'}")
     console.print("")
     for node_id in contents:
-        left = [f.name for f in client.list_node_files(POOL_ID, node_id, recursive=True) if f.name.endswith(SHARED_FILE)]
+        left = [
+            f.name for f in client.list_node_files(POOL_ID, node_id, recursive=True) if f.name.endswith(SHARED_FILE)
+        ]
         console.print(f"Node {node_id}: shared file {'still there' if left else 'deleted by the release task'}")
     console.print("")
 

@@ -1,4 +1,5 @@
 """A `kiln serve` subprocess on a free port: for the demo, the end-to-end tests and the benchmarks."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,15 @@ def free_port() -> int:
 class EmbeddedServer:
     """Starts `kiln serve` and waits until it answers; `stop()` sends SIGTERM, `kill()` SIGKILL."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, database_url: str | None = None,
-                 log_path: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        database_url: str | None = None,
+        log_path: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.database_url = database_url
@@ -40,14 +48,21 @@ class EmbeddedServer:
 
     def start(self, timeout: float = 60) -> EmbeddedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "kiln.cli.main", "serve", "--port", str(self.port),
-                   "--data-dir", str(self.data_dir)]
+        command = [
+            sys.executable,
+            "-m",
+            "kiln.cli.main",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         if self.database_url:
             command += ["--database-url", self.database_url]
         env = {**os.environ, **self.env, "KILN_ACCOUNT_NAME": self.account_name, "KILN_ACCOUNT_KEY": self.account_key}
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
         self._wait_ready(timeout)
         return self
@@ -59,8 +74,9 @@ class EmbeddedServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"kiln serve exited with {self.process.returncode}; see {self.log_path}")
             try:
-                response = httpx.get(f"{self.endpoint}/pools", params={"api-version": "2025-06-01"}, auth=auth,
-                                     timeout=2)
+                response = httpx.get(
+                    f"{self.endpoint}/pools", params={"api-version": "2025-06-01"}, auth=auth, timeout=2
+                )
                 if response.status_code == 200:
                     return
             except httpx.HTTPError:

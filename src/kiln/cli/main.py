@@ -1,4 +1,5 @@
 """The `kiln` command: serve, demo."""
+
 from __future__ import annotations
 
 import logging
@@ -8,19 +9,25 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from kiln.server import Settings, serve as run_server
+from kiln.server import Settings
+from kiln.server import serve as run_server
 
 app = typer.Typer(help="Kiln: an Azure Batch-compatible batch compute service.", no_args_is_help=True)
 console = Console(soft_wrap=True)  # keys and URLs must stay on one line
 
 
 @app.command()
-def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
-          port: int = typer.Option(8520, help="Port to bind."),
-          data_dir: Path = typer.Option(Path(".kiln"), "--data-dir", help="Where the store and node roots live."),
-          database_url: str = typer.Option(None, "--database-url", envvar="KILN_DATABASE_URL",
-                                           help="SQLAlchemy URL of the store (default: SQLite in the data dir)."),
-          ) -> None:
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    port: int = typer.Option(8520, help="Port to bind."),
+    data_dir: Path = typer.Option(Path(".kiln"), "--data-dir", help="Where the store and node roots live."),
+    database_url: str = typer.Option(
+        None,
+        "--database-url",
+        envvar="KILN_DATABASE_URL",
+        help="SQLAlchemy URL of the store (default: SQLite in the data dir).",
+    ),
+) -> None:
     """Run the Batch endpoint in the foreground (SIGTERM or Ctrl-C stops it cleanly)."""
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask's INFO chatter, here and in node workers
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -36,10 +43,13 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
 
 
 @app.command()
-def demo(port: int = typer.Option(8520, help="Port for the embedded server."),
-         keep: bool = typer.Option(False, help="Keep the demo's data directory.")) -> None:
+def demo(
+    port: int = typer.Option(8520, help="Port for the embedded server."),
+    keep: bool = typer.Option(False, help="Keep the demo's data directory."),
+) -> None:
     """Run the job preparation/release sample from Azure's docs on an embedded server."""
     from kiln.cli.demo import run_demo
+
     raise typer.Exit(run_demo(port=port, keep=keep, console=console))
 
 

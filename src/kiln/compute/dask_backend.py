@@ -9,6 +9,7 @@ A worker that dies is restarted by its nanny (new address, same name). A per-nod
 covers what the nanny cannot: a nanny that gave up (its worker died while it was starting)
 or a worker that has not come back within DEATH_TIMEOUT is replaced by a fresh nanny.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -79,8 +80,10 @@ WORKER_TTL = "60s"
 #: DASK_ENV's settings as this process's environment has them, since the nanny hands its worker the
 #: server's whole config, which wins over the worker's environment, and the server may have imported dask
 #: before this module set the environment.
-WORKER_CONFIG = dask.config.merge({"distributed": {"worker": {"profile": {"enabled": False}}}},
-                                  dask.config.collect_env({name: os.environ[name] for name in DASK_ENV}))
+WORKER_CONFIG = dask.config.merge(
+    {"distributed": {"worker": {"profile": {"enabled": False}}}},
+    dask.config.collect_env({name: os.environ[name] for name in DASK_ENV}),
+)
 AGENT_MODULE = "kiln.compute.node.agent"
 
 #: What crosses the per-node event queue, in the order the callbacks must see it.
@@ -165,8 +168,9 @@ class DaskBackend:
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._scheduler = await Scheduler(host=self.host, port=0, dashboard=False,
-                                          dashboard_address=f"{self.host}:0", worker_ttl=WORKER_TTL)
+        self._scheduler = await Scheduler(
+            host=self.host, port=0, dashboard=False, dashboard_address=f"{self.host}:0", worker_ttl=WORKER_TTL
+        )
         self._scheduler.add_plugin(_Membership(self))
         self._pool = await ConnectionPool(limit=256, timeout=RPC_TIMEOUT)
 
@@ -262,8 +266,11 @@ class DaskBackend:
                 await self._pause(node, SUPERVISE_INTERVAL)
                 continue
             if nanny is not None:
-                logger.warning("node %s: replacing its nanny (%s)", node.node_id,
-                               "worker did not come back" if stuck else f"nanny {nanny.status.name}")
+                logger.warning(
+                    "node %s: replacing its nanny (%s)",
+                    node.node_id,
+                    "worker did not come back" if stuck else f"nanny {nanny.status.name}",
+                )
                 node.nanny = None
                 await self._close_nanny(node, nanny)
             if failures:
@@ -281,14 +288,24 @@ class DaskBackend:
         """Start a nanny, which starts the worker; membership events do the rest. Never cancelled midway."""
         node.down_since = asyncio.get_running_loop().time()
         nanny = node.nanny = Nanny(
-            self.scheduler_address, name=node.node_id, nthreads=1, host=self.host,
-            dashboard=False, dashboard_address=f"{self.host}:0", memory_limit=0,
-            death_timeout=DEATH_TIMEOUT, preload=[AGENT_MODULE],
+            self.scheduler_address,
+            name=node.node_id,
+            nthreads=1,
+            host=self.host,
+            dashboard=False,
+            dashboard_address=f"{self.host}:0",
+            memory_limit=0,
+            death_timeout=DEATH_TIMEOUT,
+            preload=[AGENT_MODULE],
             local_directory=str(self.data_dir / "dask-scratch"),
-            env={agent.NODE_ROOT_ENV: node.node_root, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
-                 **DASK_ENV},
+            env={
+                agent.NODE_ROOT_ENV: node.node_root,
+                "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
+                **DASK_ENV,
+            },
             # Nanny merges this over the global config one level deep: pass whole subtrees.
-            config=dask.config.merge(dask.config.config, WORKER_CONFIG))
+            config=dask.config.merge(dask.config.config, WORKER_CONFIG),
+        )
         try:
             await nanny
             return True
@@ -367,8 +384,7 @@ class DaskBackend:
         node.up, node.pid, node.down_since, node.outbox = True, info["pid"], None, None
         node.pump_stop = asyncio.Event()
         node.events.put_nowait((UP, None, None))
-        node.pump = asyncio.create_task(self._pump(node, address, node.pump_stop),
-                                        name=f"kiln-pump-{node.node_id}")
+        node.pump = asyncio.create_task(self._pump(node, address, node.pump_stop), name=f"kiln-pump-{node.node_id}")
 
     # -- results -----------------------------------------------------------------------------
 
@@ -439,7 +455,7 @@ class DaskBackend:
             raise NodeUnavailable(f"node {node_id!r} is not up")
         try:
             return await asyncio.wait_for(getattr(self._pool(address), op)(**kwargs), timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise NodeUnavailable(f"node {node_id!r} did not answer {op}: {exc!r}") from exc
 
     async def run(self, node_id: str, steps: list[Step]) -> None:

@@ -1,8 +1,10 @@
 """What crosses the seam between the scheduler and the nodes: steps out, results back."""
+
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
 #: Kinds of step a node runs. Prep and release use no slot.
 STEP_KINDS = ("task", "prep", "release", "start")
@@ -108,7 +110,8 @@ class FileEntry:
 
 
 class NodeUnavailable(Exception):
-    """The node cannot be reached: its worker is not up (launching, restarting, lost, removed) or did not answer in time."""
+    """The node cannot be reached: its worker is not up (launching, restarting, lost, removed) or did not
+    answer in time."""
 
 
 #: Called with (node_id, results) whenever a node reports finished steps (in batches).
@@ -130,15 +133,20 @@ class ComputeBackend(Protocol):
     async def close(self) -> None: ...
     async def add_node(self, node_id: str, node_root: str) -> None:
         """Start the node; returns once it is launching. on_node_up follows when it is ready."""
+
     async def remove_node(self, node_id: str) -> None:
         """Stop the node's worker for good (its files stay on disk unless wiped by the caller)."""
+
     async def restart_node(self, node_id: str, *, wipe: bool = False) -> None:
         """Reboot (wipe=False) or reimage (wipe=True): on_node_down, then on_node_up again."""
+
     def is_up(self, node_id: str) -> bool: ...
     async def run(self, node_id: str, steps: list[Step]) -> None:
         """Hand steps to the node's agent in one message; results arrive via on_results."""
+
     async def kill(self, node_id: str, step_ids: list[str]) -> None:
         """Kill the steps' whole process trees; returns once they are dead. No results are reported for them."""
+
     async def list_files(self, node_id: str, path: str, recursive: bool) -> list[FileEntry]: ...
     async def stat_file(self, node_id: str, path: str) -> FileEntry: ...
     async def read_file(self, node_id: str, path: str, start: int = 0, end: int | None = None) -> bytes: ...

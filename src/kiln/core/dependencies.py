@@ -13,6 +13,7 @@ of n tasks or a fan-in over n parents costs O(n) in all. Ranges up to NARROW_RAN
 per integer; wider ones are matched against the job's numeric ids when the dependent is added, and
 kept in a short list for ids added later.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -140,9 +141,11 @@ class DependencyGraph:
                 self._count(dependent, 1, released)
         number = numeric_id(key)
         if number is not None:
+
             def forget(entry: _Number) -> None:
                 entry.tasks -= 1
                 entry.satisfied -= int(was_satisfied)
+
             self._change_number(number, forget, released)
             if self.numbers[number].tasks == 0:
                 del self.numbers[number]
@@ -226,5 +229,9 @@ def check_allowed(job_spec: Mapping[str, Any], depends_on: Mapping[str, Any] | N
     """dependsOn needs a job created with usesTaskDependencies (it cannot be switched on later)."""
     if depends_on is not None and not job_spec.get("usesTaskDependencies"):
         from kiln.errors import BadRequest
-        raise BadRequest("The job does not use task dependencies; create it with usesTaskDependencies set "
-                         "to add tasks with dependsOn.", code="TaskDependenciesNotSpecifiedOnJob")
+
+        raise BadRequest(
+            "The job does not use task dependencies; create it with usesTaskDependencies set "
+            "to add tasks with dependsOn.",
+            code="TaskDependenciesNotSpecifiedOnJob",
+        )

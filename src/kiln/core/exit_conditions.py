@@ -6,6 +6,7 @@ the built-in defaults unless 0 is listed; an upload error uses `fileUploadError`
 entry matched. Fields an exitOptions leaves out take the defaults of the completion: none/satisfy
 for exit code 0, terminate/block for everything else.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -44,8 +45,10 @@ def _with_defaults(options: Mapping[str, Any] | None, defaults: ExitOptions) -> 
     options = options or {}
     job_action = options.get("jobAction")
     dependency_action = options.get("dependencyAction")
-    return ExitOptions(JobAction(job_action.lower()) if job_action else defaults.job_action,
-                       DependencyAction(dependency_action.lower()) if dependency_action else defaults.dependency_action)
+    return ExitOptions(
+        JobAction(job_action.lower()) if job_action else defaults.job_action,
+        DependencyAction(dependency_action.lower()) if dependency_action else defaults.dependency_action,
+    )
 
 
 def _listed(conditions: Conditions, exit_code: int) -> Mapping[str, Any] | None:
@@ -59,8 +62,13 @@ def _listed(conditions: Conditions, exit_code: int) -> Mapping[str, Any] | None:
     return None
 
 
-def resolve(conditions: Conditions | None, *, exit_code: int | None, pre_processing_error: bool = False,
-            upload_error: bool = False) -> ExitOptions:
+def resolve(
+    conditions: Conditions | None,
+    *,
+    exit_code: int | None,
+    pre_processing_error: bool = False,
+    upload_error: bool = False,
+) -> ExitOptions:
     """The exit options of a task that completed with this exit code or error."""
     conditions = conditions or {}
     default = conditions.get("default")
@@ -100,12 +108,17 @@ def check_allowed(job_spec: Mapping[str, Any], conditions: Conditions | None) ->
     """A jobAction needs a job with onTaskFailure=performexitoptionsjobaction; a dependencyAction needs
     a job that uses task dependencies. Otherwise Batch rejects the task with a 400."""
     from kiln.errors import InvalidPropertyValue
+
     for path, options in all_options(conditions):
         if options.get("jobAction") and job_spec.get("onTaskFailure") != "performexitoptionsjobaction":
-            raise InvalidPropertyValue(f"{path}.jobAction", options["jobAction"],
-                                       "A jobAction can be given only when the job's onTaskFailure is "
-                                       "performexitoptionsjobaction.")
+            raise InvalidPropertyValue(
+                f"{path}.jobAction",
+                options["jobAction"],
+                "A jobAction can be given only when the job's onTaskFailure is performexitoptionsjobaction.",
+            )
         if options.get("dependencyAction") and not job_spec.get("usesTaskDependencies"):
-            raise InvalidPropertyValue(f"{path}.dependencyAction", options["dependencyAction"],
-                                       "A dependencyAction can be given only when the job uses task dependencies "
-                                       "(usesTaskDependencies).")
+            raise InvalidPropertyValue(
+                f"{path}.dependencyAction",
+                options["dependencyAction"],
+                "A dependencyAction can be given only when the job uses task dependencies (usesTaskDependencies).",
+            )

@@ -1,4 +1,5 @@
 """The job lifecycle (batch-semantics §5.3) as a table of edges."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -85,6 +86,7 @@ def check_disable(state: str) -> None:
     if current in DISABLE_FROM:
         return
     from kiln.errors import Conflict
+
     if current in CLOSED_CODES:
         code, message = CLOSED_CODES[current]
         raise Conflict(message, code=code)
@@ -97,26 +99,48 @@ def check_enable(state: str) -> None:
     if current is S.DISABLED:
         return
     from kiln.errors import Conflict
+
     if current in CLOSED_CODES:
         code, message = CLOSED_CODES[current]
         raise Conflict(message, code=code)
-    raise Conflict(f"The job is {current.value}; only a disabled job can be enabled.",
-                   code="OperationInvalidForCurrentState")
+    raise Conflict(
+        f"The job is {current.value}; only a disabled job can be enabled.", code="OperationInvalidForCurrentState"
+    )
 
 
 def check_open(state: str) -> None:
     """Raise Batch's 409 when the job no longer takes tasks or updates."""
     from kiln.errors import Conflict
+
     current = JobState(state)
     if current not in OPEN:
         code, message = CLOSED_CODES[current]
         raise Conflict(message, code=code)
 
 
-def new_row(job_id: str, spec: Mapping[str, Any], *, pool_key: str, now: datetime, etag: str,
-            pool_id: str | None = None, schedule_key: str | None = None) -> Changes:
+def new_row(
+    job_id: str,
+    spec: Mapping[str, Any],
+    *,
+    pool_key: str,
+    now: datetime,
+    etag: str,
+    pool_id: str | None = None,
+    schedule_key: str | None = None,
+) -> Changes:
     """A new job: active from its creation (`executionInfo.startTime`); `seq` is given by the store."""
-    return {"key": job_id.lower(), "id": job_id, "spec": dict(spec), "state": JobState.ACTIVE.value,
-            "state_transition_time": now, "pool_key": pool_key, "pool_id": pool_id, "schedule_key": schedule_key,
-            "priority": spec.get("priority", 0), "creation_time": now, "last_modified": now, "etag": etag,
-            "delete_requested": False}
+    return {
+        "key": job_id.lower(),
+        "id": job_id,
+        "spec": dict(spec),
+        "state": JobState.ACTIVE.value,
+        "state_transition_time": now,
+        "pool_key": pool_key,
+        "pool_id": pool_id,
+        "schedule_key": schedule_key,
+        "priority": spec.get("priority", 0),
+        "creation_time": now,
+        "last_modified": now,
+        "etag": etag,
+        "delete_requested": False,
+    }

@@ -7,6 +7,7 @@ server needs no table of tokens: it verifies the MAC, checks that this job still
 number (a deleted and re-created job of the same id does not honour old tokens), and lets the request act
 only on that job (`/jobs/{jobId}` and everything below it).
 """
+
 from __future__ import annotations
 
 import base64

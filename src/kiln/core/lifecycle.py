@@ -1,4 +1,5 @@
 """The shared shape of every lifecycle: a table {(from, to): handler} and one `transition` function."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -15,21 +16,34 @@ Handler = Callable[..., Changes]
 Table = Mapping[tuple[StrEnum, StrEnum], Handler]
 
 
-def transition(table: Table, row: Mapping[str, Any], to: StrEnum, now: datetime,
-               conflict_code: str = "OperationInvalidForCurrentState", *, state_field: str = "state",
-               track_previous: bool = True, **event: Any) -> Changes:
+def transition(
+    table: Table,
+    row: Mapping[str, Any],
+    to: StrEnum,
+    now: datetime,
+    conflict_code: str = "OperationInvalidForCurrentState",
+    *,
+    state_field: str = "state",
+    track_previous: bool = True,
+    **event: Any,
+) -> Changes:
     """Changes that move `row` to state `to`, or InvalidTransition if the table has no such edge."""
     state_type = type(to)
     current = state_type(row[state_field])
     handler = table.get((current, to))
     if handler is None:
-        raise InvalidTransition(f"The operation is not allowed while the object is in state '{current}'.",
-                                code=conflict_code)
+        raise InvalidTransition(
+            f"The operation is not allowed while the object is in state '{current}'.", code=conflict_code
+        )
     changes = handler(row, now, **event)
     changes[state_field] = to.value
     if track_previous:
-        changes.update(previous_state=current.value, state_transition_time=now,
-                       previous_state_transition_time=row.get("state_transition_time"), last_modified=now)
+        changes.update(
+            previous_state=current.value,
+            state_transition_time=now,
+            previous_state_transition_time=row.get("state_transition_time"),
+            last_modified=now,
+        )
     return changes
 
 

@@ -7,6 +7,7 @@ Every instance downloads the common resource files into the task directory and r
 coordination command; the primary runs the task's commandLine once every coordination command
 has exited 0. The primary's exit ends the task; the subtasks are then ended.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -73,8 +74,7 @@ class Next(StrEnum):
     FAIL = "fail"  #: this instance failed: the whole task fails (and may be retried)
 
 
-def after_coordination(exit_code: int | None, failure: Mapping[str, Any] | None, coordinated: int,
-                       total: int) -> Next:
+def after_coordination(exit_code: int | None, failure: Mapping[str, Any] | None, coordinated: int, total: int) -> Next:
     """`coordinated`: instances whose coordination already succeeded, not counting this one."""
     if failure is not None or exit_code != 0:
         return Next.FAIL
@@ -82,15 +82,37 @@ def after_coordination(exit_code: int | None, failure: Mapping[str, Any] | None,
 
 
 # ---------------------------------------------------------------- subtask rows
-def new_subtask(job_key: str, task_seq: int, subtask_id: int, attempt: int, pool_id: str, node_id: str,
-                now: datetime, *, preparing: bool = False) -> dict[str, Any]:
+def new_subtask(
+    job_key: str,
+    task_seq: int,
+    subtask_id: int,
+    attempt: int,
+    pool_id: str,
+    node_id: str,
+    now: datetime,
+    *,
+    preparing: bool = False,
+) -> dict[str, Any]:
     """An instance is bound to its node when the task is placed: `preparing` while the job preparation task
     runs there (waitForSuccess), else running (downloads are part of running)."""
     state = SubtaskState.PREPARING if preparing else SubtaskState.RUNNING
-    return {"job_key": job_key, "task_seq": task_seq, "id": subtask_id, "attempt": attempt, "pool_id": pool_id,
-            "node_id": node_id, "state": state.value, "state_transition_time": now,
-            "previous_state": None, "previous_state_transition_time": None, "start_time": None if preparing else now,
-            "end_time": None, "exit_code": None, "result": None, "failure_info": None}
+    return {
+        "job_key": job_key,
+        "task_seq": task_seq,
+        "id": subtask_id,
+        "attempt": attempt,
+        "pool_id": pool_id,
+        "node_id": node_id,
+        "state": state.value,
+        "state_transition_time": now,
+        "previous_state": None,
+        "previous_state_transition_time": None,
+        "start_time": None if preparing else now,
+        "end_time": None,
+        "exit_code": None,
+        "result": None,
+        "failure_info": None,
+    }
 
 
 def _prepared(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
@@ -102,17 +124,30 @@ def _coordinated(row: Mapping[str, Any], now: datetime, *, exit_code: int | None
     return {"exit_code": exit_code}
 
 
-def _end(row: Mapping[str, Any], now: datetime, *, exit_code: int | None = None,
-         failure_info: dict[str, Any] | None = None, **_: Any) -> Changes:
+def _end(
+    row: Mapping[str, Any],
+    now: datetime,
+    *,
+    exit_code: int | None = None,
+    failure_info: dict[str, Any] | None = None,
+    **_: Any,
+) -> Changes:
     """Ended with the task: the exit code is its coordination command's; a failure is its own, or how it was
     ended when its coordination command had not exited."""
     code = row["exit_code"] if exit_code is None else exit_code
     if failure_info is None and code not in (None, 0):
-        failure_info = {"category": "usererror", "code": "FailureExitCode",
-                        "message": f"The task process exited with an unexpected exit code: {code}",
-                        "details": [{"name": "AdditionalErrorCode", "value": "FailureExitCode"}]}
-    return {"end_time": now, "exit_code": code, "failure_info": failure_info,
-            "result": "failure" if failure_info else "success"}
+        failure_info = {
+            "category": "usererror",
+            "code": "FailureExitCode",
+            "message": f"The task process exited with an unexpected exit code: {code}",
+            "details": [{"name": "AdditionalErrorCode", "value": "FailureExitCode"}],
+        }
+    return {
+        "end_time": now,
+        "exit_code": code,
+        "failure_info": failure_info,
+        "result": "failure" if failure_info else "success",
+    }
 
 
 S = SubtaskState

@@ -1,4 +1,5 @@
 """The compute node lifecycle (batch-semantics §5.2) as a table of edges."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -58,8 +59,9 @@ SCHEDULABLE = frozenset(_UP)
 
 
 def transition(row: Mapping[str, Any], to: NodeState, now: datetime, **event: Any) -> Changes:
-    return lifecycle.transition(TRANSITIONS, row, to, now, conflict_code="NodeStateUnusable",
-                                track_previous=False, **event)
+    return lifecycle.transition(
+        TRANSITIONS, row, to, now, conflict_code="NodeStateUnusable", track_previous=False, **event
+    )
 
 
 def busy_state(running_tasks: int) -> NodeState:

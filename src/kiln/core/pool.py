@@ -1,4 +1,5 @@
 """The pool lifecycle (batch-semantics §5.1): state and allocation state, each a table."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -46,22 +47,50 @@ STATE_TRANSITIONS: lifecycle.Table = {
 def allocation(row: Mapping[str, Any], to: AllocationState, now: datetime) -> Changes:
     if row["state"] == PoolState.DELETING:
         from kiln.errors import Conflict
-        raise Conflict("The specified pool has been marked for deletion and is being reclaimed.",
-                       code="PoolBeingDeleted")
-    return lifecycle.transition(ALLOCATION_TRANSITIONS, row, to, now, conflict_code="PoolBeingResized",
-                                state_field="allocation_state", track_previous=False)
+
+        raise Conflict(
+            "The specified pool has been marked for deletion and is being reclaimed.", code="PoolBeingDeleted"
+        )
+    return lifecycle.transition(
+        ALLOCATION_TRANSITIONS,
+        row,
+        to,
+        now,
+        conflict_code="PoolBeingResized",
+        state_field="allocation_state",
+        track_previous=False,
+    )
 
 
 def delete(row: Mapping[str, Any], now: datetime) -> Changes:
-    return lifecycle.transition(STATE_TRANSITIONS, row, PoolState.DELETING, now, conflict_code="PoolBeingDeleted",
-                                track_previous=False)
+    return lifecycle.transition(
+        STATE_TRANSITIONS, row, PoolState.DELETING, now, conflict_code="PoolBeingDeleted", track_previous=False
+    )
 
 
-def new_row(pool_id: str, spec: Mapping[str, Any], *, target_dedicated: int, target_low_priority: int,
-            slots_per_node: int, now: datetime, etag: str) -> Changes:
+def new_row(
+    pool_id: str,
+    spec: Mapping[str, Any],
+    *,
+    target_dedicated: int,
+    target_low_priority: int,
+    slots_per_node: int,
+    now: datetime,
+    etag: str,
+) -> Changes:
     """A new pool: active, and resizing towards its targets (the first sizing is a resize)."""
-    return {"key": pool_id.lower(), "id": pool_id, "spec": dict(spec), "state": PoolState.ACTIVE.value,
-            "state_transition_time": now, "allocation_state": AllocationState.RESIZING.value,
-            "allocation_state_transition_time": now, "target_dedicated_nodes": target_dedicated,
-            "target_low_priority_nodes": target_low_priority, "task_slots_per_node": slots_per_node,
-            "creation_time": now, "last_modified": now, "etag": etag}
+    return {
+        "key": pool_id.lower(),
+        "id": pool_id,
+        "spec": dict(spec),
+        "state": PoolState.ACTIVE.value,
+        "state_transition_time": now,
+        "allocation_state": AllocationState.RESIZING.value,
+        "allocation_state_transition_time": now,
+        "target_dedicated_nodes": target_dedicated,
+        "target_low_priority_nodes": target_low_priority,
+        "task_slots_per_node": slots_per_node,
+        "creation_time": now,
+        "last_modified": now,
+        "etag": etag,
+    }

@@ -1,4 +1,5 @@
 """Retry policy: a small pure decision, like procrastinate's get_retry_decision."""
+
 from __future__ import annotations
 
 from enum import StrEnum

@@ -7,6 +7,7 @@ occurrence (a due job is never carried into the next interval) and doNotRunAfter
 one active job: an occurrence that comes while the previous job is still active waits for that job, and is
 lost if its window closes first.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -50,8 +51,10 @@ OPEN = frozenset({S.ACTIVE, S.DISABLED})
 CLOSED_CODES = {
     S.COMPLETED: ("JobScheduleCompleted", "The specified job schedule is already in completed state."),
     S.TERMINATING: ("JobScheduleBeingTerminated", "The specified job schedule is being terminated."),
-    S.DELETING: ("JobScheduleBeingDeleted",
-                 "The specified job schedule has been marked for deletion and is being deleted."),
+    S.DELETING: (
+        "JobScheduleBeingDeleted",
+        "The specified job schedule has been marked for deletion and is being deleted.",
+    ),
 }
 
 
@@ -64,6 +67,7 @@ def transition(row: Mapping[str, Any], to: ScheduleState, now: datetime, **event
 def check_open(state: str) -> None:
     """Raise Batch's 409 when the schedule no longer takes updates, disable or enable."""
     from kiln.errors import Conflict
+
     current = ScheduleState(state)
     if current not in OPEN:
         code, message = CLOSED_CODES[current]
@@ -83,14 +87,20 @@ class Timing:
 
 def timing(config: Mapping[str, Any], created: datetime) -> Timing:
     """A stored `schedule` element (times and ISO 8601 durations as the wire has them) as the rule takes it."""
+
     def when(name: str) -> datetime | None:
         return datetime.fromisoformat(config[name]) if config.get(name) else None
 
     def span(name: str) -> timedelta | None:
         value = parse_duration(config[name]) if config.get(name) else None
         return None if value is not None and value >= UNLIMITED_SPAN else value
-    return Timing(start=when("doNotRunUntil") or created, stop=when("doNotRunAfter"), window=span("startWindow"),
-                  interval=span("recurrenceInterval"))
+
+    return Timing(
+        start=when("doNotRunUntil") or created,
+        stop=when("doNotRunAfter"),
+        window=span("startWindow"),
+        interval=span("recurrenceInterval"),
+    )
 
 
 #: Batch's "unlimited" duration (TimeSpan.MaxValue) and anything as long: no limit.
@@ -126,9 +136,15 @@ def _first_after(timing: Timing, moment: datetime | None) -> int:
 
 def window_end(timing: Timing, due: datetime) -> datetime | None:
     """When the occurrence due at `due` can no longer create a job (None: never closes)."""
-    ends = [end for end in (due + timing.window if timing.window is not None else None,
-                            due + timing.interval if timing.interval is not None else None,
-                            timing.stop) if end is not None]
+    ends = [
+        end
+        for end in (
+            due + timing.window if timing.window is not None else None,
+            due + timing.interval if timing.interval is not None else None,
+            timing.stop,
+        )
+        if end is not None
+    ]
     return min(ends) if ends else None
 
 

@@ -1,4 +1,5 @@
 """The task lifecycle (batch-semantics §5.4) as a table of edges."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -23,8 +24,14 @@ def _assign(row: Mapping[str, Any], now: datetime, *, pool_id: str, node_id: str
 
 
 def _start(row: Mapping[str, Any], now: datetime, *, pool_id: str, node_id: str, attempt: int, **_: Any) -> Changes:
-    return {**_assign(row, now, pool_id=pool_id, node_id=node_id, attempt=attempt),
-            "start_time": now, "end_time": None, "exit_code": None, "result": None, "failure_info": None}
+    return {
+        **_assign(row, now, pool_id=pool_id, node_id=node_id, attempt=attempt),
+        "start_time": now,
+        "end_time": None,
+        "exit_code": None,
+        "result": None,
+        "failure_info": None,
+    }
 
 
 def _start_after_prep(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
@@ -46,16 +53,27 @@ def _requeue(row: Mapping[str, Any], now: datetime, *, retry: bool = False, **_:
     return {"requeue_count": row["requeue_count"] + 1, "last_requeue_time": now, "node_id": None}
 
 
-def _complete(row: Mapping[str, Any], now: datetime, *, exit_code: int | None = None,
-              failure_info: dict | None = None, **_: Any) -> Changes:
-    return {"end_time": now, "exit_code": exit_code, "failure_info": failure_info,
-            "result": "failure" if failure_info else "success"}
+def _complete(
+    row: Mapping[str, Any], now: datetime, *, exit_code: int | None = None, failure_info: dict | None = None, **_: Any
+) -> Changes:
+    return {
+        "end_time": now,
+        "exit_code": exit_code,
+        "failure_info": failure_info,
+        "result": "failure" if failure_info else "success",
+    }
 
 
 def _reactivate(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
     """A failed task runs again: retryCount starts over, the last outcome is forgotten."""
-    return {"retry_count": 0, "end_time": None, "exit_code": None, "failure_info": None, "result": None,
-            "node_id": None}
+    return {
+        "retry_count": 0,
+        "end_time": None,
+        "exit_code": None,
+        "failure_info": None,
+        "result": None,
+        "node_id": None,
+    }
 
 
 def _end_unstarted(row: Mapping[str, Any], now: datetime, *, failure_info: dict | None = None, **_: Any) -> Changes:
@@ -85,12 +103,16 @@ def transition(row: Mapping[str, Any], to: TaskState, now: datetime, **event: An
 def reactivate(row: Mapping[str, Any], now: datetime) -> Changes:
     """Reactivate (batch-semantics §5.4): only a completed task that failed; else Batch's 409."""
     from kiln.errors import Conflict
+
     if row["state"] != S.COMPLETED:
-        raise Conflict(f"The task is {row['state']}; only a completed task that failed can be reactivated.",
-                       code="TaskNotCompleted")
+        raise Conflict(
+            f"The task is {row['state']}; only a completed task that failed can be reactivated.",
+            code="TaskNotCompleted",
+        )
     if not row.get("failure_info"):
-        raise Conflict("The task completed successfully; only a task that failed can be reactivated.",
-                       code="TaskSucceeded")
+        raise Conflict(
+            "The task completed successfully; only a task that failed can be reactivated.", code="TaskSucceeded"
+        )
     return transition(row, S.ACTIVE, now)
 
 
@@ -103,8 +125,11 @@ def failure(code: str, message: str, category: str = "usererror", **details: str
 
 
 def exit_failure(exit_code: int) -> dict[str, Any]:
-    return failure("FailureExitCode", f"The task process exited with an unexpected exit code: {exit_code}",
-                   AdditionalErrorCode="FailureExitCode")
+    return failure(
+        "FailureExitCode",
+        f"The task process exited with an unexpected exit code: {exit_code}",
+        AdditionalErrorCode="FailureExitCode",
+    )
 
 
 def ended_by(reason: str) -> dict[str, Any]:

@@ -13,11 +13,12 @@ calls the tasks back (killed on the node in case they just started; queued again
 a job that ends or is disabled, a task ended or deleted, a node that restarts or is lost, a second
 active job in the pool.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -71,13 +72,15 @@ class SendAhead:
                 chosen.queue.push(seq, slots)  # needs several nodes at once: placed when they are free
                 continue
             step_id = task_step_id(seq, task["attempt"] + 1)
-            self.steps[step_id] = StepRef("task", chosen.key, node.node_id, task["attempt"] + 1, seq, slots,
-                                          row=task, ahead=True)
+            self.steps[step_id] = StepRef(
+                "task", chosen.key, node.node_id, task["attempt"] + 1, seq, slots, row=task, ahead=True
+            )
             node.ahead[step_id] = (chosen.key, seq, slots)
             if chosen.graph is not None:
                 chosen.graph.started(seq)
-            effects.run[node.node_id].append(step_builder.task_step(step_id, chosen.row, task, self._placement(node),
-                                                                    slots=slots, ahead=True))
+            effects.run[node.node_id].append(
+                step_builder.task_step(step_id, chosen.row, task, self._placement(node), slots=slots, ahead=True)
+            )
 
     def _may_go_ahead(self, entry: JobEntry) -> bool:
         spec = entry.spec
@@ -91,14 +94,23 @@ class SendAhead:
         return record is not None and record["incarnation"] == node.incarnation and prep_rules.succeeded(record)
 
     # ------------------------------------------------------------------ calling back
-    def _call_back(self, conn: Connection, node: NodeSlots, effects: Effects, *, job_key: str | None = None,
-                   requeue: bool = True, kill: bool = True) -> None:
+    def _call_back(
+        self,
+        conn: Connection,
+        node: NodeSlots,
+        effects: Effects,
+        *,
+        job_key: str | None = None,
+        requeue: bool = True,
+        kill: bool = True,
+    ) -> None:
         """Take back the node's tasks sent ahead (only job_key's, if given)."""
         step_ids = [step_id for step_id, (owner, _, _) in node.ahead.items() if job_key in (None, owner)]
         self._call_back_steps(conn, node, step_ids, effects, requeue=requeue, kill=kill)
 
-    def _call_back_steps(self, conn: Connection, node: NodeSlots, step_ids: list[str], effects: Effects, *,
-                         requeue: bool, kill: bool) -> None:
+    def _call_back_steps(
+        self, conn: Connection, node: NodeSlots, step_ids: list[str], effects: Effects, *, requeue: bool, kill: bool
+    ) -> None:
         """Killed on the node in case they started meanwhile, queued again unless they end. Each task's
         attempt moves on, so that a later dispatch has a step id of its own (the kill may reach the node
         after it)."""
@@ -120,13 +132,18 @@ class SendAhead:
         """An active task ends or is deleted: if it was sent ahead, it must not start."""
         step_id = task_step_id(task["seq"], task["attempt"] + 1)
         ref = self.steps.get(step_id)
-        if ref is not None and ref.ahead and (node := self.nodes.get(ref.node_id)) is not None \
-                and step_id in node.ahead:
+        if (
+            ref is not None
+            and ref.ahead
+            and (node := self.nodes.get(ref.node_id)) is not None
+            and step_id in node.ahead
+        ):
             self._call_back_steps(conn, node, [step_id], effects, requeue=False, kill=True)
 
     # ------------------------------------------------------------------ starting
-    def _ahead_started(self, conn: Connection, started: Iterable[tuple[StepResult, StepRef]], now: datetime,
-                       effects: Effects) -> dict[int, dict[str, Any]]:
+    def _ahead_started(
+        self, conn: Connection, started: Iterable[tuple[StepResult, StepRef]], now: datetime, effects: Effects
+    ) -> dict[int, dict[str, Any]]:
         """Tasks sent ahead that their node started (a notice, or their result): active -> running at the
         node's start time. Returns their rows as they are now, by seq."""
         started = list(started)
@@ -142,9 +159,15 @@ class SendAhead:
                 if result.running:
                     effects.kill[ref.node_id].append(result.step_id)
                 continue
-            start = min(datetime.fromtimestamp(result.start_time, timezone.utc), now)  # a node's clock may run ahead
-            changes = task_rules.transition(task, TaskState.RUNNING, start, pool_id=self.pools[node.pool_key]["id"],
-                                            node_id=node.node_id, attempt=ref.attempt)
+            start = min(datetime.fromtimestamp(result.start_time, UTC), now)  # a node's clock may run ahead
+            changes = task_rules.transition(
+                task,
+                TaskState.RUNNING,
+                start,
+                pool_id=self.pools[node.pool_key]["id"],
+                node_id=node.node_id,
+                attempt=ref.attempt,
+            )
             effects.change_task(ref.seq, changes)
             task.update(changes)
             node.used += ref.slots

@@ -1,4 +1,5 @@
 """Auto pools (poolInfo.autoPoolSpecification): a pool made for a job or a job schedule, gone when it ends."""
+
 from __future__ import annotations
 
 import logging
@@ -43,9 +44,15 @@ class AutoPools:
         spec = AutoPoolSpecification.model_validate(auto)
         pool_id = new_pool_id(spec.auto_pool_id_prefix)
         add = spec.pool_add(pool_id)
-        row = pool_rules.new_row(pool_id, add.materialize(), target_dedicated=add.target_dedicated_nodes,
-                                 target_low_priority=add.target_low_priority_nodes,
-                                 slots_per_node=add.task_slots_per_node, now=now, etag=db.new_etag())
+        row = pool_rules.new_row(
+            pool_id,
+            add.materialize(),
+            target_dedicated=add.target_dedicated_nodes,
+            target_low_priority=add.target_low_priority_nodes,
+            slots_per_node=add.task_slots_per_node,
+            now=now,
+            etag=db.new_etag(),
+        )
         db.insert_rows(conn, db.pools, [row])
         return row
 
@@ -69,14 +76,18 @@ class AutoPools:
 
     async def recover_auto_pools(self) -> None:
         """After a restart: delete the auto pools whose job or schedule ended while the server was going down."""
+
         def read(conn: Connection):
             jobs = [j for j in db.find(conn, db.jobs, state=JobState.COMPLETED.value) if j["pool_id"]]
-            schedules = [s for s in db.find(conn, db.job_schedules, state=ScheduleState.COMPLETED.value)
-                         if s["pool_id"]]
+            schedules = [
+                s for s in db.find(conn, db.job_schedules, state=ScheduleState.COMPLETED.value) if s["pool_id"]
+            ]
             return jobs, schedules
+
         jobs, schedules = await self.db.read(read)
         for job in jobs:
             await self._job_pool_ended(job)
         for schedule in schedules:
-            await self.delete_auto_pool(schedule["pool_id"], auto_pool_spec(
-                schedule["spec"]["jobSpecification"].get("poolInfo", {})))
+            await self.delete_auto_pool(
+                schedule["pool_id"], auto_pool_spec(schedule["spec"]["jobSpecification"].get("poolInfo", {}))
+            )

@@ -5,13 +5,14 @@ Decide, commit, act: every change is computed and stored in one transaction by t
 (while the event loop holds `lock`, so in-memory state is touched by one party at a time), then
 steps are sent, processes killed, and the loop woken.
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,22 @@ from kiln.wire.times import now as utcnow
 log = logging.getLogger("kiln.scheduler")
 
 
-
-class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations, TaskOutcomes, AutoPools,
-                JobSchedules, MultiInstance, Preemption, SendAhead):
-    def __init__(self, database: Database, backend: ComputeBackend, *, data_dir: Path,
-                 account_name: str, account_url: str) -> None:
+class Scheduler(
+    JobEnding,
+    JobControl,
+    JobManagement,
+    Retention,
+    NodeOperations,
+    TaskOutcomes,
+    AutoPools,
+    JobSchedules,
+    MultiInstance,
+    Preemption,
+    SendAhead,
+):
+    def __init__(
+        self, database: Database, backend: ComputeBackend, *, data_dir: Path, account_name: str, account_url: str
+    ) -> None:
         self.db = database
         self.backend = backend
         self.data_dir = data_dir
@@ -109,13 +121,20 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
             if pool is None or node["state"] == NodeState.LEAVING_POOL:
                 db.remove(conn, db.nodes, id=node["id"])
                 continue
-            db.change(conn, db.nodes, {"id": node["id"]},
-                      {"state": NodeState.STARTING.value, "state_transition_time": now})
-            self.nodes[node["id"]] = NodeSlots(node["id"], node["pool_key"], pool["task_slots_per_node"],
-                                               node["root_dir"], node["incarnation"])
+            db.change(
+                conn, db.nodes, {"id": node["id"]}, {"state": NodeState.STARTING.value, "state_transition_time": now}
+            )
+            self.nodes[node["id"]] = NodeSlots(
+                node["id"], node["pool_key"], pool["task_slots_per_node"], node["root_dir"], node["incarnation"]
+            )
         for task in db.tasks_in_states(conn, ON_NODE):  # they died with the server: requeue
-            db.change(conn, db.tasks, {"seq": task["seq"]},
-                      task_rules.transition(task, TaskState.ACTIVE, now, requeue=True), bump_etag=True)
+            db.change(
+                conn,
+                db.tasks,
+                {"seq": task["seq"]},
+                task_rules.transition(task, TaskState.ACTIVE, now, requeue=True),
+                bump_etag=True,
+            )
         for job in db.find(conn, db.jobs, order_by=["seq"]):
             if job["state"] != JobState.COMPLETED:
                 self.jobs[job["key"]] = JobEntry(job)
@@ -175,8 +194,11 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
         for node_id, path in effects.remove_dirs:
             self._spawn(self._safely(self.backend.delete_file(node_id, path, True), f"cleanup {path}"), "cleanup")
         for node_id, path, when in effects.retain:
-            self.timers.schedule(f"retain:{node_id}:{path}", when, lambda n=node_id, p=path: self._safely(
-                self.backend.delete_file(n, p, True), f"retention cleanup {p}"))
+            self.timers.schedule(
+                f"retain:{node_id}:{path}",
+                when,
+                lambda n=node_id, p=path: self._safely(self.backend.delete_file(n, p, True), f"retention cleanup {p}"),
+            )
         for job_key in effects.check_jobs:
             await self._check_job_manager(job_key)
             await self._check_all_complete(job_key)
@@ -240,8 +262,9 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
         record = self.preps.get((entry.key, node.node_id))
         return record is None or not prep_rules.excludes_node(record, node.incarnation)
 
-    def _start_on_node(self, conn: Connection, entry: JobEntry, task: dict[str, Any], node: NodeSlots,
-                       now: datetime, effects: Effects) -> None:
+    def _start_on_node(
+        self, conn: Connection, entry: JobEntry, task: dict[str, Any], node: NodeSlots, now: datetime, effects: Effects
+    ) -> None:
         if entry.graph is not None:
             entry.graph.started(task["seq"])
         prep_spec = entry.spec.get("jobPreparationTask")
@@ -258,22 +281,33 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
         task.update(changes)
         self._dispatch_task(conn, entry, task, node, effects)
 
-    def _dispatch_task(self, conn: Connection, entry: JobEntry, task: dict[str, Any], node: NodeSlots,
-                       effects: Effects) -> None:
-        step_id = task_step_id(task['seq'], task['attempt'])
-        self.steps[step_id] = StepRef("task", entry.key, node.node_id, task["attempt"], task["seq"],
-                                      task["required_slots"], row=task)
+    def _dispatch_task(
+        self, conn: Connection, entry: JobEntry, task: dict[str, Any], node: NodeSlots, effects: Effects
+    ) -> None:
+        step_id = task_step_id(task["seq"], task["attempt"])
+        self.steps[step_id] = StepRef(
+            "task", entry.key, node.node_id, task["attempt"], task["seq"], task["required_slots"], row=task
+        )
         effects.node_counters[(node.node_id, "total_tasks_run")] += 1
-        effects.run[node.node_id].append(step_builder.task_step(step_id, entry.row, task, self._placement(node),
-                                                                slots=task["required_slots"]))
+        effects.run[node.node_id].append(
+            step_builder.task_step(step_id, entry.row, task, self._placement(node), slots=task["required_slots"])
+        )
 
     def _placement(self, node: NodeSlots) -> step_builder.Placement:
         pool = self.pools[node.pool_key]
-        return step_builder.Placement(self.account_name, self.account_url, pool["id"], node.node_id, node.root,
-                                      tuple(pool["spec"].get("userAccounts") or ()), self.job_tokens)
+        return step_builder.Placement(
+            self.account_name,
+            self.account_url,
+            pool["id"],
+            node.node_id,
+            node.root,
+            tuple(pool["spec"].get("userAccounts") or ()),
+            self.job_tokens,
+        )
 
-    def _ensure_prep(self, conn: Connection, entry: JobEntry, node: NodeSlots, now: datetime,
-                     effects: Effects) -> dict[str, Any]:
+    def _ensure_prep(
+        self, conn: Connection, entry: JobEntry, node: NodeSlots, now: datetime, effects: Effects
+    ) -> dict[str, Any]:
         """The first task of a job on a node claims the preparation record and starts prep."""
         key = (entry.key, node.node_id)
         record = self.preps.get(key)
@@ -288,8 +322,16 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
             self._run_prep(conn, entry, node, record, StepState.RUNNING, now, effects)
         return record
 
-    def _run_prep(self, conn: Connection, entry: JobEntry, node: NodeSlots, record: dict[str, Any],
-                  to: StepState, now: datetime, effects: Effects) -> None:
+    def _run_prep(
+        self,
+        conn: Connection,
+        entry: JobEntry,
+        node: NodeSlots,
+        record: dict[str, Any],
+        to: StepState,
+        now: datetime,
+        effects: Effects,
+    ) -> None:
         attempt = record["prep_attempt"] + 1
         changes = prep_rules.prep(record, to, now, attempt=attempt)
         db.change(conn, db.preparations, prep_key(record), changes)
@@ -352,8 +394,15 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
         rows.update((r["seq"], r) for r in db.tasks_by_seq(conn, [ref.seq for ref in refs if ref.row is None]))
         return rows
 
-    def _task_finished(self, conn: Connection, ref: StepRef, task: dict[str, Any] | None, result: StepResult,
-                       now: datetime, effects: Effects) -> None:
+    def _task_finished(
+        self,
+        conn: Connection,
+        ref: StepRef,
+        task: dict[str, Any] | None,
+        result: StepResult,
+        now: datetime,
+        effects: Effects,
+    ) -> None:
         node = self.nodes.get(ref.node_id)
         if node is not None:
             node.used -= ref.slots  # refilled by the placement that ends every results transaction
@@ -361,16 +410,21 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
             return  # stale: the task was ended, requeued or deleted meanwhile
         self._end_instances(conn, task["seq"], now, effects)
         failure = result.failure
-        decision = after_exit(result.exit_code, retry_count=task["retry_count"], max_retries=task["max_retries"],
-                              retriable=result.exit_code is not None)
+        decision = after_exit(
+            result.exit_code,
+            retry_count=task["retry_count"],
+            max_retries=task["max_retries"],
+            retriable=result.exit_code is not None,
+        )
         if decision is Decision.RETRY:
             changes = task_rules.transition(task, TaskState.ACTIVE, now, retry=True)
             self._requeue_in_memory(task)
         else:
             if failure is None and result.exit_code != 0:
                 failure = task_rules.exit_failure(result.exit_code)
-            changes = task_rules.transition(task, TaskState.COMPLETED, _ended(task, result, now),
-                                            exit_code=result.exit_code, failure_info=failure)
+            changes = task_rules.transition(
+                task, TaskState.COMPLETED, _ended(task, result, now), exit_code=result.exit_code, failure_info=failure
+            )
             changes["start_time"] = task["start_time"]
             options = exit_options(task, result.exit_code)
             changes["dependency_action"] = options.dependency_action.value
@@ -387,8 +441,9 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
         if entry is not None:
             entry.queue.push(task["seq"], task["required_slots"])
 
-    def _prep_finished(self, conn: Connection, ref: StepRef, result: StepResult, now: datetime,
-                       effects: Effects) -> None:
+    def _prep_finished(
+        self, conn: Connection, ref: StepRef, result: StepResult, now: datetime, effects: Effects
+    ) -> None:
         key = (ref.job_key, ref.node_id)
         record, entry, node = self.preps.get(key), self.jobs.get(ref.job_key), self.nodes.get(ref.node_id)
         if record is None or entry is None or node is None or record["prep_attempt"] != ref.attempt:
@@ -396,9 +451,16 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
         spec = entry.spec["jobPreparationTask"]
         ok = result.failure is None and result.exit_code == 0
         retriable = result.exit_code is not None or result.timed_out
-        if not ok and retriable and after_exit(result.exit_code if result.exit_code is not None else 1,
-                                               retry_count=record["prep_retry_count"],
-                                               max_retries=spec["constraints"]["maxTaskRetryCount"]) is Decision.RETRY:
+        if (
+            not ok
+            and retriable
+            and after_exit(
+                result.exit_code if result.exit_code is not None else 1,
+                retry_count=record["prep_retry_count"],
+                max_retries=spec["constraints"]["maxTaskRetryCount"],
+            )
+            is Decision.RETRY
+        ):
             self._run_prep(conn, entry, node, record, StepState.RUNNING, now, effects)
             return
         failure = None if ok else (result.failure or task_rules.exit_failure(result.exit_code))
@@ -423,15 +485,18 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
                 self._requeue_in_memory(task)
         effects.wake = True
 
-    def _release_finished(self, conn: Connection, ref: StepRef, result: StepResult, now: datetime,
-                          effects: Effects) -> None:
+    def _release_finished(
+        self, conn: Connection, ref: StepRef, result: StepResult, now: datetime, effects: Effects
+    ) -> None:
         record = self.preps.get((ref.job_key, ref.node_id))
         if record is None or record["release_attempt"] != ref.attempt:
             return
-        failure = None if result.failure is None and result.exit_code == 0 else (
-            result.failure or task_rules.exit_failure(result.exit_code))
-        changes = prep_rules.release(record, StepState.COMPLETED, now, exit_code=result.exit_code,
-                                     failure_info=failure)
+        failure = (
+            None
+            if result.failure is None and result.exit_code == 0
+            else (result.failure or task_rules.exit_failure(result.exit_code))
+        )
+        changes = prep_rules.release(record, StepState.COMPLETED, now, exit_code=result.exit_code, failure_info=failure)
         db.change(conn, db.preparations, prep_key(record), changes)
         record.update(changes)
         if ref.job_key in self.jobs:
@@ -470,6 +535,7 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
 
     def _end_task(self, conn: Connection, job_key: str, task_key: str, delete: bool) -> Effects:
         from kiln.errors import NotFound
+
         effects = Effects()
         now = utcnow()
         task = db.get(conn, db.tasks, job_key=job_key, key=task_key)
@@ -482,7 +548,7 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
             node = self.nodes.get(task["node_id"])
             if node is not None:
                 node.used -= task["required_slots"]
-            step_id = task_step_id(task['seq'], task['attempt'])
+            step_id = task_step_id(task["seq"], task["attempt"])
             if self.steps.pop(step_id, None) is not None:
                 effects.kill[task["node_id"]].append(step_id)
             waiting = self.waiting.get((job_key, task["node_id"]), [])
@@ -500,9 +566,13 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
             if task["node_id"] and entry is not None:
                 effects.remove_dirs.append((task["node_id"], step_builder.task_dir(entry.row["id"], task["id"])))
         elif task["state"] != TaskState.COMPLETED:
-            changes = task_rules.transition(task, TaskState.COMPLETED, now,
-                                            failure_info=task_rules.ended_by("terminated by the user."),
-                                            exit_code=None)
+            changes = task_rules.transition(
+                task,
+                TaskState.COMPLETED,
+                now,
+                failure_info=task_rules.ended_by("terminated by the user."),
+                exit_code=None,
+            )
             options = for_ended(task["spec"].get("exitConditions"))
             changes["dependency_action"] = options.dependency_action.value
             db.change(conn, db.tasks, {"seq": task["seq"]}, changes, bump_etag=True)
@@ -520,6 +590,6 @@ class Scheduler(JobEnding, JobControl, JobManagement, Retention, NodeOperations,
 def _ended(task: dict[str, Any], result: StepResult, now: datetime) -> datetime:
     """When the task's process ended, by the node's clock: the next task in its slot (one sent ahead) may
     have started before this result reached the store, and their times must not overlap."""
-    ended = datetime.fromtimestamp(result.end_time, timezone.utc)
+    ended = datetime.fromtimestamp(result.end_time, UTC)
     started = task["start_time"]
     return ended if started is not None and started <= ended <= now else now

@@ -1,4 +1,5 @@
 """Job disable and enable, task reactivate, and task constraint updates that reach the scheduler."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,8 +53,9 @@ class JobControl:
         self._settle_disabling(conn, [job_key], now)
         return effects
 
-    def _off_nodes(self, conn: Connection, entry: JobEntry, option: DisableTasks, now: datetime,
-                   effects: Effects) -> None:
+    def _off_nodes(
+        self, conn: Connection, entry: JobEntry, option: DisableTasks, now: datetime, effects: Effects
+    ) -> None:
         """requeue: back to active (requeueCount + 1, not a retry); terminate: completed with TaskEnded."""
         failure = task_rules.ended_by("the job was disabled.")
         for task in db.tasks_in_states(conn, ON_NODE, job_key=entry.key):
@@ -73,7 +75,7 @@ class JobControl:
         node = self.nodes.get(task["node_id"])
         if node is not None:
             node.used -= task["required_slots"]
-        step_id = task_step_id(task['seq'], task['attempt'])
+        step_id = task_step_id(task["seq"], task["attempt"])
         if self.steps.pop(step_id, None) is not None:
             effects.kill[task["node_id"]].append(step_id)
         waiting = self.waiting.get((task["job_key"], task["node_id"]), [])
@@ -117,6 +119,7 @@ class JobControl:
 
     def _reactivate_task(self, conn: Connection, job_key: str, task_key: str, check: Check) -> None:
         from kiln.errors import NotFound
+
         now = utcnow()
         job = self._load_job(conn, job_key)
         task = db.get(conn, db.tasks, job_key=job_key, key=task_key)
@@ -133,7 +136,7 @@ class JobControl:
     def task_row_changed(self, task: dict[str, Any]) -> None:
         """Called in the transaction that changed a task's spec: a running task's kept row is stale now,
         so its result reads the whole row again."""
-        for step_id in (task_step_id(task['seq'], task['attempt']), task_step_id(task['seq'], task['attempt'] + 1)):
+        for step_id in (task_step_id(task["seq"], task["attempt"]), task_step_id(task["seq"], task["attempt"] + 1)):
             ref = self.steps.get(step_id)  # running, or sent ahead
             if ref is not None and ref.row is not None:
                 self.steps[step_id] = dataclasses.replace(ref, row=None)
@@ -148,6 +151,7 @@ class JobControl:
     # ------------------------------------------------------------------ helpers
     def _load_job(self, conn: Connection, job_key: str) -> dict[str, Any]:
         from kiln.errors import NotFound
+
         job = db.get(conn, db.jobs, key=job_key)
         if job is None:
             raise NotFound("The specified job does not exist.", code="JobNotFound")

@@ -1,4 +1,5 @@
 """Ending jobs: terminate and delete kill what runs, run release where prep ran, then complete or remove."""
+
 from __future__ import annotations
 
 import logging
@@ -39,6 +40,7 @@ class JobEnding:
     def _end_job(self, conn: Connection, job_key: str, to: JobState, reason: str | None) -> Effects:
         """Terminate or delete: kill what runs, run release where prep ran, then complete or remove the job."""
         from kiln.errors import NotFound
+
         effects = Effects()
         now = utcnow()
         job = db.get(conn, db.jobs, key=job_key)
@@ -62,8 +64,9 @@ class JobEnding:
         self._finish_job_if_released(conn, job_key, now, effects)
         return effects
 
-    def _end_tasks_on_nodes(self, conn: Connection, job_key: str, now: datetime, effects: Effects,
-                            failure: dict[str, Any]) -> None:
+    def _end_tasks_on_nodes(
+        self, conn: Connection, job_key: str, now: datetime, effects: Effects, failure: dict[str, Any]
+    ) -> None:
         self._call_back_job(conn, job_key, effects, requeue=False)  # active tasks stay active and never run
         for step_id, ref in list(self.steps.items()):
             if ref.job_key == job_key and ref.kind in ("task", "prep"):
@@ -95,8 +98,15 @@ class JobEnding:
             if node.up:
                 self._run_release(conn, entry, node, record, now, effects)
 
-    def _run_release(self, conn: Connection, entry: JobEntry, node: NodeSlots, record: dict[str, Any],
-                     now: datetime, effects: Effects) -> None:
+    def _run_release(
+        self,
+        conn: Connection,
+        entry: JobEntry,
+        node: NodeSlots,
+        record: dict[str, Any],
+        now: datetime,
+        effects: Effects,
+    ) -> None:
         attempt = record["release_attempt"] + 1
         changes = prep_rules.release(record, StepState.RUNNING, now, attempt=attempt)
         db.change(conn, db.preparations, prep_key(record), changes)
@@ -151,9 +161,14 @@ class JobEnding:
             return
         if entry.spec.get("onAllTasksComplete") != "terminatejob":
             return
-        unfinished = await self.db.read(lambda conn: conn.execute(
-            db.tasks.select().with_only_columns(db.tasks.c.seq)
-            .where(db.tasks.c.job_key == job_key, db.tasks.c.state != TaskState.COMPLETED.value).limit(1)).first())
+        unfinished = await self.db.read(
+            lambda conn: conn.execute(
+                db.tasks.select()
+                .with_only_columns(db.tasks.c.seq)
+                .where(db.tasks.c.job_key == job_key, db.tasks.c.state != TaskState.COMPLETED.value)
+                .limit(1)
+            ).first()
+        )
         if unfinished is None:
             try:
                 await self.terminate_job(job_key, TerminateReason.ALL_TASKS_COMPLETE.value)

@@ -1,4 +1,5 @@
 """Per-job placement limits (maxParallelTasks, the job manager task) and the job manager's end of its job."""
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,9 @@ class JobManagement:
     #: issues AZ_BATCH_AUTHENTICATION_TOKEN; set by the server from the account key
     job_tokens: JobTokens | None = None
 
-    def _plan_pool(self, conn: Connection, pool: dict[str, Any], entries: list[JobEntry],
-                   candidates: list[NodeSlots]) -> list[tuple[JobEntry, int, int, NodeSlots]]:
+    def _plan_pool(
+        self, conn: Connection, pool: dict[str, Any], entries: list[JobEntry], candidates: list[NodeSlots]
+    ) -> list[tuple[JobEntry, int, int, NodeSlots]]:
         """Book queued tasks of one pool's jobs on its nodes with free slots: [(job, task seq, slots, node)]."""
         policy = pool["spec"].get("taskSchedulingPolicy") or {}
         fill = str(policy.get("nodeFillType", "spread")).lower()
@@ -47,10 +49,18 @@ class JobManagement:
         """What the placement round needs to know of one job with queued tasks."""
         limit = entry.spec.get("maxParallelTasks", -1)
         budget = None if limit == -1 else priority.parallel_budget(limit, tasks_on_nodes(conn, entry.key))
-        return priority.JobTurn(entry, entry.queue, entry.row["priority"], entry.row["seq"], budget,
-                                self._manager_rule(conn, entry), lambda node: self._may_run(entry, node),
-                                entry.last_served, entry.graph.waiting if entry.graph is not None else None,
-                                choose)
+        return priority.JobTurn(
+            entry,
+            entry.queue,
+            entry.row["priority"],
+            entry.row["seq"],
+            budget,
+            self._manager_rule(conn, entry),
+            lambda node: self._may_run(entry, node),
+            entry.last_served,
+            entry.graph.waiting if entry.graph is not None else None,
+            choose,
+        )
 
     def _manager_rule(self, conn: Connection, entry: JobEntry) -> priority.ManagerRule | None:
         """The job manager's placement rule while it waits in the queue (first run, retry or requeue)."""
@@ -81,7 +91,7 @@ class JobManagement:
 
 def tasks_on_nodes(conn: Connection, job_key: str) -> int:
     """Running and preparing tasks of a job: what maxParallelTasks counts."""
-    query = select(func.count()).select_from(db.tasks).where(db.tasks.c.job_key == job_key,
-                                                             db.tasks.c.state.in_(ON_NODE))
+    query = (
+        select(func.count()).select_from(db.tasks).where(db.tasks.c.job_key == job_key, db.tasks.c.state.in_(ON_NODE))
+    )
     return conn.execute(query).scalar_one()
-

@@ -7,6 +7,7 @@ slot each while the task runs. Step ids: `c:<seq>:<attempt>:<instance>` for coor
 (they keep their background processes until that id is killed, when the task ends).
 Rules (eligible pools, the environment, subtask states) live in kiln.core.multi_instance.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -62,14 +63,24 @@ class MultiInstance:
     # ------------------------------------------------------------------ placement
     def _chooser(self, pool: dict[str, Any], fill: str) -> Chooser:
         """Placement's node choice for a pool: a multi-instance task takes all its nodes at once."""
-        def choose(seq: int, slots: int, nodes: list[NodeSlots], allowed: Callable[[NodeSlots], bool]) -> NodeSlots | None:
+
+        def choose(
+            seq: int, slots: int, nodes: list[NodeSlots], allowed: Callable[[NodeSlots], bool]
+        ) -> NodeSlots | None:
             if seq in self.instance_counts:
                 return self._plan_instances(seq, pool, nodes, fill, allowed)
             return choose_node(nodes, slots, fill, allowed)
+
         return choose
 
-    def _plan_instances(self, seq: int, pool: dict[str, Any], candidates: list[NodeSlots], fill: str,
-                        allowed: Callable[[NodeSlots], bool]) -> NodeSlots | None:
+    def _plan_instances(
+        self,
+        seq: int,
+        pool: dict[str, Any],
+        candidates: list[NodeSlots],
+        fill: str,
+        allowed: Callable[[NodeSlots], bool],
+    ) -> NodeSlots | None:
         """All instances at once on distinct nodes with a free slot, or none (the task stays active).
         Returns the primary's node; the subtasks' nodes are claimed here."""
         if not rules.pool_can_run(pool["spec"]):
@@ -91,8 +102,16 @@ class MultiInstance:
         for node in self._instance_plans.pop(seq, [])[1:]:
             node.used -= 1
 
-    def _start_multi_instance(self, conn: Connection, entry: JobEntry, task: dict[str, Any], node: NodeSlots,
-                              slots: int, now: datetime, effects: Effects) -> bool:
+    def _start_multi_instance(
+        self,
+        conn: Connection,
+        entry: JobEntry,
+        task: dict[str, Any],
+        node: NodeSlots,
+        slots: int,
+        now: datetime,
+        effects: Effects,
+    ) -> bool:
         """Placement's row check: False for an ordinary task. A multi-instance task placed before its
         instance count was known goes back to the queue, to be planned with all its nodes next round."""
         count = rules.instances(task["spec"])
@@ -113,8 +132,15 @@ class MultiInstance:
         self._start_instances(conn, entry, task, plan, now, effects)
         return True
 
-    def _start_instances(self, conn: Connection, entry: JobEntry, task: dict[str, Any], plan: list[NodeSlots],
-                         now: datetime, effects: Effects) -> None:
+    def _start_instances(
+        self,
+        conn: Connection,
+        entry: JobEntry,
+        task: dict[str, Any],
+        plan: list[NodeSlots],
+        now: datetime,
+        effects: Effects,
+    ) -> None:
         """Bind every instance; the coordination commands start once the job preparation task (waitForSuccess)
         has succeeded on every instance's node. Meanwhile the task is `preparing`."""
         seq, attempt = task["seq"], task["attempt"] + 1
@@ -126,22 +152,35 @@ class MultiInstance:
                 record = self._ensure_prep(conn, entry, node, now, effects)
                 if prep_spec["waitForSuccess"] and not prep_rules.succeeded(record):
                     preparing.add(index)
-        changes = task_rules.transition(task, TaskState.PREPARING if preparing else TaskState.RUNNING, now,
-                                        pool_id=pool_id, node_id=plan[0].node_id, attempt=attempt)
+        changes = task_rules.transition(
+            task,
+            TaskState.PREPARING if preparing else TaskState.RUNNING,
+            now,
+            pool_id=pool_id,
+            node_id=plan[0].node_id,
+            attempt=attempt,
+        )
         effects.change_task(seq, changes)
         task.update(changes)
-        running = self.instances[seq] = Instances(entry.key, seq, attempt, [n.node_id for n in plan],
-                                                  preparing=preparing)
+        running = self.instances[seq] = Instances(
+            entry.key, seq, attempt, [n.node_id for n in plan], preparing=preparing
+        )
         self.subtask_nodes[seq] = running.node_ids[1:]
         db.remove(conn, db.subtasks, task_seq=seq)
-        db.insert_rows(conn, db.subtasks, [rules.new_subtask(entry.key, seq, i, attempt, pool_id, node_id, now,
-                                                             preparing=i in preparing)
-                                           for i, node_id in enumerate(running.node_ids)])
+        db.insert_rows(
+            conn,
+            db.subtasks,
+            [
+                rules.new_subtask(entry.key, seq, i, attempt, pool_id, node_id, now, preparing=i in preparing)
+                for i, node_id in enumerate(running.node_ids)
+            ],
+        )
         if not preparing:
             self._dispatch_coordination(entry, task, running, effects)
 
-    def _dispatch_coordination(self, entry: JobEntry, task: dict[str, Any], running: Instances,
-                               effects: Effects) -> None:
+    def _dispatch_coordination(
+        self, entry: JobEntry, task: dict[str, Any], running: Instances, effects: Effects
+    ) -> None:
         seq, attempt = running.seq, running.attempt
         for index, node in enumerate(self.nodes[n] for n in running.node_ids):
             step_id = coordination_step_id(seq, attempt, index)
@@ -149,8 +188,9 @@ class MultiInstance:
             effects.node_counters[(node.node_id, "total_tasks_run")] += 1
             effects.run[node.node_id].append(self._instance_step(step_id, entry, task, running, index))
 
-    def _instance_step(self, step_id: str, entry: JobEntry, task: dict[str, Any], running: Instances,
-                       index: int | None) -> Step:
+    def _instance_step(
+        self, step_id: str, entry: JobEntry, task: dict[str, Any], running: Instances, index: int | None
+    ) -> Step:
         """index None: the primary's commandLine; else that instance's coordination command."""
         node = self.nodes[running.node_ids[index or 0]]
         base = step_builder.task_step(step_id, entry.row, task, self._placement(node))
@@ -158,13 +198,19 @@ class MultiInstance:
         if index is None:
             return replace(base, batch_context=context)
         settings = task["spec"]["multiInstanceSettings"]
-        return replace(base, command_line=settings["coordinationCommandLine"], resource_files=(),
-                       shared_files=step_builder.resource_files(settings.get("commonResourceFiles")),
-                       keep_background=True, batch_context=context)
+        return replace(
+            base,
+            command_line=settings["coordinationCommandLine"],
+            resource_files=(),
+            shared_files=step_builder.resource_files(settings.get("commonResourceFiles")),
+            keep_background=True,
+            batch_context=context,
+        )
 
     # ------------------------------------------------------------------ results
-    def _instances_prepared(self, conn: Connection, job_key: str, node_id: str, ok: bool, now: datetime,
-                            effects: Effects) -> None:
+    def _instances_prepared(
+        self, conn: Connection, job_key: str, node_id: str, ok: bool, now: datetime, effects: Effects
+    ) -> None:
         """The job preparation task ended on a node: instances waiting there go on, or (it failed; the node
         is now excluded for the job) their task goes back to the queue as a whole."""
         for seq, running in list(self.instances.items()):
@@ -172,8 +218,12 @@ class MultiInstance:
                 continue
             index = running.node_ids.index(node_id)
             task = db.get(conn, db.tasks, seq=seq)
-            if index not in running.preparing or task is None or task["state"] != TaskState.PREPARING \
-                    or task["attempt"] != running.attempt:
+            if (
+                index not in running.preparing
+                or task is None
+                or task["state"] != TaskState.PREPARING
+                or task["attempt"] != running.attempt
+            ):
                 continue
             if not ok:
                 if (primary := self.nodes.get(running.node_ids[0])) is not None:
@@ -185,38 +235,52 @@ class MultiInstance:
             running.preparing.discard(index)
             row = db.get(conn, db.subtasks, task_seq=seq, id=index)
             if row is not None and row["state"] == SubtaskState.PREPARING:
-                db.change(conn, db.subtasks, {"task_seq": seq, "id": index},
-                          rules.transition(row, SubtaskState.RUNNING, now))
+                db.change(
+                    conn, db.subtasks, {"task_seq": seq, "id": index}, rules.transition(row, SubtaskState.RUNNING, now)
+                )
             if not running.preparing and (entry := self.jobs.get(job_key)) is not None:
                 changes = task_rules.transition(task, TaskState.RUNNING, now)
                 effects.change_task(seq, changes)
                 task.update(changes)
                 self._dispatch_coordination(entry, task, running, effects)
 
-    def _coordination_finished(self, conn: Connection, ref: StepRef, result: StepResult, now: datetime,
-                               effects: Effects) -> None:
+    def _coordination_finished(
+        self, conn: Connection, ref: StepRef, result: StepResult, now: datetime, effects: Effects
+    ) -> None:
         running = self.instances.get(ref.seq)
         if running is None or running.attempt != ref.attempt or ref.node_id not in running.node_ids:
             return
         index = running.node_ids.index(ref.node_id)
         row = db.get(conn, db.subtasks, task_seq=ref.seq, id=index)
         if row is not None and row["state"] == SubtaskState.RUNNING:
-            db.change(conn, db.subtasks, {"task_seq": ref.seq, "id": index},
-                      rules.transition(row, SubtaskState.RUNNING, now, exit_code=result.exit_code))
+            db.change(
+                conn,
+                db.subtasks,
+                {"task_seq": ref.seq, "id": index},
+                rules.transition(row, SubtaskState.RUNNING, now, exit_code=result.exit_code),
+            )
         task = db.get(conn, db.tasks, seq=ref.seq)
         if task is None or task["state"] != TaskState.RUNNING or task["attempt"] != ref.attempt:
             return
-        step = rules.after_coordination(result.exit_code, result.failure, len(running.coordinated),
-                                        len(running.node_ids))
+        step = rules.after_coordination(
+            result.exit_code, result.failure, len(running.coordinated), len(running.node_ids)
+        )
         if step is Next.FAIL:  # the whole task fails with this instance's outcome (and may be retried)
-            self._task_finished(conn, StepRef("task", ref.job_key, running.node_ids[0], ref.attempt, ref.seq,
-                                              task["required_slots"]), task, result, now, effects)
+            self._task_finished(
+                conn,
+                StepRef("task", ref.job_key, running.node_ids[0], ref.attempt, ref.seq, task["required_slots"]),
+                task,
+                result,
+                now,
+                effects,
+            )
             return
         running.coordinated.add(index)
         if step is Next.RUN_APPLICATION and (entry := self.jobs.get(ref.job_key)) is not None:
             step_id = task_step_id(ref.seq, ref.attempt)
-            self.steps[step_id] = StepRef("task", ref.job_key, running.node_ids[0], ref.attempt, ref.seq,
-                                          task["required_slots"])
+            self.steps[step_id] = StepRef(
+                "task", ref.job_key, running.node_ids[0], ref.attempt, ref.seq, task["required_slots"]
+            )
             effects.run[running.node_ids[0]].append(self._instance_step(step_id, entry, task, running, None))
 
     # ------------------------------------------------------------------ ending
@@ -237,8 +301,12 @@ class MultiInstance:
         for row in db.find(conn, db.subtasks, task_seq=seq):
             if row["state"] != SubtaskState.COMPLETED:
                 ended = None if row["exit_code"] is not None else task_rules.ended_by("the multi-instance task ended.")
-                db.change(conn, db.subtasks, {"task_seq": seq, "id": row["id"]},
-                          rules.transition(row, SubtaskState.COMPLETED, now, failure_info=ended))
+                db.change(
+                    conn,
+                    db.subtasks,
+                    {"task_seq": seq, "id": row["id"]},
+                    rules.transition(row, SubtaskState.COMPLETED, now, failure_info=ended),
+                )
         effects.wake = True
 
     def _instances_lost(self, conn: Connection, node_id: str, now: datetime, effects: Effects) -> None:
@@ -255,13 +323,15 @@ class MultiInstance:
                     effects.kill[primary].append(step_id)
                 if (node := self.nodes.get(primary)) is not None:
                     node.used = max(0, node.used - task["required_slots"])
-                db.change(conn, db.tasks, {"seq": seq}, task_rules.transition(task, TaskState.ACTIVE, now),
-                          bump_etag=True)
+                db.change(
+                    conn, db.tasks, {"seq": seq}, task_rules.transition(task, TaskState.ACTIVE, now), bump_etag=True
+                )
                 self._requeue_in_memory(task)
             self._end_instances(conn, seq, now, effects)
 
-    def _subtask_nodes_terminated(self, conn: Connection, node_id: str, failure: dict[str, Any], now: datetime,
-                                  effects: Effects) -> None:
+    def _subtask_nodes_terminated(
+        self, conn: Connection, node_id: str, failure: dict[str, Any], now: datetime, effects: Effects
+    ) -> None:
         """Reboot or reimage with `terminate` of a subtask's node ends its whole task (the caller ends the tasks
         whose primary runs there)."""
         for seq, running in list(self.instances.items()):
@@ -277,12 +347,18 @@ class MultiInstance:
             if (node := self.nodes.get(primary)) is not None:
                 node.used = max(0, node.used - task["required_slots"])
             self._end_instances(conn, seq, now, effects)
-            db.change(conn, db.tasks, {"seq": seq},
-                      task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure), bump_etag=True)
+            db.change(
+                conn,
+                db.tasks,
+                {"seq": seq},
+                task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure),
+                bump_etag=True,
+            )
             effects.check_jobs.add(task["job_key"])
 
-    def _forget_instances(self, conn: Connection, task: dict[str, Any], entry: JobEntry | None,
-                          effects: Effects) -> None:
+    def _forget_instances(
+        self, conn: Connection, task: dict[str, Any], entry: JobEntry | None, effects: Effects
+    ) -> None:
         """The task is deleted: its rows go, and its directories on the subtasks' nodes (the caller removes
         the primary's)."""
         self.instance_counts.pop(task["seq"], None)

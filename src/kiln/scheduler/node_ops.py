@@ -1,4 +1,5 @@
 """Pools and nodes: sizing, node loss and return, reboot and reimage."""
+
 from __future__ import annotations
 
 import asyncio
@@ -43,6 +44,7 @@ class NodeOperations:
 
     def _begin_resize(self, conn: Connection, pool_key: str, target: int) -> dict[str, Any]:
         from kiln.errors import NotFound
+
         pool = db.get(conn, db.pools, key=pool_key)
         if pool is None:
             raise NotFound("The specified pool does not exist.", code="PoolNotFound")
@@ -65,8 +67,11 @@ class NodeOperations:
         for row, _ in added:
             await self.backend.add_node(row["id"], row["root_dir"])
             async with self.lock:
-                await self.db.write(lambda conn, r=row: db.change(
-                    conn, db.nodes, {"id": r["id"]}, node_rules.transition(r, NodeState.STARTING, utcnow())))
+                await self.db.write(
+                    lambda conn, r=row: db.change(
+                        conn, db.nodes, {"id": r["id"]}, node_rules.transition(r, NodeState.STARTING, utcnow())
+                    )
+                )
         for node in victims:
             await self._remove_node(node)
         async with self.lock:
@@ -76,10 +81,20 @@ class NodeOperations:
         node_id = f"tvmps_{uuid.uuid4().hex[:24]}_d"
         root = self.data_dir / "nodes" / node_id
         now = utcnow()
-        row = {"id": node_id, "pool_key": pool["key"], "state": NodeState.CREATING.value,
-               "scheduling_state": "enabled", "state_transition_time": now, "allocation_time": now,
-               "incarnation": 0, "root_dir": str(root), "total_tasks_run": 0, "total_tasks_succeeded": 0,
-               "running_tasks": 0, "running_slots": 0}
+        row = {
+            "id": node_id,
+            "pool_key": pool["key"],
+            "state": NodeState.CREATING.value,
+            "scheduling_state": "enabled",
+            "state_transition_time": now,
+            "allocation_time": now,
+            "incarnation": 0,
+            "root_dir": str(root),
+            "total_tasks_run": 0,
+            "total_tasks_succeeded": 0,
+            "running_tasks": 0,
+            "running_slots": 0,
+        }
         return row, NodeSlots(node_id, pool["key"], pool["task_slots_per_node"], str(root))
 
     async def _remove_node(self, node: NodeSlots) -> None:
@@ -105,14 +120,17 @@ class NodeOperations:
 
     async def delete_pool(self, pool_key: str) -> None:
         async with self.lock:
+
             def mark(conn: Connection) -> dict[str, Any]:
                 from kiln.errors import NotFound
+
                 pool = db.get(conn, db.pools, key=pool_key)
                 if pool is None:
                     raise NotFound("The specified pool does not exist.", code="PoolNotFound")
                 changes = pool_rules.delete(pool, utcnow())
                 db.change(conn, db.pools, {"key": pool_key}, changes, bump_etag=True)
                 return {**pool, **changes}
+
             self.pools[pool_key] = await self.db.write(mark)
         self._spawn(self._finish_pool_delete(pool_key), "pool-delete")
 
@@ -120,8 +138,9 @@ class NodeOperations:
         for node in [n for n in self.nodes.values() if n.pool_key == pool_key]:
             await self._remove_node(node)
         async with self.lock:
-            await self.db.write(lambda conn: (db.remove(conn, db.pools, key=pool_key),
-                                              db.remove(conn, db.nodes, pool_key=pool_key)))
+            await self.db.write(
+                lambda conn: (db.remove(conn, db.pools, key=pool_key), db.remove(conn, db.nodes, pool_key=pool_key))
+            )
             self.pools.pop(pool_key, None)
 
     # ------------------------------------------------------------------ node events
@@ -147,8 +166,12 @@ class NodeOperations:
         self._maybe_steady(conn, node.pool_key)
         for entry in list(self.jobs.values()):  # releases that waited for this node
             record = self.preps.get((entry.key, node.node_id))
-            if (entry.row["state"] in (JobState.TERMINATING, JobState.DELETING) and record is not None
-                    and entry.spec.get("jobReleaseTask") and prep_rules.needs_release(record, node.incarnation)):
+            if (
+                entry.row["state"] in (JobState.TERMINATING, JobState.DELETING)
+                and record is not None
+                and entry.spec.get("jobReleaseTask")
+                and prep_rules.needs_release(record, node.incarnation)
+            ):
                 self._run_release(conn, entry, node, record, now, effects)
         return effects
 
@@ -171,8 +194,13 @@ class NodeOperations:
             if ref.node_id == node_id:
                 del self.steps[step_id]
         for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
-            db.change(conn, db.tasks, {"seq": task["seq"]},
-                      task_rules.transition(task, TaskState.ACTIVE, now, requeue=True), bump_etag=True)
+            db.change(
+                conn,
+                db.tasks,
+                {"seq": task["seq"]},
+                task_rules.transition(task, TaskState.ACTIVE, now, requeue=True),
+                bump_etag=True,
+            )
             self._requeue_in_memory(task)
         self._settle_disabling(conn, self._disabling_jobs(), now)
         for (job_key, nid), record in self.preps.items():
@@ -203,6 +231,7 @@ class NodeOperations:
 
     def _begin_restart(self, conn: Connection, node_id: str, option: str, reimage: bool) -> Effects:
         from kiln.errors import NotFound
+
         effects = Effects(wake=True)
         now = utcnow()
         row, node = db.get(conn, db.nodes, id=node_id), self.nodes.get(node_id)
@@ -218,8 +247,11 @@ class NodeOperations:
             for (job_key, nid), record in self.preps.items():
                 entry = self.jobs.get(job_key)
                 rerun = entry is not None and entry.spec["jobPreparationTask"]["rerunOnNodeRebootAfterSuccess"]
-                if nid == node_id and prep_rules.reset_after_reboot(record, rerun) \
-                        and record["prep_state"] == StepState.COMPLETED:
+                if (
+                    nid == node_id
+                    and prep_rules.reset_after_reboot(record, rerun)
+                    and record["prep_state"] == StepState.COMPLETED
+                ):
                     changes = prep_rules.prep(record, StepState.PENDING, now)
                     db.change(conn, db.preparations, prep_key(record), changes)
                     record.update(changes)
@@ -227,13 +259,18 @@ class NodeOperations:
             failure = task_rules.ended_by("the compute node was rebooted or reimaged.")
             self._subtask_nodes_terminated(conn, node_id, failure, now, effects)
             for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
-                step_id = task_step_id(task['seq'], task['attempt'])
+                step_id = task_step_id(task["seq"], task["attempt"])
                 if self.steps.pop(step_id, None) is not None:
                     effects.kill[node_id].append(step_id)
                 node.used -= task["required_slots"]
                 self._end_instances(conn, task["seq"], now, effects)
-                db.change(conn, db.tasks, {"seq": task["seq"]},
-                          task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure), bump_etag=True)
+                db.change(
+                    conn,
+                    db.tasks,
+                    {"seq": task["seq"]},
+                    task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure),
+                    bump_etag=True,
+                )
                 effects.check_jobs.add(task["job_key"])
             self._settle_disabling(conn, self._disabling_jobs(), now)
         elif option == "requeue":

@@ -5,6 +5,7 @@ store keeps the facts it is built from (each task's dependsOn, state, attempt, a
 dependencyAction its exit conditions decided at completion), and `_rebuild_dependencies` reads them
 back after a restart in time linear in tasks plus edges.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -26,8 +27,9 @@ PERFORM_JOB_ACTION = "performexitoptionsjobaction"
 
 def exit_options(task: dict[str, Any], exit_code: int | None) -> ExitOptions:
     """The exit options of a task whose process exited (or never started: exit_code None)."""
-    return exit_rules.resolve(task["spec"].get("exitConditions"), exit_code=exit_code,
-                              pre_processing_error=exit_code is None)
+    return exit_rules.resolve(
+        task["spec"].get("exitConditions"), exit_code=exit_code, pre_processing_error=exit_code is None
+    )
 
 
 class TaskOutcomes:
@@ -44,8 +46,15 @@ class TaskOutcomes:
             for seq, slots in entry.graph.add(rows):
                 entry.queue.push(seq, slots)
 
-    def _task_outcome(self, entry: JobEntry | None, task: dict[str, Any], options: ExitOptions,
-                      effects: Effects, *, job_action: bool = True) -> None:
+    def _task_outcome(
+        self,
+        entry: JobEntry | None,
+        task: dict[str, Any],
+        options: ExitOptions,
+        effects: Effects,
+        *,
+        job_action: bool = True,
+    ) -> None:
         """A task completed: its dependents may run now; its job action is carried out after the batch is written."""
         if entry is None:
             return

@@ -5,6 +5,7 @@ retry) when a job of higher priority on the same pool has tasks waiting for slot
 taken as the waiting jobs can use, and only on nodes they may run on, so a preempted task is not put back
 on the slot it was taken from.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -22,8 +23,11 @@ from kiln.store import rows as db
 
 
 def preemptible(entry: JobEntry, below: int) -> bool:
-    return (entry.row["state"] == JobState.ACTIVE and bool(entry.spec.get("allowTaskPreemption"))
-            and entry.row["priority"] < below)
+    return (
+        entry.row["state"] == JobState.ACTIVE
+        and bool(entry.spec.get("allowTaskPreemption"))
+        and entry.row["priority"] < below
+    )
 
 
 class Preemption:
@@ -36,21 +40,27 @@ class Preemption:
                 waiting[entry.row["pool_key"]].append(entry)
         for pool_key, entries in waiting.items():
             top = max(entries, key=lambda e: e.row["priority"])
-            victims = [e for e in self.jobs.values() if e.row["pool_key"] == pool_key and preemptible(e, top.row["priority"])]
+            victims = [
+                e for e in self.jobs.values() if e.row["pool_key"] == pool_key and preemptible(e, top.row["priority"])
+            ]
             if victims:
                 self._requeue_for(conn, top, victims, now, effects)
 
-    def _requeue_for(self, conn: Connection, waiting: JobEntry, victims: list[JobEntry], now: datetime,
-                     effects: Effects) -> None:
+    def _requeue_for(
+        self, conn: Connection, waiting: JobEntry, victims: list[JobEntry], now: datetime, effects: Effects
+    ) -> None:
         """Take running tasks of the lowest-priority victims first, the latest started first, until the
         waiting job's queued tasks have slots (at most its maxParallelTasks allows)."""
-        nodes = [n for n in self.nodes.values()
-                 if n.pool_key == waiting.row["pool_key"] and n.up and not n.draining and self._may_run(waiting, n)]
+        nodes = [
+            n
+            for n in self.nodes.values()
+            if n.pool_key == waiting.row["pool_key"] and n.up and not n.draining and self._may_run(waiting, n)
+        ]
         largest = max((n.capacity for n in nodes), default=0)
         fitting = [slots for _, slots in waiting.queue.heap if slots <= largest]  # the rest can never run
         limit = waiting.spec.get("maxParallelTasks", -1)
         if limit != -1:
-            fitting = fitting[:priority.parallel_budget(limit, tasks_on_nodes(conn, waiting.key))]
+            fitting = fitting[: priority.parallel_budget(limit, tasks_on_nodes(conn, waiting.key))]
         need = sum(fitting)
         running = [t for e in victims for t in db.tasks_in_states(conn, (TaskState.RUNNING.value,), job_key=e.key)]
         order = {e.key: e.row["priority"] for e in victims}
@@ -70,4 +80,3 @@ class Preemption:
         if freed:
             effects.wake = True
             effects.write_batched(conn)
-

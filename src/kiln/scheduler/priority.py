@@ -7,6 +7,7 @@
 - The job manager task is the job's first task: while it waits for a node, the job's other tasks wait too.
   With `runExclusive` it needs an empty node and keeps the whole node to itself while it runs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -42,10 +43,17 @@ def _fits_exclusively(node: NodeSlots) -> bool:
     return node.used == 0
 
 
-def place_job(queue: JobQueue, nodes: list[NodeSlots], fill: str, allowed: Callable[[NodeSlots], bool], *,
-              budget: int | None = None, manager: ManagerRule | None = None,
-              waiting: Callable[[int], bool] | None = None,
-              choose: Chooser | None = None) -> list[tuple[int, int, NodeSlots]]:
+def place_job(
+    queue: JobQueue,
+    nodes: list[NodeSlots],
+    fill: str,
+    allowed: Callable[[NodeSlots], bool],
+    *,
+    budget: int | None = None,
+    manager: ManagerRule | None = None,
+    waiting: Callable[[int], bool] | None = None,
+    choose: Chooser | None = None,
+) -> list[tuple[int, int, NodeSlots]]:
     """Take tasks off one job's queue and book them on nodes: [(seq, slots, node)].
 
     Tasks that fit no node now go back on the queue; smaller ones behind them may still fit. The job manager
@@ -94,8 +102,13 @@ class JobTurn:
     choose: Chooser | None = None  #: the job's own node choice (multi-instance tasks take several nodes)
 
 
-def plan(turns: Sequence[JobTurn], nodes: list[NodeSlots], fill: str, order: str = "none",
-         tickets: Iterator[int] | None = None) -> list[tuple[JobTurn, int, int, NodeSlots]]:
+def plan(
+    turns: Sequence[JobTurn],
+    nodes: list[NodeSlots],
+    fill: str,
+    order: str = "none",
+    tickets: Iterator[int] | None = None,
+) -> list[tuple[JobTurn, int, int, NodeSlots]]:
     """Book the queued tasks of one pool's jobs on its nodes: [(turn, seq, slots, node)].
 
     `tickets` (increasing numbers) stamp `served` on each turn that gets a task, so that under
@@ -121,14 +134,23 @@ def plan(turns: Sequence[JobTurn], nodes: list[NodeSlots], fill: str, order: str
     return booked
 
 
-def _take(turn: JobTurn, nodes: list[NodeSlots], fill: str, at_most: int | None,
-          tickets: Iterator[int]) -> list[tuple[JobTurn, int, int, NodeSlots]]:
+def _take(
+    turn: JobTurn, nodes: list[NodeSlots], fill: str, at_most: int | None, tickets: Iterator[int]
+) -> list[tuple[JobTurn, int, int, NodeSlots]]:
     if turn.budget is not None:
         at_most = turn.budget if at_most is None else min(at_most, turn.budget)
     if not any(n.free > 0 for n in nodes):
         return []
-    placed = place_job(turn.queue, nodes, fill, turn.allowed, budget=at_most, manager=turn.manager,
-                       waiting=turn.waiting, choose=turn.choose)
+    placed = place_job(
+        turn.queue,
+        nodes,
+        fill,
+        turn.allowed,
+        budget=at_most,
+        manager=turn.manager,
+        waiting=turn.waiting,
+        choose=turn.choose,
+    )
     if placed:
         turn.served = next(tickets)
     if turn.budget is not None:

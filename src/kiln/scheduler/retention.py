@@ -1,4 +1,5 @@
 """Timed job rules: job maxWallClockTime, and the retention of finished steps' directories."""
+
 from __future__ import annotations
 
 import logging
@@ -34,10 +35,18 @@ class Retention:
             entry = self.jobs.get(job["key"])
             if entry is not None and entry.row["state"] in (JobState.ACTIVE, JobState.DISABLING, JobState.DISABLED):
                 await self.terminate_job(job["key"], TerminateReason.WALL_CLOCK.value)
+
         self.timers.schedule(key, job["creation_time"] + timedelta(seconds=seconds), expire)
 
-    def _retain(self, effects: Effects, node_id: str | None, job_id: str, step_id: str,
-                retention: str | None, ended: datetime | None) -> None:
+    def _retain(
+        self,
+        effects: Effects,
+        node_id: str | None,
+        job_id: str,
+        step_id: str,
+        retention: str | None,
+        ended: datetime | None,
+    ) -> None:
         """A finished step's directory stays readable for its retentionTime, then goes."""
         seconds = duration_seconds(retention)
         if node_id and ended is not None and seconds is not None:
@@ -45,8 +54,14 @@ class Retention:
 
     def _retain_task(self, effects: Effects, job: dict[str, Any], task: dict[str, Any]) -> None:
         for node_id in (task["node_id"], *self.subtask_nodes.get(task["seq"], ())):  # and a multi-instance task's
-            self._retain(effects, node_id, job["id"], task["id"], task["spec"]["constraints"].get("retentionTime"),
-                         task.get("end_time"))
+            self._retain(
+                effects,
+                node_id,
+                job["id"],
+                task["id"],
+                task["spec"]["constraints"].get("retentionTime"),
+                task.get("end_time"),
+            )
 
     def _retain_job_step(self, effects: Effects, job: dict[str, Any], record: dict[str, Any], kind: str) -> None:
         spec = job["spec"]["jobPreparationTask" if kind == "prep" else "jobReleaseTask"]

@@ -5,6 +5,7 @@ auto pool), so after a restart each schedule is simply evaluated again: `core.sc
 what is due and when to look next. One timer per schedule wakes the evaluation; the end of any of the
 schedule's jobs wakes it too (the next occurrence may have been waiting for that job).
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,12 @@ def schedule_jobs(conn: Connection, schedule_key: str) -> list[dict[str, Any]]:
 
 def active_job(conn: Connection, schedule_key: str) -> dict[str, Any] | None:
     """The schedule's job that has not completed yet (at most one)."""
-    query = (select(db.jobs).where(db.jobs.c.schedule_key == schedule_key,
-                                   db.jobs.c.state != JobState.COMPLETED.value).order_by(db.jobs.c.seq).limit(1))
+    query = (
+        select(db.jobs)
+        .where(db.jobs.c.schedule_key == schedule_key, db.jobs.c.state != JobState.COMPLETED.value)
+        .order_by(db.jobs.c.seq)
+        .limit(1)
+    )
     row = conn.execute(query).mappings().first()
     return dict(row) if row else None
 
@@ -104,8 +109,9 @@ class JobSchedules:
         db.change(conn, db.job_schedules, {"key": row["key"]}, changes, bump_etag=True)
         outcome.ended = {**row, **changes}
 
-    def _create_schedule_job(self, conn: Connection, row: dict[str, Any], due: datetime, now: datetime,
-                             outcome: Outcome) -> dict[str, Any]:
+    def _create_schedule_job(
+        self, conn: Connection, row: dict[str, Any], due: datetime, now: datetime, outcome: Outcome
+    ) -> dict[str, Any]:
         """Job `<scheduleId>:job-<n>` from the current jobSpecification, on its pool or a new auto pool."""
         spec = dict(row["spec"]["jobSpecification"])
         number = row["job_count"] + 1
@@ -125,8 +131,9 @@ class JobSchedules:
                 if auto["poolLifetimeOption"] == PoolLifetimeOption.JOBSCHEDULE:
                     schedule_changes["pool_id"] = pool["id"]
             pool_key, pool_id = pool["key"], pool["id"]
-        job = job_rules.new_row(job_id, spec, pool_key=pool_key, pool_id=pool_id, schedule_key=row["key"], now=now,
-                                etag=db.new_etag())
+        job = job_rules.new_row(
+            job_id, spec, pool_key=pool_key, pool_id=pool_id, schedule_key=row["key"], now=now, etag=db.new_etag()
+        )
         job["seq"] = db.next_value(conn, "job")
         db.insert_rows(conn, db.jobs, [job])
         db.change(conn, db.job_schedules, {"key": row["key"]}, schedule_changes)  # job-level: no new ETag
@@ -158,6 +165,7 @@ class JobSchedules:
                 db.change(conn, db.job_schedules, {"key": key}, changes, bump_etag=True)
                 row.update(changes)
             return row
+
         async with self.schedule_lock:
             row = await self.db.write(write)
         await self.evaluate_schedule(key)
@@ -203,5 +211,6 @@ class JobSchedules:
         row = db.get(conn, db.job_schedules, key=key)
         if row is None:
             from kiln.errors import NotFound
+
             raise NotFound("The specified job schedule does not exist.", code="JobScheduleNotFound")
         return row

@@ -1,10 +1,10 @@
 """Pure per-node bookkeeping for placement: free slots, and the spread/pack choice."""
+
 from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-
 
 #: How many times its taskSlotsPerNode in tasks a full node may hold sent ahead (scheduler/ahead.py). One
 #: round's worth runs dry while the report that would refill it is on its way: 2 ran ~12% faster than 1
@@ -52,8 +52,9 @@ class NodeSlots:
         return AHEAD_DEPTH * self.capacity - sum(slots for _, _, slots in self.ahead.values())
 
 
-def choose_node(nodes: Iterable[NodeSlots], slots: int, fill: str,
-                allowed: Callable[[NodeSlots], bool]) -> NodeSlots | None:
+def choose_node(
+    nodes: Iterable[NodeSlots], slots: int, fill: str, allowed: Callable[[NodeSlots], bool]
+) -> NodeSlots | None:
     """spread: the node with most free slots; pack: the fullest node that still fits."""
     fitting = [n for n in nodes if n.free >= slots and allowed(n)]
     if not fitting:

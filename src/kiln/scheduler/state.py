@@ -1,4 +1,5 @@
 """What the scheduler's parts share: step references, effects to carry out, jobs in memory."""
+
 from __future__ import annotations
 
 import functools
@@ -83,7 +84,9 @@ class Effects:
         if counters and self.node_counters:
             increments: dict[str, dict[str, Any]] = {}
             for (node_id, column), increment in self.node_counters.items():
-                increments.setdefault(node_id, {"k_id": node_id, **{f"by_{c}": 0 for c in NODE_COUNTERS}})[f"by_{column}"] += increment
+                increments.setdefault(node_id, {"k_id": node_id, **{f"by_{c}": 0 for c in NODE_COUNTERS}})[
+                    f"by_{column}"
+                ] += increment
             _NODE_COUNTERS_UPDATE.execute_many(conn, list(increments.values()))
             self.node_counters.clear()
 
@@ -103,14 +106,20 @@ class Effects:
 @functools.cache
 def _task_update(columns: tuple[str, ...]) -> Prepared:
     """One statement per set of columns, compiled once."""
-    return Prepared(update(tasks).where(tasks.c.seq == bindparam("k_seq"))
-                    .values({c: bindparam(f"v_{c}") for c in (*columns, "etag")}))
+    return Prepared(
+        update(tasks)
+        .where(tasks.c.seq == bindparam("k_seq"))
+        .values({c: bindparam(f"v_{c}") for c in (*columns, "etag")})
+    )
 
 
 #: Per-node totals the scheduler counts (node documents' totalTasksRun, totalTasksSucceeded).
 NODE_COUNTERS = ("total_tasks_run", "total_tasks_succeeded")
-_NODE_COUNTERS_UPDATE = Prepared(update(nodes).where(nodes.c.id == bindparam("k_id"))
-                                 .values({c: nodes.c[c] + bindparam(f"by_{c}", type_=Integer) for c in NODE_COUNTERS}))
+_NODE_COUNTERS_UPDATE = Prepared(
+    update(nodes)
+    .where(nodes.c.id == bindparam("k_id"))
+    .values({c: nodes.c[c] + bindparam(f"by_{c}", type_=Integer) for c in NODE_COUNTERS})
+)
 
 
 @dataclass(slots=True)

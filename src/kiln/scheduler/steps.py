@@ -1,4 +1,5 @@
 """Builds the steps a node runs from stored job and task specs (pure)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -43,14 +44,23 @@ def _resource_files(spec: Mapping[str, Any]) -> tuple[ResourceFile, ...]:
 
 
 def resource_files(files: list[dict[str, Any]] | None) -> tuple[ResourceFile, ...]:
-    return tuple(ResourceFile(http_url=f["httpUrl"], file_path=f["filePath"], file_mode=f.get("fileMode"))
-                 for f in files or () if f.get("httpUrl"))
+    return tuple(
+        ResourceFile(http_url=f["httpUrl"], file_path=f["filePath"], file_mode=f.get("fileMode"))
+        for f in files or ()
+        if f.get("httpUrl")
+    )
 
 
 def _context(where: Placement, job_id: str, task_id: str) -> dict[str, str]:
-    return {"AZ_BATCH_ACCOUNT_NAME": where.account_name, "AZ_BATCH_ACCOUNT_URL": where.account_url,
-            "AZ_BATCH_POOL_ID": where.pool_id, "AZ_BATCH_NODE_ID": where.node_id,
-            "AZ_BATCH_NODE_IS_DEDICATED": "true", "AZ_BATCH_JOB_ID": job_id, "AZ_BATCH_TASK_ID": task_id}
+    return {
+        "AZ_BATCH_ACCOUNT_NAME": where.account_name,
+        "AZ_BATCH_ACCOUNT_URL": where.account_url,
+        "AZ_BATCH_POOL_ID": where.pool_id,
+        "AZ_BATCH_NODE_ID": where.node_id,
+        "AZ_BATCH_NODE_IS_DEDICATED": "true",
+        "AZ_BATCH_JOB_ID": job_id,
+        "AZ_BATCH_TASK_ID": task_id,
+    }
 
 
 def _identity(spec: Mapping[str, Any], where: Placement) -> dict[str, Any]:
@@ -63,11 +73,16 @@ def _identity(spec: Mapping[str, Any], where: Placement) -> dict[str, Any]:
         if account is None:
             return {"scope": "user", "user": {"name": name}, "user_missing": True}
         linux = account.get("linuxUserConfiguration") or {}
-        return {"scope": "user", "elevated": account.get("elevationLevel") == "admin",
-                "user": {"name": account["name"], "uid": linux.get("uid"), "gid": linux.get("gid")}}
+        return {
+            "scope": "user",
+            "elevated": account.get("elevationLevel") == "admin",
+            "user": {"name": account["name"], "uid": linux.get("uid"), "gid": linux.get("gid")},
+        }
     auto = identity.get("autoUser") or {}
-    return {"elevated": str(auto.get("elevationLevel", "")).lower() == "admin",
-            "scope": str(auto.get("scope") or "pool").lower()}
+    return {
+        "elevated": str(auto.get("elevationLevel", "")).lower() == "admin",
+        "scope": str(auto.get("scope") or "pool").lower(),
+    }
 
 
 def _prep_dir(job: Mapping[str, Any]) -> str | None:
@@ -83,18 +98,33 @@ def _token(job: Mapping[str, Any], spec: Mapping[str, Any], where: Placement) ->
     return {"AZ_BATCH_AUTHENTICATION_TOKEN": where.tokens.issue(job["id"], job["seq"])}
 
 
-def task_step(step_id: str, job: Mapping[str, Any], task: Mapping[str, Any], where: Placement, *,
-              slots: int = 0, ahead: bool = False) -> Step:
+def task_step(
+    step_id: str,
+    job: Mapping[str, Any],
+    task: Mapping[str, Any],
+    where: Placement,
+    *,
+    slots: int = 0,
+    ahead: bool = False,
+) -> Step:
     """slots: what the node frees for a step sent ahead when this one finishes (0: nothing, as for the parts
     of a multi-instance task)."""
     spec = task["spec"]
-    return Step(step_id=step_id, kind="task", node_root=where.node_root, task_dir=task_dir(job["id"], task["id"]),
-                command_line=spec["commandLine"],
-                environment=_environment(job["spec"].get("commonEnvironmentSettings"), spec.get("environmentSettings")),
-                batch_context={**_context(where, job["id"], task["id"]), **_token(job, spec, where)},
-                prep_task_dir=_prep_dir(job), resource_files=_resource_files(spec),
-                max_wall_clock_seconds=duration_seconds(spec["constraints"].get("maxWallClockTime")),
-                slots=slots, ahead=ahead, **_identity(spec, where))
+    return Step(
+        step_id=step_id,
+        kind="task",
+        node_root=where.node_root,
+        task_dir=task_dir(job["id"], task["id"]),
+        command_line=spec["commandLine"],
+        environment=_environment(job["spec"].get("commonEnvironmentSettings"), spec.get("environmentSettings")),
+        batch_context={**_context(where, job["id"], task["id"]), **_token(job, spec, where)},
+        prep_task_dir=_prep_dir(job),
+        resource_files=_resource_files(spec),
+        max_wall_clock_seconds=duration_seconds(spec["constraints"].get("maxWallClockTime")),
+        slots=slots,
+        ahead=ahead,
+        **_identity(spec, where),
+    )
 
 
 def prep_step(step_id: str, job: Mapping[str, Any], where: Placement) -> Step:
@@ -107,11 +137,19 @@ def release_step(step_id: str, job: Mapping[str, Any], where: Placement) -> Step
     return _job_step(step_id, "release", job, spec, where, spec.get("maxWallClockTime"))
 
 
-def _job_step(step_id: str, kind: str, job: Mapping[str, Any], spec: Mapping[str, Any], where: Placement,
-              wall_clock: str | None) -> Step:
-    return Step(step_id=step_id, kind=kind, node_root=where.node_root, task_dir=task_dir(job["id"], spec["id"]),
-                command_line=spec["commandLine"],
-                environment=_environment(job["spec"].get("commonEnvironmentSettings"), spec.get("environmentSettings")),
-                batch_context=_context(where, job["id"], spec["id"]), prep_task_dir=_prep_dir(job),
-                resource_files=_resource_files(spec), max_wall_clock_seconds=duration_seconds(wall_clock),
-                **_identity(spec, where))
+def _job_step(
+    step_id: str, kind: str, job: Mapping[str, Any], spec: Mapping[str, Any], where: Placement, wall_clock: str | None
+) -> Step:
+    return Step(
+        step_id=step_id,
+        kind=kind,
+        node_root=where.node_root,
+        task_dir=task_dir(job["id"], spec["id"]),
+        command_line=spec["commandLine"],
+        environment=_environment(job["spec"].get("commonEnvironmentSettings"), spec.get("environmentSettings")),
+        batch_context=_context(where, job["id"], spec["id"]),
+        prep_task_dir=_prep_dir(job),
+        resource_files=_resource_files(spec),
+        max_wall_clock_seconds=duration_seconds(wall_clock),
+        **_identity(spec, where),
+    )

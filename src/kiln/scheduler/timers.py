@@ -1,4 +1,5 @@
 """Timed work (job wall clock, directory retention): one loop over a heap of due times, woken on change."""
+
 from __future__ import annotations
 
 import asyncio
@@ -52,7 +53,7 @@ class Timers:
             if delay is None or delay > 0:
                 try:
                     await asyncio.wait_for(self._changed.wait(), timeout=delay)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 continue
             _, ticket, key = heapq.heappop(self._heap)

@@ -1,4 +1,5 @@
 """The store: one SQLAlchemy engine, migrations on open, and a way to run work off the event loop."""
+
 from __future__ import annotations
 
 import asyncio
@@ -62,6 +63,7 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA busy_timeout=10000")
             cursor.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer's thread does it
             cursor.close()
+
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")

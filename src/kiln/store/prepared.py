@@ -7,6 +7,7 @@ once per dialect; running it converts each value with the processor SQLAlchemy i
 its column (so types and storage formats stay SQLAlchemy's) and gives the driver plain tuples or
 dicts. It runs on the connection of the caller's transaction, which commits it as usual.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -95,8 +96,15 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
     names = tuple(compiled.positiontup) if compiled.positional else tuple(compiled.binds)
     binds = tuple(compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
     selected = getattr(statement, "selected_columns", ())
-    return _Compiled(sql=compiled.string, names=names, positional=compiled.positional, binds=binds,
-                     columns=tuple(column.name for column in selected),
-                     results=tuple((position, result) for position, column in enumerate(selected)
-                                   if (result := column.type.dialect_impl(dialect).result_processor(dialect, None))
-                                   is not None))
+    return _Compiled(
+        sql=compiled.string,
+        names=names,
+        positional=compiled.positional,
+        binds=binds,
+        columns=tuple(column.name for column in selected),
+        results=tuple(
+            (position, result)
+            for position, column in enumerate(selected)
+            if (result := column.type.dialect_impl(dialect).result_processor(dialect, None)) is not None
+        ),
+    )

@@ -1,4 +1,5 @@
 """Queries, one small function each, named in Batch's words. They decide nothing."""
+
 from __future__ import annotations
 
 import functools
@@ -35,8 +36,9 @@ def _get(table: Table, names: tuple[str, ...]) -> Prepared:
     return Prepared(select(table).where(and_(*(table.c[name] == bindparam(f"k_{name}") for name in names))))
 
 
-def find(conn: Connection, table: Table, order_by: Sequence[str] = (), window: tuple[int, int] | None = None,
-         **keys: Any) -> list[Row]:
+def find(
+    conn: Connection, table: Table, order_by: Sequence[str] = (), window: tuple[int, int] | None = None, **keys: Any
+) -> list[Row]:
     """window: (offset, count) of the ordered rows to read; None: all of them."""
     query = select(table).where(_where(table, keys)) if keys else select(table)
     query = query.order_by(*(table.c[name] for name in order_by))
@@ -56,8 +58,11 @@ def insert_rows(conn: Connection, table: Table, rows: Iterable[Row]) -> None:
 
 @functools.cache
 def _defaults(table: Table, columns: tuple[str, ...]) -> dict[str, Any]:
-    return {c.name: c.default.arg for c in table.columns
-            if c.name not in columns and c.default is not None and c.default.is_scalar}
+    return {
+        c.name: c.default.arg
+        for c in table.columns
+        if c.name not in columns and c.default is not None and c.default.is_scalar
+    }
 
 
 @functools.cache
@@ -65,8 +70,15 @@ def _insert(table: Table, columns: tuple[str, ...]) -> Prepared:
     return Prepared(insert(table).values({c: bindparam(f"v_{c}") for c in columns}))
 
 
-def change(conn: Connection, table: Table, keys: Mapping[str, Any], changes: Mapping[str, Any],
-           expect: Mapping[str, Any] | None = None, *, bump_etag: bool = False) -> bool:
+def change(
+    conn: Connection,
+    table: Table,
+    keys: Mapping[str, Any],
+    changes: Mapping[str, Any],
+    expect: Mapping[str, Any] | None = None,
+    *,
+    bump_etag: bool = False,
+) -> bool:
     """A guarded update: applies only if the row still has the `expect`ed values; False means a conflict."""
     values = dict(changes)
     if bump_etag:
@@ -88,8 +100,11 @@ def next_value(conn: Connection, name: str) -> int:
 
 
 def task_counts(conn: Connection, job_key: str) -> list[Row]:
-    query = (select(tasks.c.state, tasks.c.result, func.count().label("n"), func.sum(tasks.c.required_slots).label("slots"))
-             .where(tasks.c.job_key == job_key).group_by(tasks.c.state, tasks.c.result))
+    query = (
+        select(tasks.c.state, tasks.c.result, func.count().label("n"), func.sum(tasks.c.required_slots).label("slots"))
+        .where(tasks.c.job_key == job_key)
+        .group_by(tasks.c.state, tasks.c.result)
+    )
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
@@ -103,13 +118,14 @@ SEQ_CHUNK = 32
 KEY_CHUNK = 100
 
 
-def _rows_in(conn: Connection, statement: Callable[[int], Prepared], values: Sequence[Any], chunk: int,
-             **fixed: Any) -> list[Row]:
+def _rows_in(
+    conn: Connection, statement: Callable[[int], Prepared], values: Sequence[Any], chunk: int, **fixed: Any
+) -> list[Row]:
     """Rows of statement(n), n values at a time bound as in0..in{n-1}: one statement per list length,
     compiled once (an expanding IN would be rendered again on every call, and these are hot paths)."""
     found: list[Row] = []
     for start in range(0, len(values), chunk):
-        part = values[start:start + chunk]
+        part = values[start : start + chunk]
         found += statement(len(part)).rows(conn, {**fixed, **{f"in{i}": value for i, value in enumerate(part)}})
     return found
 
@@ -131,8 +147,11 @@ def tasks_by_seq(conn: Connection, seqs: Sequence[int], columns: tuple[str, ...]
 
 @functools.cache
 def _task_seqs(count: int) -> Prepared:
-    return Prepared(select(tasks.c.key, tasks.c.seq).where(tasks.c.job_key == bindparam("job_key"),
-                                                           tasks.c.key.in_(_in_list(count))))
+    return Prepared(
+        select(tasks.c.key, tasks.c.seq).where(
+            tasks.c.job_key == bindparam("job_key"), tasks.c.key.in_(_in_list(count))
+        )
+    )
 
 
 def task_seqs(conn: Connection, job_key: str, keys: Sequence[str]) -> dict[str, int]:
@@ -153,5 +172,25 @@ def delete_job_rows(conn: Connection, job_key: str) -> None:
     conn.execute(delete(jobs).where(jobs.c.key == job_key))
 
 
-__all__ = ["jobs", "job_schedules", "nodes", "pools", "preparations", "subtasks", "tasks", "get", "find", "insert_rows", "change", "remove",
-           "next_value", "task_counts", "task_seqs", "tasks_by_seq", "RUNNING_COLUMNS", "tasks_in_states", "delete_job_rows", "new_etag"]
+__all__ = [
+    "jobs",
+    "job_schedules",
+    "nodes",
+    "pools",
+    "preparations",
+    "subtasks",
+    "tasks",
+    "get",
+    "find",
+    "insert_rows",
+    "change",
+    "remove",
+    "next_value",
+    "task_counts",
+    "task_seqs",
+    "tasks_by_seq",
+    "RUNNING_COLUMNS",
+    "tasks_in_states",
+    "delete_job_rows",
+    "new_etag",
+]

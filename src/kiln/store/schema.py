@@ -1,11 +1,24 @@
 """Tables. Rules live in core/; these only hold rows."""
+
 from __future__ import annotations
 
 import functools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from sqlalchemy import (JSON, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text,
-                        TypeDecorator, UniqueConstraint)
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 
 metadata = MetaData()
 
@@ -22,10 +35,10 @@ class UTCDateTime(TypeDecorator):
     def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
         if value is None:
             return None
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=timezone.utc)
+        return None if value is None else value.replace(tzinfo=UTC)
 
     # On SQLite the value is text in SQLAlchemy's storage format ("2026-11-26 07:13:05.123456");
     # isoformat and fromisoformat make and read it in one C call each, where the DateTime impl's
@@ -45,24 +58,27 @@ class UTCDateTime(TypeDecorator):
 def _sqlite_text(value: datetime | None) -> str | None:
     if value is None:
         return None
-    if value.tzinfo is not timezone.utc:
-        value = value.astimezone(timezone.utc)
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
     text = value.isoformat(" ")  # without timespec: the fastest form, but it leaves out zero microseconds
     return text[:26] if value.microsecond else text[:19] + ".000000"
 
 
 def _sqlite_utc(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def _times() -> list[Column]:
-    return [Column("creation_time", UTCDateTime, nullable=False),
-            Column("last_modified", UTCDateTime, nullable=False),
-            Column("etag", String(32), nullable=False)]
+    return [
+        Column("creation_time", UTCDateTime, nullable=False),
+        Column("last_modified", UTCDateTime, nullable=False),
+        Column("etag", String(32), nullable=False),
+    ]
 
 
 pools = Table(
-    "pools", metadata,
+    "pools",
+    metadata,
     Column("key", String(64), primary_key=True),
     Column("id", String(64), nullable=False),
     Column("spec", JSON, nullable=False),
@@ -78,7 +94,8 @@ pools = Table(
 )
 
 nodes = Table(
-    "nodes", metadata,
+    "nodes",
+    metadata,
     Column("id", String(64), primary_key=True),
     Column("pool_key", String(64), nullable=False, index=True),
     Column("state", String(24), nullable=False),
@@ -95,7 +112,8 @@ nodes = Table(
 )
 
 jobs = Table(
-    "jobs", metadata,
+    "jobs",
+    metadata,
     Column("key", String(JOB_ID_LENGTH), primary_key=True),
     Column("id", String(JOB_ID_LENGTH), nullable=False),
     Column("seq", Integer, nullable=False),
@@ -115,7 +133,8 @@ jobs = Table(
 )
 
 tasks = Table(
-    "tasks", metadata,
+    "tasks",
+    metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("job_key", String(JOB_ID_LENGTH), nullable=False),
     Column("key", String(64), nullable=False),
@@ -147,7 +166,8 @@ tasks = Table(
 )
 
 preparations = Table(
-    "preparations", metadata,
+    "preparations",
+    metadata,
     Column("job_key", String(JOB_ID_LENGTH), primary_key=True),
     Column("node_id", String(64), primary_key=True),
     Column("pool_id", String(64), nullable=False),
@@ -171,7 +191,8 @@ preparations = Table(
 )
 
 job_schedules = Table(
-    "job_schedules", metadata,
+    "job_schedules",
+    metadata,
     Column("key", String(64), primary_key=True),
     Column("id", String(64), nullable=False),
     Column("seq", Integer, nullable=False),
@@ -191,7 +212,8 @@ job_schedules = Table(
 #: One row per instance of a running or finished multi-instance task (0 = the primary, 1.. = subtasks);
 #: a restart requeues the task as a whole and drops the rows of the unfinished attempt.
 subtasks = Table(
-    "subtasks", metadata,
+    "subtasks",
+    metadata,
     Column("task_seq", Integer, primary_key=True),
     Column("id", Integer, primary_key=True),
     Column("job_key", String(JOB_ID_LENGTH), nullable=False, index=True),
@@ -210,7 +232,8 @@ subtasks = Table(
 )
 
 counters = Table(
-    "counters", metadata,
+    "counters",
+    metadata,
     Column("name", String(32), primary_key=True),
     Column("value", Integer, nullable=False),
 )

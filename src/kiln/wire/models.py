@@ -3,9 +3,10 @@
 Fields Kiln acts on are typed; anything else a client sends is kept (extra="allow") and echoed back,
 as the service stores and returns configuration it does not interpret.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -92,8 +93,9 @@ class UserAccount(Wire):
         if linux is not None and (linux.uid is None) != (linux.gid is None):
             raise InvalidPropertyValue(f"{where}.uid", linux.uid, "uid and gid must be given together or not at all.")
         if linux is not None and self.elevation_level is ElevationLevel.NONADMIN and 0 in (linux.uid, linux.gid):
-            raise InvalidPropertyValue(f"{where}.uid", linux.uid,
-                                       "uid and gid 0 are root's; use elevationLevel admin for a root account.")
+            raise InvalidPropertyValue(
+                f"{where}.uid", linux.uid, "uid and gid 0 are root's; use elevationLevel admin for a root account."
+            )
 
     def materialize(self) -> dict[str, Any]:
         """Stored and returned without its secrets (password, SSH key): nothing here needs them."""
@@ -256,8 +258,9 @@ class AuthenticationTokenSettings(Wire):
             value = [_lower_enum(v) for v in value]
             for item in value:
                 if item != "job":
-                    raise InvalidPropertyValue("authenticationTokenSettings.access", item,
-                                               "The only access scope is 'job'.")
+                    raise InvalidPropertyValue(
+                        "authenticationTokenSettings.access", item, "The only access scope is 'job'."
+                    )
         return value
 
 
@@ -345,8 +348,11 @@ class JobAdd(Wire):
         """Rules that span fields; raise Batch's 400s."""
         ids.check_id(self.id)
         if self.max_parallel_tasks != -1 and self.max_parallel_tasks < 1:
-            raise InvalidPropertyValue("maxParallelTasks", self.max_parallel_tasks,
-                                       "maxParallelTasks must be -1 (unlimited) or greater than 0.")
+            raise InvalidPropertyValue(
+                "maxParallelTasks",
+                self.max_parallel_tasks,
+                "maxParallelTasks must be -1 (unlimited) or greater than 0.",
+            )
         if bool(self.pool_info.pool_id) == bool(self.pool_info.auto_pool_specification):
             raise InvalidPropertyValue("poolInfo", None, "Specify exactly one of poolId and autoPoolSpecification.")
         if (auto := self.pool_info.auto_pool_specification) is not None:
@@ -356,8 +362,9 @@ class JobAdd(Wire):
         _check_duration(self.constraints and self.constraints.max_wall_clock_time, "constraints.maxWallClockTime")
         prep, release = self.job_preparation_task, self.job_release_task
         if release is not None and prep is None:
-            raise InvalidPropertyValue("jobReleaseTask", None,
-                                       "A job release task can be specified only together with a job preparation task.")
+            raise InvalidPropertyValue(
+                "jobReleaseTask", None, "A job release task can be specified only together with a job preparation task."
+            )
         if prep is not None:
             ids.check_id(prep.id, "jobPreparationTask.id")
             if prep.constraints:
@@ -369,16 +376,23 @@ class JobAdd(Wire):
             _check_duration(release.retention_time, "jobReleaseTask.retentionTime")
             seconds = duration_seconds(release.max_wall_clock_time)
             if release.max_wall_clock_time == UNLIMITED or (seconds is not None and seconds > RELEASE_MAX_SECONDS):
-                raise InvalidPropertyValue("jobReleaseTask.maxWallClockTime", release.max_wall_clock_time,
-                                           "The job release task's maxWallClockTime may not exceed 15 minutes (PT15M).")
+                raise InvalidPropertyValue(
+                    "jobReleaseTask.maxWallClockTime",
+                    release.max_wall_clock_time,
+                    "The job release task's maxWallClockTime may not exceed 15 minutes (PT15M).",
+                )
             if prep is not None and release.id.lower() == prep.id.lower():
-                raise InvalidPropertyValue("jobReleaseTask.id", release.id,
-                                           "The job release task's id must differ from the job preparation task's id.")
+                raise InvalidPropertyValue(
+                    "jobReleaseTask.id",
+                    release.id,
+                    "The job release task's id must differ from the job preparation task's id.",
+                )
         manager = self.job_manager_task
         for other, name in ((prep, "job preparation"), (release, "job release")):
             if manager is not None and other is not None and manager.id.lower() == other.id.lower():
-                raise InvalidPropertyValue("jobManagerTask.id", manager.id,
-                                           f"The job manager task's id must differ from the {name} task's id.")
+                raise InvalidPropertyValue(
+                    "jobManagerTask.id", manager.id, f"The job manager task's id must differ from the {name} task's id."
+                )
 
     def materialize(self) -> dict[str, Any]:
         """The stored job spec, with Batch's defaults written out as GET shows them."""
@@ -487,12 +501,17 @@ class TaskDependencies(Wire):
             if parent.lower() == task_id.lower():
                 raise InvalidPropertyValue(f"dependsOn.taskIds[{index}]", parent, "A task cannot depend on itself.")
         if sum(len(parent) for parent in task_ids) > DEPENDENCY_LIST_MAX:
-            raise BadRequest(f"The task ids in dependsOn.taskIds add up to more than {DEPENDENCY_LIST_MAX} "
-                             "characters; use taskIdRanges instead.", code="TaskDependencyListTooLong")
+            raise BadRequest(
+                f"The task ids in dependsOn.taskIds add up to more than {DEPENDENCY_LIST_MAX} "
+                "characters; use taskIdRanges instead.",
+                code="TaskDependencyListTooLong",
+            )
         ranges = self.task_id_ranges or []
         if sum(len(f"{r.start}-{r.end},") for r in ranges) > DEPENDENCY_LIST_MAX:
-            raise BadRequest(f"dependsOn.taskIdRanges has {len(ranges)} ranges, too many to store; "
-                             "merge adjacent ranges.", code="TaskDependencyRangesTooLong")
+            raise BadRequest(
+                f"dependsOn.taskIdRanges has {len(ranges)} ranges, too many to store; merge adjacent ranges.",
+                code="TaskDependencyRangesTooLong",
+            )
 
 
 class MultiInstanceSettings(Wire):
@@ -511,8 +530,9 @@ class TaskAdd(TaskFields):
         if self.depends_on is not None:
             self.depends_on.check(self.id)
         if self.multi_instance_settings is not None and self.required_slots != 1:
-            raise InvalidPropertyValue("requiredSlots", self.required_slots,
-                                       "A multi-instance task must use 1 slot on each of its nodes.")
+            raise InvalidPropertyValue(
+                "requiredSlots", self.required_slots, "A multi-instance task must use 1 slot on each of its nodes."
+            )
 
     def materialize(self, job_max_retries: int) -> dict[str, Any]:
         doc = self.dump()
@@ -553,8 +573,9 @@ class PoolSpecification(Wire):
         for index, account in enumerate(self.user_accounts or ()):
             account.check(index)
             if account.name.lower() in names:
-                raise InvalidPropertyValue(f"userAccounts[{index}].name", account.name,
-                                           "Another user account of the pool has this name.")
+                raise InvalidPropertyValue(
+                    f"userAccounts[{index}].name", account.name, "Another user account of the pool has this name."
+                )
             names.add(account.name.lower())
         if self.enable_auto_scale:
             raise InvalidPropertyValue("enableAutoScale", True, "Autoscale is not supported yet.")
@@ -620,7 +641,7 @@ class ScheduleConfiguration(Wire):
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
     def check(self, minimum: timedelta) -> None:

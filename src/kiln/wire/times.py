@@ -1,8 +1,9 @@
 """Batch's time and duration formats."""
+
 from __future__ import annotations
 
 import functools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import isodate
 
@@ -12,7 +13,7 @@ UNLIMITED_SECONDS = 10675199 * 86400 + 2 * 3600 + 48 * 60 + 5.4775807
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @functools.lru_cache(maxsize=1024)  # a response often repeats a moment (a collection's lastModified)
@@ -20,12 +21,12 @@ def format_time(value: datetime | None) -> str | None:
     """RFC 3339 UTC with 7 fractional digits, as the service writes it."""
     if value is None:
         return None
-    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")[:26] + "0Z"
+    return value.astimezone(UTC).isoformat(timespec="microseconds")[:26] + "0Z"
 
 
 def format_http_time(value: datetime) -> str:
     """RFC 1123, for Last-Modified and friends."""
-    return value.astimezone(timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    return value.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
 
 
 def parse_duration(text: str) -> timedelta:

@@ -1,4 +1,5 @@
 """$filter compiled over wire JSON, and $select."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,17 +20,37 @@ from kiln.api.odata import (
 from kiln.errors import InvalidQueryParameterValue
 
 TASKS = [
-    {"id": "r-1", "state": "completed", "creationTime": "2026-11-25T20:10:00.1234567Z",
-     "lastModified": "2026-11-25T20:12:00Z",
-     "executionInfo": {"exitCode": 1, "result": "failure", "startTime": "2026-11-25T20:11:00.0000001Z",
-                       "endTime": "2026-11-25T20:12:00.5Z"}},
-    {"id": "r-2", "state": "completed", "creationTime": "2026-11-25T20:10:00.1234568Z",
-     "executionInfo": {"exitCode": 0, "result": "success", "startTime": "2026-11-25T20:11:00Z"}},
-    {"id": "r-3", "state": "running", "creationTime": "2026-11-25T21:00:00Z",
-     "executionInfo": {"startTime": "2026-11-25T21:00:01Z"}},
+    {
+        "id": "r-1",
+        "state": "completed",
+        "creationTime": "2026-11-25T20:10:00.1234567Z",
+        "lastModified": "2026-11-25T20:12:00Z",
+        "executionInfo": {
+            "exitCode": 1,
+            "result": "failure",
+            "startTime": "2026-11-25T20:11:00.0000001Z",
+            "endTime": "2026-11-25T20:12:00.5Z",
+        },
+    },
+    {
+        "id": "r-2",
+        "state": "completed",
+        "creationTime": "2026-11-25T20:10:00.1234568Z",
+        "executionInfo": {"exitCode": 0, "result": "success", "startTime": "2026-11-25T20:11:00Z"},
+    },
+    {
+        "id": "r-3",
+        "state": "running",
+        "creationTime": "2026-11-25T21:00:00Z",
+        "executionInfo": {"startTime": "2026-11-25T21:00:01Z"},
+    },
     {"id": "x-4", "state": "active", "creationTime": "2026-11-24T08:00:00Z"},
-    {"id": "it's", "state": "completed", "creationTime": "2026-11-24T08:00:00Z",
-     "executionInfo": {"exitCode": -3, "result": "failure"}},
+    {
+        "id": "it's",
+        "state": "completed",
+        "creationTime": "2026-11-24T08:00:00Z",
+        "executionInfo": {"exitCode": -3, "result": "failure"},
+    },
 ]
 
 
@@ -52,45 +73,55 @@ def reason_for(text: str, allowed=TASK_FILTERS) -> str:
 
 # --- evaluation ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("startswith(id,'r-') and executionInfo/exitCode ne 0", ["r-1", "r-3"]),
-    ("state eq 'completed'", ["r-1", "r-2", "it's"]),
-    ("state ne 'completed'", ["r-3", "x-4"]),
-    ("id eq 'r-2'", ["r-2"]),
-    ("id gt 'r-2'", ["r-3", "x-4"]),
-    ("id le 'r-1'", ["r-1", "it's"]),
-    ("executionInfo/exitCode eq 0", ["r-2"]),
-    ("executionInfo/exitCode gt 0", ["r-1"]),
-    ("executionInfo/exitCode lt 0", ["it's"]),
-    ("executionInfo/exitCode ge -3", ["r-1", "r-2", "it's"]),
-    ("executionInfo/exitCode le -3", ["it's"]),
-    ("executionInfo/exitCode ne 1", ["r-2", "r-3", "x-4", "it's"]),
-    ("executionInfo/result eq 'failure'", ["r-1", "it's"]),
-    ("state eq 'running' or state eq 'active'", ["r-3", "x-4"]),
-    ("state eq 'completed' and (id eq 'r-1' or id eq 'r-2')", ["r-1", "r-2"]),
-    ("state eq 'completed' and id eq 'r-1' or id eq 'x-4'", ["r-1", "x-4"]),
-    ("not state eq 'completed'", ["r-3", "x-4"]),
-    ("not (state eq 'completed' or state eq 'active')", ["r-3"]),
-    ("not not state eq 'active'", ["x-4"]),
-    ("startswith(id,'r-') eq true", ["r-1", "r-2", "r-3"]),
-    ("startswith(id,'r-') eq false", ["x-4", "it's"]),
-    ("startswith(id,'r-') ne true", ["x-4", "it's"]),
-    ("startswith(id,'')", ["r-1", "r-2", "r-3", "x-4", "it's"]),
-    ("id eq 'it''s'", ["it's"]),
-    ("startswith(id,'it''')", ["it's"]),
-    ("id eq ''''", []),
-    ("  id   eq\t'r-1'  ", ["r-1"]),
-    ("(((id eq 'r-1')))", ["r-1"]),
-    ("", ["r-1", "r-2", "r-3", "x-4", "it's"]),
-    ("   ", ["r-1", "r-2", "r-3", "x-4", "it's"]),
-])
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("startswith(id,'r-') and executionInfo/exitCode ne 0", ["r-1", "r-3"]),
+        ("state eq 'completed'", ["r-1", "r-2", "it's"]),
+        ("state ne 'completed'", ["r-3", "x-4"]),
+        ("id eq 'r-2'", ["r-2"]),
+        ("id gt 'r-2'", ["r-3", "x-4"]),
+        ("id le 'r-1'", ["r-1", "it's"]),
+        ("executionInfo/exitCode eq 0", ["r-2"]),
+        ("executionInfo/exitCode gt 0", ["r-1"]),
+        ("executionInfo/exitCode lt 0", ["it's"]),
+        ("executionInfo/exitCode ge -3", ["r-1", "r-2", "it's"]),
+        ("executionInfo/exitCode le -3", ["it's"]),
+        ("executionInfo/exitCode ne 1", ["r-2", "r-3", "x-4", "it's"]),
+        ("executionInfo/result eq 'failure'", ["r-1", "it's"]),
+        ("state eq 'running' or state eq 'active'", ["r-3", "x-4"]),
+        ("state eq 'completed' and (id eq 'r-1' or id eq 'r-2')", ["r-1", "r-2"]),
+        ("state eq 'completed' and id eq 'r-1' or id eq 'x-4'", ["r-1", "x-4"]),
+        ("not state eq 'completed'", ["r-3", "x-4"]),
+        ("not (state eq 'completed' or state eq 'active')", ["r-3"]),
+        ("not not state eq 'active'", ["x-4"]),
+        ("startswith(id,'r-') eq true", ["r-1", "r-2", "r-3"]),
+        ("startswith(id,'r-') eq false", ["x-4", "it's"]),
+        ("startswith(id,'r-') ne true", ["x-4", "it's"]),
+        ("startswith(id,'')", ["r-1", "r-2", "r-3", "x-4", "it's"]),
+        ("id eq 'it''s'", ["it's"]),
+        ("startswith(id,'it''')", ["it's"]),
+        ("id eq ''''", []),
+        ("  id   eq\t'r-1'  ", ["r-1"]),
+        ("(((id eq 'r-1')))", ["r-1"]),
+        ("", ["r-1", "r-2", "r-3", "x-4", "it's"]),
+        ("   ", ["r-1", "r-2", "r-3", "x-4", "it's"]),
+    ],
+)
 def test_filter_selects(text: str, expected: list[str]) -> None:
     assert matching(text) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "state eq 'Completed'", "state eq 'COMPLETED'", "State Eq 'completed'", "STATE EQ 'CoMpLeTeD'",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "state eq 'Completed'",
+        "state eq 'COMPLETED'",
+        "State Eq 'completed'",
+        "STATE EQ 'CoMpLeTeD'",
+    ],
+)
 def test_enums_keywords_and_names_ignore_case(text: str) -> None:
     assert matching(text) == ["r-1", "r-2", "it's"]
 
@@ -121,25 +152,28 @@ def test_null_literal() -> None:
     assert matching("executionInfo/exitCode ne null") == ["r-1", "r-2", "it's"]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("creationTime gt datetime'2026-11-25T00:00:00Z'", ["r-1", "r-2", "r-3"]),
-    ("creationTime lt datetime'2026-11-25T00:00:00Z'", ["x-4", "it's"]),
-    ("creationTime gt '2026-11-25T00:00:00Z'", ["r-1", "r-2", "r-3"]),
-    # seven fractional digits compare exactly
-    ("creationTime eq '2026-11-25T20:10:00.1234567Z'", ["r-1"]),
-    ("creationTime gt '2026-11-25T20:10:00.1234567Z'", ["r-2", "r-3"]),
-    ("creationTime ge datetime'2026-11-25T20:10:00.1234567Z'", ["r-1", "r-2", "r-3"]),
-    # the same instant, spelled differently
-    ("creationTime eq '2026-11-25T21:00:00.000Z'", ["r-3"]),
-    ("creationTime eq '2026-11-25T22:00:00+01:00'", ["r-3"]),
-    ("creationTime eq datetime'2026-11-25T16:00:00-05:00'", ["r-3"]),
-    ("creationTime lt '2026-11-25'", ["x-4", "it's"]),
-    ("executionInfo/startTime gt '2026-11-25T20:11:00Z'", ["r-1", "r-3"]),
-    ("executionInfo/endTime le '2026-11-25T20:12:00.5000000Z'", ["r-1"]),
-    ("lastModified ge '2026-11-25T20:12:00Z'", ["r-1"]),
-    ("lastModifiedTime ge '2026-11-25T20:12:00Z'", ["r-1"]),
-    ("DATETIME'2026-11-25T00:00:00Z' eq creationTime", None),  # literal first is not supported
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("creationTime gt datetime'2026-11-25T00:00:00Z'", ["r-1", "r-2", "r-3"]),
+        ("creationTime lt datetime'2026-11-25T00:00:00Z'", ["x-4", "it's"]),
+        ("creationTime gt '2026-11-25T00:00:00Z'", ["r-1", "r-2", "r-3"]),
+        # seven fractional digits compare exactly
+        ("creationTime eq '2026-11-25T20:10:00.1234567Z'", ["r-1"]),
+        ("creationTime gt '2026-11-25T20:10:00.1234567Z'", ["r-2", "r-3"]),
+        ("creationTime ge datetime'2026-11-25T20:10:00.1234567Z'", ["r-1", "r-2", "r-3"]),
+        # the same instant, spelled differently
+        ("creationTime eq '2026-11-25T21:00:00.000Z'", ["r-3"]),
+        ("creationTime eq '2026-11-25T22:00:00+01:00'", ["r-3"]),
+        ("creationTime eq datetime'2026-11-25T16:00:00-05:00'", ["r-3"]),
+        ("creationTime lt '2026-11-25'", ["x-4", "it's"]),
+        ("executionInfo/startTime gt '2026-11-25T20:11:00Z'", ["r-1", "r-3"]),
+        ("executionInfo/endTime le '2026-11-25T20:12:00.5000000Z'", ["r-1"]),
+        ("lastModified ge '2026-11-25T20:12:00Z'", ["r-1"]),
+        ("lastModifiedTime ge '2026-11-25T20:12:00Z'", ["r-1"]),
+        ("DATETIME'2026-11-25T00:00:00Z' eq creationTime", None),  # literal first is not supported
+    ],
+)
 def test_times_compare_as_instants(text: str, expected: list[str] | None) -> None:
     if expected is None:
         assert "Syntax error" in reason_for(text)
@@ -154,8 +188,11 @@ def test_unparseable_wire_time_counts_as_missing() -> None:
 
 
 def test_int64_strings_compare_as_numbers() -> None:
-    docs = [{"id": "a", "executionInfo": {"exitCode": "10"}}, {"id": "b", "executionInfo": {"exitCode": "9"}},
-            {"id": "c", "executionInfo": {"exitCode": "x"}}]
+    docs = [
+        {"id": "a", "executionInfo": {"exitCode": "10"}},
+        {"id": "b", "executionInfo": {"exitCode": "9"}},
+        {"id": "c", "executionInfo": {"exitCode": "x"}},
+    ]
     assert matching("executionInfo/exitCode gt 9", docs) == ["a"]
     assert matching("executionInfo/exitCode eq 9", docs) == ["b"]
 
@@ -168,30 +205,44 @@ def test_booleans() -> None:
 
 
 def test_pool_enums_and_vm_size() -> None:
-    pools = [{"id": "p1", "state": "active", "allocationState": "steady", "vmSize": "standard_d2s_v3"},
-             {"id": "p2", "state": "deleting", "allocationState": "resizing", "vmSize": "STANDARD_A1"}]
+    pools = [
+        {"id": "p1", "state": "active", "allocationState": "steady", "vmSize": "standard_d2s_v3"},
+        {"id": "p2", "state": "deleting", "allocationState": "resizing", "vmSize": "STANDARD_A1"},
+    ]
     assert matching("allocationState eq 'Steady'", pools, POOL_FILTERS) == ["p1"]
     assert matching("vmSize eq 'Standard_D2s_v3'", pools, POOL_FILTERS) == ["p1"]
     assert matching("state ne 'active'", pools, POOL_FILTERS) == ["p2"]
 
 
 def test_node_start_task_paths() -> None:
-    nodes = [{"id": "n1", "state": "idle", "startTaskInfo": {"state": "completed", "result": "success", "exitCode": 0}},
-             {"id": "n2", "state": "starttaskfailed",
-              "startTaskInfo": {"state": "completed", "result": "failure", "exitCode": 2}},
-             {"id": "n3", "state": "waitingforstarttask", "startTaskInfo": {"state": "running"}}]
+    nodes = [
+        {"id": "n1", "state": "idle", "startTaskInfo": {"state": "completed", "result": "success", "exitCode": 0}},
+        {
+            "id": "n2",
+            "state": "starttaskfailed",
+            "startTaskInfo": {"state": "completed", "result": "failure", "exitCode": 2},
+        },
+        {"id": "n3", "state": "waitingforstarttask", "startTaskInfo": {"state": "running"}},
+    ]
     assert matching("startTaskInfo/state eq 'Running'", nodes, NODE_FILTERS) == ["n3"]
     assert matching("startTaskInfo/result ne 'success'", nodes, NODE_FILTERS) == ["n2", "n3"]
     assert matching("startTaskInfo/exitCode gt 0 or state eq 'WaitingForStartTask'", nodes, NODE_FILTERS) == [
-        "n2", "n3"]
+        "n2",
+        "n3",
+    ]
 
 
 def test_prep_release_paths() -> None:
-    rows = [{"id": "1", "poolId": "p", "nodeId": "n1",
-             "jobPreparationTaskExecutionInfo": {"state": "completed", "exitCode": 0, "result": "success"},
-             "jobReleaseTaskExecutionInfo": {"state": "running"}},
-            {"id": "2", "poolId": "p", "nodeId": "n2",
-             "jobPreparationTaskExecutionInfo": {"state": "running"}}]
+    rows = [
+        {
+            "id": "1",
+            "poolId": "p",
+            "nodeId": "n1",
+            "jobPreparationTaskExecutionInfo": {"state": "completed", "exitCode": 0, "result": "success"},
+            "jobReleaseTaskExecutionInfo": {"state": "running"},
+        },
+        {"id": "2", "poolId": "p", "nodeId": "n2", "jobPreparationTaskExecutionInfo": {"state": "running"}},
+    ]
     assert matching("jobPreparationTaskExecutionInfo/state eq 'running'", rows, PREP_RELEASE_FILTERS) == ["2"]
     assert matching("jobReleaseTaskExecutionInfo/state eq 'running'", rows, PREP_RELEASE_FILTERS) == ["1"]
     assert matching("nodeId ne 'n1' and poolId eq 'p'", rows, PREP_RELEASE_FILTERS) == ["2"]
@@ -230,6 +281,7 @@ def test_compiled_filter_is_reusable_across_many_rows() -> None:
 
 # --- errors ------------------------------------------------------------------------------------------------------
 
+
 def test_unknown_property_names_what_is_allowed() -> None:
     reason = reason_for("displayName eq 'x'")
     assert "'displayName' cannot be used in $filter" in reason
@@ -241,50 +293,70 @@ def test_schedule_jobs_have_no_id_filter() -> None:
     assert matching("state eq 'active'", [{"id": "j", "state": "active"}], SCHEDULE_JOBS_FILTERS) == ["j"]
 
 
-@pytest.mark.parametrize(("text", "allowed", "reason"), [
-    ("state gt 'active'", TASK_FILTERS, "The operator 'gt' is not allowed on property 'state'. "
-                                        "Allowed operators: eq, ne."),
-    ("startswith(state,'a')", TASK_FILTERS, "The operator 'startswith' is not allowed on property 'state'."),
-    ("executionInfo/result lt 'x'", TASK_FILTERS, "Allowed operators: eq, ne."),
-    ("allocationState ne 'steady'", POOL_FILTERS, "The operator 'ne' is not allowed on property "
-                                                  "'allocationState'. Allowed operators: eq."),
-    ("name eq 'x'", FILE_FILTERS, "The operator 'eq' is not allowed on property 'name'. "
-                                  "Allowed operators: startswith."),
-    ("startswith(creationTime,'2026')", TASK_FILTERS, "Allowed operators: eq, ne, gt, ge, lt, le."),
-    ("poolId ne 'p'", NODE_COUNT_FILTERS, "Allowed operators: eq."),
-])
+@pytest.mark.parametrize(
+    ("text", "allowed", "reason"),
+    [
+        (
+            "state gt 'active'",
+            TASK_FILTERS,
+            "The operator 'gt' is not allowed on property 'state'. Allowed operators: eq, ne.",
+        ),
+        ("startswith(state,'a')", TASK_FILTERS, "The operator 'startswith' is not allowed on property 'state'."),
+        ("executionInfo/result lt 'x'", TASK_FILTERS, "Allowed operators: eq, ne."),
+        (
+            "allocationState ne 'steady'",
+            POOL_FILTERS,
+            "The operator 'ne' is not allowed on property 'allocationState'. Allowed operators: eq.",
+        ),
+        (
+            "name eq 'x'",
+            FILE_FILTERS,
+            "The operator 'eq' is not allowed on property 'name'. Allowed operators: startswith.",
+        ),
+        ("startswith(creationTime,'2026')", TASK_FILTERS, "Allowed operators: eq, ne, gt, ge, lt, le."),
+        ("poolId ne 'p'", NODE_COUNT_FILTERS, "Allowed operators: eq."),
+    ],
+)
 def test_disallowed_operator(text: str, allowed, reason: str) -> None:
     assert reason in reason_for(text, allowed)
 
 
-@pytest.mark.parametrize(("text", "reason"), [
-    ("id eq", "Syntax error: unexpected end of the filter; expected a quoted string, an integer"),
-    ("id eq 'x' and", "Syntax error: unexpected end of the filter; expected '(', 'not', 'startswith', "
-                      "a property name"),
-    ("id xx 'a'", "Syntax error at character 4: unexpected \"xx\"; expected an operator (eq, ne, gt, ge, lt, le)"),
-    ("id eq 'a", "unexpected \"'\" (an unterminated string?)"),
-    ("(id eq 'a'", "expected ')'"),
-    ("id eq 'x')", "Syntax error at character 10: unexpected \")\""),
-    ("id eq 'a' id eq 'b'", "unexpected \"id\"; expected ')', 'and', 'or'"),
-    ("id == 'a'", "Syntax error at character 4: unexpected \"=\""),
-    ("id eq \"a\"", "unexpected \"\"\""),
-    ("startswith(id)", "unexpected \")\"; expected ','"),
-    ("id eq 1.5", "Syntax error"),
-])
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("id eq", "Syntax error: unexpected end of the filter; expected a quoted string, an integer"),
+        (
+            "id eq 'x' and",
+            "Syntax error: unexpected end of the filter; expected '(', 'not', 'startswith', a property name",
+        ),
+        ("id xx 'a'", 'Syntax error at character 4: unexpected "xx"; expected an operator (eq, ne, gt, ge, lt, le)'),
+        ("id eq 'a", 'unexpected "\'" (an unterminated string?)'),
+        ("(id eq 'a'", "expected ')'"),
+        ("id eq 'x')", 'Syntax error at character 10: unexpected ")"'),
+        ("id eq 'a' id eq 'b'", "unexpected \"id\"; expected ')', 'and', 'or'"),
+        ("id == 'a'", 'Syntax error at character 4: unexpected "="'),
+        ('id eq "a"', 'unexpected """'),
+        ("startswith(id)", "unexpected \")\"; expected ','"),
+        ("id eq 1.5", "Syntax error"),
+    ],
+)
 def test_syntax_errors_say_where_and_what(text: str, reason: str) -> None:
     found = reason_for(text)
     assert reason in found
     assert "joined by and, or, not and parentheses" in found
 
 
-@pytest.mark.parametrize(("text", "reason"), [
-    ("creationTime gt 'yesterday'", "The property 'creationTime' is a time; 'yesterday' is not an ISO 8601 time"),
-    ("creationTime gt 5", "The property 'creationTime' is a time; compare it with a quoted ISO 8601 time"),
-    ("creationTime eq true", "is a time"),
-    ("creationTime lt datetime'2026-13-01T00:00:00Z'", "datetime'2026-13-01T00:00:00Z' is not a valid ISO 8601"),
-    ("id gt null", "null can only be compared with eq or ne, not 'gt'."),
-    ("startswith(id,'a') gt true", "startswith(...) can only be compared with eq or ne, not 'gt'."),
-])
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("creationTime gt 'yesterday'", "The property 'creationTime' is a time; 'yesterday' is not an ISO 8601 time"),
+        ("creationTime gt 5", "The property 'creationTime' is a time; compare it with a quoted ISO 8601 time"),
+        ("creationTime eq true", "is a time"),
+        ("creationTime lt datetime'2026-13-01T00:00:00Z'", "datetime'2026-13-01T00:00:00Z' is not a valid ISO 8601"),
+        ("id gt null", "null can only be compared with eq or ne, not 'gt'."),
+        ("startswith(id,'a') gt true", "startswith(...) can only be compared with eq or ne, not 'gt'."),
+    ],
+)
 def test_bad_literals(text: str, reason: str) -> None:
     assert reason in reason_for(text)
 
@@ -306,8 +378,18 @@ def test_error_body_values() -> None:
     assert info.value.message.startswith("Value for one of the query parameters specified in the request URI")
 
 
-@pytest.mark.parametrize("table", [POOL_FILTERS, NODE_FILTERS, JOB_FILTERS, SCHEDULE_FILTERS, TASK_FILTERS,
-                                   PREP_RELEASE_FILTERS, SCHEDULE_JOBS_FILTERS])
+@pytest.mark.parametrize(
+    "table",
+    [
+        POOL_FILTERS,
+        NODE_FILTERS,
+        JOB_FILTERS,
+        SCHEDULE_FILTERS,
+        TASK_FILTERS,
+        PREP_RELEASE_FILTERS,
+        SCHEDULE_JOBS_FILTERS,
+    ],
+)
 def test_ne_is_accepted_on_every_state(table) -> None:
     states = [path for path in table if path.rsplit("/", 1)[-1] == "state"]
     assert states
@@ -317,21 +399,29 @@ def test_ne_is_accepted_on_every_state(table) -> None:
 
 # --- $select ------------------------------------------------------------------------------------------------------
 
-DOC = {"odata.metadata": "https://x/$metadata#tasks/@Element", "id": "t1", "state": "active",
-       "executionInfo": {"exitCode": 0}, "url": "https://x/jobs/j/tasks/t1"}
+DOC = {
+    "odata.metadata": "https://x/$metadata#tasks/@Element",
+    "id": "t1",
+    "state": "active",
+    "executionInfo": {"exitCode": 0},
+    "url": "https://x/jobs/j/tasks/t1",
+}
 
 
-@pytest.mark.parametrize(("select", "keys"), [
-    ("id,state", ["odata.metadata", "id", "state"]),
-    (" id , executionInfo ", ["odata.metadata", "id", "executionInfo"]),
-    ("ID,State", ["odata.metadata", "id", "state"]),
-    ("id,nothere", ["odata.metadata", "id"]),
-    ("id,,", ["odata.metadata", "id"]),
-    (None, list(DOC)),
-    ("", list(DOC)),
-    (" , ", list(DOC)),
-    ("*", list(DOC)),
-])
+@pytest.mark.parametrize(
+    ("select", "keys"),
+    [
+        ("id,state", ["odata.metadata", "id", "state"]),
+        (" id , executionInfo ", ["odata.metadata", "id", "executionInfo"]),
+        ("ID,State", ["odata.metadata", "id", "state"]),
+        ("id,nothere", ["odata.metadata", "id"]),
+        ("id,,", ["odata.metadata", "id"]),
+        (None, list(DOC)),
+        ("", list(DOC)),
+        (" , ", list(DOC)),
+        ("*", list(DOC)),
+    ],
+)
 def test_select_keeps_named_top_level_keys(select: str | None, keys: list[str]) -> None:
     result = apply_select(DOC, select)
     assert list(result) == keys

@@ -1,4 +1,5 @@
 """Fixtures of the compute tests."""
+
 from __future__ import annotations
 
 import functools

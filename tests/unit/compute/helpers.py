@@ -1,4 +1,5 @@
 """Helpers of the compute tests: a local HTTP server and condition polling."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,7 +20,7 @@ class FileServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 server.requests.append(self.path)
                 body = server.files.get(self.path.split("?")[0])
                 status = 200 if body is not None else server.statuses.get(self.path, 404)

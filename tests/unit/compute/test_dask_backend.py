@@ -1,4 +1,5 @@
 """A real DaskBackend: in-process scheduler, nanny-supervised worker processes, real commands."""
+
 from __future__ import annotations
 
 import asyncio
@@ -50,8 +51,14 @@ class Recorder:
         await eventually(lambda: all(self.backend.is_up(n) for n in node_ids), 30, "nodes up")
 
     def step(self, node_id: str, name: str, command: str, **fields: object) -> Step:
-        return Step(step_id=name, kind="task", node_root=str(self.root(node_id)),
-                    task_dir=f"workitems/j1/job-1/{name}", command_line=command, **fields)  # type: ignore[arg-type]
+        return Step(
+            step_id=name,
+            kind="task",
+            node_root=str(self.root(node_id)),
+            task_dir=f"workitems/j1/job-1/{name}",
+            command_line=command,
+            **fields,
+        )  # type: ignore[arg-type]
 
     def count(self, event: tuple[str, str]) -> int:
         return self.events.count(event)
@@ -83,8 +90,9 @@ TREE = "sh -c 'sleep 300 & echo $! > grandchild.pid; wait'"
 async def test_two_nodes_run_batches(rec: Recorder) -> None:
     await rec.add("n1", "n2")
     assert rec.events == [("up", "n1"), ("up", "n2")] or sorted(rec.events) == [("up", "n1"), ("up", "n2")]
-    batches = {n: [rec.step(n, f"{n}-{i}", f"sh -c 'echo {n} {i}; exit {i % 3}'") for i in range(20)]
-               for n in ("n1", "n2")}
+    batches = {
+        n: [rec.step(n, f"{n}-{i}", f"sh -c 'echo {n} {i}; exit {i % 3}'") for i in range(20)] for n in ("n1", "n2")
+    }
     await asyncio.gather(*(rec.backend.run(n, steps) for n, steps in batches.items()))
     await eventually(lambda: len(rec.results) == 40, 30, "40 results")
     for n, steps in batches.items():
@@ -163,7 +171,13 @@ async def test_restart_and_reimage(rec: Recorder) -> None:
     assert rec.events[-2:] == [("down", "n1"), ("up", "n1")]
     assert not marker.exists()
     assert sorted(p.name for p in rec.root("n1").iterdir()) == [
-        "applications", "fsmounts", "shared", "startup", "volatile", "workitems"]
+        "applications",
+        "fsmounts",
+        "shared",
+        "startup",
+        "volatile",
+        "workitems",
+    ]
 
 
 async def test_remove_node_and_unknown_nodes(rec: Recorder) -> None:
@@ -175,8 +189,7 @@ async def test_remove_node_and_unknown_nodes(rec: Recorder) -> None:
     assert not rec.backend.is_up("n1")
     # SIGKILLed with its group when kill() returns; it may take the kernel a moment to finish it
     await eventually(lambda: not alive(grandchild), 2, "the grandchild to die")
-    for call in (rec.backend.run("n1", []), rec.backend.list_files("n1", "", False),
-                 rec.backend.kill("nope", ["x"])):
+    for call in (rec.backend.run("n1", []), rec.backend.list_files("n1", "", False), rec.backend.kill("nope", ["x"])):
         with pytest.raises(NodeUnavailable):
             await call
 
@@ -213,11 +226,14 @@ async def test_a_callback_may_remove_its_own_node(rec: Recorder) -> None:
 async def test_setup_failures_and_wall_clock_on_a_worker(rec: Recorder, file_server: FileServer) -> None:
     await rec.add("n1")
     file_server.files = {"/in.txt": b"input"}
-    await rec.backend.run("n1", [
-        rec.step("n1", "fetch", "cat in.txt", resource_files=(ResourceFile(file_server.url("/in.txt"), "in.txt"),)),
-        rec.step("n1", "missing", "true", resource_files=(ResourceFile(file_server.url("/nope"), "x"),)),
-        rec.step("n1", "slow", "sleep 60", max_wall_clock_seconds=0.5),
-    ])
+    await rec.backend.run(
+        "n1",
+        [
+            rec.step("n1", "fetch", "cat in.txt", resource_files=(ResourceFile(file_server.url("/in.txt"), "in.txt"),)),
+            rec.step("n1", "missing", "true", resource_files=(ResourceFile(file_server.url("/nope"), "x"),)),
+            rec.step("n1", "slow", "sleep 60", max_wall_clock_seconds=0.5),
+        ],
+    )
     await eventually(lambda: len(rec.results) == 3, 30, "3 results")
     assert rec.results["fetch"].exit_code == 0
     assert (rec.root("n1") / "workitems/j1/job-1/fetch/stdout.txt").read_text() == "input"

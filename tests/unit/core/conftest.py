@@ -1,4 +1,5 @@
 """Invariants checked after every lifecycle test: the transition tables are constant data."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

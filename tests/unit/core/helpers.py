@@ -1,9 +1,10 @@
 """Shared data for the lifecycle tests: fixed times, read-only rows and the (from, to) grid."""
+
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
@@ -11,9 +12,9 @@ from typing import Any
 from sqlalchemy import Table
 
 #: When the row last changed state; becomes previous_state_transition_time.
-T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 #: The time of the event under test.
-NOW = datetime(2025, 3, 1, 9, 30, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
 
 
 def pairs(states: Iterable[StrEnum]) -> list[tuple[StrEnum, StrEnum]]:

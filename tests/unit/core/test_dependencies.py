@@ -3,6 +3,7 @@
 Each scenario is checked against a from-scratch reading of the rule after every event, and a random
 sequence of events is checked the same way, so the incremental counters cannot drift from the rule.
 """
+
 from __future__ import annotations
 
 import random
@@ -183,8 +184,12 @@ def test_a_task_is_not_its_own_parent(job: Job) -> None:
 
 
 def test_ids_and_ranges_together(job: Job) -> None:
-    job.add(("1", None), ("2", None), ("x", None), ("child", {"taskIds": ["x", "2"], "taskIdRanges": [
-        {"start": 1, "end": 2}, {"start": 2, "end": 2}]}))
+    job.add(
+        ("1", None),
+        ("2", None),
+        ("x", None),
+        ("child", {"taskIds": ["x", "2"], "taskIdRanges": [{"start": 1, "end": 2}, {"start": 2, "end": 2}]}),
+    )
     assert job.complete("2", SATISFY) == []
     assert job.complete("x", SATISFY) == []
     assert job.complete("1", SATISFY) == ["child"]
@@ -240,8 +245,16 @@ def test_outcome_can_change_when_a_parent_runs_again(job: Job) -> None:
 def test_chain_of_ten_thousand_is_linear() -> None:
     graph = DependencyGraph()
     n = 10_000
-    rows = [{"seq": i, "key": f"t{i}", "id": f"t{i}", "required_slots": 1,
-             "spec": {"dependsOn": {"taskIds": [f"t{i - 1}"]}} if i else {}} for i in range(n)]
+    rows = [
+        {
+            "seq": i,
+            "key": f"t{i}",
+            "id": f"t{i}",
+            "required_slots": 1,
+            "spec": {"dependsOn": {"taskIds": [f"t{i - 1}"]}} if i else {},
+        }
+        for i in range(n)
+    ]
     assert graph.add(rows) == [(0, 1)]
     for i in range(n - 1):
         graph.started(i)
@@ -283,17 +296,21 @@ def test_random_events_follow_the_rule(seed: int) -> None:
         job.check()
 
 
-@pytest.mark.parametrize(("job", "depends_on", "refused"), [
-    ({"usesTaskDependencies": True}, {"taskIds": ["a"]}, False),
-    ({"usesTaskDependencies": True}, None, False),
-    ({"usesTaskDependencies": False}, None, False),
-    ({"usesTaskDependencies": False}, {"taskIds": ["a"]}, True),
-    ({"usesTaskDependencies": False}, {}, True),
-    ({}, {"taskIdRanges": [{"start": 1, "end": 2}]}, True),
-])
+@pytest.mark.parametrize(
+    ("job", "depends_on", "refused"),
+    [
+        ({"usesTaskDependencies": True}, {"taskIds": ["a"]}, False),
+        ({"usesTaskDependencies": True}, None, False),
+        ({"usesTaskDependencies": False}, None, False),
+        ({"usesTaskDependencies": False}, {"taskIds": ["a"]}, True),
+        ({"usesTaskDependencies": False}, {}, True),
+        ({}, {"taskIdRanges": [{"start": 1, "end": 2}]}, True),
+    ],
+)
 def test_check_allowed(job, depends_on, refused) -> None:
     from kiln.core.dependencies import check_allowed
     from kiln.errors import BadRequest
+
     if not refused:
         check_allowed(job, depends_on)
         return

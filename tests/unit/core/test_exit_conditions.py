@@ -1,12 +1,21 @@
 """core.exit_conditions: (conditions, how the task ended) in, exit options out (batch-semantics §6.3)."""
+
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 
-from kiln.core.exit_conditions import (FAILURE_DEFAULTS, SUCCESS_DEFAULTS, DependencyAction, ExitOptions, JobAction,
-                                       all_options, for_ended, resolve)
+from kiln.core.exit_conditions import (
+    FAILURE_DEFAULTS,
+    SUCCESS_DEFAULTS,
+    DependencyAction,
+    ExitOptions,
+    JobAction,
+    all_options,
+    for_ended,
+    resolve,
+)
 
 NONE, DISABLE, TERMINATE = JobAction.NONE, JobAction.DISABLE, JobAction.TERMINATE
 SATISFY, BLOCK = DependencyAction.SATISFY, DependencyAction.BLOCK
@@ -22,11 +31,15 @@ def opts(job: str | None = None, dep: str | None = None) -> dict[str, Any]:
 
 
 FULL = {
-    "exitCodes": [{"code": 3, "exitOptions": opts("disable", "satisfy")},
-                  {"code": 0, "exitOptions": opts("terminate")},
-                  {"code": 5, "exitOptions": opts(dep="satisfy")}],
-    "exitCodeRanges": [{"start": 2, "end": 9, "exitOptions": opts("none", "block")},
-                       {"start": 3, "end": 3, "exitOptions": opts("terminate", "block")}],
+    "exitCodes": [
+        {"code": 3, "exitOptions": opts("disable", "satisfy")},
+        {"code": 0, "exitOptions": opts("terminate")},
+        {"code": 5, "exitOptions": opts(dep="satisfy")},
+    ],
+    "exitCodeRanges": [
+        {"start": 2, "end": 9, "exitOptions": opts("none", "block")},
+        {"start": 3, "end": 3, "exitOptions": opts("terminate", "block")},
+    ],
     "preProcessingError": opts("disable"),
     "fileUploadError": opts("none", "satisfy"),
     "default": opts("none", "satisfy"),
@@ -78,22 +91,30 @@ def test_defaults() -> None:
     assert FAILURE_DEFAULTS == ExitOptions(TERMINATE, BLOCK)
 
 
-@pytest.mark.parametrize(("conditions", "expected"), [
-    (None, ExitOptions(TERMINATE, BLOCK)),
-    (FULL, ExitOptions(NONE, SATISFY)),
-    ({"default": opts(dep="satisfy")}, ExitOptions(TERMINATE, SATISFY)),
-    ({"exitCodes": [{"code": 1, "exitOptions": opts("none", "satisfy")}]}, ExitOptions(TERMINATE, BLOCK)),
-])
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [
+        (None, ExitOptions(TERMINATE, BLOCK)),
+        (FULL, ExitOptions(NONE, SATISFY)),
+        ({"default": opts(dep="satisfy")}, ExitOptions(TERMINATE, SATISFY)),
+        ({"exitCodes": [{"code": 1, "exitOptions": opts("none", "satisfy")}]}, ExitOptions(TERMINATE, BLOCK)),
+    ],
+)
 def test_terminated_task_uses_default_only(conditions, expected) -> None:
     assert for_ended(conditions) == expected
 
 
 def test_all_options_names_each_property() -> None:
     assert [path for path, _ in all_options(FULL)] == [
-        "exitConditions.exitCodes[0].exitOptions", "exitConditions.exitCodes[1].exitOptions",
-        "exitConditions.exitCodes[2].exitOptions", "exitConditions.exitCodeRanges[0].exitOptions",
-        "exitConditions.exitCodeRanges[1].exitOptions", "exitConditions.preProcessingError",
-        "exitConditions.fileUploadError", "exitConditions.default"]
+        "exitConditions.exitCodes[0].exitOptions",
+        "exitConditions.exitCodes[1].exitOptions",
+        "exitConditions.exitCodes[2].exitOptions",
+        "exitConditions.exitCodeRanges[0].exitOptions",
+        "exitConditions.exitCodeRanges[1].exitOptions",
+        "exitConditions.preProcessingError",
+        "exitConditions.fileUploadError",
+        "exitConditions.default",
+    ]
     assert all_options(None) == []
 
 
@@ -101,20 +122,27 @@ PERFORM = {"onTaskFailure": "performexitoptionsjobaction", "usesTaskDependencies
 PLAIN = {"onTaskFailure": "noaction", "usesTaskDependencies": False}
 
 
-@pytest.mark.parametrize(("job", "conditions", "refused"), [
-    (PLAIN, None, None),
-    (PLAIN, {"exitCodes": [{"code": 1, "exitOptions": {}}]}, None),
-    (PLAIN, {"default": opts("none")}, "exitConditions.default.jobAction"),
-    (PLAIN, {"exitCodeRanges": [{"start": 1, "end": 2, "exitOptions": opts("terminate")}]},
-     "exitConditions.exitCodeRanges[0].exitOptions.jobAction"),
-    (PLAIN, {"preProcessingError": opts(dep="satisfy")}, "exitConditions.preProcessingError.dependencyAction"),
-    ({**PLAIN, "usesTaskDependencies": True}, {"preProcessingError": opts(dep="satisfy")}, None),
-    ({**PLAIN, "onTaskFailure": "performexitoptionsjobaction"}, {"default": opts("disable")}, None),
-    (PERFORM, FULL, None),
-])
+@pytest.mark.parametrize(
+    ("job", "conditions", "refused"),
+    [
+        (PLAIN, None, None),
+        (PLAIN, {"exitCodes": [{"code": 1, "exitOptions": {}}]}, None),
+        (PLAIN, {"default": opts("none")}, "exitConditions.default.jobAction"),
+        (
+            PLAIN,
+            {"exitCodeRanges": [{"start": 1, "end": 2, "exitOptions": opts("terminate")}]},
+            "exitConditions.exitCodeRanges[0].exitOptions.jobAction",
+        ),
+        (PLAIN, {"preProcessingError": opts(dep="satisfy")}, "exitConditions.preProcessingError.dependencyAction"),
+        ({**PLAIN, "usesTaskDependencies": True}, {"preProcessingError": opts(dep="satisfy")}, None),
+        ({**PLAIN, "onTaskFailure": "performexitoptionsjobaction"}, {"default": opts("disable")}, None),
+        (PERFORM, FULL, None),
+    ],
+)
 def test_check_allowed(job, conditions, refused) -> None:
     from kiln.core.exit_conditions import check_allowed
     from kiln.errors import InvalidPropertyValue
+
     if refused is None:
         check_allowed(job, conditions)
         return

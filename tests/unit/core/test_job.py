@@ -1,4 +1,5 @@
 """The job lifecycle (batch-semantics §5.3, §4.3), tested as data: every (from, to) pair of JobState."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,9 +17,20 @@ S = JobState
 
 
 def job_row(state: JobState, **fields: Any) -> dict[str, Any]:
-    row = {"key": "j", "id": "j", "seq": 1, "state": state.value, "previous_state": None,
-           "state_transition_time": T0, "previous_state_transition_time": None, "pool_key": "p",
-           "priority": 0, "end_time": None, "terminate_reason": None, "delete_requested": False}
+    row = {
+        "key": "j",
+        "id": "j",
+        "seq": 1,
+        "state": state.value,
+        "previous_state": None,
+        "state_transition_time": T0,
+        "previous_state_transition_time": None,
+        "pool_key": "p",
+        "priority": 0,
+        "end_time": None,
+        "terminate_reason": None,
+        "delete_requested": False,
+    }
     row.update(fields)
     return row
 
@@ -64,8 +76,14 @@ def test_every_pair(pair: tuple[JobState, JobState]) -> None:
     if pair in EDGES:
         event, extra = EDGES[pair]
         changes = job.transition(row, to, NOW, **event)
-        assert changes == {**extra, "state": to.value, "previous_state": frm.value, "state_transition_time": NOW,
-                           "previous_state_transition_time": T0, "last_modified": NOW}
+        assert changes == {
+            **extra,
+            "state": to.value,
+            "previous_state": frm.value,
+            "state_transition_time": NOW,
+            "previous_state_transition_time": T0,
+            "last_modified": NOW,
+        }
         assert_stored_columns(changes, schema.jobs)
     else:
         with pytest.raises(InvalidTransition) as info:
@@ -82,8 +100,13 @@ def test_terminate_records_the_reason(reason: TerminateReason) -> None:
 
 def test_terminate_reasons_are_batch_strings() -> None:
     assert {r.value for r in TerminateReason} == {
-        "UserTerminate", "MaxWallClockTimeExpiry", "AllTasksComplete", "TaskFailed", "JMComplete",
-        "TerminateJobSchedule"}
+        "UserTerminate",
+        "MaxWallClockTimeExpiry",
+        "AllTasksComplete",
+        "TaskFailed",
+        "JMComplete",
+        "TerminateJobSchedule",
+    }
 
 
 def test_terminate_twice_is_being_terminated_and_after_completion_is_completed() -> None:
@@ -94,7 +117,11 @@ def test_terminate_twice_is_being_terminated_and_after_completion_is_completed()
     assert info.value.code == "JobBeingTerminated"
     row = apply(row, job.transition(frozen(row), S.COMPLETED, NOW))
     assert (row["state"], row["previous_state"], row["end_time"], row["terminate_reason"]) == (
-        "completed", "terminating", NOW, "UserTerminate")
+        "completed",
+        "terminating",
+        NOW,
+        "UserTerminate",
+    )
     with pytest.raises(InvalidTransition) as info:
         job.transition(frozen(row), S.TERMINATING, NOW, reason="UserTerminate")
     assert info.value.code == "JobCompleted"
@@ -111,11 +138,15 @@ def test_check_open_accepts(state: JobState) -> None:
     assert job.check_open(state.value) is None
 
 
-@pytest.mark.parametrize(("state", "code", "message"), [
-    (S.COMPLETED, "JobCompleted", "The specified job is already in a completed state."),
-    (S.TERMINATING, "JobBeingTerminated", "The specified job is being terminated."),
-    (S.DELETING, "JobBeingDeleted", "The specified job has been marked for deletion and is being deleted."),
-], ids=str)
+@pytest.mark.parametrize(
+    ("state", "code", "message"),
+    [
+        (S.COMPLETED, "JobCompleted", "The specified job is already in a completed state."),
+        (S.TERMINATING, "JobBeingTerminated", "The specified job is being terminated."),
+        (S.DELETING, "JobBeingDeleted", "The specified job has been marked for deletion and is being deleted."),
+    ],
+    ids=str,
+)
 def test_check_open_rejects(state: JobState, code: str, message: str) -> None:
     with pytest.raises(Conflict) as info:
         job.check_open(state.value)
@@ -129,8 +160,12 @@ def test_disable_then_enable_story() -> None:
     for to in (S.DISABLING, S.DISABLED, S.ENABLING, S.ACTIVE):
         row = apply(row, job.transition(frozen(row), to, NOW))
         seen.append((row["state"], row["previous_state"]))
-    assert seen == [("disabling", "active"), ("disabled", "disabling"), ("enabling", "disabled"),
-                    ("active", "enabling")]
+    assert seen == [
+        ("disabling", "active"),
+        ("disabled", "disabling"),
+        ("enabling", "disabled"),
+        ("active", "enabling"),
+    ]
     assert (row["end_time"], row["terminate_reason"]) == (None, None)
 
 

@@ -1,5 +1,6 @@
 """Multi-instance rules (batch-semantics §6.2, §6.5): eligible pools, the instance environment, what a
 coordination result means, and the subtask table over every (from, to) pair."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,22 +18,28 @@ S = SubtaskState
 
 
 # ---------------------------------------------------------------------------------------------- pools and specs
-@pytest.mark.parametrize("pool_spec, runs", [
-    ({"enableInterNodeCommunication": True, "taskSlotsPerNode": 1}, True),
-    ({"enableInterNodeCommunication": True}, True),                            # taskSlotsPerNode defaults to 1
-    ({"enableInterNodeCommunication": False, "taskSlotsPerNode": 1}, False),   # stays active, no error
-    ({"taskSlotsPerNode": 1}, False),
-    ({"enableInterNodeCommunication": True, "taskSlotsPerNode": 2}, False),    # concurrent tasks: never scheduled
-])
+@pytest.mark.parametrize(
+    "pool_spec, runs",
+    [
+        ({"enableInterNodeCommunication": True, "taskSlotsPerNode": 1}, True),
+        ({"enableInterNodeCommunication": True}, True),  # taskSlotsPerNode defaults to 1
+        ({"enableInterNodeCommunication": False, "taskSlotsPerNode": 1}, False),  # stays active, no error
+        ({"taskSlotsPerNode": 1}, False),
+        ({"enableInterNodeCommunication": True, "taskSlotsPerNode": 2}, False),  # concurrent tasks: never scheduled
+    ],
+)
 def test_pool_can_run(pool_spec, runs):
     assert rules.pool_can_run(pool_spec) is runs
 
 
-@pytest.mark.parametrize("spec, count", [
-    ({"commandLine": "x"}, None),
-    ({"multiInstanceSettings": {"coordinationCommandLine": "c"}}, 1),
-    ({"multiInstanceSettings": {"coordinationCommandLine": "c", "numberOfInstances": 3}}, 3),
-])
+@pytest.mark.parametrize(
+    "spec, count",
+    [
+        ({"commandLine": "x"}, None),
+        ({"multiInstanceSettings": {"coordinationCommandLine": "c"}}, 1),
+        ({"multiInstanceSettings": {"coordinationCommandLine": "c", "numberOfInstances": 3}}, 3),
+    ],
+)
 def test_instances(spec, count):
     assert rules.instances(spec) == count
 
@@ -63,16 +70,19 @@ def test_environment_of_each_instance(index, master):
 FAILURE = {"category": "usererror", "code": "CommandProgramNotFound", "message": "m"}
 
 
-@pytest.mark.parametrize("exit_code, failure, coordinated, total, expected", [
-    (0, None, 0, 3, Next.WAIT),               # the first of three
-    (0, None, 1, 3, Next.WAIT),
-    (0, None, 2, 3, Next.RUN_APPLICATION),    # the last one: the primary runs commandLine
-    (0, None, 0, 1, Next.RUN_APPLICATION),    # numberOfInstances 1
-    (5, None, 0, 3, Next.FAIL),               # any non-zero exit fails the whole task
-    (5, None, 2, 3, Next.FAIL),
-    (None, FAILURE, 0, 2, Next.FAIL),         # a pre-processing or launch failure too
-    (None, None, 1, 2, Next.FAIL),            # never ran
-])
+@pytest.mark.parametrize(
+    "exit_code, failure, coordinated, total, expected",
+    [
+        (0, None, 0, 3, Next.WAIT),  # the first of three
+        (0, None, 1, 3, Next.WAIT),
+        (0, None, 2, 3, Next.RUN_APPLICATION),  # the last one: the primary runs commandLine
+        (0, None, 0, 1, Next.RUN_APPLICATION),  # numberOfInstances 1
+        (5, None, 0, 3, Next.FAIL),  # any non-zero exit fails the whole task
+        (5, None, 2, 3, Next.FAIL),
+        (None, FAILURE, 0, 2, Next.FAIL),  # a pre-processing or launch failure too
+        (None, None, 1, 2, Next.FAIL),  # never ran
+    ],
+)
 def test_after_coordination(exit_code, failure, coordinated, total, expected):
     assert rules.after_coordination(exit_code, failure, coordinated, total) is expected
 
@@ -85,9 +95,12 @@ def subtask(state: SubtaskState = S.RUNNING, **fields: Any) -> dict[str, Any]:
 
 
 def failure_exit(code: int) -> dict[str, Any]:
-    return {"category": "usererror", "code": "FailureExitCode",
-            "message": f"The task process exited with an unexpected exit code: {code}",
-            "details": [{"name": "AdditionalErrorCode", "value": "FailureExitCode"}]}
+    return {
+        "category": "usererror",
+        "code": "FailureExitCode",
+        "message": f"The task process exited with an unexpected exit code: {code}",
+        "details": [{"name": "AdditionalErrorCode", "value": "FailureExitCode"}],
+    }
 
 
 ENDED = {"category": "usererror", "code": "TaskEnded", "message": "Task was ended: x"}
@@ -98,8 +111,11 @@ EDGES: dict[tuple[SubtaskState, SubtaskState], list[tuple[dict, dict, dict]]] = 
         ({"start_time": None}, {}, {"start_time": NOW}),
     ],
     (S.PREPARING, S.COMPLETED): [  # the task ended while it waited
-        ({"start_time": None}, {"failure_info": ENDED}, {"end_time": NOW, "exit_code": None,
-                                                         "failure_info": ENDED, "result": "failure"}),
+        (
+            {"start_time": None},
+            {"failure_info": ENDED},
+            {"end_time": NOW, "exit_code": None, "failure_info": ENDED, "result": "failure"},
+        ),
     ],
     (S.RUNNING, S.RUNNING): [  # the coordination command exited; the subtask runs on
         ({}, {"exit_code": 0}, {"exit_code": 0}),
@@ -107,10 +123,12 @@ EDGES: dict[tuple[SubtaskState, SubtaskState], list[tuple[dict, dict, dict]]] = 
     ],
     (S.RUNNING, S.COMPLETED): [  # ended with the task
         ({"exit_code": 0}, {}, {"end_time": NOW, "exit_code": 0, "failure_info": None, "result": "success"}),
-        ({"exit_code": 5}, {}, {"end_time": NOW, "exit_code": 5, "failure_info": failure_exit(5),
-                                "result": "failure"}),
-        ({}, {"failure_info": ENDED}, {"end_time": NOW, "exit_code": None, "failure_info": ENDED,
-                                       "result": "failure"}),  # its coordination command had not exited
+        ({"exit_code": 5}, {}, {"end_time": NOW, "exit_code": 5, "failure_info": failure_exit(5), "result": "failure"}),
+        (
+            {},
+            {"failure_info": ENDED},
+            {"end_time": NOW, "exit_code": None, "failure_info": ENDED, "result": "failure"},
+        ),  # its coordination command had not exited
     ],
 }
 
@@ -130,8 +148,9 @@ def test_subtask_table(pair):
         assert_stored_columns(changes, schema.subtasks)
         state_columns = {"state": to.value}
         if start != to:
-            state_columns.update(previous_state=start.value, state_transition_time=NOW,
-                                 previous_state_transition_time=T0)
+            state_columns.update(
+                previous_state=start.value, state_transition_time=NOW, previous_state_transition_time=T0
+            )
         assert changes == {**expected, **state_columns}
         assert apply(row, changes)["state"] == to.value
 
@@ -141,5 +160,10 @@ def test_new_subtask(preparing, state, start):
     row = rules.new_subtask("j", 7, 2, 3, "p", "n2", NOW, preparing=preparing)
     assert_stored_columns(row, schema.subtasks)
     assert set(row) == set(schema.subtasks.c.keys())
-    assert (row["state"], row["start_time"], row["previous_state"], row["id"], row["attempt"]) == \
-        (state, start, None, 2, 3)
+    assert (row["state"], row["start_time"], row["previous_state"], row["id"], row["attempt"]) == (
+        state,
+        start,
+        None,
+        2,
+        3,
+    )

@@ -1,4 +1,5 @@
 """The compute node lifecycle (batch-semantics §5.2), tested as data: every (from, to) pair of NodeState."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,8 +17,16 @@ S = NodeState
 
 
 def node_row(state: NodeState, **fields: Any) -> dict[str, Any]:
-    row = {"id": "n1", "pool_key": "p", "state": state.value, "scheduling_state": "enabled",
-           "state_transition_time": T0, "allocation_time": T0, "last_boot_time": T0, "incarnation": 2}
+    row = {
+        "id": "n1",
+        "pool_key": "p",
+        "state": state.value,
+        "scheduling_state": "enabled",
+        "state_transition_time": T0,
+        "allocation_time": T0,
+        "last_boot_time": T0,
+        "incarnation": 2,
+    }
     row.update(fields)
     return row
 

@@ -1,4 +1,5 @@
 """The pool lifecycle (batch-semantics §5.1): allocation state and pool state, every pair of each."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,21 +17,29 @@ A = AllocationState
 
 
 def pool_row(state: PoolState = PoolState.ACTIVE, allocation: AllocationState = A.STEADY) -> dict[str, Any]:
-    return {"key": "p", "id": "p", "state": state.value, "state_transition_time": T0,
-            "allocation_state": allocation.value, "allocation_state_transition_time": T0,
-            "target_dedicated_nodes": 2, "target_low_priority_nodes": 0, "task_slots_per_node": 1,
-            "last_modified": T0}
+    return {
+        "key": "p",
+        "id": "p",
+        "state": state.value,
+        "state_transition_time": T0,
+        "allocation_state": allocation.value,
+        "allocation_state_transition_time": T0,
+        "target_dedicated_nodes": 2,
+        "target_low_priority_nodes": 0,
+        "task_slots_per_node": 1,
+        "last_modified": T0,
+    }
 
 
 STAMP = {"allocation_state_transition_time": NOW, "last_modified": NOW}
 
 #: edge -> changes beyond the allocation_state column. The spec; ALLOCATION_TRANSITIONS must match it.
 ALLOCATION_EDGES: dict[tuple[AllocationState, AllocationState], dict[str, Any]] = {
-    (A.STEADY, A.RESIZING): STAMP,     # resize (or the initial sizing)
-    (A.RESIZING, A.STEADY): STAMP,     # reached the target
-    (A.RESIZING, A.STOPPING): STAMP,   # stopresize
+    (A.STEADY, A.RESIZING): STAMP,  # resize (or the initial sizing)
+    (A.RESIZING, A.STEADY): STAMP,  # reached the target
+    (A.RESIZING, A.STOPPING): STAMP,  # stopresize
     (A.STOPPING, A.STEADY): STAMP,
-    (A.RESIZING, A.RESIZING): {},      # a new target while resizing keeps the transition time
+    (A.RESIZING, A.RESIZING): {},  # a new target while resizing keeps the transition time
 }
 
 

@@ -1,4 +1,5 @@
 """core.retry.after_exit: the retry decision after a process exits (batch-semantics §5.4, §4.2)."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,24 +9,27 @@ from kiln.core.retry import Decision, after_exit
 RETRY, COMPLETE = Decision.RETRY, Decision.COMPLETE
 
 
-@pytest.mark.parametrize(("exit_code", "retry_count", "max_retries", "decision"), [
-    # exit 0 always completes, whatever the limit
-    (0, 0, 0, COMPLETE),
-    (0, 0, 3, COMPLETE),
-    (0, 0, -1, COMPLETE),
-    # non-zero: retried while retry_count < max_retries
-    (1, 0, 0, COMPLETE),
-    (1, 0, 1, RETRY),
-    (1, 1, 1, COMPLETE),
-    (2, 2, 3, RETRY),
-    (2, 3, 3, COMPLETE),
-    (2, 4, 3, COMPLETE),
-    (-9, 0, 2, RETRY),  # killed by a signal is non-zero too
-    (255, 0, 2, RETRY),
-    # -1: no limit
-    (1, 0, -1, RETRY),
-    (1, 10_000, -1, RETRY),
-])
+@pytest.mark.parametrize(
+    ("exit_code", "retry_count", "max_retries", "decision"),
+    [
+        # exit 0 always completes, whatever the limit
+        (0, 0, 0, COMPLETE),
+        (0, 0, 3, COMPLETE),
+        (0, 0, -1, COMPLETE),
+        # non-zero: retried while retry_count < max_retries
+        (1, 0, 0, COMPLETE),
+        (1, 0, 1, RETRY),
+        (1, 1, 1, COMPLETE),
+        (2, 2, 3, RETRY),
+        (2, 3, 3, COMPLETE),
+        (2, 4, 3, COMPLETE),
+        (-9, 0, 2, RETRY),  # killed by a signal is non-zero too
+        (255, 0, 2, RETRY),
+        # -1: no limit
+        (1, 0, -1, RETRY),
+        (1, 10_000, -1, RETRY),
+    ],
+)
 def test_after_exit(exit_code: int, retry_count: int, max_retries: int, decision: Decision) -> None:
     assert after_exit(exit_code, retry_count=retry_count, max_retries=max_retries) is decision
 

@@ -1,4 +1,5 @@
 """The task lifecycle (batch-semantics §5.4), tested as data: every (from, to) pair of TaskState."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,11 +20,30 @@ OLD_FAILURE = task.exit_failure(3)
 
 def task_row(state: TaskState, **fields: Any) -> dict[str, Any]:
     """A task that already ran once (attempt 4, a failed exit) so that every handler has something to change."""
-    row = {"seq": 7, "job_key": "j", "key": "t", "id": "t", "state": state.value, "previous_state": None,
-           "state_transition_time": T0, "previous_state_transition_time": None, "required_slots": 1,
-           "max_retries": 5, "pool_id": "p1", "node_id": "n1", "attempt": 4, "retry_count": 2, "requeue_count": 3,
-           "last_retry_time": None, "last_requeue_time": None, "start_time": T0, "end_time": None,
-           "exit_code": 3, "result": "failure", "failure_info": OLD_FAILURE}
+    row = {
+        "seq": 7,
+        "job_key": "j",
+        "key": "t",
+        "id": "t",
+        "state": state.value,
+        "previous_state": None,
+        "state_transition_time": T0,
+        "previous_state_transition_time": None,
+        "required_slots": 1,
+        "max_retries": 5,
+        "pool_id": "p1",
+        "node_id": "n1",
+        "attempt": 4,
+        "retry_count": 2,
+        "requeue_count": 3,
+        "last_retry_time": None,
+        "last_requeue_time": None,
+        "start_time": T0,
+        "end_time": None,
+        "exit_code": 3,
+        "result": "failure",
+        "failure_info": OLD_FAILURE,
+    }
     row.update(fields)
     return row
 
@@ -33,19 +53,42 @@ WHERE = {"pool_id": "p2", "node_id": "n2", "attempt": 5}
 #: edge -> (event, the changes beyond the state columns). This table is the spec; TRANSITIONS must match it.
 EDGES: dict[tuple[TaskState, TaskState], tuple[dict[str, Any], dict[str, Any]]] = {
     (S.ACTIVE, S.PREPARING): (WHERE, {"pool_id": "p2", "node_id": "n2", "attempt": 5}),
-    (S.ACTIVE, S.RUNNING): (WHERE, {"pool_id": "p2", "node_id": "n2", "attempt": 5, "start_time": NOW,
-                                    "end_time": None, "exit_code": None, "result": None, "failure_info": None}),
-    (S.ACTIVE, S.COMPLETED): ({"failure_info": ENDED},
-                              {"end_time": NOW, "failure_info": ENDED, "result": "failure"}),
+    (S.ACTIVE, S.RUNNING): (
+        WHERE,
+        {
+            "pool_id": "p2",
+            "node_id": "n2",
+            "attempt": 5,
+            "start_time": NOW,
+            "end_time": None,
+            "exit_code": None,
+            "result": None,
+            "failure_info": None,
+        },
+    ),
+    (S.ACTIVE, S.COMPLETED): ({"failure_info": ENDED}, {"end_time": NOW, "failure_info": ENDED, "result": "failure"}),
     (S.PREPARING, S.RUNNING): ({}, {"start_time": NOW}),
     (S.PREPARING, S.ACTIVE): ({}, {"node_id": None}),  # prep failed: neither a retry nor a requeue
-    (S.PREPARING, S.COMPLETED): ({"failure_info": ENDED},
-                                 {"end_time": NOW, "failure_info": ENDED, "result": "failure"}),
+    (S.PREPARING, S.COMPLETED): (
+        {"failure_info": ENDED},
+        {"end_time": NOW, "failure_info": ENDED, "result": "failure"},
+    ),
     (S.RUNNING, S.ACTIVE): ({}, {"requeue_count": 4, "last_requeue_time": NOW, "node_id": None}),
-    (S.RUNNING, S.COMPLETED): ({"exit_code": 0},
-                               {"end_time": NOW, "exit_code": 0, "failure_info": None, "result": "success"}),
-    (S.COMPLETED, S.ACTIVE): ({}, {"retry_count": 0, "end_time": None, "exit_code": None,  # reactivate
-                                   "failure_info": None, "result": None, "node_id": None}),
+    (S.RUNNING, S.COMPLETED): (
+        {"exit_code": 0},
+        {"end_time": NOW, "exit_code": 0, "failure_info": None, "result": "success"},
+    ),
+    (S.COMPLETED, S.ACTIVE): (
+        {},
+        {
+            "retry_count": 0,
+            "end_time": None,
+            "exit_code": None,  # reactivate
+            "failure_info": None,
+            "result": None,
+            "node_id": None,
+        },
+    ),
 }
 
 
@@ -54,8 +97,14 @@ def test_table_has_exactly_the_expected_edges() -> None:
 
 
 def expected(frm: TaskState, to: TaskState, extra: dict[str, Any]) -> dict[str, Any]:
-    return {**extra, "state": to.value, "previous_state": frm.value, "state_transition_time": NOW,
-            "previous_state_transition_time": T0, "last_modified": NOW}
+    return {
+        **extra,
+        "state": to.value,
+        "previous_state": frm.value,
+        "state_transition_time": NOW,
+        "previous_state_transition_time": T0,
+        "last_modified": NOW,
+    }
 
 
 @pytest.mark.parametrize("pair", pairs(S), ids=pair_id)
@@ -84,15 +133,19 @@ def test_retry_counts_a_retry_not_a_requeue() -> None:
 def test_a_lost_node_or_a_restart_requeues_with_the_requeue_count() -> None:
     """Issue 2 asks for requeueCount on tasks that died with their node or the server (no retry is spent)."""
     changes = task.transition(frozen(task_row(S.RUNNING)), S.ACTIVE, NOW)
-    assert changes == expected(S.RUNNING, S.ACTIVE, {"requeue_count": task_row(S.RUNNING)["requeue_count"] + 1, "last_requeue_time": NOW,
-                                                      "node_id": None})
+    assert changes == expected(
+        S.RUNNING,
+        S.ACTIVE,
+        {"requeue_count": task_row(S.RUNNING)["requeue_count"] + 1, "last_requeue_time": NOW, "node_id": None},
+    )
 
 
 def test_completed_with_failure_exit() -> None:
     failure = task.exit_failure(2)
     changes = task.transition(frozen(task_row(S.RUNNING)), S.COMPLETED, NOW, exit_code=2, failure_info=failure)
-    assert changes == expected(S.RUNNING, S.COMPLETED,
-                               {"end_time": NOW, "exit_code": 2, "failure_info": failure, "result": "failure"})
+    assert changes == expected(
+        S.RUNNING, S.COMPLETED, {"end_time": NOW, "exit_code": 2, "failure_info": failure, "result": "failure"}
+    )
 
 
 @pytest.mark.parametrize("frm", [S.ACTIVE, S.PREPARING])
@@ -108,8 +161,17 @@ def test_state_read_from_the_store_as_a_plain_string() -> None:
 
 def test_retries_then_final_failure() -> None:
     """Feed a task its events (start, exit 1, retry ...) and check the row after each one."""
-    row = task_row(S.ACTIVE, attempt=0, retry_count=0, requeue_count=0, start_time=None,
-                   exit_code=None, result=None, failure_info=None, max_retries=1)
+    row = task_row(
+        S.ACTIVE,
+        attempt=0,
+        retry_count=0,
+        requeue_count=0,
+        start_time=None,
+        exit_code=None,
+        result=None,
+        failure_info=None,
+        max_retries=1,
+    )
     states = []
     for attempt in (1, 2):
         row = apply(row, task.transition(frozen(row), S.RUNNING, NOW, pool_id="p", node_id="n", attempt=attempt))
@@ -129,41 +191,60 @@ def test_retries_then_final_failure() -> None:
 
 def test_failure_info_shapes() -> None:
     assert task.failure("BlobNotFound", "gone", "usererror") == {
-        "category": "usererror", "code": "BlobNotFound", "message": "gone"}
+        "category": "usererror",
+        "code": "BlobNotFound",
+        "message": "gone",
+    }
     assert task.failure("DiskFull", "full", "servererror", Path="/x") == {
-        "category": "servererror", "code": "DiskFull", "message": "full",
-        "details": [{"name": "Path", "value": "/x"}]}
+        "category": "servererror",
+        "code": "DiskFull",
+        "message": "full",
+        "details": [{"name": "Path", "value": "/x"}],
+    }
     assert task.exit_failure(3) == {
-        "category": "usererror", "code": "FailureExitCode",
+        "category": "usererror",
+        "code": "FailureExitCode",
         "message": "The task process exited with an unexpected exit code: 3",
-        "details": [{"name": "AdditionalErrorCode", "value": "FailureExitCode"}]}
+        "details": [{"name": "AdditionalErrorCode", "value": "FailureExitCode"}],
+    }
     assert task.ended_by("terminated by the user.") == {
-        "category": "usererror", "code": "TaskEnded", "message": "Task was ended: terminated by the user."}
+        "category": "usererror",
+        "code": "TaskEnded",
+        "message": "Task was ended: terminated by the user.",
+    }
 
 
 def test_requeue_while_preparing_counts_a_requeue() -> None:
     """A job disable or node reboot with requeue catches a task waiting for prep: a requeue, not a retry."""
     row = task_row(S.PREPARING)
     changes = task.transition(frozen(row), S.ACTIVE, NOW, requeue=True)
-    assert changes == expected(S.PREPARING, S.ACTIVE, {"requeue_count": row["requeue_count"] + 1,
-                                                        "last_requeue_time": NOW, "node_id": None})
+    assert changes == expected(
+        S.PREPARING, S.ACTIVE, {"requeue_count": row["requeue_count"] + 1, "last_requeue_time": NOW, "node_id": None}
+    )
 
 
 def test_reactivate_a_failed_task_resets_retries_and_keeps_requeues() -> None:
     row = task_row(S.COMPLETED, end_time=T0)
     changes = task.reactivate(frozen(row), NOW)
-    assert changes == expected(S.COMPLETED, S.ACTIVE, {"retry_count": 0, "end_time": None, "exit_code": None,
-                                                        "failure_info": None, "result": None, "node_id": None})
+    assert changes == expected(
+        S.COMPLETED,
+        S.ACTIVE,
+        {"retry_count": 0, "end_time": None, "exit_code": None, "failure_info": None, "result": None, "node_id": None},
+    )
     after = apply(row, changes)
     assert (after["requeue_count"], after["attempt"], after["start_time"]) == (3, 4, T0)
 
 
-@pytest.mark.parametrize(("state", "fields", "code"), [
-    (S.ACTIVE, {}, "TaskNotCompleted"),
-    (S.PREPARING, {}, "TaskNotCompleted"),
-    (S.RUNNING, {}, "TaskNotCompleted"),
-    (S.COMPLETED, {"exit_code": 0, "result": "success", "failure_info": None}, "TaskSucceeded"),
-], ids=["active", "preparing", "running", "succeeded"])
+@pytest.mark.parametrize(
+    ("state", "fields", "code"),
+    [
+        (S.ACTIVE, {}, "TaskNotCompleted"),
+        (S.PREPARING, {}, "TaskNotCompleted"),
+        (S.RUNNING, {}, "TaskNotCompleted"),
+        (S.COMPLETED, {"exit_code": 0, "result": "success", "failure_info": None}, "TaskSucceeded"),
+    ],
+    ids=["active", "preparing", "running", "succeeded"],
+)
 def test_reactivate_refuses_what_did_not_fail(state: TaskState, fields: dict[str, Any], code: str) -> None:
     with pytest.raises(Conflict) as info:
         task.reactivate(frozen(task_row(state, **fields)), NOW)

@@ -1,5 +1,6 @@
 """scheduler.priority: which queued tasks start where (batch-semantics §6.5), as data: jobs and nodes in,
 bookings [(job, task seq, node)] out."""
+
 from __future__ import annotations
 
 from itertools import count
@@ -22,16 +23,20 @@ def turn(name: str, tasks: list[tuple[int, int]], priority: int = 0, created: in
     return JobTurn(name, queue, priority, created, **fields)
 
 
-def booked(turns: list[JobTurn], pool: list[NodeSlots], fill: str = "spread", order: str = "none",
-           tickets=None) -> list[tuple[str, int, str]]:
+def booked(
+    turns: list[JobTurn], pool: list[NodeSlots], fill: str = "spread", order: str = "none", tickets=None
+) -> list[tuple[str, int, str]]:
     return [(t.job, seq, node.node_id) for t, seq, _, node in plan(turns, pool, fill, order, tickets)]
 
 
 # ---------------------------------------------------------------------------------------------- slots, fill
-@pytest.mark.parametrize(("fill", "expected"), [
-    ("spread", [("j", 1, "a"), ("j", 2, "b"), ("j", 3, "a")]),  # most free slots first; ties by node id
-    ("pack", [("j", 1, "a"), ("j", 2, "a"), ("j", 3, "b")]),    # fullest node that still fits
-])
+@pytest.mark.parametrize(
+    ("fill", "expected"),
+    [
+        ("spread", [("j", 1, "a"), ("j", 2, "b"), ("j", 3, "a")]),  # most free slots first; ties by node id
+        ("pack", [("j", 1, "a"), ("j", 2, "a"), ("j", 3, "b")]),  # fullest node that still fits
+    ],
+)
 def test_fill_type(fill, expected):
     assert booked([turn("j", [(1, 1), (2, 1), (3, 1)])], nodes(("a", 2, 0), ("b", 2, 0)), fill) == expected
 
@@ -57,13 +62,15 @@ def test_higher_priority_job_first_whatever_its_age():
 def test_creationtime_serves_the_older_of_equal_priorities_first():
     older, newer = turn("older", [(1, 1), (2, 1)], created=1), turn("newer", [(3, 1), (4, 1)], created=2)
     assert booked([newer, older], nodes(("a", 3, 0)), order="creationtime") == [
-        ("older", 1, "a"), ("older", 2, "a"), ("newer", 3, "a")]
+        ("older", 1, "a"),
+        ("older", 2, "a"),
+        ("newer", 3, "a"),
+    ]
 
 
 def test_none_takes_turns_within_a_round():
     first, second = turn("first", [(1, 1), (2, 1)], created=1), turn("second", [(3, 1), (4, 1)], created=2)
-    assert booked([first, second], nodes(("a", 3, 0))) == [("first", 1, "a"), ("second", 3, "a"),
-                                                           ("first", 2, "a")]
+    assert booked([first, second], nodes(("a", 3, 0))) == [("first", 1, "a"), ("second", 3, "a"), ("first", 2, "a")]
 
 
 def test_none_carries_turns_over_to_the_next_round():
@@ -84,9 +91,17 @@ def test_priority_beats_turns():
 
 
 # ---------------------------------------------------------------------------------------------- maxParallelTasks
-@pytest.mark.parametrize(("limit", "on_nodes", "budget"), [
-    (-1, 0, None), (-1, 500, None), (1, 0, 1), (2, 1, 1), (2, 2, 0), (3, 5, 0),  # lowered below what runs
-])
+@pytest.mark.parametrize(
+    ("limit", "on_nodes", "budget"),
+    [
+        (-1, 0, None),
+        (-1, 500, None),
+        (1, 0, 1),
+        (2, 1, 1),
+        (2, 2, 0),
+        (3, 5, 0),  # lowered below what runs
+    ],
+)
 def test_parallel_budget(limit, on_nodes, budget):
     assert parallel_budget(limit, on_nodes) == budget
 
@@ -94,8 +109,7 @@ def test_parallel_budget(limit, on_nodes, budget):
 def test_budget_caps_a_job_and_leaves_the_slots_to_others():
     capped = turn("capped", [(1, 1), (2, 1), (3, 1)], priority=5, budget=1)
     other = turn("other", [(4, 1), (5, 1)])
-    assert booked([capped, other], nodes(("a", 4, 0))) == [("capped", 1, "a"), ("other", 4, "a"),
-                                                          ("other", 5, "a")]
+    assert booked([capped, other], nodes(("a", 4, 0))) == [("capped", 1, "a"), ("other", 4, "a"), ("other", 5, "a")]
     assert capped.budget == 0 and len(capped.queue) == 2
 
 

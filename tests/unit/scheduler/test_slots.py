@@ -1,4 +1,5 @@
 """A node's room for tasks sent ahead (scheduler/ahead.py)."""
+
 from __future__ import annotations
 
 from kiln.scheduler.slots import AHEAD_DEPTH, NodeSlots

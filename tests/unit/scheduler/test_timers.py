@@ -1,4 +1,5 @@
 """Timers: each action runs once, at or after its due time, earliest first; a key scheduled again replaces it."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +18,7 @@ async def _run(schedule, expect: int) -> list[str]:
             fired.append(name)
             if len(fired) >= expect:
                 done.set()
+
         return run
 
     timers = Timers()
@@ -36,6 +38,7 @@ async def test_timers_fire_earliest_first_whatever_the_order_they_were_scheduled
         timers.schedule("late", start + timedelta(milliseconds=60), action("late"))
         timers.schedule("early", start + timedelta(milliseconds=20), action("early"))  # wakes the sleeping loop
         timers.schedule("latest", start + timedelta(milliseconds=90), action("latest"))  # behind the head: no wake
+
     assert await _run(schedule, 3) == ["early", "late", "latest"]
 
 
@@ -45,6 +48,7 @@ async def test_a_timer_scheduled_behind_a_sleeping_head_still_fires_once_its_tur
         timers.schedule("head", start + timedelta(milliseconds=30), action("head"))
         for i in range(5):
             timers.schedule(f"t{i}", start + timedelta(milliseconds=40 + i), action(f"t{i}"))
+
     assert await _run(schedule, 6) == ["head", "t0", "t1", "t2", "t3", "t4"]
 
 
@@ -56,4 +60,5 @@ async def test_a_key_scheduled_again_replaces_it_and_a_cancelled_one_never_fires
         timers.schedule("gone", start + timedelta(milliseconds=20), action("gone"))
         timers.cancel("gone")
         timers.schedule("last", start + timedelta(milliseconds=60), action("last"))
+
     assert await _run(schedule, 2) == ["moved-late", "last"]

@@ -10,6 +10,7 @@ as the postgres OS user:
 A reachable server is required (CI: `pg_ctlcluster 15 main start`); without one the PostgreSQL cases skip,
 unless KILN_TEST_REQUIRE_PG=1, which turns the skip into a failure.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,12 +43,17 @@ def _make_root_role() -> str | None:
     """As root with peer authentication: give root a superuser role (idempotent). None on success."""
     if os.geteuid() != 0 or shutil.which("su") is None:
         return "not root: cannot create a role for the current user"
-    check = subprocess.run(["su", "postgres", "-c", "psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname = 'root'\""],
-                           capture_output=True, text=True, timeout=30)
+    check = subprocess.run(
+        ["su", "postgres", "-c", "psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname = 'root'\""],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if check.returncode == 0 and check.stdout.strip() == "1":
         return None
-    made = subprocess.run(["su", "postgres", "-c", "createuser --superuser root"],
-                          capture_output=True, text=True, timeout=30)
+    made = subprocess.run(
+        ["su", "postgres", "-c", "createuser --superuser root"], capture_output=True, text=True, timeout=30
+    )
     return None if made.returncode == 0 else f"createuser failed: {made.stderr.strip()}"
 
 
@@ -69,8 +75,9 @@ def _find_admin_url() -> tuple[str | None, str]:
         if problem is None and (error := _try_connect(as_me)) is None:
             return as_me, ""
         errors.append(problem or error)
-    return None, ("PostgreSQL not reachable on " + SOCKET_DIR + " (start it: pg_ctlcluster 15 main start): "
-                  + " | ".join(errors))
+    return None, (
+        "PostgreSQL not reachable on " + SOCKET_DIR + " (start it: pg_ctlcluster 15 main start): " + " | ".join(errors)
+    )
 
 
 def _with_database(admin_url: str, name: str) -> str:

@@ -2,9 +2,10 @@
 
 Each test gets its own database (see conftest.py): `backend` parametrizes every test over both.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -27,39 +28,81 @@ from kiln.store.database import Database, alembic_config, sqlite_url
 from kiln.store.schema import metadata
 from kiln.testing import wait_for
 
-T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
-T1 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=timezone.utc)
+T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
+T1 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 TABLES = {"pools", "nodes", "jobs", "tasks", "preparations", "subtasks", "counters", "job_schedules"}
 
 
 def pool_row(key: str = "p", **fields: Any) -> dict[str, Any]:
-    row = {"key": key, "id": key, "spec": {"vmSize": "standard_d2s_v3"}, "state": "active",
-           "state_transition_time": T0, "allocation_state": "steady", "allocation_state_transition_time": T0,
-           "target_dedicated_nodes": 1, "target_low_priority_nodes": 0, "task_slots_per_node": 2,
-           "creation_time": T0, "last_modified": T0, "etag": rows.new_etag()}
+    row = {
+        "key": key,
+        "id": key,
+        "spec": {"vmSize": "standard_d2s_v3"},
+        "state": "active",
+        "state_transition_time": T0,
+        "allocation_state": "steady",
+        "allocation_state_transition_time": T0,
+        "target_dedicated_nodes": 1,
+        "target_low_priority_nodes": 0,
+        "task_slots_per_node": 2,
+        "creation_time": T0,
+        "last_modified": T0,
+        "etag": rows.new_etag(),
+    }
     return {**row, **fields}
 
 
 def job_row(key: str, seq: int = 1, **fields: Any) -> dict[str, Any]:
-    row = {"key": key, "id": key, "seq": seq, "spec": {"poolInfo": {"poolId": "p"}}, "state": "active",
-           "state_transition_time": T0, "pool_key": "p", "priority": 0, "creation_time": T0,
-           "last_modified": T0, "etag": rows.new_etag()}
+    row = {
+        "key": key,
+        "id": key,
+        "seq": seq,
+        "spec": {"poolInfo": {"poolId": "p"}},
+        "state": "active",
+        "state_transition_time": T0,
+        "pool_key": "p",
+        "priority": 0,
+        "creation_time": T0,
+        "last_modified": T0,
+        "etag": rows.new_etag(),
+    }
     return {**row, **fields}
 
 
 def task_row(job_key: str, key: str, state: str = "active", **fields: Any) -> dict[str, Any]:
     """Always the same keys: an executemany takes its columns from the first row and ignores extra keys."""
-    row = {"job_key": job_key, "key": key, "id": key, "spec": {"commandLine": f"echo {key}"}, "state": state,
-           "state_transition_time": T0, "required_slots": 1, "max_retries": 0, "node_id": None, "start_time": None,
-           "end_time": None, "result": None, "failure_info": None, "creation_time": T0, "last_modified": T0,
-           "etag": rows.new_etag()}
+    row = {
+        "job_key": job_key,
+        "key": key,
+        "id": key,
+        "spec": {"commandLine": f"echo {key}"},
+        "state": state,
+        "state_transition_time": T0,
+        "required_slots": 1,
+        "max_retries": 0,
+        "node_id": None,
+        "start_time": None,
+        "end_time": None,
+        "result": None,
+        "failure_info": None,
+        "creation_time": T0,
+        "last_modified": T0,
+        "etag": rows.new_etag(),
+    }
     assert set(fields) <= set(row), f"add {sorted(set(fields) - set(row))} to task_row's keys"
     return {**row, **fields}
 
 
 def node_row(node_id: str, **fields: Any) -> dict[str, Any]:
-    row = {"id": node_id, "pool_key": "p", "state": "idle", "scheduling_state": "enabled",
-           "state_transition_time": T0, "allocation_time": T0, "root_dir": f"/nodes/{node_id}"}
+    row = {
+        "id": node_id,
+        "pool_key": "p",
+        "state": "idle",
+        "scheduling_state": "enabled",
+        "state_transition_time": T0,
+        "allocation_time": T0,
+        "root_dir": f"/nodes/{node_id}",
+    }
     return {**row, **fields}
 
 
@@ -102,8 +145,9 @@ def test_downgrade_to_base_and_back(db: Database) -> None:
 def test_insert_get_find(db: Database) -> None:
     with tx(db) as conn:
         rows.insert_rows(conn, rows.pools, [pool_row()])
-        rows.insert_rows(conn, rows.jobs, [job_row("b", seq=2, priority=5), job_row("a", seq=1),
-                                           job_row("c", seq=3, priority=5)])
+        rows.insert_rows(
+            conn, rows.jobs, [job_row("b", seq=2, priority=5), job_row("a", seq=1), job_row("c", seq=3, priority=5)]
+        )
     with tx(db) as conn:
         got = rows.get(conn, rows.jobs, key="a")
         assert got is not None and (got["id"], got["seq"], got["state"]) == ("a", 1, "active")
@@ -141,6 +185,7 @@ def test_a_transactions_task_changes_and_node_counters_are_written_together(db: 
     """The scheduler's batched writes (Effects.write_batched): one statement per shape of task change,
     one for every node's counters, whichever of them moved."""
     from kiln.scheduler.state import Effects
+
     with tx(db) as conn:
         rows.insert_rows(conn, rows.tasks, [task_row("j", "a"), task_row("j", "b")])
         rows.insert_rows(conn, rows.nodes, [node_row("n1"), node_row("n2")])
@@ -177,8 +222,16 @@ def test_change_applies_when_the_guard_holds(db: Database) -> None:
     with tx(db) as conn:
         rows.insert_rows(conn, rows.jobs, [job_row("j")])
     with tx(db) as conn:
-        assert rows.change(conn, rows.jobs, {"key": "j"}, {"state": "terminating", "terminate_reason": "x"},
-                           expect={"state": "active"}) is True
+        assert (
+            rows.change(
+                conn,
+                rows.jobs,
+                {"key": "j"},
+                {"state": "terminating", "terminate_reason": "x"},
+                expect={"state": "active"},
+            )
+            is True
+        )
     with tx(db) as conn:
         got = rows.get(conn, rows.jobs, key="j")
         assert (got["state"], got["terminate_reason"]) == ("terminating", "x")
@@ -189,8 +242,12 @@ def test_change_refuses_on_a_state_mismatch(db: Database) -> None:
         rows.insert_rows(conn, rows.jobs, [job_row("j", state="completed")])
     with tx(db) as conn:
         before = rows.get(conn, rows.jobs, key="j")
-        assert rows.change(conn, rows.jobs, {"key": "j"}, {"state": "terminating"}, expect={"state": "active"},
-                           bump_etag=True) is False
+        assert (
+            rows.change(
+                conn, rows.jobs, {"key": "j"}, {"state": "terminating"}, expect={"state": "active"}, bump_etag=True
+            )
+            is False
+        )
     with tx(db) as conn:
         assert rows.get(conn, rows.jobs, key="j") == before  # nothing written, etag included
 
@@ -268,16 +325,20 @@ def test_next_value_rolls_back_with_its_transaction(db: Database) -> None:
 
 def test_task_counts(db: Database) -> None:
     with tx(db) as conn:
-        rows.insert_rows(conn, rows.tasks, [
-            task_row("j", "a1"),
-            task_row("j", "a2", required_slots=3),
-            task_row("j", "p1", state="preparing", required_slots=2),
-            task_row("j", "r1", state="running"),
-            task_row("j", "s1", state="completed", result="success"),
-            task_row("j", "s2", state="completed", result="success", required_slots=4),
-            task_row("j", "f1", state="completed", result="failure"),
-            task_row("other", "a1"),
-        ])
+        rows.insert_rows(
+            conn,
+            rows.tasks,
+            [
+                task_row("j", "a1"),
+                task_row("j", "a2", required_slots=3),
+                task_row("j", "p1", state="preparing", required_slots=2),
+                task_row("j", "r1", state="running"),
+                task_row("j", "s1", state="completed", result="success"),
+                task_row("j", "s2", state="completed", result="success", required_slots=4),
+                task_row("j", "f1", state="completed", result="failure"),
+                task_row("other", "a1"),
+            ],
+        )
     with tx(db) as conn:
         counts = rows.task_counts(conn, "j")
         assert sorted((c["state"], c["result"] or "", c["n"], c["slots"]) for c in counts) == [
@@ -303,13 +364,17 @@ def test_tasks_by_seq(db: Database) -> None:
 
 def test_tasks_in_states(db: Database) -> None:
     with tx(db) as conn:
-        rows.insert_rows(conn, rows.tasks, [
-            task_row("j1", "r2", state="running", node_id="n2"),
-            task_row("j1", "a", state="active"),
-            task_row("j1", "p", state="preparing", node_id="n1"),
-            task_row("j2", "r1", state="running", node_id="n1"),
-            task_row("j1", "c", state="completed", result="success"),
-        ])
+        rows.insert_rows(
+            conn,
+            rows.tasks,
+            [
+                task_row("j1", "r2", state="running", node_id="n2"),
+                task_row("j1", "a", state="active"),
+                task_row("j1", "p", state="preparing", node_id="n1"),
+                task_row("j2", "r1", state="running", node_id="n1"),
+                task_row("j1", "c", state="completed", result="success"),
+            ],
+        )
     on_node = ["preparing", "running"]
     with tx(db) as conn:
         assert [r["key"] for r in rows.tasks_in_states(conn, on_node)] == ["r2", "p", "r1"]  # by seq
@@ -323,9 +388,15 @@ def test_delete_job_rows(db: Database) -> None:
     with tx(db) as conn:
         rows.insert_rows(conn, rows.jobs, [job_row("j1"), job_row("j2", seq=2)])
         rows.insert_rows(conn, rows.tasks, [task_row("j1", "t1"), task_row("j1", "t2"), task_row("j2", "t1")])
-        rows.insert_rows(conn, rows.preparations, [prep_rules.new_record("j1", "p", "n1", 0),
-                                                   prep_rules.new_record("j1", "p", "n2", 0),
-                                                   prep_rules.new_record("j2", "p", "n1", 0)])
+        rows.insert_rows(
+            conn,
+            rows.preparations,
+            [
+                prep_rules.new_record("j1", "p", "n1", 0),
+                prep_rules.new_record("j1", "p", "n2", 0),
+                prep_rules.new_record("j2", "p", "n1", 0),
+            ],
+        )
     with tx(db) as conn:
         rows.delete_job_rows(conn, "j1")
     with tx(db) as conn:
@@ -345,10 +416,10 @@ def test_utc_datetime_round_trip(db: Database, offset_hours: int) -> None:
     with tx(db) as conn:
         got = rows.get(conn, rows.tasks, job_key="j", key="t")
         assert got["start_time"] == T1
-        assert got["start_time"].tzinfo is timezone.utc
+        assert got["start_time"].tzinfo is UTC
         assert got["start_time"].utcoffset() == timedelta(0)
         assert got["end_time"] is None
-        assert got["creation_time"] == T0 and got["creation_time"].tzinfo is timezone.utc
+        assert got["creation_time"] == T0 and got["creation_time"].tzinfo is UTC
         raw = conn.exec_driver_sql("SELECT start_time FROM tasks").scalar_one()
         if isinstance(raw, str):  # SQLite keeps text
             raw = datetime.fromisoformat(raw)
@@ -358,8 +429,9 @@ def test_utc_datetime_round_trip(db: Database, offset_hours: int) -> None:
 def test_utc_datetime_in_where_clauses(db: Database) -> None:
     """Bound parameters go through the same conversion, so comparisons with aware datetimes work."""
     with tx(db) as conn:
-        rows.insert_rows(conn, rows.tasks, [task_row("j", "early", start_time=T0),
-                                            task_row("j", "late", start_time=T1)])
+        rows.insert_rows(
+            conn, rows.tasks, [task_row("j", "early", start_time=T0), task_row("j", "late", start_time=T1)]
+        )
     paris = timezone(timedelta(hours=1))
     with tx(db) as conn:
         later = conn.execute(select(rows.tasks.c.key).where(rows.tasks.c.start_time > T0.astimezone(paris)))
@@ -368,8 +440,12 @@ def test_utc_datetime_in_where_clauses(db: Database) -> None:
 
 
 def test_json_round_trip(db: Database) -> None:
-    spec = {"commandLine": "cmd /c echo ü", "environmentSettings": [{"name": "A", "value": "1"}],
-            "constraints": {"maxTaskRetryCount": -1}, "nested": {"list": [1, 2.5, None, True]}}
+    spec = {
+        "commandLine": "cmd /c echo ü",
+        "environmentSettings": [{"name": "A", "value": "1"}],
+        "constraints": {"maxTaskRetryCount": -1},
+        "nested": {"list": [1, 2.5, None, True]},
+    }
     failure = task_rules.exit_failure(3)
     with tx(db) as conn:
         rows.insert_rows(conn, rows.tasks, [task_row("j", "t", spec=spec, failure_info=failure)])
@@ -379,8 +455,14 @@ def test_json_round_trip(db: Database) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- with core
-def _move(conn: Connection, table: Any, keys: dict[str, Any], row: dict[str, Any], changes: dict[str, Any],
-          state_field: str = "state") -> dict[str, Any]:
+def _move(
+    conn: Connection,
+    table: Any,
+    keys: dict[str, Any],
+    row: dict[str, Any],
+    changes: dict[str, Any],
+    state_field: str = "state",
+) -> dict[str, Any]:
     assert rows.change(conn, table, keys, changes, expect={state_field: row[state_field]}, bump_etag="etag" in row)
     stored = rows.get(conn, table, **keys)
     assert stored is not None
@@ -398,28 +480,64 @@ def test_lifecycle_changes_are_storable(db: Database) -> None:
     with tx(db) as conn:
         task = rows.get(conn, rows.tasks, job_key="j", key="t")
         key = {"seq": task["seq"]}
-        task = _move(conn, rows.tasks, key, task, task_rules.transition(
-            task, TaskState.PREPARING, T0, pool_id="p", node_id="n1", attempt=1))
+        task = _move(
+            conn,
+            rows.tasks,
+            key,
+            task,
+            task_rules.transition(task, TaskState.PREPARING, T0, pool_id="p", node_id="n1", attempt=1),
+        )
         task = _move(conn, rows.tasks, key, task, task_rules.transition(task, TaskState.RUNNING, T0))
         task = _move(conn, rows.tasks, key, task, task_rules.transition(task, TaskState.ACTIVE, T1, retry=True))
-        task = _move(conn, rows.tasks, key, task, task_rules.transition(
-            task, TaskState.RUNNING, T1, pool_id="p", node_id="n1", attempt=2))
-        task = _move(conn, rows.tasks, key, task, task_rules.transition(
-            task, TaskState.COMPLETED, T1, exit_code=1, failure_info=task_rules.exit_failure(1)))
+        task = _move(
+            conn,
+            rows.tasks,
+            key,
+            task,
+            task_rules.transition(task, TaskState.RUNNING, T1, pool_id="p", node_id="n1", attempt=2),
+        )
+        task = _move(
+            conn,
+            rows.tasks,
+            key,
+            task,
+            task_rules.transition(task, TaskState.COMPLETED, T1, exit_code=1, failure_info=task_rules.exit_failure(1)),
+        )
         assert (task["state"], task["previous_state"], task["retry_count"], task["result"]) == (
-            "completed", "running", 1, "failure")
+            "completed",
+            "running",
+            1,
+            "failure",
+        )
 
         record = rows.get(conn, rows.preparations, job_key="j", node_id="n1")
         pkey = {"job_key": "j", "node_id": "n1"}
-        record = _move(conn, rows.preparations, pkey, record,
-                       prep_rules.prep(record, StepState.RUNNING, T0, attempt=1), "prep_state")
-        record = _move(conn, rows.preparations, pkey, record,
-                       prep_rules.prep(record, StepState.COMPLETED, T0, exit_code=0, failure_info=None), "prep_state")
+        record = _move(
+            conn,
+            rows.preparations,
+            pkey,
+            record,
+            prep_rules.prep(record, StepState.RUNNING, T0, attempt=1),
+            "prep_state",
+        )
+        record = _move(
+            conn,
+            rows.preparations,
+            pkey,
+            record,
+            prep_rules.prep(record, StepState.COMPLETED, T0, exit_code=0, failure_info=None),
+            "prep_state",
+        )
         assert prep_rules.succeeded(record)
 
         job = rows.get(conn, rows.jobs, key="j")
-        job = _move(conn, rows.jobs, {"key": "j"}, job, job_rules.transition(job, JobState.TERMINATING, T1,
-                                                                              reason="UserTerminate"))
+        job = _move(
+            conn,
+            rows.jobs,
+            {"key": "j"},
+            job,
+            job_rules.transition(job, JobState.TERMINATING, T1, reason="UserTerminate"),
+        )
         job = _move(conn, rows.jobs, {"key": "j"}, job, job_rules.transition(job, JobState.COMPLETED, T1))
         assert (job["state"], job["end_time"], job["terminate_reason"]) == ("completed", T1, "UserTerminate")
 
@@ -443,6 +561,7 @@ async def test_write_rolls_back_on_error(db: Database) -> None:
 
 async def test_writes_after_a_failed_one_commit_on_the_same_connection(db: Database) -> None:
     """SQLite writes keep one connection between transactions: a failed one leaves it clean for the next."""
+
     def fail(conn: Connection) -> None:
         rows.insert_rows(conn, rows.jobs, [job_row("lost")])
         raise ValueError("boom")
@@ -486,8 +605,13 @@ async def test_the_log_is_checkpointed_off_the_writers_commits(tmp_path) -> None
             assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
         before = (tmp_path / "kiln.db").stat().st_size
         for n in range(20):  # ~2 MB of log
-            await database.write(lambda conn, n=n: rows.insert_rows(conn, rows.jobs, [
-                {**job_row(f"j{n}-{i}", seq=n * 25 + i + 1), "spec": {"padding": "x" * 4000}} for i in range(25)]))
+            await database.write(
+                lambda conn, n=n: rows.insert_rows(
+                    conn,
+                    rows.jobs,
+                    [{**job_row(f"j{n}-{i}", seq=n * 25 + i + 1), "spec": {"padding": "x" * 4000}} for i in range(25)],
+                )
+            )
         wait_for(lambda: (tmp_path / "kiln.db").stat().st_size > before + 1_000_000, 10, "the checkpoint")
     finally:
         database.close()
@@ -507,10 +631,18 @@ def test_a_schedule_job_id_longer_than_64_fits(db: Database) -> None:
 
 
 def test_job_schedule_row_round_trip(db: Database) -> None:
-    moment = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
-    row = {"key": "s", "id": "S", "seq": 1, "spec": {"schedule": {}, "jobSpecification": {"poolInfo": {"poolId": "p"}}},
-           "state": "active", "state_transition_time": moment, "creation_time": moment, "last_modified": moment,
-           "etag": rows.new_etag()}
+    moment = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
+    row = {
+        "key": "s",
+        "id": "S",
+        "seq": 1,
+        "spec": {"schedule": {}, "jobSpecification": {"poolInfo": {"poolId": "p"}}},
+        "state": "active",
+        "state_transition_time": moment,
+        "creation_time": moment,
+        "last_modified": moment,
+        "etag": rows.new_etag(),
+    }
     with tx(db) as conn:
         rows.insert_rows(conn, rows.job_schedules, [row])
     with tx(db) as conn:
@@ -526,17 +658,23 @@ def test_utc_times_are_stored_in_sqlalchemys_sqlite_format() -> None:
 
     from kiln.store.schema import UTCDateTime
 
-    table = Table("times", MetaData(), Column("n", Integer, primary_key=True), Column("ours", UTCDateTime),
-                  Column("theirs", DateTime))
+    table = Table(
+        "times",
+        MetaData(),
+        Column("n", Integer, primary_key=True),
+        Column("ours", UTCDateTime),
+        Column("theirs", DateTime),
+    )
     engine = create_engine("sqlite://")
     table.metadata.create_all(engine)
-    values = [datetime(2026, 11, 26, 7, 13, 5, 123456, tzinfo=timezone.utc),
-              datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2))),
-              datetime(2026, 1, 2, 3, 4, 5, 1, tzinfo=timezone.utc)]
+    values = [
+        datetime(2026, 11, 26, 7, 13, 5, 123456, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2026, 1, 2, 3, 4, 5, 1, tzinfo=UTC),
+    ]
     with engine.begin() as conn:
         for n, value in enumerate(values):
-            conn.execute(insert(table).values(n=n, ours=value,
-                                              theirs=value.astimezone(timezone.utc).replace(tzinfo=None)))
+            conn.execute(insert(table).values(n=n, ours=value, theirs=value.astimezone(UTC).replace(tzinfo=None)))
         stored = conn.execute(text("SELECT ours, theirs FROM times ORDER BY n")).all()
         assert [ours for ours, _ in stored] == [theirs for _, theirs in stored]
         assert stored[1][0] == "2026-01-02 01:04:05.000000"
@@ -549,8 +687,11 @@ def test_prepared_statements_read_and_write_what_sqlalchemy_does(db: Database) -
     select returns them (times aware UTC, JSON decoded, NULLs as None), and updates land the same."""
     failed = {"category": "usererror", "code": "FailureExitCode", "message": "exit 3"}
     with tx(db) as conn:
-        rows.insert_rows(conn, rows.tasks, [task_row("j", "a"), task_row("j", "b", state="completed",
-                                                                         end_time=T0, failure_info=failed)])
+        rows.insert_rows(
+            conn,
+            rows.tasks,
+            [task_row("j", "a"), task_row("j", "b", state="completed", end_time=T0, failure_info=failed)],
+        )
         seqs = rows.task_seqs(conn, "j", ["a", "b", "missing"])
         assert set(seqs) == {"a", "b"}
         mine = sorted(rows.tasks_by_seq(conn, list(seqs.values())), key=lambda r: r["key"])

@@ -5,6 +5,7 @@ registers the kiln_* comm handlers on the worker. distributed calls a handler wi
 message's keys as keyword arguments (and the comm first only if the first parameter is
 named `comm`; none of these want it).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -86,10 +87,13 @@ class NodeAgent:
     async def ping(self) -> dict[str, Any]:
         import dask
 
-        return {"pid": os.getpid(), "running": len(self.table.running),
-                "profile": dask.config.get("distributed.worker.profile.enabled", default=None),
-                "tick": dask.config.get("distributed.admin.tick.interval", default=None),
-                "loop": type(asyncio.get_running_loop()).__module__}
+        return {
+            "pid": os.getpid(),
+            "running": len(self.table.running),
+            "profile": dask.config.get("distributed.worker.profile.enabled", default=None),
+            "tick": dask.config.get("distributed.admin.tick.interval", default=None),
+            "loop": type(asyncio.get_running_loop()).__module__,
+        }
 
     async def run(self, steps: list[dict[str, Any]]) -> list[str]:
         """Start the steps (those sent ahead: queue them) and return at once; returns the ids accepted
@@ -117,18 +121,29 @@ class NodeAgent:
         self.node_roots.add(step.node_root)
         kill = self._kills[step.step_id] = process.KillSwitch()
         self._started[step.step_id] = asyncio.get_running_loop().time()
-        self._tasks[step.step_id] = asyncio.create_task(self._run_one(step, kill),
-                                                        name=f"kiln-step-{step.step_id}")
+        self._tasks[step.step_id] = asyncio.create_task(self._run_one(step, kill), name=f"kiln-step-{step.step_id}")
 
     async def _run_one(self, step: Step, kill: process.KillSwitch) -> None:
         message = None
         try:
-            message = (await runner.run_step(step, spawner=self.spawner, kill=kill, http=self.http_client,
-                                             keep_group=self._kept_groups.__setitem__)).to_message()
+            message = (
+                await runner.run_step(
+                    step,
+                    spawner=self.spawner,
+                    kill=kill,
+                    http=self.http_client,
+                    keep_group=self._kept_groups.__setitem__,
+                )
+            ).to_message()
         except Exception as exc:  # a bug must still end the step, never leave it running forever
             logger.exception("step %s crashed", step.step_id)
-            message = StepResult(step.step_id, time.time(), time.time(), None, failure=failure_info(
-                SERVER_ERROR, "NodeAgentError", f"The node agent failed: {exc!r}")).to_message()
+            message = StepResult(
+                step.step_id,
+                time.time(),
+                time.time(),
+                None,
+                failure=failure_info(SERVER_ERROR, "NodeAgentError", f"The node agent failed: {exc!r}"),
+            ).to_message()
         finally:
             self._tasks.pop(step.step_id, None)
             self._kills.pop(step.step_id, None)
@@ -165,9 +180,13 @@ class NodeAgent:
             self._http = http_client()
         return self._http
 
-    async def results(self, timeout: float, ack: list[str] | None = None,
-                      run: list[dict[str, Any]] | None = None,
-                      ack_started: list[str] | None = None) -> list[dict[str, Any]]:
+    async def results(
+        self,
+        timeout: float,
+        ack: list[str] | None = None,
+        run: list[dict[str, Any]] | None = None,
+        ack_started: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
         """Long-poll: forget the acknowledged results and notices, start the steps sent along (as `run`),
         wait up to timeout for a result (and then up to REPORT_LINGER for its neighbours), return all
         unacknowledged ones."""
@@ -190,8 +209,9 @@ class NodeAgent:
         while (first := self._first_result_at) is not None and self.table.finished:
             now = loop.time()
             left = first + REPORT_LINGER - now
-            if left <= 0 or not any(now - started < REPORT_LINGER and started <= first
-                                    for started in self._started.values()):
+            if left <= 0 or not any(
+                now - started < REPORT_LINGER and started <= first for started in self._started.values()
+            ):
                 return
             await asyncio.wait([self._next_result()], timeout=left)
 
@@ -254,8 +274,7 @@ class NodeAgent:
     async def stat_file(self, node_root: str, path: str) -> dict[str, Any]:
         return await _file_op(lambda: files.as_message(files.stat_file(node_root, path)))
 
-    async def read_file(self, node_root: str, path: str, start: int = 0,
-                        end: int | None = None) -> dict[str, Any]:
+    async def read_file(self, node_root: str, path: str, start: int = 0, end: int | None = None) -> dict[str, Any]:
         return await _file_op(lambda: files.read_file(node_root, path, start, end))
 
     async def delete_file(self, node_root: str, path: str, recursive: bool = False) -> dict[str, Any]:
@@ -290,8 +309,11 @@ def dask_setup(worker: Any) -> None:
         layout.create_node_layout(node_root)
         blocked = identity.unreachable_parent(Path(node_root)) if identity.isolating() else None
         if blocked is not None:
-            logger.warning("non-admin tasks on node root %s will fail: task accounts cannot pass through %s "
-                           "(it lacks o+x)", node_root, blocked)
+            logger.warning(
+                "non-admin tasks on node root %s will fail: task accounts cannot pass through %s (it lacks o+x)",
+                node_root,
+                blocked,
+            )
     agent = NodeAgent(node_root)
     agent.leash_to_parent()
     worker.handlers.update(agent.handlers())

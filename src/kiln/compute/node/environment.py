@@ -1,4 +1,5 @@
 """The process environment of a step: a minimal base, the user's variables, then AZ_BATCH_*."""
+
 from __future__ import annotations
 
 import functools
@@ -10,8 +11,20 @@ from kiln.compute.node.layout import TaskPaths, task_paths
 from kiln.compute.protocol import Step
 
 #: Variables taken over from the worker's own environment, when set there.
-BASE_VARS = ("PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
-             "USER", "LOGNAME", "SHELL", "TERM")
+BASE_VARS = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TERM",
+)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 #: Kinds that see the job preparation task's directories (when the job has one).
@@ -35,11 +48,13 @@ def batch_variables(step: Step, paths: TaskPaths) -> dict[str, str]:
     """The AZ_BATCH_* variables: the step's identity, then the node's directories."""
     variables = dict(step.batch_context)
     variables.update(node_variables(paths))
-    variables.update({
-        "AZ_BATCH_TASK_DIR": str(paths.task_dir),
-        "AZ_BATCH_TASK_WORKING_DIR": str(paths.wd),
-        "AZ_BATCH_TASK_RESERVED_EPHEMERAL_DISK_SPACE_BYTES": "0",
-    })
+    variables.update(
+        {
+            "AZ_BATCH_TASK_DIR": str(paths.task_dir),
+            "AZ_BATCH_TASK_WORKING_DIR": str(paths.wd),
+            "AZ_BATCH_TASK_RESERVED_EPHEMERAL_DISK_SPACE_BYTES": "0",
+        }
+    )
     if "AZ_BATCH_IS_CURRENT_NODE_MASTER" in variables:  # an instance of a multi-instance task
         variables["AZ_BATCH_TASK_SHARED_DIR"] = str(paths.task_dir)
     if step.prep_task_dir is not None and step.kind in SEES_PREP_DIR:
@@ -66,8 +81,9 @@ def node_variables(paths: TaskPaths) -> dict[str, str]:
     return variables
 
 
-def build_environment(step: Step, paths: TaskPaths, host_env: Mapping[str, str] | None = None,
-                      account: Account | None = None) -> dict[str, str]:
+def build_environment(
+    step: Step, paths: TaskPaths, host_env: Mapping[str, str] | None = None, account: Account | None = None
+) -> dict[str, str]:
     """Merge in Batch's order; AZ_BATCH_* last so a user variable cannot fake the node's identity.
 
     A step run as a task account gets that account's HOME/USER/LOGNAME, not the worker's.

@@ -1,4 +1,5 @@
 """Batch failureInfo dicts, built by the hook that fails."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Files under a node root, for the Batch file API: list, stat, read a range, delete."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,14 @@ def resolve(node_root: str, path: str) -> Path:
 def entry(name: str, st: os.stat_result) -> FileEntry:
     """mode is the full st_mode (type and permission bits)."""
     directory = stat.S_ISDIR(st.st_mode)
-    return FileEntry(name=name, is_directory=directory, size=0 if directory else st.st_size,
-                     mtime=st.st_mtime, ctime=st.st_ctime, mode=st.st_mode)
+    return FileEntry(
+        name=name,
+        is_directory=directory,
+        size=0 if directory else st.st_size,
+        mtime=st.st_mtime,
+        ctime=st.st_ctime,
+        mode=st.st_mode,
+    )
 
 
 def stat_file(node_root: str, path: str) -> FileEntry:

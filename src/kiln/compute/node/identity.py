@@ -28,6 +28,7 @@ The task directory, wd, stdout.txt, stderr.txt and the resource files are handed
 before the command starts; directories stay 0755 and files readable by others (the job's tasks read
 what the preparation task downloaded), and nothing but shared/ is writable by other accounts.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -138,8 +139,9 @@ def claim_uid(owner: str, preferred: int, current: int | None = None) -> int:
                 entry.unlink(missing_ok=True)
                 os.symlink(target, entry)
                 return uid
-    raise StepFailure.of(SERVER_ERROR, "TaskAccountUnavailable",
-                         f"All {UID_COUNT} task account uids are in use on this host.")
+    raise StepFailure.of(
+        SERVER_ERROR, "TaskAccountUnavailable", f"All {UID_COUNT} task account uids are in use on this host."
+    )
 
 
 #: Node-wide accounts' uids this process has claimed, by (registry, node root, scope, name). A claim stays
@@ -295,25 +297,32 @@ def prepare(step: Step, paths: TaskPaths, *, fresh: bool = False) -> Account | N
     fresh: this step made the task directory and wd (layout.create_task_dir), a retry did not."""
     if step.user_missing:
         name = (step.user or {}).get("name")
-        raise StepFailure.of(USER_ERROR, "UserAccountNotFound",
-                             f"The pool has no user account named {name!r} (userIdentity.username).")
+        raise StepFailure.of(
+            USER_ERROR, "UserAccountNotFound", f"The pool has no user account named {name!r} (userIdentity.username)."
+        )
     if not needs_account(step):
         return None
     try:
         blocked = blocked_parent(paths)
         if blocked is not None:
-            raise StepFailure.of(SERVER_ERROR, "TaskAccountSetupFailed", (
-                f"{blocked} cannot be passed through by other users (it lacks o+x), so the task's "
-                "non-admin account cannot reach its directory; make the data dir traversable "
-                "(e.g. chmod 755) or run the task with elevationLevel admin."))
+            raise StepFailure.of(
+                SERVER_ERROR,
+                "TaskAccountSetupFailed",
+                (
+                    f"{blocked} cannot be passed through by other users (it lacks o+x), so the task's "
+                    "non-admin account cannot reach its directory; make the data dir traversable "
+                    "(e.g. chmod 755) or run the task with elevationLevel admin."
+                ),
+            )
         account = account_of(step, paths)
         if not (fresh and hand_over_fresh(paths, account)):
             hand_over(paths.task_dir, account, directory=True)
             hand_over(paths.wd, account, directory=True)
         return account
     except OSError as exc:
-        raise StepFailure.of(SERVER_ERROR, "TaskAccountSetupFailed",
-                             f"Could not hand the task directory to the task's account: {exc}") from None
+        raise StepFailure.of(
+            SERVER_ERROR, "TaskAccountSetupFailed", f"Could not hand the task directory to the task's account: {exc}"
+        ) from None
 
 
 def hand_over_resource_files(paths: TaskPaths, files: tuple[ResourceFile, ...], account: Account) -> None:
@@ -325,5 +334,6 @@ def hand_over_resource_files(paths: TaskPaths, files: tuple[ResourceFile, ...], 
                 hand_over(paths.wd / parent, account, directory=True)
             hand_over(dest, account, directory=False)
     except OSError as exc:
-        raise StepFailure.of(SERVER_ERROR, "TaskAccountSetupFailed",
-                             f"Could not hand the resource files to the task's account: {exc}") from None
+        raise StepFailure.of(
+            SERVER_ERROR, "TaskAccountSetupFailed", f"Could not hand the resource files to the task's account: {exc}"
+        ) from None

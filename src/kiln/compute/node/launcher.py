@@ -24,6 +24,7 @@ on its first bytes; the launcher answers {"id", "pid"} or {"id", "errno", "error
 
 Only the standard library here: this module is what the launcher process imports.
 """
+
 from __future__ import annotations
 
 import array
@@ -66,7 +67,7 @@ def read_request(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None
     header, ancillary, _, _ = sock.recvmsg(HEADER.size, socket.CMSG_SPACE(STDIO_FDS * fds.itemsize))
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
     if not header:
         return None
     rest = recv_exactly(sock, HEADER.size - len(header)) if len(header) < HEADER.size else b""
@@ -100,15 +101,27 @@ def account_options(account: dict[str, Any] | None) -> dict[str, Any]:
     """setgroups, setgid, setuid and umask in the child (a fork of this small process)."""
     if account is None:
         return {}
-    return {"user": account["uid"], "group": account["gid"], "extra_groups": account["groups"],
-            "umask": account["umask"]}
+    return {
+        "user": account["uid"],
+        "group": account["gid"],
+        "extra_groups": account["groups"],
+        "umask": account["umask"],
+    }
 
 
 def start(request: dict[str, Any], fds: list[int]) -> subprocess.Popen[bytes]:
     stdin, stdout, stderr = fds
-    return subprocess.Popen(request["argv"], stdin=stdin, stdout=stdout, stderr=stderr, cwd=request["cwd"],
-                            env=request["env"], start_new_session=True, close_fds=True,
-                            **account_options(request.get("account")))
+    return subprocess.Popen(
+        request["argv"],
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=request["cwd"],
+        env=request["env"],
+        start_new_session=True,
+        close_fds=True,
+        **account_options(request.get("account")),
+    )
 
 
 class Launcher:

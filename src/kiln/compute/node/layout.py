@@ -1,4 +1,5 @@
 """Where things live on a node: the Azure Linux node-root layout and a step's task directory."""
+
 from __future__ import annotations
 
 import functools
@@ -71,8 +72,13 @@ def task_paths(node_root: str | os.PathLike[str], task_dir: str) -> TaskPaths:
     """Every step makes one: the task directory is parsed once (not as a PurePosixPath first)."""
     root = root_path(os.fspath(node_root))
     directory = root / check_relative(task_dir)
-    return TaskPaths(node_root=root, task_dir=directory, wd=directory / "wd",
-                     stdout=directory / "stdout.txt", stderr=directory / "stderr.txt")
+    return TaskPaths(
+        node_root=root,
+        task_dir=directory,
+        wd=directory / "wd",
+        stdout=directory / "stdout.txt",
+        stderr=directory / "stderr.txt",
+    )
 
 
 def create_node_layout(node_root: str | os.PathLike[str]) -> Path:

@@ -1,4 +1,5 @@
 """The command: exec'd without a shell in its own process group, with a wall-clock limit and kill."""
+
 from __future__ import annotations
 
 import asyncio
@@ -66,9 +67,13 @@ def resolve_executable(argv0: str, path: str, wd: Path) -> str | None:
 
 def launcher_lost(proc: LaunchedProcess) -> CommandOutcome:
     kill_group(proc.pid)
-    return CommandOutcome(None, failure_info(
-        SERVER_ERROR, "NodeAgentError", "The node's launcher stopped while the command ran; its exit is unknown."),
-        pid=proc.pid)
+    return CommandOutcome(
+        None,
+        failure_info(
+            SERVER_ERROR, "NodeAgentError", "The node's launcher stopped while the command ran; its exit is unknown."
+        ),
+        pid=proc.pid,
+    )
 
 
 def kill_group(pgid: int) -> None:
@@ -99,10 +104,18 @@ def prepare_argv(command_line: str, env: dict[str, str], wd: Path) -> list[str] 
     return [program, *argv[1:]]
 
 
-async def run_command(command_line: str, *, env: dict[str, str], paths: TaskPaths, spawner: Spawner,
-                      timeout: float | None = None, limit: float | None = None,
-                      kill: KillSwitch | None = None,
-                      kill_leftovers: bool = True, account: Account | None = None) -> CommandOutcome:
+async def run_command(
+    command_line: str,
+    *,
+    env: dict[str, str],
+    paths: TaskPaths,
+    spawner: Spawner,
+    timeout: float | None = None,
+    limit: float | None = None,
+    kill: KillSwitch | None = None,
+    kill_leftovers: bool = True,
+    account: Account | None = None,
+) -> CommandOutcome:
     """Run to completion, timeout or kill. Cancelling this coroutine kills the group too.
 
     timeout: seconds left of the wall clock; limit: the whole limit, for the message.
@@ -120,9 +133,14 @@ async def run_command(command_line: str, *, env: dict[str, str], paths: TaskPath
     try:
         proc = await spawn(spawner, argv, env, paths, account)
     except OSError as exc:
-        return CommandOutcome(None, failure_info(
-            USER_ERROR, "CommandProgramNotFound",
-            f"The program {argv[0]!r} could not be started: {exc.strerror or exc}"))
+        return CommandOutcome(
+            None,
+            failure_info(
+                USER_ERROR,
+                "CommandProgramNotFound",
+                f"The program {argv[0]!r} could not be started: {exc.strerror or exc}",
+            ),
+        )
     try:
         outcome = await wait(proc, timeout, kill, limit)
     except BaseException:
@@ -160,23 +178,24 @@ def open_output(path: Path, account: Account | None) -> int:
     return fd
 
 
-async def spawn(spawner: Spawner, argv: list[str], env: dict[str, str], paths: TaskPaths,
-                account: Account | None = None) -> LaunchedProcess:
+async def spawn(
+    spawner: Spawner, argv: list[str], env: dict[str, str], paths: TaskPaths, account: Account | None = None
+) -> LaunchedProcess:
     """stdout/stderr go straight to the files by descriptor, never through Python."""
     out = open_output(paths.stdout, account)
     try:
         err = open_output(paths.stderr, account)
         try:
-            return await spawner.spawn(argv, env=env, cwd=str(paths.wd), stdio=(devnull(), out, err),
-                                       account=account)
+            return await spawner.spawn(argv, env=env, cwd=str(paths.wd), stdio=(devnull(), out, err), account=account)
         finally:
             os.close(err)
     finally:
         os.close(out)
 
 
-async def wait(proc: LaunchedProcess, timeout: float | None,
-               kill: KillSwitch | None, limit: float | None = None) -> CommandOutcome:
+async def wait(
+    proc: LaunchedProcess, timeout: float | None, kill: KillSwitch | None, limit: float | None = None
+) -> CommandOutcome:
     exited = proc.exited  # futures both: no task of their own to wait for them
     killed = kill.requested if kill is not None else None
     waits = {exited} if killed is None else {exited, killed}
@@ -194,8 +213,13 @@ async def wait(proc: LaunchedProcess, timeout: float | None,
         return launcher_lost(proc)
     if killed is not None and killed in done:
         return CommandOutcome(code, killed=True, pid=proc.pid)
-    return CommandOutcome(code, failure_info(
-        USER_ERROR, "MaxWallClockTimeExceeded",
-        f"The task exceeded its maximum wall clock time of {limit or timeout:g} seconds "
-        "and was killed."),
-        timed_out=True, pid=proc.pid)
+    return CommandOutcome(
+        code,
+        failure_info(
+            USER_ERROR,
+            "MaxWallClockTimeExceeded",
+            f"The task exceeded its maximum wall clock time of {limit or timeout:g} seconds and was killed.",
+        ),
+        timed_out=True,
+        pid=proc.pid,
+    )

@@ -6,6 +6,7 @@ command's environment names its node root (AZ_BATCH_NODE_ROOT_DIR), which identi
 /proc even after they have been reparented. PR_SET_PDEATHSIG is not used: it would cover
 only the direct child, not its children.
 """
+
 from __future__ import annotations
 
 import contextlib

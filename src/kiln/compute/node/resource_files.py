@@ -1,4 +1,5 @@
 """Resource files: fetch each http_url into the working directory before the command runs."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,7 @@ CHUNK = 1 << 20
 def http_client() -> httpx.AsyncClient:
     import httpx
 
-    return httpx.AsyncClient(timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
-                             follow_redirects=True)
+    return httpx.AsyncClient(timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT), follow_redirects=True)
 
 
 def redact(url: str) -> str:
@@ -73,8 +73,12 @@ class Progress:
             st = dest.lstat()  # a link in its place is not the file (the task's account may have put it there)
         except OSError:
             return False
-        return (entry is not None and entry["url"] == file.http_url
-                and stat.S_ISREG(st.st_mode) and entry["size"] == st.st_size)
+        return (
+            entry is not None
+            and entry["url"] == file.http_url
+            and stat.S_ISREG(st.st_mode)
+            and entry["size"] == st.st_size
+        )
 
     def record(self, file: ResourceFile, dest: Path) -> None:
         self.done[file.file_path] = {"url": file.http_url, "size": dest.stat().st_size}
@@ -84,8 +88,9 @@ class Progress:
         os.replace(tmp, self.path)
 
 
-async def fetch_resource_files(paths: TaskPaths, files: tuple[ResourceFile, ...],
-                               client: httpx.AsyncClient | None = None) -> list[str]:
+async def fetch_resource_files(
+    paths: TaskPaths, files: tuple[ResourceFile, ...], client: httpx.AsyncClient | None = None
+) -> list[str]:
     """Fetch every file not already fetched; returns the file paths downloaded now."""
     if not files:
         return []
@@ -128,10 +133,13 @@ async def download(client: httpx.AsyncClient, file: ResourceFile, dest: Path) ->
     except StepFailure:
         raise
     except httpx.HTTPError as exc:
-        raise StepFailure.of(SERVER_ERROR, "BlobDownloadMiscError",
-                             f"Failed to download resource file {file.file_path} from "
-                             f"{redact(file.http_url)}: {type(exc).__name__}: {exc}",
-                             FilePath=file.file_path) from None
+        raise StepFailure.of(
+            SERVER_ERROR,
+            "BlobDownloadMiscError",
+            f"Failed to download resource file {file.file_path} from "
+            f"{redact(file.http_url)}: {type(exc).__name__}: {exc}",
+            FilePath=file.file_path,
+        ) from None
     except OSError as exc:
         raise _create_failed(file, f"{exc.strerror or exc}") from None
     finally:
@@ -141,18 +149,28 @@ async def download(client: httpx.AsyncClient, file: ResourceFile, dest: Path) ->
 def _http_failure(file: ResourceFile, status: int) -> StepFailure:
     where = f"resource file {file.file_path} from {redact(file.http_url)}"
     if status == 404:
-        return StepFailure.of(USER_ERROR, "BlobNotFound",
-                              f"The specified blob does not exist: {where} (HTTP 404)",
-                              FilePath=file.file_path)
+        return StepFailure.of(
+            USER_ERROR,
+            "BlobNotFound",
+            f"The specified blob does not exist: {where} (HTTP 404)",
+            FilePath=file.file_path,
+        )
     if status in (401, 403):
-        return StepFailure.of(USER_ERROR, "BlobAccessDenied",
-                              f"Access to the blob was denied: {where} (HTTP {status})",
-                              FilePath=file.file_path)
-    return StepFailure.of(SERVER_ERROR, "BlobDownloadMiscError",
-                          f"Failed to download {where} (HTTP {status})", FilePath=file.file_path)
+        return StepFailure.of(
+            USER_ERROR,
+            "BlobAccessDenied",
+            f"Access to the blob was denied: {where} (HTTP {status})",
+            FilePath=file.file_path,
+        )
+    return StepFailure.of(
+        SERVER_ERROR, "BlobDownloadMiscError", f"Failed to download {where} (HTTP {status})", FilePath=file.file_path
+    )
 
 
 def _create_failed(file: ResourceFile, reason: str) -> StepFailure:
-    return StepFailure.of(USER_ERROR, "ResourceFileCreateFailed",
-                          f"Could not create resource file {file.file_path!r}: {reason}",
-                          FilePath=file.file_path)
+    return StepFailure.of(
+        USER_ERROR,
+        "ResourceFileCreateFailed",
+        f"Could not create resource file {file.file_path!r}: {reason}",
+        FilePath=file.file_path,
+    )

@@ -1,4 +1,5 @@
 """One step on a node: the ordered hooks around the command, and the StepResult they add up to."""
+
 from __future__ import annotations
 
 import asyncio
@@ -54,8 +55,11 @@ async def task_dir_hook(ctx: StepContext) -> None:
         layout.ensure_node_layout(ctx.paths.node_root)
         ctx.fresh_dirs = layout.create_task_dir(ctx.paths)
     except OSError as exc:
-        raise StepFailure.of(SERVER_ERROR, "TaskDirectoryCreateFailed",
-                             f"Could not create the task directory {ctx.paths.task_dir}: {exc}") from None
+        raise StepFailure.of(
+            SERVER_ERROR,
+            "TaskDirectoryCreateFailed",
+            f"Could not create the task directory {ctx.paths.task_dir}: {exc}",
+        ) from None
 
 
 async def identity_hook(ctx: StepContext) -> None:
@@ -117,16 +121,27 @@ async def run_phase(hooks: Sequence[Hook], phase: str, ctx: StepContext, *, stop
         raise ExceptionGroup(f"{phase} hooks failed", failures)
 
 
-async def run_step(step: Step, *, spawner: Spawner, kill: process.KillSwitch | None = None,
-                   http: Callable[[], httpx.AsyncClient] | None = None, hooks: Sequence[Hook] = HOOKS,
-                   keep_group: Callable[[str, int], None] | None = None) -> StepResult:
+async def run_step(
+    step: Step,
+    *,
+    spawner: Spawner,
+    kill: process.KillSwitch | None = None,
+    http: Callable[[], httpx.AsyncClient] | None = None,
+    hooks: Sequence[Hook] = HOOKS,
+    keep_group: Callable[[str, int], None] | None = None,
+) -> StepResult:
     """keep_group(step_id, pgid): told the process group a keep_background step leaves behind."""
     start, started = time.time(), time.monotonic()
     try:
         paths = layout.task_paths(step.node_root, step.task_dir)
     except ValueError as exc:
-        return StepResult(step.step_id, start, time.time(), None, failure=StepFailure.of(
-            SERVER_ERROR, "TaskDirectoryCreateFailed", str(exc)).info)
+        return StepResult(
+            step.step_id,
+            start,
+            time.time(),
+            None,
+            failure=StepFailure.of(SERVER_ERROR, "TaskDirectoryCreateFailed", str(exc)).info,
+        )
     ctx = StepContext(step, paths, spawner, http=http, kill=kill)
     try:
         await run_phase(hooks, "prestart", ctx, stop_at_first=True)
@@ -135,23 +150,41 @@ async def run_step(step: Step, *, spawner: Spawner, kill: process.KillSwitch | N
     if kill is not None and kill.is_set():
         return StepResult(step.step_id, start, time.time(), None, killed=True)
     outcome = await run_command(ctx, started)
-    if step.keep_background and keep_group is not None and outcome.pid is not None \
-            and not (outcome.killed or outcome.timed_out):
+    if (
+        step.keep_background
+        and keep_group is not None
+        and outcome.pid is not None
+        and not (outcome.killed or outcome.timed_out)
+    ):
         keep_group(step.step_id, outcome.pid)
     failure = outcome.failure
     try:
         await run_phase(hooks, "poststop", ctx, stop_at_first=False)
     except ExceptionGroup as group:
         failure = failure or group.exceptions[0].info
-    return StepResult(step.step_id, start, time.time(), outcome.exit_code, failure=failure,
-                      timed_out=outcome.timed_out, killed=outcome.killed)
+    return StepResult(
+        step.step_id,
+        start,
+        time.time(),
+        outcome.exit_code,
+        failure=failure,
+        timed_out=outcome.timed_out,
+        killed=outcome.killed,
+    )
 
 
 async def run_command(ctx: StepContext, started: float) -> process.CommandOutcome:
     """The wall clock counts from the step's start, so setup time is part of it."""
     limit = ctx.step.max_wall_clock_seconds
     remaining = None if limit is None else max(0.0, limit - (time.monotonic() - started))
-    return await process.run_command(ctx.step.command_line, env=ctx.env, paths=ctx.paths, spawner=ctx.spawner,
-                                     timeout=remaining, limit=limit, kill=ctx.kill,
-                                     kill_leftovers=ctx.step.kind != "start" and not ctx.step.keep_background,
-                                     account=ctx.account)
+    return await process.run_command(
+        ctx.step.command_line,
+        env=ctx.env,
+        paths=ctx.paths,
+        spawner=ctx.spawner,
+        timeout=remaining,
+        limit=limit,
+        kill=ctx.kill,
+        kill_leftovers=ctx.step.kind != "start" and not ctx.step.keep_background,
+        account=ctx.account,
+    )

@@ -6,6 +6,7 @@ way is a LaunchedProcess: a pid, and an exit its launcher reports. If a launcher
 it was waiting for ends in LauncherLost (their status is unknowable) and the next spawn for its
 account starts a new one.
 """
+
 from __future__ import annotations
 
 import array
@@ -57,8 +58,15 @@ class Spawner:
         self._launchers: dict[LaunchKey, LauncherHandle] = {}
         self._starting = asyncio.Lock()
 
-    async def spawn(self, argv: list[str], *, env: dict[str, str], cwd: str, stdio: tuple[int, int, int],
-                    account: Account | None = None) -> LaunchedProcess:
+    async def spawn(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        cwd: str,
+        stdio: tuple[int, int, int],
+        account: Account | None = None,
+    ) -> LaunchedProcess:
         """Start argv in a session of its own with stdio as its 0, 1, 2; OSError if it cannot start."""
         own = account if account is not None and account.node_wide else None
         launcher = await self._launcher(own)
@@ -115,8 +123,14 @@ class LauncherHandle:
         args = [] if account is None else [json.dumps(account)]
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "kiln.compute.node.launcher", str(theirs.fileno()), *args,
-                pass_fds=[theirs.fileno()], stdin=asyncio.subprocess.DEVNULL)
+                sys.executable,
+                "-m",
+                "kiln.compute.node.launcher",
+                str(theirs.fileno()),
+                *args,
+                pass_fds=[theirs.fileno()],
+                stdin=asyncio.subprocess.DEVNULL,
+            )
         except BaseException:
             ours.close()
             raise
@@ -129,12 +143,18 @@ class LauncherHandle:
     def pid(self) -> int:
         return self._proc.pid
 
-    async def spawn(self, argv: list[str], *, env: dict[str, str], cwd: str, stdio: tuple[int, int, int],
-                    account: Account | None) -> LaunchedProcess:
+    async def spawn(
+        self, argv: list[str], *, env: dict[str, str], cwd: str, stdio: tuple[int, int, int], account: Account | None
+    ) -> LaunchedProcess:
         request_id = next(self._ids)
         reply = self._replies[request_id] = self._loop.create_future()
-        request = {"id": request_id, "argv": argv, "env": env, "cwd": cwd,
-                   "account": None if account is None else account.launch_options()}
+        request = {
+            "id": request_id,
+            "argv": argv,
+            "env": env,
+            "cwd": cwd,
+            "account": None if account is None else account.launch_options(),
+        }
         try:
             await self._send(encode(request), stdio)
             answer = await reply
@@ -178,8 +198,8 @@ class LauncherHandle:
                 (size,) = HEADER.unpack_from(self._buffer)
                 if len(self._buffer) < HEADER.size + size:
                     break
-                self._dispatch(json.loads(self._buffer[HEADER.size:HEADER.size + size]))
-                self._buffer = self._buffer[HEADER.size + size:]
+                self._dispatch(json.loads(self._buffer[HEADER.size : HEADER.size + size]))
+                self._buffer = self._buffer[HEADER.size + size :]
         except (BlockingIOError, InterruptedError):
             pass
         except (OSError, ValueError):  # the socket failed, or the launcher is not itself

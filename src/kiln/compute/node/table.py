@@ -2,6 +2,7 @@
 
 No I/O and no asyncio here; the agent asks the table what to do and then does it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -1,4 +1,5 @@
 """Alembic environment: Kiln passes an open connection in config.attributes."""
+
 from __future__ import annotations
 
 from alembic import context

@@ -1,4 +1,5 @@
 """The agent's handlers, called directly (as distributed would, with keyword arguments)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -45,8 +46,9 @@ def test_handlers_do_not_take_the_comm(agent: NodeAgent) -> None:
         assert not params or params[0] != "comm"
 
 
-async def test_run_returns_at_once_and_results_come_in_batches(agent: NodeAgent,
-                                                               make_step: Callable[..., Step]) -> None:
+async def test_run_returns_at_once_and_results_come_in_batches(
+    agent: NodeAgent, make_step: Callable[..., Step]
+) -> None:
     steps = [make_step("sh -c 'exit 0'"), make_step("sh -c 'exit 4'"), make_step("no-such-program-kiln")]
     assert await agent.run([s.to_message() for s in steps]) == [s.step_id for s in steps]
     results = {m["step_id"]: StepResult.from_message(m) for m in await collect(agent, 3)}
@@ -68,8 +70,9 @@ async def test_unacknowledged_results_are_sent_again(agent: NodeAgent, make_step
     assert await agent.results(timeout=0, ack=[step.step_id]) == []
 
 
-async def test_a_result_waits_for_the_steps_started_with_it(agent: NodeAgent, make_step: Callable[..., Step],
-                                                            monkeypatch) -> None:
+async def test_a_result_waits_for_the_steps_started_with_it(
+    agent: NodeAgent, make_step: Callable[..., Step], monkeypatch
+) -> None:
     monkeypatch.setattr(agent_module, "REPORT_LINGER", 30.0)
     quick, slower = make_step("sh -c 'exit 0'"), make_step("sleep 0.5")
     await agent.run([quick.to_message(), slower.to_message()])
@@ -77,8 +80,9 @@ async def test_a_result_waits_for_the_steps_started_with_it(agent: NodeAgent, ma
     assert sorted(m["step_id"] for m in batch) == sorted([quick.step_id, slower.step_id])
 
 
-async def test_a_result_does_not_wait_for_a_long_running_step(agent: NodeAgent, make_step: Callable[..., Step],
-                                                              monkeypatch) -> None:
+async def test_a_result_does_not_wait_for_a_long_running_step(
+    agent: NodeAgent, make_step: Callable[..., Step], monkeypatch
+) -> None:
     monkeypatch.setattr(agent_module, "REPORT_LINGER", 30.0)
     long = make_step("sleep 60")
     await agent.run([long.to_message()])
@@ -101,8 +105,9 @@ async def test_a_repeated_step_id_runs_once(agent: NodeAgent, make_step: Callabl
     await agent.kill([step.step_id])
 
 
-async def test_kill_kills_the_tree_and_drops_the_result(agent: NodeAgent, make_step: Callable[..., Step],
-                                                       node_root: Path) -> None:
+async def test_kill_kills_the_tree_and_drops_the_result(
+    agent: NodeAgent, make_step: Callable[..., Step], node_root: Path
+) -> None:
     slow = make_step("sh -c 'sleep 300 & echo $! > grandchild.pid; wait'", task_dir="workitems/j/job-1/slow")
     quick = make_step()
     await agent.run([slow.to_message(), quick.to_message()])
@@ -151,8 +156,10 @@ async def test_dask_setup_installs_the_handlers_and_cleans_up(node_root: Path, m
 
 # -- steps sent ahead ------------------------------------------------------------------------------
 
+
 async def test_a_step_sent_ahead_starts_in_the_slot_a_finished_step_frees(
-        agent: NodeAgent, make_step: Callable[..., Step], node_root: Path, monkeypatch) -> None:
+    agent: NodeAgent, make_step: Callable[..., Step], node_root: Path, monkeypatch
+) -> None:
     monkeypatch.setattr(agent_module, "REPORT_LINGER", 30.0)
     first = make_step("sleep 0.3", slots=1)
     ahead = make_step("sh -c 'touch started; sleep 30'", slots=1, ahead=True)
@@ -172,7 +179,8 @@ async def test_a_step_sent_ahead_starts_in_the_slot_a_finished_step_frees(
 
 
 async def test_a_step_sent_ahead_does_not_take_a_slot_already_reported_free(
-        agent: NodeAgent, make_step: Callable[..., Step], node_root: Path) -> None:
+    agent: NodeAgent, make_step: Callable[..., Step], node_root: Path
+) -> None:
     first = make_step("/bin/true", slots=1)
     await agent.run([first.to_message()])
     assert [m["step_id"] for m in await agent.results(timeout=10)] == [first.step_id]
@@ -188,7 +196,8 @@ async def test_a_step_sent_ahead_does_not_take_a_slot_already_reported_free(
 
 
 async def test_a_killed_step_frees_no_slot_for_a_step_sent_ahead(
-        agent: NodeAgent, make_step: Callable[..., Step], node_root: Path) -> None:
+    agent: NodeAgent, make_step: Callable[..., Step], node_root: Path
+) -> None:
     running = make_step("sleep 30", slots=1)
     ahead = make_step("/bin/true", slots=1, ahead=True)
     await agent.run([running.to_message(), ahead.to_message()])
@@ -200,7 +209,8 @@ async def test_a_killed_step_frees_no_slot_for_a_step_sent_ahead(
 
 
 async def test_a_report_does_not_wait_for_a_step_started_ahead(
-        agent: NodeAgent, make_step: Callable[..., Step], monkeypatch) -> None:
+    agent: NodeAgent, make_step: Callable[..., Step], monkeypatch
+) -> None:
     monkeypatch.setattr(agent_module, "REPORT_LINGER", 30.0)
     first = make_step("/bin/true", slots=1)
     ahead = make_step("sleep 30", slots=1, ahead=True)

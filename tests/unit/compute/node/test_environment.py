@@ -6,10 +6,21 @@ from pathlib import Path
 from kiln.compute.node import environment, identity, layout
 from kiln.compute.protocol import Step
 
-HOST = {"PATH": "/opt/bin:/usr/bin", "HOME": "/home/kiln", "LANG": "C.UTF-8",
-        "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False", "KILN_NODE_ROOT": "/x", "SECRET": "no"}
-CONTEXT = {"AZ_BATCH_ACCOUNT_NAME": "devstoreaccount", "AZ_BATCH_POOL_ID": "p1",
-           "AZ_BATCH_NODE_ID": "tvm-1", "AZ_BATCH_JOB_ID": "j1", "AZ_BATCH_TASK_ID": "t1"}
+HOST = {
+    "PATH": "/opt/bin:/usr/bin",
+    "HOME": "/home/kiln",
+    "LANG": "C.UTF-8",
+    "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
+    "KILN_NODE_ROOT": "/x",
+    "SECRET": "no",
+}
+CONTEXT = {
+    "AZ_BATCH_ACCOUNT_NAME": "devstoreaccount",
+    "AZ_BATCH_POOL_ID": "p1",
+    "AZ_BATCH_NODE_ID": "tvm-1",
+    "AZ_BATCH_JOB_ID": "j1",
+    "AZ_BATCH_TASK_ID": "t1",
+}
 
 
 def build(step: Step) -> dict[str, str]:
@@ -17,12 +28,18 @@ def build(step: Step) -> dict[str, str]:
 
 
 def test_exact_environment_of_a_task(make_step: Callable[..., Step], node_root: Path) -> None:
-    step = make_step(task_dir="workitems/j1/job-1/t1", environment={"MY_VAR": "1"},
-                     batch_context=CONTEXT, prep_task_dir="workitems/j1/job-1/jobpreparation")
+    step = make_step(
+        task_dir="workitems/j1/job-1/t1",
+        environment={"MY_VAR": "1"},
+        batch_context=CONTEXT,
+        prep_task_dir="workitems/j1/job-1/jobpreparation",
+    )
     task = node_root / "workitems/j1/job-1/t1"
     prep = node_root / "workitems/j1/job-1/jobpreparation"
     assert build(step) == {
-        "PATH": "/opt/bin:/usr/bin", "HOME": "/home/kiln", "LANG": "C.UTF-8",
+        "PATH": "/opt/bin:/usr/bin",
+        "HOME": "/home/kiln",
+        "LANG": "C.UTF-8",
         "MY_VAR": "1",
         **CONTEXT,
         "AZ_BATCH_NODE_ROOT_DIR": str(node_root),
@@ -41,8 +58,11 @@ def test_prep_and_start_do_not_see_the_prep_dir(make_step: Callable[..., Step]) 
     for kind, task_dir in [("prep", "workitems/j1/job-1/jobpreparation"), ("start", "startup")]:
         env = build(make_step(kind=kind, task_dir=task_dir, prep_task_dir="workitems/j1/job-1/jobpreparation"))
         assert "AZ_BATCH_JOB_PREP_DIR" not in env and "AZ_BATCH_JOB_PREP_WORKING_DIR" not in env
-    release = build(make_step(kind="release", task_dir="workitems/j1/job-1/jobrelease",
-                              prep_task_dir="workitems/j1/job-1/jobpreparation"))
+    release = build(
+        make_step(
+            kind="release", task_dir="workitems/j1/job-1/jobrelease", prep_task_dir="workitems/j1/job-1/jobpreparation"
+        )
+    )
     assert release["AZ_BATCH_JOB_PREP_DIR"].endswith("workitems/j1/job-1/jobpreparation")
 
 

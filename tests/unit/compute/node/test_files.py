@@ -26,8 +26,12 @@ def test_list_the_node_root(root: str) -> None:
 def test_list_a_task_dir_recursively(root: str) -> None:
     entries = files.list_files(root, "workitems/j1/job-1/t1", True)
     assert [(e.name, e.is_directory, e.size) for e in entries] == [
-        ("wd", True, 0), ("stderr.txt", False, 0), ("stdout.txt", False, 10),
-        ("wd/sub", True, 0), ("wd/sub/data.bin", False, 3)]
+        ("wd", True, 0),
+        ("stderr.txt", False, 0),
+        ("stdout.txt", False, 10),
+        ("wd/sub", True, 0),
+        ("wd/sub/data.bin", False, 3),
+    ]
     flat = files.list_files(root, "workitems/j1/job-1/t1", False)
     assert [e.name for e in flat] == ["wd", "stderr.txt", "stdout.txt"]
 
@@ -64,8 +68,12 @@ def test_missing_things(root: str) -> None:
 
 @pytest.mark.parametrize("bad", ["/etc/passwd", "../x", "workitems/../../x"])
 def test_paths_must_stay_in_the_node_root(root: str, bad: str) -> None:
-    for op in (lambda: files.stat_file(root, bad), lambda: files.list_files(root, bad, True),
-               lambda: files.read_file(root, bad), lambda: files.delete_file(root, bad, True)):
+    for op in (
+        lambda: files.stat_file(root, bad),
+        lambda: files.list_files(root, bad, True),
+        lambda: files.read_file(root, bad),
+        lambda: files.delete_file(root, bad, True),
+    ):
         with pytest.raises(ValueError):
             op()
 

@@ -1,4 +1,5 @@
 """Non-admin steps run as task accounts of their own; admin steps as root. Needs a root worker."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +18,8 @@ from kiln.compute.protocol import ResourceFile, Step
 from ..helpers import FileServer, alive, eventually
 
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="task accounts need a root worker (setuid/setgid); these tests run as root in CI")
+    os.geteuid() != 0, reason="task accounts need a root worker (setuid/setgid); these tests run as root in CI"
+)
 
 
 @pytest.fixture
@@ -50,8 +52,6 @@ def output(step: Step) -> tuple[str, str]:
     return paths.stdout.read_text(), paths.stderr.read_text()
 
 
-
-
 async def test_a_nonadmin_step_runs_as_the_uid_of_its_task_directory(run_step, make_step: Callable[..., Step]) -> None:
     step = make_step("sh -c 'id -u; id -g; id -G; echo $HOME $USER'")
     result = await run_step(step)
@@ -64,7 +64,8 @@ async def test_a_nonadmin_step_runs_as_the_uid_of_its_task_directory(run_step, m
 
 
 async def test_fresh_task_directories_get_the_shareable_mode_of_the_umask(
-        run_step, make_step: Callable[..., Step]) -> None:
+    run_step, make_step: Callable[..., Step]
+) -> None:
     """A first run hands its new directories over by path; they end as a retry's careful hand-over would."""
     step = make_step("/bin/true")
     paths = paths_of(step)
@@ -83,7 +84,8 @@ async def test_fresh_task_directories_get_the_shareable_mode_of_the_umask(
 
 
 async def test_fresh_task_directories_are_handed_over_one_by_one_without_the_umask(
-        run_step, make_step: Callable[..., Step], monkeypatch: pytest.MonkeyPatch) -> None:
+    run_step, make_step: Callable[..., Step], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(identity, "_fresh_mode", lambda: None)  # a kernel without Umask in /proc/self/status
     step = make_step("/bin/true")
     assert (await run_step(step)).exit_code == 0
@@ -114,8 +116,9 @@ async def test_an_admin_step_runs_as_root(run_step, make_step: Callable[..., Ste
     assert paths_of(step).wd.stat().st_uid == 0
 
 
-async def test_a_worker_that_is_not_root_runs_everything_as_itself(run_step, make_step: Callable[..., Step],
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_worker_that_is_not_root_runs_everything_as_itself(
+    run_step, make_step: Callable[..., Step], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(identity, "isolating", lambda: False)
     step = make_step("id -u")
     assert (await run_step(step)).exit_code == 0
@@ -132,18 +135,25 @@ async def test_it_writes_its_wd_and_the_shared_dir(run_step, make_step: Callable
     assert (shared.stat().st_uid, shared.stat().st_gid) == (uid, identity.TASKS_GID)
 
 
-@pytest.mark.parametrize(("command", "error"), [
-    ("touch {other}/x", "touch: cannot touch '{other}/x': Permission denied"),
-    ("touch {other_wd}/x", "touch: cannot touch '{other_wd}/x': Permission denied"),
-    ("truncate -s 0 {other}/stdout.txt", "truncate: cannot open '{other}/stdout.txt' for writing: Permission denied"),
-    ("touch {root}/x", "touch: cannot touch '{root}/x': Permission denied"),
-    ("touch {root}/workitems/x", "touch: cannot touch '{root}/workitems/x': Permission denied"),
-    ("touch {root}/startup/x", "touch: cannot touch '{root}/startup/x': Permission denied"),
-    ("touch {data}/x", "touch: cannot touch '{data}/x': Permission denied"),
-    ("truncate -s 0 {data}/kiln.db", "truncate: cannot open '{data}/kiln.db' for writing: Permission denied"),
-])
-async def test_it_cannot_write_outside_its_own_directories(run_step, make_step: Callable[..., Step], node_root: Path,
-                                                           data_dir: Path, command: str, error: str) -> None:
+@pytest.mark.parametrize(
+    ("command", "error"),
+    [
+        ("touch {other}/x", "touch: cannot touch '{other}/x': Permission denied"),
+        ("touch {other_wd}/x", "touch: cannot touch '{other_wd}/x': Permission denied"),
+        (
+            "truncate -s 0 {other}/stdout.txt",
+            "truncate: cannot open '{other}/stdout.txt' for writing: Permission denied",
+        ),
+        ("touch {root}/x", "touch: cannot touch '{root}/x': Permission denied"),
+        ("touch {root}/workitems/x", "touch: cannot touch '{root}/workitems/x': Permission denied"),
+        ("touch {root}/startup/x", "touch: cannot touch '{root}/startup/x': Permission denied"),
+        ("touch {data}/x", "touch: cannot touch '{data}/x': Permission denied"),
+        ("truncate -s 0 {data}/kiln.db", "truncate: cannot open '{data}/kiln.db' for writing: Permission denied"),
+    ],
+)
+async def test_it_cannot_write_outside_its_own_directories(
+    run_step, make_step: Callable[..., Step], node_root: Path, data_dir: Path, command: str, error: str
+) -> None:
     other = make_step("sh -c 'echo secret > file.txt'")
     assert (await run_step(other)).exit_code == 0
     names = {"other": paths_of(other).task_dir, "other_wd": paths_of(other).wd, "root": node_root, "data": data_dir}
@@ -164,39 +174,53 @@ async def test_a_retry_gets_its_uid_back_and_reuses_its_files(run_step, make_ste
     assert output(retry) == (f"{identity.preferred_uid(paths_of(retry))}\n", "")
 
 
-async def test_the_job_shares_files_as_in_azures_prep_and_release_sample(run_step, make_step: Callable[..., Step],
-                                                                        file_server: FileServer) -> None:
+async def test_the_job_shares_files_as_in_azures_prep_and_release_sample(
+    run_step, make_step: Callable[..., Step], file_server: FileServer
+) -> None:
     """Prep downloads and writes shared/, tasks read the download and append, release deletes: three accounts."""
     file_server.files = {"/tool.sh": b"#!/bin/sh\necho tool\n"}
-    prep = make_step("sh -c 'echo prep > $AZ_BATCH_NODE_SHARED_DIR/log.txt'", kind="prep",
-                     task_dir="workitems/j1/job-1/jobpreparation",
-                     resource_files=(ResourceFile(file_server.url("/tool.sh"), "bin/tool.sh"),))
+    prep = make_step(
+        "sh -c 'echo prep > $AZ_BATCH_NODE_SHARED_DIR/log.txt'",
+        kind="prep",
+        task_dir="workitems/j1/job-1/jobpreparation",
+        resource_files=(ResourceFile(file_server.url("/tool.sh"), "bin/tool.sh"),),
+    )
     assert (await run_step(prep)).exit_code == 0
     prep_paths = paths_of(prep)
     tool, uid = prep_paths.wd / "bin/tool.sh", identity.preferred_uid(prep_paths)
     assert (tool.stat().st_uid, stat.S_IMODE(tool.stat().st_mode)) == (uid, 0o775)  # fileMode 0770, readable
     assert (tool.parent.stat().st_uid, stat.S_IMODE(tool.parent.stat().st_mode)) == (uid, 0o755)
-    task = make_step("sh -c '$AZ_BATCH_JOB_PREP_WORKING_DIR/bin/tool.sh >> $AZ_BATCH_NODE_SHARED_DIR/log.txt'",
-                     prep_task_dir=prep.task_dir)
+    task = make_step(
+        "sh -c '$AZ_BATCH_JOB_PREP_WORKING_DIR/bin/tool.sh >> $AZ_BATCH_NODE_SHARED_DIR/log.txt'",
+        prep_task_dir=prep.task_dir,
+    )
     assert (await run_step(task)).exit_code == 0
     assert (prep_paths.node_root / "shared/log.txt").read_text() == "prep\ntool\n"
     tamper = make_step("sh -c 'echo x >> $AZ_BATCH_JOB_PREP_WORKING_DIR/bin/tool.sh'", prep_task_dir=prep.task_dir)
     assert (await run_step(tamper)).exit_code == 2
     assert output(tamper)[1] == f"{shutil.which('sh')}: 1: cannot create {tool}: Permission denied\n"
-    release = make_step("sh -c 'rm $AZ_BATCH_NODE_SHARED_DIR/log.txt'", kind="release",
-                        task_dir="workitems/j1/job-1/jobrelease", prep_task_dir=prep.task_dir)
+    release = make_step(
+        "sh -c 'rm $AZ_BATCH_NODE_SHARED_DIR/log.txt'",
+        kind="release",
+        task_dir="workitems/j1/job-1/jobrelease",
+        prep_task_dir=prep.task_dir,
+    )
     assert (await run_step(release)).exit_code == 0
     assert not (prep_paths.node_root / "shared/log.txt").exists()
 
 
-async def test_a_program_only_root_may_execute_is_not_run(run_step, make_step: Callable[..., Step], open_tmp: Path) -> None:
+async def test_a_program_only_root_may_execute_is_not_run(
+    run_step, make_step: Callable[..., Step], open_tmp: Path
+) -> None:
     program = open_tmp / "root-only.sh"
     program.write_text("#!/bin/sh\necho ran\n")
     program.chmod(0o700)
     result = await run_step(make_step(str(program)))
     assert result.exit_code is None and result.failure is not None
     assert (result.failure["code"], result.failure["message"]) == (
-        "CommandProgramNotFound", f"The program {str(program)!r} could not be started: Permission denied")
+        "CommandProgramNotFound",
+        f"The program {str(program)!r} could not be started: Permission denied",
+    )
 
 
 TREE = "sh -c 'sleep 300 & echo $! > grandchild.pid; wait'"
@@ -235,8 +259,9 @@ async def test_a_kill_request_kills_a_nonadmin_tree(run_step, make_step: Callabl
     await eventually(lambda: not alive(pid), what="the grandchild to die")
 
 
-async def test_links_left_by_a_task_are_not_followed_by_the_worker(run_step, make_step: Callable[..., Step],
-                                                                  open_tmp: Path, file_server: FileServer) -> None:
+async def test_links_left_by_a_task_are_not_followed_by_the_worker(
+    run_step, make_step: Callable[..., Step], open_tmp: Path, file_server: FileServer
+) -> None:
     """The account owns its task directory: a retry must not write, chmod or chown through its links."""
     victim = open_tmp / "victim"
     victim.write_text("keep")
@@ -247,8 +272,10 @@ async def test_links_left_by_a_task_are_not_followed_by_the_worker(run_step, mak
     def step(command: str) -> Step:
         return make_step(f"sh -c '{command}'", task_dir=task_dir, resource_files=files)
 
-    plant = step(f"ln -s {victim} ../stdout.txt.new && mv ../stdout.txt.new ../stdout.txt; "
-                 f"rm f.txt; ln -s {victim} .f.txt.kiln-part")
+    plant = step(
+        f"ln -s {victim} ../stdout.txt.new && mv ../stdout.txt.new ../stdout.txt; "
+        f"rm f.txt; ln -s {victim} .f.txt.kiln-part"
+    )
     assert (await run_step(plant)).exit_code == 0
     assert paths_of(plant).stdout.is_symlink()
     retry = step("cat f.txt")
@@ -260,7 +287,9 @@ async def test_links_left_by_a_task_are_not_followed_by_the_worker(run_step, mak
     assert (victim.read_text(), victim.stat().st_uid, stat.S_IMODE(victim.stat().st_mode)) == ("keep", 0, 0o600)
 
 
-async def test_a_wd_replaced_by_a_link_fails_the_retry(run_step, make_step: Callable[..., Step], open_tmp: Path) -> None:
+async def test_a_wd_replaced_by_a_link_fails_the_retry(
+    run_step, make_step: Callable[..., Step], open_tmp: Path
+) -> None:
     task_dir = "workitems/j1/job-1/swapped"
     swap = make_step(f"sh -c 'cd .. && mv wd old && ln -s {open_tmp} wd'", task_dir=task_dir)
     assert (await run_step(swap)).exit_code == 0
@@ -270,7 +299,9 @@ async def test_a_wd_replaced_by_a_link_fails_the_retry(run_step, make_step: Call
     assert open_tmp.stat().st_uid == 0
 
 
-async def test_an_unreachable_node_root_is_a_clear_failure(run_step, open_tmp: Path, make_step: Callable[..., Step]) -> None:
+async def test_an_unreachable_node_root_is_a_clear_failure(
+    run_step, open_tmp: Path, make_step: Callable[..., Step]
+) -> None:
     private = open_tmp / "private"
     private.mkdir(mode=0o700)
     step = make_step(node_root=str(private / "node"))
@@ -283,6 +314,7 @@ async def test_an_unreachable_node_root_is_a_clear_failure(run_step, open_tmp: P
 
 # -- the uid registry ------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def two_dirs(node_root: Path) -> tuple[layout.TaskPaths, layout.TaskPaths]:
     a, b = (layout.task_paths(node_root, f"workitems/j1/job-1/{n}") for n in ("a", "b"))
@@ -291,8 +323,9 @@ def two_dirs(node_root: Path) -> tuple[layout.TaskPaths, layout.TaskPaths]:
     return a, b
 
 
-def test_a_uid_held_by_another_live_directory_is_skipped(two_dirs: tuple[layout.TaskPaths, layout.TaskPaths],
-                                                         uid_registry: Path) -> None:
+def test_a_uid_held_by_another_live_directory_is_skipped(
+    two_dirs: tuple[layout.TaskPaths, layout.TaskPaths], uid_registry: Path
+) -> None:
     a, b = two_dirs
     uid = identity.preferred_uid(b)
     uid_registry.mkdir()
@@ -303,8 +336,9 @@ def test_a_uid_held_by_another_live_directory_is_skipped(two_dirs: tuple[layout.
     assert os.readlink(uid_registry / str(uid)) == str(a.task_dir)
 
 
-def test_a_uid_whose_directory_is_gone_is_taken_over(two_dirs: tuple[layout.TaskPaths, layout.TaskPaths],
-                                                     uid_registry: Path) -> None:
+def test_a_uid_whose_directory_is_gone_is_taken_over(
+    two_dirs: tuple[layout.TaskPaths, layout.TaskPaths], uid_registry: Path
+) -> None:
     _, b = two_dirs
     uid = identity.preferred_uid(b)
     uid_registry.mkdir()
@@ -313,8 +347,9 @@ def test_a_uid_whose_directory_is_gone_is_taken_over(two_dirs: tuple[layout.Task
     assert os.readlink(uid_registry / str(uid)) == str(b.task_dir)
 
 
-def test_a_task_directory_keeps_the_uid_it_was_handed(two_dirs: tuple[layout.TaskPaths, layout.TaskPaths],
-                                                       uid_registry: Path) -> None:
+def test_a_task_directory_keeps_the_uid_it_was_handed(
+    two_dirs: tuple[layout.TaskPaths, layout.TaskPaths], uid_registry: Path
+) -> None:
     """Even when its first choice has come free since: its files belong to the uid it has."""
     a, b = two_dirs
     uid = identity.preferred_uid(b)
@@ -335,15 +370,26 @@ def test_shareable_modes() -> None:
     assert identity.shareable(stat.S_IFDIR | 0o700) == 0o705
 
 
-async def test_pool_scope_steps_of_a_node_share_one_account(run_step, make_step: Callable[..., Step],
-                                                            node_root: Path) -> None:
+async def test_pool_scope_steps_of_a_node_share_one_account(
+    run_step, make_step: Callable[..., Step], node_root: Path
+) -> None:
     """Azure's default scope: the release task can delete what prep left in its own working directory."""
-    prep = make_step("sh -c 'mkdir data && echo common > data/file.txt; id -u'", kind="prep", scope="pool",
-                     task_dir="workitems/j1/job-1/jobpreparation")
-    task = make_step("sh -c 'cat $AZ_BATCH_JOB_PREP_WORKING_DIR/data/file.txt; id -u'", scope="pool",
-                     prep_task_dir=prep.task_dir)
-    release = make_step("sh -c 'rm -r $AZ_BATCH_JOB_PREP_WORKING_DIR/data; id -u'", kind="release", scope="pool",
-                        task_dir="workitems/j1/job-1/jobrelease", prep_task_dir=prep.task_dir)
+    prep = make_step(
+        "sh -c 'mkdir data && echo common > data/file.txt; id -u'",
+        kind="prep",
+        scope="pool",
+        task_dir="workitems/j1/job-1/jobpreparation",
+    )
+    task = make_step(
+        "sh -c 'cat $AZ_BATCH_JOB_PREP_WORKING_DIR/data/file.txt; id -u'", scope="pool", prep_task_dir=prep.task_dir
+    )
+    release = make_step(
+        "sh -c 'rm -r $AZ_BATCH_JOB_PREP_WORKING_DIR/data; id -u'",
+        kind="release",
+        scope="pool",
+        task_dir="workitems/j1/job-1/jobrelease",
+        prep_task_dir=prep.task_dir,
+    )
     uid = identity.preferred_uid(paths_of(prep), "pool")
     assert identity.is_task_uid(uid) and uid != identity.preferred_uid(paths_of(prep), "task")
     for step in (prep, task, release):
@@ -363,8 +409,7 @@ async def test_a_task_scope_step_cannot_touch_pool_scope_files(run_step, make_st
     assert target.read_text() == "mine\n"
 
 
-async def test_nodes_have_pool_accounts_of_their_own(run_step, make_step: Callable[..., Step],
-                                                     data_dir: Path) -> None:
+async def test_nodes_have_pool_accounts_of_their_own(run_step, make_step: Callable[..., Step], data_dir: Path) -> None:
     one = make_step("id -u", scope="pool")
     two = make_step("id -u", scope="pool", node_root=str(data_dir / "nodes" / "n2"))
     assert (await run_step(one)).exit_code == (await run_step(two)).exit_code == 0
@@ -403,8 +448,9 @@ async def test_an_unknown_user_fails_the_step_before_it_runs(run_step, make_step
     assert not (paths_of(step).wd / "ran").exists()
 
 
-async def test_a_node_wide_account_is_claimed_once_per_process(run_step, make_step: Callable[..., Step],
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_node_wide_account_is_claimed_once_per_process(
+    run_step, make_step: Callable[..., Step], monkeypatch: pytest.MonkeyPatch
+) -> None:
     first, second = make_step("id -u", scope="pool"), make_step("id -u", scope="pool")
     assert identity.claims_uid(first, paths_of(first))
     assert (await run_step(first)).exit_code == 0
@@ -417,8 +463,9 @@ async def test_a_node_wide_account_is_claimed_once_per_process(run_step, make_st
     assert identity.claims_uid(task_scoped, paths_of(task_scoped))  # a claim per task directory
 
 
-async def test_a_job_directory_accounts_cannot_pass_is_a_clear_failure(run_step, make_step: Callable[..., Step],
-                                                                      node_root: Path) -> None:
+async def test_a_job_directory_accounts_cannot_pass_is_a_clear_failure(
+    run_step, make_step: Callable[..., Step], node_root: Path
+) -> None:
     """Even once the node root is known to be reachable: Kiln makes the job's directories per job."""
     assert (await run_step(make_step(scope="pool"))).exit_code == 0
     (node_root / "workitems/closed").mkdir(mode=0o700)

@@ -12,7 +12,13 @@ from kiln.compute.node import identity, layout
 def test_node_layout_has_the_azure_linux_directories(tmp_path: Path) -> None:
     root = layout.create_node_layout(tmp_path / "node")
     assert sorted(p.name for p in root.iterdir()) == [
-        "applications", "fsmounts", "shared", "startup", "volatile", "workitems"]
+        "applications",
+        "fsmounts",
+        "shared",
+        "startup",
+        "volatile",
+        "workitems",
+    ]
     layout.create_node_layout(root)  # idempotent
 
 
@@ -23,11 +29,18 @@ def test_only_shared_is_writable_by_task_accounts(tmp_path: Path) -> None:
         root = layout.create_node_layout(tmp_path / "node")
     finally:
         os.umask(umask)
-    modes = {p.name: (p.stat().st_uid, p.stat().st_gid, stat.S_IMODE(p.stat().st_mode))
-             for p in [root, *root.iterdir()]}
-    assert modes == {"node": (0, 0, 0o755), "applications": (0, 0, 0o755), "fsmounts": (0, 0, 0o755),
-                     "shared": (0, identity.TASKS_GID, 0o2775), "startup": (0, 0, 0o755),
-                     "volatile": (0, 0, 0o700), "workitems": (0, 0, 0o755)}
+    modes = {
+        p.name: (p.stat().st_uid, p.stat().st_gid, stat.S_IMODE(p.stat().st_mode)) for p in [root, *root.iterdir()]
+    }
+    assert modes == {
+        "node": (0, 0, 0o755),
+        "applications": (0, 0, 0o755),
+        "fsmounts": (0, 0, 0o755),
+        "shared": (0, identity.TASKS_GID, 0o2775),
+        "startup": (0, 0, 0o755),
+        "volatile": (0, 0, 0o700),
+        "workitems": (0, 0, 0o755),
+    }
 
 
 def test_task_paths_put_the_output_files_beside_wd(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ def run(spawner: Spawner) -> Callable[..., Awaitable[CommandOutcome]]:
     async def run(paths: layout.TaskPaths, command: str, **kwargs: object) -> CommandOutcome:
         kwargs.setdefault("env", ENV)
         return await run_command(command, paths=paths, spawner=spawner, **kwargs)  # type: ignore[arg-type]
+
     return run
 
 
@@ -65,7 +66,7 @@ async def test_output_files_are_new_files_never_links_followed(run, paths: layou
 async def test_relative_program_resolves_against_wd(run, paths: layout.TaskPaths) -> None:
     script = paths.wd / "bin" / "hello.sh"
     script.parent.mkdir()
-    script.write_text("#!/bin/sh\necho hello \"$1\"\n")
+    script.write_text('#!/bin/sh\necho hello "$1"\n')
     script.chmod(0o755)
     outcome = await run(paths, "bin/hello.sh world")
     assert outcome.exit_code == 0

@@ -23,8 +23,10 @@ def paths(node_root: Path) -> layout.TaskPaths:
 
 async def test_files_land_in_wd_with_their_mode(paths: layout.TaskPaths, file_server: FileServer) -> None:
     file_server.files = {"/a.txt": b"alpha", "/b.sh": b"#!/bin/sh\n"}
-    files = (ResourceFile(file_server.url("/a.txt?sig=secret"), "a.txt"),
-             ResourceFile(file_server.url("/b.sh"), "bin/deep/b.sh", file_mode="0755"))
+    files = (
+        ResourceFile(file_server.url("/a.txt?sig=secret"), "a.txt"),
+        ResourceFile(file_server.url("/b.sh"), "bin/deep/b.sh", file_mode="0755"),
+    )
     assert await fetch_resource_files(paths, files) == ["a.txt", "bin/deep/b.sh"]
     assert (paths.wd / "a.txt").read_bytes() == b"alpha"
     assert stat.S_IMODE((paths.wd / "a.txt").stat().st_mode) == 0o770
@@ -51,12 +53,16 @@ async def test_not_found_is_a_user_error(paths: layout.TaskPaths, file_server: F
     assert not list(paths.wd.iterdir())  # no partial file left behind
 
 
-@pytest.mark.parametrize(("status", "category", "code"), [
-    (403, "usererror", "BlobAccessDenied"),
-    (500, "servererror", "BlobDownloadMiscError"),
-])
-async def test_http_errors(paths: layout.TaskPaths, file_server: FileServer,
-                           status: int, category: str, code: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "category", "code"),
+    [
+        (403, "usererror", "BlobAccessDenied"),
+        (500, "servererror", "BlobDownloadMiscError"),
+    ],
+)
+async def test_http_errors(
+    paths: layout.TaskPaths, file_server: FileServer, status: int, category: str, code: str
+) -> None:
     file_server.statuses = {"/x": status}
     with pytest.raises(StepFailure) as failure:
         await fetch_resource_files(paths, (ResourceFile(file_server.url("/x"), "x"),))
@@ -70,8 +76,9 @@ async def test_connection_refused_is_a_server_error(paths: layout.TaskPaths) -> 
 
 
 @pytest.mark.parametrize("bad", ["/etc/passwd", "../escape.txt", "a/../../escape.txt", "", "dir/"])
-async def test_a_path_outside_wd_fails_before_any_download(paths: layout.TaskPaths, file_server: FileServer,
-                                                           bad: str) -> None:
+async def test_a_path_outside_wd_fails_before_any_download(
+    paths: layout.TaskPaths, file_server: FileServer, bad: str
+) -> None:
     with pytest.raises(StepFailure) as failure:
         await fetch_resource_files(paths, (ResourceFile(file_server.url("/a"), bad),))
     assert (failure.value.info["category"], failure.value.info["code"]) == ("usererror", "ResourceFileCreateFailed")
@@ -85,8 +92,9 @@ async def test_a_symlink_out_of_wd_is_refused(paths: layout.TaskPaths, file_serv
     assert failure.value.info["code"] == "ResourceFileCreateFailed"
 
 
-async def test_links_in_wd_are_replaced_not_written_through(paths: layout.TaskPaths, file_server: FileServer,
-                                                            tmp_path: Path) -> None:
+async def test_links_in_wd_are_replaced_not_written_through(
+    paths: layout.TaskPaths, file_server: FileServer, tmp_path: Path
+) -> None:
     """A task's account owns wd: a link at the temporary name, or where a fetched file was, is not followed."""
     file_server.files = {"/a.txt": b"alpha"}
     victim = tmp_path / "victim"

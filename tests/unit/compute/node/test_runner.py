@@ -13,23 +13,35 @@ from kiln.compute.protocol import ResourceFile, Step
 from ..helpers import FileServer
 
 
-async def test_a_step_runs_its_hooks_in_order(run_step, make_step: Callable[..., Step], node_root: Path,
-                                              file_server: FileServer) -> None:
+async def test_a_step_runs_its_hooks_in_order(
+    run_step, make_step: Callable[..., Step], node_root: Path, file_server: FileServer
+) -> None:
     file_server.files = {"/in.txt": b"payload"}
-    step = make_step("cat in.txt", task_dir="workitems/j1/job-1/t1",
-                     resource_files=(ResourceFile(file_server.url("/in.txt"), "in.txt"),))
+    step = make_step(
+        "cat in.txt",
+        task_dir="workitems/j1/job-1/t1",
+        resource_files=(ResourceFile(file_server.url("/in.txt"), "in.txt"),),
+    )
     result = await run_step(step)
     assert (result.step_id, result.exit_code, result.failure) == (step.step_id, 0, None)
     assert result.start_time <= result.end_time
     assert (node_root / "workitems/j1/job-1/t1/stdout.txt").read_text() == "payload"
     assert sorted(p.name for p in node_root.iterdir()) == [
-        "applications", "fsmounts", "shared", "startup", "volatile", "workitems"]
+        "applications",
+        "fsmounts",
+        "shared",
+        "startup",
+        "volatile",
+        "workitems",
+    ]
 
 
-async def test_setup_stops_at_the_first_failure(run_step, make_step: Callable[..., Step], node_root: Path,
-                                                file_server: FileServer) -> None:
-    step = make_step("/bin/true", task_dir="workitems/j1/job-1/t1",
-                     resource_files=(ResourceFile(file_server.url("/missing"), "m"),))
+async def test_setup_stops_at_the_first_failure(
+    run_step, make_step: Callable[..., Step], node_root: Path, file_server: FileServer
+) -> None:
+    step = make_step(
+        "/bin/true", task_dir="workitems/j1/job-1/t1", resource_files=(ResourceFile(file_server.url("/missing"), "m"),)
+    )
     result = await run_step(step)
     assert result.exit_code is None
     assert result.failure is not None and result.failure["code"] == "BlobNotFound"
@@ -67,6 +79,7 @@ def hook(name: str, log: list[str], fail: bool = False, crash: bool = False) -> 
             raise StepFailure.of("usererror", f"{name}Failed", name)
         if crash:
             raise RuntimeError(name)
+
     return runner.Hook(name, prestart=phase, poststop=phase)
 
 

@@ -1,4 +1,5 @@
 """The launchers start the node's commands and report their exits; when their worker goes, so do they."""
+
 from __future__ import annotations
 
 import asyncio
@@ -28,14 +29,18 @@ def stdio(tmp_path: Path) -> Iterator[tuple[int, int, int]]:
 
 
 async def test_exit_codes_and_output_come_back(spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
-    procs = [await spawner.spawn(["sh", "-c", f"echo {n}; exit {n}"], env=ENV, cwd=str(tmp_path), stdio=stdio)
-             for n in range(3)]
+    procs = [
+        await spawner.spawn(["sh", "-c", f"echo {n}; exit {n}"], env=ENV, cwd=str(tmp_path), stdio=stdio)
+        for n in range(3)
+    ]
     assert [await p.wait() for p in procs] == [0, 1, 2]
     assert sorted((tmp_path / "out").read_text().split()) == ["0", "1", "2"]
     assert procs[0].returncode == 0
 
 
-async def test_a_command_that_cannot_start_is_an_oserror(spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
+async def test_a_command_that_cannot_start_is_an_oserror(
+    spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]
+) -> None:
     with pytest.raises(OSError):
         await spawner.spawn(["/no/such/program"], env=ENV, cwd=str(tmp_path), stdio=stdio)
     with pytest.raises(OSError):
@@ -43,7 +48,9 @@ async def test_a_command_that_cannot_start_is_an_oserror(spawner: Spawner, tmp_p
     assert await (await spawner.spawn(["/bin/true"], env=ENV, cwd=str(tmp_path), stdio=stdio)).wait() == 0
 
 
-async def test_commands_run_in_sessions_of_their_own(spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
+async def test_commands_run_in_sessions_of_their_own(
+    spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]
+) -> None:
     proc = await spawner.spawn(["sleep", "30"], env=ENV, cwd=str(tmp_path), stdio=stdio)
     assert os.getsid(proc.pid) == proc.pid
     os.kill(proc.pid, signal.SIGTERM)
@@ -51,16 +58,23 @@ async def test_commands_run_in_sessions_of_their_own(spawner: Spawner, tmp_path:
 
 
 async def test_a_command_gets_only_its_stdio_and_no_ignored_signals(
-        spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
+    spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]
+) -> None:
     await assert_clean_start(spawner, tmp_path, tmp_path / "out", stdio, None)
 
 
-async def assert_clean_start(spawner: Spawner, cwd: Path, out: Path, stdio: tuple[int, int, int],
-                             account: identity.Account | None) -> None:
+async def assert_clean_start(
+    spawner: Spawner, cwd: Path, out: Path, stdio: tuple[int, int, int], account: identity.Account | None
+) -> None:
     """No descriptor but stdio, and no signal ignored: not SIGPIPE and SIGXFSZ, which Python ignores,
     nor the C library's own (glibc's posix_spawn would leave 32 and 33 ignored)."""
-    proc = await spawner.spawn(["/bin/sh", "-c", "ls /proc/$$/fd; grep SigIgn /proc/$$/status"], env=ENV,
-                               cwd=str(cwd), stdio=stdio, account=account)
+    proc = await spawner.spawn(
+        ["/bin/sh", "-c", "ls /proc/$$/fd; grep SigIgn /proc/$$/status"],
+        env=ENV,
+        cwd=str(cwd),
+        stdio=stdio,
+        account=account,
+    )
     assert await proc.wait() == 0
     *fds, ignored = out.read_text().splitlines()
     assert (sorted(fds), ignored) == (["0", "1", "2"], "SigIgn:\t0000000000000000")
@@ -68,13 +82,14 @@ async def assert_clean_start(spawner: Spawner, cwd: Path, out: Path, stdio: tupl
 
 async def test_closing_kills_every_command_the_launcher_started(tmp_path: Path, stdio: tuple[int, int, int]) -> None:
     spawner = Spawner()
-    procs = [await spawner.spawn(["sleep", "30"], env=ENV, cwd=str(tmp_path), stdio=stdio)
-             for _ in range(2)]
+    procs = [await spawner.spawn(["sleep", "30"], env=ENV, cwd=str(tmp_path), stdio=stdio) for _ in range(2)]
     await spawner.close()  # as when the worker dies: its end of the socket closes
     await eventually(lambda: not any(alive(p.pid) for p in procs), what="the commands to die")
 
 
-async def test_a_dead_launcher_loses_its_commands_and_is_replaced(spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
+async def test_a_dead_launcher_loses_its_commands_and_is_replaced(
+    spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]
+) -> None:
     proc = await spawner.spawn(["sleep", "30"], env=ENV, cwd=str(tmp_path), stdio=stdio)
     launcher = spawner.launcher_pid()
     assert launcher is not None
@@ -87,7 +102,8 @@ async def test_a_dead_launcher_loses_its_commands_and_is_replaced(spawner: Spawn
 
 
 async def test_a_spawn_cancelled_before_the_launcher_answers_leaves_nothing_running(
-        spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
+    spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]
+) -> None:
     assert await (await spawner.spawn(["/bin/true"], env=ENV, cwd=str(tmp_path), stdio=stdio)).wait() == 0
     marker = f"{os.getpid()}.{id(tmp_path) % 10_000}"  # a sleep of our own: found by its argv
     starting = asyncio.create_task(spawner.spawn(["sleep", f"3000.{marker}"], env=ENV, cwd=str(tmp_path), stdio=stdio))
@@ -98,8 +114,12 @@ async def test_a_spawn_cancelled_before_the_launcher_answers_leaves_nothing_runn
 
     def ours_running() -> bool:
         argv = f"sleep\0003000.{marker}\0".encode()
-        return any(alive(int(p.name)) and (p / "cmdline").read_bytes() == argv
-                   for p in Path("/proc").iterdir() if p.name.isdigit() and (p / "cmdline").exists())
+        return any(
+            alive(int(p.name)) and (p / "cmdline").read_bytes() == argv
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and (p / "cmdline").exists()
+        )
+
     await asyncio.sleep(0.5)  # long enough for the launcher to have started it, had nobody killed it
     await eventually(lambda: not ours_running(), what="the command to be gone")
 
@@ -117,12 +137,14 @@ WHO = "id -u; id -g; id -G; umask; echo $PPID"
 def status_ids(pid: int) -> dict[str, list[str]]:
     """The Uid, Gid and Groups lines of /proc/PID/status (real, effective, saved, fs)."""
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return {key: rest.split() for key, _, rest in (line.partition(":") for line in lines)
-            if key in ("Uid", "Gid", "Groups")}
+    return {
+        key: rest.split() for key, _, rest in (line.partition(":") for line in lines) if key in ("Uid", "Gid", "Groups")
+    }
 
 
-async def who(spawner: Spawner, cwd: Path, out: Path, stdio: tuple[int, int, int],
-              account: identity.Account | None) -> list[str]:
+async def who(
+    spawner: Spawner, cwd: Path, out: Path, stdio: tuple[int, int, int], account: identity.Account | None
+) -> list[str]:
     """The command's uid, gid, groups, umask and parent pid."""
     out.write_text("")
     proc = await spawner.spawn(["sh", "-c", WHO], env=ENV, cwd=str(cwd), stdio=stdio, account=account)
@@ -132,7 +154,8 @@ async def who(spawner: Spawner, cwd: Path, out: Path, stdio: tuple[int, int, int
 
 @as_root
 async def test_a_node_wide_accounts_commands_come_from_a_launcher_running_as_it(
-        spawner: Spawner, open_tmp: Path, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
+    spawner: Spawner, open_tmp: Path, tmp_path: Path, stdio: tuple[int, int, int]
+) -> None:
     uid = str(POOL.uid)
     *ids, parent = await who(spawner, open_tmp, tmp_path / "out", stdio, POOL)
     assert ids == [uid, uid, f"{uid} {identity.TASKS_GID}", "0002"]
@@ -148,14 +171,15 @@ async def test_a_node_wide_accounts_commands_come_from_a_launcher_running_as_it(
 @as_root
 @pytest.mark.parametrize("account", [POOL, TASK], ids=["own launcher", "root launcher"])
 async def test_an_accounts_command_gets_only_its_stdio_and_no_ignored_signals(
-        spawner: Spawner, open_tmp: Path, tmp_path: Path, stdio: tuple[int, int, int],
-        account: identity.Account) -> None:
+    spawner: Spawner, open_tmp: Path, tmp_path: Path, stdio: tuple[int, int, int], account: identity.Account
+) -> None:
     await assert_clean_start(spawner, open_tmp, tmp_path / "out", stdio, account)
 
 
 @as_root
 async def test_a_task_scope_account_is_switched_to_by_the_root_launcher(
-        spawner: Spawner, open_tmp: Path, tmp_path: Path, stdio: tuple[int, int, int]) -> None:
+    spawner: Spawner, open_tmp: Path, tmp_path: Path, stdio: tuple[int, int, int]
+) -> None:
     uid = str(TASK.uid)
     *ids, parent = await who(spawner, open_tmp, tmp_path / "out", stdio, TASK)
     assert ids == [uid, uid, f"{uid} {identity.TASKS_GID}", "0002"]
@@ -165,8 +189,10 @@ async def test_a_task_scope_account_is_switched_to_by_the_root_launcher(
 @as_root
 async def test_closing_kills_the_commands_of_every_launcher(open_tmp: Path, stdio: tuple[int, int, int]) -> None:
     spawner = Spawner()
-    procs = [await spawner.spawn(["sleep", "30"], env=ENV, cwd=str(open_tmp), stdio=stdio, account=account)
-             for account in (None, POOL, NAMED, TASK)]
+    procs = [
+        await spawner.spawn(["sleep", "30"], env=ENV, cwd=str(open_tmp), stdio=stdio, account=account)
+        for account in (None, POOL, NAMED, TASK)
+    ]
     assert len({spawner.launcher_pid(account) for account in (None, POOL, NAMED)}) == 3
     await spawner.close()
     await eventually(lambda: not any(alive(p.pid) for p in procs), what="the commands to die")
@@ -174,7 +200,8 @@ async def test_closing_kills_the_commands_of_every_launcher(open_tmp: Path, stdi
 
 @as_root
 async def test_a_killed_account_launcher_loses_only_its_commands_and_is_replaced(
-        spawner: Spawner, open_tmp: Path, stdio: tuple[int, int, int]) -> None:
+    spawner: Spawner, open_tmp: Path, stdio: tuple[int, int, int]
+) -> None:
     root_proc = await spawner.spawn(["sleep", "30"], env=ENV, cwd=str(open_tmp), stdio=stdio)
     proc = await spawner.spawn(["sleep", "30"], env=ENV, cwd=str(open_tmp), stdio=stdio, account=POOL)
     launcher = spawner.launcher_pid(POOL)

@@ -1,4 +1,5 @@
 """The agent's bookkeeping as data: feed it events, assert the state and what it asks for."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
