@@ -23,8 +23,12 @@ def open_base(tmp_path_factory) -> Iterator[Path]:
     which must pass through the data dir's parents: pytest's tmp dirs are under a 0700 directory."""
     base = Path(tempfile.mkdtemp(prefix="kiln-e2e-"))
     os.chmod(base, 0o755)
-    with pytest.MonkeyPatch.context() as patch:  # the servers' workers claim task uids in a registry of ours
-        patch.setenv(identity.REGISTRY_ENV, str(tmp_path_factory.mktemp("uids")))
+    # The servers' workers claim task uids in a registry of ours, one for the whole run: xdist's workers
+    # each have a base temp dir of their own, under one parent.
+    run_temp = tmp_path_factory.getbasetemp()
+    registry = (run_temp.parent if os.environ.get("PYTEST_XDIST_WORKER") else run_temp) / "uids"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(identity.REGISTRY_ENV, str(registry))
         yield base
     shutil.rmtree(base, ignore_errors=True)
 
