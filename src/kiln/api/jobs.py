@@ -23,6 +23,7 @@ from kiln.api.http import (
     read_model,
 )
 from kiln.core import job as job_rules
+from kiln.core import task as task_rules
 from kiln.core.job import DisableTasks, JobState, TerminateReason
 from kiln.errors import BadRequest, Conflict, InvalidPropertyValue, MissingRequiredProperty, NotFound
 from kiln.store import rows as db
@@ -93,9 +94,8 @@ async def add_job(request: Request) -> Response:
 
 def _manager_task(conn: Connection, job: dict[str, Any], spec: JobAdd, moment) -> dict[str, Any]:
     """Insert the job manager as an ordinary task of the job; it gets the job's first task seq."""
-    from kiln.api.tasks import _task_row  # tasks imports this module
-
-    task = _task_row(job, spec.job_manager_task.as_task(), moment)
+    doc = spec.job_manager_task.as_task().materialize(job["spec"]["constraints"]["maxTaskRetryCount"])
+    task = task_rules.new_row(job["key"], doc, now=moment, etag=db.new_etag())
     db.insert_rows(conn, db.tasks, [task])
     task["seq"] = db.task_seqs(conn, job["key"], [task["key"]])[task["key"]]
     return task
