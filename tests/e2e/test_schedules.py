@@ -15,7 +15,17 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from kiln.cli.embedded import EmbeddedServer
-from kiln.testing import create_pool_and_wait, make_client, shell, terminate_job, unique, wait_for, wait_tasks_completed
+from kiln.testing import (
+    create_pool_and_wait,
+    make_client,
+    read_task_file,
+    shell,
+    terminate_job,
+    unique,
+    wait_for,
+    wait_job_state,
+    wait_tasks_completed,
+)
 
 FAST = {"KILN_MIN_SCHEDULE_INTERVAL": "PT1S"}
 
@@ -423,6 +433,94 @@ def test_job_specification_with_preparation_and_release(sc, spool):
     assert len(statuses) == 1
     assert statuses[0].job_preparation_task_execution_info.result == "success"
     assert statuses[0].job_release_task_execution_info.result == "success"
+
+
+# ---------------------------------------------------------------------------------------------- job manager
+def _manager(command: str, **fields) -> models.BatchJobManagerTask:
+    return models.BatchJobManagerTask(id="manager", command_line=command, **fields)
+
+
+def _completed_managers(client, jobs: list) -> list:
+    """Each job's manager task, once completed with exit code 0."""
+    managers = [client.get_task(job.id, "manager") for job in jobs]
+    assert [(m.state, m.execution_info.exit_code) for m in managers] == [("completed", 0)] * len(jobs)
+    return managers
+
+
+def test_each_job_runs_its_manager_and_all_tasks_complete_ends_it(sc, spool, marks_dir):
+    """onAllTasksComplete=terminatejob: each job runs its manager (after the job's preparation, with the job's
+    environment), completes after it, and only then does the next occurrence make the next job."""
+    script = f"umask 0; echo $AZ_BATCH_JOB_ID >> {marks_dir}/managed; echo managed by $FROM_SCHEDULE"
+    schedule_id = _create(
+        sc,
+        _every(1),
+        _ends_at_once(
+            job_manager_task=_manager(shell(script), kill_job_on_completion=False),
+            job_preparation_task=models.BatchJobPreparationTask(command_line=shell(f"touch {marks_dir}/prepared")),
+            common_environment_settings=[models.EnvironmentSetting(name="FROM_SCHEDULE", value="the schedule")],
+        ),
+    )
+    jobs = _wait_jobs(sc, schedule_id, 3)[:2]  # one job at a time: job-3 means job-1 and job-2 have completed
+    for job, manager in zip(jobs, _completed_managers(sc, jobs), strict=True):
+        job = sc.get_job(job.id)
+        assert (job.state, job.execution_info.termination_reason) == ("completed", "AllTasksComplete")
+        assert job.execution_info.end_time >= manager.execution_info.end_time
+        assert read_task_file(sc, job.id, "manager", "stdout.txt") == "managed by the schedule\n"
+    assert (marks_dir / "managed").read_text().split()[:2] == [job.id for job in jobs]
+    assert (marks_dir / "prepared").exists()
+    sc.begin_terminate_job_schedule(schedule_id, polling_interval=0.5).result()
+
+
+def test_a_manager_that_kills_its_job_on_completion_lets_the_schedule_move_on(sc, spool):
+    """killJobOnCompletion (default true), onAllTasksComplete noaction: the manager's end ends the job (JMComplete)."""
+    schedule_id = _create(sc, _every(1), _spec(job_manager_task=_manager("/bin/true")))
+    first, second = _wait_jobs(sc, schedule_id, 2)[:2]
+    (manager,) = _completed_managers(sc, [first])
+    first = sc.get_job(first.id)
+    assert (first.state, first.execution_info.termination_reason) == ("completed", "JMComplete")
+    assert second.creation_time >= first.execution_info.end_time >= manager.execution_info.end_time
+    sc.begin_terminate_job_schedule(schedule_id, polling_interval=0.5).result()
+
+
+def test_a_schedule_job_is_made_as_a_job_created_with_its_specification(sc, spool):
+    """The whole jobSpecification carries over: the job and its manager task read as those of a job created
+    directly with the same fields."""
+    fields = {
+        "display_name": "from a spec",
+        "priority": 5,
+        "max_parallel_tasks": 3,
+        "uses_task_dependencies": True,
+        "task_failure_mode": "performexitoptionsjobaction",
+        "constraints": models.BatchJobConstraints(max_task_retry_count=2),
+        "job_manager_task": _manager(
+            "/bin/true",
+            run_exclusive=False,
+            environment_settings=[models.EnvironmentSetting(name="M", value="1")],
+            constraints=models.BatchTaskConstraints(retention_time=timedelta(hours=1)),
+        ),
+        "job_preparation_task": models.BatchJobPreparationTask(command_line="/bin/true"),
+        "job_release_task": models.BatchJobReleaseTask(command_line="/bin/true"),
+        "common_environment_settings": [models.EnvironmentSetting(name="E", value="2")],
+        "metadata": [models.BatchMetadataItem(name="k", value="v")],
+    }
+    schedule_id = _create(sc, _every(3600), _spec(**fields))
+    scheduled = _wait_jobs(sc, schedule_id, 1)[0].id
+    direct = unique("direct")
+    sc.create_job(models.BatchJobCreateOptions(id=direct, pool_info=models.BatchPoolInfo(pool_id=spool), **fields))
+    for job_id in (scheduled, direct):
+        wait_job_state(sc, job_id, "completed")  # JMComplete
+
+    def shown(doc, *volatile: str) -> dict:
+        return {k: v for k, v in doc.as_dict().items() if k not in volatile}
+
+    entity = ("id", "url", "eTag", "lastModified", "creationTime", "executionInfo", "stats")
+    entity += ("stateTransitionTime", "previousStateTransitionTime")
+    assert shown(sc.get_job(scheduled), *entity) == shown(sc.get_job(direct), *entity)
+    assert shown(sc.get_task(scheduled, "manager"), *entity, "nodeInfo") == shown(
+        sc.get_task(direct, "manager"), *entity, "nodeInfo"
+    )
+    sc.begin_delete_job(direct, polling_interval=0.5).result()
+    sc.begin_terminate_job_schedule(schedule_id, polling_interval=0.5).result()
 
 
 # ---------------------------------------------------------------------------------------------- auto pools

@@ -25,6 +25,7 @@ from kiln.api.http import (
 from kiln.core import job as job_rules
 from kiln.core.job import DisableTasks, JobState, TerminateReason
 from kiln.errors import BadRequest, Conflict, InvalidPropertyValue, MissingRequiredProperty, NotFound
+from kiln.scheduler.job_manager import insert_job
 from kiln.store import rows as db
 from kiln.wire import ids
 from kiln.wire.models import JobAdd, JobConstraints, JobDisable, JobPatch, JobTerminate, PoolInfo, PoolLifetimeOption
@@ -62,9 +63,7 @@ async def add_job(request: Request) -> Response:
         spec.id, doc, pool_key=ids.key(spec.pool_info.pool_id or ""), now=moment, etag=db.new_etag()
     )
 
-    manager: list[dict[str, Any]] = []
-
-    def insert(conn: Connection) -> dict[str, Any] | None:
+    def insert(conn: Connection) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         if db.get(conn, db.jobs, key=row["key"]) is not None:
             raise Conflict("The specified job already exists.", code="JobExists")
         if db.get(conn, db.job_schedules, key=row["key"]) is not None:
@@ -72,33 +71,17 @@ async def add_job(request: Request) -> Response:
                 "A job schedule with the same id exists; jobs and job schedules share ids.",
                 code="JobScheduleWithSameIdExists",
             )
-        row["seq"] = db.next_value(conn, "job")
         pool = None
         if auto is not None:
             pool = state.scheduler.insert_auto_pool(conn, doc["poolInfo"]["autoPoolSpecification"], moment)
             row["pool_key"], row["pool_id"] = pool["key"], pool["id"]
-        db.insert_rows(conn, db.jobs, [row])
-        if spec.job_manager_task is not None:  # the job's first task, in the same transaction
-            manager.append(_manager_task(conn, row, spec, moment))
-        return pool
+        return pool, insert_job(conn, row, moment)
 
-    pool = await state.database.write(insert)
+    pool, manager = await state.database.write(insert)
     if pool is not None:
         await state.scheduler.create_pool(pool)
-    state.scheduler.job_created(row)
-    if manager:
-        state.scheduler.tasks_added(row["key"], [(manager[0]["seq"], manager[0]["required_slots"])])
+    state.scheduler.job_created(row, manager)
     return empty(201, request, row, location=f"{base_url(request)}/jobs/{spec.id}")
-
-
-def _manager_task(conn: Connection, job: dict[str, Any], spec: JobAdd, moment) -> dict[str, Any]:
-    """Insert the job manager as an ordinary task of the job; it gets the job's first task seq."""
-    from kiln.api.tasks import _task_row  # tasks imports this module
-
-    task = _task_row(job, spec.job_manager_task.as_task(), moment)
-    db.insert_rows(conn, db.tasks, [task])
-    task["seq"] = db.task_seqs(conn, job["key"], [task["key"]])[task["key"]]
-    return task
 
 
 @router.get("/jobs")

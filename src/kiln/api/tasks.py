@@ -29,7 +29,7 @@ from kiln.api.jobs import load_job
 from kiln.core import dependencies as dependency_rules
 from kiln.core import exit_conditions as exit_rules
 from kiln.core import job as job_rules
-from kiln.core.task import TaskState
+from kiln.core import task as task_rules
 from kiln.errors import BadRequest, Conflict, KilnError, NotFound
 from kiln.store import rows as db
 from kiln.wire import ids
@@ -47,26 +47,6 @@ def load_task(conn: Connection, job_id: str, task_id: str) -> tuple[dict[str, An
     if task is None:
         raise NotFound("The specified task does not exist.", code="TaskNotFound")
     return job, task
-
-
-def _task_row(job: dict[str, Any], spec: TaskAdd, moment) -> dict[str, Any]:
-    doc = spec.materialize(job["spec"]["constraints"]["maxTaskRetryCount"])
-    return {
-        "job_key": job["key"],
-        "key": ids.key(spec.id),
-        "id": spec.id,
-        "spec": doc,
-        "state": TaskState.ACTIVE.value,
-        "state_transition_time": moment,
-        "required_slots": spec.required_slots,
-        "max_retries": doc["constraints"]["maxTaskRetryCount"],
-        "attempt": 0,
-        "retry_count": 0,
-        "requeue_count": 0,
-        "creation_time": moment,
-        "last_modified": moment,
-        "etag": db.new_etag(),
-    }
 
 
 def _check_against_job(job: dict[str, Any], spec: TaskAdd) -> None:
@@ -108,6 +88,7 @@ def _insert(conn: Connection, job_id: str, specs: list[TaskAdd | KilnError]) -> 
     job = load_job(conn, job_id)
     job_rules.check_open(job["state"])
     moment = now()
+    retries = job["spec"]["constraints"]["maxTaskRetryCount"]
     outcomes: list[dict[str, Any] | KilnError] = []
     seen: set[str] = set()
     wanted = [ids.key(s.id) for s in specs if not isinstance(s, KilnError)]
@@ -122,7 +103,7 @@ def _insert(conn: Connection, job_id: str, specs: list[TaskAdd | KilnError]) -> 
             if key in existing or key in seen:
                 raise Conflict("The specified task already exists.", code="TaskExists")
             seen.add(key)
-            outcomes.append(_task_row(job, spec, moment))
+            outcomes.append(task_rules.new_row(job["key"], spec.materialize(retries), now=moment, etag=db.new_etag()))
         except KilnError as error:
             outcomes.append(error)
     rows = [o for o in outcomes if isinstance(o, dict)]

@@ -18,6 +18,26 @@ class TaskState(StrEnum):
     COMPLETED = "completed"
 
 
+def new_row(job_key: str, doc: dict[str, Any], *, now: datetime, etag: str) -> Changes:
+    """A new task, active, from its stored spec (`doc`: defaults written out); `seq` is given by the store."""
+    return {
+        "job_key": job_key,
+        "key": doc["id"].lower(),
+        "id": doc["id"],
+        "spec": doc,
+        "state": TaskState.ACTIVE.value,
+        "state_transition_time": now,
+        "required_slots": doc["requiredSlots"],
+        "max_retries": doc["constraints"]["maxTaskRetryCount"],
+        "attempt": 0,
+        "retry_count": 0,
+        "requeue_count": 0,
+        "creation_time": now,
+        "last_modified": now,
+        "etag": etag,
+    }
+
+
 def _assign(row: Mapping[str, Any], now: datetime, *, pool_id: str, node_id: str, attempt: int, **_: Any) -> Changes:
     """Bound to a node: slots are held from here on."""
     return {"pool_id": pool_id, "node_id": node_id, "attempt": attempt}

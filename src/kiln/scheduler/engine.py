@@ -504,8 +504,11 @@ class Scheduler(
         self._finish_job_if_released(conn, ref.job_key, now, effects)
 
     # ------------------------------------------------------------------ API-facing task operations
-    def job_created(self, job: dict[str, Any]) -> None:
+    def job_created(self, job: dict[str, Any], manager: dict[str, Any] | None = None) -> None:
+        """A job was inserted (see `job_manager.insert_job`): track it and queue its job manager task, if any."""
         self.jobs[job["key"]] = JobEntry(job)
+        if manager is not None:
+            self.tasks_added(job["key"], [(manager["seq"], manager["required_slots"])])
         self._arm_wall_clock(job)
         self.wake()
         if job["spec"].get("onAllTasksComplete") == "terminatejob":

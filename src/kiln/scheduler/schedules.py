@@ -22,6 +22,7 @@ from kiln.core.pool import PoolState
 from kiln.core.schedule import ScheduleState, timing
 from kiln.errors import KilnError
 from kiln.scheduler.auto_pools import auto_pool_spec
+from kiln.scheduler.job_manager import insert_job
 from kiln.store import rows as db
 from kiln.wire.models import PoolLifetimeOption
 from kiln.wire.times import now as utcnow
@@ -51,6 +52,7 @@ class Outcome:
     """What one evaluation decided, to carry out after its transaction committed."""
 
     job: dict[str, Any] | None = None  #: the job it created
+    manager: dict[str, Any] | None = None  #: that job's job manager task
     pools: list[dict[str, Any]] = field(default_factory=list)  #: auto pools it created
     wake: datetime | None = None  #: when to evaluate again
     ended: dict[str, Any] | None = None  #: the schedule row, if it completed or was removed now
@@ -67,7 +69,7 @@ class JobSchedules:
             for pool in outcome.pools:
                 await self.create_pool(pool)
             if outcome.job is not None:
-                self.job_created(outcome.job)
+                self.job_created(outcome.job, outcome.manager)
         timer = f"schedule:{key}"
         if outcome.wake is not None:
             self.timers.schedule(timer, outcome.wake, lambda: self.evaluate_schedule(key))
@@ -134,8 +136,7 @@ class JobSchedules:
         job = job_rules.new_row(
             job_id, spec, pool_key=pool_key, pool_id=pool_id, schedule_key=row["key"], now=now, etag=db.new_etag()
         )
-        job["seq"] = db.next_value(conn, "job")
-        db.insert_rows(conn, db.jobs, [job])
+        outcome.manager = insert_job(conn, job, now)
         db.change(conn, db.job_schedules, {"key": row["key"]}, schedule_changes)  # job-level: no new ETag
         outcome.job = job
         return job

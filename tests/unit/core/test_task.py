@@ -254,3 +254,12 @@ def test_reactivate_refuses_what_did_not_fail(state: TaskState, fields: dict[str
 def test_a_terminated_task_can_be_reactivated() -> None:
     row = task_row(S.COMPLETED, exit_code=None, failure_info=ENDED, result="failure")
     assert task.reactivate(frozen(row), NOW)["state"] == "active"
+
+
+def test_a_new_task_is_active_with_its_slots_and_retries_from_its_stored_spec() -> None:
+    doc = {"id": "Task-1", "commandLine": "x", "requiredSlots": 2, "constraints": {"maxTaskRetryCount": 3}}
+    row = task.new_row("j", doc, now=NOW, etag="e")
+    assert_stored_columns(row, schema.tasks)
+    assert (row["key"], row["id"], row["spec"], row["state"]) == ("task-1", "Task-1", doc, "active")
+    assert (row["required_slots"], row["max_retries"], row["attempt"], row["retry_count"]) == (2, 3, 0, 0)
+    assert row["creation_time"] == row["state_transition_time"] == row["last_modified"] == NOW
