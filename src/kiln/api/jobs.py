@@ -95,6 +95,7 @@ def _manager_task(conn: Connection, job: dict[str, Any], spec: JobAdd, moment) -
     """Insert the job manager as an ordinary task of the job; it gets the job's first task seq."""
     from kiln.api.tasks import _task_row  # tasks imports this module
 
+    assert spec.job_manager_task is not None, "called for a job that has one"
     task = _task_row(job, spec.job_manager_task.as_task(), moment)
     db.insert_rows(conn, db.tasks, [task])
     task["seq"] = db.task_seqs(conn, job["key"], [task["key"]])[task["key"]]
@@ -143,7 +144,7 @@ def _apply_update(row: dict[str, Any], update: JobPatch, *, replace: bool) -> di
             "A PUT without onAllTasksComplete sets it to "
             "noaction, and it cannot go from terminatejob back to noaction.",
         )
-    defaults = {
+    defaults: dict[str, Any] = {
         "priority": 0,
         "maxParallelTasks": -1,
         "allowTaskPreemption": False,
@@ -193,7 +194,7 @@ async def _update_job(request: Request, job_id: str, *, replace: bool) -> Respon
         spec = _apply_update(row, update, replace=replace)
         changes = {"spec": spec, "priority": spec["priority"], "last_modified": now()}
         db.change(conn, db.jobs, {"key": row["key"]}, changes, bump_etag=True)
-        return db.get(conn, db.jobs, key=row["key"])
+        return db.reread(conn, db.jobs, key=row["key"])
 
     row = await state.database.write(write)
     state.scheduler.job_updated(row)
