@@ -9,6 +9,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -35,8 +36,8 @@ class Settings:
     min_schedule_interval: str = "PT1M"
 
     @classmethod
-    def from_env(cls, **overrides) -> Settings:
-        values = {
+    def from_env(cls, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
             "account_name": os.environ.get("KILN_ACCOUNT_NAME", DEV_ACCOUNT_NAME),
             "account_key": os.environ.get("KILN_ACCOUNT_KEY", DEV_ACCOUNT_KEY),
             "database_url": os.environ.get("KILN_DATABASE_URL"),

@@ -5,14 +5,17 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from typing import TypeVar
 
 from azure.batch import BatchClient, models
 from azure.core.credentials import AzureNamedKeyCredential
 
 from kiln.cli.embedded import EmbeddedServer
 
+T = TypeVar("T")
 
-def wait_for(condition: Callable[[], object], timeout: float = 60, what: str = "condition") -> object:
+
+def wait_for(condition: Callable[[], T | None], timeout: float = 60, what: str = "condition") -> T:
     """Poll until `condition()` is truthy; no fixed sleeps in tests."""
     deadline = time.monotonic() + timeout
     while True:
@@ -86,7 +89,8 @@ def terminate_job(client: BatchClient, job_id: str, reason: str | None = None, p
     from azure.batch.models._models import BatchJobTerminateOptions
 
     options = BatchJobTerminateOptions(termination_reason=reason or "UserTerminate")
-    client.begin_terminate_job(job_id, options=options, polling_interval=polling_interval).result()
+    # the SDK annotates polling_interval as int; its poller hands it to time.sleep, which takes fractions
+    client.begin_terminate_job(job_id, options=options, polling_interval=polling_interval).result()  # type: ignore[arg-type]
 
 
 def wait_task_counts(

@@ -78,7 +78,7 @@ def error_response(request: Request, error: KilnError) -> Response:
 
 def error_body(request: Request, error: KilnError) -> dict[str, Any]:
     """The error object as add-collection embeds it per task."""
-    return json.loads(error_response(request, error).body)
+    return json.loads(bytes(error_response(request, error).body))
 
 
 async def read_json(request: Request, *, optional: bool = False) -> dict[str, Any]:

@@ -126,7 +126,7 @@ def _apply_update(row: dict[str, Any], update: JobPatch, *, replace: bool) -> di
             "A PUT without onAllTasksComplete sets it to "
             "noaction, and it cannot go from terminatejob back to noaction.",
         )
-    defaults = {
+    defaults: dict[str, Any] = {
         "priority": 0,
         "maxParallelTasks": -1,
         "allowTaskPreemption": False,
@@ -176,7 +176,7 @@ async def _update_job(request: Request, job_id: str, *, replace: bool) -> Respon
         spec = _apply_update(row, update, replace=replace)
         changes = {"spec": spec, "priority": spec["priority"], "last_modified": now()}
         db.change(conn, db.jobs, {"key": row["key"]}, changes, bump_etag=True)
-        return db.get(conn, db.jobs, key=row["key"])
+        return db.reread(conn, db.jobs, key=row["key"])
 
     row = await state.database.write(write)
     state.scheduler.job_updated(row)

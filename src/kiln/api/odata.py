@@ -218,14 +218,14 @@ def _syntax_reason(text: str, exc: lark.exceptions.UnexpectedInput) -> str:
     if isinstance(exc, lark.exceptions.UnexpectedEOF) or getattr(getattr(exc, "token", None), "type", "") == "$END":
         at = ""
     if isinstance(exc, lark.exceptions.UnexpectedCharacters):
-        char = text[exc.pos_in_stream]
+        char = exc.char  # the character at exc.pos_in_stream, which lark types as None
         found = '"\'" (an unterminated string?)' if char == "'" else f'"{char}"'
         expected = exc.allowed
     elif isinstance(exc, lark.exceptions.UnexpectedToken):
         found = "end of the filter" if exc.token.type == "$END" else f'"{exc.token}"'
         expected = exc.expected
     else:
-        found, expected = "end of the filter", getattr(exc, "expected", ())
+        found, expected = "end of the filter", getattr(exc, "expected", set())
     wanted = sorted({_TERMINALS.get(name, name) for name in expected or ()})
     hint = f"; expected {', '.join(wanted)}" if wanted else ""
     return (

@@ -126,7 +126,7 @@ async def patch_pool(request: Request, pool_id: str) -> Response:
             )
         spec = {**row["spec"], **body}
         db.change(conn, db.pools, {"key": row["key"]}, {"spec": spec, "last_modified": now()}, bump_etag=True)
-        return db.get(conn, db.pools, key=row["key"])
+        return db.reread(conn, db.pools, key=row["key"])
 
     row = await kiln(request).database.write(update)
     return empty(200, request, row)

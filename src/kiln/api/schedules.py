@@ -76,7 +76,7 @@ async def add_schedule(request: Request) -> Response:
     if body.metadata is not None:
         spec["metadata"] = [m.dump() for m in body.metadata]
     moment = now()
-    row = {
+    row: dict[str, Any] = {
         "key": ids.key(body.id),
         "id": body.id,
         "spec": spec,
@@ -158,7 +158,7 @@ async def _update_schedule(request: Request, schedule_id: str, *, replace: bool)
         if spec.get("metadata") is None:
             spec.pop("metadata", None)
         db.change(conn, db.job_schedules, {"key": row["key"]}, {"spec": spec, "last_modified": now()}, bump_etag=True)
-        return db.get(conn, db.job_schedules, key=row["key"])
+        return db.reread(conn, db.job_schedules, key=row["key"])
 
     async with state.scheduler.schedule_lock:
         row = await state.database.write(write)

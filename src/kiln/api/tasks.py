@@ -57,8 +57,8 @@ def _check_against_job(job: dict[str, Any], spec: TaskAdd) -> None:
         other = job["spec"].get(kind)
         if other and other["id"].lower() == spec.id.lower():
             raise Conflict(f"The task id is the same as the id of the job's {kind}.", code=code)
-    dependency_rules.check_allowed(job["spec"], spec.depends_on and spec.depends_on.dump())
-    exit_rules.check_allowed(job["spec"], spec.exit_conditions and spec.exit_conditions.dump())
+    dependency_rules.check_allowed(job["spec"], spec.depends_on.dump() if spec.depends_on is not None else None)
+    exit_rules.check_allowed(job["spec"], spec.exit_conditions.dump() if spec.exit_conditions is not None else None)
 
 
 async def _store(request: Request, job_id: str, specs: list[TaskAdd | KilnError]) -> tuple[dict, list]:
@@ -235,7 +235,7 @@ async def update_task(request: Request, job_id: str, task_id: str) -> Response:
         changes = {"spec": spec, "max_retries": spec["constraints"]["maxTaskRetryCount"], "last_modified": now()}
         db.change(conn, db.tasks, {"seq": row["seq"]}, changes, bump_etag=True)
         state.scheduler.task_row_changed(row)
-        return job, db.get(conn, db.tasks, seq=row["seq"])
+        return job, db.reread(conn, db.tasks, seq=row["seq"])
 
     job, row = await state.database.write(write)
     await state.scheduler.task_updated(job, row)

@@ -70,6 +70,7 @@ class EmbeddedServer:
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         auth = SharedKeyAuth(self.account_name, self.account_key)
+        assert self.process is not None, "start() sets it"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"kiln serve exited with {self.process.returncode}; see {self.log_path}")

@@ -44,7 +44,7 @@ for _name, _value in DASK_ENV.items():
 
 import dask  # after the environment above
 from distributed import Nanny, Scheduler
-from distributed.core import ConnectionPool, Status
+from distributed.core import ConnectionPool, PooledRPCCall, Status
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from kiln.compute.node import agent, files, layout, reaper
@@ -74,8 +74,8 @@ DEATH_TIMEOUT = 30.0
 NANNY_CLOSE_TIMEOUT = 5.0
 #: How often a node's supervisor looks at its nanny; pause after the first failed start (doubling).
 SUPERVISE_INTERVAL, FIRST_BACKOFF, MAX_BACKOFF = 0.25, 0.1, 10.0
-#: The scheduler drops a worker that sent no heartbeat for this long (a hung node).
-WORKER_TTL = "60s"
+#: The scheduler drops a worker that sent no heartbeat for this many seconds (a hung node).
+WORKER_TTL = 60.0
 #: Worker config: the sampling profiler has been seen to segfault workers (see ARCHITECTURE.md); and
 #: DASK_ENV's settings as this process's environment has them, since the nanny hands its worker the
 #: server's whole config, which wins over the worker's environment, and the server may have imported dask
@@ -178,6 +178,10 @@ class DaskBackend:
     def scheduler_address(self) -> str:
         assert self._scheduler is not None, "start() first"
         return self._scheduler.address
+
+    def _rpc(self, address: str) -> PooledRPCCall:
+        assert self._pool is not None, "start() first"
+        return self._pool(address)
 
     async def close(self) -> None:
         """Stop every node and the scheduler within a bounded time; no callbacks after this starts."""
@@ -370,7 +374,7 @@ class DaskBackend:
         deadline = loop.time() + PROBE_TIMEOUT
         while True:
             try:
-                info = await asyncio.wait_for(self._pool(address).kiln_ping(), RPC_TIMEOUT)
+                info = await asyncio.wait_for(self._rpc(address).kiln_ping(), RPC_TIMEOUT)
                 break
             except Exception as exc:  # not listening yet, or no agent (its preload failed)
                 if node.address != address or loop.time() > deadline:
@@ -395,7 +399,7 @@ class DaskBackend:
         failures = 0
         while not stop.is_set():
             steps, node.outbox = node.outbox or [], None
-            call = self._pool(address).kiln_results(timeout=POLL_TIMEOUT, ack=ack, ack_started=ack_started, run=steps)
+            call = self._rpc(address).kiln_results(timeout=POLL_TIMEOUT, ack=ack, ack_started=ack_started, run=steps)
             try:
                 messages = await _until(asyncio.wait_for(call, POLL_TIMEOUT + RPC_TIMEOUT), stop)
             except Exception as exc:  # OSError and timeouts mostly; never let the pump die
@@ -454,7 +458,7 @@ class DaskBackend:
         if not node.up or address is None:
             raise NodeUnavailable(f"node {node_id!r} is not up")
         try:
-            return await asyncio.wait_for(getattr(self._pool(address), op)(**kwargs), timeout)
+            return await asyncio.wait_for(getattr(self._rpc(address), op)(**kwargs), timeout)
         except (TimeoutError, OSError) as exc:
             raise NodeUnavailable(f"node {node_id!r} did not answer {op}: {exc!r}") from exc
 

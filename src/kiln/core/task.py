@@ -144,7 +144,7 @@ def failure(code: str, message: str, category: str = "usererror", **details: str
     return info
 
 
-def exit_failure(exit_code: int) -> dict[str, Any]:
+def exit_failure(exit_code: int | None) -> dict[str, Any]:
     return failure(
         "FailureExitCode",
         f"The task process exited with an unexpected exit code: {exit_code}",

@@ -29,12 +29,13 @@ from kiln.core import task as task_rules
 from kiln.core.job import JobState
 from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
+from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import Effects, JobEntry, StepRef, task_step_id
 from kiln.store import rows as db
 
 
-class SendAhead:
+class SendAhead(SchedulerParts):
     """Scheduler part: which tasks go ahead, their start, and calling them back."""
 
     def _send_ahead(self, conn: Connection, pool_key: str, effects: Effects) -> None:
@@ -52,9 +53,9 @@ class SendAhead:
         open_nodes = [n for n in nodes if room.get(n.node_id, 0) > 0]
         while len(chosen.queue) and open_nodes:  # one task per node in turn, like spread placement
             for node in list(open_nodes):
-                if not len(chosen.queue):
+                if (head := chosen.queue.peek()) is None:
                     break
-                seq, slots = chosen.queue.peek()
+                seq, slots = head
                 if slots > room[node.node_id]:
                     open_nodes.remove(node)
                     continue
@@ -150,6 +151,7 @@ class SendAhead:
         rows = self._finished_task_rows(conn, [ref for _, ref in started])
         running: dict[int, dict[str, Any]] = {}
         for result, ref in started:
+            assert ref.seq is not None, "task steps carry their task's seq"
             node = self.nodes.get(ref.node_id)
             if node is not None:
                 node.ahead.pop(result.step_id, None)

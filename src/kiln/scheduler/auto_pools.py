@@ -14,6 +14,7 @@ from kiln.core import pool as pool_rules
 from kiln.core.job import JobState
 from kiln.core.pool import PoolState
 from kiln.core.schedule import ScheduleState
+from kiln.scheduler.parts import SchedulerParts
 from kiln.store import rows as db
 from kiln.wire.models import AutoPoolSpecification, PoolLifetimeOption
 
@@ -36,7 +37,7 @@ def new_pool_id(prefix: str | None) -> str:
     return f"{prefix}_{suffix}" if prefix else suffix
 
 
-class AutoPools:
+class AutoPools(SchedulerParts):
     """Mixed into Scheduler; uses its lock, store and pool operations."""
 
     def insert_auto_pool(self, conn: Connection, auto: Mapping[str, Any], now: datetime) -> dict[str, Any]:

@@ -114,8 +114,8 @@ class Scheduler(
 
     def _recover(self, conn: Connection) -> None:
         now = utcnow()
-        for pool in db.find(conn, db.pools):
-            self.pools[pool["key"]] = pool
+        for row in db.find(conn, db.pools):
+            self.pools[row["key"]] = row
         for node in db.find(conn, db.nodes):
             pool = self.pools.get(node["pool_key"])
             if pool is None or node["state"] == NodeState.LEAVING_POOL:
@@ -197,7 +197,8 @@ class Scheduler(
             self.timers.schedule(
                 f"retain:{node_id}:{path}",
                 when,
-                lambda n=node_id, p=path: self._safely(self.backend.delete_file(n, p, True), f"retention cleanup {p}"),
+                # mypy cannot type a lambda whose defaults bind loop variables (python/mypy#15459)
+                lambda n=node_id, p=path: self._safely(self.backend.delete_file(n, p, True), f"retention cleanup {p}"),  # type: ignore[misc]
             )
         for job_key in effects.check_jobs:
             await self._check_job_manager(job_key)
@@ -372,6 +373,7 @@ class Scheduler(
         task_rows.update(started)
         for result, ref in mine:
             if ref.kind == "task":
+                assert ref.seq is not None, "task steps carry their task's seq"
                 self._task_finished(conn, ref, task_rows.get(ref.seq), result, now, effects)
             elif ref.kind == "prep":
                 self._prep_finished(conn, ref, result, now, effects)
@@ -389,9 +391,10 @@ class Scheduler(
     def _finished_task_rows(conn: Connection, refs: list[StepRef]) -> dict[int, dict[str, Any]]:
         """Rows of tasks whose steps ended: the dispatched row brought up to date with what can change
         while a task runs (one narrow read, no JSON to decode), or the whole row where none was kept."""
-        kept = {ref.seq: ref.row for ref in refs if ref.row is not None}
+        seqs = [(ref.seq, ref.row) for ref in refs if ref.seq is not None]  # every task step has one
+        kept = {seq: row for seq, row in seqs if row is not None}
         rows = {r["seq"]: {**kept[r["seq"]], **r} for r in db.tasks_by_seq(conn, list(kept), db.RUNNING_COLUMNS)}
-        rows.update((r["seq"], r) for r in db.tasks_by_seq(conn, [ref.seq for ref in refs if ref.row is None]))
+        rows.update((r["seq"], r) for r in db.tasks_by_seq(conn, [seq for seq, row in seqs if row is None]))
         return rows
 
     def _task_finished(

@@ -14,6 +14,7 @@ from kiln.core import task as task_rules
 from kiln.core.job import DisableTasks, JobState
 from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
+from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.state import ON_NODE, Effects, JobEntry, task_step_id
 from kiln.store import rows as db
 from kiln.wire.times import now as utcnow
@@ -26,7 +27,7 @@ def _no_check(_: dict[str, Any]) -> None:
     return None
 
 
-class JobControl:
+class JobControl(SchedulerParts):
     """Mixed into Scheduler; uses its lock, store, backend and in-memory maps."""
 
     # ------------------------------------------------------------------ disable and enable

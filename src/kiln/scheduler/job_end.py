@@ -15,6 +15,7 @@ from kiln.core.job import JobState, TerminateReason
 from kiln.core.preparation import StepState
 from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
+from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, prep_key
 from kiln.store import rows as db
@@ -23,7 +24,7 @@ from kiln.wire.times import now as utcnow
 log = logging.getLogger("kiln.scheduler")
 
 
-class JobEnding:
+class JobEnding(SchedulerParts):
     """Mixed into Scheduler; uses its lock, store, backend and in-memory maps."""
 
     # ------------------------------------------------------------------ job end

@@ -15,6 +15,7 @@ from kiln.core.job import JobState, TerminateReason
 from kiln.core.job_token import JobTokens
 from kiln.core.task import TaskState
 from kiln.scheduler import priority
+from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import ON_NODE, JobEntry
 from kiln.store import rows as db
@@ -30,7 +31,7 @@ _TICKETS = count(1)
 _ENDABLE = (JobState.ACTIVE, JobState.DISABLING, JobState.DISABLED, JobState.ENABLING)
 
 
-class JobManagement:
+class JobManagement(SchedulerParts):
     """Mixed into Scheduler; uses its store, in-memory jobs and `terminate_job`."""
 
     #: issues AZ_BATCH_AUTHENTICATION_TOKEN; set by the server from the account key
@@ -81,7 +82,9 @@ class JobManagement:
     async def _check_job_manager(self, job_key: str) -> None:
         """killJobOnCompletion: once the job manager task has completed, terminate its job (JMComplete)."""
         entry = self.jobs.get(job_key)
-        spec = entry.spec.get("jobManagerTask") if entry is not None else None
+        if entry is None:
+            return
+        spec = entry.spec.get("jobManagerTask")
         if spec is None or not spec.get("killJobOnCompletion", True) or entry.row["state"] not in _ENDABLE:
             return
         row = await self.db.read(lambda conn: db.get(conn, db.tasks, job_key=job_key, key=ids.key(spec["id"])))

@@ -24,6 +24,7 @@ from kiln.core import task as task_rules
 from kiln.core.multi_instance import Next, SubtaskState
 from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
+from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.priority import Chooser
 from kiln.scheduler.slots import NodeSlots, choose_node
 from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, task_step_id
@@ -46,7 +47,7 @@ def coordination_step_id(seq: int, attempt: int, index: int) -> str:
     return f"c:{seq}:{attempt}:{index}"
 
 
-class MultiInstance:
+class MultiInstance(SchedulerParts):
     """Mixed into Scheduler; uses its store, nodes, pools, steps and queues."""
 
     def _init_multi_instance(self) -> None:
@@ -92,6 +93,7 @@ class MultiInstance:
         chosen: list[NodeSlots] = []
         for _ in range(count):
             node = choose_node([n for n in free if n not in chosen], 1, fill, lambda _n: True)
+            assert node is not None, "count nodes were free"
             chosen.append(node)
         for node in chosen[1:]:
             node.used += 1
@@ -129,6 +131,7 @@ class MultiInstance:
         plan = self._instance_plans.pop(task["seq"], None)
         if count is None:
             return False
+        assert plan is not None, "placed by _chooser, which plans every counted task"
         self._start_instances(conn, entry, task, plan, now, effects)
         return True
 
@@ -247,6 +250,7 @@ class MultiInstance:
     def _coordination_finished(
         self, conn: Connection, ref: StepRef, result: StepResult, now: datetime, effects: Effects
     ) -> None:
+        assert ref.seq is not None, "coordination steps carry their task's seq"
         running = self.instances.get(ref.seq)
         if running is None or running.attempt != ref.attempt or ref.node_id not in running.node_ids:
             return

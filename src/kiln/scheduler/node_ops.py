@@ -18,6 +18,7 @@ from kiln.core.node import NodeState
 from kiln.core.pool import AllocationState
 from kiln.core.preparation import StepState
 from kiln.core.task import TaskState
+from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import ON_NODE, Effects, prep_key, task_step_id
 from kiln.store import rows as db
@@ -26,7 +27,7 @@ from kiln.wire.times import now as utcnow
 log = logging.getLogger("kiln.scheduler")
 
 
-class NodeOperations:
+class NodeOperations(SchedulerParts):
     """Mixed into Scheduler; uses its lock, store, backend and in-memory maps."""
 
     # ------------------------------------------------------------------ pools and nodes
@@ -68,7 +69,8 @@ class NodeOperations:
             await self.backend.add_node(row["id"], row["root_dir"])
             async with self.lock:
                 await self.db.write(
-                    lambda conn, r=row: db.change(
+                    # mypy cannot type a lambda whose defaults bind loop variables (python/mypy#15459)
+                    lambda conn, r=row: db.change(  # type: ignore[misc]
                         conn, db.nodes, {"id": r["id"]}, node_rules.transition(r, NodeState.STARTING, utcnow())
                     )
                 )

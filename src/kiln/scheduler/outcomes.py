@@ -18,6 +18,7 @@ from kiln.core import job as job_rules
 from kiln.core.exit_conditions import DependencyAction, ExitOptions, JobAction
 from kiln.core.job import DisableTasks, JobState, TerminateReason
 from kiln.core.task import TaskState
+from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.state import Effects, JobEntry
 from kiln.store import rows as db
 
@@ -32,7 +33,7 @@ def exit_options(task: dict[str, Any], exit_code: int | None) -> ExitOptions:
     )
 
 
-class TaskOutcomes:
+class TaskOutcomes(SchedulerParts):
     """Mixed into Scheduler; uses its lock, store and in-memory maps."""
 
     def dependent_tasks_added(self, job_key: str, rows: Iterable[dict[str, Any]]) -> None:

@@ -18,6 +18,7 @@ from kiln.core.job import JobState
 from kiln.core.task import TaskState
 from kiln.scheduler import priority
 from kiln.scheduler.job_manager import tasks_on_nodes
+from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.state import Effects, JobEntry
 from kiln.store import rows as db
 
@@ -30,7 +31,7 @@ def preemptible(entry: JobEntry, below: int) -> bool:
     )
 
 
-class Preemption:
+class Preemption(SchedulerParts):
     """Mixed into Scheduler; called at the end of a placement round, in its transaction."""
 
     def _preempt(self, conn: Connection, now: datetime, effects: Effects) -> None:

@@ -66,7 +66,7 @@ def place_job(
         if waiting is not None and waiting(seq):
             continue  # a dependency went missing after it was queued: queued again once released
         is_manager = manager is not None and seq == manager.seq
-        exclusive = is_manager and manager.exclusive
+        exclusive = manager is not None and is_manager and manager.exclusive
         may_use = (lambda n: allowed(n) and _fits_exclusively(n)) if exclusive else allowed
         free = [n for n in nodes if n.free > 0]
         if not free:  # every node is full: nothing else fits this round

@@ -12,6 +12,7 @@ from kiln.core.job import JobState, TerminateReason
 from kiln.core.preparation import StepState
 from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
+from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.state import Effects
 from kiln.store import rows as db
 from kiln.wire.times import duration_seconds
@@ -19,7 +20,7 @@ from kiln.wire.times import duration_seconds
 log = logging.getLogger("kiln.scheduler")
 
 
-class Retention:
+class Retention(SchedulerParts):
     """Mixed into Scheduler; uses its lock, store, backend and in-memory maps."""
 
     # ------------------------------------------------------------------ timers

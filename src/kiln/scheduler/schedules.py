@@ -23,6 +23,7 @@ from kiln.core.schedule import ScheduleState, timing
 from kiln.errors import KilnError
 from kiln.scheduler.auto_pools import auto_pool_spec
 from kiln.scheduler.job_manager import insert_job
+from kiln.scheduler.parts import SchedulerParts
 from kiln.store import rows as db
 from kiln.wire.models import PoolLifetimeOption
 from kiln.wire.times import now as utcnow
@@ -58,7 +59,7 @@ class Outcome:
     ended: dict[str, Any] | None = None  #: the schedule row, if it completed or was removed now
 
 
-class JobSchedules:
+class JobSchedules(SchedulerParts):
     """Mixed into Scheduler; uses its store, timers, job operations and auto pools."""
 
     # ------------------------------------------------------------------ evaluation

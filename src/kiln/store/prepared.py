@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 Processor = Callable[[Any], Any] | None
 
@@ -41,7 +42,7 @@ class _Compiled:
 class Prepared:
     """One statement, compiled for each dialect it meets."""
 
-    def __init__(self, statement: Executable) -> None:
+    def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
         self._compiled: dict[str, _Compiled] = {}
 
@@ -91,9 +92,10 @@ def _cursor(conn: Connection, sql: str) -> Iterator[Any]:
         cursor.close()
 
 
-def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
+def _compile(statement: ClauseElement, dialect: Dialect) -> _Compiled:
     compiled = statement.compile(dialect=dialect)
-    names = tuple(compiled.positiontup) if compiled.positional else tuple(compiled.binds)
+    assert isinstance(compiled, SQLCompiler), compiled  # a statement's compiler, not DDL's
+    names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
     binds = tuple(compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
     selected = getattr(statement, "selected_columns", ())
     return _Compiled(

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from kiln.store.prepared import Prepared
 from kiln.store.schema import counters, job_schedules, jobs, nodes, pools, preparations, subtasks, tasks
@@ -29,6 +30,14 @@ def _where(table: Table, keys: Mapping[str, Any]):
 def get(conn: Connection, table: Table, **keys: Any) -> Row | None:
     found = _get(table, tuple(keys)).rows(conn, {f"k_{name}": value for name, value in keys.items()})
     return found[0] if found else None
+
+
+def reread(conn: Connection, table: Table, **keys: Any) -> Row:
+    """A row as this transaction has just changed it: it exists, the transaction holds it."""
+    row = get(conn, table, **keys)
+    if row is None:
+        raise LookupError(f"{table.name} {keys} is gone within the transaction that changed it")
+    return row
 
 
 @functools.cache
@@ -61,7 +70,7 @@ def _defaults(table: Table, columns: tuple[str, ...]) -> dict[str, Any]:
     return {
         c.name: c.default.arg
         for c in table.columns
-        if c.name not in columns and c.default is not None and c.default.is_scalar
+        if c.name not in columns and isinstance(c.default, ScalarElementColumnDefault)
     }
 
 

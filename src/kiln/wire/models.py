@@ -359,7 +359,8 @@ class JobAdd(Wire):
             auto.check()
         if self.job_manager_task is not None:
             self.job_manager_task.check()
-        _check_duration(self.constraints and self.constraints.max_wall_clock_time, "constraints.maxWallClockTime")
+        wall_clock = self.constraints.max_wall_clock_time if self.constraints is not None else None
+        _check_duration(wall_clock, "constraints.maxWallClockTime")
         prep, release = self.job_preparation_task, self.job_release_task
         if release is not None and prep is None:
             raise InvalidPropertyValue(

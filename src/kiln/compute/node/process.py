@@ -198,7 +198,7 @@ async def wait(
 ) -> CommandOutcome:
     exited = proc.exited  # futures both: no task of their own to wait for them
     killed = kill.requested if kill is not None else None
-    waits = {exited} if killed is None else {exited, killed}
+    waits: set[asyncio.Future[int] | asyncio.Future[None]] = {exited} if killed is None else {exited, killed}
     done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     if exited in done:
         if exited.exception() is not None:

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from kiln.compute.node import environment, identity, layout, process, resource_files
 from kiln.compute.node.failures import SERVER_ERROR, StepFailure
@@ -107,10 +107,10 @@ async def run_phase(hooks: Sequence[Hook], phase: str, ctx: StepContext, *, stop
             continue
         try:
             await run(ctx)
-        except StepFailure as failure:
+        except StepFailure as failed:
             if stop_at_first:
                 raise
-            failures.append(failure)
+            failures.append(failed)
         except Exception as exc:  # a bug or an unexpected OS error: still a result, not a crash
             logger.exception("hook %s failed in %s for step %s", hook.name, phase, ctx.step.step_id)
             failure = StepFailure.of(SERVER_ERROR, "NodeAgentError", f"{hook.name} hook failed: {exc!r}")
@@ -145,8 +145,8 @@ async def run_step(
     ctx = StepContext(step, paths, spawner, http=http, kill=kill)
     try:
         await run_phase(hooks, "prestart", ctx, stop_at_first=True)
-    except StepFailure as failure:
-        return StepResult(step.step_id, start, time.time(), None, failure=failure.info)
+    except StepFailure as failed:
+        return StepResult(step.step_id, start, time.time(), None, failure=failed.info)
     if kill is not None and kill.is_set():
         return StepResult(step.step_id, start, time.time(), None, killed=True)
     outcome = await run_command(ctx, started)
@@ -161,7 +161,7 @@ async def run_step(
     try:
         await run_phase(hooks, "poststop", ctx, stop_at_first=False)
     except ExceptionGroup as group:
-        failure = failure or group.exceptions[0].info
+        failure = failure or cast(StepFailure, group.exceptions[0]).info  # run_phase groups only these
     return StepResult(
         step.step_id,
         start,

@@ -244,7 +244,12 @@ def _kill_started(answer: dict[str, Any]) -> None:
 
 async def _writable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
     ready = loop.create_future()
-    loop.add_writer(sock, lambda: ready.done() or ready.set_result(None))
+
+    def set_ready() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(sock, set_ready)
     try:
         await ready
     finally:
