@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kiln import story
 from kiln.api import auth, files, job_auth, jobs, nodes, pools, schedules, tasks
 from kiln.api.context import SUPPORTED_API_VERSIONS, Kiln
 from kiln.api.http import NotModified, error_response
@@ -56,6 +57,13 @@ async def _authenticate(request: Request) -> None:
     _api_version(request)
 
 
+def _stimulus(request: Request) -> str:
+    """How a request shows in the stories of what it changed."""
+    client_id = request.headers.get("client-request-id")
+    client = f" client {client_id}" if client_id else ""
+    return f"request {request.state.request_id}{client} {request.method} {request.url.path}"
+
+
 def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
     app = FastAPI(title="Kiln", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.kiln = state
@@ -66,7 +74,8 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
     async def request_ids(request: Request, call_next) -> Response:
         request.state.request_id = str(uuid.uuid4())
         try:
-            response = await call_next(request)
+            with story.caused_by(_stimulus(request)):
+                response = await call_next(request)
         except NotModified:
             response = Response(status_code=304)
         except Exception:  # a bug: still a Batch error body, never a dropped connection

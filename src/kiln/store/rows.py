@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete, func, insert, select, update
 
 from kiln.store.prepared import Prepared
-from kiln.store.schema import counters, job_schedules, jobs, nodes, pools, preparations, subtasks, tasks
+from kiln.store.schema import counters, job_schedules, jobs, nodes, pools, preparations, subtasks, tasks, transitions
 
 Row = dict[str, Any]
 _etag_counter = itertools.count()
@@ -166,8 +166,14 @@ def tasks_in_states(conn: Connection, states: Sequence[str], **keys: Any) -> lis
     return [dict(r) for r in conn.execute(query.order_by(tasks.c.seq)).mappings()]
 
 
+def delete_task(conn: Connection, task_seq: int) -> None:
+    """A task and its story."""
+    for table, column in ((tasks, tasks.c.seq), (transitions, transitions.c.task_seq)):
+        conn.execute(delete(table).where(column == task_seq))
+
+
 def delete_job_rows(conn: Connection, job_key: str) -> None:
-    for table in (tasks, preparations, subtasks):
+    for table in (tasks, preparations, subtasks, transitions):
         conn.execute(delete(table).where(table.c.job_key == job_key))
     conn.execute(delete(jobs).where(jobs.c.key == job_key))
 
@@ -191,6 +197,7 @@ __all__ = [
     "tasks_by_seq",
     "RUNNING_COLUMNS",
     "tasks_in_states",
+    "delete_task",
     "delete_job_rows",
     "new_etag",
 ]
