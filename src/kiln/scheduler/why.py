@@ -60,6 +60,7 @@ def why(memory: Memory, job: Row, task: Row, parents: Mapping[str, Row] | None =
         _dependencies(entry, task, parents or {})
         or _manager(entry, task)
         or _parallel(memory, entry)
+        or _too_big(memory, entry, task)
         or _sent_ahead(memory, task)
         or _nodes(memory, entry, task)
     )
@@ -116,6 +117,15 @@ def _parallel(memory: Memory, entry: JobEntry) -> str | None:
     return f"waiting: maxParallelTasks {limit} reached" if on_nodes >= limit else None
 
 
+def _too_big(memory: Memory, entry: JobEntry, task: Row) -> str | None:
+    """More slots than any node of the pool has: it never starts (a node sent it ahead or not)."""
+    capacities = {n.capacity for n in memory.nodes.values() if n.pool_key == entry.row["pool_key"]}
+    needs = task["required_slots"]
+    if not capacities or max(capacities) >= needs:
+        return None
+    return f"waiting: needs {needs} slots; the pool's nodes have {max(capacities)} slots each"
+
+
 def _sent_ahead(memory: Memory, task: Row) -> str | None:
     for node in memory.nodes.values():
         if any(seq == task["seq"] for _, seq, _ in node.ahead.values()):
@@ -136,8 +146,6 @@ def _nodes(memory: Memory, entry: JobEntry, task: Row) -> str:
     needs = task["required_slots"]
     if not open_nodes:
         return "waiting: " + "; ".join(said) if said else "waiting: the pool has no idle nodes"
-    if all(n.capacity < needs for n in open_nodes):
-        return f"waiting: needs {needs} slots; the pool's nodes have {open_nodes[0].capacity} slots each"
     best = max(open_nodes, key=lambda n: (n.free, n.node_id))
     if best.free < needs:
         return "; ".join([f"waiting: needs {needs} slots; node {best.node_id} has {best.free} free", *said])

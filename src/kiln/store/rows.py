@@ -159,6 +159,20 @@ def task_seqs(conn: Connection, job_key: str, keys: Sequence[str]) -> dict[str, 
     return {row["key"]: row["seq"] for row in _rows_in(conn, _task_seqs, list(keys), KEY_CHUNK, job_key=job_key)}
 
 
+@functools.cache
+def _task_outcomes(count: int) -> Prepared:
+    return Prepared(
+        select(tasks.c.key, tasks.c.state, tasks.c.dependency_action).where(
+            tasks.c.job_key == bindparam("job_key"), tasks.c.key.in_(_in_list(count))
+        )
+    )
+
+
+def task_outcomes(conn: Connection, job_key: str, keys: Sequence[str]) -> dict[str, Row]:
+    """State and dependencyAction of each of these task keys that exists in the job (a dependent's parents)."""
+    return {row["key"]: row for row in _rows_in(conn, _task_outcomes, list(keys), KEY_CHUNK, job_key=job_key)}
+
+
 def tasks_in_states(conn: Connection, states: Sequence[str], **keys: Any) -> list[Row]:
     query = select(tasks).where(tasks.c.state.in_(list(states)))
     if keys:
@@ -194,6 +208,7 @@ __all__ = [
     "next_value",
     "task_counts",
     "task_seqs",
+    "task_outcomes",
     "tasks_by_seq",
     "RUNNING_COLUMNS",
     "tasks_in_states",
