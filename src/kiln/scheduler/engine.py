@@ -121,7 +121,7 @@ class Scheduler(
         for node in db.find(conn, db.nodes):
             pool = self.pools.get(node["pool_key"])
             if pool is None or node["state"] == NodeState.LEAVING_POOL:
-                db.remove(conn, db.nodes, id=node["id"])
+                db.remove_node(conn, node["id"])
                 continue
             db.change(
                 conn, db.nodes, {"id": node["id"]}, {"state": NodeState.STARTING.value, "state_transition_time": now}

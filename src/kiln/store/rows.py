@@ -186,6 +186,14 @@ def delete_task(conn: Connection, task_seq: int) -> None:
         conn.execute(delete(table).where(column == task_seq))
 
 
+def remove_node(conn: Connection, node_id: str) -> None:
+    """A node and its own transitions (its prep/release records' go with their jobs). Found through the
+    task index's NULL part, which holds only the few records that are not a task's."""
+    conn.execute(delete(nodes).where(nodes.c.id == node_id))
+    own = and_(transitions.c.task_seq.is_(None), transitions.c.kind == "node", transitions.c.node_id == node_id)
+    conn.execute(delete(transitions).where(own))
+
+
 def delete_job_rows(conn: Connection, job_key: str) -> None:
     for table in (tasks, preparations, subtasks, transitions):
         conn.execute(delete(table).where(table.c.job_key == job_key))
@@ -213,6 +221,7 @@ __all__ = [
     "RUNNING_COLUMNS",
     "tasks_in_states",
     "delete_task",
+    "remove_node",
     "delete_job_rows",
     "new_etag",
 ]

@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection
-from tests.unit.store.test_store import T0, T1, job_row, task_row
+from sqlalchemy import Connection, select
+from tests.unit.store.test_store import T0, T1, job_row, node_row, task_row
 
 from kiln import story
+from kiln.core import node as node_rules
 from kiln.core import task as task_rules
+from kiln.core.node import NodeState
 from kiln.core.task import TaskState
 from kiln.store import rows
 from kiln.store.database import Database
+from kiln.store.schema import transitions
 from kiln.store.stories import STORY_LENGTH, task_story
 
 
@@ -95,3 +98,20 @@ def _add_second(db: Database) -> dict[str, Any]:
     with db.engine.begin() as conn:
         rows.insert_rows(conn, rows.tasks, [task_row("j", "u")])
         return rows.get(conn, rows.tasks, job_key="j", key="u")
+
+
+async def test_removing_a_node_removes_its_own_records(db: Database) -> None:
+
+    with db.engine.begin() as conn:
+        rows.insert_rows(conn, rows.nodes, [node_row("n1", state="starting"), node_row("n2", state="starting")])
+        found = {n["id"]: n for n in rows.find(conn, rows.nodes)}
+
+    def up(conn: Connection) -> None:
+        for node in found.values():
+            rows.change(conn, rows.nodes, {"id": node["id"]}, node_rules.transition(node, NodeState.IDLE, T1))
+
+    await db.write(up)
+    with db.engine.begin() as conn:
+        rows.remove_node(conn, "n1")
+        left = [(r["kind"], r["node_id"]) for r in conn.execute(select(transitions)).mappings()]
+    assert left == [("node", "n2")]
