@@ -195,7 +195,11 @@ def remove_node(conn: Connection, node_id: str) -> None:
 
 
 def delete_job_rows(conn: Connection, job_key: str) -> None:
-    for table in (tasks, preparations, subtasks, transitions):
+    """The job, its tasks and their stories, its prep/release records: all found by index."""
+    job_tasks = select(tasks.c.seq).where(tasks.c.job_key == job_key)
+    conn.execute(delete(transitions).where(transitions.c.task_seq.in_(job_tasks)))
+    conn.execute(delete(transitions).where(transitions.c.task_seq.is_(None), transitions.c.job_key == job_key))
+    for table in (tasks, preparations, subtasks):
         conn.execute(delete(table).where(table.c.job_key == job_key))
     conn.execute(delete(jobs).where(jobs.c.key == job_key))
 

@@ -9,8 +9,10 @@ from sqlalchemy import Connection, select
 from tests.unit.store.test_store import T0, T1, job_row, node_row, task_row
 
 from kiln import story
+from kiln.core import job as job_rules
 from kiln.core import node as node_rules
 from kiln.core import task as task_rules
+from kiln.core.job import JobState
 from kiln.core.node import NodeState
 from kiln.core.task import TaskState
 from kiln.store import rows
@@ -89,9 +91,16 @@ async def test_deleting_a_task_or_its_job_deletes_its_records(db: Database) -> N
     assert _story(db, task) == []
     task = _add_second(db)
     await db.write(_move(task, TaskState.RUNNING, pool_id="p", node_id="n1", attempt=1))
+
+    def disable(conn: Connection) -> None:
+        job = rows.get(conn, rows.jobs, key="j")
+        rows.change(conn, rows.jobs, {"key": "j"}, job_rules.transition(job, JobState.DISABLING, T1))
+
+    await db.write(disable)
+    assert [r["kind"] for r in _story(db, task)] == ["task", "job"]
     with db.engine.begin() as conn:
         rows.delete_job_rows(conn, "j")
-    assert _story(db, task) == []
+        assert conn.execute(select(transitions)).first() is None
 
 
 def _add_second(db: Database) -> dict[str, Any]:

@@ -31,12 +31,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("transitions", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_transitions_job_key"), ["job_key"], unique=False)
         batch_op.create_index("ix_transitions_task", ["task_seq", "id"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("transitions", schema=None) as batch_op:
         batch_op.drop_index("ix_transitions_task")
-        batch_op.drop_index(batch_op.f("ix_transitions_job_key"))
     op.drop_table("transitions")
