@@ -140,29 +140,27 @@ def _nodes(memory: Memory, entry: JobEntry, task: Row) -> str:
     nodes = sorted((n for n in memory.nodes.values() if n.pool_key == pool["key"]), key=lambda n: n.node_id)
     if not nodes:
         return "waiting: the pool has no nodes"
-    reasons = [_excluded(memory, entry, node) for node in nodes]
-    open_nodes = [n for n, reason in zip(nodes, reasons) if reason is None]
-    said = [r for r in reasons if r is not None]
+    excluded = [_prep_failed(memory, entry, node) for node in nodes]
+    said = [reason for reason in excluded if reason is not None]
+    usable = [n for n, reason in zip(nodes, excluded) if reason is None and n.up and not n.draining and not n.exclusive]
+    if not usable:
+        return "waiting: " + "; ".join(said if len(said) == len(nodes) else ["the pool has no idle nodes", *said])
+    best = max(usable, key=lambda n: (n.free, n.node_id))
     needs = task["required_slots"]
-    if not open_nodes:
-        return "waiting: " + "; ".join(said) if said else "waiting: the pool has no idle nodes"
-    best = max(open_nodes, key=lambda n: (n.free, n.node_id))
-    if best.free < needs:
-        return "; ".join([f"waiting: needs {needs} slots; node {best.node_id} has {best.free} free", *said])
-    return "waiting: queued for the next placement round"
+    if best.free == 0:
+        first = "every slot of the pool's nodes is in use"
+    elif best.free < needs:
+        first = f"needs {needs} slots; node {best.node_id} has {best.free} free"
+    else:
+        first = "queued for the next placement round"
+    return "waiting: " + "; ".join([first, *said])
 
 
-def _excluded(memory: Memory, entry: JobEntry, node: NodeSlots) -> str | None:
-    """Why the job's tasks cannot start on this node now; None if they can."""
+def _prep_failed(memory: Memory, entry: JobEntry, node: NodeSlots) -> str | None:
+    """Why the job's tasks may not start on this node until it is reimaged; None if they may."""
     record = memory.preps.get((entry.key, node.node_id))
-    if record is not None and prep_rules.excludes_node(record, node.incarnation):
-        exit_code = record.get("prep_exit_code")
-        because = f"exit {exit_code}" if exit_code is not None else (record.get("prep_failure_info") or {}).get("code")
-        return f"node {node.node_id} is excluded for this job since its preparation task failed ({because})"
-    if not node.up:
-        return f"node {node.node_id} is not up"
-    if node.draining:
-        return f"node {node.node_id} is finishing its tasks before a reboot or reimage"
-    if node.exclusive:
-        return f"node {node.node_id} runs a job manager task exclusively"
-    return None
+    if record is None or not prep_rules.excludes_node(record, node.incarnation):
+        return None
+    exit_code = record.get("prep_exit_code")
+    because = f"exit {exit_code}" if exit_code is not None else (record.get("prep_failure_info") or {}).get("code")
+    return f"node {node.node_id} is excluded for this job since its preparation task failed ({because})"

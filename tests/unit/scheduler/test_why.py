@@ -107,8 +107,7 @@ def test_sent_ahead_to_a_node() -> None:
 
 def test_the_pool_has_no_nodes_or_none_up() -> None:
     assert why(memory(job()), job(), task()) == "waiting: the pool has no nodes"
-    said = why(memory(job(), node(up=False)), job(), task())
-    assert said == "waiting: node n1 is not up"
+    assert why(memory(job(), node(up=False)), job(), task()) == "waiting: the pool has no idle nodes"
 
 
 def test_a_node_excluded_by_a_failed_preparation_task() -> None:
@@ -124,6 +123,24 @@ def test_needs_more_slots_than_free_or_than_any_node_has() -> None:
     assert said == "waiting: needs 4 slots; node n1 has 2 free"
     said = why(memory(job(), node("n1", capacity=2)), job(), task(slots=4))
     assert said == "waiting: needs 4 slots; the pool's nodes have 2 slots each"
+
+
+def test_every_slot_in_use_and_a_node_excluded_besides() -> None:
+    mem = memory(job(), node("n1", used=2), node("n2"))
+    mem.preps[("j", "n2")] = {
+        **prep_rules.new_record("j", "p", "n2", 0),
+        "prep_state": "completed",
+        "prep_result": "failure",
+        "prep_exit_code": None,
+        "prep_failure_info": {"code": "ResourceDownloadFailed"},
+    }
+    said = why(mem, job(), task())
+    assert said == (
+        "waiting: every slot of the pool's nodes is in use; "
+        "node n2 is excluded for this job since its preparation task failed (ResourceDownloadFailed)"
+    )
+    mem.nodes["n1"].up = False
+    assert why(mem, job(), task()).startswith("waiting: the pool has no idle nodes; node n2 is excluded")
 
 
 def test_free_to_start() -> None:
