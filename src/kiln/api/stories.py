@@ -34,12 +34,14 @@ async def get_task_story(request: Request, job_id: str, task_id: str) -> Respons
         return job, task, parents, task_story(conn, job["key"], task["seq"])
 
     job, task, parents, transitions = await state.database.read(read)
+    async with state.scheduler.lock:  # on PostgreSQL the scheduler changes its memory on the store's thread
+        said = why(state.scheduler, job, task, parents)
     return json_response(
         {
             "jobId": job["id"],
             "taskId": task["id"],
             "state": task["state"],
-            "why": why(state.scheduler, job, task, parents),
+            "why": said,
             "transitions": [_render(r) for r in transitions],
         }
     )
