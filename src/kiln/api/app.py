@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kiln.api import auth, files, job_auth, jobs, nodes, pools, schedules, tasks
+from kiln import story
+from kiln.api import auth, files, job_auth, jobs, nodes, pools, schedules, stories, tasks
 from kiln.api.context import SUPPORTED_API_VERSIONS, Kiln
 from kiln.api.http import NotModified, error_response
 from kiln.errors import BadRequest, KilnError, NotFound
@@ -43,6 +44,13 @@ async def _authenticate(request: Request) -> None:
         await job_auth.verify_job_token(request, state, token)
         _api_version(request)
         return
+    await _shared_key(request)
+    _api_version(request)
+
+
+async def _shared_key(request: Request) -> None:
+    """The account's Shared Key: Batch's routes and Kiln's own (which take no api-version)."""
+    state: Kiln = request.app.state.kiln
     body = await request.body()
     auth.verify_shared_key(
         request.method,
@@ -53,7 +61,13 @@ async def _authenticate(request: Request) -> None:
         {state.account_name: state.account_key},
         now(),
     )
-    _api_version(request)
+
+
+def _stimulus(request: Request) -> str:
+    """How a request shows in the stories of what it changed."""
+    client_id = request.headers.get("client-request-id")
+    client = f" client {client_id}" if client_id else ""
+    return f"request {request.state.request_id}{client} {request.method} {request.url.path}"
 
 
 def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
@@ -61,12 +75,14 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
     app.state.kiln = state
     for module in (pools, nodes, jobs, tasks, files, schedules):
         app.include_router(module.router, dependencies=[Depends(_authenticate)])
+    app.include_router(stories.router, dependencies=[Depends(_shared_key)])
 
     @app.middleware("http")
     async def request_ids(request: Request, call_next) -> Response:
         request.state.request_id = str(uuid.uuid4())
         try:
-            response = await call_next(request)
+            with story.caused_by(_stimulus(request)):
+                response = await call_next(request)
         except NotModified:
             response = Response(status_code=304)
         except Exception:  # a bug: still a Batch error body, never a dropped connection

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy import Connection
 
+from kiln import story
 from kiln.api import odata, render
 from kiln.api.context import kiln
 from kiln.api.http import (
@@ -112,6 +113,7 @@ def _insert(conn: Connection, job_id: str, specs: list[TaskAdd | KilnError]) -> 
         inserted = db.task_seqs(conn, job["key"], [row["key"] for row in rows])
         for row in rows:
             row["seq"] = inserted[row["key"]]
+        story.created("task", rows, TaskState.ACTIVE.value, moment)
     return job, outcomes
 
 

@@ -77,7 +77,7 @@ DISABLE_FROM = frozenset({S.ACTIVE, S.DISABLING, S.DISABLED})
 def transition(row: Mapping[str, Any], to: JobState, now: datetime, **event: Any) -> Changes:
     current = JobState(row["state"])
     code = CLOSED_CODES.get(current, ("OperationInvalidForCurrentState",))[0]
-    return lifecycle.transition(TRANSITIONS, row, to, now, conflict_code=code, **event)
+    return lifecycle.transition(TRANSITIONS, row, to, now, conflict_code=code, kind="job", **event)
 
 
 def check_disable(state: str) -> None:

@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from kiln import story
 from kiln.errors import InvalidTransition
 
 #: Column changes to apply to a stored row.
@@ -25,9 +26,11 @@ def transition(
     *,
     state_field: str = "state",
     track_previous: bool = True,
+    kind: str | None = None,
     **event: Any,
 ) -> Changes:
-    """Changes that move `row` to state `to`, or InvalidTransition if the table has no such edge."""
+    """Changes that move `row` to state `to`, or InvalidTransition if the table has no such edge.
+    With a `kind` (task, job, node, prep, release) the transition is noted for the object's story."""
     state_type = type(to)
     current = state_type(row[state_field])
     handler = table.get((current, to))
@@ -44,6 +47,8 @@ def transition(
             previous_state_transition_time=row.get("state_transition_time"),
             last_modified=now,
         )
+    if kind is not None:
+        story.note(kind, row, current.value, to.value, changes, event, now)
     return changes
 
 

@@ -60,7 +60,7 @@ SCHEDULABLE = frozenset(_UP)
 
 def transition(row: Mapping[str, Any], to: NodeState, now: datetime, **event: Any) -> Changes:
     return lifecycle.transition(
-        TRANSITIONS, row, to, now, conflict_code="NodeStateUnusable", track_previous=False, **event
+        TRANSITIONS, row, to, now, conflict_code="NodeStateUnusable", track_previous=False, kind="node", **event
     )
 
 

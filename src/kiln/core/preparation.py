@@ -89,12 +89,14 @@ RELEASE_TRANSITIONS: lifecycle.Table = {
 
 
 def prep(row: Mapping[str, Any], to: StepState, now: datetime, **event: Any) -> Changes:
-    return lifecycle.transition(PREP_TRANSITIONS, row, to, now, state_field="prep_state", track_previous=False, **event)
+    return lifecycle.transition(
+        PREP_TRANSITIONS, row, to, now, state_field="prep_state", track_previous=False, kind="prep", **event
+    )
 
 
 def release(row: Mapping[str, Any], to: StepState, now: datetime, **event: Any) -> Changes:
     return lifecycle.transition(
-        RELEASE_TRANSITIONS, row, to, now, state_field="release_state", track_previous=False, **event
+        RELEASE_TRANSITIONS, row, to, now, state_field="release_state", track_previous=False, kind="release", **event
     )
 
 

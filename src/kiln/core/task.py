@@ -117,7 +117,7 @@ TRANSITIONS: lifecycle.Table = {
 
 def transition(row: Mapping[str, Any], to: TaskState, now: datetime, **event: Any) -> Changes:
     code = "TaskCompleted" if row["state"] == S.COMPLETED else "OperationInvalidForCurrentState"
-    return lifecycle.transition(TRANSITIONS, row, to, now, conflict_code=code, **event)
+    return lifecycle.transition(TRANSITIONS, row, to, now, conflict_code=code, kind="task", **event)
 
 
 def reactivate(row: Mapping[str, Any], now: datetime) -> Changes:

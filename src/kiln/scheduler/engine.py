@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from kiln import story
 from kiln.compute.protocol import ComputeBackend, StepResult
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
@@ -93,14 +94,15 @@ class Scheduler(
         self.timers = Timers()
         self._init_multi_instance()
         backend.on_results = self._on_results
-        backend.on_node_up = self._on_node_up
-        backend.on_node_down = self._on_node_down
+        backend.on_node_up = story.stimulated("node {} up", self._on_node_up)
+        backend.on_node_down = story.stimulated("node {} lost", self._on_node_down)
 
     # ------------------------------------------------------------------ start and stop
     async def start(self) -> None:
         """Rebuild memory from the store, requeue what was running when the server stopped, start nodes."""
         async with self.lock:
-            await self.db.write(self._recover)
+            with story.caused_by("recovery"):
+                await self.db.write(self._recover)
             for node in list(self.nodes.values()):
                 await self.backend.add_node(node.node_id, node.root)
         self._loop_task = asyncio.create_task(self._run_loop(), name="kiln-scheduler")
@@ -119,7 +121,7 @@ class Scheduler(
         for node in db.find(conn, db.nodes):
             pool = self.pools.get(node["pool_key"])
             if pool is None or node["state"] == NodeState.LEAVING_POOL:
-                db.remove(conn, db.nodes, id=node["id"])
+                db.remove_node(conn, node["id"])
                 continue
             db.change(
                 conn, db.nodes, {"id": node["id"]}, {"state": NodeState.STARTING.value, "state_transition_time": now}
@@ -168,6 +170,7 @@ class Scheduler(
         self._wake.set()
 
     async def _run_loop(self) -> None:
+        story.stimulus.set("placement")  # this task's own context: what its rounds change, placement did
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -351,8 +354,11 @@ class Scheduler(
             batch, self._results_inbox = self._results_inbox, []
             if not batch:
                 return
-            effects = await self.db.write(lambda conn: self._apply_results(conn, batch))
-        await self._act(effects)
+            reporting = sorted({ref.node_id for r in batch if (ref := self.steps.get(r.step_id)) is not None})
+            with story.caused_by(f"node {','.join(reporting)} report"):
+                effects = await self.db.write(lambda conn: self._apply_results(conn, batch))
+        with story.caused_by(f"node {','.join(reporting)} report"):
+            await self._act(effects)
 
     def _apply_results(self, conn: Connection, results: list[StepResult]) -> Effects:
         effects = Effects()
@@ -420,7 +426,7 @@ class Scheduler(
             retriable=result.exit_code is not None,
         )
         if decision is Decision.RETRY:
-            changes = task_rules.transition(task, TaskState.ACTIVE, now, retry=True)
+            changes = task_rules.transition(task, TaskState.ACTIVE, now, retry=True, exit_code=result.exit_code)
             self._requeue_in_memory(task)
         else:
             if failure is None and result.exit_code != 0:
@@ -566,7 +572,7 @@ class Scheduler(
             entry.queue.queued.discard(task["seq"])
             entry.queue.heap = [e for e in entry.queue.heap if e[0] != task["seq"]]
         if delete:
-            db.remove(conn, db.tasks, seq=task["seq"])
+            db.delete_task(conn, task["seq"])
             self._task_deleted(entry, task, effects)
             self._forget_instances(conn, task, entry, effects)
             if task["node_id"] and entry is not None:

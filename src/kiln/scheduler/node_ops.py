@@ -216,7 +216,7 @@ class NodeOperations(SchedulerParts):
                     record.update(changes)
         row = db.get(conn, db.nodes, id=node_id)
         if remove:
-            db.remove(conn, db.nodes, id=node_id)
+            db.remove_node(conn, node_id)
             for entry in list(self.jobs.values()):
                 self._finish_job_if_released(conn, entry.key, now, effects)
         elif row is not None and row["state"] in (NodeState.IDLE, NodeState.RUNNING, NodeState.STARTING):

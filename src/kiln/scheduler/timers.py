@@ -9,6 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from kiln import story
 from kiln.wire.times import now
 
 log = logging.getLogger("kiln.timers")
@@ -62,6 +63,7 @@ class Timers:
                 continue  # cancelled or replaced
             del self._actions[key]
             try:
-                await current[1]()
+                with story.caused_by(f"timer {key}"):
+                    await current[1]()
             except Exception:  # one failed action must not stop the others
                 log.exception("timer %s failed", key)

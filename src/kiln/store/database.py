@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import threading
@@ -14,6 +15,9 @@ from typing import TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
+
+from kiln import story
+from kiln.store.stories import record_transitions
 
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -127,7 +131,8 @@ class Database:
         """Run `work` in one transaction: on the loop (SQLite) or on the store thread (PostgreSQL)."""
         if self._inline_writes:
             return self._transact_inline(work)
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self._transact, work)
+        context = contextvars.copy_context()  # the stimulus goes with the work to the store's thread
+        return await asyncio.get_running_loop().run_in_executor(self._writer, context.run, self._transact, work)
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         """On the store thread, in a transaction of its own."""
@@ -135,7 +140,7 @@ class Database:
 
     def _transact(self, work: Callable[[Connection], T]) -> T:
         with self.engine.begin() as connection:
-            return work(connection)
+            return _with_story(connection, work)
 
     def _transact_inline(self, work: Callable[[Connection], T]) -> T:
         """One transaction on the loop's kept connection; a connection an error invalidated is replaced."""
@@ -143,7 +148,7 @@ class Database:
         if connection is None or connection.closed or connection.invalidated:
             connection = self._loop_connection = self.engine.connect()
         with connection.begin():
-            return work(connection)
+            return _with_story(connection, work)
 
     def close(self) -> None:
         if self._checkpointer is not None:
@@ -153,6 +158,15 @@ class Database:
             self._loop_connection.close()
             self._loop_connection = None
         self.engine.dispose()
+
+
+def _with_story(connection: Connection, work: Callable[[Connection], T]) -> T:
+    """`work`, and the transitions it made recorded in the same transaction."""
+    with story.collecting() as notes:
+        result = work(connection)
+        if notes:
+            record_transitions(connection, notes)
+    return result
 
 
 def sqlite_url(data_dir: Path) -> str:

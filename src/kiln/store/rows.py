@@ -12,7 +12,7 @@ from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from kiln.store.prepared import Prepared
-from kiln.store.schema import counters, job_schedules, jobs, nodes, pools, preparations, subtasks, tasks
+from kiln.store.schema import counters, job_schedules, jobs, nodes, pools, preparations, subtasks, tasks, transitions
 
 Row = dict[str, Any]
 _etag_counter = itertools.count()
@@ -168,6 +168,20 @@ def task_seqs(conn: Connection, job_key: str, keys: Sequence[str]) -> dict[str, 
     return {row["key"]: row["seq"] for row in _rows_in(conn, _task_seqs, list(keys), KEY_CHUNK, job_key=job_key)}
 
 
+@functools.cache
+def _task_outcomes(count: int) -> Prepared:
+    return Prepared(
+        select(tasks.c.key, tasks.c.state, tasks.c.dependency_action).where(
+            tasks.c.job_key == bindparam("job_key"), tasks.c.key.in_(_in_list(count))
+        )
+    )
+
+
+def task_outcomes(conn: Connection, job_key: str, keys: Sequence[str]) -> dict[str, Row]:
+    """State and dependencyAction of each of these task keys that exists in the job (a dependent's parents)."""
+    return {row["key"]: row for row in _rows_in(conn, _task_outcomes, list(keys), KEY_CHUNK, job_key=job_key)}
+
+
 def tasks_in_states(conn: Connection, states: Sequence[str], **keys: Any) -> list[Row]:
     query = select(tasks).where(tasks.c.state.in_(list(states)))
     if keys:
@@ -175,7 +189,25 @@ def tasks_in_states(conn: Connection, states: Sequence[str], **keys: Any) -> lis
     return [dict(r) for r in conn.execute(query.order_by(tasks.c.seq)).mappings()]
 
 
+def delete_task(conn: Connection, task_seq: int) -> None:
+    """A task and its story."""
+    for table, column in ((tasks, tasks.c.seq), (transitions, transitions.c.task_seq)):
+        conn.execute(delete(table).where(column == task_seq))
+
+
+def remove_node(conn: Connection, node_id: str) -> None:
+    """A node and its own transitions (its prep/release records' go with their jobs). Found through the
+    task index's NULL part, which holds only the few records that are not a task's."""
+    conn.execute(delete(nodes).where(nodes.c.id == node_id))
+    own = and_(transitions.c.task_seq.is_(None), transitions.c.kind == "node", transitions.c.node_id == node_id)
+    conn.execute(delete(transitions).where(own))
+
+
 def delete_job_rows(conn: Connection, job_key: str) -> None:
+    """The job, its tasks and their stories, its prep/release records: all found by index."""
+    job_tasks = select(tasks.c.seq).where(tasks.c.job_key == job_key)
+    conn.execute(delete(transitions).where(transitions.c.task_seq.in_(job_tasks)))
+    conn.execute(delete(transitions).where(transitions.c.task_seq.is_(None), transitions.c.job_key == job_key))
     for table in (tasks, preparations, subtasks):
         conn.execute(delete(table).where(table.c.job_key == job_key))
     conn.execute(delete(jobs).where(jobs.c.key == job_key))
@@ -197,9 +229,12 @@ __all__ = [
     "next_value",
     "task_counts",
     "task_seqs",
+    "task_outcomes",
     "tasks_by_seq",
     "RUNNING_COLUMNS",
     "tasks_in_states",
+    "delete_task",
+    "remove_node",
     "delete_job_rows",
     "new_etag",
 ]

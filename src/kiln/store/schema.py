@@ -231,6 +231,26 @@ subtasks = Table(
     Column("failure_info", JSON),
 )
 
+#: Each transition of a task, job, node or (job, node) prep/release record, with its stimulus (a task's story).
+#: A task keeps its last STORY_LENGTH (kiln.store.stories); a job's records go with the job.
+transitions = Table(
+    "transitions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),  #: task, job, node, prep, release
+    Column("job_key", String(JOB_ID_LENGTH)),
+    Column("task_seq", Integer),
+    Column("node_id", String(64)),
+    Column("from_state", String(24)),  #: None: created in this state
+    Column("to_state", String(24), nullable=False),
+    Column("stimulus", String(256), nullable=False),
+    Column("detail", String(256)),
+    Column("at", UTCDateTime, nullable=False),
+    #: a task's records; with task_seq NULL, the few others (job, node, prep/release). The only index
+    #: besides the key: each one cost ~4 us per record written (SQLite, measured), and a task writes ~3.
+    Index("ix_transitions_task", "task_seq", "id"),
+)
+
 counters = Table(
     "counters",
     metadata,

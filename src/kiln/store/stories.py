@@ -1,0 +1,62 @@
+"""The transitions table: written with each transaction's transitions, read for a task's story."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, insert, select
+
+from kiln import story
+from kiln.store.prepared import Prepared
+from kiln.store.schema import transitions
+
+Row = dict[str, Any]
+
+#: How many transitions a task keeps: its latest ones (a task that loops through retries and requeues
+#: must not grow the store without bound).
+STORY_LENGTH = 50
+
+_COLUMNS = ("kind", "job_key", "task_seq", "node_id", "from_state", "to_state", "stimulus", "detail", "at")
+_INSERT = Prepared(insert(transitions).values({c: bindparam(c) for c in _COLUMNS}))
+_latest = (
+    select(transitions.c.id)
+    .where(transitions.c.task_seq == bindparam("seq"))
+    .order_by(transitions.c.id.desc())
+    .limit(1)
+    .offset(STORY_LENGTH)
+    .scalar_subquery()
+)
+#: a task's records older than its latest STORY_LENGTH
+_PRUNE = delete(transitions).where(transitions.c.task_seq == bindparam("seq"), transitions.c.id <= _latest)
+
+
+def record_transitions(conn: Connection, notes: list[story.Note]) -> None:
+    """One statement for the transaction's transitions. Only a task that comes back to active (a retry, a
+    requeue, a reactivation: the only way round its cycle) can outgrow STORY_LENGTH, so only such a task is
+    cut back to it, in the same statement for all of them: a task holds at most STORY_LENGTH + 3 records."""
+    records = story.records(notes)
+    _INSERT.execute_many(conn, records)
+    looped = {
+        r["task_seq"] for r in records if r["task_seq"] is not None and r["from_state"] and r["to_state"] == "active"
+    }
+    if looped:
+        conn.execute(_PRUNE, [{"seq": seq} for seq in looped])
+
+
+def task_story(conn: Connection, job_key: str, task_seq: int) -> list[Row]:
+    """The task's transitions, its job's, and those of the prep/release records and nodes it ran on."""
+    own = _rows(conn, select(transitions).where(transitions.c.task_seq == task_seq))
+    nodes = {r["node_id"] for r in own if r["node_id"]}
+    others = select(transitions).where(transitions.c.task_seq.is_(None))
+    around = _rows(conn, others.where(transitions.c.job_key == job_key))
+    if nodes and own:
+        node_rows = others.where(
+            transitions.c.kind == "node", transitions.c.node_id.in_(nodes), transitions.c.at >= own[0]["at"]
+        )
+        around += _rows(conn, node_rows)
+    shown = [r for r in around if r["kind"] == "job" or r["node_id"] in nodes]
+    return sorted(own + shown, key=lambda r: r["id"])
+
+
+def _rows(conn: Connection, query: Any) -> list[Row]:
+    return [dict(r) for r in conn.execute(query.order_by(transitions.c.id)).mappings()]
