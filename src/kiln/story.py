@@ -9,7 +9,7 @@ Both live in context variables, so nothing is passed through the call chains in 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
@@ -80,7 +80,7 @@ def note(
     )
 
 
-def created(kind: str, rows: list[Mapping[str, Any]], state: str, at: datetime) -> None:
+def created(kind: str, rows: Sequence[Mapping[str, Any]], state: str, at: datetime) -> None:
     """Objects that begin their story in `state` (added tasks)."""
     for row in rows:
         note(kind, row, None, state, {}, {}, at)

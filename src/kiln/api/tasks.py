@@ -9,7 +9,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy import Connection
 
-from kiln import story
 from kiln.api import odata, render
 from kiln.api.context import kiln
 from kiln.api.http import (
@@ -107,13 +106,7 @@ def _insert(conn: Connection, job_id: str, specs: list[TaskAdd | KilnError]) -> 
             outcomes.append(task_rules.new_row(job["key"], spec.materialize(retries), now=moment, etag=db.new_etag()))
         except KilnError as error:
             outcomes.append(error)
-    rows = [o for o in outcomes if isinstance(o, dict)]
-    db.insert_rows(conn, db.tasks, rows)
-    if rows:
-        inserted = db.task_seqs(conn, job["key"], [row["key"] for row in rows])
-        for row in rows:
-            row["seq"] = inserted[row["key"]]
-        story.created("task", rows, TaskState.ACTIVE.value, moment)
+    db.insert_tasks(conn, job["key"], [o for o in outcomes if isinstance(o, dict)], moment)
     return job, outcomes
 
 

@@ -116,8 +116,7 @@ def insert_job(conn: Connection, job: dict[str, Any], now: datetime) -> dict[str
     if doc is None:
         return None
     task = task_rules.new_row(job["key"], doc, now=now, etag=db.new_etag())
-    db.insert_rows(conn, db.tasks, [task])
-    task["seq"] = db.task_seqs(conn, job["key"], [task["key"]])[task["key"]]
+    db.insert_tasks(conn, job["key"], [task], now)
     return task
 
 

@@ -6,11 +6,13 @@ import functools
 import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
+from kiln import story
 from kiln.store.prepared import Prepared
 from kiln.store.schema import counters, job_schedules, jobs, nodes, pools, preparations, subtasks, tasks, transitions
 
@@ -98,6 +100,16 @@ def change(
 
 def remove(conn: Connection, table: Table, **keys: Any) -> int:
     return conn.execute(delete(table).where(_where(table, keys))).rowcount
+
+
+def insert_tasks(conn: Connection, job_key: str, rows: Sequence[Row], at: datetime) -> None:
+    """A job's new tasks, `active`: each row gets its seq, and its story begins."""
+    insert_rows(conn, tasks, rows)
+    if rows:
+        inserted = task_seqs(conn, job_key, [row["key"] for row in rows])
+        for row in rows:
+            row["seq"] = inserted[row["key"]]
+        story.created("task", rows, "active", at)
 
 
 def next_value(conn: Connection, name: str) -> int:
@@ -224,6 +236,7 @@ __all__ = [
     "get",
     "find",
     "insert_rows",
+    "insert_tasks",
     "change",
     "remove",
     "next_value",
