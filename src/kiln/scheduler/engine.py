@@ -228,6 +228,9 @@ class Scheduler(
             effects.node_counters.update(counters)
             counters.clear()
         now = utcnow()
+        for node in self.nodes.values():
+            if node.ahead_stranded:  # queued again, so that this round places them
+                self._call_back(conn, node, effects)
         planned: list[tuple[JobEntry, int, int, NodeSlots]] = []
         by_pool: dict[str, list[JobEntry]] = defaultdict(list)
         for entry in self.jobs.values():

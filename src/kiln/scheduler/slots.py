@@ -51,6 +51,17 @@ class NodeSlots:
             return 0
         return AHEAD_DEPTH * self.capacity - sum(slots for _, _, slots in self.ahead.values())
 
+    @property
+    def ahead_stranded(self) -> bool:
+        """The first task sent ahead fits the slots the control plane sees free: the node will not start it.
+        A node starts tasks sent ahead (in order) only in slots its own steps free before it reports them;
+        slots it has reported are the control plane's to give, so a task needing more slots than one report
+        frees (a 4-slot task among 1-slot ones) would wait for ever on an idle node. Take it back and place it."""
+        if not self.ahead:
+            return False
+        _, _, slots = next(iter(self.ahead.values()))
+        return slots <= self.free
+
 
 def choose_node(
     nodes: Iterable[NodeSlots], slots: int, fill: str, allowed: Callable[[NodeSlots], bool]

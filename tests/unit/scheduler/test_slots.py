@@ -19,3 +19,21 @@ def test_a_node_that_takes_no_new_tasks_has_no_room_ahead() -> None:
         for name, value in change.items():
             setattr(node, name, value)
         assert node.room_ahead == 0, change
+
+
+def test_a_task_sent_ahead_is_stranded_once_the_free_slots_fit_it() -> None:
+    """The node starts tasks sent ahead only in slots its steps free between two reports: a 4-slot task
+    behind 1-slot ones waits there until the control plane sees 4 free slots and takes it back."""
+    node = NodeSlots("n", "p", capacity=4, root="/r", up=True)
+    node.used = 4
+    node.ahead["t:3:1"] = ("j", 3, 4)
+    node.ahead["t:4:1"] = ("j", 4, 1)
+    for used, stranded in ((4, False), (3, False), (1, False), (0, True)):
+        node.used = used
+        assert node.ahead_stranded is stranded, used  # in order: the 1-slot task waits behind the big one
+    node.draining = True
+    assert not node.ahead_stranded  # takes no new task: called back by the drain itself
+
+
+def test_a_node_with_nothing_sent_ahead_strands_nothing() -> None:
+    assert not NodeSlots("n", "p", capacity=4, root="/r", up=True).ahead_stranded
