@@ -560,8 +560,7 @@ class Scheduler(
             self._end_instances(conn, task["seq"], now, effects)
             effects.wake = True
         if entry is not None:
-            entry.queue.queued.discard(task["seq"])
-            entry.queue.heap = [e for e in entry.queue.heap if e[0] != task["seq"]]
+            entry.queue.remove(task["seq"])
         if delete:
             db.remove(conn, db.tasks, seq=task["seq"])
             self._task_deleted(entry, task, effects)

@@ -95,6 +95,13 @@ class JobQueue:
         self.queued.discard(seq)
         return seq, slots
 
+    def remove(self, seq: int) -> None:
+        """Take a task off the queue wherever it is; the rest keeps its heap order (pops stay oldest first)."""
+        if seq in self.queued:
+            self.queued.discard(seq)
+            self.heap = [entry for entry in self.heap if entry[0] != seq]
+            heapq.heapify(self.heap)
+
     def clear(self) -> None:
         self.heap.clear()
         self.queued.clear()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kiln.scheduler.slots import AHEAD_DEPTH, NodeSlots
+from kiln.scheduler.slots import AHEAD_DEPTH, JobQueue, NodeSlots
 
 
 def test_room_ahead_is_a_few_rounds_of_slots_less_what_was_sent() -> None:
@@ -37,3 +37,17 @@ def test_a_task_sent_ahead_is_stranded_once_the_free_slots_fit_it() -> None:
 
 def test_a_node_with_nothing_sent_ahead_strands_nothing() -> None:
     assert not NodeSlots("n", "p", capacity=4, root="/r", up=True).ahead_stranded
+
+
+def test_removing_a_queued_task_keeps_the_queue_oldest_first() -> None:
+    """Dropping an entry from the middle of a heap's list breaks the heap unless it is rebuilt: tasks then
+    started out of order after a task was terminated or deleted."""
+    queue = JobQueue()
+    for seq in (1, 3, 2, 4):
+        queue.push(seq, 1)
+    assert queue.heap == [(1, 1), (3, 1), (2, 1), (4, 1)]  # a valid heap, not sorted
+    queue.remove(1)  # the oldest, at the heap's root
+    queue.remove(9)  # not queued: nothing happens
+    assert [queue.pop()[0] for _ in range(len(queue))] == [2, 3, 4]
+    queue.push(1, 1)  # may be queued again
+    assert queue.pop() == (1, 1) and not queue.queued
