@@ -115,12 +115,10 @@ class SendAhead:
         attempt moves on, so that a later dispatch has a step id of its own (the kill may reach the node
         after it)."""
         for step_id in step_ids:
-            owner, seq, slots = node.ahead.pop(step_id)
-            ref = self.steps.pop(step_id, None)
+            owner, seq, slots = node.ahead[step_id]
+            ref = self._take_step_off_node(node.node_id, step_id, effects, kill=kill)
             if ref is not None:
                 db.change(conn, db.tasks, {"seq": seq}, {"attempt": ref.attempt})
-            if kill:
-                effects.kill[node.node_id].append(step_id)
             if requeue and (entry := self.jobs.get(owner)) is not None:
                 entry.queue.push(seq, slots)
 
@@ -151,14 +149,11 @@ class SendAhead:
         running: dict[int, dict[str, Any]] = {}
         for result, ref in started:
             node = self.nodes.get(ref.node_id)
-            if node is not None:
-                node.ahead.pop(result.step_id, None)
             task = rows.get(ref.seq)
             if node is None or task is None or task["state"] != TaskState.ACTIVE:  # called back too late
-                self.steps.pop(result.step_id, None)
-                if result.running:
-                    effects.kill[ref.node_id].append(result.step_id)
+                self._take_step_off_node(ref.node_id, result.step_id, effects, kill=result.running)
                 continue
+            node.ahead.pop(result.step_id, None)
             start = min(datetime.fromtimestamp(result.start_time, UTC), now)  # a node's clock may run ahead
             changes = task_rules.transition(
                 task,
@@ -170,7 +165,7 @@ class SendAhead:
             )
             effects.change_task(ref.seq, changes)
             task.update(changes)
-            node.used += ref.slots
+            node.book(result.step_id, ref.slots)
             effects.node_counters[(node.node_id, "total_tasks_run")] += 1
             running[ref.seq] = task
             if result.running:
