@@ -11,7 +11,8 @@ else could want those slots: for the only active job of its pool, with no prepar
 run on the node, no maxParallelTasks and no job manager. Anything that would change what runs next
 calls the tasks back (killed on the node in case they just started; queued again unless they end):
 a job that ends or is disabled, a task ended or deleted, a node that restarts or is lost, a second
-active job in the pool.
+active job in the pool; and so does a node whose free slots fit its first task sent ahead, which the node
+itself would never start there (NodeSlots.ahead_stranded).
 """
 
 from __future__ import annotations
