@@ -66,6 +66,7 @@ def test_required_slots_and_a_task_that_fits_nowhere_is_passed_over():
     job = turn("j", [(1, 3), (2, 2)])  # 3 slots never fit a 2-slot node
     assert booked([job], pool) == [("j", 2, "a")]
     assert list(job.queue.heap) == [(1, 3)] and pool[0].used == 2
+    assert pool[0].booked == {2: 2}  # tentatively, by task seq: the caller rebooks it to its step once started
 
 
 # ---------------------------------------------------------------------------------------------- priority, order
