@@ -290,6 +290,36 @@ def test_a_multi_instance_task_can_be_terminated_and_frees_its_nodes(client, mi_
     wait_for(lambda: all(gone(n) for n in nodes), 30, "the task's directories removed")
 
 
+def test_disabling_the_job_with_requeue_frees_every_instance_node(client, mi_pool):
+    """The whole task goes back to the queue: every instance's slot is given back, so it runs again on
+    the same three nodes once the job is enabled (subtask slots once stayed taken, and it waited for ever)."""
+    job_id = _job(client, mi_pool)
+    client.create_task(
+        job_id,
+        models.BatchTaskCreateOptions(
+            id="long",
+            command_line="sleep 300",
+            multi_instance_settings=models.MultiInstanceSettings(
+                number_of_instances=3, coordination_command_line="/bin/true"
+            ),
+        ),
+    )
+    wait_for(lambda: client.get_task(job_id, "long").state == "running", 60, "the task running")
+    client.begin_disable_job(
+        job_id, models.BatchJobDisableOptions(disable_tasks="requeue"), polling_interval=0.5
+    ).result()
+    assert client.get_task(job_id, "long").state == "active"
+    wait_for(
+        lambda: all(n.state == "idle" and n.running_task_slots_count == 0 for n in client.list_nodes(mi_pool)),
+        60,
+        "every instance node idle",
+    )
+    client.begin_enable_job(job_id, polling_interval=0.5).result()
+    wait_for(lambda: client.get_task(job_id, "long").state == "running", 60, "the task running again")
+    client.terminate_task(job_id, "long")
+    wait_for(lambda: all(n.state == "idle" for n in client.list_nodes(mi_pool)), 60, "nodes idle again")
+
+
 @pytest.mark.parametrize(
     "settings, slots, name",
     [

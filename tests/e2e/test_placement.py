@@ -121,6 +121,51 @@ def test_required_slots_are_held_while_a_task_runs(client, pool, own_pool, clean
     wait_tasks_completed(client, job_id)
 
 
+@pytest.mark.parametrize(
+    "before, after",
+    [(2, 2), (8, 0)],
+    ids=["big-between-small-tasks", "big-behind-the-room-ahead"],
+)
+def test_a_task_needing_the_whole_node_runs_once_the_small_tasks_around_it_end(
+    client, own_pool, cleanup, before, after
+):
+    """1 node x 4 slots, one collection: small tasks, a 4-slot task, small tasks. The small tasks fill the node
+    and the big one is sent ahead to it; their slots free one result at a time, which never frees the 4 slots
+    the node needs to start it alone, so the control plane must take it back and place it (it once stayed
+    active for ever on the idle node). With 8 small tasks first it waits behind a full room ahead."""
+    pool_id = own_pool(nodes=1, slots=4)
+    job_id = add_job(client, pool_id, cleanup)
+    small = [f"small{i}" for i in range(before + after)]
+    order = [*small[:before], "big", *small[before:]]
+    client.create_task_collection(
+        job_id,
+        models.BatchTaskGroup(
+            task_values=[
+                models.BatchTaskCreateOptions(
+                    id=task_id, command_line="/bin/sleep 1", required_slots=4 if task_id == "big" else None
+                )
+                for task_id in order
+            ]
+        ),
+    )
+    tasks = {t.id: t for t in wait_tasks_completed(client, job_id, timeout=30)}
+    assert all(t.execution_info.exit_code == 0 for t in tasks.values())
+    big = tasks["big"].execution_info
+    assert big.start_time >= max(tasks[i].execution_info.end_time for i in small)  # alone on the node
+
+
+def test_a_task_needing_the_whole_node_runs_once_another_jobs_tasks_end(client, own_pool, cleanup):
+    """As above with the small tasks in a second job of the pool (nothing is sent ahead then)."""
+    pool_id = own_pool(nodes=1, slots=4)
+    small_job, big_job = add_job(client, pool_id, cleanup), add_job(client, pool_id, cleanup)
+    add_tasks(client, small_job, "/bin/sleep 1", 4, prefix="small")
+    client.create_task(big_job, models.BatchTaskCreateOptions(id="big", command_line="/bin/sleep 1", required_slots=4))
+    small = wait_tasks_completed(client, small_job, timeout=60)
+    big = wait_tasks_completed(client, big_job, timeout=30)[0].execution_info
+    assert big.exit_code == 0
+    assert big.start_time >= max(t.execution_info.end_time for t in small)
+
+
 # ---------------------------------------------------------------------------------------------- spread / pack
 @pytest.mark.parametrize("fill, expected", [("spread", [1, 1]), ("pack", [2])])
 def test_node_fill_type_decides_where_tasks_land(client, own_pool, cleanup, marks_dir, fill, expected):

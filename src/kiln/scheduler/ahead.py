@@ -11,7 +11,8 @@ else could want those slots: for the only active job of its pool, with no prepar
 run on the node, no maxParallelTasks and no job manager. Anything that would change what runs next
 calls the tasks back (killed on the node in case they just started; queued again unless they end):
 a job that ends or is disabled, a task ended or deleted, a node that restarts or is lost, a second
-active job in the pool.
+active job in the pool; and so does a node whose free slots fit its first task sent ahead, which the node
+itself would never start there (NodeSlots.ahead_stranded).
 """
 
 from __future__ import annotations
@@ -116,12 +117,10 @@ class SendAhead(SchedulerParts):
         attempt moves on, so that a later dispatch has a step id of its own (the kill may reach the node
         after it)."""
         for step_id in step_ids:
-            owner, seq, slots = node.ahead.pop(step_id)
-            ref = self.steps.pop(step_id, None)
+            owner, seq, slots = node.ahead[step_id]
+            ref = self._take_step_off_node(node.node_id, step_id, effects, kill=kill)
             if ref is not None:
                 db.change(conn, db.tasks, {"seq": seq}, {"attempt": ref.attempt})
-            if kill:
-                effects.kill[node.node_id].append(step_id)
             if requeue and (entry := self.jobs.get(owner)) is not None:
                 entry.queue.push(seq, slots)
 
@@ -153,14 +152,11 @@ class SendAhead(SchedulerParts):
         for result, ref in started:
             assert ref.seq is not None, "task steps carry their task's seq"
             node = self.nodes.get(ref.node_id)
-            if node is not None:
-                node.ahead.pop(result.step_id, None)
             task = rows.get(ref.seq)
             if node is None or task is None or task["state"] != TaskState.ACTIVE:  # called back too late
-                self.steps.pop(result.step_id, None)
-                if result.running:
-                    effects.kill[ref.node_id].append(result.step_id)
+                self._take_step_off_node(ref.node_id, result.step_id, effects, kill=result.running)
                 continue
+            node.ahead.pop(result.step_id, None)
             start = min(datetime.fromtimestamp(result.start_time, UTC), now)  # a node's clock may run ahead
             changes = task_rules.transition(
                 task,
@@ -172,7 +168,7 @@ class SendAhead(SchedulerParts):
             )
             effects.change_task(ref.seq, changes)
             task.update(changes)
-            node.used += ref.slots
+            node.book(result.step_id, ref.slots)
             effects.node_counters[(node.node_id, "total_tasks_run")] += 1
             running[ref.seq] = task
             if result.running:

@@ -232,6 +232,9 @@ class Scheduler(
             effects.node_counters.update(counters)
             counters.clear()
         now = utcnow()
+        for node in self.nodes.values():
+            if node.ahead_stranded:  # queued again, so that this round places them
+                self._call_back(conn, node, effects)
         planned: list[tuple[JobEntry, int, int, NodeSlots]] = []
         by_pool: dict[str, list[JobEntry]] = defaultdict(list)
         for entry in self.jobs.values():
@@ -248,7 +251,7 @@ class Scheduler(
         for entry, seq, slots, node in planned:
             task = rows.get(seq)
             if task is None or task["state"] != TaskState.ACTIVE:  # deleted or ended meanwhile
-                node.used -= slots
+                node.release(seq)
                 self._drop_instance_plan(seq)
                 continue
             if self._start_multi_instance(conn, entry, task, node, slots, now, effects):
@@ -273,6 +276,7 @@ class Scheduler(
             entry.graph.started(task["seq"])
         prep_spec = entry.spec.get("jobPreparationTask")
         attempt = task["attempt"] + 1
+        node.rebook(task["seq"], task_step_id(task["seq"], attempt))
         where = dict(pool_id=self.pools[node.pool_key]["id"], node_id=node.node_id, attempt=attempt)
         if prep_spec is not None:
             record = self._ensure_prep(conn, entry, node, now, effects)
@@ -412,9 +416,8 @@ class Scheduler(
         now: datetime,
         effects: Effects,
     ) -> None:
-        node = self.nodes.get(ref.node_id)
-        if node is not None:
-            node.used -= ref.slots  # refilled by the placement that ends every results transaction
+        # its slots are refilled by the placement that ends every results transaction
+        self._take_step_off_node(ref.node_id, task_step_id(ref.seq, ref.attempt), effects, kill=False)
         if task is None or task["state"] != TaskState.RUNNING or task["attempt"] != ref.attempt:
             return  # stale: the task was ended, requeued or deleted meanwhile
         self._end_instances(conn, task["seq"], now, effects)
@@ -449,6 +452,26 @@ class Scheduler(
         entry = self.jobs.get(task["job_key"])
         if entry is not None:
             entry.queue.push(task["seq"], task["required_slots"])
+
+    def _take_off_node(self, conn: Connection, task: dict[str, Any], now: datetime, effects: Effects) -> None:
+        """The one way a task that holds a node (preparing or running) leaves it, whatever comes next for it:
+        its slots are freed, its process killed, it waits for no preparation task, and its other instances end."""
+        step_id = task_step_id(task["seq"], task["attempt"])
+        self._take_step_off_node(task["node_id"], step_id, effects, kill=True)
+        waiting = self.waiting.get((task["job_key"], task["node_id"]), [])
+        if task["seq"] in waiting:
+            waiting.remove(task["seq"])
+        self._end_instances(conn, task["seq"], now, effects)
+
+    def _take_step_off_node(self, node_id: str, step_id: str, effects: Effects, *, kill: bool) -> StepRef | None:
+        """Free the step's slots, forget it (killed, if asked and it was known) and its entry sent ahead."""
+        if (node := self.nodes.get(node_id)) is not None:
+            node.release(step_id)
+            node.ahead.pop(step_id, None)
+        ref = self.steps.pop(step_id, None)
+        if ref is not None and kill:
+            effects.kill[node_id].append(step_id)
+        return ref
 
     def _prep_finished(
         self, conn: Connection, ref: StepRef, result: StepResult, now: datetime, effects: Effects
@@ -489,7 +512,7 @@ class Scheduler(
                 task.update(changes)
                 self._dispatch_task(conn, entry, task, node, effects)
             else:  # back to the queue; this node is now excluded for the job
-                node.used -= task["required_slots"]
+                self._take_off_node(conn, task, now, effects)
                 effects.change_task(task["seq"], task_rules.transition(task, TaskState.ACTIVE, now))
                 self._requeue_in_memory(task)
         effects.wake = True
@@ -557,20 +580,10 @@ class Scheduler(
         if task["state"] == TaskState.ACTIVE:
             self._call_back_task(conn, task, effects)
         if task["state"] in ON_NODE:
-            node = self.nodes.get(task["node_id"])
-            if node is not None:
-                node.used -= task["required_slots"]
-            step_id = task_step_id(task["seq"], task["attempt"])
-            if self.steps.pop(step_id, None) is not None:
-                effects.kill[task["node_id"]].append(step_id)
-            waiting = self.waiting.get((job_key, task["node_id"]), [])
-            if task["seq"] in waiting:
-                waiting.remove(task["seq"])
-            self._end_instances(conn, task["seq"], now, effects)
+            self._take_off_node(conn, task, now, effects)
             effects.wake = True
         if entry is not None:
-            entry.queue.queued.discard(task["seq"])
-            entry.queue.heap = [e for e in entry.queue.heap if e[0] != task["seq"]]
+            entry.queue.remove(task["seq"])
         if delete:
             db.delete_task(conn, task["seq"])
             self._task_deleted(entry, task, effects)

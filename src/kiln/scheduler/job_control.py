@@ -60,7 +60,7 @@ class JobControl(SchedulerParts):
         """requeue: back to active (requeueCount + 1, not a retry); terminate: completed with TaskEnded."""
         failure = task_rules.ended_by("the job was disabled.")
         for task in db.tasks_in_states(conn, ON_NODE, job_key=entry.key):
-            self._release_slots(task, effects)
+            self._take_off_node(conn, task, now, effects)
             if option is DisableTasks.REQUEUE:
                 changes = task_rules.transition(task, TaskState.ACTIVE, now, requeue=True)
                 entry.queue.push(task["seq"], task["required_slots"])
@@ -70,18 +70,6 @@ class JobControl(SchedulerParts):
                 effects.check_jobs.add(entry.key)
             effects.change_task(task["seq"], changes)
         effects.write_batched(conn)
-
-    def _release_slots(self, task: dict[str, Any], effects: Effects) -> None:
-        """Kill the task's process if it has one and give its slots back."""
-        node = self.nodes.get(task["node_id"])
-        if node is not None:
-            node.used -= task["required_slots"]
-        step_id = task_step_id(task["seq"], task["attempt"])
-        if self.steps.pop(step_id, None) is not None:
-            effects.kill[task["node_id"]].append(step_id)
-        waiting = self.waiting.get((task["job_key"], task["node_id"]), [])
-        if task["seq"] in waiting:
-            waiting.remove(task["seq"])
 
     def _settle_disabling(self, conn: Connection, job_keys: Iterable[str], now: datetime) -> None:
         """A disabling job becomes disabled once none of its tasks holds a node (disableTasks=wait waits here)."""

@@ -70,19 +70,15 @@ class JobEnding(SchedulerParts):
     ) -> None:
         self._call_back_job(conn, job_key, effects, requeue=False)  # active tasks stay active and never run
         for step_id, ref in list(self.steps.items()):
-            if ref.job_key == job_key and ref.kind in ("task", "prep"):
+            if ref.job_key == job_key and ref.kind == "prep":
                 del self.steps[step_id]
                 effects.kill[ref.node_id].append(step_id)
-                if ref.kind == "prep":
-                    record = self.preps[(job_key, ref.node_id)]
-                    changes = prep_rules.prep(record, StepState.COMPLETED, now, exit_code=None, failure_info=failure)
-                    db.change(conn, db.preparations, prep_key(record), changes)
-                    record.update(changes)
+                record = self.preps[(job_key, ref.node_id)]
+                changes = prep_rules.prep(record, StepState.COMPLETED, now, exit_code=None, failure_info=failure)
+                db.change(conn, db.preparations, prep_key(record), changes)
+                record.update(changes)
         for task in db.tasks_in_states(conn, ON_NODE, job_key=job_key):
-            node = self.nodes.get(task["node_id"])
-            if node is not None:
-                node.used -= task["required_slots"]
-            self._end_instances(conn, task["seq"], now, effects)
+            self._take_off_node(conn, task, now, effects)
             changes = task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure)
             db.change(conn, db.tasks, {"seq": task["seq"]}, changes, bump_etag=True)
         for key in [k for k in self.waiting if k[0] == job_key]:

@@ -96,13 +96,13 @@ class MultiInstance(SchedulerParts):
             assert node is not None, "count nodes were free"
             chosen.append(node)
         for node in chosen[1:]:
-            node.used += 1
+            node.book(seq, 1)
         self._instance_plans[seq] = chosen
         return chosen[0]
 
     def _drop_instance_plan(self, seq: int) -> None:
         for node in self._instance_plans.pop(seq, [])[1:]:
-            node.used -= 1
+            node.release(seq)
 
     def _start_multi_instance(
         self,
@@ -124,7 +124,7 @@ class MultiInstance(SchedulerParts):
                 self.instance_counts.pop(task["seq"], None)
                 return False
             self.instance_counts[task["seq"]] = (entry.key, count)
-            node.used -= slots
+            node.release(task["seq"])
             entry.queue.push(task["seq"], slots)
             effects.wake = True
             return True
@@ -148,6 +148,9 @@ class MultiInstance(SchedulerParts):
         has succeeded on every instance's node. Meanwhile the task is `preparing`."""
         seq, attempt = task["seq"], task["attempt"] + 1
         pool_id = self.pools[plan[0].pool_key]["id"]
+        plan[0].rebook(seq, task_step_id(seq, attempt))
+        for index, node in enumerate(plan[1:], 1):
+            node.rebook(seq, coordination_step_id(seq, attempt, index))
         prep_spec = entry.spec.get("jobPreparationTask")
         preparing: set[int] = set()
         if prep_spec is not None:
@@ -229,10 +232,8 @@ class MultiInstance(SchedulerParts):
             ):
                 continue
             if not ok:
-                if (primary := self.nodes.get(running.node_ids[0])) is not None:
-                    primary.used = max(0, primary.used - task["required_slots"])
+                self._take_off_node(conn, task, now, effects)
                 effects.change_task(seq, task_rules.transition(task, TaskState.ACTIVE, now))
-                self._end_instances(conn, seq, now, effects)
                 self._requeue_in_memory(task)
                 continue
             running.preparing.discard(index)
@@ -297,11 +298,8 @@ class MultiInstance(SchedulerParts):
             return
         for index, node_id in enumerate(running.node_ids):
             step_id = coordination_step_id(seq, running.attempt, index)
-            self.steps.pop(step_id, None)
-            effects.kill[node_id].append(step_id)
-            node = self.nodes.get(node_id)
-            if index > 0 and node is not None:
-                node.used = max(0, node.used - 1)  # a lost node was already emptied
+            self._take_step_off_node(node_id, step_id, effects, kill=False)
+            effects.kill[node_id].append(step_id)  # even if it ended: what it left running goes with its id
         for row in db.find(conn, db.subtasks, task_seq=seq):
             if row["state"] != SubtaskState.COMPLETED:
                 ended = None if row["exit_code"] is not None else task_rules.ended_by("the multi-instance task ended.")
@@ -319,19 +317,13 @@ class MultiInstance(SchedulerParts):
         for seq, running in list(self.instances.items()):
             if node_id not in running.node_ids:
                 continue
-            primary = running.node_ids[0]
             task = db.get(conn, db.tasks, seq=seq)
-            if primary != node_id and task is not None and task["state"] in ON_NODE:
-                step_id = task_step_id(seq, running.attempt)
-                if self.steps.pop(step_id, None) is not None:
-                    effects.kill[primary].append(step_id)
-                if (node := self.nodes.get(primary)) is not None:
-                    node.used = max(0, node.used - task["required_slots"])
-                db.change(
-                    conn, db.tasks, {"seq": seq}, task_rules.transition(task, TaskState.ACTIVE, now), bump_etag=True
-                )
-                self._requeue_in_memory(task)
-            self._end_instances(conn, seq, now, effects)
+            if running.node_ids[0] == node_id or task is None or task["state"] not in ON_NODE:
+                self._end_instances(conn, seq, now, effects)
+                continue
+            self._take_off_node(conn, task, now, effects)
+            db.change(conn, db.tasks, {"seq": seq}, task_rules.transition(task, TaskState.ACTIVE, now), bump_etag=True)
+            self._requeue_in_memory(task)
 
     def _subtask_nodes_terminated(
         self, conn: Connection, node_id: str, failure: dict[str, Any], now: datetime, effects: Effects
@@ -344,13 +336,7 @@ class MultiInstance(SchedulerParts):
             task = db.get(conn, db.tasks, seq=seq)
             if task is None or task["state"] not in ON_NODE:
                 continue
-            primary = running.node_ids[0]
-            step_id = task_step_id(seq, running.attempt)
-            if self.steps.pop(step_id, None) is not None:
-                effects.kill[primary].append(step_id)
-            if (node := self.nodes.get(primary)) is not None:
-                node.used = max(0, node.used - task["required_slots"])
-            self._end_instances(conn, seq, now, effects)
+            self._take_off_node(conn, task, now, effects)
             db.change(
                 conn,
                 db.tasks,

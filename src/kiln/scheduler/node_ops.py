@@ -20,7 +20,7 @@ from kiln.core.preparation import StepState
 from kiln.core.task import TaskState
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
-from kiln.scheduler.state import ON_NODE, Effects, prep_key, task_step_id
+from kiln.scheduler.state import ON_NODE, Effects, prep_key
 from kiln.store import rows as db
 from kiln.wire.times import now as utcnow
 
@@ -164,7 +164,8 @@ class NodeOperations(SchedulerParts):
             row.update(node_rules.transition(row, NodeState.STARTING, now))
         if row["state"] != NodeState.IDLE:
             db.change(conn, db.nodes, {"id": node.node_id}, node_rules.transition(row, NodeState.IDLE, now))
-        node.up, node.used, node.draining = True, 0, False
+        node.up, node.draining = True, False
+        node.release_all()
         self._maybe_steady(conn, node.pool_key)
         for entry in list(self.jobs.values()):  # releases that waited for this node
             record = self.preps.get((entry.key, node.node_id))
@@ -189,7 +190,8 @@ class NodeOperations(SchedulerParts):
         effects = Effects(wake=True)
         now = utcnow()
         node = self.nodes[node_id]
-        node.up, node.used = False, 0
+        node.up = False
+        node.release_all()
         self._call_back(conn, node, effects, kill=False)  # they never started, as far as anyone knows: queued again
         self._instances_lost(conn, node_id, now, effects)
         for step_id, ref in list(self.steps.items()):
@@ -261,11 +263,7 @@ class NodeOperations(SchedulerParts):
             failure = task_rules.ended_by("the compute node was rebooted or reimaged.")
             self._subtask_nodes_terminated(conn, node_id, failure, now, effects)
             for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
-                step_id = task_step_id(task["seq"], task["attempt"])
-                if self.steps.pop(step_id, None) is not None:
-                    effects.kill[node_id].append(step_id)
-                node.used -= task["required_slots"]
-                self._end_instances(conn, task["seq"], now, effects)
+                self._take_off_node(conn, task, now, effects)
                 db.change(
                     conn,
                     db.tasks,
@@ -276,7 +274,7 @@ class NodeOperations(SchedulerParts):
                 effects.check_jobs.add(task["job_key"])
             self._settle_disabling(conn, self._disabling_jobs(), now)
         elif option == "requeue":
-            node.used = 0  # the restart's node-down requeues whatever still runs
+            node.release_all()  # the restart's node-down requeues whatever still runs
         return effects
 
     async def _restart_when_drained(self, node_id: str, reimage: bool) -> None:

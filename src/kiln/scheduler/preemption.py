@@ -73,7 +73,7 @@ class Preemption(SchedulerParts):
             node = self.nodes.get(task["node_id"])
             if node not in nodes or node.exclusive or task["seq"] in self.instance_counts:
                 continue
-            self._release_slots(task, effects)
+            self._take_off_node(conn, task, now, effects)
             changes = task_rules.transition(task, TaskState.ACTIVE, now, requeue=True)
             effects.change_task(task["seq"], changes)
             self.jobs[task["job_key"]].queue.push(task["seq"], task["required_slots"])

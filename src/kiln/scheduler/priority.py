@@ -78,7 +78,7 @@ def place_job(
             if is_manager:
                 break
             continue
-        node.used += slots
+        node.book(seq, slots)  # tentative: the caller checks the task's row, then rebooks or releases
         node.exclusive = node.exclusive or exclusive
         placed.append((seq, slots, node))
     for seq, slots in skipped:

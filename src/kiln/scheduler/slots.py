@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 AHEAD_DEPTH = 2
 
 
+#: What holds slots of a node: the step id of a task's attempt (its process may not exist yet: a task waiting
+#: for its preparation task, a multi-instance task's subtask), or a task's seq for the moment between a placement
+#: round's choice and its check of the task's row (a tentative booking: `rebook` makes it a step's, `release` drops it).
+Holder = str | int
+
+
 @dataclass(slots=True)
 class NodeSlots:
     """What the scheduler knows of a node between store reads."""
@@ -22,23 +28,52 @@ class NodeSlots:
     root: str
     incarnation: int = 0
     up: bool = False  #: the worker answers and the node is idle/running
-    held: int = 0  #: slots held by tasks on the node (read and write it as `used`)
     draining: bool = False  #: finishing its tasks before a reboot or reimage: takes no new ones
     #: a runExclusive job manager runs here: nothing else may start. It ran alone, so the node
-    #: empties exactly when it leaves; that is when the flag clears (see `used`).
+    #: empties exactly when it leaves; that is when the flag clears (see `release`).
     exclusive: bool = False
     #: task steps sent ahead to the node, not yet known to have started: step_id -> (job_key, task seq, slots)
     ahead: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    #: the slots each holder has on the node: changed by book/rebook/release only, which keep `used` its sum
+    booked: dict[Holder, int] = field(default_factory=dict)
+    _used: int = field(default=0, init=False, repr=False)
 
     @property
     def used(self) -> int:
-        return self.held
+        return self._used
 
-    @used.setter
-    def used(self, value: int) -> None:
-        self.held = value
-        if value <= 0:
+    def book(self, holder: Holder, slots: int) -> None:
+        if holder in self.booked:
+            raise ValueError(f"{holder!r} already holds slots on node {self.node_id}")
+        self.booked[holder] = slots
+        self._used += slots
+
+    def rebook(self, tentative: int, holder: str) -> None:
+        """A tentative booking becomes its step's."""
+        if holder in self.booked:
+            raise ValueError(f"{holder!r} already holds slots on node {self.node_id}")
+        self.booked[holder] = self.booked.pop(tentative)
+
+    def release(self, holder: Holder) -> int:
+        """Free what the holder has here (nothing, if it has nothing: a lost node was emptied at once)."""
+        slots = self.booked.pop(holder, 0)
+        self._used -= slots
+        if not self._used:
             self.exclusive = False
+        return slots
+
+    def release_all(self) -> None:
+        """The node starts afresh (up again, lost, or restarting with its tasks requeued)."""
+        self.booked.clear()
+        self._used = 0
+        self.exclusive = False
+
+    def check(self) -> None:
+        """The bookkeeping's invariants (unit tests call it, as StepTable.check() on the node)."""
+        assert self._used == sum(self.booked.values()), (self._used, self.booked)
+        assert 0 <= self._used <= self.capacity, (self._used, self.capacity)
+        assert all(slots > 0 for slots in self.booked.values()), self.booked
+        assert not self.exclusive or self._used > 0, "an empty node is not held exclusively"
 
     @property
     def free(self) -> int:
@@ -50,6 +85,17 @@ class NodeSlots:
         if not self.up or self.draining or self.exclusive:
             return 0
         return AHEAD_DEPTH * self.capacity - sum(slots for _, _, slots in self.ahead.values())
+
+    @property
+    def ahead_stranded(self) -> bool:
+        """The first task sent ahead fits the slots the control plane sees free: the node will not start it.
+        A node starts tasks sent ahead (in order) only in slots its own steps free before it reports them;
+        slots it has reported are the control plane's to give, so a task needing more slots than one report
+        frees (a 4-slot task among 1-slot ones) would wait for ever on an idle node. Take it back and place it."""
+        if not self.ahead:
+            return False
+        _, _, slots = next(iter(self.ahead.values()))
+        return slots <= self.free
 
 
 def choose_node(
@@ -83,6 +129,13 @@ class JobQueue:
         seq, slots = heapq.heappop(self.heap)
         self.queued.discard(seq)
         return seq, slots
+
+    def remove(self, seq: int) -> None:
+        """Take a task off the queue wherever it is; the rest keeps its heap order (pops stay oldest first)."""
+        if seq in self.queued:
+            self.queued.discard(seq)
+            self.heap = [entry for entry in self.heap if entry[0] != seq]
+            heapq.heapify(self.heap)
 
     def clear(self) -> None:
         self.heap.clear()

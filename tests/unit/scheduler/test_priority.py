@@ -10,10 +10,26 @@ import pytest
 from kiln.scheduler.priority import JobTurn, ManagerRule, parallel_budget, place_job, plan
 from kiln.scheduler.slots import JobQueue, NodeSlots
 
+#: every node a test made: their bookkeeping is checked after it
+made: list[NodeSlots] = []
+
+
+@pytest.fixture(autouse=True)
+def _check_nodes():
+    yield
+    for node in made:
+        node.check()
+    made.clear()
+
 
 def nodes(*spec: tuple[str, int, int]) -> list[NodeSlots]:
-    """(node id, capacity, used) -> live nodes."""
-    return [NodeSlots(node_id, "pool", capacity, "/root", up=True, held=used) for node_id, capacity, used in spec]
+    """(node id, capacity, used) -> live nodes, their used slots held by one running step."""
+    live = [NodeSlots(node_id, "pool", capacity, "/root", up=True) for node_id, capacity, _ in spec]
+    for node, (_, _, used) in zip(live, spec, strict=True):
+        if used:
+            node.book("t:0:1", used)
+    made.extend(live)
+    return live
 
 
 def turn(name: str, tasks: list[tuple[int, int]], priority: int = 0, created: int = 0, **fields) -> JobTurn:
@@ -50,6 +66,7 @@ def test_required_slots_and_a_task_that_fits_nowhere_is_passed_over():
     job = turn("j", [(1, 3), (2, 2)])  # 3 slots never fit a 2-slot node
     assert booked([job], pool) == [("j", 2, "a")]
     assert list(job.queue.heap) == [(1, 3)] and pool[0].used == 2
+    assert pool[0].booked == {2: 2}  # tentatively, by task seq: the caller rebooks it to its step once started
 
 
 # ---------------------------------------------------------------------------------------------- priority, order
@@ -144,7 +161,7 @@ def test_exclusive_flag_clears_when_the_manager_leaves_the_node():
     node = nodes(("a", 2, 0))[0]
     place_job(turn("j", [(1, 1)]).queue, [node], "spread", lambda n: True, manager=ManagerRule(1, True))
     assert node.exclusive and node.free == 0
-    node.used -= 1
+    node.release(1)
     assert not node.exclusive and node.free == 2
 
 
