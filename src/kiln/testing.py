@@ -7,9 +7,11 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
+import httpx
 from azure.batch import BatchClient, models
 from azure.core.credentials import AzureNamedKeyCredential
 
+from kiln.api.auth import SharedKeyAuth
 from kiln.cli.embedded import EmbeddedServer
 
 T = TypeVar("T")
@@ -114,3 +116,16 @@ def wait_task_counts(
                 f"({counts.active} active, {counts.running} running)"
             )
         time.sleep(poll)
+
+
+def story_response(server: EmbeddedServer, job_id: str, task_id: str) -> httpx.Response:
+    """GET /kiln/jobs/{job}/tasks/{task}/story, signed with the server's account."""
+    auth = SharedKeyAuth(server.account_name, server.account_key)
+    return httpx.get(f"{server.endpoint}/kiln/jobs/{job_id}/tasks/{task_id}/story", auth=auth, timeout=30)
+
+
+def task_story(server: EmbeddedServer, job_id: str, task_id: str) -> dict:
+    """A task's story: its transitions and why it is where it is."""
+    response = story_response(server, job_id, task_id)
+    response.raise_for_status()
+    return response.json()

@@ -13,7 +13,7 @@ import pytest
 from azure.batch import models
 from azure.core.exceptions import HttpResponseError
 
-from kiln.testing import create_pool_and_wait, shell, unique, wait_for, wait_tasks_completed
+from kiln.testing import create_pool_and_wait, shell, task_story, unique, wait_for, wait_tasks_completed
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -164,6 +164,22 @@ def test_a_task_needing_the_whole_node_runs_once_another_jobs_tasks_end(client, 
     big = wait_tasks_completed(client, big_job, timeout=30)[0].execution_info
     assert big.exit_code == 0
     assert big.start_time >= max(t.execution_info.end_time for t in small)
+
+
+def test_a_task_needing_more_slots_than_a_node_has_waits_without_holding_up_the_rest(server, client, own_pool, cleanup):
+    """Batch does not refuse requiredSlots above taskSlotsPerNode: the task never runs. It must not be sent
+    ahead to a node (where it would wait for ever at the head of the node's queue) nor keep others waiting."""
+    pool_id = own_pool(nodes=1, slots=2)
+    job_id = add_job(client, pool_id, cleanup)
+    client.create_task(job_id, models.BatchTaskCreateOptions(id="huge", command_line="/bin/true", required_slots=4))
+    small = add_tasks(client, job_id, "/bin/sleep 0.2", 8, prefix="small")
+
+    def small_done() -> bool:
+        return all(client.get_task(job_id, t).state == "completed" for t in small)
+
+    wait_for(small_done, 60, "the small tasks completed")
+    assert client.get_task(job_id, "huge").state == "active"
+    assert task_story(server, job_id, "huge")["why"] == "waiting: needs 4 slots; the pool's nodes have 2 slots each"
 
 
 # ---------------------------------------------------------------------------------------------- spread / pack

@@ -13,13 +13,8 @@ from typing import Any
 import httpx
 from azure.batch import models
 
-from kiln.api.auth import SharedKeyAuth
 from kiln.testing import shell, unique, wait_for, wait_tasks_completed
-
-
-def story(server, job_id: str, task_id: str) -> httpx.Response:
-    auth = SharedKeyAuth(server.account_name, server.account_key)
-    return httpx.get(f"{server.endpoint}/kiln/jobs/{job_id}/tasks/{task_id}/story", auth=auth, timeout=30)
+from kiln.testing import story_response as story
 
 
 def _job(client, cleanup, pool: str, **fields: Any) -> str:

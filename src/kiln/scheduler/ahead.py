@@ -52,11 +52,15 @@ class SendAhead(SchedulerParts):
         room = {n.node_id: n.room_ahead for n in nodes if self._may_run(chosen, n) and self._prepared(chosen, n)}
         picks: list[tuple[int, int, NodeSlots]] = []
         open_nodes = [n for n in nodes if room.get(n.node_id, 0) > 0]
+        never_fit: list[tuple[int, int]] = []  # more slots than a node has: they never run, as in Batch
         while len(chosen.queue) and open_nodes:  # one task per node in turn, like spread placement
             for node in list(open_nodes):
                 if (head := chosen.queue.peek()) is None:
                     break
                 seq, slots = head
+                if slots > node.capacity:  # the pool's nodes all have its taskSlotsPerNode
+                    never_fit.append(chosen.queue.pop())
+                    continue
                 if slots > room[node.node_id]:
                     open_nodes.remove(node)
                     continue
@@ -65,6 +69,8 @@ class SendAhead(SchedulerParts):
                     continue  # queued again once its dependencies are met
                 room[node.node_id] -= slots
                 picks.append((seq, slots, node))
+        for seq, slots in never_fit:
+            chosen.queue.push(seq, slots)
         rows = {r["seq"]: r for r in db.tasks_by_seq(conn, [seq for seq, _, _ in picks])}
         for seq, slots, node in picks:
             task = rows.get(seq)

@@ -417,7 +417,7 @@ class Scheduler(
         effects: Effects,
     ) -> None:
         # its slots are refilled by the placement that ends every results transaction
-        self._take_step_off_node(ref.node_id, task_step_id(ref.seq, ref.attempt), effects, kill=False)
+        self._take_step_off_node(ref.node_id, result.step_id, effects, kill=False)
         if task is None or task["state"] != TaskState.RUNNING or task["attempt"] != ref.attempt:
             return  # stale: the task was ended, requeued or deleted meanwhile
         self._end_instances(conn, task["seq"], now, effects)

@@ -60,8 +60,8 @@ def why(memory: Memory, job: Row, task: Row, parents: Mapping[str, Row] | None =
         _dependencies(entry, task, parents or {})
         or _manager(entry, task)
         or _parallel(memory, entry)
-        or _too_big(memory, entry, task)
         or _sent_ahead(memory, task)
+        or _too_big(memory, entry, task)
         or _nodes(memory, entry, task)
     )
 

@@ -49,7 +49,10 @@ def memory(job_row: dict[str, Any], *nodes: NodeSlots, queued: tuple[int, ...] =
 
 
 def node(node_id: str = "n1", capacity: int = 2, used: int = 0, up: bool = True) -> NodeSlots:
-    return NodeSlots(node_id, "p", capacity, "/root", up=up, held=used)
+    slots = NodeSlots(node_id, "p", capacity, "/root", up=up)
+    for i in range(used):
+        slots.book(f"t:{i}:1", 1)
+    return slots
 
 
 def test_completed_with_its_exit_code_and_failure() -> None:
