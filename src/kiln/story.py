@@ -21,6 +21,8 @@ Note = dict[str, Any]
 stimulus: ContextVar[str] = ContextVar("kiln_stimulus", default="")
 #: Notes of the open store transaction; None outside one (nothing is noted then).
 _journal: ContextVar[list[Note] | None] = ContextVar("kiln_journal", default=None)
+#: What the open transaction deleted, as note fields to match: its notes would outlive it in the table
+_gone: ContextVar[list[Mapping[str, Any]] | None] = ContextVar("kiln_gone", default=None)
 
 
 @contextlib.contextmanager
@@ -36,11 +38,19 @@ def caused_by(text: str) -> Iterator[None]:
 def collecting() -> Iterator[list[Note]]:
     """Collect the notes of one transaction."""
     notes: list[Note] = []
-    token = _journal.set(notes)
+    token, gone_token = _journal.set(notes), _gone.set([])
     try:
         yield notes
     finally:
         _journal.reset(token)
+        _gone.reset(gone_token)
+
+
+def gone(**fields: Any) -> None:
+    """The open transaction deleted an object (and its records): its notes, made before or after, are not kept."""
+    deleted = _gone.get()
+    if deleted is not None:
+        deleted.append(fields)
 
 
 def stimulated(template: str, handler: Callable[[str], Awaitable[None]]) -> Callable[[str], Awaitable[None]]:
@@ -87,11 +97,13 @@ def created(kind: str, rows: Sequence[Mapping[str, Any]], state: str, at: dateti
 
 
 def records(notes: list[Note]) -> list[Note]:
-    """The notes as rows of the transitions table, each with the current stimulus."""
+    """The notes as rows of the transitions table, each with the current stimulus, but for deleted objects'."""
     cause = (stimulus.get() or "server")[:STIMULUS_LENGTH]
-    for record in notes:
+    deleted = _gone.get() or []
+    kept = [n for n in notes if not any(all(n[k] == v for k, v in d.items()) for d in deleted)]
+    for record in kept:
         record["stimulus"] = cause
-    return notes
+    return kept
 
 
 #: Column widths of the transitions table.

@@ -203,6 +203,7 @@ def tasks_in_states(conn: Connection, states: Sequence[str], **keys: Any) -> lis
 
 def delete_task(conn: Connection, task_seq: int) -> None:
     """A task and its story."""
+    story.gone(task_seq=task_seq)
     for table, column in ((tasks, tasks.c.seq), (transitions, transitions.c.task_seq)):
         conn.execute(delete(table).where(column == task_seq))
 
@@ -210,6 +211,7 @@ def delete_task(conn: Connection, task_seq: int) -> None:
 def remove_node(conn: Connection, node_id: str) -> None:
     """A node and its own transitions (its prep/release records' go with their jobs). Found through the
     task index's NULL part, which holds only the few records that are not a task's."""
+    story.gone(kind="node", node_id=node_id)
     conn.execute(delete(nodes).where(nodes.c.id == node_id))
     own = and_(transitions.c.task_seq.is_(None), transitions.c.kind == "node", transitions.c.node_id == node_id)
     conn.execute(delete(transitions).where(own))
@@ -217,6 +219,7 @@ def remove_node(conn: Connection, node_id: str) -> None:
 
 def delete_job_rows(conn: Connection, job_key: str) -> None:
     """The job, its tasks and their stories, its prep/release records: all found by index."""
+    story.gone(job_key=job_key)
     job_tasks = select(tasks.c.seq).where(tasks.c.job_key == job_key)
     conn.execute(delete(transitions).where(transitions.c.task_seq.in_(job_tasks)))
     conn.execute(delete(transitions).where(transitions.c.task_seq.is_(None), transitions.c.job_key == job_key))

@@ -35,6 +35,8 @@ def record_transitions(conn: Connection, notes: list[story.Note]) -> None:
     requeue, a reactivation: the only way round its cycle) can outgrow STORY_LENGTH, so only such a task is
     cut back to it, in the same statement for all of them: a task holds at most STORY_LENGTH + 3 records."""
     records = story.records(notes)
+    if not records:
+        return
     _INSERT.execute_many(conn, records)
     looped = {
         r["task_seq"] for r in records if r["task_seq"] is not None and r["from_state"] and r["to_state"] == "active"

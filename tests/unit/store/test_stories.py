@@ -124,3 +124,22 @@ async def test_removing_a_node_removes_its_own_records(db: Database) -> None:
         rows.remove_node(conn, "n1")
         left = [(r["kind"], r["node_id"]) for r in conn.execute(select(transitions)).mappings()]
     assert left == [("node", "n2")]
+
+
+async def test_what_a_transaction_deletes_leaves_no_record_of_that_transaction(db: Database) -> None:
+    """A node that leaves its pool is moved to leavingpool and deleted in one transaction; a job deleted with its
+    tasks ended the same way: notes made before or after the delete do not outlive the rows."""
+    with db.engine.begin() as conn:
+        rows.insert_rows(conn, rows.nodes, [node_row("n1", state="idle")])
+        node = rows.find(conn, rows.nodes)[0]
+    task = _add(db)
+
+    def remove(conn: Connection) -> None:
+        rows.remove_node(conn, "n1")
+        node_rules.transition(node, NodeState.LEAVING_POOL, T1)
+        _move(task, TaskState.RUNNING, pool_id="p", node_id="n1", attempt=1)(conn)
+        rows.delete_job_rows(conn, "j")
+
+    await db.write(remove)
+    with db.engine.begin() as conn:
+        assert conn.execute(select(transitions)).first() is None
