@@ -25,7 +25,6 @@ from kiln.api.http import (
 from kiln.core import job as job_rules
 from kiln.core.job import DisableTasks, JobState, TerminateReason
 from kiln.errors import BadRequest, Conflict, InvalidPropertyValue, MissingRequiredProperty, NotFound
-from kiln.scheduler.job_manager import insert_job
 from kiln.store import rows as db
 from kiln.wire import ids
 from kiln.wire.models import JobAdd, JobConstraints, JobDisable, JobPatch, JobTerminate, PoolInfo, PoolLifetimeOption
@@ -75,7 +74,9 @@ async def add_job(request: Request) -> Response:
         if auto is not None:
             pool = state.scheduler.insert_auto_pool(conn, doc["poolInfo"]["autoPoolSpecification"], moment)
             row["pool_key"], row["pool_id"] = pool["key"], pool["id"]
-        return pool, insert_job(conn, row, moment)
+        manager = job_rules.manager_task(row, now=moment, etag=db.new_etag())
+        db.add_job(conn, row, manager)
+        return pool, manager
 
     pool, manager = await state.database.write(insert)
     if pool is not None:

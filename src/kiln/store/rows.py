@@ -108,6 +108,15 @@ def task_counts(conn: Connection, job_key: str) -> list[Row]:
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
+def add_job(conn: Connection, job: Row, manager: Row | None) -> None:
+    """Insert a new job and its job manager task (None: it has none) together, giving each its seq."""
+    job["seq"] = next_value(conn, "job")
+    insert_rows(conn, jobs, [job])
+    if manager is not None:
+        insert_rows(conn, tasks, [manager])
+        manager["seq"] = task_seqs(conn, job["key"], [manager["key"]])[manager["key"]]
+
+
 #: What of a task's row can change while it runs on a node (its own update: the retry limit; any
 #: requeue or end: state and attempt). The rest of the row the scheduler keeps from the dispatch.
 RUNNING_COLUMNS = ("seq", "state", "attempt", "retry_count", "max_retries")
@@ -187,6 +196,7 @@ __all__ = [
     "remove",
     "next_value",
     "task_counts",
+    "add_job",
     "task_seqs",
     "tasks_by_seq",
     "RUNNING_COLUMNS",
