@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fastapi import Request
 
+from kiln.commands.control import Control
 from kiln.compute.protocol import ComputeBackend
 from kiln.scheduler.engine import Scheduler
 from kiln.store.database import Database
@@ -26,6 +27,7 @@ class Kiln:
     database: Database
     scheduler: Scheduler
     backend: ComputeBackend
+    control: Control
     data_dir: Path
     account_name: str
     account_key: bytes
@@ -35,3 +37,7 @@ class Kiln:
 
 def kiln(request: Request) -> Kiln:
     return request.app.state.kiln
+
+
+def control(request: Request) -> Control:
+    return request.app.state.kiln.control

@@ -117,6 +117,32 @@ def add_job(conn: Connection, job: Row, manager: Row | None) -> None:
         manager["seq"] = task_seqs(conn, job["key"], [manager["key"]])[manager["key"]]
 
 
+def current_nodes_by_pool(conn: Connection) -> dict[str, int]:
+    """How many nodes each pool has (currentDedicatedNodes), by pool key."""
+    query = select(nodes.c.pool_key, func.count()).group_by(nodes.c.pool_key)
+    return {key: count for key, count in conn.execute(query)}
+
+
+def running_tasks_by_node(conn: Connection) -> dict[str, tuple[int, int]]:
+    """(runningTasksCount, runningTaskSlotsCount) of each node with job tasks on it; prep and release count for
+    neither, and a running subtask of a multi-instance task holds one slot of its node."""
+    query = (
+        select(tasks.c.node_id, func.count(), func.sum(tasks.c.required_slots))
+        .where(tasks.c.state.in_(["running", "preparing"]), tasks.c.node_id.is_not(None))
+        .group_by(tasks.c.node_id)
+    )
+    running = {node_id: (count, slots or 0) for node_id, count, slots in conn.execute(query)}
+    query = (
+        select(subtasks.c.node_id, func.count())
+        .where(subtasks.c.state == "running", subtasks.c.id > 0)
+        .group_by(subtasks.c.node_id)
+    )
+    for node_id, count in conn.execute(query):
+        tasks_count, slots = running.get(node_id, (0, 0))
+        running[node_id] = (tasks_count + count, slots + count)
+    return running
+
+
 #: What of a task's row can change while it runs on a node (its own update: the retry limit; any
 #: requeue or end: state and attempt). The rest of the row the scheduler keeps from the dispatch.
 RUNNING_COLUMNS = ("seq", "state", "attempt", "retry_count", "max_retries")
@@ -197,6 +223,8 @@ __all__ = [
     "next_value",
     "task_counts",
     "add_job",
+    "current_nodes_by_pool",
+    "running_tasks_by_node",
     "task_seqs",
     "tasks_by_seq",
     "RUNNING_COLUMNS",
