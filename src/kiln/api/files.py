@@ -12,8 +12,8 @@ from fastapi.responses import Response
 from kiln.api import odata, render
 from kiln.api.context import kiln
 from kiln.api.http import base_url, list_response
-from kiln.api.tasks import load_task
 from kiln.commands.nodes import load as load_node
+from kiln.commands.tasks import load as load_task
 from kiln.compute.protocol import FileEntry
 from kiln.errors import BadRequest, Conflict, KilnError, NotFound
 from kiln.scheduler.steps import task_dir
