@@ -63,9 +63,6 @@ def build_app(settings: Settings) -> FastAPI:
         database, backend, data_dir=data_dir, account_name=settings.account_name, account_url=settings.endpoint
     )
     state = Kiln(
-        database=database,
-        scheduler=scheduler,
-        backend=backend,
         control=Control(database, scheduler, backend),
         data_dir=data_dir,
         account_name=settings.account_name,

@@ -1,4 +1,4 @@
-"""What every router needs: the store, the scheduler, the account. One instance per server."""
+"""What every router needs: the commands' `Control` and the account. One instance per server."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ from pathlib import Path
 from fastapi import Request
 
 from kiln.commands.control import Control
-from kiln.compute.protocol import ComputeBackend
-from kiln.scheduler.engine import Scheduler
-from kiln.store.database import Database
 
 #: The well-known development account (like Azurite's devstoreaccount1). Override with
 #: KILN_ACCOUNT_NAME / KILN_ACCOUNT_KEY.
@@ -24,9 +21,6 @@ SUPPORTED_API_VERSIONS = ("2025-06-01", "2024-07-01.20.0", "2024-02-01.19.0", "2
 
 @dataclass
 class Kiln:
-    database: Database
-    scheduler: Scheduler
-    backend: ComputeBackend
     control: Control
     data_dir: Path
     account_name: str
