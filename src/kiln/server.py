@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from kiln.api.app import create_app
 from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
+from kiln.commands.control import Control
 from kiln.core.job_token import JobTokens
 from kiln.gc_settings import settle_after_start
 from kiln.scheduler.engine import Scheduler
@@ -63,9 +64,7 @@ def build_app(settings: Settings) -> FastAPI:
         database, backend, data_dir=data_dir, account_name=settings.account_name, account_url=settings.endpoint
     )
     state = Kiln(
-        database=database,
-        scheduler=scheduler,
-        backend=backend,
+        control=Control(database, scheduler, backend),
         data_dir=data_dir,
         account_name=settings.account_name,
         account_key=base64.b64decode(settings.account_key),

@@ -1,4 +1,4 @@
-"""What every router needs: the store, the scheduler, the account. One instance per server."""
+"""What every router needs: the commands' `Control` and the account. One instance per server."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from pathlib import Path
 
 from fastapi import Request
 
-from kiln.compute.protocol import ComputeBackend
-from kiln.scheduler.engine import Scheduler
-from kiln.store.database import Database
+from kiln.commands.control import Control
 
 #: The well-known development account (like Azurite's devstoreaccount1). Override with
 #: KILN_ACCOUNT_NAME / KILN_ACCOUNT_KEY.
@@ -23,9 +21,7 @@ SUPPORTED_API_VERSIONS = ("2025-06-01", "2024-07-01.20.0", "2024-02-01.19.0", "2
 
 @dataclass
 class Kiln:
-    database: Database
-    scheduler: Scheduler
-    backend: ComputeBackend
+    control: Control
     data_dir: Path
     account_name: str
     account_key: bytes
@@ -35,3 +31,7 @@ class Kiln:
 
 def kiln(request: Request) -> Kiln:
     return request.app.state.kiln
+
+
+def control(request: Request) -> Control:
+    return request.app.state.kiln.control

@@ -145,6 +145,11 @@ def check_write_conditions(request: Request, row: Mapping[str, Any] | None) -> N
             raise ConditionNotMet()
 
 
+def write_conditions(request: Request) -> Callable[[Mapping[str, Any]], None]:
+    """`check_write_conditions` of this request, for a command to run on the row it acts on."""
+    return lambda row: check_write_conditions(request, row)
+
+
 class NotModified(Exception):
     """GET conditions say the client's copy is current: answer 304."""
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 from fastapi import Request
 
 from kiln.api.context import Kiln
+from kiln.commands import jobs
 from kiln.core.job_token import JobTokens, path_in_scope
 from kiln.errors import AuthenticationFailed, KilnError
-from kiln.store import rows as db
-from kiln.wire import ids
 
 BEARER = "bearer"
 
@@ -35,7 +34,7 @@ async def verify_job_token(request: Request, state: Kiln, token: str) -> None:
     scope = JobTokens(state.account_key).verify(token)
     if scope is None:
         raise AuthenticationFailed("The bearer token is not a valid Kiln job authentication token.")
-    job = await state.database.read(lambda conn: db.get(conn, db.jobs, key=ids.key(scope.job_id)))
+    job = await jobs.find(state.control, scope.job_id)
     if job is None or job["seq"] != scope.job_seq:
         raise AuthenticationFailed(f"The job '{scope.job_id}' this token was issued for no longer exists.")
     if not path_in_scope(request.url.path, scope):

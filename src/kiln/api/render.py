@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from kiln.core.multi_instance import node_address
 from kiln.core.node import NodeState, busy_state
-from kiln.scheduler.steps import task_dir
+from kiln.core.task import task_dir
 from kiln.wire.times import format_time
 
 Doc = dict[str, Any]

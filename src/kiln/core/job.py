@@ -8,7 +8,9 @@ from enum import StrEnum
 from typing import Any
 
 from kiln.core import lifecycle
+from kiln.core import task as task_rules
 from kiln.core.lifecycle import Changes, no_changes
+from kiln.wire.models import JobManagerTask
 
 
 class JobState(StrEnum):
@@ -144,3 +146,20 @@ def new_row(
         "etag": etag,
         "delete_requested": False,
     }
+
+
+def manager_task_doc(job_spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The stored spec of the ordinary task a job's jobManagerTask becomes (None: the job has none)."""
+    manager = job_spec.get("jobManagerTask")
+    if manager is None:
+        return None
+    task = JobManagerTask.model_validate(manager).as_task()
+    return task.materialize(job_spec["constraints"]["maxTaskRetryCount"])
+
+
+def manager_task(job: Mapping[str, Any], *, now: datetime, etag: str) -> Changes | None:
+    """The row of a new job's job manager task, its first task (None: the job has none).
+
+    Every new job, added through the API or by a schedule, is inserted with it (`rows.add_job`)."""
+    doc = manager_task_doc(job["spec"])
+    return None if doc is None else task_rules.new_row(job["key"], doc, now=now, etag=etag)

@@ -64,6 +64,21 @@ def transition(row: Mapping[str, Any], to: ScheduleState, now: datetime, **event
     return lifecycle.transition(TRANSITIONS, row, to, now, conflict_code=code, **event)
 
 
+def new_row(schedule_id: str, spec: Mapping[str, Any], *, now: datetime, etag: str) -> Changes:
+    """A new job schedule: active from its creation; `seq` is given by the store."""
+    return {
+        "key": schedule_id.lower(),
+        "id": schedule_id,
+        "spec": dict(spec),
+        "state": ScheduleState.ACTIVE.value,
+        "state_transition_time": now,
+        "job_count": 0,
+        "creation_time": now,
+        "last_modified": now,
+        "etag": etag,
+    }
+
+
 def check_open(state: str) -> None:
     """Raise Batch's 409 when the schedule no longer takes updates, disable or enable."""
     from kiln.errors import Conflict

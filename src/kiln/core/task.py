@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from kiln.core import lifecycle
 from kiln.core.lifecycle import Changes
+from kiln.wire.times import duration_seconds
 
 
 class TaskState(StrEnum):
@@ -36,6 +37,22 @@ def new_row(job_key: str, doc: dict[str, Any], *, now: datetime, etag: str) -> C
         "last_modified": now,
         "etag": etag,
     }
+
+
+def task_dir(job_id: str, task_id: str) -> str:
+    """Azure's layout; a job's tasks share workitems/<job>/job-1."""
+    return f"workitems/{job_id}/job-1/{task_id}"
+
+
+def past_retention(row: Mapping[str, Any], now: datetime) -> bool:
+    """constraints.retentionTime counts from the task's end; after it the directory is (being) removed."""
+    seconds = duration_seconds(row["spec"]["constraints"].get("retentionTime"))
+    return (
+        row["state"] == TaskState.COMPLETED
+        and row.get("end_time") is not None
+        and seconds is not None
+        and now >= row["end_time"] + timedelta(seconds=seconds)
+    )
 
 
 def _assign(row: Mapping[str, Any], now: datetime, *, pool_id: str, node_id: str, attempt: int, **_: Any) -> Changes:

@@ -537,7 +537,7 @@ class Scheduler(
 
     # ------------------------------------------------------------------ API-facing task operations
     def job_created(self, job: dict[str, Any], manager: dict[str, Any] | None = None) -> None:
-        """A job was inserted (see `job_manager.insert_job`): track it and queue its job manager task, if any."""
+        """A job was inserted (see `rows.add_job`): track it and queue its job manager task, if any."""
         self.jobs[job["key"]] = JobEntry(job)
         if manager is not None:
             self.tasks_added(job["key"], [(manager["seq"], manager["required_slots"])])

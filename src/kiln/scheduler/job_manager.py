@@ -1,16 +1,13 @@
-"""Per-job placement limits (maxParallelTasks, the job manager task), the job manager's end of its job, and the
-insertion of a new job with its job manager task."""
+"""Per-job placement limits (maxParallelTasks, the job manager task) and the job manager's end of its job."""
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from itertools import count
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from kiln.core import task as task_rules
 from kiln.core.job import JobState, TerminateReason
 from kiln.core.job_token import JobTokens
 from kiln.core.task import TaskState
@@ -20,7 +17,6 @@ from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import ON_NODE, JobEntry
 from kiln.store import rows as db
 from kiln.wire import ids
-from kiln.wire.models import JobManagerTask
 
 log = logging.getLogger("kiln.scheduler")
 
@@ -102,28 +98,3 @@ def tasks_on_nodes(conn: Connection, job_key: str) -> int:
         select(func.count()).select_from(db.tasks).where(db.tasks.c.job_key == job_key, db.tasks.c.state.in_(ON_NODE))
     )
     return conn.execute(query).scalar_one()
-
-
-def insert_job(conn: Connection, job: dict[str, Any], now: datetime) -> dict[str, Any] | None:
-    """Insert a new job and, if its spec has one, its job manager task (the job's first task) in one transaction.
-
-    Every job is made here, whether added through the API or by a schedule, so both get their manager alike.
-    Returns the manager's row, with its seq, for the scheduler to queue after the commit.
-    """
-    job["seq"] = db.next_value(conn, "job")
-    db.insert_rows(conn, db.jobs, [job])
-    doc = manager_task_doc(job["spec"])
-    if doc is None:
-        return None
-    task = task_rules.new_row(job["key"], doc, now=now, etag=db.new_etag())
-    db.insert_tasks(conn, job["key"], [task], now)
-    return task
-
-
-def manager_task_doc(job_spec: dict[str, Any]) -> dict[str, Any] | None:
-    """The stored spec of the ordinary task a job's jobManagerTask becomes (None: the job has none)."""
-    manager = job_spec.get("jobManagerTask")
-    if manager is None:
-        return None
-    task = JobManagerTask.model_validate(manager).as_task()
-    return task.materialize(job_spec["constraints"]["maxTaskRetryCount"])

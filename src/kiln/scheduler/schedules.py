@@ -22,7 +22,6 @@ from kiln.core.pool import PoolState
 from kiln.core.schedule import ScheduleState, timing
 from kiln.errors import KilnError
 from kiln.scheduler.auto_pools import auto_pool_spec
-from kiln.scheduler.job_manager import insert_job
 from kiln.scheduler.parts import SchedulerParts
 from kiln.store import rows as db
 from kiln.wire.models import PoolLifetimeOption
@@ -137,7 +136,8 @@ class JobSchedules(SchedulerParts):
         job = job_rules.new_row(
             job_id, spec, pool_key=pool_key, pool_id=pool_id, schedule_key=row["key"], now=now, etag=db.new_etag()
         )
-        outcome.manager = insert_job(conn, job, now)
+        outcome.manager = job_rules.manager_task(job, now=now, etag=db.new_etag())
+        db.add_job(conn, job, outcome.manager)
         db.change(conn, db.job_schedules, {"key": row["key"]}, schedule_changes)  # job-level: no new ETag
         outcome.job = job
         return job

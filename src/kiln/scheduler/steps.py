@@ -8,6 +8,7 @@ from typing import Any
 
 from kiln.compute.protocol import ResourceFile, Step
 from kiln.core.job_token import JobTokens
+from kiln.core.task import task_dir
 from kiln.wire.times import duration_seconds
 
 
@@ -23,11 +24,6 @@ class Placement:
     #: the pool's named userAccounts (as stored: no secrets), for userIdentity.username
     user_accounts: tuple[dict[str, Any], ...] = ()
     tokens: JobTokens | None = None  #: issues AZ_BATCH_AUTHENTICATION_TOKEN to tasks that ask for job access
-
-
-def task_dir(job_id: str, task_id: str) -> str:
-    """Azure's layout; a job's tasks share workitems/<job>/job-1."""
-    return f"workitems/{job_id}/job-1/{task_id}"
 
 
 def _environment(*settings: list[dict[str, Any]] | None) -> dict[str, str]:

@@ -129,6 +129,40 @@ def task_counts(conn: Connection, job_key: str) -> list[Row]:
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
+def add_job(conn: Connection, job: Row, manager: Row | None) -> None:
+    """Insert a new job and its job manager task (None: it has none) together, giving each its seq."""
+    job["seq"] = next_value(conn, "job")
+    insert_rows(conn, jobs, [job])
+    if manager is not None:
+        insert_tasks(conn, job["key"], [manager], manager["creation_time"])
+
+
+def current_nodes_by_pool(conn: Connection) -> dict[str, int]:
+    """How many nodes each pool has (currentDedicatedNodes), by pool key."""
+    query = select(nodes.c.pool_key, func.count()).group_by(nodes.c.pool_key)
+    return {key: count for key, count in conn.execute(query)}
+
+
+def running_tasks_by_node(conn: Connection) -> dict[str, tuple[int, int]]:
+    """(runningTasksCount, runningTaskSlotsCount) of each node with job tasks on it; prep and release count for
+    neither, and a running subtask of a multi-instance task holds one slot of its node."""
+    query = (
+        select(tasks.c.node_id, func.count(), func.sum(tasks.c.required_slots))
+        .where(tasks.c.state.in_(["running", "preparing"]), tasks.c.node_id.is_not(None))
+        .group_by(tasks.c.node_id)
+    )
+    running = {node_id: (count, slots or 0) for node_id, count, slots in conn.execute(query)}
+    query = (
+        select(subtasks.c.node_id, func.count())
+        .where(subtasks.c.state == "running", subtasks.c.id > 0)
+        .group_by(subtasks.c.node_id)
+    )
+    for node_id, count in conn.execute(query):
+        tasks_count, slots = running.get(node_id, (0, 0))
+        running[node_id] = (tasks_count + count, slots + count)
+    return running
+
+
 #: What of a task's row can change while it runs on a node (its own update: the retry limit; any
 #: requeue or end: state and attempt). The rest of the row the scheduler keeps from the dispatch.
 RUNNING_COLUMNS = ("seq", "state", "attempt", "retry_count", "max_retries")
@@ -244,6 +278,9 @@ __all__ = [
     "remove",
     "next_value",
     "task_counts",
+    "add_job",
+    "current_nodes_by_pool",
+    "running_tasks_by_node",
     "task_seqs",
     "task_outcomes",
     "tasks_by_seq",

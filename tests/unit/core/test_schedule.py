@@ -284,3 +284,9 @@ def test_window_end_unlimited_once_never_closes() -> None:
 )
 def test_timing_of_a_stored_schedule(config: dict[str, str], expected: Timing) -> None:
     assert schedule.timing(config, START) == expected
+
+
+def test_a_new_schedule_is_active_keyed_by_its_lowercase_id_and_has_made_no_job() -> None:
+    row = schedule.new_row("Nightly", {"schedule": {}}, now=NOW, etag="0x1")
+    assert_stored_columns(row, schema.job_schedules)
+    assert (row["key"], row["state"], row["job_count"], row["creation_time"]) == ("nightly", "active", 0, NOW)

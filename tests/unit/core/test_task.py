@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -263,3 +264,23 @@ def test_a_new_task_is_active_with_its_slots_and_retries_from_its_stored_spec() 
     assert (row["key"], row["id"], row["spec"], row["state"]) == ("task-1", "Task-1", doc, "active")
     assert (row["required_slots"], row["max_retries"], row["attempt"], row["retry_count"]) == (2, 3, 0, 0)
     assert row["creation_time"] == row["state_transition_time"] == row["last_modified"] == NOW
+
+
+@pytest.mark.parametrize(
+    ("state", "retention", "ended_ago", "past"),
+    [
+        (S.COMPLETED, "PT1M", timedelta(minutes=2), True),
+        (S.COMPLETED, "PT1M", timedelta(seconds=30), False),
+        (S.COMPLETED, None, timedelta(days=30), False),  # no retentionTime: kept until the job goes
+        (S.RUNNING, "PT1M", timedelta(minutes=2), False),  # not completed (a retry): its files stay
+    ],
+)
+def test_a_tasks_files_are_gone_once_its_retention_time_has_passed(
+    state: TaskState, retention: str | None, ended_ago: timedelta, past: bool
+) -> None:
+    row = {"state": state.value, "end_time": NOW - ended_ago, "spec": {"constraints": {"retentionTime": retention}}}
+    assert task.past_retention(row, NOW) is past
+
+
+def test_a_tasks_directory_follows_azures_layout() -> None:
+    assert task.task_dir("j1", "t1") == "workitems/j1/job-1/t1"

@@ -1,10 +1,10 @@
-"""The task a job's jobManagerTask becomes (scheduler/job_manager.py), for jobs from the API and from schedules."""
+"""The task a job's jobManagerTask becomes (core/job.py), for jobs from the API and from schedules."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from kiln.scheduler.job_manager import manager_task_doc
+from kiln.core.job import manager_task_doc
 from kiln.wire.models import JobAdd, TaskAdd
 
 

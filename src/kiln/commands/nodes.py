@@ -1,0 +1,50 @@
+"""Compute nodes: read, list, reboot, reimage."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection
+
+from kiln.commands import pools
+from kiln.commands.control import Control, Row
+from kiln.errors import NotFound
+from kiln.store import rows as db
+
+#: (runningTasksCount, runningTaskSlotsCount) of a node
+Running = tuple[int, int]
+
+
+def load(conn: Connection, pool_id: str, node_id: str) -> tuple[Row, Row]:
+    """The pool and its node."""
+    pool = pools.load(conn, pool_id)
+    node = db.get(conn, db.nodes, id=node_id)
+    if node is None or node["pool_key"] != pool["key"]:
+        raise NotFound("The specified compute node does not exist.", code="NodeNotFound")
+    return pool, node
+
+
+async def list_all(control: Control, pool_id: str) -> tuple[Row, list[tuple[Row, Running]]]:
+    """The pool, and each of its nodes with the job tasks running there."""
+
+    def read(conn: Connection) -> tuple[Row, list[tuple[Row, Running]]]:
+        pool = pools.load(conn, pool_id)
+        nodes = db.find(conn, db.nodes, order_by=["allocation_time", "id"], pool_key=pool["key"])
+        running = db.running_tasks_by_node(conn)
+        return pool, [(node, running.get(node["id"], (0, 0))) for node in nodes]
+
+    return await control.database.read(read)
+
+
+async def get(control: Control, pool_id: str, node_id: str) -> tuple[Row, Row, Running]:
+    """The pool, the node and the job tasks running there."""
+
+    def read(conn: Connection) -> tuple[Row, Row, Running]:
+        pool, node = load(conn, pool_id, node_id)
+        return pool, node, db.running_tasks_by_node(conn).get(node["id"], (0, 0))
+
+    return await control.database.read(read)
+
+
+async def restart(control: Control, pool_id: str, node_id: str, option: str, *, reimage: bool) -> None:
+    """Reboot or reimage the node; `option` says what becomes of its tasks (nodeRebootOption)."""
+    _, node = await control.database.read(lambda conn: load(conn, pool_id, node_id))
+    await control.scheduler.restart_node(node["id"], option, reimage=reimage)

@@ -1,0 +1,104 @@
+"""Pools: add, read, list, update, delete, resize."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from kiln.commands.control import Check, Control, Row
+from kiln.core import pool as pool_rules
+from kiln.core.pool import AllocationState, PoolState
+from kiln.errors import Conflict, NotFound
+from kiln.store import rows as db
+from kiln.wire import ids
+from kiln.wire.models import PoolAdd
+from kiln.wire.times import now
+
+
+def load(conn: Connection, pool_id: str) -> Row:
+    row = db.get(conn, db.pools, key=ids.key(pool_id))
+    if row is None:
+        raise NotFound("The specified pool does not exist.", code="PoolNotFound")
+    return row
+
+
+def _check_not_deleting(row: Row) -> None:
+    if row["state"] == PoolState.DELETING:
+        raise Conflict(
+            "The specified pool has been marked for deletion and is being reclaimed.", code="PoolBeingDeleted"
+        )
+
+
+async def add(control: Control, spec: PoolAdd) -> Row:
+    row = pool_rules.new_row(
+        spec.id,
+        spec.materialize(),
+        target_dedicated=spec.target_dedicated_nodes,
+        target_low_priority=spec.target_low_priority_nodes,
+        slots_per_node=spec.task_slots_per_node,
+        now=now(),
+        etag=db.new_etag(),
+    )
+
+    def insert(conn: Connection) -> None:
+        if db.get(conn, db.pools, key=row["key"]) is not None:
+            raise Conflict("The specified pool already exists.", code="PoolExists")
+        db.insert_rows(conn, db.pools, [row])
+
+    await control.database.write(insert)
+    await control.scheduler.create_pool(row)
+    return row
+
+
+async def list_all(control: Control) -> list[tuple[Row, int]]:
+    """Every pool with its number of nodes."""
+
+    def read(conn: Connection) -> list[tuple[Row, int]]:
+        counts = db.current_nodes_by_pool(conn)
+        return [(row, counts.get(row["key"], 0)) for row in db.find(conn, db.pools, order_by=["key"])]
+
+    return await control.database.read(read)
+
+
+async def get(control: Control, pool_id: str) -> tuple[Row, int]:
+    """The pool and its number of nodes."""
+
+    def read(conn: Connection) -> tuple[Row, int]:
+        row = load(conn, pool_id)
+        return row, db.current_nodes_by_pool(conn).get(row["key"], 0)
+
+    return await control.database.read(read)
+
+
+async def update(control: Control, pool_id: str, changes: dict[str, Any], check: Check) -> Row:
+    """Merge `changes` (already validated properties of the pool's spec) into the pool's spec."""
+
+    def write(conn: Connection) -> Row:
+        row = load(conn, pool_id)
+        check(row)
+        _check_not_deleting(row)
+        spec = {**row["spec"], **changes}
+        db.change(conn, db.pools, {"key": row["key"]}, {"spec": spec, "last_modified": now()}, bump_etag=True)
+        return db.reread(conn, db.pools, key=row["key"])
+
+    return await control.database.write(write)
+
+
+async def delete(control: Control, pool_id: str, check: Check) -> None:
+    row, _ = await get(control, pool_id)
+    check(row)
+    _check_not_deleting(row)
+    await control.scheduler.delete_pool(row["key"])
+
+
+async def resize(control: Control, pool_id: str, target_dedicated: int | None, check: Check) -> None:
+    """Resize towards target_dedicated (None: keep the pool's target); only a steady pool may resize."""
+    row, _ = await get(control, pool_id)
+    check(row)
+    if row["allocation_state"] != AllocationState.STEADY:
+        raise Conflict(
+            "The pool is already resizing; wait until its allocation state is steady.", code="PoolBeingResized"
+        )
+    target = row["target_dedicated_nodes"] if target_dedicated is None else target_dedicated
+    await control.scheduler.resize_pool(row["key"], target)
