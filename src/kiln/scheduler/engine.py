@@ -417,7 +417,9 @@ class Scheduler(
         effects: Effects,
     ) -> None:
         # its slots are refilled by the placement that ends every results transaction
-        self._take_step_off_node(ref.node_id, result.step_id, effects, kill=False)
+        assert ref.seq is not None, "a task step belongs to a task"
+        # the task's step id, not the result's: a multi-instance primary reports under its instance's id
+        self._take_step_off_node(ref.node_id, task_step_id(ref.seq, ref.attempt), effects, kill=False)
         if task is None or task["state"] != TaskState.RUNNING or task["attempt"] != ref.attempt:
             return  # stale: the task was ended, requeued or deleted meanwhile
         self._end_instances(conn, task["seq"], now, effects)
