@@ -74,6 +74,13 @@ class InvalidQueryParameterValue(BadRequest):
         )
 
 
+class RequestBodyTooLarge(KilnError):
+    """The request body is too large and exceeds the maximum permissible limit."""
+
+    status = 413
+    code = "RequestBodyTooLarge"
+
+
 class AuthenticationFailed(KilnError):
     """Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature."""  # noqa: E501 (the docstring is the wire message)
 

@@ -9,13 +9,15 @@ from collections.abc import Callable
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kiln import story
 from kiln.api import auth, files, job_auth, jobs, nodes, pools, schedules, stories, tasks
 from kiln.api.context import SUPPORTED_API_VERSIONS, Kiln
-from kiln.api.http import NotModified, error_response
-from kiln.errors import BadRequest, KilnError, NotFound
+from kiln.api.http import MAX_BODY_BYTES, NotModified, error_response
+from kiln.errors import BadRequest, KilnError, NotFound, RequestBodyTooLarge
 from kiln.wire.times import now
 
 logger = logging.getLogger(__name__)
@@ -63,6 +65,40 @@ async def _shared_key(request: Request) -> None:
     )
 
 
+class BodyLimit:
+    """Refuse a request body over MAX_BODY_BYTES while it streams in, before authentication reads it: by its
+    Content-Length before a byte of it is read, else (chunked) as soon as what arrived passes the limit."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise _body_too_large()
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise _body_too_large()
+            return message
+
+        await self.app(scope, receive_limited, send)
+
+
+def _body_too_large() -> RequestBodyTooLarge:
+    return RequestBodyTooLarge(
+        f"The request body is too large: Batch accepts at most {MAX_BODY_BYTES} bytes "
+        "(a task collection: fewer tasks per call)."
+    )
+
+
 def _stimulus(request: Request) -> str:
     """How a request shows in the stories of what it changed."""
     client_id = request.headers.get("client-request-id")
@@ -76,6 +112,7 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
     for module in (pools, nodes, jobs, tasks, files, schedules):
         app.include_router(module.router, dependencies=[Depends(_authenticate)])
     app.include_router(stories.router, dependencies=[Depends(_shared_key)])
+    app.add_middleware(BodyLimit)  # added first: request_ids below wraps it, so its 413 carries a request id
 
     @app.middleware("http")
     async def request_ids(request: Request, call_next) -> Response:
@@ -85,6 +122,8 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
                 response = await call_next(request)
         except NotModified:
             response = Response(status_code=304)
+        except KilnError as error:  # raised outside a route: BodyLimit's 413
+            response = error_response(request, error)
         except Exception:  # a bug: still a Batch error body, never a dropped connection
             logger.exception("%s %s failed", request.method, request.url.path)
             response = error_response(request, KilnError())

@@ -160,7 +160,7 @@ def _check_date(headers: Mapping[str, str], now: datetime) -> None:
         raise AuthenticationFailed("The request has neither an ocp-date nor a Date header.")
     try:
         sent = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a year past datetime's 9999
         raise AuthenticationFailed(f"The {name} header '{value}' is not an RFC 1123 date.") from None
     if abs(_utc(sent) - _utc(now)) > MAX_CLOCK_SKEW:
         raise AuthenticationFailed(

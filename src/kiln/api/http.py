@@ -6,7 +6,8 @@ import base64
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -21,6 +22,12 @@ from kiln.wire.times import format_http_time, format_time, now
 M = TypeVar("M", bound=BaseModel)
 JSON_TYPE = "application/json;odata=minimalmetadata"
 MAX_RESULTS = 1000
+#: Batch refuses a request body of 1 MB or more (413 RequestBodyTooLarge), as it documents for add-collection.
+MAX_BODY_BYTES = 1024 * 1024
+#: How deeply a JSON body may nest (Json.NET's default MaxDepth); Batch's deepest documents nest about 12 levels.
+MAX_JSON_DEPTH = 64
+#: A refused value longer than this is not echoed in the error (a 32 KB commandLine would come back whole).
+ECHO_MAX = 1024
 
 
 def metadata_url(request: Request, fragment: str) -> str:
@@ -89,11 +96,35 @@ async def read_json(request: Request, *, optional: bool = False) -> dict[str, An
         raise BadRequest("The request body is missing.", code="InvalidRequestBody")
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except ValueError as exc:  # UnicodeDecodeError too: a body that is not UTF-8
         raise BadRequest(f"The request body is not valid JSON: {exc}", code="InvalidRequestBody") from None
+    except RecursionError:  # nested past the parser's own stack
+        raise _too_deep() from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise _too_deep()
     if not isinstance(data, dict):
         raise BadRequest("The request body must be a JSON object.", code="InvalidRequestBody")
     return data
+
+
+def _too_deep() -> BadRequest:
+    return BadRequest(f"The request body nests JSON more than {MAX_JSON_DEPTH} levels deep.", code="InvalidRequestBody")
+
+
+def json_depth(data: Any) -> int:
+    """How deeply a parsed JSON value nests, counted without recursion (a deep body must not exhaust the stack
+    of whatever walks it later: validation, storage, rendering)."""
+    deepest, pending = 0, [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            value = value.values()
+        elif not isinstance(value, list):
+            continue
+        deepest = max(deepest, depth)
+        if depth <= MAX_JSON_DEPTH:  # past the limit the answer is known: stop walking
+            pending.extend((item, depth + 1) for item in value)
+    return deepest
 
 
 def parse(model: type[M], data: Mapping[str, Any]) -> M:
@@ -106,9 +137,8 @@ def parse(model: type[M], data: Mapping[str, Any]) -> M:
         if problem["type"] == "missing":
             raise MissingRequiredProperty(name) from None
         value = problem.get("input")
-        raise InvalidPropertyValue(
-            name, value if isinstance(value, (str, int, float, bool)) else None, problem["msg"]
-        ) from None
+        echoed = isinstance(value, (int, float, bool)) or (isinstance(value, str) and len(value) <= ECHO_MAX)
+        raise InvalidPropertyValue(name, value if echoed else None, problem["msg"]) from None
 
 
 async def read_model(request: Request, model: type[M], *, optional: bool = False) -> M:
@@ -121,12 +151,13 @@ def _tags(value: str | None) -> list[str]:
 
 
 def _http_time(value: str) -> datetime:
-    from email.utils import parsedate_to_datetime
-
+    """An If-(Un)Modified-Since date, in UTC: a zone of -0000 parses without one, and comparing that with a
+    stored time would fail."""
     try:
-        return parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a year past datetime's 9999
         raise BadRequest(f"The header value '{value}' is not a valid HTTP date.", code="InvalidHeaderValue") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def check_write_conditions(request: Request, row: Mapping[str, Any] | None) -> None:
@@ -189,11 +220,14 @@ def _skip(request: Request) -> int:
     if not token:
         return 0
     try:
-        return int(base64.urlsafe_b64decode(token.encode() + b"==").decode())
+        skip = int(base64.urlsafe_b64decode(token.encode() + b"==").decode())
     except ValueError:
+        skip = -1
+    if skip < 0:  # only a token Kiln made is valid, and it never counts back
         from kiln.errors import InvalidQueryParameterValue
 
-        raise InvalidQueryParameterValue("$skiptoken", token, "The continuation token is not valid.") from None
+        raise InvalidQueryParameterValue("$skiptoken", token, "The continuation token is not valid.")
+    return skip
 
 
 def unfiltered_window(request: Request) -> tuple[int, int] | None:

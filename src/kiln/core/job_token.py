@@ -52,7 +52,7 @@ class JobTokens:
     def verify(self, token: str) -> JobScope | None:
         """The scope a token grants, or None when it is not one of ours (malformed or a bad MAC)."""
         parts = token.strip().split(".")
-        if len(parts) != 4 or parts[0] != SCHEME or not parts[2].isdigit():
+        if len(parts) != 4 or parts[0] != SCHEME or not (parts[2].isascii() and parts[2].isdigit()):  # not "²"
             return None
         try:
             job_id, mac = _unb64(parts[1]).decode(), _unb64(parts[3])

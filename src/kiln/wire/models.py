@@ -18,6 +18,15 @@ from kiln.wire import ids
 from kiln.wire.times import UNLIMITED, duration_seconds, format_duration, format_time, parse_duration
 
 RELEASE_MAX_SECONDS = 15 * 60
+#: The longest command line Kiln accepts. Batch documents no limit but its 1 MB body; Windows nodes stop at
+#: 32,767 characters (CreateProcess), and a longer line would only cost the node: splitting it is quadratic in
+#: the length of a word, and exec refuses any word or environment string of 128 KiB or more.
+#: compute/node/process.py refuses longer lines too (tasks stored before this limit).
+COMMAND_LINE_MAX = 32_768
+#: The longest environment variable value, for the same reasons as COMMAND_LINE_MAX.
+ENVIRONMENT_VALUE_MAX = 32_768
+#: The longest environment variable name.
+ENVIRONMENT_NAME_MAX = 1024
 
 
 class Wire(BaseModel):
@@ -111,8 +120,8 @@ DEFAULT_IDENTITY = {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}}
 
 
 class EnvironmentSetting(Wire):
-    name: str = Field(min_length=1)
-    value: str | None = None
+    name: str = Field(min_length=1, max_length=ENVIRONMENT_NAME_MAX)
+    value: str | None = Field(default=None, max_length=ENVIRONMENT_VALUE_MAX)
 
 
 class ResourceFile(Wire):
@@ -212,7 +221,7 @@ def materialize_constraints(constraints: TaskConstraints | None, default_retries
 
 class JobPreparationTask(Wire):
     id: str = "jobpreparation"
-    command_line: str = Field(min_length=1)
+    command_line: str = Field(min_length=1, max_length=COMMAND_LINE_MAX)
     resource_files: list[ResourceFile] | None = None
     environment_settings: list[EnvironmentSetting] | None = None
     constraints: TaskConstraints | None = None
@@ -231,7 +240,7 @@ class JobPreparationTask(Wire):
 
 class JobReleaseTask(Wire):
     id: str = "jobrelease"
-    command_line: str = Field(min_length=1)
+    command_line: str = Field(min_length=1, max_length=COMMAND_LINE_MAX)
     resource_files: list[ResourceFile] | None = None
     environment_settings: list[EnvironmentSetting] | None = None
     max_wall_clock_time: str | None = None
@@ -273,7 +282,7 @@ class TaskFields(Wire):
 
     id: str
     display_name: str | None = Field(default=None, max_length=1024)
-    command_line: str = Field(min_length=1)
+    command_line: str = Field(min_length=1, max_length=COMMAND_LINE_MAX)
     resource_files: list[ResourceFile] | None = None
     environment_settings: list[EnvironmentSetting] | None = None
     constraints: TaskConstraints | None = None
@@ -517,7 +526,7 @@ class TaskDependencies(Wire):
 
 class MultiInstanceSettings(Wire):
     number_of_instances: int | None = Field(default=None, ge=1)
-    coordination_command_line: str = Field(min_length=1)
+    coordination_command_line: str = Field(min_length=1, max_length=COMMAND_LINE_MAX)
     common_resource_files: list[ResourceFile] | None = None
 
 
@@ -550,7 +559,8 @@ class TaskUpdate(Wire):
 
 
 class StartTask(Wire):
-    command_line: str = Field(min_length=1)
+    command_line: str = Field(min_length=1, max_length=COMMAND_LINE_MAX)
+    environment_settings: list[EnvironmentSetting] | None = None
 
 
 class PoolSpecification(Wire):
@@ -565,7 +575,7 @@ class PoolSpecification(Wire):
     task_slots_per_node: int = Field(default=1, ge=1, le=256)
     enable_inter_node_communication: bool = False
     task_scheduling_policy: dict[str, Any] | None = None
-    start_task: dict[str, Any] | None = None
+    start_task: StartTask | None = None
     user_accounts: list[UserAccount] | None = None
     metadata: list[MetadataItem] | None = None
 

@@ -57,3 +57,7 @@ def test_the_job_id_in_a_token_cannot_be_swapped():
 )
 def test_scope_is_the_job_and_below(path, allowed):
     assert path_in_scope(path, JobScope("My-Job", 7)) is allowed
+
+
+def test_a_token_whose_sequence_is_a_non_ascii_digit_is_not_ours() -> None:
+    assert JobTokens(b"key").verify("kjt1.eA.\u00b2.AAAA") is None  # "²".isdigit(), but int() refuses it

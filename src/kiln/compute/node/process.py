@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import os
 import shlex
@@ -24,6 +25,10 @@ from kiln.compute.node.spawner import LaunchedProcess, LauncherLost, Spawner
 
 #: How long to wait for a SIGKILLed leader to be reaped before reporting anyway.
 REAP_TIMEOUT = 10.0
+#: The longest command line a node splits (the API's limit, wire.models.COMMAND_LINE_MAX): shlex takes time
+#: quadratic in a word's length on the worker's event loop (two minutes for a 1 MB word), so a longer line
+#: stored before that limit fails its task instead of stalling the node.
+COMMAND_LINE_MAX = 32_768
 
 
 class KillSwitch:
@@ -85,6 +90,21 @@ def not_found(message: str) -> CommandOutcome:
     return CommandOutcome(None, failure_info(USER_ERROR, "CommandProgramNotFound", message))
 
 
+def too_long(message: str) -> CommandOutcome:
+    return CommandOutcome(None, failure_info(USER_ERROR, "CommandLineTooLong", message))
+
+
+def launch_failed(program: str, exc: OSError) -> CommandOutcome:
+    """The launcher could not start the command (exec failed): the step fails, the node goes on."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.E2BIG:
+        return too_long(
+            f"The program {program!r} could not be started: {reason}. Each argument and environment variable "
+            "must be shorter than 128 KiB, and all of them together shorter than the node's ARG_MAX."
+        )
+    return not_found(f"The program {program!r} could not be started: {reason}")
+
+
 @functools.lru_cache(maxsize=1024)  # a job's tasks often share their command line
 def _split(command_line: str) -> tuple[str, ...]:
     return tuple(shlex.split(command_line))
@@ -92,6 +112,8 @@ def _split(command_line: str) -> tuple[str, ...]:
 
 def prepare_argv(command_line: str, env: dict[str, str], wd: Path) -> list[str] | CommandOutcome:
     """Split with POSIX quoting, no expansion; a program that cannot be found is a user error."""
+    if len(command_line) > COMMAND_LINE_MAX:
+        return too_long(f"The command line has {len(command_line)} characters; at most {COMMAND_LINE_MAX} may run.")
     try:
         argv = list(_split(command_line))
     except ValueError as exc:
@@ -133,14 +155,7 @@ async def run_command(
     try:
         proc = await spawn(spawner, argv, env, paths, account)
     except OSError as exc:
-        return CommandOutcome(
-            None,
-            failure_info(
-                USER_ERROR,
-                "CommandProgramNotFound",
-                f"The program {argv[0]!r} could not be started: {exc.strerror or exc}",
-            ),
-        )
+        return launch_failed(argv[0], exc)
     try:
         outcome = await wait(proc, timeout, kill, limit)
     except BaseException:

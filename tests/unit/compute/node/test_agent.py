@@ -221,3 +221,16 @@ async def test_a_report_does_not_wait_for_a_step_started_ahead(
     assert sorted(m["step_id"] for m in batch) == sorted([first.step_id, ahead.step_id])
     assert loop.time() - began < 15  # not held for the 30 s linger: the control plane must refill
     await agent.kill([ahead.step_id])
+
+
+async def test_a_step_that_cannot_be_launched_fails_and_the_node_runs_the_next(
+    agent: NodeAgent, make_step: Callable[..., Step]
+) -> None:
+    poison = make_step("/bin/true", environment={"HUGE": "x" * (128 * 1024 + 1)})  # exec: E2BIG
+    await agent.run([poison.to_message()])
+    [failed] = [StepResult.from_message(m) for m in await collect(agent, 1)]
+    assert failed.exit_code is None and failed.failure["code"] == "CommandLineTooLong"
+    innocent = make_step("sh -c 'exit 0'")
+    await agent.run([innocent.to_message()])
+    [ran] = [StepResult.from_message(m) for m in await collect(agent, 1)]
+    assert (ran.step_id, ran.exit_code, ran.failure) == (innocent.step_id, 0, None)

@@ -160,3 +160,19 @@ async def test_a_start_task_may_leave_daemons(run, paths: layout.TaskPaths) -> N
         assert outcome.exit_code == 0 and alive(grandchild)
     finally:
         os.kill(grandchild, signal.SIGKILL)
+
+
+#: One argument longer than the kernel's MAX_ARG_STRLEN (128 KiB): exec refuses it with E2BIG.
+HUGE_WORD = "x" * (128 * 1024 + 1)
+
+
+async def test_a_command_exec_refuses_fails_the_step_with_command_line_too_long(run, paths: layout.TaskPaths) -> None:
+    outcome = await run(paths, "/bin/true", env={**ENV, "HUGE": HUGE_WORD})
+    assert outcome.exit_code is None and outcome.failure is not None
+    assert (outcome.failure["category"], outcome.failure["code"]) == ("usererror", "CommandLineTooLong")
+    assert "Argument list too long" in outcome.failure["message"]
+
+
+async def test_a_command_line_over_the_limit_is_refused_before_it_is_split(run, paths: layout.TaskPaths) -> None:
+    outcome = await run(paths, "x" * (process.COMMAND_LINE_MAX + 1))  # one word: shlex would take seconds
+    assert outcome.failure is not None and outcome.failure["code"] == "CommandLineTooLong"
