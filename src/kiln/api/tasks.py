@@ -31,7 +31,6 @@ from kiln.wire.times import format_time
 
 router = APIRouter()
 MAX_COLLECTION = 100
-MAX_BODY = 1024 * 1024
 
 
 def _validated(data: Any) -> TaskAdd | KilnError:
@@ -60,12 +59,6 @@ async def add_task(request: Request, job_id: str) -> Response:
 
 @router.post("/jobs/{job_id}/addtaskcollection")
 async def add_task_collection(request: Request, job_id: str) -> Response:
-    if len(await request.body()) > MAX_BODY:
-        raise KilnError(
-            "The request body is too large; send at most 1 MB and 100 tasks per call.",
-            code="RequestBodyTooLarge",
-            status=413,
-        )
     body = await read_json(request)
     values = body.get("value")
     if not isinstance(values, list) or not values:

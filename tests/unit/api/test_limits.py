@@ -27,9 +27,7 @@ HUGE_YEAR = "Mon, 01 Jan 99999999999 00:00:00 GMT"
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """The app in-process, with no store: every request here is answered before a route touches one."""
     state = Kiln(
-        database=cast(Any, None),
-        scheduler=cast(Any, None),
-        backend=cast(Any, None),
+        control=cast(Any, None),
         data_dir=tmp_path,
         account_name=DEV_ACCOUNT_NAME,
         account_key=base64.b64decode(DEV_ACCOUNT_KEY),
