@@ -8,6 +8,10 @@ whose agent answers is up; a worker the scheduler removes is down, whatever the 
 A worker that dies is restarted by its nanny (new address, same name). A per-node supervisor
 covers what the nanny cannot: a nanny that gave up (its worker died while it was starting)
 or a worker that has not come back within DEATH_TIMEOUT is replaced by a fresh nanny.
+
+Every Dask comm (scheduler, nannies, workers, the backend's calls) is TLS with mutual authentication, with a
+CA and certificate made in memory at each start: the workers run as root and Dask runs any function it is
+sent, while tasks run as other users on the same host and can see every listening port.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import dask  # after the environment above
 from distributed import Nanny, Scheduler
 from distributed.core import ConnectionPool, PooledRPCCall, Status
 from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.security import Security
 
 from kiln.compute.node import agent, files, layout, reaper
 from kiln.compute.protocol import (
@@ -81,9 +86,12 @@ WORKER_TTL = 60.0
 #: server's whole config, which wins over the worker's environment, and the server may have imported dask
 #: before this module set the environment.
 WORKER_CONFIG = dask.config.merge(
-    {"distributed": {"worker": {"profile": {"enabled": False}}}},
+    {"distributed": {"worker": {"profile": {"enabled": False}, "http": {"routes": []}}}},
     dask.config.collect_env({name: os.environ[name] for name in DASK_ENV}),
 )
+#: The scheduler's and workers' HTTP servers (dashboard, metrics, info pages) are not TLS and Kiln reads none of
+#: them: they serve nothing (Dask starts them whatever `dashboard` says).
+SCHEDULER_CONFIG: dict[str, Any] = {"distributed.scheduler.http.routes": []}
 AGENT_MODULE = "kiln.compute.node.agent"
 
 #: What crosses the per-node event queue, in the order the callbacks must see it.
@@ -162,17 +170,28 @@ class DaskBackend:
         self._nodes: dict[str, _Node] = {}
         self._scheduler: Scheduler | None = None
         self._pool: ConnectionPool | None = None
+        self._security: Security | None = None
         self._closing = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._scheduler = await Scheduler(
-            host=self.host, port=0, dashboard=False, dashboard_address=f"{self.host}:0", worker_ttl=WORKER_TTL
-        )
+        self._security = security = await asyncio.to_thread(Security.temporary)  # an RSA key: ~0.1 s
+        with dask.config.set(SCHEDULER_CONFIG):
+            self._scheduler = await Scheduler(
+                host=self.host,
+                port=0,
+                protocol="tls",
+                security=security,
+                dashboard=False,
+                dashboard_address=f"{self.host}:0",
+                worker_ttl=WORKER_TTL,
+            )
         self._scheduler.add_plugin(_Membership(self))
-        self._pool = await ConnectionPool(limit=256, timeout=RPC_TIMEOUT)
+        self._pool = await ConnectionPool(
+            limit=256, timeout=RPC_TIMEOUT, connection_args=security.get_connection_args("client")
+        )
 
     @property
     def scheduler_address(self) -> str:
@@ -301,6 +320,7 @@ class DaskBackend:
             memory_limit=0,
             death_timeout=DEATH_TIMEOUT,
             preload=[AGENT_MODULE],
+            security=self._security,  # the nanny's worker gets it too
             local_directory=str(self.data_dir / "dask-scratch"),
             env={
                 agent.NODE_ROOT_ENV: node.node_root,
