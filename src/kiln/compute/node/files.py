@@ -40,17 +40,20 @@ def open_in(directory: int, name: str, flags: int) -> int:
     try:
         return os.open(name, flags, dir_fd=directory)
     except OSError as exc:
-        # O_NOFOLLOW answers ELOOP, with O_DIRECTORY ENOTDIR; only which error to raise depends on the lstat
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink(directory, name):
+        # O_NOFOLLOW answers ELOOP for a symlink, but with O_DIRECTORY ENOTDIR as for a file: an lstat tells
+        # which. A directory by then, or nothing, was a symlink swapped in and out again.
+        if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and not _is_file(directory, name)):
             raise FileNotFoundError(errno.ENOENT, "a symbolic link, which is not followed", name) from None
         raise
 
 
-def _is_symlink(directory: int, name: str) -> bool:
+def _is_file(directory: int, name: str) -> bool:
+    """Neither a symlink nor a directory, nor gone."""
     try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode)
+        mode = os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode
     except FileNotFoundError:
         return False
+    return not (stat.S_ISLNK(mode) or stat.S_ISDIR(mode))
 
 
 @contextmanager
