@@ -137,7 +137,8 @@ def test_a_fifo_is_neither_listed_nor_waited_on(root: str) -> None:
 
 def test_a_swapped_symlink_never_reads_outside(root: str, outside: Path) -> None:
     """The race the old check-then-open lost: a thread swaps a file and a directory for symlinks out of the
-    root while 10,000 reads go on; every read answers the real bytes or not found, never the secret."""
+    root while 10,000 reads go on; every read answers the real bytes or not found (no other error: the API
+    would answer 409), never the secret."""
     wd = Path(root) / "workitems/j1/job-1/t1/wd"
     (wd / "good").write_bytes(b"GOOD")
     (wd / "d").mkdir()
