@@ -158,15 +158,7 @@ class JobEnding(SchedulerParts):
             return
         if entry.spec.get("onAllTasksComplete") != "terminatejob":
             return
-        unfinished = await self.db.read(
-            lambda conn: conn.execute(
-                db.tasks.select()
-                .with_only_columns(db.tasks.c.seq)
-                .where(db.tasks.c.job_key == job_key, db.tasks.c.state != TaskState.COMPLETED.value)
-                .limit(1)
-            ).first()
-        )
-        if unfinished is None:
+        if await self.db.read(lambda conn: db.all_tasks_completed(conn, job_key)):
             try:
                 await self.terminate_job(job_key, TerminateReason.ALL_TASKS_COMPLETE.value)
             except Exception as exc:  # already ending by another path

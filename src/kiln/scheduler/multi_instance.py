@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection
 
 from kiln.compute.protocol import Step, StepResult
 from kiln.core import multi_instance as rules
@@ -366,8 +366,7 @@ class MultiInstance(SchedulerParts):
 
     def _recover_instances(self, conn: Connection) -> None:
         """After a restart every unfinished task is active again: its last attempt's instance rows go."""
-        unfinished = select(db.tasks.c.seq).where(db.tasks.c.state != TaskState.COMPLETED.value)
-        conn.execute(delete(db.subtasks).where(db.subtasks.c.task_seq.in_(unfinished)))
+        db.remove_unfinished_subtasks(conn)
         for row in db.find(conn, db.subtasks, order_by=["task_seq", "id"]):  # finished runs: for retention
             if row["id"] > 0:
                 self.subtask_nodes.setdefault(row["task_seq"], []).append(row["node_id"])

@@ -235,6 +235,37 @@ def tasks_in_states(conn: Connection, states: Sequence[str], **keys: Any) -> lis
     return [dict(r) for r in conn.execute(query.order_by(tasks.c.seq)).mappings()]
 
 
+def count_tasks_in_states(conn: Connection, job_key: str, states: Sequence[str]) -> int:
+    """How many of a job's tasks are in these states (maxParallelTasks counts those on nodes)."""
+    query = select(func.count()).select_from(tasks).where(tasks.c.job_key == job_key, tasks.c.state.in_(list(states)))
+    return conn.execute(query).scalar_one()
+
+
+def all_tasks_completed(conn: Connection, job_key: str) -> bool:
+    """Whether every task of the job is completed (onAllTasksComplete): one indexed probe."""
+    query = select(tasks.c.seq).where(tasks.c.job_key == job_key, tasks.c.state != "completed").limit(1)
+    return conn.execute(query).first() is None
+
+
+def active_schedule_job(conn: Connection, schedule_key: str) -> Row | None:
+    """The schedule's job that has not completed yet (at most one)."""
+    query = (
+        select(jobs)
+        .where(jobs.c.schedule_key == schedule_key, jobs.c.state != "completed")
+        .order_by(jobs.c.seq)
+        .limit(1)
+    )
+    row = conn.execute(query).mappings().first()
+    return dict(row) if row else None
+
+
+def remove_unfinished_subtasks(conn: Connection) -> None:
+    """The instance rows of every multi-instance task that has not completed (after a restart those
+    tasks are active again, and their last attempt's instances are gone)."""
+    unfinished = select(tasks.c.seq).where(tasks.c.state != "completed")
+    conn.execute(delete(subtasks).where(subtasks.c.task_seq.in_(unfinished)))
+
+
 def delete_task(conn: Connection, task_seq: int) -> None:
     """A task and its story."""
     story.gone(task_seq=task_seq)
@@ -286,6 +317,10 @@ __all__ = [
     "tasks_by_seq",
     "RUNNING_COLUMNS",
     "tasks_in_states",
+    "count_tasks_in_states",
+    "all_tasks_completed",
+    "active_schedule_job",
+    "remove_unfinished_subtasks",
     "delete_task",
     "remove_node",
     "delete_job_rows",
