@@ -74,7 +74,7 @@ class Preemption(SchedulerParts):
                 continue
             self._take_off_node(conn, task, now, effects)
             changes = task_rules.transition(task, TaskState.ACTIVE, now, requeue=True)
-            effects.change_task(task["seq"], changes)
+            effects.change_task(task, changes)
             self.jobs[task["job_key"]].queue.push(task["seq"], task["required_slots"])
             freed += task["required_slots"]
         if freed:

@@ -1,7 +1,9 @@
 """The scheduler's batched writes: every task change of a transaction, one executemany per set of columns.
 
 This is the hot path of every task (its dispatch, its start, its end): each statement is compiled once
-(store.prepared) and no task costs a statement or a read of its own.
+(store.prepared) and no task costs a statement or a read of its own. Each row is guarded like
+rows.transition (its state and attempt before the transaction's first change of it); the rows changed
+are counted against the rows given, and a shortfall is a conflict the caller rolls back.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Integer, bindparam, update
@@ -21,21 +24,43 @@ from kiln.store.schema import nodes, tasks
 NODE_COUNTERS = ("total_tasks_run", "total_tasks_succeeded")
 
 
-def change_tasks(conn: Connection, changes: Mapping[int, Mapping[str, Any]]) -> None:
-    """Each task's changes (by seq), with a new ETag: one statement per set of columns changed."""
+@dataclass(slots=True)
+class TaskChange:
+    """A task's changes in one transaction, and the state and attempt its row had before the first of them."""
+
+    state: str
+    attempt: int
+    values: dict[str, Any]
+
+
+def change_tasks(conn: Connection, changes: Mapping[int, TaskChange]) -> bool:
+    """Each task's changes (by seq), with a new ETag: one statement per set of columns changed, each row
+    guarded by its state and attempt. False: some row had moved (a conflict; the caller rolls back)."""
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-    for seq, values in changes.items():
-        columns = tuple(sorted(values))
-        shapes[columns].append({**{f"v_{c}": values[c] for c in columns}, "k_seq": seq, "v_etag": new_etag()})
-    for columns, params in shapes.items():
-        _task_update(columns).execute_many(conn, params)
+    for seq, change in changes.items():
+        columns = tuple(sorted(change.values))
+        shapes[columns].append(
+            {
+                **{f"v_{c}": change.values[c] for c in columns},
+                "k_seq": seq,
+                "k_state": change.state,
+                "k_attempt": change.attempt,
+                "v_etag": new_etag(),
+            }
+        )
+    changed = sum(_task_update(columns).execute_many(conn, params) for columns, params in shapes.items())
+    return changed == len(changes)
 
 
 @functools.cache
 def _task_update(columns: tuple[str, ...]) -> Prepared:
     return Prepared(
         update(tasks)
-        .where(tasks.c.seq == bindparam("k_seq"))
+        .where(
+            tasks.c.seq == bindparam("k_seq"),
+            tasks.c.state == bindparam("k_state"),
+            tasks.c.attempt == bindparam("k_attempt"),
+        )
         .values({c: bindparam(f"v_{c}") for c in (*columns, "etag")})
     )
 

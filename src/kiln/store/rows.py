@@ -1,4 +1,12 @@
-"""Queries, one small function each, named in Batch's words. They decide nothing."""
+"""Queries, one small function each, named in Batch's words. They decide nothing.
+
+State changes are guarded: `transition` writes a task's, node's or job's new state only while the stored
+row is still in the state the change was computed from (core.lifecycle.transition's `current`), and a
+task's only at the attempt it was computed for. A row that moved meanwhile is a conflict: nothing is
+written and the caller hears of it (False), and decides what it means: a request that raced another
+change answers 409; the scheduler, whose memory no longer matches the store, aborts its transaction.
+`change` writes everything else and refuses to write those states unguarded.
+"""
 
 from __future__ import annotations
 
@@ -81,21 +89,45 @@ def _insert(table: Table, columns: tuple[str, ...]) -> Prepared:
     return Prepared(insert(table).values({c: bindparam(f"v_{c}") for c in columns}))
 
 
+#: Tables whose `state` changes only through `transition`.
+GUARDED = (tasks, nodes, jobs)
+
+
 def change(
+    conn: Connection, table: Table, keys: Mapping[str, Any], changes: Mapping[str, Any], *, bump_etag: bool = False
+) -> bool:
+    """Columns other than a guarded state; False if the row is not there."""
+    if "state" in changes and table in GUARDED:
+        raise ValueError(f"a {table.name} state changes through transition(), guarded")
+    return _update(conn, table, keys, changes, bump_etag)
+
+
+def transition(
     conn: Connection,
     table: Table,
     keys: Mapping[str, Any],
+    row: Mapping[str, Any],
     changes: Mapping[str, Any],
-    expect: Mapping[str, Any] | None = None,
     *,
     bump_etag: bool = False,
 ) -> bool:
-    """A guarded update: applies only if the row still has the `expect`ed values; False means a conflict."""
+    """`changes` computed from `row` as the caller read it: applied only while the stored row still has
+    row's state (and a task row's attempt). False: a conflict, and nothing was written."""
+    return _update(conn, table, {**keys, **guard(table, row)}, changes, bump_etag)
+
+
+def guard(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
+    """What of `row` a change computed from it expects to find stored: its state, and a task's attempt."""
+    return {"state": row["state"], "attempt": row["attempt"]} if table is tasks else {"state": row["state"]}
+
+
+def _update(
+    conn: Connection, table: Table, keys: Mapping[str, Any], changes: Mapping[str, Any], bump_etag: bool
+) -> bool:
     values = dict(changes)
     if bump_etag:
         values["etag"] = new_etag()
-    result = conn.execute(update(table).where(_where(table, {**keys, **(expect or {})})).values(**values))
-    return result.rowcount == 1
+    return conn.execute(update(table).where(_where(table, keys)).values(**values)).rowcount == 1
 
 
 def remove(conn: Connection, table: Table, **keys: Any) -> int:
@@ -294,6 +326,7 @@ def delete_job_rows(conn: Connection, job_key: str) -> None:
 
 
 __all__ = [
+    "Table",
     "jobs",
     "job_schedules",
     "nodes",
@@ -306,6 +339,9 @@ __all__ = [
     "insert_rows",
     "insert_tasks",
     "change",
+    "transition",
+    "guard",
+    "GUARDED",
     "remove",
     "next_value",
     "task_counts",
