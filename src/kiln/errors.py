@@ -114,3 +114,10 @@ class ConditionNotMet(KilnError):
 
 class InvalidTransition(Conflict):
     """The requested state change is not allowed from the current state."""
+
+
+class StaleState(Exception):
+    """The scheduler's memory and the store disagree: a guarded state change found its row moved.
+
+    Not a KilnError (no request caused it): it aborts the scheduler's transaction, which writes nothing,
+    and the round's loop logs it like any other failed round."""

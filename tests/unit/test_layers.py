@@ -1,4 +1,5 @@
-"""The layering of docs/architecture.md, checked on the source: api/ only parses and renders, through commands/."""
+"""The layering of docs/architecture.md, checked on the source: api/ only parses and renders, through commands/;
+SQL is built in store/ alone."""
 
 from __future__ import annotations
 
@@ -47,6 +48,20 @@ def api_problems(source: str) -> list[str]:
     return problems
 
 
+def sql_problems(source: str) -> list[str]:
+    """Outside store/, SQLAlchemy gives only the Connection type a transaction's work takes."""
+    problems = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            problems += [f"imports {a.name}" for a in node.names if _within(a.name, "sqlalchemy")]
+        elif isinstance(node, ast.ImportFrom) and node.module and _within(node.module, "sqlalchemy"):
+            allowed = node.module == "sqlalchemy"
+            problems += [
+                f"imports {node.module}.{a.name}" for a in node.names if not (allowed and a.name == "Connection")
+            ]
+    return problems
+
+
 def commands_problems(source: str) -> list[str]:
     return [f"imports {name}" for name in _imported(ast.parse(source)) if _within(name, "kiln.api")]
 
@@ -61,8 +76,35 @@ def test_commands_know_nothing_of_the_api(path: Path) -> None:
     assert commands_problems(path.read_text()) == []
 
 
+OUTSIDE_STORE = [path for path in sorted(SRC.rglob("*.py")) if (SRC / "store") not in path.parents]
+
+
+@pytest.mark.parametrize("path", OUTSIDE_STORE, ids=lambda p: str(p.relative_to(SRC)))
+def test_no_sql_is_built_outside_the_store(path: Path) -> None:
+    assert sql_problems(path.read_text()) == []
+
+
 def test_there_are_modules_to_check() -> None:
     assert len(_modules("api")) > 5 and len(_modules("commands")) > 5
+    assert len([p for p in OUTSIDE_STORE if (SRC / "scheduler") in p.parents]) > 5
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from sqlalchemy import select",
+        "from sqlalchemy import Connection, update",
+        "import sqlalchemy",
+        "from sqlalchemy.sql import func",
+        "from sqlalchemy.engine import Connection",
+    ],
+)
+def test_each_kind_of_sql_outside_the_store_is_caught(source: str) -> None:
+    assert sql_problems(source)
+
+
+def test_the_connection_type_is_allowed_everywhere() -> None:
+    assert sql_problems("from sqlalchemy import Connection") == []
 
 
 @pytest.mark.parametrize(

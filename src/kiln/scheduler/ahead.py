@@ -145,6 +145,7 @@ class SendAhead(SchedulerParts):
             and step_id in node.ahead
         ):
             self._call_back_steps(conn, node, [step_id], effects, requeue=False, kill=True)
+            task["attempt"] = ref.attempt  # as the call-back stored it: the task's next change is guarded by it
 
     # ------------------------------------------------------------------ starting
     def _ahead_started(
@@ -172,7 +173,7 @@ class SendAhead(SchedulerParts):
                 node_id=node.node_id,
                 attempt=ref.attempt,
             )
-            effects.change_task(ref.seq, changes)
+            effects.change_task(task, changes)
             task.update(changes)
             node.book(result.step_id, ref.slots)
             effects.node_counters[(node.node_id, "total_tasks_run")] += 1

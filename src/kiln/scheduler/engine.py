@@ -49,6 +49,7 @@ from kiln.scheduler.state import (
     StepRef,
     prep_key,
     task_step_id,
+    transition,
 )
 from kiln.scheduler.timers import Timers
 from kiln.store import rows as db
@@ -123,17 +124,22 @@ class Scheduler(
             if pool is None or node["state"] == NodeState.LEAVING_POOL:
                 db.remove_node(conn, node["id"])
                 continue
-            db.change(
-                conn, db.nodes, {"id": node["id"]}, {"state": NodeState.STARTING.value, "state_transition_time": now}
+            transition(
+                conn,
+                db.nodes,
+                {"id": node["id"]},
+                node,
+                {"state": NodeState.STARTING.value, "state_transition_time": now},
             )
             self.nodes[node["id"]] = NodeSlots(
                 node["id"], node["pool_key"], pool["task_slots_per_node"], node["root_dir"], node["incarnation"]
             )
         for task in db.tasks_in_states(conn, ON_NODE):  # they died with the server: requeue
-            db.change(
+            transition(
                 conn,
                 db.tasks,
                 {"seq": task["seq"]},
+                task,
                 task_rules.transition(task, TaskState.ACTIVE, now, requeue=True),
                 bump_etag=True,
             )
@@ -281,11 +287,11 @@ class Scheduler(
         if prep_spec is not None:
             record = self._ensure_prep(conn, entry, node, now, effects)
             if not prep_rules.succeeded(record) and prep_spec["waitForSuccess"]:
-                effects.change_task(task["seq"], task_rules.transition(task, TaskState.PREPARING, now, **where))
+                effects.change_task(task, task_rules.transition(task, TaskState.PREPARING, now, **where))
                 self.waiting[(entry.key, node.node_id)].append(task["seq"])
                 return
         changes = task_rules.transition(task, TaskState.RUNNING, now, **where)
-        effects.change_task(task["seq"], changes)
+        effects.change_task(task, changes)
         task.update(changes)
         self._dispatch_task(conn, entry, task, node, effects)
 
@@ -448,7 +454,7 @@ class Scheduler(
             if failure is None:
                 effects.node_counters[(ref.node_id, "total_tasks_succeeded")] += 1
             effects.check_jobs.add(ref.job_key)
-        effects.change_task(task["seq"], changes)
+        effects.change_task(task, changes)
 
     def _requeue_in_memory(self, task: dict[str, Any]) -> None:
         entry = self.jobs.get(task["job_key"])
@@ -510,12 +516,12 @@ class Scheduler(
                 continue
             if ok:
                 changes = task_rules.transition(task, TaskState.RUNNING, now)
-                effects.change_task(task["seq"], changes)
+                effects.change_task(task, changes)
                 task.update(changes)
                 self._dispatch_task(conn, entry, task, node, effects)
             else:  # back to the queue; this node is now excluded for the job
                 self._take_off_node(conn, task, now, effects)
-                effects.change_task(task["seq"], task_rules.transition(task, TaskState.ACTIVE, now))
+                effects.change_task(task, task_rules.transition(task, TaskState.ACTIVE, now))
                 self._requeue_in_memory(task)
         effects.wake = True
 
@@ -602,7 +608,7 @@ class Scheduler(
             )
             options = for_ended(task["spec"].get("exitConditions"))
             changes["dependency_action"] = options.dependency_action.value
-            db.change(conn, db.tasks, {"seq": task["seq"]}, changes, bump_etag=True)
+            transition(conn, db.tasks, {"seq": task["seq"]}, task, changes, bump_etag=True)
             self._task_outcome(entry, task, options, effects, job_action=False)
             effects.check_jobs.add(job_key)
         self._settle_disabling(conn, [job_key], now)

@@ -15,7 +15,7 @@ from kiln.core.job import DisableTasks, JobState
 from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.parts import SchedulerParts
-from kiln.scheduler.state import ON_NODE, Effects, JobEntry, task_step_id
+from kiln.scheduler.state import ON_NODE, Effects, JobEntry, task_step_id, transition
 from kiln.store import rows as db
 from kiln.wire.times import now as utcnow
 
@@ -68,7 +68,7 @@ class JobControl(SchedulerParts):
                 changes = task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure)
                 self._retain_task(effects, entry.row, {**task, **changes})
                 effects.check_jobs.add(entry.key)
-            effects.change_task(task["seq"], changes)
+            effects.change_task(task, changes)
         effects.write_batched(conn)
 
     def _settle_disabling(self, conn: Connection, job_keys: Iterable[str], now: datetime) -> None:
@@ -117,7 +117,7 @@ class JobControl(SchedulerParts):
         check(task)
         job_rules.check_open(job["state"])
         changes = task_rules.reactivate(task, now)
-        db.change(conn, db.tasks, {"seq": task["seq"]}, changes, bump_etag=True)
+        transition(conn, db.tasks, {"seq": task["seq"]}, task, changes, bump_etag=True)
         if task["node_id"]:  # the old directory is reused by the next run: no retention cleanup under it
             self.timers.cancel(f"retain:{task['node_id']}:{step_builder.task_dir(job['id'], task['id'])}")
         self._entry(job).queue.push(task["seq"], task["required_slots"])
@@ -147,7 +147,7 @@ class JobControl(SchedulerParts):
         return job
 
     def _change_job(self, conn: Connection, job: dict[str, Any], changes: dict[str, Any]) -> None:
-        db.change(conn, db.jobs, {"key": job["key"]}, changes, bump_etag=True)
+        transition(conn, db.jobs, {"key": job["key"]}, job, changes, bump_etag=True)
         job.update(changes)
 
     def _entry(self, job: dict[str, Any]) -> JobEntry:

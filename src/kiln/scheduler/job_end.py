@@ -17,7 +17,7 @@ from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
-from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, prep_key
+from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, prep_key, transition
 from kiln.store import rows as db
 from kiln.wire.times import now as utcnow
 
@@ -51,7 +51,7 @@ class JobEnding(SchedulerParts):
         changes = job_rules.transition(job, to, now, reason=reason)
         if to is JobState.DELETING:
             changes["delete_requested"] = True
-        db.change(conn, db.jobs, {"key": job_key}, changes, bump_etag=True)
+        transition(conn, db.jobs, {"key": job_key}, job, changes, bump_etag=True)
         job.update(changes)
         if was is JobState.COMPLETED:  # nothing runs, release already ran: just remove
             self._remove_job(conn, job, effects)
@@ -80,7 +80,7 @@ class JobEnding(SchedulerParts):
         for task in db.tasks_in_states(conn, ON_NODE, job_key=job_key):
             self._take_off_node(conn, task, now, effects)
             changes = task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure)
-            db.change(conn, db.tasks, {"seq": task["seq"]}, changes, bump_etag=True)
+            transition(conn, db.tasks, {"seq": task["seq"]}, task, changes, bump_etag=True)
         for key in [k for k in self.waiting if k[0] == job_key]:
             del self.waiting[key]
         effects.wake = True
@@ -133,7 +133,7 @@ class JobEnding(SchedulerParts):
             self._remove_job(conn, entry.row, effects)
             return
         changes = job_rules.transition(entry.row, JobState.COMPLETED, now)
-        db.change(conn, db.jobs, {"key": job_key}, changes, bump_etag=True)
+        transition(conn, db.jobs, {"key": job_key}, entry.row, changes, bump_etag=True)
         effects.ended_jobs.append({**entry.row, **changes})
         del self.jobs[job_key]
         for key in [k for k in self.preps if k[0] == job_key]:
@@ -158,15 +158,7 @@ class JobEnding(SchedulerParts):
             return
         if entry.spec.get("onAllTasksComplete") != "terminatejob":
             return
-        unfinished = await self.db.read(
-            lambda conn: conn.execute(
-                db.tasks.select()
-                .with_only_columns(db.tasks.c.seq)
-                .where(db.tasks.c.job_key == job_key, db.tasks.c.state != TaskState.COMPLETED.value)
-                .limit(1)
-            ).first()
-        )
-        if unfinished is None:
+        if await self.db.read(lambda conn: db.all_tasks_completed(conn, job_key)):
             try:
                 await self.terminate_job(job_key, TerminateReason.ALL_TASKS_COMPLETE.value)
             except Exception as exc:  # already ending by another path

@@ -6,7 +6,7 @@ import logging
 from itertools import count
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 
 from kiln.core.job import JobState, TerminateReason
 from kiln.core.job_token import JobTokens
@@ -49,7 +49,9 @@ class JobManagement(SchedulerParts):
     def _turn(self, conn: Connection, entry: JobEntry, choose: priority.Chooser | None = None) -> priority.JobTurn:
         """What the placement round needs to know of one job with queued tasks."""
         limit = entry.spec.get("maxParallelTasks", -1)
-        budget = None if limit == -1 else priority.parallel_budget(limit, tasks_on_nodes(conn, entry.key))
+        budget = (
+            None if limit == -1 else priority.parallel_budget(limit, db.count_tasks_in_states(conn, entry.key, ON_NODE))
+        )
         return priority.JobTurn(
             entry,
             entry.queue,
@@ -90,11 +92,3 @@ class JobManagement(SchedulerParts):
             await self.terminate_job(job_key, TerminateReason.JOB_MANAGER.value)
         except Exception as exc:  # already ending by another path
             log.debug("job manager completion terminate skipped: %s", exc)
-
-
-def tasks_on_nodes(conn: Connection, job_key: str) -> int:
-    """Running and preparing tasks of a job: what maxParallelTasks counts."""
-    query = (
-        select(func.count()).select_from(db.tasks).where(db.tasks.c.job_key == job_key, db.tasks.c.state.in_(ON_NODE))
-    )
-    return conn.execute(query).scalar_one()

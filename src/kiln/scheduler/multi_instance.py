@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection
 
 from kiln.compute.protocol import Step, StepResult
 from kiln.core import multi_instance as rules
@@ -27,7 +27,7 @@ from kiln.scheduler import steps as step_builder
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.priority import Chooser
 from kiln.scheduler.slots import NodeSlots, choose_node
-from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, task_step_id
+from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, task_step_id, transition
 from kiln.store import rows as db
 
 
@@ -166,7 +166,7 @@ class MultiInstance(SchedulerParts):
             node_id=plan[0].node_id,
             attempt=attempt,
         )
-        effects.change_task(seq, changes)
+        effects.change_task(task, changes)
         task.update(changes)
         running = self.instances[seq] = Instances(
             entry.key, seq, attempt, [n.node_id for n in plan], preparing=preparing
@@ -233,7 +233,7 @@ class MultiInstance(SchedulerParts):
                 continue
             if not ok:
                 self._take_off_node(conn, task, now, effects)
-                effects.change_task(seq, task_rules.transition(task, TaskState.ACTIVE, now))
+                effects.change_task(task, task_rules.transition(task, TaskState.ACTIVE, now))
                 self._requeue_in_memory(task)
                 continue
             running.preparing.discard(index)
@@ -244,7 +244,7 @@ class MultiInstance(SchedulerParts):
                 )
             if not running.preparing and (entry := self.jobs.get(job_key)) is not None:
                 changes = task_rules.transition(task, TaskState.RUNNING, now)
-                effects.change_task(seq, changes)
+                effects.change_task(task, changes)
                 task.update(changes)
                 self._dispatch_coordination(entry, task, running, effects)
 
@@ -322,7 +322,9 @@ class MultiInstance(SchedulerParts):
                 self._end_instances(conn, seq, now, effects)
                 continue
             self._take_off_node(conn, task, now, effects)
-            db.change(conn, db.tasks, {"seq": seq}, task_rules.transition(task, TaskState.ACTIVE, now), bump_etag=True)
+            transition(
+                conn, db.tasks, {"seq": seq}, task, task_rules.transition(task, TaskState.ACTIVE, now), bump_etag=True
+            )
             self._requeue_in_memory(task)
 
     def _subtask_nodes_terminated(
@@ -337,10 +339,11 @@ class MultiInstance(SchedulerParts):
             if task is None or task["state"] not in ON_NODE:
                 continue
             self._take_off_node(conn, task, now, effects)
-            db.change(
+            transition(
                 conn,
                 db.tasks,
                 {"seq": seq},
+                task,
                 task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure),
                 bump_etag=True,
             )
@@ -366,8 +369,7 @@ class MultiInstance(SchedulerParts):
 
     def _recover_instances(self, conn: Connection) -> None:
         """After a restart every unfinished task is active again: its last attempt's instance rows go."""
-        unfinished = select(db.tasks.c.seq).where(db.tasks.c.state != TaskState.COMPLETED.value)
-        conn.execute(delete(db.subtasks).where(db.subtasks.c.task_seq.in_(unfinished)))
+        db.remove_unfinished_subtasks(conn)
         for row in db.find(conn, db.subtasks, order_by=["task_seq", "id"]):  # finished runs: for retention
             if row["id"] > 0:
                 self.subtask_nodes.setdefault(row["task_seq"], []).append(row["node_id"])

@@ -20,7 +20,7 @@ from kiln.core.preparation import StepState
 from kiln.core.task import TaskState
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
-from kiln.scheduler.state import ON_NODE, Effects, prep_key
+from kiln.scheduler.state import ON_NODE, Effects, prep_key, transition
 from kiln.store import rows as db
 from kiln.wire.times import now as utcnow
 
@@ -70,8 +70,8 @@ class NodeOperations(SchedulerParts):
             async with self.lock:
                 await self.db.write(
                     # mypy cannot type a lambda whose defaults bind loop variables (python/mypy#15459)
-                    lambda conn, r=row: db.change(  # type: ignore[misc]
-                        conn, db.nodes, {"id": r["id"]}, node_rules.transition(r, NodeState.STARTING, utcnow())
+                    lambda conn, r=row: transition(  # type: ignore[misc]
+                        conn, db.nodes, {"id": r["id"]}, r, node_rules.transition(r, NodeState.STARTING, utcnow())
                     )
                 )
         for node in victims:
@@ -160,10 +160,11 @@ class NodeOperations(SchedulerParts):
         row = db.get(conn, db.nodes, id=node.node_id)
         if row is None:
             return effects
+        stored = dict(row)
         if row["state"] in (NodeState.CREATING, NodeState.REBOOTING, NodeState.REIMAGING):
             row.update(node_rules.transition(row, NodeState.STARTING, now))
         if row["state"] != NodeState.IDLE:
-            db.change(conn, db.nodes, {"id": node.node_id}, node_rules.transition(row, NodeState.IDLE, now))
+            transition(conn, db.nodes, {"id": node.node_id}, stored, node_rules.transition(row, NodeState.IDLE, now))
         node.up, node.draining = True, False
         node.release_all()
         self._maybe_steady(conn, node.pool_key)
@@ -198,10 +199,11 @@ class NodeOperations(SchedulerParts):
             if ref.node_id == node_id:
                 del self.steps[step_id]
         for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
-            db.change(
+            transition(
                 conn,
                 db.tasks,
                 {"seq": task["seq"]},
+                task,
                 task_rules.transition(task, TaskState.ACTIVE, now, requeue=True),
                 bump_etag=True,
             )
@@ -222,7 +224,7 @@ class NodeOperations(SchedulerParts):
             for entry in list(self.jobs.values()):
                 self._finish_job_if_released(conn, entry.key, now, effects)
         elif row is not None and row["state"] in (NodeState.IDLE, NodeState.RUNNING, NodeState.STARTING):
-            db.change(conn, db.nodes, {"id": node_id}, node_rules.transition(row, NodeState.UNKNOWN, now))
+            transition(conn, db.nodes, {"id": node_id}, row, node_rules.transition(row, NodeState.UNKNOWN, now))
         return effects
 
     # ------------------------------------------------------------------ reboot and reimage
@@ -242,7 +244,7 @@ class NodeOperations(SchedulerParts):
         if row is None or node is None:
             raise NotFound("The specified compute node does not exist.", code="NodeNotFound")
         changes = node_rules.transition(row, NodeState.REIMAGING if reimage else NodeState.REBOOTING, now)
-        db.change(conn, db.nodes, {"id": node_id}, changes)
+        transition(conn, db.nodes, {"id": node_id}, row, changes)
         node.draining = True
         self._call_back(conn, node, effects)
         if reimage:
@@ -264,10 +266,11 @@ class NodeOperations(SchedulerParts):
             self._subtask_nodes_terminated(conn, node_id, failure, now, effects)
             for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
                 self._take_off_node(conn, task, now, effects)
-                db.change(
+                transition(
                     conn,
                     db.tasks,
                     {"seq": task["seq"]},
+                    task,
                     task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure),
                     bump_etag=True,
                 )

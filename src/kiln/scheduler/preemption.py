@@ -17,9 +17,8 @@ from kiln.core import task as task_rules
 from kiln.core.job import JobState
 from kiln.core.task import TaskState
 from kiln.scheduler import priority
-from kiln.scheduler.job_manager import tasks_on_nodes
 from kiln.scheduler.parts import SchedulerParts
-from kiln.scheduler.state import Effects, JobEntry
+from kiln.scheduler.state import ON_NODE, Effects, JobEntry
 from kiln.store import rows as db
 
 
@@ -61,7 +60,7 @@ class Preemption(SchedulerParts):
         fitting = [slots for _, slots in waiting.queue.heap if slots <= largest]  # the rest can never run
         limit = waiting.spec.get("maxParallelTasks", -1)
         if limit != -1:
-            fitting = fitting[: priority.parallel_budget(limit, tasks_on_nodes(conn, waiting.key))]
+            fitting = fitting[: priority.parallel_budget(limit, db.count_tasks_in_states(conn, waiting.key, ON_NODE))]
         need = sum(fitting)
         running = [t for e in victims for t in db.tasks_in_states(conn, (TaskState.RUNNING.value,), job_key=e.key)]
         order = {e.key: e.row["priority"] for e in victims}
@@ -75,7 +74,7 @@ class Preemption(SchedulerParts):
                 continue
             self._take_off_node(conn, task, now, effects)
             changes = task_rules.transition(task, TaskState.ACTIVE, now, requeue=True)
-            effects.change_task(task["seq"], changes)
+            effects.change_task(task, changes)
             self.jobs[task["job_key"]].queue.push(task["seq"], task["required_slots"])
             freed += task["required_slots"]
         if freed:

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from kiln.core import job as job_rules
 from kiln.core import schedule as schedule_rules
-from kiln.core.job import JobState, TerminateReason
+from kiln.core.job import TerminateReason
 from kiln.core.pool import PoolState
 from kiln.core.schedule import ScheduleState, timing
 from kiln.errors import KilnError
@@ -33,18 +33,6 @@ log = logging.getLogger("kiln.scheduler")
 def schedule_jobs(conn: Connection, schedule_key: str) -> list[dict[str, Any]]:
     """The schedule's jobs, oldest first."""
     return db.find(conn, db.jobs, order_by=["seq"], schedule_key=schedule_key)
-
-
-def active_job(conn: Connection, schedule_key: str) -> dict[str, Any] | None:
-    """The schedule's job that has not completed yet (at most one)."""
-    query = (
-        select(db.jobs)
-        .where(db.jobs.c.schedule_key == schedule_key, db.jobs.c.state != JobState.COMPLETED.value)
-        .order_by(db.jobs.c.seq)
-        .limit(1)
-    )
-    row = conn.execute(query).mappings().first()
-    return dict(row) if row else None
 
 
 @dataclass(slots=True)
@@ -90,7 +78,7 @@ class JobSchedules(SchedulerParts):
                 db.remove(conn, db.job_schedules, key=key)
                 outcome.ended = row
             return outcome
-        current = active_job(conn, key)
+        current = db.active_schedule_job(conn, key)
         if row["state"] == ScheduleState.TERMINATING:
             if current is None:
                 self._complete_schedule(conn, row, now, outcome)
@@ -196,7 +184,7 @@ class JobSchedules(SchedulerParts):
         db.change(conn, db.job_schedules, {"key": key}, changes, bump_etag=True)
         if to is ScheduleState.DELETING:
             return schedule_jobs(conn, key)
-        current = active_job(conn, key)
+        current = db.active_schedule_job(conn, key)
         return [current] if current is not None else []
 
     async def _end_schedule_job(self, job_key: str, *, delete: bool) -> None:

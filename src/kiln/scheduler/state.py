@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import functools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Integer, bindparam, update
+from sqlalchemy import Connection
 
 from kiln.compute.protocol import Step
 from kiln.core.dependencies import DependencyGraph
 from kiln.core.exit_conditions import JobAction
 from kiln.core.task import TaskState
+from kiln.errors import StaleState
 from kiln.scheduler.slots import JobQueue
-from kiln.store.prepared import Prepared
-from kiln.store.rows import new_etag
-from kiln.store.schema import nodes, tasks
+from kiln.store import batched
+from kiln.store import rows as db
 
 #: Task states that hold a node's slots.
 ON_NODE = (TaskState.PREPARING.value, TaskState.RUNNING.value)
@@ -60,34 +59,28 @@ class Effects:
     job_actions: list[tuple[str, JobAction]] = field(default_factory=list)
     #: jobs that completed or were removed in this transaction (their auto pools and schedules move on)
     ended_jobs: list[dict[str, Any]] = field(default_factory=list)
-    #: task row changes of this transaction, written together by `write_batched` (one statement per shape)
-    task_changes: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    #: task row changes of this transaction by seq, written together by `write_batched` (one statement per shape)
+    task_changes: dict[int, batched.TaskChange] = field(default_factory=dict)
     #: (node_id, counter column) -> increment, written once per transaction
     node_counters: Counter = field(default_factory=Counter)
 
-    def change_task(self, seq: int, changes: dict[str, Any]) -> None:
-        self.task_changes.append((seq, changes))
+    def change_task(self, row: dict[str, Any], changes: dict[str, Any]) -> None:
+        """`changes` computed from the task's `row` as it is now; a task changed twice in one transaction
+        (started and ended) is written once, guarded by the state and attempt it had before the first."""
+        known = self.task_changes.get(row["seq"])
+        if known is None:
+            self.task_changes[row["seq"]] = batched.TaskChange(row["state"], row["attempt"], changes)
+        else:
+            known.values = {**known.values, **changes}
 
     def write_batched(self, conn: Connection, *, counters: bool = True) -> None:
-        """Write the batched task changes (executemany per set of columns) and, unless told to keep them
-        for later in the transaction, the node counters (one statement); then forget what was written."""
-        merged: dict[int, dict[str, Any]] = {}
-        for seq, changes in self.task_changes:  # a task started and ended in one transaction: one update
-            merged[seq] = {**merged[seq], **changes} if seq in merged else changes
-        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-        for seq, changes in merged.items():
-            columns = tuple(sorted(changes))
-            shapes[columns].append({**{f"v_{c}": changes[c] for c in columns}, "k_seq": seq, "v_etag": new_etag()})
-        for columns, params in shapes.items():
-            _task_update(columns).execute_many(conn, params)
+        """Write the batched task changes and, unless told to keep them for later in the transaction, the
+        node counters; then forget what was written. StaleState if a task's row had moved."""
+        if not batched.change_tasks(conn, self.task_changes):
+            raise StaleState(f"a task changed under the scheduler, one of {sorted(self.task_changes)[:20]}")
         self.task_changes.clear()
         if counters and self.node_counters:
-            increments: dict[str, dict[str, Any]] = {}
-            for (node_id, column), increment in self.node_counters.items():
-                increments.setdefault(node_id, {"k_id": node_id, **{f"by_{c}": 0 for c in NODE_COUNTERS}})[
-                    f"by_{column}"
-                ] += increment
-            _NODE_COUNTERS_UPDATE.execute_many(conn, list(increments.values()))
+            batched.add_to_node_counters(conn, self.node_counters)
             self.node_counters.clear()
 
     def merge(self, other: Effects) -> None:
@@ -101,25 +94,6 @@ class Effects:
         self.check_jobs |= other.check_jobs
         self.job_actions.extend(other.job_actions)
         self.ended_jobs.extend(other.ended_jobs)
-
-
-@functools.cache
-def _task_update(columns: tuple[str, ...]) -> Prepared:
-    """One statement per set of columns, compiled once."""
-    return Prepared(
-        update(tasks)
-        .where(tasks.c.seq == bindparam("k_seq"))
-        .values({c: bindparam(f"v_{c}") for c in (*columns, "etag")})
-    )
-
-
-#: Per-node totals the scheduler counts (node documents' totalTasksRun, totalTasksSucceeded).
-NODE_COUNTERS = ("total_tasks_run", "total_tasks_succeeded")
-_NODE_COUNTERS_UPDATE = Prepared(
-    update(nodes)
-    .where(nodes.c.id == bindparam("k_id"))
-    .values({c: nodes.c[c] + bindparam(f"by_{c}", type_=Integer) for c in NODE_COUNTERS})
-)
 
 
 @dataclass(slots=True)
@@ -144,6 +118,21 @@ class JobEntry:
     @property
     def spec(self) -> dict[str, Any]:
         return self.row["spec"]
+
+
+def transition(
+    conn: Connection,
+    table: db.Table,
+    keys: dict[str, Any],
+    row: dict[str, Any],
+    changes: dict[str, Any],
+    *,
+    bump_etag: bool = False,
+) -> None:
+    """A state change the scheduler computed from `row` (store.rows.transition); StaleState if the stored
+    row had moved, which rolls the transaction back."""
+    if not db.transition(conn, table, keys, row, changes, bump_etag=bump_etag):
+        raise StaleState(f"{table.name} {keys} is no longer {db.guard(table, row)}")
 
 
 def prep_key(record: dict[str, Any]) -> dict[str, str]:

@@ -46,13 +46,14 @@ class Prepared:
         self.statement = statement
         self._compiled: dict[str, _Compiled] = {}
 
-    def execute_many(self, conn: Connection, params: Sequence[Mapping[str, Any]]) -> None:
-        """The statement once per parameter set (an INSERT or UPDATE)."""
+    def execute_many(self, conn: Connection, params: Sequence[Mapping[str, Any]]) -> int:
+        """The statement once per parameter set (an INSERT or UPDATE); how many rows it changed in all."""
         if not params:
-            return
+            return 0
         compiled = self._for(conn.dialect)
         with _cursor(conn, compiled.sql) as cursor:
             cursor.executemany(compiled.sql, [compiled.parameters(p) for p in params])
+            return cursor.rowcount
 
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """A SELECT's rows as dicts, each value as SQLAlchemy would have returned it."""

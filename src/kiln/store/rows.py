@@ -1,4 +1,12 @@
-"""Queries, one small function each, named in Batch's words. They decide nothing."""
+"""Queries, one small function each, named in Batch's words. They decide nothing.
+
+State changes are guarded: `transition` writes a task's, node's or job's new state only while the stored
+row is still in the state the change was computed from (core.lifecycle.transition's `current`), and a
+task's only at the attempt it was computed for. A row that moved meanwhile is a conflict: nothing is
+written and the caller hears of it (False), and decides what it means: a request that raced another
+change answers 409; the scheduler, whose memory no longer matches the store, aborts its transaction.
+`change` writes everything else and refuses to write those states unguarded.
+"""
 
 from __future__ import annotations
 
@@ -81,21 +89,45 @@ def _insert(table: Table, columns: tuple[str, ...]) -> Prepared:
     return Prepared(insert(table).values({c: bindparam(f"v_{c}") for c in columns}))
 
 
+#: Tables whose `state` changes only through `transition`.
+GUARDED = (tasks, nodes, jobs)
+
+
 def change(
+    conn: Connection, table: Table, keys: Mapping[str, Any], changes: Mapping[str, Any], *, bump_etag: bool = False
+) -> bool:
+    """Columns other than a guarded state; False if the row is not there."""
+    if "state" in changes and table in GUARDED:
+        raise ValueError(f"a {table.name} state changes through transition(), guarded")
+    return _update(conn, table, keys, changes, bump_etag)
+
+
+def transition(
     conn: Connection,
     table: Table,
     keys: Mapping[str, Any],
+    row: Mapping[str, Any],
     changes: Mapping[str, Any],
-    expect: Mapping[str, Any] | None = None,
     *,
     bump_etag: bool = False,
 ) -> bool:
-    """A guarded update: applies only if the row still has the `expect`ed values; False means a conflict."""
+    """`changes` computed from `row` as the caller read it: applied only while the stored row still has
+    row's state (and a task row's attempt). False: a conflict, and nothing was written."""
+    return _update(conn, table, {**keys, **guard(table, row)}, changes, bump_etag)
+
+
+def guard(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
+    """What of `row` a change computed from it expects to find stored: its state, and a task's attempt."""
+    return {"state": row["state"], "attempt": row["attempt"]} if table is tasks else {"state": row["state"]}
+
+
+def _update(
+    conn: Connection, table: Table, keys: Mapping[str, Any], changes: Mapping[str, Any], bump_etag: bool
+) -> bool:
     values = dict(changes)
     if bump_etag:
         values["etag"] = new_etag()
-    result = conn.execute(update(table).where(_where(table, {**keys, **(expect or {})})).values(**values))
-    return result.rowcount == 1
+    return conn.execute(update(table).where(_where(table, keys)).values(**values)).rowcount == 1
 
 
 def remove(conn: Connection, table: Table, **keys: Any) -> int:
@@ -235,6 +267,37 @@ def tasks_in_states(conn: Connection, states: Sequence[str], **keys: Any) -> lis
     return [dict(r) for r in conn.execute(query.order_by(tasks.c.seq)).mappings()]
 
 
+def count_tasks_in_states(conn: Connection, job_key: str, states: Sequence[str]) -> int:
+    """How many of a job's tasks are in these states (maxParallelTasks counts those on nodes)."""
+    query = select(func.count()).select_from(tasks).where(tasks.c.job_key == job_key, tasks.c.state.in_(list(states)))
+    return conn.execute(query).scalar_one()
+
+
+def all_tasks_completed(conn: Connection, job_key: str) -> bool:
+    """Whether every task of the job is completed (onAllTasksComplete): one indexed probe."""
+    query = select(tasks.c.seq).where(tasks.c.job_key == job_key, tasks.c.state != "completed").limit(1)
+    return conn.execute(query).first() is None
+
+
+def active_schedule_job(conn: Connection, schedule_key: str) -> Row | None:
+    """The schedule's job that has not completed yet (at most one)."""
+    query = (
+        select(jobs)
+        .where(jobs.c.schedule_key == schedule_key, jobs.c.state != "completed")
+        .order_by(jobs.c.seq)
+        .limit(1)
+    )
+    row = conn.execute(query).mappings().first()
+    return dict(row) if row else None
+
+
+def remove_unfinished_subtasks(conn: Connection) -> None:
+    """The instance rows of every multi-instance task that has not completed (after a restart those
+    tasks are active again, and their last attempt's instances are gone)."""
+    unfinished = select(tasks.c.seq).where(tasks.c.state != "completed")
+    conn.execute(delete(subtasks).where(subtasks.c.task_seq.in_(unfinished)))
+
+
 def delete_task(conn: Connection, task_seq: int) -> None:
     """A task and its story."""
     story.gone(task_seq=task_seq)
@@ -263,6 +326,7 @@ def delete_job_rows(conn: Connection, job_key: str) -> None:
 
 
 __all__ = [
+    "Table",
     "jobs",
     "job_schedules",
     "nodes",
@@ -275,6 +339,9 @@ __all__ = [
     "insert_rows",
     "insert_tasks",
     "change",
+    "transition",
+    "guard",
+    "GUARDED",
     "remove",
     "next_value",
     "task_counts",
@@ -286,6 +353,10 @@ __all__ = [
     "tasks_by_seq",
     "RUNNING_COLUMNS",
     "tasks_in_states",
+    "count_tasks_in_states",
+    "all_tasks_completed",
+    "active_schedule_job",
+    "remove_unfinished_subtasks",
     "delete_task",
     "remove_node",
     "delete_job_rows",

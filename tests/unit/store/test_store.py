@@ -22,7 +22,8 @@ from kiln.core import task as task_rules
 from kiln.core.job import JobState
 from kiln.core.preparation import StepState
 from kiln.core.task import TaskState
-from kiln.scheduler.state import Effects
+from kiln.errors import StaleState
+from kiln.scheduler.state import Effects, transition
 from kiln.store import rows
 from kiln.store.database import Database, alembic_config, sqlite_url
 from kiln.store.schema import metadata
@@ -81,6 +82,7 @@ def task_row(job_key: str, key: str, state: str = "active", **fields: Any) -> di
         "required_slots": 1,
         "max_retries": 0,
         "node_id": None,
+        "attempt": 0,
         "start_time": None,
         "end_time": None,
         "result": None,
@@ -184,15 +186,14 @@ def test_defaults_of_a_new_task_and_node(db: Database) -> None:
 def test_a_transactions_task_changes_and_node_counters_are_written_together(db: Database) -> None:
     """The scheduler's batched writes (Effects.write_batched): one statement per shape of task change,
     one for every node's counters, whichever of them moved."""
-    from kiln.scheduler.state import Effects
 
     with tx(db) as conn:
         rows.insert_rows(conn, rows.tasks, [task_row("j", "a"), task_row("j", "b")])
         rows.insert_rows(conn, rows.nodes, [node_row("n1"), node_row("n2")])
-        seqs = {t["key"]: t["seq"] for t in rows.find(conn, rows.tasks)}
+        found = {t["key"]: t for t in rows.find(conn, rows.tasks)}
     effects = Effects()
-    effects.change_task(seqs["a"], {"state": "running", "node_id": "n1"})
-    effects.change_task(seqs["b"], {"state": "completed", "exit_code": 3})
+    effects.change_task(found["a"], {"state": "running", "node_id": "n1"})
+    effects.change_task(found["b"], {"state": "completed", "exit_code": 3})
     effects.node_counters[("n1", "total_tasks_run")] += 2
     effects.node_counters[("n1", "total_tasks_succeeded")] += 1
     effects.node_counters[("n2", "total_tasks_succeeded")] += 4
@@ -210,6 +211,56 @@ def test_a_transactions_task_changes_and_node_counters_are_written_together(db: 
         assert counts == {"n1": (2, 1), "n2": (1, 4)}
 
 
+async def test_the_batched_task_writes_refuse_a_row_whose_state_moved(db: Database) -> None:
+    """Each row of the executemany is guarded: one task that moved under the scheduler aborts the whole
+    transaction (StaleState; Database.write rolls back), so the others are not written either."""
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.tasks, [task_row("j", "a"), task_row("j", "b")])
+        found = {t["key"]: t for t in rows.find(conn, rows.tasks)}
+    effects = Effects()
+    effects.change_task(found["a"], {"state": "running", "node_id": "n1"})
+    effects.change_task(found["b"], {"state": "running", "node_id": "n1"})
+    with tx(db) as conn:  # b ends meanwhile
+        ended = task_rules.transition(found["b"], TaskState.COMPLETED, T1, failure_info=None)
+        assert rows.transition(conn, rows.tasks, {"seq": found["b"]["seq"]}, found["b"], ended)
+    with pytest.raises(StaleState):
+        await db.write(effects.write_batched)
+    with tx(db) as conn:
+        stored = {t["key"]: t for t in rows.find(conn, rows.tasks)}
+    assert (stored["a"]["state"], stored["a"]["node_id"]) == ("active", None)
+    assert stored["b"]["state"] == "completed"
+
+
+async def test_a_task_started_and_ended_in_one_transaction_is_guarded_by_its_first_state(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.tasks, [task_row("j", "a")])
+        (task,) = rows.find(conn, rows.tasks)
+    effects = Effects()
+    started = task_rules.transition(task, TaskState.RUNNING, T0, pool_id="p", node_id="n1", attempt=1)
+    effects.change_task(task, started)
+    task.update(started)
+    effects.change_task(task, task_rules.transition(task, TaskState.COMPLETED, T1, exit_code=0, failure_info=None))
+    await db.write(effects.write_batched)
+    with tx(db) as conn:
+        stored = rows.reread(conn, rows.tasks, seq=task["seq"])
+    assert (stored["state"], stored["attempt"], stored["exit_code"]) == ("completed", 1, 0)
+
+
+async def test_the_schedulers_transition_raises_stale_state_and_writes_nothing(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.jobs, [job_row("j", state="disabled")])
+        stored = rows.reread(conn, rows.jobs, key="j")
+    remembered = {**stored, "state": "active"}  # memory missed a change
+    with pytest.raises(StaleState, match="jobs"):
+        await db.write(
+            lambda conn: transition(
+                conn, rows.jobs, {"key": "j"}, remembered, job_rules.transition(remembered, JobState.DISABLING, T1)
+            )
+        )
+    with tx(db) as conn:
+        assert rows.reread(conn, rows.jobs, key="j") == stored
+
+
 def test_task_key_is_unique_within_a_job(db: Database) -> None:
     with tx(db) as conn:
         rows.insert_rows(conn, rows.tasks, [task_row("j1", "t"), task_row("j2", "t")])
@@ -218,43 +269,53 @@ def test_task_key_is_unique_within_a_job(db: Database) -> None:
             rows.insert_rows(conn, rows.tasks, [task_row("j1", "t")])
 
 
-def test_change_applies_when_the_guard_holds(db: Database) -> None:
+def test_a_transition_applies_when_the_row_is_still_in_its_from_state(db: Database) -> None:
     with tx(db) as conn:
         rows.insert_rows(conn, rows.jobs, [job_row("j")])
+        job = rows.reread(conn, rows.jobs, key="j")
+    changes = {"state": "terminating", "terminate_reason": "x"}
     with tx(db) as conn:
-        assert (
-            rows.change(
-                conn,
-                rows.jobs,
-                {"key": "j"},
-                {"state": "terminating", "terminate_reason": "x"},
-                expect={"state": "active"},
-            )
-            is True
-        )
+        assert rows.transition(conn, rows.jobs, {"key": "j"}, job, changes) is True
     with tx(db) as conn:
         got = rows.get(conn, rows.jobs, key="j")
         assert (got["state"], got["terminate_reason"]) == ("terminating", "x")
 
 
-def test_change_refuses_on_a_state_mismatch(db: Database) -> None:
+def test_a_transition_from_a_state_the_row_has_left_writes_nothing(db: Database) -> None:
     with tx(db) as conn:
         rows.insert_rows(conn, rows.jobs, [job_row("j", state="completed")])
+        before = rows.reread(conn, rows.jobs, key="j")
     with tx(db) as conn:
-        before = rows.get(conn, rows.jobs, key="j")
-        assert (
-            rows.change(
-                conn, rows.jobs, {"key": "j"}, {"state": "terminating"}, expect={"state": "active"}, bump_etag=True
-            )
-            is False
-        )
+        seen_active = {**before, "state": "active"}
+        changes = {"state": "terminating"}
+        assert rows.transition(conn, rows.jobs, {"key": "j"}, seen_active, changes, bump_etag=True) is False
     with tx(db) as conn:
         assert rows.get(conn, rows.jobs, key="j") == before  # nothing written, etag included
 
 
+def test_a_task_transition_is_guarded_by_the_attempt_too(db: Database) -> None:
+    """A result of attempt 1 must not end attempt 2, which is running in the same state."""
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.tasks, [task_row("j", "t", state="running", attempt=2)])
+        now_running = rows.reread(conn, rows.tasks, job_key="j", key="t")
+    old_attempt = {**now_running, "attempt": 1}
+    with tx(db) as conn:
+        ended = task_rules.transition(old_attempt, TaskState.COMPLETED, T1, exit_code=0, failure_info=None)
+        assert rows.transition(conn, rows.tasks, {"seq": now_running["seq"]}, old_attempt, ended) is False
+    with tx(db) as conn:
+        assert rows.get(conn, rows.tasks, seq=now_running["seq"]) == now_running
+
+
+def test_a_guarded_state_is_not_changed_unguarded(db: Database) -> None:
+    with tx(db) as conn:
+        for table in (rows.tasks, rows.nodes, rows.jobs):
+            with pytest.raises(ValueError, match="transition"):
+                rows.change(conn, table, {"seq": 1}, {"state": "active"})
+
+
 def test_change_of_a_missing_row(db: Database) -> None:
     with tx(db) as conn:
-        assert rows.change(conn, rows.jobs, {"key": "ghost"}, {"state": "deleting"}) is False
+        assert rows.change(conn, rows.jobs, {"key": "ghost"}, {"priority": 1}) is False
 
 
 def test_two_writers_from_the_same_read_one_wins(db: Database) -> None:
@@ -266,8 +327,8 @@ def test_two_writers_from_the_same_read_one_wins(db: Database) -> None:
     first = task_rules.transition(seen, TaskState.RUNNING, T1, pool_id="p", node_id="n1", attempt=1)
     second = task_rules.transition(seen, TaskState.RUNNING, T1, pool_id="p", node_id="n2", attempt=1)
     with tx(db) as conn:
-        assert rows.change(conn, rows.tasks, {"seq": seen["seq"]}, first, expect={"state": seen["state"]})
-        assert not rows.change(conn, rows.tasks, {"seq": seen["seq"]}, second, expect={"state": seen["state"]})
+        assert rows.transition(conn, rows.tasks, {"seq": seen["seq"]}, seen, first)
+        assert not rows.transition(conn, rows.tasks, {"seq": seen["seq"]}, seen, second)
         assert rows.get(conn, rows.tasks, seq=seen["seq"])["node_id"] == "n1"
 
 
@@ -461,9 +522,11 @@ def _move(
     keys: dict[str, Any],
     row: dict[str, Any],
     changes: dict[str, Any],
-    state_field: str = "state",
 ) -> dict[str, Any]:
-    assert rows.change(conn, table, keys, changes, expect={state_field: row[state_field]}, bump_etag="etag" in row)
+    if table in rows.GUARDED:
+        assert rows.transition(conn, table, keys, row, changes, bump_etag="etag" in row)
+    else:
+        assert rows.change(conn, table, keys, changes, bump_etag="etag" in row)
     stored = rows.get(conn, table, **keys)
     assert stored is not None
     for name, value in changes.items():
@@ -518,7 +581,6 @@ def test_lifecycle_changes_are_storable(db: Database) -> None:
             pkey,
             record,
             prep_rules.prep(record, StepState.RUNNING, T0, attempt=1),
-            "prep_state",
         )
         record = _move(
             conn,
@@ -526,7 +588,6 @@ def test_lifecycle_changes_are_storable(db: Database) -> None:
             pkey,
             record,
             prep_rules.prep(record, StepState.COMPLETED, T0, exit_code=0, failure_info=None),
-            "prep_state",
         )
         assert prep_rules.succeeded(record)
 
@@ -701,7 +762,7 @@ def test_prepared_statements_read_and_write_what_sqlalchemy_does(db: Database) -
         assert rows.get(conn, rows.tasks, job_key="j", key="b") == theirs[1]
         assert rows.get(conn, rows.tasks, job_key="j", key="missing") is None
     effects = Effects()
-    effects.change_task(seqs["a"], {"state": "running", "start_time": T0, "failure_info": failed})
+    effects.change_task(mine[0], {"state": "running", "start_time": T0, "failure_info": failed})
     with tx(db) as conn:
         effects.write_batched(conn)
         (narrow,) = rows.tasks_by_seq(conn, [seqs["a"]], ("seq", "state", "start_time", "failure_info"))

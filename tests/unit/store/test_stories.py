@@ -31,7 +31,7 @@ def _add(db: Database) -> dict[str, Any]:
 def _move(task: dict[str, Any], to: TaskState, **event: Any):
     def work(conn: Connection) -> None:
         changes = task_rules.transition(task, to, T1, **event)
-        rows.change(conn, rows.tasks, {"seq": task["seq"]}, changes)
+        assert rows.transition(conn, rows.tasks, {"seq": task["seq"]}, task, changes)
         task.update(changes)
 
     return work
@@ -94,7 +94,7 @@ async def test_deleting_a_task_or_its_job_deletes_its_records(db: Database) -> N
 
     def disable(conn: Connection) -> None:
         job = rows.get(conn, rows.jobs, key="j")
-        rows.change(conn, rows.jobs, {"key": "j"}, job_rules.transition(job, JobState.DISABLING, T1))
+        assert rows.transition(conn, rows.jobs, {"key": "j"}, job, job_rules.transition(job, JobState.DISABLING, T1))
 
     await db.write(disable)
     assert [r["kind"] for r in _story(db, task)] == ["task", "job"]
@@ -117,7 +117,9 @@ async def test_removing_a_node_removes_its_own_records(db: Database) -> None:
 
     def up(conn: Connection) -> None:
         for node in found.values():
-            rows.change(conn, rows.nodes, {"id": node["id"]}, node_rules.transition(node, NodeState.IDLE, T1))
+            assert rows.transition(
+                conn, rows.nodes, {"id": node["id"]}, node, node_rules.transition(node, NodeState.IDLE, T1)
+            )
 
     await db.write(up)
     with db.engine.begin() as conn:
