@@ -48,6 +48,7 @@ from kiln.scheduler.state import (
     JobEntry,
     StepRef,
     prep_key,
+    requeue,
     task_step_id,
     transition,
 )
@@ -134,15 +135,8 @@ class Scheduler(
             self.nodes[node["id"]] = NodeSlots(
                 node["id"], node["pool_key"], pool["task_slots_per_node"], node["root_dir"], node["incarnation"]
             )
-        for task in db.tasks_in_states(conn, ON_NODE):  # they died with the server: requeue
-            transition(
-                conn,
-                db.tasks,
-                {"seq": task["seq"]},
-                task,
-                task_rules.transition(task, TaskState.ACTIVE, now, requeue=True),
-                bump_etag=True,
-            )
+        for task in db.tasks_in_states(conn, ON_NODE):  # they died with the server
+            requeue(conn, task, now)
         for job in db.find(conn, db.jobs, order_by=["seq"]):
             if job["state"] != JobState.COMPLETED:
                 self.jobs[job["key"]] = JobEntry(job)

@@ -20,7 +20,7 @@ from kiln.core.preparation import StepState
 from kiln.core.task import TaskState
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
-from kiln.scheduler.state import ON_NODE, Effects, prep_key, transition
+from kiln.scheduler.state import ON_NODE, Effects, prep_key, requeue, transition
 from kiln.store import rows as db
 from kiln.wire.times import now as utcnow
 
@@ -199,14 +199,7 @@ class NodeOperations(SchedulerParts):
             if ref.node_id == node_id:
                 del self.steps[step_id]
         for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
-            transition(
-                conn,
-                db.tasks,
-                {"seq": task["seq"]},
-                task,
-                task_rules.transition(task, TaskState.ACTIVE, now, requeue=True),
-                bump_etag=True,
-            )
+            requeue(conn, task, now)
             self._requeue_in_memory(task)
         self._settle_disabling(conn, self._disabling_jobs(), now)
         for (job_key, nid), record in self.preps.items():

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from kiln.compute.protocol import Step
+from kiln.core import task as task_rules
 from kiln.core.dependencies import DependencyGraph
 from kiln.core.exit_conditions import JobAction
 from kiln.core.task import TaskState
@@ -133,6 +134,18 @@ def transition(
     row had moved, which rolls the transaction back."""
     if not db.transition(conn, table, keys, row, changes, bump_etag=bump_etag):
         raise StaleState(f"{table.name} {keys} is no longer {db.guard(table, row)}")
+
+
+def requeue(conn: Connection, task: dict[str, Any], now: datetime) -> None:
+    """A task that held a node goes back to active, requeueCount + 1 (not a retry): its node restarted or died."""
+    transition(
+        conn,
+        db.tasks,
+        {"seq": task["seq"]},
+        task,
+        task_rules.transition(task, TaskState.ACTIVE, now, requeue=True),
+        bump_etag=True,
+    )
 
 
 def prep_key(record: dict[str, Any]) -> dict[str, str]:
