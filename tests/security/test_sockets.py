@@ -22,7 +22,6 @@ import pytest
 from azure.batch import BatchClient, models
 
 from kiln.cli.embedded import EmbeddedServer
-from kiln.compute.node import identity
 from kiln.testing import create_pool_and_wait, make_client, read_task_file, unique, wait_tasks_completed
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tasks run as accounts of their own only under root")
@@ -33,17 +32,11 @@ PROBE_IMPORTS = "import distributed, distributed.security, cryptography.x509"
 
 
 @pytest.fixture(scope="module")
-def sockets_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A directory task accounts can pass through (pytest's tmp dirs are under a 0700 one), and a uid
-    registry shared with the run's other servers, as tests/e2e/conftest.py's open_base does."""
-    base = Path(tempfile.mkdtemp(prefix="kiln-security-"))
-    os.chmod(base, 0o755)
-    run_temp = tmp_path_factory.getbasetemp()
-    registry = (run_temp.parent if os.environ.get("PYTEST_XDIST_WORKER") else run_temp) / "uids"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(identity.REGISTRY_ENV, str(registry))
-        yield base
-    shutil.rmtree(base, ignore_errors=True)
+def sockets_base(open_base: Path) -> Path:
+    """This file's own server's directory, in the run's (task accounts pass through it; the run's uid registry)."""
+    path = Path(tempfile.mkdtemp(prefix="sockets-", dir=open_base))
+    os.chmod(path, 0o755)  # mkdtemp makes it 0700
+    return path
 
 
 @pytest.fixture(scope="module")
