@@ -77,6 +77,20 @@ def _job(client, pool_id: str) -> str:
     return job_id
 
 
+def _add_on_three_nodes(client, job_id: str, task_id: str, command_line: str) -> None:
+    """A task whose instances take the pool's three nodes, with a coordination command that does nothing."""
+    client.create_task(
+        job_id,
+        models.BatchTaskCreateOptions(
+            id=task_id,
+            command_line=command_line,
+            multi_instance_settings=models.MultiInstanceSettings(
+                number_of_instances=3, coordination_command_line="/bin/true"
+            ),
+        ),
+    )
+
+
 def _env_dump(path: str) -> str:
     """Shell that writes the multi-instance variables to `path` as NAME=value lines."""
     return "; ".join(f'echo "{n}=${n}" >> {path}' for n in ENV_NAMES)
@@ -246,16 +260,7 @@ def test_task_waits_active_on_pools_that_cannot_run_it(client, mi_pool, pool):
 
 def test_a_multi_instance_task_can_be_terminated_and_frees_its_nodes(client, mi_pool):
     job_id = _job(client, mi_pool)
-    client.create_task(
-        job_id,
-        models.BatchTaskCreateOptions(
-            id="long",
-            command_line="sleep 300",
-            multi_instance_settings=models.MultiInstanceSettings(
-                number_of_instances=3, coordination_command_line="/bin/true"
-            ),
-        ),
-    )
+    _add_on_three_nodes(client, job_id, "long", "sleep 300")
     wait_for(
         lambda: len([n for n in client.list_nodes(mi_pool) if n.state == "running"]) == 3,
         60,
@@ -265,16 +270,7 @@ def test_a_multi_instance_task_can_be_terminated_and_frees_its_nodes(client, mi_
     task = client.get_task(job_id, "long")
     assert task.state == "completed" and task.execution_info.failure_info.code == "TaskEnded"
     wait_for(lambda: all(n.state == "idle" for n in client.list_nodes(mi_pool)), 60, "nodes idle again")
-    client.create_task(
-        job_id,
-        models.BatchTaskCreateOptions(
-            id="next",
-            command_line="/bin/true",
-            multi_instance_settings=models.MultiInstanceSettings(
-                number_of_instances=3, coordination_command_line="/bin/true"
-            ),
-        ),
-    )
+    _add_on_three_nodes(client, job_id, "next", "/bin/true")
     wait_for(lambda: client.get_task(job_id, "next").state == "completed", 60, "the next task on all nodes")
 
     def gone(node_id: str) -> bool:  # a deleted task's directory goes from every instance's node
@@ -294,16 +290,7 @@ def test_disabling_the_job_with_requeue_frees_every_instance_node(client, mi_poo
     """The whole task goes back to the queue: every instance's slot is given back, so it runs again on
     the same three nodes once the job is enabled (subtask slots once stayed taken, and it waited for ever)."""
     job_id = _job(client, mi_pool)
-    client.create_task(
-        job_id,
-        models.BatchTaskCreateOptions(
-            id="long",
-            command_line="sleep 300",
-            multi_instance_settings=models.MultiInstanceSettings(
-                number_of_instances=3, coordination_command_line="/bin/true"
-            ),
-        ),
-    )
+    _add_on_three_nodes(client, job_id, "long", "sleep 300")
     wait_for(lambda: client.get_task(job_id, "long").state == "running", 60, "the task running")
     client.begin_disable_job(
         job_id, models.BatchJobDisableOptions(disable_tasks="requeue"), polling_interval=0.5
