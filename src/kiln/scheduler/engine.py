@@ -465,6 +465,16 @@ class Scheduler(
             waiting.remove(task["seq"])
         self._end_instances(conn, task["seq"], now, effects)
 
+    def _end_on_node(
+        self, conn: Connection, task: dict[str, Any], failure: dict[str, Any], now: datetime, effects: Effects
+    ) -> None:
+        """A task that holds a node is ended there (its job ends, its node is rebooted with terminate): it
+        completes with `failure` and its job is checked for onAllTasksComplete."""
+        self._take_off_node(conn, task, now, effects)
+        changes = task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure)
+        transition(conn, db.tasks, {"seq": task["seq"]}, task, changes, bump_etag=True)
+        effects.check_jobs.add(task["job_key"])
+
     def _take_step_off_node(self, node_id: str, step_id: str, effects: Effects, *, kill: bool) -> StepRef | None:
         """Free the step's slots, forget it (killed, if asked and it was known) and its entry sent ahead."""
         if (node := self.nodes.get(node_id)) is not None:

@@ -13,7 +13,6 @@ from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.job import JobState, TerminateReason
 from kiln.core.preparation import StepState
-from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
@@ -78,9 +77,7 @@ class JobEnding(SchedulerParts):
                 db.change(conn, db.preparations, prep_key(record), changes)
                 record.update(changes)
         for task in db.tasks_in_states(conn, ON_NODE, job_key=job_key):
-            self._take_off_node(conn, task, now, effects)
-            changes = task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure)
-            transition(conn, db.tasks, {"seq": task["seq"]}, task, changes, bump_etag=True)
+            self._end_on_node(conn, task, failure, now, effects)
         for key in [k for k in self.waiting if k[0] == job_key]:
             del self.waiting[key]
         effects.wake = True

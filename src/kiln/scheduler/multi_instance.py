@@ -27,7 +27,7 @@ from kiln.scheduler import steps as step_builder
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.priority import Chooser
 from kiln.scheduler.slots import NodeSlots, choose_node
-from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, task_step_id, transition
+from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, requeue, task_step_id
 from kiln.store import rows as db
 
 
@@ -322,9 +322,7 @@ class MultiInstance(SchedulerParts):
                 self._end_instances(conn, seq, now, effects)
                 continue
             self._take_off_node(conn, task, now, effects)
-            transition(
-                conn, db.tasks, {"seq": seq}, task, task_rules.transition(task, TaskState.ACTIVE, now), bump_etag=True
-            )
+            requeue(conn, task, now)
             self._requeue_in_memory(task)
 
     def _subtask_nodes_terminated(
@@ -338,16 +336,7 @@ class MultiInstance(SchedulerParts):
             task = db.get(conn, db.tasks, seq=seq)
             if task is None or task["state"] not in ON_NODE:
                 continue
-            self._take_off_node(conn, task, now, effects)
-            transition(
-                conn,
-                db.tasks,
-                {"seq": seq},
-                task,
-                task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure),
-                bump_etag=True,
-            )
-            effects.check_jobs.add(task["job_key"])
+            self._end_on_node(conn, task, failure, now, effects)
 
     def _forget_instances(
         self, conn: Connection, task: dict[str, Any], entry: JobEntry | None, effects: Effects

@@ -17,7 +17,6 @@ from kiln.core.job import JobState
 from kiln.core.node import NodeState
 from kiln.core.pool import AllocationState
 from kiln.core.preparation import StepState
-from kiln.core.task import TaskState
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import ON_NODE, Effects, prep_key, requeue, transition
@@ -258,16 +257,7 @@ class NodeOperations(SchedulerParts):
             failure = task_rules.ended_by("the compute node was rebooted or reimaged.")
             self._subtask_nodes_terminated(conn, node_id, failure, now, effects)
             for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
-                self._take_off_node(conn, task, now, effects)
-                transition(
-                    conn,
-                    db.tasks,
-                    {"seq": task["seq"]},
-                    task,
-                    task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure),
-                    bump_etag=True,
-                )
-                effects.check_jobs.add(task["job_key"])
+                self._end_on_node(conn, task, failure, now, effects)
             self._settle_disabling(conn, self._disabling_jobs(), now)
         elif option == "requeue":
             node.release_all()  # the restart's node-down requeues whatever still runs
