@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kiln.undo import Tracked, TrackedDict, TrackedSet
+
 #: Ranges at most this wide are indexed integer by integer; wider ones are scanned.
 NARROW_RANGE = 256
 
@@ -33,19 +35,19 @@ def numeric_id(task_id: str) -> int | None:
 
 
 @dataclass(slots=True)
-class _Waiter:
+class _Waiter(Tracked):
     """A task that has not started yet and has dependencies."""
 
     slots: int
     unmet: int = 0
     keys: tuple[str, ...] = ()
-    numbers: set[int] = field(default_factory=set)  #: numbers of its ranges it is indexed under
+    numbers: set[int] = field(default_factory=TrackedSet)  #: numbers of its ranges it is indexed under
     wide: tuple[tuple[int, int], ...] = ()
     own_number: int | None = None
 
 
 @dataclass(slots=True)
-class _Number:
+class _Number(Tracked):
     """The tasks whose ids stand for one integer."""
 
     tasks: int = 0
@@ -61,12 +63,13 @@ class DependencyGraph:
     """Which tasks of one job wait for which; every task of the job is known to it."""
 
     def __init__(self) -> None:
-        self.satisfied: dict[str, bool] = {}  #: task key -> completed with satisfy
-        self.numbers: dict[int, _Number] = {}
-        self.waiters: dict[int, _Waiter] = {}
-        self.by_key: dict[str, set[int]] = {}  #: parent key -> waiting dependents naming it in taskIds
-        self.by_number: dict[int, set[int]] = {}  #: integer -> waiting dependents whose ranges hold it
-        self.wide_waiters: set[int] = set()  #: dependents with a range wider than NARROW_RANGE
+        # tracked: the scheduler changes it inside store transactions, and a failed one undoes it (kiln.undo)
+        self.satisfied: dict[str, bool] = TrackedDict()  #: task key -> completed with satisfy
+        self.numbers: dict[int, _Number] = TrackedDict()
+        self.waiters: dict[int, _Waiter] = TrackedDict()
+        self.by_key: dict[str, set[int]] = TrackedDict()  #: parent key -> waiting dependents naming it in taskIds
+        self.by_number: dict[int, set[int]] = TrackedDict()  #: integer -> waiting dependents whose ranges hold it
+        self.wide_waiters: set[int] = TrackedSet()  #: dependents with a range wider than NARROW_RANGE
 
     # ------------------------------------------------------------------ queries
     def waiting(self, seq: int) -> bool:
@@ -168,7 +171,7 @@ class DependencyGraph:
             waiter = self.waiters[seq]
             if number != waiter.own_number and any(start <= number <= end for start, end in waiter.wide):
                 waiter.numbers.add(number)
-                self.by_number.setdefault(number, set()).add(seq)
+                self.by_number.setdefault(number, TrackedSet()).add(seq)
 
     def _change_number(self, number: int, change, released: list[int]) -> None:
         """Apply `change` to an integer's record; dependents on it count one more or one less unmet parent."""
@@ -196,7 +199,7 @@ class DependencyGraph:
         waiter = _Waiter(slots=task["required_slots"], keys=keys, wide=wide, own_number=own)
         self.waiters[seq] = waiter
         for key in keys:
-            self.by_key.setdefault(key, set()).add(seq)
+            self.by_key.setdefault(key, TrackedSet()).add(seq)
             if not self.satisfied.get(key, False):
                 waiter.unmet += 1
         numbers = {n for start, end in ranges if end - start + 1 <= NARROW_RANGE for n in range(start, end + 1)}
@@ -206,7 +209,7 @@ class DependencyGraph:
         numbers.discard(own)
         for number in numbers:
             waiter.numbers.add(number)
-            self.by_number.setdefault(number, set()).add(seq)
+            self.by_number.setdefault(number, TrackedSet()).add(seq)
             entry = self.numbers.get(number)
             if entry is not None and entry.unmet:
                 waiter.unmet += 1

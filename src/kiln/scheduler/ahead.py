@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from kiln import undo
 from kiln.compute.protocol import StepResult
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
@@ -145,7 +146,9 @@ class SendAhead(SchedulerParts):
             and step_id in node.ahead
         ):
             self._call_back_steps(conn, node, [step_id], effects, requeue=False, kill=True)
-            task["attempt"] = ref.attempt  # as the call-back stored it: the task's next change is guarded by it
+            undo.update(
+                task, {"attempt": ref.attempt}
+            )  # as the call-back stored it: the task's next change is guarded by it
 
     # ------------------------------------------------------------------ starting
     def _ahead_started(
@@ -174,7 +177,7 @@ class SendAhead(SchedulerParts):
                 attempt=ref.attempt,
             )
             effects.change_task(task, changes)
-            task.update(changes)
+            undo.update(task, changes)
             node.book(result.step_id, ref.slots)
             effects.node_counters[(node.node_id, "total_tasks_run")] += 1
             running[ref.seq] = task

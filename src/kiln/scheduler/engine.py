@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from kiln import story
+from kiln import story, undo
 from kiln.compute.protocol import ComputeBackend, StepResult
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
@@ -55,9 +55,13 @@ from kiln.scheduler.state import (
 from kiln.scheduler.timers import Timers
 from kiln.store import rows as db
 from kiln.store.database import Database
+from kiln.undo import TrackedDict, TrackedList
 from kiln.wire.times import now as utcnow
 
 log = logging.getLogger("kiln.scheduler")
+
+#: How long after a failed store transaction (a full disk, say) placement or results are tried again.
+RETRY_DELAY = 0.5
 
 
 class Scheduler(
@@ -83,12 +87,13 @@ class Scheduler(
         self.account_url = account_url
         self.lock = asyncio.Lock()
         self.schedule_lock = asyncio.Lock()  #: serializes job schedule evaluations (taken before `lock`, never inside)
-        self.nodes: dict[str, NodeSlots] = {}
-        self.pools: dict[str, dict[str, Any]] = {}
-        self.jobs: dict[str, JobEntry] = {}
-        self.preps: dict[tuple[str, str], dict[str, Any]] = {}
-        self.waiting: dict[tuple[str, str], list[int]] = defaultdict(list)  #: tasks in `preparing` per record
-        self.steps: dict[str, StepRef] = {}
+        # what memory keeps is tracked: a store transaction that fails undoes its changes (kiln.undo)
+        self.nodes: dict[str, NodeSlots] = TrackedDict()
+        self.pools: dict[str, dict[str, Any]] = TrackedDict()
+        self.jobs: dict[str, JobEntry] = TrackedDict()
+        self.preps: dict[tuple[str, str], dict[str, Any]] = TrackedDict()
+        self.waiting: dict[tuple[str, str], list[int]] = TrackedDict()  #: tasks in `preparing` per record
+        self.steps: dict[str, StepRef] = TrackedDict()
         self._results_inbox: list[StepResult] = []
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
@@ -145,7 +150,7 @@ class Scheduler(
                 if record[f"{kind}_state"] == StepState.RUNNING:
                     changes = rule(record, StepState.PENDING, now)
                     db.change(conn, db.preparations, prep_key(record), changes)
-                    record.update(changes)
+                    undo.update(record, changes)
             if record["job_key"] in self.jobs:
                 self.preps[(record["job_key"], record["node_id"])] = record
         self._rebuild_dependencies(conn)
@@ -180,7 +185,7 @@ class Scheduler(
                 await self._act(effects)
             except Exception:  # keep scheduling; the store is the truth and the next round retries
                 log.exception("placement round failed")
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(RETRY_DELAY)
                 self.wake()
 
     def _spawn(self, coro, name: str) -> None:
@@ -282,11 +287,11 @@ class Scheduler(
             record = self._ensure_prep(conn, entry, node, now, effects)
             if not prep_rules.succeeded(record) and prep_spec["waitForSuccess"]:
                 effects.change_task(task, task_rules.transition(task, TaskState.PREPARING, now, **where))
-                self.waiting[(entry.key, node.node_id)].append(task["seq"])
+                self.waiting.setdefault((entry.key, node.node_id), TrackedList()).append(task["seq"])
                 return
         changes = task_rules.transition(task, TaskState.RUNNING, now, **where)
         effects.change_task(task, changes)
-        task.update(changes)
+        undo.update(task, changes)
         self._dispatch_task(conn, entry, task, node, effects)
 
     def _dispatch_task(
@@ -343,7 +348,7 @@ class Scheduler(
         attempt = record["prep_attempt"] + 1
         changes = prep_rules.prep(record, to, now, attempt=attempt)
         db.change(conn, db.preparations, prep_key(record), changes)
-        record.update(changes)
+        undo.update(record, changes)
         step_id = f"p:{entry.key}:{node.node_id}:{attempt}"
         self.steps[step_id] = StepRef("prep", entry.key, node.node_id, attempt)
         effects.run[node.node_id].append(step_builder.prep_step(step_id, entry.row, self._placement(node)))
@@ -359,10 +364,19 @@ class Scheduler(
             if not batch:
                 return
             reporting = sorted({ref.node_id for r in batch if (ref := self.steps.get(r.step_id)) is not None})
-            with story.caused_by(f"node {','.join(reporting)} report"):
-                effects = await self.db.write(lambda conn: self._apply_results(conn, batch))
+            try:
+                with story.caused_by(f"node {','.join(reporting)} report"):
+                    effects = await self.db.write(lambda conn: self._apply_results(conn, batch))
+            except Exception:  # memory is as it was (kiln.undo) and the nodes forgot them: keep them, try again
+                self._results_inbox[:0] = batch
+                self._spawn(self._safely(self._results_again(), "applying results again"), "results-again")
+                raise
         with story.caused_by(f"node {','.join(reporting)} report"):
             await self._act(effects)
+
+    async def _results_again(self) -> None:
+        await asyncio.sleep(RETRY_DELAY)
+        await self._on_results("", [])
 
     def _apply_results(self, conn: Connection, results: list[StepResult]) -> Effects:
         effects = Effects()
@@ -510,7 +524,7 @@ class Scheduler(
         failure = None if ok else (result.failure or task_rules.exit_failure(result.exit_code))
         changes = prep_rules.prep(record, StepState.COMPLETED, now, exit_code=result.exit_code, failure_info=failure)
         db.change(conn, db.preparations, prep_key(record), changes)
-        record.update(changes)
+        undo.update(record, changes)
         self._retain_job_step(effects, entry.row, record, "prep")
         self._instances_prepared(conn, ref.job_key, ref.node_id, ok, now, effects)
         waiting = self.waiting.pop(key, [])
@@ -521,7 +535,7 @@ class Scheduler(
             if ok:
                 changes = task_rules.transition(task, TaskState.RUNNING, now)
                 effects.change_task(task, changes)
-                task.update(changes)
+                undo.update(task, changes)
                 self._dispatch_task(conn, entry, task, node, effects)
             else:  # back to the queue; this node is now excluded for the job
                 self._take_off_node(conn, task, now, effects)
@@ -542,7 +556,7 @@ class Scheduler(
         )
         changes = prep_rules.release(record, StepState.COMPLETED, now, exit_code=result.exit_code, failure_info=failure)
         db.change(conn, db.preparations, prep_key(record), changes)
-        record.update(changes)
+        undo.update(record, changes)
         if ref.job_key in self.jobs:
             self._retain_job_step(effects, self.jobs[ref.job_key].row, record, "release")
         self._finish_job_if_released(conn, ref.job_key, now, effects)

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from kiln import undo
 from kiln.core import job as job_rules
 from kiln.core import task as task_rules
 from kiln.core.job import DisableTasks, JobState
@@ -148,7 +149,7 @@ class JobControl(SchedulerParts):
 
     def _change_job(self, conn: Connection, job: dict[str, Any], changes: dict[str, Any]) -> None:
         transition(conn, db.jobs, {"key": job["key"]}, job, changes, bump_etag=True)
-        job.update(changes)
+        undo.update(job, changes)
 
     def _entry(self, job: dict[str, Any]) -> JobEntry:
         entry = self.jobs.setdefault(job["key"], JobEntry(job))

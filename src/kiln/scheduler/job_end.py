@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from kiln import undo
 from kiln.core import job as job_rules
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
@@ -51,7 +52,7 @@ class JobEnding(SchedulerParts):
         if to is JobState.DELETING:
             changes["delete_requested"] = True
         transition(conn, db.jobs, {"key": job_key}, job, changes, bump_etag=True)
-        job.update(changes)
+        undo.update(job, changes)
         if was is JobState.COMPLETED:  # nothing runs, release already ran: just remove
             self._remove_job(conn, job, effects)
             return effects
@@ -75,7 +76,7 @@ class JobEnding(SchedulerParts):
                 record = self.preps[(job_key, ref.node_id)]
                 changes = prep_rules.prep(record, StepState.COMPLETED, now, exit_code=None, failure_info=failure)
                 db.change(conn, db.preparations, prep_key(record), changes)
-                record.update(changes)
+                undo.update(record, changes)
         for task in db.tasks_in_states(conn, ON_NODE, job_key=job_key):
             self._end_on_node(conn, task, failure, now, effects)
         for key in [k for k in self.waiting if k[0] == job_key]:
@@ -104,7 +105,7 @@ class JobEnding(SchedulerParts):
         attempt = record["release_attempt"] + 1
         changes = prep_rules.release(record, StepState.RUNNING, now, attempt=attempt)
         db.change(conn, db.preparations, prep_key(record), changes)
-        record.update(changes)
+        undo.update(record, changes)
         step_id = f"r:{entry.key}:{node.node_id}:{attempt}"
         self.steps[step_id] = StepRef("release", entry.key, node.node_id, attempt)
         effects.run[node.node_id].append(step_builder.release_step(step_id, entry.row, self._placement(node)))

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from kiln import undo
 from kiln.compute.protocol import Step, StepResult
 from kiln.core import multi_instance as rules
 from kiln.core import preparation as prep_rules
@@ -29,18 +30,19 @@ from kiln.scheduler.priority import Chooser
 from kiln.scheduler.slots import NodeSlots, choose_node
 from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, requeue, task_step_id
 from kiln.store import rows as db
+from kiln.undo import Tracked, TrackedDict, TrackedList, TrackedSet
 
 
 @dataclass(slots=True)
-class Instances:
+class Instances(Tracked):
     """A running multi-instance task: its instances' nodes (0 = primary) and coordination progress."""
 
     job_key: str
     seq: int
     attempt: int
     node_ids: list[str]
-    coordinated: set[int] = field(default_factory=set)  #: instances whose coordination command exited 0
-    preparing: set[int] = field(default_factory=set)  #: instances waiting for the job preparation task
+    coordinated: set[int] = field(default_factory=TrackedSet)  #: instances whose coordination command exited 0
+    preparing: set[int] = field(default_factory=TrackedSet)  #: instances waiting for the job preparation task
 
 
 def coordination_step_id(seq: int, attempt: int, index: int) -> str:
@@ -53,13 +55,13 @@ class MultiInstance(SchedulerParts):
     def _init_multi_instance(self) -> None:
         #: (job key, numberOfInstances) of the multi-instance tasks placement has seen, by task seq (a seq
         #: can be reused once its task is deleted, so entries go with their task or job)
-        self.instance_counts: dict[int, tuple[str, int]] = {}
+        self.instance_counts: dict[int, tuple[str, int]] = TrackedDict()
         #: running multi-instance tasks by seq
-        self.instances: dict[int, Instances] = {}
+        self.instances: dict[int, Instances] = TrackedDict()
         #: the subtasks' nodes of each multi-instance task's last run, for the retention of their directories
-        self.subtask_nodes: dict[int, list[str]] = {}
+        self.subtask_nodes: dict[int, list[str]] = TrackedDict()
         #: a placement round's choice: seq -> instance nodes (the primary first)
-        self._instance_plans: dict[int, list[NodeSlots]] = {}
+        self._instance_plans: dict[int, list[NodeSlots]] = TrackedDict()
 
     # ------------------------------------------------------------------ placement
     def _chooser(self, pool: dict[str, Any], fill: str) -> Chooser:
@@ -167,9 +169,9 @@ class MultiInstance(SchedulerParts):
             attempt=attempt,
         )
         effects.change_task(task, changes)
-        task.update(changes)
+        undo.update(task, changes)
         running = self.instances[seq] = Instances(
-            entry.key, seq, attempt, [n.node_id for n in plan], preparing=preparing
+            entry.key, seq, attempt, [n.node_id for n in plan], preparing=TrackedSet(preparing)
         )
         self.subtask_nodes[seq] = running.node_ids[1:]
         db.remove(conn, db.subtasks, task_seq=seq)
@@ -245,7 +247,7 @@ class MultiInstance(SchedulerParts):
             if not running.preparing and (entry := self.jobs.get(job_key)) is not None:
                 changes = task_rules.transition(task, TaskState.RUNNING, now)
                 effects.change_task(task, changes)
-                task.update(changes)
+                undo.update(task, changes)
                 self._dispatch_coordination(entry, task, running, effects)
 
     def _coordination_finished(
@@ -361,4 +363,4 @@ class MultiInstance(SchedulerParts):
         db.remove_unfinished_subtasks(conn)
         for row in db.find(conn, db.subtasks, order_by=["task_seq", "id"]):  # finished runs: for retention
             if row["id"] > 0:
-                self.subtask_nodes.setdefault(row["task_seq"], []).append(row["node_id"])
+                self.subtask_nodes.setdefault(row["task_seq"], TrackedList()).append(row["node_id"])

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from kiln import undo
 from kiln.core import node as node_rules
 from kiln.core import pool as pool_rules
 from kiln.core import preparation as prep_rules
@@ -51,7 +52,7 @@ class NodeOperations(SchedulerParts):
         changes = pool_rules.allocation(pool, AllocationState.RESIZING, utcnow())
         changes["target_dedicated_nodes"] = target
         db.change(conn, db.pools, {"key": pool_key}, changes, bump_etag=True)
-        pool.update(changes)
+        undo.update(pool, changes)
         return pool
 
     async def _resize(self, pool_key: str, target: int) -> None:
@@ -117,7 +118,7 @@ class NodeOperations(SchedulerParts):
         if len(members) == pool["target_dedicated_nodes"] and all(n.up for n in members):
             changes = pool_rules.allocation(pool, AllocationState.STEADY, utcnow())
             db.change(conn, db.pools, {"key": pool_key}, changes, bump_etag=True)
-            pool.update(changes)
+            undo.update(pool, changes)
 
     async def delete_pool(self, pool_key: str) -> None:
         async with self.lock:
@@ -161,7 +162,7 @@ class NodeOperations(SchedulerParts):
             return effects
         stored = dict(row)
         if row["state"] in (NodeState.CREATING, NodeState.REBOOTING, NodeState.REIMAGING):
-            row.update(node_rules.transition(row, NodeState.STARTING, now))
+            undo.update(row, node_rules.transition(row, NodeState.STARTING, now))
         if row["state"] != NodeState.IDLE:
             transition(conn, db.nodes, {"id": node.node_id}, stored, node_rules.transition(row, NodeState.IDLE, now))
         node.up, node.draining = True, False
@@ -209,7 +210,7 @@ class NodeOperations(SchedulerParts):
                 if record[f"{kind}_state"] == StepState.RUNNING:
                     changes = rule(record, StepState.PENDING, now)
                     db.change(conn, db.preparations, prep_key(record), changes)
-                    record.update(changes)
+                    undo.update(record, changes)
         row = db.get(conn, db.nodes, id=node_id)
         if remove:
             db.remove_node(conn, node_id)
@@ -252,7 +253,7 @@ class NodeOperations(SchedulerParts):
                 ):
                     changes = prep_rules.prep(record, StepState.PENDING, now)
                     db.change(conn, db.preparations, prep_key(record), changes)
-                    record.update(changes)
+                    undo.update(record, changes)
         if option == "terminate":
             failure = task_rules.ended_by("the compute node was rebooted or reimaged.")
             self._subtask_nodes_terminated(conn, node_id, failure, now, effects)

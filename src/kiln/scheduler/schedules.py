@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from kiln import undo
 from kiln.core import job as job_rules
 from kiln.core import schedule as schedule_rules
 from kiln.core.job import TerminateReason
@@ -153,7 +154,7 @@ class JobSchedules(SchedulerParts):
             if row["state"] != target:
                 changes = schedule_rules.transition(row, target, utcnow())
                 db.change(conn, db.job_schedules, {"key": key}, changes, bump_etag=True)
-                row.update(changes)
+                undo.update(row, changes)
             return row
 
         async with self.schedule_lock:

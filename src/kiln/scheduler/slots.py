@@ -5,6 +5,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
+
+from kiln import undo
+from kiln.undo import Tracked, TrackedDict
 
 #: How many times its taskSlotsPerNode in tasks a full node may hold sent ahead (scheduler/ahead.py). One
 #: round's worth runs dry while the report that would refill it is on its way: 2 ran ~12% faster than 1
@@ -19,7 +23,7 @@ Holder = str | int
 
 
 @dataclass(slots=True)
-class NodeSlots:
+class NodeSlots(Tracked):
     """What the scheduler knows of a node between store reads."""
 
     node_id: str
@@ -33,9 +37,9 @@ class NodeSlots:
     #: empties exactly when it leaves; that is when the flag clears (see `release`).
     exclusive: bool = False
     #: task steps sent ahead to the node, not yet known to have started: step_id -> (job_key, task seq, slots)
-    ahead: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    ahead: dict[str, tuple[str, int, int]] = field(default_factory=TrackedDict)
     #: the slots each holder has on the node: changed by book/rebook/release only, which keep `used` its sum
-    booked: dict[Holder, int] = field(default_factory=dict)
+    booked: dict[Holder, int] = field(default_factory=TrackedDict)
     _used: int = field(default=0, init=False, repr=False)
 
     @property
@@ -119,6 +123,7 @@ class JobQueue:
 
     def push(self, seq: int, slots: int) -> None:
         if seq not in self.queued:
+            undo.note(partial(self._unpush, seq))
             self.queued.add(seq)
             heapq.heappush(self.heap, (seq, slots))
 
@@ -128,18 +133,34 @@ class JobQueue:
     def pop(self) -> tuple[int, int]:
         seq, slots = heapq.heappop(self.heap)
         self.queued.discard(seq)
+        undo.note(partial(self._repush, seq, slots))
         return seq, slots
 
     def remove(self, seq: int) -> None:
         """Take a task off the queue wherever it is; the rest keeps its heap order (pops stay oldest first)."""
         if seq in self.queued:
-            self.queued.discard(seq)
-            self.heap = [entry for entry in self.heap if entry[0] != seq]
-            heapq.heapify(self.heap)
+            slots = next(slots for queued, slots in self.heap if queued == seq)
+            undo.note(partial(self._repush, seq, slots))
+            self._unpush(seq)
 
     def clear(self) -> None:
+        undo.note(partial(self._restore, list(self.heap)))
         self.heap.clear()
         self.queued.clear()
+
+    # undoing (kiln.undo): a failed transaction puts the queue back as it was; pops stay in the same order
+    def _unpush(self, seq: int) -> None:
+        self.queued.discard(seq)
+        self.heap = [entry for entry in self.heap if entry[0] != seq]
+        heapq.heapify(self.heap)
+
+    def _repush(self, seq: int, slots: int) -> None:
+        self.queued.add(seq)
+        heapq.heappush(self.heap, (seq, slots))
+
+    def _restore(self, heap: list[tuple[int, int]]) -> None:
+        self.heap = heap
+        self.queued = {seq for seq, _ in heap}
 
     def __len__(self) -> int:
         return len(self.heap)

@@ -18,6 +18,7 @@ from kiln.errors import StaleState
 from kiln.scheduler.slots import JobQueue
 from kiln.store import batched
 from kiln.store import rows as db
+from kiln.undo import Tracked
 
 #: Task states that hold a node's slots.
 ON_NODE = (TaskState.PREPARING.value, TaskState.RUNNING.value)
@@ -98,7 +99,7 @@ class Effects:
 
 
 @dataclass(slots=True)
-class JobEntry:
+class JobEntry(Tracked):
     """The scheduler's view of a job that is not finished."""
 
     row: dict[str, Any]

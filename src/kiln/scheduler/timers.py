@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from kiln import story
+from kiln.undo import TrackedDict
 from kiln.wire.times import now
 
 log = logging.getLogger("kiln.timers")
@@ -21,7 +22,8 @@ class Timers:
 
     def __init__(self) -> None:
         self._heap: list[tuple[datetime, int, str]] = []
-        self._actions: dict[str, tuple[int, Action]] = {}
+        #: tracked: a timer set or cancelled by a store transaction that fails is as it was (kiln.undo)
+        self._actions: dict[str, tuple[int, Action]] = TrackedDict()
         self._counter = itertools.count()
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None

@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 
-from kiln import story
+from kiln import story, undo
 from kiln.store.stories import record_transitions
 
 T = TypeVar("T")
@@ -139,7 +139,7 @@ class Database:
         return await asyncio.get_running_loop().run_in_executor(self._writer, self._transact, work)
 
     def _transact(self, work: Callable[[Connection], T]) -> T:
-        with self.engine.begin() as connection:
+        with undo.recording(), self.engine.begin() as connection:
             return _with_story(connection, work)
 
     def _transact_inline(self, work: Callable[[Connection], T]) -> T:
@@ -147,8 +147,16 @@ class Database:
         connection = self._loop_connection
         if connection is None or connection.closed or connection.invalidated:
             connection = self._loop_connection = self.engine.connect()
-        with connection.begin():
-            return _with_story(connection, work)
+        committing = False
+        try:
+            with undo.recording(), connection.begin():
+                result = _with_story(connection, work)
+                committing = True
+            return result
+        except BaseException:
+            if committing:  # a COMMIT that failed (SQLITE_FULL) leaves SQLite's transaction open: drop it
+                connection.invalidate()
+            raise
 
     def close(self) -> None:
         if self._checkpointer is not None:
