@@ -12,11 +12,17 @@ STEP_KINDS = ("task", "prep", "release", "start")
 
 @dataclass(frozen=True, slots=True)
 class ResourceFile:
-    """A file to fetch into the step's working directory before the command runs."""
+    """Files to fetch into the step's working directory before the command runs: one URL, or every blob of a
+    container (under blob_prefix), kept at its blob path under file_path."""
 
-    http_url: str
-    file_path: str  #: destination, relative to the working directory
+    http_url: str | None
+    #: httpUrl: the destination file; a container: the directory its blobs go under ("": the working directory)
+    file_path: str
     file_mode: str | None = None  #: octal, e.g. "0770"
+    container_url: str | None = None  #: a container's URL, with its SAS token if it is not public
+    blob_prefix: str | None = None
+    #: what the user named, for messages: the autoStorageContainerName (its URL holds a SAS Kiln made)
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from kiln import story
+from kiln.compute.auto_storage import AutoStorage
 from kiln.compute.protocol import ComputeBackend, StepResult
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
@@ -81,6 +82,8 @@ class Scheduler(
         self.data_dir = data_dir
         self.account_name = account_name
         self.account_url = account_url
+        #: the linked storage account of autoStorageContainerName resource files; set by the server
+        self.auto_storage: AutoStorage | None = None
         self.lock = asyncio.Lock()
         self.schedule_lock = asyncio.Lock()  #: serializes job schedule evaluations (taken before `lock`, never inside)
         self.nodes: dict[str, NodeSlots] = {}
@@ -311,6 +314,7 @@ class Scheduler(
             node.root,
             tuple(pool["spec"].get("userAccounts") or ()),
             self.job_tokens,
+            self.auto_storage,
         )
 
     def _ensure_prep(

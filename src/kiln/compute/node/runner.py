@@ -81,9 +81,10 @@ async def resource_files_hook(ctx: StepContext) -> None:
 
 
 async def fetch_into(ctx: StepContext, paths: layout.TaskPaths, files: tuple[ResourceFile, ...]) -> None:
-    await resource_files.fetch_resource_files(paths, files, ctx.http() if ctx.http else None)
-    if ctx.account is not None:
-        identity.hand_over_resource_files(paths, files, ctx.account)
+    fetched = await resource_files.fetch_resource_files(paths, files, ctx.http() if ctx.http else None)
+    if ctx.account is not None:  # a container's files are known once fetched
+        placed = [f for f in files if f.http_url is not None] + [ResourceFile(None, path) for path in fetched]
+        identity.hand_over_resource_files(paths, tuple(placed), ctx.account)
 
 
 #: The order matters: the directories must exist before anything is written into wd; on a retry the
