@@ -432,7 +432,7 @@ class Scheduler(
             result.exit_code,
             retry_count=task["retry_count"],
             max_retries=task["max_retries"],
-            retriable=result.exit_code is not None,
+            retriable=result.exit_code is not None and not result.upload_failed,
         )
         if decision is Decision.RETRY:
             changes = task_rules.transition(task, TaskState.ACTIVE, now, retry=True, exit_code=result.exit_code)
@@ -444,7 +444,7 @@ class Scheduler(
                 task, TaskState.COMPLETED, _ended(task, result, now), exit_code=result.exit_code, failure_info=failure
             )
             changes["start_time"] = task["start_time"]
-            options = exit_options(task, result.exit_code)
+            options = exit_options(task, result.exit_code, upload_error=result.upload_failed)
             changes["dependency_action"] = options.dependency_action.value
             if (entry := self.jobs.get(ref.job_key)) is not None:
                 self._retain_task(effects, entry.row, {**task, **changes})

@@ -209,6 +209,7 @@ class MultiInstance(SchedulerParts):
             base,
             command_line=settings["coordinationCommandLine"],
             resource_files=(),
+            output_files=(),  # the primary's alone
             shared_files=step_builder.resource_files(settings.get("commonResourceFiles"), where.auto_storage),
             keep_background=True,
             batch_context=context,

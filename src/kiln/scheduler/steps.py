@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kiln.compute.auto_storage import AutoStorage
-from kiln.compute.protocol import ResourceFile, Step
+from kiln.compute.protocol import OutputFile, ResourceFile, Step
 from kiln.core.job_token import JobTokens
 from kiln.core.task import task_dir
 from kiln.wire.times import duration_seconds
@@ -57,6 +57,21 @@ def _resource_file(file: Mapping[str, Any], storage: AutoStorage | None) -> Reso
         source = file["autoStorageContainerName"]
         url = storage.container_url(source) if storage is not None else None
     return ResourceFile(None, path, mode, container_url=url, blob_prefix=file.get("blobPrefix"), source=source)
+
+
+def output_files(spec: Mapping[str, Any]) -> tuple[OutputFile, ...]:
+    return tuple(
+        OutputFile(
+            file_pattern=o["filePattern"],
+            container_url=o["destination"]["container"]["containerUrl"],
+            upload_condition=o["uploadOptions"]["uploadCondition"],
+            path=o["destination"]["container"].get("path"),
+            upload_headers=tuple(
+                (h["name"], h.get("value") or "") for h in o["destination"]["container"].get("uploadHeaders") or ()
+            ),
+        )
+        for o in spec.get("outputFiles") or ()
+    )
 
 
 def _context(where: Placement, job_id: str, task_id: str) -> dict[str, str]:
@@ -128,6 +143,7 @@ def task_step(
         batch_context={**_context(where, job["id"], task["id"]), **_token(job, spec, where)},
         prep_task_dir=_prep_dir(job),
         resource_files=_resource_files(spec, where),
+        output_files=output_files(spec),
         max_wall_clock_seconds=duration_seconds(spec["constraints"].get("maxWallClockTime")),
         slots=slots,
         ahead=ahead,
