@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from kiln.api.app import create_app
 from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
 from kiln.commands.control import Control
+from kiln.compute import auto_storage
 from kiln.core.job_token import JobTokens
 from kiln.gc_settings import settle_after_start
 from kiln.scheduler.engine import Scheduler
@@ -35,6 +36,8 @@ class Settings:
     account_key: str = DEV_ACCOUNT_KEY
     #: the shortest startWindow / recurrenceInterval of a job schedule (ISO 8601; Batch's is PT1M)
     min_schedule_interval: str = "PT1M"
+    #: the linked storage account of autoStorageContainerName resource files (None: none linked)
+    storage_connection_string: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -43,6 +46,7 @@ class Settings:
             "account_key": os.environ.get("KILN_ACCOUNT_KEY", DEV_ACCOUNT_KEY),
             "database_url": os.environ.get("KILN_DATABASE_URL"),
             "min_schedule_interval": os.environ.get("KILN_MIN_SCHEDULE_INTERVAL", "PT1M"),
+            "storage_connection_string": os.environ.get(auto_storage.ENV),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -71,6 +75,8 @@ def build_app(settings: Settings) -> FastAPI:
         min_schedule_interval=parse_duration(settings.min_schedule_interval),
     )
     scheduler.job_tokens = JobTokens(state.account_key)
+    if settings.storage_connection_string:
+        scheduler.auto_storage = auto_storage.AutoStorage.from_connection_string(settings.storage_connection_string)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -29,11 +29,24 @@ def serve(
         envvar="KILN_DATABASE_URL",
         help="SQLAlchemy URL of the store (default: SQLite in the data dir).",
     ),
+    storage_connection_string: str = typer.Option(
+        None,
+        "--storage-connection-string",
+        envvar="KILN_STORAGE_CONNECTION_STRING",
+        help="The linked storage account of autoStorageContainerName resource files "
+        "(UseDevelopmentStorage=true: Azurite's account on its default port).",
+    ),
 ) -> None:
     """Run the Batch endpoint in the foreground (SIGTERM or Ctrl-C stops it cleanly)."""
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask's INFO chatter, here and in node workers
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings.from_env(host=host, port=port, data_dir=data_dir, database_url=database_url)
+    settings = Settings.from_env(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        storage_connection_string=storage_connection_string,
+    )
 
     def ready() -> None:
         console.print(f"Kiln is serving the Azure Batch API at [bold]{settings.endpoint}[/bold]")

@@ -12,11 +12,28 @@ STEP_KINDS = ("task", "prep", "release", "start")
 
 @dataclass(frozen=True, slots=True)
 class ResourceFile:
-    """A file to fetch into the step's working directory before the command runs."""
+    """Files to fetch into the step's working directory before the command runs: one URL, or every blob of a
+    container (under blob_prefix), kept at its blob path under file_path."""
 
-    http_url: str
-    file_path: str  #: destination, relative to the working directory
+    http_url: str | None
+    #: httpUrl: the destination file; a container: the directory its blobs go under ("": the working directory)
+    file_path: str
     file_mode: str | None = None  #: octal, e.g. "0770"
+    container_url: str | None = None  #: a container's URL, with its SAS token if it is not public
+    blob_prefix: str | None = None
+    #: what the user named, for messages: the autoStorageContainerName (its URL holds a SAS Kiln made)
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFile:
+    """Files to upload to a Blob container after the command exits (compute/node/output_files.py)."""
+
+    file_pattern: str
+    container_url: str  #: with its SAS token
+    upload_condition: str  #: tasksuccess | taskfailure | taskcompletion
+    path: str | None = None  #: the blob's name (no wildcard in the pattern) or the prefix of its blobs
+    upload_headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,19 +69,25 @@ class Step:
     #: sent ahead to a node whose slots are all taken: the node starts it in a slot that one of its steps
     #: frees by finishing, and tells the control plane in the report that carries that step's result
     ahead: bool = False
+    output_files: tuple[OutputFile, ...] = ()
 
     def to_message(self) -> dict[str, Any]:
         """By hand, not dataclasses.asdict (which deep-copies every value): one of these per task."""
         message = {name: getattr(self, name) for name in _STEP_FIELDS}
         message["resource_files"] = [asdict(f) for f in self.resource_files]
         message["shared_files"] = [asdict(f) for f in self.shared_files]
+        message["output_files"] = [asdict(f) for f in self.output_files]
         return message
 
     @classmethod
     def from_message(cls, data: dict[str, Any]) -> Step:
         files = tuple(ResourceFile(**f) for f in data.get("resource_files", ()))
         shared = tuple(ResourceFile(**f) for f in data.get("shared_files", ()))
-        return cls(**{**data, "resource_files": files, "shared_files": shared})
+        outputs = tuple(
+            OutputFile(**{**f, "upload_headers": tuple(tuple(h) for h in f["upload_headers"])})
+            for f in data.get("output_files", ())
+        )
+        return cls(**{**data, "resource_files": files, "shared_files": shared, "output_files": outputs})
 
 
 _STEP_FIELDS = tuple(f.name for f in fields(Step))
@@ -84,6 +107,8 @@ class StepResult:
     killed: bool = False  #: ended by a kill request
     #: a notice, not an end: a step sent ahead has started (at start_time) and still runs
     running: bool = False
+    #: the failure is an output file upload's: the task completes (never retried) and fileUploadError applies
+    upload_failed: bool = False
 
     def to_message(self) -> dict[str, Any]:
         """Shallow (asdict deep-copies): the failure dict is built for this result alone."""

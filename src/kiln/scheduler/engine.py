@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from kiln import story, undo
+from kiln.compute.auto_storage import AutoStorage
 from kiln.compute.protocol import ComputeBackend, StepResult
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
@@ -85,6 +86,8 @@ class Scheduler(
         self.data_dir = data_dir
         self.account_name = account_name
         self.account_url = account_url
+        #: the linked storage account of autoStorageContainerName resource files; set by the server
+        self.auto_storage: AutoStorage | None = None
         self.lock = asyncio.Lock()
         self.schedule_lock = asyncio.Lock()  #: serializes job schedule evaluations (taken before `lock`, never inside)
         # what memory keeps is tracked: a store transaction that fails undoes its changes (kiln.undo)
@@ -316,6 +319,7 @@ class Scheduler(
             node.root,
             tuple(pool["spec"].get("userAccounts") or ()),
             self.job_tokens,
+            self.auto_storage,
         )
 
     def _ensure_prep(
@@ -442,7 +446,7 @@ class Scheduler(
             result.exit_code,
             retry_count=task["retry_count"],
             max_retries=task["max_retries"],
-            retriable=result.exit_code is not None,
+            retriable=result.exit_code is not None and not result.upload_failed,
         )
         if decision is Decision.RETRY:
             changes = task_rules.transition(task, TaskState.ACTIVE, now, retry=True, exit_code=result.exit_code)
@@ -454,7 +458,7 @@ class Scheduler(
                 task, TaskState.COMPLETED, _ended(task, result, now), exit_code=result.exit_code, failure_info=failure
             )
             changes["start_time"] = task["start_time"]
-            options = exit_options(task, result.exit_code)
+            options = exit_options(task, result.exit_code, upload_error=result.upload_failed)
             changes["dependency_action"] = options.dependency_action.value
             if (entry := self.jobs.get(ref.job_key)) is not None:
                 self._retain_task(effects, entry.row, {**task, **changes})

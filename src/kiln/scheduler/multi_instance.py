@@ -201,7 +201,8 @@ class MultiInstance(SchedulerParts):
     ) -> Step:
         """index None: the primary's commandLine; else that instance's coordination command."""
         node = self.nodes[running.node_ids[index or 0]]
-        base = step_builder.task_step(step_id, entry.row, task, self._placement(node))
+        where = self._placement(node)
+        base = step_builder.task_step(step_id, entry.row, task, where)
         context = {**base.batch_context, **rules.environment(running.node_ids, index or 0)}
         if index is None:
             return replace(base, batch_context=context)
@@ -210,7 +211,8 @@ class MultiInstance(SchedulerParts):
             base,
             command_line=settings["coordinationCommandLine"],
             resource_files=(),
-            shared_files=step_builder.resource_files(settings.get("commonResourceFiles")),
+            output_files=(),  # the primary's alone
+            shared_files=step_builder.resource_files(settings.get("commonResourceFiles"), where.auto_storage),
             keep_background=True,
             batch_context=context,
         )

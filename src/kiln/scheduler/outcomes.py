@@ -26,10 +26,13 @@ from kiln.store import rows as db
 PERFORM_JOB_ACTION = "performexitoptionsjobaction"
 
 
-def exit_options(task: dict[str, Any], exit_code: int | None) -> ExitOptions:
+def exit_options(task: dict[str, Any], exit_code: int | None, *, upload_error: bool = False) -> ExitOptions:
     """The exit options of a task whose process exited (or never started: exit_code None)."""
     return exit_rules.resolve(
-        task["spec"].get("exitConditions"), exit_code=exit_code, pre_processing_error=exit_code is None
+        task["spec"].get("exitConditions"),
+        exit_code=exit_code,
+        pre_processing_error=exit_code is None,
+        upload_error=upload_error,
     )
 
 

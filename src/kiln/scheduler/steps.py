@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kiln.compute.protocol import ResourceFile, Step
+from kiln.compute.auto_storage import AutoStorage
+from kiln.compute.protocol import OutputFile, ResourceFile, Step
 from kiln.core.job_token import JobTokens
 from kiln.core.task import task_dir
 from kiln.wire.times import duration_seconds
@@ -24,6 +25,7 @@ class Placement:
     #: the pool's named userAccounts (as stored: no secrets), for userIdentity.username
     user_accounts: tuple[dict[str, Any], ...] = ()
     tokens: JobTokens | None = None  #: issues AZ_BATCH_AUTHENTICATION_TOKEN to tasks that ask for job access
+    auto_storage: AutoStorage | None = None  #: the account's linked storage (autoStorageContainerName)
 
 
 def _environment(*settings: list[dict[str, Any]] | None) -> dict[str, str]:
@@ -35,15 +37,40 @@ def _environment(*settings: list[dict[str, Any]] | None) -> dict[str, str]:
     return merged
 
 
-def _resource_files(spec: Mapping[str, Any]) -> tuple[ResourceFile, ...]:
-    return resource_files(spec.get("resourceFiles"))
+def _resource_files(spec: Mapping[str, Any], where: Placement) -> tuple[ResourceFile, ...]:
+    return resource_files(spec.get("resourceFiles"), where.auto_storage)
 
 
-def resource_files(files: list[dict[str, Any]] | None) -> tuple[ResourceFile, ...]:
+def resource_files(files: list[dict[str, Any]] | None, storage: AutoStorage | None) -> tuple[ResourceFile, ...]:
+    return tuple(_resource_file(f, storage) for f in files or ())
+
+
+def _resource_file(file: Mapping[str, Any], storage: AutoStorage | None) -> ResourceFile:
+    """A container named by autoStorageContainerName gets a SAS URL of the linked account (with no account
+    linked, no URL: the node fails the step, naming the setting)."""
+    mode, path = file.get("fileMode"), file.get("filePath") or ""
+    if file.get("httpUrl"):
+        return ResourceFile(http_url=file["httpUrl"], file_path=path, file_mode=mode)
+    if file.get("storageContainerUrl"):
+        url, source = file["storageContainerUrl"], None
+    else:
+        source = file["autoStorageContainerName"]
+        url = storage.container_url(source) if storage is not None else None
+    return ResourceFile(None, path, mode, container_url=url, blob_prefix=file.get("blobPrefix"), source=source)
+
+
+def output_files(spec: Mapping[str, Any]) -> tuple[OutputFile, ...]:
     return tuple(
-        ResourceFile(http_url=f["httpUrl"], file_path=f["filePath"], file_mode=f.get("fileMode"))
-        for f in files or ()
-        if f.get("httpUrl")
+        OutputFile(
+            file_pattern=o["filePattern"],
+            container_url=o["destination"]["container"]["containerUrl"],
+            upload_condition=o["uploadOptions"]["uploadCondition"],
+            path=o["destination"]["container"].get("path"),
+            upload_headers=tuple(
+                (h["name"], h.get("value") or "") for h in o["destination"]["container"].get("uploadHeaders") or ()
+            ),
+        )
+        for o in spec.get("outputFiles") or ()
     )
 
 
@@ -115,7 +142,8 @@ def task_step(
         environment=_environment(job["spec"].get("commonEnvironmentSettings"), spec.get("environmentSettings")),
         batch_context={**_context(where, job["id"], task["id"]), **_token(job, spec, where)},
         prep_task_dir=_prep_dir(job),
-        resource_files=_resource_files(spec),
+        resource_files=_resource_files(spec, where),
+        output_files=output_files(spec),
         max_wall_clock_seconds=duration_seconds(spec["constraints"].get("maxWallClockTime")),
         slots=slots,
         ahead=ahead,
@@ -145,7 +173,7 @@ def _job_step(
         environment=_environment(job["spec"].get("commonEnvironmentSettings"), spec.get("environmentSettings")),
         batch_context=_context(where, job["id"], spec["id"]),
         prep_task_dir=_prep_dir(job),
-        resource_files=_resource_files(spec),
+        resource_files=_resource_files(spec, where),
         max_wall_clock_seconds=duration_seconds(wall_clock),
         **_identity(spec, where),
     )

@@ -142,6 +142,50 @@ class ResourceFile(Wire):
         return self
 
 
+class UploadCondition(StrEnum):
+    TASKSUCCESS = "tasksuccess"
+    TASKFAILURE = "taskfailure"
+    TASKCOMPLETION = "taskcompletion"
+
+
+class HttpHeader(Wire):
+    name: str = Field(min_length=1)
+    value: str | None = None
+
+
+class OutputFileContainer(Wire):
+    container_url: str = Field(min_length=1)
+    path: str | None = None
+    identity_reference: dict[str, Any] | None = None
+    upload_headers: list[HttpHeader] | None = None
+
+
+class OutputFileDestination(Wire):
+    container: OutputFileContainer
+
+
+class OutputFileUploadOptions(Wire):
+    upload_condition: UploadCondition
+
+    _lower = field_validator("upload_condition", mode="before")(_lower_enum)
+
+
+class OutputFile(Wire):
+    """Uploaded to a Blob container after the task's command exits (compute/node/output_files.py)."""
+
+    file_pattern: str = Field(min_length=1)
+    destination: OutputFileDestination
+    upload_options: OutputFileUploadOptions
+
+    def check(self, where: str) -> None:
+        if self.destination.container.identity_reference is not None:
+            raise InvalidPropertyValue(
+                f"{where}.destination.container.identityReference",
+                "identityReference",
+                "Kiln has no managed identities: give a containerUrl with a SAS token that grants write.",
+            )
+
+
 class TaskConstraints(Wire):
     max_wall_clock_time: str | None = None
     retention_time: str | None = None
@@ -289,10 +333,13 @@ class TaskFields(Wire):
     required_slots: int = Field(default=1, ge=1)
     user_identity: UserIdentity | None = None
     authentication_token_settings: AuthenticationTokenSettings | None = None
+    output_files: list[OutputFile] | None = None
 
     def check_fields(self, prefix: str = "") -> None:
         """prefix: where the task sits in the body, for the property names of errors."""
         ids.check_id(self.id, f"{prefix}id")
+        for index, output in enumerate(self.output_files or ()):
+            output.check(f"{prefix}outputFiles[{index}]")
         if self.constraints:
             _check_duration(self.constraints.max_wall_clock_time, f"{prefix}constraints.maxWallClockTime")
             _check_duration(self.constraints.retention_time, f"{prefix}constraints.retentionTime")

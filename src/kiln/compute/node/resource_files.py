@@ -1,11 +1,14 @@
-"""Resource files: fetch each http_url into the working directory before the command runs."""
+"""Resource files: fetch each http_url, and each container's blobs (blob_files), into the working directory
+before the command runs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,19 +44,42 @@ def destination(paths: TaskPaths, file: ResourceFile) -> Path:
         if not rel.parts or rel.parts == (".",) or file.file_path.endswith("/"):
             raise ValueError("filePath must name a file")
     except ValueError as exc:
-        raise _create_failed(file, str(exc)) from None
+        raise create_failed(file, str(exc)) from None
+    return inside_wd(paths, rel, file)
+
+
+def inside_wd(paths: TaskPaths, rel: PurePosixPath, file: ResourceFile) -> Path:
     dest = paths.wd / rel
     wd_real = os.path.realpath(paths.wd)
     if os.path.commonpath([wd_real, os.path.realpath(dest)]) != wd_real:
-        raise _create_failed(file, "filePath leaves the working directory")
+        raise create_failed(file, f"{rel} leaves the working directory")
     return dest
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A new file that becomes dest when it is whole: a half-written file never looks finished."""
+
+    path: Path
+    fd: int
+
+
+def new_part(dest: Path, file: ResourceFile) -> Part:
+    """Always a new file, never through a link the task's account may have left in wd."""
+    part = dest.with_name(f".{dest.name}.kiln-part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part.unlink(missing_ok=True)
+        return Part(part, os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        raise create_failed(file, f"{exc.strerror or exc}") from None
 
 
 def file_mode(file: ResourceFile) -> int:
     try:
         return int(file.file_mode or DEFAULT_FILE_MODE, 8)
     except ValueError:
-        raise _create_failed(file, f"fileMode {file.file_mode!r} is not an octal number") from None
+        raise create_failed(file, f"fileMode {file.file_mode!r} is not an octal number") from None
 
 
 class Progress:
@@ -100,8 +126,13 @@ async def fetch_resource_files(
     client = client or http_client()
     try:
         for file in files:
-            dest = destination(paths, file)
             mode = file_mode(file)
+            if file.http_url is None:  # a container: listed and fetched again on every run: the container may change
+                from kiln.compute.node.blob_files import download_container  # it imports this module
+
+                fetched += await asyncio.to_thread(download_container, paths, file, mode)
+                continue
+            dest = destination(paths, file)
             if progress.is_done(file, dest):
                 continue
             await download(client, file, dest)
@@ -118,18 +149,17 @@ async def download(client: httpx.AsyncClient, file: ResourceFile, dest: Path) ->
     """Stream to a temporary name, then rename: a half-written file never looks finished."""
     import httpx
 
-    part = dest.with_name(f".{dest.name}.kiln-part")
+    assert file.http_url is not None
+    part: Part | None = None
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
         async with client.stream("GET", file.http_url) as response:
             if response.status_code >= 400:
                 raise _http_failure(file, response.status_code)
-            part.unlink(missing_ok=True)  # a new file, never through a link left in wd
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            with open(fd, "wb") as out:
+            part = new_part(dest, file)
+            with open(part.fd, "wb") as out:
                 async for chunk in response.aiter_bytes(CHUNK):
                     out.write(chunk)
-        os.replace(part, dest)
+        os.replace(part.path, dest)
     except StepFailure:
         raise
     except httpx.HTTPError as exc:
@@ -137,17 +167,18 @@ async def download(client: httpx.AsyncClient, file: ResourceFile, dest: Path) ->
             SERVER_ERROR,
             "BlobDownloadMiscError",
             f"Failed to download resource file {file.file_path} from "
-            f"{redact(file.http_url)}: {type(exc).__name__}: {exc}",
+            f"{redact(file.http_url or '')}: {type(exc).__name__}: {exc}",
             FilePath=file.file_path,
         ) from None
     except OSError as exc:
-        raise _create_failed(file, f"{exc.strerror or exc}") from None
+        raise create_failed(file, f"{exc.strerror or exc}") from None
     finally:
-        part.unlink(missing_ok=True)
+        if part is not None:
+            part.path.unlink(missing_ok=True)
 
 
 def _http_failure(file: ResourceFile, status: int) -> StepFailure:
-    where = f"resource file {file.file_path} from {redact(file.http_url)}"
+    where = f"resource file {file.file_path} from {redact(file.http_url or '')}"
     if status == 404:
         return StepFailure.of(
             USER_ERROR,
@@ -167,7 +198,7 @@ def _http_failure(file: ResourceFile, status: int) -> StepFailure:
     )
 
 
-def _create_failed(file: ResourceFile, reason: str) -> StepFailure:
+def create_failed(file: ResourceFile, reason: str) -> StepFailure:
     return StepFailure.of(
         USER_ERROR,
         "ResourceFileCreateFailed",

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
-from kiln.compute.node import environment, identity, layout, process, resource_files
+from kiln.compute.node import environment, identity, layout, output_files, process, resource_files
 from kiln.compute.node.failures import SERVER_ERROR, StepFailure
 from kiln.compute.node.spawner import Spawner
 from kiln.compute.protocol import ResourceFile, Step, StepResult
@@ -36,6 +36,8 @@ class StepContext:
     account: identity.Account | None = None
     #: the task directory and wd were made by this step (not a retry's, which their account has had)
     fresh_dirs: bool = False
+    #: how the command ended (set before the poststop phase)
+    outcome: process.CommandOutcome | None = None
 
 
 Phase = Callable[[StepContext], Awaitable[None]]
@@ -81,9 +83,19 @@ async def resource_files_hook(ctx: StepContext) -> None:
 
 
 async def fetch_into(ctx: StepContext, paths: layout.TaskPaths, files: tuple[ResourceFile, ...]) -> None:
-    await resource_files.fetch_resource_files(paths, files, ctx.http() if ctx.http else None)
-    if ctx.account is not None:
-        identity.hand_over_resource_files(paths, files, ctx.account)
+    fetched = await resource_files.fetch_resource_files(paths, files, ctx.http() if ctx.http else None)
+    if ctx.account is not None:  # a container's files are known once fetched
+        placed = [f for f in files if f.http_url is not None] + [ResourceFile(None, path) for path in fetched]
+        identity.hand_over_resource_files(paths, tuple(placed), ctx.account)
+
+
+async def output_files_hook(ctx: StepContext) -> None:
+    """After the command, before the step reports: a killed step (terminate, requeue) uploads nothing."""
+    outcome = ctx.outcome
+    if ctx.step.output_files and outcome is not None and not outcome.killed:
+        await asyncio.to_thread(
+            output_files.upload_all, ctx.step.output_files, outcome.exit_code, ctx.env, ctx.paths, ctx.account
+        )
 
 
 #: The order matters: the directories must exist before anything is written into wd; on a retry the
@@ -95,6 +107,7 @@ HOOKS: tuple[Hook, ...] = (
     Hook("identity", prestart=identity_hook),
     Hook("environment", prestart=environment_hook),
     Hook("resource_files", prestart=resource_files_hook),
+    Hook("output_files", poststop=output_files_hook),
 )
 
 
@@ -157,11 +170,14 @@ async def run_step(
         and not (outcome.killed or outcome.timed_out)
     ):
         keep_group(step.step_id, outcome.pid)
-    failure = outcome.failure
+    failure, upload_failed = outcome.failure, False
+    ctx.outcome = outcome
     try:
         await run_phase(hooks, "poststop", ctx, stop_at_first=False)
     except ExceptionGroup as group:
-        failure = failure or cast(StepFailure, group.exceptions[0]).info  # run_phase groups only these
+        first = cast(StepFailure, group.exceptions[0])  # run_phase groups only these
+        upload_failed = isinstance(first, output_files.UploadFailure)
+        failure = first.info if upload_failed else failure or first.info  # an upload error ends the task
     return StepResult(
         step.step_id,
         start,
@@ -170,6 +186,7 @@ async def run_step(
         failure=failure,
         timed_out=outcome.timed_out,
         killed=outcome.killed,
+        upload_failed=upload_failed,
     )
 
 

@@ -1,0 +1,89 @@
+"""Resource files from a Blob container (storageContainerUrl, autoStorageContainerName): every blob whose name
+starts with blobPrefix, kept at its blob path under filePath. Each blob streams to disk a chunk at a time."""
+
+from __future__ import annotations
+
+import os
+
+from kiln.compute.node import blob_storage
+from kiln.compute.node.blob_storage import Cause
+from kiln.compute.node.failures import SERVER_ERROR, USER_ERROR, StepFailure
+from kiln.compute.node.layout import TaskPaths, relative_path
+from kiln.compute.node.resource_files import create_failed, inside_wd, new_part, redact
+from kiln.compute.protocol import ResourceFile
+
+#: failureInfo codes of a container that cannot be listed, and of a blob that cannot be fetched.
+LIST_CODES = {
+    Cause.CONTAINER_NOT_FOUND: (USER_ERROR, "ResourceContainerNotFound", "The specified Azure Blob container"),
+    Cause.ACCESS_DENIED: (USER_ERROR, "ResourceContainerAccessDenied", "Access for the specified Azure Blob container"),
+    Cause.BLOB_NOT_FOUND: (
+        SERVER_ERROR,
+        "ResourceContainerListMiscError",
+        "Listing the specified Azure Blob container",
+    ),
+    Cause.OTHER: (SERVER_ERROR, "ResourceContainerListMiscError", "Listing the specified Azure Blob container"),
+}
+DOWNLOAD_CODES = {
+    Cause.CONTAINER_NOT_FOUND: (USER_ERROR, "BlobNotFound", "The specified blob"),
+    Cause.BLOB_NOT_FOUND: (USER_ERROR, "BlobNotFound", "The specified blob"),
+    Cause.ACCESS_DENIED: (USER_ERROR, "BlobAccessDenied", "Access to the specified blob"),
+    Cause.OTHER: (SERVER_ERROR, "BlobDownloadMiscError", "Downloading the specified blob"),
+}
+
+
+def download_container(paths: TaskPaths, file: ResourceFile, mode: int) -> list[str]:
+    """Blocking (run it in a thread). Returns the files written, relative to wd."""
+    if file.container_url is None:
+        raise StepFailure.of(
+            USER_ERROR,
+            "AutoStorageNotConfigured",
+            f"autoStorageContainerName {file.source!r}: the account has no linked storage account "
+            "(kiln serve --storage-connection-string or KILN_STORAGE_CONNECTION_STRING)",
+        )
+    base = relative_path(file.file_path) if file.file_path else None
+    container = blob_storage.container_client(file.container_url)
+    written: list[str] = []
+    with container:
+        try:
+            blobs = [blob.name for blob in container.list_blobs(name_starts_with=file.blob_prefix or None)]
+        except Exception as exc:  # the SDK's errors, and the OS's under it
+            raise _failure(LIST_CODES, exc, file, None) from None
+        for name in blobs:
+            if name.endswith("/"):  # a directory marker (hierarchical namespace): no file
+                continue
+            try:
+                rel = relative_path(name) if base is None else base / relative_path(name)
+            except ValueError as error:
+                raise create_failed(file, f"blob {name!r}: {error}") from None
+            dest = inside_wd(paths, rel, file)
+            part = new_part(dest, file)
+            try:
+                with open(part.fd, "wb") as out:
+                    container.download_blob(name, max_concurrency=1).readinto(out)
+                os.replace(part.path, dest)
+            except OSError as exc:
+                raise create_failed(file, f"{dest.name}: {exc.strerror or exc}") from None
+            except Exception as exc:
+                raise _failure(DOWNLOAD_CODES, exc, file, name) from None
+            finally:
+                part.path.unlink(missing_ok=True)
+            os.chmod(dest, mode)
+            written.append(str(rel))
+    return written
+
+
+def _failure(
+    codes: dict[Cause, tuple[str, str, str]], exc: Exception, file: ResourceFile, blob: str | None
+) -> StepFailure:
+    category, code, what = codes[blob_storage.cause(exc)]
+    where = file.source or _container_name(file.container_url or "")
+    subject = f"{what} ({where}{'/' + blob if blob else ''})"
+    details = {"FilePath": file.file_path} if file.file_path else {}
+    return StepFailure.of(
+        category, code, f"{subject} could not be read for a resource file: {blob_storage.describe(exc)}", **details
+    )
+
+
+def _container_name(url: str) -> str:
+    """The URL's path without its SAS token: account/container on Azurite, container on Azure."""
+    return redact(url).split("://", 1)[-1].split("/", 1)[-1]
