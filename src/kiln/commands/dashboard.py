@@ -70,9 +70,13 @@ def _cell(node: Row, running: tuple[int, int]) -> NodeCell:
 
 
 def _counts(conn: Connection, job_key: str) -> dict[str, int]:
+    return _buckets(db.task_counts(conn, job_key))
+
+
+def _buckets(groups: list[Row]) -> dict[str, int]:
     """Like GET taskcounts: preparing counts as running; succeeded and failed split completed."""
     counts = dict.fromkeys(jobs.COUNT_BUCKETS, 0)
-    for group in db.task_counts(conn, job_key):
+    for group in groups:
         counts["running" if group["state"] == "preparing" else group["state"]] += group["n"]
         if group["state"] == "completed" and group["result"] in ("success", "failure"):
             counts["succeeded" if group["result"] == "success" else "failed"] += group["n"]
@@ -132,7 +136,10 @@ class TaskFilter:
         if self.state in ("succeeded", "failed"):
             result = "success" if self.state == "succeeded" else "failure"
             return queries.TaskMatch(job_key, (TaskState.COMPLETED,), result, self.exit_code)
-        states = tuple(TaskState) if self.state is None else (self.state,)
+        if self.state is not None:
+            states: tuple[str, ...] = (self.state,)
+        else:  # only a completed task has an exit code
+            states = tuple(TaskState) if self.exit_code is None else (TaskState.COMPLETED,)
         return queries.TaskMatch(job_key, states, None, self.exit_code)
 
 
@@ -155,7 +162,9 @@ class JobView:
     timeline_until: datetime
 
 
-def _page(conn: Connection, job_key: str, chosen: TaskFilter, size: int) -> TaskPage:
+def _page(conn: Connection, job_key: str, chosen: TaskFilter, size: int, groups: list[Row]) -> TaskPage:
+    """A page of the chosen tasks, and how many there are: from the job's counts by state and result unless an
+    exit code is chosen (counting the job's tasks again is the costliest read at 100,000 tasks)."""
     matching = chosen.match(job_key)
     fetched = queries.task_page(conn, matching, after=chosen.after, before=chosen.before, size=size)
     more = len(fetched) > size
@@ -166,7 +175,11 @@ def _page(conn: Connection, job_key: str, chosen: TaskFilter, size: int) -> Task
         rows = fetched[:size]
         earlier = rows[0]["seq"] if chosen.after is not None and rows else None
         later = rows[-1]["seq"] if more else None
-    return TaskPage(rows, queries.count_tasks(conn, matching), earlier, later)
+    if chosen.exit_code is None:
+        total = sum(g["n"] for g in groups if g["state"] in matching.states and matching.result in (None, g["result"]))
+    else:
+        total = queries.count_tasks(conn, matching)
+    return TaskPage(rows, total, earlier, later)
 
 
 async def job_view(
@@ -180,11 +193,12 @@ async def job_view(
         job = jobs.load(conn, job_id)
         key = job["key"]
         records = db.find(conn, db.preparations, order_by=["node_id"], job_key=key)
+        groups = db.task_counts(conn, key)
         return JobView(
             job,
-            _counts(conn, key),
+            _buckets(groups),
             queries.exit_codes(conn, key),
-            _page(conn, key, chosen, size),
+            _page(conn, key, chosen, size, groups),
             [r for r in records if r["prep_state"] != "pending" or r["release_state"] != "pending"],
             queries.started_tasks(conn, key, moment, bars),
             moment,
