@@ -13,25 +13,11 @@ from kiln.store import dashboard as queries
 from kiln.store import rows
 from kiln.store.database import Database
 
+from .test_store import job_row
+
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 N = 130
 STATES = ("active", "preparing", "running", "completed")
-
-
-def _job(key: str) -> dict[str, Any]:
-    return {
-        "key": key,
-        "id": key.upper(),
-        "seq": 1,
-        "spec": {"poolInfo": {"poolId": "p"}},
-        "state": "active",
-        "state_transition_time": T0,
-        "pool_key": "p",
-        "priority": 0,
-        "creation_time": T0,
-        "last_modified": T0,
-        "etag": rows.new_etag(),
-    }
 
 
 def _task(job_key: str, i: int) -> dict[str, Any]:
@@ -61,8 +47,7 @@ def _task(job_key: str, i: int) -> dict[str, Any]:
 @pytest.fixture
 def job(db: Database) -> str:
     with db.engine.begin() as conn:
-        rows.insert_rows(conn, rows.jobs, [_job("j")])
-        rows.insert_rows(conn, rows.jobs, [{**_job("other"), "seq": 2}])
+        rows.insert_rows(conn, rows.jobs, [job_row("j"), job_row("other", seq=2)])
         rows.insert_rows(conn, rows.tasks, [_task("j", i) for i in range(N)])
         rows.insert_rows(conn, rows.tasks, [_task("other", i) for i in range(5)])
     return "j"
