@@ -3,9 +3,10 @@ node row carries startTaskInfo), the heat map's cells, the progress bar."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
-from kiln.commands.dashboard import NodeCell, PoolView, StartTaskFailure
+from kiln.commands.dashboard import NodeCell, NodeView, PoolView, StartTaskFailure
 from kiln.web.pages import templates
 
 MACROS = templates.env.get_template("macros.html").module
@@ -47,3 +48,25 @@ def test_the_progress_bar_splits_succeeded_failed_and_running() -> None:
     html = str(MACROS.progress(counts))
     assert 'data-completed="4" data-total="8"' in html
     assert "width: 37.5%" in html and "width: 12.5%" in html and "width: 25.0%" in html
+
+
+def test_a_nodes_page_shows_its_start_task_info_and_errors_once_the_row_has_them() -> None:
+    info = {"state": "completed", "result": "failure", "exitCode": 7, "retryCount": 1,
+            "failureInfo": {"code": "FailureExitCode", "message": "exit code 7"}}  # fmt: skip
+    errors = [{"code": "StartTaskFailed", "message": "The start task failed",
+               "errorDetails": [{"name": "ExitCode", "value": "7"}]}]  # fmt: skip
+    row = {"id": "n1", "scheduling_state": "enabled", "total_tasks_run": 0, "total_tasks_succeeded": 0,
+           "allocation_time": None, "start_task_info": info, "errors": errors}  # fmt: skip
+    pool_row = {"id": "p", "task_slots_per_node": 2, "spec": {"startTask": {"commandLine": "false"}}}
+    view = NodeView(pool_row, NodeCell(row, "starttaskfailed", 0, 0), [], [])
+    html = templates.env.get_template("node.html").render(
+        request=SimpleNamespace(url="/ui/pools/p/nodes/n1"), node=view, path="", listing=[], file_href=str
+    )
+    assert "FailureExitCode: exit code 7" in html and "<dt>Retries</dt><dd>1</dd>" in html
+    assert "<strong>StartTaskFailed</strong>: The start task failed" in html and "ExitCode: 7" in html
+
+    row.update(start_task_info=None, errors=None)
+    html = templates.env.get_template("node.html").render(
+        request=SimpleNamespace(url="/ui/pools/p/nodes/n1"), node=view, path="", listing=[], file_href=str
+    )
+    assert "it has not reported on this node" in html and "StartTaskFailed" not in html
