@@ -78,6 +78,12 @@ def test_a_job_with_preparation_and_release_from_the_pool_heat_map_to_a_task_fil
     expect(job_row).to_contain_text("1 running")
     page.screenshot(path=artifacts / "overview.png", full_page=True)
 
+    # The pool's own page: the same heat map, and a row per node.
+    page.locator(f"#pool-{pool} h3").get_by_role("link", name=pool).click()
+    expect(page.locator("table.nodes tbody tr")).to_have_count(2)
+    expect(page.locator(f".heatmap .node[data-node='{good}']")).to_have_attribute("data-state", "running")
+    page.go_back()
+
     # The job's page: prep/release per node, and the "failed only" switch.
     job_row.get_by_role("link", name=job_id).click()
     expect(page.locator("h1")).to_contain_text(job_id)
