@@ -34,7 +34,7 @@ PAGE_HEADERS = {
 REFRESH, SLOW_REFRESH, MANY_TASKS = 2, 10, 20_000
 #: Tasks per page of a job's task table, and bars in its timeline.
 PAGE_SIZE = 50
-TIMELINE_BARS = 2000
+TIMELINE_BARS = 1000
 #: Recent tasks on a node's page.
 NODE_RECENT = 50
 #: States a job's tasks can be filtered by (succeeded and failed: completed, by result).
@@ -190,9 +190,9 @@ async def job(
         preparations=preparations,
         failed_only=failed_only,
         timeline=drawn,
+        timeline_svg=timeline.svg(drawn, view.row["id"]),
         bars_limit=TIMELINE_BARS,
         refresh=_refresh(view.counts["active"] + view.counts["running"] + view.counts["completed"]),
-        geometry=timeline,
         link=lambda **changes: _link(request, **changes),
     )
 

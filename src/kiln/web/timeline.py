@@ -10,6 +10,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
+
+from markupsafe import Markup, escape
 
 #: Drawing units (the SVG scales to the page's width).
 WIDTH = 1000
@@ -97,3 +100,37 @@ def lay_out(tasks: Iterable[Mapping[str, Any]], until: datetime) -> Timeline:
             )
         )
     return Timeline(rows, bars, begin, until)
+
+
+def _clock(moment: datetime) -> str:
+    """hh:mm:ss.mmm (UTC, as stored)."""
+    return moment.isoformat(timespec="milliseconds")[11:23]
+
+
+def svg(drawn: Timeline, job_id: str) -> Markup:
+    """The timeline as inline SVG, each bar a link to its task. Written here rather than in a template: a
+    thousand bars through Jinja took ~0.3 s a refresh, this ~20 ms."""
+    parts = [
+        f'<svg class="timeline" viewBox="0 0 {WIDTH} {drawn.height}" width="100%" role="img" '
+        'aria-label="task timeline">'
+    ]
+    for i, (node_id, slot) in enumerate(drawn.rows):
+        parts.append(
+            f'<text class="lane" x="4" y="{i * ROW_HEIGHT + 11}">{escape(label(node_id, slot))}'
+            f"<title>{escape(node_id)}, slot row {slot}</title></text>"
+        )
+    tasks = f"/ui/jobs/{quote(job_id, safe='')}/tasks/"
+    for bar in drawn.bars:
+        until = f" to {_clock(bar.end)}" if bar.end else ""
+        title = f"{bar.task_id} on {bar.node_id}: {bar.outcome}, {_clock(bar.start)}{until}"
+        parts.append(
+            f'<a href="{tasks}{quote(bar.task_id, safe="")}"><rect class="bar {bar.outcome}" x="{bar.x:.1f}" '
+            f'y="{bar.row * ROW_HEIGHT + 2}" width="{bar.width:.1f}" height="{ROW_HEIGHT - 4}">'
+            f"<title>{escape(title)}</title></rect></a>"
+        )
+    if drawn.start is not None:
+        axis = drawn.height - 4
+        parts.append(f'<text class="axis" x="{LABEL_WIDTH}" y="{axis}">{_clock(drawn.start)}</text>')
+        parts.append(f'<text class="axis" x="{WIDTH}" y="{axis}" text-anchor="end">{_clock(drawn.end)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))

@@ -53,3 +53,17 @@ def test_tasks_that_never_started_draw_nothing_and_an_instant_task_still_shows()
 def test_a_row_label_keeps_the_distinct_end_of_a_long_node_id() -> None:
     assert timeline.label("tvmps_675583d2d27a4f52901ca939_d", 1) == "…f52901ca939_d · 1"
     assert timeline.label("n1", 0) == "n1 · 0"
+
+
+def test_the_svg_has_a_labelled_row_per_node_slot_and_a_linked_bar_per_task() -> None:
+    drawn = timeline.lay_out(
+        [task("a", "n<1>", 0, 10), task("b", "n<1>", 1, 4, "failure"), task("r", "n2", 2, None, None)],
+        until=T0 + timedelta(seconds=20),
+    )
+    svg = str(timeline.svg(drawn, "job 1"))
+    assert svg.startswith('<svg class="timeline" viewBox="0 0 1000 ') and svg.endswith("</svg>")
+    assert svg.count('<text class="lane"') == 3 and "n&lt;1&gt; · 1" in svg  # escaped, never markup
+    assert '<a href="/ui/jobs/job%201/tasks/b"><rect class="bar failure"' in svg
+    assert svg.count('class="bar success"') == 1 and svg.count('class="bar running"') == 1
+    assert "r on n2: running, 00:00:02.000</title>" in svg  # a running task has no end yet
+    assert f'<text class="axis" x="{timeline.LABEL_WIDTH}"' in svg and ">00:00:20.000</text>" in svg
