@@ -50,8 +50,9 @@ def browser() -> Iterator[Any]:
         if os.environ.get("KILN_TEST_REQUIRE_BROWSER") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=30_000)  # expect() polls the page; 5 s by default is short on a loaded machine
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
@@ -75,7 +76,12 @@ def page(browser, server) -> Iterator[Any]:  # noqa: F811 (the fixture imported 
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
     opened.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    opened.on("requestfailed", lambda request: errors.append(f"{request.url}: {request.failure}"))
+    opened.on(  # but a live refresh in flight when the test leaves the page is cancelled (ERR_ABORTED), rightly
+        "requestfailed",
+        lambda request: (
+            errors.append(f"{request.url}: {request.failure}") if request.failure != "net::ERR_ABORTED" else None
+        ),
+    )
     opened.on(
         "response",
         lambda r: (

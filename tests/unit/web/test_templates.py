@@ -10,6 +10,7 @@ from kiln.commands.dashboard import NodeCell, NodeView, PoolView, StartTaskFailu
 from kiln.web.pages import templates
 
 MACROS = templates.env.get_template("macros.html").module
+REQUEST = SimpleNamespace(url=SimpleNamespace(path="/ui/pools/p/nodes/n1", query=""))
 
 
 def cell(node_id: str, state: str, used: int = 0, **row: Any) -> NodeCell:
@@ -60,13 +61,21 @@ def test_a_nodes_page_shows_its_start_task_info_and_errors_once_the_row_has_them
     pool_row = {"id": "p", "task_slots_per_node": 2, "spec": {"startTask": {"commandLine": "false"}}}
     view = NodeView(pool_row, NodeCell(row, "starttaskfailed", 0, 0), [], [])
     html = templates.env.get_template("node.html").render(
-        request=SimpleNamespace(url="/ui/pools/p/nodes/n1"), node=view, path="", listing=[], file_href=str
+        request=REQUEST, node=view, path="", listing=[], file_href=str
     )
     assert "FailureExitCode: exit code 7" in html and "<dt>Retries</dt><dd>1</dd>" in html
     assert "<strong>StartTaskFailed</strong>: The start task failed" in html and "ExitCode: 7" in html
 
     row.update(start_task_info=None, errors=None)
     html = templates.env.get_template("node.html").render(
-        request=SimpleNamespace(url="/ui/pools/p/nodes/n1"), node=view, path="", listing=[], file_href=str
+        request=REQUEST, node=view, path="", listing=[], file_href=str
     )
     assert "it has not reported on this node" in html and "StartTaskFailed" not in html
+    assert 'hx-get="/ui/pools/p/nodes/n1" hx-trigger="every 2s"' in " ".join(html.split())  # its live part
+
+
+def test_a_page_without_a_live_part_does_not_poll_itself() -> None:
+    html = templates.env.get_template("file.html").render(
+        request=REQUEST, path="stdout.txt", text="hello", back="/ui/jobs/j/tasks/t", url="/ui/jobs/j/tasks/t/file"
+    )
+    assert 'id="live"' not in html and 'hx-get="/ui/jobs/j/tasks/t/file?path=stdout.txt&amp;tail=true"' in html
