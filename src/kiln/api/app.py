@@ -18,6 +18,7 @@ from kiln.api import auth, files, job_auth, jobs, nodes, pools, schedules, stori
 from kiln.api.context import SUPPORTED_API_VERSIONS, Kiln
 from kiln.api.http import MAX_BODY_BYTES, NotModified, error_response
 from kiln.errors import BadRequest, KilnError, NotFound, RequestBodyTooLarge
+from kiln.web import pages as web_pages
 from kiln.wire.times import now
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
     for module in (pools, nodes, jobs, tasks, files, schedules):
         app.include_router(module.router, dependencies=[Depends(_authenticate)])
     app.include_router(stories.router, dependencies=[Depends(_shared_key)])
+    app.include_router(web_pages.router)  # the dashboard: its own login and session cookie
     app.add_middleware(BodyLimit)  # added first: request_ids below wraps it, so its 413 carries a request id
 
     @app.middleware("http")

@@ -13,7 +13,7 @@ from kiln.core import task as task_rules
 from kiln.errors import BadRequest, Conflict, KilnError, NotFound
 from kiln.wire.times import now
 
-__all__ = ["FileEntry", "Location", "node_files", "task_files", "list_files", "stat", "read", "delete"]
+__all__ = ["FileEntry", "Location", "below", "node_files", "task_files", "list_files", "stat", "read", "delete"]
 
 T = TypeVar("T")
 
@@ -51,6 +51,11 @@ def _clean(path: str) -> str:
 
 def _relative(location: Location, path: str) -> str:
     return "/".join(p for p in (location.root, _clean(path)) if p)
+
+
+def below(location: Location, path: str) -> Location:
+    """The files in a directory under a location's."""
+    return Location(location.node_id, _relative(location, path), location.path)
 
 
 async def _on_node(call: Awaitable[T]) -> T:

@@ -163,6 +163,7 @@ tasks = Table(
     UniqueConstraint("job_key", "key", name="uq_tasks_job_key"),
     Index("ix_tasks_job_state", "job_key", "state"),
     Index("ix_tasks_node_state", "node_id", "state"),
+    Index("ix_tasks_job_start", "job_key", "start_time"),  #: the dashboard's timeline (kiln.store.dashboard)
 )
 
 preparations = Table(

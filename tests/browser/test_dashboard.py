@@ -1,0 +1,146 @@
+"""The dashboard in a real browser: sign in, then follow a job with preparation and release tasks from its pool's
+heat map to a task's file, as a user would click."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from azure.batch import models
+from playwright.sync_api import expect
+
+from kiln.testing import shell, terminate_job, unique, wait_for, wait_tasks_completed
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_the_dashboard_asks_for_the_account_key_and_keeps_a_strict_http_only_cookie(page, server, artifacts) -> None:
+    page.goto("/ui/jobs/some-job")
+    expect(page).to_have_url(f"{server.endpoint}/ui/login?next=%2Fui%2Fjobs%2Fsome-job")
+    page.fill("input[name=key]", "not-the-key")
+    page.click("button[type=submit]")
+    expect(page.get_by_role("alert")).to_contain_text("neither the account key nor a dashboard token")
+    page.screenshot(path=artifacts / "login-refused.png")
+    assert page.context.cookies() == []
+
+    page.fill("input[name=key]", server.account_key)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(f"{server.endpoint}/ui/jobs/some-job")  # back where it was going
+    expect(page.get_by_role("alert")).to_contain_text("JobNotFound")
+    (cookie,) = page.context.cookies()
+    assert (cookie["httpOnly"], cookie["sameSite"]) == (True, "Strict")
+
+
+def _job_with_prep_and_release(client, pool: str, failing_node: str, gate: Path) -> str:
+    """Preparation fails (exit 3) on one node, so the job's tasks all run on the other; `hold` runs until the
+    gate file exists; t4 exits 2."""
+    job_id = unique("walk")
+    prep = shell(f'[ "$AZ_BATCH_NODE_ID" != {failing_node} ] || {{ echo prep broke here >&2; exit 3; }}')
+    client.create_job(
+        models.BatchJobCreateOptions(
+            id=job_id,
+            pool_info=models.BatchPoolInfo(pool_id=pool),
+            job_preparation_task=models.BatchJobPreparationTask(command_line=prep),
+            job_release_task=models.BatchJobReleaseTask(command_line=shell("echo released")),
+        )
+    )
+    tasks = [
+        models.BatchTaskCreateOptions(id=f"t{i}", command_line=shell(f"echo out-t{i}; exit {2 if i == 4 else 0}"))
+        for i in range(6)
+    ]
+    hold = shell(f"while [ ! -e {gate} ]; do sleep 0.05; done; echo held")
+    client.create_tasks(job_id, [*tasks, models.BatchTaskCreateOptions(id="hold", command_line=hold)])
+    return job_id
+
+
+def test_a_job_with_preparation_and_release_from_the_pool_heat_map_to_a_task_file(
+    signed_in, client, pool, cleanup, marks_dir, artifacts
+) -> None:
+    page = signed_in
+    nodes = sorted(node.id for node in client.list_nodes(pool))
+    failing, good = nodes
+    gate = marks_dir / "go"
+    job_id = _job_with_prep_and_release(client, pool, failing, gate)
+    cleanup(job=job_id)
+    wait_for(lambda: client.get_task(job_id, "hold").state == "running", 60, "the hold task running")
+
+    # The heat map: one cell per node, coloured by state, with its slots; the node running `hold` shows it.
+    page.goto("/")
+    heatmap = page.locator(f".heatmap[data-pool='{pool}']")
+    expect(heatmap.locator(".node")).to_have_count(2)
+    busy = heatmap.locator(f".node[data-node='{good}']")
+    expect(busy).to_have_attribute("data-state", "running")
+    expect(busy.locator(".slots i")).to_have_count(2)
+    expect(busy.locator(".slots i.used")).to_have_count(1)
+    expect(heatmap.locator(f".node[data-node='{failing}']")).to_have_attribute("data-state", "idle")
+    job_row = page.locator(f"tr[data-job='{job_id}']")
+    expect(job_row).to_contain_text("1 running")
+    page.screenshot(path=artifacts / "overview.png", full_page=True)
+
+    # The pool's own page: the same heat map, and a row per node.
+    page.locator(f"#pool-{pool} h3").get_by_role("link", name=pool).click()
+    expect(page.locator("table.nodes tbody tr")).to_have_count(2)
+    expect(page.locator(f".heatmap .node[data-node='{good}']")).to_have_attribute("data-state", "running")
+    page.go_back()
+
+    # The job's page: prep/release per node, and the "failed only" switch.
+    job_row.get_by_role("link", name=job_id).click()
+    expect(page.locator("h1")).to_contain_text(job_id)
+    preparations = page.locator("table.preparations tbody tr")
+    expect(preparations).to_have_count(2)
+    page.click("#failed-only")
+    expect(page.locator("#failed-only")).to_have_attribute("aria-checked", "true")
+    expect(preparations).to_have_count(1)
+    expect(preparations.first).to_have_attribute("data-node", failing)
+    expect(preparations.first.locator("td.prep")).to_have_text("completed · failure")
+    page.click("#failed-only")
+    expect(preparations).to_have_count(2)
+
+    # Live: the page refreshes itself as `hold` ends (no reload), and its timeline gets every task as a bar.
+    gate.touch()
+    expect(page.locator(".count.succeeded")).to_have_text("6 succeeded")
+    expect(page.locator("svg.timeline rect.bar")).to_have_count(7)
+    expect(page.locator("svg.timeline rect.bar.failure")).to_have_count(1)
+    page.screenshot(path=artifacts / "job.png", full_page=True)
+    if os.environ.get("KILN_UPDATE_SCREENSHOT") == "1":  # the README's picture, refreshed on demand only
+        shutil.copy(artifacts / "job.png", DOCS / "dashboard.png")
+
+    # Tasks filtered by state, then by exit code; then t4's page: exit code, story, files and its stdout's tail.
+    expect(page.locator("#matching")).to_have_text("7 matching")
+    page.select_option("select[name=state]", "succeeded")
+    page.click("form.filters button[type=submit]")
+    expect(page.locator("#matching")).to_have_text("6 matching")
+    expect(page.locator("table.tasks tbody tr")).to_have_count(6)
+    page.select_option("select[name=state]", "")
+    page.select_option("select[name=exit_code]", "2")
+    page.click("form.filters button[type=submit]")
+    expect(page.locator("table.tasks tbody tr")).to_have_count(1)
+    expect(page.locator("#matching")).to_have_text("1 matching")
+    page.get_by_role("link", name="t4", exact=True).click()
+    expect(page.locator("#exit-code")).to_have_text("2")
+    story = page.locator("table.story")
+    for step in ("active", "running", "completed"):
+        expect(story).to_contain_text(step)
+    expect(page.locator("#why")).to_contain_text("completed")
+    expect(page.locator("#tail-stdout")).to_contain_text("out-t4")
+    page.screenshot(path=artifacts / "task.png", full_page=True)
+    page.locator("table.files").get_by_role("link", name="stdout.txt").click()
+    expect(page.locator("#file-text")).to_contain_text("out-t4")
+
+    # The failing node's page: the failure under Errors, and its prep task's stderr through the file browser.
+    page.goto(f"/ui/jobs/{job_id}?failed_only=1")
+    page.locator("table.preparations").get_by_role("link", name=failing).click()
+    expect(page.locator(".banner.failure")).to_contain_text("preparation task failed (exit code 3)")
+    for directory in ("workitems/", f"{job_id}/", "job-1/", "jobpreparation/"):
+        page.locator("table.files").get_by_role("link", name=directory, exact=True).click()
+    page.locator("table.files").get_by_role("link", name="stderr.txt").click()
+    expect(page.locator("#file-text")).to_contain_text("prep broke here")
+    page.screenshot(path=artifacts / "node-file.png", full_page=True)
+
+    # Release runs when the job ends; the job's page shows it without a reload.
+    page.goto(f"/ui/jobs/{job_id}")
+    wait_tasks_completed(client, job_id)
+    terminate_job(client, job_id)
+    release = page.locator(f"table.preparations tr[data-node='{good}'] td.release")
+    expect(release).to_have_text("completed · success", timeout=60_000)
