@@ -1,4 +1,4 @@
-"""The `kiln` command: serve, demo, and commands over the REST API (`kiln task story`)."""
+"""The `kiln` command: serve, demo, and the command groups over the REST API (pool, node, job, task, file, schedule)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,24 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from kiln.cli import tasks
+from kiln.cli import files, jobs, nodes, pools, schedules, tasks
 from kiln.cli.exit_codes import ExitCode
 from kiln.server import Settings, StartRefused
 from kiln.server import serve as run_server
 
 app = typer.Typer(help="Kiln: an Azure Batch-compatible batch compute service.", no_args_is_help=True)
 console = Console(soft_wrap=True)  # keys and URLs must stay on one line
-app.add_typer(tasks.app, name="task")
+#: The command groups over the REST API, one module each: add a group here.
+GROUPS = {
+    "pool": pools.app,
+    "node": nodes.app,
+    "job": jobs.app,
+    "task": tasks.app,
+    "file": files.app,
+    "schedule": schedules.app,
+}
+for name, group in GROUPS.items():
+    app.add_typer(group, name=name)
 
 
 @app.command()
