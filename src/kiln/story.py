@@ -86,6 +86,7 @@ def note(
             "to_state": to_state,
             "detail": _detail(kind, changes, event)[:DETAIL_LENGTH] or None,
             "at": at,
+            "since": row.get("state_transition_time"),  #: when it entered from_state (for kiln.metrics; not stored)
         }
     )
 
