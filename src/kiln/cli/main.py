@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from kiln.cli import files, jobs, nodes, pools, schedules, tasks
+from kiln.cli import faults, files, jobs, nodes, pools, schedules, tasks
 from kiln.cli.exit_codes import ExitCode
 from kiln.server import Settings, StartRefused
 from kiln.server import serve as run_server
@@ -24,6 +24,7 @@ GROUPS = {
     "task": tasks.app,
     "file": files.app,
     "schedule": schedules.app,
+    "fault": faults.app,
 }
 for name, group in GROUPS.items():
     app.add_typer(group, name=name)

@@ -113,6 +113,7 @@ def _story_table(body: dict[str, Any]) -> Table:
     for column in ("at", "kind", "node", "from", "to", "stimulus", "detail"):
         table.add_column(column, overflow="fold")
     for r in body["transitions"]:
-        cells = (r["at"], r["kind"], r["nodeId"], r["from"] or "(added)", r["to"], r["stimulus"], r["detail"])
+        added = "" if r["kind"] == "fault" else "(added)"  # a fault is a record, not a change of state
+        cells = (r["at"], r["kind"], r["nodeId"], r["from"] or added, r["to"], r["stimulus"], r["detail"])
         table.add_row(*(cell or "" for cell in cells))
     return table
