@@ -45,3 +45,16 @@ def test_a_task_leaving_active_is_dispatched_and_leaving_running_ran() -> None:
     metrics.committed(notes, 0.001, metrics.WRITE)
     after = _counts()
     assert [a - b for a, b in zip(after, before)] == [2 + 3, 5 + 7, 1]
+
+
+def test_timings_count_a_value_on_a_bound_in_that_bound_s_bucket() -> None:
+    collector = metrics.TimingsCollector("t_seconds", "test")
+    timings = collector.add((0.1, 1.0))
+    for seconds in (0.05, 0.1, 0.5, 1.0, 7.0):
+        timings.observe(seconds)
+    [family] = collector.collect()
+    samples = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+    assert samples[("t_seconds_bucket", "0.1")] == 2
+    assert samples[("t_seconds_bucket", "1.0")] == 4
+    assert samples[("t_seconds_bucket", "+Inf")] == samples[("t_seconds_count", None)] == 5
+    assert samples[("t_seconds_sum", None)] == 8.65
