@@ -10,6 +10,11 @@ from datetime import datetime
 from kiln import story
 from kiln.compute.protocol import Step
 
+#: The faults' names in stories (a record's to_state) and in `kiln fault`.
+LOSE_NODE = "lose-node"
+FAIL_NEXT_PREP = "fail-next-prep"
+KILL_TASK = "kill-task"
+
 
 class PendingFaults:
     def __init__(self) -> None:
@@ -26,9 +31,3 @@ class PendingFaults:
             "fault", {"job_key": job_key, "node_id": node_id}, None, FAIL_NEXT_PREP, {}, {"exit_code": code}, now
         )
         return dataclasses.replace(step, command_line=f"/bin/sh -c {shlex.quote(f'exit {code}')}")
-
-
-#: The faults' names in stories (a record's to_state) and in the API's routes.
-LOSE_NODE = "lose-node"
-FAIL_NEXT_PREP = "fail-next-prep"
-KILL_TASK = "kill-task"
