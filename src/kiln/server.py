@@ -6,6 +6,7 @@ import base64
 import contextlib
 import logging
 import os
+import shlex
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from kiln.api.app import create_app
 from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
 from kiln.commands.control import Control
 from kiln.compute import auto_storage
+from kiln.compute.node import identity
 from kiln.core.job_token import JobTokens
 from kiln.gc_settings import settle_after_start
 from kiln.scheduler.engine import Scheduler
@@ -56,12 +58,35 @@ class Settings:
         return f"http://{self.host}:{self.port}"
 
 
+class StartRefused(Exception):
+    """The server would start but could not do its work; the message says what to run instead."""
+
+
+def check_node_roots_reachable(data_dir: Path) -> None:
+    """Run as root, Kiln runs non-admin tasks as accounts of their own, which must pass through every
+    directory above their node roots (<data-dir>/nodes/…): refuse a data dir where every such task would
+    fail with TaskAccountSetupFailed, rather than serve it."""
+    if not identity.isolating():
+        return
+    closed = [d for d in (data_dir / "nodes", data_dir, *data_dir.parents) if d.is_dir() and identity.closed(d)]
+    if closed:
+        paths = " ".join(shlex.quote(str(d)) for d in reversed(closed))
+        raise StartRefused(
+            f"Kiln runs as root, so it runs non-admin tasks as accounts of their own, and those cannot pass "
+            f"through {', '.join(str(d) for d in reversed(closed))} (no o+x): every such task would fail with "
+            f"TaskAccountSetupFailed. Make the path traversable:\n\n  chmod o+x {paths}\n\n"
+            "or pass a --data-dir whose parents all allow o+x (e.g. under /var/lib or /srv)."
+        )
+
+
 def build_app(settings: Settings) -> FastAPI:
-    """The app; its lifespan opens the store, starts the Dask nodes and the scheduler, and stops them."""
+    """The app; its lifespan opens the store, starts the Dask nodes and the scheduler, and stops them.
+    Raises StartRefused where non-admin tasks could not run."""
     from kiln.compute.dask_backend import DaskBackend
 
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    check_node_roots_reachable(data_dir)
     database = Database(settings.database_url or sqlite_url(data_dir))
     backend = DaskBackend(data_dir, host=settings.host)
     scheduler = Scheduler(

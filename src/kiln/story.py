@@ -80,12 +80,13 @@ def note(
         {
             "kind": kind,
             "job_key": row.get("key") if kind == "job" else row.get("job_key"),
-            "task_seq": row.get("seq") if kind == "task" else None,
+            "task_seq": row.get("seq") if kind in ("task", "fault") else None,
             "node_id": row.get("id") if kind == "node" else (changes.get("node_id") or row.get("node_id")),
             "from_state": from_state,
             "to_state": to_state,
             "detail": _detail(kind, changes, event)[:DETAIL_LENGTH] or None,
             "at": at,
+            "since": row.get("state_transition_time"),  #: when it entered from_state (for kiln.metrics; not stored)
         }
     )
 

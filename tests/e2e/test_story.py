@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from azure.batch import models
 
+from kiln.cli.exit_codes import ExitCode
 from kiln.testing import shell, unique, wait_for, wait_tasks_completed
 from kiln.testing import story_response as story
 
@@ -143,4 +144,4 @@ def test_kiln_task_story_prints_the_transitions_and_why(server, client, pool, cl
     as_json = _kiln(server, "task", "story", job_id, "t", "--json")
     assert json.loads(as_json.stdout)["transitions"][-1]["to"] == "completed"
     missing = _kiln(server, "task", "story", job_id, "nope")
-    assert missing.returncode == 1 and "TaskNotFound" in missing.stdout
+    assert missing.returncode == ExitCode.NOT_FOUND and "TaskNotFound" in missing.stderr

@@ -13,8 +13,9 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kiln import story
-from kiln.api import auth, files, job_auth, jobs, nodes, pools, schedules, stories, tasks
+from kiln import metrics, story
+from kiln.api import auth, faults, files, job_auth, jobs, nodes, pools, schedules, stories, tasks
+from kiln.api import metrics as metrics_api
 from kiln.api.context import SUPPORTED_API_VERSIONS, Kiln
 from kiln.api.http import MAX_BODY_BYTES, NotModified, error_response
 from kiln.errors import BadRequest, KilnError, NotFound, RequestBodyTooLarge
@@ -114,6 +115,8 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
         app.include_router(module.router, dependencies=[Depends(_authenticate)])
     app.include_router(stories.router, dependencies=[Depends(_shared_key)])
     app.include_router(web_pages.router)  # the dashboard: its own login and session cookie
+    app.include_router(faults.router, dependencies=[Depends(_shared_key)])
+    app.include_router(metrics_api.router)
     app.add_middleware(BodyLimit)  # added first: request_ids below wraps it, so its 413 carries a request id
 
     @app.middleware("http")
@@ -129,6 +132,8 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
         except Exception:  # a bug: still a Batch error body, never a dropped connection
             logger.exception("%s %s failed", request.method, request.url.path)
             response = error_response(request, KilnError())
+        route = request.scope.get("route")  # the matched route's template: ids would make a series each
+        metrics.request_answered(request.method, getattr(route, "path", "(none)"), response.status_code)
         response.headers["request-id"] = request.state.request_id
         client_id = request.headers.get("client-request-id")
         if client_id and request.headers.get("return-client-request-id", "").lower() == "true":

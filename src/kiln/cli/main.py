@@ -1,4 +1,4 @@
-"""The `kiln` command: serve, demo, and commands over the REST API (`kiln task story`)."""
+"""The `kiln` command: serve, demo, and the command groups over the REST API (pool, node, job, task, file, schedule)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,25 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from kiln.cli import tasks
-from kiln.server import Settings
+from kiln.cli import faults, files, jobs, nodes, pools, schedules, tasks
+from kiln.cli.exit_codes import ExitCode
+from kiln.server import Settings, StartRefused
 from kiln.server import serve as run_server
 
 app = typer.Typer(help="Kiln: an Azure Batch-compatible batch compute service.", no_args_is_help=True)
 console = Console(soft_wrap=True)  # keys and URLs must stay on one line
-app.add_typer(tasks.app, name="task")
+#: The command groups over the REST API, one module each: add a group here.
+GROUPS = {
+    "pool": pools.app,
+    "node": nodes.app,
+    "job": jobs.app,
+    "task": tasks.app,
+    "file": files.app,
+    "schedule": schedules.app,
+    "fault": faults.app,
+}
+for name, group in GROUPS.items():
+    app.add_typer(group, name=name)
 
 
 @app.command()
@@ -53,8 +65,29 @@ def serve(
         console.print(f"  account name: {settings.account_name}")
         console.print(f"  account key:  {settings.account_key}")
         console.print(f"  data dir:     {settings.data_dir.resolve()}", highlight=False)
+        console.print(connection_settings(settings), highlight=False)
 
-    run_server(settings, on_ready=ready)
+    try:
+        run_server(settings, on_ready=ready)
+    except StartRefused as refused:
+        Console(stderr=True, soft_wrap=True).print(
+            f"[red]kiln serve: refusing to start.[/red] {refused}", highlight=False
+        )
+        raise typer.Exit(ExitCode.USAGE) from None
+
+
+def connection_settings(settings: Settings) -> str:
+    """What to paste into a shell (read by `az batch`, the `kiln` commands and the SDK snippet) to reach this server."""
+    return (
+        "\nFor az batch, the kiln commands and the SDK, paste:\n"
+        f"  export AZURE_BATCH_ENDPOINT={settings.endpoint}\n"
+        f"  export AZURE_BATCH_ACCOUNT={settings.account_name}\n"
+        f"  export AZURE_BATCH_ACCESS_KEY={settings.account_key}\n"
+        "and in Python:\n"
+        "  import os; from azure.batch import BatchClient; from azure.core.credentials import AzureNamedKeyCredential\n"
+        '  client = BatchClient(os.environ["AZURE_BATCH_ENDPOINT"], AzureNamedKeyCredential('
+        'os.environ["AZURE_BATCH_ACCOUNT"], os.environ["AZURE_BATCH_ACCESS_KEY"]))'
+    )
 
 
 @app.command()

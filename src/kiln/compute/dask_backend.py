@@ -267,6 +267,19 @@ class DaskBackend:
         node = self._nodes.get(node_id)
         return node.pid if node is not None and node.up else None
 
+    async def lose(self, node_id: str) -> bool:
+        pid = self.worker_pid(node_id)
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # its launcher kills its commands; the supervisor starts a new worker
+        return True
+
+    async def kill_processes(self, node_id: str, task_dir: str) -> int:
+        node = self._node(node_id)
+        root = os.path.join(node.node_root, task_dir)
+        return len(await asyncio.to_thread(reaper.kill_node_processes, node.node_root, root))
+
     def _node(self, node_id: str) -> _Node:
         try:
             return self._nodes[node_id]

@@ -172,6 +172,13 @@ class ComputeBackend(Protocol):
     async def kill(self, node_id: str, step_ids: list[str]) -> None:
         """Kill the steps' whole process trees; returns once they are dead. No results are reported for them."""
 
+    async def lose(self, node_id: str) -> bool:
+        """A fault on demand: the node's worker dies (SIGKILL), as a crashed VM would; False if it was not up."""
+
+    async def kill_processes(self, node_id: str, task_dir: str) -> int:
+        """A fault on demand: SIGKILL the processes of one task directory (its command, as the OOM killer
+        would), leaving the node to report how the command ended; returns how many were killed."""
+
     async def list_files(self, node_id: str, path: str, recursive: bool) -> list[FileEntry]: ...
     async def stat_file(self, node_id: str, path: str) -> FileEntry: ...
     async def read_file(self, node_id: str, path: str, start: int = 0, end: int | None = None) -> bytes: ...

@@ -33,6 +33,7 @@ from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.ahead import SendAhead
 from kiln.scheduler.auto_pools import AutoPools
+from kiln.scheduler.faults import PendingFaults
 from kiln.scheduler.job_control import JobControl
 from kiln.scheduler.job_end import JobEnding
 from kiln.scheduler.job_manager import JobManagement
@@ -97,6 +98,7 @@ class Scheduler(
         self.preps: dict[tuple[str, str], dict[str, Any]] = TrackedDict()
         self.waiting: dict[tuple[str, str], list[int]] = TrackedDict()  #: tasks in `preparing` per record
         self.steps: dict[str, StepRef] = TrackedDict()
+        self.faults = PendingFaults()  #: faults on demand waiting for their moment
         self._results_inbox: list[StepResult] = []
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
@@ -355,7 +357,8 @@ class Scheduler(
         undo.update(record, changes)
         step_id = f"p:{entry.key}:{node.node_id}:{attempt}"
         self.steps[step_id] = StepRef("prep", entry.key, node.node_id, attempt)
-        effects.run[node.node_id].append(step_builder.prep_step(step_id, entry.row, self._placement(node)))
+        step = step_builder.prep_step(step_id, entry.row, self._placement(node))
+        effects.run[node.node_id].append(self.faults.prep_step(step, entry.key, node.node_id, now))
 
     # ------------------------------------------------------------------ results
     async def _on_results(self, node_id: str, results: list[StepResult]) -> None:

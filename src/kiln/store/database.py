@@ -7,6 +7,7 @@ import contextvars
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 
-from kiln import story, undo
+from kiln import metrics, story, undo
 from kiln.store.stories import record_transitions
 
 T = TypeVar("T")
@@ -136,27 +137,34 @@ class Database:
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         """On the store thread, in a transaction of its own."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self._transact, work)
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._transact, work, metrics.READ)
 
-    def _transact(self, work: Callable[[Connection], T]) -> T:
-        with undo.recording(), self.engine.begin() as connection:
-            return _with_story(connection, work)
+    def _transact(self, work: Callable[[Connection], T], kind: str = metrics.WRITE) -> T:
+        started = time.perf_counter()
+        with story.collecting() as notes:
+            with undo.recording(), self.engine.begin() as connection:
+                result = _with_story(connection, work, notes)
+            metrics.committed(notes, time.perf_counter() - started, kind)
+        return result
 
     def _transact_inline(self, work: Callable[[Connection], T]) -> T:
         """One transaction on the loop's kept connection; a connection an error invalidated is replaced."""
+        started = time.perf_counter()
         connection = self._loop_connection
         if connection is None or connection.closed or connection.invalidated:
             connection = self._loop_connection = self.engine.connect()
         committing = False
-        try:
-            with undo.recording(), connection.begin():
-                result = _with_story(connection, work)
-                committing = True
-            return result
-        except BaseException:
-            if committing:  # a COMMIT that failed (SQLITE_FULL) leaves SQLite's transaction open: drop it
-                connection.invalidate()
-            raise
+        with story.collecting() as notes:
+            try:
+                with undo.recording(), connection.begin():
+                    result = _with_story(connection, work, notes)
+                    committing = True
+            except BaseException:
+                if committing:  # a COMMIT that failed (SQLITE_FULL) leaves SQLite's transaction open: drop it
+                    connection.invalidate()
+                raise
+            metrics.committed(notes, time.perf_counter() - started, metrics.WRITE)
+        return result
 
     def close(self) -> None:
         if self._checkpointer is not None:
@@ -168,12 +176,11 @@ class Database:
         self.engine.dispose()
 
 
-def _with_story(connection: Connection, work: Callable[[Connection], T]) -> T:
-    """`work`, and the transitions it made recorded in the same transaction."""
-    with story.collecting() as notes:
-        result = work(connection)
-        if notes:
-            record_transitions(connection, notes)
+def _with_story(connection: Connection, work: Callable[[Connection], T], notes: list[story.Note]) -> T:
+    """`work`, and the transitions it made (collected in notes) recorded in the same transaction."""
+    result = work(connection)
+    if notes:
+        record_transitions(connection, notes)
     return result
 
 

@@ -161,6 +161,12 @@ def task_counts(conn: Connection, job_key: str) -> list[Row]:
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
+def count_by_state(conn: Connection, table: Table) -> dict[str, int]:
+    """How many rows of the table are in each state (those with none are left out)."""
+    query = select(table.c.state, func.count()).group_by(table.c.state)
+    return {state: count for state, count in conn.execute(query).tuples()}
+
+
 def add_job(conn: Connection, job: Row, manager: Row | None) -> None:
     """Insert a new job and its job manager task (None: it has none) together, giving each its seq."""
     job["seq"] = next_value(conn, "job")

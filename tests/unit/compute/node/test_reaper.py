@@ -47,3 +47,24 @@ def test_kills_processes_running_under_task_accounts(node_root: Path) -> None:
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_kills_only_the_processes_of_one_task_directory(tmp_path: Path) -> None:
+    """A kill-task fault: the other tasks of the node keep running."""
+    root = tmp_path / "node"
+    procs = [
+        subprocess.Popen(
+            ["sleep", "300"],
+            env={"AZ_BATCH_NODE_ROOT_DIR": str(root), "AZ_BATCH_TASK_DIR": str(root / task)},
+            start_new_session=True,
+        )
+        for task in ("workitems/j/job-1/t1", "workitems/j/job-1/t10")
+    ]
+    try:
+        assert reaper.kill_node_processes(root, str(root / "workitems/j/job-1/t1")) == [procs[0].pid]
+        assert procs[0].wait(10) == -signal.SIGKILL
+        assert alive(procs[1].pid)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(10)
