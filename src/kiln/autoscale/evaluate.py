@@ -18,7 +18,7 @@ from typing import Any
 
 from kiln.autoscale import functions
 from kiln.autoscale.functions import EvaluationError
-from kiln.autoscale.samples import METRICS, PERIOD, History, InsufficientSamples
+from kiln.autoscale.samples import METRICS, History, InsufficientSamples
 from kiln.autoscale.syntax import (
     MAX_BYTES,
     MAX_STATEMENTS,
@@ -465,7 +465,7 @@ def _method(target: Value, method: str, args: list[Value], scope: _Scope) -> Val
     history, metric, now = scope.history, target.name, scope.seen.now
     match method:
         case "GetSamplePeriod":
-            return TimeInterval.of(PERIOD)
+            return TimeInterval.of(history.period)
         case "Count":
             return float(history.count(metric))
         case "HistoryBeginTime":

@@ -1,7 +1,8 @@
 """Sample history of one pool's metrics and the methods a formula calls on them (batch-semantics-2 §4.5).
 
-A sample is one value per metric, taken every `PERIOD`; the history keeps `KEEP` of them (a day). A window
-`[now - start, now - end]` should hold `(start - end) / PERIOD` samples; the share present is its percent.
+A sample is one value per metric, taken every period (Batch's is 30 s); the history keeps a day of them.
+A window `(now - start, now - end]` should hold `(start - end) / period` samples; the share present is its
+percent. GetSample and the window list the newest sample first.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from datetime import datetime, timedelta
 
 #: How often Batch samples a pool's metrics.
 PERIOD = timedelta(seconds=30)
-#: How many samples of each metric a pool keeps: one day's.
-KEEP = int(timedelta(days=1) / PERIOD)
+#: How long a pool keeps its samples.
+KEEP_FOR = timedelta(days=1)
 
 #: The sampled service variables (read-only; objects with sample methods).
 TASK_METRICS = ("$ActiveTasks", "$RunningTasks", "$PendingTasks", "$SucceededTasks", "$FailedTasks")
@@ -52,11 +53,12 @@ def _percent(value: float) -> str:
 class History:
     """One pool's samples, oldest first, per metric."""
 
+    period: timedelta = PERIOD  #: how often samples are taken (tests take them faster)
     series: dict[str, deque[tuple[datetime, float]]] = field(default_factory=dict)
 
     def record(self, at: datetime, values: Mapping[str, float]) -> None:
         for metric, value in values.items():
-            self.series.setdefault(metric, deque(maxlen=KEEP)).append((at, float(value)))
+            self.series.setdefault(metric, deque(maxlen=int(KEEP_FOR / self.period))).append((at, float(value)))
 
     def samples(self, metric: str) -> deque[tuple[datetime, float]]:
         return self.series.get(metric) or deque()
@@ -71,7 +73,7 @@ class History:
     def window(self, metric: str, start: datetime, end: datetime) -> tuple[list[float], float]:
         """The samples taken in (start, end], newest first, and the percent of the expected ones they are."""
         values = [value for at, value in reversed(self.samples(metric)) if start < at <= end]
-        expected = max(1, int((end - start) / PERIOD))
+        expected = max(1, int((end - start) / self.period))
         return values, min(100.0, 100.0 * len(values) / expected)
 
     def count(self, metric: str) -> int:
