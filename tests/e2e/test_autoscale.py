@@ -214,3 +214,24 @@ def test_the_pending_tasks_formula_shrinks_an_idle_pool_to_zero(ac) -> None:
     assert pool.auto_scale_run.results.startswith(HEAD.format(0, "taskcompletion"))
     ac.begin_delete_job(job_id, polling_interval=0.5).result()
     ac.begin_delete_pool(pool_id, polling_interval=0.5).result()
+
+
+@pytest.mark.parametrize("option", ["requeue", "terminate"])
+def test_a_shrink_requeues_or_ends_the_tasks_of_the_nodes_it_removes(ac, marks_dir, option) -> None:
+    pool_id = _create(ac, "$TargetDedicatedNodes = 1")
+    job_id = unique("autoscale-job")
+    ac.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
+    hold = shell(f"while [ ! -f {marks_dir}/go ]; do sleep 0.1; done")
+    ac.create_task(job_id, models.BatchTaskCreateOptions(id="t", command_line=hold))
+    wait_for(lambda: ac.get_task(job_id, "t").state == "running", 300, "the task running")
+    formula = f"$TargetDedicatedNodes = 0; $NodeDeallocationOption = {option}"
+    ac.enable_pool_auto_scale(pool_id, models.BatchPoolEnableAutoScaleOptions(auto_scale_formula=formula))
+    _steady_with(ac, pool_id, 0)
+    task = ac.get_task(job_id, "t")
+    if option == "requeue":
+        assert (task.state, task.execution_info.requeue_count) == ("active", 1)
+    else:
+        assert (task.state, task.execution_info.requeue_count) == ("completed", 0)
+        assert task.execution_info.failure_info.code == "TaskEnded"
+    ac.begin_delete_job(job_id, polling_interval=0.5).result()
+    ac.begin_delete_pool(pool_id, polling_interval=0.5).result()

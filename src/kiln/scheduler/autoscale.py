@@ -4,7 +4,7 @@ Samples are taken every period (30 s; KILN_AUTOSCALE_SAMPLE_PERIOD for tests) an
 a restart a pool has no history, as a new pool has none. A shrink honours `$NodeDeallocationOption`:
 `taskcompletion` and `retaineddata` let the chosen nodes finish their tasks (they take no new ones) before
 they leave; `requeue` and `terminate` remove them at once through the pool's resize, which requeues their
-tasks (`terminate` is not told apart: see docs/compatibility.md).
+tasks, once `terminate` has ended them (failed, "TaskEnded").
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from kiln.autoscale.samples import NODE_METRICS, PERIOD, History
 from kiln.autoscale.syntax import Formula
 from kiln.autoscale.values import DeallocationOption
 from kiln.compute.usage import UsageMeter
+from kiln.core import task as task_rules
 from kiln.core.pool import AllocationState, PoolState
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
+from kiln.scheduler.state import ON_NODE, Effects
 from kiln.store import autoscale as autoscale_rows
 from kiln.store import rows as db
 from kiln.wire.times import format_time, parse_duration
@@ -146,17 +148,37 @@ class Autoscaling(SchedulerParts):
         ):
             return
         members = self._members(pool_key)
-        if run.target_dedicated >= len(members) or run.deallocation_option not in _DRAIN:
-            await self.resize_pool(pool_key, run.target_dedicated)
+        victims = sorted(members, key=lambda n: (n.used, n.node_id))[: max(0, len(members) - run.target_dedicated)]
+        if victims and run.deallocation_option == DeallocationOption.TERMINATE:
+            await self._terminate_tasks_on(victims)
+        if not victims or run.deallocation_option not in _DRAIN:
+            await self.resize_pool(pool_key, run.target_dedicated)  # it removes the least busy nodes: the victims
             return
         async with self.lock:
             self.pools[pool_key] = await self.db.write(
                 lambda conn: self._begin_resize(conn, pool_key, run.target_dedicated)
             )
-            victims = sorted(members, key=lambda n: (n.used, n.node_id))[: len(members) - run.target_dedicated]
             for node in victims:
                 node.draining = True
         self._spawn(self._remove_when_idle(pool_key, victims), "autoscale-shrink")
+
+    async def _terminate_tasks_on(self, victims: list[NodeSlots]) -> None:
+        """terminate: the tasks on the nodes about to leave end there, failed, instead of being requeued."""
+        failure = task_rules.ended_by("its compute node was removed from the pool (nodeDeallocationOption terminate).")
+
+        def end(conn: Connection) -> Effects:
+            effects, now = Effects(wake=True), utcnow()
+            for node in victims:
+                node.draining = True  # nothing new starts there before the resize removes it
+                self._subtask_nodes_terminated(conn, node.node_id, failure, now, effects)
+                for task in db.tasks_in_states(conn, ON_NODE, node_id=node.node_id):
+                    self._end_on_node(conn, task, failure, now, effects)
+            self._settle_disabling(conn, self._disabling_jobs(), now)
+            return effects
+
+        async with self.lock:
+            effects = await self.db.write(end)
+        await self._act(effects)
 
     async def _remove_when_idle(self, pool_key: str, victims: list[NodeSlots]) -> None:
         """taskcompletion/retaineddata: each chosen node leaves once its tasks have finished."""
