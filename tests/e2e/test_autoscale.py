@@ -7,7 +7,7 @@ allows a 1 s interval (KILN_MIN_AUTOSCALE_INTERVAL) and samples every second (KI
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.batch import BatchClient, models
@@ -235,3 +235,33 @@ def test_a_shrink_requeues_or_ends_the_tasks_of_the_nodes_it_removes(ac, marks_d
         assert task.execution_info.failure_info.code == "TaskEnded"
     ac.begin_delete_job(job_id, polling_interval=0.5).result()
     ac.begin_delete_pool(pool_id, polling_interval=0.5).result()
+
+
+def test_after_a_restart_autoscale_goes_on_and_the_samples_start_afresh(open_tmp) -> None:
+    """Samples live in memory: after a restart the history begins after the restart, as a new pool's does."""
+    server = EmbeddedServer(open_tmp / "data", env=FAST).start()
+    try:
+        client = make_client(server)
+        pool_id = _create(client, "$TargetDedicatedNodes = 0; n = $PendingTasks.Count()", interval=timedelta(seconds=2))
+        wait_for(lambda: not client.get_pool(pool_id).auto_scale_run.results.endswith("$n=0"), 120, "samples taken")
+        assert server.stop() == 0
+        restarted = datetime.now(UTC)
+        server = EmbeddedServer(open_tmp / "data", port=server.port, env=FAST).start()
+        client = make_client(server)
+        pool = client.get_pool(pool_id)
+        assert (pool.enable_auto_scale, pool.auto_scale_evaluation_interval) == (True, timedelta(seconds=2))
+        wait_for(lambda: client.get_pool(pool_id).auto_scale_run.timestamp > restarted, 120, "an evaluation")
+        begin = "b = $PendingTasks.HistoryBeginTime()"
+        run = wait_for(
+            lambda: (r := client.evaluate_pool_auto_scale(pool_id, _evaluate(begin))).error is None and r,
+            120,
+            "a sample after the restart",
+        )
+        first = datetime.fromisoformat(run.results.split("$b=")[1].replace("Z", "+00:00"))
+        assert first > restarted
+    finally:
+        server.stop()
+
+
+def _evaluate(formula: str) -> models.BatchPoolEvaluateAutoScaleOptions:
+    return models.BatchPoolEvaluateAutoScaleOptions(auto_scale_formula=formula)
