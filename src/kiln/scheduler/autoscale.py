@@ -90,7 +90,8 @@ class Autoscaling(SchedulerParts):
 
     def evaluate_autoscale(self, pool_key: str, formula: Formula) -> Run:
         """One evaluation on the pool's current observations and history; applies nothing."""
-        return evaluate(formula, self.observations(pool_key), self.histories.get(pool_key) or History())
+        history = self.histories.get(pool_key) or History(self.sample_period)
+        return evaluate(formula, self.observations(pool_key), history)
 
     def first_autoscale_run(self, formula: Formula) -> Run:
         """A new pool's: no nodes, no targets, no history."""
