@@ -1,4 +1,5 @@
-"""The `kiln` command: serve, demo, and the command groups over the REST API (pool, node, job, task, file, schedule)."""
+"""The `kiln` command: serve, demo, the command groups over the REST API (pool, node, job, task, file, schedule,
+fault) and `kiln autoscale simulate`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from kiln.cli import faults, files, jobs, nodes, pools, schedules, tasks
+from kiln.cli import autoscale, faults, files, jobs, nodes, pools, schedules, tasks
 from kiln.cli.exit_codes import ExitCode
 from kiln.server import Settings, StartRefused
 from kiln.server import serve as run_server
@@ -25,6 +26,7 @@ GROUPS = {
     "file": files.app,
     "schedule": schedules.app,
     "fault": faults.app,
+    "autoscale": autoscale.app,
 }
 for name, group in GROUPS.items():
     app.add_typer(group, name=name)

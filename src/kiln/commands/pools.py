@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from kiln.commands import autoscale
 from kiln.commands.control import Check, Control, Row
 from kiln.core import pool as pool_rules
 from kiln.core.pool import AllocationState, PoolState
@@ -23,7 +24,7 @@ def load(conn: Connection, pool_id: str) -> Row:
     return row
 
 
-def _check_not_deleting(row: Row) -> None:
+def check_not_deleting(row: Row) -> None:
     if row["state"] == PoolState.DELETING:
         raise Conflict(
             "The specified pool has been marked for deletion and is being reclaimed.", code="PoolBeingDeleted"
@@ -31,11 +32,13 @@ def _check_not_deleting(row: Row) -> None:
 
 
 async def add(control: Control, spec: PoolAdd) -> Row:
+    doc = spec.materialize()
+    sizing = autoscale.first_run(control, doc) if spec.enable_auto_scale else None
     row = pool_rules.new_row(
         spec.id,
-        spec.materialize(),
-        target_dedicated=spec.target_dedicated_nodes,
-        target_low_priority=spec.target_low_priority_nodes,
+        doc,
+        target_dedicated=sizing.target_dedicated if sizing else spec.target_dedicated_nodes,
+        target_low_priority=sizing.target_low_priority if sizing else spec.target_low_priority_nodes,
         slots_per_node=spec.task_slots_per_node,
         now=now(),
         etag=db.new_etag(),
@@ -48,6 +51,8 @@ async def add(control: Control, spec: PoolAdd) -> Row:
 
     await control.database.write(insert)
     await control.scheduler.create_pool(row)
+    if sizing:
+        autoscale.arm(control, row)
     return row
 
 
@@ -77,7 +82,7 @@ async def update(control: Control, pool_id: str, changes: dict[str, Any], check:
     def write(conn: Connection) -> Row:
         row = load(conn, pool_id)
         check(row)
-        _check_not_deleting(row)
+        check_not_deleting(row)
         spec = {**row["spec"], **changes}
         db.change(conn, db.pools, {"key": row["key"]}, {"spec": spec, "last_modified": now()}, bump_etag=True)
         return db.reread(conn, db.pools, key=row["key"])
@@ -88,7 +93,8 @@ async def update(control: Control, pool_id: str, changes: dict[str, Any], check:
 async def delete(control: Control, pool_id: str, check: Check) -> None:
     row, _ = await get(control, pool_id)
     check(row)
-    _check_not_deleting(row)
+    check_not_deleting(row)
+    control.scheduler.autoscale_disabled(row["key"], pool_deleted=True)
     await control.scheduler.delete_pool(row["key"])
 
 
@@ -96,6 +102,7 @@ async def resize(control: Control, pool_id: str, target_dedicated: int | None, c
     """Resize towards target_dedicated (None: keep the pool's target); only a steady pool may resize."""
     row, _ = await get(control, pool_id)
     check(row)
+    autoscale.check_not_autoscaled(row)
     if row["allocation_state"] != AllocationState.STEADY:
         raise Conflict(
             "The pool is already resizing; wait until its allocation state is steady.", code="PoolBeingResized"

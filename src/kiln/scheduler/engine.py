@@ -33,6 +33,7 @@ from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.ahead import SendAhead
 from kiln.scheduler.auto_pools import AutoPools
+from kiln.scheduler.autoscale import Autoscaling
 from kiln.scheduler.faults import PendingFaults
 from kiln.scheduler.job_control import JobControl
 from kiln.scheduler.job_end import JobEnding
@@ -78,6 +79,7 @@ class Scheduler(
     MultiInstance,
     Preemption,
     SendAhead,
+    Autoscaling,
 ):
     def __init__(
         self, database: Database, backend: ComputeBackend, *, data_dir: Path, account_name: str, account_url: str
@@ -105,6 +107,7 @@ class Scheduler(
         self._side_tasks: set[asyncio.Task] = set()
         self.timers = Timers()
         self._init_multi_instance()
+        self._init_autoscale()
         backend.on_results = self._on_results
         backend.on_node_up = story.stimulated("node {} up", self._on_node_up)
         backend.on_node_down = story.stimulated("node {} lost", self._on_node_down)
@@ -124,6 +127,7 @@ class Scheduler(
         await self._act(await self.db.read(self._pending_retention))
         await self.recover_auto_pools()
         await self.recover_schedules()
+        await self.recover_autoscale()
         self.wake()
 
     def _recover(self, conn: Connection) -> None:

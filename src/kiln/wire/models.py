@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from kiln.errors import BadRequest, InvalidPropertyValue
+from kiln.errors import BadRequest, InvalidPropertyValue, MissingRequiredProperty
 from kiln.wire import ids
 from kiln.wire.times import UNLIMITED, duration_seconds, format_duration, format_time, parse_duration
 
@@ -619,6 +619,8 @@ class PoolSpecification(Wire):
     target_low_priority_nodes: int = Field(default=0, ge=0)
     resize_timeout: str | None = None
     enable_auto_scale: bool = False
+    auto_scale_formula: str | None = None
+    auto_scale_evaluation_interval: str | None = None
     task_slots_per_node: int = Field(default=1, ge=1, le=256)
     enable_inter_node_communication: bool = False
     task_scheduling_policy: dict[str, Any] | None = None
@@ -635,14 +637,39 @@ class PoolSpecification(Wire):
                     f"userAccounts[{index}].name", account.name, "Another user account of the pool has this name."
                 )
             names.add(account.name.lower())
-        if self.enable_auto_scale:
-            raise InvalidPropertyValue("enableAutoScale", True, "Autoscale is not supported yet.")
+        self._check_autoscale()
         _check_duration(self.resize_timeout, "resizeTimeout")
+
+    #: Whether this kind of pool may autoscale: a pool added by itself may, an auto pool not yet.
+    AUTOSCALE: ClassVar[bool] = False
+
+    def _check_autoscale(self) -> None:
+        """The settings' shape; the formula's syntax and the interval's range are the autoscale command's."""
+        if not self.enable_auto_scale:
+            for name in ("auto_scale_formula", "auto_scale_evaluation_interval"):
+                if getattr(self, name) is not None:
+                    raise InvalidPropertyValue(to_camel(name), None, "Only a pool with enableAutoScale takes it.")
+            return
+        if not self.AUTOSCALE:
+            raise InvalidPropertyValue("enableAutoScale", True, "An auto pool cannot autoscale yet.")
+        for name in ("target_dedicated_nodes", "target_low_priority_nodes"):
+            if name in self.model_fields_set:
+                raise InvalidPropertyValue(
+                    to_camel(name),
+                    getattr(self, name),
+                    "A pool with enableAutoScale takes its targets from its formula.",
+                )
+        if self.auto_scale_formula is None:
+            raise MissingRequiredProperty("autoScaleFormula")
+        _check_duration(self.auto_scale_evaluation_interval, "autoScaleEvaluationInterval")
 
     def materialize(self) -> dict[str, Any]:
         doc = self.dump()
         doc["resizeTimeout"] = self.resize_timeout or "PT15M"
-        doc["enableAutoScale"] = False
+        doc["enableAutoScale"] = self.enable_auto_scale
+        if self.enable_auto_scale:
+            interval = parse_duration(self.auto_scale_evaluation_interval or "PT15M")
+            doc["autoScaleEvaluationInterval"] = format_duration(interval)
         doc["taskSlotsPerNode"] = self.task_slots_per_node
         policy = dict(self.task_scheduling_policy or {})
         policy["nodeFillType"] = str(policy.get("nodeFillType", "spread")).lower()
@@ -657,6 +684,8 @@ class PoolSpecification(Wire):
 
 class PoolAdd(PoolSpecification):
     id: str
+
+    AUTOSCALE: ClassVar[bool] = True
 
     def check(self) -> None:
         ids.check_id(self.id)

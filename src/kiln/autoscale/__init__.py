@@ -1,0 +1,1 @@
+"""Batch's autoscale formula language: syntax, values, functions, samples and evaluation; no I/O."""
