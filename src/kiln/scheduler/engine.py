@@ -52,6 +52,7 @@ from kiln.scheduler.state import (
     task_step_id,
     transition,
 )
+from kiln.scheduler.store_faults import StoreFaults
 from kiln.scheduler.timers import Timers
 from kiln.store import rows as db
 from kiln.store.database import Database
@@ -95,6 +96,8 @@ class Scheduler(
         self._side_tasks: set[asyncio.Task] = set()
         self.timers = Timers()
         self._init_multi_instance()
+        self.store_faults = StoreFaults(self)
+        database.on_fault = self.store_faults.fault
         backend.on_results = self._on_results
         backend.on_node_up = story.stimulated("node {} up", self._on_node_up)
         backend.on_node_down = story.stimulated("node {} lost", self._on_node_down)
@@ -174,6 +177,8 @@ class Scheduler(
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self.store_faults.faulted:  # memory may be ahead of the store: it is rebuilt first
+                continue
             try:
                 async with self.lock:
                     effects = await self.db.write(self._place)
@@ -353,6 +358,8 @@ class Scheduler(
         """Group commit: results that arrive while a transaction runs are applied together by the next
         caller to get the lock, so under load one transaction carries every node's results. A caller
         whose results an earlier one applied returns once they are committed (the node may forget them)."""
+        if self.store_faults.faulted:  # what ran is requeued when memory is rebuilt from the store
+            return
         self._results_inbox.extend(results)
         async with self.lock:
             batch, self._results_inbox = self._results_inbox, []

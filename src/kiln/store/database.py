@@ -15,8 +15,10 @@ from typing import TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 
 from kiln import story
+from kiln.errors import ServerBusy
 from kiln.store.stories import record_transitions
 
 T = TypeVar("T")
@@ -122,17 +124,40 @@ class Database:
         #: and back for each transaction cost more than a short transaction's SQL (~60 us of ~25)
         self._loop_connection: Connection | None = None
         self._checkpointer = Checkpointer(self.engine) if sqlite_file(url) is not None else None
+        #: told (on the loop, not awaited) of a write the store itself failed (a full disk, an I/O error, a lost
+        #: connection): whatever was decided in memory for that write is now ahead of the store
+        self.on_fault: Callable[[Exception], None] | None = None
 
     def migrate(self) -> None:
         with self.engine.begin() as connection:
             command.upgrade(alembic_config(connection), "head")
 
     async def write(self, work: Callable[[Connection], T]) -> T:
-        """Run `work` in one transaction: on the loop (SQLite) or on the store thread (PostgreSQL)."""
-        if self._inline_writes:
-            return self._transact_inline(work)
-        context = contextvars.copy_context()  # the stimulus goes with the work to the store's thread
-        return await asyncio.get_running_loop().run_in_executor(self._writer, context.run, self._transact, work)
+        """Run `work` in one transaction: on the loop (SQLite) or on the store thread (PostgreSQL). If the store
+        fails it, nothing of it is stored: ServerBusy (Batch's 503), and on_fault is told."""
+        try:
+            if self._inline_writes:
+                return self._transact_inline(work)
+            context = contextvars.copy_context()  # the stimulus goes with the work to the store's thread
+            return await asyncio.get_running_loop().run_in_executor(self._writer, context.run, self._transact, work)
+        except OperationalError as exc:
+            logger.error("the store failed a write: %s", exc.orig)
+            if self.on_fault is not None:
+                self.on_fault(exc)
+            raise ServerBusy(f"The server could not store the change ({exc.orig}); nothing was stored.") from exc
+
+    async def probe(self) -> None:
+        """A write that needs room in the store, as any change does (SQLite: its header page, unchanged); raises
+        as write does."""
+
+        def rewrite_header(conn: Connection) -> None:
+            if self._inline_writes:
+                version = conn.exec_driver_sql("PRAGMA user_version").scalar()
+                conn.exec_driver_sql(f"PRAGMA user_version = {int(version or 0)}")
+            else:
+                conn.exec_driver_sql("SELECT 1")
+
+        await self.write(rewrite_header)
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         """On the store thread, in a transaction of its own."""
