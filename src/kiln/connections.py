@@ -48,8 +48,8 @@ def raise_nofile() -> int:
 
 
 def connection_cap(nofile: int, wanted: int = MAX_CONNECTIONS) -> int:
-    """At most wanted, and no more than the descriptors left beside RESERVED_FDS (at least a few)."""
-    return max(16, min(wanted, nofile - RESERVED_FDS))
+    """wanted, but no more than the descriptors left beside RESERVED_FDS (at least a few)."""
+    return min(wanted, max(16, nofile - RESERVED_FDS))
 
 
 def busy_response() -> bytes:
