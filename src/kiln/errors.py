@@ -121,3 +121,10 @@ class StaleState(Exception):
 
     Not a KilnError (no request caused it): it aborts the scheduler's transaction, which writes nothing,
     and the round's loop logs it like any other failed round."""
+
+
+class ServerBusy(KilnError):
+    """The server cannot take this request now; try again later."""
+
+    status = 503
+    code = "ServerBusy"

@@ -13,12 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from kiln.api.app import create_app
 from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
+from kiln.api.deadlines import BodyDeadline
 from kiln.commands.control import Control
 from kiln.compute import auto_storage
 from kiln.compute.node import identity
+from kiln.connections import (
+    MAX_CONNECTIONS,
+    READ_TIMEOUT,
+    ConnectionLimits,
+    GuardedH11Protocol,
+    connection_cap,
+    raise_nofile,
+)
 from kiln.core.job_token import JobTokens
 from kiln.gc_settings import settle_after_start
 from kiln.scheduler.engine import Scheduler
@@ -40,6 +50,10 @@ class Settings:
     min_schedule_interval: str = "PT1M"
     #: the linked storage account of autoStorageContainerName resource files (None: none linked)
     storage_connection_string: str | None = None
+    #: seconds a request's headers, and then its body, may take to arrive (stalled clients are cut off)
+    read_timeout: float = READ_TIMEOUT
+    #: connections served at once (fewer if the descriptor limit is low); more are answered 503 ServerBusy
+    max_connections: int = MAX_CONNECTIONS
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -49,6 +63,8 @@ class Settings:
             "database_url": os.environ.get("KILN_DATABASE_URL"),
             "min_schedule_interval": os.environ.get("KILN_MIN_SCHEDULE_INTERVAL", "PT1M"),
             "storage_connection_string": os.environ.get(auto_storage.ENV),
+            "read_timeout": float(os.environ.get("KILN_READ_TIMEOUT", READ_TIMEOUT)),
+            "max_connections": int(os.environ.get("KILN_MAX_CONNECTIONS", MAX_CONNECTIONS)),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -118,7 +134,10 @@ def build_app(settings: Settings) -> FastAPI:
             database.close()
             log.warning("Kiln stopped cleanly")
 
-    return create_app(state, lifespan=lifespan)
+    app = create_app(state, lifespan=lifespan)
+    # innermost, so the route's body reads meet its 408 directly (not through request_ids' task group)
+    app.user_middleware.append(Middleware(BodyDeadline, timeout=settings.read_timeout))
+    return app
 
 
 def serve(settings: Settings, *, on_ready=None) -> None:
@@ -135,8 +154,10 @@ def serve(settings: Settings, *, on_ready=None) -> None:
             if sig == signal.SIGTERM:
                 self._captured_signals.remove(sig)
 
+    cap = connection_cap(raise_nofile(), settings.max_connections)
     config = uvicorn.Config(
         build_app(settings),
+        http=GuardedH11Protocol.with_limits(ConnectionLimits(settings.read_timeout, cap)),
         host=settings.host,
         port=settings.port,
         log_level="warning",

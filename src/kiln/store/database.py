@@ -16,8 +16,10 @@ from typing import TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 
 from kiln import metrics, story, undo
+from kiln.errors import ServerBusy
 from kiln.store.stories import record_transitions
 
 T = TypeVar("T")
@@ -129,11 +131,17 @@ class Database:
             command.upgrade(alembic_config(connection), "head")
 
     async def write(self, work: Callable[[Connection], T]) -> T:
-        """Run `work` in one transaction: on the loop (SQLite) or on the store thread (PostgreSQL)."""
-        if self._inline_writes:
-            return self._transact_inline(work)
-        context = contextvars.copy_context()  # the stimulus goes with the work to the store's thread
-        return await asyncio.get_running_loop().run_in_executor(self._writer, context.run, self._transact, work)
+        """Run `work` in one transaction: on the loop (SQLite) or on the store thread (PostgreSQL). If the store
+        fails it (a full disk, an I/O error), nothing of it is stored and memory is as it was (kiln.undo):
+        ServerBusy, Batch's 503."""
+        try:
+            if self._inline_writes:
+                return self._transact_inline(work)
+            context = contextvars.copy_context()  # the stimulus goes with the work to the store's thread
+            return await asyncio.get_running_loop().run_in_executor(self._writer, context.run, self._transact, work)
+        except OperationalError as exc:
+            logger.error("the store failed a write: %s", exc.orig)
+            raise ServerBusy(f"The server could not store the change ({exc.orig}); nothing was stored.") from exc
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         """On the store thread, in a transaction of its own."""

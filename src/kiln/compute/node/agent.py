@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kiln.compute.node import files, identity, layout, process, reaper, runner
+from kiln.compute.node import files, identity, launcher, layout, process, reaper, runner
 from kiln.compute.node.failures import SERVER_ERROR, failure_info
 from kiln.compute.node.resource_files import http_client
 from kiln.compute.node.spawner import Spawner
@@ -164,8 +164,14 @@ class NodeAgent:
     def leash_to_parent(self) -> None:
         """If the worker's parent dies, even by SIGKILL, the worker exits at once; its launcher then sees
         the socket close and kills every command of the node. Otherwise an orphaned worker would run
-        its tasks on while a restarted server runs them again."""
+        its tasks on while a restarted server runs them again. Until the worker is gone, its launchers
+        start nothing more (the spawner's lifeline)."""
         parent, loop = os.getppid(), asyncio.get_running_loop()
+        try:
+            self.spawner.lifeline = launcher.open_lifeline(parent)
+        except ProcessLookupError:
+            logger.warning("the worker's parent %d is gone; exiting", parent)
+            os._exit(1)
 
         def check() -> None:
             if os.getppid() != parent:
@@ -261,6 +267,9 @@ class NodeAgent:
             self._leash.cancel()
         await self._finish(list(self._tasks.values()), 0)
         await self.spawner.close()
+        if self.spawner.lifeline is not None:
+            os.close(self.spawner.lifeline)
+            self.spawner.lifeline = None
         for root in self.node_roots:
             reaper.kill_node_processes(root)
         if self._http is not None:

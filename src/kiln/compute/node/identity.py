@@ -6,8 +6,8 @@ step as its own user, as before, whatever the elevation level (isolating() is Fa
 The accounts are numeric: setuid and setgid need no passwd entry. Which one, by autoUser scope:
 
 - pool (Azure's default): one account per node, shared by every non-admin pool-scope step there,
-  so a job release task can delete what the job preparation task left in its working directory.
-- task: an account per task directory, so the task cannot write another task's directory.
+  so a job's tasks read what its preparation task left and its release task can delete it.
+- task: an account per task directory, so no other task can read or write the task's directory.
 - a named user account of the pool (userIdentity.username): one account per node and name, with the
   pool's uid and gid when it gives them (linuxUserConfiguration), USER and LOGNAME its name; an admin
   one runs as root.
@@ -20,13 +20,17 @@ every node root and data dir on the host. A claim whose directory is gone is sta
 over. A task-scope retry or restart finds its uid again (the task directory's owner), so it can
 reuse its files.
 
-- gid: the uid, a private group: what the account makes is its own.
-- supplementary group TASKS_GID: owns every node's shared/ (mode 2775, setgid, no sticky bit). With
-  umask 002, what one account makes in shared/ the node's other accounts may append to and delete.
+Nodes share one host here, where Azure gives each a machine of its own, so the file modes keep them apart:
 
-The task directory, wd, stdout.txt, stderr.txt and the resource files are handed to the account
-before the command starts; directories stay 0755 and files readable by others (the job's tasks read
-what the preparation task downloaded), and nothing but shared/ is writable by other accounts.
+- gid: the uid, a private group: what the account makes is its own.
+- the node's group (node_gid, a number claimed from the same registry, so no account has it as its own
+  gid): every account of the node, and no other, is in it. The node root is root:node group 0750, so
+  accounts of other nodes cannot even pass through it; shared/ is the node group's (2770, setgid, no
+  sticky bit), and with umask 007 what one account makes there the node's other accounts may read,
+  change and delete, and nobody else may read.
+- the task directory and wd are handed to the account before the command starts, 0700: only that
+  account (and root) can enter them. Pool-scope steps share one account, so a job's tasks read the
+  preparation task's files; a task-scope task's files are its own.
 """
 
 from __future__ import annotations
@@ -51,10 +55,9 @@ if TYPE_CHECKING:
 
 #: uids of task accounts (each also a private gid): above what distributions hand out to people.
 UID_FIRST, UID_COUNT = 200_000, 100_000
-#: The group every task account is in; it owns each node's shared/ directory.
-TASKS_GID = UID_FIRST - 1
-#: umask of non-admin commands: files are group-writable, for the tasks group in shared/.
-TASK_UMASK = 0o002
+#: umask of non-admin commands: nothing for others; group-writable for the node's group in shared/ (elsewhere the
+#: group is the account's own).
+TASK_UMASK = 0o007
 #: Where the host-wide uid claims live; overridable (tests keep theirs apart).
 REGISTRY_ENV = "KILN_UID_REGISTRY"
 DEFAULT_REGISTRY = "/var/lib/kiln/uids"
@@ -75,6 +78,8 @@ class Account:
     #: one account for many steps of the node (pool-scope auto-user, named user account), not one task's:
     #: its commands are started by a launcher of its own that runs as it (see launcher.py)
     node_wide: bool = False
+    #: supplementary groups: the node's group (node_gid), which opens the node root and shared/
+    groups: tuple[int, ...] = ()
 
     @property
     def name(self) -> str:
@@ -86,7 +91,7 @@ class Account:
 
     def launch_options(self) -> dict[str, Any]:
         """What the launcher switches to in the child before exec: groups, gid, uid and umask."""
-        return {"uid": self.uid, "gid": self.gid, "groups": [TASKS_GID], "umask": TASK_UMASK}
+        return {"uid": self.uid, "gid": self.gid, "groups": list(self.groups), "umask": TASK_UMASK}
 
 
 def registry_dir() -> Path:
@@ -164,6 +169,18 @@ def node_account_uid(paths: TaskPaths, scope: str, name: str = "") -> int:
     return uid
 
 
+def node_gid(node_root: Path) -> int:
+    """The node's group: claimed like a node-wide account, so it is nobody's private gid; kept while the node
+    root exists."""
+    key = os.environ.get(REGISTRY_ENV, ""), str(node_root), "node", ""
+    gid = _node_uids.get(key)
+    if gid is None:
+        owner = f"{node_root}{ACCOUNT_MARK}node:"
+        first = UID_FIRST + int.from_bytes(hashlib.sha256(os.fsencode(owner)).digest()[:8], "big") % UID_COUNT
+        gid = _node_uids[key] = claim_uid(owner, first)
+    return gid
+
+
 def task_uid(paths: TaskPaths) -> int:
     """The task directory's own account (task scope): the one it has if still its own."""
     return claim_uid(str(paths.task_dir), preferred_uid(paths, "task"), os.lstat(paths.task_dir).st_uid)
@@ -183,17 +200,18 @@ def claims_uid(step: Step, paths: TaskPaths) -> bool:
 
 
 def account_of(step: Step, paths: TaskPaths) -> Account:
+    groups = (node_gid(paths.node_root),)
     if step.scope == "user":
         user = step.user or {}
         if user.get("uid") is not None:  # the pool gave it fixed ids (linuxUserConfiguration)
-            return Account(user["uid"], user["gid"], user["name"], node_wide=True)
+            return Account(user["uid"], user["gid"], user["name"], node_wide=True, groups=groups)
         uid = node_account_uid(paths, "user", user["name"])
-        return Account(uid, uid, user["name"], node_wide=True)
+        return Account(uid, uid, user["name"], node_wide=True, groups=groups)
     if step.scope == "pool":
         uid = node_account_uid(paths, "pool")
-        return Account(uid, uid, node_wide=True)
+        return Account(uid, uid, node_wide=True, groups=groups)
     uid = task_uid(paths)
-    return Account(uid, uid)
+    return Account(uid, uid, groups=groups)
 
 
 def closed(directory: str | Path) -> bool:
@@ -216,8 +234,9 @@ OPEN_DIRS_KEPT = 4096
 
 def blocked_parent(paths: TaskPaths) -> Path | None:
     """unreachable_parent of the task directory, each directory looked at until it is found open: the
-    job's directories are Kiln's (root's, 0755 unless the worker's umask closes them), the node root
-    and what is above it the operator's. Every step of a job would otherwise stat the same three."""
+    job's directories are Kiln's (root's, 0755 unless the worker's umask closes them), what is above the
+    node root the operator's; the node root is closed to all but its node's group (layout.secure_node_layout).
+    Every step of a job would otherwise stat the same three."""
     root, directory = str(paths.node_root), os.path.dirname(paths.task_dir)
     while len(directory) > len(root):  # its ancestors inside the node root (layout.check_relative)
         if directory in _open_dirs:
@@ -230,16 +249,20 @@ def blocked_parent(paths: TaskPaths) -> Path | None:
         directory = os.path.dirname(directory)
     if paths.node_root in _open_roots:
         return None
-    blocked = next(filter(closed, [paths.node_root, *paths.node_root.parents]), None)
+    blocked = unreachable_parent(paths.node_root)
     if blocked is None:
         _open_roots.add(paths.node_root)
     return blocked
 
 
-def shareable(mode: int) -> int:
-    """Readable by other accounts (executable where the owner may), writable by none, no set-id bits."""
-    others = stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0)
-    return (stat.S_IMODE(mode) | others) & ~(stat.S_IWOTH | stat.S_ISUID | stat.S_ISGID)
+#: A handed-over directory: the account's alone.
+PRIVATE_DIR_MODE = 0o700
+
+
+def private(mode: int) -> int:
+    """A handed-over file: its owner's and its group's bits (the group is the account's own), none for others,
+    no set-id bits."""
+    return stat.S_IMODE(mode) & ~(stat.S_IRWXO | stat.S_ISUID | stat.S_ISGID)
 
 
 def hand_over(path: Path, account: Account, *, directory: bool) -> None:
@@ -253,38 +276,38 @@ def hand_over(path: Path, account: Account, *, directory: bool) -> None:
             raise OSError(f"{path} is not a {'directory' if directory else 'regular file'}")
         if (st.st_uid, st.st_gid) != (account.uid, account.gid):
             os.fchown(fd, account.uid, account.gid)
-        if stat.S_IMODE(st.st_mode) != shareable(st.st_mode):
-            os.fchmod(fd, shareable(st.st_mode))
+        wanted = PRIVATE_DIR_MODE if directory else private(st.st_mode)
+        if stat.S_IMODE(st.st_mode) != wanted:
+            os.fchmod(fd, wanted)
     finally:
         os.close(fd)
 
 
 def hand_over_fresh(paths: TaskPaths, account: Account) -> bool:
-    """hand_over of a task directory and wd this step has just made: nobody but the worker has had them
-    (the job's directory above is root's), so they are changed by path, wd first, with no descriptor
-    to open and check; their mode is the umask's, made shareable where it is not. False (nothing done)
-    where the umask cannot be read."""
+    """hand_over of a task directory and wd this step has just made (layout.create_task_dir, mode 0700 less
+    the umask): nobody but the worker has had them (the job's directory above is root's), so they are changed
+    by path, wd first, with no descriptor to open and check. False (nothing done) where the umask cannot be
+    read."""
     mode = _fresh_mode()
     if mode is None:
         return False
-    wanted = shareable(mode)
     for path in (paths.wd, paths.task_dir):
         os.chown(path, account.uid, account.gid, follow_symlinks=False)
-        if mode != wanted:
-            os.chmod(path, wanted)
+        if mode != PRIVATE_DIR_MODE:
+            os.chmod(path, PRIVATE_DIR_MODE)
     return True
 
 
 @functools.cache
 def _fresh_mode() -> int | None:
-    """The mode os.mkdir gives: 0o777 less the umask, read where reading it changes nothing (os.umask
-    would set it, racing the worker's threads); None where the kernel does not show it."""
+    """The mode layout.create_task_dir gives: 0o700 less the umask, read where reading it changes nothing
+    (os.umask would set it, racing the worker's threads); None where the kernel does not show it."""
     try:
         with open("/proc/self/status") as status:
             umask = next((int(line.split()[1], 8) for line in status if line.startswith("Umask:")), None)
     except OSError:
         return None
-    return None if umask is None else 0o777 & ~umask
+    return None if umask is None else PRIVATE_DIR_MODE & ~umask
 
 
 def needs_account(step: Step) -> bool:

@@ -17,7 +17,10 @@ it or reach its descriptors, because it makes itself non-dumpable when it drops 
 
 Run as `python -m kiln.compute.node.launcher FD [ACCOUNT]`, FD being its end of a stream socketpair
 with the agent (kiln.compute.node.spawner) and ACCOUNT, for an account's launcher, the JSON of
-identity.Account.launch_options(). Both ways, a frame is a 4-byte big-endian length and a JSON
+identity.Account.launch_options(). LIFELINE_ENV, if set, names an inherited pidfd of the server's process:
+once that process has ended, nothing is started (its answer is ESRCH). A run the server never hears of would
+not be counted, and a restarted server would run the task again; the worker dies with the server, but not
+before it may have asked for more. Both ways, a frame is a 4-byte big-endian length and a JSON
 object. A spawn request carries the command's stdin, stdout and stderr as descriptors (SCM_RIGHTS)
 on its first bytes; the launcher answers {"id", "pid"} or {"id", "errno", "error"}, and later
 {"exit": pid, "returncode": n} (-N: killed by signal N, as subprocess reports it).
@@ -29,8 +32,10 @@ from __future__ import annotations
 
 import array
 import contextlib
+import errno
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -40,6 +45,8 @@ import sys
 from typing import Any
 
 HEADER = struct.Struct(">I")
+#: The environment variable that gives a launcher the server's pidfd (see open_lifeline).
+LIFELINE_ENV = "KILN_LIFELINE_FD"
 #: One encoder for every frame (json.dumps with separators would build one per call).
 ENCODER = json.JSONEncoder(separators=(",", ":"))
 #: stdin, stdout, stderr
@@ -124,12 +131,39 @@ def start(request: dict[str, Any], fds: list[int]) -> subprocess.Popen[bytes]:
     )
 
 
+def open_lifeline(pid: int) -> int | None:
+    """A pidfd of pid, the caller's parent (so not a reused pid: checked after opening); None where the kernel
+    has no pidfds. Raises ProcessLookupError if the parent is already gone."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError as exc:
+        if exc.errno == errno.ESRCH:
+            raise ProcessLookupError(pid) from None
+        return None
+    os.set_inheritable(fd, False)
+    if os.getppid() != pid:
+        os.close(fd)
+        raise ProcessLookupError(pid)
+    return fd
+
+
+def lifeline_lost(fd: int | None) -> bool:
+    """A pidfd turns readable when its process has ended (a zombie has ended too)."""
+    if fd is None:
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class Launcher:
     """The loop: spawn requests from the socket, exits from SIGCHLD, and everything killed at the end."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, lifeline: int | None = None) -> None:
         self.sock = sock
         self.children: dict[int, subprocess.Popen[bytes]] = {}
+        #: the server's pidfd: nothing starts once it has ended
+        self.lifeline = lifeline
 
     def serve(self) -> None:
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -159,6 +193,8 @@ class Launcher:
         try:
             if len(fds) != STDIO_FDS:
                 raise OSError(0, f"expected {STDIO_FDS} descriptors, got {len(fds)}")
+            if lifeline_lost(self.lifeline):  # last, right before the fork: the narrowest window
+                raise OSError(errno.ESRCH, "the node has lost its server; nothing more starts")
             proc = start(request, fds)
         except OSError as exc:
             reply.update(errno=exc.errno or 0, error=exc.strerror or str(exc))
@@ -200,9 +236,10 @@ class Launcher:
 def main(argv: list[str]) -> None:
     sock = socket.socket(fileno=int(argv[1]))
     sock.setblocking(True)
+    lifeline = os.environ.get(LIFELINE_ENV)
     if len(argv) > 2:
         become(json.loads(argv[2]))
-    launcher = Launcher(sock)
+    launcher = Launcher(sock, int(lifeline) if lifeline else None)
     try:
         launcher.serve()
     except (BrokenPipeError, ConnectionResetError):

@@ -12,10 +12,12 @@ from kiln.compute.node import identity
 #: Directories under the node root, as on an Azure Batch Linux node (/mnt/batch/tasks).
 NODE_DIRS = ("applications", "fsmounts", "shared", "startup", "volatile", "workitems")
 
-#: Modes when steps run under task accounts (the worker is root); the rest, and the root, are 0755.
-#: Tasks may write only shared/ (through the tasks group; setgid keeps new files in it); volatile/
-#: holds the agent's state, download URLs with their SAS tokens among it.
-SECURE_MODES = {"shared": 0o2775, "volatile": 0o700}
+#: Modes when steps run under task accounts (the worker is root); the rest are 0755. The root is the node
+#: group's (identity.node_gid): accounts of other nodes cannot pass through it. Tasks may write only shared/
+#: (through the node group; setgid keeps new files in it); volatile/ holds the agent's state, download URLs
+#: with their SAS tokens among it.
+ROOT_MODE = 0o750
+SECURE_MODES = {"shared": 0o2770, "volatile": 0o700}
 
 #: Kiln's own per-node state (resource-file progress), kept where Azure keeps its agent state.
 STATE_DIR = "volatile/kiln"
@@ -92,11 +94,13 @@ def create_node_layout(node_root: str | os.PathLike[str]) -> Path:
 
 
 def secure_node_layout(root: Path) -> None:
-    """Root owns everything; only shared/ is writable by the task accounts (explicit modes, whatever the umask)."""
-    os.chown(root, 0, 0)
-    os.chmod(root, 0o755)
+    """Root owns everything; only the node's accounts may enter the root, and only they may write shared/
+    (explicit modes, whatever the umask)."""
+    group = identity.node_gid(root)
+    os.chown(root, 0, group)
+    os.chmod(root, ROOT_MODE)
     for name in NODE_DIRS:
-        os.chown(root / name, 0, identity.TASKS_GID if name == "shared" else 0)
+        os.chown(root / name, 0, group if name == "shared" else 0)
         os.chmod(root / name, SECURE_MODES.get(name, 0o755))
 
 
@@ -107,16 +111,18 @@ def ensure_node_layout(node_root: Path) -> None:
 
 
 def create_task_dir(paths: TaskPaths) -> bool:
-    """Create the task directory with wd/ inside; a retry reuses it (idempotent). The job's directory
-    is usually there already: two mkdirs, not mkdir(parents=True)'s failed one first.
+    """Create the task directory with wd/ inside, 0700: they are the task account's alone (identity); a
+    retry reuses them (idempotent). The job's directory is usually there already: two mkdirs, not
+    mkdir(parents=True)'s failed one first.
 
     True when both were made now: nobody but the worker has had them yet."""
     fresh = True
     for directory in (paths.task_dir, paths.wd):
         try:
-            os.mkdir(directory)
+            os.mkdir(directory, identity.PRIVATE_DIR_MODE)
         except FileNotFoundError:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(directory, identity.PRIVATE_DIR_MODE)
         except FileExistsError:
             if not os.path.isdir(directory):
                 raise

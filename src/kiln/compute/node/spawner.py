@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 from kiln.compute.node.identity import Account
-from kiln.compute.node.launcher import HEADER, encode
+from kiln.compute.node.launcher import HEADER, LIFELINE_ENV, encode
 
 #: Which launcher: None for the root one, else the (uid, gid) it runs as (groups and umask are the same
 #: for every account).
@@ -57,6 +57,9 @@ class Spawner:
     def __init__(self) -> None:
         self._launchers: dict[LaunchKey, LauncherHandle] = {}
         self._starting = asyncio.Lock()
+        #: the server's pidfd (launcher.open_lifeline), handed to each launcher started after it is set: they
+        #: start nothing once the server has ended
+        self.lifeline: int | None = None
 
     async def spawn(
         self,
@@ -95,7 +98,7 @@ class Spawner:
                 if launcher is not None:
                     await launcher.close()  # it died: release its socket, reap it
                 options = None if account is None else account.launch_options()
-                launcher = self._launchers[key] = await LauncherHandle.start(options)
+                launcher = self._launchers[key] = await LauncherHandle.start(options, self.lifeline)
             return launcher
 
 
@@ -117,10 +120,13 @@ class LauncherHandle:
         self.running = True
 
     @classmethod
-    async def start(cls, account: dict[str, Any] | None) -> LauncherHandle:
-        """account: Account.launch_options() of the account it is to run as (None: it stays root)."""
+    async def start(cls, account: dict[str, Any] | None, lifeline: int | None = None) -> LauncherHandle:
+        """account: Account.launch_options() of the account it is to run as (None: it stays root); lifeline:
+        the server's pidfd, if the launcher is to start nothing once the server has ended."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         args = [] if account is None else [json.dumps(account)]
+        inherited = [theirs.fileno()] if lifeline is None else [theirs.fileno(), lifeline]
+        env = None if lifeline is None else {**os.environ, LIFELINE_ENV: str(lifeline)}
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -128,8 +134,9 @@ class LauncherHandle:
                 "kiln.compute.node.launcher",
                 str(theirs.fileno()),
                 *args,
-                pass_fds=[theirs.fileno()],
+                pass_fds=inherited,
                 stdin=asyncio.subprocess.DEVNULL,
+                env=env,
             )
         except BaseException:
             ours.close()

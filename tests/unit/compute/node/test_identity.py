@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -57,21 +56,20 @@ async def test_a_nonadmin_step_runs_as_the_uid_of_its_task_directory(run_step, m
     result = await run_step(step)
     uid, paths = identity.preferred_uid(paths_of(step)), paths_of(step)
     assert (result.exit_code, result.failure) == (0, None)
-    assert output(step) == (f"{uid}\n{uid}\n{uid} {identity.TASKS_GID}\n{paths.wd} kiln-{uid}\n", "")
+    group = identity.node_gid(paths.node_root)
+    assert output(step) == (f"{uid}\n{uid}\n{uid} {group}\n{paths.wd} kiln-{uid}\n", "")
     for path in (paths.task_dir, paths.wd, paths.stdout, paths.stderr):
         assert (path.stat().st_uid, path.stat().st_gid) == (uid, uid)
-    assert stat.S_IMODE(paths.task_dir.stat().st_mode) == stat.S_IMODE(paths.wd.stat().st_mode) == 0o755
+    assert stat.S_IMODE(paths.task_dir.stat().st_mode) == stat.S_IMODE(paths.wd.stat().st_mode) == 0o700
 
 
-async def test_fresh_task_directories_get_the_shareable_mode_of_the_umask(
-    run_step, make_step: Callable[..., Step]
-) -> None:
+async def test_fresh_task_directories_are_private_whatever_the_umask(run_step, make_step: Callable[..., Step]) -> None:
     """A first run hands its new directories over by path; they end as a retry's careful hand-over would."""
     step = make_step("/bin/true")
     paths = paths_of(step)
     layout.create_node_layout(paths.node_root)
     paths.task_dir.parent.mkdir(parents=True)  # the job's directories, as the umask of the test leaves them
-    old = os.umask(0o077)
+    old = os.umask(0o177)  # mkdir would leave them 0600
     identity._fresh_mode.cache_clear()
     try:
         assert (await run_step(step)).exit_code == 0
@@ -80,7 +78,7 @@ async def test_fresh_task_directories_get_the_shareable_mode_of_the_umask(
         identity._fresh_mode.cache_clear()
     uid = identity.preferred_uid(paths)
     for path in (paths.task_dir, paths.wd):
-        assert (path.stat().st_uid, stat.S_IMODE(path.stat().st_mode)) == (uid, identity.shareable(0o700))
+        assert (path.stat().st_uid, stat.S_IMODE(path.stat().st_mode)) == (uid, 0o700)
 
 
 async def test_fresh_task_directories_are_handed_over_one_by_one_without_the_umask(
@@ -91,7 +89,7 @@ async def test_fresh_task_directories_are_handed_over_one_by_one_without_the_uma
     assert (await run_step(step)).exit_code == 0
     paths, uid = paths_of(step), identity.preferred_uid(paths_of(step))
     for path in (paths.task_dir, paths.wd):
-        assert (path.stat().st_uid, stat.S_IMODE(path.stat().st_mode)) == (uid, 0o755)
+        assert (path.stat().st_uid, stat.S_IMODE(path.stat().st_mode)) == (uid, 0o700)
 
 
 async def test_a_job_directory_is_looked_at_until_found_open(run_step, make_step: Callable[..., Step]) -> None:
@@ -132,7 +130,8 @@ async def test_it_writes_its_wd_and_the_shared_dir(run_step, make_step: Callable
     assert (paths_of(step).wd / "mine.txt").stat().st_uid == uid
     shared = node_root / "shared/ours.txt"
     assert shared.read_text() == "ours\n"
-    assert (shared.stat().st_uid, shared.stat().st_gid) == (uid, identity.TASKS_GID)
+    assert (shared.stat().st_uid, shared.stat().st_gid) == (uid, identity.node_gid(node_root))
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o660  # the node's accounts only (umask 007)
 
 
 @pytest.mark.parametrize(
@@ -177,28 +176,35 @@ async def test_a_retry_gets_its_uid_back_and_reuses_its_files(run_step, make_ste
 async def test_the_job_shares_files_as_in_azures_prep_and_release_sample(
     run_step, make_step: Callable[..., Step], file_server: FileServer
 ) -> None:
-    """Prep downloads and writes shared/, tasks read the download and append, release deletes: three accounts."""
+    """Prep downloads and writes shared/, tasks of the pool-scope account read the download and append, a
+    task-scope task may append to shared/ but not read the download, release deletes the shared file."""
     file_server.files = {"/tool.sh": b"#!/bin/sh\necho tool\n"}
     prep = make_step(
         "sh -c 'echo prep > $AZ_BATCH_NODE_SHARED_DIR/log.txt'",
         kind="prep",
+        scope="pool",
         task_dir="workitems/j1/job-1/jobpreparation",
         resource_files=(ResourceFile(file_server.url("/tool.sh"), "bin/tool.sh"),),
     )
     assert (await run_step(prep)).exit_code == 0
     prep_paths = paths_of(prep)
-    tool, uid = prep_paths.wd / "bin/tool.sh", identity.preferred_uid(prep_paths)
-    assert (tool.stat().st_uid, stat.S_IMODE(tool.stat().st_mode)) == (uid, 0o775)  # fileMode 0770, readable
-    assert (tool.parent.stat().st_uid, stat.S_IMODE(tool.parent.stat().st_mode)) == (uid, 0o755)
+    tool, uid = prep_paths.wd / "bin/tool.sh", identity.preferred_uid(prep_paths, "pool")
+    assert (tool.stat().st_uid, stat.S_IMODE(tool.stat().st_mode)) == (uid, 0o770)  # fileMode 0770
+    assert (tool.parent.stat().st_uid, stat.S_IMODE(tool.parent.stat().st_mode)) == (uid, 0o700)
     task = make_step(
         "sh -c '$AZ_BATCH_JOB_PREP_WORKING_DIR/bin/tool.sh >> $AZ_BATCH_NODE_SHARED_DIR/log.txt'",
+        scope="pool",
         prep_task_dir=prep.task_dir,
     )
     assert (await run_step(task)).exit_code == 0
     assert (prep_paths.node_root / "shared/log.txt").read_text() == "prep\ntool\n"
-    tamper = make_step("sh -c 'echo x >> $AZ_BATCH_JOB_PREP_WORKING_DIR/bin/tool.sh'", prep_task_dir=prep.task_dir)
-    assert (await run_step(tamper)).exit_code == 2
-    assert output(tamper)[1] == f"{shutil.which('sh')}: 1: cannot create {tool}: Permission denied\n"
+    own = make_step(
+        "sh -c 'echo own >> $AZ_BATCH_NODE_SHARED_DIR/log.txt; cat $AZ_BATCH_JOB_PREP_WORKING_DIR/bin/tool.sh'",
+        prep_task_dir=prep.task_dir,
+    )
+    assert (await run_step(own)).exit_code == 1
+    assert output(own) == ("", f"cat: {tool}: Permission denied\n")
+    assert (prep_paths.node_root / "shared/log.txt").read_text() == "prep\ntool\nown\n"
     release = make_step(
         "sh -c 'rm $AZ_BATCH_NODE_SHARED_DIR/log.txt'",
         kind="release",
@@ -362,12 +368,12 @@ def test_a_task_directory_keeps_the_uid_it_was_handed(
     assert identity.task_uid(b) == second != uid
 
 
-def test_shareable_modes() -> None:
-    assert identity.shareable(0o770) == 0o775
-    assert identity.shareable(0o600) == 0o604
-    assert identity.shareable(0o777) == 0o775
-    assert identity.shareable(0o4755) == 0o755
-    assert identity.shareable(stat.S_IFDIR | 0o700) == 0o705
+def test_private_modes() -> None:
+    assert identity.private(0o770) == 0o770
+    assert identity.private(0o644) == 0o640
+    assert identity.private(0o777) == 0o770
+    assert identity.private(0o4755) == 0o750
+    assert identity.private(stat.S_IFREG | 0o2700) == 0o700
 
 
 async def test_pool_scope_steps_of_a_node_share_one_account(

@@ -23,7 +23,7 @@ def test_node_layout_has_the_azure_linux_directories(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="node dirs are secured only when the worker is root")
-def test_only_shared_is_writable_by_task_accounts(tmp_path: Path) -> None:
+def test_only_the_nodes_accounts_enter_its_root_and_only_shared_is_writable_by_them(tmp_path: Path) -> None:
     umask = os.umask(0o077)  # explicit modes, whatever the worker's umask
     try:
         root = layout.create_node_layout(tmp_path / "node")
@@ -32,11 +32,13 @@ def test_only_shared_is_writable_by_task_accounts(tmp_path: Path) -> None:
     modes = {
         p.name: (p.stat().st_uid, p.stat().st_gid, stat.S_IMODE(p.stat().st_mode)) for p in [root, *root.iterdir()]
     }
+    group = identity.node_gid(root)
+    assert identity.is_task_uid(group)  # claimed from the uid registry: no account's own group
     assert modes == {
-        "node": (0, 0, 0o755),
+        "node": (0, group, 0o750),
         "applications": (0, 0, 0o755),
         "fsmounts": (0, 0, 0o755),
-        "shared": (0, identity.TASKS_GID, 0o2775),
+        "shared": (0, group, 0o2770),
         "startup": (0, 0, 0o755),
         "volatile": (0, 0, 0o700),
         "workitems": (0, 0, 0o755),

@@ -128,9 +128,12 @@ async def test_a_spawn_cancelled_before_the_launcher_answers_leaves_nothing_runn
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="launchers of accounts need a root worker (setuid/setgid)")
 
-POOL = identity.Account(identity.UID_FIRST + 4242, identity.UID_FIRST + 4242, node_wide=True)
-NAMED = identity.Account(identity.UID_FIRST + 4343, identity.UID_FIRST + 4343, "alice", node_wide=True)
-TASK = identity.Account(identity.UID_FIRST + 4444, identity.UID_FIRST + 4444)
+NODE_GID = identity.UID_FIRST + 4141  #: the node's group
+POOL = identity.Account(identity.UID_FIRST + 4242, identity.UID_FIRST + 4242, node_wide=True, groups=(NODE_GID,))
+NAMED = identity.Account(
+    identity.UID_FIRST + 4343, identity.UID_FIRST + 4343, "alice", node_wide=True, groups=(NODE_GID,)
+)
+TASK = identity.Account(identity.UID_FIRST + 4444, identity.UID_FIRST + 4444, groups=(NODE_GID,))
 WHO = "id -u; id -g; id -G; umask; echo $PPID"
 
 
@@ -158,10 +161,10 @@ async def test_a_node_wide_accounts_commands_come_from_a_launcher_running_as_it(
 ) -> None:
     uid = str(POOL.uid)
     *ids, parent = await who(spawner, open_tmp, tmp_path / "out", stdio, POOL)
-    assert ids == [uid, uid, f"{uid} {identity.TASKS_GID}", "0002"]
+    assert ids == [uid, uid, f"{uid} {NODE_GID}", "0007"]
     launcher = spawner.launcher_pid(POOL)
     assert int(parent) == launcher
-    assert status_ids(launcher) == {"Uid": [uid] * 4, "Gid": [uid] * 4, "Groups": [str(identity.TASKS_GID)]}
+    assert status_ids(launcher) == {"Uid": [uid] * 4, "Gid": [uid] * 4, "Groups": [str(NODE_GID)]}
     assert os.stat(f"/proc/{launcher}/fd").st_uid == 0  # non-dumpable: its account cannot ptrace it
     *_, root_parent = await who(spawner, open_tmp, tmp_path / "out", stdio, None)
     assert int(root_parent) == spawner.launcher_pid() != launcher
@@ -182,7 +185,7 @@ async def test_a_task_scope_account_is_switched_to_by_the_root_launcher(
 ) -> None:
     uid = str(TASK.uid)
     *ids, parent = await who(spawner, open_tmp, tmp_path / "out", stdio, TASK)
-    assert ids == [uid, uid, f"{uid} {identity.TASKS_GID}", "0002"]
+    assert ids == [uid, uid, f"{uid} {NODE_GID}", "0007"]
     assert int(parent) == spawner.launcher_pid() == spawner.launcher_pid(TASK)
 
 
