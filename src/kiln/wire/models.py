@@ -13,8 +13,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from kiln.errors import BadRequest, InvalidPropertyValue
-from kiln.wire import ids
+from kiln.errors import BadRequest, InvalidPropertyValue, MissingRequiredProperty
+from kiln.wire import ids, images
 from kiln.wire.times import UNLIMITED, duration_seconds, format_duration, format_time, parse_duration
 
 RELEASE_MAX_SECONDS = 15 * 60
@@ -175,7 +175,7 @@ class AutoPoolSpecification(Wire):
             ids.check_id(self.auto_pool_id_prefix, "poolInfo.autoPoolSpecification.autoPoolIdPrefix")
         try:
             self.pool.check()
-        except InvalidPropertyValue as error:
+        except (InvalidPropertyValue, MissingRequiredProperty) as error:
             prefix_property(error, "poolInfo.autoPoolSpecification.pool.")
             raise
 
@@ -591,6 +591,7 @@ class PoolSpecification(Wire):
         if self.enable_auto_scale:
             raise InvalidPropertyValue("enableAutoScale", True, "Autoscale is not supported yet.")
         _check_duration(self.resize_timeout, "resizeTimeout")
+        images.check_pool(self.dump())
 
     def materialize(self) -> dict[str, Any]:
         doc = self.dump()
@@ -601,6 +602,7 @@ class PoolSpecification(Wire):
         policy["nodeFillType"] = str(policy.get("nodeFillType", "spread")).lower()
         doc["taskSchedulingPolicy"] = policy
         doc["enableInterNodeCommunication"] = self.enable_inter_node_communication
+        doc["virtualMachineConfiguration"] = images.materialize_vm_configuration(doc["virtualMachineConfiguration"])
         if self.user_accounts:
             doc["userAccounts"] = [account.materialize() for account in self.user_accounts]
         for counted in ("targetDedicatedNodes", "targetLowPriorityNodes"):
