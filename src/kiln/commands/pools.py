@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from kiln.commands import applications
 from kiln.commands.control import Check, Control, Row
 from kiln.core import pool as pool_rules
 from kiln.core.pool import AllocationState, PoolState
@@ -40,6 +41,7 @@ async def add(control: Control, spec: PoolAdd) -> Row:
         now=now(),
         etag=db.new_etag(),
     )
+    applications.check_pool(control, row["spec"])
 
     def insert(conn: Connection) -> None:
         if db.get(conn, db.pools, key=row["key"]) is not None:

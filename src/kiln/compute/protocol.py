@@ -20,6 +20,17 @@ class ResourceFile:
 
 
 @dataclass(frozen=True, slots=True)
+class AppPackage:
+    """An application package to have extracted on the node before the command runs (cached per node)."""
+
+    app_id: str
+    version: str
+    zip_path: str  #: on the host; nodes share it
+    env_names: tuple[str, ...]  #: the variables that get the extracted directory
+    pool: bool = False  #: one of the pool's packages (a failure says so), not the task's own
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One command to run on one node; (step_id) is unique per attempt, so stale results can be dropped."""
 
@@ -52,19 +63,23 @@ class Step:
     #: sent ahead to a node whose slots are all taken: the node starts it in a slot that one of its steps
     #: frees by finishing, and tells the control plane in the report that carries that step's result
     ahead: bool = False
+    #: application packages: the pool's, then the task's own
+    packages: tuple[AppPackage, ...] = ()
 
     def to_message(self) -> dict[str, Any]:
         """By hand, not dataclasses.asdict (which deep-copies every value): one of these per task."""
         message = {name: getattr(self, name) for name in _STEP_FIELDS}
         message["resource_files"] = [asdict(f) for f in self.resource_files]
         message["shared_files"] = [asdict(f) for f in self.shared_files]
+        message["packages"] = [asdict(p) for p in self.packages]
         return message
 
     @classmethod
     def from_message(cls, data: dict[str, Any]) -> Step:
         files = tuple(ResourceFile(**f) for f in data.get("resource_files", ()))
         shared = tuple(ResourceFile(**f) for f in data.get("shared_files", ()))
-        return cls(**{**data, "resource_files": files, "shared_files": shared})
+        packages = tuple(AppPackage(**{**p, "env_names": tuple(p["env_names"])}) for p in data.get("packages", ()))
+        return cls(**{**data, "resource_files": files, "shared_files": shared, "packages": packages})
 
 
 _STEP_FIELDS = tuple(f.name for f in fields(Step))

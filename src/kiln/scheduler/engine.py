@@ -9,6 +9,7 @@ steps are sent, processes killed, and the loop woken.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -29,6 +30,7 @@ from kiln.core.pool import PoolState
 from kiln.core.preparation import StepState
 from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
+from kiln.scheduler import packages
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.ahead import SendAhead
 from kiln.scheduler.auto_pools import AutoPools
@@ -55,6 +57,7 @@ from kiln.scheduler.state import (
 from kiln.scheduler.timers import Timers
 from kiln.store import rows as db
 from kiln.store.database import Database
+from kiln.store.packages import PackageStore
 from kiln.wire.times import now as utcnow
 
 log = logging.getLogger("kiln.scheduler")
@@ -79,6 +82,7 @@ class Scheduler(
         self.db = database
         self.backend = backend
         self.data_dir = data_dir
+        self.package_store = PackageStore(data_dir / "applications")
         self.account_name = account_name
         self.account_url = account_url
         self.lock = asyncio.Lock()
@@ -311,6 +315,8 @@ class Scheduler(
             node.root,
             tuple(pool["spec"].get("userAccounts") or ()),
             self.job_tokens,
+            packages=packages.pool_packages(self.package_store, pool["spec"]),
+            task_packages=functools.partial(packages.task_packages, self.package_store),
         )
 
     def _ensure_prep(
