@@ -14,7 +14,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kiln import story
-from kiln.api import account, applications, auth, files, job_auth, jobs, nodes, pools, schedules, stories, tasks
+from kiln.api import (
+    account,
+    applications,
+    auth,
+    files,
+    job_auth,
+    jobs,
+    nodes,
+    pool_updates,
+    pools,
+    schedules,
+    stories,
+    tasks,
+)
 from kiln.api.context import SUPPORTED_API_VERSIONS, Kiln
 from kiln.api.http import MAX_BODY_BYTES, NotModified, error_response
 from kiln.errors import BadRequest, KilnError, NotFound, RequestBodyTooLarge
@@ -115,6 +128,7 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
         app.include_router(module.router, dependencies=[Depends(_authenticate)])
     app.include_router(account.router, dependencies=[Depends(_authenticate)])
     app.include_router(applications.router, dependencies=[Depends(_authenticate)])
+    app.include_router(pool_updates.router, dependencies=[Depends(_authenticate)])
     app.include_router(stories.router, dependencies=[Depends(_shared_key)])
     app.include_router(applications.kiln_router, dependencies=[Depends(_shared_key)])
     app.add_middleware(BodyLimit)  # added first: request_ids below wraps it, so its 413 carries a request id

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import Connection
 
 from kiln.commands import applications
@@ -24,7 +22,7 @@ def load(conn: Connection, pool_id: str) -> Row:
     return row
 
 
-def _check_not_deleting(row: Row) -> None:
+def check_not_deleting(row: Row) -> None:
     if row["state"] == PoolState.DELETING:
         raise Conflict(
             "The specified pool has been marked for deletion and is being reclaimed.", code="PoolBeingDeleted"
@@ -73,24 +71,10 @@ async def get(control: Control, pool_id: str) -> tuple[Row, int]:
     return await control.database.read(read)
 
 
-async def update(control: Control, pool_id: str, changes: dict[str, Any], check: Check) -> Row:
-    """Merge `changes` (already validated properties of the pool's spec) into the pool's spec."""
-
-    def write(conn: Connection) -> Row:
-        row = load(conn, pool_id)
-        check(row)
-        _check_not_deleting(row)
-        spec = {**row["spec"], **changes}
-        db.change(conn, db.pools, {"key": row["key"]}, {"spec": spec, "last_modified": now()}, bump_etag=True)
-        return db.reread(conn, db.pools, key=row["key"])
-
-    return await control.database.write(write)
-
-
 async def delete(control: Control, pool_id: str, check: Check) -> None:
     row, _ = await get(control, pool_id)
     check(row)
-    _check_not_deleting(row)
+    check_not_deleting(row)
     await control.scheduler.delete_pool(row["key"])
 
 

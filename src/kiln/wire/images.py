@@ -100,13 +100,17 @@ def supported_images() -> list[dict[str, Any]]:
 
 def check_pool(doc: Mapping[str, Any]) -> None:
     """A pool spec's VM configuration and the fields Kiln refuses, as a pool create checks them."""
-    for name, reason in REFUSED_POOL_FIELDS.items():
-        if doc.get(name):
-            raise InvalidPropertyValue(name, None, reason)
+    refuse_pool_fields(doc)
     vm = doc.get("virtualMachineConfiguration")
     if not isinstance(vm, Mapping):
         raise MissingRequiredProperty("virtualMachineConfiguration")
     check_vm_configuration(vm)
+
+
+def refuse_pool_fields(doc: Mapping[str, Any]) -> None:
+    for name, reason in REFUSED_POOL_FIELDS.items():
+        if doc.get(name):
+            raise InvalidPropertyValue(name, None, reason)
 
 
 def check_vm_configuration(vm: Mapping[str, Any]) -> None:

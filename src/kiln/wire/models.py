@@ -563,6 +563,18 @@ class StartTask(Wire):
     environment_settings: list[EnvironmentSetting] | None = None
 
 
+def check_user_accounts(accounts: list[UserAccount] | None) -> None:
+    """Each account valid, and no two with one name (case-insensitive)."""
+    names: set[str] = set()
+    for index, account in enumerate(accounts or ()):
+        account.check(index)
+        if account.name.lower() in names:
+            raise InvalidPropertyValue(
+                f"userAccounts[{index}].name", account.name, "Another user account of the pool has this name."
+            )
+        names.add(account.name.lower())
+
+
 class PoolSpecification(Wire):
     """A pool's fields without its id: the body of an auto pool specification."""
 
@@ -580,14 +592,7 @@ class PoolSpecification(Wire):
     metadata: list[MetadataItem] | None = None
 
     def check(self) -> None:
-        names: set[str] = set()
-        for index, account in enumerate(self.user_accounts or ()):
-            account.check(index)
-            if account.name.lower() in names:
-                raise InvalidPropertyValue(
-                    f"userAccounts[{index}].name", account.name, "Another user account of the pool has this name."
-                )
-            names.add(account.name.lower())
+        check_user_accounts(self.user_accounts)
         if self.enable_auto_scale:
             raise InvalidPropertyValue("enableAutoScale", True, "Autoscale is not supported yet.")
         _check_duration(self.resize_timeout, "resizeTimeout")
