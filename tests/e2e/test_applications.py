@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from azure.batch import models
+from azure.batch.models._models import BatchNodeRebootOptions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from typer.testing import CliRunner
 
@@ -21,6 +22,7 @@ from kiln.testing import (
     read_task_file,
     shell,
     unique,
+    wait_for,
     wait_tasks_completed,
 )
 
@@ -115,20 +117,34 @@ def test_an_unknown_package_reference_is_409_and_nothing_is_created(client, pool
         client.get_pool(pool_id)
 
 
-def test_a_pool_package_reaches_every_task_on_its_nodes_with_the_default_versions_short_name(client, cleanup, blender):
+def _run(client, job_id: str, task_id: str, script: str) -> str:
+    client.create_task(job_id, models.BatchTaskCreateOptions(id=task_id, command_line=shell(script)))
+    task = wait_for(lambda: (t := client.get_task(job_id, task_id)).state == "completed" and t, 60, task_id)
+    assert task.execution_info.exit_code == 0, read_task_file(client, job_id, task_id, "stderr.txt")
+    return read_task_file(client, job_id, task_id, "stdout.txt")
+
+
+def test_a_pool_package_reaches_its_nodes_tasks_and_a_change_reaches_a_node_at_its_reboot(client, cleanup, blender):
     pool_id = create_pool_and_wait(client, nodes=1, application_package_references=[_ref(blender)])
     cleanup(pool=pool_id)
     job_id = unique("apppool")
     cleanup(job=job_id)
     client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
     flat = blender.replace("-", "_")
-    client.create_task(
-        job_id, models.BatchTaskCreateOptions(id="t", command_line=shell(f'"$AZ_BATCH_APP_PACKAGE_{flat}/bin/run.sh"'))
-    )
-    (task,) = wait_tasks_completed(client, job_id)
-    assert task.execution_info.exit_code == 0, read_task_file(client, job_id, "t", "stderr.txt")
-    assert read_task_file(client, job_id, "t", "stdout.txt") == "blender 2.7\n"
-    assert [r.application_id for r in client.get_pool(pool_id).application_package_references] == [blender]
+    # a reference without a version: the default's, under the short name
+    assert _run(client, job_id, "t1", f'"$AZ_BATCH_APP_PACKAGE_{flat}/bin/run.sh"') == "blender 2.7\n"
+    client.update_pool(pool_id, models.BatchPoolUpdateOptions(application_package_references=[_ref(blender, "2.8")]))
+    assert [(r.application_id, r.version) for r in client.get_pool(pool_id).application_package_references] == [
+        (blender, "2.8")
+    ]
+    # the node keeps what it was given when it joined
+    assert _run(client, job_id, "t2", f'echo "${{AZ_BATCH_APP_PACKAGE_{flat}_2_8:-none}}"') == "none\n"
+    (node,) = client.list_nodes(pool_id)
+    client.begin_reboot_node(
+        pool_id, node.id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=1
+    ).result()
+    wait_for(lambda: client.get_node(pool_id, node.id).state == "idle", 120, "the rebooted node")
+    assert _run(client, job_id, "t3", f'"$AZ_BATCH_APP_PACKAGE_{flat}_2_8/bin/run.sh"') == "blender 2.8\n"
 
 
 def test_a_package_that_is_not_a_zip_is_refused(server, tmp_path):

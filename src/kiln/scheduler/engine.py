@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from kiln import story
-from kiln.compute.protocol import ComputeBackend, StepResult
+from kiln.compute.protocol import AppPackage, ComputeBackend, StepResult
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.exit_conditions import for_ended
@@ -83,6 +83,8 @@ class Scheduler(
         self.backend = backend
         self.data_dir = data_dir
         self.package_store = PackageStore(data_dir / "applications")
+        #: the pool's application packages as they were when each node last joined, rebooted or was reimaged
+        self.node_packages: dict[str, tuple[AppPackage, ...]] = {}
         self.account_name = account_name
         self.account_url = account_url
         self.lock = asyncio.Lock()
@@ -100,8 +102,17 @@ class Scheduler(
         self.timers = Timers()
         self._init_multi_instance()
         backend.on_results = self._on_results
-        backend.on_node_up = story.stimulated("node {} up", self._on_node_up)
+        backend.on_node_up = story.stimulated("node {} up", self._node_joined)
         backend.on_node_down = story.stimulated("node {} lost", self._on_node_down)
+
+    async def _node_joined(self, node_id: str) -> None:
+        """A node is up (new, rebooted, reimaged, or back after a restart): it keeps the pool's packages of now
+        until it next does so, as Azure deploys a pool's packages only then."""
+        node = self.nodes.get(node_id)
+        if node is not None and node.pool_key in self.pools:
+            spec = self.pools[node.pool_key]["spec"]
+            self.node_packages[node_id] = packages.pool_packages(self.package_store, spec)
+        await self._on_node_up(node_id)
 
     # ------------------------------------------------------------------ start and stop
     async def start(self) -> None:
@@ -315,7 +326,7 @@ class Scheduler(
             node.root,
             tuple(pool["spec"].get("userAccounts") or ()),
             self.job_tokens,
-            packages=packages.pool_packages(self.package_store, pool["spec"]),
+            packages=self.node_packages.get(node.node_id, ()),
             task_packages=functools.partial(packages.task_packages, self.package_store),
         )
 
