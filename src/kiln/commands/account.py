@@ -1,15 +1,18 @@
-"""Account-wide reads: the pools' node counts."""
+"""Account-wide reads: the pools' node counts and usage metrics."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
 from kiln.commands.control import Control
+from kiln.core import usage
 from kiln.core.node import NodeState, busy_state
 from kiln.core.node_counts import pool_node_counts
 from kiln.store import rows as db
+from kiln.wire.times import now
 
 
 def _shown_state(node: dict[str, Any], running: dict[str, tuple[int, int]]) -> str:
@@ -35,3 +38,11 @@ async def node_counts(control: Control) -> list[dict[str, Any]]:
         ]
 
     return await control.database.read(read)
+
+
+async def usage_metrics(control: Control, start: datetime | None, end: datetime | None) -> list[dict[str, Any]]:
+    """Core hours per pool per interval, from the lifetimes of the nodes that were in it."""
+    moment = now()
+    first, last = usage.window(start, end, moment)
+    lifetimes = await control.database.read(lambda conn: db.node_lifetimes_since(conn, first))
+    return usage.usage_metrics(lifetimes, first, last, moment)
