@@ -33,13 +33,28 @@ def make_client(server: EmbeddedServer, key: str | None = None) -> BatchClient:
     return BatchClient(server.endpoint, AzureNamedKeyCredential(server.account_name, key or server.account_key))
 
 
+#: The image a test pool names (virtualMachineConfiguration is required, as on Azure): Ubuntu 22.04 as
+#: listSupportedImages lists it. UBUNTU_DOC is the same as raw JSON.
+UBUNTU = models.VirtualMachineConfiguration(
+    image_reference=models.BatchVmImageReference(
+        publisher="canonical", offer="0001-com-ubuntu-server-jammy", sku="22_04-lts"
+    ),
+    node_agent_sku_id="batch.node.ubuntu 22.04",
+)
+UBUNTU_DOC = UBUNTU.as_dict()
+
+
 def create_pool_and_wait(
     client: BatchClient, nodes: int = 2, slots: int = 1, pool_id: str | None = None, **extra
 ) -> str:
     pool_id = pool_id or f"pool-{uuid.uuid4().hex[:8]}"
     client.create_pool(
         models.BatchPoolCreateOptions(
-            id=pool_id, vm_size="standard_d2s_v3", target_dedicated_nodes=nodes, task_slots_per_node=slots, **extra
+            id=pool_id,
+            vm_size="standard_d2s_v3",
+            target_dedicated_nodes=nodes,
+            task_slots_per_node=slots,
+            **{"virtual_machine_configuration": UBUNTU, **extra},
         )
     )
     wait_for(

@@ -6,7 +6,7 @@ import pytest
 from azure.batch import models
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
-from kiln.testing import terminate_job, unique, wait_for, wait_job_state, wait_tasks_completed
+from kiln.testing import UBUNTU, UBUNTU_DOC, terminate_job, unique, wait_for, wait_job_state, wait_tasks_completed
 
 
 def _auto_pool(
@@ -18,7 +18,10 @@ def _auto_pool(
             pool_lifetime_option=lifetime,
             keep_alive=keep_alive,
             pool=models.BatchPoolSpecification(
-                vm_size="STANDARD_A1_v2", target_dedicated_nodes=nodes, task_slots_per_node=slots
+                vm_size="STANDARD_A1_v2",
+                target_dedicated_nodes=nodes,
+                task_slots_per_node=slots,
+                virtual_machine_configuration=UBUNTU,
             ),
         )
     )
@@ -117,12 +120,23 @@ def test_keep_alive_may_be_patched_on_an_active_job(client):
     ("pool_info", "code", "prop"),
     [
         (
-            {"poolId": "p", "autoPoolSpecification": {"poolLifetimeOption": "job", "pool": {"vmSize": "a"}}},
+            {
+                "poolId": "p",
+                "autoPoolSpecification": {
+                    "poolLifetimeOption": "job",
+                    "pool": {"vmSize": "a", "virtualMachineConfiguration": UBUNTU_DOC},
+                },
+            },
             "InvalidPropertyValue",
             "poolInfo",
         ),
         (
-            {"autoPoolSpecification": {"poolLifetimeOption": "jobschedule", "pool": {"vmSize": "a"}}},
+            {
+                "autoPoolSpecification": {
+                    "poolLifetimeOption": "jobschedule",
+                    "pool": {"vmSize": "a", "virtualMachineConfiguration": UBUNTU_DOC},
+                }
+            },
             "InvalidPropertyValue",
             "poolInfo.autoPoolSpecification.poolLifetimeOption",
         ),
@@ -132,7 +146,7 @@ def test_keep_alive_may_be_patched_on_an_active_job(client):
             "poolInfo.autoPoolSpecification.pool",
         ),
         (
-            {"autoPoolSpecification": {"pool": {"vmSize": "a"}}},
+            {"autoPoolSpecification": {"pool": {"vmSize": "a", "virtualMachineConfiguration": UBUNTU_DOC}}},
             "MissingRequiredProperty",
             "poolInfo.autoPoolSpecification.poolLifetimeOption",
         ),
@@ -141,7 +155,7 @@ def test_keep_alive_may_be_patched_on_an_active_job(client):
                 "autoPoolSpecification": {
                     "poolLifetimeOption": "job",
                     "autoPoolIdPrefix": "x" * 21,
-                    "pool": {"vmSize": "a"},
+                    "pool": {"vmSize": "a", "virtualMachineConfiguration": UBUNTU_DOC},
                 }
             },
             "InvalidPropertyValue",
@@ -152,14 +166,19 @@ def test_keep_alive_may_be_patched_on_an_active_job(client):
                 "autoPoolSpecification": {
                     "poolLifetimeOption": "job",
                     "autoPoolIdPrefix": "bad prefix",
-                    "pool": {"vmSize": "a"},
+                    "pool": {"vmSize": "a", "virtualMachineConfiguration": UBUNTU_DOC},
                 }
             },
             "InvalidPropertyValue",
             "poolInfo.autoPoolSpecification.autoPoolIdPrefix",
         ),
         (
-            {"autoPoolSpecification": {"poolLifetimeOption": "job", "pool": {"vmSize": "a", "enableAutoScale": True}}},
+            {
+                "autoPoolSpecification": {
+                    "poolLifetimeOption": "job",
+                    "pool": {"vmSize": "a", "virtualMachineConfiguration": UBUNTU_DOC, "enableAutoScale": True},
+                }
+            },
             "InvalidPropertyValue",
             "poolInfo.autoPoolSpecification.pool.enableAutoScale",
         ),

@@ -6,7 +6,7 @@ import pytest
 from azure.batch import models
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
-from kiln.testing import create_pool_and_wait, shell, unique, wait_for, wait_tasks_completed
+from kiln.testing import UBUNTU, create_pool_and_wait, shell, unique, wait_for, wait_tasks_completed
 
 
 def test_pool_create_get_list_exists(client, pool):
@@ -36,7 +36,12 @@ def test_nodes_are_listed_idle_and_gettable(client, pool):
 def test_duplicate_pool_is_409_pool_exists(client, pool):
     with pytest.raises(ResourceExistsError) as caught:
         client.create_pool(
-            models.BatchPoolCreateOptions(id=pool.upper(), vm_size="standard_d2s_v3", target_dedicated_nodes=1)
+            models.BatchPoolCreateOptions(
+                id=pool.upper(),
+                vm_size="standard_d2s_v3",
+                target_dedicated_nodes=1,
+                virtual_machine_configuration=UBUNTU,
+            )
         )
     assert caught.value.error.code == "PoolExists"
 
@@ -53,7 +58,9 @@ def test_unknown_pool_and_node_are_404(client, pool):
 def test_invalid_pool_id_is_400_naming_the_property(client):
     with pytest.raises(HttpResponseError) as caught:
         client.create_pool(
-            models.BatchPoolCreateOptions(id="bad id!", vm_size="standard_d2s_v3", target_dedicated_nodes=1)
+            models.BatchPoolCreateOptions(
+                id="bad id!", vm_size="standard_d2s_v3", target_dedicated_nodes=1, virtual_machine_configuration=UBUNTU
+            )
         )
     assert caught.value.status_code == 400
     assert caught.value.error.code == "InvalidPropertyValue"

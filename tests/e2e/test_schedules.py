@@ -16,6 +16,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 
 from kiln.cli.embedded import EmbeddedServer
 from kiln.testing import (
+    UBUNTU,
     create_pool_and_wait,
     make_client,
     read_task_file,
@@ -530,7 +531,9 @@ def _auto(lifetime: str, keep_alive: bool = False) -> models.BatchPoolInfo:
             auto_pool_id_prefix="sched",
             pool_lifetime_option=lifetime,
             keep_alive=keep_alive,
-            pool=models.BatchPoolSpecification(vm_size="STANDARD_A1_v2", target_dedicated_nodes=1),
+            pool=models.BatchPoolSpecification(
+                vm_size="STANDARD_A1_v2", target_dedicated_nodes=1, virtual_machine_configuration=UBUNTU
+            ),
         )
     )
 

@@ -9,6 +9,7 @@ from azure.batch import models
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from kiln.testing import (
+    UBUNTU,
     create_pool_and_wait,
     read_node_file,
     read_task_file,
@@ -118,7 +119,9 @@ def test_bad_accounts_are_rejected_and_no_pool_is_made(client, account, prop) ->
     pool_id = unique("badusers")
     with pytest.raises(HttpResponseError) as caught:
         client.create_pool(
-            models.BatchPoolCreateOptions(id=pool_id, vm_size="standard_d2s_v3", user_accounts=[account])
+            models.BatchPoolCreateOptions(
+                id=pool_id, vm_size="standard_d2s_v3", virtual_machine_configuration=UBUNTU, user_accounts=[account]
+            )
         )
     assert caught.value.status_code == 400
     assert caught.value.error.code == "InvalidPropertyValue"
@@ -133,6 +136,7 @@ def test_two_accounts_of_one_name_are_rejected(client) -> None:
             models.BatchPoolCreateOptions(
                 id=unique("dupusers"),
                 vm_size="standard_d2s_v3",
+                virtual_machine_configuration=UBUNTU,
                 user_accounts=[
                     models.UserAccount(name="same", password="x"),
                     models.UserAccount(name="Same", password="y"),

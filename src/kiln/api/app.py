@@ -14,7 +14,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kiln import metrics, story
-from kiln.api import auth, autoscale, faults, files, job_auth, jobs, nodes, pools, schedules, stories, tasks
+from kiln.api import (
+    account,
+    applications,
+    auth,
+    autoscale,
+    faults,
+    files,
+    job_auth,
+    jobs,
+    nodes,
+    pool_updates,
+    pools,
+    schedules,
+    stories,
+    tasks,
+)
 from kiln.api import metrics as metrics_api
 from kiln.api.context import SUPPORTED_API_VERSIONS, Kiln
 from kiln.api.http import MAX_BODY_BYTES, NotModified, error_response
@@ -78,26 +93,28 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = (
+            applications.PACKAGE_MAX_BYTES if scope["path"].startswith(applications.UPLOAD_PREFIX) else MAX_BODY_BYTES
+        )
         declared = Headers(scope=scope).get("content-length", "")
-        if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise _body_too_large()
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+            raise _body_too_large(limit)
         received = 0
 
         async def receive_limited() -> Message:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > MAX_BODY_BYTES:
-                raise _body_too_large()
+            if received > limit:
+                raise _body_too_large(limit)
             return message
 
         await self.app(scope, receive_limited, send)
 
 
-def _body_too_large() -> RequestBodyTooLarge:
+def _body_too_large(limit: int) -> RequestBodyTooLarge:
     return RequestBodyTooLarge(
-        f"The request body is too large: Batch accepts at most {MAX_BODY_BYTES} bytes "
-        "(a task collection: fewer tasks per call)."
+        f"The request body is too large: Batch accepts at most {limit} bytes (a task collection: fewer tasks per call)."
     )
 
 
@@ -113,10 +130,14 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
     app.state.kiln = state
     for module in (pools, autoscale, nodes, jobs, tasks, files, schedules):
         app.include_router(module.router, dependencies=[Depends(_authenticate)])
+    app.include_router(account.router, dependencies=[Depends(_authenticate)])
+    app.include_router(applications.router, dependencies=[Depends(_authenticate)])
+    app.include_router(pool_updates.router, dependencies=[Depends(_authenticate)])
     app.include_router(stories.router, dependencies=[Depends(_shared_key)])
     app.include_router(web_pages.router)  # the dashboard: its own login and session cookie
     app.include_router(faults.router, dependencies=[Depends(_shared_key)])
     app.include_router(metrics_api.router)
+    app.include_router(applications.kiln_router, dependencies=[Depends(_shared_key)])
     app.add_middleware(BodyLimit)  # added first: request_ids below wraps it, so its 413 carries a request id
 
     @app.middleware("http")

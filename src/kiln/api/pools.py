@@ -12,19 +12,14 @@ from kiln.api.http import (
     empty,
     entity_response,
     list_response,
-    parse,
-    read_json,
     read_model,
     write_conditions,
 )
+from kiln.api.pool_updates import refuse_expand
 from kiln.commands import pools
-from kiln.errors import InvalidPropertyValue
-from kiln.wire.models import PoolAdd, PoolResize, StartTask
+from kiln.wire.models import PoolAdd, PoolResize
 
 router = APIRouter()
-
-#: What a pool update (PATCH) may change.
-_UPDATABLE = {"startTask", "metadata", "applicationPackageReferences", "targetNodeCommunicationMode"}
 
 
 @router.post("/pools")
@@ -37,6 +32,7 @@ async def add_pool(request: Request) -> Response:
 
 @router.get("/pools")
 async def list_pools(request: Request) -> Response:
+    refuse_expand(request)
     base = base_url(request)
     docs = [render.pool(row, base, count) for row, count in await pools.list_all(control(request))]
     return list_response(request, docs, "pools", odata.POOL_FILTERS)
@@ -44,6 +40,7 @@ async def list_pools(request: Request) -> Response:
 
 @router.get("/pools/{pool_id}")
 async def get_pool(request: Request, pool_id: str) -> Response:
+    refuse_expand(request)
     row, count = await pools.get(control(request), pool_id)
     return entity_response(request, render.pool(row, base_url(request), count), row, "pools/@Element")
 
@@ -51,18 +48,6 @@ async def get_pool(request: Request, pool_id: str) -> Response:
 @router.head("/pools/{pool_id}")
 async def pool_exists(request: Request, pool_id: str) -> Response:
     row, _ = await pools.get(control(request), pool_id)
-    return empty(200, request, row)
-
-
-@router.patch("/pools/{pool_id}")
-async def patch_pool(request: Request, pool_id: str) -> Response:
-    body = await read_json(request)
-    unknown = sorted(set(body) - _UPDATABLE)
-    if unknown:
-        raise InvalidPropertyValue(unknown[0], None, "This property cannot be changed with a pool update.")
-    if "startTask" in body and body["startTask"] is not None:
-        parse(StartTask, body["startTask"])
-    row = await pools.update(control(request), pool_id, body, write_conditions(request))
     return empty(200, request, row)
 
 

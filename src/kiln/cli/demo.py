@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from kiln.cli.embedded import EmbeddedServer
-from kiln.testing import terminate_job, wait_for
+from kiln.testing import UBUNTU, terminate_job, wait_for
 
 POOL_ID = "JobPrepReleaseSamplePool"
 JOB_ID = "JobPrepReleaseSampleJob"
@@ -27,7 +27,11 @@ def run_scenario(client, console: Console) -> dict[str, str]:
     from azure.batch import models
 
     console.print(f"Creating pool [{POOL_ID}]...")
-    client.create_pool(models.BatchPoolCreateOptions(id=POOL_ID, vm_size="standard_d1_v2", target_dedicated_nodes=2))
+    client.create_pool(
+        models.BatchPoolCreateOptions(
+            id=POOL_ID, vm_size="standard_d1_v2", target_dedicated_nodes=2, virtual_machine_configuration=UBUNTU
+        )
+    )
     wait_for(
         lambda: (
             all(n.state == "idle" for n in client.list_nodes(POOL_ID)) and len(list(client.list_nodes(POOL_ID))) == 2

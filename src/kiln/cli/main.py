@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from kiln.cli import autoscale, faults, files, jobs, nodes, pools, schedules, tasks
+from kiln.cli import applications, autoscale, faults, files, jobs, nodes, pools, schedules, tasks
 from kiln.cli.exit_codes import ExitCode
 from kiln.server import Settings, StartRefused
 from kiln.server import serve as run_server
@@ -27,6 +27,7 @@ GROUPS = {
     "schedule": schedules.app,
     "fault": faults.app,
     "autoscale": autoscale.app,
+    "app": applications.app,
 }
 for name, group in GROUPS.items():
     app.add_typer(group, name=name)

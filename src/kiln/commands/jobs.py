@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from kiln.commands import applications
 from kiln.commands.control import Check, Control, Row
 from kiln.core import job as job_rules
 from kiln.core.job import DisableTasks, JobState
@@ -50,6 +51,7 @@ async def add(control: Control, spec: JobAdd) -> Row:
     scheduler = control.scheduler
     moment = now()
     doc = spec.materialize()
+    applications.check_job(control, doc)
     row = job_rules.new_row(
         spec.id, doc, pool_key=ids.key(spec.pool_info.pool_id or ""), now=moment, etag=db.new_etag()
     )

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import Connection
 
-from kiln.commands import autoscale
+from kiln.commands import applications, autoscale
 from kiln.commands.control import Check, Control, Row
 from kiln.core import pool as pool_rules
 from kiln.core.pool import AllocationState, PoolState
@@ -43,6 +41,7 @@ async def add(control: Control, spec: PoolAdd) -> Row:
         now=now(),
         etag=db.new_etag(),
     )
+    applications.check_pool(control, row["spec"])
 
     def insert(conn: Connection) -> None:
         if db.get(conn, db.pools, key=row["key"]) is not None:
@@ -74,20 +73,6 @@ async def get(control: Control, pool_id: str) -> tuple[Row, int]:
         return row, db.current_nodes_by_pool(conn).get(row["key"], 0)
 
     return await control.database.read(read)
-
-
-async def update(control: Control, pool_id: str, changes: dict[str, Any], check: Check) -> Row:
-    """Merge `changes` (already validated properties of the pool's spec) into the pool's spec."""
-
-    def write(conn: Connection) -> Row:
-        row = load(conn, pool_id)
-        check(row)
-        check_not_deleting(row)
-        spec = {**row["spec"], **changes}
-        db.change(conn, db.pools, {"key": row["key"]}, {"spec": spec, "last_modified": now()}, bump_etag=True)
-        return db.reread(conn, db.pools, key=row["key"])
-
-    return await control.database.write(write)
 
 
 async def delete(control: Control, pool_id: str, check: Check) -> None:

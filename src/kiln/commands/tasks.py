@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from kiln.commands import jobs
+from kiln.commands import applications, jobs
 from kiln.commands.control import Check, Control, Row
 from kiln.core import dependencies as dependency_rules
 from kiln.core import exit_conditions as exit_rules
@@ -47,6 +47,7 @@ async def add(control: Control, job_id: str, specs: list[TaskAdd | KilnError]) -
     thread, where completions and deletions update the same graph), and queues only those free to run.
     """
     scheduler = control.scheduler
+    specs = [applications.checked_task(control, spec) for spec in specs]
 
     def write(conn: Connection) -> tuple[Row, list[Row | KilnError]]:
         job, outcomes = _insert(conn, job_id, specs)

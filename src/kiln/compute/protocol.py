@@ -37,6 +37,17 @@ class OutputFile:
 
 
 @dataclass(frozen=True, slots=True)
+class AppPackage:
+    """An application package to have extracted on the node before the command runs (cached per node)."""
+
+    app_id: str
+    version: str
+    zip_path: str  #: on the host; nodes share it
+    env_names: tuple[str, ...]  #: the variables that get the extracted directory
+    pool: bool = False  #: one of the pool's packages (a failure says so), not the task's own
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One command to run on one node; (step_id) is unique per attempt, so stale results can be dropped."""
 
@@ -70,6 +81,8 @@ class Step:
     #: frees by finishing, and tells the control plane in the report that carries that step's result
     ahead: bool = False
     output_files: tuple[OutputFile, ...] = ()
+    #: application packages: the pool's, then the task's own
+    packages: tuple[AppPackage, ...] = ()
 
     def to_message(self) -> dict[str, Any]:
         """By hand, not dataclasses.asdict (which deep-copies every value): one of these per task."""
@@ -77,6 +90,7 @@ class Step:
         message["resource_files"] = [asdict(f) for f in self.resource_files]
         message["shared_files"] = [asdict(f) for f in self.shared_files]
         message["output_files"] = [asdict(f) for f in self.output_files]
+        message["packages"] = [asdict(p) for p in self.packages]
         return message
 
     @classmethod
@@ -87,7 +101,10 @@ class Step:
             OutputFile(**{**f, "upload_headers": tuple(tuple(h) for h in f["upload_headers"])})
             for f in data.get("output_files", ())
         )
-        return cls(**{**data, "resource_files": files, "shared_files": shared, "output_files": outputs})
+        packages = tuple(AppPackage(**{**p, "env_names": tuple(p["env_names"])}) for p in data.get("packages", ()))
+        return cls(
+            **{**data, "resource_files": files, "shared_files": shared, "output_files": outputs, "packages": packages}
+        )
 
 
 _STEP_FIELDS = tuple(f.name for f in fields(Step))

@@ -9,6 +9,7 @@ steps are sent, processes killed, and the loop woken.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ from sqlalchemy import Connection
 
 from kiln import story, undo
 from kiln.compute.auto_storage import AutoStorage
-from kiln.compute.protocol import ComputeBackend, StepResult
+from kiln.compute.protocol import AppPackage, ComputeBackend, StepResult
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.exit_conditions import for_ended
@@ -30,6 +31,7 @@ from kiln.core.pool import PoolState
 from kiln.core.preparation import StepState
 from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
+from kiln.scheduler import packages
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.ahead import SendAhead
 from kiln.scheduler.auto_pools import AutoPools
@@ -58,6 +60,7 @@ from kiln.scheduler.state import (
 from kiln.scheduler.timers import Timers
 from kiln.store import rows as db
 from kiln.store.database import Database
+from kiln.store.packages import PackageStore
 from kiln.undo import TrackedDict, TrackedList
 from kiln.wire.times import now as utcnow
 
@@ -87,6 +90,9 @@ class Scheduler(
         self.db = database
         self.backend = backend
         self.data_dir = data_dir
+        self.package_store = PackageStore(data_dir / "applications")
+        #: the pool's application packages as they were when each node last joined, rebooted or was reimaged
+        self.node_packages: dict[str, tuple[AppPackage, ...]] = {}
         self.account_name = account_name
         self.account_url = account_url
         #: the linked storage account of autoStorageContainerName resource files; set by the server
@@ -109,8 +115,17 @@ class Scheduler(
         self._init_multi_instance()
         self._init_autoscale()
         backend.on_results = self._on_results
-        backend.on_node_up = story.stimulated("node {} up", self._on_node_up)
+        backend.on_node_up = story.stimulated("node {} up", self._node_joined)
         backend.on_node_down = story.stimulated("node {} lost", self._on_node_down)
+
+    async def _node_joined(self, node_id: str) -> None:
+        """A node is up (new, rebooted, reimaged, or back after a restart): it keeps the pool's packages of now
+        until it next does so, as Azure deploys a pool's packages only then."""
+        node = self.nodes.get(node_id)
+        if node is not None and node.pool_key in self.pools:
+            spec = self.pools[node.pool_key]["spec"]
+            self.node_packages[node_id] = packages.pool_packages(self.package_store, spec)
+        await self._on_node_up(node_id)
 
     # ------------------------------------------------------------------ start and stop
     async def start(self) -> None:
@@ -326,6 +341,8 @@ class Scheduler(
             tuple(pool["spec"].get("userAccounts") or ()),
             self.job_tokens,
             self.auto_storage,
+            packages=self.node_packages.get(node.node_id, ()),
+            task_packages=functools.partial(packages.task_packages, self.package_store),
         )
 
     def _ensure_prep(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kiln.compute.auto_storage import AutoStorage
-from kiln.compute.protocol import OutputFile, ResourceFile, Step
+from kiln.compute.protocol import AppPackage, OutputFile, ResourceFile, Step
 from kiln.core.job_token import JobTokens
 from kiln.core.task import task_dir
 from kiln.wire.times import duration_seconds
@@ -26,6 +26,10 @@ class Placement:
     user_accounts: tuple[dict[str, Any], ...] = ()
     tokens: JobTokens | None = None  #: issues AZ_BATCH_AUTHENTICATION_TOKEN to tasks that ask for job access
     auto_storage: AutoStorage | None = None  #: the account's linked storage (autoStorageContainerName)
+    #: the pool's application packages, which every step on the node gets
+    packages: tuple[AppPackage, ...] = ()
+    #: a task spec's own application packages
+    task_packages: Callable[[Mapping[str, Any]], tuple[AppPackage, ...]] = lambda spec: ()
 
 
 def _environment(*settings: list[dict[str, Any]] | None) -> dict[str, str]:
@@ -147,6 +151,7 @@ def task_step(
         max_wall_clock_seconds=duration_seconds(spec["constraints"].get("maxWallClockTime")),
         slots=slots,
         ahead=ahead,
+        packages=where.packages + where.task_packages(spec),
         **_identity(spec, where),
     )
 
@@ -175,5 +180,6 @@ def _job_step(
         prep_task_dir=_prep_dir(job),
         resource_files=_resource_files(spec, where),
         max_wall_clock_seconds=duration_seconds(wall_clock),
+        packages=where.packages,
         **_identity(spec, where),
     )

@@ -14,7 +14,7 @@ import functools
 import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete, func, insert, select, update
@@ -22,7 +22,18 @@ from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from kiln import story
 from kiln.store.prepared import Prepared
-from kiln.store.schema import counters, job_schedules, jobs, nodes, pools, preparations, subtasks, tasks, transitions
+from kiln.store.schema import (
+    counters,
+    job_schedules,
+    jobs,
+    node_lifetimes,
+    nodes,
+    pools,
+    preparations,
+    subtasks,
+    tasks,
+    transitions,
+)
 
 Row = dict[str, Any]
 _etag_counter = itertools.count()
@@ -315,9 +326,39 @@ def remove_node(conn: Connection, node_id: str) -> None:
     """A node and its own transitions (its prep/release records' go with their jobs). Found through the
     task index's NULL part, which holds only the few records that are not a task's."""
     story.gone(kind="node", node_id=node_id)
+    _record_lifetime(conn, node_id)
     conn.execute(delete(nodes).where(nodes.c.id == node_id))
     own = and_(transitions.c.task_seq.is_(None), transitions.c.kind == "node", transitions.c.node_id == node_id)
     conn.execute(delete(transitions).where(own))
+
+
+def _record_lifetime(conn: Connection, node_id: str) -> None:
+    """The node's time in its pool, kept after the node is gone (the pool's usage metrics count it)."""
+    query = (
+        select(nodes.c.allocation_time, pools.c.id, pools.c.spec)
+        .join(pools, pools.c.key == nodes.c.pool_key)
+        .where(nodes.c.id == node_id)
+    )
+    found = conn.execute(query).first()
+    if found is not None:
+        allocated, pool_id, spec = found
+        lifetime = {"node_id": node_id, "pool_id": pool_id, "vm_size": spec.get("vmSize") or ""}
+        lifetime.update(start_time=allocated, end_time=datetime.now(UTC))
+        conn.execute(delete(node_lifetimes).where(node_lifetimes.c.node_id == node_id))
+        conn.execute(insert(node_lifetimes).values(lifetime))
+
+
+def node_lifetimes_since(conn: Connection, start: datetime) -> list[tuple[str, str, datetime, datetime | None]]:
+    """(pool id, vmSize, allocated, left or None) of every node that was in a pool at `start` or later."""
+    ended = select(
+        node_lifetimes.c.pool_id, node_lifetimes.c.vm_size, node_lifetimes.c.start_time, node_lifetimes.c.end_time
+    ).where(node_lifetimes.c.end_time >= start)
+    found = [tuple(row) for row in conn.execute(ended)]
+    current = select(pools.c.id, pools.c.spec, nodes.c.allocation_time).join(pools, pools.c.key == nodes.c.pool_key)
+    found += [
+        (pool_id, spec.get("vmSize") or "", allocated, None) for pool_id, spec, allocated in conn.execute(current)
+    ]
+    return found
 
 
 def delete_job_rows(conn: Connection, job_key: str) -> None:

@@ -252,6 +252,18 @@ transitions = Table(
     Index("ix_transitions_task", "task_seq", "id"),
 )
 
+#: Each node that has left its pool: when it was allocated and when it left, for listPoolUsageMetrics (the
+#: nodes still in their pools count from their allocation_time).
+node_lifetimes = Table(
+    "node_lifetimes",
+    metadata,
+    Column("node_id", String(64), primary_key=True),
+    Column("pool_id", String(64), nullable=False),
+    Column("vm_size", Text, nullable=False),
+    Column("start_time", UTCDateTime, nullable=False),
+    Column("end_time", UTCDateTime, nullable=False),
+)
+
 counters = Table(
     "counters",
     metadata,

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from kiln.errors import BadRequest, InvalidPropertyValue, MissingRequiredProperty
-from kiln.wire import ids
+from kiln.wire import ids, images
 from kiln.wire.times import UNLIMITED, duration_seconds, format_duration, format_time, parse_duration
 
 RELEASE_MAX_SECONDS = 15 * 60
@@ -219,7 +219,7 @@ class AutoPoolSpecification(Wire):
             ids.check_id(self.auto_pool_id_prefix, "poolInfo.autoPoolSpecification.autoPoolIdPrefix")
         try:
             self.pool.check()
-        except InvalidPropertyValue as error:
+        except (InvalidPropertyValue, MissingRequiredProperty) as error:
             prefix_property(error, "poolInfo.autoPoolSpecification.pool.")
             raise
 
@@ -610,6 +610,18 @@ class StartTask(Wire):
     environment_settings: list[EnvironmentSetting] | None = None
 
 
+def check_user_accounts(accounts: list[UserAccount] | None) -> None:
+    """Each account valid, and no two with one name (case-insensitive)."""
+    names: set[str] = set()
+    for index, account in enumerate(accounts or ()):
+        account.check(index)
+        if account.name.lower() in names:
+            raise InvalidPropertyValue(
+                f"userAccounts[{index}].name", account.name, "Another user account of the pool has this name."
+            )
+        names.add(account.name.lower())
+
+
 class PoolSpecification(Wire):
     """A pool's fields without its id: the body of an auto pool specification."""
 
@@ -629,16 +641,10 @@ class PoolSpecification(Wire):
     metadata: list[MetadataItem] | None = None
 
     def check(self) -> None:
-        names: set[str] = set()
-        for index, account in enumerate(self.user_accounts or ()):
-            account.check(index)
-            if account.name.lower() in names:
-                raise InvalidPropertyValue(
-                    f"userAccounts[{index}].name", account.name, "Another user account of the pool has this name."
-                )
-            names.add(account.name.lower())
+        check_user_accounts(self.user_accounts)
         self._check_autoscale()
         _check_duration(self.resize_timeout, "resizeTimeout")
+        images.check_pool(self.dump())
 
     #: Whether this kind of pool may autoscale: a pool added by itself may, an auto pool not yet.
     AUTOSCALE: ClassVar[bool] = False
@@ -675,6 +681,7 @@ class PoolSpecification(Wire):
         policy["nodeFillType"] = str(policy.get("nodeFillType", "spread")).lower()
         doc["taskSchedulingPolicy"] = policy
         doc["enableInterNodeCommunication"] = self.enable_inter_node_communication
+        doc["virtualMachineConfiguration"] = images.materialize_vm_configuration(doc["virtualMachineConfiguration"])
         if self.user_accounts:
             doc["userAccounts"] = [account.materialize() for account in self.user_accounts]
         for counted in ("targetDedicatedNodes", "targetLowPriorityNodes"):

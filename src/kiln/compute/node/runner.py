@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
-from kiln.compute.node import environment, identity, layout, output_files, process, resource_files
+from kiln.compute.node import environment, identity, layout, output_files, packages, process, resource_files
 from kiln.compute.node.failures import SERVER_ERROR, StepFailure
 from kiln.compute.node.spawner import Spawner
 from kiln.compute.protocol import ResourceFile, Step, StepResult
@@ -75,6 +75,11 @@ async def environment_hook(ctx: StepContext) -> None:
     ctx.env = environment.build_environment(ctx.step, ctx.paths, account=ctx.account)
 
 
+async def packages_hook(ctx: StepContext) -> None:
+    if ctx.step.packages:
+        ctx.env.update(await packages.deploy_all(ctx.paths.node_root, ctx.step.packages))
+
+
 async def resource_files_hook(ctx: StepContext) -> None:
     if ctx.step.shared_files:  # they land in the task directory itself
         await fetch_into(ctx, dataclasses.replace(ctx.paths, wd=ctx.paths.task_dir), ctx.step.shared_files)
@@ -100,12 +105,14 @@ async def output_files_hook(ctx: StepContext) -> None:
 
 #: The order matters: the directories must exist before anything is written into wd; on a retry the
 #: account has owned them, so they are checked (no links) and handed over before the worker writes
-#: into them again; the environment names those directories and the account; downloads come last
-#: because they are slow and can fail.
+#: into them again; the environment names those directories and the account; application packages add
+#: their directories to it (their own variables win a clash); downloads come last because they are slow
+#: and can fail.
 HOOKS: tuple[Hook, ...] = (
     Hook("task_dir", prestart=task_dir_hook),
     Hook("identity", prestart=identity_hook),
     Hook("environment", prestart=environment_hook),
+    Hook("packages", prestart=packages_hook),
     Hook("resource_files", prestart=resource_files_hook),
     Hook("output_files", poststop=output_files_hook),
 )
