@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kiln import story
-from kiln.api import auth, files, job_auth, jobs, nodes, pools, schedules, stories, tasks
+from kiln.api import auth, files, job_auth, jobs, node_operations, nodes, pools, schedules, stories, tasks
 from kiln.api.context import SUPPORTED_API_VERSIONS, Kiln
 from kiln.api.http import MAX_BODY_BYTES, NotModified, error_response
 from kiln.errors import BadRequest, KilnError, NotFound, RequestBodyTooLarge
@@ -109,7 +109,7 @@ def _stimulus(request: Request) -> str:
 def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
     app = FastAPI(title="Kiln", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.kiln = state
-    for module in (pools, nodes, jobs, tasks, files, schedules):
+    for module in (pools, nodes, jobs, tasks, files, schedules, node_operations):
         app.include_router(module.router, dependencies=[Depends(_authenticate)])
     app.include_router(stories.router, dependencies=[Depends(_shared_key)])
     app.add_middleware(BodyLimit)  # added first: request_ids below wraps it, so its 413 carries a request id

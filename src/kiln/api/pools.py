@@ -61,7 +61,9 @@ async def patch_pool(request: Request, pool_id: str) -> Response:
     if unknown:
         raise InvalidPropertyValue(unknown[0], None, "This property cannot be changed with a pool update.")
     if "startTask" in body and body["startTask"] is not None:
-        parse(StartTask, body["startTask"])
+        start_task = parse(StartTask, body["startTask"])
+        start_task.check()
+        body["startTask"] = start_task.materialize()  # existing nodes take it at their next reboot or reimage
     row = await pools.update(control(request), pool_id, body, write_conditions(request))
     return empty(200, request, row)
 

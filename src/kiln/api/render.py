@@ -54,7 +54,7 @@ def pool(row: Mapping[str, Any], base: str, current_nodes: int) -> Doc:
 def node(row: Mapping[str, Any], pool_row: Mapping[str, Any], base: str, running_tasks: int, running_slots: int) -> Doc:
     state = row["state"]
     if state in (NodeState.IDLE, NodeState.RUNNING):
-        state = busy_state(running_tasks).value
+        state = busy_state(running_tasks, row["scheduling_state"]).value
     doc: Doc = {
         "id": row["id"],
         "url": f"{base}/pools/{pool_row['id']}/nodes/{row['id']}",
@@ -69,10 +69,13 @@ def node(row: Mapping[str, Any], pool_row: Mapping[str, Any], base: str, running
         "totalTasksSucceeded": row["total_tasks_succeeded"],
         "runningTasksCount": running_tasks,
         "runningTaskSlotsCount": running_slots,
-        "isDedicated": True,
+        "isDedicated": bool(row.get("is_dedicated", True)),
     }
     if row.get("last_boot_time"):
         doc["lastBootTime"] = format_time(row["last_boot_time"])
+    for name, column in (("startTask", "start_task"), ("startTaskInfo", "start_task_info"), ("errors", "errors")):
+        if row.get(column):
+            doc[name] = row[column]
     return doc
 
 

@@ -36,12 +36,14 @@ from kiln.scheduler.job_control import JobControl
 from kiln.scheduler.job_end import JobEnding
 from kiln.scheduler.job_manager import JobManagement
 from kiln.scheduler.multi_instance import MultiInstance
+from kiln.scheduler.node_control import NodeControl
 from kiln.scheduler.node_ops import NodeOperations
 from kiln.scheduler.outcomes import TaskOutcomes, exit_options
 from kiln.scheduler.preemption import Preemption
 from kiln.scheduler.retention import Retention
 from kiln.scheduler.schedules import JobSchedules
 from kiln.scheduler.slots import NodeSlots
+from kiln.scheduler.start_tasks import StartTasks
 from kiln.scheduler.state import (
     ON_NODE,
     Effects,
@@ -72,6 +74,8 @@ class Scheduler(
     MultiInstance,
     Preemption,
     SendAhead,
+    StartTasks,
+    NodeControl,
 ):
     def __init__(
         self, database: Database, backend: ComputeBackend, *, data_dir: Path, account_name: str, account_url: str
@@ -391,6 +395,8 @@ class Scheduler(
                 self._release_finished(conn, ref, result, now, effects)
             elif ref.kind == "coord":
                 self._coordination_finished(conn, ref, result, now, effects)
+            elif ref.kind == "start":
+                self._start_task_finished(conn, ref, result, now, effects)
         effects.write_batched(conn, counters=False)
         self._settle_disabling(conn, {ref.job_key for _, ref in mine}, now)
         self._take_job_actions(conn, effects)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -14,7 +15,7 @@ from kiln.core import pool as pool_rules
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.job import JobState
-from kiln.core.node import NodeState
+from kiln.core.node import NodeState, SchedulingState
 from kiln.core.pool import AllocationState
 from kiln.core.preparation import StepState
 from kiln.scheduler.parts import SchedulerParts
@@ -64,7 +65,10 @@ class NodeOperations(SchedulerParts):
             await self.db.write(lambda conn: db.insert_rows(conn, db.nodes, [row for row, _ in added]))
             for row, slots in added:
                 self.nodes[row["id"]] = slots
-        for row, _ in added:
+        for index, (row, _) in enumerate(added):
+            if self._stopping(pool_key):  # stop resize: the nodes not started yet are not added
+                await self._forget_unstarted([r for r, _ in added[index:]])
+                break
             await self.backend.add_node(row["id"], row["root_dir"])
             async with self.lock:
                 await self.db.write(
@@ -95,6 +99,8 @@ class NodeOperations(SchedulerParts):
             "total_tasks_succeeded": 0,
             "running_tasks": 0,
             "running_slots": 0,
+            "start_task": pool["spec"].get("startTask"),
+            "is_dedicated": True,
         }
         return row, NodeSlots(node_id, pool["key"], pool["task_slots_per_node"], str(root))
 
@@ -109,12 +115,27 @@ class NodeOperations(SchedulerParts):
         await self.backend.remove_node(node.node_id)
         await self._act(effects)
 
+    async def _forget_unstarted(self, rows: list[dict[str, Any]]) -> None:
+        async with self.lock:
+
+            def remove(conn: Connection) -> None:
+                for row in rows:
+                    db.remove_node(conn, row["id"])
+
+            await self.db.write(remove)
+            for row in rows:
+                self.nodes.pop(row["id"], None)
+
     def _maybe_steady(self, conn: Connection, pool_key: str) -> None:
+        """A resize is done once the pool has its target number of nodes (any number, once stopped), every
+        one booted."""
         pool = self.pools.get(pool_key)
-        if pool is None or pool["allocation_state"] != AllocationState.RESIZING:
+        if pool is None or pool["allocation_state"] not in (AllocationState.RESIZING, AllocationState.STOPPING):
             return
         members = [n for n in self.nodes.values() if n.pool_key == pool_key]
-        if len(members) == pool["target_dedicated_nodes"] and all(n.up for n in members):
+        booted = {row["id"] for row in db.find(conn, db.nodes, pool_key=pool_key) if row["state"] in node_rules.BOOTED}
+        sized = pool["allocation_state"] == AllocationState.STOPPING or len(members) == pool["target_dedicated_nodes"]
+        if sized and all(n.node_id in booted for n in members):
             changes = pool_rules.allocation(pool, AllocationState.STEADY, utcnow())
             db.change(conn, db.pools, {"key": pool_key}, changes, bump_etag=True)
             pool.update(changes)
@@ -154,19 +175,27 @@ class NodeOperations(SchedulerParts):
         await self._act(effects)
 
     def _node_up(self, conn: Connection, node: NodeSlots) -> Effects:
+        """The node's worker answers: a fresh start (its tasks were requeued when it went down), then its
+        start task, if its pool has one."""
         effects = Effects(wake=True)
         now = utcnow()
         row = db.get(conn, db.nodes, id=node.node_id)
-        if row is None:
+        if row is None or row["state"] in node_rules.BOOTED:
             return effects
-        stored = dict(row)
-        if row["state"] in (NodeState.CREATING, NodeState.REBOOTING, NodeState.REIMAGING):
-            row.update(node_rules.transition(row, NodeState.STARTING, now))
-        if row["state"] != NodeState.IDLE:
-            transition(conn, db.nodes, {"id": node.node_id}, stored, node_rules.transition(row, NodeState.IDLE, now))
-        node.up, node.draining = True, False
+        if row["state"] != NodeState.STARTING:
+            changes = node_rules.transition(row, NodeState.STARTING, now)
+            transition(conn, db.nodes, {"id": node.node_id}, row, changes)
+            row.update(changes)
+        node.draining = row["scheduling_state"] == SchedulingState.DISABLED  # disabled scheduling outlives a reboot
         node.release_all()
+        self._boot(conn, node, row, now, effects)
         self._maybe_steady(conn, node.pool_key)
+        return effects
+
+    def _node_ready(self, conn: Connection, node: NodeSlots, now: datetime, effects: Effects) -> None:
+        """The node takes tasks: its start task succeeded, or does not hold it back."""
+        node.up = True
+        effects.wake = True
         for entry in list(self.jobs.values()):  # releases that waited for this node
             record = self.preps.get((entry.key, node.node_id))
             if (
@@ -176,7 +205,6 @@ class NodeOperations(SchedulerParts):
                 and prep_rules.needs_release(record, node.incarnation)
             ):
                 self._run_release(conn, entry, node, record, now, effects)
-        return effects
 
     async def _on_node_down(self, node_id: str) -> None:
         async with self.lock:
@@ -215,7 +243,7 @@ class NodeOperations(SchedulerParts):
             db.remove_node(conn, node_id)
             for entry in list(self.jobs.values()):
                 self._finish_job_if_released(conn, entry.key, now, effects)
-        elif row is not None and row["state"] in (NodeState.IDLE, NodeState.RUNNING, NodeState.STARTING):
+        elif row is not None and row["state"] in (NodeState.STARTING, *node_rules.BOOTED):
             transition(conn, db.nodes, {"id": node_id}, row, node_rules.transition(row, NodeState.UNKNOWN, now))
         return effects
 
@@ -236,6 +264,8 @@ class NodeOperations(SchedulerParts):
         if row is None or node is None:
             raise NotFound("The specified compute node does not exist.", code="NodeNotFound")
         changes = node_rules.transition(row, NodeState.REIMAGING if reimage else NodeState.REBOOTING, now)
+        pool = db.get(conn, db.pools, key=node.pool_key) or self.pools[node.pool_key]
+        changes["start_task"] = pool["spec"].get("startTask")  # a pool update reaches the node now
         transition(conn, db.nodes, {"id": node_id}, row, changes)
         node.draining = True
         self._call_back(conn, node, effects)

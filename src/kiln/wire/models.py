@@ -559,8 +559,28 @@ class TaskUpdate(Wire):
 
 
 class StartTask(Wire):
+    """A pool's start task: run on each node as it joins, reboots or is reimaged (batch-semantics-2 §5.1)."""
+
     command_line: str = Field(min_length=1, max_length=COMMAND_LINE_MAX)
+    resource_files: list[ResourceFile] | None = None
     environment_settings: list[EnvironmentSetting] | None = None
+    user_identity: UserIdentity | None = None
+    max_task_retry_count: int = Field(default=0, ge=-1)
+    wait_for_success: bool = True
+    container_settings: dict[str, Any] | None = None
+
+    def check(self, where: str = "startTask") -> None:
+        if self.container_settings is not None:
+            raise InvalidPropertyValue(
+                f"{where}.containerSettings", None, "Kiln nodes run no containers: a start task cannot use one."
+            )
+
+    def materialize(self) -> dict[str, Any]:
+        doc = self.dump()
+        doc["maxTaskRetryCount"] = self.max_task_retry_count
+        doc["waitForSuccess"] = self.wait_for_success
+        doc.setdefault("userIdentity", DEFAULT_IDENTITY)
+        return doc
 
 
 class PoolSpecification(Wire):
@@ -591,6 +611,8 @@ class PoolSpecification(Wire):
         if self.enable_auto_scale:
             raise InvalidPropertyValue("enableAutoScale", True, "Autoscale is not supported yet.")
         _check_duration(self.resize_timeout, "resizeTimeout")
+        if self.start_task is not None:
+            self.start_task.check()
 
     def materialize(self) -> dict[str, Any]:
         doc = self.dump()
@@ -603,6 +625,8 @@ class PoolSpecification(Wire):
         doc["enableInterNodeCommunication"] = self.enable_inter_node_communication
         if self.user_accounts:
             doc["userAccounts"] = [account.materialize() for account in self.user_accounts]
+        if self.start_task is not None:
+            doc["startTask"] = self.start_task.materialize()
         for counted in ("targetDedicatedNodes", "targetLowPriorityNodes"):
             doc.pop(counted, None)  # live in their own columns
         return doc

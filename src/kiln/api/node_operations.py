@@ -1,0 +1,72 @@
+"""Node and pool operations that take nodes out of work: disable and enable task scheduling on a node,
+remove nodes from a pool, stop a pool's resize."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from kiln.api.context import control
+from kiln.api.http import empty, read_json, write_conditions
+from kiln.commands import node_operations
+from kiln.errors import InvalidPropertyValue, MissingRequiredProperty
+from kiln.wire.times import parse_duration
+
+router = APIRouter()
+
+#: nodeDisableSchedulingOption values; nodeDeallocationOption adds retaineddata (as taskcompletion locally).
+SCHEDULING_OPTIONS = ("requeue", "terminate", "taskcompletion")
+DEALLOCATION_OPTIONS = (*SCHEDULING_OPTIONS, "retaineddata")
+#: At most this many nodes per removenodes call.
+MAX_REMOVED = 100
+
+
+def option(body: dict, name: str, allowed: tuple[str, ...]) -> str:
+    value = str(body.get(name) or "requeue").lower()
+    if value not in allowed:
+        raise InvalidPropertyValue(name, value, f"{name} must be one of: {', '.join(allowed)}.")
+    return value
+
+
+@router.post("/pools/{pool_id}/nodes/{node_id}/disablescheduling")
+async def disable_scheduling(request: Request, pool_id: str, node_id: str) -> Response:
+    body = await read_json(request, optional=True)
+    chosen = option(body, "nodeDisableSchedulingOption", SCHEDULING_OPTIONS)
+    await node_operations.set_scheduling(control(request), pool_id, node_id, False, chosen)
+    return empty(200, request)
+
+
+@router.post("/pools/{pool_id}/nodes/{node_id}/enablescheduling")
+async def enable_scheduling(request: Request, pool_id: str, node_id: str) -> Response:
+    await node_operations.set_scheduling(control(request), pool_id, node_id, True, "requeue")
+    return empty(200, request)
+
+
+@router.post("/pools/{pool_id}/removenodes")
+async def remove_nodes(request: Request, pool_id: str) -> Response:
+    body = await read_json(request)
+    node_ids = body.get("nodeList")
+    if node_ids is None:
+        raise MissingRequiredProperty("nodeList")
+    if not isinstance(node_ids, list) or not node_ids or not all(isinstance(n, str) for n in node_ids):
+        raise InvalidPropertyValue("nodeList", None, "nodeList must list the ids of the nodes to remove.")
+    if len(node_ids) > MAX_REMOVED:
+        raise InvalidPropertyValue("nodeList", None, f"At most {MAX_REMOVED} nodes can be removed in one request.")
+    if body.get("resizeTimeout") is not None:
+        timeout = body["resizeTimeout"]
+        try:
+            parse_duration(timeout)
+        except Exception:  # isodate raises its own error types
+            raise InvalidPropertyValue(
+                "resizeTimeout", timeout, "The value is not a valid ISO 8601 duration."
+            ) from None
+    chosen = option(body, "nodeDeallocationOption", DEALLOCATION_OPTIONS)
+    unique = list(dict.fromkeys(node_ids))
+    await node_operations.remove_nodes(control(request), pool_id, unique, chosen, write_conditions(request))
+    return empty(202, request)
+
+
+@router.post("/pools/{pool_id}/stopresize")
+async def stop_resize(request: Request, pool_id: str) -> Response:
+    await node_operations.stop_resize(control(request), pool_id, write_conditions(request))
+    return empty(202, request)
