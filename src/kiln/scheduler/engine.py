@@ -260,6 +260,7 @@ class Scheduler(
                 continue
             if self._start_multi_instance(conn, entry, task, node, slots, now, effects):
                 continue
+            node = self._prefer_affinity(entry, task, node, slots)
             self._start_on_node(conn, entry, task, node, now, effects)
         for pool_key in by_pool:
             pool = self.pools.get(pool_key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -15,7 +16,7 @@ from kiln.core.pool import AllocationState
 from kiln.errors import Conflict, NotFound
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
-from kiln.scheduler.state import ON_NODE, Effects, requeue
+from kiln.scheduler.state import ON_NODE, Effects, JobEntry, requeue
 from kiln.store import rows as db
 from kiln.wire.times import now as utcnow
 
@@ -47,6 +48,25 @@ class NodeControl(SchedulerParts):
                 self._requeue_in_memory(task)
         self._settle_disabling(conn, self._disabling_jobs(), now)
         effects.wake = True
+
+    # ------------------------------------------------------------------ affinity
+    def _prefer_affinity(self, entry: JobEntry, task: dict[str, Any], node: NodeSlots, slots: int) -> NodeSlots:
+        """A task's affinityInfo (`TVM:<node id>`, a node's affinityId) is a preference, as on Azure: the task
+        moves to that node when it has room and may run the job's tasks, else it stays where placement put it."""
+        affinity = (task["spec"].get("affinityInfo") or {}).get("affinityId") or ""
+        wanted = self.nodes.get(affinity.removeprefix("TVM:"))
+        if (
+            wanted is None
+            or wanted is node
+            or "multiInstanceSettings" in task["spec"]  # its nodes are planned together
+            or wanted.pool_key != node.pool_key
+            or wanted.free < slots
+            or not self._may_run(entry, wanted)
+        ):
+            return node
+        node.release(task["seq"])
+        wanted.book(task["seq"], slots)  # tentative, as placement's own booking was
+        return wanted
 
     # ------------------------------------------------------------------ scheduling
     async def set_node_scheduling(self, node_id: str, enabled: bool, option: str = REQUEUE) -> None:

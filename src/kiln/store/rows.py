@@ -362,3 +362,15 @@ __all__ = [
     "delete_job_rows",
     "new_etag",
 ]
+
+
+def recent_tasks(conn: Connection, node_id: str, limit: int) -> list[Row]:
+    """The tasks that last changed state on the node (a node's recentTasks), latest first, with their job's id."""
+    query = (
+        select(tasks, jobs.c.id.label("job_id"))
+        .join(jobs, jobs.c.key == tasks.c.job_key)
+        .where(tasks.c.node_id == node_id)
+        .order_by(tasks.c.state_transition_time.desc(), tasks.c.seq.desc())
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in conn.execute(query)]
