@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from azure.batch import models
+from azure.batch.models._models import BatchNodeDeallocateOptions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from kiln.testing import create_pool_and_wait, shell, unique, wait_for
@@ -142,3 +143,44 @@ def test_stop_resize_settles_the_pool_at_the_nodes_it_has(client, cleanup):
     assert 1 <= len(nodes) <= 6 and all(n.state == "idle" for n in nodes)
     client.begin_stop_pool_resize(pool_id, polling_interval=1).result()  # a steady pool stays as it is
     assert client.get_pool(pool_id).allocation_state == "steady"
+
+
+def test_deallocate_then_start_a_node(client, cleanup, marks_dir):
+    start = models.BatchStartTask(command_line=shell(f"echo boot >> {marks_dir}/boots-$AZ_BATCH_NODE_ID"))
+    pool_id = create_pool_and_wait(client, nodes=1, start_task=start)
+    cleanup(pool=pool_id)
+    (node,) = client.list_nodes(pool_id)
+    with pytest.raises(ResourceExistsError) as caught:  # only a deallocated node starts
+        client.begin_start_node(pool_id, node.id, polling_interval=1).result()
+    assert caught.value.error.code == "OperationNotValidOnNode"
+    options = BatchNodeDeallocateOptions(node_deallocate_option="requeue")
+    client.begin_deallocate_node(pool_id, node.id, options, polling_interval=1).result()
+    _node_state(client, pool_id, node.id, "deallocated")
+    assert client.get_pool(pool_id).allocation_state == "steady"
+    job_id = _job(client, cleanup, pool_id)
+    client.create_task(job_id, models.BatchTaskCreateOptions(id="a", command_line="/bin/true"))
+    assert client.get_task(job_id, "a").state == "active"  # no node to run on
+    client.begin_start_node(pool_id, node.id, polling_interval=1).result()
+    assert _task_state(client, job_id, "a", "completed").execution_info.exit_code == 0
+    _node_state(client, pool_id, node.id, "idle")
+    assert (marks_dir / f"boots-{node.id}").read_text().split() == ["boot", "boot"]  # the start task ran again
+
+
+def test_extensions_users_and_remote_login_on_a_local_node(client, pool):
+    node_id = next(iter(client.list_nodes(pool))).id
+    assert list(client.list_node_extensions(pool, node_id)) == []
+    with pytest.raises(ResourceNotFoundError):
+        client.get_node_extension(pool, node_id, "secretext")
+    user = models.BatchNodeUserCreateOptions(name="someone", password="s3cret!", is_admin=False)
+    for call in (
+        lambda: client.create_node_user(pool, node_id, user),
+        lambda: client.replace_node_user(pool, node_id, "someone", models.BatchNodeUserReplaceOptions(password="x")),
+        lambda: client.delete_node_user(pool, node_id, "someone"),
+        lambda: client.get_node_remote_login_settings(pool, node_id),
+    ):
+        with pytest.raises(ResourceExistsError) as caught:
+            call()
+        assert caught.value.error.code == "OperationNotValidOnNode"
+        assert "not virtual machines" in caught.value.error.message
+    with pytest.raises(ResourceNotFoundError):
+        client.list_node_extensions(pool, "no-such-node").next()

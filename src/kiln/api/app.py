@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kiln import story
-from kiln.api import auth, files, job_auth, jobs, node_operations, nodes, pools, schedules, stories, tasks
+from kiln.api import auth, files, job_auth, jobs, kiln_nodes, node_operations, nodes, pools, schedules, stories, tasks
 from kiln.api.context import SUPPORTED_API_VERSIONS, Kiln
 from kiln.api.http import MAX_BODY_BYTES, NotModified, error_response
 from kiln.errors import BadRequest, KilnError, NotFound, RequestBodyTooLarge
@@ -112,6 +112,7 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
     for module in (pools, nodes, jobs, tasks, files, schedules, node_operations):
         app.include_router(module.router, dependencies=[Depends(_authenticate)])
     app.include_router(stories.router, dependencies=[Depends(_shared_key)])
+    app.include_router(kiln_nodes.router, dependencies=[Depends(_shared_key)])
     app.add_middleware(BodyLimit)  # added first: request_ids below wraps it, so its 413 carries a request id
 
     @app.middleware("http")

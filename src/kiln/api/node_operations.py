@@ -1,5 +1,6 @@
-"""Node and pool operations that take nodes out of work: disable and enable task scheduling on a node,
-remove nodes from a pool, stop a pool's resize."""
+"""Node and pool operations beyond reboot and reimage: task scheduling on a node, deallocate and start,
+removing nodes from a pool, stopping a pool's resize; and the node operations a local node cannot honour
+(node users, remote login), which answer why."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from kiln.api.context import control
-from kiln.api.http import empty, read_json, write_conditions
+from kiln.api.http import empty, list_response, read_json, write_conditions
 from kiln.commands import node_operations
-from kiln.errors import InvalidPropertyValue, MissingRequiredProperty
+from kiln.errors import Conflict, InvalidPropertyValue, MissingRequiredProperty, NotFound
 from kiln.wire.times import parse_duration
 
 router = APIRouter()
@@ -70,3 +71,46 @@ async def remove_nodes(request: Request, pool_id: str) -> Response:
 async def stop_resize(request: Request, pool_id: str) -> Response:
     await node_operations.stop_resize(control(request), pool_id, write_conditions(request))
     return empty(202, request)
+
+
+@router.post("/pools/{pool_id}/nodes/{node_id}/deallocate")
+async def deallocate_node(request: Request, pool_id: str, node_id: str) -> Response:
+    body = await read_json(request, optional=True)
+    chosen = option(body, "nodeDeallocateOption", DEALLOCATION_OPTIONS)
+    await node_operations.deallocate(control(request), pool_id, node_id, chosen)
+    return empty(202, request)
+
+
+@router.post("/pools/{pool_id}/nodes/{node_id}/start")
+async def start_node(request: Request, pool_id: str, node_id: str) -> Response:
+    await node_operations.start(control(request), pool_id, node_id)
+    return empty(202, request)
+
+
+@router.get("/pools/{pool_id}/nodes/{node_id}/extensions")
+async def list_extensions(request: Request, pool_id: str, node_id: str) -> Response:
+    """Kiln installs no VM extensions on its nodes: the list is empty."""
+    await node_operations.node(control(request), pool_id, node_id)
+    return list_response(request, [], "extensions", {})
+
+
+@router.get("/pools/{pool_id}/nodes/{node_id}/extensions/{name}")
+async def get_extension(request: Request, pool_id: str, node_id: str, name: str) -> Response:
+    await node_operations.node(control(request), pool_id, node_id)
+    raise NotFound(f"The compute node has no extension named {name}: Kiln installs none.", code="ExtensionNotFound")
+
+
+#: Why a local node has no login accounts or remote login of its own.
+NO_LOGIN = (
+    "Kiln's compute nodes are local processes, not virtual machines: they have no accounts to log in with and no"
+    " remote login. Tasks run as the pool's userAccounts (userIdentity.username) or its auto-users; read a node's"
+    " files through the node-files API."
+)
+
+
+@router.post("/pools/{pool_id}/nodes/{node_id}/users")
+@router.api_route("/pools/{pool_id}/nodes/{node_id}/users/{name}", methods=["PUT", "DELETE"])
+@router.get("/pools/{pool_id}/nodes/{node_id}/remoteloginsettings")
+async def no_login(request: Request, pool_id: str, node_id: str, name: str | None = None) -> Response:
+    await node_operations.node(control(request), pool_id, node_id)
+    raise Conflict(NO_LOGIN, code="OperationNotValidOnNode")

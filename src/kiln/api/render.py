@@ -37,7 +37,8 @@ def _entity(row: Mapping[str, Any], url: str) -> Doc:
     }
 
 
-def pool(row: Mapping[str, Any], base: str, current_nodes: int) -> Doc:
+def pool(row: Mapping[str, Any], base: str, current_nodes: tuple[int, int]) -> Doc:
+    """current_nodes: (dedicated, low priority)."""
     doc = {
         **row["spec"],
         **_entity(row, f"{base}/pools/{row['id']}"),
@@ -45,8 +46,8 @@ def pool(row: Mapping[str, Any], base: str, current_nodes: int) -> Doc:
         "stateTransitionTime": format_time(row["state_transition_time"]),
         "allocationState": row["allocation_state"],
         "allocationStateTransitionTime": format_time(row["allocation_state_transition_time"]),
-        "currentDedicatedNodes": current_nodes,
-        "currentLowPriorityNodes": 0,
+        "currentDedicatedNodes": current_nodes[0],
+        "currentLowPriorityNodes": current_nodes[1],
         "targetDedicatedNodes": row["target_dedicated_nodes"],
         "targetLowPriorityNodes": row["target_low_priority_nodes"],
     }

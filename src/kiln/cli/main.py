@@ -9,13 +9,14 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from kiln.cli import tasks
+from kiln.cli import nodes, tasks
 from kiln.server import Settings
 from kiln.server import serve as run_server
 
 app = typer.Typer(help="Kiln: an Azure Batch-compatible batch compute service.", no_args_is_help=True)
 console = Console(soft_wrap=True)  # keys and URLs must stay on one line
 app.add_typer(tasks.app, name="task")
+app.add_typer(nodes.app, name="node")
 
 
 @app.command()

@@ -6,16 +6,14 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from kiln.api.auth import SharedKeyAuth
 from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
+from kiln.cli import rest
 
 app = typer.Typer(help="Tasks.", no_args_is_help=True)
-console = Console(soft_wrap=True)
+console = rest.console
 
 ENDPOINT = typer.Option("http://127.0.0.1:8520", "--endpoint", envvar="KILN_ENDPOINT", help="Kiln's URL.")
 ACCOUNT = typer.Option(DEV_ACCOUNT_NAME, "--account", envvar="KILN_ACCOUNT_NAME", help="Account name.")
@@ -32,17 +30,9 @@ def story(
     as_json: bool = typer.Option(False, "--json", help="Print the story as JSON."),
 ) -> None:
     """A task's transitions with what caused each, and why it is where it is."""
-    url = f"{endpoint.rstrip('/')}/kiln/jobs/{quote(job, safe='')}/tasks/{quote(task, safe='')}/story"
-    try:
-        answer = httpx.get(url, auth=SharedKeyAuth(account, key), timeout=30)
-    except httpx.HTTPError as error:
-        console.print(f"[red]cannot reach {endpoint}: {error}[/red]")
-        raise typer.Exit(2) from None
-    body = answer.json()
-    if answer.status_code != 200:
-        message = (body.get("message") or {}).get("value", "").split("\n")[0]
-        console.print(f"[red]{body.get('code')}: {message}[/red]", highlight=False)
-        raise typer.Exit(1)
+    body = rest.call(
+        "GET", endpoint, f"/kiln/jobs/{quote(job, safe='')}/tasks/{quote(task, safe='')}/story", account, key
+    )
     if as_json:
         print(json.dumps(body, indent=2))
         return

@@ -24,6 +24,9 @@ class NodeState(StrEnum):
     UNKNOWN = "unknown"
     OFFLINE = "offline"
     UNUSABLE = "unusable"
+    PREEMPTED = "preempted"
+    DEALLOCATING = "deallocating"
+    DEALLOCATED = "deallocated"
 
 
 class SchedulingState(StrEnum):
@@ -42,6 +45,19 @@ def _stamp(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
 def _reimaged(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
     """A new incarnation: preparation records of the old one no longer count."""
     return {"state_transition_time": now, "incarnation": row["incarnation"] + 1}
+
+
+def _preempted(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    """A spot node taken back: it returns as a fresh node, a new incarnation."""
+    return {"state_transition_time": now, "incarnation": row["incarnation"] + 1}
+
+
+def _deallocating(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    return {"state_transition_time": now}
+
+
+def _deallocated(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    return {"state_transition_time": now}
 
 
 def _starting(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
@@ -71,7 +87,10 @@ _UP = (S.IDLE, S.RUNNING)
 #: States a user may reboot or reimage a node from: up, or failed its start task (the usual remedy).
 _RESTARTABLE = (*_UP, S.START_TASK_FAILED)
 TRANSITIONS: lifecycle.Table = {
-    **{(s, S.STARTING): _starting for s in (S.CREATING, S.REBOOTING, S.REIMAGING, S.UNKNOWN)},
+    **{
+        (s, S.STARTING): _starting
+        for s in (S.CREATING, S.REBOOTING, S.REIMAGING, S.UNKNOWN, S.PREEMPTED, S.DEALLOCATED)
+    },
     (S.STARTING, S.IDLE): _up,
     (S.STARTING, S.WAITING_FOR_START_TASK): _up,
     (S.WAITING_FOR_START_TASK, S.IDLE): _start_task_succeeded,
@@ -84,6 +103,9 @@ TRANSITIONS: lifecycle.Table = {
     **{(s, S.UNKNOWN): _stamp for s in (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, *_UP)},
     **{(s, S.REBOOTING): _stamp for s in _RESTARTABLE},
     **{(s, S.REIMAGING): _reimaged for s in _RESTARTABLE},
+    **{(s, S.PREEMPTED): _preempted for s in (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, *_UP)},
+    **{(s, S.DEALLOCATING): _deallocating for s in _UP},
+    (S.DEALLOCATING, S.DEALLOCATED): _deallocated,
     **{(s, S.LEAVING_POOL): _stamp for s in S if s is not S.LEAVING_POOL},
     (S.UNKNOWN, S.UNKNOWN): no_changes,
 }
@@ -98,8 +120,10 @@ def transition(row: Mapping[str, Any], to: NodeState, now: datetime, **event: An
     )
 
 
-#: States of a node whose worker has answered since it was last (re)started: a resize counts it as done.
+#: States of a node whose worker has answered since it was last (re)started.
 BOOTED = frozenset({S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, *_UP})
+#: States in which a node counts as there for a resize: booted, or deallocated or preempted (their own doing).
+SETTLED = BOOTED | {S.DEALLOCATED, S.PREEMPTED}
 
 
 def busy_state(running_tasks: int, scheduling_state: str = SchedulingState.ENABLED) -> NodeState:
@@ -108,3 +132,11 @@ def busy_state(running_tasks: int, scheduling_state: str = SchedulingState.ENABL
     if running_tasks:
         return S.RUNNING
     return S.OFFLINE if scheduling_state == SchedulingState.DISABLED else S.IDLE
+
+
+#: Node ids end as Azure's do: `_d` for a dedicated node, `_p` for a low-priority (spot) one.
+DEDICATED_SUFFIX, LOW_PRIORITY_SUFFIX = "_d", "_p"
+
+
+def is_dedicated(node_id: str) -> bool:
+    return not node_id.endswith(LOW_PRIORITY_SUFFIX)

@@ -24,7 +24,7 @@ from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.exit_conditions import for_ended
 from kiln.core.job import JobState
-from kiln.core.node import NodeState
+from kiln.core.node import NodeState, is_dedicated
 from kiln.core.pool import PoolState
 from kiln.core.preparation import StepState
 from kiln.core.retry import Decision, after_exit
@@ -316,6 +316,7 @@ class Scheduler(
             node.root,
             tuple(pool["spec"].get("userAccounts") or ()),
             self.job_tokens,
+            is_dedicated(node.node_id),
         )
 
     def _ensure_prep(

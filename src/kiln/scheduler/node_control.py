@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
 
+from kiln.core import node as node_rules
 from kiln.core import pool as pool_rules
 from kiln.core import task as task_rules
 from kiln.core.node import NodeState, SchedulingState
@@ -16,13 +17,15 @@ from kiln.core.pool import AllocationState
 from kiln.errors import Conflict, NotFound
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
-from kiln.scheduler.state import ON_NODE, Effects, JobEntry, requeue
+from kiln.scheduler.state import ON_NODE, Effects, JobEntry, requeue, transition
 from kiln.store import rows as db
 from kiln.wire.times import now as utcnow
 
 #: What becomes of a node's tasks when it stops taking work (nodeDisableSchedulingOption,
 #: nodeDeallocationOption): requeued, terminated, or left to finish (taskcompletion, retaineddata).
 REQUEUE, TERMINATE = "requeue", "terminate"
+#: How long a preempted spot node stays away before it returns as a fresh node.
+PREEMPTED_FOR = timedelta(seconds=2)
 
 
 class NodeControl(SchedulerParts):
@@ -76,9 +79,7 @@ class NodeControl(SchedulerParts):
 
     def _set_node_scheduling(self, conn: Connection, node_id: str, enabled: bool, option: str) -> Effects:
         effects = Effects(wake=True)
-        row, node = db.get(conn, db.nodes, id=node_id), self.nodes.get(node_id)
-        if row is None or node is None:
-            raise NotFound("The specified compute node does not exist.", code="NodeNotFound")
+        row, node = self._node_and_row(conn, node_id)
         target = SchedulingState.ENABLED if enabled else SchedulingState.DISABLED
         if row["scheduling_state"] == target:
             raise Conflict(
@@ -132,6 +133,94 @@ class NodeControl(SchedulerParts):
                 await self._remove_node(node)
         async with self.lock:
             await self.db.write(lambda conn: self._maybe_steady(conn, pool_key))
+
+    # ------------------------------------------------------------------ spot preemption
+    async def preempt_node(self, node_id: str) -> None:
+        """Take a low-priority node back, as Azure does with spot capacity: it shows `preempted`, its tasks are
+        requeued, and after PREEMPTED_FOR it returns as a fresh node (files wiped, start task run again)."""
+        async with self.lock:
+            effects = await self.db.write(lambda conn: self._preempt_node(conn, node_id))
+        await self._act(effects)
+        self.timers.schedule(
+            f"preempted:{node_id}",
+            utcnow() + PREEMPTED_FOR,
+            lambda: self._safely(self.backend.restart_node(node_id, wipe=True), f"return of preempted {node_id}"),
+        )
+
+    def _preempt_node(self, conn: Connection, node_id: str) -> Effects:
+        effects = Effects(wake=True)
+        now = utcnow()
+        row, node = self._node_and_row(conn, node_id)
+        if row["is_dedicated"]:
+            raise Conflict(
+                "Only low-priority (spot) nodes can be preempted; this node is dedicated.",
+                code="OperationNotValidOnNode",
+            )
+        changes = node_rules.transition(row, NodeState.PREEMPTED, now)
+        transition(conn, db.nodes, {"id": node_id}, row, changes)
+        node.incarnation = changes["incarnation"]  # a fresh node: prep records of the old one no longer count
+        node.up = False
+        self._vacate(conn, node, REQUEUE, "", now, effects)
+        for step_id, ref in list(self.steps.items()):  # its start task, prep and release die with it
+            if ref.node_id == node_id:
+                self._take_step_off_node(node_id, step_id, effects, kill=True)
+        return effects
+
+    # ------------------------------------------------------------------ deallocate and start
+    async def deallocate_node(self, node_id: str, option: str) -> None:
+        """`deallocating` before answering (the SDK polls until the node leaves it); once its tasks are off
+        (nodeDeallocateOption), its worker stops and it is `deallocated`, its files kept."""
+        async with self.lock:
+            effects = await self.db.write(lambda conn: self._begin_deallocate(conn, node_id, option))
+        await self._act(effects)
+        self._spawn(self._deallocate_when_drained(node_id), "deallocate-node")
+
+    def _begin_deallocate(self, conn: Connection, node_id: str, option: str) -> Effects:
+        effects = Effects(wake=True)
+        now = utcnow()
+        row, node = self._node_and_row(conn, node_id)
+        transition(conn, db.nodes, {"id": node_id}, row, node_rules.transition(row, NodeState.DEALLOCATING, now))
+        self._vacate(conn, node, option, "its compute node was deallocated.", now, effects)
+        return effects
+
+    async def _deallocate_when_drained(self, node_id: str) -> None:
+        while (node := self.nodes.get(node_id)) is not None and node.used > 0:
+            await asyncio.sleep(0.1)
+        if node is None:
+            return
+        await self.backend.remove_node(node_id)  # its loss is reported: nothing of it is left to requeue
+
+        def deallocated(conn: Connection) -> None:
+            row = db.get(conn, db.nodes, id=node_id)
+            if row is not None and row["state"] == NodeState.DEALLOCATING:
+                changes = node_rules.transition(row, NodeState.DEALLOCATED, utcnow())
+                transition(conn, db.nodes, {"id": node_id}, row, changes)
+
+        async with self.lock:
+            node.up = False
+            await self.db.write(deallocated)
+
+    async def start_node(self, node_id: str) -> None:
+        """A deallocated node starts again: its worker comes up, and its start task runs."""
+        async with self.lock:
+            root = await self.db.write(lambda conn: self._begin_start(conn, node_id))
+        await self.backend.add_node(node_id, root)
+
+    def _begin_start(self, conn: Connection, node_id: str) -> str:
+        row, _ = self._node_and_row(conn, node_id)
+        if row["state"] != NodeState.DEALLOCATED:
+            raise Conflict(
+                f"Only a deallocated compute node can be started; this one is {row['state']}.",
+                code="OperationNotValidOnNode",
+            )
+        transition(conn, db.nodes, {"id": node_id}, row, node_rules.transition(row, NodeState.STARTING, utcnow()))
+        return row["root_dir"]
+
+    def _node_and_row(self, conn: Connection, node_id: str) -> tuple[dict[str, Any], NodeSlots]:
+        row, node = db.get(conn, db.nodes, id=node_id), self.nodes.get(node_id)
+        if row is None or node is None:
+            raise NotFound("The specified compute node does not exist.", code="NodeNotFound")
+        return row, node
 
     # ------------------------------------------------------------------ stop resize
     async def stop_resize(self, pool_key: str) -> None:

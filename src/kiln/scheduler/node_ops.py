@@ -35,33 +35,43 @@ class NodeOperations(SchedulerParts):
         """The pool row is stored by the caller's transaction; its first resize runs in the background."""
         async with self.lock:
             self.pools[pool["key"]] = pool
-        self._spawn(self._resize(pool["key"], pool["target_dedicated_nodes"]), "resize")
+        self._spawn(self._resize(pool["key"]), "resize")
 
-    async def resize_pool(self, pool_key: str, target: int) -> None:
-        """Enter `resizing` before answering (the SDK's poller waits for `steady`), then resize in the background."""
+    async def resize_pool(self, pool_key: str, dedicated: int, low_priority: int, option: str = "requeue") -> None:
+        """Enter `resizing` before answering (the SDK's poller waits for `steady`), then resize in the background;
+        `option` (nodeDeallocationOption) says what becomes of the tasks of nodes that leave."""
         async with self.lock:
-            self.pools[pool_key] = await self.db.write(lambda conn: self._begin_resize(conn, pool_key, target))
-        self._spawn(self._resize(pool_key, target), "resize")
+            self.pools[pool_key] = await self.db.write(
+                lambda conn: self._begin_resize(conn, pool_key, dedicated, low_priority)
+            )
+        self._spawn(self._resize(pool_key, option), "resize")
 
-    def _begin_resize(self, conn: Connection, pool_key: str, target: int) -> dict[str, Any]:
+    def _begin_resize(self, conn: Connection, pool_key: str, dedicated: int, low_priority: int) -> dict[str, Any]:
         from kiln.errors import NotFound
 
         pool = db.get(conn, db.pools, key=pool_key)
         if pool is None:
             raise NotFound("The specified pool does not exist.", code="PoolNotFound")
         changes = pool_rules.allocation(pool, AllocationState.RESIZING, utcnow())
-        changes["target_dedicated_nodes"] = target
+        changes.update(target_dedicated_nodes=dedicated, target_low_priority_nodes=low_priority)
         db.change(conn, db.pools, {"key": pool_key}, changes, bump_etag=True)
         pool.update(changes)
         return pool
 
-    async def _resize(self, pool_key: str, target: int) -> None:
-        """Grow with new worker processes, or shrink by removing the least busy nodes (their tasks requeue)."""
+    async def _resize(self, pool_key: str, option: str = "requeue") -> None:
+        """Grow with new worker processes, or shrink by removing the least busy nodes, dedicated and
+        low-priority (spot) nodes each towards their own target."""
         async with self.lock:
             pool = self.pools[pool_key]
-            current = [n for n in self.nodes.values() if n.pool_key == pool_key]
-            added = [self._new_node(pool) for _ in range(max(0, target - len(current)))]
-            victims = sorted(current, key=lambda n: (n.used, n.node_id))[: max(0, len(current) - target)]
+            added: list[tuple[dict[str, Any], NodeSlots]] = []
+            victims: list[NodeSlots] = []
+            for dedicated, target in (
+                (True, pool["target_dedicated_nodes"]),
+                (False, pool["target_low_priority_nodes"]),
+            ):
+                current = self._members(pool_key, dedicated)
+                added += [self._new_node(pool, dedicated) for _ in range(max(0, target - len(current)))]
+                victims += sorted(current, key=lambda n: (n.used, n.node_id))[: max(0, len(current) - target)]
             await self.db.write(lambda conn: db.insert_rows(conn, db.nodes, [row for row, _ in added]))
             for row, slots in added:
                 self.nodes[row["id"]] = slots
@@ -77,13 +87,27 @@ class NodeOperations(SchedulerParts):
                         conn, db.nodes, {"id": r["id"]}, r, node_rules.transition(r, NodeState.STARTING, utcnow())
                     )
                 )
-        for node in victims:
-            await self._remove_node(node)
-        async with self.lock:
-            await self.db.write(lambda conn: self._maybe_steady(conn, pool_key))
+        if victims:
+            async with self.lock:
+                effects = await self.db.write(lambda conn: self._vacate_all(conn, victims, option))
+            await self._act(effects)
+        await self._remove_when_drained(pool_key, [node.node_id for node in victims])
 
-    def _new_node(self, pool: dict[str, Any]) -> tuple[dict[str, Any], NodeSlots]:
-        node_id = f"tvmps_{uuid.uuid4().hex[:24]}_d"
+    def _vacate_all(self, conn: Connection, nodes: list[NodeSlots], option: str) -> Effects:
+        effects = Effects(wake=True)
+        for node in nodes:
+            self._vacate(conn, node, option, "its compute node left the pool.", utcnow(), effects)
+        return effects
+
+    def _members(self, pool_key: str, dedicated: bool) -> list[NodeSlots]:
+        """The pool's dedicated nodes, or its low-priority ones."""
+        return [
+            n for n in self.nodes.values() if n.pool_key == pool_key and node_rules.is_dedicated(n.node_id) == dedicated
+        ]
+
+    def _new_node(self, pool: dict[str, Any], dedicated: bool = True) -> tuple[dict[str, Any], NodeSlots]:
+        suffix = node_rules.DEDICATED_SUFFIX if dedicated else node_rules.LOW_PRIORITY_SUFFIX
+        node_id = f"tvmps_{uuid.uuid4().hex[:24]}{suffix}"
         root = self.data_dir / "nodes" / node_id
         now = utcnow()
         row = {
@@ -100,7 +124,7 @@ class NodeOperations(SchedulerParts):
             "running_tasks": 0,
             "running_slots": 0,
             "start_task": pool["spec"].get("startTask"),
-            "is_dedicated": True,
+            "is_dedicated": dedicated,
         }
         return row, NodeSlots(node_id, pool["key"], pool["task_slots_per_node"], str(root))
 
@@ -133,8 +157,11 @@ class NodeOperations(SchedulerParts):
         if pool is None or pool["allocation_state"] not in (AllocationState.RESIZING, AllocationState.STOPPING):
             return
         members = [n for n in self.nodes.values() if n.pool_key == pool_key]
-        booted = {row["id"] for row in db.find(conn, db.nodes, pool_key=pool_key) if row["state"] in node_rules.BOOTED}
-        sized = pool["allocation_state"] == AllocationState.STOPPING or len(members) == pool["target_dedicated_nodes"]
+        booted = {row["id"] for row in db.find(conn, db.nodes, pool_key=pool_key) if row["state"] in node_rules.SETTLED}
+        sized = pool["allocation_state"] == AllocationState.STOPPING or (
+            len(self._members(pool_key, True)) == pool["target_dedicated_nodes"]
+            and len(self._members(pool_key, False)) == pool["target_low_priority_nodes"]
+        )
         if sized and all(n.node_id in booted for n in members):
             changes = pool_rules.allocation(pool, AllocationState.STEADY, utcnow())
             db.change(conn, db.pools, {"key": pool_key}, changes, bump_etag=True)

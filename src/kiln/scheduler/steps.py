@@ -24,6 +24,7 @@ class Placement:
     #: the pool's named userAccounts (as stored: no secrets), for userIdentity.username
     user_accounts: tuple[dict[str, Any], ...] = ()
     tokens: JobTokens | None = None  #: issues AZ_BATCH_AUTHENTICATION_TOKEN to tasks that ask for job access
+    dedicated: bool = True  #: False on a low-priority (spot) node
 
 
 def _environment(*settings: list[dict[str, Any]] | None) -> dict[str, str]:
@@ -53,7 +54,7 @@ def _node_context(where: Placement) -> dict[str, str]:
         "AZ_BATCH_ACCOUNT_URL": where.account_url,
         "AZ_BATCH_POOL_ID": where.pool_id,
         "AZ_BATCH_NODE_ID": where.node_id,
-        "AZ_BATCH_NODE_IS_DEDICATED": "true",
+        "AZ_BATCH_NODE_IS_DEDICATED": "true" if where.dedicated else "false",
     }
 
 

@@ -169,10 +169,16 @@ def add_job(conn: Connection, job: Row, manager: Row | None) -> None:
         insert_tasks(conn, job["key"], [manager], manager["creation_time"])
 
 
-def current_nodes_by_pool(conn: Connection) -> dict[str, int]:
-    """How many nodes each pool has (currentDedicatedNodes), by pool key."""
-    query = select(nodes.c.pool_key, func.count()).group_by(nodes.c.pool_key)
-    return {key: count for key, count in conn.execute(query)}
+def current_nodes_by_pool(conn: Connection) -> dict[str, tuple[int, int]]:
+    """How many nodes each pool has, by pool key: (currentDedicatedNodes, currentLowPriorityNodes)."""
+    query = select(nodes.c.pool_key, nodes.c.is_dedicated, func.count()).group_by(
+        nodes.c.pool_key, nodes.c.is_dedicated
+    )
+    counts: dict[str, tuple[int, int]] = {}
+    for key, dedicated, count in conn.execute(query):
+        known = counts.get(key, (0, 0))
+        counts[key] = (count, known[1]) if dedicated else (known[0], count)
+    return counts
 
 
 def running_tasks_by_node(conn: Connection) -> dict[str, tuple[int, int]]:

@@ -44,6 +44,11 @@ EDGES: dict[tuple[NodeState, NodeState], dict[str, Any]] = {
     (S.REBOOTING, S.STARTING): STARTING,
     (S.REIMAGING, S.STARTING): STARTING,
     (S.UNKNOWN, S.STARTING): STARTING,  # the worker came back
+    (S.PREEMPTED, S.STARTING): STARTING,  # spot capacity came back
+    (S.DEALLOCATED, S.STARTING): STARTING,  # you started it
+    (S.IDLE, S.DEALLOCATING): STAMP,
+    (S.RUNNING, S.DEALLOCATING): STAMP,
+    (S.DEALLOCATING, S.DEALLOCATED): STAMP,
     (S.STARTING, S.IDLE): BOOTED,
     (S.STARTING, S.WAITING_FOR_START_TASK): BOOTED,
     (S.WAITING_FOR_START_TASK, S.IDLE): STAMP,
@@ -57,6 +62,11 @@ EDGES: dict[tuple[NodeState, NodeState], dict[str, Any]] = {
     (S.UNKNOWN, S.UNKNOWN): {},  # still lost: the transition time stays
     **{(s, S.REBOOTING): STAMP for s in RESTARTABLE},
     **{(s, S.REIMAGING): REIMAGED for s in RESTARTABLE},
+    # a preempted spot node returns as a fresh node: a new incarnation
+    **{
+        (s, S.PREEMPTED): REIMAGED
+        for s in (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, S.IDLE, S.RUNNING)
+    },
     **{(s, S.LEAVING_POOL): STAMP for s in S if s is not S.LEAVING_POOL},
 }
 
@@ -104,3 +114,8 @@ def test_schedulable_states() -> None:
 )
 def test_busy_state(running: int, scheduling: str, state: NodeState) -> None:
     assert node.busy_state(running, scheduling) is state
+
+
+@pytest.mark.parametrize(("node_id", "dedicated"), [("tvmps_0a1b_d", True), ("tvmps_0a1b_p", False), ("n1", True)])
+def test_node_ids_say_whether_a_node_is_dedicated(node_id: str, dedicated: bool) -> None:
+    assert node.is_dedicated(node_id) is dedicated
