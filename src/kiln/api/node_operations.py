@@ -8,9 +8,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from kiln.api.context import control
-from kiln.api.http import empty, list_response, read_json, write_conditions
-from kiln.commands import node_operations
+from kiln.api.http import empty, json_response, list_response, metadata_url, parse, read_json, write_conditions
+from kiln.commands import node_logs, node_operations
 from kiln.errors import Conflict, InvalidPropertyValue, MissingRequiredProperty, NotFound
+from kiln.wire.models import UploadBatchServiceLogs
 from kiln.wire.times import parse_duration
 
 router = APIRouter()
@@ -114,3 +115,24 @@ NO_LOGIN = (
 async def no_login(request: Request, pool_id: str, node_id: str, name: str | None = None) -> Response:
     await node_operations.node(control(request), pool_id, node_id)
     raise Conflict(NO_LOGIN, code="OperationNotValidOnNode")
+
+
+@router.post("/pools/{pool_id}/nodes/{node_id}/uploadbatchservicelogs")
+async def upload_batch_service_logs(request: Request, pool_id: str, node_id: str) -> Response:
+    body = parse(UploadBatchServiceLogs, await read_json(request))
+    if body.identity_reference is not None:
+        raise InvalidPropertyValue(
+            "identityReference", None, "Kiln has no managed identities: give a containerUrl with a SAS token."
+        )
+    directory, count = await node_logs.upload(
+        control(request), pool_id, node_id, body.container_url, body.start_time, body.end_time
+    )
+    return json_response(
+        {
+            "odata.metadata": metadata_url(
+                request, "Microsoft.Azure.Batch.Protocol.Entities.UploadBatchServiceLogsResult"
+            ),
+            "virtualDirectoryName": directory,
+            "numberOfFilesUploaded": count,
+        }
+    )

@@ -42,6 +42,13 @@ def _lower_enum(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
+def _as_utc(value: datetime | None) -> datetime | None:
+    """A time without a zone is UTC."""
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
 def _check_duration(value: str | None, name: str) -> str | None:
     if value is None:
         return None
@@ -672,12 +679,7 @@ class ScheduleConfiguration(Wire):
     start_window: str | None = None
     recurrence_interval: str | None = None
 
-    @field_validator("do_not_run_until", "do_not_run_after")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
+    _utc = field_validator("do_not_run_until", "do_not_run_after")(_as_utc)
 
     def check(self, minimum: timedelta) -> None:
         """startWindow and recurrenceInterval: valid durations of at least `minimum` (Batch: 1 minute)."""
@@ -713,3 +715,14 @@ class JobScheduleUpdate(Wire):
     schedule: ScheduleConfiguration | None = None
     job_specification: dict[str, Any] | None = None
     metadata: list[MetadataItem] | None = None
+
+
+class UploadBatchServiceLogs(Wire):
+    """The body of uploadbatchservicelogs."""
+
+    container_url: str = Field(min_length=1)
+    start_time: datetime
+    end_time: datetime | None = None
+    identity_reference: dict[str, Any] | None = None
+
+    _utc = field_validator("start_time", "end_time")(_as_utc)
