@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -131,6 +134,20 @@ def wait_task_counts(
                 f"({counts.active} active, {counts.running} running)"
             )
         time.sleep(poll)
+
+
+def run_cli(server: EmbeddedServer, *args: str) -> subprocess.CompletedProcess:
+    """`kiln ARGS…` in a subprocess, pointed at the server with its account."""
+    env = {
+        **os.environ,
+        "KILN_ENDPOINT": server.endpoint,
+        "KILN_ACCOUNT_NAME": server.account_name,
+        "KILN_ACCOUNT_KEY": server.account_key,
+        "COLUMNS": "400",  # one table row per line
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "kiln.cli.main", *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 def story_response(server: EmbeddedServer, job_id: str, task_id: str) -> httpx.Response:

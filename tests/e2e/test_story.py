@@ -4,9 +4,6 @@ their stimuli, and why a task that is not running is not running."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from typing import Any
 
@@ -14,7 +11,7 @@ import httpx
 from azure.batch import models
 
 from kiln.cli.exit_codes import ExitCode
-from kiln.testing import shell, unique, wait_for, wait_tasks_completed
+from kiln.testing import run_cli, shell, unique, wait_for, wait_tasks_completed
 from kiln.testing import story_response as story
 
 
@@ -115,24 +112,11 @@ def test_an_unknown_task_is_a_batch_404(server, client, pool, cleanup):
     assert httpx.get(f"{server.endpoint}/kiln/jobs/{job_id}/tasks/t/story", timeout=30).status_code == 403
 
 
-def _kiln(server, *args: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "KILN_ENDPOINT": server.endpoint,
-        "KILN_ACCOUNT_NAME": server.account_name,
-        "KILN_ACCOUNT_KEY": server.account_key,
-        "COLUMNS": "400",  # one table row per line
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "kiln.cli.main", *args], capture_output=True, text=True, timeout=120, env=env
-    )
-
-
 def test_kiln_task_story_prints_the_transitions_and_why(server, client, pool, cleanup):
     job_id = _job(client, cleanup, pool)
     client.create_task(job_id, models.BatchTaskCreateOptions(id="t", command_line=shell("exit 4")))
     wait_tasks_completed(client, job_id)
-    run = _kiln(server, "task", "story", job_id, "t")
+    run = run_cli(server, "task", "story", job_id, "t")
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()
     added = next(line for line in lines if "(added)" in line)
@@ -141,7 +125,7 @@ def test_kiln_task_story_prints_the_transitions_and_why(server, client, pool, cl
     assert "running" in ended and "report" in ended and "FailureExitCode" in ended
     failure = "FailureExitCode: The task process exited with an unexpected exit code: 4"
     assert lines[-1] == f"t: completed: exit code 4 (failure: {failure})"
-    as_json = _kiln(server, "task", "story", job_id, "t", "--json")
+    as_json = run_cli(server, "task", "story", job_id, "t", "--json")
     assert json.loads(as_json.stdout)["transitions"][-1]["to"] == "completed"
-    missing = _kiln(server, "task", "story", job_id, "nope")
+    missing = run_cli(server, "task", "story", job_id, "nope")
     assert missing.returncode == ExitCode.NOT_FOUND and "TaskNotFound" in missing.stderr

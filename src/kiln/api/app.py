@@ -23,6 +23,8 @@ from kiln.api import (
     files,
     job_auth,
     jobs,
+    kiln_nodes,
+    node_operations,
     nodes,
     pool_updates,
     pools,
@@ -128,7 +130,7 @@ def _stimulus(request: Request) -> str:
 def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
     app = FastAPI(title="Kiln", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.kiln = state
-    for module in (pools, autoscale, nodes, jobs, tasks, files, schedules):
+    for module in (pools, autoscale, nodes, jobs, tasks, files, schedules, node_operations):
         app.include_router(module.router, dependencies=[Depends(_authenticate)])
     app.include_router(account.router, dependencies=[Depends(_authenticate)])
     app.include_router(applications.router, dependencies=[Depends(_authenticate)])
@@ -138,6 +140,7 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
     app.include_router(faults.router, dependencies=[Depends(_shared_key)])
     app.include_router(metrics_api.router)
     app.include_router(applications.kiln_router, dependencies=[Depends(_shared_key)])
+    app.include_router(kiln_nodes.router, dependencies=[Depends(_shared_key)])
     app.add_middleware(BodyLimit)  # added first: request_ids below wraps it, so its 413 carries a request id
 
     @app.middleware("http")

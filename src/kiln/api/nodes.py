@@ -18,14 +18,14 @@ router = APIRouter()
 async def list_nodes(request: Request, pool_id: str) -> Response:
     pool, found = await nodes.list_all(control(request), pool_id)
     base = base_url(request)
-    docs = [render.node(node, pool, base, *running) for node, running in found]
+    docs = [render.node(node, pool, base, *running, recent) for node, running, recent in found]
     return list_response(request, docs, "nodes", odata.NODE_FILTERS)
 
 
 @router.get("/pools/{pool_id}/nodes/{node_id}")
 async def get_node(request: Request, pool_id: str, node_id: str) -> Response:
-    pool, node, running = await nodes.get(control(request), pool_id, node_id)
-    doc = render.node(node, pool, base_url(request), *running)
+    pool, node, running, recent = await nodes.get(control(request), pool_id, node_id)
+    doc = render.node(node, pool, base_url(request), *running, recent)
     body = {
         "odata.metadata": metadata_url(request, "nodes/@Element"),
         **odata.apply_select(doc, request.query_params.get("$select")),

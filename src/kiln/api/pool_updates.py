@@ -25,6 +25,7 @@ async def patch_pool(request: Request, pool_id: str) -> Response:
 @router.post("/pools/{pool_id}/updateproperties")
 async def replace_pool_properties(request: Request, pool_id: str) -> Response:
     body = await read_model(request, PoolReplace)
+    body.check()
     row = await pool_updates.replace(control(request), pool_id, body, write_conditions(request))
     return empty(204, request, row)
 

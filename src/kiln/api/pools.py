@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from kiln.api import odata, render
+from kiln.api import node_operations, odata, render
 from kiln.api.context import control
 from kiln.api.http import (
     base_url,
@@ -60,5 +60,9 @@ async def delete_pool(request: Request, pool_id: str) -> Response:
 @router.post("/pools/{pool_id}/resize")
 async def resize_pool(request: Request, pool_id: str) -> Response:
     resize = await read_model(request, PoolResize)
-    await pools.resize(control(request), pool_id, resize.target_dedicated_nodes, write_conditions(request))
+    option = node_operations.option(resize.dump(), "nodeDeallocationOption", node_operations.DEALLOCATION_OPTIONS)
+    check = write_conditions(request)
+    await pools.resize(
+        control(request), pool_id, resize.target_dedicated_nodes, check, resize.target_low_priority_nodes, option
+    )
     return empty(202, request)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC
+from importlib.metadata import version
 from typing import Any
 from urllib.parse import quote
 
@@ -13,6 +14,9 @@ from kiln.core.task import task_dir
 from kiln.wire.times import format_time
 
 Doc = dict[str, Any]
+
+#: What a node's nodeAgentInfo reports as its agent's version: Kiln's own.
+KILN_VERSION = version("kiln")
 
 
 def _states(row: Mapping[str, Any]) -> Doc:
@@ -33,7 +37,8 @@ def _entity(row: Mapping[str, Any], url: str) -> Doc:
     }
 
 
-def pool(row: Mapping[str, Any], base: str, current_nodes: int) -> Doc:
+def pool(row: Mapping[str, Any], base: str, current_nodes: tuple[int, int]) -> Doc:
+    """current_nodes: (dedicated, low priority)."""
     doc = {
         **row["spec"],
         **_entity(row, f"{base}/pools/{row['id']}"),
@@ -41,8 +46,8 @@ def pool(row: Mapping[str, Any], base: str, current_nodes: int) -> Doc:
         "stateTransitionTime": format_time(row["state_transition_time"]),
         "allocationState": row["allocation_state"],
         "allocationStateTransitionTime": format_time(row["allocation_state_transition_time"]),
-        "currentDedicatedNodes": current_nodes,
-        "currentLowPriorityNodes": 0,
+        "currentDedicatedNodes": current_nodes[0],
+        "currentLowPriorityNodes": current_nodes[1],
         "targetDedicatedNodes": row["target_dedicated_nodes"],
         "targetLowPriorityNodes": row["target_low_priority_nodes"],
     }
@@ -51,10 +56,17 @@ def pool(row: Mapping[str, Any], base: str, current_nodes: int) -> Doc:
     return doc
 
 
-def node(row: Mapping[str, Any], pool_row: Mapping[str, Any], base: str, running_tasks: int, running_slots: int) -> Doc:
+def node(
+    row: Mapping[str, Any],
+    pool_row: Mapping[str, Any],
+    base: str,
+    running_tasks: int,
+    running_slots: int,
+    recent: Sequence[Mapping[str, Any]] = (),
+) -> Doc:
     state = row["state"]
     if state in (NodeState.IDLE, NodeState.RUNNING):
-        state = busy_state(running_tasks).value
+        state = busy_state(running_tasks, row["scheduling_state"]).value
     doc: Doc = {
         "id": row["id"],
         "url": f"{base}/pools/{pool_row['id']}/nodes/{row['id']}",
@@ -69,10 +81,28 @@ def node(row: Mapping[str, Any], pool_row: Mapping[str, Any], base: str, running
         "totalTasksSucceeded": row["total_tasks_succeeded"],
         "runningTasksCount": running_tasks,
         "runningTaskSlotsCount": running_slots,
-        "isDedicated": True,
+        "isDedicated": bool(row.get("is_dedicated", True)),
     }
     if row.get("last_boot_time"):
         doc["lastBootTime"] = format_time(row["last_boot_time"])
+    for name, column in (("startTask", "start_task"), ("startTaskInfo", "start_task_info"), ("errors", "errors")):
+        if row.get(column):
+            doc[name] = row[column]
+    doc["nodeAgentInfo"] = {"version": f"kiln-{KILN_VERSION}", "lastUpdateTime": format_time(row["allocation_time"])}
+    image = (pool_row["spec"].get("virtualMachineConfiguration") or {}).get("imageReference")
+    if image:
+        doc["virtualMachineInfo"] = {"imageReference": image}
+    if recent:
+        doc["recentTasks"] = [
+            {
+                "taskUrl": f"{base}/jobs/{task['job_id']}/tasks/{task['id']}",
+                "jobId": task["job_id"],
+                "taskId": task["id"],
+                "taskState": task["state"],
+                "executionInfo": _execution(task),
+            }
+            for task in recent
+        ]
     return doc
 
 
@@ -92,7 +122,8 @@ def job(row: Mapping[str, Any], base: str) -> Doc:
     }
 
 
-def task(row: Mapping[str, Any], job_id: str, base: str) -> Doc:
+def _execution(row: Mapping[str, Any]) -> Doc:
+    """A task's executionInfo."""
     execution: Doc = {"retryCount": row["retry_count"], "requeueCount": row["requeue_count"]}
     for name, column in (
         ("startTime", "start_time"),
@@ -105,6 +136,11 @@ def task(row: Mapping[str, Any], job_id: str, base: str) -> Doc:
     for name, column in (("exitCode", "exit_code"), ("failureInfo", "failure_info"), ("result", "result")):
         if row.get(column) is not None:
             execution[name] = row[column]
+    return execution
+
+
+def task(row: Mapping[str, Any], job_id: str, base: str) -> Doc:
+    execution = _execution(row)
     doc = {
         **row["spec"],
         **_entity(row, f"{base}/jobs/{job_id}/tasks/{row['id']}"),

@@ -120,7 +120,7 @@ async def tail(control: Control, location: files.Location, path: str, limit: int
 
 async def pool_view(control: Control, pool_id: str) -> PoolView:
     pool, listed = await nodes.list_all(control, pool_id)
-    return await _with_failures(control, PoolView(pool, [_cell(node, running) for node, running in listed]))
+    return await _with_failures(control, PoolView(pool, [_cell(node, running) for node, running, _recent in listed]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,8 @@ from kiln.store import rows as db
 
 #: (runningTasksCount, runningTaskSlotsCount) of a node
 Running = tuple[int, int]
+#: How many tasks a node's recentTasks lists.
+RECENT_TASKS = 10
 
 
 def load(conn: Connection, pool_id: str, node_id: str) -> tuple[Row, Row]:
@@ -22,24 +24,27 @@ def load(conn: Connection, pool_id: str, node_id: str) -> tuple[Row, Row]:
     return pool, node
 
 
-async def list_all(control: Control, pool_id: str) -> tuple[Row, list[tuple[Row, Running]]]:
-    """The pool, and each of its nodes with the job tasks running there."""
+async def list_all(control: Control, pool_id: str) -> tuple[Row, list[tuple[Row, Running, list[Row]]]]:
+    """The pool, and each of its nodes with the job tasks running there and its recent tasks."""
 
-    def read(conn: Connection) -> tuple[Row, list[tuple[Row, Running]]]:
+    def read(conn: Connection) -> tuple[Row, list[tuple[Row, Running, list[Row]]]]:
         pool = pools.load(conn, pool_id)
         nodes = db.find(conn, db.nodes, order_by=["allocation_time", "id"], pool_key=pool["key"])
         running = db.running_tasks_by_node(conn)
-        return pool, [(node, running.get(node["id"], (0, 0))) for node in nodes]
+        return pool, [
+            (node, running.get(node["id"], (0, 0)), db.recent_tasks(conn, node["id"], RECENT_TASKS)) for node in nodes
+        ]
 
     return await control.database.read(read)
 
 
-async def get(control: Control, pool_id: str, node_id: str) -> tuple[Row, Row, Running]:
-    """The pool, the node and the job tasks running there."""
+async def get(control: Control, pool_id: str, node_id: str) -> tuple[Row, Row, Running, list[Row]]:
+    """The pool, the node, the job tasks running there and its recent tasks."""
 
-    def read(conn: Connection) -> tuple[Row, Row, Running]:
+    def read(conn: Connection) -> tuple[Row, Row, Running, list[Row]]:
         pool, node = load(conn, pool_id, node_id)
-        return pool, node, db.running_tasks_by_node(conn).get(node["id"], (0, 0))
+        running = db.running_tasks_by_node(conn).get(node["id"], (0, 0))
+        return pool, node, running, db.recent_tasks(conn, node["id"], RECENT_TASKS)
 
     return await control.database.read(read)
 

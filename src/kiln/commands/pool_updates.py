@@ -36,7 +36,7 @@ async def _write(control: Control, pool_id: str, changes: dict[str, Any], check:
         row = pools.load(conn, pool_id)
         check(row)
         pools.check_not_deleting(row)
-        check_changeable(changes, EMPTY_POOL_ONLY, db.current_nodes_by_pool(conn).get(row["key"], 0))
+        check_changeable(changes, EMPTY_POOL_ONLY, sum(db.current_nodes_by_pool(conn).get(row["key"], (0, 0))))
         columns: dict[str, Any] = {"spec": updated_spec(row["spec"], changes), "last_modified": now()}
         if "taskSlotsPerNode" in changes:
             columns["task_slots_per_node"] = changes["taskSlotsPerNode"]

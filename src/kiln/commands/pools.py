@@ -14,6 +14,9 @@ from kiln.wire import ids
 from kiln.wire.models import PoolAdd
 from kiln.wire.times import now
 
+#: (currentDedicatedNodes, currentLowPriorityNodes) of a pool
+NodeCounts = tuple[int, int]
+
 
 def load(conn: Connection, pool_id: str) -> Row:
     row = db.get(conn, db.pools, key=ids.key(pool_id))
@@ -55,22 +58,22 @@ async def add(control: Control, spec: PoolAdd) -> Row:
     return row
 
 
-async def list_all(control: Control) -> list[tuple[Row, int]]:
-    """Every pool with its number of nodes."""
+async def list_all(control: Control) -> list[tuple[Row, NodeCounts]]:
+    """Every pool with its numbers of nodes."""
 
-    def read(conn: Connection) -> list[tuple[Row, int]]:
+    def read(conn: Connection) -> list[tuple[Row, NodeCounts]]:
         counts = db.current_nodes_by_pool(conn)
-        return [(row, counts.get(row["key"], 0)) for row in db.find(conn, db.pools, order_by=["key"])]
+        return [(row, counts.get(row["key"], (0, 0))) for row in db.find(conn, db.pools, order_by=["key"])]
 
     return await control.database.read(read)
 
 
-async def get(control: Control, pool_id: str) -> tuple[Row, int]:
-    """The pool and its number of nodes."""
+async def get(control: Control, pool_id: str) -> tuple[Row, NodeCounts]:
+    """The pool and its numbers of nodes."""
 
-    def read(conn: Connection) -> tuple[Row, int]:
+    def read(conn: Connection) -> tuple[Row, NodeCounts]:
         row = load(conn, pool_id)
-        return row, db.current_nodes_by_pool(conn).get(row["key"], 0)
+        return row, db.current_nodes_by_pool(conn).get(row["key"], (0, 0))
 
     return await control.database.read(read)
 
@@ -83,8 +86,16 @@ async def delete(control: Control, pool_id: str, check: Check) -> None:
     await control.scheduler.delete_pool(row["key"])
 
 
-async def resize(control: Control, pool_id: str, target_dedicated: int | None, check: Check) -> None:
-    """Resize towards target_dedicated (None: keep the pool's target); only a steady pool may resize."""
+async def resize(
+    control: Control,
+    pool_id: str,
+    target_dedicated: int | None,
+    check: Check,
+    target_low_priority: int | None = None,
+    option: str = "requeue",
+) -> None:
+    """Resize towards the targets (None: keep the pool's); only a steady pool may resize. `option`
+    (nodeDeallocationOption) says what becomes of the tasks of nodes that leave."""
     row, _ = await get(control, pool_id)
     check(row)
     autoscale.check_not_autoscaled(row)
@@ -92,5 +103,6 @@ async def resize(control: Control, pool_id: str, target_dedicated: int | None, c
         raise Conflict(
             "The pool is already resizing; wait until its allocation state is steady.", code="PoolBeingResized"
         )
-    target = row["target_dedicated_nodes"] if target_dedicated is None else target_dedicated
-    await control.scheduler.resize_pool(row["key"], target)
+    dedicated = row["target_dedicated_nodes"] if target_dedicated is None else target_dedicated
+    low_priority = row["target_low_priority_nodes"] if target_low_priority is None else target_low_priority
+    await control.scheduler.resize_pool(row["key"], dedicated, low_priority, option)

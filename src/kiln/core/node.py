@@ -14,6 +14,8 @@ from kiln.core.lifecycle import Changes, no_changes
 class NodeState(StrEnum):
     CREATING = "creating"
     STARTING = "starting"
+    WAITING_FOR_START_TASK = "waitingforstarttask"
+    START_TASK_FAILED = "starttaskfailed"
     IDLE = "idle"
     RUNNING = "running"
     REBOOTING = "rebooting"
@@ -22,6 +24,14 @@ class NodeState(StrEnum):
     UNKNOWN = "unknown"
     OFFLINE = "offline"
     UNUSABLE = "unusable"
+    PREEMPTED = "preempted"
+    DEALLOCATING = "deallocating"
+    DEALLOCATED = "deallocated"
+
+
+class SchedulingState(StrEnum):
+    ENABLED = "enabled"
+    DISABLED = "disabled"
 
 
 def _booted(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
@@ -37,19 +47,65 @@ def _reimaged(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
     return {"state_transition_time": now, "incarnation": row["incarnation"] + 1}
 
 
+def _preempted(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    """A spot node taken back: it returns as a fresh node, a new incarnation."""
+    return {"state_transition_time": now, "incarnation": row["incarnation"] + 1}
+
+
+def _deallocating(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    return {"state_transition_time": now}
+
+
+def _deallocated(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    return {"state_transition_time": now}
+
+
+def _starting(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    """The worker is (re)starting: errors of its last boot no longer hold."""
+    return {"state_transition_time": now, "errors": None}
+
+
+def _up(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    return {**_booted(row, now), **_stamp(row, now)}
+
+
+def _start_task_succeeded(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    return {"state_transition_time": now}
+
+
+def _start_task_failed(row: Mapping[str, Any], now: datetime, *, errors: list[dict[str, Any]], **_: Any) -> Changes:
+    return {"state_transition_time": now, "errors": errors}
+
+
+def _shown(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    """An edge Kiln computes when it shows a node (busy_state), never stores."""
+    return {"state_transition_time": now}
+
+
 S = NodeState
 _UP = (S.IDLE, S.RUNNING)
+#: States a user may reboot or reimage a node from: up, or failed its start task (the usual remedy).
+_RESTARTABLE = (*_UP, S.START_TASK_FAILED)
 TRANSITIONS: lifecycle.Table = {
-    (S.CREATING, S.STARTING): _stamp,
-    (S.STARTING, S.IDLE): lambda row, now, **e: {**_booted(row, now), **_stamp(row, now)},
-    (S.UNKNOWN, S.IDLE): lambda row, now, **e: {**_booted(row, now), **_stamp(row, now)},
+    **{
+        (s, S.STARTING): _starting
+        for s in (S.CREATING, S.REBOOTING, S.REIMAGING, S.UNKNOWN, S.PREEMPTED, S.DEALLOCATED)
+    },
+    (S.STARTING, S.IDLE): _up,
+    (S.STARTING, S.WAITING_FOR_START_TASK): _up,
+    (S.WAITING_FOR_START_TASK, S.IDLE): _start_task_succeeded,
+    (S.WAITING_FOR_START_TASK, S.START_TASK_FAILED): _start_task_failed,
     (S.IDLE, S.RUNNING): _stamp,
     (S.RUNNING, S.IDLE): _stamp,
-    **{(s, S.UNKNOWN): _stamp for s in (S.STARTING, S.IDLE, S.RUNNING)},
-    **{(s, S.REBOOTING): _stamp for s in _UP},
-    **{(s, S.REIMAGING): _reimaged for s in _UP},
-    (S.REBOOTING, S.STARTING): _stamp,
-    (S.REIMAGING, S.STARTING): _stamp,
+    (S.IDLE, S.OFFLINE): _shown,
+    (S.RUNNING, S.OFFLINE): _shown,
+    (S.OFFLINE, S.IDLE): _shown,
+    **{(s, S.UNKNOWN): _stamp for s in (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, *_UP)},
+    **{(s, S.REBOOTING): _stamp for s in _RESTARTABLE},
+    **{(s, S.REIMAGING): _reimaged for s in _RESTARTABLE},
+    **{(s, S.PREEMPTED): _preempted for s in (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, *_UP)},
+    **{(s, S.DEALLOCATING): _deallocating for s in _UP},
+    (S.DEALLOCATING, S.DEALLOCATED): _deallocated,
     **{(s, S.LEAVING_POOL): _stamp for s in S if s is not S.LEAVING_POOL},
     (S.UNKNOWN, S.UNKNOWN): no_changes,
 }
@@ -64,6 +120,23 @@ def transition(row: Mapping[str, Any], to: NodeState, now: datetime, **event: An
     )
 
 
-def busy_state(running_tasks: int) -> NodeState:
-    """idle and running differ only by whether job tasks run there (prep and release don't count)."""
-    return S.RUNNING if running_tasks else S.IDLE
+#: States of a node whose worker has answered since it was last (re)started.
+BOOTED = frozenset({S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, *_UP})
+#: States in which a node counts as there for a resize: booted, or deallocated or preempted (their own doing).
+SETTLED = BOOTED | {S.DEALLOCATED, S.PREEMPTED}
+
+
+def busy_state(running_tasks: int, scheduling_state: str = SchedulingState.ENABLED) -> NodeState:
+    """idle, running and offline are one stored state: running while job tasks run there (prep and release
+    don't count), else offline when task scheduling is disabled, else idle."""
+    if running_tasks:
+        return S.RUNNING
+    return S.OFFLINE if scheduling_state == SchedulingState.DISABLED else S.IDLE
+
+
+#: Node ids end as Azure's do: `_d` for a dedicated node, `_p` for a low-priority (spot) one.
+DEDICATED_SUFFIX, LOW_PRIORITY_SUFFIX = "_d", "_p"
+
+
+def is_dedicated(node_id: str) -> bool:
+    return not node_id.endswith(LOW_PRIORITY_SUFFIX)

@@ -21,21 +21,17 @@ from sqlalchemy import Connection
 from kiln.autoscale.evaluate import Observations, Run, compile_formula, evaluate
 from kiln.autoscale.samples import NODE_METRICS, PERIOD, History
 from kiln.autoscale.syntax import Formula
-from kiln.autoscale.values import DeallocationOption
 from kiln.compute.usage import UsageMeter
-from kiln.core import task as task_rules
+from kiln.core import node as node_rules
 from kiln.core.pool import AllocationState, PoolState
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
-from kiln.scheduler.state import ON_NODE, Effects
 from kiln.store import autoscale as autoscale_rows
 from kiln.store import rows as db
 from kiln.wire.times import format_time, parse_duration
 from kiln.wire.times import now as utcnow
 
 log = logging.getLogger("kiln.autoscale")
-
-_DRAIN = (DeallocationOption.TASKCOMPLETION, DeallocationOption.RETAINEDDATA)
 
 
 @dataclass(slots=True)
@@ -114,17 +110,18 @@ class Autoscaling(SchedulerParts):
 
     def observations(self, pool_key: str) -> Observations:
         pool = self.pools[pool_key]
-        members = self._members(pool_key)
+        members = self._pool_nodes(pool_key)
         return Observations(
             now=utcnow(),
             target_dedicated=pool["target_dedicated_nodes"],
             target_low_priority=pool["target_low_priority_nodes"],
-            current_dedicated=len(members),
+            current_dedicated=sum(1 for n in members if node_rules.is_dedicated(n.node_id)),
+            current_low_priority=sum(1 for n in members if not node_rules.is_dedicated(n.node_id)),
             usable=sum(1 for n in members if n.up and not n.draining),
             slots_per_node=pool["task_slots_per_node"],
         )
 
-    def _members(self, pool_key: str) -> list[NodeSlots]:
+    def _pool_nodes(self, pool_key: str) -> list[NodeSlots]:
         return [n for n in self.nodes.values() if n.pool_key == pool_key]
 
     def _arm(self, pool_key: str, interval: timedelta) -> None:
@@ -139,59 +136,18 @@ class Autoscaling(SchedulerParts):
 
     # ------------------------------------------------------------------ applying targets
     async def _apply(self, pool_key: str, run: Run) -> None:
-        """A steady pool whose target changed resizes; one still resizing waits for the next evaluation."""
+        """A steady pool whose targets changed resizes, honouring $NodeDeallocationOption for the nodes that
+        leave (NodeOperations.resize_pool); one still resizing waits for the next evaluation."""
         pool = self.pools.get(pool_key)
         if (
             run.error is not None
             or pool is None
             or pool["allocation_state"] != AllocationState.STEADY
-            or run.target_dedicated == pool["target_dedicated_nodes"]
+            or (run.target_dedicated, run.target_low_priority)
+            == (pool["target_dedicated_nodes"], pool["target_low_priority_nodes"])
         ):
             return
-        members = self._members(pool_key)
-        victims = sorted(members, key=lambda n: (n.used, n.node_id))[: max(0, len(members) - run.target_dedicated)]
-        if victims and run.deallocation_option == DeallocationOption.TERMINATE:
-            await self._terminate_tasks_on(victims)
-        if not victims or run.deallocation_option not in _DRAIN:
-            await self.resize_pool(pool_key, run.target_dedicated)  # it removes the least busy nodes: the victims
-            return
-        async with self.lock:
-            self.pools[pool_key] = await self.db.write(
-                lambda conn: self._begin_resize(conn, pool_key, run.target_dedicated)
-            )
-            for node in victims:
-                node.draining = True
-        self._spawn(self._remove_when_idle(pool_key, victims), "autoscale-shrink")
-
-    async def _terminate_tasks_on(self, victims: list[NodeSlots]) -> None:
-        """terminate: the tasks on the nodes about to leave end there, failed, instead of being requeued."""
-        failure = task_rules.ended_by("its compute node was removed from the pool (nodeDeallocationOption terminate).")
-
-        def end(conn: Connection) -> Effects:
-            effects, now = Effects(wake=True), utcnow()
-            for node in victims:
-                node.draining = True  # nothing new starts there before the resize removes it
-                self._subtask_nodes_terminated(conn, node.node_id, failure, now, effects)
-                for task in db.tasks_in_states(conn, ON_NODE, node_id=node.node_id):
-                    self._end_on_node(conn, task, failure, now, effects)
-            self._settle_disabling(conn, self._disabling_jobs(), now)
-            return effects
-
-        async with self.lock:
-            effects = await self.db.write(end)
-        await self._act(effects)
-
-    async def _remove_when_idle(self, pool_key: str, victims: list[NodeSlots]) -> None:
-        """taskcompletion/retaineddata: each chosen node leaves once its tasks have finished."""
-        waiting = list(victims)
-        while waiting:
-            for node in [n for n in waiting if n.used == 0 or n.node_id not in self.nodes]:
-                waiting.remove(node)
-                if node.node_id in self.nodes:
-                    await self._remove_node(node)
-            await asyncio.sleep(0.1)
-        async with self.lock:
-            await self.db.write(lambda conn: self._maybe_steady(conn, pool_key))
+        await self.resize_pool(pool_key, run.target_dedicated, run.target_low_priority, run.deallocation_option.value)
 
     # ------------------------------------------------------------------ sampling
     async def _sample_forever(self) -> None:
@@ -212,7 +168,7 @@ class Autoscaling(SchedulerParts):
         roots = {n.node_id: n.root for n in self.nodes.values() if n.pool_key in keys and n.up}
         usage = await asyncio.to_thread(self._usage.measure, roots)
         for key in keys:
-            nodes = [usage[n.node_id] for n in self._members(key) if n.node_id in usage]
+            nodes = [usage[n.node_id] for n in self._pool_nodes(key) if n.node_id in usage]
             values = {**self._task_metrics(key, counts[key]), **_node_metrics(nodes, self.sample_period)}
             self.histories.setdefault(key, History(self.sample_period)).record(at, values)
 

@@ -26,7 +26,7 @@ from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.exit_conditions import for_ended
 from kiln.core.job import JobState
-from kiln.core.node import NodeState
+from kiln.core.node import NodeState, is_dedicated
 from kiln.core.pool import PoolState
 from kiln.core.preparation import StepState
 from kiln.core.retry import Decision, after_exit
@@ -41,12 +41,14 @@ from kiln.scheduler.job_control import JobControl
 from kiln.scheduler.job_end import JobEnding
 from kiln.scheduler.job_manager import JobManagement
 from kiln.scheduler.multi_instance import MultiInstance
+from kiln.scheduler.node_control import NodeControl
 from kiln.scheduler.node_ops import NodeOperations
 from kiln.scheduler.outcomes import TaskOutcomes, exit_options
 from kiln.scheduler.preemption import Preemption
 from kiln.scheduler.retention import Retention
 from kiln.scheduler.schedules import JobSchedules
 from kiln.scheduler.slots import NodeSlots
+from kiln.scheduler.start_tasks import StartTasks
 from kiln.scheduler.state import (
     ON_NODE,
     Effects,
@@ -83,6 +85,8 @@ class Scheduler(
     Preemption,
     SendAhead,
     Autoscaling,
+    StartTasks,
+    NodeControl,
 ):
     def __init__(
         self, database: Database, backend: ComputeBackend, *, data_dir: Path, account_name: str, account_url: str
@@ -285,6 +289,7 @@ class Scheduler(
                 continue
             if self._start_multi_instance(conn, entry, task, node, slots, now, effects):
                 continue
+            node = self._prefer_affinity(entry, task, node, slots)
             self._start_on_node(conn, entry, task, node, now, effects)
         for pool_key in by_pool:
             pool = self.pools.get(pool_key)
@@ -343,6 +348,7 @@ class Scheduler(
             self.auto_storage,
             packages=self.node_packages.get(node.node_id, ()),
             task_packages=functools.partial(packages.task_packages, self.package_store),
+            dedicated=is_dedicated(node.node_id),
         )
 
     def _ensure_prep(
@@ -433,6 +439,8 @@ class Scheduler(
                 self._release_finished(conn, ref, result, now, effects)
             elif ref.kind == "coord":
                 self._coordination_finished(conn, ref, result, now, effects)
+            elif ref.kind == "start":
+                self._start_task_finished(conn, ref, result, now, effects)
         effects.write_batched(conn, counters=False)
         self._settle_disabling(conn, {ref.job_key for _, ref in mine}, now)
         self._take_job_actions(conn, effects)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -15,7 +16,7 @@ from kiln.core import pool as pool_rules
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.job import JobState
-from kiln.core.node import NodeState
+from kiln.core.node import NodeState, SchedulingState
 from kiln.core.pool import AllocationState
 from kiln.core.preparation import StepState
 from kiln.scheduler.parts import SchedulerParts
@@ -35,37 +36,50 @@ class NodeOperations(SchedulerParts):
         """The pool row is stored by the caller's transaction; its first resize runs in the background."""
         async with self.lock:
             self.pools[pool["key"]] = pool
-        self._spawn(self._resize(pool["key"], pool["target_dedicated_nodes"]), "resize")
+        self._spawn(self._resize(pool["key"]), "resize")
 
-    async def resize_pool(self, pool_key: str, target: int) -> None:
-        """Enter `resizing` before answering (the SDK's poller waits for `steady`), then resize in the background."""
+    async def resize_pool(self, pool_key: str, dedicated: int, low_priority: int, option: str = "requeue") -> None:
+        """Enter `resizing` before answering (the SDK's poller waits for `steady`), then resize in the background;
+        `option` (nodeDeallocationOption) says what becomes of the tasks of nodes that leave."""
         async with self.lock:
-            self.pools[pool_key] = await self.db.write(lambda conn: self._begin_resize(conn, pool_key, target))
-        self._spawn(self._resize(pool_key, target), "resize")
+            self.pools[pool_key] = await self.db.write(
+                lambda conn: self._begin_resize(conn, pool_key, dedicated, low_priority)
+            )
+        self._spawn(self._resize(pool_key, option), "resize")
 
-    def _begin_resize(self, conn: Connection, pool_key: str, target: int) -> dict[str, Any]:
+    def _begin_resize(self, conn: Connection, pool_key: str, dedicated: int, low_priority: int) -> dict[str, Any]:
         from kiln.errors import NotFound
 
         pool = db.get(conn, db.pools, key=pool_key)
         if pool is None:
             raise NotFound("The specified pool does not exist.", code="PoolNotFound")
         changes = pool_rules.allocation(pool, AllocationState.RESIZING, utcnow())
-        changes["target_dedicated_nodes"] = target
+        changes.update(target_dedicated_nodes=dedicated, target_low_priority_nodes=low_priority)
         db.change(conn, db.pools, {"key": pool_key}, changes, bump_etag=True)
         undo.update(pool, changes)
         return pool
 
-    async def _resize(self, pool_key: str, target: int) -> None:
-        """Grow with new worker processes, or shrink by removing the least busy nodes (their tasks requeue)."""
+    async def _resize(self, pool_key: str, option: str = "requeue") -> None:
+        """Grow with new worker processes, or shrink by removing the least busy nodes, dedicated and
+        low-priority (spot) nodes each towards their own target."""
         async with self.lock:
             pool = self.pools[pool_key]
-            current = [n for n in self.nodes.values() if n.pool_key == pool_key]
-            added = [self._new_node(pool) for _ in range(max(0, target - len(current)))]
-            victims = sorted(current, key=lambda n: (n.used, n.node_id))[: max(0, len(current) - target)]
+            added: list[tuple[dict[str, Any], NodeSlots]] = []
+            victims: list[NodeSlots] = []
+            for dedicated, target in (
+                (True, pool["target_dedicated_nodes"]),
+                (False, pool["target_low_priority_nodes"]),
+            ):
+                current = self._members(pool_key, dedicated)
+                added += [self._new_node(pool, dedicated) for _ in range(max(0, target - len(current)))]
+                victims += sorted(current, key=lambda n: (n.used, n.node_id))[: max(0, len(current) - target)]
             await self.db.write(lambda conn: db.insert_rows(conn, db.nodes, [row for row, _ in added]))
             for row, slots in added:
                 self.nodes[row["id"]] = slots
-        for row, _ in added:
+        for index, (row, _) in enumerate(added):
+            if self._stopping(pool_key):  # stop resize: the nodes not started yet are not added
+                await self._forget_unstarted([r for r, _ in added[index:]])
+                break
             await self.backend.add_node(row["id"], row["root_dir"])
             async with self.lock:
                 await self.db.write(
@@ -74,13 +88,27 @@ class NodeOperations(SchedulerParts):
                         conn, db.nodes, {"id": r["id"]}, r, node_rules.transition(r, NodeState.STARTING, utcnow())
                     )
                 )
-        for node in victims:
-            await self._remove_node(node)
-        async with self.lock:
-            await self.db.write(lambda conn: self._maybe_steady(conn, pool_key))
+        if victims:
+            async with self.lock:
+                effects = await self.db.write(lambda conn: self._vacate_all(conn, victims, option))
+            await self._act(effects)
+        await self._remove_when_drained(pool_key, [node.node_id for node in victims])
 
-    def _new_node(self, pool: dict[str, Any]) -> tuple[dict[str, Any], NodeSlots]:
-        node_id = f"tvmps_{uuid.uuid4().hex[:24]}_d"
+    def _vacate_all(self, conn: Connection, nodes: list[NodeSlots], option: str) -> Effects:
+        effects = Effects(wake=True)
+        for node in nodes:
+            self._vacate(conn, node, option, "its compute node left the pool.", utcnow(), effects)
+        return effects
+
+    def _members(self, pool_key: str, dedicated: bool) -> list[NodeSlots]:
+        """The pool's dedicated nodes, or its low-priority ones."""
+        return [
+            n for n in self.nodes.values() if n.pool_key == pool_key and node_rules.is_dedicated(n.node_id) == dedicated
+        ]
+
+    def _new_node(self, pool: dict[str, Any], dedicated: bool = True) -> tuple[dict[str, Any], NodeSlots]:
+        suffix = node_rules.DEDICATED_SUFFIX if dedicated else node_rules.LOW_PRIORITY_SUFFIX
+        node_id = f"tvmps_{uuid.uuid4().hex[:24]}{suffix}"
         root = self.data_dir / "nodes" / node_id
         now = utcnow()
         row = {
@@ -96,6 +124,8 @@ class NodeOperations(SchedulerParts):
             "total_tasks_succeeded": 0,
             "running_tasks": 0,
             "running_slots": 0,
+            "start_task": pool["spec"].get("startTask"),
+            "is_dedicated": dedicated,
         }
         return row, NodeSlots(node_id, pool["key"], pool["task_slots_per_node"], str(root))
 
@@ -110,12 +140,30 @@ class NodeOperations(SchedulerParts):
         await self.backend.remove_node(node.node_id)
         await self._act(effects)
 
+    async def _forget_unstarted(self, rows: list[dict[str, Any]]) -> None:
+        async with self.lock:
+
+            def remove(conn: Connection) -> None:
+                for row in rows:
+                    db.remove_node(conn, row["id"])
+
+            await self.db.write(remove)
+            for row in rows:
+                self.nodes.pop(row["id"], None)
+
     def _maybe_steady(self, conn: Connection, pool_key: str) -> None:
+        """A resize is done once the pool has its target number of nodes (any number, once stopped), every
+        one booted."""
         pool = self.pools.get(pool_key)
-        if pool is None or pool["allocation_state"] != AllocationState.RESIZING:
+        if pool is None or pool["allocation_state"] not in (AllocationState.RESIZING, AllocationState.STOPPING):
             return
         members = [n for n in self.nodes.values() if n.pool_key == pool_key]
-        if len(members) == pool["target_dedicated_nodes"] and all(n.up for n in members):
+        booted = {row["id"] for row in db.find(conn, db.nodes, pool_key=pool_key) if row["state"] in node_rules.SETTLED}
+        sized = pool["allocation_state"] == AllocationState.STOPPING or (
+            len(self._members(pool_key, True)) == pool["target_dedicated_nodes"]
+            and len(self._members(pool_key, False)) == pool["target_low_priority_nodes"]
+        )
+        if sized and all(n.node_id in booted for n in members):
             changes = pool_rules.allocation(pool, AllocationState.STEADY, utcnow())
             db.change(conn, db.pools, {"key": pool_key}, changes, bump_etag=True)
             undo.update(pool, changes)
@@ -155,19 +203,27 @@ class NodeOperations(SchedulerParts):
         await self._act(effects)
 
     def _node_up(self, conn: Connection, node: NodeSlots) -> Effects:
+        """The node's worker answers: a fresh start (its tasks were requeued when it went down), then its
+        start task, if its pool has one."""
         effects = Effects(wake=True)
         now = utcnow()
         row = db.get(conn, db.nodes, id=node.node_id)
-        if row is None:
+        if row is None or row["state"] in node_rules.BOOTED:
             return effects
-        stored = dict(row)
-        if row["state"] in (NodeState.CREATING, NodeState.REBOOTING, NodeState.REIMAGING):
-            undo.update(row, node_rules.transition(row, NodeState.STARTING, now))
-        if row["state"] != NodeState.IDLE:
-            transition(conn, db.nodes, {"id": node.node_id}, stored, node_rules.transition(row, NodeState.IDLE, now))
-        node.up, node.draining = True, False
+        if row["state"] != NodeState.STARTING:
+            changes = node_rules.transition(row, NodeState.STARTING, now)
+            transition(conn, db.nodes, {"id": node.node_id}, row, changes)
+            undo.update(row, changes)
+        node.draining = row["scheduling_state"] == SchedulingState.DISABLED  # disabled scheduling outlives a reboot
         node.release_all()
+        self._boot(conn, node, row, now, effects)
         self._maybe_steady(conn, node.pool_key)
+        return effects
+
+    def _node_ready(self, conn: Connection, node: NodeSlots, now: datetime, effects: Effects) -> None:
+        """The node takes tasks: its start task succeeded, or does not hold it back."""
+        node.up = True
+        effects.wake = True
         for entry in list(self.jobs.values()):  # releases that waited for this node
             record = self.preps.get((entry.key, node.node_id))
             if (
@@ -177,7 +233,6 @@ class NodeOperations(SchedulerParts):
                 and prep_rules.needs_release(record, node.incarnation)
             ):
                 self._run_release(conn, entry, node, record, now, effects)
-        return effects
 
     async def _on_node_down(self, node_id: str) -> None:
         async with self.lock:
@@ -216,7 +271,7 @@ class NodeOperations(SchedulerParts):
             db.remove_node(conn, node_id)
             for entry in list(self.jobs.values()):
                 self._finish_job_if_released(conn, entry.key, now, effects)
-        elif row is not None and row["state"] in (NodeState.IDLE, NodeState.RUNNING, NodeState.STARTING):
+        elif row is not None and row["state"] in (NodeState.STARTING, *node_rules.BOOTED):
             transition(conn, db.nodes, {"id": node_id}, row, node_rules.transition(row, NodeState.UNKNOWN, now))
         return effects
 
@@ -237,6 +292,8 @@ class NodeOperations(SchedulerParts):
         if row is None or node is None:
             raise NotFound("The specified compute node does not exist.", code="NodeNotFound")
         changes = node_rules.transition(row, NodeState.REIMAGING if reimage else NodeState.REBOOTING, now)
+        pool = db.get(conn, db.pools, key=node.pool_key) or self.pools[node.pool_key]
+        changes["start_task"] = pool["spec"].get("startTask")  # a pool update reaches the node now
         transition(conn, db.nodes, {"id": node_id}, row, changes)
         node.draining = True
         self._call_back(conn, node, effects)

@@ -30,6 +30,7 @@ class Placement:
     packages: tuple[AppPackage, ...] = ()
     #: a task spec's own application packages
     task_packages: Callable[[Mapping[str, Any]], tuple[AppPackage, ...]] = lambda spec: ()
+    dedicated: bool = True  #: False on a low-priority (spot) node
 
 
 def _environment(*settings: list[dict[str, Any]] | None) -> dict[str, str]:
@@ -78,16 +79,18 @@ def output_files(spec: Mapping[str, Any]) -> tuple[OutputFile, ...]:
     )
 
 
-def _context(where: Placement, job_id: str, task_id: str) -> dict[str, str]:
+def _node_context(where: Placement) -> dict[str, str]:
     return {
         "AZ_BATCH_ACCOUNT_NAME": where.account_name,
         "AZ_BATCH_ACCOUNT_URL": where.account_url,
         "AZ_BATCH_POOL_ID": where.pool_id,
         "AZ_BATCH_NODE_ID": where.node_id,
-        "AZ_BATCH_NODE_IS_DEDICATED": "true",
-        "AZ_BATCH_JOB_ID": job_id,
-        "AZ_BATCH_TASK_ID": task_id,
+        "AZ_BATCH_NODE_IS_DEDICATED": "true" if where.dedicated else "false",
     }
+
+
+def _context(where: Placement, job_id: str, task_id: str) -> dict[str, str]:
+    return {**_node_context(where), "AZ_BATCH_JOB_ID": job_id, "AZ_BATCH_TASK_ID": task_id}
 
 
 def _identity(spec: Mapping[str, Any], where: Placement) -> dict[str, Any]:
@@ -181,5 +184,25 @@ def _job_step(
         resource_files=_resource_files(spec, where),
         max_wall_clock_seconds=duration_seconds(wall_clock),
         packages=where.packages,
+        **_identity(spec, where),
+    )
+
+
+#: Where a node's start task runs, relative to the node root (AZ_BATCH_NODE_STARTUP_DIR).
+START_TASK_DIR = "startup"
+
+
+def start_step(step_id: str, spec: Mapping[str, Any], where: Placement) -> Step:
+    """The pool's start task (as the node took it at its last start): no job, no slots, and what it leaves
+    running in the background keeps running (a start task often starts a service)."""
+    return Step(
+        step_id=step_id,
+        kind="start",
+        node_root=where.node_root,
+        task_dir=START_TASK_DIR,
+        command_line=spec["commandLine"],
+        environment=_environment(spec.get("environmentSettings")),
+        batch_context=_node_context(where),
+        resource_files=_resource_files(spec, where),
         **_identity(spec, where),
     )

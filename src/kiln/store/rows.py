@@ -186,10 +186,16 @@ def add_job(conn: Connection, job: Row, manager: Row | None) -> None:
         insert_tasks(conn, job["key"], [manager], manager["creation_time"])
 
 
-def current_nodes_by_pool(conn: Connection) -> dict[str, int]:
-    """How many nodes each pool has (currentDedicatedNodes), by pool key."""
-    query = select(nodes.c.pool_key, func.count()).group_by(nodes.c.pool_key)
-    return {key: count for key, count in conn.execute(query)}
+def current_nodes_by_pool(conn: Connection) -> dict[str, tuple[int, int]]:
+    """How many nodes each pool has, by pool key: (currentDedicatedNodes, currentLowPriorityNodes)."""
+    query = select(nodes.c.pool_key, nodes.c.is_dedicated, func.count()).group_by(
+        nodes.c.pool_key, nodes.c.is_dedicated
+    )
+    counts: dict[str, tuple[int, int]] = {}
+    for key, dedicated, count in conn.execute(query):
+        known = counts.get(key, (0, 0))
+        counts[key] = (count, known[1]) if dedicated else (known[0], count)
+    return counts
 
 
 def running_tasks_by_node(conn: Connection) -> dict[str, tuple[int, int]]:
@@ -409,3 +415,15 @@ __all__ = [
     "delete_job_rows",
     "new_etag",
 ]
+
+
+def recent_tasks(conn: Connection, node_id: str, limit: int) -> list[Row]:
+    """The tasks that last changed state on the node (a node's recentTasks), latest first, with their job's id."""
+    query = (
+        select(tasks, jobs.c.id.label("job_id"))
+        .join(jobs, jobs.c.key == tasks.c.job_key)
+        .where(tasks.c.node_id == node_id)
+        .order_by(tasks.c.state_transition_time.desc(), tasks.c.seq.desc())
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in conn.execute(query)]

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    true,
 )
 
 metadata = MetaData()
@@ -109,6 +110,11 @@ nodes = Table(
     Column("total_tasks_succeeded", Integer, nullable=False, default=0),
     Column("running_tasks", Integer, nullable=False, default=0),
     Column("running_slots", Integer, nullable=False, default=0),
+    #: the pool's startTask as it was when the node last (re)started: a pool update reaches it at its next one
+    Column("start_task", JSON),
+    Column("start_task_info", JSON),  #: startTaskInfo, as rendered
+    Column("errors", JSON),  #: why the node is starttaskfailed or unusable
+    Column("is_dedicated", Boolean, nullable=False, default=True, server_default=true()),
 )
 
 jobs = Table(

@@ -62,3 +62,8 @@ def task_story(conn: Connection, job_key: str, task_seq: int) -> list[Row]:
 
 def _rows(conn: Connection, query: Any) -> list[Row]:
     return [dict(r) for r in conn.execute(query.order_by(transitions.c.id)).mappings()]
+
+
+def node_story(conn: Connection, node_id: str) -> list[Row]:
+    """The node's own transitions, oldest first (what Kiln's service logs of a node hold)."""
+    return _rows(conn, select(transitions).where(transitions.c.kind == "node", transitions.c.node_id == node_id))

@@ -42,6 +42,13 @@ def _lower_enum(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
+def _as_utc(value: datetime | None) -> datetime | None:
+    """A time without a zone is UTC."""
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
 def _check_duration(value: str | None, name: str) -> str | None:
     if value is None:
         return None
@@ -606,8 +613,28 @@ class TaskUpdate(Wire):
 
 
 class StartTask(Wire):
+    """A pool's start task: run on each node as it joins, reboots or is reimaged (batch-semantics-2 §5.1)."""
+
     command_line: str = Field(min_length=1, max_length=COMMAND_LINE_MAX)
+    resource_files: list[ResourceFile] | None = None
     environment_settings: list[EnvironmentSetting] | None = None
+    user_identity: UserIdentity | None = None
+    max_task_retry_count: int = Field(default=0, ge=-1)
+    wait_for_success: bool = True
+    container_settings: dict[str, Any] | None = None
+
+    def check(self, where: str = "startTask") -> None:
+        if self.container_settings is not None:
+            raise InvalidPropertyValue(
+                f"{where}.containerSettings", None, "Kiln nodes run no containers: a start task cannot use one."
+            )
+
+    def materialize(self) -> dict[str, Any]:
+        doc = self.dump()
+        doc["maxTaskRetryCount"] = self.max_task_retry_count
+        doc["waitForSuccess"] = self.wait_for_success
+        doc.setdefault("userIdentity", DEFAULT_IDENTITY)
+        return doc
 
 
 def check_user_accounts(accounts: list[UserAccount] | None) -> None:
@@ -645,6 +672,8 @@ class PoolSpecification(Wire):
         self._check_autoscale()
         _check_duration(self.resize_timeout, "resizeTimeout")
         images.check_pool(self.dump())
+        if self.start_task is not None:
+            self.start_task.check()
 
     #: Whether this kind of pool may autoscale: a pool added by itself may, an auto pool not yet.
     AUTOSCALE: ClassVar[bool] = False
@@ -684,6 +713,8 @@ class PoolSpecification(Wire):
         doc["virtualMachineConfiguration"] = images.materialize_vm_configuration(doc["virtualMachineConfiguration"])
         if self.user_accounts:
             doc["userAccounts"] = [account.materialize() for account in self.user_accounts]
+        if self.start_task is not None:
+            doc["startTask"] = self.start_task.materialize()
         for counted in ("targetDedicatedNodes", "targetLowPriorityNodes"):
             doc.pop(counted, None)  # live in their own columns
         return doc
@@ -731,12 +762,7 @@ class ScheduleConfiguration(Wire):
     start_window: str | None = None
     recurrence_interval: str | None = None
 
-    @field_validator("do_not_run_until", "do_not_run_after")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
+    _utc = field_validator("do_not_run_until", "do_not_run_after")(_as_utc)
 
     def check(self, minimum: timedelta) -> None:
         """startWindow and recurrenceInterval: valid durations of at least `minimum` (Batch: 1 minute)."""
@@ -772,3 +798,14 @@ class JobScheduleUpdate(Wire):
     schedule: ScheduleConfiguration | None = None
     job_specification: dict[str, Any] | None = None
     metadata: list[MetadataItem] | None = None
+
+
+class UploadBatchServiceLogs(Wire):
+    """The body of uploadbatchservicelogs."""
+
+    container_url: str = Field(min_length=1)
+    start_time: datetime
+    end_time: datetime | None = None
+    identity_reference: dict[str, Any] | None = None
+
+    _utc = field_validator("start_time", "end_time")(_as_utc)

@@ -53,10 +53,15 @@ class PoolPatch(Wire):
         if self.virtual_machine_configuration is not None:
             images.check_vm_configuration(self.virtual_machine_configuration)
         check_user_accounts(self.user_accounts)
+        if self.start_task is not None:
+            self.start_task.check()
 
     def changes(self) -> dict[str, Any]:
-        """The fields present, stored as a create stores them."""
+        """The fields present, stored as a create stores them (a startTask reaches existing nodes at their next
+        reboot or reimage)."""
         doc = self.model_dump(by_alias=True, exclude_unset=True, mode="json")
+        if self.start_task is not None:
+            doc["startTask"] = self.start_task.materialize()
         if self.virtual_machine_configuration is not None:
             doc["virtualMachineConfiguration"] = images.materialize_vm_configuration(self.virtual_machine_configuration)
         if self.user_accounts is not None:
@@ -76,10 +81,14 @@ class PoolReplace(Wire):
     metadata: list[MetadataItem]
     target_node_communication_mode: str | None = None
 
+    def check(self) -> None:
+        if self.start_task is not None:
+            self.start_task.check()
+
     def changes(self) -> dict[str, Any]:
         """Every replaceable field: None removes it from the stored spec."""
         return {
-            "startTask": self.start_task.dump() if self.start_task is not None else None,
+            "startTask": self.start_task.materialize() if self.start_task is not None else None,
             "applicationPackageReferences": self.application_package_references,
             "metadata": [item.dump() for item in self.metadata],
             "targetNodeCommunicationMode": self.target_node_communication_mode,

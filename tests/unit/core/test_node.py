@@ -32,26 +32,41 @@ def node_row(state: NodeState, **fields: Any) -> dict[str, Any]:
 
 
 STAMP = {"state_transition_time": NOW}
+STARTING = {"state_transition_time": NOW, "errors": None}  # errors of the last boot no longer hold
 BOOTED = {"state_transition_time": NOW, "last_boot_time": NOW}
 REIMAGED = {"state_transition_time": NOW, "incarnation": 3}  # a new incarnation
+ERRORS = [{"code": "StartTaskFailed", "message": "m"}]
+RESTARTABLE = (S.IDLE, S.RUNNING, S.START_TASK_FAILED)
 
 #: edge -> changes beyond the state column. The spec; TRANSITIONS must match it.
 EDGES: dict[tuple[NodeState, NodeState], dict[str, Any]] = {
-    (S.CREATING, S.STARTING): STAMP,
+    (S.CREATING, S.STARTING): STARTING,
+    (S.REBOOTING, S.STARTING): STARTING,
+    (S.REIMAGING, S.STARTING): STARTING,
+    (S.UNKNOWN, S.STARTING): STARTING,  # the worker came back
+    (S.PREEMPTED, S.STARTING): STARTING,  # spot capacity came back
+    (S.DEALLOCATED, S.STARTING): STARTING,  # you started it
+    (S.IDLE, S.DEALLOCATING): STAMP,
+    (S.RUNNING, S.DEALLOCATING): STAMP,
+    (S.DEALLOCATING, S.DEALLOCATED): STAMP,
     (S.STARTING, S.IDLE): BOOTED,
-    (S.UNKNOWN, S.IDLE): BOOTED,  # the worker came back
+    (S.STARTING, S.WAITING_FOR_START_TASK): BOOTED,
+    (S.WAITING_FOR_START_TASK, S.IDLE): STAMP,
+    (S.WAITING_FOR_START_TASK, S.START_TASK_FAILED): {**STAMP, "errors": ERRORS},
     (S.IDLE, S.RUNNING): STAMP,
     (S.RUNNING, S.IDLE): STAMP,
-    (S.STARTING, S.UNKNOWN): STAMP,
-    (S.IDLE, S.UNKNOWN): STAMP,
-    (S.RUNNING, S.UNKNOWN): STAMP,
+    (S.IDLE, S.OFFLINE): STAMP,  # shown, not stored: scheduling disabled, nothing runs
+    (S.RUNNING, S.OFFLINE): STAMP,
+    (S.OFFLINE, S.IDLE): STAMP,
+    **{(s, S.UNKNOWN): STAMP for s in (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, S.IDLE, S.RUNNING)},
     (S.UNKNOWN, S.UNKNOWN): {},  # still lost: the transition time stays
-    (S.IDLE, S.REBOOTING): STAMP,
-    (S.RUNNING, S.REBOOTING): STAMP,
-    (S.IDLE, S.REIMAGING): REIMAGED,
-    (S.RUNNING, S.REIMAGING): REIMAGED,
-    (S.REBOOTING, S.STARTING): STAMP,
-    (S.REIMAGING, S.STARTING): STAMP,
+    **{(s, S.REBOOTING): STAMP for s in RESTARTABLE},
+    **{(s, S.REIMAGING): REIMAGED for s in RESTARTABLE},
+    # a preempted spot node returns as a fresh node: a new incarnation
+    **{
+        (s, S.PREEMPTED): REIMAGED
+        for s in (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, S.IDLE, S.RUNNING)
+    },
     **{(s, S.LEAVING_POOL): STAMP for s in S if s is not S.LEAVING_POOL},
 }
 
@@ -65,12 +80,12 @@ def test_every_pair(pair: tuple[NodeState, NodeState]) -> None:
     frm, to = pair
     row = frozen(node_row(frm))
     if pair in EDGES:
-        changes = node.transition(row, to, NOW)
+        changes = node.transition(row, to, NOW, errors=ERRORS)
         assert changes == {**EDGES[pair], "state": to.value}  # nodes keep no previous state
         assert_stored_columns(changes, schema.nodes)
     else:
         with pytest.raises(InvalidTransition) as info:
-            node.transition(row, to, NOW)
+            node.transition(row, to, NOW, errors=ERRORS)
         assert (info.value.status, info.value.code) == (409, "NodeStateUnusable")
 
 
@@ -87,6 +102,20 @@ def test_schedulable_states() -> None:
     assert SCHEDULABLE == {S.IDLE, S.RUNNING}
 
 
-@pytest.mark.parametrize(("running", "state"), [(0, S.IDLE), (1, S.RUNNING), (7, S.RUNNING)])
-def test_busy_state(running: int, state: NodeState) -> None:
-    assert node.busy_state(running) is state
+@pytest.mark.parametrize(
+    ("running", "scheduling", "state"),
+    [
+        (0, "enabled", S.IDLE),
+        (1, "enabled", S.RUNNING),
+        (7, "enabled", S.RUNNING),
+        (0, "disabled", S.OFFLINE),
+        (2, "disabled", S.RUNNING),  # taskcompletion: its tasks finish first
+    ],
+)
+def test_busy_state(running: int, scheduling: str, state: NodeState) -> None:
+    assert node.busy_state(running, scheduling) is state
+
+
+@pytest.mark.parametrize(("node_id", "dedicated"), [("tvmps_0a1b_d", True), ("tvmps_0a1b_p", False), ("n1", True)])
+def test_node_ids_say_whether_a_node_is_dedicated(node_id: str, dedicated: bool) -> None:
+    assert node.is_dedicated(node_id) is dedicated

@@ -434,6 +434,39 @@ def test_tasks_by_seq(db: Database) -> None:
         assert sorted(r["key"] for r in got) == ["t1", "t3"]
 
 
+def test_current_nodes_by_pool_counts_dedicated_and_low_priority_nodes(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.nodes, [node_row("d1"), node_row("d2"), node_row("q1", pool_key="q")])
+        rows.insert_rows(conn, rows.nodes, [node_row("p1", is_dedicated=False)])
+    with tx(db) as conn:
+        assert rows.current_nodes_by_pool(conn) == {"p": (2, 1), "q": (1, 0)}
+        node = rows.get(conn, rows.nodes, id="d1")
+        assert node["is_dedicated"] is True and node["start_task"] is None and node["errors"] is None
+
+
+def test_recent_tasks_of_a_node_latest_first_with_their_jobs_id(db: Database) -> None:
+    later = T0 + timedelta(minutes=1)
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.jobs, [job_row("j", 1, id="J")])
+        rows.insert_rows(
+            conn,
+            rows.tasks,
+            [
+                task_row("j", "old", state="completed", node_id="n1"),
+                task_row("j", "new", state="running", node_id="n1", state_transition_time=later),
+                task_row("j", "elsewhere", state="running", node_id="n2"),
+                task_row("j", "queued"),
+            ],
+        )
+    with tx(db) as conn:
+        recent = rows.recent_tasks(conn, "n1", 10)
+        assert [(r["id"], r["job_id"], r["state"]) for r in recent] == [
+            ("new", "J", "running"),
+            ("old", "J", "completed"),
+        ]
+        assert [r["id"] for r in rows.recent_tasks(conn, "n1", 1)] == ["new"]
+
+
 def test_tasks_in_states(db: Database) -> None:
     with tx(db) as conn:
         rows.insert_rows(

@@ -1,0 +1,229 @@
+"""Node scheduling, removing nodes and stopping a resize, through the SDK."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from azure.batch import models
+from azure.batch.models._models import BatchNodeDeallocateOptions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+
+from kiln.testing import create_pool_and_wait, shell, unique, wait_for
+
+
+def _job(client, cleanup, pool_id: str) -> str:
+    job_id = unique("job")
+    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
+    cleanup(job=job_id)
+    return job_id
+
+
+def _held(marks: Path, name: str) -> str:
+    """A task that says it started, then runs until the test lets it go."""
+    return shell(f"touch {marks}/{name}.started; while [ ! -e {marks}/{name}.go ]; do sleep 0.05; done")
+
+
+def _started(client, job_id: str, task_id: str, marks: Path) -> models.BatchTask:
+    wait_for(lambda: (marks / f"{task_id}.started").exists(), 60, f"{task_id} started")
+    return client.get_task(job_id, task_id)
+
+
+def _task_a_running(client, cleanup, marks: Path, nodes: int) -> tuple[str, str, str]:
+    """A new pool and job with task `a` running (held): (pool, job, the node it runs on)."""
+    pool_id = create_pool_and_wait(client, nodes=nodes)
+    cleanup(pool=pool_id)
+    job_id = _job(client, cleanup, pool_id)
+    client.create_task(job_id, models.BatchTaskCreateOptions(id="a", command_line=_held(marks, "a")))
+    return pool_id, job_id, _started(client, job_id, "a", marks).node_info.node_id
+
+
+def _node_state(client, pool_id: str, node_id: str, state: str) -> None:
+    wait_for(lambda: client.get_node(pool_id, node_id).state == state, 60, f"node {node_id} {state}")
+
+
+def _task_state(client, job_id: str, task_id: str, state: str) -> models.BatchTask:
+    return wait_for(lambda: (t := client.get_task(job_id, task_id)).state == state and t, 60, f"task {task_id} {state}")
+
+
+def _disable(client, pool_id: str, node_id: str, option: str) -> None:
+    options = models.BatchNodeDisableSchedulingOptions(node_disable_scheduling_option=option)
+    client.disable_node_scheduling(pool_id, node_id, options)
+
+
+def test_disable_scheduling_taskcompletion_lets_the_task_finish_then_the_node_is_offline(client, cleanup, marks_dir):
+    pool_id, job_id, node_id = _task_a_running(client, cleanup, marks_dir, nodes=1)
+    _disable(client, pool_id, node_id, "taskcompletion")
+    node = client.get_node(pool_id, node_id)
+    assert (node.state, node.scheduling_state) == ("running", "disabled")
+    with pytest.raises(ResourceExistsError) as caught:
+        _disable(client, pool_id, node_id, "requeue")
+    assert caught.value.error.code == "NodeAlreadyInTargetSchedulingState"
+    client.create_task(job_id, models.BatchTaskCreateOptions(id="b", command_line="/bin/true"))
+    (marks_dir / "a.go").touch()
+    assert _task_state(client, job_id, "a", "completed").execution_info.exit_code == 0
+    _node_state(client, pool_id, node_id, "offline")
+    assert client.get_task(job_id, "b").state == "active"  # nothing new starts on an offline node
+    client.enable_node_scheduling(pool_id, node_id)
+    assert _task_state(client, job_id, "b", "completed").execution_info.exit_code == 0
+    _node_state(client, pool_id, node_id, "idle")
+    with pytest.raises(ResourceExistsError) as caught:
+        client.enable_node_scheduling(pool_id, node_id)
+    assert caught.value.error.code == "NodeAlreadyInTargetSchedulingState"
+
+
+@pytest.mark.parametrize("option", ["requeue", "terminate"])
+def test_disable_scheduling_requeues_or_terminates_the_running_task(client, cleanup, marks_dir, option):
+    pool_id, job_id, node_id = _task_a_running(client, cleanup, marks_dir, nodes=1)
+    _disable(client, pool_id, node_id, option)
+    _node_state(client, pool_id, node_id, "offline")
+    task = client.get_task(job_id, "a")
+    if option == "terminate":
+        assert task.state == "completed" and task.execution_info.failure_info.code == "TaskEnded"
+        return
+    assert task.state == "active" and task.execution_info.requeue_count == 1 and task.execution_info.retry_count == 0
+    (marks_dir / "a.started").unlink()
+    (marks_dir / "a.go").touch()
+    client.enable_node_scheduling(pool_id, node_id)
+    assert _task_state(client, job_id, "a", "completed").execution_info.exit_code == 0
+
+
+@pytest.mark.parametrize("option", ["requeue", "terminate", "taskcompletion"])
+def test_remove_nodes_with_each_deallocation_option(client, cleanup, marks_dir, option):
+    pool_id, job_id, node_id = _task_a_running(client, cleanup, marks_dir, nodes=2)
+    (marks_dir / "a.started").unlink()
+    if option == "taskcompletion":
+        (marks_dir / "a.go").touch()  # it ends on its own, on the node being removed
+    removal = models.BatchNodeRemoveOptions(node_ids=[node_id], node_deallocation_option=option)
+    client.begin_remove_nodes(pool_id, removal, polling_interval=1).result()
+    pool = client.get_pool(pool_id)
+    assert (pool.allocation_state, pool.target_dedicated_nodes, pool.current_dedicated_nodes) == ("steady", 1, 1)
+    assert node_id not in {n.id for n in client.list_nodes(pool_id)}
+    if option == "terminate":
+        task = client.get_task(job_id, "a")
+        assert task.state == "completed" and task.execution_info.failure_info.code == "TaskEnded"
+        return
+    (marks_dir / "a.go").touch()
+    task = _task_state(client, job_id, "a", "completed")
+    assert task.execution_info.exit_code == 0
+    if option == "requeue":
+        assert task.execution_info.requeue_count == 1 and task.node_info.node_id != node_id
+    else:
+        assert task.execution_info.requeue_count == 0 and task.node_info.node_id == node_id
+
+
+def test_remove_nodes_refuses_what_azure_refuses(client, pool):
+    node_id = next(iter(client.list_nodes(pool))).id
+    with pytest.raises(HttpResponseError) as caught:
+        client.begin_remove_nodes(pool, models.BatchNodeRemoveOptions(node_ids=[node_id] * 101)).result()
+    assert caught.value.status_code == 400
+    assert any(d.message == "nodeList" for d in caught.value.error.details)
+    with pytest.raises(ResourceNotFoundError) as caught:
+        client.begin_remove_nodes(pool, models.BatchNodeRemoveOptions(node_ids=["no-such-node"])).result()
+    assert caught.value.error.code == "NodeNotFound"
+    with pytest.raises(HttpResponseError) as caught:
+        removal = models.BatchNodeRemoveOptions(node_ids=[node_id], node_deallocation_option="later")
+        client.begin_remove_nodes(pool, removal).result()
+    assert caught.value.status_code == 400
+    assert len(list(client.list_nodes(pool))) == 2
+
+
+def test_stop_resize_settles_the_pool_at_the_nodes_it_has(client, cleanup):
+    pool_id = create_pool_and_wait(client, nodes=1)
+    cleanup(pool=pool_id)
+    client.begin_resize_pool(pool_id, models.BatchPoolResizeOptions(target_dedicated_nodes=6), polling_interval=1)
+    with pytest.raises(ResourceExistsError) as caught:  # a resizing pool cannot remove nodes
+        node_id = next(iter(client.list_nodes(pool_id))).id
+        client.begin_remove_nodes(pool_id, models.BatchNodeRemoveOptions(node_ids=[node_id])).result()
+    assert caught.value.error.code == "PoolBeingResized"
+    client.begin_stop_pool_resize(pool_id, polling_interval=1).result()
+    pool = client.get_pool(pool_id)
+    nodes = list(client.list_nodes(pool_id))
+    assert pool.allocation_state == "steady" and pool.current_dedicated_nodes == len(nodes)
+    assert 1 <= len(nodes) <= 6 and all(n.state == "idle" for n in nodes)
+    client.begin_stop_pool_resize(pool_id, polling_interval=1).result()  # a steady pool stays as it is
+    assert client.get_pool(pool_id).allocation_state == "steady"
+
+
+def test_deallocate_then_start_a_node(client, cleanup, marks_dir):
+    start = models.BatchStartTask(command_line=shell(f"echo boot >> {marks_dir}/boots-$AZ_BATCH_NODE_ID"))
+    pool_id = create_pool_and_wait(client, nodes=1, start_task=start)
+    cleanup(pool=pool_id)
+    (node,) = client.list_nodes(pool_id)
+    with pytest.raises(ResourceExistsError) as caught:  # only a deallocated node starts
+        client.begin_start_node(pool_id, node.id, polling_interval=1).result()
+    assert caught.value.error.code == "OperationNotValidOnNode"
+    options = BatchNodeDeallocateOptions(node_deallocate_option="requeue")
+    client.begin_deallocate_node(pool_id, node.id, options, polling_interval=1).result()
+    _node_state(client, pool_id, node.id, "deallocated")
+    assert client.get_pool(pool_id).allocation_state == "steady"
+    job_id = _job(client, cleanup, pool_id)
+    client.create_task(job_id, models.BatchTaskCreateOptions(id="a", command_line="/bin/true"))
+    assert client.get_task(job_id, "a").state == "active"  # no node to run on
+    client.begin_start_node(pool_id, node.id, polling_interval=1).result()
+    assert _task_state(client, job_id, "a", "completed").execution_info.exit_code == 0
+    _node_state(client, pool_id, node.id, "idle")
+    assert (marks_dir / f"boots-{node.id}").read_text().split() == ["boot", "boot"]  # the start task ran again
+
+
+def test_extensions_users_and_remote_login_on_a_local_node(client, pool):
+    node_id = next(iter(client.list_nodes(pool))).id
+    assert list(client.list_node_extensions(pool, node_id)) == []
+    with pytest.raises(ResourceNotFoundError):
+        client.get_node_extension(pool, node_id, "secretext")
+    user = models.BatchNodeUserCreateOptions(name="someone", password="s3cret!", is_admin=False)
+    for call in (
+        lambda: client.create_node_user(pool, node_id, user),
+        lambda: client.replace_node_user(pool, node_id, "someone", models.BatchNodeUserReplaceOptions(password="x")),
+        lambda: client.delete_node_user(pool, node_id, "someone"),
+        lambda: client.get_node_remote_login_settings(pool, node_id),
+    ):
+        with pytest.raises(ResourceExistsError) as caught:
+            call()
+        assert caught.value.error.code == "OperationNotValidOnNode"
+        assert "not virtual machines" in caught.value.error.message
+    with pytest.raises(ResourceNotFoundError):
+        client.list_node_extensions(pool, "no-such-node").next()
+
+
+class _Blobs(http.server.BaseHTTPRequestHandler):
+    """Stands in for a storage container: keeps what is PUT into it."""
+
+    received: ClassVar[dict[str, tuple[str, bytes]]] = {}
+
+    def do_PUT(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received[self.path] = (self.headers["x-ms-blob-type"], body)
+        self.send_response(201)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+def test_upload_batch_service_logs_puts_the_nodes_log_into_the_container(client, pool):
+    storage = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Blobs)
+    threading.Thread(target=storage.serve_forever, daemon=True).start()
+    try:
+        node_id = next(iter(client.list_nodes(pool))).id
+        container = f"http://127.0.0.1:{storage.server_port}/logs?sv=2023&sig=abc"
+        since = datetime.now(UTC) - timedelta(hours=1)
+        result = client.upload_node_logs(
+            pool, node_id, models.UploadBatchServiceLogsOptions(container_url=container, start_time=since)
+        )
+    finally:
+        storage.shutdown()
+    assert result.number_of_files_uploaded == 1 and node_id in result.virtual_directory_name
+    ((path, (kind, body)),) = _Blobs.received.items()
+    assert path == f"/logs/{result.virtual_directory_name}/kiln-node.log?sv=2023&sig=abc" and kind == "BlockBlob"
+    assert "-> idle" in body.decode()  # the node's own transitions, with their causes
+    with pytest.raises(HttpResponseError) as caught:  # nothing listens there now
+        client.upload_node_logs(
+            pool, node_id, models.UploadBatchServiceLogsOptions(container_url=container, start_time=since)
+        )
+    assert caught.value.status_code == 400
+    assert any(d.message == "containerUrl" for d in caught.value.error.details)
