@@ -35,6 +35,8 @@ class Settings:
     account_key: str = DEV_ACCOUNT_KEY
     #: the shortest startWindow / recurrenceInterval of a job schedule (ISO 8601; Batch's is PT1M)
     min_schedule_interval: str = "PT1M"
+    #: serve any api-version as the newest (KILN_LOOSE_API_VERSION=1)
+    loose_api_version: bool = False
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -43,6 +45,7 @@ class Settings:
             "account_key": os.environ.get("KILN_ACCOUNT_KEY", DEV_ACCOUNT_KEY),
             "database_url": os.environ.get("KILN_DATABASE_URL"),
             "min_schedule_interval": os.environ.get("KILN_MIN_SCHEDULE_INTERVAL", "PT1M"),
+            "loose_api_version": os.environ.get("KILN_LOOSE_API_VERSION", "").lower() in ("1", "true", "yes"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -69,6 +72,7 @@ def build_app(settings: Settings) -> FastAPI:
         account_name=settings.account_name,
         account_key=base64.b64decode(settings.account_key),
         min_schedule_interval=parse_duration(settings.min_schedule_interval),
+        loose_api_version=settings.loose_api_version,
     )
     scheduler.job_tokens = JobTokens(state.account_key)
 

@@ -14,8 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kiln import story
-from kiln.api import auth, files, job_auth, jobs, nodes, pools, schedules, stories, tasks
-from kiln.api.context import SUPPORTED_API_VERSIONS, Kiln
+from kiln.api import auth, files, job_auth, jobs, nodes, pools, schedules, stories, tasks, versioning
+from kiln.api.context import Kiln
 from kiln.api.http import MAX_BODY_BYTES, NotModified, error_response
 from kiln.errors import BadRequest, KilnError, NotFound, RequestBodyTooLarge
 from kiln.wire.times import now
@@ -24,19 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 def _api_version(request: Request) -> None:
-    version = next((v for k, v in request.query_params.items() if k.lower() == "api-version"), None)
-    if version is None:
-        raise BadRequest(
-            "The api-version query parameter is required. Supported versions: " + ", ".join(SUPPORTED_API_VERSIONS),
-            code="MissingRequiredQueryParameter",
-            values={"QueryParameterName": "api-version"},
-        )
-    if version not in SUPPORTED_API_VERSIONS:
-        raise BadRequest(
-            f"The api-version '{version}' is not supported. Supported versions: " + ", ".join(SUPPORTED_API_VERSIONS),
-            code="UnsupportedRequestVersion",
-            values={"QueryParameterName": "api-version", "QueryParameterValue": version},
-        )
+    versioning.check(request, request.app.state.kiln.loose_api_version)
 
 
 async def _authenticate(request: Request) -> None:
@@ -113,6 +101,7 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
         app.include_router(module.router, dependencies=[Depends(_authenticate)])
     app.include_router(stories.router, dependencies=[Depends(_shared_key)])
     app.add_middleware(BodyLimit)  # added first: request_ids below wraps it, so its 413 carries a request id
+    app.add_middleware(versioning.Downgrade, loose=state.loose_api_version)
 
     @app.middleware("http")
     async def request_ids(request: Request, call_next) -> Response:

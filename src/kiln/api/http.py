@@ -15,8 +15,9 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from kiln.api import odata
+from kiln.api import odata, versioning
 from kiln.errors import BadRequest, ConditionNotMet, InvalidPropertyValue, KilnError, MissingRequiredProperty
+from kiln.wire import versions
 from kiln.wire.times import format_http_time, format_time, now
 
 M = TypeVar("M", bound=BaseModel)
@@ -104,7 +105,7 @@ async def read_json(request: Request, *, optional: bool = False) -> dict[str, An
         raise _too_deep()
     if not isinstance(data, dict):
         raise BadRequest("The request body must be a JSON object.", code="InvalidRequestBody")
-    return data
+    return versions.upgrade_request(versioning.served(request), data)
 
 
 def _too_deep() -> BadRequest:

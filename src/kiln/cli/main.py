@@ -29,11 +29,18 @@ def serve(
         envvar="KILN_DATABASE_URL",
         help="SQLAlchemy URL of the store (default: SQLite in the data dir).",
     ),
+    loose_api_version: bool = typer.Option(
+        False,
+        "--loose-api-version",
+        help="Serve any api-version as the newest instead of refusing an unknown one (or KILN_LOOSE_API_VERSION=1).",
+    ),
 ) -> None:
     """Run the Batch endpoint in the foreground (SIGTERM or Ctrl-C stops it cleanly)."""
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask's INFO chatter, here and in node workers
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings.from_env(host=host, port=port, data_dir=data_dir, database_url=database_url)
+    settings = Settings.from_env(
+        host=host, port=port, data_dir=data_dir, database_url=database_url, loose_api_version=loose_api_version or None
+    )
 
     def ready() -> None:
         console.print(f"Kiln is serving the Azure Batch API at [bold]{settings.endpoint}[/bold]")

@@ -1,0 +1,75 @@
+"""The api-version check in front of every Batch route, strict and loose, on the app in-process."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import pytest
+
+from kiln.api.app import create_app
+from kiln.api.auth import SharedKeyAuth
+from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
+from kiln.server import Settings
+from kiln.wire import versions
+
+#: Refused by the body check, which runs only once the api-version is accepted (no store needed).
+NOT_JSON = {"content": b"not json", "headers": {"content-type": "application/json"}}
+
+
+def _client(tmp_path: Path, loose: bool) -> httpx.AsyncClient:
+    state = Kiln(
+        control=cast(Any, None),
+        data_dir=tmp_path,
+        account_name=DEV_ACCOUNT_NAME,
+        account_key=base64.b64decode(DEV_ACCOUNT_KEY),
+        loose_api_version=loose,
+    )
+    transport = httpx.ASGITransport(create_app(state), raise_app_exceptions=False)
+    return httpx.AsyncClient(
+        transport=transport, base_url="http://kiln", auth=SharedKeyAuth(DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY)
+    )
+
+
+@pytest.fixture
+async def strict(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async with _client(tmp_path, loose=False) as client:
+        yield client
+
+
+@pytest.fixture
+async def loose(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async with _client(tmp_path, loose=True) as client:
+        yield client
+
+
+@pytest.mark.parametrize("version", versions.VERSIONS)
+async def test_every_supported_version_is_accepted(strict: httpx.AsyncClient, version: str) -> None:
+    response = await strict.post("/jobs", params={"api-version": version}, **NOT_JSON)
+    assert response.json()["code"] == "InvalidRequestBody"
+
+
+async def test_an_unknown_version_is_400_listing_every_supported_one(strict: httpx.AsyncClient) -> None:
+    response = await strict.post("/jobs", params={"api-version": "2019-08-01.10.0"}, **NOT_JSON)
+    assert (response.status_code, response.json()["code"]) == (400, "UnsupportedRequestVersion")
+    message = response.json()["message"]["value"]
+    assert all(version in message for version in versions.VERSIONS)
+
+
+async def test_loose_serves_an_unknown_version_as_the_newest(loose: httpx.AsyncClient) -> None:
+    response = await loose.post("/jobs", params={"api-version": "2019-08-01.10.0"}, **NOT_JSON)
+    assert response.json()["code"] == "InvalidRequestBody"
+
+
+async def test_loose_still_needs_an_api_version(loose: httpx.AsyncClient) -> None:
+    response = await loose.post("/jobs", **NOT_JSON)
+    assert response.json()["code"] == "MissingRequiredQueryParameter"
+
+
+@pytest.mark.parametrize(("value", "loose"), [("1", True), ("true", True), ("", False), ("0", False)])
+def test_kiln_loose_api_version_sets_loose(monkeypatch: pytest.MonkeyPatch, value: str, loose: bool) -> None:
+    monkeypatch.setenv("KILN_LOOSE_API_VERSION", value)
+    assert Settings.from_env().loose_api_version is loose
