@@ -81,12 +81,20 @@ class Account:
         return self.user_name or f"kiln-{self.uid}"
 
     def login_environment(self, wd: Path) -> dict[str, str]:
-        """HOME is the working directory: the account has no home of its own."""
-        return {"HOME": str(wd), "USER": self.name, "LOGNAME": self.name}
+        return login_environment(self.name, wd)
+
+    def group_ids(self) -> tuple[int, int]:
+        """Its own group and the tasks group."""
+        return self.gid, TASKS_GID
 
     def launch_options(self) -> dict[str, Any]:
         """What the launcher switches to in the child before exec: groups, gid, uid and umask."""
         return {"uid": self.uid, "gid": self.gid, "groups": [TASKS_GID], "umask": TASK_UMASK}
+
+
+def login_environment(name: str, wd: Path) -> dict[str, str]:
+    """HOME is the working directory: the account has no home of its own."""
+    return {"HOME": str(wd), "USER": name, "LOGNAME": name}
 
 
 def registry_dir() -> Path:
