@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kiln import story
-from kiln.api import auth, files, job_auth, jobs, nodes, pools, schedules, stories, tasks, versioning
+from kiln.api import auth, files, job_auth, jobs, nodes, operations, pools, schedules, stories, tasks, versioning
 from kiln.api.context import Kiln
 from kiln.api.http import MAX_BODY_BYTES, NotModified, error_response
 from kiln.errors import BadRequest, KilnError, NotFound, RequestBodyTooLarge
@@ -145,6 +145,10 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code in (404, 405) and (
+            operation := operations.batch_operation(request.method, request.url.path)
+        ):
+            return error_response(request, operations.not_implemented(operation, request.method, request.url.path))
         if exc.status_code == 404:
             return error_response(
                 request, NotFound("The requested URI does not represent any resource on the server.", code="InvalidUri")
