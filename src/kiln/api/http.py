@@ -15,7 +15,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from kiln.api import odata, versioning
+from kiln.api import odata, selection, versioning
 from kiln.errors import BadRequest, ConditionNotMet, InvalidPropertyValue, KilnError, MissingRequiredProperty
 from kiln.wire import versions
 from kiln.wire.times import format_http_time, format_time, now
@@ -53,7 +53,7 @@ def entity_response(request: Request, doc: dict[str, Any], row: Mapping[str, Any
     check_read_conditions(request, row)
     body = {
         "odata.metadata": metadata_url(request, fragment),
-        **odata.apply_select(doc, request.query_params.get("$select")),
+        **odata.apply_select(doc, selection.checked_select(request, fragment)),
     }
     return json_response(body, headers=entity_headers(row))
 
@@ -255,6 +255,7 @@ def list_response(
     task once, not once per page. offset: docs start at this position of the whole list (a caller that
     read only `unfiltered_window`'s rows)."""
     text = request.query_params.get("$filter")
+    select = selection.checked_select(request, fragment)
     limit, skip = _max_results(request), _skip(request)
     render = render or (lambda doc: doc)
     if text:
@@ -264,7 +265,6 @@ def list_response(
     else:
         start = skip - offset
         page, more = [render(d) for d in docs[start : start + limit]], start + limit < len(docs)
-    select = request.query_params.get("$select")
     body: dict[str, Any] = {
         "odata.metadata": metadata_url(request, fragment),
         "value": [odata.apply_select(d, select) for d in page],

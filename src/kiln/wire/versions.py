@@ -93,6 +93,13 @@ def upgrade_request(version: str, body: Json) -> Json:
     return _walk(body, renamed, frozenset()) if renamed else body
 
 
+def upgrade_name(version: str, name: str) -> str:
+    """A property name of `version` as the newest version names it (a $select of an older client)."""
+    for change in _later(version):
+        name = next((new for old, new in change.renamed.items() if old.lower() == name.lower()), name)
+    return name
+
+
 def downgrade_response(version: str, path: str, body: Json) -> Json:
     """A response body of the newest version as `version` sent it."""
     later = _later(version)
