@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any, cast
-
 import httpx
 import pytest
 
-from kiln.api.app import create_app
-from kiln.api.auth import SharedKeyAuth
-from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
 from kiln.api.operations import batch_operation
 
 
@@ -32,20 +24,6 @@ from kiln.api.operations import batch_operation
 )
 def test_batch_operation_names_what_a_request_is(method, path, operation):
     assert batch_operation(method, path) == operation
-
-
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    state = Kiln(
-        control=cast(Any, None),
-        data_dir=tmp_path,
-        account_name=DEV_ACCOUNT_NAME,
-        account_key=base64.b64decode(DEV_ACCOUNT_KEY),
-    )
-    transport = httpx.ASGITransport(create_app(state), raise_app_exceptions=False)
-    auth = SharedKeyAuth(DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY)
-    async with httpx.AsyncClient(transport=transport, base_url="http://kiln", auth=auth) as client:
-        yield client
 
 
 async def test_an_operation_kiln_lacks_is_501_naming_it(client: httpx.AsyncClient) -> None:

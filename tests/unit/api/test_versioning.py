@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any, cast
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 
-from kiln.api.app import create_app
-from kiln.api.auth import SharedKeyAuth
-from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
 from kiln.server import Settings
 from kiln.wire import versions
 
@@ -20,29 +14,15 @@ from kiln.wire import versions
 NOT_JSON = {"content": b"not json", "headers": {"content-type": "application/json"}}
 
 
-def _client(tmp_path: Path, loose: bool) -> httpx.AsyncClient:
-    state = Kiln(
-        control=cast(Any, None),
-        data_dir=tmp_path,
-        account_name=DEV_ACCOUNT_NAME,
-        account_key=base64.b64decode(DEV_ACCOUNT_KEY),
-        loose_api_version=loose,
-    )
-    transport = httpx.ASGITransport(create_app(state), raise_app_exceptions=False)
-    return httpx.AsyncClient(
-        transport=transport, base_url="http://kiln", auth=SharedKeyAuth(DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY)
-    )
-
-
 @pytest.fixture
-async def strict(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with _client(tmp_path, loose=False) as client:
+async def strict(app_client: Callable[..., httpx.AsyncClient]) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client() as client:
         yield client
 
 
 @pytest.fixture
-async def loose(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with _client(tmp_path, loose=True) as client:
+async def loose(app_client: Callable[..., httpx.AsyncClient]) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(loose_api_version=True) as client:
         yield client
 
 
