@@ -21,7 +21,7 @@ from kiln.wire import versions
 from kiln.wire.times import format_http_time, format_time, now
 
 M = TypeVar("M", bound=BaseModel)
-JSON_TYPE = "application/json;odata=minimalmetadata"
+JSON_TYPE = "application/json; odata=minimalmetadata"  # with the space, as Batch sends it
 MAX_RESULTS = 1000
 #: Batch refuses a request body of 1 MB or more (413 RequestBodyTooLarge), as it documents for add-collection.
 MAX_BODY_BYTES = 1024 * 1024
@@ -63,8 +63,11 @@ def entity_headers(row: Mapping[str, Any]) -> dict[str, str]:
 
 
 def empty(status: int, request: Request, row: Mapping[str, Any] | None = None, location: str | None = None) -> Response:
-    """Writes answer with no body; DataServiceId names what was touched."""
-    headers = {"DataServiceId": location or str(request.url).split("?")[0], "DataServiceVersion": "3.0"}
+    """Writes answer with no body; DataServiceId names what was touched, except after a delete or on an exists
+    (HEAD), where Batch sends none."""
+    headers = {"DataServiceVersion": "3.0"}
+    if location or request.method not in ("DELETE", "HEAD"):
+        headers["DataServiceId"] = location or str(request.url).split("?")[0]
     if row is not None:
         headers.update(entity_headers(row))
     if location:

@@ -598,7 +598,7 @@ class PoolSpecification(Wire):
         doc["enableAutoScale"] = False
         doc["taskSlotsPerNode"] = self.task_slots_per_node
         policy = dict(self.task_scheduling_policy or {})
-        policy["nodeFillType"] = str(policy.get("nodeFillType", "spread")).lower()
+        policy["nodeFillType"] = str(policy.get("nodeFillType", "spread")).capitalize()  # Batch answers "Spread"
         doc["taskSchedulingPolicy"] = policy
         doc["enableInterNodeCommunication"] = self.enable_inter_node_communication
         if self.user_accounts:
