@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from kiln.api.auth import SharedKeyAuth
-from kiln.testing import unique
+from kiln.testing import shell, unique, wait_for
 
 OLDEST, NEWEST = "2020-03-01.11.0", "2025-06-01"
 
@@ -39,3 +39,16 @@ def test_task_counts_are_the_body_itself_in_2020_03_01(server, pool, cleanup):
     new = _batch(server, "GET", f"/jobs/{job_id}/taskcounts", NEWEST).json()
     assert (old["active"], "taskCounts" in old, "taskSlotCounts" in old) == (0, False, False)
     assert new["taskCounts"]["active"] == new["taskSlotCounts"]["active"] == 0
+
+
+def test_a_json_file_is_served_as_written_to_an_older_client(server, pool, cleanup):
+    """Only Batch's own bodies are translated: a task's JSON file keeps every key."""
+    job_id = unique("v11files")
+    assert _batch(server, "POST", "/jobs", NEWEST, {"id": job_id, "poolInfo": {"poolId": pool}}).status_code == 201
+    cleanup(job=job_id)
+    content = '{"requiredSlots": 1, "taskSlotsPerNode": 2}'
+    task = {"id": "t", "commandLine": shell(f"echo '{content}' > $AZ_BATCH_TASK_WORKING_DIR/out.json")}
+    assert _batch(server, "POST", f"/jobs/{job_id}/tasks", NEWEST, task).status_code == 201
+    wait_for(lambda: _batch(server, "GET", f"/jobs/{job_id}/tasks/t", NEWEST).json()["state"] == "completed")
+    response = _batch(server, "GET", f"/jobs/{job_id}/tasks/t/files/wd/out.json", OLDEST)
+    assert response.text == content + "\n"

@@ -49,7 +49,8 @@ def served(request: Request) -> str:
 
 class Downgrade:
     """Rewrite a JSON answer to a request of an older api-version into that version's shape. Requests of the
-    newest version (nearly all) pass straight through; file contents are never JSON-typed and never touched."""
+    newest version (nearly all) pass straight through; only Batch's own bodies (OData JSON) are rewritten, never
+    a file's content, whatever its type."""
 
     def __init__(self, app: ASGIApp, loose: bool) -> None:
         self.app = app
@@ -69,7 +70,7 @@ class Downgrade:
             nonlocal start
             if message["type"] == "http.response.start":
                 start = message
-                if b"json" not in MutableHeaders(raw=message["headers"]).get("content-type", "").encode():
+                if "odata=" not in MutableHeaders(raw=message["headers"]).get("content-type", ""):
                     await send(message)
                     start = None
                 return
