@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from kiln.cli import main
 from kiln.server import Settings
 from kiln.wire import versions
 
@@ -53,3 +55,17 @@ async def test_loose_still_needs_an_api_version(loose: httpx.AsyncClient) -> Non
 def test_kiln_loose_api_version_sets_loose(monkeypatch: pytest.MonkeyPatch, value: str, loose: bool) -> None:
     monkeypatch.setenv("KILN_LOOSE_API_VERSION", value)
     assert Settings.from_env().loose_api_version is loose
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "loose"), [(["--loose-api-version"], "", True), ([], "1", True), ([], "", False)]
+)
+def test_kiln_serve_takes_loose_from_its_flag_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], env: str, loose: bool
+) -> None:
+    served: list[Settings] = []
+    monkeypatch.setattr(main, "run_server", lambda settings, on_ready=None: served.append(settings))
+    monkeypatch.setenv("KILN_LOOSE_API_VERSION", env)
+    result = CliRunner().invoke(main.app, ["serve", *argv])
+    assert result.exit_code == 0, result.output
+    assert served[0].loose_api_version is loose
