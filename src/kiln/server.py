@@ -54,6 +54,8 @@ class Settings:
     read_timeout: float = READ_TIMEOUT
     #: connections served at once (fewer if the descriptor limit is low); more are answered 503 ServerBusy
     max_connections: int = MAX_CONNECTIONS
+    #: serve any api-version as the newest (KILN_LOOSE_API_VERSION=1)
+    loose_api_version: bool = False
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -65,6 +67,7 @@ class Settings:
             "storage_connection_string": os.environ.get(auto_storage.ENV),
             "read_timeout": float(os.environ.get("KILN_READ_TIMEOUT", READ_TIMEOUT)),
             "max_connections": int(os.environ.get("KILN_MAX_CONNECTIONS", MAX_CONNECTIONS)),
+            "loose_api_version": os.environ.get("KILN_LOOSE_API_VERSION", "").lower() in ("1", "true", "yes"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -114,6 +117,7 @@ def build_app(settings: Settings) -> FastAPI:
         account_name=settings.account_name,
         account_key=base64.b64decode(settings.account_key),
         min_schedule_interval=parse_duration(settings.min_schedule_interval),
+        loose_api_version=settings.loose_api_version,
     )
     scheduler.job_tokens = JobTokens(state.account_key)
     if settings.storage_connection_string:

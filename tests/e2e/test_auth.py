@@ -11,6 +11,7 @@ from azure.core.exceptions import HttpResponseError
 
 from kiln.api.auth import SharedKeyAuth
 from kiln.testing import make_client
+from kiln.wire import versions
 
 WRONG_KEY = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmcta2V5LXdyb25nLWtleQ=="
 
@@ -48,8 +49,8 @@ def test_ocp_date_more_than_15_minutes_off_is_403(server):
     assert _error(response) == "AuthenticationFailed"
 
 
-@pytest.mark.parametrize("version", ["2025-06-01", "2024-02-01.19.0"])
-def test_both_sdk_generations_api_versions_are_accepted(server, version):
+@pytest.mark.parametrize("version", versions.VERSIONS)
+def test_every_supported_api_version_is_accepted(server, version):
     response = httpx.get(
         f"{server.endpoint}/pools",
         params={"api-version": version},

@@ -187,7 +187,7 @@ def test_a_task_needing_more_slots_than_a_node_has_waits_without_holding_up_the_
 def test_node_fill_type_decides_where_tasks_land(client, own_pool, cleanup, marks_dir, fill, expected):
     """2 nodes x 2 slots, two tasks running at once: spread puts one on each node, pack both on one node."""
     pool_id = own_pool(nodes=2, slots=2, fill=fill)
-    assert client.get_pool(pool_id).task_scheduling_policy.node_fill_type == fill
+    assert client.get_pool(pool_id).task_scheduling_policy.node_fill_type == fill.capitalize()
     job_id = add_job(client, pool_id, cleanup)
     add_tasks(client, job_id, gated(marks_dir), 2)
     running = wait_running(client, job_id, 2)

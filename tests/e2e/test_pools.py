@@ -17,7 +17,7 @@ def test_pool_create_get_list_exists(client, pool):
     assert got.current_dedicated_nodes == 2
     assert got.target_dedicated_nodes == 2
     assert got.task_slots_per_node == 2
-    assert got.task_scheduling_policy.node_fill_type == "spread"
+    assert got.task_scheduling_policy.node_fill_type == "Spread"  # as Batch answers it
     assert got.etag and got.last_modified
     assert pool in [p.id for p in client.list_pools()]
     assert client.pool_exists(pool) is True

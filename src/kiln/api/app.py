@@ -26,14 +26,16 @@ from kiln.api import (
     kiln_nodes,
     node_operations,
     nodes,
+    operations,
     pool_updates,
     pools,
     schedules,
     stories,
     tasks,
+    versioning,
 )
 from kiln.api import metrics as metrics_api
-from kiln.api.context import SUPPORTED_API_VERSIONS, Kiln
+from kiln.api.context import Kiln
 from kiln.api.http import MAX_BODY_BYTES, NotModified, error_response
 from kiln.errors import BadRequest, KilnError, NotFound, RequestBodyTooLarge
 from kiln.web import pages as web_pages
@@ -43,19 +45,7 @@ logger = logging.getLogger(__name__)
 
 
 def _api_version(request: Request) -> None:
-    version = next((v for k, v in request.query_params.items() if k.lower() == "api-version"), None)
-    if version is None:
-        raise BadRequest(
-            "The api-version query parameter is required. Supported versions: " + ", ".join(SUPPORTED_API_VERSIONS),
-            code="MissingRequiredQueryParameter",
-            values={"QueryParameterName": "api-version"},
-        )
-    if version not in SUPPORTED_API_VERSIONS:
-        raise BadRequest(
-            f"The api-version '{version}' is not supported. Supported versions: " + ", ".join(SUPPORTED_API_VERSIONS),
-            code="UnsupportedRequestVersion",
-            values={"QueryParameterName": "api-version", "QueryParameterValue": version},
-        )
+    versioning.check(request, request.app.state.kiln.loose_api_version)
 
 
 async def _authenticate(request: Request) -> None:
@@ -142,6 +132,7 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
     app.include_router(applications.kiln_router, dependencies=[Depends(_shared_key)])
     app.include_router(kiln_nodes.router, dependencies=[Depends(_shared_key)])
     app.add_middleware(BodyLimit)  # added first: request_ids below wraps it, so its 413 carries a request id
+    app.add_middleware(versioning.Downgrade, loose=state.loose_api_version)
 
     @app.middleware("http")
     async def request_ids(request: Request, call_next) -> Response:
@@ -187,6 +178,10 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code in (404, 405) and (
+            operation := operations.batch_operation(request.method, request.url.path)
+        ):
+            return error_response(request, operations.not_implemented(operation, request.method, request.url.path))
         if exc.status_code == 404:
             return error_response(
                 request, NotFound("The requested URI does not represent any resource on the server.", code="InvalidUri")

@@ -15,9 +15,6 @@ from kiln.commands.control import Control
 DEV_ACCOUNT_NAME = "kilndev"
 DEV_ACCOUNT_KEY = "a2lsbi1kZXZlbG9wbWVudC1hY2NvdW50LWtleS1ub3Qtc2VjcmV0LTAwMDAwMDAwMDA="
 
-#: api-versions the two SDK generations send.
-SUPPORTED_API_VERSIONS = ("2025-06-01", "2024-07-01.20.0", "2024-02-01.19.0", "2023-05-01.17.0")
-
 
 @dataclass
 class Kiln:
@@ -27,6 +24,8 @@ class Kiln:
     account_key: bytes
     #: the shortest startWindow / recurrenceInterval a job schedule may have (Batch: 1 minute; tests use less)
     min_schedule_interval: timedelta = timedelta(minutes=1)
+    #: serve an unknown api-version as the newest instead of refusing it (Azurite's --skipApiVersionCheck)
+    loose_api_version: bool = False
 
 
 def kiln(request: Request) -> Kiln:

@@ -15,12 +15,13 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from kiln.api import odata
+from kiln.api import odata, selection, versioning
 from kiln.errors import BadRequest, ConditionNotMet, InvalidPropertyValue, KilnError, MissingRequiredProperty
+from kiln.wire import versions
 from kiln.wire.times import format_http_time, format_time, now
 
 M = TypeVar("M", bound=BaseModel)
-JSON_TYPE = "application/json;odata=minimalmetadata"
+JSON_TYPE = "application/json; odata=minimalmetadata"  # with the space, as Batch sends it
 MAX_RESULTS = 1000
 #: Batch refuses a request body of 1 MB or more (413 RequestBodyTooLarge), as it documents for add-collection.
 MAX_BODY_BYTES = 1024 * 1024
@@ -52,7 +53,7 @@ def entity_response(request: Request, doc: dict[str, Any], row: Mapping[str, Any
     check_read_conditions(request, row)
     body = {
         "odata.metadata": metadata_url(request, fragment),
-        **odata.apply_select(doc, request.query_params.get("$select")),
+        **odata.apply_select(doc, selection.checked_select(request, fragment)),
     }
     return json_response(body, headers=entity_headers(row))
 
@@ -62,8 +63,11 @@ def entity_headers(row: Mapping[str, Any]) -> dict[str, str]:
 
 
 def empty(status: int, request: Request, row: Mapping[str, Any] | None = None, location: str | None = None) -> Response:
-    """Writes answer with no body; DataServiceId names what was touched."""
-    headers = {"DataServiceId": location or str(request.url).split("?")[0], "DataServiceVersion": "3.0"}
+    """Writes answer with no body; DataServiceId names what was touched, except after a delete or on an exists
+    (HEAD), where Batch sends none."""
+    headers = {"DataServiceVersion": "3.0"}
+    if location or request.method not in ("DELETE", "HEAD"):
+        headers["DataServiceId"] = location or str(request.url).split("?")[0]
     if row is not None:
         headers.update(entity_headers(row))
     if location:
@@ -104,7 +108,7 @@ async def read_json(request: Request, *, optional: bool = False) -> dict[str, An
         raise _too_deep()
     if not isinstance(data, dict):
         raise BadRequest("The request body must be a JSON object.", code="InvalidRequestBody")
-    return data
+    return versions.upgrade_request(versioning.served(request), data)
 
 
 def _too_deep() -> BadRequest:
@@ -254,6 +258,7 @@ def list_response(
     task once, not once per page. offset: docs start at this position of the whole list (a caller that
     read only `unfiltered_window`'s rows)."""
     text = request.query_params.get("$filter")
+    select = selection.checked_select(request, fragment)
     limit, skip = _max_results(request), _skip(request)
     render = render or (lambda doc: doc)
     if text:
@@ -263,7 +268,6 @@ def list_response(
     else:
         start = skip - offset
         page, more = [render(d) for d in docs[start : start + limit]], start + limit < len(docs)
-    select = request.query_params.get("$select")
     body: dict[str, Any] = {
         "odata.metadata": metadata_url(request, fragment),
         "value": [odata.apply_select(d, select) for d in page],

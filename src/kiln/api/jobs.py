@@ -74,20 +74,25 @@ async def terminate_job(request: Request, job_id: str) -> Response:
     body = parse(JobTerminate, await read_json(request, optional=True))
     reason = body.terminate_reason or TerminateReason.USER.value
     await jobs.terminate(control(request), job_id, reason, write_conditions(request))
-    return empty(202, request)
+    return await _changed(request, job_id)
 
 
 @router.post("/jobs/{job_id}/disable")
 async def disable_job(request: Request, job_id: str) -> Response:
     body = parse(JobDisable, await read_json(request))
     await jobs.disable(control(request), job_id, DisableTasks(body.disable_tasks.value), write_conditions(request))
-    return empty(202, request)
+    return await _changed(request, job_id)
 
 
 @router.post("/jobs/{job_id}/enable")
 async def enable_job(request: Request, job_id: str) -> Response:
     await jobs.enable(control(request), job_id, write_conditions(request))
-    return empty(202, request)
+    return await _changed(request, job_id)
+
+
+async def _changed(request: Request, job_id: str) -> Response:
+    """202 with the job's new ETag and Last-Modified, as Batch answers a terminate, disable or enable."""
+    return empty(202, request, await jobs.get(control(request), job_id))
 
 
 @router.get("/jobs/{job_id}/taskcounts")

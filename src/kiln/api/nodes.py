@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from kiln.api import odata, render
+from kiln.api import odata, render, selection
 from kiln.api.context import control
 from kiln.api.http import base_url, empty, json_response, list_response, metadata_url, read_json
 from kiln.commands import nodes
@@ -28,7 +28,7 @@ async def get_node(request: Request, pool_id: str, node_id: str) -> Response:
     doc = render.node(node, pool, base_url(request), *running, recent)
     body = {
         "odata.metadata": metadata_url(request, "nodes/@Element"),
-        **odata.apply_select(doc, request.query_params.get("$select")),
+        **odata.apply_select(doc, selection.checked_select(request, "nodes/@Element")),
     }
     return json_response(body)
 

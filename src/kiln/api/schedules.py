@@ -134,7 +134,7 @@ async def enable_schedule(request: Request, schedule_id: str) -> Response:
 @router.post("/jobschedules/{schedule_id}/terminate")
 async def terminate_schedule(request: Request, schedule_id: str) -> Response:
     await schedules.terminate(control(request), schedule_id, write_conditions(request))
-    return empty(202, request)
+    return empty(202, request, await schedules.get(control(request), schedule_id))  # its new ETag, as Batch
 
 
 @router.delete("/jobschedules/{schedule_id}")

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from kiln.api import odata, render
+from kiln.api import odata, render, selection
 from kiln.api.context import control
 from kiln.api.http import (
     base_url,
@@ -157,7 +157,7 @@ async def list_subtasks(request: Request, job_id: str, task_id: str) -> Response
     job, task, rows = await tasks.subtasks(control(request), job_id, task_id)
     base = base_url(request)
     docs = [render.subtask(r, job["id"], task["id"], base) for r in rows]
-    select = request.query_params.get("$select")
+    select = selection.checked_select(request, "subtaskinfo")
     return json_response(
         {"odata.metadata": metadata_url(request, "subtaskinfo"), "value": [odata.apply_select(d, select) for d in docs]}
     )

@@ -51,6 +51,11 @@ def serve(
         help="The linked storage account of autoStorageContainerName resource files "
         "(UseDevelopmentStorage=true: Azurite's account on its default port).",
     ),
+    loose_api_version: bool = typer.Option(
+        False,
+        "--loose-api-version",
+        help="Serve any api-version as the newest instead of refusing an unknown one (or KILN_LOOSE_API_VERSION=1).",
+    ),
 ) -> None:
     """Run the Batch endpoint in the foreground (SIGTERM or Ctrl-C stops it cleanly)."""
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask's INFO chatter, here and in node workers
@@ -61,6 +66,7 @@ def serve(
         data_dir=data_dir,
         database_url=database_url,
         storage_connection_string=storage_connection_string,
+        loose_api_version=loose_api_version or None,
     )
 
     def ready() -> None:

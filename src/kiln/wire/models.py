@@ -707,7 +707,7 @@ class PoolSpecification(Wire):
             doc["autoScaleEvaluationInterval"] = format_duration(interval)
         doc["taskSlotsPerNode"] = self.task_slots_per_node
         policy = dict(self.task_scheduling_policy or {})
-        policy["nodeFillType"] = str(policy.get("nodeFillType", "spread")).lower()
+        policy["nodeFillType"] = str(policy.get("nodeFillType", "spread")).capitalize()  # Batch answers "Spread"
         doc["taskSchedulingPolicy"] = policy
         doc["enableInterNodeCommunication"] = self.enable_inter_node_communication
         doc["virtualMachineConfiguration"] = images.materialize_vm_configuration(doc["virtualMachineConfiguration"])

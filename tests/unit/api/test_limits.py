@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import base64
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
 from starlette.requests import Request
 
 from kiln.api import http
-from kiln.api.app import BodyLimit, create_app
-from kiln.api.auth import SharedKeyAuth
-from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
+from kiln.api.app import BodyLimit
 from kiln.errors import BadRequest, InvalidQueryParameterValue, RequestBodyTooLarge
 
 API = {"api-version": "2025-06-01"}
 HUGE_YEAR = "Mon, 01 Jan 99999999999 00:00:00 GMT"
-
-
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """The app in-process, with no store: every request here is answered before a route touches one."""
-    state = Kiln(
-        control=cast(Any, None),
-        data_dir=tmp_path,
-        account_name=DEV_ACCOUNT_NAME,
-        account_key=base64.b64decode(DEV_ACCOUNT_KEY),
-    )
-    transport = httpx.ASGITransport(create_app(state), raise_app_exceptions=False)
-    auth = SharedKeyAuth(DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY)
-    async with httpx.AsyncClient(transport=transport, base_url="http://kiln", auth=auth) as client:
-        yield client
 
 
 def code(response: httpx.Response) -> str:

@@ -6,7 +6,7 @@ import functools
 import os
 from collections.abc import Mapping
 
-from kiln.compute.node.identity import Account
+from kiln.compute.node.identity import Account, isolating, login_environment
 from kiln.compute.node.layout import TaskPaths, task_paths
 from kiln.compute.protocol import Step
 
@@ -25,15 +25,20 @@ BASE_VARS = (
     "SHELL",
     "TERM",
 )
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: A step's PATH when the worker runs as root (or has none): the system's directories. Root's own PATH is not
+#: a task's: its entries under /root are out of the task accounts' reach, and a task run as root must not
+#: depend on how the operator's shell was set up. A task sets its own in environmentSettings.
+TASK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 #: Kinds that see the job preparation task's directories (when the job has one).
 SEES_PREP_DIR = ("task", "release")
 
 
 def base_environment(host_env: Mapping[str, str]) -> dict[str, str]:
+    """The worker's variables a step keeps; PATH only when the worker is not root (steps run as its user)."""
     env = {name: value for name in BASE_VARS if (value := host_env.get(name)) is not None}
-    env.setdefault("PATH", DEFAULT_PATH)
+    if isolating() or "PATH" not in env:
+        env["PATH"] = TASK_PATH
     return env
 
 
@@ -86,11 +91,14 @@ def build_environment(
 ) -> dict[str, str]:
     """Merge in Batch's order; AZ_BATCH_* last so a user variable cannot fake the node's identity.
 
-    A step run as a task account gets that account's HOME/USER/LOGNAME, not the worker's.
+    A step run as a task account, or as an admin named user account (root underneath), gets that account's
+    HOME/USER/LOGNAME, not the worker's.
     """
     env = dict(_worker_base()) if host_env is None else base_environment(host_env)
     if account is not None:
         env.update(account.login_environment(paths.wd))
+    elif step.scope == "user" and step.user:
+        env.update(login_environment(step.user["name"], paths.wd))
     env.update(step.environment)
     env.update(batch_variables(step, paths))
     return env

@@ -86,12 +86,20 @@ class Account:
         return self.user_name or f"kiln-{self.uid}"
 
     def login_environment(self, wd: Path) -> dict[str, str]:
-        """HOME is the working directory: the account has no home of its own."""
-        return {"HOME": str(wd), "USER": self.name, "LOGNAME": self.name}
+        return login_environment(self.name, wd)
+
+    def group_ids(self) -> tuple[int, ...]:
+        """Its own group and its supplementary groups (the node's)."""
+        return (self.gid, *self.groups)
 
     def launch_options(self) -> dict[str, Any]:
         """What the launcher switches to in the child before exec: groups, gid, uid and umask."""
         return {"uid": self.uid, "gid": self.gid, "groups": list(self.groups), "umask": TASK_UMASK}
+
+
+def login_environment(name: str, wd: Path) -> dict[str, str]:
+    """HOME is the working directory: the account has no home of its own."""
+    return {"HOME": str(wd), "USER": name, "LOGNAME": name}
 
 
 def registry_dir() -> Path:

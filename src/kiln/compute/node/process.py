@@ -8,7 +8,6 @@ import errno
 import functools
 import os
 import shlex
-import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from kiln.compute.node.failures import (
 )
 from kiln.compute.node.identity import Account
 from kiln.compute.node.layout import TaskPaths
+from kiln.compute.node.lookup import find_program
 from kiln.compute.node.spawner import LaunchedProcess, LauncherLost, Spawner
 
 #: How long to wait for a SIGKILLed leader to be reaped before reporting anyway.
@@ -60,14 +60,6 @@ class CommandOutcome:
 def exit_status(returncode: int) -> int:
     """asyncio reports death by signal N as -N; report 128 + N as a shell would (SIGKILL -> 137)."""
     return 128 - returncode if returncode < 0 else returncode
-
-
-def resolve_executable(argv0: str, path: str, wd: Path) -> str | None:
-    """Find the program: names with '/' are relative to wd (or absolute), others are looked up on PATH."""
-    if "/" in argv0:
-        candidate = os.path.join(wd, argv0)  # an absolute argv0 replaces wd
-        return candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
-    return shutil.which(argv0, path=path)
 
 
 def launcher_lost(proc: LaunchedProcess) -> CommandOutcome:
@@ -110,7 +102,9 @@ def _split(command_line: str) -> tuple[str, ...]:
     return tuple(shlex.split(command_line))
 
 
-def prepare_argv(command_line: str, env: dict[str, str], wd: Path) -> list[str] | CommandOutcome:
+def prepare_argv(
+    command_line: str, env: dict[str, str], wd: Path, account: Account | None = None
+) -> list[str] | CommandOutcome:
     """Split with POSIX quoting, no expansion; a program that cannot be found is a user error."""
     if len(command_line) > COMMAND_LINE_MAX:
         return too_long(f"The command line has {len(command_line)} characters; at most {COMMAND_LINE_MAX} may run.")
@@ -120,9 +114,10 @@ def prepare_argv(command_line: str, env: dict[str, str], wd: Path) -> list[str] 
         return not_found(f"The command line could not be parsed: {exc}")
     if not argv:
         return not_found("The command line is empty.")
-    program = resolve_executable(argv[0], env.get("PATH", ""), wd)
+    program = find_program(argv[0], env.get("PATH", ""), wd, account)
     if program is None:
-        return not_found(f"The program {argv[0]!r} was not found or is not executable.")
+        by = " by the task's account" if account is not None else ""
+        return not_found(f"The program {argv[0]!r} was not found or is not executable{by}.")
     return [program, *argv[1:]]
 
 
@@ -149,7 +144,7 @@ async def run_command(
     kill_leftovers: after the main process exits, SIGKILL what is left in its group
     (background children); a start task keeps them, so it can launch daemons.
     """
-    argv = prepare_argv(command_line, env, paths.wd)
+    argv = prepare_argv(command_line, env, paths.wd, account)
     if isinstance(argv, CommandOutcome):
         return argv
     try:

@@ -3,6 +3,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from kiln.compute.node import environment, identity, layout
 from kiln.compute.protocol import Step
 
@@ -27,7 +29,10 @@ def build(step: Step) -> dict[str, str]:
     return environment.build_environment(step, layout.task_paths(step.node_root, step.task_dir), HOST)
 
 
-def test_exact_environment_of_a_task(make_step: Callable[..., Step], node_root: Path) -> None:
+def test_exact_environment_of_a_task(
+    make_step: Callable[..., Step], node_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(environment, "isolating", lambda: False)  # a worker that is not root: its PATH is kept
     step = make_step(
         task_dir="workitems/j1/job-1/t1",
         environment={"MY_VAR": "1"},
@@ -80,7 +85,7 @@ def test_user_variables_override_the_base_but_not_az_batch(make_step: Callable[.
 def test_path_defaults_when_the_worker_has_none(make_step: Callable[..., Step]) -> None:
     step = make_step()
     env = environment.build_environment(step, layout.task_paths(step.node_root, step.task_dir), {})
-    assert env["PATH"] == environment.DEFAULT_PATH
+    assert env["PATH"] == environment.TASK_PATH
 
 
 def test_a_task_account_gets_its_own_login_variables(make_step: Callable[..., Step], node_root: Path) -> None:
@@ -91,3 +96,21 @@ def test_a_task_account_gets_its_own_login_variables(make_step: Callable[..., St
     assert (env["HOME"], env["USER"], env["LOGNAME"]) == (str(paths.wd), "me", "kiln-200001")
     own_home = make_step(environment={"HOME": "/data"})
     assert environment.build_environment(own_home, paths, HOST, account=identity.Account(1, 1))["HOME"] == "/data"
+
+
+def test_a_root_worker_gives_steps_the_system_path_not_its_own(
+    make_step: Callable[..., Step], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(environment, "isolating", lambda: True)
+    host = {**HOST, "PATH": "/root/.pyenv/shims:/root/.cargo/bin:/usr/bin"}
+    step = make_step()
+    env = environment.build_environment(step, layout.task_paths(step.node_root, step.task_dir), host)
+    assert env["PATH"] == environment.TASK_PATH == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def test_an_admin_named_user_account_runs_under_its_name(make_step: Callable[..., Step]) -> None:
+    """It runs as root (no account to switch to), but USER, LOGNAME and HOME are its own."""
+    step = make_step(scope="user", user={"name": "ops", "uid": None, "gid": None}, elevated=True)
+    paths = layout.task_paths(step.node_root, step.task_dir)
+    env = environment.build_environment(step, paths, HOST, account=None)
+    assert (env["USER"], env["LOGNAME"], env["HOME"]) == ("ops", "ops", str(paths.wd))

@@ -225,7 +225,7 @@ async def test_a_program_only_root_may_execute_is_not_run(
     assert result.exit_code is None and result.failure is not None
     assert (result.failure["code"], result.failure["message"]) == (
         "CommandProgramNotFound",
-        f"The program {str(program)!r} could not be started: Permission denied",
+        f"The program {str(program)!r} was not found or is not executable by the task's account.",
     )
 
 
@@ -478,3 +478,19 @@ async def test_a_job_directory_accounts_cannot_pass_is_a_clear_failure(
     result = await run_step(make_step(scope="pool", task_dir="workitems/closed/job-1/t"))
     assert result.failure is not None and result.failure["code"] == "TaskAccountSetupFailed"
     assert f"{node_root / 'workitems/closed'} cannot be passed through" in result.failure["message"]
+
+
+async def test_a_bare_program_name_is_looked_up_as_the_task_account(
+    run_step, make_step: Callable[..., Step], open_tmp: Path
+) -> None:
+    """A PATH entry only root may pass through (a pyenv shim under /root) does not hide the program later on
+    PATH that the account may run."""
+    hidden, shared = open_tmp / "root-only", open_tmp / "shared-bin"
+    for directory, word in ((hidden, "hidden"), (shared, "shared")):
+        directory.mkdir()
+        (directory / "tool").write_text(f"#!/bin/sh\necho {word}\n")
+        (directory / "tool").chmod(0o755)
+    hidden.chmod(0o700)
+    step = make_step("tool", environment={"PATH": f"{hidden}:{shared}"})
+    assert (await run_step(step)).exit_code == 0
+    assert output(step) == ("shared\n", "")

@@ -1,0 +1,74 @@
+"""The client matrix's scenario for `az batch` (azure-cli), with the account in AZURE_BATCH_* as a user would.
+
+Each command is what a user would type, run in this one process (an `az` process per command would take
+seconds to start)."""
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+from azure.cli.core import get_default_cli
+from common import ACCOUNT, ENDPOINT, JOB, KEY, MANY, POOL, PREP, RELEASE, SINGLE, report, wait
+
+WORK = Path(tempfile.mkdtemp(prefix="kiln-az-"))
+os.environ.update(
+    AZURE_CONFIG_DIR=str(WORK / "config"),
+    AZURE_CORE_COLLECT_TELEMETRY="no",
+    AZURE_BATCH_ENDPOINT=ENDPOINT,
+    AZURE_BATCH_ACCOUNT=ACCOUNT,
+    AZURE_BATCH_ACCESS_KEY=KEY,
+)
+
+
+def az(*args):
+    out = io.StringIO()
+    if get_default_cli().invoke(["batch", *args, "--output", "json"], out_file=out):
+        raise SystemExit(f"az batch {' '.join(args)} failed")
+    return json.loads(out.getvalue() or "null")
+
+
+def json_file(name, content):
+    path = WORK / name
+    path.write_text(json.dumps(content))
+    return str(path)
+
+
+az("pool", "create", "--id", POOL, "--vm-size", "standard_d2s_v3", "--target-dedicated-nodes", "1")
+wait(lambda: [n["state"] for n in az("node", "list", "--pool-id", POOL)] == ["idle"], "an idle node")
+job = {"id": JOB, "poolInfo": {"poolId": POOL}, "jobPreparationTask": {"commandLine": PREP}}
+job["jobReleaseTask"] = {"commandLine": RELEASE}
+az("job", "create", "--json-file", json_file("job.json", job))
+az("task", "create", "--job-id", JOB, "--task-id", "single", "--command-line", SINGLE)
+many = [{"id": i, "commandLine": c} for i, c in MANY.items()]
+added = az("task", "create", "--job-id", JOB, "--json-file", json_file("tasks.json", many))
+wait(lambda: all(t["state"] == "completed" for t in az("task", "list", "--job-id", JOB)), "the tasks")
+tasks = {t["id"]: t["executionInfo"]["exitCode"] for t in az("task", "list", "--job-id", JOB)}
+counts = SimpleNamespace(**az("job", "task-counts", "show", "--job-id", JOB)["taskCounts"])
+stdout = WORK / "stdout.txt"
+az(
+    "task",
+    "file",
+    "download",
+    "--job-id",
+    JOB,
+    "--task-id",
+    "single",
+    "--file-path",
+    "stdout.txt",
+    "--destination",
+    str(stdout),
+)
+az("job", "stop", "--job-id", JOB)
+wait(lambda: az("job", "show", "--job-id", JOB)["state"] == "completed", "the job to complete")
+statuses = lambda: az("job", "prep-release-status", "list", "--job-id", JOB)  # noqa: E731
+wait(lambda: all(s.get("jobReleaseTaskExecutionInfo") for s in statuses()), "the release task")
+status = [
+    {"prep": s["jobPreparationTaskExecutionInfo"]["exitCode"], "release": s["jobReleaseTaskExecutionInfo"]["exitCode"]}
+    for s in statuses()
+]
+az("job", "delete", "--job-id", JOB, "--yes")
+az("pool", "delete", "--pool-id", POOL, "--yes")
+report([r["status"].lower() for r in added], tasks, counts, stdout.read_text(), status)

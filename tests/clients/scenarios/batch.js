@@ -1,0 +1,69 @@
+// The client matrix's scenario for npm @azure/batch 10.x (BatchServiceClient): prints a JSON summary.
+// Run with NODE_PATH at the client's node_modules: KILN_ENDPOINT, KILN_ACCOUNT_NAME, KILN_ACCOUNT_KEY, SCENARIO_ID.
+const { BatchServiceClient, BatchSharedKeyCredentials } = require("@azure/batch");
+
+const id = process.env.SCENARIO_ID;
+const pool = `${id}-pool`;
+const job = `${id}-job`;
+const client = new BatchServiceClient(
+  new BatchSharedKeyCredentials(process.env.KILN_ACCOUNT_NAME, process.env.KILN_ACCOUNT_KEY),
+  process.env.KILN_ENDPOINT,
+);
+
+async function wait(condition, what, timeout = 600000) { // generous: a loaded machine starts nodes slowly
+  const deadline = Date.now() + timeout;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+async function text(stream) {
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  return Buffer.concat(chunks).toString();
+}
+
+async function main() {
+  await client.pool.add({ id: pool, vmSize: "standard_d2s_v3", targetDedicatedNodes: 1, taskSlotsPerNode: 2 });
+  await wait(async () => (await client.computeNode.list(pool)).map((n) => n.state).join() === "idle", "an idle node");
+  await client.job.add({
+    id: job,
+    poolInfo: { poolId: pool },
+    jobPreparationTask: { commandLine: "/bin/sh -c 'echo prep'" },
+    jobReleaseTask: { commandLine: "/bin/sh -c 'echo release'" },
+  });
+  await client.task.add(job, { id: "single", commandLine: "/bin/sh -c 'echo hello from single'" });
+  const added = await client.task.addCollection(
+    job,
+    [0, 1, 2].map((i) => ({ id: `many${i}`, commandLine: `/bin/sh -c 'exit ${i}'` })),
+  );
+  await wait(async () => (await client.task.list(job)).every((t) => t.state === "completed"), "the tasks");
+  const tasks = Object.fromEntries((await client.task.list(job)).map((t) => [t.id, t.executionInfo.exitCode]));
+  const counts = (await client.job.getTaskCounts(job)).taskCounts;
+  const file = await text((await client.file.getFromTask(job, "single", "stdout.txt")).readableStreamBody);
+  await client.job.terminate(job);
+  await wait(async () => (await client.job.get(job)).state === "completed", "the job to complete");
+  const released = async () => (await client.job.listPreparationAndReleaseTaskStatus(job));
+  await wait(async () => (await released()).every((s) => s.jobReleaseTaskExecutionInfo), "the release task");
+  const status = (await released()).map((s) => ({
+    prep: s.jobPreparationTaskExecutionInfo.exitCode,
+    release: s.jobReleaseTaskExecutionInfo.exitCode,
+  }));
+  await client.job.deleteMethod(job);
+  await client.pool.deleteMethod(pool);
+  console.log(
+    JSON.stringify({
+      added: added.value.map((r) => r.status).sort(),
+      tasks,
+      counts: { succeeded: counts.succeeded, failed: counts.failed, completed: counts.completed },
+      file,
+      status,
+    }),
+  );
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});

@@ -1,0 +1,29 @@
+"""What the Python scenarios share (each runs in its client's own venv, with this directory on its path)."""
+
+import json
+import os
+import time
+
+ID = os.environ["SCENARIO_ID"]
+POOL, JOB = f"{ID}-pool", f"{ID}-job"
+ENDPOINT, ACCOUNT, KEY = os.environ["KILN_ENDPOINT"], os.environ["KILN_ACCOUNT_NAME"], os.environ["KILN_ACCOUNT_KEY"]
+#: The scenario's commands: a task that writes stdout.txt, three that exit 0, 1 and 2, prep and release.
+SINGLE = "/bin/sh -c 'echo hello from single'"
+MANY = {f"many{i}": f"/bin/sh -c 'exit {i}'" for i in range(3)}
+PREP, RELEASE = "/bin/sh -c 'echo prep'", "/bin/sh -c 'echo release'"
+
+
+def wait(condition, what, timeout=600):
+    """Poll; generous, since a loaded machine starts nodes slowly."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+def report(added, tasks, counts, file_text, status):
+    """The summary the test compares, as the last line of stdout (counts: the client's task counts object)."""
+    counts = {name: getattr(counts, name) for name in ("succeeded", "failed", "completed")}
+    summary = {"added": sorted(added), "tasks": tasks, "counts": counts, "file": file_text, "status": status}
+    print(json.dumps(summary))

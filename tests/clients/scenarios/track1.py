@@ -1,0 +1,35 @@
+"""The client matrix's scenario for azure-batch 9.x-14.x (msrest's BatchServiceClient)."""
+
+import azure.batch.models as m
+from azure.batch import BatchServiceClient
+from azure.batch.batch_auth import SharedKeyCredentials
+from common import ACCOUNT, ENDPOINT, JOB, KEY, MANY, POOL, PREP, RELEASE, SINGLE, report, wait
+
+client = BatchServiceClient(SharedKeyCredentials(ACCOUNT, KEY), batch_url=ENDPOINT)
+client.pool.add(m.PoolAddParameter(id=POOL, vm_size="standard_d2s_v3", target_dedicated_nodes=1, task_slots_per_node=2))
+wait(lambda: [n.state for n in client.compute_node.list(POOL)] == ["idle"], "an idle node")
+client.job.add(
+    m.JobAddParameter(
+        id=JOB,
+        pool_info=m.PoolInformation(pool_id=POOL),
+        job_preparation_task=m.JobPreparationTask(command_line=PREP),
+        job_release_task=m.JobReleaseTask(command_line=RELEASE),
+    )
+)
+client.task.add(JOB, m.TaskAddParameter(id="single", command_line=SINGLE))
+added = client.task.add_collection(JOB, [m.TaskAddParameter(id=i, command_line=c) for i, c in MANY.items()])
+wait(lambda: all(t.state == "completed" for t in client.task.list(JOB)), "the tasks")
+tasks = {t.id: t.execution_info.exit_code for t in client.task.list(JOB)}
+counts = client.job.get_task_counts(JOB).task_counts
+file_text = b"".join(client.file.get_from_task(JOB, "single", "stdout.txt")).decode()
+client.job.terminate(JOB)
+wait(lambda: client.job.get(JOB).state == "completed", "the job to complete")
+statuses = lambda: list(client.job.list_preparation_and_release_task_status(JOB))  # noqa: E731
+wait(lambda: all(s.job_release_task_execution_info for s in statuses()), "the release task")
+status = [
+    {"prep": s.job_preparation_task_execution_info.exit_code, "release": s.job_release_task_execution_info.exit_code}
+    for s in statuses()
+]
+client.job.delete(JOB)
+client.pool.delete(POOL)
+report([r.status for r in added.value], tasks, counts, file_text, status)

@@ -1,0 +1,39 @@
+"""The client matrix's scenario for azure-batch 15.x (BatchClient)."""
+
+from azure.batch import BatchClient
+from azure.batch import models as m
+from azure.batch.models._models import BatchJobTerminateOptions  # not exported by 15.1
+from azure.core.credentials import AzureNamedKeyCredential
+from common import ACCOUNT, ENDPOINT, JOB, KEY, MANY, POOL, PREP, RELEASE, SINGLE, report, wait
+
+client = BatchClient(ENDPOINT, AzureNamedKeyCredential(ACCOUNT, KEY))
+client.create_pool(
+    m.BatchPoolCreateOptions(id=POOL, vm_size="standard_d2s_v3", target_dedicated_nodes=1, task_slots_per_node=2)
+)
+wait(lambda: [n.state for n in client.list_nodes(POOL)] == ["idle"], "an idle node")
+client.create_job(
+    m.BatchJobCreateOptions(
+        id=JOB,
+        pool_info=m.BatchPoolInfo(pool_id=POOL),
+        job_preparation_task=m.BatchJobPreparationTask(command_line=PREP),
+        job_release_task=m.BatchJobReleaseTask(command_line=RELEASE),
+    )
+)
+client.create_task(JOB, m.BatchTaskCreateOptions(id="single", command_line=SINGLE))
+group = m.BatchTaskGroup(task_values=[m.BatchTaskCreateOptions(id=i, command_line=c) for i, c in MANY.items()])
+added = client.create_task_collection(JOB, group)
+wait(lambda: all(t.state == "completed" for t in client.list_tasks(JOB)), "the tasks")
+tasks = {t.id: t.execution_info.exit_code for t in client.list_tasks(JOB)}
+counts = client.get_job_task_counts(JOB).task_counts
+file_text = b"".join(client.download_task_file(JOB, "single", "stdout.txt")).decode()
+terminate = BatchJobTerminateOptions(termination_reason="UserTerminate")
+client.begin_terminate_job(JOB, options=terminate, polling_interval=1).result()
+statuses = lambda: list(client.list_job_preparation_and_release_task_status(JOB))  # noqa: E731
+wait(lambda: all(s.job_release_task_execution_info for s in statuses()), "the release task")
+status = [
+    {"prep": s.job_preparation_task_execution_info.exit_code, "release": s.job_release_task_execution_info.exit_code}
+    for s in statuses()
+]
+client.begin_delete_job(JOB, polling_interval=1).result()
+client.begin_delete_pool(POOL, polling_interval=1).result()
+report([r.status for r in added.result_values], tasks, counts, file_text, status)

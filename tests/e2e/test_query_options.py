@@ -1,0 +1,41 @@
+"""$select and $expand name only what an entity has: anything else is Batch's 400, whichever the entity set."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from kiln.api.auth import SharedKeyAuth
+
+
+def _get(server, path: str, version: str = "2025-06-01", **query: str) -> httpx.Response:
+    return httpx.get(
+        f"{server.endpoint}{path}",
+        params={"api-version": version, **query},
+        auth=SharedKeyAuth(server.account_name, server.account_key),
+    )
+
+
+@pytest.mark.parametrize("path", ["/pools", "/jobs", "/jobschedules", "/pools/{pool}", "/pools/{pool}/nodes"])
+@pytest.mark.parametrize(("option", "value"), [("$select", "id,bogus"), ("$expand", "bogus")])
+def test_an_unknown_name_is_400_invalid_query_parameter_value(server, pool, path, option, value):
+    response = _get(server, path.format(pool=pool), **{option: value})
+    body = response.json()
+    assert (response.status_code, body["code"]) == (400, "InvalidQueryParameterValue")
+    assert "'bogus'" in body["message"]["value"]
+    assert {v["key"]: v["value"] for v in body["values"]}["QueryParameterName"] == option
+
+
+def test_known_names_select_case_insensitively_and_stats_may_be_expanded(server, pool):
+    response = _get(server, f"/pools/{pool}", **{"$select": "ID,State", "$expand": "stats"})
+    assert response.status_code == 200
+    assert {k for k in response.json() if not k.startswith("odata.")} == {"id", "state"}
+
+
+def test_nodes_may_not_be_expanded(server, pool):
+    assert _get(server, f"/pools/{pool}/nodes", **{"$expand": "stats"}).status_code == 400
+
+
+def test_an_older_client_selects_by_its_own_names(server, pool):
+    body = _get(server, f"/pools/{pool}", "2020-03-01.11.0", **{"$select": "id,maxTasksPerNode"}).json()
+    assert {k for k in body if not k.startswith("odata.")} == {"id", "maxTasksPerNode"}
