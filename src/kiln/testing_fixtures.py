@@ -34,12 +34,17 @@ def open_base(tmp_path_factory) -> Iterator[Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
+def open_dir(parent: Path, prefix: str = "kiln-") -> Path:
+    """A new directory under `parent` that task accounts can pass through (but not write)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(path, 0o755)  # mkdtemp makes it 0700
+    return path
+
+
 @pytest.fixture
 def open_tmp(open_base: Path, request) -> Path:
     """A test's own directory that task accounts can pass through (but not write)."""
-    path = Path(tempfile.mkdtemp(prefix=f"{request.node.name[:40]}-", dir=open_base))
-    os.chmod(path, 0o755)  # mkdtemp makes it 0700
-    return path
+    return open_dir(open_base, f"{request.node.name[:40]}-")
 
 
 @pytest.fixture

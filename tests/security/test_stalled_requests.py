@@ -9,7 +9,6 @@ import contextlib
 import resource
 import select
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from kiln.api.auth import SharedKeyAuth
 from kiln.cli.embedded import EmbeddedServer
 from kiln.testing import wait_for
+from kiln.testing_fixtures import open_dir
 
 #: More than a default soft descriptor limit (1,024): what used to exhaust the server's.
 STALLED = 1100
@@ -43,7 +43,7 @@ def stall_server(open_base: Path) -> Iterator[EmbeddedServer]:
     if hard < 2 * MAX_CONNECTIONS:
         pytest.skip(f"the hard descriptor limit ({hard}) leaves no room for {MAX_CONNECTIONS} connections")
     env = {"KILN_READ_TIMEOUT": "3", "KILN_MAX_CONNECTIONS": str(MAX_CONNECTIONS)}
-    server = EmbeddedServer(Path(tempfile.mkdtemp(dir=open_base)) / "kiln", env=env)
+    server = EmbeddedServer(open_dir(open_base) / "kiln", env=env)
     with soft_nofile(DEFAULT_SOFT_LIMIT):
         server.start()
     yield server

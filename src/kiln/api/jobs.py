@@ -49,6 +49,7 @@ async def get_job(request: Request, job_id: str) -> Response:
 
 async def _update_job(request: Request, job_id: str, *, replace: bool) -> Response:
     update = parse(JobPatch, await read_json(request))
+    update.check()
     row = await jobs.update(control(request), job_id, update, write_conditions(request), replace=replace)
     return empty(200, request, row)
 

@@ -495,6 +495,10 @@ class JobPatch(Wire):
 
     _lower = field_validator("on_all_tasks_complete", mode="before")(_lower_enum)
 
+    def check(self) -> None:
+        if self.constraints is not None:
+            _check_duration(self.constraints.max_wall_clock_time, "constraints.maxWallClockTime")
+
 
 class JobActionKind(StrEnum):
     NONE = "none"

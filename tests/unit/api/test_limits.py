@@ -125,3 +125,13 @@ def test_a_list_window_that_counts_back_or_overflows_is_400(query: bytes) -> Non
 def test_json_depth_counts_without_recursion() -> None:
     assert http.json_depth(json.loads("[" * 200 + "]" * 200)) == http.MAX_JSON_DEPTH + 1  # stops past the limit
     assert http.json_depth({"a": [{"b": 1}]}) == 3
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+async def test_a_job_update_with_a_duration_that_is_not_iso_8601_is_400(client: httpx.AsyncClient, method: str) -> None:
+    """Found by tests/e2e/test_fuzz.py: it was a 500 once the job was disabled."""
+    body = {"poolInfo": {"poolId": "p"}, "constraints": {"maxWallClockTime": "0"}}
+    response = await client.request(method, "/jobs/j", params=API, json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "InvalidPropertyValue"
+    assert "constraints.maxWallClockTime" in response.text
