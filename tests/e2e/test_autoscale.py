@@ -130,6 +130,9 @@ def test_enable_evaluate_disable(ac) -> None:
         lambda: ac.begin_resize_pool(pool_id, models.BatchPoolResizeOptions(target_dedicated_nodes=1)).result()
     )
     assert resize.status_code == 409
+    node_id = next(iter(ac.list_nodes(pool_id))).id
+    remove = _error(lambda: ac.begin_remove_nodes(pool_id, models.BatchNodeRemoveOptions(node_ids=[node_id])).result())
+    assert remove.status_code == 409
 
     run = ac.evaluate_pool_auto_scale(pool_id, evaluate)
     assert run.results == HEAD.format(3, "requeue") and run.error is None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kiln.commands import nodes, pools
+from kiln.commands import autoscale, nodes, pools
 from kiln.commands.control import Check, Control, Row
 
 
@@ -14,6 +14,7 @@ async def set_scheduling(control: Control, pool_id: str, node_id: str, enabled: 
 async def remove_nodes(control: Control, pool_id: str, node_ids: list[str], option: str, check: Check) -> None:
     row, _ = await pools.get(control, pool_id)
     check(row)
+    autoscale.check_not_autoscaled(row)  # its formula decides its size
     await control.scheduler.remove_nodes(row["key"], node_ids, option)
 
 
