@@ -13,7 +13,8 @@ from kiln.store.packages import PackageStore
 def _zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("a.txt", "a")
+        # a fixed date: the bytes name parametrized tests, which every xdist worker must collect alike
+        archive.writestr(zipfile.ZipInfo("a.txt", date_time=(2026, 1, 1, 0, 0, 0)), "a")
     return buffer.getvalue()
 
 
