@@ -31,7 +31,18 @@ from kiln.testing import wait_for
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 T1 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
-TABLES = {"pools", "nodes", "jobs", "tasks", "preparations", "subtasks", "counters", "job_schedules", "transitions"}
+TABLES = {
+    "pools",
+    "nodes",
+    "jobs",
+    "tasks",
+    "preparations",
+    "subtasks",
+    "counters",
+    "job_schedules",
+    "transitions",
+    "task_counts",
+}
 
 
 def pool_row(key: str = "p", **fields: Any) -> dict[str, Any]:
