@@ -161,7 +161,9 @@ tasks = Table(
     Column("dependency_action", String(8)),  #: satisfy | block, decided by the exit conditions at completion
     *_times(),
     UniqueConstraint("job_key", "key", name="uq_tasks_job_key"),
-    Index("ix_tasks_job_state", "job_key", "state"),
+    #: seq last: a job's tasks in a state come in seq order, so a list page seeks and stops (store.task_pages)
+    Index("ix_tasks_job_state", "job_key", "state", "seq"),
+    Index("ix_tasks_job_seq", "job_key", "seq"),
     Index("ix_tasks_node_state", "node_id", "state"),
 )
 
