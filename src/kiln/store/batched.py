@@ -44,13 +44,8 @@ def change_tasks(conn: Connection, changes: Mapping[int, TaskChange]) -> bool:
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     tally = Tally()
     for seq, change in changes.items():
-        before = {
-            "job_key": change.job_key,
-            "state": change.state,
-            "result": change.result,
-            "required_slots": change.required_slots,
-        }
-        tally.move(before, change.values.get("state", change.state), change.values.get("result", change.result))
+        after = (change.values.get("state", change.state), change.values.get("result", change.result))
+        tally.shift(change.job_key, change.required_slots, (change.state, change.result), after)
         columns = tuple(sorted(change.values))
         shapes[columns].append(
             {

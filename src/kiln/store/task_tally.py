@@ -41,9 +41,13 @@ class Tally:
 
     def move(self, row: Mapping[str, Any], state: str, result: str | None) -> None:
         """A task row (as it was) now in `state` with `result`."""
-        if (row["state"], row.get("result") or "") != (state, result or ""):
-            self.add(row["job_key"], row["state"], row.get("result"), row["required_slots"], -1)
-            self.add(row["job_key"], state, result, row["required_slots"])
+        self.shift(row["job_key"], row["required_slots"], (row["state"], row.get("result")), (state, result))
+
+    def shift(self, job_key: str, slots: int, before: tuple[str, str | None], after: tuple[str, str | None]) -> None:
+        """A task of `slots` moved from (state, result) `before` to `after`."""
+        if before[0] != after[0] or (before[1] or "") != (after[1] or ""):
+            self.add(job_key, before[0], before[1], slots, -1)
+            self.add(job_key, after[0], after[1], slots)
 
     def write(self, conn: Connection) -> None:
         params = [
