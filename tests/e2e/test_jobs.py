@@ -172,6 +172,12 @@ def test_listing_tasks_pages_through_them_all_with_and_without_a_filter(client, 
         i for i in ids if i != "t003"
     ]
     assert list(client.list_tasks(spec.id, max_results=6, filter="state eq 'completed'")) == []
+    for text in (None, "state eq 'active'"):  # a page seeks past the previous one's last task, whatever changed
+        pages = client.list_tasks(spec.id, max_results=10, filter=text).by_page()
+        first = [t.id for t in next(pages)]
+        client.delete_task(spec.id, first[0])
+        ids.remove(first[0])
+        assert first[1:] + [t.id for page in pages for t in page] == [i for i in ids if i != "t003"]
 
 
 def test_terminate_task_kills_it(client, pool):

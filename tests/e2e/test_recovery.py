@@ -61,13 +61,26 @@ def _check_recovered(client, marker_dir: Path, tasks: int = 4) -> None:
         )
 
     wait_for(rerunning, 90, "the two requeued tasks to run again")
+    _check_counts(client, {"active": tasks - 2, "running": 2})
     (marker_dir / "go").touch()
     done = wait_tasks_completed(client, JOB, timeout=120)
+    _check_counts(client, {"completed": tasks, "succeeded": tasks})
     assert len(done) == tasks
     assert all(t.execution_info.result == "success" for t in done)
     assert sum(t.execution_info.requeue_count for t in done) >= 2  # the two that were running
     for i in range(tasks):  # every task finished exactly one run: nothing ran twice, nothing was lost
         assert (marker_dir / f"t{i}").read_text() == "done\n"
+
+
+def _check_counts(client, expected: dict[str, int]) -> None:
+    """taskcounts and taskslotcounts (counter rows the store keeps) agree with the listed tasks' states."""
+    listed = list(client.list_tasks(JOB))
+    recount = {state: sum(t.state == state for t in listed) for state in ("active", "running", "completed")}
+    recount["succeeded"] = sum(t.execution_info.result == "success" for t in listed if t.state == "completed")
+    recount["failed"] = sum(t.execution_info.result == "failure" for t in listed if t.state == "completed")
+    counts = client.get_job_task_counts(JOB)
+    for found in (counts.task_counts, counts.task_slot_counts):  # every task here takes one slot
+        assert {name: getattr(found, name) for name in recount} == recount == {**dict.fromkeys(recount, 0), **expected}
 
 
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])

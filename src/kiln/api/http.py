@@ -277,3 +277,45 @@ def list_response(
         params["$skiptoken"] = base64.urlsafe_b64encode(str(skip + limit).encode()).decode().rstrip("=")
         body["odata.nextLink"] = f"{base_url(request)}{request.url.path}?{urlencode(params)}"
     return json_response(body)
+
+
+# ---------------------------------------------------------------- keyset lists
+#: a keyset continuation token's text: the key of the last row of the page before
+_SEEK_PREFIX = "after:"
+
+
+def seek_window(request: Request) -> tuple[int, int]:
+    """(key after which the page starts, rows to read): one more than the page, to tell whether another
+    follows. The key is the last one of the previous page ($skiptoken), 0 on the first page."""
+    token = request.query_params.get("$skiptoken")
+    after = 0
+    if token:
+        try:
+            text = base64.urlsafe_b64decode(token.encode() + b"==").decode()
+            after = int(text.removeprefix(_SEEK_PREFIX)) if text.startswith(_SEEK_PREFIX) else -1
+        except ValueError:
+            after = -1
+        if after < 0:
+            from kiln.errors import InvalidQueryParameterValue
+
+            raise InvalidQueryParameterValue("$skiptoken", token, "The continuation token is not valid.")
+    return after, _max_results(request) + 1
+
+
+def seek_response(
+    request: Request, rows: Sequence[Any], fragment: str, render: Callable[[Any], dict[str, Any]], key: str
+) -> Response:
+    """A page of rows read by seek_window (in `key` order); the next page's link seeks past its last row."""
+    limit = _max_results(request)
+    page = rows[:limit]
+    select = request.query_params.get("$select")
+    body: dict[str, Any] = {
+        "odata.metadata": metadata_url(request, fragment),
+        "value": [odata.apply_select(render(row), select) for row in page],
+    }
+    if len(rows) > limit:
+        params = {k: v for k, v in request.query_params.items() if k != "$skiptoken"}
+        token = f"{_SEEK_PREFIX}{page[-1][key]}"
+        params["$skiptoken"] = base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+        body["odata.nextLink"] = f"{base_url(request)}{request.url.path}?{urlencode(params)}"
+    return json_response(body)

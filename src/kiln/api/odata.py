@@ -6,7 +6,7 @@ import calendar
 import functools
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -546,3 +546,18 @@ def _is_time(path: str) -> bool:
 def _ordered(ops: frozenset[str]) -> list[str]:
     order = ["eq", "ne", "gt", "ge", "lt", "le", "startswith"]
     return sorted(ops, key=lambda op: order.index(op) if op in order else len(order))
+
+
+def values_matching(text: str, allowed: Allowed, path: str, values: Sequence[Any]) -> list[Any] | None:
+    """Which of `values` of `path` the filter keeps, when the filter reads `path` alone (so a store can
+    select those rows by index); None when it reads other properties too."""
+    matches = compile_filter(text, allowed)  # checks the filter first: errors as for any other
+    named = {str(token).lower() for token in _parser().parse(text).scan_values(_is_property)}
+    if named != {path.lower()}:
+        return None
+    outer, _, inner = path.partition("/")
+    return [v for v in values if matches({outer: {inner: v}} if inner else {outer: v})]
+
+
+def _is_property(token: Any) -> bool:
+    return isinstance(token, lark.Token) and token.type == "PROPERTY"

@@ -12,6 +12,7 @@ from kiln.core import job as job_rules
 from kiln.core import task as task_rules
 from kiln.errors import Conflict, KilnError, NotFound
 from kiln.store import rows as db
+from kiln.store import task_pages
 from kiln.wire import ids
 from kiln.wire.models import TaskAdd, TaskConstraints, materialize_constraints
 from kiln.wire.times import now
@@ -36,6 +37,19 @@ async def list_all(control: Control, job_id: str, window: tuple[int, int] | None
     def read(conn: Connection) -> tuple[Row, list[Row]]:
         job = jobs.load(conn, job_id)
         return job, db.find(conn, db.tasks, order_by=["seq"], window=window, job_key=job["key"])
+
+    return await control.database.read(read)
+
+
+async def list_page(
+    control: Control, job_id: str, states: list[str] | None, after_seq: int, count: int
+) -> tuple[Row, list[Row]]:
+    """The job and up to `count` of its tasks after `after_seq`, in the order they were added, by index;
+    states: only tasks in these (None: all)."""
+
+    def read(conn: Connection) -> tuple[Row, list[Row]]:
+        job = jobs.load(conn, job_id)
+        return job, task_pages.task_page(conn, job["key"], states, after_seq, count)
 
     return await control.database.read(read)
 

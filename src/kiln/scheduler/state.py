@@ -71,7 +71,9 @@ class Effects:
         (started and ended) is written once, guarded by the state and attempt it had before the first."""
         known = self.task_changes.get(row["seq"])
         if known is None:
-            self.task_changes[row["seq"]] = batched.TaskChange(row["state"], row["attempt"], changes)
+            self.task_changes[row["seq"]] = batched.TaskChange(
+                row["state"], row["attempt"], changes, row["job_key"], row["result"], row["required_slots"]
+            )
         else:
             known.values = {**known.values, **changes}
 

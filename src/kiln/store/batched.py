@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Integer, bindparam, update
 from kiln.store.prepared import Prepared
 from kiln.store.rows import new_etag
 from kiln.store.schema import nodes, tasks
+from kiln.store.task_tally import Tally
 
 #: Per-node totals the scheduler counts (node documents' totalTasksRun, totalTasksSucceeded).
 NODE_COUNTERS = ("total_tasks_run", "total_tasks_succeeded")
@@ -26,18 +27,25 @@ NODE_COUNTERS = ("total_tasks_run", "total_tasks_succeeded")
 
 @dataclass(slots=True)
 class TaskChange:
-    """A task's changes in one transaction, and the state and attempt its row had before the first of them."""
+    """A task's changes in one transaction, and the state, attempt and result its row had before the first
+    of them (with its job and slots: its counters follow the change)."""
 
     state: str
     attempt: int
     values: dict[str, Any]
+    job_key: str
+    result: str | None
+    required_slots: int
 
 
 def change_tasks(conn: Connection, changes: Mapping[int, TaskChange]) -> bool:
     """Each task's changes (by seq), with a new ETag: one statement per set of columns changed, each row
     guarded by its state and attempt. False: some row had moved (a conflict; the caller rolls back)."""
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    tally = Tally()
     for seq, change in changes.items():
+        after = (change.values.get("state", change.state), change.values.get("result", change.result))
+        tally.shift(change.job_key, change.required_slots, (change.state, change.result), after)
         columns = tuple(sorted(change.values))
         shapes[columns].append(
             {
@@ -49,6 +57,7 @@ def change_tasks(conn: Connection, changes: Mapping[int, TaskChange]) -> bool:
             }
         )
     changed = sum(_task_update(columns).execute_many(conn, params) for columns, params in shapes.items())
+    tally.write(conn)
     return changed == len(changes)
 
 

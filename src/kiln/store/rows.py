@@ -21,6 +21,7 @@ from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from kiln import story
+from kiln.store import task_tally
 from kiln.store.prepared import Prepared
 from kiln.store.schema import (
     counters,
@@ -84,6 +85,10 @@ def insert_rows(conn: Connection, table: Table, rows: Iterable[Row]) -> None:
         defaults = _defaults(table, tuple(rows[0]))
         statement = _insert(table, (*rows[0], *defaults))
         statement.execute_many(conn, [{f"v_{c}": v for c, v in {**defaults, **row}.items()} for row in rows])
+        if table is tasks:
+            tally = task_tally.Tally()
+            tally.add_rows(rows)
+            tally.write(conn)
 
 
 @functools.cache
@@ -102,6 +107,8 @@ def _insert(table: Table, columns: tuple[str, ...]) -> Prepared:
 
 #: Tables whose `state` changes only through `transition`.
 GUARDED = (tasks, nodes, jobs)
+#: What of a task row its counters (task_tally) follow besides its state: written only where they are tallied.
+TALLIED = ("result", "required_slots", "job_key")
 
 
 def change(
@@ -110,6 +117,8 @@ def change(
     """Columns other than a guarded state; False if the row is not there."""
     if "state" in changes and table in GUARDED:
         raise ValueError(f"a {table.name} state changes through transition(), guarded")
+    if table is tasks and not changes.keys().isdisjoint(TALLIED):
+        raise ValueError(f"a task's {TALLIED} change with its state, through transition() (its counters follow)")
     return _update(conn, table, keys, changes, bump_etag)
 
 
@@ -124,7 +133,14 @@ def transition(
 ) -> bool:
     """`changes` computed from `row` as the caller read it: applied only while the stored row still has
     row's state (and a task row's attempt). False: a conflict, and nothing was written."""
-    return _update(conn, table, {**keys, **guard(table, row)}, changes, bump_etag)
+    if table is tasks and not changes.keys().isdisjoint(("required_slots", "job_key")):
+        raise ValueError("a task's job and required slots never change")
+    done = _update(conn, table, {**keys, **guard(table, row)}, changes, bump_etag)
+    if done and table is tasks:
+        tally = task_tally.Tally()
+        tally.move(row, changes.get("state", row["state"]), changes.get("result", row["result"]))
+        tally.write(conn)
+    return done
 
 
 def guard(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -142,6 +158,8 @@ def _update(
 
 
 def remove(conn: Connection, table: Table, **keys: Any) -> int:
+    if table is tasks:
+        raise ValueError("tasks go through delete_task or delete_job_rows (their counters follow)")
     return conn.execute(delete(table).where(_where(table, keys))).rowcount
 
 
@@ -164,12 +182,8 @@ def next_value(conn: Connection, name: str) -> int:
 
 
 def task_counts(conn: Connection, job_key: str) -> list[Row]:
-    query = (
-        select(tasks.c.state, tasks.c.result, func.count().label("n"), func.sum(tasks.c.required_slots).label("slots"))
-        .where(tasks.c.job_key == job_key)
-        .group_by(tasks.c.state, tasks.c.result)
-    )
-    return [dict(r) for r in conn.execute(query).mappings()]
+    """The job's tasks and slots by (state, result): its few counter rows, whatever its size."""
+    return task_tally.read(conn, job_key)
 
 
 def count_by_state(conn: Connection, table: Table) -> dict[str, int]:
@@ -324,6 +338,12 @@ def remove_unfinished_subtasks(conn: Connection) -> None:
 def delete_task(conn: Connection, task_seq: int) -> None:
     """A task and its story."""
     story.gone(task_seq=task_seq)
+    counted = (tasks.c.job_key, tasks.c.state, tasks.c.result, tasks.c.required_slots)
+    row = conn.execute(select(*counted).where(tasks.c.seq == task_seq)).mappings().first()
+    if row is not None:
+        tally = task_tally.Tally()
+        tally.add_rows([dict(row)], -1)
+        tally.write(conn)
     for table, column in ((tasks, tasks.c.seq), (transitions, transitions.c.task_seq)):
         conn.execute(delete(table).where(column == task_seq))
 
@@ -376,6 +396,7 @@ def delete_job_rows(conn: Connection, job_key: str) -> None:
     for table in (tasks, preparations, subtasks):
         conn.execute(delete(table).where(table.c.job_key == job_key))
     conn.execute(delete(jobs).where(jobs.c.key == job_key))
+    task_tally.forget_job(conn, job_key)
 
 
 __all__ = [

@@ -167,7 +167,9 @@ tasks = Table(
     Column("dependency_action", String(8)),  #: satisfy | block, decided by the exit conditions at completion
     *_times(),
     UniqueConstraint("job_key", "key", name="uq_tasks_job_key"),
-    Index("ix_tasks_job_state", "job_key", "state"),
+    #: seq last: a job's tasks in a state come in seq order, so a list page seeks and stops (store.task_pages)
+    Index("ix_tasks_job_state", "job_key", "state", "seq"),
+    Index("ix_tasks_job_seq", "job_key", "seq"),
     Index("ix_tasks_node_state", "node_id", "state"),
     Index("ix_tasks_job_start", "job_key", "start_time"),  #: the dashboard's timeline (kiln.store.dashboard)
 )
@@ -275,4 +277,17 @@ counters = Table(
     metadata,
     Column("name", String(32), primary_key=True),
     Column("value", Integer, nullable=False),
+)
+
+#: How many of a job's tasks, and how many of their slots, are in each (state, result): taskcounts and
+#: taskslotcounts read these few rows instead of counting the job's tasks. Kept by store.task_tally in the
+#: transaction of every task insert, state or result change and delete; result '' when the task has none.
+task_counts = Table(
+    "task_counts",
+    metadata,
+    Column("job_key", String(JOB_ID_LENGTH), primary_key=True),
+    Column("state", String(16), primary_key=True),
+    Column("result", String(16), primary_key=True),
+    Column("tasks", Integer, nullable=False),
+    Column("slots", Integer, nullable=False),
 )

@@ -16,6 +16,7 @@ from kiln.api.odata import (
     TASK_FILTERS,
     apply_select,
     compile_filter,
+    values_matching,
 )
 from kiln.errors import InvalidQueryParameterValue
 
@@ -432,3 +433,27 @@ def test_select_does_not_mutate() -> None:
     doc = dict(DOC)
     apply_select(doc, "id")
     assert doc == DOC
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("state eq 'completed'", ["completed"]),
+        ("State EQ 'Active'", ["active"]),
+        ("state ne 'active'", ["preparing", "running", "completed"]),
+        ("state eq 'active' or state eq 'running'", ["active", "running"]),
+        ("state eq 'active' and state eq 'running'", []),
+        ("not (state eq 'completed')", ["active", "preparing", "running"]),
+        ("state eq 'active' and id eq 'x'", None),
+        ("executionInfo/exitCode eq 0", None),
+    ],
+)
+def test_values_matching_a_filter_on_one_property(text: str, expected: list[str] | None) -> None:
+    """What a store can select by index: the states a filter on state alone keeps; None if it reads more."""
+    states = ["active", "preparing", "running", "completed"]
+    assert values_matching(text, TASK_FILTERS, "state", states) == expected
+
+
+def test_values_matching_checks_the_filter_first() -> None:
+    with pytest.raises(InvalidQueryParameterValue):
+        values_matching("state gt 'active'", TASK_FILTERS, "state", ["active"])

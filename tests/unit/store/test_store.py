@@ -42,6 +42,7 @@ TABLES = {
     "job_schedules",
     "transitions",
     "node_lifetimes",
+    "task_counts",
 }
 
 
