@@ -43,8 +43,8 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+@pytest.fixture(scope="module")  # not longer: Playwright's sync API keeps an event loop running in this thread
+def browser() -> Iterator[Any]:  # while it is open, and async tests after it on the same xdist worker would fail
     reason = _missing()
     if reason is not None:
         if os.environ.get("KILN_TEST_REQUIRE_BROWSER") == "1":

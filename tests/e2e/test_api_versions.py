@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from kiln.api.auth import SharedKeyAuth
-from kiln.testing import shell, unique, wait_for
+from kiln.testing import UBUNTU_DOC, shell, unique, wait_for
 
 OLDEST, NEWEST = "2020-03-01.11.0", "2025-06-01"
 
@@ -22,7 +22,13 @@ def _batch(server, method: str, path: str, version: str, body: dict | None = Non
 
 def test_a_pool_made_with_max_tasks_per_node_has_those_slots_in_every_version(server, cleanup):
     pool_id = unique("v11pool")
-    body = {"id": pool_id, "vmSize": "standard_d2s_v3", "targetDedicatedNodes": 0, "maxTasksPerNode": 3}
+    body = {
+        "id": pool_id,
+        "vmSize": "standard_d2s_v3",
+        "virtualMachineConfiguration": UBUNTU_DOC,
+        "targetDedicatedNodes": 0,
+        "maxTasksPerNode": 3,
+    }
     assert _batch(server, "POST", "/pools", OLDEST, body).status_code == 201
     cleanup(pool=pool_id)
     old = _batch(server, "GET", f"/pools/{pool_id}", OLDEST).json()

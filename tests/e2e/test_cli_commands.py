@@ -14,7 +14,7 @@ from typer.testing import CliRunner, Result
 from kiln.cli.embedded import free_port
 from kiln.cli.exit_codes import ExitCode
 from kiln.cli.main import app
-from kiln.testing import shell, unique, wait_for
+from kiln.testing import UBUNTU_DOC, shell, unique, wait_for
 
 runner = CliRunner()
 
@@ -99,7 +99,16 @@ def test_file_tail_follows_a_running_task_until_it_completes(kiln, pool, cleanup
 def test_pools_and_nodes(kiln, pool, tmp_path: Path):
     pool_id = unique("cli-pool")
     body = tmp_path / "pool.json"
-    body.write_text(json.dumps({"id": pool_id, "vmSize": "standard_d2s_v3", "targetDedicatedNodes": 0}))
+    body.write_text(
+        json.dumps(
+            {
+                "id": pool_id,
+                "vmSize": "standard_d2s_v3",
+                "virtualMachineConfiguration": UBUNTU_DOC,
+                "targetDedicatedNodes": 0,
+            }
+        )
+    )
     kiln("pool", "create", "--json-file", str(body))
     assert as_json(kiln("pool", "show", pool_id, "--json"))["vmSize"] == "standard_d2s_v3"
     assert pool_id in kiln("pool", "list").stdout

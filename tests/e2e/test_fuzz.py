@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from kiln.api.auth import SharedKeyAuth
 from kiln.cli.embedded import EmbeddedServer
+from kiln.testing import UBUNTU_DOC
 from kiln.wire import models
 
 API = {"api-version": "2025-06-01"}
@@ -117,7 +118,12 @@ def targets(http: httpx.Client) -> Iterator[dict[str, str]]:
     """A job on no pool with one task, a schedule and a pool without nodes, for the updates to aim at."""
     names = {"job": f"fuzz-{uuid.uuid4().hex[:8]}", "schedule": f"fuzz-{uuid.uuid4().hex[:8]}"}
     names["pool"] = names["job"]
-    assert http.post("/pools", json={"id": names["pool"], "vmSize": "standard_d2s_v3"}).status_code == 201
+    assert (
+        http.post(
+            "/pools", json={"id": names["pool"], "vmSize": "standard_d2s_v3", "virtualMachineConfiguration": UBUNTU_DOC}
+        ).status_code
+        == 201
+    )
     assert http.post("/jobs", json={"id": names["job"], "poolInfo": {"poolId": NO_POOL}}).status_code == 201
     assert http.post(f"/jobs/{names['job']}/tasks", json={"id": "t", "commandLine": "true"}).status_code == 201
     schedule = {"id": names["schedule"], "schedule": {}, "jobSpecification": {"poolInfo": {"poolId": NO_POOL}}}

@@ -26,10 +26,17 @@ def test_an_unknown_name_is_400_invalid_query_parameter_value(server, pool, path
     assert {v["key"]: v["value"] for v in body["values"]}["QueryParameterName"] == option
 
 
-def test_known_names_select_case_insensitively_and_stats_may_be_expanded(server, pool):
-    response = _get(server, f"/pools/{pool}", **{"$select": "ID,State", "$expand": "stats"})
+def test_known_names_select_case_insensitively(server, pool):
+    response = _get(server, f"/pools/{pool}", **{"$select": "ID,State"})
     assert response.status_code == 200
     assert {k for k in response.json() if not k.startswith("odata.")} == {"id", "state"}
+
+
+@pytest.mark.parametrize("path", ["/pools", "/pools/{pool}", "/jobs", "/jobschedules"])
+def test_statistics_are_refused_until_kiln_keeps_them(server, pool, path):
+    response = _get(server, path.format(pool=pool), **{"$expand": "stats"})
+    assert (response.status_code, response.json()["code"]) == (400, "InvalidQueryParameterValue")
+    assert "does not keep the statistics" in response.json()["message"]["value"]
 
 
 def test_nodes_may_not_be_expanded(server, pool):

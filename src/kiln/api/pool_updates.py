@@ -1,4 +1,4 @@
-"""Pool updates (PATCH, updateproperties), and the pool reads' `$expand`."""
+"""Pool updates (PATCH, updateproperties)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from fastapi.responses import Response
 from kiln.api.context import control
 from kiln.api.http import empty, read_model, write_conditions
 from kiln.commands import pool_updates
-from kiln.errors import InvalidQueryParameterValue
 from kiln.wire.pool_updates import PoolPatch, PoolReplace
 
 router = APIRouter()
@@ -28,12 +27,3 @@ async def replace_pool_properties(request: Request, pool_id: str) -> Response:
     body.check()
     row = await pool_updates.replace(control(request), pool_id, body, write_conditions(request))
     return empty(204, request, row)
-
-
-def refuse_expand(request: Request) -> None:
-    """Pool statistics (`$expand=stats`) are not kept yet: say so rather than answer without them."""
-    expand = request.query_params.get("$expand")
-    if expand:
-        raise InvalidQueryParameterValue(
-            "$expand", expand, "Kiln does not keep pool statistics yet, so a pool cannot be expanded with them."
-        )

@@ -15,7 +15,6 @@ from kiln.api.http import (
     read_model,
     write_conditions,
 )
-from kiln.api.pool_updates import refuse_expand
 from kiln.commands import pools
 from kiln.wire.models import PoolAdd, PoolResize
 
@@ -32,7 +31,6 @@ async def add_pool(request: Request) -> Response:
 
 @router.get("/pools")
 async def list_pools(request: Request) -> Response:
-    refuse_expand(request)
     base = base_url(request)
     docs = [render.pool(row, base, count) for row, count in await pools.list_all(control(request))]
     return list_response(request, docs, "pools", odata.POOL_FILTERS)
@@ -40,7 +38,6 @@ async def list_pools(request: Request) -> Response:
 
 @router.get("/pools/{pool_id}")
 async def get_pool(request: Request, pool_id: str) -> Response:
-    refuse_expand(request)
     row, count = await pools.get(control(request), pool_id)
     return entity_response(request, render.pool(row, base_url(request), count), row, "pools/@Element")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from azure.cli.core import get_default_cli
-from common import ACCOUNT, ENDPOINT, JOB, KEY, MANY, POOL, PREP, RELEASE, SINGLE, report, wait
+from common import ACCOUNT, ENDPOINT, IMAGE, JOB, KEY, MANY, NODE_AGENT, POOL, PREP, RELEASE, SINGLE, report, wait
 
 WORK = Path(tempfile.mkdtemp(prefix="kiln-az-"))
 os.environ.update(
@@ -36,7 +36,21 @@ def json_file(name, content):
     return str(path)
 
 
-az("pool", "create", "--id", POOL, "--vm-size", "standard_d2s_v3", "--target-dedicated-nodes", "1")
+IMAGE_URN = ":".join((IMAGE["publisher"], IMAGE["offer"], IMAGE["sku"]))
+az(
+    "pool",
+    "create",
+    "--id",
+    POOL,
+    "--vm-size",
+    "standard_d2s_v3",
+    "--target-dedicated-nodes",
+    "1",
+    "--image",
+    IMAGE_URN,
+    "--node-agent-sku-id",
+    NODE_AGENT,
+)
 wait(lambda: [n["state"] for n in az("node", "list", "--pool-id", POOL)] == ["idle"], "an idle node")
 job = {"id": JOB, "poolInfo": {"poolId": POOL}, "jobPreparationTask": {"commandLine": PREP}}
 job["jobReleaseTask"] = {"commandLine": RELEASE}

@@ -25,7 +25,16 @@ async function text(stream) {
 }
 
 async function main() {
-  await client.pool.add({ id: pool, vmSize: "standard_d2s_v3", targetDedicatedNodes: 1, taskSlotsPerNode: 2 });
+  await client.pool.add({
+    id: pool,
+    vmSize: "standard_d2s_v3",
+    virtualMachineConfiguration: {
+      imageReference: { publisher: "canonical", offer: "0001-com-ubuntu-server-jammy", sku: "22_04-lts" },
+      nodeAgentSKUId: "batch.node.ubuntu 22.04",
+    },
+    targetDedicatedNodes: 1,
+    taskSlotsPerNode: 2,
+  });
   await wait(async () => (await client.computeNode.list(pool)).map((n) => n.state).join() === "idle", "an idle node");
   await client.job.add({
     id: job,

@@ -8,6 +8,9 @@ ID = os.environ["SCENARIO_ID"]
 POOL, JOB = f"{ID}-pool", f"{ID}-job"
 ENDPOINT, ACCOUNT, KEY = os.environ["KILN_ENDPOINT"], os.environ["KILN_ACCOUNT_NAME"], os.environ["KILN_ACCOUNT_KEY"]
 #: The scenario's commands: a task that writes stdout.txt, three that exit 0, 1 and 2, prep and release.
+#: The image every scenario's pool names (Kiln refuses a pool without one, as Azure does)
+IMAGE = {"publisher": "canonical", "offer": "0001-com-ubuntu-server-jammy", "sku": "22_04-lts"}
+NODE_AGENT = "batch.node.ubuntu 22.04"
 SINGLE = "/bin/sh -c 'echo hello from single'"
 MANY = {f"many{i}": f"/bin/sh -c 'exit {i}'" for i in range(3)}
 PREP, RELEASE = "/bin/sh -c 'echo prep'", "/bin/sh -c 'echo release'"

@@ -3,10 +3,19 @@
 import azure.batch.models as m
 from azure.batch import BatchServiceClient
 from azure.batch.batch_auth import SharedKeyCredentials
-from common import ACCOUNT, ENDPOINT, JOB, KEY, MANY, POOL, PREP, RELEASE, SINGLE, report, wait
+from common import ACCOUNT, ENDPOINT, IMAGE, JOB, KEY, MANY, NODE_AGENT, POOL, PREP, RELEASE, SINGLE, report, wait
 
 client = BatchServiceClient(SharedKeyCredentials(ACCOUNT, KEY), batch_url=ENDPOINT)
-client.pool.add(m.PoolAddParameter(id=POOL, vm_size="standard_d2s_v3", target_dedicated_nodes=1, task_slots_per_node=2))
+image = m.VirtualMachineConfiguration(image_reference=m.ImageReference(**IMAGE), node_agent_sku_id=NODE_AGENT)
+client.pool.add(
+    m.PoolAddParameter(
+        id=POOL,
+        vm_size="standard_d2s_v3",
+        virtual_machine_configuration=image,
+        target_dedicated_nodes=1,
+        task_slots_per_node=2,
+    )
+)
 wait(lambda: [n.state for n in client.compute_node.list(POOL)] == ["idle"], "an idle node")
 client.job.add(
     m.JobAddParameter(

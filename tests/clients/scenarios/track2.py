@@ -4,11 +4,19 @@ from azure.batch import BatchClient
 from azure.batch import models as m
 from azure.batch.models._models import BatchJobTerminateOptions  # not exported by 15.1
 from azure.core.credentials import AzureNamedKeyCredential
-from common import ACCOUNT, ENDPOINT, JOB, KEY, MANY, POOL, PREP, RELEASE, SINGLE, report, wait
+from common import ACCOUNT, ENDPOINT, IMAGE, JOB, KEY, MANY, NODE_AGENT, POOL, PREP, RELEASE, SINGLE, report, wait
 
 client = BatchClient(ENDPOINT, AzureNamedKeyCredential(ACCOUNT, KEY))
 client.create_pool(
-    m.BatchPoolCreateOptions(id=POOL, vm_size="standard_d2s_v3", target_dedicated_nodes=1, task_slots_per_node=2)
+    m.BatchPoolCreateOptions(
+        id=POOL,
+        vm_size="standard_d2s_v3",
+        virtual_machine_configuration=m.VirtualMachineConfiguration(
+            image_reference=m.BatchVmImageReference(**IMAGE), node_agent_sku_id=NODE_AGENT
+        ),
+        target_dedicated_nodes=1,
+        task_slots_per_node=2,
+    )
 )
 wait(lambda: [n.state for n in client.list_nodes(POOL)] == ["idle"], "an idle node")
 client.create_job(
