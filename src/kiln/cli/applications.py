@@ -6,29 +6,25 @@ from pathlib import Path
 from urllib.parse import quote
 
 import typer
-from rich.console import Console
 
-from kiln.cli.rest import ACCOUNT, ENDPOINT, KEY, call
+from kiln.cli.session import Session, command
 
 app = typer.Typer(help="Application packages.", no_args_is_help=True)
-console = Console(soft_wrap=True)
 
 
-@app.command()
+@command(app)
 def add(
+    session: Session,
     application: str = typer.Argument(..., help="Application id."),
     version: str = typer.Argument(..., help="Package version."),
     package: Path = typer.Argument(..., exists=True, dir_okay=False, help="The package: a .zip file."),
     default: bool = typer.Option(False, "--default", help="Make it the application's default version."),
     display_name: str = typer.Option(None, "--display-name", help="The application's display name."),
-    endpoint: str = ENDPOINT,
-    account: str = ACCOUNT,
-    key: str = KEY,
 ) -> None:
     """Store a package on the server (under its data dir), for applicationPackageReferences to name."""
     path = f"/kiln/applications/{quote(application, safe='')}/versions/{quote(version, safe='')}"
     params = {"default": "true"} if default else {}
     if display_name:
         params["displayName"] = display_name
-    body = call(console, "PUT", endpoint, path, account, key, 201, params=params, content=package.read_bytes())
-    console.print(f"{body['id']}: versions {', '.join(body['versions'])}", highlight=False)
+    body = session.kiln("PUT", path, content=package.read_bytes(), params=params)
+    session.done(f"{body['id']}: versions {', '.join(body['versions'])}", **body)

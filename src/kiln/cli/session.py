@@ -76,9 +76,12 @@ class Session:
         logging.getLogger("azure").setLevel(logging.ERROR)
         return BatchClient(self.endpoint.rstrip("/"), AzureNamedKeyCredential(self.account, self.key))
 
-    def kiln(self, method: str, path: str, body: Any = None) -> Any:
-        """A call to one of Kiln's own routes (/kiln/…), through the SDK's pipeline and its Shared Key signing."""
-        request = HttpRequest(method, path, json=body)
+    def kiln(
+        self, method: str, path: str, body: Any = None, *, content: bytes | None = None, params: Any = None
+    ) -> Any:
+        """A call to one of Kiln's own routes (/kiln/…), through the SDK's pipeline and its Shared Key signing:
+        a JSON body, or raw `content`."""
+        request = HttpRequest(method, path, json=body, content=content, params=params)
         response = self.client.send_request(request)
         if response.status_code >= 400:
             raise HttpResponseError(response=response)
