@@ -58,16 +58,19 @@ def plain(value: Any) -> Any:
 
 
 class CommitFailure:
-    """Makes SQLite's COMMIT fail ("database or disk is full") while `failing` is set."""
+    """Makes SQLite's COMMIT fail ("database or disk is full") while `failing` is set, for the writes on the
+    server's event loop only: a read committing on the store's thread meanwhile is left alone (its failure
+    would be a 500 that the SDK retries, a retried request the test did not mean)."""
 
     def __init__(self, database: Database) -> None:
         self.failing = False
         self.failed = 0
+        self.writer: threading.Thread | None = None  #: the thread whose commits fail: the server's event loop
         dialect = database.engine.dialect
         real = dialect.do_commit
 
         def do_commit(dbapi_connection: Any) -> None:
-            if self.failing:
+            if self.failing and threading.current_thread() is self.writer:
                 self.failed += 1
                 raise sqlite3.OperationalError("database or disk is full")
             real(dbapi_connection)
@@ -128,6 +131,7 @@ def fail_each_commit_once(server: InProcessServer) -> list[str]:
 
     def transact(work: Callable) -> Any:
         before = memory(scheduler)
+        commits.writer = threading.current_thread()
         commits.failing = True
         try:
             inline(work)
@@ -237,6 +241,7 @@ def test_the_server_resumes_by_itself_when_writes_pass_again(in_process):
     )
     wait_for(lambda: any(t.state == "running" for t in client.list_tasks(job_id)), timeout=60, what="a task to run")
     commits = CommitFailure(in_process.database)
+    commits.writer = in_process.thread  # the server's event loop runs there
     commits.failing = True  # the running tasks end while nothing can be stored: their results wait in memory
     wait_for(lambda: in_process.scheduler._results_inbox, timeout=60, what="results held back")
     wait_for(lambda: commits.failed >= 3, timeout=60, what="writes refused again")
