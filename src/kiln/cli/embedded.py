@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -14,6 +15,17 @@ import httpx
 
 from kiln.api.auth import SharedKeyAuth
 from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it dies, so a test run or demo that is
+    killed (a pytest timeout, Ctrl-C twice) leaves no server behind to load the machine."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+#: prctl(2)'s option that asks for a signal when the parent dies (Linux).
+PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -62,7 +74,14 @@ class EmbeddedServer:
             command += ["--database-url", self.database_url]
         env = {**os.environ, **self.env, "KILN_ACCOUNT_NAME": self.account_name, "KILN_ACCOUNT_KEY": self.account_key}
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_stop_with_parent,
+        )
         log.close()
         self._wait_ready(timeout)
         return self
