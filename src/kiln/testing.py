@@ -47,19 +47,18 @@ UBUNTU = models.VirtualMachineConfiguration(
 UBUNTU_DOC = UBUNTU.as_dict()
 
 
+def pool_options(pool_id: str, **fields) -> models.BatchPoolCreateOptions:
+    """A test pool's create body: a VM size and the UBUNTU image unless `fields` name others."""
+    return models.BatchPoolCreateOptions(
+        id=pool_id, **{"vm_size": "standard_d2s_v3", "virtual_machine_configuration": UBUNTU, **fields}
+    )
+
+
 def create_pool_and_wait(
     client: BatchClient, nodes: int = 2, slots: int = 1, pool_id: str | None = None, **extra
 ) -> str:
     pool_id = pool_id or f"pool-{uuid.uuid4().hex[:8]}"
-    client.create_pool(
-        models.BatchPoolCreateOptions(
-            id=pool_id,
-            vm_size="standard_d2s_v3",
-            target_dedicated_nodes=nodes,
-            task_slots_per_node=slots,
-            **{"virtual_machine_configuration": UBUNTU, **extra},
-        )
-    )
+    client.create_pool(pool_options(pool_id, target_dedicated_nodes=nodes, task_slots_per_node=slots, **extra))
     wait_for(
         lambda: (
             client.get_pool(pool_id).allocation_state == "steady"

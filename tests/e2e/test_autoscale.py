@@ -14,7 +14,7 @@ from azure.batch import BatchClient, models
 from azure.core.exceptions import HttpResponseError
 
 from kiln.cli.embedded import EmbeddedServer
-from kiln.testing import UBUNTU, create_pool_and_wait, make_client, shell, unique, wait_for, wait_tasks_completed
+from kiln.testing import create_pool_and_wait, make_client, pool_options, shell, unique, wait_for, wait_tasks_completed
 
 FAST = {"KILN_MIN_AUTOSCALE_INTERVAL": "PT1S", "KILN_AUTOSCALE_SAMPLE_PERIOD": "PT1S"}
 HEAD = "$TargetDedicatedNodes={};$TargetLowPriorityNodes=0;$NodeDeallocationOption={}"
@@ -43,10 +43,8 @@ def ac(fast_server) -> BatchClient:
 def _create(client: BatchClient, formula: str, interval: timedelta = timedelta(minutes=5), **fields) -> str:
     pool_id = unique("autoscale")
     client.create_pool(
-        models.BatchPoolCreateOptions(
-            id=pool_id,
-            vm_size="standard_d2s_v3",
-            virtual_machine_configuration=UBUNTU,
+        pool_options(
+            pool_id,
             enable_auto_scale=True,
             auto_scale_formula=formula,
             auto_scale_evaluation_interval=interval,
@@ -100,9 +98,7 @@ def test_a_pool_created_with_a_formula_takes_its_size_from_it(ac) -> None:
 )
 def test_bad_autoscale_settings_at_create_are_400(ac, fields, code, detail) -> None:
     pool_id = unique("bad")
-    options = models.BatchPoolCreateOptions(
-        id=pool_id, vm_size="standard_d2s_v3", virtual_machine_configuration=UBUNTU, enable_auto_scale=True, **fields
-    )
+    options = pool_options(pool_id, enable_auto_scale=True, **fields)
     error = _error(lambda: ac.create_pool(options))
     assert (error.status_code, error.error.code) == (400, code)
     if detail:

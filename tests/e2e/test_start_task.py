@@ -7,21 +7,12 @@ from azure.batch import models
 from azure.batch.models._models import BatchNodeRebootOptions
 from azure.core.exceptions import HttpResponseError
 
-from kiln.testing import UBUNTU, read_node_file, shell, unique, wait_for, wait_tasks_completed
+from kiln.testing import pool_options, read_node_file, shell, unique, wait_for, wait_tasks_completed
 
 
 def _pool_with_start_task(client, cleanup, start_task: models.BatchStartTask, nodes: int = 1, **extra) -> str:
     pool_id = unique("start")
-    client.create_pool(
-        models.BatchPoolCreateOptions(
-            id=pool_id,
-            vm_size="standard_d2s_v3",
-            virtual_machine_configuration=UBUNTU,
-            target_dedicated_nodes=nodes,
-            start_task=start_task,
-            **extra,
-        )
-    )
+    client.create_pool(pool_options(pool_id, target_dedicated_nodes=nodes, start_task=start_task, **extra))
     cleanup(pool=pool_id)
     return pool_id
 
@@ -136,14 +127,6 @@ def test_start_task_with_container_settings_is_refused(client):
         command_line="/bin/true", container_settings=models.BatchTaskContainerSettings(image_name="ubuntu")
     )
     with pytest.raises(HttpResponseError) as caught:
-        client.create_pool(
-            models.BatchPoolCreateOptions(
-                id=unique("start"),
-                vm_size="standard_d2s_v3",
-                virtual_machine_configuration=UBUNTU,
-                target_dedicated_nodes=1,
-                start_task=start,
-            )
-        )
+        client.create_pool(pool_options(unique("start"), target_dedicated_nodes=1, start_task=start))
     assert caught.value.status_code == 400
     assert any(d.message == "startTask.containerSettings" for d in caught.value.error.details)

@@ -22,10 +22,8 @@ from kiln.autoscale.evaluate import Observations, Run, compile_formula, evaluate
 from kiln.autoscale.samples import NODE_METRICS, PERIOD, History
 from kiln.autoscale.syntax import Formula
 from kiln.compute.usage import UsageMeter
-from kiln.core import node as node_rules
 from kiln.core.pool import AllocationState, PoolState
 from kiln.scheduler.parts import SchedulerParts
-from kiln.scheduler.slots import NodeSlots
 from kiln.store import autoscale as autoscale_rows
 from kiln.store import rows as db
 from kiln.wire.times import format_time, parse_duration
@@ -110,19 +108,16 @@ class Autoscaling(SchedulerParts):
 
     def observations(self, pool_key: str) -> Observations:
         pool = self.pools[pool_key]
-        members = self._pool_nodes(pool_key)
+        members = self._members(pool_key)
         return Observations(
             now=utcnow(),
             target_dedicated=pool["target_dedicated_nodes"],
             target_low_priority=pool["target_low_priority_nodes"],
-            current_dedicated=sum(1 for n in members if node_rules.is_dedicated(n.node_id)),
-            current_low_priority=sum(1 for n in members if not node_rules.is_dedicated(n.node_id)),
+            current_dedicated=len(self._members(pool_key, True)),
+            current_low_priority=len(self._members(pool_key, False)),
             usable=sum(1 for n in members if n.up and not n.draining),
             slots_per_node=pool["task_slots_per_node"],
         )
-
-    def _pool_nodes(self, pool_key: str) -> list[NodeSlots]:
-        return [n for n in self.nodes.values() if n.pool_key == pool_key]
 
     def _arm(self, pool_key: str, interval: timedelta) -> None:
         self.timers.schedule(_timer_key(pool_key), utcnow() + interval, lambda: self._on_timer(pool_key))
@@ -168,7 +163,7 @@ class Autoscaling(SchedulerParts):
         roots = {n.node_id: n.root for n in self.nodes.values() if n.pool_key in keys and n.up}
         usage = await asyncio.to_thread(self._usage.measure, roots)
         for key in keys:
-            nodes = [usage[n.node_id] for n in self._pool_nodes(key) if n.node_id in usage]
+            nodes = [usage[n.node_id] for n in self._members(key) if n.node_id in usage]
             values = {**self._task_metrics(key, counts[key]), **_node_metrics(nodes, self.sample_period)}
             self.histories.setdefault(key, History(self.sample_period)).record(at, values)
 

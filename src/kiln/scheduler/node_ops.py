@@ -100,10 +100,12 @@ class NodeOperations(SchedulerParts):
             self._vacate(conn, node, option, "its compute node left the pool.", utcnow(), effects)
         return effects
 
-    def _members(self, pool_key: str, dedicated: bool) -> list[NodeSlots]:
-        """The pool's dedicated nodes, or its low-priority ones."""
+    def _members(self, pool_key: str, dedicated: bool | None = None) -> list[NodeSlots]:
+        """The pool's nodes: all of them, or only its dedicated ones, or only its low-priority ones."""
         return [
-            n for n in self.nodes.values() if n.pool_key == pool_key and node_rules.is_dedicated(n.node_id) == dedicated
+            n
+            for n in self.nodes.values()
+            if n.pool_key == pool_key and (dedicated is None or node_rules.is_dedicated(n.node_id) == dedicated)
         ]
 
     def _new_node(self, pool: dict[str, Any], dedicated: bool = True) -> tuple[dict[str, Any], NodeSlots]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -14,6 +13,7 @@ import pytest
 from kiln.compute.node import identity, runner
 from kiln.compute.node.spawner import Spawner
 from kiln.compute.protocol import Step
+from kiln.testing_fixtures import open_dir
 
 from .helpers import FileServer
 
@@ -39,8 +39,7 @@ def uid_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def open_tmp() -> Iterator[Path]:
     """A temporary directory task accounts can pass through (0755): pytest's tmp_path is under a 0700 one."""
-    path = Path(tempfile.mkdtemp(prefix="kiln-test-"))
-    os.chmod(path, 0o755)
+    path = open_dir(Path(tempfile.gettempdir()), "kiln-test-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
