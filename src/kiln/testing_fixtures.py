@@ -15,6 +15,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from kiln.cli.embedded import EmbeddedServer
 from kiln.compute.node import identity
+from kiln.scheduler.control import CHECK_ENV
 from kiln.testing import create_pool_and_wait, make_client
 
 
@@ -30,6 +31,7 @@ def open_base(tmp_path_factory) -> Iterator[Path]:
     registry = (run_temp.parent if os.environ.get("PYTEST_XDIST_WORKER") else run_temp) / "uids"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(identity.REGISTRY_ENV, str(registry))
+        patch.setenv(CHECK_ENV, "1")  # every test server checks the scheduler's invariants before each commit
         yield base
     shutil.rmtree(base, ignore_errors=True)
 

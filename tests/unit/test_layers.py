@@ -128,3 +128,68 @@ def test_each_kind_of_breach_is_caught(source: str) -> None:
 def test_commands_importing_the_api_is_caught() -> None:
     assert commands_problems("from kiln.api.http import parse")
     assert commands_problems("import kiln.api")
+
+
+#: The control state's maps (kiln.scheduler.control.ControlState), which the scheduler's parts alias.
+STATE_MAPS = {
+    "nodes",
+    "pools",
+    "jobs",
+    "preps",
+    "waiting",
+    "steps",
+    "instance_counts",
+    "instances",
+    "subtask_nodes",
+    "_instance_plans",
+}
+#: What changes a dict or list in place.
+MUTATORS = {"pop", "popitem", "clear", "setdefault", "update", "append", "remove", "extend"}
+
+
+def _state_map(node: ast.AST) -> str | None:
+    """`self.<map>` → the map's name."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+        return node.attr if node.attr in STATE_MAPS else None
+    return None
+
+
+def state_problems(source: str) -> list[str]:
+    """Where a scheduler part changes a control-state map itself instead of through ControlState."""
+    problems = []
+    for node in ast.walk(ast.parse(source)):
+        targets: list[ast.AST] = []
+        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        elif isinstance(node, ast.Delete):
+            targets = node.targets
+        for target in targets:
+            if isinstance(target, ast.Subscript) and (name := _state_map(target.value)):
+                problems.append(f"line {node.lineno}: self.{name}[…] changed")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in MUTATORS:
+            if name := _state_map(node.func.value):
+                problems.append(f"line {node.lineno}: self.{name}.{node.func.attr}()")
+    return problems
+
+
+def test_only_the_control_state_changes_its_maps() -> None:
+    found = {
+        path.name: problems
+        for path in _modules("scheduler")
+        if path.name != "control.py" and (problems := state_problems(path.read_text()))
+    }
+    assert found == {}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "self.steps[step_id] = ref",
+        "del self.jobs[key]",
+        "self.preps.pop(key, None)",
+        "self.waiting.setdefault(key, []).append(1)",
+        "self.nodes[node_id] += 1",
+    ],
+)
+def test_a_part_changing_a_map_itself_is_found(source: str) -> None:
+    assert state_problems(source)

@@ -15,6 +15,7 @@ import httpx
 
 from kiln.api.auth import SharedKeyAuth
 from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
+from kiln.scheduler.control import BROKEN
 
 
 def _stop_with_parent() -> None:
@@ -105,8 +106,16 @@ class EmbeddedServer:
         raise TimeoutError(f"kiln serve did not answer within {timeout} s; see {self.log_path}")
 
     def stop(self, timeout: float = 30) -> int:
-        """SIGTERM and wait: a clean shutdown."""
-        return self._signal(signal.SIGTERM, timeout)
+        """SIGTERM and wait: a clean shutdown. A server that checked its control state (KILN_CHECK_STATE, as
+        the tests run it) and found it broken fails here, so the bug cannot pass unseen."""
+        code = self._signal(signal.SIGTERM, timeout)
+        self.raise_if_broken()
+        return code
+
+    def raise_if_broken(self) -> None:
+        if self.log_path.exists() and BROKEN.encode() in (broken := self.log_path.read_bytes()):
+            line = next(line for line in broken.splitlines() if BROKEN.encode() in line)
+            raise AssertionError(f"{line.decode(errors='replace')} (see {self.log_path})")
 
     def kill(self) -> int:
         """SIGKILL the server and everything in its process group (its node workers), as a crash would."""

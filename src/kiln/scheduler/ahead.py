@@ -17,7 +17,6 @@ itself would never start there (NodeSlots.ahead_stranded).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -81,10 +80,10 @@ class SendAhead(SchedulerParts):
                 chosen.queue.push(seq, slots)  # needs several nodes at once: placed when they are free
                 continue
             step_id = task_step_id(seq, task["attempt"] + 1)
-            self.steps[step_id] = StepRef(
-                "task", chosen.key, node.node_id, task["attempt"] + 1, seq, slots, row=task, ahead=True
+            self.state.sent_ahead(
+                step_id,
+                StepRef("task", chosen.key, node.node_id, task["attempt"] + 1, seq, slots, row=task, ahead=True),
             )
-            node.ahead[step_id] = (chosen.key, seq, slots)
             if chosen.graph is not None:
                 chosen.graph.started(seq)
             effects.run[node.node_id].append(
@@ -166,7 +165,6 @@ class SendAhead(SchedulerParts):
             if node is None or task is None or task["state"] != TaskState.ACTIVE:  # called back too late
                 self._take_step_off_node(ref.node_id, result.step_id, effects, kill=result.running)
                 continue
-            node.ahead.pop(result.step_id, None)
             start = min(datetime.fromtimestamp(result.start_time, UTC), now)  # a node's clock may run ahead
             changes = task_rules.transition(
                 task,
@@ -178,9 +176,7 @@ class SendAhead(SchedulerParts):
             )
             effects.change_task(task, changes)
             undo.update(task, changes)
-            node.book(result.step_id, ref.slots)
+            self.state.ahead_started(result.step_id, ref, task, running=result.running)
             effects.node_counters[(node.node_id, "total_tasks_run")] += 1
             running[ref.seq] = task
-            if result.running:
-                self.steps[result.step_id] = dataclasses.replace(ref, ahead=False, row=task)
         return running

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from kiln.scheduler import steps as step_builder
 from kiln.scheduler.ahead import SendAhead
 from kiln.scheduler.auto_pools import AutoPools
 from kiln.scheduler.autoscale import Autoscaling
+from kiln.scheduler.control import CHECK_ENV, ControlState
 from kiln.scheduler.faults import PendingFaults
 from kiln.scheduler.job_control import JobControl
 from kiln.scheduler.job_end import JobEnding
@@ -54,6 +56,7 @@ from kiln.scheduler.state import (
     Effects,
     JobEntry,
     StepRef,
+    change_record,
     prep_key,
     requeue,
     task_step_id,
@@ -63,7 +66,6 @@ from kiln.scheduler.timers import Timers
 from kiln.store import rows as db
 from kiln.store.database import Database
 from kiln.store.packages import PackageStore
-from kiln.undo import TrackedDict, TrackedList
 from kiln.wire.times import now as utcnow
 
 log = logging.getLogger("kiln.scheduler")
@@ -103,20 +105,19 @@ class Scheduler(
         self.auto_storage: AutoStorage | None = None
         self.lock = asyncio.Lock()
         self.schedule_lock = asyncio.Lock()  #: serializes job schedule evaluations (taken before `lock`, never inside)
-        # what memory keeps is tracked: a store transaction that fails undoes its changes (kiln.undo)
-        self.nodes: dict[str, NodeSlots] = TrackedDict()
-        self.pools: dict[str, dict[str, Any]] = TrackedDict()
-        self.jobs: dict[str, JobEntry] = TrackedDict()
-        self.preps: dict[tuple[str, str], dict[str, Any]] = TrackedDict()
-        self.waiting: dict[tuple[str, str], list[int]] = TrackedDict()  #: tasks in `preparing` per record
-        self.steps: dict[str, StepRef] = TrackedDict()
+        # what memory keeps is in one object, tracked: a store transaction that fails undoes its changes (kiln.undo)
+        self.state = state = ControlState()
+        self.nodes, self.pools, self.jobs, self.preps = state.nodes, state.pools, state.jobs, state.preps
+        self.waiting, self.steps = state.waiting, state.steps
+        if os.environ.get(CHECK_ENV):
+            database.before_commit = state.check
         self.faults = PendingFaults()  #: faults on demand waiting for their moment
         self._results_inbox: list[StepResult] = []
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
         self._side_tasks: set[asyncio.Task] = set()
         self.timers = Timers()
-        self._init_multi_instance()
+        self._init_multi_instance(state)
         self._init_autoscale()
         backend.on_results = self._on_results
         backend.on_node_up = story.stimulated("node {} up", self._node_joined)
@@ -152,7 +153,7 @@ class Scheduler(
     def _recover(self, conn: Connection) -> None:
         now = utcnow()
         for row in db.find(conn, db.pools):
-            self.pools[row["key"]] = row
+            self.state.pool_tracked(row)
         for node in db.find(conn, db.nodes):
             pool = self.pools.get(node["pool_key"])
             if pool is None or node["state"] == NodeState.LEAVING_POOL:
@@ -165,22 +166,23 @@ class Scheduler(
                 node,
                 {"state": NodeState.STARTING.value, "state_transition_time": now},
             )
-            self.nodes[node["id"]] = NodeSlots(
-                node["id"], node["pool_key"], pool["task_slots_per_node"], node["root_dir"], node["incarnation"]
+            self.state.node_tracked(
+                NodeSlots(
+                    node["id"], node["pool_key"], pool["task_slots_per_node"], node["root_dir"], node["incarnation"]
+                )
             )
         for task in db.tasks_in_states(conn, ON_NODE):  # they died with the server
             requeue(conn, task, now)
         for job in db.find(conn, db.jobs, order_by=["seq"]):
             if job["state"] != JobState.COMPLETED:
-                self.jobs[job["key"]] = JobEntry(job)
+                self.state.job_tracked(job)
         for record in db.find(conn, db.preparations):
             for kind, rule in (("prep", prep_rules.prep), ("release", prep_rules.release)):
                 if record[f"{kind}_state"] == StepState.RUNNING:
                     changes = rule(record, StepState.PENDING, now)
-                    db.change(conn, db.preparations, prep_key(record), changes)
-                    undo.update(record, changes)
+                    change_record(conn, record, changes)
             if record["job_key"] in self.jobs:
-                self.preps[(record["job_key"], record["node_id"])] = record
+                self.state.record_tracked(record)
         self._rebuild_dependencies(conn)
         for task in db.tasks_in_states(conn, [TaskState.ACTIVE.value]):
             entry = self.jobs.get(task["job_key"])
@@ -285,7 +287,7 @@ class Scheduler(
             task = rows.get(seq)
             if task is None or task["state"] != TaskState.ACTIVE:  # deleted or ended meanwhile
                 node.release(seq)
-                self._drop_instance_plan(seq)
+                self.state.instance_plan_dropped(seq)
                 continue
             if self._start_multi_instance(conn, entry, task, node, slots, now, effects):
                 continue
@@ -316,7 +318,7 @@ class Scheduler(
             record = self._ensure_prep(conn, entry, node, now, effects)
             if not prep_rules.succeeded(record) and prep_spec["waitForSuccess"]:
                 effects.change_task(task, task_rules.transition(task, TaskState.PREPARING, now, **where))
-                self.waiting.setdefault((entry.key, node.node_id), TrackedList()).append(task["seq"])
+                self.state.wait_for_preparation(entry.key, node.node_id, task["seq"])
                 return
         changes = task_rules.transition(task, TaskState.RUNNING, now, **where)
         effects.change_task(task, changes)
@@ -327,8 +329,9 @@ class Scheduler(
         self, conn: Connection, entry: JobEntry, task: dict[str, Any], node: NodeSlots, effects: Effects
     ) -> None:
         step_id = task_step_id(task["seq"], task["attempt"])
-        self.steps[step_id] = StepRef(
-            "task", entry.key, node.node_id, task["attempt"], task["seq"], task["required_slots"], row=task
+        self.state.step_sent(
+            step_id,
+            StepRef("task", entry.key, node.node_id, task["attempt"], task["seq"], task["required_slots"], row=task),
         )
         effects.node_counters[(node.node_id, "total_tasks_run")] += 1
         effects.run[node.node_id].append(
@@ -362,8 +365,8 @@ class Scheduler(
             if record is None:
                 db.insert_rows(conn, db.preparations, [fresh])
             else:
-                db.change(conn, db.preparations, prep_key(record), fresh)
-            record = self.preps[key] = fresh
+                transition(conn, db.preparations, prep_key(record), record, fresh)
+            record = self.state.record_tracked(fresh)
         if record["prep_state"] == StepState.PENDING:
             self._run_prep(conn, entry, node, record, StepState.RUNNING, now, effects)
         return record
@@ -380,10 +383,9 @@ class Scheduler(
     ) -> None:
         attempt = record["prep_attempt"] + 1
         changes = prep_rules.prep(record, to, now, attempt=attempt)
-        db.change(conn, db.preparations, prep_key(record), changes)
-        undo.update(record, changes)
+        change_record(conn, record, changes)
         step_id = f"p:{entry.key}:{node.node_id}:{attempt}"
-        self.steps[step_id] = StepRef("prep", entry.key, node.node_id, attempt)
+        self.state.step_sent(step_id, StepRef("prep", entry.key, node.node_id, attempt))
         step = step_builder.prep_step(step_id, entry.row, self._placement(node))
         effects.run[node.node_id].append(self.faults.prep_step(step, entry.key, node.node_id, now))
 
@@ -424,7 +426,8 @@ class Scheduler(
             if ref.ahead:
                 ahead.append((result, ref))
             if not result.running:
-                mine.append((result, self.steps.pop(result.step_id)))
+                mine.append((result, ref))
+                self.state.step_ended(result.step_id)
         started = self._ahead_started(conn, ahead, now, effects)
         mine = [(result, ref) for result, ref in mine if not ref.ahead or ref.seq in started]
         task_rows = self._finished_task_rows(conn, [ref for _, ref in mine if ref.kind == "task" and not ref.ahead])
@@ -501,18 +504,12 @@ class Scheduler(
         effects.change_task(task, changes)
 
     def _requeue_in_memory(self, task: dict[str, Any]) -> None:
-        entry = self.jobs.get(task["job_key"])
-        if entry is not None:
-            entry.queue.push(task["seq"], task["required_slots"])
+        self.state.tasks_queued(task["job_key"], [(task["seq"], task["required_slots"])])
 
     def _take_off_node(self, conn: Connection, task: dict[str, Any], now: datetime, effects: Effects) -> None:
         """The one way a task that holds a node (preparing or running) leaves it, whatever comes next for it:
         its slots are freed, its process killed, it waits for no preparation task, and its other instances end."""
-        step_id = task_step_id(task["seq"], task["attempt"])
-        self._take_step_off_node(task["node_id"], step_id, effects, kill=True)
-        waiting = self.waiting.get((task["job_key"], task["node_id"]), [])
-        if task["seq"] in waiting:
-            waiting.remove(task["seq"])
+        self.state.task_off_node(task["job_key"], task["node_id"], task["seq"], task["attempt"], effects)
         self._end_instances(conn, task["seq"], now, effects)
 
     def _end_on_node(
@@ -526,14 +523,7 @@ class Scheduler(
         effects.check_jobs.add(task["job_key"])
 
     def _take_step_off_node(self, node_id: str, step_id: str, effects: Effects, *, kill: bool) -> StepRef | None:
-        """Free the step's slots, forget it (killed, if asked and it was known) and its entry sent ahead."""
-        if (node := self.nodes.get(node_id)) is not None:
-            node.release(step_id)
-            node.ahead.pop(step_id, None)
-        ref = self.steps.pop(step_id, None)
-        if ref is not None and kill:
-            effects.kill[node_id].append(step_id)
-        return ref
+        return self.state.step_off_node(node_id, step_id, effects, kill=kill)
 
     def _prep_finished(
         self, conn: Connection, ref: StepRef, result: StepResult, now: datetime, effects: Effects
@@ -559,11 +549,10 @@ class Scheduler(
             return
         failure = None if ok else (result.failure or task_rules.exit_failure(result.exit_code))
         changes = prep_rules.prep(record, StepState.COMPLETED, now, exit_code=result.exit_code, failure_info=failure)
-        db.change(conn, db.preparations, prep_key(record), changes)
-        undo.update(record, changes)
+        change_record(conn, record, changes)
         self._retain_job_step(effects, entry.row, record, "prep")
         self._instances_prepared(conn, ref.job_key, ref.node_id, ok, now, effects)
-        waiting = self.waiting.pop(key, [])
+        waiting = self.state.preparation_ended(ref.job_key, ref.node_id)
         tasks = db.tasks_by_seq(conn, waiting)
         for task in tasks:
             if task["state"] != TaskState.PREPARING or task["node_id"] != ref.node_id:
@@ -591,8 +580,7 @@ class Scheduler(
             else (result.failure or task_rules.exit_failure(result.exit_code))
         )
         changes = prep_rules.release(record, StepState.COMPLETED, now, exit_code=result.exit_code, failure_info=failure)
-        db.change(conn, db.preparations, prep_key(record), changes)
-        undo.update(record, changes)
+        change_record(conn, record, changes)
         if ref.job_key in self.jobs:
             self._retain_job_step(effects, self.jobs[ref.job_key].row, record, "release")
         self._finish_job_if_released(conn, ref.job_key, now, effects)
@@ -600,7 +588,7 @@ class Scheduler(
     # ------------------------------------------------------------------ API-facing task operations
     def job_created(self, job: dict[str, Any], manager: dict[str, Any] | None = None) -> None:
         """A job was inserted (see `rows.add_job`): track it and queue its job manager task, if any."""
-        self.jobs[job["key"]] = JobEntry(job)
+        self.state.job_tracked(job)
         if manager is not None:
             self.tasks_added(job["key"], [(manager["seq"], manager["required_slots"])])
         self._arm_wall_clock(job)
@@ -617,12 +605,8 @@ class Scheduler(
             self._spawn(self._check_all_complete(job["key"]), "all-complete")
 
     def tasks_added(self, job_key: str, added: Iterable[tuple[int, int]]) -> None:
-        entry = self.jobs.get(job_key)
-        if entry is None:
-            return
-        for seq, slots in added:
-            entry.queue.push(seq, slots)
-        self.wake()
+        if self.state.tasks_queued(job_key, list(added)):
+            self.wake()
 
     async def end_task(self, job_key: str, task_key: str, *, delete: bool) -> None:
         """Terminate (completed, TaskEnded) or delete one task, killing its process if it runs."""

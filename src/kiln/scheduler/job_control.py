@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -127,9 +126,7 @@ class JobControl(SchedulerParts):
         """Called in the transaction that changed a task's spec: a running task's kept row is stale now,
         so its result reads the whole row again."""
         for step_id in (task_step_id(task["seq"], task["attempt"]), task_step_id(task["seq"], task["attempt"] + 1)):
-            ref = self.steps.get(step_id)  # running, or sent ahead
-            if ref is not None and ref.row is not None:
-                self.steps[step_id] = dataclasses.replace(ref, row=None)
+            self.state.kept_row_dropped(step_id)  # running, or sent ahead
 
     async def task_updated(self, job: dict[str, Any], task: dict[str, Any]) -> None:
         """A new retentionTime applies to a task that already completed, counted from its end."""
@@ -152,6 +149,4 @@ class JobControl(SchedulerParts):
         undo.update(job, changes)
 
     def _entry(self, job: dict[str, Any]) -> JobEntry:
-        entry = self.jobs.setdefault(job["key"], JobEntry(job))
-        entry.row = job
-        return entry
+        return self.state.job_tracked(job)

@@ -17,7 +17,7 @@ from kiln.core.preparation import StepState
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
-from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, prep_key, transition
+from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, change_record, transition
 from kiln.store import rows as db
 from kiln.wire.times import now as utcnow
 
@@ -56,9 +56,7 @@ class JobEnding(SchedulerParts):
         if was is JobState.COMPLETED:  # nothing runs, release already ran: just remove
             self._remove_job(conn, job, effects)
             return effects
-        entry = self.jobs.setdefault(job_key, JobEntry(job))
-        entry.row = job
-        entry.queue.clear()  # active tasks stay active and never run
+        entry = self.state.job_tracked(job)
         self._end_tasks_on_nodes(conn, job_key, now, effects, task_rules.ended_by("the job was ended."))
         if was is not JobState.TERMINATING:  # release already started by an earlier terminate
             self._start_releases(conn, entry, now, effects)
@@ -69,18 +67,12 @@ class JobEnding(SchedulerParts):
         self, conn: Connection, job_key: str, now: datetime, effects: Effects, failure: dict[str, Any]
     ) -> None:
         self._call_back_job(conn, job_key, effects, requeue=False)  # active tasks stay active and never run
-        for step_id, ref in list(self.steps.items()):
-            if ref.job_key == job_key and ref.kind == "prep":
-                del self.steps[step_id]
-                effects.kill[ref.node_id].append(step_id)
-                record = self.preps[(job_key, ref.node_id)]
-                changes = prep_rules.prep(record, StepState.COMPLETED, now, exit_code=None, failure_info=failure)
-                db.change(conn, db.preparations, prep_key(record), changes)
-                undo.update(record, changes)
+        for ref in self.state.job_stopped(job_key, effects):
+            record = self.preps[(job_key, ref.node_id)]
+            changes = prep_rules.prep(record, StepState.COMPLETED, now, exit_code=None, failure_info=failure)
+            change_record(conn, record, changes)
         for task in db.tasks_in_states(conn, ON_NODE, job_key=job_key):
             self._end_on_node(conn, task, failure, now, effects)
-        for key in [k for k in self.waiting if k[0] == job_key]:
-            del self.waiting[key]
         effects.wake = True
 
     def _start_releases(self, conn: Connection, entry: JobEntry, now: datetime, effects: Effects) -> None:
@@ -104,10 +96,9 @@ class JobEnding(SchedulerParts):
     ) -> None:
         attempt = record["release_attempt"] + 1
         changes = prep_rules.release(record, StepState.RUNNING, now, attempt=attempt)
-        db.change(conn, db.preparations, prep_key(record), changes)
-        undo.update(record, changes)
+        change_record(conn, record, changes)
         step_id = f"r:{entry.key}:{node.node_id}:{attempt}"
-        self.steps[step_id] = StepRef("release", entry.key, node.node_id, attempt)
+        self.state.step_sent(step_id, StepRef("release", entry.key, node.node_id, attempt))
         effects.run[node.node_id].append(step_builder.release_step(step_id, entry.row, self._placement(node)))
 
     def _releases_outstanding(self, entry: JobEntry) -> bool:
@@ -133,18 +124,13 @@ class JobEnding(SchedulerParts):
         changes = job_rules.transition(entry.row, JobState.COMPLETED, now)
         transition(conn, db.jobs, {"key": job_key}, entry.row, changes, bump_etag=True)
         effects.ended_jobs.append({**entry.row, **changes})
-        del self.jobs[job_key]
-        for key in [k for k in self.preps if k[0] == job_key]:
-            del self.preps[key]
+        self.state.job_forgotten(job_key, removed=False)
 
     def _remove_job(self, conn: Connection, job: dict[str, Any], effects: Effects) -> None:
         """Delete: rows go now, task directories on every node of the pool follow in the background."""
         db.delete_job_rows(conn, job["key"])
         effects.ended_jobs.append({**job, "removed": True})
-        self._forget_job_instances(job["key"])
-        self.jobs.pop(job["key"], None)
-        for key in [k for k in self.preps if k[0] == job["key"]]:
-            del self.preps[key]
+        self.state.job_forgotten(job["key"], removed=True)
         for node in self.nodes.values():
             if node.pool_key == job["pool_key"] and node.up:
                 effects.remove_dirs.append((node.node_id, f"workitems/{job['id']}"))

@@ -25,12 +25,13 @@ from kiln.core import task as task_rules
 from kiln.core.multi_instance import Next, SubtaskState
 from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
+from kiln.scheduler.control import ControlState
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.priority import Chooser
 from kiln.scheduler.slots import NodeSlots, choose_node
-from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, requeue, task_step_id
+from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, requeue, task_step_id, transition
 from kiln.store import rows as db
-from kiln.undo import Tracked, TrackedDict, TrackedList, TrackedSet
+from kiln.undo import Tracked, TrackedSet
 
 
 @dataclass(slots=True)
@@ -52,16 +53,9 @@ def coordination_step_id(seq: int, attempt: int, index: int) -> str:
 class MultiInstance(SchedulerParts):
     """Mixed into Scheduler; uses its store, nodes, pools, steps and queues."""
 
-    def _init_multi_instance(self) -> None:
-        #: (job key, numberOfInstances) of the multi-instance tasks placement has seen, by task seq (a seq
-        #: can be reused once its task is deleted, so entries go with their task or job)
-        self.instance_counts: dict[int, tuple[str, int]] = TrackedDict()
-        #: running multi-instance tasks by seq
-        self.instances: dict[int, Instances] = TrackedDict()
-        #: the subtasks' nodes of each multi-instance task's last run, for the retention of their directories
-        self.subtask_nodes: dict[int, list[str]] = TrackedDict()
-        #: a placement round's choice: seq -> instance nodes (the primary first)
-        self._instance_plans: dict[int, list[NodeSlots]] = TrackedDict()
+    def _init_multi_instance(self, state: ControlState) -> None:
+        self.instance_counts, self.instances = state.instance_counts, state.instances
+        self.subtask_nodes, self._instance_plans = state.subtask_nodes, state.instance_plans
 
     # ------------------------------------------------------------------ placement
     def _chooser(self, pool: dict[str, Any], fill: str) -> Chooser:
@@ -97,14 +91,8 @@ class MultiInstance(SchedulerParts):
             node = choose_node([n for n in free if n not in chosen], 1, fill, lambda _n: True)
             assert node is not None, "count nodes were free"
             chosen.append(node)
-        for node in chosen[1:]:
-            node.book(seq, 1)
-        self._instance_plans[seq] = chosen
+        self.state.instances_planned(seq, chosen)
         return chosen[0]
-
-    def _drop_instance_plan(self, seq: int) -> None:
-        for node in self._instance_plans.pop(seq, [])[1:]:
-            node.release(seq)
 
     def _start_multi_instance(
         self,
@@ -121,16 +109,15 @@ class MultiInstance(SchedulerParts):
         count = rules.instances(task["spec"])
         known = self.instance_counts.get(task["seq"])
         if count != (known[1] if known else None):  # first sight, or a stale entry of a reused seq
-            self._drop_instance_plan(task["seq"])
+            self.state.instance_plan_dropped(task["seq"])
+            self.state.instance_count_seen(task["seq"], entry.key, count)
             if count is None:
-                self.instance_counts.pop(task["seq"], None)
                 return False
-            self.instance_counts[task["seq"]] = (entry.key, count)
             node.release(task["seq"])
             entry.queue.push(task["seq"], slots)
             effects.wake = True
             return True
-        plan = self._instance_plans.pop(task["seq"], None)
+        plan = self.state.instance_plan_taken(task["seq"])
         if count is None:
             return False
         assert plan is not None, "placed by _chooser, which plans every counted task"
@@ -170,10 +157,8 @@ class MultiInstance(SchedulerParts):
         )
         effects.change_task(task, changes)
         undo.update(task, changes)
-        running = self.instances[seq] = Instances(
-            entry.key, seq, attempt, [n.node_id for n in plan], preparing=TrackedSet(preparing)
-        )
-        self.subtask_nodes[seq] = running.node_ids[1:]
+        running = Instances(entry.key, seq, attempt, [n.node_id for n in plan], preparing=TrackedSet(preparing))
+        self.state.instances_started(running)
         db.remove(conn, db.subtasks, task_seq=seq)
         db.insert_rows(
             conn,
@@ -192,7 +177,7 @@ class MultiInstance(SchedulerParts):
         seq, attempt = running.seq, running.attempt
         for index, node in enumerate(self.nodes[n] for n in running.node_ids):
             step_id = coordination_step_id(seq, attempt, index)
-            self.steps[step_id] = StepRef("coord", entry.key, node.node_id, attempt, seq)
+            self.state.step_sent(step_id, StepRef("coord", entry.key, node.node_id, attempt, seq))
             effects.node_counters[(node.node_id, "total_tasks_run")] += 1
             effects.run[node.node_id].append(self._instance_step(step_id, entry, task, running, index))
 
@@ -243,8 +228,12 @@ class MultiInstance(SchedulerParts):
             running.preparing.discard(index)
             row = db.get(conn, db.subtasks, task_seq=seq, id=index)
             if row is not None and row["state"] == SubtaskState.PREPARING:
-                db.change(
-                    conn, db.subtasks, {"task_seq": seq, "id": index}, rules.transition(row, SubtaskState.RUNNING, now)
+                transition(
+                    conn,
+                    db.subtasks,
+                    {"task_seq": seq, "id": index},
+                    row,
+                    rules.transition(row, SubtaskState.RUNNING, now),
                 )
             if not running.preparing and (entry := self.jobs.get(job_key)) is not None:
                 changes = task_rules.transition(task, TaskState.RUNNING, now)
@@ -262,10 +251,11 @@ class MultiInstance(SchedulerParts):
         index = running.node_ids.index(ref.node_id)
         row = db.get(conn, db.subtasks, task_seq=ref.seq, id=index)
         if row is not None and row["state"] == SubtaskState.RUNNING:
-            db.change(
+            transition(
                 conn,
                 db.subtasks,
                 {"task_seq": ref.seq, "id": index},
+                row,
                 rules.transition(row, SubtaskState.RUNNING, now, exit_code=result.exit_code),
             )
         task = db.get(conn, db.tasks, seq=ref.seq)
@@ -287,8 +277,8 @@ class MultiInstance(SchedulerParts):
         running.coordinated.add(index)
         if step is Next.RUN_APPLICATION and (entry := self.jobs.get(ref.job_key)) is not None:
             step_id = task_step_id(ref.seq, ref.attempt)
-            self.steps[step_id] = StepRef(
-                "task", ref.job_key, running.node_ids[0], ref.attempt, ref.seq, task["required_slots"]
+            self.state.step_sent(
+                step_id, StepRef("task", ref.job_key, running.node_ids[0], ref.attempt, ref.seq, task["required_slots"])
             )
             effects.run[running.node_ids[0]].append(self._instance_step(step_id, entry, task, running, None))
 
@@ -297,7 +287,7 @@ class MultiInstance(SchedulerParts):
         """The task's attempt ended (primary exited, failed, ended, requeued): kill every instance's
         coordination command and what it left running, free the subtasks' slots, complete their rows.
         The primary's own step and slot are the caller's."""
-        running = self.instances.pop(seq, None)
+        running = self.state.instances_ended(seq)
         if running is None:
             return
         for index, node_id in enumerate(running.node_ids):
@@ -307,10 +297,11 @@ class MultiInstance(SchedulerParts):
         for row in db.find(conn, db.subtasks, task_seq=seq):
             if row["state"] != SubtaskState.COMPLETED:
                 ended = None if row["exit_code"] is not None else task_rules.ended_by("the multi-instance task ended.")
-                db.change(
+                transition(
                     conn,
                     db.subtasks,
                     {"task_seq": seq, "id": row["id"]},
+                    row,
                     rules.transition(row, SubtaskState.COMPLETED, now, failure_info=ended),
                 )
         effects.wake = True
@@ -347,22 +338,15 @@ class MultiInstance(SchedulerParts):
     ) -> None:
         """The task is deleted: its rows go, and its directories on the subtasks' nodes (the caller removes
         the primary's)."""
-        self.instance_counts.pop(task["seq"], None)
-        self.subtask_nodes.pop(task["seq"], None)
+        self.state.task_forgotten(task["seq"])
         for row in db.find(conn, db.subtasks, task_seq=task["seq"]):
             if row["id"] > 0 and entry is not None:
                 effects.remove_dirs.append((row["node_id"], step_builder.task_dir(entry.row["id"], task["id"])))
         db.remove(conn, db.subtasks, task_seq=task["seq"])
-
-    def _forget_job_instances(self, job_key: str) -> None:
-        """The job and its tasks are deleted."""
-        for seq in [s for s, (key, _) in self.instance_counts.items() if key == job_key]:
-            del self.instance_counts[seq]
-            self.subtask_nodes.pop(seq, None)
 
     def _recover_instances(self, conn: Connection) -> None:
         """After a restart every unfinished task is active again: its last attempt's instance rows go."""
         db.remove_unfinished_subtasks(conn)
         for row in db.find(conn, db.subtasks, order_by=["task_seq", "id"]):  # finished runs: for retention
             if row["id"] > 0:
-                self.subtask_nodes.setdefault(row["task_seq"], TrackedList()).append(row["node_id"])
+                self.state.subtask_node_seen(row["task_seq"], row["node_id"])

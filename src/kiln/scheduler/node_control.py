@@ -117,8 +117,8 @@ class NodeControl(SchedulerParts):
             )
         changes = pool_rules.allocation(pool, AllocationState.RESIZING, now)
         changes["target_dedicated_nodes"] = max(0, pool["target_dedicated_nodes"] - len(node_ids))
-        db.change(conn, db.pools, {"key": pool_key}, changes, bump_etag=True)
-        self.pools[pool_key] = {**pool, **changes}
+        transition(conn, db.pools, {"key": pool_key}, pool, changes, bump_etag=True)
+        self.state.pool_tracked({**pool, **changes})
         for node in nodes:
             assert node is not None, "checked above"
             self._vacate(conn, node, option, "its compute node was removed from the pool.", now, effects)
@@ -235,8 +235,8 @@ class NodeControl(SchedulerParts):
         if pool["allocation_state"] != AllocationState.RESIZING:
             return  # nothing to stop: a steady pool stays as it is
         changes = pool_rules.allocation(pool, AllocationState.STOPPING, utcnow())
-        db.change(conn, db.pools, {"key": pool_key}, changes, bump_etag=True)
-        self.pools[pool_key] = {**pool, **changes}
+        transition(conn, db.pools, {"key": pool_key}, pool, changes, bump_etag=True)
+        self.state.pool_tracked({**pool, **changes})
         self._maybe_steady(conn, pool_key)
 
     def _stopping(self, pool_key: str) -> bool:

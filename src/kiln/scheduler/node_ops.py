@@ -21,7 +21,7 @@ from kiln.core.pool import AllocationState
 from kiln.core.preparation import StepState
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
-from kiln.scheduler.state import ON_NODE, Effects, prep_key, requeue, transition
+from kiln.scheduler.state import ON_NODE, Effects, change_record, requeue, transition
 from kiln.store import rows as db
 from kiln.wire.times import now as utcnow
 
@@ -35,15 +35,15 @@ class NodeOperations(SchedulerParts):
     async def create_pool(self, pool: dict[str, Any]) -> None:
         """The pool row is stored by the caller's transaction; its first resize runs in the background."""
         async with self.lock:
-            self.pools[pool["key"]] = pool
+            self.state.pool_tracked(pool)
         self._spawn(self._resize(pool["key"]), "resize")
 
     async def resize_pool(self, pool_key: str, dedicated: int, low_priority: int, option: str = "requeue") -> None:
         """Enter `resizing` before answering (the SDK's poller waits for `steady`), then resize in the background;
         `option` (nodeDeallocationOption) says what becomes of the tasks of nodes that leave."""
         async with self.lock:
-            self.pools[pool_key] = await self.db.write(
-                lambda conn: self._begin_resize(conn, pool_key, dedicated, low_priority)
+            self.state.pool_tracked(
+                await self.db.write(lambda conn: self._begin_resize(conn, pool_key, dedicated, low_priority))
             )
         self._spawn(self._resize(pool_key, option), "resize")
 
@@ -55,7 +55,7 @@ class NodeOperations(SchedulerParts):
             raise NotFound("The specified pool does not exist.", code="PoolNotFound")
         changes = pool_rules.allocation(pool, AllocationState.RESIZING, utcnow())
         changes.update(target_dedicated_nodes=dedicated, target_low_priority_nodes=low_priority)
-        db.change(conn, db.pools, {"key": pool_key}, changes, bump_etag=True)
+        transition(conn, db.pools, {"key": pool_key}, pool, changes, bump_etag=True)
         undo.update(pool, changes)
         return pool
 
@@ -74,8 +74,8 @@ class NodeOperations(SchedulerParts):
                 added += [self._new_node(pool, dedicated) for _ in range(max(0, target - len(current)))]
                 victims += sorted(current, key=lambda n: (n.used, n.node_id))[: max(0, len(current) - target)]
             await self.db.write(lambda conn: db.insert_rows(conn, db.nodes, [row for row, _ in added]))
-            for row, slots in added:
-                self.nodes[row["id"]] = slots
+            for _, slots in added:
+                self.state.node_tracked(slots)
         for index, (row, _) in enumerate(added):
             if self._stopping(pool_key):  # stop resize: the nodes not started yet are not added
                 await self._forget_unstarted([r for r, _ in added[index:]])
@@ -138,7 +138,7 @@ class NodeOperations(SchedulerParts):
         """
         async with self.lock:
             effects = await self.db.write(lambda conn: self._lose_node(conn, node.node_id, remove=True))
-            self.nodes.pop(node.node_id, None)
+            self.state.node_forgotten(node.node_id)
         await self.backend.remove_node(node.node_id)
         await self._act(effects)
 
@@ -151,7 +151,7 @@ class NodeOperations(SchedulerParts):
 
             await self.db.write(remove)
             for row in rows:
-                self.nodes.pop(row["id"], None)
+                self.state.node_forgotten(row["id"])
 
     def _maybe_steady(self, conn: Connection, pool_key: str) -> None:
         """A resize is done once the pool has its target number of nodes (any number, once stopped), every
@@ -167,7 +167,7 @@ class NodeOperations(SchedulerParts):
         )
         if sized and all(n.node_id in booted for n in members):
             changes = pool_rules.allocation(pool, AllocationState.STEADY, utcnow())
-            db.change(conn, db.pools, {"key": pool_key}, changes, bump_etag=True)
+            transition(conn, db.pools, {"key": pool_key}, pool, changes, bump_etag=True)
             undo.update(pool, changes)
 
     async def delete_pool(self, pool_key: str) -> None:
@@ -180,10 +180,10 @@ class NodeOperations(SchedulerParts):
                 if pool is None:
                     raise NotFound("The specified pool does not exist.", code="PoolNotFound")
                 changes = pool_rules.delete(pool, utcnow())
-                db.change(conn, db.pools, {"key": pool_key}, changes, bump_etag=True)
+                transition(conn, db.pools, {"key": pool_key}, pool, changes, bump_etag=True)
                 return {**pool, **changes}
 
-            self.pools[pool_key] = await self.db.write(mark)
+            self.state.pool_tracked(await self.db.write(mark))
         self._spawn(self._finish_pool_delete(pool_key), "pool-delete")
 
     async def _finish_pool_delete(self, pool_key: str) -> None:
@@ -193,7 +193,7 @@ class NodeOperations(SchedulerParts):
             await self.db.write(
                 lambda conn: (db.remove(conn, db.pools, key=pool_key), db.remove(conn, db.nodes, pool_key=pool_key))
             )
-            self.pools.pop(pool_key, None)
+            self.state.pool_forgotten(pool_key)
 
     # ------------------------------------------------------------------ node events
     async def _on_node_up(self, node_id: str) -> None:
@@ -252,22 +252,18 @@ class NodeOperations(SchedulerParts):
         node.release_all()
         self._call_back(conn, node, effects, kill=False)  # they never started, as far as anyone knows: queued again
         self._instances_lost(conn, node_id, now, effects)
-        for step_id, ref in list(self.steps.items()):
-            if ref.node_id == node_id:
-                del self.steps[step_id]
+        self.state.node_emptied(node_id, effects, kill=False)  # its processes are gone
         for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
             requeue(conn, task, now)
             self._requeue_in_memory(task)
         self._settle_disabling(conn, self._disabling_jobs(), now)
-        for (job_key, nid), record in self.preps.items():
+        for (_, nid), record in self.preps.items():
             if nid != node_id:
                 continue
-            self.waiting.pop((job_key, nid), None)
             for kind, rule in (("prep", prep_rules.prep), ("release", prep_rules.release)):
                 if record[f"{kind}_state"] == StepState.RUNNING:
                     changes = rule(record, StepState.PENDING, now)
-                    db.change(conn, db.preparations, prep_key(record), changes)
-                    undo.update(record, changes)
+                    change_record(conn, record, changes)
         row = db.get(conn, db.nodes, id=node_id)
         if remove:
             db.remove_node(conn, node_id)
@@ -283,7 +279,8 @@ class NodeOperations(SchedulerParts):
         async with self.lock:
             effects = await self.db.write(lambda conn: self._begin_restart(conn, node_id, option, reimage))
         await self._act(effects)
-        self._spawn(self._restart_when_drained(node_id, reimage), "restart-node")
+        # requeue: the restart's node-down takes its tasks off and requeues them; the others wait for them to end
+        self._spawn(self._restart_when_drained(node_id, reimage, drain=option != "requeue"), "restart-node")
 
     def _begin_restart(self, conn: Connection, node_id: str, option: str, reimage: bool) -> Effects:
         from kiln.errors import NotFound
@@ -311,21 +308,18 @@ class NodeOperations(SchedulerParts):
                     and record["prep_state"] == StepState.COMPLETED
                 ):
                     changes = prep_rules.prep(record, StepState.PENDING, now)
-                    db.change(conn, db.preparations, prep_key(record), changes)
-                    undo.update(record, changes)
+                    change_record(conn, record, changes)
         if option == "terminate":
             failure = task_rules.ended_by("the compute node was rebooted or reimaged.")
             self._subtask_nodes_terminated(conn, node_id, failure, now, effects)
             for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
                 self._end_on_node(conn, task, failure, now, effects)
             self._settle_disabling(conn, self._disabling_jobs(), now)
-        elif option == "requeue":
-            node.release_all()  # the restart's node-down requeues whatever still runs
         return effects
 
-    async def _restart_when_drained(self, node_id: str, reimage: bool) -> None:
-        """taskcompletion/retaineddata: wait for running tasks to finish (no new ones start), then restart."""
-        while (node := self.nodes.get(node_id)) is not None and node.used > 0 and node.draining:
+    async def _restart_when_drained(self, node_id: str, reimage: bool, *, drain: bool) -> None:
+        """taskcompletion/retaineddata (drain): wait for running tasks to finish (no new ones start), then restart."""
+        while drain and (node := self.nodes.get(node_id)) is not None and node.used > 0 and node.draining:
             await asyncio.sleep(0.1)
-        if node is not None:
+        if node_id in self.nodes:
             await self.backend.restart_node(node_id, wipe=reimage)

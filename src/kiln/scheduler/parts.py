@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from kiln.compute.protocol import ComputeBackend, StepResult
     from kiln.core.job import DisableTasks, JobState
     from kiln.scheduler import steps as step_builder
+    from kiln.scheduler.control import ControlState
     from kiln.scheduler.job_control import Check
     from kiln.scheduler.priority import Chooser
     from kiln.scheduler.slots import NodeSlots
@@ -33,6 +34,7 @@ class SchedulerParts:
 
     db: Database
     backend: ComputeBackend
+    state: ControlState
     data_dir: Path
     lock: asyncio.Lock
     schedule_lock: asyncio.Lock
@@ -124,7 +126,6 @@ class SchedulerParts:
         def _subtask_nodes_terminated(
             self, conn: Connection, node_id: str, failure: dict[str, Any], now: datetime, effects: Effects
         ) -> None: ...
-        def _forget_job_instances(self, job_key: str) -> None: ...
 
         # node_ops.NodeOperations
         async def create_pool(self, pool: dict[str, Any]) -> None: ...

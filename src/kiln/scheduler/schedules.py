@@ -24,6 +24,7 @@ from kiln.core.schedule import ScheduleState, timing
 from kiln.errors import KilnError
 from kiln.scheduler.auto_pools import auto_pool_spec
 from kiln.scheduler.parts import SchedulerParts
+from kiln.scheduler.state import transition
 from kiln.store import rows as db
 from kiln.wire.models import PoolLifetimeOption
 from kiln.wire.times import now as utcnow
@@ -97,7 +98,7 @@ class JobSchedules(SchedulerParts):
 
     def _complete_schedule(self, conn: Connection, row: dict[str, Any], now: datetime, outcome: Outcome) -> None:
         changes = schedule_rules.transition(row, ScheduleState.COMPLETED, now)
-        db.change(conn, db.job_schedules, {"key": row["key"]}, changes, bump_etag=True)
+        transition(conn, db.job_schedules, {"key": row["key"]}, row, changes, bump_etag=True)
         outcome.ended = {**row, **changes}
 
     def _create_schedule_job(
@@ -153,7 +154,7 @@ class JobSchedules(SchedulerParts):
             schedule_rules.check_open(row["state"])
             if row["state"] != target:
                 changes = schedule_rules.transition(row, target, utcnow())
-                db.change(conn, db.job_schedules, {"key": key}, changes, bump_etag=True)
+                transition(conn, db.job_schedules, {"key": key}, row, changes, bump_etag=True)
                 undo.update(row, changes)
             return row
 
@@ -182,7 +183,7 @@ class JobSchedules(SchedulerParts):
         """Enter terminating or deleting; the jobs to end: the active one, or (delete) all of them."""
         row = self._load_schedule(conn, key)
         changes = schedule_rules.transition(row, to, utcnow())
-        db.change(conn, db.job_schedules, {"key": key}, changes, bump_etag=True)
+        transition(conn, db.job_schedules, {"key": key}, row, changes, bump_etag=True)
         if to is ScheduleState.DELETING:
             return schedule_jobs(conn, key)
         current = db.active_schedule_job(conn, key)

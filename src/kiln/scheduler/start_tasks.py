@@ -41,7 +41,7 @@ class StartTasks(SchedulerParts):
 
     def _run_start_task(self, node: NodeSlots, spec: dict[str, Any], retry_count: int, effects: Effects) -> None:
         step_id = f"start:{node.node_id}:{next(_RUNS)}"
-        self.steps[step_id] = StepRef("start", "", node.node_id, retry_count)
+        self.state.step_sent(step_id, StepRef("start", "", node.node_id, retry_count))
         effects.run[node.node_id].append(step_builder.start_step(step_id, spec, self._placement(node)))
 
     def _start_task_finished(

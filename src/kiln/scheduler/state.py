@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from kiln import undo
 from kiln.compute.protocol import Step
 from kiln.core import task as task_rules
 from kiln.core.dependencies import DependencyGraph
@@ -44,6 +45,11 @@ class StepRef:
 def task_step_id(seq: int, attempt: int) -> str:
     """The step id of a task's attempt: results and kills are matched on it."""
     return f"t:{seq}:{attempt}"
+
+
+def task_seq_of(step_id: str) -> int | None:
+    """The task seq of a task step id (`t:<seq>:<attempt>`); None for other steps."""
+    return int(step_id.split(":", 2)[1]) if step_id.startswith("t:") else None
 
 
 @dataclass(slots=True)
@@ -153,3 +159,10 @@ def requeue(conn: Connection, task: dict[str, Any], now: datetime) -> None:
 
 def prep_key(record: dict[str, Any]) -> dict[str, str]:
     return {"job_key": record["job_key"], "node_id": record["node_id"]}
+
+
+def change_record(conn: Connection, record: dict[str, Any], changes: dict[str, Any]) -> None:
+    """A preparation/release record changes as computed from memory's copy: guarded by its states and attempts
+    in the store (StaleState if they moved), and memory follows (undone if the transaction fails)."""
+    transition(conn, db.preparations, prep_key(record), record, changes)
+    undo.update(record, changes)

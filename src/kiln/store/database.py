@@ -125,6 +125,10 @@ class Database:
         #: and back for each transaction cost more than a short transaction's SQL (~60 us of ~25)
         self._loop_connection: Connection | None = None
         self._checkpointer = Checkpointer(self.engine) if sqlite_file(url) is not None else None
+        #: called inside every write transaction on the loop (SQLite) just before it commits; raising rolls it
+        #: back. Tests check the scheduler's invariants here (kiln.scheduler.control); a write on the store's
+        #: thread (PostgreSQL) is not checked, as memory may be changing on the loop meanwhile.
+        self.before_commit: Callable[[], None] | None = None
 
     def migrate(self) -> None:
         with self.engine.begin() as connection:
@@ -151,7 +155,7 @@ class Database:
         started = time.perf_counter()
         with story.collecting() as notes:
             with undo.recording(), self.engine.begin() as connection:
-                result = _with_story(connection, work, notes)
+                result = _with_story(connection, work, notes, None)
             metrics.committed(notes, time.perf_counter() - started, kind)
         return result
 
@@ -165,7 +169,7 @@ class Database:
         with story.collecting() as notes:
             try:
                 with undo.recording(), connection.begin():
-                    result = _with_story(connection, work, notes)
+                    result = _with_story(connection, work, notes, self.before_commit)
                     committing = True
             except BaseException:
                 if committing:  # a COMMIT that failed (SQLITE_FULL) leaves SQLite's transaction open: drop it
@@ -184,11 +188,18 @@ class Database:
         self.engine.dispose()
 
 
-def _with_story(connection: Connection, work: Callable[[Connection], T], notes: list[story.Note]) -> T:
+def _with_story(
+    connection: Connection,
+    work: Callable[[Connection], T],
+    notes: list[story.Note],
+    before_commit: Callable[[], None] | None,
+) -> T:
     """`work`, and the transitions it made (collected in notes) recorded in the same transaction."""
     result = work(connection)
     if notes:
         record_transitions(connection, notes)
+    if before_commit is not None:
+        before_commit()
     return result
 
 

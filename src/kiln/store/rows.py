@@ -105,8 +105,19 @@ def _insert(table: Table, columns: tuple[str, ...]) -> Prepared:
     return Prepared(insert(table).values({c: bindparam(f"v_{c}") for c in columns}))
 
 
-#: Tables whose `state` changes only through `transition`.
-GUARDED = (tasks, nodes, jobs)
+#: Per table, what a change computed from a row expects to find stored (`transition` applies it only then):
+#: the row's states, and the attempts a late result must not overtake.
+GUARDS: dict[Table, tuple[str, ...]] = {
+    tasks: ("state", "attempt"),
+    nodes: ("state",),
+    jobs: ("state",),
+    pools: ("state", "allocation_state"),
+    job_schedules: ("state",),
+    subtasks: ("state",),
+    preparations: ("prep_state", "prep_attempt", "release_state", "release_attempt"),
+}
+#: The state columns of each guarded table: they change only through `transition`.
+STATES = {table: tuple(c for c in guard if c.endswith("state")) for table, guard in GUARDS.items()}
 #: What of a task row its counters (task_tally) follow besides its state: written only where they are tallied.
 TALLIED = ("result", "required_slots", "job_key")
 
@@ -115,7 +126,7 @@ def change(
     conn: Connection, table: Table, keys: Mapping[str, Any], changes: Mapping[str, Any], *, bump_etag: bool = False
 ) -> bool:
     """Columns other than a guarded state; False if the row is not there."""
-    if "state" in changes and table in GUARDED:
+    if not changes.keys().isdisjoint(STATES.get(table, ())):
         raise ValueError(f"a {table.name} state changes through transition(), guarded")
     if table is tasks and not changes.keys().isdisjoint(TALLIED):
         raise ValueError(f"a task's {TALLIED} change with its state, through transition() (its counters follow)")
@@ -144,8 +155,8 @@ def transition(
 
 
 def guard(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
-    """What of `row` a change computed from it expects to find stored: its state, and a task's attempt."""
-    return {"state": row["state"], "attempt": row["attempt"]} if table is tasks else {"state": row["state"]}
+    """What of `row` a change computed from it expects to find stored (GUARDS)."""
+    return {column: row[column] for column in GUARDS[table]}
 
 
 def _update(
@@ -415,7 +426,8 @@ __all__ = [
     "change",
     "transition",
     "guard",
-    "GUARDED",
+    "GUARDS",
+    "STATES",
     "remove",
     "next_value",
     "task_counts",

@@ -320,9 +320,47 @@ def test_a_task_transition_is_guarded_by_the_attempt_too(db: Database) -> None:
 
 def test_a_guarded_state_is_not_changed_unguarded(db: Database) -> None:
     with tx(db) as conn:
-        for table in (rows.tasks, rows.nodes, rows.jobs):
-            with pytest.raises(ValueError, match="transition"):
-                rows.change(conn, table, {"seq": 1}, {"state": "active"})
+        for table, columns in rows.STATES.items():
+            for column in columns:
+                with pytest.raises(ValueError, match="transition"):
+                    rows.change(conn, table, {"seq": 1}, {column: "active"})
+    assert set(rows.STATES) == {
+        rows.tasks,
+        rows.nodes,
+        rows.jobs,
+        rows.pools,
+        rows.job_schedules,
+        rows.subtasks,
+        rows.preparations,
+    }
+
+
+def test_a_preparation_record_moves_only_from_the_states_and_attempts_it_was_computed_from(db: Database) -> None:
+    """A late prep result (attempt 1) must not complete the record its retry (attempt 2) now runs."""
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.preparations, [prep_rules.new_record("j", "p", "n1", 0)])
+        record = rows.reread(conn, rows.preparations, job_key="j", node_id="n1")
+    key = {"job_key": "j", "node_id": "n1"}
+    with tx(db) as conn:
+        first = prep_rules.prep(record, StepState.RUNNING, T0, attempt=1)
+        assert rows.transition(conn, rows.preparations, key, record, first)
+        record = {**record, **first}
+        second = prep_rules.prep(record, StepState.RUNNING, T1, attempt=2)
+        assert rows.transition(conn, rows.preparations, key, record, second)
+        stale = prep_rules.prep(record, StepState.COMPLETED, T1, exit_code=0, failure_info=None)
+        assert not rows.transition(conn, rows.preparations, key, record, stale)  # still thinks attempt 1
+        stored = rows.reread(conn, rows.preparations, **key)
+        assert (stored["prep_state"], stored["prep_attempt"]) == ("running", 2)
+
+
+def test_a_pool_moves_only_from_the_allocation_state_it_was_computed_from(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.pools, [pool_row("p")])
+        pool = rows.reread(conn, rows.pools, key="p")
+        resizing = {**pool, "allocation_state": "resizing"}  # what a stale copy believes
+        assert not rows.transition(conn, rows.pools, {"key": "p"}, resizing, {"allocation_state": "steady"})
+        assert rows.transition(conn, rows.pools, {"key": "p"}, pool, {"allocation_state": "resizing"})
+        assert rows.reread(conn, rows.pools, key="p")["allocation_state"] == "resizing"
 
 
 def test_change_of_a_missing_row(db: Database) -> None:
@@ -568,7 +606,7 @@ def _move(
     row: dict[str, Any],
     changes: dict[str, Any],
 ) -> dict[str, Any]:
-    if table in rows.GUARDED:
+    if table in rows.GUARDS:
         assert rows.transition(conn, table, keys, row, changes, bump_etag="etag" in row)
     else:
         assert rows.change(conn, table, keys, changes, bump_etag="etag" in row)

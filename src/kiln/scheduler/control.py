@@ -1,0 +1,273 @@
+"""The control plane's memory in one object: nodes and their slots, steps in flight, job queues, preparation
+records, multi-instance runs. No I/O: what it decides comes back as `Effects` for the scheduler to commit
+and carry out, and `check()` states the invariants that hold between any two transactions.
+
+The scheduler's parts still read and change these maps through `self` (engine.Scheduler aliases them); the
+operations below are the ones every part shares, so that each is written once and unit-tested as data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kiln.scheduler.slots import NodeSlots
+from kiln.scheduler.state import Effects, JobEntry, StepRef, task_seq_of, task_step_id
+from kiln.undo import TrackedDict, TrackedList
+
+if TYPE_CHECKING:
+    from kiln.scheduler.multi_instance import Instances
+
+log = logging.getLogger("kiln.scheduler")
+
+#: The environment variable that makes a server check `ControlState.check()` before every commit (the tests
+#: set it): a broken invariant fails that transaction, which rolls back, and is logged as CRITICAL.
+CHECK_ENV = "KILN_CHECK_STATE"
+#: What the log says when an invariant broke: kiln.cli.embedded fails a test server's stop on it.
+BROKEN = "control state invariant broken"
+
+
+class InvariantBroken(AssertionError):
+    """The control state contradicts itself: a bug in the scheduler, never a user's error."""
+
+
+@dataclass(slots=True)
+class ControlState:
+    """What the scheduler knows between store reads; the store is the truth it is rebuilt from at start."""
+
+    nodes: dict[str, NodeSlots] = field(default_factory=TrackedDict)
+    pools: dict[str, dict[str, Any]] = field(default_factory=TrackedDict)
+    jobs: dict[str, JobEntry] = field(default_factory=TrackedDict)
+    #: preparation/release records of unfinished jobs by (job key, node id)
+    preps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=TrackedDict)
+    #: tasks in `preparing` on a node by (job key, node id): they start once that node's preparation succeeds
+    waiting: dict[tuple[str, str], list[int]] = field(default_factory=TrackedDict)
+    steps: dict[str, StepRef] = field(default_factory=TrackedDict)  #: steps in flight by step id
+    #: (job key, numberOfInstances) of the multi-instance tasks placement has seen, by task seq (a seq
+    #: can be reused once its task is deleted, so entries go with their task or job)
+    instance_counts: dict[int, tuple[str, int]] = field(default_factory=TrackedDict)
+    instances: dict[int, Instances] = field(default_factory=TrackedDict)  #: running multi-instance tasks by seq
+    #: the subtasks' nodes of each multi-instance task's last run, for the retention of their directories
+    subtask_nodes: dict[int, list[str]] = field(default_factory=TrackedDict)
+    #: a placement round's choice: seq -> instance nodes (the primary first); empty between transactions
+    instance_plans: dict[int, list[NodeSlots]] = field(default_factory=TrackedDict)
+
+    # ------------------------------------------------------------------ stimuli shared by every part
+    def tasks_queued(self, job_key: str, added: list[tuple[int, int]]) -> bool:
+        """Active tasks (seq, required slots) wait for a node; False if the job is not (or no longer) tracked."""
+        entry = self.jobs.get(job_key)
+        if entry is None:
+            return False
+        for seq, slots in added:
+            entry.queue.push(seq, slots)
+        return True
+
+    def step_off_node(self, node_id: str, step_id: str, effects: Effects, *, kill: bool) -> StepRef | None:
+        """The one way a step leaves its node: its slots are freed, it is no longer sent ahead or in flight,
+        and its process is killed if asked and it was known to run."""
+        if (node := self.nodes.get(node_id)) is not None:
+            node.release(step_id)
+            node.ahead.pop(step_id, None)
+        ref = self.steps.pop(step_id, None)
+        if ref is not None and kill:
+            effects.kill[node_id].append(step_id)
+        return ref
+
+    def task_off_node(self, job_key: str, node_id: str, seq: int, attempt: int, effects: Effects) -> None:
+        """A task that holds a node (preparing or running) leaves it: its step goes (killed) and it no longer
+        waits for that node's preparation task. Its other instances are the multi-instance part's."""
+        self.step_off_node(node_id, task_step_id(seq, attempt), effects, kill=True)
+        waiting = self.waiting.get((job_key, node_id), [])
+        if seq in waiting:
+            waiting.remove(seq)
+
+    def wait_for_preparation(self, job_key: str, node_id: str, seq: int) -> None:
+        self.waiting.setdefault((job_key, node_id), TrackedList()).append(seq)
+
+    def node_emptied(self, node_id: str, effects: Effects, *, kill: bool) -> list[StepRef]:
+        """A node starts afresh (lost, rebooted, removed): every step on it goes, killed if asked; its
+        bookings and tasks sent ahead with them. Returns the steps that were on it, for the caller's rows."""
+        gone = [ref for ref in self.steps.values() if ref.node_id == node_id]
+        for step_id in [step_id for step_id, ref in self.steps.items() if ref.node_id == node_id]:
+            self.step_off_node(node_id, step_id, effects, kill=kill)
+        if (node := self.nodes.get(node_id)) is not None:
+            node.release_all()
+            node.ahead.clear()
+        for key in [key for key in self.waiting if key[1] == node_id]:
+            del self.waiting[key]
+        return gone
+
+    def step_sent(self, step_id: str, ref: StepRef) -> None:
+        """A step is in flight (or one sent ahead is known to run): its result is matched on `step_id`."""
+        self.steps[step_id] = ref
+
+    def sent_ahead(self, step_id: str, ref: StepRef) -> None:
+        """A task step goes to a full node, to start there in a slot its own steps free (scheduler/ahead.py)."""
+        assert ref.ahead and ref.seq is not None, "a task step sent ahead"
+        self.steps[step_id] = ref
+        self.nodes[ref.node_id].ahead[step_id] = (ref.job_key, ref.seq, ref.slots)
+
+    def ahead_started(self, step_id: str, ref: StepRef, row: dict[str, Any], *, running: bool) -> None:
+        """The node started a step sent ahead: it holds its slots now, and is in flight as any step if it
+        still runs (`row`: its task's row as it now is)."""
+        node = self.nodes[ref.node_id]
+        node.ahead.pop(step_id, None)
+        node.book(step_id, ref.slots)
+        if running:
+            self.steps[step_id] = dataclasses.replace(ref, ahead=False, row=row)
+
+    def step_ended(self, step_id: str) -> StepRef | None:
+        """A step's final result came: it is no longer in flight (its slots are the caller's to free)."""
+        return self.steps.pop(step_id, None)
+
+    def preparation_ended(self, job_key: str, node_id: str) -> list[int]:
+        """The job's preparation on the node ended: the tasks that waited for it, which wait no more."""
+        return self.waiting.pop((job_key, node_id), [])
+
+    def record_tracked(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A preparation/release record (new, or fresh for a new incarnation of its node) is the one memory keeps."""
+        self.preps[(record["job_key"], record["node_id"])] = record
+        return record
+
+    # ------------------------------------------------------------------ jobs
+    def job_tracked(self, row: dict[str, Any]) -> JobEntry:
+        """The job is followed (created, or ending after a restart found it completed): its row is `row`."""
+        entry = self.jobs.setdefault(row["key"], JobEntry(row))
+        entry.row = row
+        return entry
+
+    def job_stopped(self, job_key: str, effects: Effects) -> list[StepRef]:
+        """The job ends (terminate, delete, onAllTasksComplete): nothing of it starts again. Its queue empties,
+        no task waits for a preparation task, and its preparation steps are killed; returns those steps (their
+        records are the caller's). Tasks on nodes are ended one by one by the caller (`task_off_node`)."""
+        self.jobs[job_key].queue.clear()
+        for key in [key for key in self.waiting if key[0] == job_key]:
+            del self.waiting[key]
+        preps = [(step_id, ref) for step_id, ref in self.steps.items() if ref.job_key == job_key and ref.kind == "prep"]
+        for step_id, ref in preps:
+            self.step_off_node(ref.node_id, step_id, effects, kill=True)
+        return [ref for _, ref in preps]
+
+    def job_forgotten(self, job_key: str, *, removed: bool) -> None:
+        """The job completed (its records stay stored) or was removed (its tasks too: their multi-instance
+        bookkeeping goes)."""
+        self.jobs.pop(job_key, None)
+        for key in [key for key in self.preps if key[0] == job_key]:
+            del self.preps[key]
+        if removed:
+            for seq in [seq for seq, (key, _) in self.instance_counts.items() if key == job_key]:
+                self.task_forgotten(seq)
+
+    def task_forgotten(self, seq: int) -> None:
+        """A task is deleted: a new task may get its seq."""
+        self.instance_counts.pop(seq, None)
+        self.subtask_nodes.pop(seq, None)
+
+    def kept_row_dropped(self, step_id: str) -> None:
+        """The task's spec changed while its step runs: its result reads the whole row again."""
+        ref = self.steps.get(step_id)
+        if ref is not None and ref.row is not None:
+            self.steps[step_id] = dataclasses.replace(ref, row=None)
+
+    # ------------------------------------------------------------------ pools and nodes
+    def pool_tracked(self, row: dict[str, Any]) -> None:
+        """The pool's row as memory keeps it (created, resized, being deleted)."""
+        self.pools[row["key"]] = row
+
+    def pool_forgotten(self, pool_key: str) -> None:
+        self.pools.pop(pool_key, None)
+
+    def node_tracked(self, node: NodeSlots) -> None:
+        """A node joins its pool (or is found again after a restart): it takes tasks once it is up."""
+        self.nodes[node.node_id] = node
+
+    def node_forgotten(self, node_id: str) -> None:
+        """The node left its pool (removed, or never started): its records stay stored."""
+        self.nodes.pop(node_id, None)
+
+    # ------------------------------------------------------------------ multi-instance tasks
+    def instances_planned(self, seq: int, nodes: list[NodeSlots]) -> None:
+        """A placement round chose the instance nodes (primary first): each subtask node holds a slot for it
+        now, the primary's slot is placement's own tentative booking."""
+        for node in nodes[1:]:
+            node.book(seq, 1)
+        self.instance_plans[seq] = nodes
+
+    def instance_plan_taken(self, seq: int) -> list[NodeSlots] | None:
+        """The task starts on the round's choice: its tentative bookings are the caller's to rebook."""
+        return self.instance_plans.pop(seq, None)
+
+    def instance_plan_dropped(self, seq: int) -> None:
+        """The task cannot start on the round's choice: the subtask nodes' tentative slots are freed."""
+        for node in (self.instance_plan_taken(seq) or [])[1:]:
+            node.release(seq)
+
+    def instance_count_seen(self, seq: int, job_key: str, count: int | None) -> None:
+        """How many instances the task has (None: not a multi-instance task), for the next placement round."""
+        if count is None:
+            self.instance_counts.pop(seq, None)
+        else:
+            self.instance_counts[seq] = (job_key, count)
+
+    def instances_started(self, running: Instances) -> None:
+        self.instances[running.seq] = running
+        self.subtask_nodes[running.seq] = running.node_ids[1:]
+
+    def instances_ended(self, seq: int) -> Instances | None:
+        """The task's attempt ended: its instances no longer run (their steps are the caller's to take off)."""
+        return self.instances.pop(seq, None)
+
+    def subtask_node_seen(self, seq: int, node_id: str) -> None:
+        """After a restart: a finished run's subtask node, for the retention of its directory."""
+        self.subtask_nodes.setdefault(seq, TrackedList()).append(node_id)
+
+    # ------------------------------------------------------------------ invariants
+    def check(self) -> None:
+        """Raise InvariantBroken if memory contradicts itself. Holds between transactions (placement books
+        tentatively inside one and settles every booking before it ends)."""
+        try:
+            self._check()
+        except AssertionError as exc:
+            log.critical("%s: %s", BROKEN, exc)
+            raise InvariantBroken(f"{BROKEN}: {exc}") from None
+
+    def _check(self) -> None:
+        on_node: dict[int, str] = {}  # task seq -> the node its step holds
+        for node in self.nodes.values():
+            node.check()
+            for holder in node.booked:
+                assert isinstance(holder, str), f"tentative booking {holder} on {node.node_id} outlived its round"
+                seq = task_seq_of(holder)
+                if seq is not None:
+                    assert seq not in on_node, f"task {seq} holds {on_node[seq]} and {node.node_id}"
+                    on_node[seq] = node.node_id
+            for step_id, (job_key, seq, slots) in node.ahead.items():
+                ref = self.steps.get(step_id)
+                assert ref is not None and ref.ahead, f"{step_id} sent ahead to {node.node_id} is not in flight"
+                assert (ref.node_id, ref.job_key, ref.seq, ref.slots) == (node.node_id, job_key, seq, slots), ref
+        for step_id, ref in self.steps.items():
+            if ref.kind == "task" and not ref.ahead and ref.node_id in self.nodes:
+                booked = self.nodes[ref.node_id].booked.get(step_id)
+                assert booked == ref.slots, f"{step_id} runs on {ref.node_id} holding {booked}, not {ref.slots}"
+            if ref.ahead:
+                assert step_id in self.nodes[ref.node_id].ahead, f"{step_id} is ahead but not on its node"
+        ahead = {ref.seq for ref in self.steps.values() if ref.ahead}
+        for entry in self.jobs.values():
+            queue = entry.queue
+            assert queue.queued == {seq for seq, _ in queue.heap}, f"job {entry.key}'s queue set is not its heap"
+            assert len(queue.queued) == len(queue.heap), f"job {entry.key} queues a task twice"
+            assert all(
+                queue.heap[i] <= queue.heap[c]
+                for i in range(len(queue.heap))
+                for c in (2 * i + 1, 2 * i + 2)
+                if c < len(queue.heap)
+            ), f"job {entry.key}'s queue is not a heap"
+            for seq in queue.queued:
+                assert seq not in on_node, f"task {seq} is queued and holds node {on_node.get(seq)}"
+                assert seq not in ahead, f"task {seq} is queued and sent ahead"
+        for (_, node_id), seqs in self.waiting.items():
+            for seq in seqs:
+                assert on_node.get(seq) == node_id, f"task {seq} waits for {node_id}'s preparation off that node"
+        assert not self.instance_plans, f"instance plans {sorted(self.instance_plans)} outlived their round"

@@ -1,0 +1,246 @@
+"""The control state as data: stimuli in, effects and state out, and its invariants checked after every test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from kiln.scheduler.control import ControlState, InvariantBroken
+from kiln.scheduler.slots import NodeSlots
+from kiln.scheduler.state import Effects, JobEntry, StepRef, task_step_id
+
+
+def job_row(key: str = "j") -> dict:
+    return {"key": key, "id": key, "spec": {}, "state": "active", "pool_key": "p", "priority": 0, "seq": 1}
+
+
+def fresh() -> ControlState:
+    state = ControlState()
+    for node_id in ("a", "b"):
+        state.nodes[node_id] = NodeSlots(node_id, "p", capacity=4, root=f"/r/{node_id}", up=True)
+    state.jobs["j"] = JobEntry(job_row())
+    return state
+
+
+def run_task(state: ControlState, seq: int, node_id: str, *, attempt: int = 1, slots: int = 1) -> str:
+    """What a placement round leaves behind for a task it started: its step holds the slots."""
+    step_id = task_step_id(seq, attempt)
+    state.nodes[node_id].book(step_id, slots)
+    state.steps[step_id] = StepRef("task", "j", node_id, attempt, seq, slots)
+    return step_id
+
+
+@pytest.fixture
+def state() -> Iterator[ControlState]:
+    state = fresh()
+    yield state
+    state.check()  # every test leaves the state whole
+
+
+def test_queued_tasks_wait_oldest_first_and_an_unknown_job_queues_nothing(state: ControlState) -> None:
+    assert state.tasks_queued("j", [(3, 1), (1, 2), (2, 1)])
+    assert not state.tasks_queued("gone", [(9, 1)])
+    assert [state.jobs["j"].queue.pop() for _ in range(3)] == [(1, 2), (2, 1), (3, 1)]
+
+
+def test_a_step_taken_off_its_node_frees_its_slots_and_is_killed_only_if_asked(state: ControlState) -> None:
+    first, second = run_task(state, 1, "a", slots=3), run_task(state, 2, "b")
+    effects = Effects()
+    assert state.step_off_node("a", first, effects, kill=True) == StepRef("task", "j", "a", 1, 1, 3)
+    assert state.step_off_node("b", second, effects, kill=False) is not None
+    assert dict(effects.kill) == {"a": [first]}
+    assert (state.nodes["a"].used, state.nodes["b"].used, state.steps) == (0, 0, {})
+    assert state.step_off_node("a", first, effects, kill=True) is None  # twice: nothing more happens
+    assert dict(effects.kill) == {"a": [first]}
+
+
+def test_a_task_taken_off_its_node_no_longer_waits_for_the_preparation_there(state: ControlState) -> None:
+    state.nodes["a"].book(task_step_id(1, 1), 1)  # preparing: it holds its slot, no step runs yet
+    state.wait_for_preparation("j", "a", 1)
+    run_task(state, 2, "a")
+    state.wait_for_preparation("j", "a", 2)
+    effects = Effects()
+    state.task_off_node("j", "a", 1, 1, effects)
+    assert state.waiting == {("j", "a"): [2]} and state.nodes["a"].used == 1
+    assert dict(effects.kill) == {}  # its process never started
+
+
+def test_an_emptied_node_loses_every_step_booking_and_wait(state: ControlState) -> None:
+    running = run_task(state, 1, "a", slots=2)
+    state.steps["p:j:a:1"] = StepRef("prep", "j", "a", 1)
+    state.nodes["a"].book(task_step_id(2, 1), 1)
+    state.wait_for_preparation("j", "a", 2)
+    ahead = task_step_id(3, 1)
+    state.steps[ahead] = StepRef("task", "j", "a", 1, 3, 1, ahead=True)
+    state.nodes["a"].ahead[ahead] = ("j", 3, 1)
+    elsewhere = run_task(state, 4, "b")
+    effects = Effects()
+    gone = state.node_emptied("a", effects, kill=True)
+    assert sorted(ref.seq or 0 for ref in gone) == [0, 1, 3]
+    assert sorted(effects.kill["a"]) == sorted([running, "p:j:a:1", ahead])
+    node = state.nodes["a"]
+    assert (node.used, node.booked, node.ahead, state.waiting) == (0, {}, {}, {})
+    assert list(state.steps) == [elsewhere] and state.nodes["b"].used == 1
+
+
+def test_a_step_sent_ahead_holds_no_slot_until_its_node_starts_it(state: ControlState) -> None:
+    ref = StepRef("task", "j", "a", 1, 5, 2, ahead=True)
+    state.sent_ahead("t:5:1", ref)
+    assert (state.nodes["a"].ahead, state.nodes["a"].used) == ({"t:5:1": ("j", 5, 2)}, 0)
+    state.check()
+    state.ahead_started("t:5:1", ref, {"seq": 5}, running=True)
+    assert (state.nodes["a"].ahead, state.nodes["a"].booked) == ({}, {"t:5:1": 2})
+    assert state.steps["t:5:1"] == StepRef("task", "j", "a", 1, 5, 2) and state.steps["t:5:1"].row == {"seq": 5}
+
+
+def test_a_step_sent_ahead_that_already_ended_is_booked_for_its_result_to_free(state: ControlState) -> None:
+    ref = StepRef("task", "j", "a", 1, 5, 1, ahead=True)
+    state.sent_ahead("t:5:1", ref)
+    assert state.step_ended("t:5:1") == ref  # its result came with the notice that it started
+    state.ahead_started("t:5:1", ref, {"seq": 5}, running=False)
+    assert "t:5:1" not in state.steps and state.nodes["a"].booked == {"t:5:1": 1}
+    state.step_off_node("a", "t:5:1", Effects(), kill=False)  # what its result does next
+
+
+def test_a_stopped_job_queues_nothing_waits_for_nothing_and_its_preparations_are_killed(state: ControlState) -> None:
+    state.jobs["k"] = JobEntry(job_row("k"))
+    state.tasks_queued("j", [(1, 1), (2, 1)])
+    state.tasks_queued("k", [(3, 1)])
+    state.steps["p:j:a:1"] = StepRef("prep", "j", "a", 1)
+    state.steps["p:k:b:1"] = StepRef("prep", "k", "b", 1)
+    state.nodes["a"].book(task_step_id(4, 1), 1)
+    state.wait_for_preparation("j", "a", 4)
+    effects = Effects()
+    assert state.job_stopped("j", effects) == [StepRef("prep", "j", "a", 1)]
+    assert (len(state.jobs["j"].queue), len(state.jobs["k"].queue), state.waiting) == (0, 1, {})
+    assert dict(effects.kill) == {"a": ["p:j:a:1"]} and list(state.steps) == ["p:k:b:1"]
+    state.task_off_node("j", "a", 4, 1, effects)  # the caller ends its tasks on nodes one by one
+
+
+def test_a_forgotten_job_takes_its_records_and_if_removed_its_multi_instance_bookkeeping(state: ControlState) -> None:
+    for job_key, node_id, seq in (("j", "a", 1), ("j", "b", 2), ("k", "a", 3)):
+        state.jobs.setdefault(job_key, JobEntry(job_row(job_key)))
+        state.record_tracked({"job_key": job_key, "node_id": node_id})
+        state.instance_count_seen(seq, job_key, 2)
+        state.subtask_nodes[seq] = ["b"]
+    state.job_forgotten("j", removed=False)  # completed: its tasks stay
+    assert (set(state.jobs), list(state.preps), set(state.instance_counts)) == ({"k"}, [("k", "a")], {1, 2, 3})
+    state.job_forgotten("j", removed=True)
+    assert (set(state.instance_counts), set(state.subtask_nodes)) == ({3}, {3})
+
+
+def test_a_multi_instance_plan_books_subtask_nodes_until_taken_or_dropped(state: ControlState) -> None:
+    a, b = state.nodes["a"], state.nodes["b"]
+    a.book(9, 1)  # placement's own tentative booking of the primary
+    state.instances_planned(9, [a, b])
+    assert (a.booked, b.booked) == ({9: 1}, {9: 1})
+    state.instance_plan_dropped(9)
+    assert (b.booked, state.instance_plans) == ({}, {})
+    state.instances_planned(9, [a, b])
+    assert state.instance_plan_taken(9) == [a, b] and b.booked == {9: 1}  # the caller rebooks them
+    a.release(9)
+    b.release(9)
+
+
+def break_tentative(state: ControlState) -> None:
+    state.nodes["a"].book(7, 1)
+
+
+def break_two_nodes(state: ControlState) -> None:
+    run_task(state, 1, "a")
+    state.nodes["b"].book(task_step_id(1, 2), 1)
+
+
+def break_queued_and_running(state: ControlState) -> None:
+    run_task(state, 1, "a")
+    state.tasks_queued("j", [(1, 1)])
+
+
+def break_unbooked_step(state: ControlState) -> None:
+    state.steps[task_step_id(1, 1)] = StepRef("task", "j", "a", 1, 1, 1)
+
+
+def break_wrong_slots(state: ControlState) -> None:
+    run_task(state, 1, "a", slots=2)
+    state.steps[task_step_id(1, 1)] = StepRef("task", "j", "a", 1, 1, 1)
+
+
+def break_waiting_off_node(state: ControlState) -> None:
+    run_task(state, 1, "b")
+    state.wait_for_preparation("j", "a", 1)
+
+
+def break_ahead_not_in_flight(state: ControlState) -> None:
+    state.nodes["a"].ahead[task_step_id(1, 1)] = ("j", 1, 1)
+
+
+def break_heap(state: ControlState) -> None:
+    state.tasks_queued("j", [(1, 1), (2, 1), (3, 1)])
+    state.jobs["j"].queue.heap.reverse()
+
+
+def break_instance_plan(state: ControlState) -> None:
+    state.instance_plans[5] = [state.nodes["a"], state.nodes["b"]]
+
+
+def break_node_sum(state: ControlState) -> None:
+    run_task(state, 1, "a")
+    state.nodes["a"].booked["t:2:1"] = 1  # past book(): used no longer the sum
+
+
+@pytest.mark.parametrize(
+    "breaks, says",
+    [
+        (break_tentative, "tentative booking 7 on a"),
+        (break_two_nodes, "task 1 holds a and b"),
+        (break_queued_and_running, "task 1 is queued and holds node a"),
+        (break_unbooked_step, "t:1:1 runs on a holding None, not 1"),
+        (break_wrong_slots, "t:1:1 runs on a holding 2, not 1"),
+        (break_waiting_off_node, "task 1 waits for a's preparation off that node"),
+        (break_ahead_not_in_flight, "t:1:1 sent ahead to a is not in flight"),
+        (break_heap, "queue is not a heap"),
+        (break_instance_plan, "instance plans [5] outlived their round"),
+        (break_node_sum, "(1, {"),
+    ],
+)
+def test_each_invariant_is_checked(breaks: Callable[[ControlState], None], says: str) -> None:
+    state = fresh()
+    state.check()
+    breaks(state)
+    with pytest.raises(InvariantBroken, match="control state invariant broken") as broken:
+        state.check()
+    assert says in str(broken.value)
+
+
+async def test_a_broken_invariant_fails_the_transaction_before_it_commits(tmp_path) -> None:
+    """How every test server runs (KILN_CHECK_STATE): the check is the last step of each write on the loop."""
+    from sqlalchemy import text
+
+    from kiln.store.database import Database, sqlite_url
+
+    database = Database(sqlite_url(tmp_path))
+    try:
+        await database.write(lambda conn: conn.execute(text("CREATE TABLE marks (n INTEGER)")))
+        state = fresh()
+        database.before_commit = state.check
+        await database.write(lambda conn: conn.execute(text("INSERT INTO marks VALUES (1)")))
+        break_two_nodes(state)
+        with pytest.raises(InvariantBroken):
+            await database.write(lambda conn: conn.execute(text("INSERT INTO marks VALUES (2)")))
+        marks = await database.read(lambda conn: conn.execute(text("SELECT n FROM marks")).scalars().all())
+        assert marks == [1]
+    finally:
+        database.close()
+
+
+def test_a_test_server_that_logged_a_broken_invariant_fails_its_stop(tmp_path) -> None:
+    from kiln.cli.embedded import EmbeddedServer
+
+    server = EmbeddedServer(tmp_path)
+    server.log_path.write_text("INFO fine\n")
+    server.raise_if_broken()
+    with server.log_path.open("a") as log:
+        log.write("CRITICAL kiln.scheduler: control state invariant broken: task 1 holds a and b\n")
+    with pytest.raises(AssertionError, match="task 1 holds a and b"):
+        server.raise_if_broken()
