@@ -74,6 +74,10 @@ def test_a_recorded_job_replays_into_the_samples_and_targets_it_had(server, clie
     assert out["totals"]["completed"] == 3 and out["totals"]["failed"] == 0
     assert _counts(recorded, last) == (0, 0, 3)
 
+    rerun = run_cli(server, "autoscale", "simulate", str(tmp_path / "formula.txt"), *args, "--rerun")
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["totals"]["completed"] == 3  # run again on the formula's simulated nodes
+
 
 def test_a_job_that_does_not_exist_is_not_found(server, tmp_path: Path) -> None:
     (tmp_path / "formula.txt").write_text(FORMULA)

@@ -14,6 +14,8 @@ active; preparation and start tasks are not tasks of the job; node metrics read 
 pool are not seen. The formula is evaluated from the first sample every interval; each evaluation sees the
 targets of the one before as the pool's current nodes (as if the pool reached every target at once). The
 targets do not move the recorded tasks: it shows what the formula would have asked for, not what would follow.
+For that, `arrivals` turns the job into a workload for the simulator (`simulate.py`), which runs the tasks
+again on the nodes the formula asks for.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 from kiln.autoscale.evaluate import Observations, evaluate
 from kiln.autoscale.samples import NODE_METRICS, PERIOD, TASK_METRICS, History
-from kiln.autoscale.simulate import Evaluation, Tick, Totals
+from kiln.autoscale.simulate import Arrival, Evaluation, Tick, Totals
 from kiln.autoscale.syntax import Formula
 
 _ENDED = {"success": "$SucceededTasks", "failure": "$FailedTasks"}
@@ -90,6 +92,21 @@ def _ready(
 
 def _time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
+
+
+def arrivals(tasks: Sequence[RecordedTask]) -> list[Arrival]:
+    """The recorded tasks as a workload for the simulated pool: each instance arrives when the task could run
+    (seconds after the first creation) and runs as long as it ran; tasks that never ran are left out."""
+    origin = min(task.created for task in tasks)
+    return sorted(
+        (
+            Arrival((task.ready - origin).total_seconds(), (task.ended - task.started).total_seconds())
+            for task in tasks
+            if task.ready and task.started and task.ended
+            for _ in range(task.instances)
+        ),
+        key=lambda arrival: arrival.at,
+    )
 
 
 def _events(tasks: Iterable[RecordedTask]) -> list[tuple[datetime, str, int]]:

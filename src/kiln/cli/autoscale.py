@@ -14,9 +14,9 @@ from rich.table import Table
 
 from kiln.autoscale.evaluate import FormulaTooLong, compile_formula
 from kiln.autoscale.plot import Chart, chart, png, svg
-from kiln.autoscale.replay import Replay, recorded_tasks
+from kiln.autoscale.replay import RecordedTask, Replay, arrivals, recorded_tasks
 from kiln.autoscale.samples import METRICS
-from kiln.autoscale.simulate import Evaluation, Simulation, Totals, load_workload
+from kiln.autoscale.simulate import Arrival, Evaluation, Simulation, Totals, load_workload
 from kiln.autoscale.syntax import FormulaSyntaxError
 from kiln.cli.session import Session, command, usage, wire
 from kiln.wire.times import format_duration, parse_duration
@@ -31,6 +31,9 @@ def simulate(
     formula: Path = typer.Argument(..., help="File holding the autoscale formula."),
     workload: Path = typer.Argument(None, help="Tasks as JSON [{arrival, duration}] or CSV arrival,duration (s)."),
     from_job: str = typer.Option(None, "--from-job", help="Instead of a WORKLOAD: replay this job of the server."),
+    rerun: bool = typer.Option(
+        False, "--rerun", help="With --from-job: run its tasks again on the simulated pool, not its recorded samples."
+    ),
     interval: str = typer.Option("PT15M", help="autoScaleEvaluationInterval (ISO 8601)."),
     slots: int = typer.Option(1, help="taskSlotsPerNode."),
     node_start: str = typer.Option("PT0S", "--node-start", help="How long a new node takes to come up (ISO 8601)."),
@@ -39,34 +42,30 @@ def simulate(
     plot: Path = typer.Option(None, "--plot", help="Draw nodes, target and metrics over time to FILE.svg or .png."),
     metrics: list[str] = typer.Option(["$PendingTasks"], "--metric", help="A sampled metric to plot (repeatable)."),
 ) -> None:
-    """Replay WORKLOAD (or --from-job) through FORMULA every INTERVAL, sampling every 30 s: per evaluation
-    the samples, the results string and the nodes; then node-hours, hours tasks waited and the peak of nodes."""
+    """Replay WORKLOAD (or a job, --from-job) through FORMULA every INTERVAL, sampling every 30 s: per
+    evaluation the samples, the results string and the nodes; then node-hours, hours tasks waited, peak nodes."""
     try:
         compiled = compile_formula(formula.read_text())
     except (FormulaSyntaxError, FormulaTooLong) as error:
         console.print(f"[red]{formula}: {error}[/red]", highlight=False)
         raise typer.Exit(1) from None
     if (workload is None) == (from_job is None):
-        raise usage("name a WORKLOAD file or --from-job JOB, not both")
+        raise usage("name a WORKLOAD file or --from-job JOB: one of the two")
     if plot is not None and plot.suffix.lower() not in (".svg", ".png"):
         raise usage("--plot draws SVG or PNG: name the file .svg or .png")
     plotted = [name if name.startswith("$") else f"${name}" for name in metrics]
     if unknown := [name for name in plotted if name not in METRICS]:
         raise usage(f"--metric {', '.join(unknown)}: not a sampled metric ({' '.join(METRICS)})")
+    if rerun and from_job is None:
+        raise usage("--rerun replays a job: name it with --from-job")
     simulation: Simulation | Replay
-    if from_job is not None:
-        tasks = recorded_tasks(wire(task) for task in session.client.list_tasks(from_job))
-        if not tasks:
-            raise usage(f"job {from_job} has no tasks to replay")
-        simulation = Replay(compiled, tasks, parse_duration(interval), parse_duration(sample_period), slots)
+    recorded = _recorded(session, from_job) if from_job is not None else []
+    if recorded and not rerun:
+        simulation = Replay(compiled, recorded, parse_duration(interval), parse_duration(sample_period), slots)
     else:
-        try:
-            arrivals = load_workload(workload.read_text())
-        except (OSError, ValueError, KeyError) as error:
-            raise usage(f"cannot read the workload {workload}: {error!r}") from None
         simulation = Simulation(
             compiled,
-            arrivals,
+            arrivals(recorded) if recorded else _workload(workload),
             interval=parse_duration(interval),
             slots_per_node=slots,
             node_start=parse_duration(node_start),
@@ -81,6 +80,20 @@ def simulate(
         return
     console.print(_table(evaluations))
     console.print(_summary(totals), highlight=False)
+
+
+def _recorded(session: Session, job_id: str) -> list[RecordedTask]:
+    tasks = recorded_tasks(wire(task) for task in session.client.list_tasks(job_id))
+    if not tasks:
+        raise usage(f"job {job_id} has no tasks to replay")
+    return tasks
+
+
+def _workload(path: Path) -> list[Arrival]:
+    try:
+        return load_workload(path.read_text())
+    except (OSError, ValueError, KeyError) as error:
+        raise usage(f"cannot read the workload {path}: {error!r}") from None
 
 
 def _draw(path: Path, drawn: Chart) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from kiln.autoscale.evaluate import compile_formula
-from kiln.autoscale.replay import Replay, recorded_tasks
-from kiln.autoscale.simulate import Totals
+from kiln.autoscale.replay import Replay, arrivals, recorded_tasks
+from kiln.autoscale.simulate import Arrival, Totals
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -68,3 +68,9 @@ def test_a_range_of_dependencies_is_ready_when_the_last_of_them_ends() -> None:
         _task("x", 0, dependsOn={"taskIdRanges": [{"start": 1, "end": 2}]}),
     ]
     assert recorded_tasks(job)[-1].ready == T0 + timedelta(seconds=50)
+
+
+def test_a_job_rerun_arrives_when_its_tasks_could_run_and_lasts_as_they_ran() -> None:
+    """a: ready 0, ran 60 s; c: ready 20, ran 55 s, 3 instances; b: ready at a's end (70), ran 20 s; d and e
+    never ran."""
+    assert arrivals(recorded_tasks(JOB)) == [Arrival(0, 60), *[Arrival(20, 55)] * 3, Arrival(70, 20)]

@@ -62,7 +62,8 @@ def test_a_png_plot_of_the_chosen_metrics(tmp_path: Path) -> None:
     [
         (["--plot", "p.gif"], "SVG or PNG"),
         (["--metric", "$Nodes"], "$Nodes: not a sampled metric"),
-        (["--from-job", "j"], "not both"),
+        (["--from-job", "j"], "one of the two"),
+        (["--rerun"], "name it with --from-job"),
     ],
 )
 def test_refusals(tmp_path: Path, extra: list[str], message: str) -> None:
