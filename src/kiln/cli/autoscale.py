@@ -58,6 +58,8 @@ def simulate(
         raise usage(f"--metric {', '.join(unknown)}: not a sampled metric ({' '.join(METRICS)})")
     if rerun and from_job is None:
         raise usage("--rerun replays a job: name it with --from-job")
+    if parse_duration(sample_period) <= timedelta(0) or parse_duration(interval) <= timedelta(0):
+        raise usage("--sample-period and --interval must be longer than 0")
     simulation: Simulation | Replay
     recorded = _recorded(session, from_job) if from_job is not None else []
     if recorded and not rerun:

@@ -64,6 +64,7 @@ def test_a_png_plot_of_the_chosen_metrics(tmp_path: Path) -> None:
         (["--metric", "$Nodes"], "$Nodes: not a sampled metric"),
         (["--from-job", "j"], "one of the two"),
         (["--rerun"], "name it with --from-job"),
+        (["--sample-period", "PT0S"], "longer than 0"),
     ],
 )
 def test_refusals(tmp_path: Path, extra: list[str], message: str) -> None:
