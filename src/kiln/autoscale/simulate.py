@@ -18,6 +18,7 @@ import csv
 import io
 import json
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -72,6 +73,16 @@ class Evaluation:
 
 
 @dataclass(frozen=True, slots=True)
+class Tick:
+    """One sample period, for plotting: the sample taken, then the targets in force and the nodes after it."""
+
+    at: float  #: seconds from the start
+    samples: Mapping[str, float]
+    target: int  #: $TargetDedicatedNodes
+    nodes: int
+
+
+@dataclass(frozen=True, slots=True)
 class Totals:
     node_hours: float
     task_wait_hours: float
@@ -91,8 +102,7 @@ class Simulation:
     node_start: timedelta = timedelta(0)
     period: timedelta = PERIOD
     until: timedelta = timedelta(days=7)  #: stop here even if work or nodes remain
-    #: (seconds, nodes, pending tasks) at every tick, for plotting
-    timeline: list[tuple[float, int, int]] = field(default_factory=list)
+    timeline: list[Tick] = field(default_factory=list)
 
     def run(self) -> tuple[list[Evaluation], Totals]:
         step, every = self.period.total_seconds(), self.interval.total_seconds()
@@ -115,7 +125,8 @@ class Simulation:
                 queue.append(_Task(arrival.at, arrival.duration))
             waited += _place(queue, nodes, now)
             active, running = len(queue), sum(len(n.running) for n in nodes)
-            history.record(START + timedelta(seconds=now), self._sample(nodes, active, running, counts, now))
+            samples = self._sample(nodes, active, running, counts, now)
+            history.record(START + timedelta(seconds=now), samples)
             if now >= next_evaluation:
                 seen = Observations(
                     now=START + timedelta(seconds=now),
@@ -133,7 +144,7 @@ class Simulation:
                 evaluations.append(Evaluation(now, active, running, result, len(nodes)))
                 next_evaluation += every
             peak = max(peak, len(nodes))
-            self.timeline.append((now, len(nodes), len(queue) + sum(len(n.running) for n in nodes)))
+            self.timeline.append(Tick(now, samples, target, len(nodes)))
             if not arrivals and not queue and not nodes:
                 break
             node_seconds += step * len(nodes)

@@ -1,4 +1,5 @@
-"""`kiln autoscale simulate`: a formula replayed against a workload on a simulated clock, offline."""
+"""`kiln autoscale simulate`: a formula replayed against a workload on a simulated clock, offline, or against
+a recorded job of a server (`--from-job`)."""
 
 from __future__ import annotations
 
@@ -12,52 +13,99 @@ from rich.console import Console
 from rich.table import Table
 
 from kiln.autoscale.evaluate import FormulaTooLong, compile_formula
-from kiln.autoscale.samples import PERIOD
-from kiln.autoscale.simulate import Evaluation, Simulation, Totals, load_workload
+from kiln.autoscale.plot import Chart, chart, png, svg
+from kiln.autoscale.replay import RecordedTask, Replay, arrivals, recorded_tasks
+from kiln.autoscale.samples import METRICS
+from kiln.autoscale.simulate import Arrival, Evaluation, Simulation, Totals, load_workload
 from kiln.autoscale.syntax import FormulaSyntaxError
+from kiln.cli.session import Session, command, usage, wire
 from kiln.wire.times import format_duration, parse_duration
 
 app = typer.Typer(help="Autoscale formulas.", no_args_is_help=True)
 console = Console(soft_wrap=True)
 
 
-@app.command()
+@command(app)
 def simulate(
+    session: Session,
     formula: Path = typer.Argument(..., help="File holding the autoscale formula."),
-    workload: Path = typer.Argument(..., help="Tasks as JSON [{arrival, duration}] or CSV arrival,duration (s)."),
+    workload: Path = typer.Argument(None, help="Tasks as JSON [{arrival, duration}] or CSV arrival,duration (s)."),
+    from_job: str = typer.Option(None, "--from-job", help="Instead of a WORKLOAD: replay this job of the server."),
+    rerun: bool = typer.Option(
+        False, "--rerun", help="With --from-job: run its tasks again on the simulated pool, not its recorded samples."
+    ),
     interval: str = typer.Option("PT15M", help="autoScaleEvaluationInterval (ISO 8601)."),
     slots: int = typer.Option(1, help="taskSlotsPerNode."),
     node_start: str = typer.Option("PT0S", "--node-start", help="How long a new node takes to come up (ISO 8601)."),
     until: str = typer.Option("P7D", help="Stop the clock here at the latest (ISO 8601)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the evaluations and totals as JSON."),
-    plot: Path = typer.Option(None, "--plot", help="Draw nodes and pending tasks over time to FILE.svg."),
+    sample_period: str = typer.Option("PT30S", "--sample-period", help="How often samples are taken (Batch: 30 s)."),
+    plot: Path = typer.Option(None, "--plot", help="Draw nodes, target and metrics over time to FILE.svg or .png."),
+    metrics: list[str] = typer.Option(["$PendingTasks"], "--metric", help="A sampled metric to plot (repeatable)."),
 ) -> None:
-    """Replay WORKLOAD through FORMULA every INTERVAL (samples every 30 s): per evaluation the samples, the
-    results string and the nodes; then node-hours, hours tasks waited and the peak of nodes."""
+    """Replay WORKLOAD (or a job, --from-job) through FORMULA every INTERVAL, sampling every 30 s: per
+    evaluation the samples, the results string and the nodes; then node-hours, hours tasks waited, peak nodes."""
     try:
         compiled = compile_formula(formula.read_text())
     except (FormulaSyntaxError, FormulaTooLong) as error:
         console.print(f"[red]{formula}: {error}[/red]", highlight=False)
         raise typer.Exit(1) from None
-    if plot is not None and plot.suffix.lower() != ".svg":
-        console.print("[red]--plot draws SVG only: name the file .svg[/red]")
-        raise typer.Exit(1)
-    simulation = Simulation(
-        compiled,
-        load_workload(workload.read_text()),
-        interval=parse_duration(interval),
-        slots_per_node=slots,
-        node_start=parse_duration(node_start),
-        until=parse_duration(until),
-    )
+    if (workload is None) == (from_job is None):
+        raise usage("name a WORKLOAD file or --from-job JOB: one of the two")
+    if plot is not None and plot.suffix.lower() not in (".svg", ".png"):
+        raise usage("--plot draws SVG or PNG: name the file .svg or .png")
+    plotted = [name if name.startswith("$") else f"${name}" for name in metrics]
+    if unknown := [name for name in plotted if name not in METRICS]:
+        raise usage(f"--metric {', '.join(unknown)}: not a sampled metric ({' '.join(METRICS)})")
+    if rerun and from_job is None:
+        raise usage("--rerun replays a job: name it with --from-job")
+    if parse_duration(sample_period) <= timedelta(0) or parse_duration(interval) <= timedelta(0):
+        raise usage("--sample-period and --interval must be longer than 0")
+    simulation: Simulation | Replay
+    recorded = _recorded(session, from_job) if from_job is not None else []
+    if recorded and not rerun:
+        simulation = Replay(compiled, recorded, parse_duration(interval), parse_duration(sample_period), slots)
+    else:
+        simulation = Simulation(
+            compiled,
+            arrivals(recorded) if recorded else _workload(workload),
+            interval=parse_duration(interval),
+            slots_per_node=slots,
+            node_start=parse_duration(node_start),
+            period=parse_duration(sample_period),
+            until=parse_duration(until),
+        )
     evaluations, totals = simulation.run()
     if plot is not None:
-        plot.write_text(svg(simulation.timeline))
-    if as_json:
+        _draw(plot, chart(simulation.timeline, plotted))
+    if session.as_json:
         print(json.dumps({"evaluations": [_doc(e) for e in evaluations], "totals": asdict(totals)}, indent=2))
         return
     console.print(_table(evaluations))
     console.print(_summary(totals), highlight=False)
+
+
+def _recorded(session: Session, job_id: str) -> list[RecordedTask]:
+    tasks = recorded_tasks(wire(task) for task in session.client.list_tasks(job_id))
+    if not tasks:
+        raise usage(f"job {job_id} has no tasks to replay")
+    return tasks
+
+
+def _workload(path: Path) -> list[Arrival]:
+    try:
+        return load_workload(path.read_text())
+    except (OSError, ValueError, KeyError) as error:
+        raise usage(f"cannot read the workload {path}: {error!r}") from None
+
+
+def _draw(path: Path, drawn: Chart) -> None:
+    if path.suffix.lower() == ".svg":
+        path.write_text(svg(drawn))
+        return
+    try:
+        path.write_bytes(png(drawn))
+    except ImportError:
+        raise usage("a PNG plot needs Pillow: pip install 'kiln[plot]' (or name the file .svg)") from None
 
 
 def _doc(evaluation: Evaluation) -> dict:
@@ -92,29 +140,4 @@ def _summary(totals: Totals) -> str:
         f"node-hours {totals.node_hours:.2f}, task wait hours {totals.task_wait_hours:.2f}, "
         f"peak nodes {totals.peak_nodes}, tasks completed {totals.completed}, failed {totals.failed}, "
         f"requeued {totals.requeued}, simulated {format_duration_seconds(totals.seconds)}"
-    )
-
-
-def svg(timeline: list[tuple[float, int, int]], width: int = 800, height: int = 300) -> str:
-    """Nodes (blue) and pending tasks (orange) over time, as two polylines on one scale."""
-    end = max((at for at, _, _ in timeline), default=0.0) or PERIOD.total_seconds()
-    top = max((max(nodes, pending) for _, nodes, pending in timeline), default=0) or 1
-
-    def line(index: int, colour: str) -> str:
-        points = " ".join(
-            f"{40 + (width - 60) * row[0] / end:.1f},{height - 30 - (height - 50) * row[index] / top:.1f}"
-            for row in timeline
-        )
-        return f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/>'
-
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-        'font-size="12">'
-        f'<line x1="40" y1="{height - 30}" x2="{width - 20}" y2="{height - 30}" stroke="black"/>'
-        f'<line x1="40" y1="20" x2="40" y2="{height - 30}" stroke="black"/>'
-        f'<text x="4" y="24">{top}</text><text x="4" y="{height - 30}">0</text>'
-        f'<text x="{width - 120}" y="{height - 10}">{format_duration_seconds(end)}</text>'
-        f"{line(1, '#1f77b4')}{line(2, '#ff7f0e')}"
-        '<text x="50" y="16" fill="#1f77b4">nodes</text><text x="110" y="16" fill="#ff7f0e">pending tasks</text>'
-        "</svg>\n"
     )

@@ -36,7 +36,11 @@ def test_pending_tasks_grow_and_idle_shrinks() -> None:
         == "$TargetDedicatedNodes=2;$TargetLowPriorityNodes=0;$NodeDeallocationOption=taskcompletion"
     )
     assert totals == Totals(150 / 3600, 0.0, 2, 3, 0, 0, 120)
-    assert simulation.timeline[:3] == [(0, 2, 2), (30, 2, 2), (60, 0, 0)]
+    assert [(t.at, t.samples["$PendingTasks"], t.target, t.nodes) for t in simulation.timeline[:3]] == [
+        (0, 2, 2, 2),
+        (30, 2, 2, 2),
+        (60, 0, 0, 0),
+    ]
 
 
 def test_a_slow_node_start_makes_tasks_wait() -> None:
