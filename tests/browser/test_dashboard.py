@@ -10,7 +10,7 @@ from pathlib import Path
 from azure.batch import models
 from playwright.sync_api import expect
 
-from kiln.testing import shell, terminate_job, unique, wait_for, wait_tasks_completed
+from kiln.testing import pool_options, shell, terminate_job, unique, wait_for, wait_tasks_completed
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -144,3 +144,38 @@ def test_a_job_with_preparation_and_release_from_the_pool_heat_map_to_a_task_fil
     terminate_job(client, job_id)
     release = page.locator(f"table.preparations tr[data-node='{good}'] td.release")
     expect(release).to_have_text("completed · success", timeout=60_000)
+
+
+def test_a_pool_whose_start_task_fails_shows_a_banner_with_the_tail_of_its_stderr(
+    signed_in, server, client, cleanup, artifacts
+) -> None:
+    """A real start task that fails (exit 3, waitForSuccess): the pool's page and the overview say so, with the
+    end of the node's startup/stderr.txt, and link to the node."""
+    page = signed_in
+    pool_id = unique("startfail")
+    broken = shell("echo first line of output >&2; echo start task broke: no license server >&2; exit 3")
+    start = models.BatchStartTask(command_line=broken, wait_for_success=True)
+    client.create_pool(pool_options(pool_id, target_dedicated_nodes=1, start_task=start))
+    cleanup(pool=pool_id)
+    node = wait_for(
+        lambda: next((n for n in client.list_nodes(pool_id) if n.state == "starttaskfailed"), None),
+        120,
+        "the node's start task failed",
+    )
+
+    page.goto(f"/ui/pools/{pool_id}")
+    banner = page.locator(".banner.start-task-failure")
+    expect(banner).to_have_count(1)
+    expect(banner).to_contain_text(f"Start task failed on {node.id}")
+    expect(banner).to_contain_text("with exit code 3")
+    expect(banner).to_contain_text("FailureExitCode")
+    expect(banner.locator("pre.tail")).to_contain_text("start task broke: no license server")
+    expect(page.locator(f".heatmap .node[data-node='{node.id}']")).to_have_attribute("data-state", "starttaskfailed")
+    page.screenshot(path=artifacts / "start-task-failure.png", full_page=True)
+
+    page.goto("/")
+    overview = page.locator(".banner.start-task-failure", has_text=node.id)
+    expect(overview.locator("pre.tail")).to_contain_text("start task broke: no license server")
+    overview.get_by_role("link", name=node.id).click()  # to the node's page
+    expect(page).to_have_url(f"{server.endpoint}/ui/pools/{pool_id}/nodes/{node.id}")
+    page.goto("about:blank")  # its live refresh would find the node gone once cleanup deletes the pool

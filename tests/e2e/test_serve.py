@@ -3,17 +3,21 @@ that fixes it; a server that starts prints what to paste to reach it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from azure.batch import models
+from typer.testing import CliRunner
 
 from kiln.cli.embedded import EmbeddedServer, free_port
 from kiln.cli.exit_codes import ExitCode
+from kiln.cli.main import app
 from kiln.testing import create_pool_and_wait, make_client, unique, wait_tasks_completed
 
 
@@ -47,3 +51,19 @@ def test_serve_prints_settings_to_paste(server) -> None:
     assert f"export AZURE_BATCH_ACCOUNT={server.account_name}" in log
     assert f"export AZURE_BATCH_ACCESS_KEY={server.account_key}" in log
     assert "AzureNamedKeyCredential(" in log
+
+
+def test_serve_prints_how_to_sign_in_to_the_dashboard_and_the_token_signs_in(server) -> None:
+    printed = re.search(r"^Dashboard: (\S+)\n\s+sign in with the login token (\S+)", server.log_path.read_text(), re.M)
+    assert printed is not None and printed.group(1) == f"{server.endpoint}/"
+    url, token = printed.groups()
+    assert token != server.account_key
+    env = {"KILN_ENDPOINT": server.endpoint, "KILN_ACCOUNT_NAME": server.account_name}
+    shown = CliRunner().invoke(app, ["dashboard", "--json"], env={**env, "KILN_ACCOUNT_KEY": server.account_key})
+    assert json.loads(shown.stdout) == {"url": url, "loginToken": token}  # `kiln dashboard` prints the same
+    with httpx.Client(follow_redirects=False, timeout=30) as browser:
+        assert browser.get(url).status_code == 303  # to the sign-in form
+        signed_in = browser.post(f"{server.endpoint}/ui/login", data={"key": token, "next": "/"})
+        assert signed_in.status_code == 303 and "set-cookie" in signed_in.headers
+        page = browser.get(url)
+    assert page.status_code == 200 and "Sign out" in page.text

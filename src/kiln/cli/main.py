@@ -10,8 +10,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from kiln.cli import applications, autoscale, faults, files, jobs, nodes, pools, schedules, tasks
+from kiln.cli import applications, autoscale, dashboard, faults, files, jobs, nodes, pools, schedules, tasks
 from kiln.cli.exit_codes import ExitCode
+from kiln.cli.session import command
 from kiln.server import Settings, StartRefused
 from kiln.server import serve as run_server
 
@@ -31,6 +32,7 @@ GROUPS = {
 }
 for name, group in GROUPS.items():
     app.add_typer(group, name=name)
+command(app)(dashboard.dashboard)
 
 
 @app.command()
@@ -75,6 +77,9 @@ def serve(
         console.print(f"  account key:  {settings.account_key}")
         console.print(f"  data dir:     {settings.data_dir.resolve()}", highlight=False)
         console.print(connection_settings(settings), highlight=False)
+        console.print(
+            dashboard.sign_in_text(settings.endpoint, settings.account_name, settings.account_key), highlight=False
+        )
 
     try:
         run_server(settings, on_ready=ready)

@@ -83,6 +83,8 @@ class Step:
     output_files: tuple[OutputFile, ...] = ()
     #: application packages: the pool's, then the task's own
     packages: tuple[AppPackage, ...] = ()
+    #: a fault on demand (scheduler/faults.py): the first resource file's download gets this HTTP status
+    download_fault: int | None = None
 
     def to_message(self) -> dict[str, Any]:
         """By hand, not dataclasses.asdict (which deep-copies every value): one of these per task."""

@@ -111,7 +111,7 @@ class Scheduler(
         self.waiting, self.steps = state.waiting, state.steps
         if os.environ.get(CHECK_ENV):
             database.before_commit = state.check
-        self.faults = PendingFaults()  #: faults on demand waiting for their moment
+        self.faults = PendingFaults(self)  #: faults on demand waiting for their moment
         self._results_inbox: list[StepResult] = []
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
@@ -228,7 +228,7 @@ class Scheduler(
         for node_id, step_ids in effects.kill.items():
             await self._safely(self.backend.kill(node_id, step_ids), f"kill on {node_id}")
         for node_id, batch in effects.run.items():
-            await self._safely(self.backend.run(node_id, batch), f"dispatch to {node_id}")
+            await self._safely(self.faults.dispatch(node_id, batch), f"dispatch to {node_id}")
         for node_id, path in effects.remove_dirs:
             self._spawn(self._safely(self.backend.delete_file(node_id, path, True), f"cleanup {path}"), "cleanup")
         for node_id, path, when in effects.retain:

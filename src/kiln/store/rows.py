@@ -35,6 +35,7 @@ from kiln.store.schema import (
     tasks,
     transitions,
 )
+from kiln.store.stories import node_own
 
 Row = dict[str, Any]
 _etag_counter = itertools.count()
@@ -365,8 +366,7 @@ def remove_node(conn: Connection, node_id: str) -> None:
     story.gone(kind="node", node_id=node_id)
     _record_lifetime(conn, node_id)
     conn.execute(delete(nodes).where(nodes.c.id == node_id))
-    own = and_(transitions.c.task_seq.is_(None), transitions.c.kind == "node", transitions.c.node_id == node_id)
-    conn.execute(delete(transitions).where(own))
+    conn.execute(delete(transitions).where(node_own(node_id)))
 
 
 def _record_lifetime(conn: Connection, node_id: str) -> None:

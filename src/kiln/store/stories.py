@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select
+from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select
 
 from kiln import story
 from kiln.store.prepared import Prepared
@@ -65,5 +65,15 @@ def _rows(conn: Connection, query: Any) -> list[Row]:
 
 
 def node_story(conn: Connection, node_id: str) -> list[Row]:
-    """The node's own transitions, oldest first (what Kiln's service logs of a node hold)."""
-    return _rows(conn, select(transitions).where(transitions.c.kind == "node", transitions.c.node_id == node_id))
+    """The node's own transitions and the faults on demand that hit it outside any job (its start task), oldest
+    first (what Kiln's service logs of a node hold)."""
+    return _rows(conn, select(transitions).where(node_own(node_id)))
+
+
+def node_own(node_id: str) -> Any:
+    """The condition of a node's own records (found through the task index's NULL part)."""
+    return and_(
+        transitions.c.task_seq.is_(None),
+        transitions.c.node_id == node_id,
+        or_(transitions.c.kind == "node", and_(transitions.c.kind == "fault", transitions.c.job_key.is_(None))),
+    )

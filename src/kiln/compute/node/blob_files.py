@@ -75,13 +75,23 @@ def download_container(paths: TaskPaths, file: ResourceFile, mode: int) -> list[
 def _failure(
     codes: dict[Cause, tuple[str, str, str]], exc: Exception, file: ResourceFile, blob: str | None
 ) -> StepFailure:
-    category, code, what = codes[blob_storage.cause(exc)]
+    return _failed(codes[blob_storage.cause(exc)], blob_storage.describe(exc), file, blob)
+
+
+def listing_failure(file: ResourceFile, status: int) -> StepFailure:
+    """The failure of a container listing the blob store answered with an HTTP error status."""
+    cause = {404: Cause.CONTAINER_NOT_FOUND, 401: Cause.ACCESS_DENIED, 403: Cause.ACCESS_DENIED}.get(
+        status, Cause.OTHER
+    )
+    return _failed(LIST_CODES[cause], f"HTTP {status}", file, None)
+
+
+def _failed(codes: tuple[str, str, str], why: str, file: ResourceFile, blob: str | None) -> StepFailure:
+    category, code, what = codes
     where = file.source or _container_name(file.container_url or "")
     subject = f"{what} ({where}{'/' + blob if blob else ''})"
     details = {"FilePath": file.file_path} if file.file_path else {}
-    return StepFailure.of(
-        category, code, f"{subject} could not be read for a resource file: {blob_storage.describe(exc)}", **details
-    )
+    return StepFailure.of(category, code, f"{subject} could not be read for a resource file: {why}", **details)
 
 
 def _container_name(url: str) -> str:

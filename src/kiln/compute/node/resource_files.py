@@ -154,7 +154,7 @@ async def download(client: httpx.AsyncClient, file: ResourceFile, dest: Path) ->
     try:
         async with client.stream("GET", file.http_url) as response:
             if response.status_code >= 400:
-                raise _http_failure(file, response.status_code)
+                raise http_failure(file, response.status_code)
             part = new_part(dest, file)
             with open(part.fd, "wb") as out:
                 async for chunk in response.aiter_bytes(CHUNK):
@@ -177,8 +177,9 @@ async def download(client: httpx.AsyncClient, file: ResourceFile, dest: Path) ->
             part.path.unlink(missing_ok=True)
 
 
-def _http_failure(file: ResourceFile, status: int) -> StepFailure:
-    where = f"resource file {file.file_path} from {redact(file.http_url or '')}"
+def http_failure(file: ResourceFile, status: int) -> StepFailure:
+    """The failure of a download the blob store answered with an HTTP error status."""
+    where = f"resource file {file.file_path} from {file.source or redact(file.http_url or file.container_url or '')}"
     if status == 404:
         return StepFailure.of(
             USER_ERROR,

@@ -10,7 +10,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
-from kiln.compute.node import environment, identity, layout, output_files, packages, process, resource_files
+from kiln.compute.node import (
+    blob_files,
+    environment,
+    identity,
+    layout,
+    output_files,
+    packages,
+    process,
+    resource_files,
+)
 from kiln.compute.node.failures import SERVER_ERROR, StepFailure
 from kiln.compute.node.spawner import Spawner
 from kiln.compute.protocol import ResourceFile, Step, StepResult
@@ -84,7 +93,16 @@ async def resource_files_hook(ctx: StepContext) -> None:
     if ctx.step.shared_files:  # they land in the task directory itself
         await fetch_into(ctx, dataclasses.replace(ctx.paths, wd=ctx.paths.task_dir), ctx.step.shared_files)
     if ctx.step.resource_files:
+        if ctx.step.download_fault is not None:  # as if the blob store had answered with it
+            raise _download_fault(ctx.step.resource_files[0], ctx.step.download_fault)
         await fetch_into(ctx, ctx.paths, ctx.step.resource_files)
+
+
+def _download_fault(file: ResourceFile, status: int) -> StepFailure:
+    """What the first resource file's download fails with when the blob store answers `status`."""
+    if file.http_url is not None:
+        return resource_files.http_failure(file, status)
+    return blob_files.listing_failure(file, status)
 
 
 async def fetch_into(ctx: StepContext, paths: layout.TaskPaths, files: tuple[ResourceFile, ...]) -> None:

@@ -108,3 +108,37 @@ async def test_run_phase_teardown_runs_every_hook(ctx: runner.StepContext) -> No
 
 async def test_run_phase_skips_hooks_without_the_phase(ctx: runner.StepContext) -> None:
     await runner.run_phase([runner.Hook("none")], "prestart", ctx, stop_at_first=True)
+
+
+@pytest.mark.parametrize(
+    ("file", "status", "category", "code"),
+    [
+        (
+            ResourceFile("http://blobs.example/c/in.txt?sig=secret", "in.txt"),
+            500,
+            "servererror",
+            "BlobDownloadMiscError",
+        ),
+        (
+            ResourceFile(None, "d", container_url="http://blobs.example/c?sig=secret"),
+            404,
+            "usererror",
+            "ResourceContainerNotFound",
+        ),
+        (
+            ResourceFile(None, "d", container_url="http://blobs.example/c?sig=secret"),
+            403,
+            "usererror",
+            "ResourceContainerAccessDenied",
+        ),
+    ],
+)
+async def test_a_download_fault_fails_the_first_file_as_that_answer_from_the_blob_store_would(
+    run_step, make_step: Callable[..., Step], node_root: Path, file, status: int, category: str, code: str
+) -> None:
+    step = make_step("/bin/true", task_dir="workitems/j1/job-1/t1", resource_files=(file,), download_fault=status)
+    result = await run_step(step)
+    assert result.exit_code is None and result.failure is not None
+    assert (result.failure["category"], result.failure["code"]) == (category, code)
+    assert f"HTTP {status}" in result.failure["message"] and "secret" not in result.failure["message"]
+    assert not (node_root / "workitems/j1/job-1/t1/stdout.txt").exists()  # the command never ran
