@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from kiln.compute.protocol import StepResult
+from kiln.core import task as task_rules
+from kiln.core.exit_conditions import DependencyAction, ExitOptions, JobAction
+from kiln.core.retry import Decision, after_exit
+from kiln.core.task import TaskState
+from kiln.scheduler.outcomes import exit_options
+from kiln.scheduler.retention import retain_task
 from kiln.scheduler.slots import NodeSlots
-from kiln.scheduler.state import Effects, JobEntry, StepRef, task_seq_of, task_step_id
+from kiln.scheduler.state import Effects, JobEntry, StepRef, coordination_step_id, task_seq_of, task_step_id
 from kiln.undo import TrackedDict, TrackedList
 
 if TYPE_CHECKING:
@@ -131,6 +140,79 @@ class ControlState:
         self.preps[(record["job_key"], record["node_id"])] = record
         return record
 
+    # ------------------------------------------------------------------ task outcomes
+    def task_ended(
+        self, ref: StepRef, task: dict[str, Any] | None, result: StepResult, now: datetime, effects: Effects
+    ) -> bool:
+        """A task step's final result; `task` is its row as it now is (None: deleted). Retried (queued again)
+        or completed, with its dependents released, its job's action noted and its directories' retention
+        timed. True if the attempt's other instances ended with it: their rows are the caller's to complete."""
+        assert ref.seq is not None, "a task step belongs to a task"
+        # the task's step id, not the result's: a multi-instance primary reports under its instance's id
+        self.step_off_node(ref.node_id, task_step_id(ref.seq, ref.attempt), effects, kill=False)
+        if task is None or task["state"] != TaskState.RUNNING or task["attempt"] != ref.attempt:
+            return False  # stale: the task was ended, requeued or deleted meanwhile
+        instances = self.instances_end(task["seq"], effects)
+        failure = result.failure
+        decision = after_exit(
+            result.exit_code,
+            retry_count=task["retry_count"],
+            max_retries=task["max_retries"],
+            retriable=result.exit_code is not None and not result.upload_failed,
+        )
+        if decision is Decision.RETRY:
+            changes = task_rules.transition(task, TaskState.ACTIVE, now, retry=True, exit_code=result.exit_code)
+            self.tasks_queued(task["job_key"], [(task["seq"], task["required_slots"])])
+        else:
+            if failure is None and result.exit_code != 0:
+                failure = task_rules.exit_failure(result.exit_code)
+            changes = task_rules.transition(
+                task, TaskState.COMPLETED, _ended(task, result, now), exit_code=result.exit_code, failure_info=failure
+            )
+            changes["start_time"] = task["start_time"]
+            options = exit_options(task, result.exit_code, upload_error=result.upload_failed)
+            changes["dependency_action"] = options.dependency_action.value
+            if (entry := self.jobs.get(ref.job_key)) is not None:
+                retain_task(effects, entry.row, {**task, **changes}, self.subtask_nodes.get(task["seq"], ()))
+                self.task_completed(ref.job_key, task, options, effects)
+            if failure is None:
+                effects.node_counters[(ref.node_id, "total_tasks_succeeded")] += 1
+            effects.check_jobs.add(ref.job_key)
+        effects.change_task(task, changes)
+        return instances
+
+    def task_completed(
+        self, job_key: str, task: dict[str, Any], options: ExitOptions, effects: Effects, *, job_action: bool = True
+    ) -> None:
+        """A task completed (exited, or ended by a user): its dependents may run now; its job's action is
+        carried out once the batch is written."""
+        entry = self.jobs.get(job_key)
+        if entry is None:
+            return
+        if entry.graph is not None:
+            entry.graph.started(task["seq"])
+            satisfied = options.dependency_action is DependencyAction.SATISFY
+            for seq, slots in entry.graph.complete(task["key"], satisfied):
+                entry.queue.push(seq, slots)
+                effects.wake = True
+        if job_action and options.job_action is not JobAction.NONE:
+            effects.job_actions.append((job_key, options.job_action))
+
+    def task_deleted(self, job_key: str, task: dict[str, Any], effects: Effects) -> None:
+        """A deleted parent is missing again: listed by id it is waited for; in a range it no longer counts."""
+        entry = self.jobs.get(job_key)
+        if entry is not None and entry.graph is not None:
+            for seq, slots in entry.graph.remove(task["seq"], task["key"]):
+                entry.queue.push(seq, slots)
+                effects.wake = True
+
+    def dependent_tasks_added(self, job_key: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Tasks added to a job that uses dependencies: those with nothing to wait for join the queue."""
+        entry = self.jobs.get(job_key)
+        if entry is not None and entry.graph is not None:
+            for seq, slots in entry.graph.add(rows):
+                entry.queue.push(seq, slots)
+
     # ------------------------------------------------------------------ jobs
     def job_tracked(self, row: dict[str, Any]) -> JobEntry:
         """The job is followed (created, or ending after a restart found it completed): its row is `row`."""
@@ -215,9 +297,19 @@ class ControlState:
         self.instances[running.seq] = running
         self.subtask_nodes[running.seq] = running.node_ids[1:]
 
-    def instances_ended(self, seq: int) -> Instances | None:
-        """The task's attempt ended: its instances no longer run (their steps are the caller's to take off)."""
-        return self.instances.pop(seq, None)
+    def instances_end(self, seq: int, effects: Effects) -> bool:
+        """The task's attempt ended (primary exited, failed, ended, requeued): every instance's coordination
+        command is killed with what it left running and its slot freed. True if it ran as a multi-instance
+        task (its subtask rows are the caller's to complete); the primary's own step is the caller's."""
+        running = self.instances.pop(seq, None)
+        if running is None:
+            return False
+        for index, node_id in enumerate(running.node_ids):
+            step_id = coordination_step_id(seq, running.attempt, index)
+            self.step_off_node(node_id, step_id, effects, kill=False)
+            effects.kill[node_id].append(step_id)  # even if it ended: what it left running goes with its id
+        effects.wake = True
+        return True
 
     def subtask_node_seen(self, seq: int, node_id: str) -> None:
         """After a restart: a finished run's subtask node, for the retention of its directory."""
@@ -271,3 +363,11 @@ class ControlState:
             for seq in seqs:
                 assert on_node.get(seq) == node_id, f"task {seq} waits for {node_id}'s preparation off that node"
         assert not self.instance_plans, f"instance plans {sorted(self.instance_plans)} outlived their round"
+
+
+def _ended(task: dict[str, Any], result: StepResult, now: datetime) -> datetime:
+    """When the task's process ended, by the node's clock: the next task in its slot (one sent ahead) may
+    have started before this result reached the store, and their times must not overlap."""
+    ended = datetime.fromtimestamp(result.end_time, UTC)
+    started = task["start_time"]
+    return ended if started is not None and started <= ended <= now else now

@@ -14,7 +14,7 @@ import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from kiln.scheduler.job_manager import JobManagement
 from kiln.scheduler.multi_instance import MultiInstance
 from kiln.scheduler.node_control import NodeControl
 from kiln.scheduler.node_ops import NodeOperations
-from kiln.scheduler.outcomes import TaskOutcomes, exit_options
+from kiln.scheduler.outcomes import TaskOutcomes
 from kiln.scheduler.preemption import Preemption
 from kiln.scheduler.retention import Retention
 from kiln.scheduler.schedules import JobSchedules
@@ -470,38 +470,9 @@ class Scheduler(
         effects: Effects,
     ) -> None:
         # its slots are refilled by the placement that ends every results transaction
-        assert ref.seq is not None, "a task step belongs to a task"
-        # the task's step id, not the result's: a multi-instance primary reports under its instance's id
-        self._take_step_off_node(ref.node_id, task_step_id(ref.seq, ref.attempt), effects, kill=False)
-        if task is None or task["state"] != TaskState.RUNNING or task["attempt"] != ref.attempt:
-            return  # stale: the task was ended, requeued or deleted meanwhile
-        self._end_instances(conn, task["seq"], now, effects)
-        failure = result.failure
-        decision = after_exit(
-            result.exit_code,
-            retry_count=task["retry_count"],
-            max_retries=task["max_retries"],
-            retriable=result.exit_code is not None and not result.upload_failed,
-        )
-        if decision is Decision.RETRY:
-            changes = task_rules.transition(task, TaskState.ACTIVE, now, retry=True, exit_code=result.exit_code)
-            self._requeue_in_memory(task)
-        else:
-            if failure is None and result.exit_code != 0:
-                failure = task_rules.exit_failure(result.exit_code)
-            changes = task_rules.transition(
-                task, TaskState.COMPLETED, _ended(task, result, now), exit_code=result.exit_code, failure_info=failure
-            )
-            changes["start_time"] = task["start_time"]
-            options = exit_options(task, result.exit_code, upload_error=result.upload_failed)
-            changes["dependency_action"] = options.dependency_action.value
-            if (entry := self.jobs.get(ref.job_key)) is not None:
-                self._retain_task(effects, entry.row, {**task, **changes})
-                self._task_outcome(entry, task, options, effects)
-            if failure is None:
-                effects.node_counters[(ref.node_id, "total_tasks_succeeded")] += 1
-            effects.check_jobs.add(ref.job_key)
-        effects.change_task(task, changes)
+        if self.state.task_ended(ref, task, result, now, effects):
+            assert ref.seq is not None, "a task step belongs to a task"
+            self._complete_subtasks(conn, ref.seq, now)
 
     def _requeue_in_memory(self, task: dict[str, Any]) -> None:
         self.state.tasks_queued(task["job_key"], [(task["seq"], task["required_slots"])])
@@ -632,7 +603,7 @@ class Scheduler(
             entry.queue.remove(task["seq"])
         if delete:
             db.delete_task(conn, task["seq"])
-            self._task_deleted(entry, task, effects)
+            self.state.task_deleted(job_key, task, effects)
             self._forget_instances(conn, task, entry, effects)
             if task["node_id"] and entry is not None:
                 effects.remove_dirs.append((task["node_id"], step_builder.task_dir(entry.row["id"], task["id"])))
@@ -647,7 +618,7 @@ class Scheduler(
             options = for_ended(task["spec"].get("exitConditions"))
             changes["dependency_action"] = options.dependency_action.value
             transition(conn, db.tasks, {"seq": task["seq"]}, task, changes, bump_etag=True)
-            self._task_outcome(entry, task, options, effects, job_action=False)
+            self.state.task_completed(job_key, task, options, effects, job_action=False)
             effects.check_jobs.add(job_key)
         self._settle_disabling(conn, [job_key], now)
         return effects
@@ -656,11 +627,3 @@ class Scheduler(
     def node_running(self) -> dict[str, int]:
         """Slots in use per node, for node documents."""
         return {n.node_id: n.used for n in self.nodes.values()}
-
-
-def _ended(task: dict[str, Any], result: StepResult, now: datetime) -> datetime:
-    """When the task's process ended, by the node's clock: the next task in its slot (one sent ahead) may
-    have started before this result reached the store, and their times must not overlap."""
-    ended = datetime.fromtimestamp(result.end_time, UTC)
-    started = task["start_time"]
-    return ended if started is not None and started <= ended <= now else now

@@ -29,7 +29,16 @@ from kiln.scheduler.control import ControlState
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.priority import Chooser
 from kiln.scheduler.slots import NodeSlots, choose_node
-from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, requeue, task_step_id, transition
+from kiln.scheduler.state import (
+    ON_NODE,
+    Effects,
+    JobEntry,
+    StepRef,
+    coordination_step_id,
+    requeue,
+    task_step_id,
+    transition,
+)
 from kiln.store import rows as db
 from kiln.undo import Tracked, TrackedSet
 
@@ -44,10 +53,6 @@ class Instances(Tracked):
     node_ids: list[str]
     coordinated: set[int] = field(default_factory=TrackedSet)  #: instances whose coordination command exited 0
     preparing: set[int] = field(default_factory=TrackedSet)  #: instances waiting for the job preparation task
-
-
-def coordination_step_id(seq: int, attempt: int, index: int) -> str:
-    return f"c:{seq}:{attempt}:{index}"
 
 
 class MultiInstance(SchedulerParts):
@@ -287,13 +292,11 @@ class MultiInstance(SchedulerParts):
         """The task's attempt ended (primary exited, failed, ended, requeued): kill every instance's
         coordination command and what it left running, free the subtasks' slots, complete their rows.
         The primary's own step and slot are the caller's."""
-        running = self.state.instances_ended(seq)
-        if running is None:
-            return
-        for index, node_id in enumerate(running.node_ids):
-            step_id = coordination_step_id(seq, running.attempt, index)
-            self._take_step_off_node(node_id, step_id, effects, kill=False)
-            effects.kill[node_id].append(step_id)  # even if it ended: what it left running goes with its id
+        if self.state.instances_end(seq, effects):
+            self._complete_subtasks(conn, seq, now)
+
+    def _complete_subtasks(self, conn: Connection, seq: int, now: datetime) -> None:
+        """The rows of a multi-instance task's instances, once its attempt ended."""
         for row in db.find(conn, db.subtasks, task_seq=seq):
             if row["state"] != SubtaskState.COMPLETED:
                 ended = None if row["exit_code"] is not None else task_rules.ended_by("the multi-instance task ended.")
@@ -304,7 +307,6 @@ class MultiInstance(SchedulerParts):
                     row,
                     rules.transition(row, SubtaskState.COMPLETED, now, failure_info=ended),
                 )
-        effects.wake = True
 
     def _instances_lost(self, conn: Connection, node_id: str, now: datetime, effects: Effects) -> None:
         """A node of a running multi-instance task is gone: the task is requeued as a whole. A primary on

@@ -19,7 +19,7 @@ from kiln.core.exit_conditions import DependencyAction, ExitOptions, JobAction
 from kiln.core.job import DisableTasks, JobState, TerminateReason
 from kiln.core.task import TaskState
 from kiln.scheduler.parts import SchedulerParts
-from kiln.scheduler.state import Effects, JobEntry
+from kiln.scheduler.state import Effects
 from kiln.store import rows as db
 
 #: The job's onTaskFailure under which exit options' jobAction is carried out.
@@ -40,43 +40,8 @@ class TaskOutcomes(SchedulerParts):
     """Mixed into Scheduler; uses its lock, store and in-memory maps."""
 
     def dependent_tasks_added(self, job_key: str, rows: Iterable[dict[str, Any]]) -> None:
-        """Tasks added to a job that uses dependencies: those with nothing to wait for join the queue.
-
-        Called inside the transaction that inserts them, on the store's one thread, where every other
-        change to the graph (completions, deletions, placement) happens too; the caller wakes the loop.
-        """
-        entry = self.jobs.get(job_key)
-        if entry is not None and entry.graph is not None:
-            for seq, slots in entry.graph.add(rows):
-                entry.queue.push(seq, slots)
-
-    def _task_outcome(
-        self,
-        entry: JobEntry | None,
-        task: dict[str, Any],
-        options: ExitOptions,
-        effects: Effects,
-        *,
-        job_action: bool = True,
-    ) -> None:
-        """A task completed: its dependents may run now; its job action is carried out after the batch is written."""
-        if entry is None:
-            return
-        if entry.graph is not None:
-            entry.graph.started(task["seq"])
-            satisfied = options.dependency_action is DependencyAction.SATISFY
-            for seq, slots in entry.graph.complete(task["key"], satisfied):
-                entry.queue.push(seq, slots)
-                effects.wake = True
-        if job_action and options.job_action is not JobAction.NONE:
-            effects.job_actions.append((entry.key, options.job_action))
-
-    def _task_deleted(self, entry: JobEntry | None, task: dict[str, Any], effects: Effects) -> None:
-        """A deleted parent is missing again: listed by id it is waited for; in a range it no longer counts."""
-        if entry is not None and entry.graph is not None:
-            for seq, slots in entry.graph.remove(task["seq"], task["key"]):
-                entry.queue.push(seq, slots)
-                effects.wake = True
+        """Called inside the transaction that inserts them (the caller wakes the loop): ControlState's."""
+        self.state.dependent_tasks_added(job_key, rows)
 
     def _take_job_actions(self, conn: Connection, effects: Effects) -> None:
         """exitOptions.jobAction, acted on only under onTaskFailure=performexitoptionsjobaction."""

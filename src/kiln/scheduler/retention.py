@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,35 +40,13 @@ class Retention(SchedulerParts):
 
         self.timers.schedule(key, job["creation_time"] + timedelta(seconds=seconds), expire)
 
-    def _retain(
-        self,
-        effects: Effects,
-        node_id: str | None,
-        job_id: str,
-        step_id: str,
-        retention: str | None,
-        ended: datetime | None,
-    ) -> None:
-        """A finished step's directory stays readable for its retentionTime, then goes."""
-        seconds = duration_seconds(retention)
-        if node_id and ended is not None and seconds is not None:
-            effects.retain.append((node_id, step_builder.task_dir(job_id, step_id), ended + timedelta(seconds=seconds)))
-
     def _retain_task(self, effects: Effects, job: dict[str, Any], task: dict[str, Any]) -> None:
-        for node_id in (task["node_id"], *self.subtask_nodes.get(task["seq"], ())):  # and a multi-instance task's
-            self._retain(
-                effects,
-                node_id,
-                job["id"],
-                task["id"],
-                task["spec"]["constraints"].get("retentionTime"),
-                task.get("end_time"),
-            )
+        retain_task(effects, job, task, self.subtask_nodes.get(task["seq"], ()))
 
     def _retain_job_step(self, effects: Effects, job: dict[str, Any], record: dict[str, Any], kind: str) -> None:
         spec = job["spec"]["jobPreparationTask" if kind == "prep" else "jobReleaseTask"]
         retention = spec["constraints"].get("retentionTime") if kind == "prep" else spec.get("retentionTime")
-        self._retain(effects, record["node_id"], job["id"], spec["id"], retention, record.get(f"{kind}_end_time"))
+        retain(effects, record["node_id"], job["id"], spec["id"], retention, record.get(f"{kind}_end_time"))
 
     def _pending_retention(self, conn: Connection) -> Effects:
         """After a restart: re-arm the cleanup of every finished step whose directory is still kept."""
@@ -82,3 +61,25 @@ class Retention(SchedulerParts):
                 if job is not None and record[f"{kind}_state"] == StepState.COMPLETED:
                     self._retain_job_step(effects, job, record, kind)
         return effects
+
+
+def retain(
+    effects: Effects, node_id: str | None, job_id: str, step_id: str, retention: str | None, ended: datetime | None
+) -> None:
+    """A finished step's directory stays readable for its retentionTime, then goes."""
+    seconds = duration_seconds(retention)
+    if node_id and ended is not None and seconds is not None:
+        effects.retain.append((node_id, step_builder.task_dir(job_id, step_id), ended + timedelta(seconds=seconds)))
+
+
+def retain_task(effects: Effects, job: dict[str, Any], task: dict[str, Any], subtask_nodes: Iterable[str]) -> None:
+    """A completed task's directory on its node, and on its subtasks' nodes if it ran as a multi-instance task."""
+    for node_id in (task["node_id"], *subtask_nodes):
+        retain(
+            effects,
+            node_id,
+            job["id"],
+            task["id"],
+            task["spec"]["constraints"].get("retentionTime"),
+            task.get("end_time"),
+        )

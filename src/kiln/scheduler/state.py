@@ -47,6 +47,11 @@ def task_step_id(seq: int, attempt: int) -> str:
     return f"t:{seq}:{attempt}"
 
 
+def coordination_step_id(seq: int, attempt: int, index: int) -> str:
+    """The step id of a multi-instance task's coordination command on its instance `index` (0: the primary)."""
+    return f"c:{seq}:{attempt}:{index}"
+
+
 def task_seq_of(step_id: str) -> int | None:
     """The task seq of a task step id (`t:<seq>:<attempt>`); None for other steps."""
     return int(step_id.split(":", 2)[1]) if step_id.startswith("t:") else None

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
+from kiln.compute.protocol import StepResult
+from kiln.core import task as task_rules
+from kiln.core.task import TaskState
 from kiln.scheduler.control import ControlState, InvariantBroken
 from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import Effects, JobEntry, StepRef, task_step_id
@@ -141,6 +146,88 @@ def test_a_multi_instance_plan_books_subtask_nodes_until_taken_or_dropped(state:
     assert state.instance_plan_taken(9) == [a, b] and b.booked == {9: 1}  # the caller rebooks them
     a.release(9)
     b.release(9)
+
+
+T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
+NOW = T0 + timedelta(minutes=1)
+
+
+def running_task(seq: int, node_id: str, *, retries: int = 0, **spec: Any) -> dict[str, Any]:
+    """A task's row as the store has it while its first attempt runs on `node_id`."""
+    doc = {"id": f"t{seq}", "requiredSlots": 1, "constraints": {"maxTaskRetryCount": retries}, **spec}
+    row = {**task_rules.new_row("j", doc, now=T0, etag="e"), "seq": seq, "previous_state": None, "result": None}
+    row.update(task_rules.transition(row, TaskState.RUNNING, T0, pool_id="p", node_id=node_id, attempt=1))
+    return row
+
+
+def exited(seq: int, code: int | None, **fields: Any) -> StepResult:
+    return StepResult(task_step_id(seq, 1), T0.timestamp(), NOW.timestamp(), code, **fields)
+
+
+def test_a_task_that_exits_0_completes_frees_its_slot_and_has_its_job_checked(state: ControlState) -> None:
+    run_task(state, 1, "a")
+    task = running_task(1, "a", constraints={"maxTaskRetryCount": 0, "retentionTime": "PT1H"})
+    effects = Effects()
+    assert not state.task_ended(state.steps[task_step_id(1, 1)], task, exited(1, 0), NOW, effects)
+    change = effects.task_changes[1]
+    assert (change.state, change.values["state"], change.values["exit_code"]) == ("running", "completed", 0)
+    assert change.values["end_time"] == NOW and change.values["failure_info"] is None
+    assert (state.nodes["a"].used, state.steps, effects.check_jobs) == (0, {}, {"j"})
+    assert effects.node_counters == {("a", "total_tasks_succeeded"): 1}
+    assert effects.retain == [("a", "workitems/j/job-1/t1", NOW + timedelta(hours=1))]
+    assert dict(effects.kill) == {}  # it exited by itself
+
+
+def test_a_failed_task_with_retries_left_is_queued_again_and_one_without_completes_failed(state: ControlState) -> None:
+    run_task(state, 1, "a")
+    run_task(state, 2, "b")
+    effects = Effects()
+    state.task_ended(state.steps[task_step_id(1, 1)], running_task(1, "a", retries=1), exited(1, 3), NOW, effects)
+    state.task_ended(state.steps[task_step_id(2, 1)], running_task(2, "b"), exited(2, 3), NOW, effects)
+    retried, failed = effects.task_changes[1].values, effects.task_changes[2].values
+    assert (retried["state"], retried["retry_count"]) == ("active", 1)
+    assert (failed["state"], failed["result"], failed["failure_info"]["code"]) == (
+        "completed",
+        "failure",
+        "FailureExitCode",
+    )
+    assert state.jobs["j"].queue.queued == {1} and effects.check_jobs == {"j"}
+    assert effects.node_counters == {}
+
+
+def test_a_stale_result_only_frees_the_step(state: ControlState) -> None:
+    ref = StepRef("task", "j", "a", 1, 1, 1)
+    run_task(state, 1, "a")
+    moved_on = {**running_task(1, "a"), "attempt": 2}  # requeued and started again meanwhile
+    effects = Effects()
+    assert not state.task_ended(ref, moved_on, exited(1, 0), NOW, effects)
+    assert not state.task_ended(ref, None, exited(1, 0), NOW, effects)  # or deleted
+    assert (effects.task_changes, effects.check_jobs, state.nodes["a"].used) == ({}, set(), 0)
+
+
+def test_a_completed_parent_releases_its_dependents(state: ControlState) -> None:
+    state.jobs["j"] = JobEntry({**job_row(), "spec": {"usesTaskDependencies": True}})
+    parent, child = running_task(1, "a"), {"seq": 2, "key": "t2", "id": "t2", "required_slots": 1}
+    state.dependent_tasks_added("j", [{**parent, "state": "active", "attempt": 0}])
+    state.jobs["j"].queue.pop()
+    run_task(state, 1, "a")
+    state.dependent_tasks_added("j", [{**child, "spec": {"dependsOn": {"taskIds": ["t1"]}}}])
+    assert len(state.jobs["j"].queue) == 0  # it waits for t1
+    effects = Effects()
+    state.task_ended(state.steps[task_step_id(1, 1)], parent, exited(1, 0), NOW, effects)
+    assert state.jobs["j"].queue.queued == {2} and effects.wake
+
+
+def test_the_end_of_a_multi_instance_task_kills_every_instance(state: ControlState) -> None:
+    from kiln.scheduler.multi_instance import Instances
+
+    run_task(state, 1, "a")
+    state.nodes["b"].book("c:1:1:1", 1)
+    state.instances_started(Instances("j", 1, 1, ["a", "b"]))
+    effects = Effects()
+    assert state.task_ended(state.steps[task_step_id(1, 1)], running_task(1, "a"), exited(1, 0), NOW, effects)
+    assert dict(effects.kill) == {"a": ["c:1:1:0"], "b": ["c:1:1:1"]}
+    assert (state.nodes["b"].used, state.instances, state.subtask_nodes) == (0, {}, {1: ["b"]})
 
 
 def break_tentative(state: ControlState) -> None:
