@@ -10,6 +10,7 @@ from kiln.compute.node.blob_storage import Cause
 from kiln.compute.node.failures import SERVER_ERROR, USER_ERROR, StepFailure
 from kiln.compute.node.layout import TaskPaths, relative_path
 from kiln.compute.node.resource_files import create_failed, inside_wd, new_part, redact
+from kiln.compute.node.transfers import DOWNLOAD, TransferLog
 from kiln.compute.protocol import ResourceFile
 
 #: failureInfo codes of a container that cannot be listed, and of a blob that cannot be fetched.
@@ -31,8 +32,8 @@ DOWNLOAD_CODES = {
 }
 
 
-def download_container(paths: TaskPaths, file: ResourceFile, mode: int) -> list[str]:
-    """Blocking (run it in a thread). Returns the files written, relative to wd."""
+def download_container(paths: TaskPaths, file: ResourceFile, mode: int, log: TransferLog) -> list[str]:
+    """Blocking (run it in a thread). Returns the files written, relative to wd; log counts what moved."""
     if file.container_url is None:
         raise StepFailure.of(
             USER_ERROR,
@@ -42,6 +43,7 @@ def download_container(paths: TaskPaths, file: ResourceFile, mode: int) -> list[
         )
     base = relative_path(file.file_path) if file.file_path else None
     container = blob_storage.container_client(file.container_url)
+    source = file.source or redact(file.container_url)
     written: list[str] = []
     with container:
         try:
@@ -58,8 +60,9 @@ def download_container(paths: TaskPaths, file: ResourceFile, mode: int) -> list[
             dest = inside_wd(paths, rel, file)
             part = new_part(dest, file)
             try:
-                with open(part.fd, "wb") as out:
-                    container.download_blob(name, max_concurrency=1).readinto(out)
+                with open(part.fd, "wb") as out, log.timed(DOWNLOAD, source) as moved:
+                    moved.bytes += container.download_blob(name, max_concurrency=1).readinto(out)
+                    moved.files += 1
                 os.replace(part.path, dest)
             except OSError as exc:
                 raise create_failed(file, f"{dest.name}: {exc.strerror or exc}") from None
