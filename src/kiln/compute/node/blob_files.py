@@ -13,22 +13,38 @@ from kiln.compute.node.resource_files import create_failed, inside_wd, new_part,
 from kiln.compute.node.transfers import DOWNLOAD, TransferLog
 from kiln.compute.protocol import ResourceFile
 
-#: failureInfo codes of a container that cannot be listed, and of a blob that cannot be fetched.
+#: failureInfo of a container that cannot be listed, and of a blob that cannot be fetched: (category, code,
+#: message). The codes are Batch's (TaskFailureInformationCodes); the messages of ResourceContainerAccessDenied,
+#: ResourceContainerListMiscError and BlobDownloadMiscError are Azure's as its documentation quotes them, the
+#: others Kiln's words (docs/compatibility.md). Kiln adds which container or blob, and the storage error.
+_LIST_MISC = (
+    SERVER_ERROR,
+    "ResourceContainerListMiscError",
+    "Miscellaneous error encountered while listing one of the specified Azure Blob container(s)",
+)
 LIST_CODES = {
-    Cause.CONTAINER_NOT_FOUND: (USER_ERROR, "ResourceContainerNotFound", "The specified Azure Blob container"),
-    Cause.ACCESS_DENIED: (USER_ERROR, "ResourceContainerAccessDenied", "Access for the specified Azure Blob container"),
-    Cause.BLOB_NOT_FOUND: (
-        SERVER_ERROR,
-        "ResourceContainerListMiscError",
-        "Listing the specified Azure Blob container",
+    Cause.CONTAINER_NOT_FOUND: (
+        USER_ERROR,
+        "ResourceContainerNotFound",
+        "One of the specified Azure Blob container(s) was not found",
     ),
-    Cause.OTHER: (SERVER_ERROR, "ResourceContainerListMiscError", "Listing the specified Azure Blob container"),
+    Cause.ACCESS_DENIED: (
+        USER_ERROR,
+        "ResourceContainerAccessDenied",
+        "Access for one of the specified Azure Blob container(s) is denied",
+    ),
+    Cause.BLOB_NOT_FOUND: _LIST_MISC,
+    Cause.OTHER: _LIST_MISC,
 }
 DOWNLOAD_CODES = {
-    Cause.CONTAINER_NOT_FOUND: (USER_ERROR, "BlobNotFound", "The specified blob"),
-    Cause.BLOB_NOT_FOUND: (USER_ERROR, "BlobNotFound", "The specified blob"),
-    Cause.ACCESS_DENIED: (USER_ERROR, "BlobAccessDenied", "Access to the specified blob"),
-    Cause.OTHER: (SERVER_ERROR, "BlobDownloadMiscError", "Downloading the specified blob"),
+    Cause.CONTAINER_NOT_FOUND: (USER_ERROR, "BlobNotFound", "One of the specified Azure Blob(s) was not found"),
+    Cause.BLOB_NOT_FOUND: (USER_ERROR, "BlobNotFound", "One of the specified Azure Blob(s) was not found"),
+    Cause.ACCESS_DENIED: (USER_ERROR, "BlobAccessDenied", "Access for one of the specified Azure Blob(s) is denied"),
+    Cause.OTHER: (
+        SERVER_ERROR,
+        "BlobDownloadMiscError",
+        "Miscellaneous error encountered while downloading one of the specified Azure Blob(s)",
+    ),
 }
 
 
@@ -78,12 +94,11 @@ def download_container(paths: TaskPaths, file: ResourceFile, mode: int, log: Tra
 def _failure(
     codes: dict[Cause, tuple[str, str, str]], exc: Exception, file: ResourceFile, blob: str | None
 ) -> StepFailure:
-    category, code, what = codes[blob_storage.cause(exc)]
+    category, code, message = codes[blob_storage.cause(exc)]
     where = file.source or _container_name(file.container_url or "")
-    subject = f"{what} ({where}{'/' + blob if blob else ''})"
     details = {"FilePath": file.file_path} if file.file_path else {}
     return StepFailure.of(
-        category, code, f"{subject} could not be read for a resource file: {blob_storage.describe(exc)}", **details
+        category, code, f"{message}: {where}{'/' + blob if blob else ''}: {blob_storage.describe(exc)}", **details
     )
 
 
