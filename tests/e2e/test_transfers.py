@@ -20,7 +20,7 @@ from kiln.cli.main import app
 from kiln.testing import shell, unique, wait_for
 from kiln.testing_azurite import ACCOUNT_KEY, ACCOUNT_NAME
 
-TASKS = 8
+TASKS = 100
 COMMON = {"common/a.bin": os.urandom(3000), "common/b.bin": os.urandom(1000)}
 SIZE = sum(len(data) for data in COMMON.values())
 
