@@ -9,6 +9,7 @@ import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from azure.batch import BatchClient, models
 from azure.core.exceptions import ResourceNotFoundError
@@ -127,7 +128,8 @@ def test_a_preparation_task_downloads_the_common_data_once_per_node_and_the_figu
     assert f"{SIZE / 1024:.1f} KiB / 2 files" in table
 
 
-def test_the_transfers_of_a_job_that_does_not_exist(client):
+def test_the_transfers_of_a_job_that_does_not_exist_and_without_the_accounts_key(server, client):
     with pytest.raises(ResourceNotFoundError) as missing:
         job_transfers(client, unique("none"))
     assert missing.value.error.code == "JobNotFound"
+    assert httpx.get(f"{server.endpoint}/kiln/jobs/{unique('none')}/transfers", timeout=30).status_code == 403
