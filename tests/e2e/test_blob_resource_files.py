@@ -152,14 +152,24 @@ def test_common_resource_files_of_a_multi_instance_task_come_from_a_container(ba
 
 
 @pytest.mark.parametrize(
-    ("case", "code"),
+    ("case", "code", "message"),
     [
-        ("missing container", "ResourceContainerNotFound"),
-        ("expired sas", "ResourceContainerAccessDenied"),
-        ("sas without list", "ResourceContainerAccessDenied"),
+        (
+            "missing container",
+            "ResourceContainerNotFound",
+            "One of the specified Azure Blob container(s) was not found",
+        ),
+        ("expired sas", "ResourceContainerAccessDenied", "Access for one of the specified Azure Blob container(s) is"),
+        (
+            "sas without list",
+            "ResourceContainerAccessDenied",
+            "Access for one of the specified Azure Blob container(s)",
+        ),
     ],
 )
-def test_a_container_that_cannot_be_read_is_a_pre_processing_error_not_retried(batch, storage_pool, blobs, case, code):
+def test_a_container_that_cannot_be_read_is_a_pre_processing_error_not_retried(
+    batch, storage_pool, blobs, case, code, message
+):
     name = container_with(blobs, {"a.txt": b"a"})
     url = {
         "missing container": sas_url(blobs, f"absent{uuid.uuid4().hex[:8]}"),
@@ -178,6 +188,7 @@ def test_a_container_that_cannot_be_read_is_a_pre_processing_error_not_retried(b
     assert (info.result, info.exit_code, info.retry_count) == ("failure", None, 0)
     assert (info.failure_info.category, info.failure_info.code) == ("usererror", code)
     assert "sig=" not in info.failure_info.message  # the SAS never reaches a message
+    assert info.failure_info.message.startswith(message)  # Azure's words, then which container and why
     wait_job_state(batch, job_id, "completed")  # preProcessingError's jobAction
     assert batch.get_job(job_id).execution_info.termination_reason == "TaskFailed"
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 from azure.batch import models
 from azure.batch.models._models import BatchNodeDeallocateOptions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
 from kiln.testing import create_pool_and_wait, shell, unique, wait_for
+from kiln.testing_azurite import ACCOUNT_KEY, ACCOUNT_NAME
 
 
 def _job(client, cleanup, pool_id: str) -> str:
@@ -190,40 +189,43 @@ def test_extensions_users_and_remote_login_on_a_local_node(client, pool):
         client.list_node_extensions(pool, "no-such-node").next()
 
 
-class _Blobs(http.server.BaseHTTPRequestHandler):
-    """Stands in for a storage container: keeps what is PUT into it."""
-
-    received: ClassVar[dict[str, tuple[str, bytes]]] = {}
-
-    def do_PUT(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received[self.path] = (self.headers["x-ms-blob-type"], body)
-        self.send_response(201)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        return None
-
-
-def test_upload_batch_service_logs_puts_the_nodes_log_into_the_container(client, pool):
-    storage = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Blobs)
-    threading.Thread(target=storage.serve_forever, daemon=True).start()
-    try:
-        node_id = next(iter(client.list_nodes(pool))).id
-        container = f"http://127.0.0.1:{storage.server_port}/logs?sv=2023&sig=abc"
-        since = datetime.now(UTC) - timedelta(hours=1)
-        result = client.upload_node_logs(
-            pool, node_id, models.UploadBatchServiceLogsOptions(container_url=container, start_time=since)
-        )
-    finally:
-        storage.shutdown()
+def test_upload_batch_service_logs_puts_the_nodes_log_into_the_container(client, pool, azurite):
+    blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
+    name = unique("logs")
+    blobs.create_container(name)
+    sas = generate_container_sas(
+        ACCOUNT_NAME,
+        name,
+        account_key=ACCOUNT_KEY,
+        permission=ContainerSasPermissions(write=True, create=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    container = f"{blobs.url.rstrip('/')}/{name}?{sas}"
+    node_id = next(iter(client.list_nodes(pool))).id
+    since = datetime.now(UTC) - timedelta(hours=1)
+    result = client.upload_node_logs(
+        pool, node_id, models.UploadBatchServiceLogsOptions(container_url=container, start_time=since)
+    )
     assert result.number_of_files_uploaded == 1 and node_id in result.virtual_directory_name
-    ((path, (kind, body)),) = _Blobs.received.items()
-    assert path == f"/logs/{result.virtual_directory_name}/kiln-node.log?sv=2023&sig=abc" and kind == "BlockBlob"
-    assert "-> idle" in body.decode()  # the node's own transitions, with their causes
-    with pytest.raises(HttpResponseError) as caught:  # nothing listens there now
-        client.upload_node_logs(
-            pool, node_id, models.UploadBatchServiceLogsOptions(container_url=container, start_time=since)
-        )
-    assert caught.value.status_code == 400
-    assert any(d.message == "containerUrl" for d in caught.value.error.details)
+    (blob,) = blobs.get_container_client(name).list_blobs()
+    assert blob.name == f"{result.virtual_directory_name}/kiln-node.log" and blob.blob_type == "BlockBlob"
+    assert blob.content_settings.content_type == "text/plain; charset=utf-8"
+    log = blobs.get_blob_client(name, blob.name).download_blob().readall().decode()
+    assert "-> idle" in log  # the node's own transitions, with their causes
+    read_only = container.replace(
+        sas,
+        generate_container_sas(
+            ACCOUNT_NAME,
+            name,
+            account_key=ACCOUNT_KEY,
+            permission=ContainerSasPermissions(read=True),
+            expiry=datetime.now(UTC) + timedelta(hours=1),
+        ),
+    )
+    for refused in (read_only, f"http://127.0.0.1:1/{name}?{sas}"):  # no write permission; nothing listens there
+        with pytest.raises(HttpResponseError) as caught:
+            client.upload_node_logs(
+                pool, node_id, models.UploadBatchServiceLogsOptions(container_url=refused, start_time=since)
+            )
+        assert caught.value.status_code == 400
+        assert any(d.message == "containerUrl" for d in caught.value.error.details)

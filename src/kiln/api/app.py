@@ -32,6 +32,7 @@ from kiln.api import (
     schedules,
     stories,
     tasks,
+    transfers,
     versioning,
 )
 from kiln.api import metrics as metrics_api
@@ -131,6 +132,7 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
     app.include_router(metrics_api.router)
     app.include_router(applications.kiln_router, dependencies=[Depends(_shared_key)])
     app.include_router(kiln_nodes.router, dependencies=[Depends(_shared_key)])
+    app.include_router(transfers.router, dependencies=[Depends(_shared_key)])
     app.add_middleware(BodyLimit)  # added first: request_ids below wraps it, so its 413 carries a request id
     app.add_middleware(versioning.Downgrade, loose=state.loose_api_version)
 

@@ -1,19 +1,22 @@
-"""`kiln job …`: jobs through the SDK, and `kiln job watch`, which follows one to its end."""
+"""`kiln job …`: jobs through the SDK, `kiln job watch`, which follows one to its end, and `kiln job transfers`
+(Kiln's own route: what a job's steps downloaded and uploaded)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import typer
 from azure.batch import models
 from azure.batch.models._models import BatchJobTerminateOptions
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from kiln.cli import transfers
 from kiln.cli.exit_codes import ExitCode
-from kiln.cli.session import JSON_FILE, Session, command, console, read_json_file, usage, wire
+from kiln.cli.session import JSON_FILE, Session, command, console, print_json, read_json_file, usage, wire
 
-app = typer.Typer(help="Jobs: list, show, create, terminate, delete, watch.", no_args_is_help=True)
+app = typer.Typer(help="Jobs: list, show, create, terminate, delete, watch, transfers.", no_args_is_help=True)
 
 COLUMNS = [
     ("id", "id"),
@@ -117,6 +120,16 @@ def prep_status(session: Session, job: str = JOB) -> None:
     """Each node's job preparation and release task: state and exit code."""
     rows = session.client.list_job_preparation_and_release_task_status(job)
     session.print_list(rows, PREP_COLUMNS, f"Preparation and release tasks of job {job}")
+
+
+@command(app, "transfers")
+def show_transfers(session: Session, job: str = JOB) -> None:
+    """What the job's steps downloaded (resource files) and uploaded (output files), per node and in all."""
+    body = session.kiln("GET", f"/kiln/jobs/{quote(job, safe='')}/transfers")
+    if session.as_json:
+        print_json(body)
+        return
+    console.print(transfers.table(body))
 
 
 @command(app)

@@ -1,16 +1,16 @@
 """uploadbatchservicelogs: Kiln's own log of a node (its transitions, with what caused each) uploaded to the
-Azure Storage container URL given, as block blobs under a virtual directory of its own."""
+Azure Storage container URL given (its SAS token the credential) through azure-storage-blob, as a block blob
+under a virtual directory of its own."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
-from urllib.parse import urlsplit, urlunsplit
-
-import httpx
 
 from kiln.commands import node_operations
 from kiln.commands.control import Control
+from kiln.compute.node import blob_storage
 from kiln.errors import InvalidPropertyValue
 from kiln.store import stories
 from kiln.wire.times import format_time
@@ -32,24 +32,24 @@ async def upload(
         if r["at"] >= start and (end is None or r["at"] <= end)
     ]
     directory = f"{control.scheduler.account_name}/{pool_id}/{node['id']}/{uuid.uuid4()}"
-    target = _blob_url(container_url, f"{directory}/{LOG_NAME}")
     try:
-        async with httpx.AsyncClient(timeout=30) as client:
-            answer = await client.put(target, content="".join(lines).encode(), headers={"x-ms-blob-type": "BlockBlob"})
-    except httpx.HTTPError as error:
-        raise InvalidPropertyValue("containerUrl", None, f"The container could not be reached: {error}") from None
-    if answer.status_code not in (200, 201):
+        await asyncio.to_thread(_upload, container_url, f"{directory}/{LOG_NAME}", "".join(lines).encode())
+    except Exception as error:  # the SDK's errors (refused, unreachable) and a URL it cannot parse
         raise InvalidPropertyValue(
-            "containerUrl", None, f"The storage service refused the upload ({answer.status_code}): {answer.text[:200]}"
-        )
+            "containerUrl", None, f"The log could not be uploaded to the container: {blob_storage.describe(error)}"
+        ) from None
     return directory, 1
+
+
+def _upload(container_url: str, name: str, data: bytes) -> None:
+    """Typed as text, so a browser or Storage Explorer shows it; a large log goes in blocks of blob_storage.CHUNK.
+    One try: the request waits for it, and the SDK's retries back off for 15 s and more (the caller may ask again)."""
+    from azure.storage.blob import ContentSettings
+
+    with blob_storage.container_client(container_url, retries=0) as container:
+        settings = ContentSettings(content_type="text/plain; charset=utf-8")
+        container.upload_blob(name, data, overwrite=True, content_settings=settings)
 
 
 def _detail(record: dict) -> str:
     return f": {record['detail']}" if record.get("detail") else ""
-
-
-def _blob_url(container_url: str, name: str) -> str:
-    """The blob's URL inside the container, keeping the container URL's SAS query."""
-    parts = urlsplit(container_url)
-    return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{name}"))

@@ -128,6 +128,9 @@ class StepResult:
     running: bool = False
     #: the failure is an output file upload's: the task completes (never retried) and fileUploadError applies
     upload_failed: bool = False
+    #: what its resource and output files moved (compute/node/transfers.py): [{direction, source, files, bytes,
+    #: seconds}]; None when nothing moved
+    transfers: list[dict[str, Any]] | None = None
 
     def to_message(self) -> dict[str, Any]:
         """Shallow (asdict deep-copies): the failure dict is built for this result alone."""

@@ -32,7 +32,7 @@ from kiln.core.pool import PoolState
 from kiln.core.preparation import StepState
 from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
-from kiln.scheduler import packages
+from kiln.scheduler import packages, transfers
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.ahead import SendAhead
 from kiln.scheduler.auto_pools import AutoPools
@@ -430,6 +430,7 @@ class Scheduler(
                 self.state.step_ended(result.step_id)
         started = self._ahead_started(conn, ahead, now, effects)
         mine = [(result, ref) for result, ref in mine if not ref.ahead or ref.seq in started]
+        transfers.record(conn, mine, self.jobs, now)
         task_rows = self._finished_task_rows(conn, [ref for _, ref in mine if ref.kind == "task" and not ref.ahead])
         task_rows.update(started)
         for result, ref in mine:

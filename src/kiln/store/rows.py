@@ -33,6 +33,7 @@ from kiln.store.schema import (
     preparations,
     subtasks,
     tasks,
+    transfers,
     transitions,
 )
 from kiln.store.stories import node_own
@@ -404,7 +405,7 @@ def delete_job_rows(conn: Connection, job_key: str) -> None:
     job_tasks = select(tasks.c.seq).where(tasks.c.job_key == job_key)
     conn.execute(delete(transitions).where(transitions.c.task_seq.in_(job_tasks)))
     conn.execute(delete(transitions).where(transitions.c.task_seq.is_(None), transitions.c.job_key == job_key))
-    for table in (tasks, preparations, subtasks):
+    for table in (tasks, preparations, subtasks, transfers):
         conn.execute(delete(table).where(table.c.job_key == job_key))
     conn.execute(delete(jobs).where(jobs.c.key == job_key))
     task_tally.forget_job(conn, job_key)

@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -290,4 +292,23 @@ task_counts = Table(
     Column("result", String(16), primary_key=True),
     Column("tasks", Integer, nullable=False),
     Column("slots", Integer, nullable=False),
+)
+
+#: What each ended step of a job moved, per direction and source (Kiln's transfer accounting, store.transfers):
+#: one row per (step, direction, source); a job's rows go with the job.
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_key", String(JOB_ID_LENGTH), nullable=False, index=True),
+    Column("node_id", String(64), nullable=False),
+    Column("kind", String(8), nullable=False),  #: the step's: task, prep, release, coord
+    Column("task_seq", Integer),  #: None: the job's preparation or release task
+    Column("attempt", Integer, nullable=False),
+    Column("direction", String(8), nullable=False),  #: download, upload
+    Column("source", Text, nullable=False),  #: a URL without its query (no SAS), or an auto-storage container
+    Column("files", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("at", UTCDateTime, nullable=False),  #: when the result was applied
 )

@@ -43,6 +43,7 @@ TABLES = {
     "transitions",
     "node_lifetimes",
     "task_counts",
+    "transfers",
 }
 
 

@@ -10,29 +10,46 @@ from kiln.compute.node.blob_storage import Cause
 from kiln.compute.node.failures import SERVER_ERROR, USER_ERROR, StepFailure
 from kiln.compute.node.layout import TaskPaths, relative_path
 from kiln.compute.node.resource_files import create_failed, inside_wd, new_part, redact
+from kiln.compute.node.transfers import DOWNLOAD, TransferLog
 from kiln.compute.protocol import ResourceFile
 
-#: failureInfo codes of a container that cannot be listed, and of a blob that cannot be fetched.
+#: failureInfo of a container that cannot be listed, and of a blob that cannot be fetched: (category, code,
+#: message). The codes are Batch's (TaskFailureInformationCodes); the messages of ResourceContainerAccessDenied,
+#: ResourceContainerListMiscError and BlobDownloadMiscError are Azure's as its documentation quotes them, the
+#: others Kiln's words (docs/compatibility.md). Kiln adds which container or blob, and the storage error.
+_LIST_MISC = (
+    SERVER_ERROR,
+    "ResourceContainerListMiscError",
+    "Miscellaneous error encountered while listing one of the specified Azure Blob container(s)",
+)
 LIST_CODES = {
-    Cause.CONTAINER_NOT_FOUND: (USER_ERROR, "ResourceContainerNotFound", "The specified Azure Blob container"),
-    Cause.ACCESS_DENIED: (USER_ERROR, "ResourceContainerAccessDenied", "Access for the specified Azure Blob container"),
-    Cause.BLOB_NOT_FOUND: (
-        SERVER_ERROR,
-        "ResourceContainerListMiscError",
-        "Listing the specified Azure Blob container",
+    Cause.CONTAINER_NOT_FOUND: (
+        USER_ERROR,
+        "ResourceContainerNotFound",
+        "One of the specified Azure Blob container(s) was not found",
     ),
-    Cause.OTHER: (SERVER_ERROR, "ResourceContainerListMiscError", "Listing the specified Azure Blob container"),
+    Cause.ACCESS_DENIED: (
+        USER_ERROR,
+        "ResourceContainerAccessDenied",
+        "Access for one of the specified Azure Blob container(s) is denied",
+    ),
+    Cause.BLOB_NOT_FOUND: _LIST_MISC,
+    Cause.OTHER: _LIST_MISC,
 }
 DOWNLOAD_CODES = {
-    Cause.CONTAINER_NOT_FOUND: (USER_ERROR, "BlobNotFound", "The specified blob"),
-    Cause.BLOB_NOT_FOUND: (USER_ERROR, "BlobNotFound", "The specified blob"),
-    Cause.ACCESS_DENIED: (USER_ERROR, "BlobAccessDenied", "Access to the specified blob"),
-    Cause.OTHER: (SERVER_ERROR, "BlobDownloadMiscError", "Downloading the specified blob"),
+    Cause.CONTAINER_NOT_FOUND: (USER_ERROR, "BlobNotFound", "One of the specified Azure Blob(s) was not found"),
+    Cause.BLOB_NOT_FOUND: (USER_ERROR, "BlobNotFound", "One of the specified Azure Blob(s) was not found"),
+    Cause.ACCESS_DENIED: (USER_ERROR, "BlobAccessDenied", "Access for one of the specified Azure Blob(s) is denied"),
+    Cause.OTHER: (
+        SERVER_ERROR,
+        "BlobDownloadMiscError",
+        "Miscellaneous error encountered while downloading one of the specified Azure Blob(s)",
+    ),
 }
 
 
-def download_container(paths: TaskPaths, file: ResourceFile, mode: int) -> list[str]:
-    """Blocking (run it in a thread). Returns the files written, relative to wd."""
+def download_container(paths: TaskPaths, file: ResourceFile, mode: int, log: TransferLog) -> list[str]:
+    """Blocking (run it in a thread). Returns the files written, relative to wd; log counts what moved."""
     if file.container_url is None:
         raise StepFailure.of(
             USER_ERROR,
@@ -42,6 +59,7 @@ def download_container(paths: TaskPaths, file: ResourceFile, mode: int) -> list[
         )
     base = relative_path(file.file_path) if file.file_path else None
     container = blob_storage.container_client(file.container_url)
+    source = file.source or redact(file.container_url)
     written: list[str] = []
     with container:
         try:
@@ -58,8 +76,9 @@ def download_container(paths: TaskPaths, file: ResourceFile, mode: int) -> list[
             dest = inside_wd(paths, rel, file)
             part = new_part(dest, file)
             try:
-                with open(part.fd, "wb") as out:
-                    container.download_blob(name, max_concurrency=1).readinto(out)
+                with open(part.fd, "wb") as out, log.timed(DOWNLOAD, source) as moved:
+                    moved.bytes += container.download_blob(name, max_concurrency=1).readinto(out)
+                    moved.files += 1
                 os.replace(part.path, dest)
             except OSError as exc:
                 raise create_failed(file, f"{dest.name}: {exc.strerror or exc}") from None
@@ -87,11 +106,10 @@ def listing_failure(file: ResourceFile, status: int) -> StepFailure:
 
 
 def _failed(codes: tuple[str, str, str], why: str, file: ResourceFile, blob: str | None) -> StepFailure:
-    category, code, what = codes
+    category, code, message = codes
     where = file.source or _container_name(file.container_url or "")
-    subject = f"{what} ({where}{'/' + blob if blob else ''})"
     details = {"FilePath": file.file_path} if file.file_path else {}
-    return StepFailure.of(category, code, f"{subject} could not be read for a resource file: {why}", **details)
+    return StepFailure.of(category, code, f"{message}: {where}{'/' + blob if blob else ''}: {why}", **details)
 
 
 def _container_name(url: str) -> str:

@@ -24,7 +24,7 @@ class Cause(Enum):
     OTHER = "other"
 
 
-def container_client(url: str) -> ContainerClient:
+def container_client(url: str, retries: int = REQUEST_RETRIES) -> ContainerClient:
     """A client of the container a URL names (its SAS token, if any, is the credential; none: a public one)."""
     from azure.storage.blob import ContainerClient
 
@@ -32,7 +32,7 @@ def container_client(url: str) -> ContainerClient:
         url,
         connection_timeout=CONNECT_TIMEOUT,
         read_timeout=READ_TIMEOUT,
-        retry_total=REQUEST_RETRIES,
+        retry_total=retries,
         max_single_get_size=CHUNK,
         max_chunk_get_size=CHUNK,
         max_single_put_size=CHUNK,

@@ -27,6 +27,7 @@ from kiln.compute.node.failures import SERVER_ERROR, USER_ERROR, StepFailure, fa
 from kiln.compute.node.identity import Account
 from kiln.compute.node.layout import TaskPaths
 from kiln.compute.node.resource_files import redact
+from kiln.compute.node.transfers import UPLOAD, TransferLog
 from kiln.compute.protocol import OutputFile
 
 OUT_LOG, ERR_LOG = "fileuploadout.txt", "fileuploaderr.txt"
@@ -123,9 +124,10 @@ def upload_all(
     env: Mapping[str, str],
     paths: TaskPaths,
     account: Account | None,
+    transfers: TransferLog,
 ) -> None:
     """Blocking (run it in a thread). Every output whose condition holds is attempted; the first error fails the
-    step after the rest are done."""
+    step after the rest are done. transfers counts what moved."""
     chosen = [o for o in outputs if applies(o.upload_condition, exit_code)]
     if not chosen:
         return
@@ -145,7 +147,10 @@ def upload_all(
             try:
                 if not readable_by(match.path, account):
                     raise PermissionError(f"the task's account may not read {match.path}")
-                size = _upload(output, match)
+                with transfers.timed(UPLOAD, redact(output.container_url)) as moved:
+                    size = _upload(output, match)
+                    moved.bytes += size
+                    moved.files += 1
             except Exception as exc:  # the SDK's errors and the OS's
                 first = first or _failed(log, output, pattern, match, exc)
                 continue

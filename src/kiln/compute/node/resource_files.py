@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from kiln.compute.node.failures import SERVER_ERROR, USER_ERROR, StepFailure
 from kiln.compute.node.layout import TaskPaths, relative_path, state_dir
+from kiln.compute.node.transfers import DOWNLOAD, TransferLog
 from kiln.compute.protocol import ResourceFile
 
 if TYPE_CHECKING:  # httpx is imported when first needed: it adds ~0.1 s to every worker start
@@ -115,11 +116,15 @@ class Progress:
 
 
 async def fetch_resource_files(
-    paths: TaskPaths, files: tuple[ResourceFile, ...], client: httpx.AsyncClient | None = None
+    paths: TaskPaths,
+    files: tuple[ResourceFile, ...],
+    client: httpx.AsyncClient | None = None,
+    log: TransferLog | None = None,
 ) -> list[str]:
-    """Fetch every file not already fetched; returns the file paths downloaded now."""
+    """Fetch every file not already fetched; returns the file paths downloaded now. log: counts what moved."""
     if not files:
         return []
+    log = log or TransferLog()
     progress = Progress(paths)
     fetched: list[str] = []
     own = client is None
@@ -130,12 +135,14 @@ async def fetch_resource_files(
             if file.http_url is None:  # a container: listed and fetched again on every run: the container may change
                 from kiln.compute.node.blob_files import download_container  # it imports this module
 
-                fetched += await asyncio.to_thread(download_container, paths, file, mode)
+                fetched += await asyncio.to_thread(download_container, paths, file, mode, log)
                 continue
             dest = destination(paths, file)
             if progress.is_done(file, dest):
                 continue
-            await download(client, file, dest)
+            with log.timed(DOWNLOAD, redact(file.http_url)) as moved:
+                moved.bytes += await download(client, file, dest)
+                moved.files += 1
             os.chmod(dest, mode)
             progress.record(file, dest)
             fetched.append(file.file_path)
@@ -145,12 +152,13 @@ async def fetch_resource_files(
     return fetched
 
 
-async def download(client: httpx.AsyncClient, file: ResourceFile, dest: Path) -> None:
-    """Stream to a temporary name, then rename: a half-written file never looks finished."""
+async def download(client: httpx.AsyncClient, file: ResourceFile, dest: Path) -> int:
+    """Stream to a temporary name, then rename: a half-written file never looks finished. Returns its size."""
     import httpx
 
     assert file.http_url is not None
     part: Part | None = None
+    size = 0
     try:
         async with client.stream("GET", file.http_url) as response:
             if response.status_code >= 400:
@@ -158,8 +166,9 @@ async def download(client: httpx.AsyncClient, file: ResourceFile, dest: Path) ->
             part = new_part(dest, file)
             with open(part.fd, "wb") as out:
                 async for chunk in response.aiter_bytes(CHUNK):
-                    out.write(chunk)
+                    size += out.write(chunk)
         os.replace(part.path, dest)
+        return size
     except StepFailure:
         raise
     except httpx.HTTPError as exc:

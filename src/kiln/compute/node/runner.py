@@ -22,6 +22,7 @@ from kiln.compute.node import (
 )
 from kiln.compute.node.failures import SERVER_ERROR, StepFailure
 from kiln.compute.node.spawner import Spawner
+from kiln.compute.node.transfers import TransferLog
 from kiln.compute.protocol import ResourceFile, Step, StepResult
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ class StepContext:
     fresh_dirs: bool = False
     #: how the command ended (set before the poststop phase)
     outcome: process.CommandOutcome | None = None
+    #: what the resource and output files moved, reported with the result
+    transfers: TransferLog = field(default_factory=TransferLog)
 
 
 Phase = Callable[[StepContext], Awaitable[None]]
@@ -106,7 +109,9 @@ def _download_fault(file: ResourceFile, status: int) -> StepFailure:
 
 
 async def fetch_into(ctx: StepContext, paths: layout.TaskPaths, files: tuple[ResourceFile, ...]) -> None:
-    fetched = await resource_files.fetch_resource_files(paths, files, ctx.http() if ctx.http else None)
+    fetched = await resource_files.fetch_resource_files(
+        paths, files, ctx.http() if ctx.http else None, log=ctx.transfers
+    )
     if ctx.account is not None:  # a container's files are known once fetched
         placed = [f for f in files if f.http_url is not None] + [ResourceFile(None, path) for path in fetched]
         identity.hand_over_resource_files(paths, tuple(placed), ctx.account)
@@ -117,7 +122,13 @@ async def output_files_hook(ctx: StepContext) -> None:
     outcome = ctx.outcome
     if ctx.step.output_files and outcome is not None and not outcome.killed:
         await asyncio.to_thread(
-            output_files.upload_all, ctx.step.output_files, outcome.exit_code, ctx.env, ctx.paths, ctx.account
+            output_files.upload_all,
+            ctx.step.output_files,
+            outcome.exit_code,
+            ctx.env,
+            ctx.paths,
+            ctx.account,
+            ctx.transfers,
         )
 
 
@@ -183,8 +194,10 @@ async def run_step(
     ctx = StepContext(step, paths, spawner, http=http, kill=kill)
     try:
         await run_phase(hooks, "prestart", ctx, stop_at_first=True)
-    except StepFailure as failed:
-        return StepResult(step.step_id, start, time.time(), None, failure=failed.info)
+    except StepFailure as failed:  # what was downloaded before the failure moved all the same
+        return StepResult(
+            step.step_id, start, time.time(), None, failure=failed.info, transfers=ctx.transfers.to_message()
+        )
     if kill is not None and kill.is_set():
         return StepResult(step.step_id, start, time.time(), None, killed=True)
     outcome = await run_command(ctx, started)
@@ -212,6 +225,7 @@ async def run_step(
         timed_out=outcome.timed_out,
         killed=outcome.killed,
         upload_failed=upload_failed,
+        transfers=ctx.transfers.to_message(),
     )
 
 

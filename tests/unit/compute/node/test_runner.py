@@ -25,6 +25,9 @@ async def test_a_step_runs_its_hooks_in_order(
     result = await run_step(step)
     assert (result.step_id, result.exit_code, result.failure) == (step.step_id, 0, None)
     assert result.start_time <= result.end_time
+    (moved,) = result.transfers or []  # what the resource files moved, without the URL's query
+    assert moved["direction"] == "download" and moved["source"] == file_server.url("/in.txt").split("?")[0]
+    assert (moved["files"], moved["bytes"]) == (1, len(b"payload")) and moved["seconds"] >= 0
     assert (node_root / "workitems/j1/job-1/t1/stdout.txt").read_text() == "payload"
     assert sorted(p.name for p in node_root.iterdir()) == [
         "applications",
@@ -45,11 +48,13 @@ async def test_setup_stops_at_the_first_failure(
     result = await run_step(step)
     assert result.exit_code is None
     assert result.failure is not None and result.failure["code"] == "BlobNotFound"
+    assert result.transfers is None  # nothing moved
     assert not (node_root / "workitems/j1/job-1/t1/stdout.txt").exists()  # the command never ran
 
 
 async def test_program_not_found_is_a_result(run_step, make_step: Callable[..., Step]) -> None:
     result = await run_step(make_step("no-such-program-kiln"))
+    assert result.transfers is None
     assert result.exit_code is None and result.failure is not None
     assert result.failure["code"] == "CommandProgramNotFound"
 
