@@ -3,7 +3,6 @@ root on the node, serve a byte from outside the node root."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,13 +14,14 @@ from azure.batch import models
 from kiln.api.auth import SharedKeyAuth
 from kiln.testing import read_task_file, unique, wait_for, wait_tasks_completed
 
-GETS = 10_000
-#: The GETs stop early after this long (a loaded machine makes ~200 a second), so the test stays under a minute.
-GET_SECONDS = 25
+#: As many GETs on every machine, however loaded (a quiet one makes ~200 a second): the test's power is the
+#: number of races tried, not a time.
+GETS = 3_000
 GETTERS = 8
 REAL = b"not a secret\n"
 
-#: Run by a non-admin task (the default identity: a task account), as fast as it goes, for at most 50 s: `x`
+#: Run by a non-admin task (the default identity: a task account), as fast as it goes, until told to stop (at
+#: most 240 s): `x`
 #: is now a hard link of real.txt, now a symlink to /etc/shadow; `d` now a directory holding a `shadow` of
 #: its own, now a symlink to /etc. Perl (perl-base is essential on Debian) swaps without forking per link.
 #: Prints how many rounds it made.
@@ -30,7 +30,7 @@ my ($stop, $started) = @ARGV;
 open(my $real, ">", "real.txt") or die; print $real "not a secret\n"; close $real;
 mkdir "d" or die; link("real.txt", "d/shadow") or die; link("real.txt", "x") or die;
 my $rounds = 0;
-while (!-e $stop && time - $^T < 50) {
+while (!-e $stop && time - $^T < 240) {
     symlink("/etc/shadow", "x.new") or die; rename("x.new", "x") or die;
     link("real.txt", "x.new") or die; rename("x.new", "x") or die;
     rename("d", "d.real") or die; symlink("/etc", "d") or die; unlink("d") or die; rename("d.real", "d") or die;
@@ -40,8 +40,8 @@ print "$rounds\n";
 """
 
 
-@pytest.mark.timeout(90)
-def test_ten_thousand_gets_under_a_symlink_swapping_task_read_nothing_outside(
+@pytest.mark.timeout(300)
+def test_thousands_of_gets_under_a_symlink_swapping_task_read_nothing_outside(
     client, server, pool, cleanup, open_tmp: Path, marks_dir: Path
 ):
     shadow = Path("/etc/shadow").read_bytes()
@@ -61,15 +61,12 @@ def test_ten_thousand_gets_under_a_symlink_swapping_task_read_nothing_outside(
     wait_for(lambda: (marks_dir / "started").exists(), 30, "the swapper started")
     url = f"{server.endpoint}/jobs/{job_id}/tasks/swapper/files"
     answers: Counter[tuple[int, bytes]] = Counter()
-    deadline = time.monotonic() + GET_SECONDS
     with httpx.Client(auth=SharedKeyAuth(server.account_name, server.account_key), timeout=30) as http:
 
         def get_every_nth(first: int) -> Counter[tuple[int, bytes]]:
             """(status, body) of GETs first, first + GETTERS, ...: the swapped file and the file in the swapped dir."""
             seen: Counter[tuple[int, bytes]] = Counter()
             for n in range(first, GETS, GETTERS):
-                if time.monotonic() > deadline:
-                    break
                 response = http.get(
                     f"{url}/{('wd%2Fx', 'wd%2Fd%2Fshadow')[n % 2]}", params={"api-version": "2025-06-01"}
                 )
@@ -88,7 +85,7 @@ def test_ten_thousand_gets_under_a_symlink_swapping_task_read_nothing_outside(
     for (status, body), count in answers.items():
         statuses[status, body[:20]] += count
     assert leaked == 0, f"{leaked} of {answers.total()} answers held bytes from outside the node root: {statuses}"
-    assert answers.total() >= 2_000 and answers[(200, REAL)] > 0, statuses
+    assert answers.total() == GETS and answers[(200, REAL)] > 0, statuses
     assert {status for status, _ in answers} <= {200, 404}, statuses
     assert task.execution_info.exit_code == 0 and rounds > 10, (task.execution_info, rounds)
 
