@@ -126,6 +126,9 @@ class StepResult:
     running: bool = False
     #: the failure is an output file upload's: the task completes (never retried) and fileUploadError applies
     upload_failed: bool = False
+    #: what the command's process tree used: user_cpu and kernel_cpu (seconds), max_rss (bytes), read_ops,
+    #: write_ops, read_bytes, write_bytes (the kernel's I/O counters); None when no command ran
+    usage: dict[str, float] | None = None
 
     def to_message(self) -> dict[str, Any]:
         """Shallow (asdict deep-copies): the failure dict is built for this result alone."""

@@ -31,7 +31,7 @@ from kiln.core.pool import PoolState
 from kiln.core.preparation import StepState
 from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
-from kiln.scheduler import packages
+from kiln.scheduler import packages, statistics
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.ahead import SendAhead
 from kiln.scheduler.auto_pools import AutoPools
@@ -498,6 +498,7 @@ class Scheduler(
             if failure is None:
                 effects.node_counters[(ref.node_id, "total_tasks_succeeded")] += 1
             effects.check_jobs.add(ref.job_key)
+        statistics.note(effects.statistics, self.jobs.get(ref.job_key), task, result, changes, now)
         effects.change_task(task, changes)
 
     def _requeue_in_memory(self, task: dict[str, Any]) -> None:

@@ -43,6 +43,8 @@ TABLES = {
     "transitions",
     "node_lifetimes",
     "task_counts",
+    "task_stats",
+    "usage_stats",
 }
 
 

@@ -194,6 +194,7 @@ async def run_step(
         timed_out=outcome.timed_out,
         killed=outcome.killed,
         upload_failed=upload_failed,
+        usage=outcome.usage or None,
     )
 
 
