@@ -50,3 +50,13 @@ def test_nodes_may_not_be_expanded(server, pool):
 def test_an_older_client_selects_by_its_own_names(server, pool):
     body = _get(server, f"/pools/{pool}", "2020-03-01.11.0", **{"$select": "id,maxTasksPerNode"}).json()
     assert {k for k in body if not k.startswith("odata.")} == {"id", "maxTasksPerNode"}
+
+
+def test_an_older_clients_filter_is_read_in_its_own_names(server, pool):
+    """Its filters pass through its version's renames (none of Batch's filterable properties was renamed, so a
+    renamed name is refused as the client wrote it, and the rest filter as ever)."""
+    old = "2020-03-01.11.0"
+    (found,) = _get(server, "/pools", old, **{"$filter": f"id eq '{pool}' and state eq 'active'"}).json()["value"]
+    assert found["maxTasksPerNode"] == 2
+    refused = _get(server, "/pools", old, **{"$filter": "maxTasksPerNode eq 2"})
+    assert refused.status_code == 400 and "'maxTasksPerNode'" in refused.json()["message"]["value"]

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from kiln.api import odata, render, selection, statistics
+from kiln.api import odata, render, selection, statistics, versioning
 from kiln.api.context import control
 from kiln.api.http import (
     base_url,
@@ -113,7 +113,8 @@ TASK_STATES = [state.value for state in TaskState]
 async def list_tasks(request: Request, job_id: str) -> Response:
     """Unfiltered or filtered on state alone: a page read by index (keyset); other filters match rendered tasks."""
     text = request.query_params.get("$filter")
-    states = odata.values_matching(text, odata.TASK_FILTERS, "state", TASK_STATES) if text else None
+    rename = versioning.filter_names(request)
+    states = odata.values_matching(text, odata.TASK_FILTERS, "state", TASK_STATES, rename) if text else None
     if not text or states is not None:
         after, count = seek_window(request)
         job, rows = await tasks.list_page(control(request), job_id, states, after, count)
