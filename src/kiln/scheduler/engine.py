@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+import kiln.scheduler.statistics as task_statistics
 from kiln import story, undo
 from kiln.compute.auto_storage import AutoStorage
 from kiln.compute.protocol import AppPackage, ComputeBackend, StepResult
@@ -31,7 +32,7 @@ from kiln.core.pool import PoolState
 from kiln.core.preparation import StepState
 from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
-from kiln.scheduler import packages, statistics
+from kiln.scheduler import packages
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.ahead import SendAhead
 from kiln.scheduler.auto_pools import AutoPools
@@ -441,6 +442,7 @@ class Scheduler(
                 self._coordination_finished(conn, ref, result, now, effects)
             elif ref.kind == "start":
                 self._start_task_finished(conn, ref, result, now, effects)
+        task_statistics.record(conn, mine, task_rows, effects.task_changes, self.jobs, now)
         effects.write_batched(conn, counters=False)
         self._settle_disabling(conn, {ref.job_key for _, ref in mine}, now)
         self._take_job_actions(conn, effects)
@@ -498,7 +500,6 @@ class Scheduler(
             if failure is None:
                 effects.node_counters[(ref.node_id, "total_tasks_succeeded")] += 1
             effects.check_jobs.add(ref.job_key)
-        statistics.note(effects.statistics, self.jobs.get(ref.job_key), task, result, changes, now)
         effects.change_task(task, changes)
 
     def _requeue_in_memory(self, task: dict[str, Any]) -> None:

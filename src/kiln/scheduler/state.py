@@ -16,7 +16,7 @@ from kiln.core.exit_conditions import JobAction
 from kiln.core.task import TaskState
 from kiln.errors import StaleState
 from kiln.scheduler.slots import JobQueue
-from kiln.store import batched, statistics
+from kiln.store import batched
 from kiln.store import rows as db
 from kiln.undo import Tracked
 
@@ -65,8 +65,6 @@ class Effects:
     task_changes: dict[int, batched.TaskChange] = field(default_factory=dict)
     #: (node_id, counter column) -> increment, written once per transaction
     node_counters: Counter = field(default_factory=Counter)
-    #: what the tasks that ended in this transaction used, written with their rows (kiln.scheduler.statistics)
-    statistics: statistics.Tally = field(default_factory=statistics.Tally)
 
     def change_task(self, row: dict[str, Any], changes: dict[str, Any]) -> None:
         """`changes` computed from the task's `row` as it is now; a task changed twice in one transaction
@@ -85,7 +83,6 @@ class Effects:
         if not batched.change_tasks(conn, self.task_changes):
             raise StaleState(f"a task changed under the scheduler, one of {sorted(self.task_changes)[:20]}")
         self.task_changes.clear()
-        self.statistics.write(conn)
         if counters and self.node_counters:
             batched.add_to_node_counters(conn, self.node_counters)
             self.node_counters.clear()

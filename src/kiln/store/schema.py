@@ -274,26 +274,6 @@ node_lifetimes = Table(
     Column("end_time", UTCDateTime, nullable=False),
 )
 
-counters = Table(
-    "counters",
-    metadata,
-    Column("name", String(32), primary_key=True),
-    Column("value", Integer, nullable=False),
-)
-
-#: How many of a job's tasks, and how many of their slots, are in each (state, result): taskcounts and
-#: taskslotcounts read these few rows instead of counting the job's tasks. Kept by store.task_tally in the
-#: transaction of every task insert, state or result change and delete; result '' when the task has none.
-task_counts = Table(
-    "task_counts",
-    metadata,
-    Column("job_key", String(JOB_ID_LENGTH), primary_key=True),
-    Column("state", String(16), primary_key=True),
-    Column("result", String(16), primary_key=True),
-    Column("tasks", Integer, nullable=False),
-    Column("slots", Integer, nullable=False),
-)
-
 
 def _usage() -> list[Column]:
     """What tasks' processes used, as their nodes measured it (kiln.store.statistics adds to these)."""
@@ -333,4 +313,25 @@ usage_stats = Table(
     Column("failed", Integer, nullable=False),
     Column("retries", Integer, nullable=False),
     Column("peak_rss", BigInteger, nullable=False),  #: the largest resident size of one task's processes, bytes
+)
+
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+
+#: How many of a job's tasks, and how many of their slots, are in each (state, result): taskcounts and
+#: taskslotcounts read these few rows instead of counting the job's tasks. Kept by store.task_tally in the
+#: transaction of every task insert, state or result change and delete; result '' when the task has none.
+task_counts = Table(
+    "task_counts",
+    metadata,
+    Column("job_key", String(JOB_ID_LENGTH), primary_key=True),
+    Column("state", String(16), primary_key=True),
+    Column("result", String(16), primary_key=True),
+    Column("tasks", Integer, nullable=False),
+    Column("slots", Integer, nullable=False),
 )

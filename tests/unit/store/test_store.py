@@ -38,13 +38,13 @@ TABLES = {
     "tasks",
     "preparations",
     "subtasks",
+    "task_stats",
+    "usage_stats",
     "counters",
     "job_schedules",
     "transitions",
     "node_lifetimes",
     "task_counts",
-    "task_stats",
-    "usage_stats",
 }
 
 

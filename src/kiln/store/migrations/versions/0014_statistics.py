@@ -1,13 +1,13 @@
 """task_stats and usage_stats: what tasks' processes used, per task and summed per job, schedule, pool and account
 
-Revision ID: 0013_statistics
+Revision ID: 0014_statistics
 Revises: 0012_task_page_indexes
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013_statistics"
+revision = "0014_statistics"
 down_revision = "0012_task_page_indexes"
 branch_labels = None
 depends_on = None
