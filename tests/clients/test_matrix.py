@@ -28,6 +28,7 @@ EXPECTED = {
     "counts": {"succeeded": 2, "failed": 2, "completed": 4},
     "file": "hello from single\n",
     "status": [{"prep": 0, "release": 0}],
+    "stats": {"succeeded": 2, "failed": 2, "retries": 0},
 }
 
 

@@ -32,11 +32,15 @@ def test_known_names_select_case_insensitively(server, pool):
     assert {k for k in response.json() if not k.startswith("odata.")} == {"id", "state"}
 
 
-@pytest.mark.parametrize("path", ["/pools", "/pools/{pool}", "/jobs", "/jobschedules"])
-def test_statistics_are_refused_until_kiln_keeps_them(server, pool, path):
-    response = _get(server, path.format(pool=pool), **{"$expand": "stats"})
-    assert (response.status_code, response.json()["code"]) == (400, "InvalidQueryParameterValue")
-    assert "does not keep the statistics" in response.json()["message"]["value"]
+def test_statistics_are_expanded_with_batchs_wire_types(server, pool):
+    """int64 counts are strings, as Batch sends them; $select still chooses."""
+    stats = _get(server, f"/pools/{pool}", **{"$expand": "stats"}).json()["stats"]
+    assert isinstance(stats["resourceStats"]["diskReadIOps"], str)
+    assert stats["usageStats"]["dedicatedCoreTime"].startswith("P")
+    (listed,) = _get(
+        server, "/pools", **{"$expand": "stats", "$select": "id,stats", "$filter": f"id eq '{pool}'"}
+    ).json()["value"]
+    assert set(listed) == {"id", "stats"}
 
 
 def test_nodes_may_not_be_expanded(server, pool):
@@ -46,3 +50,13 @@ def test_nodes_may_not_be_expanded(server, pool):
 def test_an_older_client_selects_by_its_own_names(server, pool):
     body = _get(server, f"/pools/{pool}", "2020-03-01.11.0", **{"$select": "id,maxTasksPerNode"}).json()
     assert {k for k in body if not k.startswith("odata.")} == {"id", "maxTasksPerNode"}
+
+
+def test_an_older_clients_filter_is_read_in_its_own_names(server, pool):
+    """Its filters pass through its version's renames (none of Batch's filterable properties was renamed, so a
+    renamed name is refused as the client wrote it, and the rest filter as ever)."""
+    old = "2020-03-01.11.0"
+    (found,) = _get(server, "/pools", old, **{"$filter": f"id eq '{pool}' and state eq 'active'"}).json()["value"]
+    assert found["maxTasksPerNode"] == 2
+    refused = _get(server, "/pools", old, **{"$filter": "maxTasksPerNode eq 2"})
+    assert refused.status_code == 400 and "'maxTasksPerNode'" in refused.json()["message"]["value"]

@@ -30,6 +30,7 @@ from kiln.api import (
     pool_updates,
     pools,
     schedules,
+    statistics,
     stories,
     tasks,
     transfers,
@@ -126,6 +127,7 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
     app.include_router(account.router, dependencies=[Depends(_authenticate)])
     app.include_router(applications.router, dependencies=[Depends(_authenticate)])
     app.include_router(pool_updates.router, dependencies=[Depends(_authenticate)])
+    app.include_router(statistics.router, dependencies=[Depends(_authenticate)])
     app.include_router(stories.router, dependencies=[Depends(_shared_key)])
     app.include_router(web_pages.router)  # the dashboard: its own login and session cookie
     app.include_router(faults.router, dependencies=[Depends(_shared_key)])

@@ -262,7 +262,7 @@ def list_response(
     limit, skip = _max_results(request), _skip(request)
     render = render or (lambda doc: doc)
     if text:
-        matches = odata.compile_filter(text, allowed)
+        matches = odata.compile_filter(text, allowed, versioning.filter_names(request))
         selected: Sequence[Any] = [d for d in map(render, docs) if matches(d)]
         page, more = selected[skip : skip + limit], skip + limit < len(selected)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from kiln.api import odata, render
+from kiln.api import odata, render, statistics
 from kiln.api.context import control
 from kiln.api.http import (
     base_url,
@@ -38,13 +38,15 @@ async def add_job(request: Request) -> Response:
 async def list_jobs(request: Request) -> Response:
     rows = await jobs.list_all(control(request))
     base = base_url(request)
-    return list_response(request, rows, "jobs", odata.JOB_FILTERS, lambda r: render.job(r, base))
+    shown = await statistics.owners(request, "job", rows, lambda r: render.job(r, base))
+    return list_response(request, rows, "jobs", odata.JOB_FILTERS, shown)
 
 
 @router.get("/jobs/{job_id}")
 async def get_job(request: Request, job_id: str) -> Response:
     row = await jobs.get(control(request), job_id)
-    return entity_response(request, render.job(row, base_url(request)), row, "jobs/@Element")
+    shown = await statistics.owners(request, "job", [row], lambda r: render.job(r, base_url(request)))
+    return entity_response(request, shown(row), row, "jobs/@Element")
 
 
 async def _update_job(request: Request, job_id: str, *, replace: bool) -> Response:

@@ -20,6 +20,8 @@ from kiln.errors import InvalidQueryParameterValue
 Predicate: TypeAlias = Callable[[dict], bool]
 #: Property path (``executionInfo/exitCode``) → the operators ``$filter`` may use on it.
 Allowed: TypeAlias = Mapping[str, frozenset[str]]
+#: a property name (one segment of a path) as the newest api-version names it
+Rename: TypeAlias = Callable[[str], str]
 
 _CMP = frozenset({"eq", "ne", "gt", "ge", "lt", "le"})
 _EQ = frozenset({"eq", "ne"})
@@ -180,8 +182,15 @@ def _parser() -> lark.Lark:
     return lark.Lark(_GRAMMAR, parser="lalr", lexer="contextual", propagate_positions=False)
 
 
-def compile_filter(text: str, allowed: Allowed) -> Predicate:
-    """Parse and check ``$filter`` once per request; the result is cheap to run per entity."""
+def _same(name: str) -> str:
+    return name
+
+
+def compile_filter(text: str, allowed: Allowed, rename: Rename = _same) -> Predicate:
+    """Parse and check ``$filter`` once per request; the result is cheap to run per entity.
+
+    rename: a property name of the client's api-version as the newest names it (versioning.filter_names):
+    an older client filters by its own names; its errors name them as it wrote them."""
     if not text or not text.strip():
         return _always
     try:
@@ -191,7 +200,7 @@ def compile_filter(text: str, allowed: Allowed) -> Predicate:
     if _depth(tree) > _MAX_DEPTH:
         raise _invalid(text, f"The filter nests more than {_MAX_DEPTH} levels deep.")
     try:
-        return _Compiler(text, allowed).transform(tree)
+        return _Compiler(text, allowed, rename).transform(tree)
     except lark.exceptions.VisitError as exc:
         raise exc.orig_exc from None
 
@@ -256,11 +265,12 @@ _OPERATORS: Mapping[str, Callable[[Any, Any], bool]] = {
 class _Compiler(lark.Transformer):
     """Turns the parse tree into nested closures, checking properties and operators on the way."""
 
-    def __init__(self, text: str, allowed: Allowed) -> None:
+    def __init__(self, text: str, allowed: Allowed, rename: Rename) -> None:
         super().__init__()
         self._text = text
         self._allowed = allowed
         self._by_lower = {name.lower(): name for name in allowed}
+        self._rename = rename
 
     def start(self, children: list[Predicate]) -> Predicate:
         return children[0]
@@ -317,7 +327,7 @@ class _Compiler(lark.Transformer):
         return (boolean == "true") == (op == "eq")
 
     def _property(self, token: lark.Token, op: str) -> str:
-        path = self._by_lower.get(str(token).lower())
+        path = self._by_lower.get("/".join(self._rename(part) for part in str(token).split("/")).lower())
         if path is None:
             known = ", ".join(sorted(self._allowed)) or "none"
             raise _invalid(
@@ -548,11 +558,13 @@ def _ordered(ops: frozenset[str]) -> list[str]:
     return sorted(ops, key=lambda op: order.index(op) if op in order else len(order))
 
 
-def values_matching(text: str, allowed: Allowed, path: str, values: Sequence[Any]) -> list[Any] | None:
+def values_matching(
+    text: str, allowed: Allowed, path: str, values: Sequence[Any], rename: Rename = _same
+) -> list[Any] | None:
     """Which of `values` of `path` the filter keeps, when the filter reads `path` alone (so a store can
     select those rows by index); None when it reads other properties too."""
-    matches = compile_filter(text, allowed)  # checks the filter first: errors as for any other
-    named = {str(token).lower() for token in _parser().parse(text).scan_values(_is_property)}
+    matches = compile_filter(text, allowed, rename)  # checks the filter first: errors as for any other
+    named = {rename(str(token)).lower() for token in _parser().parse(text).scan_values(_is_property)}
     if named != {path.lower()}:
         return None
     outer, _, inner = path.partition("/")

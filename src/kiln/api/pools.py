@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from kiln.api import node_operations, odata, render
+from kiln.api import node_operations, odata, render, statistics
 from kiln.api.context import control
 from kiln.api.http import (
     base_url,
@@ -32,14 +32,17 @@ async def add_pool(request: Request) -> Response:
 @router.get("/pools")
 async def list_pools(request: Request) -> Response:
     base = base_url(request)
-    docs = [render.pool(row, base, count) for row, count in await pools.list_all(control(request))]
-    return list_response(request, docs, "pools", odata.POOL_FILTERS)
+    found = await pools.list_all(control(request))
+    counts = {row["key"]: count for row, count in found}
+    shown = await statistics.pools(request, [row for row, _ in found], lambda r: render.pool(r, base, counts[r["key"]]))
+    return list_response(request, [shown(row) for row, _ in found], "pools", odata.POOL_FILTERS)
 
 
 @router.get("/pools/{pool_id}")
 async def get_pool(request: Request, pool_id: str) -> Response:
     row, count = await pools.get(control(request), pool_id)
-    return entity_response(request, render.pool(row, base_url(request), count), row, "pools/@Element")
+    shown = await statistics.pools(request, [row], lambda r: render.pool(r, base_url(request), count))
+    return entity_response(request, shown(row), row, "pools/@Element")
 
 
 @router.head("/pools/{pool_id}")

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from kiln.api import odata, render
+from kiln.api import odata, render, statistics
 from kiln.api.context import control, kiln
 from kiln.api.http import (
     base_url,
@@ -69,15 +69,17 @@ async def add_schedule(request: Request) -> Response:
 async def list_schedules(request: Request) -> Response:
     rows = await schedules.list_all(control(request))
     base, moment = base_url(request), now()
-    return list_response(
-        request, [render.job_schedule(r, base, moment) for r in rows], "jobschedules", odata.SCHEDULE_FILTERS
-    )
+    shown = await statistics.owners(request, "schedule", rows, lambda r: render.job_schedule(r, base, moment))
+    return list_response(request, [shown(r) for r in rows], "jobschedules", odata.SCHEDULE_FILTERS)
 
 
 @router.get("/jobschedules/{schedule_id}")
 async def get_schedule(request: Request, schedule_id: str) -> Response:
     row = await schedules.get(control(request), schedule_id)
-    return entity_response(request, render.job_schedule(row, base_url(request), now()), row, "jobschedules/@Element")
+    shown = await statistics.owners(
+        request, "schedule", [row], lambda r: render.job_schedule(r, base_url(request), now())
+    )
+    return entity_response(request, shown(row), row, "jobschedules/@Element")
 
 
 @router.head("/jobschedules/{schedule_id}")
@@ -90,7 +92,8 @@ async def schedule_exists(request: Request, schedule_id: str) -> Response:
 async def list_schedule_jobs(request: Request, schedule_id: str) -> Response:
     rows = await schedules.jobs(control(request), schedule_id)
     base = base_url(request)
-    return list_response(request, [render.job(r, base) for r in rows], "jobs", odata.SCHEDULE_JOBS_FILTERS)
+    shown = await statistics.owners(request, "job", rows, lambda r: render.job(r, base))
+    return list_response(request, [shown(r) for r in rows], "jobs", odata.SCHEDULE_JOBS_FILTERS)
 
 
 async def _update_schedule(request: Request, schedule_id: str, *, replace: bool) -> Response:

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from kiln.api import odata, render, selection
+from kiln.api import odata, render, selection, statistics, versioning
 from kiln.api.context import control
 from kiln.api.http import (
     base_url,
@@ -113,29 +113,26 @@ TASK_STATES = [state.value for state in TaskState]
 async def list_tasks(request: Request, job_id: str) -> Response:
     """Unfiltered or filtered on state alone: a page read by index (keyset); other filters match rendered tasks."""
     text = request.query_params.get("$filter")
-    states = odata.values_matching(text, odata.TASK_FILTERS, "state", TASK_STATES) if text else None
+    rename = versioning.filter_names(request)
+    states = odata.values_matching(text, odata.TASK_FILTERS, "state", TASK_STATES, rename) if text else None
     if not text or states is not None:
         after, count = seek_window(request)
         job, rows = await tasks.list_page(control(request), job_id, states, after, count)
         base = base_url(request)
-        return seek_response(request, rows, "tasks", lambda r: render.task(r, job["id"], base), "seq")
+        shown = await statistics.tasks(request, rows, lambda r: render.task(r, job["id"], base))
+        return seek_response(request, rows, "tasks", shown, "seq")
     window = unfiltered_window(request)
     job, rows = await tasks.list_all(control(request), job_id, window)
     base = base_url(request)
-    return list_response(
-        request,
-        rows,
-        "tasks",
-        odata.TASK_FILTERS,
-        lambda r: render.task(r, job["id"], base),
-        offset=window[0] if window else 0,
-    )
+    shown = await statistics.tasks(request, rows, lambda r: render.task(r, job["id"], base))
+    return list_response(request, rows, "tasks", odata.TASK_FILTERS, shown, offset=window[0] if window else 0)
 
 
 @router.get("/jobs/{job_id}/tasks/{task_id}")
 async def get_task(request: Request, job_id: str, task_id: str) -> Response:
     job, row = await tasks.get(control(request), job_id, task_id)
-    return entity_response(request, render.task(row, job["id"], base_url(request)), row, "tasks/@Element")
+    shown = await statistics.tasks(request, [row], lambda r: render.task(r, job["id"], base_url(request)))
+    return entity_response(request, shown(row), row, "tasks/@Element")
 
 
 @router.put("/jobs/{job_id}/tasks/{task_id}")

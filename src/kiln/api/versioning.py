@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from fastapi import Request
@@ -45,6 +47,12 @@ def check(request: Request, loose: bool) -> str:
 def served(request: Request) -> str:
     """The version the request is served as (the newest before the check has run)."""
     return getattr(request.state, "api_version", versions.NEWEST)
+
+
+def filter_names(request: Request) -> Callable[[str], str]:
+    """How the request's `$filter` names properties in the newest version's names (an older client filters by
+    its own, as it selects by them)."""
+    return functools.partial(versions.upgrade_name, served(request))
 
 
 class Downgrade:

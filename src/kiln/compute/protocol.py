@@ -123,6 +123,9 @@ class StepResult:
     #: Batch failureInfo {category, code, message, details?} for pre-processing/launch errors and timeouts
     failure: dict[str, Any] | None = None
     timed_out: bool = False
+    #: what the command's process tree used: user_cpu and kernel_cpu (seconds), max_rss (bytes), read_ops,
+    #: write_ops, read_bytes, write_bytes (the kernel's I/O counters); None when no command ran
+    usage: dict[str, float] | None = None
     killed: bool = False  #: ended by a kill request
     #: a notice, not an end: a step sent ahead has started (at start_time) and still runs
     running: bool = False

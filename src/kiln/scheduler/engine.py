@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+import kiln.scheduler.statistics as task_statistics
 from kiln import story, undo
 from kiln.compute.auto_storage import AutoStorage
 from kiln.compute.protocol import AppPackage, ComputeBackend, StepResult
@@ -445,6 +446,7 @@ class Scheduler(
                 self._coordination_finished(conn, ref, result, now, effects)
             elif ref.kind == "start":
                 self._start_task_finished(conn, ref, result, now, effects)
+        task_statistics.record(conn, mine, task_rows, effects.task_changes, self.jobs, now)
         effects.write_batched(conn, counters=False)
         self._settle_disabling(conn, {ref.job_key for _, ref in mine}, now)
         self._take_job_actions(conn, effects)

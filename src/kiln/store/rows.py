@@ -21,7 +21,7 @@ from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from kiln import story
-from kiln.store import task_tally
+from kiln.store import statistics, task_tally
 from kiln.store.prepared import Prepared
 from kiln.store.schema import (
     counters,
@@ -173,7 +173,13 @@ def _update(
 def remove(conn: Connection, table: Table, **keys: Any) -> int:
     if table is tasks:
         raise ValueError("tasks go through delete_task or delete_job_rows (their counters follow)")
+    if (scope := _STATISTICS_SCOPES.get(table.name)) is not None and "key" in keys:
+        statistics.forget_owner(conn, scope, keys["key"])  # a pool or schedule of the same id starts afresh
     return conn.execute(delete(table).where(_where(table, keys))).rowcount
+
+
+#: Tables whose rows own statistics (store.statistics), by name: their scope there.
+_STATISTICS_SCOPES = {"pools": "pool", "job_schedules": "schedule"}
 
 
 def insert_tasks(conn: Connection, job_key: str, rows: Sequence[Row], at: datetime) -> None:
@@ -357,6 +363,7 @@ def delete_task(conn: Connection, task_seq: int) -> None:
         tally = task_tally.Tally()
         tally.add_rows([dict(row)], -1)
         tally.write(conn)
+    statistics.forget_task(conn, task_seq)
     for table, column in ((tasks, tasks.c.seq), (transitions, transitions.c.task_seq)):
         conn.execute(delete(table).where(column == task_seq))
 
@@ -409,6 +416,7 @@ def delete_job_rows(conn: Connection, job_key: str) -> None:
         conn.execute(delete(table).where(table.c.job_key == job_key))
     conn.execute(delete(jobs).where(jobs.c.key == job_key))
     task_tally.forget_job(conn, job_key)
+    statistics.forget_job(conn, job_key)
 
 
 __all__ = [

@@ -274,6 +274,48 @@ node_lifetimes = Table(
     Column("end_time", UTCDateTime, nullable=False),
 )
 
+
+def _usage() -> list[Column]:
+    """What tasks' processes used, as their nodes measured it (kiln.store.statistics adds to these)."""
+    return [
+        Column("user_cpu", Float, nullable=False),  #: seconds
+        Column("kernel_cpu", Float, nullable=False),
+        Column("wall_clock", Float, nullable=False),
+        Column("read_ops", BigInteger, nullable=False),
+        Column("write_ops", BigInteger, nullable=False),
+        Column("read_bytes", BigInteger, nullable=False),
+        Column("write_bytes", BigInteger, nullable=False),
+        Column("last_update_time", UTCDateTime, nullable=False),
+    ]
+
+
+#: A task's statistics, summed over its attempts; deleted with the task.
+task_stats = Table(
+    "task_stats",
+    metadata,
+    Column("task_seq", Integer, primary_key=True),
+    Column("job_key", String(JOB_ID_LENGTH), nullable=False, index=True),
+    *_usage(),
+)
+
+#: The statistics of what owns tasks, summed over the tasks' attempts: scope 'job', 'schedule' or 'pool' with
+#: the owner's key, or 'account' with key '' (the account's lifetime statistics). A job's row goes with the
+#: job, a schedule's or pool's with it; the account's stays.
+usage_stats = Table(
+    "usage_stats",
+    metadata,
+    Column("scope", String(8), primary_key=True),
+    Column("key", String(JOB_ID_LENGTH), primary_key=True),
+    Column("start_time", UTCDateTime, nullable=False),
+    *_usage(),
+    Column("wait", Float, nullable=False),  #: seconds from each completed task's creation to its last start
+    Column("succeeded", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("retries", Integer, nullable=False),
+    Column("peak_rss", BigInteger, nullable=False),  #: the largest resident size of one task's processes, bytes
+)
+
+
 counters = Table(
     "counters",
     metadata,

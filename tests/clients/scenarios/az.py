@@ -61,6 +61,8 @@ added = az("task", "create", "--job-id", JOB, "--json-file", json_file("tasks.js
 wait(lambda: all(t["state"] == "completed" for t in az("task", "list", "--job-id", JOB)), "the tasks")
 tasks = {t["id"]: t["executionInfo"]["exitCode"] for t in az("task", "list", "--job-id", JOB)}
 counts = SimpleNamespace(**az("job", "task-counts", "show", "--job-id", JOB)["taskCounts"])
+job_stats = az("job", "show", "--job-id", JOB, "--expand", "stats")["stats"]
+stats = (job_stats["numSucceededTasks"], job_stats["numFailedTasks"], job_stats["numTaskRetries"])
 stdout = WORK / "stdout.txt"
 az(
     "task",
@@ -85,4 +87,4 @@ status = [
 ]
 az("job", "delete", "--job-id", JOB, "--yes")
 az("pool", "delete", "--pool-id", POOL, "--yes")
-report([r["status"].lower() for r in added], tasks, counts, stdout.read_text(), status)
+report([r["status"].lower() for r in added], tasks, counts, stdout.read_text(), status, stats)

@@ -50,6 +50,7 @@ async function main() {
   await wait(async () => (await client.task.list(job)).every((t) => t.state === "completed"), "the tasks");
   const tasks = Object.fromEntries((await client.task.list(job)).map((t) => [t.id, t.executionInfo.exitCode]));
   const counts = (await client.job.getTaskCounts(job)).taskCounts;
+  const jobStats = (await client.job.get(job, { jobGetOptions: { expand: "stats" } })).stats;
   const file = await text((await client.file.getFromTask(job, "single", "stdout.txt")).readableStreamBody);
   await client.job.terminate(job);
   await wait(async () => (await client.job.get(job)).state === "completed", "the job to complete");
@@ -68,6 +69,11 @@ async function main() {
       counts: { succeeded: counts.succeeded, failed: counts.failed, completed: counts.completed },
       file,
       status,
+      stats: {
+        succeeded: Number(jobStats.numSucceededTasks),
+        failed: Number(jobStats.numFailedTasks),
+        retries: Number(jobStats.numTaskRetries),
+      },
     }),
   );
 }

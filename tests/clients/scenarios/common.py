@@ -25,8 +25,11 @@ def wait(condition, what, timeout=600):
         time.sleep(0.3)
 
 
-def report(added, tasks, counts, file_text, status):
-    """The summary the test compares, as the last line of stdout (counts: the client's task counts object)."""
+def report(added, tasks, counts, file_text, status, stats):
+    """The summary the test compares, as the last line of stdout (counts: the client's task counts object;
+    stats: the job's statistics' task counts, in the order numSucceededTasks, numFailedTasks, numTaskRetries)."""
     counts = {name: getattr(counts, name) for name in ("succeeded", "failed", "completed")}
+    stats = dict(zip(("succeeded", "failed", "retries"), (int(n) for n in stats)))
     summary = {"added": sorted(added), "tasks": tasks, "counts": counts, "file": file_text, "status": status}
+    summary["stats"] = stats
     print(json.dumps(summary))

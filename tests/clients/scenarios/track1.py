@@ -30,6 +30,12 @@ added = client.task.add_collection(JOB, [m.TaskAddParameter(id=i, command_line=c
 wait(lambda: all(t.state == "completed" for t in client.task.list(JOB)), "the tasks")
 tasks = {t.id: t.execution_info.exit_code for t in client.task.list(JOB)}
 counts = client.job.get_task_counts(JOB).task_counts
+job_stats = client.job.get(JOB, job_get_options=m.JobGetOptions(expand="stats")).stats
+stats = (job_stats.num_succeeded_tasks, job_stats.num_failed_tasks, job_stats.num_task_retries)
+if hasattr(client.job, "get_all_lifetime_statistics"):  # until 13.x (api-version 2022-10-01.16.0)
+    lifetime = client.job.get_all_lifetime_statistics()
+    assert lifetime.num_succeeded_tasks >= 2 and lifetime.user_cpu_time is not None, lifetime
+    assert client.pool.get_all_lifetime_statistics().usage_stats.dedicated_core_time is not None
 file_text = b"".join(client.file.get_from_task(JOB, "single", "stdout.txt")).decode()
 client.job.terminate(JOB)
 wait(lambda: client.job.get(JOB).state == "completed", "the job to complete")
@@ -41,4 +47,4 @@ status = [
 ]
 client.job.delete(JOB)
 client.pool.delete(POOL)
-report([r.status for r in added.value], tasks, counts, file_text, status)
+report([r.status for r in added.value], tasks, counts, file_text, status, stats)

@@ -33,6 +33,8 @@ added = client.create_task_collection(JOB, group)
 wait(lambda: all(t.state == "completed" for t in client.list_tasks(JOB)), "the tasks")
 tasks = {t.id: t.execution_info.exit_code for t in client.list_tasks(JOB)}
 counts = client.get_job_task_counts(JOB).task_counts
+job_stats = client.get_job(JOB, expand=["stats"]).job_statistics
+stats = (job_stats.succeeded_tasks_count, job_stats.failed_tasks_count, job_stats.task_retries_count)
 file_text = b"".join(client.download_task_file(JOB, "single", "stdout.txt")).decode()
 terminate = BatchJobTerminateOptions(termination_reason="UserTerminate")
 client.begin_terminate_job(JOB, options=terminate, polling_interval=1).result()
@@ -44,4 +46,4 @@ status = [
 ]
 client.begin_delete_job(JOB, polling_interval=1).result()
 client.begin_delete_pool(POOL, polling_interval=1).result()
-report([r.status for r in added.result_values], tasks, counts, file_text, status)
+report([r.status for r in added.result_values], tasks, counts, file_text, status, stats)

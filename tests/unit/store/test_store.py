@@ -38,6 +38,8 @@ TABLES = {
     "tasks",
     "preparations",
     "subtasks",
+    "task_stats",
+    "usage_stats",
     "counters",
     "job_schedules",
     "transitions",

@@ -23,7 +23,8 @@ not be counted, and a restarted server would run the task again; the worker dies
 before it may have asked for more. Both ways, a frame is a 4-byte big-endian length and a JSON
 object. A spawn request carries the command's stdin, stdout and stderr as descriptors (SCM_RIGHTS)
 on its first bytes; the launcher answers {"id", "pid"} or {"id", "errno", "error"}, and later
-{"exit": pid, "returncode": n} (-N: killed by signal N, as subprocess reports it).
+{"exit": pid, "returncode": n, "usage": {...}} (-N: killed by signal N, as subprocess reports it; usage: its
+CPU seconds, peak resident bytes and I/O counters, see reap).
 
 Only the standard library here: this module is what the launcher process imports.
 """
@@ -35,6 +36,7 @@ import contextlib
 import errno
 import json
 import os
+import resource  # noqa: F401  # os.wait4 imports it for its result; after become() it could not
 import select
 import selectors
 import signal
@@ -210,18 +212,29 @@ class Launcher:
         return True
 
     def reap(self) -> None:
+        """Each exited command is read (its I/O counters, readable only until it is reaped), then reaped with
+        its resource usage: both count what it ran and waited for, the tree below it."""
         while self.children:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if exited is None:
                 return
+            io = read_io(exited.si_pid)
+            pid, status, rusage = os.wait4(exited.si_pid, 0)
             proc = self.children.pop(pid, None)
             if proc is None:
                 continue
             proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen knows it is reaped
-            self.sock.sendall(encode({"exit": pid, "returncode": proc.returncode}))
+            usage = {
+                "user_cpu": rusage.ru_utime,
+                "kernel_cpu": rusage.ru_stime,
+                "max_rss": rusage.ru_maxrss * 1024,  # KiB
+                "read_bytes": rusage.ru_inblock * 512,  # Linux counts the storage bytes in 512-byte blocks
+                "write_bytes": rusage.ru_oublock * 512,
+            }
+            self.sock.sendall(encode({"exit": pid, "returncode": proc.returncode, "usage": {**usage, **io}}))
 
     def kill_all(self) -> None:
         """The worker is gone: no command of its node may go on running."""
@@ -231,6 +244,23 @@ class Launcher:
         for proc in self.children.values():
             with contextlib.suppress(ChildProcessError):
                 proc.wait()
+
+
+#: /proc/<pid>/io counters and the names a usage report gives them: read/write system calls, and bytes that
+#: reached (or came from) storage
+IO_NAMES = {"syscr": "read_ops", "syscw": "write_ops", "read_bytes": "read_bytes", "write_bytes": "write_bytes"}
+
+
+def read_io(pid: int) -> dict[str, int]:
+    """An exited, unreaped process's I/O counters, its reaped children's included. None where the kernel has no
+    I/O accounting or hides them: an exited process's /proc files belong to root, so only the root launcher
+    reads them (an account's launcher reports the bytes of its commands' rusage, but not their operations)."""
+    try:
+        with open(f"/proc/{pid}/io") as counters:
+            pairs = (line.split(":") for line in counters)
+            return {IO_NAMES[name]: int(value) for name, value in pairs if name in IO_NAMES}
+    except OSError:
+        return {}
 
 
 def main(argv: list[str]) -> None:

@@ -55,6 +55,8 @@ class CommandOutcome:
     timed_out: bool = False
     killed: bool = False
     pid: int | None = None
+    #: what the command's process tree used (spawner.LaunchedProcess.usage); None when it never ran
+    usage: dict[str, float] | None = None
 
 
 def exit_status(returncode: int) -> int:
@@ -213,7 +215,7 @@ async def wait(
     if exited in done:
         if exited.exception() is not None:
             return launcher_lost(proc)
-        return CommandOutcome(exit_status(exited.result()), pid=proc.pid)
+        return CommandOutcome(exit_status(exited.result()), pid=proc.pid, usage=proc.usage)
     kill_group(proc.pid)
     try:
         code = exit_status(await asyncio.wait_for(asyncio.shield(exited), REAP_TIMEOUT))
@@ -222,7 +224,7 @@ async def wait(
     except LauncherLost:
         return launcher_lost(proc)
     if killed is not None and killed in done:
-        return CommandOutcome(code, killed=True, pid=proc.pid)
+        return CommandOutcome(code, killed=True, pid=proc.pid, usage=proc.usage)
     return CommandOutcome(
         code,
         failure_info(
@@ -232,4 +234,5 @@ async def wait(
         ),
         timed_out=True,
         pid=proc.pid,
+        usage=proc.usage,
     )

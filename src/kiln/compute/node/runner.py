@@ -223,6 +223,7 @@ async def run_step(
         outcome.exit_code,
         failure=failure,
         timed_out=outcome.timed_out,
+        usage=outcome.usage or None,
         killed=outcome.killed,
         upload_failed=upload_failed,
         transfers=ctx.transfers.to_message(),

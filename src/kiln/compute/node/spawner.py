@@ -35,11 +35,13 @@ class LauncherLost(Exception):
 class LaunchedProcess:
     """A command the launcher started; the subset of asyncio.subprocess.Process that process.py uses."""
 
-    def __init__(self, pid: int, exited: asyncio.Future[int]) -> None:
+    def __init__(self, pid: int, exited: asyncio.Future[int], usage: dict[str, float] | None = None) -> None:
         self.pid = pid
         #: its returncode when the launcher reports its exit (LauncherLost if the launcher ends first)
         self.exited = exited
         self.returncode: int | None = None
+        #: what its tree used (launcher.Launcher.reap), filled in when its exit is reported
+        self.usage: dict[str, float] = {} if usage is None else usage
 
     async def wait(self) -> int:
         self.returncode = await asyncio.shield(self.exited)
@@ -113,6 +115,8 @@ class LauncherHandle:
         #: requests not answered yet; a cancelled one's command is killed when its pid comes
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
+        #: by pid, the usage each command's exit report fills in
+        self._usages: dict[int, dict[str, float]] = {}
         self._sending = asyncio.Lock()
         self._buffer = b""
         self._loop = asyncio.get_running_loop()
@@ -171,7 +175,7 @@ class LauncherHandle:
             raise
         if "pid" not in answer:
             raise OSError(answer.get("errno") or None, answer.get("error", "the launcher could not start it"))
-        return LaunchedProcess(answer["pid"], answer["exited"])
+        return LaunchedProcess(answer["pid"], answer["exited"], answer["usage"])
 
     async def close(self) -> None:
         """Closing the socket is the launcher's signal to kill what it started and exit."""
@@ -215,11 +219,13 @@ class LauncherHandle:
     def _dispatch(self, message: dict[str, Any]) -> None:
         if "exit" in message:
             exited = self._exits.pop(message["exit"], None)
+            self._usages.pop(message["exit"], {}).update(message.get("usage") or {})
             if exited is not None and not exited.done():
                 exited.set_result(message["returncode"])
             return
         if "pid" in message:  # made now, not when the request's coroutine resumes: its exit may come first
             message["exited"] = self._exits[message["pid"]] = self._loop.create_future()
+            message["usage"] = self._usages[message["pid"]] = {}
         reply = self._replies.pop(message["id"], None)
         if reply is not None and reply.cancelled():
             _kill_started(message)
@@ -240,6 +246,7 @@ class LauncherHandle:
                 exited.set_exception(LauncherLost())
         self._replies.clear()
         self._exits.clear()
+        self._usages.clear()
 
 
 def _kill_started(answer: dict[str, Any]) -> None:

@@ -217,3 +217,26 @@ async def test_a_killed_account_launcher_loses_only_its_commands_and_is_replaced
     assert await again.wait() == 0
     assert spawner.launcher_pid(POOL) not in (None, launcher)
     assert alive(root_proc.pid) and root_proc.returncode is None
+
+
+#: a child that burns CPU, and writes and syncs 1 MiB: the exit report of its parent counts both
+BURN_AND_WRITE = (
+    "python3 -c 'import time\nwhile time.process_time() < 0.2: pass' && "
+    "dd if=/dev/zero of=written bs=64k count=16 conv=fsync 2>/dev/null"
+)
+
+
+@as_root
+@pytest.mark.parametrize("account", [None, POOL], ids=["root launcher", "own launcher"])
+async def test_an_exit_reports_what_the_commands_tree_used(
+    spawner: Spawner, open_tmp: Path, stdio: tuple[int, int, int], account: identity.Account | None
+) -> None:
+    work = open_tmp / f"work-{account is None}"
+    work.mkdir()
+    work.chmod(0o777)  # the account writes there
+    proc = await spawner.spawn(["sh", "-c", BURN_AND_WRITE], env=ENV, cwd=str(work), stdio=stdio, account=account)
+    assert await proc.wait() == 0
+    assert proc.usage["user_cpu"] + proc.usage["kernel_cpu"] >= 0.2
+    assert proc.usage["write_bytes"] >= 1 << 20 and proc.usage["max_rss"] > 0
+    if account is None:  # only root may read an exited process's counters
+        assert proc.usage["write_ops"] >= 16
