@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014_statistics"
-down_revision = "0012_task_page_indexes"
+down_revision = "0013_transfers"
 branch_labels = None
 depends_on = None
 
