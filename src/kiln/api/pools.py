@@ -11,8 +11,10 @@ from kiln.api.http import (
     base_url,
     empty,
     entity_response,
-    list_response,
     read_model,
+    seek_filter,
+    seek_response,
+    seek_window,
     write_conditions,
 )
 from kiln.commands import pools
@@ -32,8 +34,10 @@ async def add_pool(request: Request) -> Response:
 @router.get("/pools")
 async def list_pools(request: Request) -> Response:
     base = base_url(request)
-    docs = [render.pool(row, base, count) for row, count in await pools.list_all(control(request))]
-    return list_response(request, docs, "pools", odata.POOL_FILTERS)
+    term, matches = seek_filter(request, odata.POOL_FILTERS, lambda pair: render.pool(pair[0], base, pair[1]))
+    after, count = seek_window(request, "")
+    page = await pools.list_page(control(request), term, matches, after, count)
+    return seek_response(request, page, "pools", lambda pair: render.pool(pair[0], base, pair[1]))
 
 
 @router.get("/pools/{pool_id}")

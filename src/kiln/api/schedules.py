@@ -13,10 +13,12 @@ from kiln.api.http import (
     base_url,
     empty,
     entity_response,
-    list_response,
     parse,
     read_json,
     read_model,
+    seek_filter,
+    seek_response,
+    seek_window,
     write_conditions,
 )
 from kiln.commands import schedules
@@ -67,11 +69,11 @@ async def add_schedule(request: Request) -> Response:
 
 @router.get("/jobschedules")
 async def list_schedules(request: Request) -> Response:
-    rows = await schedules.list_all(control(request))
     base, moment = base_url(request), now()
-    return list_response(
-        request, [render.job_schedule(r, base, moment) for r in rows], "jobschedules", odata.SCHEDULE_FILTERS
-    )
+    term, matches = seek_filter(request, odata.SCHEDULE_FILTERS, lambda r: render.job_schedule(r, base, moment))
+    after, count = seek_window(request, 0)
+    page = await schedules.list_page(control(request), term, matches, after, count)
+    return seek_response(request, page, "jobschedules", lambda r: render.job_schedule(r, base, moment))
 
 
 @router.get("/jobschedules/{schedule_id}")
@@ -88,9 +90,11 @@ async def schedule_exists(request: Request, schedule_id: str) -> Response:
 
 @router.get("/jobschedules/{schedule_id}/jobs")
 async def list_schedule_jobs(request: Request, schedule_id: str) -> Response:
-    rows = await schedules.jobs(control(request), schedule_id)
     base = base_url(request)
-    return list_response(request, [render.job(r, base) for r in rows], "jobs", odata.SCHEDULE_JOBS_FILTERS)
+    term, matches = seek_filter(request, odata.SCHEDULE_JOBS_FILTERS, lambda r: render.job(r, base))
+    after, count = seek_window(request, 0)
+    page = await schedules.jobs_page(control(request), schedule_id, term, matches, after, count)
+    return seek_response(request, page, "jobs", lambda r: render.job(r, base))
 
 
 async def _update_schedule(request: Request, schedule_id: str, *, replace: bool) -> Response:
