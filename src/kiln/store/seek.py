@@ -21,7 +21,7 @@ from kiln.core import filters
 
 Row: TypeAlias = dict[str, Any]
 #: the most rows a page with a filter the store cannot serve reads before it answers with what it found
-EXAMINE = 2000
+EXAMINE = 500
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
