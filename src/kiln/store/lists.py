@@ -81,8 +81,7 @@ def _page(
     keep: Keep,
 ) -> seek.Page:
     served, left = seek.conditions(term, fields)
-    query = select(table).where(*scope, *served)
-    return seek.page(conn, query, table.c[key], after, count, keep if left else None)
+    return seek.page(conn, select(table).where(*scope), served, table.c[key], after, count, keep if left else None)
 
 
 def job_page(

@@ -5,7 +5,9 @@ A ``$filter`` (kiln.core.filters terms) is turned into SQL where its properties 
 indexes then hand over only matching rows. What has no column (a node's computed state, a time finer than
 the store keeps, an id range) is left to the caller's predicate on each row read: still correct, still a
 seek, but it reads at most `EXAMINE` rows per page, answering a shorter page (even an empty one) with a
-continuation when it runs out, as Batch does, so one request never walks a whole table.
+continuation when it runs out, as Batch does, so one request never walks a whole table. Likewise a filter
+SQL serves but no index narrows (an exit code range, a time) looks at most `SPAN` seqs on per page, so the
+database walks at most that much of a long list's index per request.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from kiln.core import filters
 Row: TypeAlias = dict[str, Any]
 #: the most rows a page with a filter the store cannot serve reads before it answers with what it found
 EXAMINE = 500
+#: how far past its start (in seqs) a page looks when no index narrows its filter
+SPAN = 20_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -73,20 +77,30 @@ def conditions(term: filters.Term | None, fields: Fields) -> tuple[list[ColumnEl
 
 def page(
     conn: Connection,
-    query: Select,
+    scope: Select,
+    served: list[ColumnElement[bool]],
     key: Column,
     after: Any,
     count: int,
     keep: Callable[[Row], bool] | None = None,
+    span: int | None = None,
 ) -> Page:
-    """Up to `count` rows of `query` past `after` in `key` order; keep: the predicate for what SQL left over."""
+    """Up to `count` rows of `scope` that `served` keeps, past `after` in `key` order. keep: the predicate for
+    what SQL left over. span: look at most this far past `after` (an int key), for a filter no index narrows."""
+    query = scope.where(*served)
+    end = None if span is None else after + span
 
     def past(start: Any, limit: int) -> list[Row]:
-        return [dict(row) for row in conn.execute(query.where(key > start).order_by(key).limit(limit)).mappings()]
+        window = query.where(key > start) if end is None else query.where(key > start, key <= end)
+        return [dict(row) for row in conn.execute(window.order_by(key).limit(limit)).mappings()]
+
+    def read_through() -> Any:
+        """Where the next page starts once this one has read all its window: past its end, if the list goes on."""
+        return end if end is not None and _goes_on(conn, scope, key, end) else None
 
     if keep is None:
         rows = past(after, count + 1)
-        return Page(rows[:count], rows[count - 1][key.name] if len(rows) > count else None)
+        return Page(rows[:count], rows[count - 1][key.name]) if len(rows) > count else Page(rows, read_through())
     kept: list[Row] = []
     examined, batch = 0, min(EXAMINE, max(count + 1, 100))
     while examined < EXAMINE:
@@ -97,10 +111,15 @@ def page(
             if keep(row):
                 kept.append(row)
                 if len(kept) == count:
-                    return Page(kept, after if past(after, 1) else None)
+                    return Page(kept, after if _goes_on(conn, scope, key, after) else None)
         if len(rows) < batch:
-            return Page(kept, None)
+            return Page(kept, read_through())
     return Page(kept, after)
+
+
+def _goes_on(conn: Connection, scope: Select, key: Column, after: Any) -> bool:
+    """Whether the list has rows past `after`, matching or not (one step in the key's index)."""
+    return conn.execute(scope.where(key > after).limit(1)).first() is not None
 
 
 def _compare(term: filters.Compare, field: Field | None) -> ColumnElement[bool] | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import ColumnElement, Connection, Select, select
 
 from kiln.core import filters
 from kiln.store import seek
@@ -34,10 +34,35 @@ TASK_FIELDS: seek.Fields = {
 }
 
 
+#: properties whose equality an index narrows to the matching rows, in seq order
+INDEXED = frozenset({"state", "executionInfo/result", "executionInfo/exitCode", "id"})
+
+
+def _parts(job_key: str, term: filters.Term | None) -> tuple[Select, list[ColumnElement[bool]], bool]:
+    """(the job's tasks, the SQL part of `term`, whether a part is left to the predicate)."""
+    served, left = seek.conditions(term, TASK_FIELDS)
+    return select(tasks).where(tasks.c.job_key == job_key), served, left
+
+
 def page_query(job_key: str, term: filters.Term | None) -> tuple[Select, bool]:
     """(the job's tasks that the SQL part of `term` keeps, whether a part is left to the predicate)."""
-    served, left = seek.conditions(term, TASK_FIELDS)
-    return select(tasks).where(tasks.c.job_key == job_key, *served), left
+    scope, served, left = _parts(job_key, term)
+    return scope.where(*served), left
+
+
+def narrowed(term: filters.Term | None) -> bool:
+    """Whether an index hands over only the rows `term` keeps (or all of them, with no filter): otherwise a
+    page walks the job's seq index, and looks at most seek.SPAN seqs on."""
+    if term is None:
+        return True
+    parts = term.parts if isinstance(term, filters.AllOf) else (term,)
+    return any(
+        isinstance(part, filters.Compare)
+        and part.op == "eq"
+        and part.path in INDEXED
+        and seek.condition(part, TASK_FIELDS) is not None
+        for part in parts
+    )
 
 
 def task_page(
@@ -50,8 +75,9 @@ def task_page(
 ) -> seek.Page:
     """Up to `count` of the job's tasks after `after_seq` that `term` keeps; matches: the whole filter on a
     row, for what SQL cannot tell."""
-    query, left = page_query(job_key, term)
-    return seek.page(conn, query, tasks.c.seq, after_seq, count, matches if left else None)
+    scope, served, left = _parts(job_key, term)
+    span = None if narrowed(term) else seek.SPAN
+    return seek.page(conn, scope, served, tasks.c.seq, after_seq, count, matches if left else None, span)
 
 
 def explain(conn: Connection, query: Select) -> list[str]:

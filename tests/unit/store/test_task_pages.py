@@ -95,6 +95,7 @@ def test_keyset_pages_return_what_the_filter_keeps(
     stored: Database, page_size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(seek, "EXAMINE", 5)  # a page with a predicate stops early: walking still finds all
+    monkeypatch.setattr(seek, "SPAN", 7)  # so does one that no index narrows
     with tx(stored) as conn:
         everything = rows.find(conn, rows.tasks, order_by=["seq"], job_key="b")
         for text in SERVED + LEFT_TO_THE_PREDICATE:
@@ -119,8 +120,34 @@ def _walk(conn: Connection, text: str, page_size: int, everything: list[dict[str
             break
         assert page.after > after
         after = page.after
-    assert pages <= len(everything) + 1
+    assert pages <= len(everything) + everything[-1]["seq"] // 5 + 2  # a page, or a span or examined rows, each
     return walked
+
+
+@pytest.mark.parametrize(
+    ("text", "narrowed"),
+    [
+        ("", True),
+        ("state eq 'completed'", True),
+        ("executionInfo/exitCode eq 1 and creationTime gt '2025-03-01T08:00:00Z'", True),
+        ("id eq 'Alpha-5'", True),
+        ("executionInfo/exitCode gt 0", False),
+        ("state eq 'completed' or state eq 'active'", False),
+        ("executionInfo/exitCode eq '1'", False),  # not in SQL: no index narrows it
+    ],
+)
+def test_a_page_no_index_narrows_looks_a_span_of_seqs_on(
+    stored: Database, text: str, narrowed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Job b's tasks come after job a's 40 seqs: a span of 10 from the start finds none of them, and says
+    where to go on; an equality an index serves finds its rows wherever they are."""
+    monkeypatch.setattr(seek, "SPAN", 10)
+    matches = odata.compile_filter(text, odata.TASK_FILTERS)
+    with tx(stored) as conn:
+        page = task_page(conn, "b", odata.filter_terms(text, odata.TASK_FILTERS), 0, 5, lambda r: matches(_doc(r)))
+    assert (page.rows != []) is narrowed
+    if not narrowed:
+        assert page.after == 10
 
 
 def test_each_served_filter_seeks_in_an_index(stored: Database) -> None:
