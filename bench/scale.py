@@ -176,11 +176,12 @@ def run(src: str, tasks: int, checkpoints: list[int], args: argparse.Namespace) 
                 for name, figure in figures.items():
                     report(src, checkpoint, name, figure)
                 report(src, checkpoint, "server RSS MB", f"{rss_mb(server):7.0f}")
-            server.stop()
-            began = time.perf_counter()
-            server.start(timeout=600)
-            report(src, added, "restart s", f"{time.perf_counter() - began:7.1f}")
-            report(src, added, "server RSS MB after restart", f"{rss_mb(server):7.0f}")
+            if args.restart:
+                server.stop()
+                began = time.perf_counter()
+                server.start(timeout=600)
+                report(src, added, "restart s", f"{time.perf_counter() - began:7.1f}")
+                report(src, added, "server RSS MB after restart", f"{rss_mb(server):7.0f}")
         finally:
             server.stop()
 
@@ -199,6 +200,7 @@ def main() -> None:
     parser.add_argument("--client-pages", type=int, default=5, help="pages each of those clients reads")
     parser.add_argument("--src", action="append", help="source tree(s) to run the server from, alternating")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--no-restart", dest="restart", action="store_false", help="skip the restart at the end")
     parser.add_argument("--dir", help="where the temporary data dirs go")
     args = parser.parse_args()
     checkpoints = [args.tasks * (i + 1) // args.checkpoints // COLLECTION * COLLECTION for i in range(args.checkpoints)]
