@@ -7,15 +7,19 @@ entries). At each checkpoint (N/4, N/2, N by default) it measures, over loopback
 * get_job_task_counts: p50/p99 of --samples calls;
 * list_tasks page 1 and page 50 (pages of 100: page 50 starts at task 4,901), each page walk timed
   page by page, --walks walks: p50/p99 of the page-1 and page-50 requests;
-* list_tasks first page with $filter=state eq 'active' (every task) and state eq 'completed' (none),
-  --samples calls each.
+* list_tasks first page under each of FILTERS (state, exit code, result, ids, times: some keep every task,
+  some none, some a few), --samples calls each;
+* the same pages read by --clients clients at once, each walking --client-pages pages: p50/p99 per page;
+* get_task while one client keeps listing with a filter that keeps no task: p50/p99;
+* the server's RSS (VmRSS of its process; the pool has no nodes, so no node workers) after each checkpoint;
+* at the end, restart: SIGTERM, then a new server on the same data until it answers a list of pools.
 
 `--src DIR` (repeatable) runs the server from each source tree in turn (PYTHONPATH), `--rounds` times,
 alternating, so before and after are measured side by side on this machine's drifting speed:
 
     python bench/scale.py --tasks 20000 --src /work/main/src --src src --rounds 2
 
-Prints one table row per (source, round, checkpoint); asserts nothing about speed.
+Prints one line per (source, round, checkpoint, figure); asserts nothing about speed.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import argparse
 import os
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +37,7 @@ from typing import Any
 
 from azure.batch import BatchClient, models
 
-from kiln.cli.embedded import EmbeddedServer
+from kiln.cli.embedded import EmbeddedServer, free_port
 from kiln.testing import create_pool_and_wait, make_client
 
 JOB = "scale"
@@ -40,6 +45,18 @@ COLLECTION = 100
 ADD_THREADS = 4
 PAGE = 100
 FAR_PAGE = 50
+#: first pages measured: (name, $filter); every task is active, as the pool has no nodes
+FILTERS = [
+    ("state active (all)", "state eq 'active'"),
+    ("state completed (none)", "state eq 'completed'"),
+    ("exitCode eq 1 (none)", "executionInfo/exitCode eq 1"),
+    ("exitCode gt 0 (none)", "executionInfo/exitCode gt 0"),
+    ("result failure (none)", "executionInfo/result eq 'failure'"),
+    ("id eq (one)", "id eq 't0000500'"),
+    ("startswith id (100)", "startswith(id,'t00001')"),
+    ("creationTime past (all)", "creationTime gt '2000-01-01T00:00:00Z'"),
+    ("state active and id lt (predicate)", "state eq 'active' and id lt 't0000050'"),
+]
 
 
 def timed(call: Callable[[], Any]) -> float:
@@ -85,29 +102,67 @@ def page_walk(client: BatchClient) -> tuple[float, float | None]:
     return times[0], times[FAR_PAGE - 1] if len(times) == FAR_PAGE else None
 
 
-def measure(client: BatchClient, samples: int, walks: int) -> dict[str, str]:
+def measure(client: BatchClient, samples: int, walks: int, clients: int, client_pages: int) -> dict[str, str]:
     counts = [timed(lambda: client.get_job_task_counts(JOB)) for _ in range(samples)]
     walked = [page_walk(client) for _ in range(walks)]
     figures = {
         "counts": percentiles(counts),
-        "page1": percentiles([w[0] for w in walked]),
-        f"page{FAR_PAGE}": percentiles([w[1] for w in walked]),
+        "page 1": percentiles([w[0] for w in walked]),
+        f"page {FAR_PAGE}": percentiles([w[1] for w in walked]),
     }
-    for state in ("active", "completed"):
+    for name, text in FILTERS:
 
-        def first_page(text: str = f"state eq '{state}'") -> None:
+        def first_page(text: str = text) -> None:
             next(client.list_tasks(JOB, max_results=PAGE, filter=text).by_page())
 
-        first = [timed(first_page) for _ in range(samples)]
-        figures[f"filter {state}"] = percentiles(first)
+        figures[f"filter {name}"] = percentiles([timed(first_page) for _ in range(samples)])
+    figures[f"{clients} clients paging"] = percentiles(concurrent_pages(client, clients, client_pages))
+    figures["get_task beside a filtered list"] = percentiles(reads_beside_a_list(client, samples))
     return figures
 
 
-def run(src: str, tasks: int, checkpoints: list[int], samples: int, walks: int, directory: str | None) -> list[str]:
-    lines = []
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+def concurrent_pages(client: BatchClient, clients: int, pages: int) -> list[float | None]:
+    """ms of each page request when `clients` clients walk the job's first `pages` pages at once."""
+
+    def walk(_: int) -> list[float]:
+        listed = client.list_tasks(JOB, max_results=PAGE).by_page()
+        return [timed(lambda: next(listed, None)) for _ in range(pages)]
+
+    with ThreadPoolExecutor(clients) as pool:
+        return [ms for times in pool.map(walk, range(clients)) for ms in times]
+
+
+def reads_beside_a_list(client: BatchClient, samples: int) -> list[float | None]:
+    """ms of get_task calls while another client keeps reading the first page of a filter that keeps no task."""
+    stop = threading.Event()
+
+    def keep_listing() -> None:
+        while not stop.is_set():
+            next(client.list_tasks(JOB, max_results=PAGE, filter="executionInfo/exitCode gt 0").by_page())
+
+    with ThreadPoolExecutor(1) as pool:
+        lister = pool.submit(keep_listing)
+        try:
+            return [timed(lambda: client.get_task(JOB, "t0000001")) for _ in range(samples)]
+        finally:
+            stop.set()
+            lister.result()
+
+
+def rss_mb(server: EmbeddedServer) -> float:
+    """The server process's resident set, in MB."""
+    assert server.process is not None
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(src: str, tasks: int, checkpoints: list[int], args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        os.chmod(tmp, 0o755)  # kiln serve wants a data dir task accounts can pass through
         os.environ["PYTHONPATH"] = os.path.abspath(src)  # the server subprocess runs this tree
-        server = EmbeddedServer(Path(tmp) / "data").start()
+        server = EmbeddedServer(Path(tmp) / "data", port=free_port()).start()
         try:
             client = make_client(server)
             pool_id = create_pool_and_wait(client, nodes=0)
@@ -116,12 +171,23 @@ def run(src: str, tasks: int, checkpoints: list[int], samples: int, walks: int, 
             for checkpoint in checkpoints:
                 rate = add_tasks(client, added, checkpoint)
                 added = checkpoint
-                figures = measure(client, samples, walks)
-                lines.append(f"{src:24} {checkpoint:8} {rate:8.0f} " + " ".join(figures.values()))
-                print(lines[-1], flush=True)
+                report(src, checkpoint, "add/s", f"{rate:7.0f}")
+                figures = measure(client, args.samples, args.walks, args.clients, args.client_pages)
+                for name, figure in figures.items():
+                    report(src, checkpoint, name, figure)
+                report(src, checkpoint, "server RSS MB", f"{rss_mb(server):7.0f}")
+            if args.restart:
+                server.stop()
+                began = time.perf_counter()
+                server.start(timeout=600)
+                report(src, added, "restart s", f"{time.perf_counter() - began:7.1f}")
+                report(src, added, "server RSS MB after restart", f"{rss_mb(server):7.0f}")
         finally:
             server.stop()
-    return lines
+
+
+def report(src: str, tasks: int, name: str, figure: str) -> None:
+    print(f"{src:24} {tasks:8} {name:38} {figure}", flush=True)
 
 
 def main() -> None:
@@ -130,17 +196,19 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=int, default=3, help="measure at N/c, 2N/c, ... N")
     parser.add_argument("--samples", type=int, default=20, help="calls per count and filter figure")
     parser.add_argument("--walks", type=int, default=3, help="page walks per page-1/page-50 figure")
+    parser.add_argument("--clients", type=int, default=20, help="clients paging the job at once")
+    parser.add_argument("--client-pages", type=int, default=5, help="pages each of those clients reads")
     parser.add_argument("--src", action="append", help="source tree(s) to run the server from, alternating")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--no-restart", dest="restart", action="store_false", help="skip the restart at the end")
     parser.add_argument("--dir", help="where the temporary data dirs go")
     args = parser.parse_args()
     checkpoints = [args.tasks * (i + 1) // args.checkpoints // COLLECTION * COLLECTION for i in range(args.checkpoints)]
     sources = args.src or [str(Path(__file__).resolve().parents[1] / "src")]
-    header = "p50/p99 ms: counts, page 1, page 50, filter active, filter completed (first page, 100 per page)"
-    print(f"{'source':24} {'tasks':>8} {'add/s':>8}  {header}", flush=True)
+    print(f"{'source':24} {'tasks':>8} {'figure (ms p50 p99 unless named)':38}", flush=True)
     for _ in range(args.rounds):
         for src in sources:
-            run(src, args.tasks, checkpoints, args.samples, args.walks, args.dir)
+            run(src, args.tasks, checkpoints, args)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import Request
@@ -16,11 +16,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from kiln.api import odata, selection, versioning
+from kiln.core.filters import Term
 from kiln.errors import BadRequest, ConditionNotMet, InvalidPropertyValue, KilnError, MissingRequiredProperty
 from kiln.wire import versions
 from kiln.wire.times import format_http_time, format_time, now
 
 M = TypeVar("M", bound=BaseModel)
+K = TypeVar("K", int, str)
 JSON_TYPE = "application/json; odata=minimalmetadata"  # with the space, as Batch sends it
 MAX_RESULTS = 1000
 #: Batch refuses a request body of 1 MB or more (413 RequestBodyTooLarge), as it documents for add-collection.
@@ -234,40 +236,20 @@ def _skip(request: Request) -> int:
     return skip
 
 
-def unfiltered_window(request: Request) -> tuple[int, int] | None:
-    """(offset, count) of the rows a page without $filter needs (one more than the page, to tell whether
-    another follows), so the caller can read just those; None under a $filter, which needs them all."""
-    if request.query_params.get("$filter"):
-        return None
-    limit, skip = _max_results(request), _skip(request)
-    return skip, limit + 1
-
-
 def list_response(
     request: Request,
     docs: Sequence[Any],
     fragment: str,
     allowed: odata.Allowed,
-    render: Callable[[Any], dict[str, Any]] | None = None,
-    offset: int = 0,
 ) -> Response:
-    """Filter, page (maxresults + odata.nextLink with $skiptoken) and $select a list.
-
-    render: docs are rows, each rendered only if the page needs it (all of them only under a $filter,
-    which matches rendered documents): a list of 10,000 tasks fetched 1,000 at a time renders each
-    task once, not once per page. offset: docs start at this position of the whole list (a caller that
-    read only `unfiltered_window`'s rows)."""
+    """Filter, page (maxresults + odata.nextLink with $skiptoken) and $select a short list held in memory
+    (files, images, applications); the store's lists seek instead (seek_window, seek_response)."""
     text = request.query_params.get("$filter")
     select = selection.checked_select(request, fragment)
     limit, skip = _max_results(request), _skip(request)
-    render = render or (lambda doc: doc)
-    if text:
-        matches = odata.compile_filter(text, allowed, versioning.filter_names(request))
-        selected: Sequence[Any] = [d for d in map(render, docs) if matches(d)]
-        page, more = selected[skip : skip + limit], skip + limit < len(selected)
-    else:
-        start = skip - offset
-        page, more = [render(d) for d in docs[start : start + limit]], start + limit < len(docs)
+    matches = odata.compile_filter(text or "", allowed, versioning.filter_names(request))
+    selected = [d for d in docs if matches(d)] if text else docs
+    page, more = selected[skip : skip + limit], skip + limit < len(selected)
     body: dict[str, Any] = {
         "odata.metadata": metadata_url(request, fragment),
         "value": [odata.apply_select(d, select) for d in page],
@@ -280,42 +262,60 @@ def list_response(
 
 
 # ---------------------------------------------------------------- keyset lists
-#: a keyset continuation token's text: the key of the last row of the page before
+#: a keyset continuation token's text: the key (JSON) of the last row the page before read
 _SEEK_PREFIX = "after:"
 
 
-def seek_window(request: Request) -> tuple[int, int]:
-    """(key after which the page starts, rows to read): one more than the page, to tell whether another
-    follows. The key is the last one of the previous page ($skiptoken), 0 on the first page."""
+def seek_window(request: Request, first: K) -> tuple[K, int]:
+    """(key after which the page starts, rows it may hold): the key of the previous page's last row
+    ($skiptoken; one of `first`'s type), `first` on the first page."""
     token = request.query_params.get("$skiptoken")
-    after = 0
-    if token:
-        try:
-            text = base64.urlsafe_b64decode(token.encode() + b"==").decode()
-            after = int(text.removeprefix(_SEEK_PREFIX)) if text.startswith(_SEEK_PREFIX) else -1
-        except ValueError:
-            after = -1
-        if after < 0:
-            from kiln.errors import InvalidQueryParameterValue
+    if not token:
+        return first, _max_results(request)
+    try:
+        text = base64.urlsafe_b64decode(token.encode() + b"==").decode()
+        after = json.loads(text.removeprefix(_SEEK_PREFIX)) if text.startswith(_SEEK_PREFIX) else None
+    except ValueError:
+        after = None
+    if type(after) is not type(first) or after < first:  # only a token Kiln made is valid, and it never counts back
+        from kiln.errors import InvalidQueryParameterValue
 
-            raise InvalidQueryParameterValue("$skiptoken", token, "The continuation token is not valid.")
-    return after, _max_results(request) + 1
+        raise InvalidQueryParameterValue("$skiptoken", token, "The continuation token is not valid.")
+    return after, _max_results(request)
 
 
-def seek_response(
-    request: Request, rows: Sequence[Any], fragment: str, render: Callable[[Any], dict[str, Any]], key: str
-) -> Response:
-    """A page of rows read by seek_window (in `key` order); the next page's link seeks past its last row."""
-    limit = _max_results(request)
-    page = rows[:limit]
-    select = request.query_params.get("$select")
+class SeekPage(Protocol):
+    """A page a command read by seek_window: its rows, and the key to read on after (None: the last page)."""
+
+    @property
+    def rows(self) -> Sequence[Any]: ...
+
+    @property
+    def after(self) -> Any: ...
+
+
+def seek_response(request: Request, page: SeekPage, fragment: str, render: Callable[[Any], dict[str, Any]]) -> Response:
+    """A page of rows read by seek_window; the next page's link seeks past the last row it read."""
+    select = selection.checked_select(request, fragment)
     body: dict[str, Any] = {
         "odata.metadata": metadata_url(request, fragment),
-        "value": [odata.apply_select(render(row), select) for row in page],
+        "value": [odata.apply_select(render(row), select) for row in page.rows],
     }
-    if len(rows) > limit:
+    if page.after is not None:
         params = {k: v for k, v in request.query_params.items() if k != "$skiptoken"}
-        token = f"{_SEEK_PREFIX}{page[-1][key]}"
+        token = _SEEK_PREFIX + json.dumps(page.after)
         params["$skiptoken"] = base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
         body["odata.nextLink"] = f"{base_url(request)}{request.url.path}?{urlencode(params)}"
     return json_response(body)
+
+
+def seek_filter(
+    request: Request, allowed: odata.Allowed, render: Callable[[Any], dict[str, Any]]
+) -> tuple[Term | None, Callable[[Any], bool]]:
+    """The list's $filter as terms (for the store's indexes), and as a predicate on a row (rendered) for
+    what the store cannot tell from its columns."""
+    text = request.query_params.get("$filter") or ""
+    rename = versioning.filter_names(request)  # an older api-version's property names
+    terms = odata.filter_terms(text, allowed, rename)
+    matches = odata.compile_filter(text, allowed, rename)
+    return terms, lambda row: matches(render(row))

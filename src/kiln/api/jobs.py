@@ -12,11 +12,13 @@ from kiln.api.http import (
     empty,
     entity_response,
     json_response,
-    list_response,
     metadata_url,
     parse,
     read_json,
     read_model,
+    seek_filter,
+    seek_response,
+    seek_window,
     write_conditions,
 )
 from kiln.commands import jobs
@@ -36,10 +38,12 @@ async def add_job(request: Request) -> Response:
 
 @router.get("/jobs")
 async def list_jobs(request: Request) -> Response:
-    rows = await jobs.list_all(control(request))
     base = base_url(request)
-    shown = await statistics.owners(request, "job", rows, lambda r: render.job(r, base))
-    return list_response(request, rows, "jobs", odata.JOB_FILTERS, shown)
+    shown = lambda r: render.job(r, base)  # noqa: E731
+    term, matches = seek_filter(request, odata.JOB_FILTERS, shown)
+    after, count = seek_window(request, 0)
+    page = await jobs.list_page(control(request), term, matches, after, count)
+    return seek_response(request, page, "jobs", await statistics.owners(request, "job", page.rows, shown))
 
 
 @router.get("/jobs/{job_id}")
@@ -108,7 +112,14 @@ async def task_counts(request: Request, job_id: str) -> Response:
 
 @router.get("/jobs/{job_id}/jobpreparationandreleasetaskstatus")
 async def preparation_status(request: Request, job_id: str) -> Response:
-    row, records = await jobs.preparation_status(control(request), job_id)
     base = base_url(request)
-    docs = [render.preparation_status(r, row, base) for r in records]
-    return list_response(request, docs, "jobpreparationandreleasetaskstatuslist", odata.PREP_RELEASE_FILTERS)
+
+    def doc(pair: tuple) -> dict:
+        record, job = pair
+        return render.preparation_status(record, job, base)
+
+    term, matches = seek_filter(request, odata.PREP_RELEASE_FILTERS, doc)
+    after, count = seek_window(request, "")
+    row, page = await jobs.preparation_page(control(request), job_id, term, matches, after, count)
+    fragment = "jobpreparationandreleasetaskstatuslist"
+    return seek_response(request, page, fragment, lambda record: render.preparation_status(record, row, base))

@@ -7,7 +7,16 @@ from fastapi.responses import Response
 
 from kiln.api import odata, render, selection
 from kiln.api.context import control
-from kiln.api.http import base_url, empty, json_response, list_response, metadata_url, read_json
+from kiln.api.http import (
+    base_url,
+    empty,
+    json_response,
+    metadata_url,
+    read_json,
+    seek_filter,
+    seek_response,
+    seek_window,
+)
 from kiln.commands import nodes
 from kiln.errors import InvalidPropertyValue
 
@@ -16,10 +25,16 @@ router = APIRouter()
 
 @router.get("/pools/{pool_id}/nodes")
 async def list_nodes(request: Request, pool_id: str) -> Response:
-    pool, found = await nodes.list_all(control(request), pool_id)
     base = base_url(request)
-    docs = [render.node(node, pool, base, *running, recent) for node, running, recent in found]
-    return list_response(request, docs, "nodes", odata.NODE_FILTERS)
+
+    def doc(found: tuple[dict, dict, tuple[int, int], list]) -> dict:
+        pool, node, running, recent = found
+        return render.node(node, pool, base, *running, recent)
+
+    term, matches = seek_filter(request, odata.NODE_FILTERS, doc)
+    after, count = seek_window(request, "")
+    page = await nodes.list_page(control(request), pool_id, term, matches, after, count)
+    return seek_response(request, page, "nodes", doc)
 
 
 @router.get("/pools/{pool_id}/nodes/{node_id}")

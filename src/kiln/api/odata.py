@@ -6,7 +6,7 @@ import calendar
 import functools
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -14,6 +14,7 @@ from typing import Any, TypeAlias
 
 import lark
 
+from kiln.core import filters
 from kiln.errors import InvalidQueryParameterValue
 
 #: A compiled ``$filter``: true when the wire JSON entity matches.
@@ -558,18 +559,41 @@ def _ordered(ops: frozenset[str]) -> list[str]:
     return sorted(ops, key=lambda op: order.index(op) if op in order else len(order))
 
 
-def values_matching(
-    text: str, allowed: Allowed, path: str, values: Sequence[Any], rename: Rename = _same
-) -> list[Any] | None:
-    """Which of `values` of `path` the filter keeps, when the filter reads `path` alone (so a store can
-    select those rows by index); None when it reads other properties too."""
-    matches = compile_filter(text, allowed, rename)  # checks the filter first: errors as for any other
-    named = {rename(str(token)).lower() for token in _parser().parse(text).scan_values(_is_property)}
-    if named != {path.lower()}:
+def filter_terms(text: str, allowed: Allowed, rename: Rename = _same) -> filters.Term | None:
+    """The filter as data (None: no filter), checked as `compile_filter` checks it, for a store to serve by index."""
+    if not text or not text.strip():
         return None
-    outer, _, inner = path.partition("/")
-    return [v for v in values if matches({outer: {inner: v}} if inner else {outer: v})]
+    compile_filter(text, allowed, rename)  # errors as for any other use of the filter
+    return _Terms(text, allowed, rename).transform(_parser().parse(text))
 
 
-def _is_property(token: Any) -> bool:
-    return isinstance(token, lark.Token) and token.type == "PROPERTY"
+class _Terms(_Compiler):
+    """The parse tree as kiln.core.filters terms, with literals typed as the predicates type them."""
+
+    def start(self, children: list[Any]) -> Any:
+        return children[0]
+
+    def any_of(self, children: list[Any]) -> Any:
+        return filters.AnyOf(tuple(children))
+
+    def all_of(self, children: list[Any]) -> Any:
+        return filters.AllOf(tuple(children))
+
+    def negate(self, children: list[Any]) -> Any:
+        return filters.Not(children[0])
+
+    def comparison(self, children: list[lark.Token]) -> Any:
+        prop, op_token, token = children
+        op = op_token.lower()
+        path = self._property(prop, op)
+        literal = self._literal(path, op, token)
+        caseless = _last(path) in CASELESS and literal.kind == "string"
+        return filters.Compare(path, op, literal.kind, literal.value.lower() if caseless else literal.value, caseless)
+
+    def startswith(self, children: list[lark.Token]) -> Any:
+        prop, prefix_token, *suffix = children
+        path = self._property(prop, "startswith")
+        prefix = _unquote(prefix_token)
+        return filters.StartsWith(
+            path, prefix.lower() if _last(path) in CASELESS else prefix, self._startswith_outcome(suffix)
+        )

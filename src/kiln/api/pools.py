@@ -11,8 +11,10 @@ from kiln.api.http import (
     base_url,
     empty,
     entity_response,
-    list_response,
     read_model,
+    seek_filter,
+    seek_response,
+    seek_window,
     write_conditions,
 )
 from kiln.commands import pools
@@ -32,10 +34,14 @@ async def add_pool(request: Request) -> Response:
 @router.get("/pools")
 async def list_pools(request: Request) -> Response:
     base = base_url(request)
-    found = await pools.list_all(control(request))
-    counts = {row["key"]: count for row, count in found}
-    shown = await statistics.pools(request, [row for row, _ in found], lambda r: render.pool(r, base, counts[r["key"]]))
-    return list_response(request, [shown(row) for row, _ in found], "pools", odata.POOL_FILTERS)
+    term, matches = seek_filter(request, odata.POOL_FILTERS, lambda pair: render.pool(pair[0], base, pair[1]))
+    after, count = seek_window(request, "")
+    page = await pools.list_page(control(request), term, matches, after, count)
+    counts = {row["key"]: count for row, count in page.rows}
+    shown = await statistics.pools(
+        request, [row for row, _ in page.rows], lambda r: render.pool(r, base, counts[r["key"]])
+    )
+    return seek_response(request, page, "pools", lambda pair: shown(pair[0]))
 
 
 @router.get("/pools/{pool_id}")

@@ -13,10 +13,12 @@ from kiln.api.http import (
     base_url,
     empty,
     entity_response,
-    list_response,
     parse,
     read_json,
     read_model,
+    seek_filter,
+    seek_response,
+    seek_window,
     write_conditions,
 )
 from kiln.commands import schedules
@@ -67,10 +69,12 @@ async def add_schedule(request: Request) -> Response:
 
 @router.get("/jobschedules")
 async def list_schedules(request: Request) -> Response:
-    rows = await schedules.list_all(control(request))
     base, moment = base_url(request), now()
-    shown = await statistics.owners(request, "schedule", rows, lambda r: render.job_schedule(r, base, moment))
-    return list_response(request, [shown(r) for r in rows], "jobschedules", odata.SCHEDULE_FILTERS)
+    shown = lambda r: render.job_schedule(r, base, moment)  # noqa: E731
+    term, matches = seek_filter(request, odata.SCHEDULE_FILTERS, shown)
+    after, count = seek_window(request, 0)
+    page = await schedules.list_page(control(request), term, matches, after, count)
+    return seek_response(request, page, "jobschedules", await statistics.owners(request, "schedule", page.rows, shown))
 
 
 @router.get("/jobschedules/{schedule_id}")
@@ -90,10 +94,12 @@ async def schedule_exists(request: Request, schedule_id: str) -> Response:
 
 @router.get("/jobschedules/{schedule_id}/jobs")
 async def list_schedule_jobs(request: Request, schedule_id: str) -> Response:
-    rows = await schedules.jobs(control(request), schedule_id)
     base = base_url(request)
-    shown = await statistics.owners(request, "job", rows, lambda r: render.job(r, base))
-    return list_response(request, [shown(r) for r in rows], "jobs", odata.SCHEDULE_JOBS_FILTERS)
+    shown = lambda r: render.job(r, base)  # noqa: E731
+    term, matches = seek_filter(request, odata.SCHEDULE_JOBS_FILTERS, shown)
+    after, count = seek_window(request, 0)
+    page = await schedules.jobs_page(control(request), schedule_id, term, matches, after, count)
+    return seek_response(request, page, "jobs", await statistics.owners(request, "job", page.rows, shown))
 
 
 async def _update_schedule(request: Request, schedule_id: str, *, replace: bool) -> Response:

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from kiln.api import odata, render, selection, statistics, versioning
+from kiln.api import odata, render, selection, statistics
 from kiln.api.context import control
 from kiln.api.http import (
     base_url,
@@ -16,18 +16,16 @@ from kiln.api.http import (
     entity_response,
     error_body,
     json_response,
-    list_response,
     metadata_url,
     parse,
     read_json,
     read_model,
+    seek_filter,
     seek_response,
     seek_window,
-    unfiltered_window,
     write_conditions,
 )
 from kiln.commands import tasks
-from kiln.core.task import TaskState
 from kiln.errors import BadRequest, KilnError
 from kiln.wire.models import TaskAdd, TaskUpdate
 from kiln.wire.times import format_time
@@ -105,27 +103,15 @@ async def add_task_collection(request: Request, job_id: str) -> Response:
     )
 
 
-#: what a task's state filter chooses from
-TASK_STATES = [state.value for state in TaskState]
-
-
 @router.get("/jobs/{job_id}/tasks")
 async def list_tasks(request: Request, job_id: str) -> Response:
-    """Unfiltered or filtered on state alone: a page read by index (keyset); other filters match rendered tasks."""
-    text = request.query_params.get("$filter")
-    rename = versioning.filter_names(request)
-    states = odata.values_matching(text, odata.TASK_FILTERS, "state", TASK_STATES, rename) if text else None
-    if not text or states is not None:
-        after, count = seek_window(request)
-        job, rows = await tasks.list_page(control(request), job_id, states, after, count)
-        base = base_url(request)
-        shown = await statistics.tasks(request, rows, lambda r: render.task(r, job["id"], base))
-        return seek_response(request, rows, "tasks", shown, "seq")
-    window = unfiltered_window(request)
-    job, rows = await tasks.list_all(control(request), job_id, window)
+    """A page read by index where the filter allows (keyset: it reads on from the last task of the page before)."""
     base = base_url(request)
-    shown = await statistics.tasks(request, rows, lambda r: render.task(r, job["id"], base))
-    return list_response(request, rows, "tasks", odata.TASK_FILTERS, shown, offset=window[0] if window else 0)
+    term, matches = seek_filter(request, odata.TASK_FILTERS, lambda r: render.task(r, job_id, base))
+    after, count = seek_window(request, 0)
+    job, page = await tasks.list_page(control(request), job_id, term, matches, after, count)
+    shown = await statistics.tasks(request, page.rows, lambda r: render.task(r, job["id"], base))
+    return seek_response(request, page, "tasks", shown)
 
 
 @router.get("/jobs/{job_id}/tasks/{task_id}")

@@ -14,6 +14,8 @@ Row = dict[str, Any]
 
 #: The caller's preconditions on the row a command acts on (HTTP If-Match and friends); they raise to refuse.
 Check = Callable[[Row], None]
+#: a list's whole $filter on what a page row renders from (api builds it), for what the store's columns cannot tell
+Matches = Callable[[Any], bool]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,12 @@ from typing import Any
 from sqlalchemy import Connection
 
 from kiln.commands import applications
-from kiln.commands.control import Check, Control, Row
+from kiln.commands.control import Check, Control, Matches, Row
+from kiln.core import filters
 from kiln.core import job as job_rules
 from kiln.core.job import DisableTasks, JobState
 from kiln.errors import Conflict, InvalidPropertyValue, MissingRequiredProperty, NotFound
+from kiln.store import lists, seek
 from kiln.store import rows as db
 from kiln.wire import ids
 from kiln.wire.models import JobAdd, JobConstraints, JobPatch, PoolInfo, PoolLifetimeOption
@@ -35,8 +37,9 @@ async def get(control: Control, job_id: str) -> Row:
     return await control.database.read(lambda conn: load(conn, job_id))
 
 
-async def list_all(control: Control) -> list[Row]:
-    return await control.database.read(lambda conn: db.find(conn, db.jobs, order_by=["seq"]))
+async def list_page(control: Control, term: filters.Term | None, matches: Matches, after: int, count: int) -> seek.Page:
+    """A page of the jobs, in the order they were added, after the job with seq `after`."""
+    return await control.database.read(lambda conn: lists.job_page(conn, term, after, count, matches))
 
 
 async def add(control: Control, spec: JobAdd) -> Row:
@@ -210,17 +213,21 @@ async def task_counts(control: Control, job_id: str) -> tuple[dict[str, int], di
     return counts, slots
 
 
-async def preparation_status(control: Control, job_id: str) -> tuple[Row, list[Row]]:
-    """The job and its (job, node) records where its preparation or release task has started."""
+async def preparation_page(
+    control: Control, job_id: str, term: filters.Term | None, matches: Matches, after: str, count: int
+) -> tuple[Row, seek.Page]:
+    """The job and a page of its (job, node) records where its preparation or release task has started, in
+    the order of node ids; matches: the whole filter on (record, job)."""
 
-    def read(conn: Connection) -> tuple[Row, list[Row]]:
+    def read(conn: Connection) -> tuple[Row, seek.Page]:
         row = load(conn, job_id)
-        return row, db.find(conn, db.preparations, order_by=["prep_start_time", "node_id"], job_key=row["key"])
+        page = lists.preparation_page(conn, row["key"], term, after, count, lambda record: matches((record, row)))
+        return row, page
 
-    row, records = await control.database.read(read)
+    row, page = await control.database.read(read)
     if not row["spec"].get("jobPreparationTask") and not row["spec"].get("jobReleaseTask"):
         raise Conflict(
             "The specified job does not have a job preparation or job release task.",
             code="JobPreparationTaskOrReleaseTaskNotSpecified",
         )
-    return row, [r for r in records if r["prep_state"] != "pending" or r["release_state"] != "pending"]
+    return row, page

@@ -5,8 +5,10 @@ from __future__ import annotations
 from sqlalchemy import Connection
 
 from kiln.commands import pools
-from kiln.commands.control import Control, Row
+from kiln.commands.control import Control, Matches, Row
+from kiln.core import filters
 from kiln.errors import NotFound
+from kiln.store import lists, seek
 from kiln.store import rows as db
 
 #: (runningTasksCount, runningTaskSlotsCount) of a node
@@ -38,12 +40,32 @@ async def list_all(control: Control, pool_id: str) -> tuple[Row, list[tuple[Row,
     return await control.database.read(read)
 
 
+async def list_page(
+    control: Control, pool_id: str, term: filters.Term | None, matches: Matches, after: str, count: int
+) -> seek.Page:
+    """A page of the pool's nodes in the order of their ids after `after`, each as (pool, node, the job tasks
+    running there, its recent tasks); matches: the whole filter on one of those (recent tasks left out)."""
+
+    def read(conn: Connection) -> seek.Page:
+        pool = pools.load(conn, pool_id)
+
+        def running(node: Row) -> Running:
+            return db.running_tasks_by_node(conn, [node["id"]]).get(node["id"], (0, 0))
+
+        keep = lambda node: matches((pool, node, running(node), []))  # noqa: E731
+        page = lists.node_page(conn, pool["key"], term, after, count, keep)
+        found = [(pool, node, running(node), db.recent_tasks(conn, node["id"], RECENT_TASKS)) for node in page.rows]
+        return seek.Page(found, page.after)
+
+    return await control.database.read(read)
+
+
 async def get(control: Control, pool_id: str, node_id: str) -> tuple[Row, Row, Running, list[Row]]:
     """The pool, the node, the job tasks running there and its recent tasks."""
 
     def read(conn: Connection) -> tuple[Row, Row, Running, list[Row]]:
         pool, node = load(conn, pool_id, node_id)
-        running = db.running_tasks_by_node(conn).get(node["id"], (0, 0))
+        running = db.running_tasks_by_node(conn, [node["id"]]).get(node["id"], (0, 0))
         return pool, node, running, db.recent_tasks(conn, node["id"], RECENT_TASKS)
 
     return await control.database.read(read)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from sqlalchemy import Connection
 
 from kiln.commands import applications, autoscale
-from kiln.commands.control import Check, Control, Row
+from kiln.commands.control import Check, Control, Matches, Row
+from kiln.core import filters
 from kiln.core import pool as pool_rules
 from kiln.core.pool import AllocationState, PoolState
 from kiln.errors import Conflict, NotFound
+from kiln.store import lists, seek
 from kiln.store import rows as db
 from kiln.wire import ids
 from kiln.wire.models import PoolAdd
@@ -58,12 +60,14 @@ async def add(control: Control, spec: PoolAdd) -> Row:
     return row
 
 
-async def list_all(control: Control) -> list[tuple[Row, NodeCounts]]:
-    """Every pool with its numbers of nodes."""
+async def list_page(control: Control, term: filters.Term | None, matches: Matches, after: str, count: int) -> seek.Page:
+    """A page of the pools, each with its numbers of nodes, in the order of their keys after `after`; matches:
+    the whole filter on (pool, node counts)."""
 
-    def read(conn: Connection) -> list[tuple[Row, NodeCounts]]:
+    def read(conn: Connection) -> seek.Page:
         counts = db.current_nodes_by_pool(conn)
-        return [(row, counts.get(row["key"], (0, 0))) for row in db.find(conn, db.pools, order_by=["key"])]
+        page = lists.pool_page(conn, term, after, count, lambda row: matches((row, counts.get(row["key"], (0, 0)))))
+        return seek.Page([(row, counts.get(row["key"], (0, 0))) for row in page.rows], page.after)
 
     return await control.database.read(read)
 

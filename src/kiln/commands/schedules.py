@@ -6,9 +6,11 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from kiln.commands.control import Check, Control, Row
+from kiln.commands.control import Check, Control, Matches, Row
+from kiln.core import filters
 from kiln.core import schedule as schedule_rules
 from kiln.errors import Conflict, NotFound
+from kiln.store import lists, seek
 from kiln.store import rows as db
 from kiln.wire import ids
 from kiln.wire.times import now
@@ -25,15 +27,18 @@ async def get(control: Control, schedule_id: str) -> Row:
     return await control.database.read(lambda conn: load(conn, schedule_id))
 
 
-async def list_all(control: Control) -> list[Row]:
-    return await control.database.read(lambda conn: db.find(conn, db.job_schedules, order_by=["seq"]))
+async def list_page(control: Control, term: filters.Term | None, matches: Matches, after: int, count: int) -> seek.Page:
+    """A page of the job schedules, in the order they were added, after the one with seq `after`."""
+    return await control.database.read(lambda conn: lists.schedule_page(conn, term, after, count, matches))
 
 
-async def jobs(control: Control, schedule_id: str) -> list[Row]:
-    """The jobs the schedule has made that still exist, oldest first."""
+async def jobs_page(
+    control: Control, schedule_id: str, term: filters.Term | None, matches: Matches, after: int, count: int
+) -> seek.Page:
+    """A page of the jobs the schedule has made that still exist, oldest first."""
 
-    def read(conn: Connection) -> list[Row]:
-        return db.find(conn, db.jobs, order_by=["seq"], schedule_key=load(conn, schedule_id)["key"])
+    def read(conn: Connection) -> seek.Page:
+        return lists.job_page(conn, term, after, count, matches, schedule_key=load(conn, schedule_id)["key"])
 
     return await control.database.read(read)
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import Connection
 
 from kiln.commands import applications, jobs
 from kiln.commands.control import Check, Control, Row
 from kiln.core import dependencies as dependency_rules
 from kiln.core import exit_conditions as exit_rules
+from kiln.core import filters
 from kiln.core import job as job_rules
 from kiln.core import task as task_rules
 from kiln.errors import Conflict, KilnError, NotFound
 from kiln.store import rows as db
-from kiln.store import task_pages
+from kiln.store import seek, task_pages
 from kiln.wire import ids
 from kiln.wire.models import TaskAdd, TaskConstraints, materialize_constraints
 from kiln.wire.times import now
@@ -31,25 +34,20 @@ async def get(control: Control, job_id: str, task_id: str) -> tuple[Row, Row]:
     return await control.database.read(lambda conn: load(conn, job_id, task_id))
 
 
-async def list_all(control: Control, job_id: str, window: tuple[int, int] | None) -> tuple[Row, list[Row]]:
-    """The job and its tasks in the order they were added; window: (offset, count) of them, None: all."""
-
-    def read(conn: Connection) -> tuple[Row, list[Row]]:
-        job = jobs.load(conn, job_id)
-        return job, db.find(conn, db.tasks, order_by=["seq"], window=window, job_key=job["key"])
-
-    return await control.database.read(read)
-
-
 async def list_page(
-    control: Control, job_id: str, states: list[str] | None, after_seq: int, count: int
-) -> tuple[Row, list[Row]]:
-    """The job and up to `count` of its tasks after `after_seq`, in the order they were added, by index;
-    states: only tasks in these (None: all)."""
+    control: Control,
+    job_id: str,
+    term: filters.Term | None,
+    matches: Callable[[Row], bool],
+    after_seq: int,
+    count: int,
+) -> tuple[Row, seek.Page]:
+    """The job and a page of its tasks after `after_seq`, in the order they were added, read by index where
+    the filter allows; matches: the whole filter on a task row, for what the store's columns cannot tell."""
 
-    def read(conn: Connection) -> tuple[Row, list[Row]]:
+    def read(conn: Connection) -> tuple[Row, seek.Page]:
         job = jobs.load(conn, job_id)
-        return job, task_pages.task_page(conn, job["key"], states, after_seq, count)
+        return job, task_pages.task_page(conn, job["key"], term, after_seq, count, matches)
 
     return await control.database.read(read)
 

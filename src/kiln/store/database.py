@@ -26,6 +26,9 @@ T = TypeVar("T")
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: How often the checkpointer folds SQLite's write-ahead log back into the database file (seconds).
 CHECKPOINT_INTERVAL = 0.25
+#: Threads (each with its own connection) that run reads beside the writer: a long list holds one of them,
+#: not the writer nor the other clients' reads.
+READERS = 4
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +77,8 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_size=4, max_overflow=4)
+    # the writer, READERS readers, and a few connections for migrations and the odd direct use
+    return create_engine(url, pool_size=READERS + 1, max_overflow=4)
 
 
 class Checkpointer:
@@ -112,14 +116,17 @@ class Database:
     SQLite writes run on the event loop itself: a transaction there is CPU work under the GIL, which a
     thread would not run in parallel anyway, and the hop to a thread and back cost the scheduler's
     hot path more than the work (measured ~1.5-3 ms per transaction on 2 cores). The loop runs one at a
-    time, so they never overlap; reads stay on a thread (WAL: they never block the writer), so long
-    listings don't stall the loop. PostgreSQL waits on the network: its writes go to the thread too.
+    time, so they never overlap. PostgreSQL waits on the network: its writes go to the store thread.
+    Reads run on READERS threads of their own, each transaction on its own connection (SQLite in WAL
+    mode: a snapshot that neither waits for the writer nor holds it up; PostgreSQL: a pooled
+    connection), so a long listing delays neither writes nor other clients' reads.
     """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-store")
+        self._readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="kiln-read")
         self._inline_writes = self.engine.dialect.name == "sqlite"
         #: the loop's own connection for inline writes, kept between them: checking one out of the pool
         #: and back for each transaction cost more than a short transaction's SQL (~60 us of ~25)
@@ -148,8 +155,8 @@ class Database:
             raise ServerBusy(f"The server could not store the change ({exc.orig}); nothing was stored.") from exc
 
     async def read(self, work: Callable[[Connection], T]) -> T:
-        """On the store thread, in a transaction of its own."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self._transact, work, metrics.READ)
+        """On a reader thread, in a transaction of its own: it waits for no write and no other read."""
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self._transact, work, metrics.READ)
 
     def _transact(self, work: Callable[[Connection], T], kind: str = metrics.WRITE) -> T:
         started = time.perf_counter()
@@ -182,6 +189,7 @@ class Database:
         if self._checkpointer is not None:
             self._checkpointer.close()
         self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
         if self._loop_connection is not None:
             self._loop_connection.close()
             self._loop_connection = None

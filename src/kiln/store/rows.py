@@ -231,18 +231,21 @@ def current_nodes_by_pool(conn: Connection) -> dict[str, tuple[int, int]]:
     return counts
 
 
-def running_tasks_by_node(conn: Connection) -> dict[str, tuple[int, int]]:
+def running_tasks_by_node(conn: Connection, node_ids: Sequence[str] | None = None) -> dict[str, tuple[int, int]]:
     """(runningTasksCount, runningTaskSlotsCount) of each node with job tasks on it; prep and release count for
-    neither, and a running subtask of a multi-instance task holds one slot of its node."""
+    neither, and a running subtask of a multi-instance task holds one slot of its node. node_ids: of these
+    nodes only, each sought in ix_tasks_node_state (None: every node, reading the index through)."""
+    on_task = tasks.c.node_id.is_not(None) if node_ids is None else tasks.c.node_id.in_(node_ids)
     query = (
         select(tasks.c.node_id, func.count(), func.sum(tasks.c.required_slots))
-        .where(tasks.c.state.in_(["running", "preparing"]), tasks.c.node_id.is_not(None))
+        .where(tasks.c.state.in_(["running", "preparing"]), on_task)
         .group_by(tasks.c.node_id)
     )
     running = {node_id: (count, slots or 0) for node_id, count, slots in conn.execute(query)}
+    on_subtask = [] if node_ids is None else [subtasks.c.node_id.in_(node_ids)]
     query = (
         select(subtasks.c.node_id, func.count())
-        .where(subtasks.c.state == "running", subtasks.c.id > 0)
+        .where(subtasks.c.state == "running", subtasks.c.id > 0, *on_subtask)
         .group_by(subtasks.c.node_id)
     )
     for node_id, count in conn.execute(query):

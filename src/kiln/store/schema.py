@@ -117,6 +117,7 @@ nodes = Table(
     Column("start_task_info", JSON),  #: startTaskInfo, as rendered
     Column("errors", JSON),  #: why the node is starttaskfailed or unusable
     Column("is_dedicated", Boolean, nullable=False, default=True, server_default=true()),
+    Index("ix_nodes_pool_id", "pool_key", "id"),  #: a pool's nodes a page at a time (store.lists)
 )
 
 jobs = Table(
@@ -138,6 +139,8 @@ jobs = Table(
     Column("pool_id", String(64)),  #: the pool the job runs on, when it is an auto pool (executionInfo.poolId)
     Column("schedule_key", String(64), index=True),  #: the job schedule that created the job
     *_times(),
+    Index("ix_jobs_seq", "seq"),  #: list pages seek by seq (store.lists)
+    Index("ix_jobs_schedule_seq", "schedule_key", "seq"),
 )
 
 tasks = Table(
@@ -174,6 +177,8 @@ tasks = Table(
     Index("ix_tasks_job_seq", "job_key", "seq"),
     Index("ix_tasks_node_state", "node_id", "state"),
     Index("ix_tasks_job_start", "job_key", "start_time"),  #: the dashboard's timeline (kiln.store.dashboard)
+    Index("ix_tasks_job_result", "job_key", "result", "seq"),  #: list filters on result and exit code
+    Index("ix_tasks_job_exit", "job_key", "exit_code", "seq"),
 )
 
 preparations = Table(
@@ -218,6 +223,7 @@ job_schedules = Table(
     Column("pool_id", String(64)),  #: the auto pool shared by the schedule's jobs (poolLifetimeOption jobschedule)
     Column("end_time", UTCDateTime),
     *_times(),
+    Index("ix_job_schedules_seq", "seq"),  #: list pages seek by seq (store.lists)
 )
 
 #: One row per instance of a running or finished multi-instance task (0 = the primary, 1.. = subtasks);

@@ -1,34 +1,83 @@
-"""A job's tasks a page at a time, by index: each page seeks past the last seq of the one before (keyset),
-so page 50 costs what page 1 does, and a state filter reads only the rows in those states.
+"""A job's tasks a page at a time, by index (store.seek): each page seeks past the last seq of the one before,
+so page 50 costs what page 1 does, and a filter reads only the rows it keeps.
 
-Indexes: ix_tasks_job_seq (job_key, seq) for the unfiltered list, ix_tasks_job_state (job_key, state, seq)
-for a state filter: both hand rows over in seq order, so nothing is sorted and LIMIT stops the read.
+Indexes, each ending in seq so that a filter's equality hands rows over in seq order and LIMIT stops the
+read: ix_tasks_job_seq (job_key, seq) for no filter and for what only a row can tell, ix_tasks_job_state
+(job_key, state, seq), ix_tasks_job_result (job_key, result, seq), ix_tasks_job_exit (job_key, exit_code,
+seq); an id is found by its key (uq_tasks_job_key); times compare on the rows of the seq walk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import ColumnElement, Connection, Select, select
 
+from kiln.core import filters
+from kiln.store import seek
 from kiln.store.schema import tasks
 
+_LAST_MODIFIED = seek.Field(tasks.c.last_modified, "time")
+#: the task list's filterable properties (api.odata.TASK_FILTERS) that are columns
+TASK_FIELDS: seek.Fields = {
+    "id": seek.Field(tasks.c.id, "string", key=tasks.c.key),
+    "state": seek.Field(tasks.c.state, "string"),
+    "stateTransitionTime": seek.Field(tasks.c.state_transition_time, "time"),
+    "creationTime": seek.Field(tasks.c.creation_time, "time"),
+    "lastModified": _LAST_MODIFIED,
+    "lastModifiedTime": _LAST_MODIFIED,
+    "executionInfo/startTime": seek.Field(tasks.c.start_time, "time"),
+    "executionInfo/endTime": seek.Field(tasks.c.end_time, "time"),
+    "executionInfo/exitCode": seek.Field(tasks.c.exit_code, "int"),
+    "executionInfo/result": seek.Field(tasks.c.result, "string"),
+}
 
-def page_query(job_key: str, states: Sequence[str] | None, after_seq: int, count: int) -> Select:
-    """The job's tasks after `after_seq` in seq order, at most `count`; states: only those (None: any)."""
-    query = select(tasks).where(tasks.c.job_key == job_key, tasks.c.seq > after_seq)
-    if states is not None:
-        query = query.where(tasks.c.state == states[0] if len(states) == 1 else tasks.c.state.in_(list(states)))
-    return query.order_by(tasks.c.seq).limit(count)
+
+#: properties whose equality an index narrows to the matching rows, in seq order
+INDEXED = frozenset({"state", "executionInfo/result", "executionInfo/exitCode", "id"})
+
+
+def _parts(job_key: str, term: filters.Term | None) -> tuple[Select, list[ColumnElement[bool]], bool]:
+    """(the job's tasks, the SQL part of `term`, whether a part is left to the predicate)."""
+    served, left = seek.conditions(term, TASK_FIELDS)
+    return select(tasks).where(tasks.c.job_key == job_key), served, left
+
+
+def page_query(job_key: str, term: filters.Term | None) -> tuple[Select, bool]:
+    """(the job's tasks that the SQL part of `term` keeps, whether a part is left to the predicate)."""
+    scope, served, left = _parts(job_key, term)
+    return scope.where(*served), left
+
+
+def narrowed(term: filters.Term | None) -> bool:
+    """Whether an index hands over only the rows `term` keeps (or all of them, with no filter): otherwise a
+    page walks the job's seq index, and looks at most seek.SPAN seqs on."""
+    if term is None:
+        return True
+    parts = term.parts if isinstance(term, filters.AllOf) else (term,)
+    return any(
+        isinstance(part, filters.Compare)
+        and part.op == "eq"
+        and part.path in INDEXED
+        and seek.condition(part, TASK_FIELDS) is not None
+        for part in parts
+    )
 
 
 def task_page(
-    conn: Connection, job_key: str, states: Sequence[str] | None, after_seq: int, count: int
-) -> list[dict[str, Any]]:
-    if states is not None and not states:
-        return []
-    return [dict(row) for row in conn.execute(page_query(job_key, states, after_seq, count)).mappings()]
+    conn: Connection,
+    job_key: str,
+    term: filters.Term | None,
+    after_seq: int,
+    count: int,
+    matches: Callable[[dict[str, Any]], bool],
+) -> seek.Page:
+    """Up to `count` of the job's tasks after `after_seq` that `term` keeps; matches: the whole filter on a
+    row, for what SQL cannot tell."""
+    scope, served, left = _parts(job_key, term)
+    span = None if narrowed(term) else seek.SPAN
+    return seek.page(conn, scope, served, tasks.c.seq, after_seq, count, matches if left else None, span)
 
 
 def explain(conn: Connection, query: Select) -> list[str]:

@@ -18,8 +18,9 @@ from kiln.api.odata import (
     TASK_FILTERS,
     apply_select,
     compile_filter,
-    values_matching,
+    filter_terms,
 )
+from kiln.core.filters import AllOf, AnyOf, Compare, Not, StartsWith
 from kiln.errors import InvalidQueryParameterValue
 from kiln.wire import versions
 
@@ -441,25 +442,35 @@ def test_select_does_not_mutate() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("state eq 'completed'", ["completed"]),
-        ("State EQ 'Active'", ["active"]),
-        ("state ne 'active'", ["preparing", "running", "completed"]),
-        ("state eq 'active' or state eq 'running'", ["active", "running"]),
-        ("state eq 'active' and state eq 'running'", []),
-        ("not (state eq 'completed')", ["active", "preparing", "running"]),
-        ("state eq 'active' and id eq 'x'", None),
-        ("executionInfo/exitCode eq 0", None),
+        ("", None),
+        ("State EQ 'Active'", Compare("state", "eq", "string", "active", True)),
+        ("id eq 'Task-1'", Compare("id", "eq", "string", "Task-1", False)),
+        ("executionInfo/exitCode gt -1", Compare("executionInfo/exitCode", "gt", "int", -1, False)),
+        (
+            "creationTime ge datetime'2026-01-01T00:00:00.5Z'",
+            Compare("creationTime", "ge", "time", 17672256005000000, False),
+        ),
+        ("executionInfo/result eq null", Compare("executionInfo/result", "eq", "null", None, False)),
+        ("startswith(id,'Ab') eq false", StartsWith("id", "Ab", False)),
+        (
+            "state eq 'active' and (id eq 'a' or not (id eq 'b'))",
+            AllOf(
+                (
+                    Compare("state", "eq", "string", "active", True),
+                    AnyOf((Compare("id", "eq", "string", "a", False), Not(Compare("id", "eq", "string", "b", False)))),
+                )
+            ),
+        ),
     ],
 )
-def test_values_matching_a_filter_on_one_property(text: str, expected: list[str] | None) -> None:
-    """What a store can select by index: the states a filter on state alone keeps; None if it reads more."""
-    states = ["active", "preparing", "running", "completed"]
-    assert values_matching(text, TASK_FILTERS, "state", states) == expected
+def test_filter_terms_are_the_filter_as_data(text: str, expected: object) -> None:
+    """What a store turns into SQL: the same checked, typed literals the predicates compare with."""
+    assert filter_terms(text, TASK_FILTERS) == expected
 
 
-def test_values_matching_checks_the_filter_first() -> None:
+def test_filter_terms_check_the_filter_first() -> None:
     with pytest.raises(InvalidQueryParameterValue):
-        values_matching("state gt 'active'", TASK_FILTERS, "state", ["active"])
+        filter_terms("state gt 'active'", TASK_FILTERS)
 
 
 #: a filter table with a property an api-version renamed (Batch's own tables have none today: neither
@@ -481,6 +492,6 @@ def test_the_newest_clients_old_name_is_refused_naming_it_as_written() -> None:
         compile_filter("maxTasksPerNode eq 4", RENAMED, rename)
 
 
-def test_an_older_clients_state_filter_still_reads_state_alone() -> None:
+def test_an_older_clients_filter_becomes_the_same_terms() -> None:
     rename = functools.partial(versions.upgrade_name, "2020-03-01.11.0")
-    assert values_matching("state eq 'active'", TASK_FILTERS, "state", ["active", "running"], rename) == ["active"]
+    assert filter_terms("state eq 'active'", TASK_FILTERS, rename) == Compare("state", "eq", "string", "active", True)

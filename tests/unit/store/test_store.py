@@ -100,6 +100,7 @@ def task_row(job_key: str, key: str, state: str = "active", **fields: Any) -> di
         "attempt": 0,
         "start_time": None,
         "end_time": None,
+        "exit_code": None,
         "result": None,
         "failure_info": None,
         "creation_time": T0,
