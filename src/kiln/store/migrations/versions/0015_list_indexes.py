@@ -1,14 +1,14 @@
 """indexes for lists that seek: tasks by result and by exit code (in seq order), jobs and schedules by seq,
 a pool's nodes by id, a schedule's jobs by seq
 
-Revision ID: 0013_list_indexes
+Revision ID: 0015_list_indexes
 Revises: 0012_task_page_indexes
 """
 
 from alembic import op
 
-revision = "0013_list_indexes"
-down_revision = "0012_task_page_indexes"
+revision = "0015_list_indexes"
+down_revision = "0014_statistics"
 branch_labels = None
 depends_on = None
 
