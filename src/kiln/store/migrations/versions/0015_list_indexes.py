@@ -2,7 +2,7 @@
 a pool's nodes by id, a schedule's jobs by seq
 
 Revision ID: 0015_list_indexes
-Revises: 0012_task_page_indexes
+Revises: 0014_statistics
 """
 
 from alembic import op
