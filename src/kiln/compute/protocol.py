@@ -170,6 +170,9 @@ ResultsCallback = Callable[[str, list[StepResult]], Awaitable[None]]
 NodeUpCallback = Callable[[str], Awaitable[None]]
 #: Called with (node_id) when a node's worker is gone (died, killed, restarting); its steps are lost.
 NodeDownCallback = Callable[[str], Awaitable[None]]
+#: Called with (node_id, why) when a node cannot start (its host refused it or did not start it in time); it is
+#: not tried again until restarted.
+NodeFailedCallback = Callable[[str, str], Awaitable[None]]
 
 
 class ComputeBackend(Protocol):
@@ -178,11 +181,12 @@ class ComputeBackend(Protocol):
     on_results: ResultsCallback
     on_node_up: NodeUpCallback
     on_node_down: NodeDownCallback
+    on_node_failed: NodeFailedCallback
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...
     async def add_node(self, node_id: str, node_root: str) -> None:
-        """Start the node; returns once it is launching. on_node_up follows when it is ready."""
+        """Start the node; returns once it is launching. on_node_up follows when it is ready, or on_node_failed."""
 
     async def remove_node(self, node_id: str) -> None:
         """Stop the node's worker for good (its files stay on disk unless wiped by the caller)."""

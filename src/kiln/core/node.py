@@ -77,6 +77,20 @@ def _start_task_failed(row: Mapping[str, Any], now: datetime, *, errors: list[di
     return {"state_transition_time": now, "errors": errors}
 
 
+def _unusable(row: Mapping[str, Any], now: datetime, *, errors: list[dict[str, Any]], **_: Any) -> Changes:
+    """The node could not start (its host refused it, or did not start it in time); errors say why."""
+    return {"state_transition_time": now, "errors": errors}
+
+
+#: errors[] code of a node that could not start.
+NODE_START_FAILED = "NodeStartFailed"
+
+
+def start_failed_errors(message: str) -> list[dict[str, Any]]:
+    """errors[] of a node that could not start: Azure's ComputeNodeError shape."""
+    return [{"code": NODE_START_FAILED, "message": f"The compute node could not start: {message}"}]
+
+
 def _shown(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
     """An edge Kiln computes when it shows a node (busy_state), never stores."""
     return {"state_transition_time": now}
@@ -106,6 +120,7 @@ TRANSITIONS: lifecycle.Table = {
     **{(s, S.PREEMPTED): _preempted for s in (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, *_UP)},
     **{(s, S.DEALLOCATING): _deallocating for s in _UP},
     (S.DEALLOCATING, S.DEALLOCATED): _deallocated,
+    **{(s, S.UNUSABLE): _unusable for s in (S.CREATING, S.STARTING)},
     **{(s, S.LEAVING_POOL): _stamp for s in S if s is not S.LEAVING_POOL},
     (S.UNKNOWN, S.UNKNOWN): no_changes,
 }
@@ -122,8 +137,9 @@ def transition(row: Mapping[str, Any], to: NodeState, now: datetime, **event: An
 
 #: States of a node whose worker has answered since it was last (re)started.
 BOOTED = frozenset({S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, *_UP})
-#: States in which a node counts as there for a resize: booted, or deallocated or preempted (their own doing).
-SETTLED = BOOTED | {S.DEALLOCATED, S.PREEMPTED}
+#: States in which a node counts as there for a resize: booted, or deallocated or preempted (their own doing), or
+#: failed to start (unusable: the resize is over; the node's errors say why).
+SETTLED = BOOTED | {S.DEALLOCATED, S.PREEMPTED, S.UNUSABLE}
 
 
 def busy_state(running_tasks: int, scheduling_state: str = SchedulingState.ENABLED) -> NodeState:

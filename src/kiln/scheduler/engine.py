@@ -123,6 +123,7 @@ class Scheduler(
         backend.on_results = self._on_results
         backend.on_node_up = story.stimulated("node {} up", self._node_joined)
         backend.on_node_down = story.stimulated("node {} lost", self._on_node_down)
+        backend.on_node_failed = self._on_node_failed
 
     async def _node_joined(self, node_id: str) -> None:
         """A node is up (new, rebooted, reimaged, or back after a restart): it keeps the pool's packages of now

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from kiln import undo
+from kiln import story, undo
 from kiln.core import node as node_rules
 from kiln.core import pool as pool_rules
 from kiln.core import preparation as prep_rules
@@ -272,6 +272,27 @@ class NodeOperations(SchedulerParts):
         elif row is not None and row["state"] in (NodeState.STARTING, *node_rules.BOOTED):
             transition(conn, db.nodes, {"id": node_id}, row, node_rules.transition(row, NodeState.UNKNOWN, now))
         return effects
+
+    async def _on_node_failed(self, node_id: str, message: str) -> None:
+        """The node could not start (its host refused it, or did not start it in time): unusable, with errors
+        saying why; the pool's resize counts it as settled. Nothing retries it."""
+        with story.caused_by(f"node {node_id} failed"):
+            async with self.lock:
+                node = self.nodes.get(node_id)
+                if node is None:
+                    return
+
+                def fail(conn: Connection) -> None:
+                    row = db.get(conn, db.nodes, id=node_id)
+                    if row is None or row["state"] not in (NodeState.CREATING, NodeState.STARTING):
+                        return
+                    changes = node_rules.transition(
+                        row, NodeState.UNUSABLE, utcnow(), errors=node_rules.start_failed_errors(message)
+                    )
+                    transition(conn, db.nodes, {"id": node_id}, row, changes)
+                    self._maybe_steady(conn, node.pool_key)
+
+                await self.db.write(fail)
 
     # ------------------------------------------------------------------ reboot and reimage
     async def restart_node(self, node_id: str, option: str, *, reimage: bool) -> None:

@@ -1,4 +1,4 @@
-"""A real DaskBackend: in-process scheduler, nanny-supervised worker processes, real commands."""
+"""A real DaskBackend: in-process scheduler, a nanny-supervised host agent serving the nodes, real commands."""
 
 from __future__ import annotations
 
@@ -28,12 +28,17 @@ class Recorder:
     results: dict[str, StepResult] = field(default_factory=dict)
     batches: list[int] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
 
     async def on_up(self, node_id: str) -> None:
         self.events.append(("up", node_id))
 
     async def on_down(self, node_id: str) -> None:
         self.events.append(("down", node_id))
+
+    async def on_failed(self, node_id: str, message: str) -> None:
+        self.events.append(("failed", node_id))
+        self.failures[node_id] = message
 
     async def on_results(self, node_id: str, results: list[StepResult]) -> None:
         self.batches.append(len(results))
@@ -69,11 +74,12 @@ async def rec(open_tmp: Path) -> AsyncIterator[Recorder]:
     backend = DaskBackend(open_tmp / "data")
     rec = Recorder(backend, open_tmp / "data")
     backend.on_node_up, backend.on_node_down, backend.on_results = rec.on_up, rec.on_down, rec.on_results
+    backend.on_node_failed = rec.on_failed
     await backend.start()
     try:
         yield rec
     finally:
-        pids = [p for n in ("n1", "n2") if (p := backend.worker_pid(n))]
+        pids = [p for h in backend._hosts.values() if (p := h.pid)]
         await asyncio.wait_for(backend.close(), 30)
         await eventually(lambda: not any(alive(p) for p in pids), what="worker processes to exit")
     assert rec.duplicates == [], "results delivered twice"
@@ -100,8 +106,9 @@ async def test_two_nodes_run_batches(rec: Recorder) -> None:
             assert rec.results[s.step_id].exit_code == i % 3
         assert (rec.root(n) / "workitems/j1/job-1" / f"{n}-7" / "stdout.txt").read_text() == f"{n} 7\n"
     assert sum(rec.batches) == 40
-    info = await rec.backend._call("n1", "kiln_ping")
-    assert info["pid"] == rec.backend.worker_pid("n1")
+    info = await rec.backend._rpc(rec.backend._nodes["n1"].host.address or "").kiln_ping()
+    assert info["pid"] == rec.backend.worker_pid("n1") == rec.backend.worker_pid("n2")  # one host agent serves both
+    assert info["nodes"] == 2
     assert info["profile"] is False  # the sampling profiler is off in workers
     assert info["tick"] == "1s"  # and the loop is not woken every 20 ms to be timed (dask_backend.DASK_ENV)
     assert info["loop"].startswith("uvloop")
@@ -139,24 +146,52 @@ async def test_kill_through_the_backend(rec: Recorder) -> None:
     assert "slow" not in rec.results
 
 
-async def test_a_killed_worker_is_node_loss_and_comes_back(rec: Recorder) -> None:
+async def test_a_lost_node_dies_alone_and_comes_back(rec: Recorder) -> None:
+    await rec.add("n1", "n2")
+    await rec.backend.run("n1", [rec.step("n1", "lost", TREE)])
+    grandchild = await grandchild_of(rec.root("n1") / "workitems/j1/job-1/lost/wd/grandchild.pid")
+    assert await rec.backend.lose("n1")
+    await eventually(lambda: rec.count(("up", "n1")) == 2, 30, "n1 up again")
+    assert rec.events == [("up", "n1"), ("up", "n2"), ("down", "n1"), ("up", "n1")]
+    await eventually(lambda: not alive(grandchild), what="its command to be killed")
+    await rec.backend.run("n1", [rec.step("n1", "after", "true")])
+    await eventually(lambda: "after" in rec.results, what="a step after the restart")
+    assert "lost" not in rec.results
+
+
+async def test_a_killed_host_is_the_loss_of_its_nodes_and_they_come_back(rec: Recorder) -> None:
     await rec.add("n1", "n2")
     await rec.backend.run("n1", [rec.step("n1", "lost", TREE)])
     grandchild = await grandchild_of(rec.root("n1") / "workitems/j1/job-1/lost/wd/grandchild.pid")
     pid = rec.backend.worker_pid("n1")
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    await eventually(lambda: rec.count(("down", "n1")) == 1, 10, "n1 down")
+    await eventually(lambda: rec.count(("down", "n1")) == rec.count(("down", "n2")) == 1, 10, "n1 and n2 down")
     assert not rec.backend.is_up("n1")
     with pytest.raises(NodeUnavailable):
         await rec.backend.run("n1", [rec.step("n1", "too-early", "true")])
-    await eventually(lambda: rec.count(("up", "n1")) == 2, 30, "n1 up again")
+    await eventually(lambda: rec.count(("up", "n1")) == rec.count(("up", "n2")) == 2, 30, "n1 and n2 up again")
     assert rec.backend.worker_pid("n1") not in (None, pid)
     await eventually(lambda: not alive(grandchild), what="the orphaned command to be killed")
     await rec.backend.run("n1", [rec.step("n1", "after", "true")])
     await eventually(lambda: "after" in rec.results, what="a step after the restart")
     assert "lost" not in rec.results
-    assert ("down", "n2") not in rec.events
+
+
+async def test_many_nodes_start_admitted_and_a_node_that_cannot_start_fails_once(rec: Recorder) -> None:
+    """Node starts are admitted a few at a time (no timeout storm); a node whose root cannot be laid out fails
+    with why, and is not tried again."""
+    names = [f"m{i}" for i in range(40)]
+    await rec.add(*names)
+    (rec.data_dir / "blocked").write_text("not a directory")
+    await rec.backend.add_node("bad", str(rec.data_dir / "blocked" / "bad"))
+    await eventually(lambda: ("failed", "bad") in rec.events, 30, "the bad node to fail")
+    assert "could not be laid out" in rec.failures["bad"]
+    await rec.backend.run("m39", [rec.step("m39", "probe", "true")])
+    await eventually(lambda: "probe" in rec.results, what="a step on the last node")
+    assert rec.events.count(("failed", "bad")) == 1 and ("up", "bad") not in rec.events
+    assert not rec.backend.is_up("bad")
+    await rec.backend.remove_node("bad")
 
 
 async def test_restart_and_reimage(rec: Recorder) -> None:
@@ -196,12 +231,12 @@ async def test_remove_node_and_unknown_nodes(rec: Recorder) -> None:
 
 async def test_a_nanny_that_gave_up_is_replaced(rec: Recorder) -> None:
     await rec.add("n1")
-    nanny = rec.backend._nodes["n1"].nanny  # as if its worker had died while it was starting
+    nanny = rec.backend._nodes["n1"].host.nanny  # as if its worker had died while it was starting
     assert nanny is not None
     await nanny.close()
     await eventually(lambda: rec.count(("up", "n1")) == 2, 30, "n1 up under a new nanny")
     assert rec.events == [("up", "n1"), ("down", "n1"), ("up", "n1")]
-    assert rec.backend._nodes["n1"].nanny is not nanny
+    assert rec.backend._nodes["n1"].host.nanny is not nanny
 
 
 async def test_a_callback_may_remove_its_own_node(rec: Recorder) -> None:

@@ -68,6 +68,8 @@ EDGES: dict[tuple[NodeState, NodeState], dict[str, Any]] = {
         for s in (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, S.IDLE, S.RUNNING)
     },
     **{(s, S.LEAVING_POOL): STAMP for s in S if s is not S.LEAVING_POOL},
+    # its host refused it or did not start it in time: never retried
+    **{(s, S.UNUSABLE): {**STAMP, "errors": ERRORS} for s in (S.CREATING, S.STARTING)},
 }
 
 

@@ -1,45 +1,37 @@
-"""The per-node agent: lives inside the Dask worker and answers the control plane over Dask's comms.
+"""The per-node agent: one node's steps, results and files, inside its host's Dask worker (kiln.compute.node.host,
+which serves many nodes and answers the control plane over Dask's comms for them).
 
-Installed as a worker preload module (`preload=["kiln.compute.node.agent"]`): dask_setup
-registers the kiln_* comm handlers on the worker. distributed calls a handler with the
-message's keys as keyword arguments (and the comm first only if the first parameter is
-named `comm`; none of these want it).
+distributed calls a handler with the message's keys as keyword arguments (and the comm first only if the
+first parameter is named `comm`; none of these want it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kiln.compute.node import files, identity, launcher, layout, process, reaper, runner
+from kiln.compute.node import files, process, reaper, runner
 from kiln.compute.node.failures import SERVER_ERROR, failure_info
 from kiln.compute.node.resource_files import http_client
 from kiln.compute.node.spawner import Spawner
 from kiln.compute.node.table import StepTable
 from kiln.compute.protocol import Step, StepResult
-from kiln.gc_settings import settle_after_start
 
 if TYPE_CHECKING:
     import httpx
 
 logger = logging.getLogger(__name__)
 
-#: Environment variable of the worker process naming its node root (set by the backend).
-NODE_ROOT_ENV = "KILN_NODE_ROOT"
 #: How long a kill waits for killed steps to end before cancelling them outright.
 KILL_GRACE = 5.0
 #: How long a finished step's result may wait for the steps started around it to finish too, so that one
 #: report (and one store transaction on the server) carries several results: short tasks then cost the
 #: control plane a fraction of a round trip each. A slot freed early stays empty at most this long.
 REPORT_LINGER = 0.02
-#: How often a worker checks that its parent (the nanny's process: the server) is still there.
-LEASH_INTERVAL = 0.2
 #: Errors of file operations reported to the control plane by name, not as crashes.
 FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError)
 
@@ -47,9 +39,15 @@ FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, Permiss
 class NodeAgent:
     """Starts steps as asyncio tasks and keeps their results until the control plane has them."""
 
-    def __init__(self, node_root: str | None = None) -> None:
+    def __init__(
+        self, node_root: str | None = None, lifeline: int | None = None, on_result: Callable[[], None] | None = None
+    ) -> None:
         self.table = StepTable()
+        #: the node's root (None: the roots its steps name, in tests)
+        self.root = node_root
         self.node_roots: set[str] = {node_root} if node_root else set()
+        #: called whenever a result comes (the host's long-poll waits on it)
+        self._on_result = on_result
         self._tasks: dict[str, asyncio.Task[None]] = {}
         #: loop time each running step started at (REPORT_LINGER waits only for recent ones)
         self._started: dict[str, float] = {}
@@ -67,33 +65,11 @@ class NodeAgent:
         self._result_ready: asyncio.Future[None] | None = None
         self._http: httpx.AsyncClient | None = None
         self.spawner = Spawner()
-        self._leash: asyncio.TimerHandle | None = None
+        #: the server's pidfd (the host's, not closed here): the node's launchers start nothing once it ended
+        self.spawner.lifeline = lifeline
         self._closed = False
 
-    def handlers(self) -> dict[str, Callable[..., Any]]:
-        return {
-            "kiln_ping": self.ping,
-            "kiln_run": self.run,
-            "kiln_results": self.results,
-            "kiln_kill": self.kill,
-            "kiln_list_files": self.list_files,
-            "kiln_stat_file": self.stat_file,
-            "kiln_read_file": self.read_file,
-            "kiln_delete_file": self.delete_file,
-        }
-
     # -- steps -----------------------------------------------------------------------------
-
-    async def ping(self) -> dict[str, Any]:
-        import dask
-
-        return {
-            "pid": os.getpid(),
-            "running": len(self.table.running),
-            "profile": dask.config.get("distributed.worker.profile.enabled", default=None),
-            "tick": dask.config.get("distributed.admin.tick.interval", default=None),
-            "loop": type(asyncio.get_running_loop()).__module__,
-        }
 
     async def run(self, steps: list[dict[str, Any]]) -> list[str]:
         """Start the steps (those sent ahead: queue them) and return at once; returns the ids accepted
@@ -159,27 +135,9 @@ class NodeAgent:
         if self._first_result_at is None:
             self._first_result_at = asyncio.get_running_loop().time()
         if self._result_ready is not None:
-            _resolve(self._result_ready)
-
-    def leash_to_parent(self) -> None:
-        """If the worker's parent dies, even by SIGKILL, the worker exits at once; its launcher then sees
-        the socket close and kills every command of the node. Otherwise an orphaned worker would run
-        its tasks on while a restarted server runs them again. Until the worker is gone, its launchers
-        start nothing more (the spawner's lifeline)."""
-        parent, loop = os.getppid(), asyncio.get_running_loop()
-        try:
-            self.spawner.lifeline = launcher.open_lifeline(parent)
-        except ProcessLookupError:
-            logger.warning("the worker's parent %d is gone; exiting", parent)
-            os._exit(1)
-
-        def check() -> None:
-            if os.getppid() != parent:
-                logger.warning("the worker's parent %d is gone; exiting with every command of the node", parent)
-                os._exit(1)
-            self._leash = loop.call_later(LEASH_INTERVAL, check)
-
-        check()
+            resolve(self._result_ready)
+        if self._on_result is not None:
+            self._on_result()
 
     def http_client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -196,18 +154,28 @@ class NodeAgent:
         """Long-poll: forget the acknowledged results and notices, start the steps sent along (as `run`),
         wait up to timeout for a result (and then up to REPORT_LINGER for its neighbours), return all
         unacknowledged ones."""
+        await self.take(ack, ack_started, run)
+        if not self.table.finished:
+            await asyncio.wait([self._next_result()], timeout=timeout)
+        await self.linger()
+        return self.collect()
+
+    async def take(
+        self, ack: list[str] | None, ack_started: list[str] | None, run: list[dict[str, Any]] | None
+    ) -> None:
+        """The first half of a long-poll: forget what the control plane has, start what it sent along."""
         self.table.ack(ack or (), ack_started or ())
         if not self.table.finished:
             self._first_result_at = None
         if run:
             await self.run(run)
-        if not self.table.finished:
-            await asyncio.wait([self._next_result()], timeout=timeout)
-        await self._linger()
-        self._spare = 0  # the results below free their slots on the control plane's side now
+
+    def collect(self) -> list[dict[str, Any]]:
+        """The last half of a long-poll: every unacknowledged result and notice."""
+        self._spare = 0  # the results returned free their slots on the control plane's side now
         return self.table.pending()
 
-    async def _linger(self) -> None:
+    async def linger(self) -> None:
         """Hold the results while a step started less than REPORT_LINGER ago, and before the first of them
         came, still runs; at most REPORT_LINGER after that first result. A long step is not waited for (it
         started long ago), nor a step started since (sent ahead into a freed slot: its notice goes now)."""
@@ -263,13 +231,8 @@ class NodeAgent:
         if self._closed:
             return
         self._closed = True
-        if self._leash is not None:
-            self._leash.cancel()
         await self._finish(list(self._tasks.values()), 0)
         await self.spawner.close()
-        if self.spawner.lifeline is not None:
-            os.close(self.spawner.lifeline)
-            self.spawner.lifeline = None
         for root in self.node_roots:
             reaper.kill_node_processes(root)
         if self._http is not None:
@@ -290,7 +253,7 @@ class NodeAgent:
         return await _file_op(lambda: files.delete_file(node_root, path, recursive))
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
+def resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
@@ -301,36 +264,3 @@ async def _file_op(op: Callable[[], Any]) -> dict[str, Any]:
         return {"ok": await asyncio.to_thread(op)}
     except FILE_ERRORS as exc:
         return {"error": type(exc).__name__, "message": str(exc)}
-
-
-#: Extension name under which the agent is stored on its worker.
-EXTENSION = "kiln_agent"
-
-
-def dask_setup(worker: Any) -> None:
-    """Preload hook: a restarted worker first kills what its predecessor left running (a worker killed
-    with its launcher leaves nothing; a launcher killed alone can)."""
-    node_root = os.environ.get(NODE_ROOT_ENV)
-    if node_root:
-        killed = reaper.kill_node_processes(node_root)
-        if killed:
-            logger.warning("killed %d processes left over on node root %s", len(killed), node_root)
-        layout.create_node_layout(node_root)
-        blocked = identity.unreachable_parent(Path(node_root)) if identity.isolating() else None
-        if blocked is not None:
-            logger.warning(
-                "non-admin tasks on node root %s will fail: task accounts cannot pass through %s (it lacks o+x)",
-                node_root,
-                blocked,
-            )
-    agent = NodeAgent(node_root)
-    agent.leash_to_parent()
-    worker.handlers.update(agent.handlers())
-    worker.extensions[EXTENSION] = agent  # Worker.close() awaits extension.close()
-    settle_after_start()
-
-
-async def dask_teardown(worker: Any) -> None:
-    agent = worker.extensions.get(EXTENSION)
-    if agent is not None:
-        await agent.close()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -36,14 +34,6 @@ async def collect(agent: NodeAgent, count: int, timeout: float = 10.0) -> list[d
             got.extend(batch)
     await agent.results(timeout=0, ack=ack)
     return got
-
-
-def test_handlers_do_not_take_the_comm(agent: NodeAgent) -> None:
-    # distributed passes the comm only to handlers whose first parameter is named "comm"
-    for name, handler in agent.handlers().items():
-        assert name.startswith("kiln_")
-        params = list(inspect.signature(handler).parameters)
-        assert not params or params[0] != "comm"
 
 
 async def test_run_returns_at_once_and_results_come_in_batches(
@@ -143,15 +133,6 @@ async def test_file_operations_report_errors_by_name(agent: NodeAgent, node_root
     assert (await agent.delete_file(node_root=root, path="shared", recursive=False))["error"] == "DirectoryNotEmpty"
     assert (await agent.list_files(node_root=root, path="../x", recursive=False))["error"] == "ValueError"
     assert await agent.delete_file(node_root=root, path="shared", recursive=True) == {"ok": None}
-
-
-async def test_dask_setup_installs_the_handlers_and_cleans_up(node_root: Path, monkeypatch) -> None:
-    monkeypatch.setenv(agent_module.NODE_ROOT_ENV, str(node_root))
-    worker = SimpleNamespace(handlers={}, extensions={})
-    agent_module.dask_setup(worker)
-    assert set(worker.handlers) >= {"kiln_run", "kiln_results", "kiln_kill", "kiln_list_files"}
-    assert (node_root / "workitems").is_dir()
-    await agent_module.dask_teardown(worker)
 
 
 # -- steps sent ahead ------------------------------------------------------------------------------
