@@ -162,3 +162,22 @@ def test_waiting_tasks_of_a_lost_node_run_once_it_is_back(client, one_slot_pool,
     assert done["first"].execution_info.requeue_count == 1
     assert all(t.execution_info.exit_code == 0 for t in done.values())
     assert (marks_dir / "second").read_text() == "ran\n"  # once
+
+
+def test_tasks_sent_ahead_to_a_busy_node_run_on_a_node_that_frees(client, cleanup, job, marks_dir):
+    """Two one-slot nodes both busy: four short tasks are sent ahead, two to each. One node frees; the two
+    held by the other node, still busy with a long task, must not wait for it: they run on the free one."""
+    pool_id = create_pool_and_wait(client, nodes=2, slots=1)
+    cleanup(pool=pool_id)
+    job_id = job(pool_id)
+    add(client, job_id, long=gated(marks_dir, "never"), short=gated(marks_dir, "free"))
+    wait_for(lambda: (marks_dir / "long").exists() and (marks_dir / "short").exists(), 60, "both nodes busy")
+    add(client, job_id, **{f"quick{i}": "/bin/true" for i in range(4)})
+    (marks_dir / "free").touch()
+    wait_for(
+        lambda: all(state(client, job_id, f"quick{i}") == "completed" for i in range(4)),
+        60,
+        "the tasks sent ahead to the busy node ran on the free one",
+    )
+    assert state(client, job_id, "long") == "running"
+    (marks_dir / "never").touch()

@@ -12,7 +12,8 @@ run on the node, no maxParallelTasks and no job manager. Anything that would cha
 calls the tasks back (killed on the node in case they just started; queued again unless they end):
 a job that ends or is disabled, a task ended or deleted, a node that restarts or is lost, a second
 active job in the pool; and so does a node whose free slots fit its first task sent ahead, which the node
-itself would never start there (NodeSlots.ahead_stranded).
+itself would never start there (NodeSlots.ahead_stranded), and a free slot on another node of the pool that the
+queues cannot fill (a task waiting behind a long one on a busy node would otherwise wait for it).
 """
 
 from __future__ import annotations
@@ -102,6 +103,39 @@ class SendAhead(SchedulerParts):
         return record is not None and record["incarnation"] == node.incarnation and prep_rules.succeeded(record)
 
     # ------------------------------------------------------------------ calling back
+    def _call_back_to_idle_slots(self, conn: Connection, effects: Effects) -> None:
+        """Free slots that the queues cannot fill this round take back tasks sent ahead to busy nodes, newest
+        first, so that placement starts them now: on a busy node they would wait for one of its steps to end
+        (a long task there) while a slot stands idle on another node of the pool."""
+        for pool_key in {node.pool_key for node in self.nodes.values() if node.ahead}:
+            members = [n for n in self.nodes.values() if n.pool_key == pool_key]
+            owners = {owner for n in members for owner, _, _ in n.ahead.values()}
+            entries = [self.jobs[key] for key in owners if key in self.jobs]
+            room = [n.free for n in members if n.free and all(self._may_run(e, n) for e in entries)]
+            idle = sum(room) - self._queued_slots(pool_key, sum(room))
+            for node in sorted(members, key=lambda n: (-len(n.ahead), n.node_id)):
+                if idle <= 0:
+                    break
+                if node.free:  # its own free slots start what it holds ahead (NodeSlots.ahead_stranded)
+                    continue
+                taken = []
+                for step_id, (_, _, slots) in reversed(node.ahead.items()):
+                    if slots <= min(idle, max(room)):
+                        taken.append(step_id)
+                        idle -= slots
+                self._call_back_steps(conn, node, taken, effects, requeue=True, kill=True)
+
+    def _queued_slots(self, pool_key: str, enough: int) -> int:
+        """Slots the queued tasks of the pool's active jobs ask for, counted up to `enough`."""
+        total = 0
+        for entry in self.jobs.values():
+            if entry.row["pool_key"] == pool_key and entry.row["state"] == JobState.ACTIVE:
+                for _, slots in entry.queue.heap:
+                    total += slots
+                    if total >= enough:
+                        return total
+        return total
+
     def _call_back(
         self,
         conn: Connection,

@@ -272,6 +272,7 @@ class Scheduler(
         for node in self.nodes.values():
             if node.ahead_stranded:  # queued again, so that this round places them
                 self._call_back(conn, node, effects)
+        self._call_back_to_idle_slots(conn, effects)
         planned: list[tuple[JobEntry, int, int, NodeSlots]] = []
         by_pool: dict[str, list[JobEntry]] = defaultdict(list)
         for entry in self.jobs.values():
