@@ -18,6 +18,7 @@ from kiln.api.auth import SharedKeyAuth
 from kiln.cli.main import app as kiln_cli
 from kiln.testing import (
     create_pool_and_wait,
+    pool_options,
     read_node_file,
     read_task_file,
     shell,
@@ -178,3 +179,41 @@ def test_a_task_package_that_cannot_be_deployed_fails_the_task_as_a_pre_processi
     assert (info.result, info.exit_code) == ("failure", None)
     assert (info.failure_info.category, info.failure_info.code) == ("usererror", "ApplicationPackageDeploymentFailed")
     assert app_id in info.failure_info.message
+
+
+def test_a_pool_package_that_cannot_be_deployed_makes_the_node_unusable_and_tasks_go_elsewhere(
+    client, server, cleanup, tmp_path
+):
+    """Deployed as the node comes up, not with its first task: the node is `unusable` before any task, with
+    an error naming the package; a new node that can deploy it takes the work; a reboot deploys it again."""
+    app_id = unique("unready")
+    assert _cli_add(server, tmp_path, app_id, "1", _zip({"a.txt": ("a", 0o644)})).exit_code == 0
+    stored = server.data_dir / "applications" / app_id.lower() / "1.zip"
+    aside = stored.rename(stored.with_suffix(".aside"))  # as if lost from the data dir
+    pool_id = unique("unusable")
+    cleanup(pool=pool_id)
+    client.create_pool(
+        pool_options(pool_id, target_dedicated_nodes=1, application_package_references=[_ref(app_id, "1")])
+    )
+    broken = wait_for(
+        lambda: next((n for n in client.list_nodes(pool_id) if n.state == "unusable"), None), 120, "unusable"
+    )
+    wait_for(lambda: client.get_pool(pool_id).allocation_state == "steady", 60, "the pool steady")
+    (error,) = client.get_node(pool_id, broken.id).errors
+    assert error.code == "PoolApplicationPackageDeploymentFailed"
+    assert app_id in error.message and "reboot" in error.message
+    job_id = unique("unusablejob")
+    cleanup(job=job_id)
+    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
+    client.create_task(job_id, models.BatchTaskCreateOptions(id="t", command_line="true"))
+    aside.rename(stored)
+    client.begin_resize_pool(pool_id, models.BatchPoolResizeOptions(target_dedicated_nodes=2), polling_interval=1)
+    (task,) = wait_tasks_completed(client, job_id)
+    assert task.execution_info.exit_code == 0
+    assert task.node_info.node_id != broken.id
+    assert client.get_node(pool_id, broken.id).state == "unusable"
+    client.begin_reboot_node(
+        pool_id, broken.id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=1
+    ).result()
+    wait_for(lambda: client.get_node(pool_id, broken.id).state == "idle", 120, "the rebooted node deploys its package")
+    assert not client.get_node(pool_id, broken.id).errors

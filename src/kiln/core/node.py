@@ -77,6 +77,11 @@ def _start_task_failed(row: Mapping[str, Any], now: datetime, *, errors: list[di
     return {"state_transition_time": now, "errors": errors}
 
 
+def _unusable(row: Mapping[str, Any], now: datetime, *, errors: list[dict[str, Any]], **_: Any) -> Changes:
+    """Its pool's application packages could not be deployed: the node takes no task; `errors` say why."""
+    return {"state_transition_time": now, "errors": errors}
+
+
 def _shown(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
     """An edge Kiln computes when it shows a node (busy_state), never stores."""
     return {"state_transition_time": now}
@@ -84,8 +89,11 @@ def _shown(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
 
 S = NodeState
 _UP = (S.IDLE, S.RUNNING)
-#: States a user may reboot or reimage a node from: up, or failed its start task (the usual remedy).
-_RESTARTABLE = (*_UP, S.START_TASK_FAILED)
+#: States a user may reboot or reimage a node from: up, or failed its start task or its pool's packages (the
+#: usual remedy).
+_RESTARTABLE = (*_UP, S.START_TASK_FAILED, S.UNUSABLE)
+#: States of a node whose worker answers: it can be lost or preempted.
+_ANSWERED = (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, S.UNUSABLE, *_UP)
 TRANSITIONS: lifecycle.Table = {
     **{
         (s, S.STARTING): _starting
@@ -100,14 +108,15 @@ TRANSITIONS: lifecycle.Table = {
     (S.IDLE, S.OFFLINE): _shown,
     (S.RUNNING, S.OFFLINE): _shown,
     (S.OFFLINE, S.IDLE): _shown,
-    **{(s, S.UNKNOWN): _stamp for s in (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, *_UP)},
+    **{(s, S.UNKNOWN): _stamp for s in _ANSWERED},
     **{(s, S.REBOOTING): _stamp for s in _RESTARTABLE},
     **{(s, S.REIMAGING): _reimaged for s in _RESTARTABLE},
-    **{(s, S.PREEMPTED): _preempted for s in (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, *_UP)},
+    **{(s, S.PREEMPTED): _preempted for s in _ANSWERED},
     **{(s, S.DEALLOCATING): _deallocating for s in _UP},
     (S.DEALLOCATING, S.DEALLOCATED): _deallocated,
     **{(s, S.LEAVING_POOL): _stamp for s in S if s is not S.LEAVING_POOL},
     (S.UNKNOWN, S.UNKNOWN): no_changes,
+    (S.STARTING, S.UNUSABLE): _unusable,
 }
 
 #: States in which a node may be given work.
@@ -121,7 +130,7 @@ def transition(row: Mapping[str, Any], to: NodeState, now: datetime, **event: An
 
 
 #: States of a node whose worker has answered since it was last (re)started.
-BOOTED = frozenset({S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, *_UP})
+BOOTED = frozenset({S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, S.UNUSABLE, *_UP})
 #: States in which a node counts as there for a resize: booted, or deallocated or preempted (their own doing).
 SETTLED = BOOTED | {S.DEALLOCATED, S.PREEMPTED}
 
