@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 from kiln.api.auth import SharedKeyAuth
 from kiln.cli.main import app as kiln_cli
 from kiln.testing import (
+    UBUNTU,
     create_pool_and_wait,
     pool_options,
     read_node_file,
@@ -217,3 +219,49 @@ def test_a_pool_package_that_cannot_be_deployed_makes_the_node_unusable_and_task
     ).result()
     wait_for(lambda: client.get_node(pool_id, broken.id).state == "idle", 120, "the rebooted node deploys its package")
     assert not client.get_node(pool_id, broken.id).errors
+
+
+def test_a_job_schedules_package_references_are_checked_at_create_and_update(client, blender):
+    """As a job's: 409 InvalidApplicationPackageReferences naming the property, and nothing stored."""
+    later = models.BatchJobScheduleConfiguration(do_not_run_until=datetime.now(UTC) + timedelta(days=1))
+    manager = models.BatchJobManagerTask(
+        id="m", command_line="true", application_package_references=[_ref(blender, "9")]
+    )
+    auto_pool = models.BatchAutoPoolSpecification(
+        pool_lifetime_option="jobschedule",
+        pool=models.BatchPoolSpecification(
+            vm_size="standard_d2s_v3",
+            virtual_machine_configuration=UBUNTU,
+            application_package_references=[_ref("no-such-application")],
+        ),
+    )
+    bad_specs = {
+        "jobSpecification.jobManagerTask.applicationPackageReferences[0]": models.BatchJobSpecification(
+            pool_info=models.BatchPoolInfo(pool_id="p"), job_manager_task=manager
+        ),
+        "jobSpecification.poolInfo.autoPoolSpecification.pool.applicationPackageReferences[0]": (
+            models.BatchJobSpecification(pool_info=models.BatchPoolInfo(auto_pool_specification=auto_pool))
+        ),
+    }
+    for prop, spec in bad_specs.items():
+        schedule_id = unique("appsched")
+        with pytest.raises(ResourceExistsError) as caught:
+            client.create_job_schedule(
+                models.BatchJobScheduleCreateOptions(id=schedule_id, schedule=later, job_specification=spec)
+            )
+        assert caught.value.error.code == "InvalidApplicationPackageReferences"
+        assert any(d.code == "PropertyName" and d.message == prop for d in caught.value.error.details)
+        with pytest.raises(ResourceNotFoundError):
+            client.get_job_schedule(schedule_id)
+    schedule_id = unique("appsched")
+    good = models.BatchJobSpecification(pool_info=models.BatchPoolInfo(pool_id="p"), priority=7)
+    client.create_job_schedule(
+        models.BatchJobScheduleCreateOptions(id=schedule_id, schedule=later, job_specification=good)
+    )
+    for spec in bad_specs.values():
+        with pytest.raises(ResourceExistsError) as caught:
+            client.update_job_schedule(schedule_id, models.BatchJobScheduleUpdateOptions(job_specification=spec))
+        assert caught.value.error.code == "InvalidApplicationPackageReferences"
+    stored = client.get_job_schedule(schedule_id).job_specification
+    assert (stored.priority, stored.job_manager_task) == (7, None)
+    client.begin_delete_job_schedule(schedule_id, polling_interval=0.5).result()
