@@ -56,6 +56,8 @@ class Settings:
     max_connections: int = MAX_CONNECTIONS
     #: serve any api-version as the newest (KILN_LOOSE_API_VERSION=1)
     loose_api_version: bool = False
+    #: the most nodes the server runs in all its pools (None: no limit); a resize past it ends with resizeErrors
+    max_nodes: int | None = None
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -68,6 +70,7 @@ class Settings:
             "read_timeout": float(os.environ.get("KILN_READ_TIMEOUT", READ_TIMEOUT)),
             "max_connections": int(os.environ.get("KILN_MAX_CONNECTIONS", MAX_CONNECTIONS)),
             "loose_api_version": os.environ.get("KILN_LOOSE_API_VERSION", "").lower() in ("1", "true", "yes"),
+            "max_nodes": int(os.environ["KILN_MAX_NODES"]) if os.environ.get("KILN_MAX_NODES") else None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -120,6 +123,7 @@ def build_app(settings: Settings) -> FastAPI:
         loose_api_version=settings.loose_api_version,
     )
     scheduler.job_tokens = JobTokens(state.account_key)
+    scheduler.max_nodes = settings.max_nodes
     if settings.storage_connection_string:
         scheduler.auto_storage = auto_storage.AutoStorage.from_connection_string(settings.storage_connection_string)
 
