@@ -128,12 +128,16 @@ def _run(client, job_id: str, task_id: str, script: str) -> str:
 
 
 def test_a_pool_package_reaches_its_nodes_tasks_and_a_change_reaches_a_node_at_its_reboot(client, cleanup, blender):
-    pool_id = create_pool_and_wait(client, nodes=1, application_package_references=[_ref(blender)])
+    flat = blender.replace("-", "_")
+    # deployed before the start task, which sees it (the usual way to install from a package)
+    start = models.BatchStartTask(command_line=shell(f'cat "$AZ_BATCH_APP_PACKAGE_{flat}/data.txt" || true'))
+    pool_id = create_pool_and_wait(client, nodes=1, application_package_references=[_ref(blender)], start_task=start)
     cleanup(pool=pool_id)
+    (joined,) = client.list_nodes(pool_id)
+    assert read_node_file(client, pool_id, joined.id, "startup/stdout.txt") == "2.7"
     job_id = unique("apppool")
     cleanup(job=job_id)
     client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
-    flat = blender.replace("-", "_")
     # a reference without a version: the default's, under the short name
     assert _run(client, job_id, "t1", f'"$AZ_BATCH_APP_PACKAGE_{flat}/bin/run.sh"') == "blender 2.7\n"
     client.update_pool(pool_id, models.BatchPoolUpdateOptions(application_package_references=[_ref(blender, "2.8")]))
