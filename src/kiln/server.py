@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import logging
@@ -32,6 +33,7 @@ from kiln.connections import (
 from kiln.core.job_token import JobTokens
 from kiln.gc_settings import settle_after_start
 from kiln.scheduler.engine import Scheduler
+from kiln.scheduler.spot import RandomPreemption
 from kiln.store.database import Database, sqlite_url
 from kiln.wire.times import parse_duration
 
@@ -56,6 +58,12 @@ class Settings:
     max_connections: int = MAX_CONNECTIONS
     #: serve any api-version as the newest (KILN_LOOSE_API_VERSION=1)
     loose_api_version: bool = False
+    #: the most nodes the server runs in all its pools (None: no limit); a resize past it ends with resizeErrors
+    max_nodes: int | None = None
+    #: how often each low-priority node is preempted at random, on average per hour (0: never)
+    spot_preemption_rate: float = 0.0
+    #: seeds those draws, so that a test's run repeats them (None: a fresh seed)
+    spot_preemption_seed: int | None = None
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -68,6 +76,11 @@ class Settings:
             "read_timeout": float(os.environ.get("KILN_READ_TIMEOUT", READ_TIMEOUT)),
             "max_connections": int(os.environ.get("KILN_MAX_CONNECTIONS", MAX_CONNECTIONS)),
             "loose_api_version": os.environ.get("KILN_LOOSE_API_VERSION", "").lower() in ("1", "true", "yes"),
+            "max_nodes": int(os.environ["KILN_MAX_NODES"]) if os.environ.get("KILN_MAX_NODES") else None,
+            "spot_preemption_rate": float(os.environ.get("KILN_SPOT_PREEMPTION_RATE") or 0),
+            "spot_preemption_seed": (
+                int(os.environ["KILN_SPOT_PREEMPTION_SEED"]) if os.environ.get("KILN_SPOT_PREEMPTION_SEED") else None
+            ),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -120,6 +133,7 @@ def build_app(settings: Settings) -> FastAPI:
         loose_api_version=settings.loose_api_version,
     )
     scheduler.job_tokens = JobTokens(state.account_key)
+    scheduler.max_nodes = settings.max_nodes
     if settings.storage_connection_string:
         scheduler.auto_storage = auto_storage.AutoStorage.from_connection_string(settings.storage_connection_string)
 
@@ -128,11 +142,18 @@ def build_app(settings: Settings) -> FastAPI:
         database.migrate()
         await backend.start()
         await scheduler.start()
+        preempting = None
+        if settings.spot_preemption_rate > 0:
+            spot = RandomPreemption(settings.spot_preemption_rate, settings.spot_preemption_seed)
+            preempting = asyncio.create_task(spot.run(scheduler), name="kiln-spot-preemption")
         settle_after_start()
         log.info("Kiln is serving at %s (account %s)", settings.endpoint, settings.account_name)
         try:
             yield
         finally:
+            if preempting is not None:
+                preempting.cancel()
+                await asyncio.gather(preempting, return_exceptions=True)
             await scheduler.close()
             await backend.close()
             database.close()

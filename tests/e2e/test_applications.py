@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,9 @@ from typer.testing import CliRunner
 from kiln.api.auth import SharedKeyAuth
 from kiln.cli.main import app as kiln_cli
 from kiln.testing import (
+    UBUNTU,
     create_pool_and_wait,
+    pool_options,
     read_node_file,
     read_task_file,
     shell,
@@ -125,12 +128,16 @@ def _run(client, job_id: str, task_id: str, script: str) -> str:
 
 
 def test_a_pool_package_reaches_its_nodes_tasks_and_a_change_reaches_a_node_at_its_reboot(client, cleanup, blender):
-    pool_id = create_pool_and_wait(client, nodes=1, application_package_references=[_ref(blender)])
+    flat = blender.replace("-", "_")
+    # deployed before the start task, which sees it (the usual way to install from a package)
+    start = models.BatchStartTask(command_line=shell(f'cat "$AZ_BATCH_APP_PACKAGE_{flat}/data.txt" || true'))
+    pool_id = create_pool_and_wait(client, nodes=1, application_package_references=[_ref(blender)], start_task=start)
     cleanup(pool=pool_id)
+    (joined,) = client.list_nodes(pool_id)
+    assert read_node_file(client, pool_id, joined.id, "startup/stdout.txt") == "2.7"
     job_id = unique("apppool")
     cleanup(job=job_id)
     client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
-    flat = blender.replace("-", "_")
     # a reference without a version: the default's, under the short name
     assert _run(client, job_id, "t1", f'"$AZ_BATCH_APP_PACKAGE_{flat}/bin/run.sh"') == "blender 2.7\n"
     client.update_pool(pool_id, models.BatchPoolUpdateOptions(application_package_references=[_ref(blender, "2.8")]))
@@ -178,3 +185,87 @@ def test_a_task_package_that_cannot_be_deployed_fails_the_task_as_a_pre_processi
     assert (info.result, info.exit_code) == ("failure", None)
     assert (info.failure_info.category, info.failure_info.code) == ("usererror", "ApplicationPackageDeploymentFailed")
     assert app_id in info.failure_info.message
+
+
+def test_a_pool_package_that_cannot_be_deployed_makes_the_node_unusable_and_tasks_go_elsewhere(
+    client, server, cleanup, tmp_path
+):
+    """Deployed as the node comes up, not with its first task: the node is `unusable` before any task, with
+    an error naming the package; a new node that can deploy it takes the work; a reboot deploys it again."""
+    app_id = unique("unready")
+    assert _cli_add(server, tmp_path, app_id, "1", _zip({"a.txt": ("a", 0o644)})).exit_code == 0
+    stored = server.data_dir / "applications" / app_id.lower() / "1.zip"
+    aside = stored.rename(stored.with_suffix(".aside"))  # as if lost from the data dir
+    pool_id = unique("unusable")
+    cleanup(pool=pool_id)
+    client.create_pool(
+        pool_options(pool_id, target_dedicated_nodes=1, application_package_references=[_ref(app_id, "1")])
+    )
+    broken = wait_for(
+        lambda: next((n for n in client.list_nodes(pool_id) if n.state == "unusable"), None), 120, "unusable"
+    )
+    wait_for(lambda: client.get_pool(pool_id).allocation_state == "steady", 60, "the pool steady")
+    (error,) = client.get_node(pool_id, broken.id).errors
+    assert error.code == "PoolApplicationPackageDeploymentFailed"
+    assert app_id in error.message and "reboot" in error.message
+    job_id = unique("unusablejob")
+    cleanup(job=job_id)
+    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
+    client.create_task(job_id, models.BatchTaskCreateOptions(id="t", command_line="true"))
+    aside.rename(stored)
+    client.begin_resize_pool(pool_id, models.BatchPoolResizeOptions(target_dedicated_nodes=2), polling_interval=1)
+    (task,) = wait_tasks_completed(client, job_id)
+    assert task.execution_info.exit_code == 0
+    assert task.node_info.node_id != broken.id
+    assert client.get_node(pool_id, broken.id).state == "unusable"
+    client.begin_reboot_node(
+        pool_id, broken.id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=1
+    ).result()
+    wait_for(lambda: client.get_node(pool_id, broken.id).state == "idle", 120, "the rebooted node deploys its package")
+    assert not client.get_node(pool_id, broken.id).errors
+
+
+def test_a_job_schedules_package_references_are_checked_at_create_and_update(client, blender):
+    """As a job's: 409 InvalidApplicationPackageReferences naming the property, and nothing stored."""
+    later = models.BatchJobScheduleConfiguration(do_not_run_until=datetime.now(UTC) + timedelta(days=1))
+    manager = models.BatchJobManagerTask(
+        id="m", command_line="true", application_package_references=[_ref(blender, "9")]
+    )
+    auto_pool = models.BatchAutoPoolSpecification(
+        pool_lifetime_option="jobschedule",
+        pool=models.BatchPoolSpecification(
+            vm_size="standard_d2s_v3",
+            virtual_machine_configuration=UBUNTU,
+            application_package_references=[_ref("no-such-application")],
+        ),
+    )
+    bad_specs = {
+        "jobSpecification.jobManagerTask.applicationPackageReferences[0]": models.BatchJobSpecification(
+            pool_info=models.BatchPoolInfo(pool_id="p"), job_manager_task=manager
+        ),
+        "jobSpecification.poolInfo.autoPoolSpecification.pool.applicationPackageReferences[0]": (
+            models.BatchJobSpecification(pool_info=models.BatchPoolInfo(auto_pool_specification=auto_pool))
+        ),
+    }
+    for prop, spec in bad_specs.items():
+        schedule_id = unique("appsched")
+        with pytest.raises(ResourceExistsError) as caught:
+            client.create_job_schedule(
+                models.BatchJobScheduleCreateOptions(id=schedule_id, schedule=later, job_specification=spec)
+            )
+        assert caught.value.error.code == "InvalidApplicationPackageReferences"
+        assert any(d.code == "PropertyName" and d.message == prop for d in caught.value.error.details)
+        with pytest.raises(ResourceNotFoundError):
+            client.get_job_schedule(schedule_id)
+    schedule_id = unique("appsched")
+    good = models.BatchJobSpecification(pool_info=models.BatchPoolInfo(pool_id="p"), priority=7)
+    client.create_job_schedule(
+        models.BatchJobScheduleCreateOptions(id=schedule_id, schedule=later, job_specification=good)
+    )
+    for spec in bad_specs.values():
+        with pytest.raises(ResourceExistsError) as caught:
+            client.update_job_schedule(schedule_id, models.BatchJobScheduleUpdateOptions(job_specification=spec))
+        assert caught.value.error.code == "InvalidApplicationPackageReferences"
+    stored = client.get_job_schedule(schedule_id).job_specification
+    assert (stored.priority, stored.job_manager_task) == (7, None)
+    client.begin_delete_job_schedule(schedule_id, polling_interval=0.5).result()

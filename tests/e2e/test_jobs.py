@@ -261,3 +261,49 @@ def test_bad_bodies_are_400_and_store_is_intact(client, pool):
         client.create_job(models.BatchJobCreateOptions(id=unique("nopool"), pool_info=models.BatchPoolInfo()))
     assert caught.value.status_code == 400
     assert client.get_job(spec.id).state == "active"
+
+
+def test_container_settings_are_refused_wherever_a_task_could_take_them(client, pool, cleanup):
+    """Batch allows containerSettings only on pools with a containerConfiguration, which Kiln pools cannot
+    have: a task, job manager, preparation or release task that asks for one is refused, naming it."""
+    container = models.BatchTaskContainerSettings(image_name="ubuntu:22.04")
+    job_id = unique("container")
+    cleanup(job=job_id)
+    client.create_job(_job(pool, id=job_id))
+    with pytest.raises(HttpResponseError) as caught:
+        client.create_task(
+            job_id, models.BatchTaskCreateOptions(id="t", command_line="true", container_settings=container)
+        )
+    assert (caught.value.status_code, caught.value.error.code) == (400, "InvalidPropertyValue")
+    assert any(d.message == "containerSettings" for d in caught.value.error.details)
+    result = client.create_task_collection(
+        job_id,
+        models.BatchTaskGroup(
+            task_values=[
+                models.BatchTaskCreateOptions(id="c1", command_line="true", container_settings=container),
+                models.BatchTaskCreateOptions(id="c2", command_line="true"),
+            ]
+        ),
+    )
+    outcome = {r.task_id: (r.status, r.error.code if r.error else None) for r in result.result_values}
+    assert outcome == {"c1": ("clienterror", "InvalidPropertyValue"), "c2": ("success", None)}
+    assert [t.id for t in client.list_tasks(job_id)] == ["c2"]
+    prep = models.BatchJobPreparationTask(command_line="true", container_settings=container)
+    bodies = {
+        "jobManagerTask.containerSettings": _job(
+            pool, job_manager_task=models.BatchJobManagerTask(id="m", command_line="true", container_settings=container)
+        ),
+        "jobPreparationTask.containerSettings": _job(pool, job_preparation_task=prep),
+        "jobReleaseTask.containerSettings": _job(
+            pool,
+            job_preparation_task=models.BatchJobPreparationTask(command_line="true"),
+            job_release_task=models.BatchJobReleaseTask(command_line="true", container_settings=container),
+        ),
+    }
+    for prop, body in bodies.items():
+        with pytest.raises(HttpResponseError) as caught:
+            client.create_job(body)
+        assert caught.value.status_code == 400
+        assert any(d.message == prop for d in caught.value.error.details), prop
+        with pytest.raises(ResourceNotFoundError):
+            client.get_job(body.id)

@@ -145,8 +145,13 @@ def test_stop_resize_settles_the_pool_at_the_nodes_it_has(client, cleanup):
     nodes = list(client.list_nodes(pool_id))
     assert pool.allocation_state == "steady" and pool.current_dedicated_nodes == len(nodes)
     assert 1 <= len(nodes) <= 100 and all(n.state == "idle" for n in nodes)
+    # short of the target, the pool says so as Azure does (resizeErrors); had all hundred come, nothing is short
+    assert [e.code for e in pool.resize_errors or ()] == (["ResizeStopped"] if len(nodes) < 100 else [])
     client.begin_stop_pool_resize(pool_id, polling_interval=1).result()  # a steady pool stays as it is
     assert client.get_pool(pool_id).allocation_state == "steady"
+    client.begin_resize_pool(pool_id, models.BatchPoolResizeOptions(target_dedicated_nodes=1), polling_interval=1)
+    wait_for(lambda: client.get_pool(pool_id).allocation_state == "steady", 120, "the pool back at one node")
+    assert client.get_pool(pool_id).resize_errors is None  # a new resize clears them
 
 
 def test_deallocate_then_start_a_node(client, cleanup, marks_dir):

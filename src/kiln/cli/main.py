@@ -58,6 +58,20 @@ def serve(
         "--loose-api-version",
         help="Serve any api-version as the newest instead of refusing an unknown one (or KILN_LOOSE_API_VERSION=1).",
     ),
+    max_nodes: int = typer.Option(
+        None,
+        "--max-nodes",
+        envvar="KILN_MAX_NODES",
+        min=0,
+        help="The most nodes to run in all pools; a resize past it ends with resizeErrors (default: no limit).",
+    ),
+    spot_preemption_rate: float = typer.Option(
+        None,
+        "--spot-preemption-rate",
+        envvar="KILN_SPOT_PREEMPTION_RATE",
+        min=0,
+        help="Preempt each low-priority node at random, this many times an hour on average (default: never).",
+    ),
 ) -> None:
     """Run the Batch endpoint in the foreground (SIGTERM or Ctrl-C stops it cleanly)."""
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask's INFO chatter, here and in node workers
@@ -69,6 +83,8 @@ def serve(
         database_url=database_url,
         storage_connection_string=storage_connection_string,
         loose_api_version=loose_api_version or None,
+        max_nodes=max_nodes,
+        spot_preemption_rate=spot_preemption_rate,
     )
 
     def ready() -> None:

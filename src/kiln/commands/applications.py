@@ -54,17 +54,19 @@ def check_pool(control: Control, spec: Mapping[str, Any]) -> None:
     rules.check_pool_references(spec.get("applicationPackageReferences"), _known(_store(control)))
 
 
-def check_job(control: Control, doc: Mapping[str, Any]) -> None:
-    """A new job's job manager task and auto pool."""
+def check_job(control: Control, doc: Mapping[str, Any], where: str = "") -> None:
+    """A new job's job manager task and auto pool; or a job schedule's (where: "jobSpecification.")."""
     known = _known(_store(control))
     manager = doc.get("jobManagerTask") or {}
     rules.check_references(
-        manager.get("applicationPackageReferences"), known, "jobManagerTask.applicationPackageReferences"
+        manager.get("applicationPackageReferences"), known, f"{where}jobManagerTask.applicationPackageReferences"
     )
     auto = (doc.get("poolInfo") or {}).get("autoPoolSpecification")
     if auto:
         references = (auto.get("pool") or {}).get("applicationPackageReferences")
-        rules.check_references(references, known, "poolInfo.autoPoolSpecification.pool.applicationPackageReferences")
+        rules.check_references(
+            references, known, f"{where}poolInfo.autoPoolSpecification.pool.applicationPackageReferences"
+        )
 
 
 def checked_task(control: Control, spec: TaskAdd | KilnError) -> TaskAdd | KilnError:

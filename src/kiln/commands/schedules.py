@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from kiln.commands import applications
 from kiln.commands.control import Check, Control, Matches, Row
 from kiln.core import filters
 from kiln.core import schedule as schedule_rules
@@ -45,6 +46,7 @@ async def jobs_page(
 
 async def add(control: Control, schedule_id: str, spec: dict[str, Any]) -> Row:
     """Insert the schedule (spec: its validated, stored form), then let the scheduler make its first job if due."""
+    applications.check_job(control, spec["jobSpecification"], "jobSpecification.")
     row = schedule_rules.new_row(schedule_id, spec, now=now(), etag=db.new_etag())
 
     def insert(conn: Connection) -> None:
@@ -67,6 +69,8 @@ async def update(control: Control, schedule_id: str, changes: dict[str, Any], ch
 
     Under the schedule lock, so that no job is made from the spec half way; then the schedule is evaluated
     again, since its timing may have changed (jobs to come use the new spec)."""
+    if "jobSpecification" in changes:
+        applications.check_job(control, changes["jobSpecification"], "jobSpecification.")
 
     def write(conn: Connection) -> Row:
         row = load(conn, schedule_id)

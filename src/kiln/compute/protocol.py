@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
-#: Kinds of step a node runs. Prep and release use no slot.
-STEP_KINDS = ("task", "prep", "release", "start")
+#: Kinds of step a node runs. Prep and release use no slot; deploy extracts the pool's packages and runs nothing.
+STEP_KINDS = ("task", "prep", "release", "start", "deploy")
 
 
 @dataclass(frozen=True, slots=True)

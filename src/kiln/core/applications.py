@@ -51,3 +51,22 @@ def check_pool_references(references: Sequence[Mapping[str, Any]] | None, known:
             f"A pool may reference at most {POOL_REFERENCES_MAX} application packages.",
         )
     check_references(references, known, "applicationPackageReferences")
+
+
+def deployment_errors(failure: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The node's `errors` once its pool's packages could not be deployed as it came up: what failed and
+    what to do. `failure` is the failureInfo of the node's deployment (None: it could not run at all)."""
+    failure = failure or {}
+    what = failure.get("message") or "The pool's application packages could not be deployed."
+    details = list(failure.get("details") or ())
+    return [
+        {
+            "code": failure.get("code") or "PoolApplicationPackageDeploymentFailed",
+            "message": (
+                f"{what} No task is"
+                " scheduled on this node. Add the package again (`kiln app add`) or change the pool's"
+                " applicationPackageReferences, then reboot or reimage the node to deploy them again."
+            ),
+            "errorDetails": details,
+        }
+    ]

@@ -78,7 +78,8 @@ def _start_task_failed(row: Mapping[str, Any], now: datetime, *, errors: list[di
 
 
 def _unusable(row: Mapping[str, Any], now: datetime, *, errors: list[dict[str, Any]], **_: Any) -> Changes:
-    """The node could not start (its host refused it, or did not start it in time); errors say why."""
+    """The node takes no task: it could not start (its host refused it, or did not start it in time), or its
+    pool's application packages could not be deployed on it; `errors` say why."""
     return {"state_transition_time": now, "errors": errors}
 
 
@@ -98,8 +99,11 @@ def _shown(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
 
 S = NodeState
 _UP = (S.IDLE, S.RUNNING)
-#: States a user may reboot or reimage a node from: up, or failed its start task (the usual remedy).
-_RESTARTABLE = (*_UP, S.START_TASK_FAILED)
+#: States a user may reboot or reimage a node from: up, or failed its start task or its pool's packages (the
+#: usual remedy).
+_RESTARTABLE = (*_UP, S.START_TASK_FAILED, S.UNUSABLE)
+#: States of a node whose worker answers: it can be lost or preempted.
+_ANSWERED = (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, S.UNUSABLE, *_UP)
 TRANSITIONS: lifecycle.Table = {
     **{
         (s, S.STARTING): _starting
@@ -114,10 +118,10 @@ TRANSITIONS: lifecycle.Table = {
     (S.IDLE, S.OFFLINE): _shown,
     (S.RUNNING, S.OFFLINE): _shown,
     (S.OFFLINE, S.IDLE): _shown,
-    **{(s, S.UNKNOWN): _stamp for s in (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, *_UP)},
+    **{(s, S.UNKNOWN): _stamp for s in _ANSWERED},
     **{(s, S.REBOOTING): _stamp for s in _RESTARTABLE},
     **{(s, S.REIMAGING): _reimaged for s in _RESTARTABLE},
-    **{(s, S.PREEMPTED): _preempted for s in (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, *_UP)},
+    **{(s, S.PREEMPTED): _preempted for s in _ANSWERED},
     **{(s, S.DEALLOCATING): _deallocating for s in _UP},
     (S.DEALLOCATING, S.DEALLOCATED): _deallocated,
     **{(s, S.UNUSABLE): _unusable for s in (S.CREATING, S.STARTING)},
@@ -136,10 +140,11 @@ def transition(row: Mapping[str, Any], to: NodeState, now: datetime, **event: An
 
 
 #: States of a node whose worker has answered since it was last (re)started.
-BOOTED = frozenset({S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, *_UP})
-#: States in which a node counts as there for a resize: booted, or deallocated or preempted (their own doing), or
-#: failed to start (unusable: the resize is over; the node's errors say why).
-SETTLED = BOOTED | {S.DEALLOCATED, S.PREEMPTED, S.UNUSABLE}
+#: States of a node that is done starting: its worker answered since it was last (re)started, or it could not
+#: start or take its pool's packages (unusable).
+BOOTED = frozenset({S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, S.UNUSABLE, *_UP})
+#: States in which a node counts as there for a resize: booted, or deallocated or preempted (their own doing).
+SETTLED = BOOTED | {S.DEALLOCATED, S.PREEMPTED}
 
 
 def busy_state(running_tasks: int, scheduling_state: str = SchedulingState.ENABLED) -> NodeState:

@@ -26,16 +26,26 @@ def _allocation_stamp(row: Mapping[str, Any], now: datetime, **_: Any) -> Change
     return {"allocation_state_transition_time": now, "last_modified": now}
 
 
+def _resizing(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
+    """A new resize: the errors of the last one no longer hold."""
+    return {**_allocation_stamp(row, now), "resize_errors": None}
+
+
+def _steady(row: Mapping[str, Any], now: datetime, *, errors: list[dict[str, Any]] | None = None, **_: Any) -> Changes:
+    """The resize is over: `errors` say why it ended short of its target, if it did (resize_errors)."""
+    return {**_allocation_stamp(row, now), "resize_errors": errors}
+
+
 def _state_stamp(row: Mapping[str, Any], now: datetime, **_: Any) -> Changes:
     return {"state_transition_time": now, "last_modified": now}
 
 
 A = AllocationState
 ALLOCATION_TRANSITIONS: lifecycle.Table = {
-    (A.STEADY, A.RESIZING): _allocation_stamp,
-    (A.RESIZING, A.STEADY): _allocation_stamp,
+    (A.STEADY, A.RESIZING): _resizing,
+    (A.RESIZING, A.STEADY): _steady,
     (A.RESIZING, A.STOPPING): _allocation_stamp,
-    (A.STOPPING, A.STEADY): _allocation_stamp,
+    (A.STOPPING, A.STEADY): _steady,
     (A.RESIZING, A.RESIZING): no_changes,
 }
 
@@ -44,7 +54,7 @@ STATE_TRANSITIONS: lifecycle.Table = {
 }
 
 
-def allocation(row: Mapping[str, Any], to: AllocationState, now: datetime) -> Changes:
+def allocation(row: Mapping[str, Any], to: AllocationState, now: datetime, **event: Any) -> Changes:
     if row["state"] == PoolState.DELETING:
         from kiln.errors import Conflict
 
@@ -59,6 +69,7 @@ def allocation(row: Mapping[str, Any], to: AllocationState, now: datetime) -> Ch
         conflict_code="PoolBeingResized",
         state_field="allocation_state",
         track_previous=False,
+        **event,
     )
 
 
@@ -94,3 +105,30 @@ def new_row(
         "last_modified": now,
         "etag": etag,
     }
+
+
+#: Azure's resizeErrors code of a resize that ran into the account's quota, by kind of node.
+QUOTA_CODES = {"dedicated": "AccountCoreQuotaReached", "low priority": "AccountLowPriorityCoreQuotaReached"}
+
+
+def resize_errors(
+    *, stopped: bool, dedicated: tuple[int, int], low_priority: tuple[int, int], max_nodes: int | None
+) -> list[dict[str, Any]] | None:
+    """The pool's resizeErrors as it goes steady: one per kind of node ((current, target) each) short of its
+    target, because the resize was stopped (Azure's ResizeStopped) or else because the server holds no more
+    nodes (max_nodes, `kiln serve --max-nodes`: Kiln's counterpart of the account's core quota). None:
+    nothing is short."""
+    errors = []
+    for kind, (current, target) in (("dedicated", dedicated), ("low priority", low_priority)):
+        if current >= target:
+            continue
+        if stopped:
+            code, why = "ResizeStopped", "due to a stop resize operation"
+        else:
+            code = QUOTA_CODES[kind]
+            why = (
+                f"because this Kiln server runs at most {max_nodes} nodes in all its pools (kiln serve --max-nodes"
+                " or KILN_MAX_NODES): remove nodes or pools, or restart the server with a higher limit"
+            )
+        errors.append({"code": code, "message": f"Desired number of {kind} nodes could not be allocated {why}."})
+    return errors or None

@@ -446,7 +446,7 @@ class Scheduler(
                 self._release_finished(conn, ref, result, now, effects)
             elif ref.kind == "coord":
                 self._coordination_finished(conn, ref, result, now, effects)
-            elif ref.kind == "start":
+            elif ref.kind in ("start", "deploy"):  # a node coming up: its pool's packages, its start task
                 self._start_task_finished(conn, ref, result, now, effects)
         task_statistics.record(conn, mine, task_rows, effects.task_changes, self.jobs, now)
         effects.write_batched(conn, counters=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import uuid
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,9 @@ log = logging.getLogger("kiln.scheduler")
 
 class NodeOperations(SchedulerParts):
     """Mixed into Scheduler; uses its lock, store, backend and in-memory maps."""
+
+    #: the most nodes the server runs in all its pools (None: no limit); set by the server (KILN_MAX_NODES)
+    max_nodes: int | None = None
 
     # ------------------------------------------------------------------ pools and nodes
     async def create_pool(self, pool: dict[str, Any]) -> None:
@@ -66,12 +70,15 @@ class NodeOperations(SchedulerParts):
             pool = self.pools[pool_key]
             added: list[tuple[dict[str, Any], NodeSlots]] = []
             victims: list[NodeSlots] = []
+            room = sys.maxsize if self.max_nodes is None else self.max_nodes - len(self.nodes)
             for dedicated, target in (
                 (True, pool["target_dedicated_nodes"]),
                 (False, pool["target_low_priority_nodes"]),
             ):
                 current = self._members(pool_key, dedicated)
-                added += [self._new_node(pool, dedicated) for _ in range(max(0, target - len(current)))]
+                grown = min(max(0, target - len(current)), max(0, room))  # dedicated first, as far as room goes
+                room -= grown
+                added += [self._new_node(pool, dedicated) for _ in range(grown)]
                 victims += sorted(current, key=lambda n: (n.used, n.node_id))[: max(0, len(current) - target)]
             await self.db.write(lambda conn: db.insert_rows(conn, db.nodes, [row for row, _ in added]))
             for _, slots in added:
@@ -154,19 +161,24 @@ class NodeOperations(SchedulerParts):
                 self.state.node_forgotten(row["id"])
 
     def _maybe_steady(self, conn: Connection, pool_key: str) -> None:
-        """A resize is done once the pool has its target number of nodes (any number, once stopped), every
-        one booted."""
+        """A resize is done once the pool has its target number of nodes (any number, once stopped; no more,
+        once the server holds max_nodes), every one booted; resizeErrors say why it ended short."""
         pool = self.pools.get(pool_key)
         if pool is None or pool["allocation_state"] not in (AllocationState.RESIZING, AllocationState.STOPPING):
             return
         members = [n for n in self.nodes.values() if n.pool_key == pool_key]
         booted = {row["id"] for row in db.find(conn, db.nodes, pool_key=pool_key) if row["state"] in node_rules.SETTLED}
-        sized = pool["allocation_state"] == AllocationState.STOPPING or (
-            len(self._members(pool_key, True)) == pool["target_dedicated_nodes"]
-            and len(self._members(pool_key, False)) == pool["target_low_priority_nodes"]
-        )
-        if sized and all(n.node_id in booted for n in members):
-            changes = pool_rules.allocation(pool, AllocationState.STEADY, utcnow())
+        stopped = pool["allocation_state"] == AllocationState.STOPPING
+        dedicated = (len(self._members(pool_key, True)), pool["target_dedicated_nodes"])
+        low_priority = (len(self._members(pool_key, False)), pool["target_low_priority_nodes"])
+        full = self.max_nodes is not None and len(self.nodes) >= self.max_nodes  # no node more to be had
+        reached = dedicated[0] == dedicated[1] and low_priority[0] == low_priority[1]
+        capped = full and dedicated[0] <= dedicated[1] and low_priority[0] <= low_priority[1]
+        if (stopped or reached or capped) and all(n.node_id in booted for n in members):
+            errors = pool_rules.resize_errors(
+                stopped=stopped, dedicated=dedicated, low_priority=low_priority, max_nodes=self.max_nodes
+            )
+            changes = pool_rules.allocation(pool, AllocationState.STEADY, utcnow(), errors=errors)
             transition(conn, db.pools, {"key": pool_key}, pool, changes, bump_etag=True)
             undo.update(pool, changes)
 

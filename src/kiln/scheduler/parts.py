@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from kiln.compute.protocol import ComputeBackend, StepResult
+    from kiln.compute.protocol import AppPackage, ComputeBackend, StepResult
     from kiln.core.job import DisableTasks, JobState
     from kiln.scheduler import steps as step_builder
     from kiln.scheduler.control import ControlState
@@ -44,6 +44,7 @@ class SchedulerParts:
     preps: dict[tuple[str, str], dict[str, Any]]
     waiting: dict[tuple[str, str], list[int]]
     steps: dict[str, StepRef]
+    node_packages: dict[str, tuple[AppPackage, ...]]
     timers: Timers
     instance_counts: dict[int, tuple[str, int]]
     subtask_nodes: dict[int, list[str]]

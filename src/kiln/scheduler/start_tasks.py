@@ -1,5 +1,5 @@
-"""A pool's start task: run on each node as its worker comes up (join, reboot, reimage, return), gating the
-node's tasks when waitForSuccess is set (batch-semantics-2 §5.1)."""
+"""A node coming up (join, reboot, reimage, return): its pool's application packages are deployed, then its
+pool's start task runs, gating the node's tasks when waitForSuccess is set (batch-semantics-2 §5.1)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from kiln.compute.protocol import StepResult
+from kiln.core import applications as app_rules
 from kiln.core import node as node_rules
 from kiln.core import start_task as start_rules
 from kiln.core.node import NodeState
@@ -28,7 +29,36 @@ class StartTasks(SchedulerParts):
     """Mixed into Scheduler: a node that comes up runs its start task before (or while) it takes tasks."""
 
     def _boot(self, conn: Connection, node: NodeSlots, row: dict[str, Any], now: datetime, effects: Effects) -> None:
-        """The node's agent answered (the node is `starting`): it waits for its start task, or takes tasks now."""
+        """The node's agent answered (the node is `starting`): it deploys its pool's application packages first,
+        as Azure does when a node joins, reboots or is reimaged (not with its first task), then starts."""
+        if self.node_packages.get(node.node_id):
+            step_id = f"deploy:{node.node_id}:{next(_RUNS)}"
+            self.steps[step_id] = StepRef("deploy", "", node.node_id, 0)
+            effects.run[node.node_id].append(step_builder.deploy_step(step_id, self._placement(node)))
+        else:
+            self._start(conn, node, row, now, effects)
+
+    def _deployed(self, conn: Connection, ref: StepRef, result: StepResult, now: datetime, effects: Effects) -> None:
+        """The pool's packages are on the node, and it starts; or they could not be deployed, and the node is
+        `unusable`: it takes no task (the pool's other nodes do) until a reboot or reimage deploys them again."""
+        row, node = db.get(conn, db.nodes, id=ref.node_id), self.nodes.get(ref.node_id)
+        if row is None or node is None or row["state"] != NodeState.STARTING:
+            return
+        if result.failure is None and result.exit_code == 0:
+            self._start(conn, node, row, now, effects)
+        else:
+            errors = app_rules.deployment_errors(result.failure)
+            transition(
+                conn,
+                db.nodes,
+                {"id": node.node_id},
+                row,
+                node_rules.transition(row, NodeState.UNUSABLE, now, errors=errors),
+            )
+        self._maybe_steady(conn, node.pool_key)
+
+    def _start(self, conn: Connection, node: NodeSlots, row: dict[str, Any], now: datetime, effects: Effects) -> None:
+        """The node waits for its start task, or takes tasks now."""
         spec = row.get("start_task")
         waits = spec is not None and spec.get("waitForSuccess", True)
         changes = node_rules.transition(row, NodeState.WAITING_FOR_START_TASK if waits else NodeState.IDLE, now)
@@ -47,6 +77,9 @@ class StartTasks(SchedulerParts):
     def _start_task_finished(
         self, conn: Connection, ref: StepRef, result: StepResult, now: datetime, effects: Effects
     ) -> None:
+        if ref.kind == "deploy":
+            self._deployed(conn, ref, result, now, effects)
+            return
         row, node = db.get(conn, db.nodes, id=ref.node_id), self.nodes.get(ref.node_id)
         if row is None or node is None or row["start_task"] is None or row["start_task_info"] is None:
             return

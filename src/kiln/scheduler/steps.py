@@ -204,5 +204,18 @@ def start_step(step_id: str, spec: Mapping[str, Any], where: Placement) -> Step:
         environment=_environment(spec.get("environmentSettings")),
         batch_context=_node_context(where),
         resource_files=_resource_files(spec, where),
+        packages=where.packages,
         **_identity(spec, where),
+    )
+
+
+def deploy_step(step_id: str, where: Placement) -> Step:
+    """The pool's application packages, extracted as the node comes up, before its start task: no command."""
+    return Step(
+        step_id=step_id,
+        kind="deploy",
+        node_root=where.node_root,
+        task_dir=START_TASK_DIR,
+        command_line="",
+        packages=where.packages,
     )

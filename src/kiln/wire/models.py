@@ -270,6 +270,15 @@ def materialize_constraints(constraints: TaskConstraints | None, default_retries
     }
 
 
+def refuse_container(settings: dict[str, Any] | None, where: str) -> None:
+    """containerSettings is for pools with a containerConfiguration, which Kiln's pools cannot have (they run
+    no containers): Batch refuses it on other pools, and Kiln refuses it everywhere (400 naming it)."""
+    if settings is not None:
+        raise InvalidPropertyValue(
+            f"{where}containerSettings", None, "Kiln nodes run no containers: a task cannot run in one."
+        )
+
+
 class JobPreparationTask(Wire):
     id: str = "jobpreparation"
     command_line: str = Field(min_length=1, max_length=COMMAND_LINE_MAX)
@@ -279,6 +288,7 @@ class JobPreparationTask(Wire):
     wait_for_success: bool = True
     rerun_on_node_reboot_after_success: bool = True
     user_identity: UserIdentity | None = None
+    container_settings: dict[str, Any] | None = None
 
     def materialize(self) -> dict[str, Any]:
         doc = self.dump()
@@ -297,6 +307,7 @@ class JobReleaseTask(Wire):
     max_wall_clock_time: str | None = None
     retention_time: str | None = None
     user_identity: UserIdentity | None = None
+    container_settings: dict[str, Any] | None = None
 
     def materialize(self) -> dict[str, Any]:
         doc = self.dump()
@@ -341,10 +352,12 @@ class TaskFields(Wire):
     user_identity: UserIdentity | None = None
     authentication_token_settings: AuthenticationTokenSettings | None = None
     output_files: list[OutputFile] | None = None
+    container_settings: dict[str, Any] | None = None
 
     def check_fields(self, prefix: str = "") -> None:
         """prefix: where the task sits in the body, for the property names of errors."""
         ids.check_id(self.id, f"{prefix}id")
+        refuse_container(self.container_settings, prefix)
         for index, output in enumerate(self.output_files or ()):
             output.check(f"{prefix}outputFiles[{index}]")
         if self.constraints:
@@ -431,11 +444,13 @@ class JobAdd(Wire):
             )
         if prep is not None:
             ids.check_id(prep.id, "jobPreparationTask.id")
+            refuse_container(prep.container_settings, "jobPreparationTask.")
             if prep.constraints:
                 _check_duration(prep.constraints.max_wall_clock_time, "jobPreparationTask.constraints.maxWallClockTime")
                 _check_duration(prep.constraints.retention_time, "jobPreparationTask.constraints.retentionTime")
         if release is not None:
             ids.check_id(release.id, "jobReleaseTask.id")
+            refuse_container(release.container_settings, "jobReleaseTask.")
             _check_duration(release.max_wall_clock_time, "jobReleaseTask.maxWallClockTime")
             _check_duration(release.retention_time, "jobReleaseTask.retentionTime")
             seconds = duration_seconds(release.max_wall_clock_time)
@@ -628,10 +643,7 @@ class StartTask(Wire):
     container_settings: dict[str, Any] | None = None
 
     def check(self, where: str = "startTask") -> None:
-        if self.container_settings is not None:
-            raise InvalidPropertyValue(
-                f"{where}.containerSettings", None, "Kiln nodes run no containers: a start task cannot use one."
-            )
+        refuse_container(self.container_settings, f"{where}.")
 
     def materialize(self) -> dict[str, Any]:
         doc = self.dump()

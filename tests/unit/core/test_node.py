@@ -36,7 +36,9 @@ STARTING = {"state_transition_time": NOW, "errors": None}  # errors of the last 
 BOOTED = {"state_transition_time": NOW, "last_boot_time": NOW}
 REIMAGED = {"state_transition_time": NOW, "incarnation": 3}  # a new incarnation
 ERRORS = [{"code": "StartTaskFailed", "message": "m"}]
-RESTARTABLE = (S.IDLE, S.RUNNING, S.START_TASK_FAILED)
+RESTARTABLE = (S.IDLE, S.RUNNING, S.START_TASK_FAILED, S.UNUSABLE)
+#: states of a node whose worker answers: lost or preempted from any of them
+ANSWERED = (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, S.UNUSABLE, S.IDLE, S.RUNNING)
 
 #: edge -> changes beyond the state column. The spec; TRANSITIONS must match it.
 EDGES: dict[tuple[NodeState, NodeState], dict[str, Any]] = {
@@ -53,20 +55,18 @@ EDGES: dict[tuple[NodeState, NodeState], dict[str, Any]] = {
     (S.STARTING, S.WAITING_FOR_START_TASK): BOOTED,
     (S.WAITING_FOR_START_TASK, S.IDLE): STAMP,
     (S.WAITING_FOR_START_TASK, S.START_TASK_FAILED): {**STAMP, "errors": ERRORS},
+    (S.STARTING, S.UNUSABLE): {**STAMP, "errors": ERRORS},  # its pool's packages could not be deployed
     (S.IDLE, S.RUNNING): STAMP,
     (S.RUNNING, S.IDLE): STAMP,
     (S.IDLE, S.OFFLINE): STAMP,  # shown, not stored: scheduling disabled, nothing runs
     (S.RUNNING, S.OFFLINE): STAMP,
     (S.OFFLINE, S.IDLE): STAMP,
-    **{(s, S.UNKNOWN): STAMP for s in (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, S.IDLE, S.RUNNING)},
+    **{(s, S.UNKNOWN): STAMP for s in ANSWERED},
     (S.UNKNOWN, S.UNKNOWN): {},  # still lost: the transition time stays
     **{(s, S.REBOOTING): STAMP for s in RESTARTABLE},
     **{(s, S.REIMAGING): REIMAGED for s in RESTARTABLE},
     # a preempted spot node returns as a fresh node: a new incarnation
-    **{
-        (s, S.PREEMPTED): REIMAGED
-        for s in (S.STARTING, S.WAITING_FOR_START_TASK, S.START_TASK_FAILED, S.IDLE, S.RUNNING)
-    },
+    **{(s, S.PREEMPTED): REIMAGED for s in ANSWERED},
     **{(s, S.LEAVING_POOL): STAMP for s in S if s is not S.LEAVING_POOL},
     # its host refused it or did not start it in time: never retried
     **{(s, S.UNUSABLE): {**STAMP, "errors": ERRORS} for s in (S.CREATING, S.STARTING)},

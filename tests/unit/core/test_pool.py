@@ -35,10 +35,10 @@ STAMP = {"allocation_state_transition_time": NOW, "last_modified": NOW}
 
 #: edge -> changes beyond the allocation_state column. The spec; ALLOCATION_TRANSITIONS must match it.
 ALLOCATION_EDGES: dict[tuple[AllocationState, AllocationState], dict[str, Any]] = {
-    (A.STEADY, A.RESIZING): STAMP,  # resize (or the initial sizing)
-    (A.RESIZING, A.STEADY): STAMP,  # reached the target
+    (A.STEADY, A.RESIZING): {**STAMP, "resize_errors": None},  # resize (or the initial sizing): errors go
+    (A.RESIZING, A.STEADY): {**STAMP, "resize_errors": None},  # reached the target
     (A.RESIZING, A.STOPPING): STAMP,  # stopresize
-    (A.STOPPING, A.STEADY): STAMP,
+    (A.STOPPING, A.STEADY): {**STAMP, "resize_errors": None},
     (A.RESIZING, A.RESIZING): {},  # a new target while resizing keeps the transition time
 }
 
@@ -96,3 +96,32 @@ def test_create_resize_stop() -> None:
         seen.append(row["allocation_state"])
     assert seen == ["steady", "resizing", "resizing", "stopping", "steady"]
     assert row["state"] == "active"
+
+
+@pytest.mark.parametrize(
+    ("stopped", "dedicated", "low_priority", "codes"),
+    [
+        (False, (2, 2), (1, 1), None),  # reached the target
+        (False, (3, 2), (0, 0), None),  # more than asked (a shrink still draining) is not short
+        (False, (2, 3), (0, 0), ["AccountCoreQuotaReached"]),
+        (False, (2, 2), (0, 1), ["AccountLowPriorityCoreQuotaReached"]),
+        (False, (0, 1), (0, 1), ["AccountCoreQuotaReached", "AccountLowPriorityCoreQuotaReached"]),
+        (True, (1, 6), (0, 0), ["ResizeStopped"]),
+        (True, (6, 6), (0, 2), ["ResizeStopped"]),
+        (True, (6, 6), (0, 0), None),  # stopped after it had them all
+    ],
+)
+def test_resize_errors_say_why_a_resize_ended_short(
+    stopped: bool, dedicated: tuple[int, int], low_priority: tuple[int, int], codes: list[str] | None
+) -> None:
+    errors = pool.resize_errors(stopped=stopped, dedicated=dedicated, low_priority=low_priority, max_nodes=4)
+    assert (errors and [e["code"] for e in errors]) == codes
+    for error in errors or ():
+        assert "stop resize" in error["message"] if stopped else "at most 4 nodes" in error["message"]
+
+
+def test_a_resize_clears_the_last_errors_and_steady_sets_them() -> None:
+    errors = [{"code": "ResizeStopped", "message": "m"}]
+    row = frozen(pool_row(allocation=A.RESIZING))
+    assert pool.allocation(row, A.STEADY, NOW, errors=errors)["resize_errors"] == errors
+    assert pool.allocation(frozen(pool_row()), A.RESIZING, NOW)["resize_errors"] is None

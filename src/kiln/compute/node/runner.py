@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from kiln.compute.node import (
@@ -181,6 +182,8 @@ async def run_step(
 ) -> StepResult:
     """keep_group(step_id, pgid): told the process group a keep_background step leaves behind."""
     start, started = time.time(), time.monotonic()
+    if step.kind == "deploy":
+        return await deploy_packages(step, start)
     try:
         paths = layout.task_paths(step.node_root, step.task_dir)
     except ValueError as exc:
@@ -228,6 +231,17 @@ async def run_step(
         upload_failed=upload_failed,
         transfers=ctx.transfers.to_message(),
     )
+
+
+async def deploy_packages(step: Step, start: float) -> StepResult:
+    """A node coming up extracts its pool's packages (into the node root, not a task directory); a failure
+    is reported as the step's failureInfo, and the control plane marks the node unusable."""
+    layout.ensure_node_layout(Path(step.node_root))  # its directories, secured, before any is written into
+    try:
+        await packages.deploy_all(Path(step.node_root), step.packages)
+    except StepFailure as failed:
+        return StepResult(step.step_id, start, time.time(), None, failure=failed.info)
+    return StepResult(step.step_id, start, time.time(), 0)
 
 
 async def run_command(ctx: StepContext, started: float) -> process.CommandOutcome:
