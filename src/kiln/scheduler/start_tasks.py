@@ -33,7 +33,7 @@ class StartTasks(SchedulerParts):
         as Azure does when a node joins, reboots or is reimaged (not with its first task), then starts."""
         if self.node_packages.get(node.node_id):
             step_id = f"deploy:{node.node_id}:{next(_RUNS)}"
-            self.steps[step_id] = StepRef("deploy", "", node.node_id, 0)
+            self.state.step_sent(step_id, StepRef("deploy", "", node.node_id, 0))
             effects.run[node.node_id].append(step_builder.deploy_step(step_id, self._placement(node)))
         else:
             self._start(conn, node, row, now, effects)
