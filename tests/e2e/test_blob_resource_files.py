@@ -15,7 +15,16 @@ from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, gener
 
 from kiln.cli.embedded import EmbeddedServer
 from kiln.compute.auto_storage import ENV as STORAGE_ENV
-from kiln.testing import create_pool_and_wait, make_client, read_task_file, shell, unique, wait_for, wait_job_state
+from kiln.testing import (
+    create_pool_and_wait,
+    make_client,
+    pool_options,
+    read_task_file,
+    shell,
+    unique,
+    wait_for,
+    wait_job_state,
+)
 from kiln.testing_azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
 
 PERFORM = "performexitoptionsjobaction"
@@ -202,3 +211,49 @@ def test_auto_storage_without_a_linked_account_fails_the_task_naming_the_setting
     _, done = run_task(client, pool, task)
     failure = done.execution_info.failure_info
     assert failure.code == "AutoStorageNotConfigured" and "--storage-connection-string" in failure.message
+
+
+def test_a_start_task_downloads_a_container_and_a_missing_one_fails_it(batch, blobs):
+    """Start tasks take container resource files as every task kind does: the blobs land in startup/wd for the
+    start task (which shares them with the node's tasks here), and a missing container fails the start task with
+    Azure's pre-processing failure, never retried, so the node is starttaskfailed."""
+    name = container_with(blobs, {"common/data.txt": b"for every task\n"})
+    good = create_pool_and_wait(
+        batch,
+        nodes=1,
+        start_task=models.BatchStartTask(
+            command_line=shell("cp data/common/data.txt $AZ_BATCH_NODE_SHARED_DIR/"),
+            resource_files=[
+                models.ResourceFile(storage_container_url=sas_url(blobs, name), blob_prefix="common/", file_path="data")
+            ],
+            wait_for_success=True,
+        ),
+    )
+    job_id, task = run_task(
+        batch,
+        good,
+        models.BatchTaskCreateOptions(id="reader", command_line=shell("cat $AZ_BATCH_NODE_SHARED_DIR/data.txt")),
+    )
+    assert task.execution_info.exit_code == 0
+    assert read_task_file(batch, job_id, "reader", "stdout.txt") == "for every task\n"
+
+    missing = f"c{uuid.uuid4().hex[:12]}"
+    bad = f"pool-{uuid.uuid4().hex[:8]}"
+    batch.create_pool(
+        pool_options(
+            bad,
+            target_dedicated_nodes=1,
+            start_task=models.BatchStartTask(
+                command_line="/bin/true",
+                resource_files=[models.ResourceFile(storage_container_url=sas_url(blobs, missing))],
+                max_task_retry_count=2,
+                wait_for_success=True,
+            ),
+        )
+    )
+    node = wait_for(
+        lambda: next((n for n in batch.list_nodes(bad) if n.state == "starttaskfailed"), None), 120, "start task failed"
+    )
+    info = node.start_task_info
+    assert (info.result, info.exit_code, info.retry_count) == ("failure", None, 0)
+    assert (info.failure_info.category, info.failure_info.code) == ("usererror", "ResourceContainerNotFound")

@@ -53,6 +53,9 @@ def test_spot_pool_nodes_and_preemption_mid_task(server, client, cleanup, marks_
     run = run_cli(server, "node", "preempt", pool_id, node_id)
     assert run.returncode == 0 and f"node {node_id} of pool {pool_id}: preempted" in run.stdout
     wait_for(lambda: client.get_node(pool_id, node_id).state == "idle", 120, "preempted node back again")
+    run = run_cli(server, "fault", "preempt", pool_id, node_id)  # the same, among the faults
+    assert run.returncode == 0 and f"node {node_id} of pool {pool_id}: preempted" in run.stdout
+    wait_for(lambda: client.get_node(pool_id, node_id).state == "idle", 120, "preempted node back a third time")
 
     client.begin_resize_pool(
         pool_id,

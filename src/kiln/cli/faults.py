@@ -7,11 +7,12 @@ from urllib.parse import quote
 
 import typer
 
+from kiln.cli import nodes
 from kiln.cli.session import Session, command
 
 app = typer.Typer(
-    help="Faults on demand: lose a node, fail a node's next preparation or start task, fail the next resource-file "
-    "download, slow dispatch, kill a task."
+    help="Faults on demand: lose a node, preempt a spot node, fail a node's next preparation or start task, fail the "
+    "next resource-file download, slow dispatch, kill a task."
 )
 POOL = typer.Argument(..., help="Pool id.")
 NODE = typer.Argument(..., help="Node id.")
@@ -27,6 +28,9 @@ def lose_node(session: Session, pool: str = POOL, node: str = NODE) -> None:
     body = session.kiln("POST", f"{_node(pool, node)}/lose")
     session.done(f"node {node} lost with {body['tasksOnNode']} task(s) on it", **body)
 
+
+#: `kiln fault preempt POOL NODE`: the spot preemption `kiln node preempt` makes, among the other faults.
+command(app, "preempt")(nodes.preempt)
 
 EXIT_CODE = typer.Option(1, "--exit-code", help="The exit code it ends with (1-255).")
 
