@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection
@@ -35,6 +36,10 @@ from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import Effects, JobEntry, StepRef, task_step_id
 from kiln.store import rows as db
+from kiln.wire.times import now as utcnow
+
+#: The columns that mark a task as sent ahead, cleared once its start is known or it is taken back.
+NOT_AHEAD = {"sent_ahead_node": None, "sent_ahead_at": None}
 
 
 class SendAhead(SchedulerParts):
@@ -73,6 +78,8 @@ class SendAhead(SchedulerParts):
         for seq, slots in never_fit:
             chosen.queue.push(seq, slots)
         rows = {r["seq"]: r for r in db.tasks_by_seq(conn, [seq for seq, _, _ in picks])}
+        sent: list[tuple[int, str, datetime]] = []
+        now = utcnow()
         for seq, slots, node in picks:
             task = rows.get(seq)
             if task is None or task["state"] != TaskState.ACTIVE:
@@ -80,6 +87,7 @@ class SendAhead(SchedulerParts):
             if task["spec"].get("multiInstanceSettings"):
                 chosen.queue.push(seq, slots)  # needs several nodes at once: placed when they are free
                 continue
+            sent.append((seq, node.node_id, now))
             step_id = task_step_id(seq, task["attempt"] + 1)
             self.state.sent_ahead(
                 step_id,
@@ -90,6 +98,7 @@ class SendAhead(SchedulerParts):
             effects.run[node.node_id].append(
                 step_builder.task_step(step_id, chosen.row, task, self._placement(node), slots=slots, ahead=True)
             )
+        db.mark_sent_ahead(conn, sent)  # committed before the steps leave: a run the node starts unseen is counted
 
     def _may_go_ahead(self, entry: JobEntry) -> bool:
         spec = entry.spec
@@ -101,6 +110,27 @@ class SendAhead(SchedulerParts):
             return True
         record = self.preps.get((entry.key, node.node_id))
         return record is not None and record["incarnation"] == node.incarnation and prep_rules.succeeded(record)
+
+    def _count_unseen_runs(self, conn: Connection, now: datetime, node_id: str | None = None) -> None:
+        """After a restart, or when a node is lost (`node_id`): a task sent ahead may have started in the moment
+        before, its notice never sent. Its node made the run's stdout.txt as it started the command: one made
+        since the task was sent ahead is a run, counted as the requeue it now is (requeueCount + 1), as a
+        running task's is."""
+        roots = {row["id"]: row["root_dir"] for row in db.find(conn, db.nodes)}
+        jobs = {row["key"]: row["id"] for row in db.find(conn, db.jobs)}
+        for task in db.tasks_sent_ahead(conn, node_id):
+            changes: dict[str, Any] = dict(NOT_AHEAD)
+            root, job_id = roots.get(task["sent_ahead_node"]), jobs.get(task["job_key"])
+            if (
+                task["state"] == TaskState.ACTIVE
+                and root
+                and job_id
+                and _made_since(
+                    Path(root) / step_builder.task_dir(job_id, task["id"]) / "stdout.txt", task["sent_ahead_at"]
+                )
+            ):
+                changes.update(requeue_count=task["requeue_count"] + 1, last_requeue_time=now)
+            db.change(conn, db.tasks, {"seq": task["seq"]}, changes)
 
     # ------------------------------------------------------------------ calling back
     def _call_back_to_idle_slots(self, conn: Connection, effects: Effects) -> None:
@@ -160,7 +190,7 @@ class SendAhead(SchedulerParts):
             owner, seq, slots = node.ahead[step_id]
             ref = self._take_step_off_node(node.node_id, step_id, effects, kill=kill)
             if ref is not None:
-                db.change(conn, db.tasks, {"seq": seq}, {"attempt": ref.attempt})
+                db.change(conn, db.tasks, {"seq": seq}, {"attempt": ref.attempt, **NOT_AHEAD})
             if requeue and (entry := self.jobs.get(owner)) is not None:
                 entry.queue.push(seq, slots)
 
@@ -208,9 +238,17 @@ class SendAhead(SchedulerParts):
                 node_id=node.node_id,
                 attempt=ref.attempt,
             )
+            changes.update(NOT_AHEAD)
             effects.change_task(task, changes)
             undo.update(task, changes)
             self.state.ahead_started(result.step_id, ref, task, running=result.running)
             effects.node_counters[(node.node_id, "total_tasks_run")] += 1
             running[ref.seq] = task
         return running
+
+
+def _made_since(path: Path, since: datetime) -> bool:
+    try:
+        return path.stat().st_mtime >= since.timestamp()
+    except OSError:  # never made (the task did not start), or its node's files are gone
+        return False

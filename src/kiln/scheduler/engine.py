@@ -173,6 +173,7 @@ class Scheduler(
                     node["id"], node["pool_key"], pool["task_slots_per_node"], node["root_dir"], node["incarnation"]
                 )
             )
+        self._count_unseen_runs(conn, now)
         for task in db.tasks_in_states(conn, ON_NODE):  # they died with the server
             requeue(conn, task, now)
         for job in db.find(conn, db.jobs, order_by=["seq"]):

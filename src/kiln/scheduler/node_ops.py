@@ -262,7 +262,8 @@ class NodeOperations(SchedulerParts):
         node = self.nodes[node_id]
         node.up = False
         node.release_all()
-        self._call_back(conn, node, effects, kill=False)  # they never started, as far as anyone knows: queued again
+        self._count_unseen_runs(conn, now, node_id)  # those that started unseen: a run each
+        self._call_back(conn, node, effects, kill=False)  # queued again
         self._instances_lost(conn, node_id, now, effects)
         self.state.node_emptied(node_id, effects, kill=False)  # its processes are gone
         for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):

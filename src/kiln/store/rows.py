@@ -326,6 +326,25 @@ def tasks_in_states(conn: Connection, states: Sequence[str], **keys: Any) -> lis
     return [dict(r) for r in conn.execute(query.order_by(tasks.c.seq)).mappings()]
 
 
+def mark_sent_ahead(conn: Connection, marks: Sequence[tuple[int, str, datetime]]) -> None:
+    """(task seq, node id, when): tasks sent ahead to a node in this transaction (one statement)."""
+    if marks:
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.seq == bindparam("k_seq"))
+            .values(sent_ahead_node=bindparam("v_node"), sent_ahead_at=bindparam("v_at")),
+            [{"k_seq": seq, "v_node": node, "v_at": at} for seq, node, at in marks],
+        )
+
+
+def tasks_sent_ahead(conn: Connection, node_id: str | None = None) -> list[Row]:
+    """Tasks still marked as sent ahead (to `node_id`, if given): their start was never reported."""
+    query = select(tasks).where(tasks.c.sent_ahead_at.is_not(None))
+    if node_id is not None:
+        query = query.where(tasks.c.sent_ahead_node == node_id)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
 def count_tasks_in_states(conn: Connection, job_key: str, states: Sequence[str]) -> int:
     """How many of a job's tasks are in these states (maxParallelTasks counts those on nodes)."""
     query = select(func.count()).select_from(tasks).where(tasks.c.job_key == job_key, tasks.c.state.in_(list(states)))
@@ -451,6 +470,8 @@ __all__ = [
     "tasks_by_seq",
     "RUNNING_COLUMNS",
     "tasks_in_states",
+    "mark_sent_ahead",
+    "tasks_sent_ahead",
     "count_tasks_in_states",
     "all_tasks_completed",
     "active_schedule_job",

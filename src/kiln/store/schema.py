@@ -170,6 +170,10 @@ tasks = Table(
     Column("result", String(16)),
     Column("failure_info", JSON),
     Column("dependency_action", String(8)),  #: satisfy | block, decided by the exit conditions at completion
+    #: an active task sent ahead to a node (scheduler/ahead.py): where and when, until its start is known; after a
+    #: server restart its run, if the node started it unseen, is counted from these
+    Column("sent_ahead_node", String(64)),
+    Column("sent_ahead_at", UTCDateTime),
     *_times(),
     UniqueConstraint("job_key", "key", name="uq_tasks_job_key"),
     #: seq last: a job's tasks in a state come in seq order, so a list page seeks and stops (store.task_pages)
