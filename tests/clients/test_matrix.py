@@ -1,6 +1,7 @@
-"""Batch clients no one here wrote, each unchanged in its own environment, through one scenario: a pool, a job
-with preparation and release tasks, a task and a collection, wait, list, task counts, a task file, the
-preparation/release status, terminate, delete (scenarios/, one script per client family).
+"""Batch clients no one here wrote, each unchanged in its own environment, through one scenario: a pool, its
+node counts, the supported images, scheduling disabled and enabled on its node, a job with preparation and
+release tasks, a task and a collection, wait, list, task counts, a task file, the preparation/release status,
+terminate, delete (scenarios/, one script per client family).
 
 The environments are made on first use and cached (kiln.testing_clients); the scenarios all run at once
 against the session's server, each test waiting for its own."""
@@ -29,6 +30,9 @@ EXPECTED = {
     "file": "hello from single\n",
     "status": [{"prep": 0, "release": 0}],
     "stats": {"succeeded": 2, "failed": 2, "retries": 0},
+    "nodeCounts": [{"idle": 1, "total": 1}],  # the pool's dedicated nodes, once its node is idle
+    "images": ["batch.node.ubuntu 22.04"],  # the node agents listed for the pool's image
+    "scheduling": ["disabled", "enabled"],  # the node's schedulingState after disable, then after enable
 }
 
 

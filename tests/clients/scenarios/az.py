@@ -11,7 +11,23 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from azure.cli.core import get_default_cli
-from common import ACCOUNT, ENDPOINT, IMAGE, JOB, KEY, MANY, NODE_AGENT, POOL, PREP, RELEASE, SINGLE, report, wait
+from common import (
+    ACCOUNT,
+    COUNTS_FILTER,
+    DISABLE_OPTION,
+    ENDPOINT,
+    IMAGE,
+    JOB,
+    KEY,
+    MANY,
+    NODE_AGENT,
+    POOL,
+    PREP,
+    RELEASE,
+    SINGLE,
+    report,
+    wait,
+)
 
 WORK = Path(tempfile.mkdtemp(prefix="kiln-az-"))
 os.environ.update(
@@ -52,6 +68,19 @@ az(
     NODE_AGENT,
 )
 wait(lambda: [n["state"] for n in az("node", "list", "--pool-id", POOL)] == ["idle"], "an idle node")
+node_counts = [SimpleNamespace(**c["dedicated"]) for c in az("pool", "node-counts", "list", "--filter", COUNTS_FILTER)]
+images = [
+    (*(i["imageReference"][k] for k in ("publisher", "offer", "sku")), i["nodeAgentSKUId"])
+    for i in az("pool", "supported-images", "list")
+]
+(node,) = az("node", "list", "--pool-id", POOL)
+node_args = ("--pool-id", POOL, "--node-id", node["id"])
+az("node", "scheduling", "disable", *node_args, "--node-disable-scheduling-option", DISABLE_OPTION)
+scheduling = [az("node", "show", *node_args)["schedulingState"]]
+wait(lambda: az("node", "show", *node_args)["state"] == "offline", "the node to be offline")
+az("node", "scheduling", "enable", *node_args)
+scheduling.append(az("node", "show", *node_args)["schedulingState"])
+wait(lambda: az("node", "show", *node_args)["state"] == "idle", "the node to be idle again")
 job = {"id": JOB, "poolInfo": {"poolId": POOL}, "jobPreparationTask": {"commandLine": PREP}}
 job["jobReleaseTask"] = {"commandLine": RELEASE}
 az("job", "create", "--json-file", json_file("job.json", job))
@@ -87,4 +116,14 @@ status = [
 ]
 az("job", "delete", "--job-id", JOB, "--yes")
 az("pool", "delete", "--pool-id", POOL, "--yes")
-report([r["status"].lower() for r in added], tasks, counts, stdout.read_text(), status, stats)
+report(
+    [r["status"].lower() for r in added],
+    tasks,
+    counts,
+    stdout.read_text(),
+    status,
+    stats,
+    node_counts=node_counts,
+    images=images,
+    scheduling=scheduling,
+)

@@ -5,6 +5,7 @@ const { BatchServiceClient, BatchSharedKeyCredentials } = require("@azure/batch"
 const id = process.env.SCENARIO_ID;
 const pool = `${id}-pool`;
 const job = `${id}-job`;
+const image = { publisher: "canonical", offer: "0001-com-ubuntu-server-jammy", sku: "22_04-lts" };
 const client = new BatchServiceClient(
   new BatchSharedKeyCredentials(process.env.KILN_ACCOUNT_NAME, process.env.KILN_ACCOUNT_KEY),
   process.env.KILN_ENDPOINT,
@@ -29,13 +30,26 @@ async function main() {
     id: pool,
     vmSize: "standard_d2s_v3",
     virtualMachineConfiguration: {
-      imageReference: { publisher: "canonical", offer: "0001-com-ubuntu-server-jammy", sku: "22_04-lts" },
+      imageReference: image,
       nodeAgentSKUId: "batch.node.ubuntu 22.04",
     },
     targetDedicatedNodes: 1,
     taskSlotsPerNode: 2,
   });
   await wait(async () => (await client.computeNode.list(pool)).map((n) => n.state).join() === "idle", "an idle node");
+  const nodeCounts = await client.account.listPoolNodeCounts({
+    accountListPoolNodeCountsOptions: { filter: `poolId eq '${pool}'` },
+  });
+  const sameImage = (i) => ["publisher", "offer", "sku"].every((k) => i.imageReference[k].toLowerCase() === image[k]);
+  const images = (await client.account.listSupportedImages()).filter(sameImage).map((i) => i.nodeAgentSKUId).sort();
+  const [node] = await client.computeNode.list(pool);
+  const nodeState = async (state) => (await client.computeNode.get(pool, node.id)).state === state;
+  await client.computeNode.disableScheduling(pool, node.id, { nodeDisableSchedulingOption: "taskcompletion" });
+  const scheduling = [(await client.computeNode.get(pool, node.id)).schedulingState];
+  await wait(() => nodeState("offline"), "the node to be offline");
+  await client.computeNode.enableScheduling(pool, node.id);
+  scheduling.push((await client.computeNode.get(pool, node.id)).schedulingState);
+  await wait(() => nodeState("idle"), "the node to be idle again");
   await client.job.add({
     id: job,
     poolInfo: { poolId: pool },
@@ -74,6 +88,9 @@ async function main() {
         failed: Number(jobStats.numFailedTasks),
         retries: Number(jobStats.numTaskRetries),
       },
+      nodeCounts: nodeCounts.map((c) => ({ idle: c.dedicated.idle, total: c.dedicated.total })),
+      images,
+      scheduling,
     }),
   );
 }

@@ -14,6 +14,10 @@ NODE_AGENT = "batch.node.ubuntu 22.04"
 SINGLE = "/bin/sh -c 'echo hello from single'"
 MANY = {f"many{i}": f"/bin/sh -c 'exit {i}'" for i in range(3)}
 PREP, RELEASE = "/bin/sh -c 'echo prep'", "/bin/sh -c 'echo release'"
+#: The node counts' filter: the scenario's own pool (others share the server).
+COUNTS_FILTER = f"poolId eq '{POOL}'"
+#: How scheduling is disabled on the pool's node (its tasks, none here, would finish first).
+DISABLE_OPTION = "taskcompletion"
 
 
 def wait(condition, what, timeout=600):
@@ -25,11 +29,17 @@ def wait(condition, what, timeout=600):
         time.sleep(0.3)
 
 
-def report(added, tasks, counts, file_text, status, stats):
+def report(added, tasks, counts, file_text, status, stats, *, node_counts, images, scheduling):
     """The summary the test compares, as the last line of stdout (counts: the client's task counts object;
-    stats: the job's statistics' task counts, in the order numSucceededTasks, numFailedTasks, numTaskRetries)."""
+    stats: the job's statistics' task counts, in the order numSucceededTasks, numFailedTasks, numTaskRetries;
+    node_counts: the dedicated node counts objects listed; images: (publisher, offer, sku, nodeAgentSKUId) of
+    each supported image; scheduling: the node's schedulingState after disable, then after enable)."""
     counts = {name: getattr(counts, name) for name in ("succeeded", "failed", "completed")}
     stats = dict(zip(("succeeded", "failed", "retries"), (int(n) for n in stats)))
     summary = {"added": sorted(added), "tasks": tasks, "counts": counts, "file": file_text, "status": status}
     summary["stats"] = stats
+    summary["nodeCounts"] = [{"idle": c.idle, "total": c.total} for c in node_counts]
+    wanted = tuple(IMAGE[name].lower() for name in ("publisher", "offer", "sku"))
+    summary["images"] = sorted(agent for *ref, agent in images if tuple(part.lower() for part in ref) == wanted)
+    summary["scheduling"] = scheduling
     print(json.dumps(summary))

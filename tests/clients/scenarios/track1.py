@@ -3,7 +3,23 @@
 import azure.batch.models as m
 from azure.batch import BatchServiceClient
 from azure.batch.batch_auth import SharedKeyCredentials
-from common import ACCOUNT, ENDPOINT, IMAGE, JOB, KEY, MANY, NODE_AGENT, POOL, PREP, RELEASE, SINGLE, report, wait
+from common import (
+    ACCOUNT,
+    COUNTS_FILTER,
+    DISABLE_OPTION,
+    ENDPOINT,
+    IMAGE,
+    JOB,
+    KEY,
+    MANY,
+    NODE_AGENT,
+    POOL,
+    PREP,
+    RELEASE,
+    SINGLE,
+    report,
+    wait,
+)
 
 client = BatchServiceClient(SharedKeyCredentials(ACCOUNT, KEY), batch_url=ENDPOINT)
 image = m.VirtualMachineConfiguration(image_reference=m.ImageReference(**IMAGE), node_agent_sku_id=NODE_AGENT)
@@ -17,6 +33,19 @@ client.pool.add(
     )
 )
 wait(lambda: [n.state for n in client.compute_node.list(POOL)] == ["idle"], "an idle node")
+counts_options = m.AccountListPoolNodeCountsOptions(filter=COUNTS_FILTER)
+node_counts = [c.dedicated for c in client.account.list_pool_node_counts(counts_options)]
+images = [
+    (i.image_reference.publisher, i.image_reference.offer, i.image_reference.sku, i.node_agent_sku_id)
+    for i in client.account.list_supported_images()
+]
+(node,) = client.compute_node.list(POOL)
+client.compute_node.disable_scheduling(POOL, node.id, node_disable_scheduling_option=DISABLE_OPTION)
+scheduling = [client.compute_node.get(POOL, node.id).scheduling_state]
+wait(lambda: client.compute_node.get(POOL, node.id).state == "offline", "the node to be offline")
+client.compute_node.enable_scheduling(POOL, node.id)
+scheduling.append(client.compute_node.get(POOL, node.id).scheduling_state)
+wait(lambda: client.compute_node.get(POOL, node.id).state == "idle", "the node to be idle again")
 client.job.add(
     m.JobAddParameter(
         id=JOB,
@@ -47,4 +76,14 @@ status = [
 ]
 client.job.delete(JOB)
 client.pool.delete(POOL)
-report([r.status for r in added.value], tasks, counts, file_text, status, stats)
+report(
+    [r.status for r in added.value],
+    tasks,
+    counts,
+    file_text,
+    status,
+    stats,
+    node_counts=node_counts,
+    images=images,
+    scheduling=scheduling,
+)

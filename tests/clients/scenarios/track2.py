@@ -4,7 +4,23 @@ from azure.batch import BatchClient
 from azure.batch import models as m
 from azure.batch.models._models import BatchJobTerminateOptions  # not exported by 15.1
 from azure.core.credentials import AzureNamedKeyCredential
-from common import ACCOUNT, ENDPOINT, IMAGE, JOB, KEY, MANY, NODE_AGENT, POOL, PREP, RELEASE, SINGLE, report, wait
+from common import (
+    ACCOUNT,
+    COUNTS_FILTER,
+    DISABLE_OPTION,
+    ENDPOINT,
+    IMAGE,
+    JOB,
+    KEY,
+    MANY,
+    NODE_AGENT,
+    POOL,
+    PREP,
+    RELEASE,
+    SINGLE,
+    report,
+    wait,
+)
 
 client = BatchClient(ENDPOINT, AzureNamedKeyCredential(ACCOUNT, KEY))
 client.create_pool(
@@ -19,6 +35,20 @@ client.create_pool(
     )
 )
 wait(lambda: [n.state for n in client.list_nodes(POOL)] == ["idle"], "an idle node")
+node_counts = [c.dedicated for c in client.list_pool_node_counts(filter=COUNTS_FILTER)]
+images = [
+    (i.image_reference.publisher, i.image_reference.offer, i.image_reference.sku, i.node_agent_sku_id)
+    for i in client.list_supported_images()
+]
+(node,) = client.list_nodes(POOL)
+client.disable_node_scheduling(
+    POOL, node.id, m.BatchNodeDisableSchedulingOptions(node_disable_scheduling_option=DISABLE_OPTION)
+)
+scheduling = [client.get_node(POOL, node.id).scheduling_state]
+wait(lambda: client.get_node(POOL, node.id).state == "offline", "the node to be offline")
+client.enable_node_scheduling(POOL, node.id)
+scheduling.append(client.get_node(POOL, node.id).scheduling_state)
+wait(lambda: client.get_node(POOL, node.id).state == "idle", "the node to be idle again")
 client.create_job(
     m.BatchJobCreateOptions(
         id=JOB,
@@ -46,4 +76,14 @@ status = [
 ]
 client.begin_delete_job(JOB, polling_interval=1).result()
 client.begin_delete_pool(POOL, polling_interval=1).result()
-report([r.status for r in added.result_values], tasks, counts, file_text, status, stats)
+report(
+    [r.status for r in added.result_values],
+    tasks,
+    counts,
+    file_text,
+    status,
+    stats,
+    node_counts=node_counts,
+    images=images,
+    scheduling=scheduling,
+)
