@@ -1,5 +1,6 @@
 """Batch clients no one here wrote, each unchanged in its own environment, through one scenario: a pool, its
-node counts, the supported images, scheduling disabled and enabled on its node, a job with preparation and
+node counts, the supported images, scheduling disabled and enabled on its node, a second pool sized by
+autoscale and a formula evaluated on it, a job with preparation and
 release tasks, a task and a collection, wait, list, task counts, a task file, the preparation/release status,
 terminate, delete (scenarios/, one script per client family).
 
@@ -33,6 +34,10 @@ EXPECTED = {
     "nodeCounts": [{"idle": 1, "total": 1}],  # the pool's dedicated nodes, once its node is idle
     "images": ["batch.node.ubuntu 22.04"],  # the node agents listed for the pool's image
     "scheduling": ["disabled", "enabled"],  # the node's schedulingState after disable, then after enable
+    "autoscale": {  # the autoscale pool's autoScaleRun.results (a constant formula), then an evaluation's
+        "created": "$TargetDedicatedNodes=0;$TargetLowPriorityNodes=0;$NodeDeallocationOption=requeue",
+        "evaluated": "$TargetDedicatedNodes=1;$TargetLowPriorityNodes=0;$NodeDeallocationOption=requeue",
+    },
 }
 
 

@@ -13,9 +13,12 @@ from types import SimpleNamespace
 from azure.cli.core import get_default_cli
 from common import (
     ACCOUNT,
+    AUTO_FORMULA,
+    AUTO_POOL,
     COUNTS_FILTER,
     DISABLE_OPTION,
     ENDPOINT,
+    EVALUATED_FORMULA,
     IMAGE,
     JOB,
     KEY,
@@ -53,20 +56,17 @@ def json_file(name, content):
 
 
 IMAGE_URN = ":".join((IMAGE["publisher"], IMAGE["offer"], IMAGE["sku"]))
-az(
+create_pool = (
     "pool",
     "create",
-    "--id",
-    POOL,
     "--vm-size",
     "standard_d2s_v3",
-    "--target-dedicated-nodes",
-    "1",
     "--image",
     IMAGE_URN,
     "--node-agent-sku-id",
     NODE_AGENT,
 )
+az(*create_pool, "--id", POOL, "--target-dedicated-nodes", "1")
 wait(lambda: [n["state"] for n in az("node", "list", "--pool-id", POOL)] == ["idle"], "an idle node")
 node_counts = [SimpleNamespace(**c["dedicated"]) for c in az("pool", "node-counts", "list", "--filter", COUNTS_FILTER)]
 images = [
@@ -81,6 +81,12 @@ wait(lambda: az("node", "show", *node_args)["state"] == "offline", "the node to 
 az("node", "scheduling", "enable", *node_args)
 scheduling.append(az("node", "show", *node_args)["schedulingState"])
 wait(lambda: az("node", "show", *node_args)["state"] == "idle", "the node to be idle again")
+az(*create_pool, "--id", AUTO_POOL, "--auto-scale-formula", AUTO_FORMULA)  # the CLI sets enableAutoScale
+autoscale = (
+    az("pool", "show", "--pool-id", AUTO_POOL)["autoScaleRun"]["results"],
+    az("pool", "autoscale", "evaluate", "--pool-id", AUTO_POOL, "--auto-scale-formula", EVALUATED_FORMULA)["results"],
+)
+az("pool", "delete", "--pool-id", AUTO_POOL, "--yes")
 job = {"id": JOB, "poolInfo": {"poolId": POOL}, "jobPreparationTask": {"commandLine": PREP}}
 job["jobReleaseTask"] = {"commandLine": RELEASE}
 az("job", "create", "--json-file", json_file("job.json", job))
@@ -126,4 +132,5 @@ report(
     node_counts=node_counts,
     images=images,
     scheduling=scheduling,
+    autoscale=autoscale,
 )

@@ -5,6 +5,7 @@ const { BatchServiceClient, BatchSharedKeyCredentials } = require("@azure/batch"
 const id = process.env.SCENARIO_ID;
 const pool = `${id}-pool`;
 const job = `${id}-job`;
+const autoPool = `${id}-auto`;
 const image = { publisher: "canonical", offer: "0001-com-ubuntu-server-jammy", sku: "22_04-lts" };
 const client = new BatchServiceClient(
   new BatchSharedKeyCredentials(process.env.KILN_ACCOUNT_NAME, process.env.KILN_ACCOUNT_KEY),
@@ -26,13 +27,11 @@ async function text(stream) {
 }
 
 async function main() {
+  const virtualMachineConfiguration = { imageReference: image, nodeAgentSKUId: "batch.node.ubuntu 22.04" };
   await client.pool.add({
     id: pool,
     vmSize: "standard_d2s_v3",
-    virtualMachineConfiguration: {
-      imageReference: image,
-      nodeAgentSKUId: "batch.node.ubuntu 22.04",
-    },
+    virtualMachineConfiguration,
     targetDedicatedNodes: 1,
     taskSlotsPerNode: 2,
   });
@@ -50,6 +49,18 @@ async function main() {
   await client.computeNode.enableScheduling(pool, node.id);
   scheduling.push((await client.computeNode.get(pool, node.id)).schedulingState);
   await wait(() => nodeState("idle"), "the node to be idle again");
+  await client.pool.add({
+    id: autoPool,
+    vmSize: "standard_d2s_v3",
+    virtualMachineConfiguration,
+    enableAutoScale: true,
+    autoScaleFormula: "$TargetDedicatedNodes=0;",
+  });
+  const autoscale = {
+    created: (await client.pool.get(autoPool)).autoScaleRun.results,
+    evaluated: (await client.pool.evaluateAutoScale(autoPool, "$TargetDedicatedNodes=1;")).results,
+  };
+  await client.pool.deleteMethod(autoPool);
   await client.job.add({
     id: job,
     poolInfo: { poolId: pool },
@@ -91,6 +102,7 @@ async function main() {
       nodeCounts: nodeCounts.map((c) => ({ idle: c.dedicated.idle, total: c.dedicated.total })),
       images,
       scheduling,
+      autoscale,
     }),
   );
 }

@@ -5,9 +5,12 @@ from azure.batch import BatchServiceClient
 from azure.batch.batch_auth import SharedKeyCredentials
 from common import (
     ACCOUNT,
+    AUTO_FORMULA,
+    AUTO_POOL,
     COUNTS_FILTER,
     DISABLE_OPTION,
     ENDPOINT,
+    EVALUATED_FORMULA,
     IMAGE,
     JOB,
     KEY,
@@ -46,6 +49,20 @@ wait(lambda: client.compute_node.get(POOL, node.id).state == "offline", "the nod
 client.compute_node.enable_scheduling(POOL, node.id)
 scheduling.append(client.compute_node.get(POOL, node.id).scheduling_state)
 wait(lambda: client.compute_node.get(POOL, node.id).state == "idle", "the node to be idle again")
+client.pool.add(
+    m.PoolAddParameter(
+        id=AUTO_POOL,
+        vm_size="standard_d2s_v3",
+        virtual_machine_configuration=image,
+        enable_auto_scale=True,
+        auto_scale_formula=AUTO_FORMULA,
+    )
+)
+autoscale = (
+    client.pool.get(AUTO_POOL).auto_scale_run.results,
+    client.pool.evaluate_auto_scale(AUTO_POOL, EVALUATED_FORMULA).results,
+)
+client.pool.delete(AUTO_POOL)
 client.job.add(
     m.JobAddParameter(
         id=JOB,
@@ -86,4 +103,5 @@ report(
     node_counts=node_counts,
     images=images,
     scheduling=scheduling,
+    autoscale=autoscale,
 )

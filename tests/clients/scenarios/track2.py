@@ -6,9 +6,12 @@ from azure.batch.models._models import BatchJobTerminateOptions  # not exported 
 from azure.core.credentials import AzureNamedKeyCredential
 from common import (
     ACCOUNT,
+    AUTO_FORMULA,
+    AUTO_POOL,
     COUNTS_FILTER,
     DISABLE_OPTION,
     ENDPOINT,
+    EVALUATED_FORMULA,
     IMAGE,
     JOB,
     KEY,
@@ -23,13 +26,12 @@ from common import (
 )
 
 client = BatchClient(ENDPOINT, AzureNamedKeyCredential(ACCOUNT, KEY))
+image = m.VirtualMachineConfiguration(image_reference=m.BatchVmImageReference(**IMAGE), node_agent_sku_id=NODE_AGENT)
 client.create_pool(
     m.BatchPoolCreateOptions(
         id=POOL,
         vm_size="standard_d2s_v3",
-        virtual_machine_configuration=m.VirtualMachineConfiguration(
-            image_reference=m.BatchVmImageReference(**IMAGE), node_agent_sku_id=NODE_AGENT
-        ),
+        virtual_machine_configuration=image,
         target_dedicated_nodes=1,
         task_slots_per_node=2,
     )
@@ -49,6 +51,21 @@ wait(lambda: client.get_node(POOL, node.id).state == "offline", "the node to be 
 client.enable_node_scheduling(POOL, node.id)
 scheduling.append(client.get_node(POOL, node.id).scheduling_state)
 wait(lambda: client.get_node(POOL, node.id).state == "idle", "the node to be idle again")
+client.create_pool(
+    m.BatchPoolCreateOptions(
+        id=AUTO_POOL,
+        vm_size="standard_d2s_v3",
+        virtual_machine_configuration=image,
+        enable_auto_scale=True,
+        auto_scale_formula=AUTO_FORMULA,
+    )
+)
+evaluate = m.BatchPoolEvaluateAutoScaleOptions(auto_scale_formula=EVALUATED_FORMULA)
+autoscale = (
+    client.get_pool(AUTO_POOL).auto_scale_run.results,
+    client.evaluate_pool_auto_scale(AUTO_POOL, evaluate).results,
+)
+client.begin_delete_pool(AUTO_POOL, polling_interval=1).result()
 client.create_job(
     m.BatchJobCreateOptions(
         id=JOB,
@@ -86,4 +103,5 @@ report(
     node_counts=node_counts,
     images=images,
     scheduling=scheduling,
+    autoscale=autoscale,
 )
