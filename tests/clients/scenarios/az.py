@@ -23,6 +23,8 @@ from common import (
     KEY,
     MANY,
     NODE_AGENT,
+    OUTPUT_BLOB,
+    OUTPUT_URL,
     POOL,
     PREP,
     RELEASE,
@@ -95,7 +97,12 @@ az("pool", "delete", "--pool-id", AUTO_POOL, "--yes")
 job = {"id": JOB, "poolInfo": {"poolId": POOL}, "jobPreparationTask": {"commandLine": PREP}}
 job["jobReleaseTask"] = {"commandLine": RELEASE}
 az("job", "create", "--json-file", json_file("job.json", job))
-az("task", "create", "--job-id", JOB, "--task-id", "single", "--command-line", SINGLE)
+single = {"id": "single", "commandLine": SINGLE}  # in a JSON file: the CLI has no flags for output files
+if OUTPUT_URL:
+    destination = {"container": {"containerUrl": OUTPUT_URL, "path": OUTPUT_BLOB}}
+    upload = {"filePattern": "../stdout.txt", "destination": destination}
+    single["outputFiles"] = [upload | {"uploadOptions": {"uploadCondition": "taskcompletion"}}]
+az("task", "create", "--job-id", JOB, "--json-file", json_file("single.json", single))
 many = [{"id": i, "commandLine": c} for i, c in MANY.items()]
 added = az("task", "create", "--job-id", JOB, "--json-file", json_file("tasks.json", many))
 wait(lambda: all(t["state"] == "completed" for t in az("task", "list", "--job-id", JOB)), "the tasks")

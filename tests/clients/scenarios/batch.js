@@ -67,7 +67,17 @@ async function main() {
     jobPreparationTask: { commandLine: "/bin/sh -c 'echo prep'" },
     jobReleaseTask: { commandLine: "/bin/sh -c 'echo release'" },
   });
-  await client.task.add(job, { id: "single", commandLine: "/bin/sh -c 'echo hello from single'" });
+  const outputUrl = process.env.KILN_OUTPUT_URL; // a container SAS URL the test made in Azurite (none without it)
+  const upload = {
+    filePattern: "../stdout.txt",
+    destination: { container: { containerUrl: outputUrl, path: `${id}/stdout.txt` } },
+    uploadOptions: { uploadCondition: "taskcompletion" },
+  };
+  await client.task.add(job, {
+    id: "single",
+    commandLine: "/bin/sh -c 'echo hello from single'",
+    outputFiles: outputUrl ? [upload] : undefined,
+  });
   const added = await client.task.addCollection(
     job,
     [0, 1, 2].map((i) => ({ id: `many${i}`, commandLine: `/bin/sh -c 'exit ${i}'` })),

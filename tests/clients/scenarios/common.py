@@ -14,6 +14,9 @@ NODE_AGENT = "batch.node.ubuntu 22.04"
 SINGLE = "/bin/sh -c 'echo hello from single'"
 MANY = {f"many{i}": f"/bin/sh -c 'exit {i}'" for i in range(3)}
 PREP, RELEASE = "/bin/sh -c 'echo prep'", "/bin/sh -c 'echo release'"
+#: Where the single task uploads its stdout.txt (a container SAS URL the test made in Azurite; none without
+#: Azurite), and the blob's name.
+OUTPUT_URL, OUTPUT_BLOB = os.environ.get("KILN_OUTPUT_URL"), f"{ID}/stdout.txt"
 #: The node counts' filter: the scenario's own pool (others share the server).
 COUNTS_FILTER = f"poolId eq '{POOL}'"
 #: How scheduling is disabled on the pool's node (its tasks, none here, would finish first).

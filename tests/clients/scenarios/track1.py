@@ -16,6 +16,8 @@ from common import (
     KEY,
     MANY,
     NODE_AGENT,
+    OUTPUT_BLOB,
+    OUTPUT_URL,
     POOL,
     PREP,
     RELEASE,
@@ -71,7 +73,15 @@ client.job.add(
         job_release_task=m.JobReleaseTask(command_line=RELEASE),
     )
 )
-client.task.add(JOB, m.TaskAddParameter(id="single", command_line=SINGLE))
+upload = m.OutputFile(
+    file_pattern="../stdout.txt",
+    destination=m.OutputFileDestination(
+        container=m.OutputFileBlobContainerDestination(container_url=OUTPUT_URL, path=OUTPUT_BLOB)
+    ),
+    upload_options=m.OutputFileUploadOptions(upload_condition="taskcompletion"),
+)
+single = m.TaskAddParameter(id="single", command_line=SINGLE, output_files=[upload] if OUTPUT_URL else None)
+client.task.add(JOB, single)
 added = client.task.add_collection(JOB, [m.TaskAddParameter(id=i, command_line=c) for i, c in MANY.items()])
 wait(lambda: all(t.state == "completed" for t in client.task.list(JOB)), "the tasks")
 tasks = {t.id: t.execution_info.exit_code for t in client.task.list(JOB)}

@@ -17,6 +17,8 @@ from common import (
     KEY,
     MANY,
     NODE_AGENT,
+    OUTPUT_BLOB,
+    OUTPUT_URL,
     POOL,
     PREP,
     RELEASE,
@@ -74,7 +76,15 @@ client.create_job(
         job_release_task=m.BatchJobReleaseTask(command_line=RELEASE),
     )
 )
-client.create_task(JOB, m.BatchTaskCreateOptions(id="single", command_line=SINGLE))
+upload = m.OutputFile(
+    file_pattern="../stdout.txt",
+    destination=m.OutputFileDestination(
+        container=m.OutputFileBlobContainerDestination(container_url=OUTPUT_URL, path=OUTPUT_BLOB)
+    ),
+    upload_options=m.OutputFileUploadConfiguration(upload_condition="taskcompletion"),
+)
+single = m.BatchTaskCreateOptions(id="single", command_line=SINGLE, output_files=[upload] if OUTPUT_URL else None)
+client.create_task(JOB, single)
 group = m.BatchTaskGroup(task_values=[m.BatchTaskCreateOptions(id=i, command_line=c) for i, c in MANY.items()])
 added = client.create_task_collection(JOB, group)
 wait(lambda: all(t.state == "completed" for t in client.list_tasks(JOB)), "the tasks")
