@@ -1,5 +1,7 @@
-"""Batch clients no one here wrote, each unchanged in its own environment, through one scenario: a pool, a job
-with preparation and release tasks, a task and a collection, wait, list, task counts, a task file, the
+"""Batch clients no one here wrote, each unchanged in its own environment, through one scenario: a pool, its
+node counts, the supported images, scheduling disabled and enabled on its node, a second pool sized by
+autoscale and a formula evaluated on it, a job with preparation and release tasks, a task (its stdout.txt
+also uploaded to Azurite as an output file) and a collection, wait, list, task counts, a task file, the
 preparation/release status, terminate, delete (scenarios/, one script per client family).
 
 The environments are made on first use and cached (kiln.testing_clients); the scenarios all run at once
@@ -11,11 +13,15 @@ import json
 import subprocess
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContainerSasPermissions, generate_container_sas
 
 from kiln import testing_clients
+from kiln.testing_azurite import ACCOUNT_KEY, ACCOUNT_NAME, INSTALL_HINT, Azurite
 from kiln.testing_clients import CLIENTS, Client
 
 pytestmark = pytest.mark.timeout(1800)  # a cold cache installs azure-cli (~700 MB) first
@@ -29,29 +35,90 @@ EXPECTED = {
     "file": "hello from single\n",
     "status": [{"prep": 0, "release": 0}],
     "stats": {"succeeded": 2, "failed": 2, "retries": 0},
+    "nodeCounts": [{"idle": 1, "total": 1}],  # the pool's dedicated nodes, once its node is idle
+    "images": ["batch.node.ubuntu 22.04"],  # the node agents listed for the pool's image
+    "scheduling": ["disabled", "enabled"],  # the node's schedulingState after disable, then after enable
+    "autoscale": {  # the autoscale pool's autoScaleRun.results (a constant formula), then an evaluation's
+        "created": "$TargetDedicatedNodes=0;$TargetLowPriorityNodes=0;$NodeDeallocationOption=requeue",
+        "evaluated": "$TargetDedicatedNodes=1;$TargetLowPriorityNodes=0;$NodeDeallocationOption=requeue",
+    },
 }
 
 
-def _run(client: Client, server) -> subprocess.CompletedProcess[str]:
+@dataclass(frozen=True)
+class Outputs:
+    """The container the scenarios' single tasks upload their stdout.txt to (in Azurite)."""
+
+    container: ContainerClient
+    sas_url: str
+
+    def read(self, scenario_id: str) -> str:
+        return self.container.download_blob(f"{scenario_id}/stdout.txt").readall().decode()
+
+
+@pytest.fixture(scope="module")
+def outputs(request) -> Outputs | None:
+    """A container with a SAS URL for the scenarios' output files, or None without Azurite (the scenarios then
+    upload nothing; test_client_uploads_output_files skips, or fails where Azurite is required)."""
+    try:
+        azurite: Azurite = request.getfixturevalue("azurite")
+    except pytest.skip.Exception:
+        return None
+    container = BlobServiceClient.from_connection_string(azurite.connection_string).create_container("matrix")
+    sas = generate_container_sas(
+        ACCOUNT_NAME,
+        container.container_name,
+        account_key=ACCOUNT_KEY,
+        permission=ContainerSasPermissions(write=True, create=True),
+        expiry=datetime.now(UTC) + timedelta(hours=2),
+    )
+    return Outputs(container, f"{container.url}?{sas}")
+
+
+def _run(client: Client, server, scenario_id: str, outputs: Outputs | None) -> subprocess.CompletedProcess[str]:
     root = testing_clients.environment(client)
     env = testing_clients.environ(client, root) | {
         "KILN_ENDPOINT": server.endpoint,
         "KILN_ACCOUNT_NAME": server.account_name,
         "KILN_ACCOUNT_KEY": server.account_key,
-        "SCENARIO_ID": f"matrix-{uuid.uuid4().hex[:8]}",
+        "SCENARIO_ID": scenario_id,
     }
+    if outputs is not None:
+        env["KILN_OUTPUT_URL"] = outputs.sas_url
     argv = [*testing_clients.command(client, root), str(SCENARIOS / client.scenario)]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
 
 
+@dataclass(frozen=True)
+class Run:
+    """One client's scenario, running in the background under its own id."""
+
+    scenario_id: str
+    result: Future[subprocess.CompletedProcess[str]]
+
+    def succeeded(self, client: Client) -> subprocess.CompletedProcess[str]:
+        result = self.result.result()
+        assert result.returncode == 0, f"{client.name} failed:\n{result.stderr[-4000:]}"
+        return result
+
+
 @pytest.fixture(scope="module")
-def runs(server) -> dict[str, Future[subprocess.CompletedProcess[str]]]:
+def runs(server, outputs: Outputs | None) -> dict[str, Run]:
     with ThreadPoolExecutor(len(CLIENTS)) as pool:
-        yield {client.name: pool.submit(_run, client, server) for client in CLIENTS}
+        ids = {client.name: f"matrix-{uuid.uuid4().hex[:8]}" for client in CLIENTS}
+        yield {c.name: Run(ids[c.name], pool.submit(_run, c, server, ids[c.name], outputs)) for c in CLIENTS}
 
 
 @pytest.mark.parametrize("client", CLIENTS, ids=lambda client: client.name)
 def test_client_runs_the_scenario(runs, client: Client) -> None:
-    result = runs[client.name].result()
-    assert result.returncode == 0, f"{client.name} failed:\n{result.stderr[-4000:]}"
+    result = runs[client.name].succeeded(client)
     assert json.loads(result.stdout.splitlines()[-1]) == EXPECTED
+
+
+@pytest.mark.parametrize("client", CLIENTS, ids=lambda client: client.name)
+def test_client_uploads_output_files(runs, outputs: Outputs | None, client: Client) -> None:
+    """The single task's outputFiles entry put its stdout.txt in the container."""
+    if outputs is None:
+        pytest.skip(f"Azurite is not installed: {INSTALL_HINT}")
+    runs[client.name].succeeded(client)
+    assert outputs.read(runs[client.name].scenario_id) == EXPECTED["file"]

@@ -11,7 +11,27 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from azure.cli.core import get_default_cli
-from common import ACCOUNT, ENDPOINT, IMAGE, JOB, KEY, MANY, NODE_AGENT, POOL, PREP, RELEASE, SINGLE, report, wait
+from common import (
+    ACCOUNT,
+    AUTO_FORMULA,
+    AUTO_POOL,
+    COUNTS_FILTER,
+    ENDPOINT,
+    EVALUATED_FORMULA,
+    IMAGE,
+    JOB,
+    KEY,
+    MANY,
+    NODE_AGENT,
+    OUTPUT_BLOB,
+    OUTPUT_URL,
+    POOL,
+    PREP,
+    RELEASE,
+    SINGLE,
+    report,
+    wait,
+)
 
 WORK = Path(tempfile.mkdtemp(prefix="kiln-az-"))
 os.environ.update(
@@ -37,25 +57,52 @@ def json_file(name, content):
 
 
 IMAGE_URN = ":".join((IMAGE["publisher"], IMAGE["offer"], IMAGE["sku"]))
-az(
+create_pool = (
     "pool",
     "create",
-    "--id",
-    POOL,
     "--vm-size",
     "standard_d2s_v3",
-    "--target-dedicated-nodes",
-    "1",
     "--image",
     IMAGE_URN,
     "--node-agent-sku-id",
     NODE_AGENT,
 )
+az(*create_pool, "--id", POOL, "--target-dedicated-nodes", "1")
 wait(lambda: [n["state"] for n in az("node", "list", "--pool-id", POOL)] == ["idle"], "an idle node")
+node_counts = [SimpleNamespace(**c["dedicated"]) for c in az("pool", "node-counts", "list", "--filter", COUNTS_FILTER)]
+images = [
+    (*(i["imageReference"][k] for k in ("publisher", "offer", "sku")), i["nodeAgentSkuId"])
+    for i in az("pool", "supported-images", "list")
+]
+(node,) = az("node", "list", "--pool-id", POOL)
+node_args = ("--pool-id", POOL, "--node-id", node["id"])
+# Without --node-disable-scheduling-option (the default, requeue; no task is running): azure-cli 2.91.0 sends
+# that option, from the flag or a --json-file, as an object {"nodeDisableSchedulingOption": {...}}.
+az("node", "scheduling", "disable", *node_args)
+scheduling = [az("node", "show", *node_args)["schedulingState"]]
+wait(lambda: az("node", "show", *node_args)["state"] == "offline", "the node to be offline")
+az("node", "scheduling", "enable", *node_args)
+scheduling.append(az("node", "show", *node_args)["schedulingState"])
+wait(lambda: az("node", "show", *node_args)["state"] == "idle", "the node to be idle again")
+# In a JSON file: azure-cli 2.91.0's --auto-scale-formula flag fails in the CLI (it passes enable_auto_scale on
+# to the HTTP session: TypeError).
+auto_pool = {"id": AUTO_POOL, "vmSize": "standard_d2s_v3", "enableAutoScale": True, "autoScaleFormula": AUTO_FORMULA}
+auto_pool["virtualMachineConfiguration"] = {"imageReference": IMAGE, "nodeAgentSKUId": NODE_AGENT}
+az("pool", "create", "--json-file", json_file("auto-pool.json", auto_pool))
+autoscale = (
+    az("pool", "show", "--pool-id", AUTO_POOL)["autoScaleRun"]["results"],
+    az("pool", "autoscale", "evaluate", "--pool-id", AUTO_POOL, "--auto-scale-formula", EVALUATED_FORMULA)["results"],
+)
+az("pool", "delete", "--pool-id", AUTO_POOL, "--yes")
 job = {"id": JOB, "poolInfo": {"poolId": POOL}, "jobPreparationTask": {"commandLine": PREP}}
 job["jobReleaseTask"] = {"commandLine": RELEASE}
 az("job", "create", "--json-file", json_file("job.json", job))
-az("task", "create", "--job-id", JOB, "--task-id", "single", "--command-line", SINGLE)
+single = {"id": "single", "commandLine": SINGLE}  # in a JSON file: the CLI has no flags for output files
+if OUTPUT_URL:
+    destination = {"container": {"containerUrl": OUTPUT_URL, "path": OUTPUT_BLOB}}
+    upload = {"filePattern": "../stdout.txt", "destination": destination}
+    single["outputFiles"] = [upload | {"uploadOptions": {"uploadCondition": "taskcompletion"}}]
+az("task", "create", "--job-id", JOB, "--json-file", json_file("single.json", single))
 many = [{"id": i, "commandLine": c} for i, c in MANY.items()]
 added = az("task", "create", "--job-id", JOB, "--json-file", json_file("tasks.json", many))
 wait(lambda: all(t["state"] == "completed" for t in az("task", "list", "--job-id", JOB)), "the tasks")
@@ -87,4 +134,15 @@ status = [
 ]
 az("job", "delete", "--job-id", JOB, "--yes")
 az("pool", "delete", "--pool-id", POOL, "--yes")
-report([r["status"].lower() for r in added], tasks, counts, stdout.read_text(), status, stats)
+report(
+    [r["status"].lower() for r in added],
+    tasks,
+    counts,
+    stdout.read_text(),
+    status,
+    stats,
+    node_counts=node_counts,
+    images=images,
+    scheduling=scheduling,
+    autoscale=autoscale,
+)

@@ -14,6 +14,15 @@ NODE_AGENT = "batch.node.ubuntu 22.04"
 SINGLE = "/bin/sh -c 'echo hello from single'"
 MANY = {f"many{i}": f"/bin/sh -c 'exit {i}'" for i in range(3)}
 PREP, RELEASE = "/bin/sh -c 'echo prep'", "/bin/sh -c 'echo release'"
+#: Where the single task uploads its stdout.txt (a container SAS URL the test made in Azurite; none without
+#: Azurite), and the blob's name.
+OUTPUT_URL, OUTPUT_BLOB = os.environ.get("KILN_OUTPUT_URL"), f"{ID}/stdout.txt"
+#: The node counts' filter: the scenario's own pool (others share the server).
+COUNTS_FILTER = f"poolId eq '{POOL}'"
+#: How scheduling is disabled on the pool's node (its tasks, none here, would finish first).
+DISABLE_OPTION = "taskcompletion"
+#: A second pool, sized by a constant autoscale formula (to no nodes), and a formula then evaluated on it.
+AUTO_POOL, AUTO_FORMULA, EVALUATED_FORMULA = f"{ID}-auto", "$TargetDedicatedNodes=0;", "$TargetDedicatedNodes=1;"
 
 
 def wait(condition, what, timeout=600):
@@ -25,11 +34,19 @@ def wait(condition, what, timeout=600):
         time.sleep(0.3)
 
 
-def report(added, tasks, counts, file_text, status, stats):
+def report(added, tasks, counts, file_text, status, stats, *, node_counts, images, scheduling, autoscale):
     """The summary the test compares, as the last line of stdout (counts: the client's task counts object;
-    stats: the job's statistics' task counts, in the order numSucceededTasks, numFailedTasks, numTaskRetries)."""
+    stats: the job's statistics' task counts, in the order numSucceededTasks, numFailedTasks, numTaskRetries;
+    node_counts: the dedicated node counts objects listed; images: (publisher, offer, sku, nodeAgentSKUId) of
+    each supported image; scheduling: the node's schedulingState after disable, then after enable; autoscale:
+    the autoscale pool's autoScaleRun results, then those of the formula evaluated on it)."""
     counts = {name: getattr(counts, name) for name in ("succeeded", "failed", "completed")}
     stats = dict(zip(("succeeded", "failed", "retries"), (int(n) for n in stats)))
     summary = {"added": sorted(added), "tasks": tasks, "counts": counts, "file": file_text, "status": status}
     summary["stats"] = stats
+    summary["nodeCounts"] = [{"idle": c.idle, "total": c.total} for c in node_counts]
+    wanted = tuple(IMAGE[name].lower() for name in ("publisher", "offer", "sku"))
+    summary["images"] = sorted(agent for *ref, agent in images if tuple(part.lower() for part in ref) == wanted)
+    summary["scheduling"] = scheduling
+    summary["autoscale"] = dict(zip(("created", "evaluated"), autoscale))
     print(json.dumps(summary))

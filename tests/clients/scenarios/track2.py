@@ -4,21 +4,70 @@ from azure.batch import BatchClient
 from azure.batch import models as m
 from azure.batch.models._models import BatchJobTerminateOptions  # not exported by 15.1
 from azure.core.credentials import AzureNamedKeyCredential
-from common import ACCOUNT, ENDPOINT, IMAGE, JOB, KEY, MANY, NODE_AGENT, POOL, PREP, RELEASE, SINGLE, report, wait
+from common import (
+    ACCOUNT,
+    AUTO_FORMULA,
+    AUTO_POOL,
+    COUNTS_FILTER,
+    DISABLE_OPTION,
+    ENDPOINT,
+    EVALUATED_FORMULA,
+    IMAGE,
+    JOB,
+    KEY,
+    MANY,
+    NODE_AGENT,
+    OUTPUT_BLOB,
+    OUTPUT_URL,
+    POOL,
+    PREP,
+    RELEASE,
+    SINGLE,
+    report,
+    wait,
+)
 
 client = BatchClient(ENDPOINT, AzureNamedKeyCredential(ACCOUNT, KEY))
+image = m.VirtualMachineConfiguration(image_reference=m.BatchVmImageReference(**IMAGE), node_agent_sku_id=NODE_AGENT)
 client.create_pool(
     m.BatchPoolCreateOptions(
         id=POOL,
         vm_size="standard_d2s_v3",
-        virtual_machine_configuration=m.VirtualMachineConfiguration(
-            image_reference=m.BatchVmImageReference(**IMAGE), node_agent_sku_id=NODE_AGENT
-        ),
+        virtual_machine_configuration=image,
         target_dedicated_nodes=1,
         task_slots_per_node=2,
     )
 )
 wait(lambda: [n.state for n in client.list_nodes(POOL)] == ["idle"], "an idle node")
+node_counts = [c.dedicated for c in client.list_pool_node_counts(filter=COUNTS_FILTER)]
+images = [
+    (i.image_reference.publisher, i.image_reference.offer, i.image_reference.sku, i.node_agent_sku_id)
+    for i in client.list_supported_images()
+]
+(node,) = client.list_nodes(POOL)
+client.disable_node_scheduling(
+    POOL, node.id, m.BatchNodeDisableSchedulingOptions(node_disable_scheduling_option=DISABLE_OPTION)
+)
+scheduling = [client.get_node(POOL, node.id).scheduling_state]
+wait(lambda: client.get_node(POOL, node.id).state == "offline", "the node to be offline")
+client.enable_node_scheduling(POOL, node.id)
+scheduling.append(client.get_node(POOL, node.id).scheduling_state)
+wait(lambda: client.get_node(POOL, node.id).state == "idle", "the node to be idle again")
+client.create_pool(
+    m.BatchPoolCreateOptions(
+        id=AUTO_POOL,
+        vm_size="standard_d2s_v3",
+        virtual_machine_configuration=image,
+        enable_auto_scale=True,
+        auto_scale_formula=AUTO_FORMULA,
+    )
+)
+evaluate = m.BatchPoolEvaluateAutoScaleOptions(auto_scale_formula=EVALUATED_FORMULA)
+autoscale = (
+    client.get_pool(AUTO_POOL).auto_scale_run.results,
+    client.evaluate_pool_auto_scale(AUTO_POOL, evaluate).results,
+)
+client.begin_delete_pool(AUTO_POOL, polling_interval=1).result()
 client.create_job(
     m.BatchJobCreateOptions(
         id=JOB,
@@ -27,7 +76,15 @@ client.create_job(
         job_release_task=m.BatchJobReleaseTask(command_line=RELEASE),
     )
 )
-client.create_task(JOB, m.BatchTaskCreateOptions(id="single", command_line=SINGLE))
+upload = m.OutputFile(
+    file_pattern="../stdout.txt",
+    destination=m.OutputFileDestination(
+        container=m.OutputFileBlobContainerDestination(container_url=OUTPUT_URL, path=OUTPUT_BLOB)
+    ),
+    upload_options=m.OutputFileUploadConfiguration(upload_condition="taskcompletion"),
+)
+single = m.BatchTaskCreateOptions(id="single", command_line=SINGLE, output_files=[upload] if OUTPUT_URL else None)
+client.create_task(JOB, single)
 group = m.BatchTaskGroup(task_values=[m.BatchTaskCreateOptions(id=i, command_line=c) for i, c in MANY.items()])
 added = client.create_task_collection(JOB, group)
 wait(lambda: all(t.state == "completed" for t in client.list_tasks(JOB)), "the tasks")
@@ -46,4 +103,15 @@ status = [
 ]
 client.begin_delete_job(JOB, polling_interval=1).result()
 client.begin_delete_pool(POOL, polling_interval=1).result()
-report([r.status for r in added.result_values], tasks, counts, file_text, status, stats)
+report(
+    [r.status for r in added.result_values],
+    tasks,
+    counts,
+    file_text,
+    status,
+    stats,
+    node_counts=node_counts,
+    images=images,
+    scheduling=scheduling,
+    autoscale=autoscale,
+)
