@@ -57,7 +57,7 @@ KEEP_SHARE = 0.10  #: --cleanup auto keeps job B's copies only if they take at m
 # ---------------------------------------------------------------------------------------------- counting proxy
 @dataclass
 class Served:
-    downloads: int = 0  #: GETs of a blob (a blob fetched in several ranged requests counts each)
+    downloads: int = 0  #: blobs fetched: GETs of a blob from its first byte (ranged GETs after it: the same fetch)
     bytes: int = 0  #: response body bytes passed on
 
 
@@ -108,7 +108,7 @@ class CountingProxy:
                     self.wfile.write(chunk)
                     sent += len(chunk)
                 upstream.close()
-                proxy._count(self.command, self.path, sent)
+                proxy._count(self.command, self.path, sent, self.headers.get("x-ms-range") or self.headers.get("Range"))
 
             do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = _forward
 
@@ -117,7 +117,7 @@ class CountingProxy:
 
         return Handler
 
-    def _count(self, method: str, path: str, sent: int) -> None:
+    def _count(self, method: str, path: str, sent: int, byte_range: str | None) -> None:
         route, _, query = path.partition("?")
         parts = route.strip("/").split("/", 2)  # account, container, blob
         if len(parts) < 2:
@@ -125,7 +125,8 @@ class CountingProxy:
         with self.lock:
             served = self.served[parts[1]]
             served.bytes += sent
-            if method == "GET" and len(parts) == 3 and "comp=" not in query:
+            from_start = byte_range is None or byte_range.startswith("bytes=0-")
+            if method == "GET" and len(parts) == 3 and "comp=" not in query and from_start:
                 served.downloads += 1
 
 
