@@ -78,8 +78,7 @@ class SendAhead(SchedulerParts):
         for seq, slots in never_fit:
             chosen.queue.push(seq, slots)
         rows = {r["seq"]: r for r in db.tasks_by_seq(conn, [seq for seq, _, _ in picks])}
-        sent: list[tuple[int, str, datetime]] = []
-        now = utcnow()
+        sent: list[tuple[int, str]] = []  #: (task seq, node id)
         for seq, slots, node in picks:
             task = rows.get(seq)
             if task is None or task["state"] != TaskState.ACTIVE:
@@ -87,7 +86,7 @@ class SendAhead(SchedulerParts):
             if task["spec"].get("multiInstanceSettings"):
                 chosen.queue.push(seq, slots)  # needs several nodes at once: placed when they are free
                 continue
-            sent.append((seq, node.node_id, now))
+            sent.append((seq, node.node_id))
             step_id = task_step_id(seq, task["attempt"] + 1)
             self.state.sent_ahead(
                 step_id,
@@ -98,7 +97,7 @@ class SendAhead(SchedulerParts):
             effects.run[node.node_id].append(
                 step_builder.task_step(step_id, chosen.row, task, self._placement(node), slots=slots, ahead=True)
             )
-        db.mark_sent_ahead(conn, sent)  # committed before the steps leave: a run the node starts unseen is counted
+        db.mark_sent_ahead(conn, utcnow(), sent)  # committed before the steps leave: an unseen run is counted
 
     def _may_go_ahead(self, entry: JobEntry) -> bool:
         spec = entry.spec

@@ -326,15 +326,17 @@ def tasks_in_states(conn: Connection, states: Sequence[str], **keys: Any) -> lis
     return [dict(r) for r in conn.execute(query.order_by(tasks.c.seq)).mappings()]
 
 
-def mark_sent_ahead(conn: Connection, marks: Sequence[tuple[int, str, datetime]]) -> None:
-    """(task seq, node id, when): tasks sent ahead to a node in this transaction (one statement)."""
-    if marks:
-        conn.execute(
-            update(tasks)
-            .where(tasks.c.seq == bindparam("k_seq"))
-            .values(sent_ahead_node=bindparam("v_node"), sent_ahead_at=bindparam("v_at")),
-            [{"k_seq": seq, "v_node": node, "v_at": at} for seq, node, at in marks],
-        )
+def mark_sent_ahead(conn: Connection, at: datetime, sent: Sequence[tuple[int, str]]) -> None:
+    """(task seq, node id) of the tasks sent ahead in this transaction: one prepared statement for all of them,
+    as it is on most tasks' path under load."""
+    _MARK_SENT_AHEAD.execute_many(conn, [{"k_seq": seq, "v_node": node_id, "v_at": at} for seq, node_id in sent])
+
+
+_MARK_SENT_AHEAD = Prepared(
+    update(tasks)
+    .where(tasks.c.seq == bindparam("k_seq"))
+    .values(sent_ahead_node=bindparam("v_node"), sent_ahead_at=bindparam("v_at"))
+)
 
 
 def tasks_sent_ahead(conn: Connection, node_id: str | None = None) -> list[Row]:

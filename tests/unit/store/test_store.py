@@ -367,6 +367,24 @@ def test_a_pool_moves_only_from_the_allocation_state_it_was_computed_from(db: Da
         assert rows.reread(conn, rows.pools, key="p")["allocation_state"] == "resizing"
 
 
+def test_tasks_sent_ahead_are_marked_per_node_until_cleared(db: Database) -> None:
+    """What a restart or a lost node reads to count runs a node started unseen (scheduler/ahead.py)."""
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.tasks, [task_row("j", f"t{i}") for i in range(4)])
+        seqs = [rows.reread(conn, rows.tasks, job_key="j", key=f"t{i}")["seq"] for i in range(4)]
+        rows.mark_sent_ahead(conn, T0, [(seqs[0], "n1"), (seqs[1], "n1")])
+        rows.mark_sent_ahead(conn, T1, [(seqs[2], "n2")])
+    with tx(db) as conn:
+        assert sorted(t["seq"] for t in rows.tasks_sent_ahead(conn)) == seqs[:3]
+        on_n1 = rows.tasks_sent_ahead(conn, "n1")
+        assert [(t["seq"], t["sent_ahead_node"], t["sent_ahead_at"]) for t in on_n1] == [
+            (seqs[0], "n1", T0),
+            (seqs[1], "n1", T0),
+        ]
+        rows.change(conn, rows.tasks, {"seq": seqs[0]}, {"sent_ahead_node": None, "sent_ahead_at": None})
+        assert [t["seq"] for t in rows.tasks_sent_ahead(conn, "n1")] == [seqs[1]]
+
+
 def test_change_of_a_missing_row(db: Database) -> None:
     with tx(db) as conn:
         assert rows.change(conn, rows.jobs, {"key": "ghost"}, {"priority": 1}) is False
