@@ -433,7 +433,9 @@ def test_the_restart_option_decides_what_happens_to_the_running_task(
         poller = client.begin_reimage_node(
             pool_id, node_id, BatchNodeReimageOptions(node_reimage_option=option), polling_interval=1
         )
-    assert client.get_node(pool_id, node_id).state == ("rebooting" if operation == "reboot" else "reimaging")
+    if option in ("taskcompletion", "retaineddata"):  # the restart waits for the task: the node shows it meanwhile
+        assert client.get_node(pool_id, node_id).state == ("rebooting" if operation == "reboot" else "reimaging")
+    # (with requeue or terminate a light node's restart can be over before this GET: nothing waits for it)
     client.create_task(job_id, _task("later"))
     go.touch()
     poller.result()
