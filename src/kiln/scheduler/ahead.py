@@ -115,17 +115,16 @@ class SendAhead(SchedulerParts):
         before, its notice never sent. Its node made the run's stdout.txt as it started the command: one made
         since the task was sent ahead is a run, counted as the requeue it now is (requeueCount + 1), as a
         running task's is."""
-        roots = {row["id"]: row["root_dir"] for row in db.find(conn, db.nodes)}
-        jobs = {row["key"]: row["id"] for row in db.find(conn, db.jobs)}
         for task in db.tasks_sent_ahead(conn, node_id):
             changes: dict[str, Any] = dict(NOT_AHEAD)
-            root, job_id = roots.get(task["sent_ahead_node"]), jobs.get(task["job_key"])
+            node, entry = self.nodes.get(task["sent_ahead_node"]), self.jobs.get(task["job_key"])
             if (
                 task["state"] == TaskState.ACTIVE
-                and root
-                and job_id
+                and node is not None
+                and entry is not None
                 and _made_since(
-                    Path(root) / step_builder.task_dir(job_id, task["id"]) / "stdout.txt", task["sent_ahead_at"]
+                    Path(node.root) / step_builder.task_dir(entry.row["id"], task["id"]) / "stdout.txt",
+                    task["sent_ahead_at"],
                 )
             ):
                 changes.update(requeue_count=task["requeue_count"] + 1, last_requeue_time=now)
@@ -187,7 +186,7 @@ class SendAhead(SchedulerParts):
         after it)."""
         for step_id in step_ids:
             owner, seq, slots = node.ahead[step_id]
-            ref = self._take_step_off_node(node.node_id, step_id, effects, kill=kill)
+            ref = self.state.step_off_node(node.node_id, step_id, effects, kill=kill)
             if ref is not None:
                 db.change(conn, db.tasks, {"seq": seq}, {"attempt": ref.attempt, **NOT_AHEAD})
             if requeue and (entry := self.jobs.get(owner)) is not None:
@@ -226,7 +225,7 @@ class SendAhead(SchedulerParts):
             node = self.nodes.get(ref.node_id)
             task = rows.get(ref.seq)
             if node is None or task is None or task["state"] != TaskState.ACTIVE:  # called back too late
-                self._take_step_off_node(ref.node_id, result.step_id, effects, kill=result.running)
+                self.state.step_off_node(ref.node_id, result.step_id, effects, kill=result.running)
                 continue
             start = min(datetime.fromtimestamp(result.start_time, UTC), now)  # a node's clock may run ahead
             changes = task_rules.transition(

@@ -173,12 +173,12 @@ class Scheduler(
                     node["id"], node["pool_key"], pool["task_slots_per_node"], node["root_dir"], node["incarnation"]
                 )
             )
-        self._count_unseen_runs(conn, now)
         for task in db.tasks_in_states(conn, ON_NODE):  # they died with the server
             requeue(conn, task, now)
         for job in db.find(conn, db.jobs, order_by=["seq"]):
             if job["state"] != JobState.COMPLETED:
                 self.state.job_tracked(job)
+        self._count_unseen_runs(conn, now)  # memory knows the nodes and unfinished jobs now
         for record in db.find(conn, db.preparations):
             for kind, rule in (("prep", prep_rules.prep), ("release", prep_rules.release)):
                 if record[f"{kind}_state"] == StepState.RUNNING:
@@ -498,9 +498,6 @@ class Scheduler(
         changes = task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure)
         transition(conn, db.tasks, {"seq": task["seq"]}, task, changes, bump_etag=True)
         effects.check_jobs.add(task["job_key"])
-
-    def _take_step_off_node(self, node_id: str, step_id: str, effects: Effects, *, kill: bool) -> StepRef | None:
-        return self.state.step_off_node(node_id, step_id, effects, kill=kill)
 
     def _prep_finished(
         self, conn: Connection, ref: StepRef, result: StepResult, now: datetime, effects: Effects

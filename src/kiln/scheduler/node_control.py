@@ -163,7 +163,7 @@ class NodeControl(SchedulerParts):
         self._vacate(conn, node, REQUEUE, "", now, effects)
         for step_id, ref in list(self.steps.items()):  # its start task, prep and release die with it
             if ref.node_id == node_id:
-                self._take_step_off_node(node_id, step_id, effects, kill=True)
+                self.state.step_off_node(node_id, step_id, effects, kill=True)
         return effects
 
     # ------------------------------------------------------------------ deallocate and start

@@ -76,9 +76,6 @@ class SchedulerParts:
         def _end_on_node(
             self, conn: Connection, task: dict[str, Any], failure: dict[str, Any], now: datetime, effects: Effects
         ) -> None: ...
-        def _take_step_off_node(
-            self, node_id: str, step_id: str, effects: Effects, *, kill: bool
-        ) -> StepRef | None: ...
         def job_created(self, job: dict[str, Any], manager: dict[str, Any] | None = None) -> None: ...
 
         # ahead.SendAhead
