@@ -68,6 +68,7 @@ from kiln.compute.protocol import (
     ResultsCallback,
     Step,
     StepResult,
+    Withdrawal,
 )
 
 logger = logging.getLogger(__name__)
@@ -668,6 +669,16 @@ class DaskBackend:
             killed = set(step_ids)
             node.outbox = [m for m in node.outbox if m["step_id"] not in killed]
         await self._call(node_id, "kiln_kill", timeout=KILL_TIMEOUT, step_ids=list(step_ids))
+
+    async def withdraw(self, node_id: str, step_ids: list[str]) -> Withdrawal:
+        node = self._node(node_id)
+        asked = set(step_ids)
+        unsent = [m["step_id"] for m in node.outbox or () if m["step_id"] in asked]
+        if unsent:  # not sent yet: they never start
+            node.outbox = [m for m in node.outbox or () if m["step_id"] not in asked]
+        rest = [i for i in step_ids if i not in unsent]
+        answer = await self._call(node_id, "kiln_withdraw", step_ids=rest) if rest else {}
+        return Withdrawal(withdrawn=[*unsent, *answer.get("withdrawn", ())], started=list(answer.get("started", ())))
 
     async def list_files(self, node_id: str, path: str, recursive: bool) -> list[FileEntry]:
         entries = await self._call(node_id, "kiln_list_files", path=path, recursive=recursive)

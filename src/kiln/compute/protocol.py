@@ -148,6 +148,15 @@ _RESULT_FIELDS = tuple(f.name for f in fields(StepResult))
 
 
 @dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """A node's answer to taking back steps sent ahead: the ones it will never start, and the ones it already
+    had started (their notices and results follow); a step in neither it does not know (not arrived yet)."""
+
+    withdrawn: list[str]
+    started: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class FileEntry:
     """One entry of a node directory listing, path relative to the listed root."""
 
@@ -197,6 +206,9 @@ class ComputeBackend(Protocol):
     def is_up(self, node_id: str) -> bool: ...
     async def run(self, node_id: str, steps: list[Step]) -> None:
         """Hand steps to the node's agent in one message; results arrive via on_results."""
+
+    async def withdraw(self, node_id: str, step_ids: list[str]) -> Withdrawal:
+        """Take back steps sent ahead that have not started; those that have are left to run and report."""
 
     async def kill(self, node_id: str, step_ids: list[str]) -> None:
         """Kill the steps' whole process trees; returns once they are dead. No results are reported for them."""

@@ -8,16 +8,20 @@ started, in the same report as the results that freed their slots (compute/node/
 What a user sees stays Batch's: the task is `active` until the node says it started, then `running`
 with that start time; at most taskSlotsPerNode slots run on a node. It is done only where nothing
 else could want those slots: for the only active job of its pool, with no preparation task left to
-run on the node, no maxParallelTasks and no job manager. Anything that would change what runs next
-calls the tasks back (killed on the node in case they just started; queued again unless they end):
-a job that ends or is disabled, a task ended or deleted, a node that restarts or is lost, a second
-active job in the pool; and so does a node whose free slots fit its first task sent ahead, which the node
-itself would never start there (NodeSlots.ahead_stranded), and a free slot on another node of the pool that the
-queues cannot fill (a task waiting behind a long one on a busy node would otherwise wait for it).
+run on the node, no maxParallelTasks and no job manager.
+
+Taking them back comes in two kinds. Where the tasks must not run on (a job that ends, a task ended or
+deleted, a node that restarts or is lost, a disable with requeue or terminate), they are called back:
+killed on the node in case they just started, queued again unless they end. Where it only changes where
+they run (a second active job in the pool; a node whose free slots fit its first task sent ahead, which
+the node itself would never start there, NodeSlots.ahead_stranded; a free slot on another node of the
+pool that the queues cannot fill; a disable with wait; a node drained with taskcompletion), they are
+withdrawn: the node gives back those it has not started and the rest run on, so no command runs twice.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +30,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from kiln import undo
-from kiln.compute.protocol import StepResult
+from kiln.compute.protocol import StepResult, Withdrawal
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.job import JobState
@@ -41,6 +45,8 @@ from kiln.wire.times import now as utcnow
 #: The columns that mark a task as sent ahead, cleared once its start is known or it is taken back.
 NOT_AHEAD = {"sent_ahead_node": None, "sent_ahead_at": None}
 
+log = logging.getLogger("kiln.scheduler")
+
 
 class SendAhead(SchedulerParts):
     """Scheduler part: which tasks go ahead, their start, and calling them back."""
@@ -53,7 +59,7 @@ class SendAhead(SchedulerParts):
         nodes = sorted((n for n in self.nodes.values() if n.pool_key == pool_key), key=lambda n: n.node_id)
         if chosen is None:
             for node in nodes:
-                self._call_back(conn, node, effects)
+                self._withdraw(node, list(node.ahead), effects)
             return
         room = {n.node_id: n.room_ahead for n in nodes if self._may_run(chosen, n) and self._prepared(chosen, n)}
         picks: list[tuple[int, int, NodeSlots]] = []
@@ -140,7 +146,8 @@ class SendAhead(SchedulerParts):
             owners = {owner for n in members for owner, _, _ in n.ahead.values()}
             entries = [self.jobs[key] for key in owners if key in self.jobs]
             room = [n.free for n in members if n.free and all(self._may_run(e, n) for e in entries)]
-            idle = sum(room) - self._queued_slots(pool_key, sum(room))
+            coming = sum(node.ahead[i][2] for node in members for i in node.withdrawing)  # may come back
+            idle = sum(room) - self._queued_slots(pool_key, sum(room)) - coming
             for node in sorted(members, key=lambda n: (-len(n.ahead), n.node_id)):
                 if idle <= 0:
                     break
@@ -148,10 +155,10 @@ class SendAhead(SchedulerParts):
                     continue
                 taken = []
                 for step_id, (_, _, slots) in reversed(node.ahead.items()):
-                    if slots <= min(idle, max(room)):
+                    if step_id not in node.withdrawing and slots <= min(idle, max(room)):
                         taken.append(step_id)
                         idle -= slots
-                self._call_back_steps(conn, node, taken, effects, requeue=True, kill=True)
+                self._withdraw(node, taken, effects)
 
     def _queued_slots(self, pool_key: str, enough: int) -> int:
         """Slots the queued tasks of the pool's active jobs ask for, counted up to `enough`."""
@@ -163,6 +170,30 @@ class SendAhead(SchedulerParts):
                     if total >= enough:
                         return total
         return total
+
+    def _withdraw(self, node: NodeSlots, step_ids: list[str], effects: Effects) -> None:
+        """Ask the node for tasks sent ahead back, unless it has started them: where nothing requires them to
+        stop, a task that started in the moment before must run on (a kill would run its command twice). Only
+        those the node gives back are queued again, once it answers (`_withdrawn`)."""
+        if asked := self.state.withdraw_asked(node.node_id, step_ids):
+            effects.withdraw[node.node_id].extend(asked)
+
+    async def _withdraw_from(self, node_id: str, step_ids: list[str]) -> None:
+        try:
+            answer = await self.backend.withdraw(node_id, step_ids)
+        except Exception as exc:  # lost: node_emptied takes them back; else they may be asked again
+            log.info("withdraw on %s failed: %r", node_id, exc)
+            answer = Withdrawal(withdrawn=[], started=[])
+        async with self.lock:
+            effects = await self.db.write(lambda conn: self._withdrawn(conn, node_id, step_ids, answer))
+        await self._act(effects)
+
+    def _withdrawn(self, conn: Connection, node_id: str, asked: list[str], answer: Withdrawal) -> Effects:
+        effects = Effects(wake=True)
+        for ref in self.state.withdraw_answered(node_id, asked, answer, effects):
+            db.change(conn, db.tasks, {"seq": ref.seq}, {"attempt": ref.attempt, **NOT_AHEAD})
+        self._settle_disabling(conn, self._disabling_jobs(), utcnow())  # they waited for the answer
+        return effects
 
     def _call_back(
         self,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from kiln.compute.protocol import StepResult
+from kiln.compute.protocol import StepResult, Withdrawal
 from kiln.core import task as task_rules
 from kiln.core.exit_conditions import DependencyAction, ExitOptions, JobAction
 from kiln.core.retry import Decision, after_exit
@@ -79,6 +79,7 @@ class ControlState:
         if (node := self.nodes.get(node_id)) is not None:
             node.release(step_id)
             node.ahead.pop(step_id, None)
+            node.withdrawing.discard(step_id)
         ref = self.steps.pop(step_id, None)
         if ref is not None and kill:
             effects.kill[node_id].append(step_id)
@@ -104,6 +105,7 @@ class ControlState:
         if (node := self.nodes.get(node_id)) is not None:
             node.release_all()
             node.ahead.clear()
+            node.withdrawing.clear()
         for key in [key for key in self.waiting if key[1] == node_id]:
             del self.waiting[key]
         return gone
@@ -123,9 +125,37 @@ class ControlState:
         still runs (`row`: its task's row as it now is)."""
         node = self.nodes[ref.node_id]
         node.ahead.pop(step_id, None)
+        node.withdrawing.discard(step_id)
         node.book(step_id, ref.slots)
         if running:
             self.steps[step_id] = dataclasses.replace(ref, ahead=False, row=row)
+
+    def withdraw_asked(self, node_id: str, step_ids: Iterable[str]) -> list[str]:
+        """The node is to give back these steps sent ahead unless it has started them; returns those not
+        asked already (an answer is on its way for the others)."""
+        node = self.nodes[node_id]
+        asked = [i for i in step_ids if i in node.ahead and i not in node.withdrawing]
+        node.withdrawing.update(asked)
+        return asked
+
+    def withdraw_answered(self, node_id: str, asked: list[str], answer: Withdrawal, effects: Effects) -> list[StepRef]:
+        """The node's answer: the steps it gave back leave it and are queued again (returned, for their rows);
+        those it had started stay asked until their notice comes; those it did not know may be asked again."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            return []
+        moved = []
+        for step_id in answer.withdrawn:
+            if step_id in node.ahead:  # else taken back meanwhile (the job ended, the node was lost)
+                owner, seq, slots = node.ahead[step_id]
+                ref = self.step_off_node(node_id, step_id, effects, kill=False)
+                if ref is not None:
+                    moved.append(ref)
+                if (entry := self.jobs.get(owner)) is not None:
+                    entry.queue.push(seq, slots)
+        started = set(answer.started)
+        node.withdrawing.difference_update(i for i in asked if i not in started)
+        return moved
 
     def step_ended(self, step_id: str) -> StepRef | None:
         """A step's final result came: it is no longer in flight (its slots are the caller's to free)."""

@@ -230,6 +230,8 @@ class Scheduler(
         """Carry out committed decisions: kill first (release must not race the processes it cleans up)."""
         for node_id, step_ids in effects.kill.items():
             await self._safely(self.backend.kill(node_id, step_ids), f"kill on {node_id}")
+        for node_id, step_ids in effects.withdraw.items():
+            self._spawn(self._withdraw_from(node_id, step_ids), "withdraw")
         for node_id, batch in effects.run.items():
             await self._safely(self.faults.dispatch(node_id, batch), f"dispatch to {node_id}")
         for node_id, path in effects.remove_dirs:
@@ -271,8 +273,8 @@ class Scheduler(
             counters.clear()
         now = utcnow()
         for node in self.nodes.values():
-            if node.ahead_stranded:  # queued again, so that this round places them
-                self._call_back(conn, node, effects)
+            if node.ahead_stranded:  # queued again, so that a round places them
+                self._withdraw(node, list(node.ahead), effects)
         self._call_back_to_idle_slots(conn, effects)
         planned: list[tuple[JobEntry, int, int, NodeSlots]] = []
         by_pool: dict[str, list[JobEntry]] = defaultdict(list)

@@ -48,8 +48,11 @@ class JobControl(SchedulerParts):
         entry = self._entry(job)
         if job["state"] == JobState.DISABLED:
             return effects  # nothing runs: disabling again changes nothing
-        self._call_back_job(conn, job_key, effects, requeue=True)  # no task of it may start from now on
-        if option is not DisableTasks.WAIT:
+        if option is DisableTasks.WAIT:  # no task of it may start from now on; those started run on
+            for node in self.nodes.values():
+                self._withdraw(node, [i for i, (owner, _, _) in node.ahead.items() if owner == job_key], effects)
+        else:
+            self._call_back_job(conn, job_key, effects, requeue=True)
             self._off_nodes(conn, entry, option, now, effects)
         self._settle_disabling(conn, [job_key], now)
         return effects
@@ -77,9 +80,13 @@ class JobControl(SchedulerParts):
             entry = self.jobs.get(job_key)
             if entry is None or entry.row["state"] != JobState.DISABLING:
                 continue
-            if db.tasks_in_states(conn, ON_NODE, job_key=job_key):
+            if db.tasks_in_states(conn, ON_NODE, job_key=job_key) or self._asked_back(job_key):
                 continue
             self._change_job(conn, entry.row, job_rules.transition(entry.row, JobState.DISABLED, now))
+
+    def _asked_back(self, job_key: str) -> bool:
+        """A task of the job sent ahead is being asked back, or has started unseen: it may still run."""
+        return any(node.ahead[i][0] == job_key for node in self.nodes.values() for i in node.withdrawing)
 
     def _disabling_jobs(self) -> list[str]:
         return [key for key, entry in self.jobs.items() if entry.row["state"] == JobState.DISABLING]

@@ -37,7 +37,10 @@ class NodeControl(SchedulerParts):
         """The node takes no new task; its tasks are requeued (requeueCount + 1), terminated (TaskEnded) or,
         for taskcompletion and retaineddata, left to finish."""
         node.draining = True
-        self._call_back(conn, node, effects)  # tasks sent ahead go back to the queue
+        if option in (TERMINATE, REQUEUE):
+            self._call_back(conn, node, effects)  # tasks sent ahead go back to the queue
+        else:  # those that started in the moment before finish, as running tasks do
+            self._withdraw(node, list(node.ahead), effects)
         if option == TERMINATE:
             failure = task_rules.ended_by(why)
             self._subtask_nodes_terminated(conn, node.node_id, failure, now, effects)

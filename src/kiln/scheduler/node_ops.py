@@ -329,7 +329,10 @@ class NodeOperations(SchedulerParts):
         changes["start_task"] = pool["spec"].get("startTask")  # a pool update reaches the node now
         transition(conn, db.nodes, {"id": node_id}, row, changes)
         node.draining = True
-        self._call_back(conn, node, effects)
+        if option in ("requeue", "terminate"):
+            self._call_back(conn, node, effects)
+        else:  # those that started in the moment before finish, as running tasks do (_restart_when_drained)
+            self._withdraw(node, list(node.ahead), effects)
         if reimage:
             node.incarnation = changes["incarnation"]  # prep records of the old incarnation no longer count
         else:
@@ -353,7 +356,12 @@ class NodeOperations(SchedulerParts):
 
     async def _restart_when_drained(self, node_id: str, reimage: bool, *, drain: bool) -> None:
         """taskcompletion/retaineddata (drain): wait for running tasks to finish (no new ones start), then restart."""
-        while drain and (node := self.nodes.get(node_id)) is not None and node.used > 0 and node.draining:
+        while (
+            drain
+            and (node := self.nodes.get(node_id)) is not None
+            and (node.used or node.withdrawing)
+            and node.draining
+        ):
             await asyncio.sleep(0.1)
         if node_id in self.nodes:
             await self.backend.restart_node(node_id, wipe=reimage)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from kiln import undo
-from kiln.undo import Tracked, TrackedDict
+from kiln.undo import Tracked, TrackedDict, TrackedSet
 
 #: How many times its taskSlotsPerNode in tasks a full node may hold sent ahead (scheduler/ahead.py). One
 #: round's worth runs dry while the report that would refill it is on its way: 2 ran ~12% faster than 1
@@ -38,6 +38,9 @@ class NodeSlots(Tracked):
     exclusive: bool = False
     #: task steps sent ahead to the node, not yet known to have started: step_id -> (job_key, task seq, slots)
     ahead: dict[str, tuple[str, int, int]] = field(default_factory=TrackedDict)
+    #: of those, the ones the node has been asked to give back (scheduler/ahead.py `_withdraw`), until it answers;
+    #: and those it answered it had started, until their notice comes
+    withdrawing: set[str] = field(default_factory=TrackedSet)
     #: the slots each holder has on the node: changed by book/rebook/release only, which keep `used` its sum
     booked: dict[Holder, int] = field(default_factory=TrackedDict)
     _used: int = field(default=0, init=False, repr=False)
@@ -78,6 +81,7 @@ class NodeSlots(Tracked):
         assert 0 <= self._used <= self.capacity, (self._used, self.capacity)
         assert all(slots > 0 for slots in self.booked.values()), self.booked
         assert not self.exclusive or self._used > 0, "an empty node is not held exclusively"
+        assert self.withdrawing <= self.ahead.keys(), f"withdrawing {self.withdrawing - self.ahead.keys()} not ahead"
 
     @property
     def free(self) -> int:

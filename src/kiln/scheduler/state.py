@@ -63,6 +63,8 @@ class Effects:
 
     run: dict[str, list[Step]] = field(default_factory=lambda: defaultdict(list))
     kill: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    #: steps sent ahead to take back from their node unless it has started them (scheduler/ahead.py `_withdraw`)
+    withdraw: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     remove_dirs: list[tuple[str, str]] = field(default_factory=list)  #: (node_id, path)
     #: (node_id, path, when): directories to delete once their retention time has passed
     retain: list[tuple[str, str, datetime]] = field(default_factory=list)
@@ -103,6 +105,8 @@ class Effects:
             self.run[node_id].extend(steps)
         for node_id, step_ids in other.kill.items():
             self.kill[node_id].extend(step_ids)
+        for node_id, step_ids in other.withdraw.items():
+            self.withdraw[node_id].extend(step_ids)
         self.remove_dirs.extend(other.remove_dirs)
         self.retain.extend(other.retain)
         self.wake = self.wake or other.wake

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kiln.compute.protocol import StepResult
+from kiln.compute.protocol import StepResult, Withdrawal
 from kiln.core import task as task_rules
 from kiln.core.task import TaskState
 from kiln.scheduler.control import ControlState, InvariantBroken
@@ -106,6 +106,27 @@ def test_a_step_sent_ahead_that_already_ended_is_booked_for_its_result_to_free(s
     state.ahead_started("t:5:1", ref, {"seq": 5}, running=False)
     assert "t:5:1" not in state.steps and state.nodes["a"].booked == {"t:5:1": 1}
     state.step_off_node("a", "t:5:1", Effects(), kill=False)  # what its result does next
+
+
+def test_a_withdrawn_step_is_queued_again_only_if_its_node_gave_it_back(state: ControlState) -> None:
+    for seq in (5, 6, 7):
+        state.sent_ahead(f"t:{seq}:1", StepRef("task", "j", "a", 1, seq, 1, ahead=True))
+    assert state.withdraw_asked("a", ["t:5:1", "t:6:1", "t:7:1"]) == ["t:5:1", "t:6:1", "t:7:1"]
+    assert state.withdraw_asked("a", ["t:5:1"]) == []  # asked once: its answer is on its way
+    state.check()
+    effects = Effects()
+    answer = Withdrawal(withdrawn=["t:5:1"], started=["t:6:1"])  # t:7:1 had not arrived
+    moved = state.withdraw_answered("a", ["t:5:1", "t:6:1", "t:7:1"], answer, effects)
+    assert [ref.seq for ref in moved] == [5] and state.jobs["j"].queue.heap == [(5, 1)]
+    node = state.nodes["a"]
+    assert (set(node.ahead), node.withdrawing) == ({"t:6:1", "t:7:1"}, {"t:6:1"})  # t:6:1 runs: its notice comes
+    assert not effects.kill  # nothing the node started is stopped
+    state.check()
+    state.ahead_started("t:6:1", StepRef("task", "j", "a", 1, 6, 1, ahead=True), {"seq": 6}, running=True)
+    assert node.withdrawing == set() and node.booked == {"t:6:1": 1}
+    state.step_off_node("a", "t:7:1", effects, kill=True)
+    state.step_off_node("a", "t:6:1", effects, kill=True)
+    state.jobs["j"].queue.pop()
 
 
 def test_a_stopped_job_queues_nothing_waits_for_nothing_and_its_preparations_are_killed(state: ControlState) -> None:
@@ -276,6 +297,10 @@ def break_node_sum(state: ControlState) -> None:
     state.nodes["a"].booked["t:2:1"] = 1  # past book(): used no longer the sum
 
 
+def break_withdrawing(state: ControlState) -> None:
+    state.nodes["a"].withdrawing.add("t:1:1")  # asked back, yet never sent ahead
+
+
 @pytest.mark.parametrize(
     "breaks, says",
     [
@@ -289,6 +314,7 @@ def break_node_sum(state: ControlState) -> None:
         (break_heap, "queue is not a heap"),
         (break_instance_plan, "instance plans [5] outlived their round"),
         (break_node_sum, "(1, {"),
+        (break_withdrawing, "withdrawing {'t:1:1'} not ahead"),
     ],
 )
 def test_each_invariant_is_checked(breaks: Callable[[ControlState], None], says: str) -> None:

@@ -195,6 +195,19 @@ class NodeAgent:
             self._result_ready = asyncio.get_running_loop().create_future()
         return self._result_ready
 
+    def withdraw(self, step_ids: list[str]) -> dict[str, list[str]]:
+        """Take back steps sent ahead that have not started: they never will. Unlike a kill, a step that has
+        started (or even ended) is left alone, its notice and result still to come: the control plane moves
+        only the steps named `withdrawn` to another node, so that no command runs twice."""
+        asked = set(step_ids)
+        withdrawn = [step.step_id for step in self._ahead if step.step_id in asked]
+        if withdrawn:
+            self._ahead = deque(step for step in self._ahead if step.step_id not in asked)
+            for step_id in withdrawn:
+                self.table.forget(step_id)
+        started = [i for i in step_ids if i in self.table.running or i in self.table.finished]
+        return {"withdrawn": withdrawn, "started": started}
+
     async def kill(self, step_ids: list[str]) -> list[str]:
         """Kill the steps' process groups and wait (bounded) until they ended; their results are dropped.
         Steps sent ahead that have not started never will."""

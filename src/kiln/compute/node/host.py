@@ -67,6 +67,7 @@ class HostAgent:
             "kiln_run": self.run,
             "kiln_results": self.results,
             "kiln_kill": self.kill,
+            "kiln_withdraw": self.withdraw,
             "kiln_kill_processes": self.kill_processes,
             "kiln_list_files": self.list_files,
             "kiln_stat_file": self.stat_file,
@@ -174,6 +175,10 @@ class HostAgent:
         if self._result_ready is None or self._result_ready.done():
             self._result_ready = asyncio.get_running_loop().create_future()
         return self._result_ready
+
+    async def withdraw(self, node_id: str, step_ids: list[str]) -> dict[str, Any]:
+        node = self.nodes.get(node_id)
+        return {GONE: node_id} if node is None else {"ok": node.withdraw(step_ids)}
 
     async def kill(self, node_id: str, step_ids: list[str]) -> dict[str, Any]:
         node = self.nodes.get(node_id)

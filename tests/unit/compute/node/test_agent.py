@@ -189,6 +189,23 @@ async def test_a_killed_step_frees_no_slot_for_a_step_sent_ahead(
     assert agent.table.running == {} and list(agent._ahead) == []
 
 
+async def test_a_withdrawn_step_sent_ahead_never_starts_and_one_already_started_runs_on(
+    agent: NodeAgent, make_step: Callable[..., Step], node_root: Path
+) -> None:
+    first = make_step("/bin/true", slots=1)
+    started = make_step("sh -c 'touch started; sleep 0.3'", slots=1, ahead=True)
+    waiting = make_step("touch ran", slots=1, ahead=True)
+    await agent.run([first.to_message(), started.to_message(), waiting.to_message()])
+    await eventually(lambda: (node_root / started.task_dir / "wd" / "started").exists(), what="the first sent ahead")
+    answer = agent.withdraw([started.step_id, waiting.step_id, "unknown"])
+    assert answer == {"withdrawn": [waiting.step_id], "started": [started.step_id]}
+    got = await collect(agent, 3)  # first's result, the notice and the result of the one that started
+    assert sorted(m["step_id"] for m in got if not m.get("running")) == sorted([first.step_id, started.step_id])
+    assert all(m["exit_code"] == 0 for m in got if not m.get("running"))
+    assert not (node_root / waiting.task_dir).exists() and waiting.step_id not in agent.table.running
+    agent.table.check()
+
+
 async def test_a_report_does_not_wait_for_a_step_started_ahead(
     agent: NodeAgent, make_step: Callable[..., Step], monkeypatch
 ) -> None:
