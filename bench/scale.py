@@ -6,13 +6,18 @@ entries). At each checkpoint (N/4, N/2, N by default) it measures, over loopback
 * add rate: tasks per second to reach the checkpoint, collections of 100 on 4 client threads;
 * get_job_task_counts: p50/p99 of --samples calls;
 * list_tasks page 1 and page 50 (pages of 100: page 50 starts at task 4,901), each page walk timed
-  page by page, --walks walks: p50/p99 of the page-1 and page-50 requests;
+  page by page, --walks walks: p50/p99 of the page-1 and page-50 requests; the job's last page (its
+  continuation made as the server makes one, seeking past the last 100 tasks' seqs) and page 1 with
+  `$select=id,state` (the columns read are trimmed), --samples calls each;
 * list_tasks first page under each of FILTERS (state, exit code, result, ids, times: some keep every task,
   some none, some a few), --samples calls each;
 * the same pages read by --clients clients at once, each walking --client-pages pages: p50/p99 per page;
 * get_task while one client keeps listing with a filter that keeps no task: p50/p99;
 * the server's RSS (VmRSS of its process; the pool has no nodes, so no node workers) after each checkpoint;
 * at the end, restart: SIGTERM, then a new server on the same data until it answers a list of pools.
+
+A figure with a target of issue 21 (at 1,000,000 tasks; 20 clients on a 20,000-task job) prints it after
+its p50/p99.
 
 `--src DIR` (repeatable) runs the server from each source tree in turn (PYTHONPATH), `--rounds` times,
 alternating, so before and after are measured side by side on this machine's drifting speed:
@@ -25,7 +30,10 @@ Prints one line per (source, round, checkpoint, figure); asserts nothing about s
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
+import re
 import statistics
 import tempfile
 import threading
@@ -57,6 +65,20 @@ FILTERS = [
     ("creationTime past (all)", "creationTime gt '2000-01-01T00:00:00Z'"),
     ("state active and id lt (predicate)", "state eq 'active' and id lt 't0000050'"),
 ]
+
+
+#: issue 21's targets: p99 at most this many ms
+TARGETS = {
+    "counts": 5,
+    "page 1": 50,
+    f"page {FAR_PAGE}": 50,
+    "last page": 50,
+    "page 1 $select=id,state": 50,
+    **{f"filter {name}": 50 for name, _ in FILTERS},
+    "get_task beside a filtered list": 20,
+    "get_task_counts beside a filtered list": 20,
+}
+CLIENTS_TARGET = 300  #: 20 clients paging a 20,000-task job
 
 
 def timed(call: Callable[[], Any]) -> float:
@@ -110,6 +132,16 @@ def measure(client: BatchClient, samples: int, walks: int, clients: int, client_
         "page 1": percentiles([w[0] for w in walked]),
         f"page {FAR_PAGE}": percentiles([w[1] for w in walked]),
     }
+    last = last_page_link(client)
+    figures["last page"] = percentiles(
+        [timed(lambda: next(client.list_tasks(JOB).by_page(continuation_token=last))) for _ in range(samples)]
+    )
+    figures["page 1 $select=id,state"] = percentiles(
+        [
+            timed(lambda: next(client.list_tasks(JOB, max_results=PAGE, select=["id", "state"]).by_page()))
+            for _ in range(samples)
+        ]
+    )
     for name, text in FILTERS:
 
         def first_page(text: str = text) -> None:
@@ -117,8 +149,24 @@ def measure(client: BatchClient, samples: int, walks: int, clients: int, client_
 
         figures[f"filter {name}"] = percentiles([timed(first_page) for _ in range(samples)])
     figures[f"{clients} clients paging"] = percentiles(concurrent_pages(client, clients, client_pages))
-    figures["get_task beside a filtered list"] = percentiles(reads_beside_a_list(client, samples))
+    beside = {
+        "get_task": lambda: client.get_task(JOB, "t0000001"),
+        "get_task_counts": lambda: client.get_job_task_counts(JOB),
+    }
+    for name, call in beside.items():
+        figures[f"{name} beside a filtered list"] = percentiles(reads_beside_a_list(client, samples, call))
     return figures
+
+
+def last_page_link(client: BatchClient) -> str:
+    """The link to the job's last page of PAGE tasks: page 1's next link, seeking past the seq before them
+    (the job's tasks have seqs 1..N, made in order: its pool has no job manager)."""
+    pages = client.list_tasks(JOB, max_results=PAGE).by_page()
+    next(pages)
+    link = pages.continuation_token
+    total = client.get_job_task_counts(JOB).task_counts.active  # every task stays active
+    token = base64.urlsafe_b64encode(f"after:{json.dumps(total - PAGE)}".encode()).decode().rstrip("=")
+    return re.sub(r"(\$|%24)skiptoken=[^&]*", f"%24skiptoken={token}", link)
 
 
 def concurrent_pages(client: BatchClient, clients: int, pages: int) -> list[float | None]:
@@ -132,8 +180,8 @@ def concurrent_pages(client: BatchClient, clients: int, pages: int) -> list[floa
         return [ms for times in pool.map(walk, range(clients)) for ms in times]
 
 
-def reads_beside_a_list(client: BatchClient, samples: int) -> list[float | None]:
-    """ms of get_task calls while another client keeps reading the first page of a filter that keeps no task."""
+def reads_beside_a_list(client: BatchClient, samples: int, call: Callable[[], Any]) -> list[float | None]:
+    """ms of `call` while another client keeps reading the first page of a filter that keeps no task."""
     stop = threading.Event()
 
     def keep_listing() -> None:
@@ -143,7 +191,7 @@ def reads_beside_a_list(client: BatchClient, samples: int) -> list[float | None]
     with ThreadPoolExecutor(1) as pool:
         lister = pool.submit(keep_listing)
         try:
-            return [timed(lambda: client.get_task(JOB, "t0000001")) for _ in range(samples)]
+            return [timed(call) for _ in range(samples)]
         finally:
             stop.set()
             lister.result()
@@ -187,7 +235,8 @@ def run(src: str, tasks: int, checkpoints: list[int], args: argparse.Namespace) 
 
 
 def report(src: str, tasks: int, name: str, figure: str) -> None:
-    print(f"{src:24} {tasks:8} {name:38} {figure}", flush=True)
+    target = TARGETS.get(name, CLIENTS_TARGET if name.endswith("clients paging") else None)
+    print(f"{src:24} {tasks:8} {name:38} {figure}" + (f"  (target p99 <= {target})" if target else ""), flush=True)
 
 
 def main() -> None:

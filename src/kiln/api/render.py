@@ -181,12 +181,17 @@ TASK_COLUMNS: dict[str, tuple[str, ...]] = {
     "nodeinfo": ("id", "pool_id", "node_id"),
     "stats": ("id", "creation_time", "start_time"),
 }
-#: What `task` reads in place of the columns a trimmed read left out: it renders them as nothing, and
+#: What `trimmed_task` reads in place of the columns a trimmed read left out: it renders them as nothing, and
 #: `$select` drops what they became.
-UNREAD_TASK: dict[str, Any] = {
+_UNREAD_TASK: dict[str, Any] = {
     "spec": {},
     **dict.fromkeys({column for columns in TASK_COLUMNS.values() for column in columns}),
 }
+
+
+def trimmed_task(row: Mapping[str, Any], job_id: str, base: str) -> Doc:
+    """`task` of a row read with some columns only (task_columns): what it lacks renders as nothing."""
+    return task({**_UNREAD_TASK, **row}, job_id, base)
 
 
 def task_columns(names: list[str] | None) -> frozenset[str] | None:

@@ -112,9 +112,8 @@ async def list_tasks(request: Request, job_id: str) -> Response:
     after, count = seek_window(request, 0)
     columns = render.task_columns(selection.selected(request, "tasks"))
     job, page = await tasks.list_page(control(request), job_id, term, matches, after, count, columns)
-    shown = await statistics.tasks(
-        request, page.rows, lambda r: render.task({**render.UNREAD_TASK, **r}, job["id"], base)
-    )
+    rendered = render.task if columns is None else render.trimmed_task
+    shown = await statistics.tasks(request, page.rows, lambda r: rendered(r, job["id"], base))
     return seek_response(request, page, "tasks", shown)
 
 

@@ -131,7 +131,7 @@ def test_each_selected_property_renders_from_a_trimmed_row_as_from_the_whole_row
     assert len(trimmed) == len(whole) == 6
     for full, part in zip(whole, trimmed):
         expected = _property(render.task(full, "j", BASE), name)
-        assert _property(render.task({**render.UNREAD_TASK, **part}, "j", BASE), name) == expected, name
+        assert _property(render.trimmed_task(part, "j", BASE), name) == expected, name
 
 
 def _property(doc: dict[str, Any], name: str) -> Any:
