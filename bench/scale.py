@@ -11,7 +11,9 @@ entries). At each checkpoint (N/4, N/2, N by default) it measures, over loopback
   `$select=id,state` (the columns read are trimmed), --samples calls each;
 * list_tasks first page under each of FILTERS (state, exit code, result, ids, times: some keep every task,
   some none, some a few), --samples calls each;
-* the same pages read by --clients clients at once, each walking --client-pages pages: p50/p99 per page;
+* the same pages read by --clients clients at once, each walking --client-pages pages: p50/p99 per page
+  (each client a process of its own, as separate programs would be: threads of one process would queue
+  on its GIL, and the figure would measure the bench);
 * get_task while one client keeps listing with a filter that keeps no task: p50/p99;
 * the server's RSS (VmRSS of its process; the pool has no nodes, so no node workers) after each checkpoint;
 * at the end, restart: SIGTERM, then a new server on the same data until it answers a list of pools.
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import multiprocessing
 import os
 import re
 import statistics
@@ -39,11 +42,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from azure.batch import BatchClient, models
+from azure.core.credentials import AzureNamedKeyCredential
 
 from kiln.cli.embedded import EmbeddedServer, free_port
 from kiln.testing import create_pool_and_wait, make_client
@@ -112,8 +116,9 @@ def add_tasks(client: BatchClient, start: int, stop: int) -> float:
     return (stop - start) / (time.perf_counter() - began)
 
 
-def page_walk(client: BatchClient) -> tuple[float, float | None]:
-    """(ms of page 1, ms of page FAR_PAGE or None if the job has fewer) of one walk through the job's pages."""
+def page_walk(client: BatchClient) -> tuple[float, float | None, int]:
+    """(ms of page 1, ms of page FAR_PAGE or None if the job has fewer, pages read) of one walk through the
+    job's first FAR_PAGE pages."""
     pages = client.list_tasks(JOB, max_results=PAGE).by_page()
     times = []
     for _ in range(FAR_PAGE):
@@ -121,16 +126,23 @@ def page_walk(client: BatchClient) -> tuple[float, float | None]:
         if next(pages, None) is None:
             break
         times.append((time.perf_counter() - start) * 1000)
-    return times[0], times[FAR_PAGE - 1] if len(times) == FAR_PAGE else None
+    return times[0], times[FAR_PAGE - 1] if len(times) == FAR_PAGE else None, len(times)
 
 
-def measure(client: BatchClient, samples: int, walks: int, clients: int, client_pages: int) -> dict[str, str]:
+def measure(
+    server: EmbeddedServer, client: BatchClient, samples: int, walks: int, clients: int, client_pages: int
+) -> dict[str, str]:
+    spent = server_cpu_ms(server)
     counts = [timed(lambda: client.get_job_task_counts(JOB)) for _ in range(samples)]
+    counts_cpu, spent = (server_cpu_ms(server) - spent) / samples, server_cpu_ms(server)
     walked = [page_walk(client) for _ in range(walks)]
+    pages = sum(w[2] for w in walked)
     figures = {
         "counts": percentiles(counts),
+        "server CPU ms per counts": f"{counts_cpu:7.1f}",
         "page 1": percentiles([w[0] for w in walked]),
         f"page {FAR_PAGE}": percentiles([w[1] for w in walked]),
+        "server CPU ms per page (walks)": f"{(server_cpu_ms(server) - spent) / pages:7.1f}",
     }
     last = last_page_link(client)
     figures["last page"] = percentiles(
@@ -148,7 +160,7 @@ def measure(client: BatchClient, samples: int, walks: int, clients: int, client_
             next(client.list_tasks(JOB, max_results=PAGE, filter=text).by_page())
 
         figures[f"filter {name}"] = percentiles([timed(first_page) for _ in range(samples)])
-    figures[f"{clients} clients paging"] = percentiles(concurrent_pages(client, clients, client_pages))
+    figures[f"{clients} clients paging"] = percentiles(concurrent_pages(server, clients, client_pages))
     beside = {
         "get_task": lambda: client.get_task(JOB, "t0000001"),
         "get_task_counts": lambda: client.get_job_task_counts(JOB),
@@ -169,15 +181,32 @@ def last_page_link(client: BatchClient) -> str:
     return re.sub(r"(\$|%24)skiptoken=[^&]*", f"%24skiptoken={token}", link)
 
 
-def concurrent_pages(client: BatchClient, clients: int, pages: int) -> list[float | None]:
-    """ms of each page request when `clients` clients walk the job's first `pages` pages at once."""
+def concurrent_pages(server: EmbeddedServer, clients: int, pages: int) -> list[float | None]:
+    """ms of each page request when `clients` client processes walk the job's first `pages` pages at once."""
+    context = multiprocessing.get_context("fork")  # all at once: a forked worker needs no imports
+    ready = context.Barrier(clients)
+    setup = (server.endpoint, server.account_name, server.account_key, ready)
+    with ProcessPoolExecutor(clients, context, initializer=_client_process, initargs=setup) as pool:
+        return [ms for times in pool.map(_walk_pages, [pages] * clients) for ms in times]
 
-    def walk(_: int) -> list[float]:
-        listed = client.list_tasks(JOB, max_results=PAGE).by_page()
-        return [timed(lambda: next(listed, None)) for _ in range(pages)]
 
-    with ThreadPoolExecutor(clients) as pool:
-        return [ms for times in pool.map(walk, range(clients)) for ms in times]
+_process_client: BatchClient | None = None
+_all_ready: Any = None
+
+
+def _client_process(endpoint: str, name: str, key: str, ready: Any) -> None:
+    global _process_client, _all_ready
+    _process_client = BatchClient(endpoint, AzureNamedKeyCredential(name, key))
+    _all_ready = ready
+
+
+def _walk_pages(pages: int) -> list[float]:
+    """ms of each of the first `pages` pages, once every client process is ready to walk."""
+    assert _process_client is not None
+    client = _process_client
+    _all_ready.wait(timeout=120)
+    listed = client.list_tasks(JOB, max_results=PAGE).by_page()
+    return [timed(lambda: next(listed, None)) for _ in range(pages)]
 
 
 def reads_beside_a_list(client: BatchClient, samples: int, call: Callable[[], Any]) -> list[float | None]:
@@ -195,6 +224,14 @@ def reads_beside_a_list(client: BatchClient, samples: int, call: Callable[[], An
         finally:
             stop.set()
             lister.result()
+
+
+def server_cpu_ms(server: EmbeddedServer) -> float:
+    """The CPU time the server process has used (user and system, all its threads), in ms: a figure the
+    machine's load disturbs far less than latencies."""
+    assert server.process is not None
+    fields = Path(f"/proc/{server.process.pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(server: EmbeddedServer) -> float:
@@ -220,7 +257,7 @@ def run(src: str, tasks: int, checkpoints: list[int], args: argparse.Namespace) 
                 rate = add_tasks(client, added, checkpoint)
                 added = checkpoint
                 report(src, checkpoint, "add/s", f"{rate:7.0f}")
-                figures = measure(client, args.samples, args.walks, args.clients, args.client_pages)
+                figures = measure(server, client, args.samples, args.walks, args.clients, args.client_pages)
                 for name, figure in figures.items():
                     report(src, checkpoint, name, figure)
                 report(src, checkpoint, "server RSS MB", f"{rss_mb(server):7.0f}")
