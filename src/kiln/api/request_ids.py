@@ -31,7 +31,7 @@ class RequestIds:
         request = Request(scope)
         request.state.request_id = str(uuid.uuid4())
         client_id = request.headers.get("client-request-id")
-        echo = client_id and request.headers.get("return-client-request-id", "").lower() == "true"
+        echo = client_id if request.headers.get("return-client-request-id", "").lower() == "true" else None
         status: int | None = None  # until the answer starts
 
         async def send_with_ids(message: Message) -> None:
@@ -41,7 +41,7 @@ class RequestIds:
                 headers = MutableHeaders(scope=message)
                 headers["request-id"] = request.state.request_id
                 if echo:
-                    headers["client-request-id"] = client_id
+                    headers["client-request-id"] = echo
             await send(message)
 
         try:
