@@ -21,13 +21,18 @@ logger = logging.getLogger(__name__)
 
 
 class RequestIds:
+    """The outermost of Kiln's middlewares: every HTTP answer passes through it."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "http":
+            await self._answer_with_ids(scope, receive, send)
+        else:  # lifespan
             await self.app(scope, receive, send)
-            return
+
+    async def _answer_with_ids(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope)
         request.state.request_id = str(uuid.uuid4())
         client_id = request.headers.get("client-request-id")
