@@ -148,19 +148,23 @@ def measure(
     figures["last page"] = percentiles(
         [timed(lambda: next(client.list_tasks(JOB).by_page(continuation_token=last))) for _ in range(samples)]
     )
+    spent = server_cpu_ms(server)
     figures["page 1 $select=id,state"] = percentiles(
         [
             timed(lambda: next(client.list_tasks(JOB, max_results=PAGE, select=["id", "state"]).by_page()))
             for _ in range(samples)
         ]
     )
+    figures["server CPU ms per $select page"] = f"{(server_cpu_ms(server) - spent) / samples:7.1f}"
     for name, text in FILTERS:
 
         def first_page(text: str = text) -> None:
             next(client.list_tasks(JOB, max_results=PAGE, filter=text).by_page())
 
         figures[f"filter {name}"] = percentiles([timed(first_page) for _ in range(samples)])
+    spent = server_cpu_ms(server)
     figures[f"{clients} clients paging"] = percentiles(concurrent_pages(server, clients, client_pages))
+    figures["server CPU ms per page (clients)"] = f"{(server_cpu_ms(server) - spent) / clients / client_pages:7.1f}"
     beside = {
         "get_task": lambda: client.get_task(JOB, "t0000001"),
         "get_task_counts": lambda: client.get_job_task_counts(JOB),
