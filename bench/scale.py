@@ -174,14 +174,16 @@ def measure(
     return figures
 
 
-def last_page_link(client: BatchClient) -> str:
+def last_page_link(client: BatchClient) -> str | None:
     """The link to the job's last page of PAGE tasks: page 1's next link, seeking past the seq before them
     (the job's tasks have seqs 1..N, made in order: its pool has no job manager)."""
     pages = client.list_tasks(JOB, max_results=PAGE).by_page()
     next(pages)
     link = pages.continuation_token
+    if link is None:  # one page: page 1 is the last
+        return None
     total = client.get_job_task_counts(JOB).task_counts.active  # every task stays active
-    token = base64.urlsafe_b64encode(f"after:{json.dumps(total - PAGE)}".encode()).decode().rstrip("=")
+    token = base64.urlsafe_b64encode(f"after:{json.dumps(max(total - PAGE, 0))}".encode()).decode().rstrip("=")
     return re.sub(r"(\$|%24)skiptoken=[^&]*", f"%24skiptoken={token}", link)
 
 
