@@ -66,6 +66,7 @@ def test_a_task_that_burns_cpu_shows_it_and_its_job_sums_its_tasks(client, pool,
     listed = {t.id: t.task_statistics for t in client.list_tasks(job_id, expand=["stats"])}
     assert set(listed) == {"burn", "burn-as-user", "quick", "fails"}
     assert listed["burn"].user_cpu_time == burn.user_cpu_time
+    _check_a_selected_list(client, job_id)
     assert client.get_task(job_id, "burn").task_statistics is None  # only when asked for
 
     job = client.get_job(job_id, expand=["stats"]).job_statistics
@@ -159,3 +160,14 @@ def test_statistics_survive_a_restart_and_the_account_keeps_its_lifetime_statist
         assert int(pools["resourceStats"]["diskWriteIOps"]) > 0
     finally:
         server.stop()
+
+
+def _check_a_selected_list(client, job_id: str) -> None:
+    """$select reads only some columns (store.task_pages): what it names is what the whole list shows."""
+    whole = {t.id: t for t in client.list_tasks(job_id, expand=["stats"])}
+    names = ["id", "executionInfo", "nodeInfo", "stats"]
+    for task in client.list_tasks(job_id, expand=["stats"], select=names, max_results=3):
+        full = whole[task.id]
+        assert (task.execution_info, task.node_info) == (full.execution_info, full.node_info)
+        assert task.task_statistics.wall_clock_time == full.task_statistics.wall_clock_time
+        assert task.command_line is None and task.state is None

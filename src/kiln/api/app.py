@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 
 from fastapi import Depends, FastAPI, Request
@@ -13,7 +12,6 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kiln import metrics, story
 from kiln.api import (
     account,
     applications,
@@ -39,6 +37,7 @@ from kiln.api import (
 from kiln.api import metrics as metrics_api
 from kiln.api.context import Kiln
 from kiln.api.http import MAX_BODY_BYTES, NotModified, error_response
+from kiln.api.request_ids import RequestIds
 from kiln.errors import BadRequest, KilnError, NotFound, RequestBodyTooLarge
 from kiln.web import pages as web_pages
 from kiln.wire.times import now
@@ -112,13 +111,6 @@ def _body_too_large(limit: int) -> RequestBodyTooLarge:
     )
 
 
-def _stimulus(request: Request) -> str:
-    """How a request shows in the stories of what it changed."""
-    client_id = request.headers.get("client-request-id")
-    client = f" client {client_id}" if client_id else ""
-    return f"request {request.state.request_id}{client} {request.method} {request.url.path}"
-
-
 def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
     app = FastAPI(title="Kiln", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.kiln = state
@@ -138,26 +130,7 @@ def create_app(state: Kiln, lifespan: Callable | None = None) -> FastAPI:
     app.add_middleware(BodyLimit)  # added first: request_ids below wraps it, so its 413 carries a request id
     app.add_middleware(versioning.Downgrade, loose=state.loose_api_version)
 
-    @app.middleware("http")
-    async def request_ids(request: Request, call_next) -> Response:
-        request.state.request_id = str(uuid.uuid4())
-        try:
-            with story.caused_by(_stimulus(request)):
-                response = await call_next(request)
-        except NotModified:
-            response = Response(status_code=304)
-        except KilnError as error:  # raised outside a route: BodyLimit's 413
-            response = error_response(request, error)
-        except Exception:  # a bug: still a Batch error body, never a dropped connection
-            logger.exception("%s %s failed", request.method, request.url.path)
-            response = error_response(request, KilnError())
-        route = request.scope.get("route")  # the matched route's template: ids would make a series each
-        metrics.request_answered(request.method, getattr(route, "path", "(none)"), response.status_code)
-        response.headers["request-id"] = request.state.request_id
-        client_id = request.headers.get("client-request-id")
-        if client_id and request.headers.get("return-client-request-id", "").lower() == "true":
-            response.headers["client-request-id"] = client_id
-        return response
+    app.add_middleware(RequestIds)  # outside the two above: their answers carry a request id too
 
     @app.exception_handler(KilnError)
     async def batch_error(request: Request, exc: KilnError) -> Response:

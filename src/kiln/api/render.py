@@ -153,6 +153,54 @@ def task(row: Mapping[str, Any], job_id: str, base: str) -> Doc:
     return doc
 
 
+_EXECUTION_COLUMNS = (
+    "retry_count",
+    "requeue_count",
+    "start_time",
+    "end_time",
+    "last_retry_time",
+    "last_requeue_time",
+    "exit_code",
+    "failure_info",
+    "result",
+)
+_PREVIOUS_COLUMNS = ("previous_state", "previous_state_transition_time")
+#: The task columns `task` renders each top-level property from (lower-cased, as `$select` matches); every
+#: other property comes from the spec. stats: what api.statistics adds from the row (its url comes of the id).
+TASK_COLUMNS: dict[str, tuple[str, ...]] = {
+    "id": ("id",),
+    "url": ("id",),
+    "etag": ("etag",),
+    "lastmodified": ("last_modified",),
+    "creationtime": ("creation_time",),
+    "state": ("state",),
+    "statetransitiontime": ("state_transition_time",),
+    "previousstate": _PREVIOUS_COLUMNS,
+    "previousstatetransitiontime": _PREVIOUS_COLUMNS,
+    "executioninfo": _EXECUTION_COLUMNS,
+    "nodeinfo": ("id", "pool_id", "node_id"),
+    "stats": ("id", "creation_time", "start_time"),
+}
+#: What `trimmed_task` reads in place of the columns a trimmed read left out: it renders them as nothing, and
+#: `$select` drops what they became.
+_UNREAD_TASK: dict[str, Any] = {
+    "spec": {},
+    **dict.fromkeys({column for columns in TASK_COLUMNS.values() for column in columns}),
+}
+
+
+def trimmed_task(row: Mapping[str, Any], job_id: str, base: str) -> Doc:
+    """`task` of a row read with some columns only (task_columns): what it lacks renders as nothing."""
+    return task({**_UNREAD_TASK, **row}, job_id, base)
+
+
+def task_columns(names: list[str] | None) -> frozenset[str] | None:
+    """The columns a task list must read to render the `$select`-ed properties (None: every column)."""
+    if names is None or "*" in names:
+        return None
+    return frozenset(column for name in names for column in TASK_COLUMNS.get(name, ("spec",)))
+
+
 def subtask(row: Mapping[str, Any], job_id: str, task_id: str, base: str) -> Doc:
     """A subtask of a multi-instance task; it runs in the task's directory on its own node."""
     doc: Doc = {

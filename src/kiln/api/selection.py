@@ -69,3 +69,13 @@ def _check(parameter: str, value: str, known: frozenset[str], kind: str) -> None
             raise InvalidQueryParameterValue(
                 parameter, value, f"'{name}' is not a property of {kind} that {parameter} may name ({allowed})."
             )
+
+
+def selected(request: Request, fragment: str) -> list[str] | None:
+    """The top-level properties a list must render, lower-cased (None: all of them): what `$select` names,
+    and stats when `$expand` asks for them."""
+    select = checked_select(request, fragment)
+    if select is None:
+        return None
+    names = [name.strip().lower() for name in select.split(",")]
+    return names + ["stats"] if request.query_params.get("$expand") is not None else names

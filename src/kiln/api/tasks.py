@@ -105,12 +105,15 @@ async def add_task_collection(request: Request, job_id: str) -> Response:
 
 @router.get("/jobs/{job_id}/tasks")
 async def list_tasks(request: Request, job_id: str) -> Response:
-    """A page read by index where the filter allows (keyset: it reads on from the last task of the page before)."""
+    """A page read by index where the filter allows (keyset: it reads on from the last task of the page before);
+    with `$select`, only the columns its properties are rendered from."""
     base = base_url(request)
     term, matches = seek_filter(request, odata.TASK_FILTERS, lambda r: render.task(r, job_id, base))
     after, count = seek_window(request, 0)
-    job, page = await tasks.list_page(control(request), job_id, term, matches, after, count)
-    shown = await statistics.tasks(request, page.rows, lambda r: render.task(r, job["id"], base))
+    columns = render.task_columns(selection.selected(request, "tasks"))
+    job, page = await tasks.list_page(control(request), job_id, term, matches, after, count, columns)
+    rendered = render.task if columns is None else render.trimmed_task
+    shown = await statistics.tasks(request, page.rows, lambda r: rendered(r, job["id"], base))
     return seek_response(request, page, "tasks", shown)
 
 

@@ -41,13 +41,15 @@ async def list_page(
     matches: Callable[[Row], bool],
     after_seq: int,
     count: int,
+    columns: frozenset[str] | None = None,
 ) -> tuple[Row, seek.Page]:
     """The job and a page of its tasks after `after_seq`, in the order they were added, read by index where
-    the filter allows; matches: the whole filter on a task row, for what the store's columns cannot tell."""
+    the filter allows; matches: the whole filter on a task row, for what the store's columns cannot tell;
+    columns: those to read (None: all), where the filter needs no more."""
 
     def read(conn: Connection) -> tuple[Row, seek.Page]:
         job = jobs.load(conn, job_id)
-        return job, task_pages.task_page(conn, job["key"], term, after_seq, count, matches)
+        return job, task_pages.task_page(conn, job["key"], term, after_seq, count, matches, columns)
 
     return await control.database.read(read)
 

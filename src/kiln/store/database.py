@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import os
 import threading
@@ -11,8 +12,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -63,7 +65,7 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         if (file := sqlite_file(url)) is not None:
             keep_private(file)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(url, connect_args={"check_same_thread": False}, json_deserializer=load_json)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record) -> None:  # WAL: readers never block the writer
@@ -78,7 +80,16 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     # the writer, READERS readers, and a few connections for migrations and the odd direct use
-    return create_engine(url, pool_size=READERS + 1, max_overflow=4)
+    return create_engine(url, pool_size=READERS + 1, max_overflow=4, json_deserializer=load_json)
+
+
+def load_json(text: str | bytes) -> Any:
+    """A stored document (a row's spec): orjson reads it several times faster than json, which a page of
+    tasks felt; what orjson refuses (NaN, integers past 64 bits) json still reads."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 class Checkpointer:

@@ -38,10 +38,14 @@ TASK_FIELDS: seek.Fields = {
 INDEXED = frozenset({"state", "executionInfo/result", "executionInfo/exitCode", "id"})
 
 
-def _parts(job_key: str, term: filters.Term | None) -> tuple[Select, list[ColumnElement[bool]], bool]:
-    """(the job's tasks, the SQL part of `term`, whether a part is left to the predicate)."""
+def _parts(
+    job_key: str, term: filters.Term | None, columns: frozenset[str] | None = None
+) -> tuple[Select, list[ColumnElement[bool]], bool]:
+    """(the job's tasks, the SQL part of `term`, whether a part is left to the predicate). columns: those to
+    read (None: all); the predicate reads them all."""
     served, left = seek.conditions(term, TASK_FIELDS)
-    return select(tasks).where(tasks.c.job_key == job_key), served, left
+    read = tasks.columns if columns is None or left else [c for c in tasks.columns if c.name in columns]
+    return select(*read).where(tasks.c.job_key == job_key), served, left
 
 
 def page_query(job_key: str, term: filters.Term | None) -> tuple[Select, bool]:
@@ -72,10 +76,12 @@ def task_page(
     after_seq: int,
     count: int,
     matches: Callable[[dict[str, Any]], bool],
+    columns: frozenset[str] | None = None,
 ) -> seek.Page:
     """Up to `count` of the job's tasks after `after_seq` that `term` keeps; matches: the whole filter on a
-    row, for what SQL cannot tell."""
-    scope, served, left = _parts(job_key, term)
+    row, for what SQL cannot tell; columns: those to read, besides seq (None: all; all where a part of the
+    filter is left to `matches`)."""
+    scope, served, left = _parts(job_key, term, None if columns is None else columns | {"seq"})
     span = None if narrowed(term) else seek.SPAN
     return seek.page(conn, scope, served, tasks.c.seq, after_seq, count, matches if left else None, span)
 
