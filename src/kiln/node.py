@@ -34,6 +34,8 @@ class ClusterHostAgent(HostAgent):
     def __init__(self, root_dir: Path, limit: int | None = None) -> None:
         super().__init__(limit)
         self.root_dir = root_dir
+        root_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(root_dir, 0o755)  # task accounts pass through it to their nodes' roots
         #: the server that owns the host's nodes (None: none since the host started or was released)
         self.session: str | None = None
 
@@ -49,12 +51,14 @@ class ClusterHostAgent(HostAgent):
         return str(self.root_dir / PurePath(node_root).name)
 
     async def claim(self, session: str) -> dict[str, Any]:
-        """A server attaches: the nodes another server started here stop (their commands are killed)."""
+        """A server attaches: the nodes another server started here stop (their commands are killed). Returns
+        what the server places nodes by: the host's limit and the node roots it has."""
         if session != self.session:
             for node_id in list(self.nodes):
                 await self.stop_node(node_id)
             self.session = session
-        return {"limit": self.limit, "root_dir": str(self.root_dir)}
+        roots = [entry.name for entry in os.scandir(self.root_dir) if entry.is_dir(follow_symlinks=False)]
+        return {"limit": self.limit, "root_dir": str(self.root_dir), "roots": roots}
 
     async def release(self, session: str) -> int:
         """The server that owns the host stops: every node stops with it. Returns how many there were."""
@@ -97,7 +101,4 @@ class ClusterHostAgent(HostAgent):
 @click.option("--max-nodes", envvar=MAX_NODES_ENV, type=int, default=None, help="The most nodes this host serves.")
 def dask_setup(worker: Any, node_root_dir: str, max_nodes: int | None) -> None:
     """Preload hook: serve Kiln's nodes on this worker, their roots under --node-root-dir."""
-    root_dir = Path(node_root_dir).absolute()
-    root_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(root_dir, 0o755)  # task accounts pass through it to their nodes' roots
-    install(worker, ClusterHostAgent(root_dir, max_nodes))
+    install(worker, ClusterHostAgent(Path(node_root_dir).absolute(), max_nodes))

@@ -3,10 +3,13 @@ processes with their own node-root directories, over TLS; driven by the official
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from azure.batch import BatchClient, models
 
@@ -59,7 +62,7 @@ def _nodes(attached: Attached) -> dict[str, str]:
 
 def _blocked(task_id: str, marks: Path) -> models.BatchTaskCreateOptions:
     """A task that says it started, then runs until the test makes the mark `go`."""
-    script = f"touch {marks}/started-{task_id}; while [ ! -e {marks}/go ]; do sleep 0.1; done; echo done"
+    script = f"echo $$ >> {marks}/started-{task_id}; while [ ! -e {marks}/go ]; do sleep 0.1; done; echo done"
     return models.BatchTaskCreateOptions(id=task_id, command_line=shell(script))
 
 
@@ -155,8 +158,11 @@ def test_server_restart_reattaches(attached, marks_dir):
     client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=attached.pool_id)))
     client.create_tasks(job_id, [_blocked(f"t{i}", marks_dir) for i in range(6)])
     wait_for(lambda: len(list(marks_dir.glob("started-*"))) == 4, 60)
+    first_runs = [int(path.read_text()) for path in marks_dir.glob("started-*")]
     attached.restart_server(crash=True)
     client = attached.client
+    wait_for(lambda: len([t for t in client.list_tasks(job_id) if t.state == "running"]) == 4, 60)
+    assert not any(alive(pid) for pid in first_runs)  # the hosts stopped the crashed server's runs
     (marks_dir / "go").touch()
     tasks = _completed(client, job_id)
     assert all(t.execution_info.exit_code == 0 for t in tasks)
@@ -182,3 +188,25 @@ def test_plain_dask_worker_with_kiln_node_preload(open_base):
             node_id = client.get_task(job_id, "t").node_info.node_id
             root = cluster.hosts["plain"].root_dir / node_id
             assert read_task_file(client, job_id, "t", "stdout.txt").strip() == str(root)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["serve", "--port", "0", "--data-dir", "kiln", "--dask-scheduler", "tcp://127.0.0.1:1"],
+        ["worker", "tcp://127.0.0.1:1", "--node-root-dir", "roots"],
+    ],
+)
+def test_plain_tcp_is_refused_without_insecure_dask(command, open_tmp):
+    done = subprocess.run(
+        [sys.executable, "-m", "kiln.cli.main", *command], cwd=open_tmp, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "--insecure-dask" in done.stderr and "run any code" in " ".join(done.stderr.split())
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

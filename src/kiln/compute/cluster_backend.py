@@ -86,6 +86,7 @@ class ClusterBackend(DaskBackend):
         self._session = uuid.uuid4().hex
         self._unplaced = _Host(UNPLACED)
         self._limits: dict[str, int] = {}  #: nodes each host serves at most, by host name
+        self._roots: dict[str, set[str]] = {}  #: ids of the node roots each host has, as it was claimed
         self._watcher: asyncio.Task[None] | None = None
 
     @property
@@ -169,7 +170,7 @@ class ClusterBackend(DaskBackend):
                     logger.warning("worker %s at %s is not a Kiln host (%r); it gets no nodes", each.name, address, exc)
                     return
                 await asyncio.sleep(0.1)
-        self._limits[each.name] = int(claimed["limit"])
+        self._limits[each.name], self._roots[each.name] = int(claimed["limit"]), set(claimed["roots"])
         logger.warning("host %s at %s: node roots under %s", each.name, address, claimed["root_dir"])
         await super()._probe(each, address)
         if each.up:
@@ -177,15 +178,20 @@ class ClusterBackend(DaskBackend):
 
     # -- placement ---------------------------------------------------------------------------
 
-    def _home(self) -> _Host:
-        """The up host with the fewest nodes that has room; else the waiting room."""
+    def _home(self, node_id: str) -> _Host:
+        """The up host with room that has the node's root already (its files: a server that starts again puts
+        its nodes back where they were), else the one with the fewest nodes; else the waiting room."""
         roomy = [each for each in self._hosts.values() if each.up and len(each.nodes) < self._limits.get(each.name, 0)]
-        return min(roomy, key=lambda each: len(each.nodes)) if roomy else self._unplaced
+        return min(
+            roomy,
+            key=lambda each: (node_id not in self._roots.get(each.name, ()), len(each.nodes)),
+            default=self._unplaced,
+        )
 
     def _place(self) -> None:
         """Nodes waiting for room go to the hosts that have it, and start there."""
         for node in list(self._unplaced.nodes.values()):
-            home = self._home()
+            home = self._home(node.node_id)
             if home is self._unplaced:
                 return
             del self._unplaced.nodes[node.node_id]

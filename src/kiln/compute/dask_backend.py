@@ -289,7 +289,7 @@ class DaskBackend:
             raise RuntimeError("the backend is not running")
         if node_id in self._nodes:
             raise ValueError(f"node {node_id!r} exists already")
-        home = self._home()
+        home = self._home(node_id)
         node = self._nodes[node_id] = home.nodes[node_id] = _Node(node_id, str(Path(node_root).absolute()), home)
         node.reporter = asyncio.create_task(self._report(node), name=f"kiln-report-{node_id}")
         if home.up:
@@ -324,7 +324,7 @@ class DaskBackend:
                 if node.host.up:
                     self._start_node(node)
 
-    def _home(self) -> _Host:
+    def _home(self, node_id: str) -> _Host:
         """Where a new node goes: the host with the fewest nodes."""
         return min(self._hosts.values(), key=lambda each: len(each.nodes))
 
