@@ -148,6 +148,7 @@ def test_host_killed_mid_job_then_back(attached, marks_dir):
         assert task.execution_info.requeue_count == (1 if task.id in on_a else 0)
     attached.cluster.start_host("host-a")
     wait_for(lambda: _nodes(attached) == {"host-a": "idle", "host-b": "idle"}, 120, "host-a's node back idle")
+    terminate_job(client, job_id)
 
 
 def test_server_restart_reattaches(attached, marks_dir):
@@ -169,6 +170,29 @@ def test_server_restart_reattaches(attached, marks_dir):
     assert sum(t.execution_info.requeue_count for t in tasks) >= 4  # the four that were running ran again
     assert {attached.host_of(t.node_info.node_id) for t in tasks} == set(HOSTS)
     wait_for(lambda: _nodes(attached) == {"host-a": "idle", "host-b": "idle"}, 60)
+    terminate_job(client, job_id)
+
+
+def test_a_task_sent_ahead_to_a_lost_host_counts_as_requeued_and_runs_once(attached, marks_dir):
+    """Whether a task sent ahead started on a host that is gone cannot be read on the server's disk: it counts
+    as a run (requeueCount 1), and it runs once, elsewhere or when the hosts are back."""
+    client, job_id = attached.client, unique("ahead")
+    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=attached.pool_id)))
+    client.create_tasks(job_id, [_blocked(f"t{i}", marks_dir) for i in range(4)])
+    wait_for(lambda: len(list(marks_dir.glob("started-*"))) == 4, 60)
+    command = shell(f"umask 0; echo ran >> {marks_dir}/ahead")
+    client.create_task(job_id, models.BatchTaskCreateOptions(id="ahead", command_line=command))
+    for name in HOSTS:
+        attached.cluster.kill_host(name)
+    wait_for(lambda: set(_nodes(attached).values()) == {"unknown"}, 60, "both nodes unknown")
+    (marks_dir / "go").touch()
+    for name in HOSTS:
+        attached.cluster.start_host(name)
+    tasks = {t.id: t for t in _completed(client, job_id)}
+    assert tasks["ahead"].execution_info.requeue_count == 1
+    assert (marks_dir / "ahead").read_text() == "ran\n"
+    assert all(t.execution_info.requeue_count == 1 and t.execution_info.exit_code == 0 for t in tasks.values())
+    terminate_job(client, job_id)
 
 
 def test_plain_dask_worker_with_kiln_node_preload(open_base):

@@ -78,6 +78,8 @@ def cluster_security(
 class ClusterBackend(DaskBackend):
     """DaskBackend on the workers of the cluster whose scheduler is at `address`."""
 
+    node_files_here = False
+
     def __init__(self, data_dir: Path, address: str, security: Security) -> None:
         super().__init__(data_dir, hosts=0)
         self.address = address

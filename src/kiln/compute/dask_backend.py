@@ -206,6 +206,8 @@ class _Membership(SchedulerPlugin):
 class DaskBackend:
     """ComputeBackend with an embedded Dask scheduler and `hosts` host agents; every address binds to `host`."""
 
+    node_files_here = True
+
     def __init__(self, data_dir: Path, host: str = "127.0.0.1", hosts: int | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.host = host

@@ -182,6 +182,8 @@ class ComputeBackend(Protocol):
     on_node_up: NodeUpCallback
     on_node_down: NodeDownCallback
     on_node_failed: NodeFailedCallback
+    #: the nodes' roots are on this server's disk, where the node_root given names them (not on other hosts)
+    node_files_here: bool
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...
