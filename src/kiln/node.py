@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from kiln.compute.node.host import MAX_NODES_ENV, HostAgent, dask_teardown, install
+from kiln.compute.usage import UsageMeter
 
 __all__ = ["ClusterHostAgent", "dask_setup", "dask_teardown"]
 
@@ -38,6 +39,7 @@ class ClusterHostAgent(HostAgent):
         os.chmod(root_dir, 0o755)  # task accounts pass through it to their nodes' roots
         #: the server that owns the host's nodes (None: none since the host started or was released)
         self.session: str | None = None
+        self._usage = UsageMeter()
 
     def handlers(self) -> dict[str, Callable[..., Any]]:
         return {
@@ -45,6 +47,7 @@ class ClusterHostAgent(HostAgent):
             "kiln_claim": self.claim,
             "kiln_release": self.release,
             "kiln_node_wipe": self.wipe_node,
+            "kiln_usage": self.usage,
         }
 
     def local_root(self, node_root: str) -> str:
@@ -75,6 +78,11 @@ class ClusterHostAgent(HostAgent):
         from kiln.compute.dask_backend import wipe_node_root
 
         await asyncio.to_thread(wipe_node_root, self.local_root(node_root))
+
+    async def usage(self, node_ids: list[str]) -> dict[str, dict[str, float]]:
+        """What each of these nodes (those the host runs) uses now (autoscale's node metrics)."""
+        roots = {node_id: node.root for node_id, node in self.nodes.items() if node_id in node_ids and node.root}
+        return await asyncio.to_thread(self._usage.measure, roots)
 
     async def start_node(self, node_id: str, node_root: str) -> dict[str, Any]:
         return await super().start_node(node_id, self.local_root(node_root))

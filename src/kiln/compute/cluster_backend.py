@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 from distributed.core import ConnectionPool
@@ -200,6 +201,22 @@ class ClusterBackend(DaskBackend):
             home.nodes[node.node_id], node.host = node, home
             if not node.stopping:
                 self._start_node(node)
+
+    async def measure_usage(self, roots: Mapping[str, str]) -> dict[str, dict[str, float]]:
+        """Each host measures its own nodes; a node whose host does not answer has no measurement."""
+        by_host: dict[str, list[str]] = {}
+        for node_id in roots:
+            node = self._nodes.get(node_id)
+            if node is not None and node.up and node.host.address is not None:
+                by_host.setdefault(node.host.address, []).append(node_id)
+        replies = await asyncio.gather(
+            *(
+                asyncio.wait_for(self._rpc(address).kiln_usage(node_ids=node_ids), RPC_TIMEOUT)
+                for address, node_ids in by_host.items()
+            ),
+            return_exceptions=True,
+        )
+        return {node_id: usage for reply in replies if isinstance(reply, dict) for node_id, usage in reply.items()}
 
     async def _wipe(self, node: _Node) -> None:
         """The node's root lives on its host: the host empties it."""
