@@ -62,7 +62,7 @@ def _nodes(attached: Attached) -> dict[str, str]:
 
 def _blocked(task_id: str, marks: Path) -> models.BatchTaskCreateOptions:
     """A task that says it started, then runs until the test makes the mark `go`."""
-    script = f"echo $$ >> {marks}/started-{task_id}; while [ ! -e {marks}/go ]; do sleep 0.1; done; echo done"
+    script = f"umask 0; echo $$ >> {marks}/started-{task_id}; while [ ! -e {marks}/go ]; do sleep 0.1; done; echo done"
     return models.BatchTaskCreateOptions(id=task_id, command_line=shell(script))
 
 
@@ -234,3 +234,37 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_host_that_stops_answering_is_lost_and_rejoins(open_base, marks_dir):
+    """A host frozen (SIGSTOP) while the scheduler still lists it: after twice the host lease without an answer
+    its node is unknown and its task requeued onto the other host; thawed, the host has stopped the stale run
+    (its lease ran out) and its node rejoins, idle."""
+    base = open_dir(open_base, "frozen-")
+    with start_cluster(base / "cluster", HOSTS, env={"KILN_HOST_LEASE": "5"}) as cluster:
+        with cluster.server(base / "kiln") as server:
+            cluster.wait_attached(server, HOSTS)
+            attached = Attached(cluster, server, make_client(server), "")
+            attached.pool_id = create_pool_and_wait(attached.client, nodes=2, slots=2, pool_id="frozen-pool")
+            client, job_id = attached.client, unique("frozen")
+            client.create_job(
+                models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=attached.pool_id))
+            )
+            client.create_tasks(job_id, [_blocked(f"t{i}", marks_dir) for i in range(2)])
+            wait_for(lambda: len(list(marks_dir.glob("started-*"))) == 2, 60)
+            running = {t.id: t.node_info.node_id for t in client.list_tasks(job_id)}
+            frozen_task = next(task for task, node in running.items() if attached.host_of(node) == "host-a")
+            stale_pid = int((marks_dir / f"started-{frozen_task}").read_text())
+            cluster.pause_host("host-a")
+            try:
+                wait_for(lambda: _nodes(attached)["host-a"] == "unknown", 60, "host-a's node unknown")
+                wait_for(lambda: len((marks_dir / f"started-{frozen_task}").read_text().split()) == 2, 60, "rerun")
+            finally:
+                cluster.pause_host("host-a", paused=False)
+            wait_for(lambda: not alive(stale_pid), 60, "the stale run to be killed on host-a")
+            wait_for(lambda: _nodes(attached)["host-a"] == "idle", 60, "host-a's node back")
+            (marks_dir / "go").touch()
+            tasks = {t.id: t for t in _completed(client, job_id)}
+            assert tasks[frozen_task].execution_info.requeue_count == 1
+            assert attached.host_of(tasks[frozen_task].node_info.node_id) == "host-b"
+            assert all(t.execution_info.exit_code == 0 for t in tasks.values())

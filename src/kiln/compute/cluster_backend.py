@@ -25,6 +25,7 @@ from distributed.core import ConnectionPool
 from distributed.security import Security
 
 from kiln.compute.dask_backend import RPC_TIMEOUT, DaskBackend, _Host, _Node
+from kiln.node import LEASE
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,13 @@ MEMBERSHIP_INTERVAL = 0.5
 CLAIM_TIMEOUT = 10.0
 #: The name of the waiting room of nodes no host has room for yet.
 UNPLACED = "(no host yet)"
+#: A host whose agent has not answered for this long is lost (its nodes go down, their tasks are requeued),
+#: whether or not the scheduler still lists its worker (a cut network: the scheduler notices in minutes).
+#: Twice the host's own lease (kiln.node.LEASE), after which it has already stopped those nodes' commands,
+#: so that a task requeued elsewhere never runs twice at once.
+HOST_TIMEOUT = 2 * LEASE
+#: Bound of one liveness ping; how often a listed worker that is not up is asked again.
+PING_TIMEOUT, REPROBE_INTERVAL = 2.0, 5.0
 
 
 class ClusterRefused(ValueError):
@@ -91,6 +99,8 @@ class ClusterBackend(DaskBackend):
         self._limits: dict[str, int] = {}  #: nodes each host serves at most, by host name
         self._roots: dict[str, set[str]] = {}  #: ids of the node roots each host has, as it was claimed
         self._watcher: asyncio.Task[None] | None = None
+        self._answered: dict[str, float] = {}  #: loop time each up host's agent last answered, by host name
+        self._probed: dict[str, float] = {}  #: loop time each host was last probed, by host name
 
     @property
     def scheduler_address(self) -> str:
@@ -146,6 +156,7 @@ class ClusterBackend(DaskBackend):
                 logger.warning("the Dask scheduler at %s did not answer: %r", self.address, exc)
                 continue
             known = self._follow(known, workers)
+            await self._check_hosts(known)
 
     def _follow(self, known: dict[str, str], workers: dict[str, str]) -> dict[str, str]:
         for address in known.keys() - workers.keys():
@@ -157,7 +168,30 @@ class ClusterBackend(DaskBackend):
     def _worker_added(self, name: str, address: str) -> None:
         if name not in self._hosts and not self._closing:
             self._hosts[name] = _Host(name)
+        self._probed[name] = asyncio.get_running_loop().time()
         super()._worker_added(name, address)
+
+    async def _check_hosts(self, workers: dict[str, str]) -> None:
+        """Ping every up host: one silent for HOST_TIMEOUT is lost. Probe again, now and then, a listed worker
+        whose host is not up (back from a cut, or slow to answer its first claim)."""
+        loop = asyncio.get_running_loop()
+        up = [(each, each.address) for each in self._hosts.values() if each.up and each.address is not None]
+        pings = [asyncio.wait_for(self._rpc(address).kiln_ping(), PING_TIMEOUT) for _, address in up]
+        for (each, address), reply in zip(up, await asyncio.gather(*pings, return_exceptions=True), strict=True):
+            now = loop.time()
+            if not isinstance(reply, BaseException):
+                self._answered[each.name] = now
+            elif now - self._answered.setdefault(each.name, now) > HOST_TIMEOUT and each.address == address:
+                logger.warning(
+                    "host %s: its agent has not answered for %.0f s; its nodes are lost", each.name, HOST_TIMEOUT
+                )
+                self._worker_removed(address)
+        for address, name in workers.items():
+            listed = self._hosts.get(name)
+            idle = listed is not None and not listed.up and (listed.probe is None or listed.probe.done())
+            idle = idle and name in self._limits  # a Kiln host once: not every worker of a shared cluster
+            if idle and loop.time() - self._probed.get(name, 0.0) > REPROBE_INTERVAL:
+                self._worker_added(name, address)
 
     async def _probe(self, each: _Host, address: str) -> None:
         """Claim the host first (the nodes an earlier server left there stop), then as the embedded default;
@@ -174,6 +208,7 @@ class ClusterBackend(DaskBackend):
                     return
                 await asyncio.sleep(0.1)
         self._limits[each.name], self._roots[each.name] = int(claimed["limit"]), set(claimed["roots"])
+        self._answered[each.name] = loop.time()
         logger.warning("host %s at %s: node roots under %s", each.name, address, claimed["root_dir"])
         await super()._probe(each, address)
         if each.up:
