@@ -3,6 +3,7 @@ processes with their own node-root directories, over TLS; driven by the official
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -227,6 +228,16 @@ def test_plain_tcp_is_refused_without_insecure_dask(command, open_tmp):
     )
     assert done.returncode == 2
     assert "--insecure-dask" in done.stderr and "run any code" in " ".join(done.stderr.split())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs tasks as accounts of their own")
+def test_kiln_worker_refuses_a_node_root_dir_task_accounts_cannot_reach(open_tmp):
+    closed = open_tmp / "closed"
+    closed.mkdir(mode=0o700)
+    command = ["worker", "tcp://127.0.0.1:1", "--insecure-dask", "--node-root-dir", str(closed / "roots")]
+    done = subprocess.run([sys.executable, "-m", "kiln.cli.main", *command], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"chmod o+x {closed}" in " ".join(done.stderr.split())
 
 
 def alive(pid: int) -> bool:

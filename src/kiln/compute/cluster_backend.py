@@ -171,6 +171,12 @@ class ClusterBackend(DaskBackend):
         self._probed[name] = asyncio.get_running_loop().time()
         super()._worker_added(name, address)
 
+    def _worker_removed(self, address: str) -> None:
+        gone = next((each for each in self._hosts.values() if each.address == address), None)
+        if gone is not None and gone.up and not self._closing:
+            logger.warning("host %s at %s is gone: its %d nodes are down", gone.name, address, len(gone.nodes))
+        super()._worker_removed(address)
+
     async def _check_hosts(self, workers: dict[str, str]) -> None:
         """Ping every up host: one silent for HOST_TIMEOUT is lost. Probe again, now and then, a listed worker
         whose host is not up (back from a cut, or slow to answer its first claim)."""
