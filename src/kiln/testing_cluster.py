@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -159,7 +160,7 @@ class Cluster:
 
         def claimed() -> bool:
             text = server.log_path.read_text(errors="replace") if server.log_path.exists() else ""
-            return all(f"host {name} at " in text for name in names)
+            return all(re.search(rf"host {re.escape(name)} at \S+: node roots under", text) for name in names)
 
         assert server.process is not None, "a started server"
         _wait(claimed, timeout, f"claim of hosts {', '.join(names)}", server.process)

@@ -15,7 +15,16 @@ import pytest
 from azure.batch import BatchClient, models
 
 from kiln.cli.embedded import EmbeddedServer
-from kiln.testing import create_pool_and_wait, make_client, read_task_file, shell, terminate_job, unique, wait_for
+from kiln.testing import (
+    create_pool_and_wait,
+    make_client,
+    read_task_file,
+    shell,
+    task_story,
+    terminate_job,
+    unique,
+    wait_for,
+)
 from kiln.testing_cluster import Cluster, HostSpec, start_cluster
 from kiln.testing_fixtures import open_dir
 
@@ -183,6 +192,7 @@ def test_a_task_sent_ahead_to_a_lost_host_counts_as_requeued_and_runs_once(attac
     wait_for(lambda: len(list(marks_dir.glob("started-*"))) == 4, 60)
     command = shell(f"umask 0; echo ran >> {marks_dir}/ahead")
     client.create_task(job_id, models.BatchTaskCreateOptions(id="ahead", command_line=command))
+    wait_for(lambda: "sent ahead" in str(task_story(attached.server, job_id, "ahead")["why"]), 60, "sent ahead")
     for name in HOSTS:
         attached.cluster.kill_host(name)
     wait_for(lambda: set(_nodes(attached).values()) == {"unknown"}, 60, "both nodes unknown")
