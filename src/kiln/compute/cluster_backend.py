@@ -92,8 +92,8 @@ class ClusterBackend(DaskBackend):
     def __init__(self, data_dir: Path, address: str, security: Security) -> None:
         super().__init__(data_dir, hosts=0)
         self.address = address
-        self._security = self.security = security
-        #: names this server's claim on its hosts: a host claimed by another (an earlier run) drops its nodes
+        self.security = security
+        #: names this server's claim on its hosts, so that its release at close stops no other server's nodes
         self._session = uuid.uuid4().hex
         self._unplaced = _Host(UNPLACED)
         self._limits: dict[str, int] = {}  #: nodes each host serves at most, by host name
