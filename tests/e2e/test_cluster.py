@@ -54,14 +54,13 @@ def attached(open_base: Path) -> Iterator[Attached]:
     base = open_dir(open_base, "cluster-")
     with start_cluster(base / "cluster", HOSTS) as cluster:
         server = cluster.server(base / "kiln").start()
+        attached = Attached(cluster, server, make_client(server), "")
         try:
             cluster.wait_attached(server, HOSTS)
-            client = make_client(server)
-            pool_id = create_pool_and_wait(client, nodes=2, slots=2, pool_id="cluster-pool")
-            running = Attached(cluster, server, client, pool_id)
-            yield running
+            attached.pool_id = create_pool_and_wait(attached.client, nodes=2, slots=2, pool_id="cluster-pool")
+            yield attached
         finally:
-            running.server.stop() if "running" in locals() else server.stop()
+            attached.server.stop()  # the one running now (a test restarts it); fails if its state broke
 
 
 def _nodes(attached: Attached) -> dict[str, str]:
