@@ -28,7 +28,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,7 @@ from kiln.compute.protocol import (
     StepResult,
     Withdrawal,
 )
+from kiln.compute.usage import UsageMeter
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +208,8 @@ class _Membership(SchedulerPlugin):
 class DaskBackend:
     """ComputeBackend with an embedded Dask scheduler and `hosts` host agents; every address binds to `host`."""
 
+    node_files_here = True
+
     def __init__(self, data_dir: Path, host: str = "127.0.0.1", hosts: int | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
@@ -221,6 +224,7 @@ class DaskBackend:
         self._pool: ConnectionPool | None = None
         self._security: Security | None = None
         self._closing = False
+        self._usage = UsageMeter()  #: the nodes' usage, measured on this host (where their roots are)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -286,11 +290,11 @@ class DaskBackend:
     async def add_node(self, node_id: str, node_root: str) -> None:
         """Returns at once: the node goes to the host with the fewest nodes and starts when that host is up and
         admits it (on_node_up, or on_node_failed)."""
-        if self._closing or self._scheduler is None:
+        if self._closing or self._pool is None:
             raise RuntimeError("the backend is not running")
         if node_id in self._nodes:
             raise ValueError(f"node {node_id!r} exists already")
-        home = min(self._hosts.values(), key=lambda each: len(each.nodes))
+        home = self._home(node_id)
         node = self._nodes[node_id] = home.nodes[node_id] = _Node(node_id, str(Path(node_root).absolute()), home)
         node.reporter = asyncio.create_task(self._report(node), name=f"kiln-report-{node_id}")
         if home.up:
@@ -319,11 +323,21 @@ class DaskBackend:
         async with node.lifecycle:
             await self._stop_node(node)
             if wipe:
-                await asyncio.to_thread(wipe_node_root, node.node_root)
+                await self._wipe(node)
             if self._nodes.get(node_id) is node and not self._closing:
                 node.stopping = node.failed = False
                 if node.host.up:
                     self._start_node(node)
+
+    def _home(self, node_id: str) -> _Host:
+        """Where a new node goes: the host with the fewest nodes."""
+        return min(self._hosts.values(), key=lambda each: len(each.nodes))
+
+    async def _wipe(self, node: _Node) -> None:
+        await asyncio.to_thread(wipe_node_root, node.node_root)
+
+    async def measure_usage(self, roots: Mapping[str, str]) -> dict[str, dict[str, float]]:
+        return await asyncio.to_thread(self._usage.measure, roots)
 
     def is_up(self, node_id: str) -> bool:
         node = self._nodes.get(node_id)
