@@ -107,3 +107,16 @@ def test_teardown_removes_namespaces_links_and_processes(open_tmp: Path) -> None
     assert not [name for name in names if name in listed]
     shown = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
     assert not [link for link in links if f" {link}:" in shown or f" {link}@" in shown]
+
+
+def test_postgres_in_a_host_is_reached_over_the_hosts_addresses_only(netns: NetnsCluster) -> None:
+    first, second = netns.hosts[0], netns.hosts[1]
+    url = netns.start_postgres(first)
+    assert f"@{first.address}:" in url
+    query = f"import psycopg; print(psycopg.connect({url!r}, connect_timeout=3).execute('select 42').fetchone()[0])"
+    assert netns.run(second, [sys.executable, "-c", query]).stdout.strip() == "42"
+    # not on the host's loopback, nor without the password
+    on_loopback = url.replace(first.address, "127.0.0.1")
+    assert "failed" in netns.run(first, [sys.executable, "-c", query.replace(url, on_loopback)]).stderr
+    no_password = url.split(":")[0] + "://kiln@" + url.split("@")[1]
+    assert "password" in netns.run(second, [sys.executable, "-c", query.replace(url, no_password)]).stderr
