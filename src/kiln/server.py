@@ -11,7 +11,7 @@ import shlex
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
@@ -36,6 +36,9 @@ from kiln.scheduler.engine import Scheduler
 from kiln.scheduler.spot import RandomPreemption
 from kiln.store.database import Database, sqlite_url
 from kiln.wire.times import parse_duration
+
+if TYPE_CHECKING:
+    from kiln.compute.dask_backend import DaskBackend
 
 log = logging.getLogger("kiln")
 
@@ -64,6 +67,14 @@ class Settings:
     spot_preemption_rate: float = 0.0
     #: seeds those draws, so that a test's run repeats them (None: a fresh seed)
     spot_preemption_seed: int | None = None
+    #: the scheduler of an existing Dask cluster to run the nodes on (None: Kiln's own, embedded)
+    dask_scheduler: str | None = None
+    #: attach over plain tcp:// (anything that reaches the cluster could run code on its workers)
+    insecure_dask: bool = False
+    #: TLS files of the comms with the cluster (None: Dask's distributed.comm.tls.* configuration)
+    dask_tls_ca_file: str | None = None
+    dask_tls_cert: str | None = None
+    dask_tls_key: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -111,6 +122,25 @@ def check_node_roots_reachable(data_dir: Path) -> None:
         )
 
 
+def attach_to_cluster(settings: Settings, data_dir: Path) -> DaskBackend:
+    """The backend on the existing Dask cluster settings.dask_scheduler names (its hosts check their own node
+    roots); raises StartRefused where attaching would be unsafe."""
+    from kiln.compute.cluster_backend import ClusterBackend, ClusterRefused, cluster_security
+
+    assert settings.dask_scheduler is not None, "only for a cluster"
+    try:
+        security = cluster_security(
+            settings.dask_scheduler,
+            ca_file=settings.dask_tls_ca_file,
+            cert=settings.dask_tls_cert,
+            key=settings.dask_tls_key,
+            insecure=settings.insecure_dask,
+        )
+    except ClusterRefused as refused:
+        raise StartRefused(str(refused)) from None
+    return ClusterBackend(data_dir, settings.dask_scheduler, security)
+
+
 def build_app(settings: Settings) -> FastAPI:
     """The app; its lifespan opens the store, starts the Dask nodes and the scheduler, and stops them.
     Raises StartRefused where non-admin tasks could not run."""
@@ -118,9 +148,12 @@ def build_app(settings: Settings) -> FastAPI:
 
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    check_node_roots_reachable(data_dir)
+    if settings.dask_scheduler is None:
+        check_node_roots_reachable(data_dir)
+        backend = DaskBackend(data_dir, host=settings.host)
+    else:
+        backend = attach_to_cluster(settings, data_dir)
     database = Database(settings.database_url or sqlite_url(data_dir))
-    backend = DaskBackend(data_dir, host=settings.host)
     scheduler = Scheduler(
         database, backend, data_dir=data_dir, account_name=settings.account_name, account_url=settings.endpoint
     )

@@ -46,12 +46,14 @@ class EmbeddedServer:
         database_url: str | None = None,
         log_path: Path | None = None,
         env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.database_url = database_url
         self.log_path = log_path or self.data_dir / "server.log"
         self.env = dict(env or {})  #: extra environment for the server (e.g. KILN_MIN_SCHEDULE_INTERVAL)
+        self.args = args  #: extra `kiln serve` options (e.g. --insecure-dask)
         self.process: subprocess.Popen | None = None
         self.account_name, self.account_key = DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY
 
@@ -73,6 +75,7 @@ class EmbeddedServer:
         ]
         if self.database_url:
             command += ["--database-url", self.database_url]
+        command += self.args
         env = {**os.environ, **self.env, "KILN_ACCOUNT_NAME": self.account_name, "KILN_ACCOUNT_KEY": self.account_key}
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from kiln.cli import applications, autoscale, dashboard, faults, files, jobs, nodes, pools, schedules, tasks
+from kiln.cli import applications, autoscale, dashboard, faults, files, jobs, nodes, pools, schedules, tasks, worker
 from kiln.cli.exit_codes import ExitCode
 from kiln.cli.session import command
 from kiln.server import Settings, StartRefused
@@ -33,6 +33,7 @@ GROUPS = {
 for name, group in GROUPS.items():
     app.add_typer(group, name=name)
 command(app)(dashboard.dashboard)
+app.command()(worker.worker)
 
 
 @app.command()
@@ -72,6 +73,19 @@ def serve(
         min=0,
         help="Preempt each low-priority node at random, this many times an hour on average (default: never).",
     ),
+    dask_scheduler: str = typer.Option(
+        None,
+        "--dask-scheduler",
+        envvar="KILN_DASK_SCHEDULER",
+        help="Run the nodes on the existing Dask cluster of this scheduler (tls://HOST:PORT), on its workers that "
+        "run `kiln worker` or `dask worker --preload kiln.node` (default: Kiln's own, on this host).",
+    ),
+    insecure_dask: bool = typer.Option(
+        False, "--insecure-dask", help="Allow a tcp:// --dask-scheduler (no TLS: see docs/security.md)."
+    ),
+    tls_ca_file: str = typer.Option(None, "--tls-ca-file", envvar="KILN_DASK_TLS_CA_FILE", help="Cluster TLS CA."),
+    tls_cert: str = typer.Option(None, "--tls-cert", envvar="KILN_DASK_TLS_CERT", help="Cluster TLS certificate."),
+    tls_key: str = typer.Option(None, "--tls-key", envvar="KILN_DASK_TLS_KEY", help="Cluster TLS private key."),
 ) -> None:
     """Run the Batch endpoint in the foreground (SIGTERM or Ctrl-C stops it cleanly)."""
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask's INFO chatter, here and in node workers
@@ -85,6 +99,11 @@ def serve(
         loose_api_version=loose_api_version or None,
         max_nodes=max_nodes,
         spot_preemption_rate=spot_preemption_rate,
+        dask_scheduler=dask_scheduler,
+        insecure_dask=insecure_dask or None,
+        dask_tls_ca_file=tls_ca_file,
+        dask_tls_cert=tls_cert,
+        dask_tls_key=tls_key,
     )
 
     def ready() -> None:

@@ -285,11 +285,11 @@ class DaskBackend:
     async def add_node(self, node_id: str, node_root: str) -> None:
         """Returns at once: the node goes to the host with the fewest nodes and starts when that host is up and
         admits it (on_node_up, or on_node_failed)."""
-        if self._closing or self._scheduler is None:
+        if self._closing or self._pool is None:
             raise RuntimeError("the backend is not running")
         if node_id in self._nodes:
             raise ValueError(f"node {node_id!r} exists already")
-        home = min(self._hosts.values(), key=lambda each: len(each.nodes))
+        home = self._home(node_id)
         node = self._nodes[node_id] = home.nodes[node_id] = _Node(node_id, str(Path(node_root).absolute()), home)
         node.reporter = asyncio.create_task(self._report(node), name=f"kiln-report-{node_id}")
         if home.up:
@@ -318,11 +318,18 @@ class DaskBackend:
         async with node.lifecycle:
             await self._stop_node(node)
             if wipe:
-                await asyncio.to_thread(wipe_node_root, node.node_root)
+                await self._wipe(node)
             if self._nodes.get(node_id) is node and not self._closing:
                 node.stopping = node.failed = False
                 if node.host.up:
                     self._start_node(node)
+
+    def _home(self, node_id: str) -> _Host:
+        """Where a new node goes: the host with the fewest nodes."""
+        return min(self._hosts.values(), key=lambda each: len(each.nodes))
+
+    async def _wipe(self, node: _Node) -> None:
+        await asyncio.to_thread(wipe_node_root, node.node_root)
 
     def is_up(self, node_id: str) -> bool:
         node = self._nodes.get(node_id)

@@ -255,8 +255,12 @@ EXTENSION = "kiln_host"
 def dask_setup(worker: Any) -> None:
     """Preload hook: the host agent's handlers on the worker, its leash to the server, and the processes a
     predecessor left (a host killed together with its launchers leaves its nodes' commands running)."""
+    install(worker, HostAgent())
+
+
+def install(worker: Any, host: HostAgent) -> None:
+    """Serve `host`'s handlers on the worker (kiln.node installs a cluster's host agent the same way)."""
     started = time.monotonic()
-    host = HostAgent()
     host.find_leftovers()
     host.leash_to_parent()
     worker.handlers.update(host.handlers())
