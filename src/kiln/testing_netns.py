@@ -32,20 +32,29 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from kiln.cli.embedded import _stop_with_parent
+from kiln.cli.embedded import EmbeddedServer, _stop_with_parent
 from kiln.testing import wait_for
+from kiln.testing_cluster import Cluster, HostSpec, start_cluster
 from kiln.testing_fixtures import open_dir
 
 REQUIRE_ENV = "KILN_TEST_REQUIRE_NETNS"
 #: The bridge's host number in the cluster's /24 (hosts are 1..count).
 BRIDGE_HOST = 254
+#: The scheduler drops a worker whose connection has been silent this long (Dask's distributed.comm.timeouts.tcp,
+#: 30 s by default): a cut host's nodes go unknown after it.
+SILENCE_TIMEOUT = "15s"  # Dask asserts at least 11 s (its keepalive sends 10 probes)
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_PORT = 5432
+
+
+def host_name(number: int) -> str:
+    return f"host-{number}"
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -128,6 +137,10 @@ class NetnsCluster:
         assert self.subnet is not None, "start() first"
         return str(self.subnet[BRIDGE_HOST])
 
+    def host(self, name: str) -> NetnsHost:
+        """The host named host-N."""
+        return self.hosts[int(name.removeprefix("host-")) - 1]
+
     def start(self) -> NetnsCluster:
         try:
             self._make_bridge()
@@ -158,9 +171,10 @@ class NetnsCluster:
         _ip("-n", namespace, "addr", "add", f"{address}/24", "dev", "eth0")
         _ip("-n", namespace, "link", "set", "eth0", "up")
         _ip("-n", namespace, "link", "set", "lo", "up")
-        node_root = self.base / f"h{number}"
+        node_root = self.base / "hosts" / host_name(number)  # where kiln.testing_cluster puts a host's roots
         node_root.mkdir(parents=True, exist_ok=True)
-        os.chmod(node_root, 0o755)
+        for directory in (node_root.parent, node_root):
+            os.chmod(directory, 0o755)
         host = NetnsHost(namespace, address, link, node_root)
         self._undo.append(lambda: self.kill(host))  # undone first: a namespace outlives `ip netns del` while in use
         return host
@@ -284,3 +298,52 @@ def netns(open_base: Path) -> Iterator[NetnsCluster]:
     require()
     with NetnsCluster(3, open_dir(open_base, "netns-")) as cluster:
         yield cluster
+
+
+@dataclass
+class KilnOnHosts:
+    """Kiln across namespace hosts: the Dask scheduler, PostgreSQL and `kiln serve` in host 1, a `kiln worker` in
+    each other host (named host-N), all over TLS on the hosts' addresses."""
+
+    netns: NetnsCluster
+    cluster: Cluster
+    server: EmbeddedServer
+    database_url: str
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.cluster.hosts)
+
+    def host_of(self, node_id: str) -> str:
+        """The name of the host whose node-root directory holds the node's root."""
+        return next(name for name, host in self.cluster.hosts.items() if (host.root_dir / node_id).is_dir())
+
+    def serve(self, data_dir: Path, env: dict[str, str] | None = None) -> EmbeddedServer:
+        """A `kiln serve` in host 1 on its address, attached to the cluster, its store the host's PostgreSQL."""
+        first = self.netns.hosts[0]
+        return self.cluster.server(
+            data_dir, database_url=self.database_url, host=first.address, prefix=tuple(first.prefix), env=env or {}
+        )
+
+    def restart_server(self, *, crash: bool) -> None:
+        self.server.kill() if crash else self.server.stop()
+        self.server = self.serve(self.server.data_dir, self.server.env).start()
+        self.cluster.wait_attached(self.server, self.names)
+
+
+@contextmanager
+def kiln_on_hosts(netns: NetnsCluster, server_env: dict[str, str] | None = None) -> Iterator[KilnOnHosts]:
+    """Start it all (the server once every host has joined); stop it all on the way out."""
+    first = netns.hosts[0]
+    database_url = netns.start_postgres(first)
+    specs = [HostSpec(host_name(n), host.address, tuple(host.prefix)) for n, host in enumerate(netns.hosts[1:], 2)]
+    scheduler_prefix = [*first.prefix, "env", f"DASK_DISTRIBUTED__COMM__TIMEOUTS__TCP={SILENCE_TIMEOUT}"]
+    with start_cluster(netns.base, specs, scheduler_prefix=scheduler_prefix, scheduler_ip=first.address) as cluster:
+        assert all(cluster.hosts[name].root_dir == netns.host(name).node_root for name in cluster.hosts)
+        on_hosts = KilnOnHosts(netns, cluster, EmbeddedServer(netns.base), database_url)
+        on_hosts.server = on_hosts.serve(netns.base / "kiln", server_env).start()
+        try:
+            cluster.wait_attached(on_hosts.server, on_hosts.names)
+            yield on_hosts
+        finally:
+            on_hosts.server.stop()
