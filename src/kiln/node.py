@@ -13,7 +13,10 @@ Options come as preload arguments (`--preload-argv --node-root-dir /srv/kiln`) o
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import Any
@@ -21,11 +24,20 @@ from typing import Any
 import click
 
 from kiln.compute.node.host import MAX_NODES_ENV, HostAgent, dask_teardown, install
+from kiln.compute.usage import UsageMeter
 
 __all__ = ["ClusterHostAgent", "dask_setup", "dask_teardown"]
 
+logger = logging.getLogger(__name__)
+
 #: Where this host lays out its nodes' roots.
 ROOT_DIR_ENV = "KILN_NODE_ROOT_DIR"
+#: A host that has heard nothing from the server that owns it for this long (a cut network, a server gone)
+#: stops that server's nodes, killing their commands: the server declares the host lost only after twice
+#: this (cluster_backend.HOST_TIMEOUT) and requeues their tasks, which then never run twice at once.
+LEASE = float(os.environ.get("KILN_HOST_LEASE") or 15.0)
+#: How often the host looks at its lease.
+LEASE_CHECK = 1.0
 
 
 class ClusterHostAgent(HostAgent):
@@ -38,25 +50,50 @@ class ClusterHostAgent(HostAgent):
         os.chmod(root_dir, 0o755)  # task accounts pass through it to their nodes' roots
         #: the server that owns the host's nodes (None: none since the host started or was released)
         self.session: str | None = None
+        self._usage = UsageMeter()
+        self.last_contact = time.monotonic()  #: of any call from a server
+        self._lease: asyncio.Task[None] | None = None
 
     def handlers(self) -> dict[str, Callable[..., Any]]:
-        return {
-            **super().handlers(),
-            "kiln_claim": self.claim,
-            "kiln_release": self.release,
-            "kiln_node_wipe": self.wipe_node,
-        }
+        own = {"kiln_claim": self.claim, "kiln_release": self.release, "kiln_node_wipe": self.wipe_node}
+        every: dict[str, Callable[..., Any]] = {**super().handlers(), **own, "kiln_usage": self.usage}
+        return {name: self._in_contact(handler) for name, handler in every.items()}
+
+    def _in_contact(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """Every call renews the lease of the server that owns the host."""
+
+        @functools.wraps(handler)
+        async def call(**kwargs: Any) -> Any:
+            self.last_contact = time.monotonic()
+            return await handler(**kwargs)
+
+        return call
+
+    async def _keep_lease(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_CHECK)
+            if self.nodes and time.monotonic() - self.last_contact > LEASE:
+                logger.warning("no word from the server for %.0f s: stopping its %d nodes", LEASE, len(self.nodes))
+                for node_id in list(self.nodes):
+                    await self.stop_node(node_id)
+
+    async def close(self) -> None:
+        if self._lease is not None:
+            self._lease.cancel()
+        await super().close()
 
     def local_root(self, node_root: str) -> str:
         return str(self.root_dir / PurePath(node_root).name)
 
     async def claim(self, session: str) -> dict[str, Any]:
-        """A server attaches: the nodes another server started here stop (their commands are killed). Returns
-        what the server places nodes by: the host's limit and the node roots it has."""
-        if session != self.session:
-            for node_id in list(self.nodes):
-                await self.stop_node(node_id)
-            self.session = session
+        """A server attaches (or attaches again, after it lost the host): every node here stops, its commands
+        killed, since the server counts them down already. Returns what the server places nodes by: the
+        host's limit and the node roots it has."""
+        for node_id in list(self.nodes):
+            await self.stop_node(node_id)
+        self.session, self.last_contact = session, time.monotonic()
+        if self._lease is None:
+            self._lease = asyncio.create_task(self._keep_lease(), name="kiln-host-lease")
         roots = [entry.name for entry in os.scandir(self.root_dir) if entry.is_dir(follow_symlinks=False)]
         return {"limit": self.limit, "root_dir": str(self.root_dir), "roots": roots}
 
@@ -75,6 +112,11 @@ class ClusterHostAgent(HostAgent):
         from kiln.compute.dask_backend import wipe_node_root
 
         await asyncio.to_thread(wipe_node_root, self.local_root(node_root))
+
+    async def usage(self, node_ids: list[str]) -> dict[str, dict[str, float]]:
+        """What each of these nodes (those the host runs) uses now (autoscale's node metrics)."""
+        roots = {node_id: node.root for node_id, node in self.nodes.items() if node_id in node_ids and node.root}
+        return await asyncio.to_thread(self._usage.measure, roots)
 
     async def start_node(self, node_id: str, node_root: str) -> dict[str, Any]:
         return await super().start_node(node_id, self.local_root(node_root))

@@ -74,6 +74,7 @@ class Cluster:
     address: str = ""
     scheduler: subprocess.Popen[bytes] | None = None
     hosts: dict[str, Host] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  #: extra environment of every process, the server's too
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -85,7 +86,7 @@ class Cluster:
                 [*prefix, *command],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})},
+                env={**os.environ, **self.env, **(env or {})},
                 start_new_session=True,
                 preexec_fn=_stop_with_parent,
             )
@@ -124,6 +125,12 @@ class Cluster:
             command += [str(host.root_dir), "--name", name, "--host", spec.ip, *insecure]
             host.process = self._spawn(command + tls, name, spec.prefix)
 
+    def pause_host(self, name: str, paused: bool = True) -> None:
+        """SIGSTOP (or SIGCONT) everything of the host: a host that stops answering but is not gone."""
+        process = self.hosts[name].process
+        assert process is not None, "a started host"
+        os.killpg(process.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+
     def kill_host(self, name: str) -> None:
         """SIGKILL the host's worker and nanny at once, as a machine that dies."""
         process = self.hosts[name].process
@@ -133,7 +140,7 @@ class Cluster:
 
     def server_env(self) -> dict[str, str]:
         """The environment of a `kiln serve` attached to this cluster (EmbeddedServer(env=...))."""
-        env = {"KILN_DASK_SCHEDULER": self.address}
+        env = {**self.env, "KILN_DASK_SCHEDULER": self.address}
         if self.tls:
             env.update(
                 KILN_DASK_TLS_CA_FILE=str(self.tls.ca),
@@ -178,10 +185,12 @@ def start_cluster(
     scheduler_prefix: Sequence[str] = (),
     scheduler_ip: str = "127.0.0.1",
     tls: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Cluster:
     """A scheduler and its hosts, started (the hosts' workers join in their own time)."""
     base_dir.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(base_dir, tuple(scheduler_prefix), scheduler_ip, write_tls_files(base_dir) if tls else None)
+    cluster.env.update(env or {})
     try:
         cluster.start_scheduler()
         for spec in hosts:

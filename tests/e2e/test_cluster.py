@@ -3,6 +3,7 @@ processes with their own node-root directories, over TLS; driven by the official
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -62,7 +63,7 @@ def _nodes(attached: Attached) -> dict[str, str]:
 
 def _blocked(task_id: str, marks: Path) -> models.BatchTaskCreateOptions:
     """A task that says it started, then runs until the test makes the mark `go`."""
-    script = f"echo $$ >> {marks}/started-{task_id}; while [ ! -e {marks}/go ]; do sleep 0.1; done; echo done"
+    script = f"umask 0; echo $$ >> {marks}/started-{task_id}; while [ ! -e {marks}/go ]; do sleep 0.1; done; echo done"
     return models.BatchTaskCreateOptions(id=task_id, command_line=shell(script))
 
 
@@ -148,6 +149,7 @@ def test_host_killed_mid_job_then_back(attached, marks_dir):
         assert task.execution_info.requeue_count == (1 if task.id in on_a else 0)
     attached.cluster.start_host("host-a")
     wait_for(lambda: _nodes(attached) == {"host-a": "idle", "host-b": "idle"}, 120, "host-a's node back idle")
+    terminate_job(client, job_id)
 
 
 def test_server_restart_reattaches(attached, marks_dir):
@@ -169,6 +171,29 @@ def test_server_restart_reattaches(attached, marks_dir):
     assert sum(t.execution_info.requeue_count for t in tasks) >= 4  # the four that were running ran again
     assert {attached.host_of(t.node_info.node_id) for t in tasks} == set(HOSTS)
     wait_for(lambda: _nodes(attached) == {"host-a": "idle", "host-b": "idle"}, 60)
+    terminate_job(client, job_id)
+
+
+def test_a_task_sent_ahead_to_a_lost_host_counts_as_requeued_and_runs_once(attached, marks_dir):
+    """Whether a task sent ahead started on a host that is gone cannot be read on the server's disk: it counts
+    as a run (requeueCount 1), and it runs once, elsewhere or when the hosts are back."""
+    client, job_id = attached.client, unique("ahead")
+    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=attached.pool_id)))
+    client.create_tasks(job_id, [_blocked(f"t{i}", marks_dir) for i in range(4)])
+    wait_for(lambda: len(list(marks_dir.glob("started-*"))) == 4, 60)
+    command = shell(f"umask 0; echo ran >> {marks_dir}/ahead")
+    client.create_task(job_id, models.BatchTaskCreateOptions(id="ahead", command_line=command))
+    for name in HOSTS:
+        attached.cluster.kill_host(name)
+    wait_for(lambda: set(_nodes(attached).values()) == {"unknown"}, 60, "both nodes unknown")
+    (marks_dir / "go").touch()
+    for name in HOSTS:
+        attached.cluster.start_host(name)
+    tasks = {t.id: t for t in _completed(client, job_id)}
+    assert tasks["ahead"].execution_info.requeue_count == 1
+    assert (marks_dir / "ahead").read_text() == "ran\n"
+    assert all(t.execution_info.requeue_count == 1 and t.execution_info.exit_code == 0 for t in tasks.values())
+    terminate_job(client, job_id)
 
 
 def test_plain_dask_worker_with_kiln_node_preload(open_base):
@@ -205,8 +230,52 @@ def test_plain_tcp_is_refused_without_insecure_dask(command, open_tmp):
     assert "--insecure-dask" in done.stderr and "run any code" in " ".join(done.stderr.split())
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs tasks as accounts of their own")
+def test_kiln_worker_refuses_a_node_root_dir_task_accounts_cannot_reach(open_tmp):
+    closed = open_tmp / "closed"
+    closed.mkdir(mode=0o700)
+    command = ["worker", "tcp://127.0.0.1:1", "--insecure-dask", "--node-root-dir", str(closed / "roots")]
+    done = subprocess.run([sys.executable, "-m", "kiln.cli.main", *command], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"chmod o+x {closed}" in " ".join(done.stderr.split())
+
+
 def alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_host_that_stops_answering_is_lost_and_rejoins(open_base, marks_dir):
+    """A host frozen (SIGSTOP) while the scheduler still lists it: after twice the host lease without an answer
+    its node is unknown and its task requeued onto the other host; thawed, the host has stopped the stale run
+    (its lease ran out) and its node rejoins, idle."""
+    base = open_dir(open_base, "frozen-")
+    with start_cluster(base / "cluster", HOSTS, env={"KILN_HOST_LEASE": "5"}) as cluster:
+        with cluster.server(base / "kiln") as server:
+            cluster.wait_attached(server, HOSTS)
+            attached = Attached(cluster, server, make_client(server), "")
+            attached.pool_id = create_pool_and_wait(attached.client, nodes=2, slots=2, pool_id="frozen-pool")
+            client, job_id = attached.client, unique("frozen")
+            client.create_job(
+                models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=attached.pool_id))
+            )
+            client.create_tasks(job_id, [_blocked(f"t{i}", marks_dir) for i in range(2)])
+            wait_for(lambda: len(list(marks_dir.glob("started-*"))) == 2, 60)
+            running = {t.id: t.node_info.node_id for t in client.list_tasks(job_id)}
+            frozen_task = next(task for task, node in running.items() if attached.host_of(node) == "host-a")
+            stale_pid = int((marks_dir / f"started-{frozen_task}").read_text())
+            cluster.pause_host("host-a")
+            try:
+                wait_for(lambda: _nodes(attached)["host-a"] == "unknown", 60, "host-a's node unknown")
+                wait_for(lambda: len((marks_dir / f"started-{frozen_task}").read_text().split()) == 2, 60, "rerun")
+            finally:
+                cluster.pause_host("host-a", paused=False)
+            wait_for(lambda: not alive(stale_pid), 60, "the stale run to be killed on host-a")
+            wait_for(lambda: _nodes(attached)["host-a"] == "idle", 60, "host-a's node back")
+            (marks_dir / "go").touch()
+            tasks = {t.id: t for t in _completed(client, job_id)}
+            assert tasks[frozen_task].execution_info.requeue_count == 1
+            assert attached.host_of(tasks[frozen_task].node_info.node_id) == "host-b"
+            assert all(t.execution_info.exit_code == 0 for t in tasks.values())

@@ -8,6 +8,7 @@ that `dask worker` started by any other tool (dask-jobqueue, dask-kubernetes) se
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import typer
 
 from kiln.cli.exit_codes import ExitCode
+from kiln.compute.node import identity
 
 
 def worker(
@@ -43,6 +45,17 @@ def worker(
             err=True,
         )
         raise typer.Exit(ExitCode.USAGE)
+    root_dir = node_root_dir.absolute()
+    existing = next((d for d in (root_dir, *root_dir.parents) if d.is_dir()), root_dir)
+    blocked = identity.unreachable_parent(existing / "node") if identity.isolating() else None
+    if blocked is not None:
+        typer.echo(
+            f"kiln worker: refusing --node-root-dir {root_dir}: Kiln runs as root, so it runs non-admin tasks as "
+            f"accounts of their own, and those cannot pass through {blocked} (no o+x): every such task would fail "
+            f"with TaskAccountSetupFailed. Run `chmod o+x {shlex.quote(str(blocked))}` or choose another directory.",
+            err=True,
+        )
+        raise typer.Exit(ExitCode.USAGE)
     command = [sys.executable, "-m", "distributed.cli.dask_worker", scheduler, "--preload", "kiln.node"]
     command += ["--nthreads", "1", "--memory-limit", "0", "--no-dashboard", "--name", name or socket.gethostname()]
     if host:
@@ -51,7 +64,7 @@ def worker(
         if value:
             command += [option, value]
     env = {**os.environ, **DASK_ENV, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
-    env[ROOT_DIR_ENV] = str(node_root_dir.absolute())
+    env[ROOT_DIR_ENV] = str(root_dir)
     if max_nodes is not None:
         env[MAX_NODES_ENV] = str(max_nodes)
     os.execve(sys.executable, command, env)

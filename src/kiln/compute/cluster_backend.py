@@ -18,12 +18,14 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 from distributed.core import ConnectionPool
 from distributed.security import Security
 
 from kiln.compute.dask_backend import RPC_TIMEOUT, DaskBackend, _Host, _Node
+from kiln.node import LEASE
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,13 @@ MEMBERSHIP_INTERVAL = 0.5
 CLAIM_TIMEOUT = 10.0
 #: The name of the waiting room of nodes no host has room for yet.
 UNPLACED = "(no host yet)"
+#: A host whose agent has not answered for this long is lost (its nodes go down, their tasks are requeued),
+#: whether or not the scheduler still lists its worker (a cut network: the scheduler notices in minutes).
+#: Twice the host's own lease (kiln.node.LEASE), after which it has already stopped those nodes' commands,
+#: so that a task requeued elsewhere never runs twice at once.
+HOST_TIMEOUT = 2 * LEASE
+#: Bound of one liveness ping; how often a listed worker that is not up is asked again.
+PING_TIMEOUT, REPROBE_INTERVAL = 2.0, 5.0
 
 
 class ClusterRefused(ValueError):
@@ -78,6 +87,8 @@ def cluster_security(
 class ClusterBackend(DaskBackend):
     """DaskBackend on the workers of the cluster whose scheduler is at `address`."""
 
+    node_files_here = False
+
     def __init__(self, data_dir: Path, address: str, security: Security) -> None:
         super().__init__(data_dir, hosts=0)
         self.address = address
@@ -88,6 +99,8 @@ class ClusterBackend(DaskBackend):
         self._limits: dict[str, int] = {}  #: nodes each host serves at most, by host name
         self._roots: dict[str, set[str]] = {}  #: ids of the node roots each host has, as it was claimed
         self._watcher: asyncio.Task[None] | None = None
+        self._answered: dict[str, float] = {}  #: loop time each up host's agent last answered, by host name
+        self._probed: dict[str, float] = {}  #: loop time each host was last probed, by host name
 
     @property
     def scheduler_address(self) -> str:
@@ -143,6 +156,7 @@ class ClusterBackend(DaskBackend):
                 logger.warning("the Dask scheduler at %s did not answer: %r", self.address, exc)
                 continue
             known = self._follow(known, workers)
+            await self._check_hosts(known)
 
     def _follow(self, known: dict[str, str], workers: dict[str, str]) -> dict[str, str]:
         for address in known.keys() - workers.keys():
@@ -154,7 +168,36 @@ class ClusterBackend(DaskBackend):
     def _worker_added(self, name: str, address: str) -> None:
         if name not in self._hosts and not self._closing:
             self._hosts[name] = _Host(name)
+        self._probed[name] = asyncio.get_running_loop().time()
         super()._worker_added(name, address)
+
+    def _worker_removed(self, address: str) -> None:
+        gone = next((each for each in self._hosts.values() if each.address == address), None)
+        if gone is not None and gone.up and not self._closing:
+            logger.warning("host %s at %s is gone: its %d nodes are down", gone.name, address, len(gone.nodes))
+        super()._worker_removed(address)
+
+    async def _check_hosts(self, workers: dict[str, str]) -> None:
+        """Ping every up host: one silent for HOST_TIMEOUT is lost. Probe again, now and then, a listed worker
+        whose host is not up (back from a cut, or slow to answer its first claim)."""
+        loop = asyncio.get_running_loop()
+        up = [(each, each.address) for each in self._hosts.values() if each.up and each.address is not None]
+        pings = [asyncio.wait_for(self._rpc(address).kiln_ping(), PING_TIMEOUT) for _, address in up]
+        for (each, address), reply in zip(up, await asyncio.gather(*pings, return_exceptions=True), strict=True):
+            now = loop.time()
+            if not isinstance(reply, BaseException):
+                self._answered[each.name] = now
+            elif now - self._answered.setdefault(each.name, now) > HOST_TIMEOUT and each.address == address:
+                logger.warning(
+                    "host %s: its agent has not answered for %.0f s; its nodes are lost", each.name, HOST_TIMEOUT
+                )
+                self._worker_removed(address)
+        for address, name in workers.items():
+            listed = self._hosts.get(name)
+            idle = listed is not None and not listed.up and (listed.probe is None or listed.probe.done())
+            idle = idle and name in self._limits  # a Kiln host once: not every worker of a shared cluster
+            if idle and loop.time() - self._probed.get(name, 0.0) > REPROBE_INTERVAL:
+                self._worker_added(name, address)
 
     async def _probe(self, each: _Host, address: str) -> None:
         """Claim the host first (the nodes an earlier server left there stop), then as the embedded default;
@@ -171,6 +214,7 @@ class ClusterBackend(DaskBackend):
                     return
                 await asyncio.sleep(0.1)
         self._limits[each.name], self._roots[each.name] = int(claimed["limit"]), set(claimed["roots"])
+        self._answered[each.name] = loop.time()
         logger.warning("host %s at %s: node roots under %s", each.name, address, claimed["root_dir"])
         await super()._probe(each, address)
         if each.up:
@@ -198,6 +242,22 @@ class ClusterBackend(DaskBackend):
             home.nodes[node.node_id], node.host = node, home
             if not node.stopping:
                 self._start_node(node)
+
+    async def measure_usage(self, roots: Mapping[str, str]) -> dict[str, dict[str, float]]:
+        """Each host measures its own nodes; a node whose host does not answer has no measurement."""
+        by_host: dict[str, list[str]] = {}
+        for node_id in roots:
+            node = self._nodes.get(node_id)
+            if node is not None and node.up and node.host.address is not None:
+                by_host.setdefault(node.host.address, []).append(node_id)
+        replies = await asyncio.gather(
+            *(
+                asyncio.wait_for(self._rpc(address).kiln_usage(node_ids=node_ids), RPC_TIMEOUT)
+                for address, node_ids in by_host.items()
+            ),
+            return_exceptions=True,
+        )
+        return {node_id: usage for reply in replies if isinstance(reply, dict) for node_id, usage in reply.items()}
 
     async def _wipe(self, node: _Node) -> None:
         """The node's root lives on its host: the host empties it."""

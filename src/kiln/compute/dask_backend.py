@@ -28,7 +28,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,7 @@ from kiln.compute.protocol import (
     Step,
     StepResult,
 )
+from kiln.compute.usage import UsageMeter
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +207,8 @@ class _Membership(SchedulerPlugin):
 class DaskBackend:
     """ComputeBackend with an embedded Dask scheduler and `hosts` host agents; every address binds to `host`."""
 
+    node_files_here = True
+
     def __init__(self, data_dir: Path, host: str = "127.0.0.1", hosts: int | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
@@ -220,6 +223,7 @@ class DaskBackend:
         self._pool: ConnectionPool | None = None
         self._security: Security | None = None
         self._closing = False
+        self._usage = UsageMeter()  #: the nodes' usage, measured on this host (where their roots are)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -330,6 +334,9 @@ class DaskBackend:
 
     async def _wipe(self, node: _Node) -> None:
         await asyncio.to_thread(wipe_node_root, node.node_root)
+
+    async def measure_usage(self, roots: Mapping[str, str]) -> dict[str, dict[str, float]]:
+        return await asyncio.to_thread(self._usage.measure, roots)
 
     def is_up(self, node_id: str) -> bool:
         node = self._nodes.get(node_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
@@ -182,6 +182,8 @@ class ComputeBackend(Protocol):
     on_node_up: NodeUpCallback
     on_node_down: NodeDownCallback
     on_node_failed: NodeFailedCallback
+    #: the nodes' roots are on this server's disk, where the node_root given names them (not on other hosts)
+    node_files_here: bool
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...
@@ -195,6 +197,10 @@ class ComputeBackend(Protocol):
         """Reboot (wipe=False) or reimage (wipe=True): on_node_down, then on_node_up again."""
 
     def is_up(self, node_id: str) -> bool: ...
+    async def measure_usage(self, roots: Mapping[str, str]) -> dict[str, dict[str, float]]:
+        """Per node id (with its root): what its processes and files use now, measured where the node runs
+        (compute/usage.py)."""
+
     async def run(self, node_id: str, steps: list[Step]) -> None:
         """Hand steps to the node's agent in one message; results arrive via on_results."""
 

@@ -122,9 +122,12 @@ class SendAhead(SchedulerParts):
                 task["state"] == TaskState.ACTIVE
                 and node is not None
                 and entry is not None
-                and _made_since(
-                    Path(node.root) / step_builder.task_dir(entry.row["id"], task["id"]) / "stdout.txt",
-                    task["sent_ahead_at"],
+                and (  # a root on another host cannot be read here: the task may have run, so it counts
+                    not self.backend.node_files_here
+                    or _made_since(
+                        Path(node.root) / step_builder.task_dir(entry.row["id"], task["id"]) / "stdout.txt",
+                        task["sent_ahead_at"],
+                    )
                 )
             ):
                 changes.update(requeue_count=task["requeue_count"] + 1, last_requeue_time=now)

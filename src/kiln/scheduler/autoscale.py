@@ -21,7 +21,6 @@ from sqlalchemy import Connection
 from kiln.autoscale.evaluate import Observations, Run, compile_formula, evaluate
 from kiln.autoscale.samples import NODE_METRICS, PERIOD, History
 from kiln.autoscale.syntax import Formula
-from kiln.compute.usage import UsageMeter
 from kiln.core.pool import AllocationState, PoolState
 from kiln.scheduler.parts import SchedulerParts
 from kiln.store import autoscale as autoscale_rows
@@ -48,7 +47,6 @@ class Autoscaling(SchedulerParts):
         self.autoscaled: dict[str, Autoscaled] = {}
         self.histories: dict[str, History] = {}
         self.sample_period = parse_duration(os.environ.get("KILN_AUTOSCALE_SAMPLE_PERIOD", "PT30S")) or PERIOD
-        self._usage = UsageMeter()
 
     async def recover_autoscale(self) -> None:
         """After a start: every autoscale pool evaluates one interval from now; sampling starts afresh."""
@@ -161,7 +159,7 @@ class Autoscaling(SchedulerParts):
         at = utcnow()
         counts = await self.db.read(lambda conn: {k: autoscale_rows.pool_task_counts(conn, k) for k in keys})
         roots = {n.node_id: n.root for n in self.nodes.values() if n.pool_key in keys and n.up}
-        usage = await asyncio.to_thread(self._usage.measure, roots)
+        usage = await self.backend.measure_usage(roots)  # on the nodes' hosts
         for key in keys:
             nodes = [usage[n.node_id] for n in self._members(key) if n.node_id in usage]
             values = {**self._task_metrics(key, counts[key]), **_node_metrics(nodes, self.sample_period)}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import kiln.node
 from kiln.node import ClusterHostAgent
 
 from ..helpers import alive, eventually
@@ -38,19 +39,37 @@ async def test_nodes_and_their_steps_live_under_the_hosts_root_dir(host: Cluster
     assert not (local / "shared" / "left").exists() and (local / "workitems").is_dir()
 
 
-async def test_a_new_server_claiming_the_host_stops_the_nodes_of_the_last(host: ClusterHostAgent) -> None:
+async def test_a_claim_stops_every_node_there_and_only_the_owner_releases(host: ClusterHostAgent) -> None:
+    """A claim comes from a server that counts the host's nodes down (a new server, or one that lost the host
+    for a while): their commands are killed. A release from a server that no longer owns the host does nothing."""
     assert (await host.claim(session="first"))["limit"] == 4
-    await host.start_node(node_id="n1", node_root=str(SERVER_ROOT / "n1"))
-    await host.run(node_id="n1", steps=[step(SERVER_ROOT / "n1", "long", "sh -c 'echo $$ > pid; sleep 300'")])
-    pid_file = host.root_dir / "n1/workitems/j/job-1/long/wd/pid"
-    await eventually(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the command")
-    pid = int(pid_file.read_text())
-    await host.claim(session="first")  # the same server again (a worker that re-registered): nothing stops
-    assert "n1" in host.nodes and alive(pid)
+    pid = await _long_command(host, "n1")
     assert await host.release(session="other") == 0 and "n1" in host.nodes
     assert (await host.claim(session="second"))["roots"] == ["n1"]  # the new server puts n1 back here
     assert host.nodes == {}
     await eventually(lambda: not alive(pid), what="the first server's command to die")
+
+
+async def test_a_host_that_hears_nothing_for_its_lease_stops_its_nodes(
+    host: ClusterHostAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cut network: the host kills its nodes' commands before the server (after twice the lease) requeues
+    their tasks elsewhere."""
+    monkeypatch.setattr(kiln.node, "LEASE", 0.5)
+    monkeypatch.setattr(kiln.node, "LEASE_CHECK", 0.1)
+    await host.claim(session="s")
+    pid = await _long_command(host, "n1")
+    await eventually(lambda: not host.nodes, 10, "the lease to run out")
+    await eventually(lambda: not alive(pid), what="the command to die")
+    assert host.session == "s"  # still the owner: its next calls find the nodes gone and start them again
+
+
+async def _long_command(host: ClusterHostAgent, node_id: str) -> int:
+    await host.start_node(node_id=node_id, node_root=str(SERVER_ROOT / node_id))
+    await host.run(node_id=node_id, steps=[step(SERVER_ROOT / node_id, "long", "sh -c 'echo $$ > pid; sleep 300'")])
+    pid_file = host.root_dir / node_id / "workitems/j/job-1/long/wd/pid"
+    await eventually(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the command")
+    return int(pid_file.read_text())
 
 
 async def test_the_owner_stopping_releases_its_nodes(host: ClusterHostAgent) -> None:
