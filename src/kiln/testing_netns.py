@@ -46,9 +46,11 @@ from kiln.testing_fixtures import open_dir
 REQUIRE_ENV = "KILN_TEST_REQUIRE_NETNS"
 #: The bridge's host number in the cluster's /24 (hosts are 1..count).
 BRIDGE_HOST = 254
-#: The scheduler drops a worker whose connection has been silent this long (Dask's distributed.comm.timeouts.tcp,
-#: 30 s by default): a cut host's nodes go unknown after it.
-SILENCE_TIMEOUT = "15s"  # Dask asserts at least 11 s (its keepalive sends 10 probes)
+#: A host stops its nodes' commands when its server has been silent this long (kiln.node's KILN_HOST_LEASE, 15 s
+#: by default); the server declares a host lost after twice that: a cut host's nodes go unknown after 10 s here.
+#: It must stay below the scheduler's own patience (Dask's distributed.comm.timeouts.tcp, 30 s), or the scheduler
+#: could drop a cut host's worker, and the server requeue its tasks, before the host has stopped them.
+HOST_LEASE = "5"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_PORT = 5432
 
@@ -337,8 +339,10 @@ def kiln_on_hosts(netns: NetnsCluster, server_env: dict[str, str] | None = None)
     first = netns.hosts[0]
     database_url = netns.start_postgres(first)
     specs = [HostSpec(host_name(n), host.address, tuple(host.prefix)) for n, host in enumerate(netns.hosts[1:], 2)]
-    scheduler_prefix = [*first.prefix, "env", f"DASK_DISTRIBUTED__COMM__TIMEOUTS__TCP={SILENCE_TIMEOUT}"]
-    with start_cluster(netns.base, specs, scheduler_prefix=scheduler_prefix, scheduler_ip=first.address) as cluster:
+    lease = {"KILN_HOST_LEASE": HOST_LEASE}
+    with start_cluster(
+        netns.base, specs, scheduler_prefix=first.prefix, scheduler_ip=first.address, env=lease
+    ) as cluster:
         assert all(cluster.hosts[name].root_dir == netns.host(name).node_root for name in cluster.hosts)
         on_hosts = KilnOnHosts(netns, cluster, EmbeddedServer(netns.base), database_url)
         on_hosts.server = on_hosts.serve(netns.base / "kiln", server_env).start()
