@@ -14,7 +14,11 @@ PostgreSQL: the machine's cluster listens on localhost only (`listen_addresses`)
 and widening it means restarting a server other tests use. So `start_postgres(host)` runs a private
 PostgreSQL 15 (initdb: ~2 s) inside a host, listening on that host's address only, with password
 authentication for the cluster's subnet: Kiln's store is then reached over the hosts' network as on real
-machines, and a cut of another host's link cuts it off from the store as well.
+machines, not through the root namespace's socket, and nothing of the shared server is touched.
+
+`kiln_on_hosts(netns)` puts Kiln on them (kiln.testing_cluster's processes): the Dask scheduler, that PostgreSQL
+and `kiln serve --dask-scheduler` in host 1, a `kiln worker` in every other host, over TLS on the hosts'
+addresses, with a short host lease (HOST_LEASE) so that a cut host is lost, and has stopped its tasks, in seconds.
 
 Needs root and `ip netns` (iproute2); `unavailable()` says why not, and the `netns` fixture skips with that
 reason unless KILN_TEST_REQUIRE_NETNS=1 (CI), which turns the skip into a failure.
