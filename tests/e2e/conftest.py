@@ -2,3 +2,4 @@
 
 from kiln.testing_azurite import azurite  # noqa: F401
 from kiln.testing_fixtures import cleanup, client, marks_dir, open_base, open_tmp, pool, server  # noqa: F401
+from kiln.testing_netns import netns  # noqa: F401

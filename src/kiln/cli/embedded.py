@@ -47,6 +47,8 @@ class EmbeddedServer:
         log_path: Path | None = None,
         env: dict[str, str] | None = None,
         args: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
@@ -54,12 +56,14 @@ class EmbeddedServer:
         self.log_path = log_path or self.data_dir / "server.log"
         self.env = dict(env or {})  #: extra environment for the server (e.g. KILN_MIN_SCHEDULE_INTERVAL)
         self.args = args  #: extra `kiln serve` options (e.g. --insecure-dask)
+        self.host = host  #: the address it serves on
+        self.prefix = prefix  #: the command it runs under (e.g. `ip netns exec NS`: another host)
         self.process: subprocess.Popen | None = None
         self.account_name, self.account_key = DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 60) -> EmbeddedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -76,10 +80,12 @@ class EmbeddedServer:
         if self.database_url:
             command += ["--database-url", self.database_url]
         command += self.args
+        if self.host != "127.0.0.1":
+            command += ["--host", self.host]
         env = {**os.environ, **self.env, "KILN_ACCOUNT_NAME": self.account_name, "KILN_ACCOUNT_KEY": self.account_key}
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            command,
+            [*self.prefix, *command],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
