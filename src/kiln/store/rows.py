@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from kiln import story
@@ -373,9 +373,10 @@ def active_schedule_job(conn: Connection, schedule_key: str) -> Row | None:
 
 def remove_unfinished_subtasks(conn: Connection) -> None:
     """The instance rows of every multi-instance task that has not completed (after a restart those
-    tasks are active again, and their last attempt's instances are gone)."""
-    unfinished = select(tasks.c.seq).where(tasks.c.state != "completed")
-    conn.execute(delete(subtasks).where(subtasks.c.task_seq.in_(unfinished)))
+    tasks are active again, and their last attempt's instances are gone). Each instance row looks up its task
+    by key: the unfinished tasks (a million queued ones, say) are not gathered."""
+    unfinished = exists().where(tasks.c.seq == subtasks.c.task_seq, tasks.c.state != "completed")
+    conn.execute(delete(subtasks).where(unfinished))
 
 
 def delete_task(conn: Connection, task_seq: int) -> None:

@@ -1,0 +1,119 @@
+"""What a restart rebuilds the scheduler's memory from (store.live, and the rows.* reads it shares), on SQLite
+and PostgreSQL: the live rows exactly, each read through an index, never a scan of the tasks table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, event
+from tests.unit.store.test_store import T0, task_row, tx
+
+from kiln.store import live, rows
+from kiln.store.database import Database
+
+STATES = ("active", "preparing", "running", "completed")
+
+
+@pytest.fixture
+def stored(db: Database) -> Database:
+    """Three jobs of 30 tasks, states interleaved in seq order, slots 1-3; a few sent ahead; instance rows of
+    a completed and an unfinished multi-instance task."""
+    with tx(db) as conn:
+        for job in ("a", "b", "c"):
+            made = [
+                task_row(job, f"t{i}", state=STATES[i % 4], required_slots=1 + i % 3, node_id=None) for i in range(30)
+            ]
+            rows.insert_tasks(conn, job, made, T0)
+        active = [t for t in rows.find(conn, rows.tasks, order_by=["seq"]) if t["state"] == "active"]
+        rows.mark_sent_ahead(conn, T0, [(active[0]["seq"], "n1"), (active[5]["seq"], "n2")])
+        by_state = {t["state"]: t["seq"] for t in rows.find(conn, rows.tasks, job_key="b")}
+        rows.insert_rows(
+            conn,
+            rows.subtasks,
+            [
+                {"task_seq": by_state[state], "id": i, "job_key": "b", "attempt": 1, "pool_id": "p", "node_id": "n1"}
+                | {"state": "completed", "state_transition_time": T0}
+                for state in ("completed", "running")
+                for i in (1, 2)
+            ],
+        )
+    return db
+
+
+def test_queued_reads_a_jobs_active_tasks_in_parts_as_seq_and_slots(stored: Database) -> None:
+    with tx(stored) as conn:
+        expected = [
+            (t["seq"], t["required_slots"])
+            for t in rows.find(conn, rows.tasks, order_by=["seq"], job_key="b")
+            if t["state"] == "active"
+        ]
+        parts, after = [], -1
+        while part := live.queued(conn, "b", after, count=3):
+            parts.append(part)
+            after = part[-1][0]
+        assert [entry for part in parts for entry in part] == expected == live.queued(conn, "b")
+        assert [len(part) for part in parts] == [3, 3, 2]
+
+
+def test_the_rebuild_reads_only_the_live_rows_of_the_jobs_it_is_given(stored: Database) -> None:
+    with tx(stored) as conn:
+        on_nodes = live.tasks_in_states(conn, ["a", "c"], ["preparing", "running"])
+        assert {(t["job_key"], t["state"]) for t in on_nodes} == {
+            (j, s) for j in "ac" for s in ("preparing", "running")
+        }
+        assert len(on_nodes) == 2 * 15
+        assert [(t["sent_ahead_node"]) for t in rows.tasks_sent_ahead(conn)] == ["n1", "n2"]
+        rows.remove_unfinished_subtasks(conn)
+        left = rows.find(conn, rows.subtasks)
+        assert len(left) == 2 and {rows.get(conn, rows.tasks, seq=s["task_seq"])["state"] for s in left} == {
+            "completed"
+        }
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda conn: live.queued(conn, "b", 5, count=10),
+        lambda conn: live.tasks_in_states(conn, ["b"], ["preparing", "running"]),
+        lambda conn: rows.tasks_sent_ahead(conn),
+        lambda conn: rows.tasks_sent_ahead(conn, "n1"),
+        rows.remove_unfinished_subtasks,
+    ],
+    ids=["queued", "on nodes", "sent ahead", "sent ahead to a node", "unfinished instances"],
+)
+def test_each_read_of_the_rebuild_seeks_in_an_index(stored: Database, read: Callable[[Connection], Any]) -> None:
+    with tx(stored) as conn:
+        with _statements(conn) as executed:
+            read(conn)
+        assert executed
+        for statement, parameters in executed:
+            plan = _plan(conn, statement, parameters)
+            # a scan of the partial index of tasks sent ahead reads only the rows it holds
+            scans = [line for line in plan if line.startswith("SCAN tasks") and "ix_tasks_sent_ahead" not in line]
+            assert not scans and not any("Seq Scan on tasks" in line for line in plan), (statement, plan)
+
+
+@contextmanager
+def _statements(conn: Connection) -> Iterator[list[tuple[str, Any]]]:
+    """The SQL the block executes on `conn`, with its parameters."""
+    executed: list[tuple[str, Any]] = []
+
+    def record(_conn, _cursor, statement, parameters, _context, _many) -> None:
+        executed.append((statement, parameters))
+
+    event.listen(conn, "before_cursor_execute", record)
+    try:
+        yield executed
+    finally:
+        event.remove(conn, "before_cursor_execute", record)
+
+
+def _plan(conn: Connection, statement: str, parameters: Any) -> list[str]:
+    """PostgreSQL would rightly scan a table this small: tell it to plan as for a large one."""
+    if conn.dialect.name == "sqlite":
+        return [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)]
+    conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+    return [row[0] for row in conn.exec_driver_sql(f"EXPLAIN {statement}", parameters)]
