@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from azure.batch import models
+from azure.core.exceptions import ResourceNotFoundError
 
 from kiln.cli.embedded import EmbeddedServer
 from kiln.commands import tasks
@@ -24,7 +26,7 @@ from kiln.scheduler import engine
 from kiln.store import live
 from kiln.store import rows as db
 from kiln.store.database import Database, sqlite_url
-from kiln.testing import create_pool_and_wait, make_client
+from kiln.testing import create_pool_and_wait, make_client, read_node_file, wait_for, wait_tasks_completed
 from kiln.wire import ids
 from kiln.wire.models import TaskAdd
 
@@ -89,3 +91,41 @@ async def test_adds_and_reads_answer_while_the_queues_fill_and_control_waits_for
         gate.set()
         await scheduler.close()
         database.close()
+
+
+def test_a_completed_tasks_directory_still_goes_after_its_retention_time_across_a_restart(open_tmp: Path) -> None:
+    """Retention is re-armed behind the open port (Retention._rearm_retention), completed tasks read a part at
+    a time: a directory kept when the server stopped goes once its time has passed, one kept longer stays."""
+    data = open_tmp / "data"
+    server = EmbeddedServer(data).start()
+    try:
+        client = make_client(server)
+        pool_id = create_pool_and_wait(client, nodes=1)
+        client.create_job(models.BatchJobCreateOptions(id=JOB, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
+        for task_id, kept in (("brief", timedelta(seconds=15)), ("long", timedelta(days=1))):
+            constraints = models.BatchTaskConstraints(retention_time=kept)
+            client.create_task(
+                JOB, models.BatchTaskCreateOptions(id=task_id, command_line="/bin/true", constraints=constraints)
+            )
+        done = wait_tasks_completed(client, JOB, timeout=120)
+        node_id = done[0].node_info.node_id
+        server.stop()
+        assert sorted(p.parent.name for p in data.glob(f"nodes/**/workitems/{JOB}/job-1/*/stdout.txt")) == [
+            "brief",
+            "long",
+        ], "both directories are kept when the server stops"
+        server.start()
+        client = make_client(server)
+        wait_for(lambda: client.get_node(pool_id, node_id).state == "idle", 90, "the node back after the restart")
+
+        def gone(task_id: str) -> bool:
+            try:
+                read_node_file(client, pool_id, node_id, f"workitems/{JOB}/job-1/{task_id}/stdout.txt")
+            except ResourceNotFoundError:
+                return True
+            return False
+
+        wait_for(lambda: gone("brief"), 90, "the brief task's directory removed after the restart")
+        assert not gone("long")
+    finally:
+        server.stop()

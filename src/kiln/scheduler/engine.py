@@ -213,7 +213,7 @@ class Scheduler(
         finally:
             self.lock.release()
         self.wake()
-        await self._act(await self.db.read(self._pending_retention))
+        await self._rearm_retention()
 
     async def _queued_part(self, job_key: str, after_seq: int) -> list[tuple[int, int]]:
         """The next FILL_PART of the job's active tasks; a failed read is tried again (a restart without its

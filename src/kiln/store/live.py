@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, select
 
+from kiln.store import rows
 from kiln.store.rows import Row
 from kiln.store.schema import jobs, preparations, tasks
 
@@ -21,11 +22,7 @@ def unfinished_jobs(conn: Connection) -> list[Row]:
 def tasks_in_states(conn: Connection, job_keys: Iterable[str], states: Sequence[str]) -> list[Row]:
     """The jobs' tasks in these states, job by job through (job_key, state, seq): no other job's rows and no
     task in another state are read."""
-    found: list[Row] = []
-    for job_key in job_keys:
-        query = select(tasks).where(tasks.c.job_key == job_key, tasks.c.state.in_(list(states))).order_by(tasks.c.seq)
-        found.extend(dict(r) for r in conn.execute(query).mappings())
-    return found
+    return [task for job_key in job_keys for task in rows.tasks_in_states(conn, states, job_key=job_key)]
 
 
 def queued(conn: Connection, job_key: str, after_seq: int = -1, *, count: int | None = None) -> list[tuple[int, int]]:
@@ -38,6 +35,19 @@ def queued(conn: Connection, job_key: str, after_seq: int = -1, *, count: int | 
         .limit(count)
     )
     return [(seq, slots) for seq, slots in conn.execute(query)]
+
+
+def completed(conn: Connection, job_key: str, after_seq: int, count: int = 5_000) -> list[Row]:
+    """Up to `count` of the job's completed tasks after `after_seq`, in seq order, with what the retention of
+    their directories needs (seq, id, node, end time, spec) and no more."""
+    columns = (tasks.c.seq, tasks.c.id, tasks.c.node_id, tasks.c.end_time, tasks.c.spec)
+    query = (
+        select(*columns)
+        .where(tasks.c.job_key == job_key, tasks.c.state == "completed", tasks.c.seq > after_seq)
+        .order_by(tasks.c.seq)
+        .limit(count)
+    )
+    return [dict(r) for r in conn.execute(query).mappings()]
 
 
 def records_of(conn: Connection, job_keys: Iterable[str]) -> list[Row]:

@@ -11,6 +11,7 @@ change answers 409; the scheduler, whose memory no longer matches the store, abo
 from __future__ import annotations
 
 import functools
+import heapq
 import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -320,10 +321,16 @@ def task_outcomes(conn: Connection, job_key: str, keys: Sequence[str]) -> dict[s
 
 
 def tasks_in_states(conn: Connection, states: Sequence[str], **keys: Any) -> list[Row]:
-    query = select(tasks).where(tasks.c.state.in_(list(states)))
-    if keys:
-        query = query.where(_where(tasks, keys))
-    return [dict(r) for r in conn.execute(query.order_by(tasks.c.seq)).mappings()]
+    """In seq order. One query per state: with `state IN (...) ORDER BY seq` SQLite walks a job's whole
+    (job_key, seq) index to skip the sort (1.4 s for a job of a million tasks, none of them on a node), where
+    `state = ?` reads (job_key, state, seq) in order."""
+    found = []
+    for state in states:
+        query = select(tasks).where(tasks.c.state == state)
+        if keys:
+            query = query.where(_where(tasks, keys))
+        found.append([dict(r) for r in conn.execute(query.order_by(tasks.c.seq)).mappings()])
+    return list(heapq.merge(*found, key=lambda row: row["seq"]))
 
 
 def mark_sent_ahead(conn: Connection, at: datetime, sent: Sequence[tuple[int, str]]) -> None:
