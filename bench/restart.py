@@ -21,56 +21,36 @@ import os
 import shutil
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from azure.batch import models
 
 from kiln.cli.embedded import EmbeddedServer, free_port
 from kiln.testing import create_pool_and_wait, make_client
-
-JOB = "restart"
-COLLECTION = 100
-ADD_THREADS = 4
+from scale import JOB, add_tasks, rss_mb  # bench/ is on sys.path: run as a script
 
 
-def build(store: Path, tasks: int) -> None:
-    """A data dir with one job of `tasks` active tasks, unless `store` already holds one of that size."""
+def build(store: Path, tasks: int, src: str) -> None:
+    """A data dir with one job of `tasks` active tasks, unless `store` already holds one of that size; built
+    by `src` (the first --src: the oldest schema, which the later trees migrate from)."""
     marker = store / "tasks"
-    if marker.exists() and int(marker.read_text()) == tasks:
+    if marker.exists() and marker.read_text() == f"{JOB} {tasks}":
         return
     shutil.rmtree(store, ignore_errors=True)
     store.mkdir(parents=True)
     os.chmod(store, 0o755)
+    os.environ["PYTHONPATH"] = os.path.abspath(src)
     server = EmbeddedServer(store / "data", port=free_port()).start()
     try:
         client = make_client(server)
         pool_id = create_pool_and_wait(client, nodes=0)
         client.create_job(models.BatchJobCreateOptions(id=JOB, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
-
-        def add(first: int) -> None:
-            specs = [
-                models.BatchTaskCreateOptions(id=f"t{i:07d}", command_line="/bin/true")
-                for i in range(first, min(first + COLLECTION, tasks))
-            ]
-            client.create_task_collection(JOB, models.BatchTaskGroup(task_values=specs))
-
-        began = time.perf_counter()
-        with ThreadPoolExecutor(ADD_THREADS) as pool:
-            list(pool.map(add, range(0, tasks, COLLECTION)))
-        print(f"built {tasks} tasks in {time.perf_counter() - began:.0f} s", flush=True)
+        rate = add_tasks(client, 0, tasks)
+        print(f"built {tasks} tasks at {rate:.0f} tasks/s", flush=True)
     finally:
         server.stop(timeout=120)
     (store / "server.log").unlink(missing_ok=True)
-    marker.write_text(str(tasks))
-
-
-def rss_mb(server: EmbeddedServer) -> float:
-    assert server.process is not None
-    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    marker.write_text(f"{JOB} {tasks}")
 
 
 def migrated(store: Path, src: str, index: int) -> Path:
@@ -119,8 +99,8 @@ def main() -> None:
     parser.add_argument("--dir", help="where the copies go")
     args = parser.parse_args()
     store = Path(args.store)
-    build(store, args.tasks)
     sources = args.src or [str(Path(__file__).resolve().parents[1] / "src")]
+    build(store, args.tasks, sources[0])
     opened = [migrated(store, src, index) for index, src in enumerate(sources)]
     for round_ in range(args.rounds):
         for src, data in zip(sources, opened, strict=True):
