@@ -37,6 +37,24 @@ def queued(conn: Connection, job_key: str, after_seq: int = -1, *, count: int | 
     return [(seq, slots) for seq, slots in conn.execute(query)]
 
 
+def dependency_rows(conn: Connection, job_key: str) -> list[Row]:
+    """A job's tasks as its dependency graph is rebuilt from them, in seq order: every task's seq, key, id,
+    slots, state and dependency action, and the spec (its dependsOn) of only those that never started, the
+    ones still gated; the others' spec is empty."""
+    columns = (tasks.c.seq, tasks.c.key, tasks.c.id, tasks.c.required_slots, tasks.c.state, tasks.c.dependency_action)
+    found = [
+        dict(r)
+        for r in conn.execute(select(*columns).where(tasks.c.job_key == job_key).order_by(tasks.c.seq)).mappings()
+    ]
+    gated = select(tasks.c.seq, tasks.c.spec).where(
+        tasks.c.job_key == job_key, tasks.c.state == "active", tasks.c.attempt == 0
+    )
+    specs = {seq: spec for seq, spec in conn.execute(gated)}
+    for row in found:
+        row["spec"] = specs.get(row["seq"], {})
+    return found
+
+
 def completed(conn: Connection, job_key: str, after_seq: int, count: int = 5_000) -> list[Row]:
     """Up to `count` of the job's completed tasks after `after_seq`, in seq order, with what the retention of
     their directories needs (seq, id, node, end time, spec) and no more."""

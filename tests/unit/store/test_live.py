@@ -77,16 +77,44 @@ def test_the_rebuild_reads_only_the_live_rows_of_the_jobs_it_is_given(stored: Da
 IN_STATE = "ix_tasks_job_state (job_key=? AND state=?"
 
 
+def test_a_dependency_graph_is_rebuilt_with_the_specs_of_the_tasks_that_never_started(stored: Database) -> None:
+    with tx(stored) as conn:
+        rows.change(
+            conn,
+            rows.tasks,
+            {"seq": rows.find(conn, rows.tasks, job_key="b", state="active")[0]["seq"]},
+            {"attempt": 1},
+        )
+        expected = rows.find(conn, rows.tasks, order_by=["seq"], job_key="b")
+        found = live.dependency_rows(conn, "b")
+        assert [(r["seq"], r["key"], r["id"], r["required_slots"], r["state"]) for r in found] == [
+            (r["seq"], r["key"], r["id"], r["required_slots"], r["state"]) for r in expected
+        ]
+        gated = [r["spec"] if r["state"] == "active" and r["attempt"] == 0 else {} for r in expected]
+        assert [r["spec"] for r in found] == gated
+        assert sum(1 for spec in gated if spec) == 7  # 8 active, one of them started before
+
+
 @pytest.mark.parametrize(
     ("read", "index"),
     [
         (lambda conn: live.queued(conn, "b", 5, count=10), IN_STATE),
         (lambda conn: live.tasks_in_states(conn, ["b"], ["preparing", "running"]), IN_STATE),
+        (lambda conn: live.completed(conn, "b", 5, 10), IN_STATE),
+        (lambda conn: live.dependency_rows(conn, "b"), None),
         (lambda conn: rows.tasks_sent_ahead(conn), None),
         (lambda conn: rows.tasks_sent_ahead(conn, "n1"), None),
         (rows.remove_unfinished_subtasks, None),
     ],
-    ids=["queued", "on nodes", "sent ahead", "sent ahead to a node", "unfinished instances"],
+    ids=[
+        "queued",
+        "on nodes",
+        "completed",
+        "dependencies",
+        "sent ahead",
+        "sent ahead to a node",
+        "unfinished instances",
+    ],
 )
 def test_each_read_of_the_rebuild_seeks_in_an_index(
     stored: Database, read: Callable[[Connection], Any], index: str | None
