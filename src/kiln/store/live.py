@@ -10,12 +10,12 @@ from sqlalchemy import Connection, select
 
 from kiln.store import rows
 from kiln.store.rows import Row
-from kiln.store.schema import jobs, preparations, tasks
+from kiln.store.schema import UNFINISHED, jobs, preparations, tasks
 
 
 def unfinished_jobs(conn: Connection) -> list[Row]:
-    """Jobs that have not completed, in the order they were added."""
-    query = select(jobs).where(jobs.c.state != "completed").order_by(jobs.c.seq)
+    """Jobs that have not completed, in the order they were added, through the partial index of them."""
+    query = select(jobs).where(UNFINISHED).order_by(jobs.c.seq)
     return [dict(r) for r in conn.execute(query).mappings()]
 
 

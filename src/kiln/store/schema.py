@@ -30,6 +30,8 @@ metadata = MetaData()
 JOB_ID_LENGTH = 100
 #: The rows of ix_tasks_sent_ahead, a partial index: tasks whose start on the node they went to is not yet known.
 SENT_AHEAD = text("sent_ahead_at IS NOT NULL")
+#: The rows of ix_jobs_unfinished, a partial index: the jobs a restart tracks (a query must say it in these words).
+UNFINISHED = text("state <> 'completed'")
 
 
 class UTCDateTime(TypeDecorator):
@@ -144,6 +146,8 @@ jobs = Table(
     *_times(),
     Index("ix_jobs_seq", "seq"),  #: list pages seek by seq (store.lists)
     Index("ix_jobs_schedule_seq", "schedule_key", "seq"),
+    #: a restart reads the unfinished jobs in seq order, not the history of completed ones
+    Index("ix_jobs_unfinished", "seq", sqlite_where=UNFINISHED, postgresql_where=UNFINISHED),
 )
 
 tasks = Table(

@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, event
-from tests.unit.store.test_store import T0, task_row, tx
+from tests.unit.store.test_store import T0, job_row, task_row, tx
 
 from kiln.store import live, rows
 from kiln.store.database import Database
 
 STATES = ("active", "preparing", "running", "completed")
+#: (seq, key, state) of the stored jobs
+JOBS = [(1, "a", "active"), (2, "old", "completed"), (3, "b", "terminating"), (4, "c", "disabled")]
 
 
 @pytest.fixture
@@ -22,6 +24,7 @@ def stored(db: Database) -> Database:
     """Three jobs of 30 tasks, states interleaved in seq order, slots 1-3; a few sent ahead; instance rows of
     a completed and an unfinished multi-instance task."""
     with tx(db) as conn:
+        rows.insert_rows(conn, rows.jobs, [job_row(key, seq=seq, state=state) for seq, key, state in JOBS])
         for job in ("a", "b", "c"):
             made = [
                 task_row(job, f"t{i}", state=STATES[i % 4], required_slots=1 + i % 3, node_id=None) for i in range(30)
@@ -60,6 +63,7 @@ def test_queued_reads_a_jobs_active_tasks_in_parts_as_seq_and_slots(stored: Data
 
 def test_the_rebuild_reads_only_the_live_rows_of_the_jobs_it_is_given(stored: Database) -> None:
     with tx(stored) as conn:
+        assert [job["key"] for job in live.unfinished_jobs(conn)] == ["a", "b", "c"]
         on_nodes = live.tasks_in_states(conn, ["a", "c"], ["preparing", "running"])
         assert {(t["job_key"], t["state"]) for t in on_nodes} == {
             (j, s) for j in "ac" for s in ("preparing", "running")
@@ -105,6 +109,7 @@ def test_a_dependency_graph_is_rebuilt_with_the_specs_of_the_tasks_that_never_st
         (lambda conn: rows.tasks_sent_ahead(conn), None),
         (lambda conn: rows.tasks_sent_ahead(conn, "n1"), None),
         (rows.remove_unfinished_subtasks, None),
+        (live.unfinished_jobs, "ix_jobs_unfinished"),
     ],
     ids=[
         "queued",
@@ -114,6 +119,7 @@ def test_a_dependency_graph_is_rebuilt_with_the_specs_of_the_tasks_that_never_st
         "sent ahead",
         "sent ahead to a node",
         "unfinished instances",
+        "jobs",
     ],
 )
 def test_each_read_of_the_rebuild_seeks_in_an_index(
@@ -127,9 +133,12 @@ def test_each_read_of_the_rebuild_seeks_in_an_index(
             plan = _plan(conn, statement, parameters)
             if index is not None and conn.dialect.name == "sqlite":
                 assert any(index in line for line in plan), (statement, plan)
-            # a scan of the partial index of tasks sent ahead reads only the rows it holds
-            scans = [line for line in plan if line.startswith("SCAN tasks") and "ix_tasks_sent_ahead" not in line]
-            assert not scans and not any("Seq Scan on tasks" in line for line in plan), (statement, plan)
+            # a scan of a partial index (tasks sent ahead, unfinished jobs) reads only the rows it holds
+            scans = [
+                line for line in plan if line.startswith(("SCAN tasks", "SCAN jobs")) and "_unfinished" not in line
+            ]
+            scans = [line for line in scans if "_sent_ahead" not in line]
+            assert not scans and not any(f"Seq Scan on {t}" in line for line in plan for t in ("tasks", "jobs")), plan
 
 
 @contextmanager
