@@ -64,6 +64,7 @@ from kiln.scheduler.state import (
     transition,
 )
 from kiln.scheduler.timers import Timers
+from kiln.store import live
 from kiln.store import rows as db
 from kiln.store.database import Database
 from kiln.store.packages import PackageStore
@@ -73,6 +74,9 @@ log = logging.getLogger("kiln.scheduler")
 
 #: How long after a failed store transaction (a full disk, say) placement or results are tried again.
 RETRY_DELAY = 0.5
+#: Active tasks read per store read while the queues fill after a restart (store.live.queued): each part is
+#: pushed on the event loop in one go (~10 ms), and requests are served between parts.
+FILL_PART = 20_000
 
 
 class Scheduler(
@@ -136,7 +140,8 @@ class Scheduler(
 
     # ------------------------------------------------------------------ start and stop
     async def start(self) -> None:
-        """Rebuild memory from the store, requeue what was running when the server stopped, start nodes."""
+        """Rebuild memory from the store's live rows, requeue what was running when the server stopped, start
+        nodes. The queues of active tasks fill behind the open port (`_fill_queues`), holding the lock."""
         async with self.lock:
             with story.caused_by("recovery"):
                 await self.db.write(self._recover)
@@ -146,13 +151,15 @@ class Scheduler(
         self.timers.start()
         for entry in self.jobs.values():
             self._arm_wall_clock(entry.row)
-        await self._act(await self.db.read(self._pending_retention))
         await self.recover_auto_pools()
         await self.recover_schedules()
         await self.recover_autoscale()
-        self.wake()
+        await self.lock.acquire()  # taken here, so that nothing that needs the queues comes before the fill
+        self._spawn(self._fill_queues(), "recovery")
 
     def _recover(self, conn: Connection) -> None:
+        """What must hold before the port opens, from live rows read by index (store.live): pools, nodes,
+        unfinished jobs, their tasks that died on nodes (requeued), their preparation records."""
         now = utcnow()
         for row in db.find(conn, db.pools):
             self.state.pool_tracked(row)
@@ -173,26 +180,50 @@ class Scheduler(
                     node["id"], node["pool_key"], pool["task_slots_per_node"], node["root_dir"], node["incarnation"]
                 )
             )
-        for task in db.tasks_in_states(conn, ON_NODE):  # they died with the server
+        for job in live.unfinished_jobs(conn):
+            self.state.job_tracked(job)
+        for task in live.tasks_in_states(conn, self.jobs, ON_NODE):  # they died with the server
             requeue(conn, task, now)
-        for job in db.find(conn, db.jobs, order_by=["seq"]):
-            if job["state"] != JobState.COMPLETED:
-                self.state.job_tracked(job)
         self._count_unseen_runs(conn, now)  # memory knows the nodes and unfinished jobs now
-        for record in db.find(conn, db.preparations):
+        for record in live.records_of(conn, self.jobs):
             for kind, rule in (("prep", prep_rules.prep), ("release", prep_rules.release)):
                 if record[f"{kind}_state"] == StepState.RUNNING:
                     changes = rule(record, StepState.PENDING, now)
                     change_record(conn, record, changes)
-            if record["job_key"] in self.jobs:
-                self.state.record_tracked(record)
+            self.state.record_tracked(record)
         self._rebuild_dependencies(conn)
-        for task in db.tasks_in_states(conn, [TaskState.ACTIVE.value]):
-            entry = self.jobs.get(task["job_key"])
-            if entry is not None and not (entry.graph is not None and entry.graph.waiting(task["seq"])):
-                entry.queue.push(task["seq"], task["required_slots"])
+        for entry in self.jobs.values():
+            if entry.graph is not None:  # queued here, on the store's writer, where their adds change the graph
+                _queue_part(entry, live.queued(conn, entry.key))
         self._recover_instances(conn)
         self._settle_disabling(conn, self._disabling_jobs(), now)  # their running tasks were just requeued
+
+    async def _fill_queues(self) -> None:
+        """After a restart, behind the open port: each unfinished job's active tasks join its queue, a part at
+        a time read through an index as (seq, slots) only. Holds the lock `start` took, so placement and every
+        request that changes the control state wait for full queues; reads do not, nor do task adds (an add
+        queues its own tasks, and a task queued twice is queued once). Jobs with dependencies were queued by
+        `_recover`. Then the retention of finished steps."""
+        try:
+            for job_key in [key for key, entry in self.jobs.items() if entry.graph is None]:
+                after = -1
+                while (part := await self._queued_part(job_key, after)) and (entry := self.jobs.get(job_key)):
+                    _queue_part(entry, part)
+                    after = part[-1][0]
+        finally:
+            self.lock.release()
+        self.wake()
+        await self._rearm_retention()
+
+    async def _queued_part(self, job_key: str, after_seq: int) -> list[tuple[int, int]]:
+        """The next FILL_PART of the job's active tasks; a failed read is tried again (a restart without its
+        queues would strand every active task)."""
+        while True:
+            try:
+                return await self.db.read(lambda conn: live.queued(conn, job_key, after_seq, count=FILL_PART))
+            except Exception:
+                log.exception("reading the queue of job %s failed", job_key)
+                await asyncio.sleep(RETRY_DELAY)
 
     async def close(self) -> None:
         await self.timers.close()
@@ -632,3 +663,10 @@ class Scheduler(
     def node_running(self) -> dict[str, int]:
         """Slots in use per node, for node documents."""
         return {n.node_id: n.used for n in self.nodes.values()}
+
+
+def _queue_part(entry: JobEntry, part: list[tuple[int, int]]) -> None:
+    """Active tasks (seq, slots) read after a restart join their job's queue, unless they wait for parents."""
+    for seq, slots in part:
+        if entry.graph is None or not entry.graph.waiting(seq):
+            entry.queue.push(seq, slots)

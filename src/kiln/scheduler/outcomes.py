@@ -20,7 +20,7 @@ from kiln.core.job import DisableTasks, JobState, TerminateReason
 from kiln.core.task import TaskState
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.state import Effects
-from kiln.store import rows as db
+from kiln.store import live
 
 #: The job's onTaskFailure under which exit options' jobAction is carried out.
 PERFORM_JOB_ACTION = "performexitoptionsjobaction"
@@ -58,16 +58,13 @@ class TaskOutcomes(SchedulerParts):
                 effects.merge(self._disable_job(conn, job_key, DisableTasks.REQUEUE, lambda _: None))
 
     def _rebuild_dependencies(self, conn: Connection) -> None:
-        """After a restart: every job's graph from its tasks. Only tasks that never started are gated."""
+        """After a restart: every job's graph from its tasks. Only tasks that never started are gated: theirs
+        are the only specs read (store.live.dependency_rows)."""
         for entry in self.jobs.values():
             if entry.graph is None:
                 continue
-            rows = db.find(conn, db.tasks, order_by=["seq"], job_key=entry.key)
-            entry.graph.add({**row, "spec": row["spec"] if _gated(row) else {}} for row in rows)
+            rows = live.dependency_rows(conn, entry.key)
+            entry.graph.add(rows)
             for row in rows:
                 if row["state"] == TaskState.COMPLETED and row["dependency_action"] == DependencyAction.SATISFY:
                     entry.graph.complete(row["key"], True)
-
-
-def _gated(row: dict[str, Any]) -> bool:
-    return row["state"] == TaskState.ACTIVE and row["attempt"] == 0

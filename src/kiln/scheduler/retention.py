@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection
-
 from kiln.core.job import JobState, TerminateReason
 from kiln.core.preparation import StepState
-from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.state import Effects
+from kiln.store import live
 from kiln.store import rows as db
 from kiln.wire.times import duration_seconds
 
@@ -48,19 +47,26 @@ class Retention(SchedulerParts):
         retention = spec["constraints"].get("retentionTime") if kind == "prep" else spec.get("retentionTime")
         retain(effects, record["node_id"], job["id"], spec["id"], retention, record.get(f"{kind}_end_time"))
 
-    def _pending_retention(self, conn: Connection) -> Effects:
-        """After a restart: re-arm the cleanup of every finished step whose directory is still kept."""
+    async def _rearm_retention(self) -> None:
+        """After a restart, behind the open port: re-arm the cleanup of every finished step whose directory is
+        still kept. Completed tasks are read a part at a time, job by job, with only the columns retention needs,
+        so that a long history is never in memory at once."""
+        jobs = await self.db.read(lambda conn: {j["key"]: j for j in db.find(conn, db.jobs)})
+        for job in jobs.values():
+            after = -1
+            while part := await self.db.read(functools.partial(live.completed, job_key=job["key"], after_seq=after)):
+                effects = Effects()
+                for task in part:
+                    self._retain_task(effects, job, task)
+                await self._act(effects)
+                after = part[-1]["seq"]
         effects = Effects()
-        jobs = {j["key"]: j for j in db.find(conn, db.jobs)}
-        for task in db.tasks_in_states(conn, [TaskState.COMPLETED.value]):
-            if task["job_key"] in jobs:
-                self._retain_task(effects, jobs[task["job_key"]], task)
-        for record in db.find(conn, db.preparations):
-            job = jobs.get(record["job_key"])
+        for record in await self.db.read(lambda conn: db.find(conn, db.preparations)):
+            owner = jobs.get(record["job_key"])
             for kind in ("prep", "release"):
-                if job is not None and record[f"{kind}_state"] == StepState.COMPLETED:
-                    self._retain_job_step(effects, job, record, kind)
-        return effects
+                if owner is not None and record[f"{kind}_state"] == StepState.COMPLETED:
+                    self._retain_job_step(effects, owner, record, kind)
+        await self._act(effects)
 
 
 def retain(

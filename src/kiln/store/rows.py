@@ -11,13 +11,14 @@ change answers 409; the scheduler, whose memory no longer matches the store, abo
 from __future__ import annotations
 
 import functools
+import heapq
 import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from kiln import story
@@ -320,10 +321,16 @@ def task_outcomes(conn: Connection, job_key: str, keys: Sequence[str]) -> dict[s
 
 
 def tasks_in_states(conn: Connection, states: Sequence[str], **keys: Any) -> list[Row]:
-    query = select(tasks).where(tasks.c.state.in_(list(states)))
-    if keys:
-        query = query.where(_where(tasks, keys))
-    return [dict(r) for r in conn.execute(query.order_by(tasks.c.seq)).mappings()]
+    """In seq order. One query per state: with `state IN (...) ORDER BY seq` SQLite walks a job's whole
+    (job_key, seq) index to skip the sort (1.4 s for a job of a million tasks, none of them on a node), where
+    `state = ?` reads (job_key, state, seq) in order."""
+    found = []
+    for state in states:
+        query = select(tasks).where(tasks.c.state == state)
+        if keys:
+            query = query.where(_where(tasks, keys))
+        found.append([dict(r) for r in conn.execute(query.order_by(tasks.c.seq)).mappings()])
+    return list(heapq.merge(*found, key=lambda row: row["seq"]))
 
 
 def mark_sent_ahead(conn: Connection, at: datetime, sent: Sequence[tuple[int, str]]) -> None:
@@ -373,9 +380,10 @@ def active_schedule_job(conn: Connection, schedule_key: str) -> Row | None:
 
 def remove_unfinished_subtasks(conn: Connection) -> None:
     """The instance rows of every multi-instance task that has not completed (after a restart those
-    tasks are active again, and their last attempt's instances are gone)."""
-    unfinished = select(tasks.c.seq).where(tasks.c.state != "completed")
-    conn.execute(delete(subtasks).where(subtasks.c.task_seq.in_(unfinished)))
+    tasks are active again, and their last attempt's instances are gone). Each instance row looks up its task
+    by key: the unfinished tasks (a million queued ones, say) are not gathered."""
+    unfinished = exists().where(tasks.c.seq == subtasks.c.task_seq, tasks.c.state != "completed")
+    conn.execute(delete(subtasks).where(unfinished))
 
 
 def delete_task(conn: Connection, task_seq: int) -> None:

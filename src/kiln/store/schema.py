@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
     true,
 )
 
@@ -27,6 +28,10 @@ metadata = MetaData()
 
 #: Job ids: 64 characters from the API, but a schedule's jobs are `<scheduleId>:job-<n>`.
 JOB_ID_LENGTH = 100
+#: The rows of ix_tasks_sent_ahead, a partial index: tasks whose start on the node they went to is not yet known.
+SENT_AHEAD = text("sent_ahead_at IS NOT NULL")
+#: The rows of ix_jobs_unfinished, a partial index: the jobs a restart tracks (a query must say it in these words).
+UNFINISHED = text("state <> 'completed'")
 
 
 class UTCDateTime(TypeDecorator):
@@ -142,6 +147,8 @@ jobs = Table(
     *_times(),
     Index("ix_jobs_seq", "seq"),  #: list pages seek by seq (store.lists)
     Index("ix_jobs_schedule_seq", "schedule_key", "seq"),
+    #: a restart reads the unfinished jobs in seq order, not the history of completed ones
+    Index("ix_jobs_unfinished", "seq", sqlite_where=UNFINISHED, postgresql_where=UNFINISHED),
 )
 
 tasks = Table(
@@ -184,6 +191,8 @@ tasks = Table(
     Index("ix_tasks_job_start", "job_key", "start_time"),  #: the dashboard's timeline (kiln.store.dashboard)
     Index("ix_tasks_job_result", "job_key", "result", "seq"),  #: list filters on result and exit code
     Index("ix_tasks_job_exit", "job_key", "exit_code", "seq"),
+    #: the few tasks sent ahead (a restart or a lost node counts their unseen runs): not a scan of every task
+    Index("ix_tasks_sent_ahead", "sent_ahead_node", sqlite_where=SENT_AHEAD, postgresql_where=SENT_AHEAD),
 )
 
 preparations = Table(

@@ -1,0 +1,77 @@
+"""What the scheduler rebuilds its memory from after a restart: the live rows (unfinished jobs, their tasks on
+nodes or waiting for one, their preparation records), each read through an index, never the store's history
+(completed tasks, ended jobs), so that a restart costs what the live work costs, not what the store holds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import Connection, select
+
+from kiln.store import rows
+from kiln.store.rows import Row
+from kiln.store.schema import UNFINISHED, jobs, preparations, tasks
+
+
+def unfinished_jobs(conn: Connection) -> list[Row]:
+    """Jobs that have not completed, in the order they were added, through the partial index of them."""
+    query = select(jobs).where(UNFINISHED).order_by(jobs.c.seq)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def tasks_in_states(conn: Connection, job_keys: Iterable[str], states: Sequence[str]) -> list[Row]:
+    """The jobs' tasks in these states, job by job through (job_key, state, seq): no other job's rows and no
+    task in another state are read."""
+    return [task for job_key in job_keys for task in rows.tasks_in_states(conn, states, job_key=job_key)]
+
+
+def queued(conn: Connection, job_key: str, after_seq: int = -1, *, count: int | None = None) -> list[tuple[int, int]]:
+    """(seq, required slots) of the job's active tasks after `after_seq` (up to `count`), in seq order: what a
+    job's queue holds, read a part at a time through (job_key, state, seq) without the rows' other columns."""
+    query = (
+        select(tasks.c.seq, tasks.c.required_slots)
+        .where(tasks.c.job_key == job_key, tasks.c.state == "active", tasks.c.seq > after_seq)
+        .order_by(tasks.c.seq)
+        .limit(count)
+    )
+    return [(seq, slots) for seq, slots in conn.execute(query)]
+
+
+def dependency_rows(conn: Connection, job_key: str) -> list[Row]:
+    """A job's tasks as its dependency graph is rebuilt from them, in seq order: every task's seq, key, id,
+    slots, state and dependency action, and the spec (its dependsOn) of only those that never started, the
+    ones still gated; the others' spec is empty."""
+    columns = (tasks.c.seq, tasks.c.key, tasks.c.id, tasks.c.required_slots, tasks.c.state, tasks.c.dependency_action)
+    found = [
+        dict(r)
+        for r in conn.execute(select(*columns).where(tasks.c.job_key == job_key).order_by(tasks.c.seq)).mappings()
+    ]
+    gated = select(tasks.c.seq, tasks.c.spec).where(
+        tasks.c.job_key == job_key, tasks.c.state == "active", tasks.c.attempt == 0
+    )
+    specs = {seq: spec for seq, spec in conn.execute(gated)}
+    for row in found:
+        row["spec"] = specs.get(row["seq"], {})
+    return found
+
+
+def completed(conn: Connection, job_key: str, after_seq: int, count: int = 5_000) -> list[Row]:
+    """Up to `count` of the job's completed tasks after `after_seq`, in seq order, with what the retention of
+    their directories needs (seq, id, node, end time, spec) and no more."""
+    columns = (tasks.c.seq, tasks.c.id, tasks.c.node_id, tasks.c.end_time, tasks.c.spec)
+    query = (
+        select(*columns)
+        .where(tasks.c.job_key == job_key, tasks.c.state == "completed", tasks.c.seq > after_seq)
+        .order_by(tasks.c.seq)
+        .limit(count)
+    )
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def records_of(conn: Connection, job_keys: Iterable[str]) -> list[Row]:
+    """The jobs' preparation/release records, job by job through the primary key (job_key, node_id)."""
+    found: list[Row] = []
+    for job_key in job_keys:
+        query = select(preparations).where(preparations.c.job_key == job_key).order_by(preparations.c.node_id)
+        found.extend(dict(r) for r in conn.execute(query).mappings())
+    return found
