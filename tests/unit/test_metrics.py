@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from kiln import metrics
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -44,7 +46,8 @@ def test_a_task_leaving_active_is_dispatched_and_leaving_running_ran() -> None:
     ]
     metrics.committed(notes, 0.001, metrics.WRITE)
     after = _counts()
-    assert [a - b for a, b in zip(after, before)] == [2 + 3, 5 + 7, 1]
+    # the registry is the process's: sums other tests left make the differences inexact in the last bit
+    assert [a - b for a, b in zip(after, before)] == pytest.approx([2 + 3, 5 + 7, 1])
 
 
 def test_timings_count_a_value_on_a_bound_in_that_bound_s_bucket() -> None:

@@ -15,15 +15,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from kiln import undo
 from kiln.compute.protocol import StepResult, Withdrawal
+from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.exit_conditions import DependencyAction, ExitOptions, JobAction
+from kiln.core.preparation import StepState
 from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
 from kiln.scheduler.outcomes import exit_options
 from kiln.scheduler.retention import retain_task
 from kiln.scheduler.slots import NodeSlots
-from kiln.scheduler.state import Effects, JobEntry, StepRef, coordination_step_id, task_seq_of, task_step_id
+from kiln.scheduler.state import (
+    Dispatch,
+    Effects,
+    JobEntry,
+    RecordWrite,
+    StepRef,
+    coordination_step_id,
+    task_seq_of,
+    task_step_id,
+)
 from kiln.undo import TrackedDict, TrackedList
 
 if TYPE_CHECKING:
@@ -109,6 +121,109 @@ class ControlState:
         for key in [key for key in self.waiting if key[1] == node_id]:
             del self.waiting[key]
         return gone
+
+    # ------------------------------------------------------------------ a task starts on a node
+    def start_task(
+        self, entry: JobEntry, task: dict[str, Any], node: NodeSlots, pool_id: str, now: datetime, effects: Effects
+    ) -> None:
+        """Placement chose `node` (booked tentatively) for the active `task` (its row): it holds the node from
+        now on. Where the job's preparation task has not succeeded on the node, the first such task starts
+        it; the task is `preparing` and waits for it (waitForSuccess), or runs beside it."""
+        seq = task["seq"]
+        if entry.graph is not None:
+            entry.graph.started(seq)
+        attempt = task["attempt"] + 1
+        node.rebook(seq, task_step_id(seq, attempt))
+        where = dict(pool_id=pool_id, node_id=node.node_id, attempt=attempt)
+        prep_spec = entry.spec.get("jobPreparationTask")
+        if prep_spec is not None:
+            record = self.ensure_preparation(entry, node, pool_id, now, effects)
+            if not prep_rules.succeeded(record) and prep_spec["waitForSuccess"]:
+                effects.change_task(task, task_rules.transition(task, TaskState.PREPARING, now, **where))
+                self.wait_for_preparation(entry.key, node.node_id, seq)
+                return
+        changes = task_rules.transition(task, TaskState.RUNNING, now, **where)
+        effects.change_task(task, changes)
+        undo.update(task, changes)
+        self.dispatch_task(entry, task, node, effects)
+
+    def dispatch_task(self, entry: JobEntry, task: dict[str, Any], node: NodeSlots, effects: Effects) -> None:
+        """The task (its row says `running`, with the attempt it runs) goes to the node it holds."""
+        step_id = task_step_id(task["seq"], task["attempt"])
+        self.step_sent(
+            step_id,
+            StepRef("task", entry.key, node.node_id, task["attempt"], task["seq"], task["required_slots"], row=task),
+        )
+        effects.node_counters[(node.node_id, "total_tasks_run")] += 1
+        effects.dispatch.append(Dispatch("task", step_id, entry.key, node.node_id, task))
+
+    def ensure_preparation(
+        self, entry: JobEntry, node: NodeSlots, pool_id: str, now: datetime, effects: Effects
+    ) -> dict[str, Any]:
+        """The job's preparation record for this incarnation of the node (made by the first task of the job
+        there), its preparation task started if it is pending."""
+        record = self.preps.get((entry.key, node.node_id))
+        if record is None or record["incarnation"] != node.incarnation:
+            fresh = prep_rules.new_record(entry.key, pool_id, node.node_id, node.incarnation)
+            effects.records.append(RecordWrite(None if record is None else dict(record), dict(fresh)))  # as made
+            record = self.record_tracked(fresh)
+        if record["prep_state"] == StepState.PENDING:
+            self.run_preparation(entry, node, record, now, effects)
+        return record
+
+    def run_preparation(
+        self, entry: JobEntry, node: NodeSlots, record: dict[str, Any], now: datetime, effects: Effects
+    ) -> None:
+        """A new attempt of the job's preparation task on the node."""
+        attempt = record["prep_attempt"] + 1
+        effects.change_record(record, prep_rules.prep(record, StepState.RUNNING, now, attempt=attempt))
+        step_id = f"p:{entry.key}:{node.node_id}:{attempt}"
+        self.step_sent(step_id, StepRef("prep", entry.key, node.node_id, attempt))
+        effects.dispatch.append(Dispatch("prep", step_id, entry.key, node.node_id))
+
+    def preparation_waiters(self, job_key: str, node_id: str) -> list[int]:
+        """The tasks `preparing` on the node for the job, whose rows `preparation_finished` needs."""
+        return list(self.waiting.get((job_key, node_id), ()))
+
+    def preparation_finished(
+        self, ref: StepRef, result: StepResult, waiters: list[dict[str, Any]], now: datetime, effects: Effects
+    ) -> bool | None:
+        """The preparation task's result (`waiters`: rows of the tasks waiting for it): retried while its retry
+        count allows, else completed, and its waiting tasks run (success) or go back to the queue with this
+        node excluded for the job (failure). Returns whether it succeeded, None if retried or stale."""
+        key = (ref.job_key, ref.node_id)
+        record, entry, node = self.preps.get(key), self.jobs.get(ref.job_key), self.nodes.get(ref.node_id)
+        if record is None or entry is None or node is None or record["prep_attempt"] != ref.attempt:
+            return None
+        ok = result.failure is None and result.exit_code == 0
+        retriable = result.exit_code is not None or result.timed_out
+        retries = entry.spec["jobPreparationTask"]["constraints"]["maxTaskRetryCount"]
+        code = result.exit_code if result.exit_code is not None else 1
+        if (
+            not ok
+            and retriable
+            and after_exit(code, retry_count=record["prep_retry_count"], max_retries=retries) is Decision.RETRY
+        ):
+            self.run_preparation(entry, node, record, now, effects)
+            return None
+        failure = None if ok else (result.failure or task_rules.exit_failure(result.exit_code))
+        changes = prep_rules.prep(record, StepState.COMPLETED, now, exit_code=result.exit_code, failure_info=failure)
+        effects.change_record(record, changes)
+        self.preparation_ended(ref.job_key, ref.node_id)
+        for task in waiters:
+            if task["state"] != TaskState.PREPARING or task["node_id"] != ref.node_id:
+                continue
+            if ok:
+                changes = task_rules.transition(task, TaskState.RUNNING, now)
+                effects.change_task(task, changes)
+                undo.update(task, changes)
+                self.dispatch_task(entry, task, node, effects)
+            else:  # back to the queue; this node is now excluded for the job
+                self.task_off_node(entry.key, ref.node_id, task["seq"], task["attempt"], effects)
+                effects.change_task(task, task_rules.transition(task, TaskState.ACTIVE, now))
+                self.tasks_queued(entry.key, [(task["seq"], task["required_slots"])])
+        effects.wake = True
+        return ok
 
     def step_sent(self, step_id: str, ref: StepRef) -> None:
         """A step is in flight (or one sent ahead is known to run): its result is matched on `step_id`."""

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 import kiln.scheduler.statistics as task_statistics
-from kiln import story, undo
+from kiln import story
 from kiln.compute.auto_storage import AutoStorage
 from kiln.compute.protocol import AppPackage, ComputeBackend, StepResult
 from kiln.core import preparation as prep_rules
@@ -31,7 +31,6 @@ from kiln.core.job import JobState
 from kiln.core.node import NodeState, is_dedicated
 from kiln.core.pool import PoolState
 from kiln.core.preparation import StepState
-from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
 from kiln.scheduler import packages, transfers
 from kiln.scheduler import steps as step_builder
@@ -58,9 +57,7 @@ from kiln.scheduler.state import (
     JobEntry,
     StepRef,
     change_record,
-    prep_key,
     requeue,
-    task_step_id,
     transition,
 )
 from kiln.scheduler.timers import Timers
@@ -345,35 +342,29 @@ class Scheduler(
     def _start_on_node(
         self, conn: Connection, entry: JobEntry, task: dict[str, Any], node: NodeSlots, now: datetime, effects: Effects
     ) -> None:
-        if entry.graph is not None:
-            entry.graph.started(task["seq"])
-        prep_spec = entry.spec.get("jobPreparationTask")
-        attempt = task["attempt"] + 1
-        node.rebook(task["seq"], task_step_id(task["seq"], attempt))
-        where = dict(pool_id=self.pools[node.pool_key]["id"], node_id=node.node_id, attempt=attempt)
-        if prep_spec is not None:
-            record = self._ensure_prep(conn, entry, node, now, effects)
-            if not prep_rules.succeeded(record) and prep_spec["waitForSuccess"]:
-                effects.change_task(task, task_rules.transition(task, TaskState.PREPARING, now, **where))
-                self.state.wait_for_preparation(entry.key, node.node_id, task["seq"])
-                return
-        changes = task_rules.transition(task, TaskState.RUNNING, now, **where)
-        effects.change_task(task, changes)
-        undo.update(task, changes)
-        self._dispatch_task(conn, entry, task, node, effects)
+        self.state.start_task(entry, task, node, self.pools[node.pool_key]["id"], now, effects)
+        self._carry_out(conn, effects, now)
 
-    def _dispatch_task(
-        self, conn: Connection, entry: JobEntry, task: dict[str, Any], node: NodeSlots, effects: Effects
-    ) -> None:
-        step_id = task_step_id(task["seq"], task["attempt"])
-        self.state.step_sent(
-            step_id,
-            StepRef("task", entry.key, node.node_id, task["attempt"], task["seq"], task["required_slots"], row=task),
-        )
-        effects.node_counters[(node.node_id, "total_tasks_run")] += 1
-        effects.run[node.node_id].append(
-            step_builder.task_step(step_id, entry.row, task, self._placement(node), slots=task["required_slots"])
-        )
+    def _carry_out(self, conn: Connection, effects: Effects, now: datetime) -> None:
+        """What the control state decided, made in this transaction right after the decision: its record writes
+        (in order, before anything else reads them), and its steps built for their nodes."""
+        effects.write_records(conn)
+        for order in effects.dispatch:
+            entry, node = self.jobs[order.job_key], self.nodes[order.node_id]
+            if order.kind == "task":
+                assert order.task is not None, "a task step carries its task's row"
+                step = step_builder.task_step(
+                    order.step_id, entry.row, order.task, self._placement(node), slots=order.task["required_slots"]
+                )
+            else:
+                step = self.faults.prep_step(
+                    step_builder.prep_step(order.step_id, entry.row, self._placement(node)),
+                    entry.key,
+                    node.node_id,
+                    now,
+                )
+            effects.run[node.node_id].append(step)
+        effects.dispatch.clear()
 
     def _placement(self, node: NodeSlots) -> step_builder.Placement:
         pool = self.pools[node.pool_key]
@@ -394,37 +385,9 @@ class Scheduler(
     def _ensure_prep(
         self, conn: Connection, entry: JobEntry, node: NodeSlots, now: datetime, effects: Effects
     ) -> dict[str, Any]:
-        """The first task of a job on a node claims the preparation record and starts prep."""
-        key = (entry.key, node.node_id)
-        record = self.preps.get(key)
-        if record is None or record["incarnation"] != node.incarnation:
-            fresh = prep_rules.new_record(entry.key, self.pools[node.pool_key]["id"], node.node_id, node.incarnation)
-            if record is None:
-                db.insert_rows(conn, db.preparations, [fresh])
-            else:
-                transition(conn, db.preparations, prep_key(record), record, fresh)
-            record = self.state.record_tracked(fresh)
-        if record["prep_state"] == StepState.PENDING:
-            self._run_prep(conn, entry, node, record, StepState.RUNNING, now, effects)
+        record = self.state.ensure_preparation(entry, node, self.pools[node.pool_key]["id"], now, effects)
+        self._carry_out(conn, effects, now)
         return record
-
-    def _run_prep(
-        self,
-        conn: Connection,
-        entry: JobEntry,
-        node: NodeSlots,
-        record: dict[str, Any],
-        to: StepState,
-        now: datetime,
-        effects: Effects,
-    ) -> None:
-        attempt = record["prep_attempt"] + 1
-        changes = prep_rules.prep(record, to, now, attempt=attempt)
-        change_record(conn, record, changes)
-        step_id = f"p:{entry.key}:{node.node_id}:{attempt}"
-        self.state.step_sent(step_id, StepRef("prep", entry.key, node.node_id, attempt))
-        step = step_builder.prep_step(step_id, entry.row, self._placement(node))
-        effects.run[node.node_id].append(self.faults.prep_step(step, entry.key, node.node_id, now))
 
     # ------------------------------------------------------------------ results
     async def _on_results(self, node_id: str, results: list[StepResult]) -> None:
@@ -535,45 +498,13 @@ class Scheduler(
     def _prep_finished(
         self, conn: Connection, ref: StepRef, result: StepResult, now: datetime, effects: Effects
     ) -> None:
-        key = (ref.job_key, ref.node_id)
-        record, entry, node = self.preps.get(key), self.jobs.get(ref.job_key), self.nodes.get(ref.node_id)
-        if record is None or entry is None or node is None or record["prep_attempt"] != ref.attempt:
-            return
-        spec = entry.spec["jobPreparationTask"]
-        ok = result.failure is None and result.exit_code == 0
-        retriable = result.exit_code is not None or result.timed_out
-        if (
-            not ok
-            and retriable
-            and after_exit(
-                result.exit_code if result.exit_code is not None else 1,
-                retry_count=record["prep_retry_count"],
-                max_retries=spec["constraints"]["maxTaskRetryCount"],
-            )
-            is Decision.RETRY
-        ):
-            self._run_prep(conn, entry, node, record, StepState.RUNNING, now, effects)
-            return
-        failure = None if ok else (result.failure or task_rules.exit_failure(result.exit_code))
-        changes = prep_rules.prep(record, StepState.COMPLETED, now, exit_code=result.exit_code, failure_info=failure)
-        change_record(conn, record, changes)
-        self._retain_job_step(effects, entry.row, record, "prep")
-        self._instances_prepared(conn, ref.job_key, ref.node_id, ok, now, effects)
-        waiting = self.state.preparation_ended(ref.job_key, ref.node_id)
-        tasks = db.tasks_by_seq(conn, waiting)
-        for task in tasks:
-            if task["state"] != TaskState.PREPARING or task["node_id"] != ref.node_id:
-                continue
-            if ok:
-                changes = task_rules.transition(task, TaskState.RUNNING, now)
-                effects.change_task(task, changes)
-                undo.update(task, changes)
-                self._dispatch_task(conn, entry, task, node, effects)
-            else:  # back to the queue; this node is now excluded for the job
-                self._take_off_node(conn, task, now, effects)
-                effects.change_task(task, task_rules.transition(task, TaskState.ACTIVE, now))
-                self._requeue_in_memory(task)
-        effects.wake = True
+        waiters = db.tasks_by_seq(conn, self.state.preparation_waiters(ref.job_key, ref.node_id))
+        ok = self.state.preparation_finished(ref, result, waiters, now, effects)
+        self._carry_out(conn, effects, now)
+        if ok is not None:
+            entry, record = self.jobs[ref.job_key], self.preps[(ref.job_key, ref.node_id)]
+            self._retain_job_step(effects, entry.row, record, "prep")
+            self._instances_prepared(conn, ref.job_key, ref.node_id, ok, now, effects)
 
     def _release_finished(
         self, conn: Connection, ref: StepRef, result: StepResult, now: datetime, effects: Effects

@@ -57,6 +57,32 @@ def task_seq_of(step_id: str) -> int | None:
     return int(step_id.split(":", 2)[1]) if step_id.startswith("t:") else None
 
 
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """A step a decision sends, described as data; the scheduler builds it (account, placement, faults)."""
+
+    kind: str  #: "task" (an attempt of `task`) or "prep" (the job's preparation task on the node)
+    step_id: str
+    job_key: str
+    node_id: str
+    task: dict[str, Any] | None = None  #: the task's row, for task steps
+
+
+@dataclass(frozen=True, slots=True)
+class RecordWrite:
+    """A preparation/release record's store write as a decision made it: `before` None inserts `values`;
+    otherwise the stored row, guarded by `before`'s states and attempts, takes `values`."""
+
+    before: dict[str, Any] | None
+    values: dict[str, Any]
+
+    def apply(self, conn: Connection) -> None:
+        if self.before is None:
+            db.insert_rows(conn, db.preparations, [self.values])
+        else:
+            transition(conn, db.preparations, prep_key(self.before), self.before, self.values)
+
+
 @dataclass(slots=True)
 class Effects:
     """What to do once a transaction has committed."""
@@ -78,6 +104,21 @@ class Effects:
     task_changes: dict[int, batched.TaskChange] = field(default_factory=dict)
     #: (node_id, counter column) -> increment, written once per transaction
     node_counters: Counter = field(default_factory=Counter)
+    #: steps decided and not yet built (the scheduler turns them into `run` within the transaction)
+    dispatch: list[Dispatch] = field(default_factory=list)
+    #: preparation/release record writes decided and not yet made (made in order, right after the decision)
+    records: list[RecordWrite] = field(default_factory=list)
+
+    def change_record(self, record: dict[str, Any], changes: dict[str, Any]) -> None:
+        """A preparation/release record changes as computed from memory's copy, which follows at once (undone
+        if the transaction fails); the store's row is guarded by the states and attempts it had."""
+        self.records.append(RecordWrite(dict(record), changes))
+        undo.update(record, changes)
+
+    def write_records(self, conn: Connection) -> None:
+        for write in self.records:
+            write.apply(conn)
+        self.records.clear()
 
     def change_task(self, row: dict[str, Any], changes: dict[str, Any]) -> None:
         """`changes` computed from the task's `row` as it is now; a task changed twice in one transaction
@@ -113,6 +154,8 @@ class Effects:
         self.check_jobs |= other.check_jobs
         self.job_actions.extend(other.job_actions)
         self.ended_jobs.extend(other.ended_jobs)
+        self.dispatch.extend(other.dispatch)
+        self.records.extend(other.records)
 
 
 @dataclass(slots=True)
@@ -173,5 +216,5 @@ def prep_key(record: dict[str, Any]) -> dict[str, str]:
 def change_record(conn: Connection, record: dict[str, Any], changes: dict[str, Any]) -> None:
     """A preparation/release record changes as computed from memory's copy: guarded by its states and attempts
     in the store (StaleState if they moved), and memory follows (undone if the transaction fails)."""
-    transition(conn, db.preparations, prep_key(record), record, changes)
+    RecordWrite(dict(record), changes).apply(conn)
     undo.update(record, changes)

@@ -13,7 +13,7 @@ from kiln.core import task as task_rules
 from kiln.core.task import TaskState
 from kiln.scheduler.control import ControlState, InvariantBroken
 from kiln.scheduler.slots import NodeSlots
-from kiln.scheduler.state import Effects, JobEntry, StepRef, task_step_id
+from kiln.scheduler.state import Dispatch, Effects, JobEntry, StepRef, task_step_id
 
 
 def job_row(key: str = "j") -> dict:
@@ -357,3 +357,96 @@ def test_a_test_server_that_logged_a_broken_invariant_fails_its_stop(tmp_path) -
         log.write("CRITICAL kiln.scheduler: control state invariant broken: task 1 holds a and b\n")
     with pytest.raises(AssertionError, match="task 1 holds a and b"):
         server.raise_if_broken()
+
+
+# -- a task starts on a node, and the job's preparation task there ---------------------------------------------
+
+
+def active_task(seq: int) -> dict[str, Any]:
+    doc = {"id": f"t{seq}", "requiredSlots": 1, "constraints": {"maxTaskRetryCount": 0}}
+    return {**task_rules.new_row("j", doc, now=T0, etag="e"), "seq": seq, "previous_state": None, "result": None}
+
+
+def with_preparation(state: ControlState, *, wait: bool = True, retries: int = 0) -> JobEntry:
+    prep = {"commandLine": "/bin/true", "waitForSuccess": wait, "constraints": {"maxTaskRetryCount": retries}}
+    entry = state.jobs["j"] = JobEntry({**job_row(), "spec": {"jobPreparationTask": prep}})
+    return entry
+
+
+def placed(state: ControlState, entry: JobEntry, seq: int, node_id: str, effects: Effects) -> dict[str, Any]:
+    """What placement does for a task it chose `node_id` for: a tentative booking, then the start."""
+    task, node = active_task(seq), state.nodes[node_id]
+    node.book(seq, 1)
+    state.start_task(entry, task, node, "p", T0, effects)
+    return task
+
+
+def test_a_task_without_preparation_runs_at_once(state: ControlState) -> None:
+    effects = Effects()
+    task = placed(state, state.jobs["j"], 1, "a", effects)
+    assert (task["state"], task["node_id"], task["attempt"]) == ("running", "a", 1)
+    assert effects.dispatch == [Dispatch("task", "t:1:1", "j", "a", task)] and effects.records == []
+    assert state.nodes["a"].booked == {"t:1:1": 1} and effects.node_counters == {("a", "total_tasks_run"): 1}
+    state.step_off_node("a", "t:1:1", effects, kill=True)
+
+
+def test_the_first_task_on_a_node_starts_the_preparation_and_waits_for_it_the_next_only_waits(
+    state: ControlState,
+) -> None:
+    entry, effects = with_preparation(state), Effects()
+    placed(state, entry, 1, "a", effects)
+    placed(state, entry, 2, "a", effects)
+    insert, running = effects.records
+    assert insert.before is None and insert.values["prep_state"] == "pending"  # as made, not as memory has it now
+    assert running.before is not None and running.before["prep_state"] == "pending"
+    assert [d.step_id for d in effects.dispatch] == ["p:j:a:1"]  # one preparation, no task yet
+    assert [c.values["state"] for c in effects.task_changes.values()] == ["preparing", "preparing"]
+    assert state.waiting == {("j", "a"): [1, 2]} and state.nodes["a"].used == 2
+    # it succeeds: both run, in the order they came
+    effects = Effects()
+    ok = state.preparation_finished(
+        state.steps["p:j:a:1"], StepResult("p:j:a:1", 0, 1, 0), [preparing(1, "a"), preparing(2, "a")], NOW, effects
+    )
+    state.step_ended("p:j:a:1")
+    assert ok is True and state.preps[("j", "a")]["prep_state"] == "completed" and state.waiting == {}
+    assert [d.step_id for d in effects.dispatch] == ["t:1:1", "t:2:1"]
+    assert [r.values["prep_state"] for r in effects.records] == ["completed"]
+    for seq in (1, 2):
+        state.step_off_node("a", f"t:{seq}:1", effects, kill=True)
+
+
+def preparing(seq: int, node_id: str) -> dict[str, Any]:
+    task = active_task(seq)
+    task.update(task_rules.transition(task, TaskState.PREPARING, T0, pool_id="p", node_id=node_id, attempt=1))
+    return task
+
+
+def test_a_failed_preparation_is_retried_then_sends_its_tasks_back_with_the_node_excluded(
+    state: ControlState,
+) -> None:
+    entry, effects = with_preparation(state, retries=1), Effects()
+    placed(state, entry, 1, "a", effects)
+    effects = Effects()
+    assert state.preparation_finished(state.steps["p:j:a:1"], StepResult("p:j:a:1", 0, 1, 3), [], NOW, effects) is None
+    state.step_ended("p:j:a:1")
+    assert [d.step_id for d in effects.dispatch] == ["p:j:a:2"] and state.waiting == {("j", "a"): [1]}
+    effects = Effects()
+    ok = state.preparation_finished(
+        state.steps["p:j:a:2"], StepResult("p:j:a:2", 0, 1, 3), [preparing(1, "a")], NOW, effects
+    )
+    state.step_ended("p:j:a:2")
+    record = state.preps[("j", "a")]
+    assert ok is False and (record["prep_state"], record["prep_exit_code"]) == ("completed", 3)
+    assert effects.dispatch == [] and state.nodes["a"].used == 0 and state.jobs["j"].queue.heap == [(1, 1)]
+    assert effects.task_changes[1].values["state"] == "active" and not effects.kill  # it never ran
+    state.jobs["j"].queue.pop()
+
+
+def test_a_preparation_result_of_an_earlier_attempt_changes_nothing(state: ControlState) -> None:
+    entry, effects = with_preparation(state), Effects()
+    placed(state, entry, 1, "a", effects)
+    stale = StepRef("prep", "j", "a", 7)
+    assert state.preparation_finished(stale, StepResult("p:j:a:7", 0, 1, 0), [], NOW, Effects()) is None
+    assert state.preps[("j", "a")]["prep_state"] == "running" and state.waiting == {("j", "a"): [1]}
+    state.task_off_node("j", "a", 1, 1, effects)
+    state.step_ended("p:j:a:1")
