@@ -225,6 +225,28 @@ class ControlState:
         effects.wake = True
         return ok
 
+    # ------------------------------------------------------------------ a node is lost
+    def node_lost(self, node_id: str, on_node: list[dict[str, Any]], now: datetime, effects: Effects) -> list[StepRef]:
+        """The node's processes are gone (`on_node`: rows of the tasks that held it): it takes nothing until it is
+        up again; those tasks go back to the queue (requeueCount + 1, not a retry), and its preparation and
+        release tasks that were running will run again. Returns the tasks that were sent ahead to it, queued
+        again too, for the caller to move their attempts on (their store rows were never changed)."""
+        self.nodes[node_id].up = False
+        moved = [ref for ref in self.node_emptied(node_id, effects, kill=False) if ref.ahead]
+        for ref in moved:
+            assert ref.seq is not None, "a task step sent ahead carries its task's seq"
+            self.tasks_queued(ref.job_key, [(ref.seq, ref.slots)])
+        for task in on_node:
+            effects.change_task(task, task_rules.transition(task, TaskState.ACTIVE, now, requeue=True))
+            self.tasks_queued(task["job_key"], [(task["seq"], task["required_slots"])])
+        for (_, nid), record in self.preps.items():
+            if nid != node_id:
+                continue
+            for kind, rule in (("prep", prep_rules.prep), ("release", prep_rules.release)):
+                if record[f"{kind}_state"] == StepState.RUNNING:
+                    effects.change_record(record, rule(record, StepState.PENDING, now))
+        return moved
+
     def step_sent(self, step_id: str, ref: StepRef) -> None:
         """A step is in flight (or one sent ahead is known to run): its result is matched on `step_id`."""
         self.steps[step_id] = ref

@@ -20,9 +20,10 @@ from kiln.core.job import JobState
 from kiln.core.node import NodeState, SchedulingState
 from kiln.core.pool import AllocationState
 from kiln.core.preparation import StepState
+from kiln.scheduler.ahead import NOT_AHEAD
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
-from kiln.scheduler.state import ON_NODE, Effects, change_record, requeue, transition
+from kiln.scheduler.state import ON_NODE, Effects, change_record, transition
 from kiln.store import rows as db
 from kiln.wire.times import now as utcnow
 
@@ -259,24 +260,14 @@ class NodeOperations(SchedulerParts):
         """The node's processes are gone: requeue its tasks, rerun an unfinished prep or release later."""
         effects = Effects(wake=True)
         now = utcnow()
-        node = self.nodes[node_id]
-        node.up = False
-        node.release_all()
         self._count_unseen_runs(conn, now, node_id)  # those that started unseen: a run each
-        self._call_back(conn, node, effects, kill=False)  # queued again
         self._instances_lost(conn, node_id, now, effects)
-        self.state.node_emptied(node_id, effects, kill=False)  # its processes are gone
-        for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):
-            requeue(conn, task, now)
-            self._requeue_in_memory(task)
+        on_node = db.tasks_in_states(conn, ON_NODE, node_id=node_id)
+        for ref in self.state.node_lost(node_id, on_node, now, effects):
+            db.change(conn, db.tasks, {"seq": ref.seq}, {"attempt": ref.attempt, **NOT_AHEAD})
+        effects.write_batched(conn, counters=False)
+        effects.write_records(conn)
         self._settle_disabling(conn, self._disabling_jobs(), now)
-        for (_, nid), record in self.preps.items():
-            if nid != node_id:
-                continue
-            for kind, rule in (("prep", prep_rules.prep), ("release", prep_rules.release)):
-                if record[f"{kind}_state"] == StepState.RUNNING:
-                    changes = rule(record, StepState.PENDING, now)
-                    change_record(conn, record, changes)
         row = db.get(conn, db.nodes, id=node_id)
         if remove:
             db.remove_node(conn, node_id)

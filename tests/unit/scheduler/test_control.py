@@ -450,3 +450,21 @@ def test_a_preparation_result_of_an_earlier_attempt_changes_nothing(state: Contr
     assert state.preps[("j", "a")]["prep_state"] == "running" and state.waiting == {("j", "a"): [1]}
     state.task_off_node("j", "a", 1, 1, effects)
     state.step_ended("p:j:a:1")
+
+
+def test_a_lost_node_sends_its_tasks_back_and_its_running_preparation_will_run_again(state: ControlState) -> None:
+    entry, effects = with_preparation(state), Effects()
+    placed(state, entry, 1, "a", effects)  # waits for the preparation task, which runs
+    state.sent_ahead("t:2:1", StepRef("task", "j", "a", 1, 2, 1, ahead=True))
+    effects = Effects()
+    moved = state.node_lost("a", [preparing(1, "a")], NOW, effects)
+    assert [ref.seq for ref in moved] == [2]  # sent ahead: its row never changed
+    node = state.nodes["a"]
+    assert (node.up, node.used, node.ahead, state.steps, state.waiting) == (False, 0, {}, {}, {})
+    change = effects.task_changes[1]
+    assert (change.state, change.values["state"], change.values["requeue_count"]) == ("preparing", "active", 1)
+    assert sorted(state.jobs["j"].queue.heap) == [(1, 1), (2, 1)] and not effects.kill  # its processes are gone
+    assert [r.values["prep_state"] for r in effects.records] == ["pending"]
+    assert state.preps[("j", "a")]["prep_state"] == "pending"
+    state.jobs["j"].queue.pop()
+    state.jobs["j"].queue.pop()
