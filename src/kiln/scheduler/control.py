@@ -225,6 +225,41 @@ class ControlState:
         effects.wake = True
         return ok
 
+    # ------------------------------------------------------------------ a job ends
+    def job_ended(
+        self, job_key: str, on_node: list[dict[str, Any]], failure: dict[str, Any], now: datetime, effects: Effects
+    ) -> list[StepRef]:
+        """The job is terminated or deleted (`on_node`: rows of its tasks that hold nodes): those complete with
+        `failure`, its running preparation tasks end with it, and its tasks sent ahead are taken back (killed
+        in case they just started; they stay active and never run). Returns those, for the caller to move their
+        attempts on (their store rows were never changed). Their other instances are the caller's."""
+        moved = []
+        for node in self.nodes.values():
+            for step_id in [i for i, (owner, _, _) in node.ahead.items() if owner == job_key]:
+                if (ref := self.step_off_node(node.node_id, step_id, effects, kill=True)) is not None:
+                    moved.append(ref)
+        for ref in self.job_stopped(job_key, effects):
+            record = self.preps[(job_key, ref.node_id)]
+            effects.change_record(
+                record, prep_rules.prep(record, StepState.COMPLETED, now, exit_code=None, failure_info=failure)
+            )
+        for task in on_node:
+            self.task_off_node(job_key, task["node_id"], task["seq"], task["attempt"], effects)
+            effects.change_task(task, task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure))
+            effects.check_jobs.add(job_key)
+        effects.wake = True
+        return moved
+
+    def run_release(
+        self, entry: JobEntry, node: NodeSlots, record: dict[str, Any], now: datetime, effects: Effects
+    ) -> None:
+        """A new attempt of the job's release task on the node, where its preparation task ran."""
+        attempt = record["release_attempt"] + 1
+        effects.change_record(record, prep_rules.release(record, StepState.RUNNING, now, attempt=attempt))
+        step_id = f"r:{entry.key}:{node.node_id}:{attempt}"
+        self.step_sent(step_id, StepRef("release", entry.key, node.node_id, attempt))
+        effects.dispatch.append(Dispatch("release", step_id, entry.key, node.node_id))
+
     # ------------------------------------------------------------------ a node is lost
     def node_lost(self, node_id: str, on_node: list[dict[str, Any]], now: datetime, effects: Effects) -> list[StepRef]:
         """The node's processes are gone (`on_node`: rows of the tasks that held it): it takes nothing until it is

@@ -356,6 +356,8 @@ class Scheduler(
                 step = step_builder.task_step(
                     order.step_id, entry.row, order.task, self._placement(node), slots=order.task["required_slots"]
                 )
+            elif order.kind == "release":
+                step = step_builder.release_step(order.step_id, entry.row, self._placement(node))
             else:
                 step = self.faults.prep_step(
                     step_builder.prep_step(order.step_id, entry.row, self._placement(node)),

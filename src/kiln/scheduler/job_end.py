@@ -14,10 +14,10 @@ from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.job import JobState, TerminateReason
 from kiln.core.preparation import StepState
-from kiln.scheduler import steps as step_builder
+from kiln.scheduler.ahead import NOT_AHEAD
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
-from kiln.scheduler.state import ON_NODE, Effects, JobEntry, StepRef, change_record, transition
+from kiln.scheduler.state import ON_NODE, Effects, JobEntry, transition
 from kiln.store import rows as db
 from kiln.wire.times import now as utcnow
 
@@ -66,14 +66,13 @@ class JobEnding(SchedulerParts):
     def _end_tasks_on_nodes(
         self, conn: Connection, job_key: str, now: datetime, effects: Effects, failure: dict[str, Any]
     ) -> None:
-        self._call_back_job(conn, job_key, effects, requeue=False)  # active tasks stay active and never run
-        for ref in self.state.job_stopped(job_key, effects):
-            record = self.preps[(job_key, ref.node_id)]
-            changes = prep_rules.prep(record, StepState.COMPLETED, now, exit_code=None, failure_info=failure)
-            change_record(conn, record, changes)
-        for task in db.tasks_in_states(conn, ON_NODE, job_key=job_key):
-            self._end_on_node(conn, task, failure, now, effects)
-        effects.wake = True
+        on_node = db.tasks_in_states(conn, ON_NODE, job_key=job_key)
+        for ref in self.state.job_ended(job_key, on_node, failure, now, effects):
+            db.change(conn, db.tasks, {"seq": ref.seq}, {"attempt": ref.attempt, **NOT_AHEAD})
+        for task in on_node:
+            self._end_instances(conn, task["seq"], now, effects)
+        effects.write_batched(conn, counters=False)
+        effects.write_records(conn)
 
     def _start_releases(self, conn: Connection, entry: JobEntry, now: datetime, effects: Effects) -> None:
         if entry.spec.get("jobReleaseTask") is None:
@@ -94,12 +93,8 @@ class JobEnding(SchedulerParts):
         now: datetime,
         effects: Effects,
     ) -> None:
-        attempt = record["release_attempt"] + 1
-        changes = prep_rules.release(record, StepState.RUNNING, now, attempt=attempt)
-        change_record(conn, record, changes)
-        step_id = f"r:{entry.key}:{node.node_id}:{attempt}"
-        self.state.step_sent(step_id, StepRef("release", entry.key, node.node_id, attempt))
-        effects.run[node.node_id].append(step_builder.release_step(step_id, entry.row, self._placement(node)))
+        self.state.run_release(entry, node, record, now, effects)
+        self._carry_out(conn, effects, now)
 
     def _releases_outstanding(self, entry: JobEntry) -> bool:
         if entry.spec.get("jobReleaseTask") is None:

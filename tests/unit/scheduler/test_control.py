@@ -468,3 +468,17 @@ def test_a_lost_node_sends_its_tasks_back_and_its_running_preparation_will_run_a
     assert state.preps[("j", "a")]["prep_state"] == "pending"
     state.jobs["j"].queue.pop()
     state.jobs["j"].queue.pop()
+
+
+def test_an_ended_job_completes_its_tasks_on_nodes_and_takes_back_those_sent_ahead(state: ControlState) -> None:
+    effects = Effects()
+    run_task(state, 1, "a")
+    state.sent_ahead("t:2:1", StepRef("task", "j", "b", 1, 2, 1, ahead=True))
+    state.jobs["j"].queue.push(3, 1)
+    failure = task_rules.ended_by("the job was ended.")
+    moved = state.job_ended("j", [running_task(1, "a")], failure, NOW, effects)
+    assert [ref.seq for ref in moved] == [2] and effects.kill == {"b": ["t:2:1"], "a": ["t:1:1"]}
+    change = effects.task_changes[1]
+    assert (change.values["state"], change.values["failure_info"]) == ("completed", failure)
+    assert (state.steps, state.nodes["a"].used, state.nodes["b"].ahead) == ({}, 0, {})
+    assert len(state.jobs["j"].queue) == 0 and effects.check_jobs == {"j"}  # queued tasks stay active, never run
