@@ -167,7 +167,18 @@ def _update(
     values = dict(changes)
     if bump_etag:
         values["etag"] = new_etag()
-    return conn.execute(update(table).where(_where(table, keys)).values(**values)).rowcount == 1
+    if any(value is None for value in keys.values()):  # `IS NULL`, which a bound `=` is not
+        return conn.execute(update(table).where(_where(table, keys)).values(**values)).rowcount == 1
+    params = {**{f"k_{name}": value for name, value in keys.items()}, **{f"v_{c}": v for c, v in values.items()}}
+    return _prepared_update(table, tuple(keys), tuple(values)).execute_many(conn, [params]) == 1
+
+
+@functools.cache
+def _prepared_update(table: Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> Prepared:
+    """One statement per shape of change: SQLAlchemy's per-execution work (a statement built, its cache key,
+    its parameters) cost ten times the database's on a node's or a pool's transition."""
+    where = and_(*(table.c[name] == bindparam(f"k_{name}") for name in keys))
+    return Prepared(update(table).where(where).values({c: bindparam(f"v_{c}") for c in columns}))
 
 
 def remove(conn: Connection, table: Table, **keys: Any) -> int:
@@ -229,6 +240,12 @@ def current_nodes_by_pool(conn: Connection) -> dict[str, tuple[int, int]]:
         known = counts.get(key, (0, 0))
         counts[key] = (count, known[1]) if dedicated else (known[0], count)
     return counts
+
+
+def pool_node_ids_outside(conn: Connection, pool_key: str, states: Iterable[str]) -> set[str]:
+    """Ids of the pool's nodes in none of `states`: whether a resize is done, without reading whole rows."""
+    query = select(nodes.c.id).where(nodes.c.pool_key == pool_key, nodes.c.state.not_in(list(states)))
+    return set(conn.execute(query).scalars())
 
 
 def running_tasks_by_node(conn: Connection, node_ids: Sequence[str] | None = None) -> dict[str, tuple[int, int]]:
