@@ -54,7 +54,11 @@ async def list_page(
 
         keep = lambda node: matches((pool, node, running(node), []))  # noqa: E731
         page = lists.node_page(conn, pool["key"], term, after, count, keep)
-        found = [(pool, node, running(node), db.recent_tasks(conn, node["id"], RECENT_TASKS)) for node in page.rows]
+        counts = db.running_tasks_by_node(conn, [node["id"] for node in page.rows])  # one look for the page
+        found = [
+            (pool, node, counts.get(node["id"], (0, 0)), db.recent_tasks(conn, node["id"], RECENT_TASKS))
+            for node in page.rows
+        ]
         return seek.Page(found, page.after)
 
     return await control.database.read(read)
