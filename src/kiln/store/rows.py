@@ -504,11 +504,26 @@ __all__ = [
 
 def recent_tasks(conn: Connection, node_id: str, limit: int) -> list[Row]:
     """The tasks that last changed state on the node (a node's recentTasks), latest first, with their job's id."""
-    query = (
-        select(tasks, jobs.c.id.label("job_id"))
+    return recent_tasks_by_node(conn, [node_id], limit).get(node_id, [])
+
+
+def recent_tasks_by_node(conn: Connection, node_ids: Sequence[str], limit: int) -> dict[str, list[Row]]:
+    """recent_tasks of each node, in one statement for a page of nodes rather than one per node (nodes without
+    tasks are left out)."""
+    latest_first = (tasks.c.state_transition_time.desc(), tasks.c.seq.desc())
+    ranked = (
+        select(
+            tasks,
+            jobs.c.id.label("job_id"),
+            func.row_number().over(partition_by=tasks.c.node_id, order_by=latest_first).label("rank"),
+        )
         .join(jobs, jobs.c.key == tasks.c.job_key)
-        .where(tasks.c.node_id == node_id)
-        .order_by(tasks.c.state_transition_time.desc(), tasks.c.seq.desc())
-        .limit(limit)
+        .where(tasks.c.node_id.in_(node_ids))
+        .subquery()
     )
-    return [dict(row._mapping) for row in conn.execute(query)]
+    columns = [column for column in ranked.c if column.name != "rank"]
+    query = select(*columns).where(ranked.c.rank <= limit).order_by(ranked.c.node_id, ranked.c.rank)
+    found: dict[str, list[Row]] = {}
+    for row in conn.execute(query):
+        found.setdefault(row.node_id, []).append(dict(row._mapping))
+    return found

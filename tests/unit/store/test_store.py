@@ -526,6 +526,12 @@ def test_recent_tasks_of_a_node_latest_first_with_their_jobs_id(db: Database) ->
             ("old", "J", "completed"),
         ]
         assert [r["id"] for r in rows.recent_tasks(conn, "n1", 1)] == ["new"]
+        assert recent[0]["state_transition_time"] == later and "rank" not in recent[0]  # typed as the table's
+        by_node = rows.recent_tasks_by_node(conn, ["n1", "n2", "n3"], 1)
+        assert {node: [r["id"] for r in found] for node, found in by_node.items()} == {
+            "n1": ["new"],
+            "n2": ["elsewhere"],
+        }
 
 
 def test_tasks_in_states(db: Database) -> None:
