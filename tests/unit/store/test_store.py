@@ -505,6 +505,28 @@ def test_current_nodes_by_pool_counts_dedicated_and_low_priority_nodes(db: Datab
         assert node["is_dedicated"] is True and node["start_task"] is None and node["errors"] is None
 
 
+def test_the_ids_of_a_pools_nodes_outside_some_states(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.nodes, [node_row("a"), node_row("b", state="starting"), node_row("c")])
+        rows.insert_rows(conn, rows.nodes, [node_row("q", pool_key="q", state="starting")])
+    with tx(db) as conn:
+        assert rows.pool_node_ids_outside(conn, "p", ["idle", "running"]) == {"b"}
+        assert rows.pool_node_ids_outside(conn, "p", ["idle", "starting"]) == set()
+
+
+def test_a_transition_guarded_by_a_null_column_matches_it(db: Database) -> None:
+    """Prepared updates bind `=`, which never matches NULL: a NULL key keeps SQLAlchemy's `IS NULL`."""
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.nodes, [node_row("a", state="starting")])
+    with tx(db) as conn:
+        assert rows.change(conn, rows.nodes, {"id": "a", "start_task": None}, {"scheduling_state": "disabled"})
+        assert not rows.change(conn, rows.nodes, {"id": "a", "pool_key": "q"}, {"scheduling_state": "enabled"})
+        node = rows.get(conn, rows.nodes, id="a")
+        assert node is not None and node["scheduling_state"] == "disabled"
+        assert rows.transition(conn, rows.nodes, {"id": "a"}, node, {"state": "idle"})
+        assert not rows.transition(conn, rows.nodes, {"id": "a"}, node, {"state": "idle"})  # no longer starting
+
+
 def test_recent_tasks_of_a_node_latest_first_with_their_jobs_id(db: Database) -> None:
     later = T0 + timedelta(minutes=1)
     with tx(db) as conn:
