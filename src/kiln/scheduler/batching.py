@@ -3,7 +3,9 @@
 A pool of 1,000 nodes reports 1,000 arrivals within seconds; one store transaction each (and a look at the
 whole pool each, to see whether its resize is done) held the scheduler's lock for a minute. Gathered, they
 cost one transaction per batch: the batch grows by itself with the load, since arrivals gather while the
-previous batch holds the lock, and a lone event waits for nothing but one pass of the event loop.
+previous batch holds the lock, and a lone event waits for nothing but one pass of the event loop. While
+events keep coming, the next batch lingers LINGER s to gather more: a pool's arrivals are a stream, and each
+batch costs a transaction and a look at the pool whatever its size.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ log = logging.getLogger("kiln.scheduler")
 
 T = TypeVar("T")
 
+#: How long a batch that follows another gathers events before it is applied.
+LINGER = 0.02
+
 
 class GroupCommit(Generic[T]):
     """`submit(item)` returns once `apply` has taken the item, in a batch with whatever else arrived meanwhile.
@@ -26,9 +31,10 @@ class GroupCommit(Generic[T]):
     when it fails (a store transaction and kiln.undo do that).
     """
 
-    def __init__(self, apply: Callable[[list[T]], Awaitable[None]], name: str) -> None:
+    def __init__(self, apply: Callable[[list[T]], Awaitable[None]], name: str, linger: float = LINGER) -> None:
         self._apply = apply
         self._name = name
+        self._linger = linger
         self._pending: list[tuple[T, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -43,7 +49,8 @@ class GroupCommit(Generic[T]):
         batch: list[tuple[T, asyncio.Future[None]]] = []
         try:
             while self._pending:
-                await asyncio.sleep(0)  # the events of this pass of the loop join the batch
+                # the events of this pass of the loop join the first batch; of a while, those of a stream
+                await asyncio.sleep(self._linger if batch else 0)
                 batch, self._pending = self._pending, []
                 if not await self._try(batch) and len(batch) > 1:
                     log.warning("%s: a batch of %d failed; applying it one at a time", self._name, len(batch))

@@ -174,15 +174,16 @@ class NodeOperations(SchedulerParts):
         if pool is None or pool["allocation_state"] not in (AllocationState.RESIZING, AllocationState.STOPPING):
             return
         stopped = pool["allocation_state"] == AllocationState.STOPPING
-        dedicated = (len(self._members(pool_key, True)), pool["target_dedicated_nodes"])
-        low_priority = (len(self._members(pool_key, False)), pool["target_low_priority_nodes"])
+        members = {n.node_id for n in self.nodes.values() if n.pool_key == pool_key}
+        dedicated_count = sum(map(node_rules.is_dedicated, members))
+        dedicated = (dedicated_count, pool["target_dedicated_nodes"])
+        low_priority = (len(members) - dedicated_count, pool["target_low_priority_nodes"])
         full = self.max_nodes is not None and len(self.nodes) >= self.max_nodes  # no node more to be had
         reached = dedicated[0] == dedicated[1] and low_priority[0] == low_priority[1]
         capped = full and dedicated[0] <= dedicated[1] and low_priority[0] <= low_priority[1]
         if not (stopped or reached or capped):
             return
-        booting = db.pool_node_ids_outside(conn, pool_key, node_rules.SETTLED)
-        if not any(n.node_id in booting for n in self.nodes.values() if n.pool_key == pool_key):
+        if not db.pool_has_node_outside(conn, pool_key, node_rules.SETTLED, members):
             errors = pool_rules.resize_errors(
                 stopped=stopped, dedicated=dedicated, low_priority=low_priority, max_nodes=self.max_nodes
             )

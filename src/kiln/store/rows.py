@@ -13,11 +13,11 @@ from __future__ import annotations
 import functools
 import itertools
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import BindParameter, Connection, Select, Table, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from kiln import story
@@ -242,10 +242,17 @@ def current_nodes_by_pool(conn: Connection) -> dict[str, tuple[int, int]]:
     return counts
 
 
-def pool_node_ids_outside(conn: Connection, pool_key: str, states: Iterable[str]) -> set[str]:
-    """Ids of the pool's nodes in none of `states`: whether a resize is done, without reading whole rows."""
-    query = select(nodes.c.id).where(nodes.c.pool_key == pool_key, nodes.c.state.not_in(list(states)))
-    return set(conn.execute(query).scalars())
+def pool_has_node_outside(conn: Connection, pool_key: str, states: Iterable[str], among: Container[str]) -> bool:
+    """Whether one of the pool's nodes `among` these is in none of `states`: whether a resize is done, read up to
+    the first such node rather than all of them (ids only)."""
+    with conn.execute(_nodes_outside(tuple(states)), {"pool_key": pool_key}) as found:
+        return any(node_id in among for node_id in found.scalars())
+
+
+@functools.cache
+def _nodes_outside(states: tuple[str, ...]) -> Select[tuple[str]]:
+    """Built once: building it cost more than running it, once per batch of arrivals."""
+    return select(nodes.c.id).where(nodes.c.pool_key == bindparam("pool_key"), nodes.c.state.not_in(states))
 
 
 def running_tasks_by_node(conn: Connection, node_ids: Sequence[str] | None = None) -> dict[str, tuple[int, int]]:

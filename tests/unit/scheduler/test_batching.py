@@ -81,3 +81,17 @@ async def test_a_cancelled_submitter_does_not_stop_the_others() -> None:
     store.held.set()
     await asyncio.gather(first, kept)
     assert store.batches == [["a"], ["b", "c"]]  # applied all the same: the submitter only stopped waiting
+
+
+async def test_a_batch_that_follows_another_lingers_to_gather_the_stream() -> None:
+    store = Store()
+    store.held = asyncio.Event()
+    batcher = GroupCommit(store.apply, "test", linger=0.5)
+    first = asyncio.ensure_future(batcher.submit("a"))
+    await asyncio.sleep(0.01)
+    second = asyncio.ensure_future(batcher.submit("b"))
+    await asyncio.sleep(0)
+    store.held.set()
+    await first  # "b" waits for more: "c", which comes after "a" is applied, goes with it
+    await asyncio.gather(second, batcher.submit("c"))
+    assert store.batches == [["a"], ["b", "c"]]

@@ -505,13 +505,14 @@ def test_current_nodes_by_pool_counts_dedicated_and_low_priority_nodes(db: Datab
         assert node["is_dedicated"] is True and node["start_task"] is None and node["errors"] is None
 
 
-def test_the_ids_of_a_pools_nodes_outside_some_states(db: Database) -> None:
+def test_whether_a_pool_has_a_node_outside_some_states(db: Database) -> None:
     with tx(db) as conn:
         rows.insert_rows(conn, rows.nodes, [node_row("a"), node_row("b", state="starting"), node_row("c")])
         rows.insert_rows(conn, rows.nodes, [node_row("q", pool_key="q", state="starting")])
     with tx(db) as conn:
-        assert rows.pool_node_ids_outside(conn, "p", ["idle", "running"]) == {"b"}
-        assert rows.pool_node_ids_outside(conn, "p", ["idle", "starting"]) == set()
+        assert rows.pool_has_node_outside(conn, "p", ["idle", "running"], {"a", "b"})
+        assert not rows.pool_has_node_outside(conn, "p", ["idle", "running"], {"a", "c"})  # b is not among them
+        assert not rows.pool_has_node_outside(conn, "p", ["idle", "starting"], {"a", "b", "c", "q"})
 
 
 def test_a_transition_guarded_by_a_null_column_matches_it(db: Database) -> None:
