@@ -87,6 +87,7 @@ def note(
             "detail": _detail(kind, changes, event)[:DETAIL_LENGTH] or None,
             "at": at,
             "since": row.get("state_transition_time"),  #: when it entered from_state (for kiln.metrics; not stored)
+            "stimulus": stimulus.get(),  #: a batch of events applies each under its own (scheduler.batching)
         }
     )
 
@@ -98,12 +99,13 @@ def created(kind: str, rows: Sequence[Mapping[str, Any]], state: str, at: dateti
 
 
 def records(notes: list[Note]) -> list[Note]:
-    """The notes as rows of the transitions table, each with the current stimulus, but for deleted objects'."""
+    """The notes as rows of the transitions table, each with the stimulus it was made under (else the current
+    one), but for deleted objects'."""
     cause = (stimulus.get() or "server")[:STIMULUS_LENGTH]
     deleted = _gone.get() or []
     kept = [n for n in notes if not any(all(n[k] == v for k, v in d.items()) for d in deleted)]
     for record in kept:
-        record["stimulus"] = cause
+        record["stimulus"] = record["stimulus"][:STIMULUS_LENGTH] or cause
     return kept
 
 

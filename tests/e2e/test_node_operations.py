@@ -195,7 +195,8 @@ def test_extensions_users_and_remote_login_on_a_local_node(client, pool):
         client.list_node_extensions(pool, "no-such-node").next()
 
 
-def test_upload_batch_service_logs_puts_the_nodes_log_into_the_container(client, pool, azurite):
+def _log_container(azurite) -> tuple[BlobServiceClient, str, str]:
+    """(the service, a new container's name, its URL with a SAS that lets Kiln write there)."""
     blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
     name = unique("logs")
     blobs.create_container(name)
@@ -206,7 +207,27 @@ def test_upload_batch_service_logs_puts_the_nodes_log_into_the_container(client,
         permission=ContainerSasPermissions(write=True, create=True),
         expiry=datetime.now(UTC) + timedelta(hours=1),
     )
-    container = f"{blobs.url.rstrip('/')}/{name}?{sas}"
+    return blobs, name, f"{blobs.url.rstrip('/')}/{name}?{sas}"
+
+
+def test_each_node_of_a_pool_arrives_under_its_own_stimulus(client, cleanup, azurite):
+    """A dozen nodes answer at once, and their arrivals are applied in batches (scheduler.batching): each node's
+    log still says its own arrival caused its `idle`."""
+    pool_id = create_pool_and_wait(client, nodes=12)
+    cleanup(pool=pool_id)
+    blobs, name, container = _log_container(azurite)
+    options = models.UploadBatchServiceLogsOptions(
+        container_url=container, start_time=datetime.now(UTC) - timedelta(hours=1)
+    )
+    for node in client.list_nodes(pool_id):
+        uploaded = client.upload_node_logs(pool_id, node.id, options)
+        log = blobs.get_blob_client(name, f"{uploaded.virtual_directory_name}/kiln-node.log").download_blob().readall()
+        assert f"starting -> idle (node {node.id} up)" in log.decode()
+
+
+def test_upload_batch_service_logs_puts_the_nodes_log_into_the_container(client, pool, azurite):
+    blobs, name, container = _log_container(azurite)
+    sas = container.split("?", 1)[1]
     node_id = next(iter(client.list_nodes(pool))).id
     since = datetime.now(UTC) - timedelta(hours=1)
     result = client.upload_node_logs(

@@ -33,9 +33,8 @@ async def list_all(control: Control, pool_id: str) -> tuple[Row, list[tuple[Row,
         pool = pools.load(conn, pool_id)
         nodes = db.find(conn, db.nodes, order_by=["allocation_time", "id"], pool_key=pool["key"])
         running = db.running_tasks_by_node(conn)
-        return pool, [
-            (node, running.get(node["id"], (0, 0)), db.recent_tasks(conn, node["id"], RECENT_TASKS)) for node in nodes
-        ]
+        recent = db.recent_tasks_by_node(conn, [node["id"] for node in nodes], RECENT_TASKS)
+        return pool, [(node, running.get(node["id"], (0, 0)), recent.get(node["id"], [])) for node in nodes]
 
     return await control.database.read(read)
 
@@ -54,7 +53,9 @@ async def list_page(
 
         keep = lambda node: matches((pool, node, running(node), []))  # noqa: E731
         page = lists.node_page(conn, pool["key"], term, after, count, keep)
-        found = [(pool, node, running(node), db.recent_tasks(conn, node["id"], RECENT_TASKS)) for node in page.rows]
+        ids = [node["id"] for node in page.rows]  # one look at the page's running and recent tasks, not one per node
+        counts, recent = db.running_tasks_by_node(conn, ids), db.recent_tasks_by_node(conn, ids, RECENT_TASKS)
+        found = [(pool, node, counts.get(node["id"], (0, 0)), recent.get(node["id"], [])) for node in page.rows]
         return seek.Page(found, page.after)
 
     return await control.database.read(read)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 import uuid
@@ -21,6 +22,7 @@ from kiln.core.node import NodeState, SchedulingState
 from kiln.core.pool import AllocationState
 from kiln.core.preparation import StepState
 from kiln.scheduler.ahead import NOT_AHEAD
+from kiln.scheduler.batching import GroupCommit
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import ON_NODE, Effects, change_record, transition
@@ -28,6 +30,9 @@ from kiln.store import rows as db
 from kiln.wire.times import now as utcnow
 
 log = logging.getLogger("kiln.scheduler")
+
+#: A resize starts its new nodes this many at a time, one transaction each; a stop resize takes effect between.
+RESIZE_CHUNK = 100
 
 
 class NodeOperations(SchedulerParts):
@@ -84,23 +89,25 @@ class NodeOperations(SchedulerParts):
             await self.db.write(lambda conn: db.insert_rows(conn, db.nodes, [row for row, _ in added]))
             for _, slots in added:
                 self.state.node_tracked(slots)
-        for index, (row, _) in enumerate(added):
+        for first in range(0, len(added), RESIZE_CHUNK):
             if self._stopping(pool_key):  # stop resize: the nodes not started yet are not added
-                await self._forget_unstarted([r for r, _ in added[index:]])
+                await self._forget_unstarted([r for r, _ in added[first:]])
                 break
-            await self.backend.add_node(row["id"], row["root_dir"])
+            chunk = [row for row, _ in added[first : first + RESIZE_CHUNK]]
             async with self.lock:
-                await self.db.write(
-                    # mypy cannot type a lambda whose defaults bind loop variables (python/mypy#15459)
-                    lambda conn, r=row: transition(  # type: ignore[misc]
-                        conn, db.nodes, {"id": r["id"]}, r, node_rules.transition(r, NodeState.STARTING, utcnow())
-                    )
-                )
+                for row in chunk:
+                    await self.backend.add_node(row["id"], row["root_dir"])
+                await self.db.write(functools.partial(self._nodes_starting, rows=chunk))
         if victims:
             async with self.lock:
                 effects = await self.db.write(lambda conn: self._vacate_all(conn, victims, option))
             await self._act(effects)
         await self._remove_when_drained(pool_key, [node.node_id for node in victims])
+
+    @staticmethod
+    def _nodes_starting(conn: Connection, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            transition(conn, db.nodes, {"id": row["id"]}, row, node_rules.transition(row, NodeState.STARTING, utcnow()))
 
     def _vacate_all(self, conn: Connection, nodes: list[NodeSlots], option: str) -> Effects:
         effects = Effects(wake=True)
@@ -167,15 +174,17 @@ class NodeOperations(SchedulerParts):
         pool = self.pools.get(pool_key)
         if pool is None or pool["allocation_state"] not in (AllocationState.RESIZING, AllocationState.STOPPING):
             return
-        members = [n for n in self.nodes.values() if n.pool_key == pool_key]
-        booted = {row["id"] for row in db.find(conn, db.nodes, pool_key=pool_key) if row["state"] in node_rules.SETTLED}
         stopped = pool["allocation_state"] == AllocationState.STOPPING
-        dedicated = (len(self._members(pool_key, True)), pool["target_dedicated_nodes"])
-        low_priority = (len(self._members(pool_key, False)), pool["target_low_priority_nodes"])
+        members = {n.node_id for n in self.nodes.values() if n.pool_key == pool_key}
+        dedicated_count = sum(map(node_rules.is_dedicated, members))
+        dedicated = (dedicated_count, pool["target_dedicated_nodes"])
+        low_priority = (len(members) - dedicated_count, pool["target_low_priority_nodes"])
         full = self.max_nodes is not None and len(self.nodes) >= self.max_nodes  # no node more to be had
         reached = dedicated[0] == dedicated[1] and low_priority[0] == low_priority[1]
         capped = full and dedicated[0] <= dedicated[1] and low_priority[0] <= low_priority[1]
-        if (stopped or reached or capped) and all(n.node_id in booted for n in members):
+        if not (stopped or reached or capped):
+            return
+        if not db.pool_has_node_outside(conn, pool_key, node_rules.SETTLED, members):
             errors = pool_rules.resize_errors(
                 stopped=stopped, dedicated=dedicated, low_priority=low_priority, max_nodes=self.max_nodes
             )
@@ -209,22 +218,49 @@ class NodeOperations(SchedulerParts):
             self.state.pool_forgotten(pool_key)
 
     # ------------------------------------------------------------------ node events
+    @functools.cached_property
+    def _arrivals(self) -> GroupCommit[tuple[str, str]]:
+        return GroupCommit(self._nodes_up, "node-arrivals")
+
+    @functools.cached_property
+    def _start_failures(self) -> GroupCommit[tuple[str, str, str]]:
+        return GroupCommit(self._nodes_failed, "node-start-failures")
+
     async def _on_node_up(self, node_id: str) -> None:
+        """Applied with the other nodes that came up meanwhile (scheduler.batching), each under its own stimulus."""
+        await self._arrivals.submit((node_id, story.stimulus.get()))
+
+    async def _nodes_up(self, arrivals: list[tuple[str, str]]) -> None:
         async with self.lock:
-            node = self.nodes.get(node_id)
-            if node is None:
-                return
-            effects = await self.db.write(lambda conn: self._node_up(conn, node))
+            effects = await self.db.write(lambda conn: self._apply_arrivals(conn, arrivals))
         await self._act(effects)
 
-    def _node_up(self, conn: Connection, node: NodeSlots) -> Effects:
+    def _apply_arrivals(self, conn: Connection, arrivals: list[tuple[str, str]]) -> Effects:
+        effects = Effects(wake=True)
+        causes: dict[str, str] = {}  #: pool key -> the stimulus of its last arrival, which may settle its resize
+        for node_id, cause in arrivals:
+            node = self.nodes.get(node_id)
+            if node is None:
+                continue
+            with story.caused_by(cause):
+                self._node_up(conn, node, effects)
+            causes[node.pool_key] = cause
+        self._settle_resizes(conn, causes)
+        return effects
+
+    def _settle_resizes(self, conn: Connection, causes: dict[str, str]) -> None:
+        """Once per pool a batch touched, rather than once per node: the look costs a read of the pool's nodes."""
+        for pool_key, cause in causes.items():
+            with story.caused_by(cause):
+                self._maybe_steady(conn, pool_key)
+
+    def _node_up(self, conn: Connection, node: NodeSlots, effects: Effects) -> None:
         """The node's worker answers: a fresh start (its tasks were requeued when it went down), then its
         start task, if its pool has one."""
-        effects = Effects(wake=True)
         now = utcnow()
         row = db.get(conn, db.nodes, id=node.node_id)
         if row is None or row["state"] in node_rules.BOOTED:
-            return effects
+            return
         if row["state"] != NodeState.STARTING:
             changes = node_rules.transition(row, NodeState.STARTING, now)
             transition(conn, db.nodes, {"id": node.node_id}, row, changes)
@@ -232,8 +268,6 @@ class NodeOperations(SchedulerParts):
         node.draining = row["scheduling_state"] == SchedulingState.DISABLED  # disabled scheduling outlives a reboot
         node.release_all()
         self._boot(conn, node, row, now, effects)
-        self._maybe_steady(conn, node.pool_key)
-        return effects
 
     def _node_ready(self, conn: Connection, node: NodeSlots, now: datetime, effects: Effects) -> None:
         """The node takes tasks: its start task succeeded, or does not hold it back."""
@@ -279,24 +313,32 @@ class NodeOperations(SchedulerParts):
 
     async def _on_node_failed(self, node_id: str, message: str) -> None:
         """The node could not start (its host refused it, or did not start it in time): unusable, with errors
-        saying why; the pool's resize counts it as settled. Nothing retries it."""
-        with story.caused_by(f"node {node_id} failed"):
-            async with self.lock:
-                node = self.nodes.get(node_id)
-                if node is None:
-                    return
+        saying why; the pool's resize counts it as settled. Nothing retries it. Applied in batches, as arrivals
+        are: a pool beyond what its hosts hold fails hundreds at once."""
+        await self._start_failures.submit((node_id, message, f"node {node_id} failed"))
 
-                def fail(conn: Connection) -> None:
-                    row = db.get(conn, db.nodes, id=node_id)
-                    if row is None or row["state"] not in (NodeState.CREATING, NodeState.STARTING):
-                        return
-                    changes = node_rules.transition(
-                        row, NodeState.UNUSABLE, utcnow(), errors=node_rules.start_failed_errors(message)
-                    )
-                    transition(conn, db.nodes, {"id": node_id}, row, changes)
-                    self._maybe_steady(conn, node.pool_key)
+    async def _nodes_failed(self, failures: list[tuple[str, str, str]]) -> None:
+        async with self.lock:
+            await self.db.write(lambda conn: self._apply_start_failures(conn, failures))
 
-                await self.db.write(fail)
+    def _apply_start_failures(self, conn: Connection, failures: list[tuple[str, str, str]]) -> None:
+        causes: dict[str, str] = {}
+        for node_id, message, cause in failures:
+            node = self.nodes.get(node_id)
+            row = db.get(conn, db.nodes, id=node_id)
+            if node is None or row is None or row["state"] not in (NodeState.CREATING, NodeState.STARTING):
+                continue
+            errors = node_rules.start_failed_errors(message)
+            with story.caused_by(cause):
+                transition(
+                    conn,
+                    db.nodes,
+                    {"id": node_id},
+                    row,
+                    node_rules.transition(row, NodeState.UNUSABLE, utcnow(), errors=errors),
+                )
+            causes[node.pool_key] = cause
+        self._settle_resizes(conn, causes)
 
     # ------------------------------------------------------------------ reboot and reimage
     async def restart_node(self, node_id: str, option: str, *, reimage: bool) -> None:

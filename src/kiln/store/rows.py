@@ -14,11 +14,24 @@ import functools
 import heapq
 import itertools
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from kiln import story
@@ -168,7 +181,18 @@ def _update(
     values = dict(changes)
     if bump_etag:
         values["etag"] = new_etag()
-    return conn.execute(update(table).where(_where(table, keys)).values(**values)).rowcount == 1
+    if any(value is None for value in keys.values()):  # `IS NULL`, which a bound `=` is not
+        return conn.execute(update(table).where(_where(table, keys)).values(**values)).rowcount == 1
+    params = {**{f"k_{name}": value for name, value in keys.items()}, **{f"v_{c}": v for c, v in values.items()}}
+    return _prepared_update(table, tuple(keys), tuple(values)).execute_many(conn, [params]) == 1
+
+
+@functools.cache
+def _prepared_update(table: Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> Prepared:
+    """One statement per shape of change: SQLAlchemy's per-execution work (a statement built, its cache key,
+    its parameters) cost ten times the database's on a node's or a pool's transition."""
+    where = and_(*(table.c[name] == bindparam(f"k_{name}") for name in keys))
+    return Prepared(update(table).where(where).values({c: bindparam(f"v_{c}") for c in columns}))
 
 
 def remove(conn: Connection, table: Table, **keys: Any) -> int:
@@ -230,6 +254,19 @@ def current_nodes_by_pool(conn: Connection) -> dict[str, tuple[int, int]]:
         known = counts.get(key, (0, 0))
         counts[key] = (count, known[1]) if dedicated else (known[0], count)
     return counts
+
+
+def pool_has_node_outside(conn: Connection, pool_key: str, states: Iterable[str], among: Container[str]) -> bool:
+    """Whether one of the pool's nodes `among` these is in none of `states`: whether a resize is done, read up to
+    the first such node rather than all of them (ids only)."""
+    with conn.execute(_nodes_outside(tuple(states)), {"pool_key": pool_key}) as found:
+        return any(node_id in among for node_id in found.scalars())
+
+
+@functools.cache
+def _nodes_outside(states: tuple[str, ...]) -> Select[tuple[str]]:
+    """Built once: building it cost more than running it, once per batch of arrivals."""
+    return select(nodes.c.id).where(nodes.c.pool_key == bindparam("pool_key"), nodes.c.state.not_in(states))
 
 
 def running_tasks_by_node(conn: Connection, node_ids: Sequence[str] | None = None) -> dict[str, tuple[int, int]]:
@@ -495,11 +532,26 @@ __all__ = [
 
 def recent_tasks(conn: Connection, node_id: str, limit: int) -> list[Row]:
     """The tasks that last changed state on the node (a node's recentTasks), latest first, with their job's id."""
-    query = (
-        select(tasks, jobs.c.id.label("job_id"))
+    return recent_tasks_by_node(conn, [node_id], limit).get(node_id, [])
+
+
+def recent_tasks_by_node(conn: Connection, node_ids: Sequence[str], limit: int) -> dict[str, list[Row]]:
+    """recent_tasks of each node, in one statement for a page of nodes rather than one per node (nodes without
+    tasks are left out)."""
+    latest_first = (tasks.c.state_transition_time.desc(), tasks.c.seq.desc())
+    ranked = (
+        select(
+            tasks,
+            jobs.c.id.label("job_id"),
+            func.row_number().over(partition_by=tasks.c.node_id, order_by=latest_first).label("rank"),
+        )
         .join(jobs, jobs.c.key == tasks.c.job_key)
-        .where(tasks.c.node_id == node_id)
-        .order_by(tasks.c.state_transition_time.desc(), tasks.c.seq.desc())
-        .limit(limit)
+        .where(tasks.c.node_id.in_(node_ids))
+        .subquery()
     )
-    return [dict(row._mapping) for row in conn.execute(query)]
+    columns = [column for column in ranked.c if column.name != "rank"]
+    query = select(*columns).where(ranked.c.rank <= limit).order_by(ranked.c.node_id, ranked.c.rank)
+    found: dict[str, list[Row]] = {}
+    for row in conn.execute(query):
+        found.setdefault(row.node_id, []).append(dict(row._mapping))
+    return found

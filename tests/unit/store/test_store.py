@@ -505,6 +505,29 @@ def test_current_nodes_by_pool_counts_dedicated_and_low_priority_nodes(db: Datab
         assert node["is_dedicated"] is True and node["start_task"] is None and node["errors"] is None
 
 
+def test_whether_a_pool_has_a_node_outside_some_states(db: Database) -> None:
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.nodes, [node_row("a"), node_row("b", state="starting"), node_row("c")])
+        rows.insert_rows(conn, rows.nodes, [node_row("q", pool_key="q", state="starting")])
+    with tx(db) as conn:
+        assert rows.pool_has_node_outside(conn, "p", ["idle", "running"], {"a", "b"})
+        assert not rows.pool_has_node_outside(conn, "p", ["idle", "running"], {"a", "c"})  # b is not among them
+        assert not rows.pool_has_node_outside(conn, "p", ["idle", "starting"], {"a", "b", "c", "q"})
+
+
+def test_a_transition_guarded_by_a_null_column_matches_it(db: Database) -> None:
+    """Prepared updates bind `=`, which never matches NULL: a NULL key keeps SQLAlchemy's `IS NULL`."""
+    with tx(db) as conn:
+        rows.insert_rows(conn, rows.nodes, [node_row("a", state="starting")])
+    with tx(db) as conn:
+        assert rows.change(conn, rows.nodes, {"id": "a", "start_task": None}, {"scheduling_state": "disabled"})
+        assert not rows.change(conn, rows.nodes, {"id": "a", "pool_key": "q"}, {"scheduling_state": "enabled"})
+        node = rows.get(conn, rows.nodes, id="a")
+        assert node is not None and node["scheduling_state"] == "disabled"
+        assert rows.transition(conn, rows.nodes, {"id": "a"}, node, {"state": "idle"})
+        assert not rows.transition(conn, rows.nodes, {"id": "a"}, node, {"state": "idle"})  # no longer starting
+
+
 def test_recent_tasks_of_a_node_latest_first_with_their_jobs_id(db: Database) -> None:
     later = T0 + timedelta(minutes=1)
     with tx(db) as conn:
@@ -526,6 +549,12 @@ def test_recent_tasks_of_a_node_latest_first_with_their_jobs_id(db: Database) ->
             ("old", "J", "completed"),
         ]
         assert [r["id"] for r in rows.recent_tasks(conn, "n1", 1)] == ["new"]
+        assert recent[0]["state_transition_time"] == later and "rank" not in recent[0]  # typed as the table's
+        by_node = rows.recent_tasks_by_node(conn, ["n1", "n2", "n3"], 1)
+        assert {node: [r["id"] for r in found] for node, found in by_node.items()} == {
+            "n1": ["new"],
+            "n2": ["elsewhere"],
+        }
 
 
 def test_tasks_in_states(db: Database) -> None:
