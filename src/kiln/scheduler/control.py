@@ -250,6 +250,24 @@ class ControlState:
         effects.wake = True
         return moved
 
+    def job_disabled(
+        self, entry: JobEntry, on_node: list[dict[str, Any]], requeue: bool, now: datetime, effects: Effects
+    ) -> None:
+        """The job is disabled with requeue or terminate (`on_node`: rows of its tasks that hold nodes, their
+        other instances ended by the caller first): each leaves its node, back to active (requeueCount + 1,
+        not a retry) or completed with TaskEnded."""
+        failure = task_rules.ended_by("the job was disabled.")
+        for task in on_node:
+            self.task_off_node(entry.key, task["node_id"], task["seq"], task["attempt"], effects)
+            if requeue:
+                changes = task_rules.transition(task, TaskState.ACTIVE, now, requeue=True)
+                self.tasks_queued(entry.key, [(task["seq"], task["required_slots"])])
+            else:
+                changes = task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure)
+                retain_task(effects, entry.row, {**task, **changes}, self.subtask_nodes.get(task["seq"], ()))
+                effects.check_jobs.add(entry.key)
+            effects.change_task(task, changes)
+
     def run_release(
         self, entry: JobEntry, node: NodeSlots, record: dict[str, Any], now: datetime, effects: Effects
     ) -> None:

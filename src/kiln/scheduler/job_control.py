@@ -61,17 +61,10 @@ class JobControl(SchedulerParts):
         self, conn: Connection, entry: JobEntry, option: DisableTasks, now: datetime, effects: Effects
     ) -> None:
         """requeue: back to active (requeueCount + 1, not a retry); terminate: completed with TaskEnded."""
-        failure = task_rules.ended_by("the job was disabled.")
-        for task in db.tasks_in_states(conn, ON_NODE, job_key=entry.key):
-            self._take_off_node(conn, task, now, effects)
-            if option is DisableTasks.REQUEUE:
-                changes = task_rules.transition(task, TaskState.ACTIVE, now, requeue=True)
-                entry.queue.push(task["seq"], task["required_slots"])
-            else:
-                changes = task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure)
-                self._retain_task(effects, entry.row, {**task, **changes})
-                effects.check_jobs.add(entry.key)
-            effects.change_task(task, changes)
+        on_node = db.tasks_in_states(conn, ON_NODE, job_key=entry.key)
+        for task in on_node:
+            self._end_instances(conn, task["seq"], now, effects)
+        self.state.job_disabled(entry, on_node, option is DisableTasks.REQUEUE, now, effects)
         effects.write_batched(conn)
 
     def _settle_disabling(self, conn: Connection, job_keys: Iterable[str], now: datetime) -> None:

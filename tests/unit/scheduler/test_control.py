@@ -482,3 +482,18 @@ def test_an_ended_job_completes_its_tasks_on_nodes_and_takes_back_those_sent_ahe
     assert (change.values["state"], change.values["failure_info"]) == ("completed", failure)
     assert (state.steps, state.nodes["a"].used, state.nodes["b"].ahead) == ({}, 0, {})
     assert len(state.jobs["j"].queue) == 0 and effects.check_jobs == {"j"}  # queued tasks stay active, never run
+
+
+@pytest.mark.parametrize("requeue", [True, False])
+def test_a_disabled_job_s_tasks_leave_their_nodes_requeued_or_ended(state: ControlState, requeue: bool) -> None:
+    run_task(state, 1, "a")
+    effects = Effects()
+    state.job_disabled(state.jobs["j"], [running_task(1, "a")], requeue, NOW, effects)
+    change = effects.task_changes[1].values
+    assert (state.nodes["a"].used, state.steps, effects.kill) == (0, {}, {"a": ["t:1:1"]})
+    if requeue:
+        assert (change["state"], change["requeue_count"], state.jobs["j"].queue.heap) == ("active", 1, [(1, 1)])
+        state.jobs["j"].queue.pop()
+    else:
+        assert (change["state"], change["failure_info"]["code"]) == ("completed", "TaskEnded")
+        assert effects.check_jobs == {"j"} and len(state.jobs["j"].queue) == 0
