@@ -12,6 +12,7 @@ from kiln.core import filters
 from kiln.core import job as job_rules
 from kiln.core.job import DisableTasks, JobState
 from kiln.errors import Conflict, InvalidPropertyValue, MissingRequiredProperty, NotFound
+from kiln.scheduler.auto_pools import auto_pool_row
 from kiln.store import lists, seek
 from kiln.store import rows as db
 from kiln.wire import ids
@@ -69,7 +70,8 @@ async def add(control: Control, spec: JobAdd) -> Row:
             )
         pool = None
         if auto is not None:
-            pool = scheduler.insert_auto_pool(conn, doc["poolInfo"]["autoPoolSpecification"], moment)
+            pool = auto_pool_row(doc["poolInfo"]["autoPoolSpecification"], moment)
+            db.insert_rows(conn, db.pools, [pool])
             row["pool_key"], row["pool_id"] = pool["key"], pool["id"]
         manager = job_rules.manager_task(row, now=moment, etag=db.new_etag())
         db.add_job(conn, row, manager)

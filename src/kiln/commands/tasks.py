@@ -128,10 +128,10 @@ async def update(control: Control, job_id: str, task_id: str, constraints: TaskC
         spec["constraints"] = materialize_constraints(constraints, job["spec"]["constraints"]["maxTaskRetryCount"])
         changes = {"spec": spec, "max_retries": spec["constraints"]["maxTaskRetryCount"], "last_modified": now()}
         db.change(conn, db.tasks, {"seq": row["seq"]}, changes, bump_etag=True)
-        scheduler.task_row_changed(row)
         return job, db.reread(conn, db.tasks, seq=row["seq"])
 
     job, row = await control.database.write(write)
+    scheduler.task_row_changed(row)
     await scheduler.task_updated(job, row)
     return row
 

@@ -37,25 +37,25 @@ def new_pool_id(prefix: str | None) -> str:
     return f"{prefix}_{suffix}" if prefix else suffix
 
 
+def auto_pool_row(auto: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The row of the pool an autoPoolSpecification describes, with a new id: the caller stores it in its
+    transaction (the job's or the schedule's) and starts it after the commit (`create_pool`)."""
+    spec = AutoPoolSpecification.model_validate(auto)
+    pool_id = new_pool_id(spec.auto_pool_id_prefix)
+    add = spec.pool_add(pool_id)
+    return pool_rules.new_row(
+        pool_id,
+        add.materialize(),
+        target_dedicated=add.target_dedicated_nodes,
+        target_low_priority=add.target_low_priority_nodes,
+        slots_per_node=add.task_slots_per_node,
+        now=now,
+        etag=db.new_etag(),
+    )
+
+
 class AutoPools(SchedulerParts):
     """Mixed into Scheduler; uses its lock, store and pool operations."""
-
-    def insert_auto_pool(self, conn: Connection, auto: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-        """Store the pool an autoPoolSpecification describes (in the caller's transaction); start it after commit."""
-        spec = AutoPoolSpecification.model_validate(auto)
-        pool_id = new_pool_id(spec.auto_pool_id_prefix)
-        add = spec.pool_add(pool_id)
-        row = pool_rules.new_row(
-            pool_id,
-            add.materialize(),
-            target_dedicated=add.target_dedicated_nodes,
-            target_low_priority=add.target_low_priority_nodes,
-            slots_per_node=add.task_slots_per_node,
-            now=now,
-            etag=db.new_etag(),
-        )
-        db.insert_rows(conn, db.pools, [row])
-        return row
 
     async def delete_auto_pool(self, pool_id: str | None, auto: Mapping[str, Any] | None) -> None:
         """The lifetime the pool was made for has ended: delete it unless keepAlive (or it is already going)."""

@@ -123,8 +123,8 @@ class JobControl(SchedulerParts):
         self._entry(job).queue.push(task["seq"], task["required_slots"])
 
     def task_row_changed(self, task: dict[str, Any]) -> None:
-        """Called in the transaction that changed a task's spec: a running task's kept row is stale now,
-        so its result reads the whole row again."""
+        """After a task's spec changed: a running task's kept row is stale now, so its result reads the whole
+        row again (a result applied before this call was decided under the old spec, as if it came first)."""
         for step_id in (task_step_id(task["seq"], task["attempt"]), task_step_id(task["seq"], task["attempt"] + 1)):
             self.state.kept_row_dropped(step_id)  # running, or sent ahead
 

@@ -22,7 +22,7 @@ from kiln.core.job import TerminateReason
 from kiln.core.pool import PoolState
 from kiln.core.schedule import ScheduleState, timing
 from kiln.errors import KilnError
-from kiln.scheduler.auto_pools import auto_pool_spec
+from kiln.scheduler.auto_pools import auto_pool_row, auto_pool_spec
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.state import transition
 from kiln.store import rows as db
@@ -118,7 +118,8 @@ class JobSchedules(SchedulerParts):
             if auto["poolLifetimeOption"] == PoolLifetimeOption.JOBSCHEDULE and row.get("pool_id"):
                 pool = db.get(conn, db.pools, key=row["pool_id"].lower())  # the schedule's pool, made for job 1
             if pool is None or pool["state"] != PoolState.ACTIVE:  # none yet, or deleted by the user: a new one
-                pool = self.insert_auto_pool(conn, auto, now)
+                pool = auto_pool_row(auto, now)
+                db.insert_rows(conn, db.pools, [pool])
                 outcome.pools.append(pool)
                 if auto["poolLifetimeOption"] == PoolLifetimeOption.JOBSCHEDULE:
                     schedule_changes["pool_id"] = pool["id"]
