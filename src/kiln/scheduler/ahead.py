@@ -230,21 +230,6 @@ class SendAhead(SchedulerParts):
         for node in self.nodes.values():
             self._call_back(conn, node, effects, job_key=job_key, requeue=requeue)
 
-    def _call_back_task(self, conn: Connection, task: dict[str, Any], effects: Effects) -> None:
-        """An active task ends or is deleted: if it was sent ahead, it must not start."""
-        step_id = task_step_id(task["seq"], task["attempt"] + 1)
-        ref = self.steps.get(step_id)
-        if (
-            ref is not None
-            and ref.ahead
-            and (node := self.nodes.get(ref.node_id)) is not None
-            and step_id in node.ahead
-        ):
-            self._call_back_steps(conn, node, [step_id], effects, requeue=False, kill=True)
-            undo.update(
-                task, {"attempt": ref.attempt}
-            )  # as the call-back stored it: the task's next change is guarded by it
-
     # ------------------------------------------------------------------ starting
     def _ahead_started(
         self, conn: Connection, started: Iterable[tuple[StepResult, StepRef]], now: datetime, effects: Effects

@@ -19,7 +19,7 @@ from kiln import undo
 from kiln.compute.protocol import StepResult, Withdrawal
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
-from kiln.core.exit_conditions import DependencyAction, ExitOptions, JobAction
+from kiln.core.exit_conditions import DependencyAction, ExitOptions, JobAction, for_ended
 from kiln.core.preparation import StepState
 from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
@@ -417,6 +417,44 @@ class ControlState:
                 effects.wake = True
         if job_action and options.job_action is not JobAction.NONE:
             effects.job_actions.append((job_key, options.job_action))
+
+    def task_stopped(self, task: dict[str, Any], delete: bool, now: datetime, effects: Effects) -> StepRef | None:
+        """A user terminates or deletes the task (its row): sent ahead, it is taken back (killed in case it
+        just started); holding a node, it leaves it (killed); it leaves its queue. Terminated, it completes with
+        TaskEnded, its exitConditions' dependency action for its dependents; deleted, its dependents stop
+        waiting for it where Batch says so. Returns the step taken back, for the caller to move the task's
+        attempt on in the store. Its other instances and the delete of its row are the caller's."""
+        job_key, seq = task["job_key"], task["seq"]
+        taken_back = None
+        if task["state"] == TaskState.ACTIVE:
+            step_id = task_step_id(seq, task["attempt"] + 1)
+            ref = self.steps.get(step_id)
+            if ref is not None and ref.ahead and step_id in self.nodes[ref.node_id].ahead:
+                taken_back = self.step_off_node(ref.node_id, step_id, effects, kill=True)
+                undo.update(
+                    task, {"attempt": ref.attempt}
+                )  # as the store will have it: the change below is guarded by it
+        if task["state"] in (TaskState.PREPARING, TaskState.RUNNING):
+            self.task_off_node(job_key, task["node_id"], seq, task["attempt"], effects)
+            effects.wake = True
+        if (entry := self.jobs.get(job_key)) is not None:
+            entry.queue.remove(seq)
+        if delete:
+            self.task_deleted(job_key, task, effects)
+        elif task["state"] != TaskState.COMPLETED:
+            changes = task_rules.transition(
+                task,
+                TaskState.COMPLETED,
+                now,
+                failure_info=task_rules.ended_by("terminated by the user."),
+                exit_code=None,
+            )
+            options = for_ended(task["spec"].get("exitConditions"))
+            changes["dependency_action"] = options.dependency_action.value
+            effects.change_task(task, changes)
+            self.task_completed(job_key, task, options, effects, job_action=False)
+            effects.check_jobs.add(job_key)
+        return taken_back
 
     def task_deleted(self, job_key: str, task: dict[str, Any], effects: Effects) -> None:
         """A deleted parent is missing again: listed by id it is waited for; in a range it no longer counts."""

@@ -26,7 +26,6 @@ from kiln.compute.auto_storage import AutoStorage
 from kiln.compute.protocol import AppPackage, ComputeBackend, StepResult
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
-from kiln.core.exit_conditions import for_ended
 from kiln.core.job import JobState
 from kiln.core.node import NodeState, is_dedicated
 from kiln.core.pool import PoolState
@@ -34,7 +33,7 @@ from kiln.core.preparation import StepState
 from kiln.core.task import TaskState
 from kiln.scheduler import packages, transfers
 from kiln.scheduler import steps as step_builder
-from kiln.scheduler.ahead import SendAhead
+from kiln.scheduler.ahead import NOT_AHEAD, SendAhead
 from kiln.scheduler.auto_pools import AutoPools
 from kiln.scheduler.autoscale import Autoscaling
 from kiln.scheduler.control import CHECK_ENV, ControlState
@@ -563,32 +562,17 @@ class Scheduler(
         if task is None:
             raise NotFound("The specified task does not exist.", code="TaskNotFound")
         entry = self.jobs.get(job_key)
-        if task["state"] == TaskState.ACTIVE:
-            self._call_back_task(conn, task, effects)
+        taken_back = self.state.task_stopped(task, delete, now, effects)
+        if taken_back is not None:
+            db.change(conn, db.tasks, {"seq": task["seq"]}, {"attempt": taken_back.attempt, **NOT_AHEAD})
         if task["state"] in ON_NODE:
-            self._take_off_node(conn, task, now, effects)
-            effects.wake = True
-        if entry is not None:
-            entry.queue.remove(task["seq"])
+            self._end_instances(conn, task["seq"], now, effects)
+        effects.write_batched(conn, counters=False)
         if delete:
             db.delete_task(conn, task["seq"])
-            self.state.task_deleted(job_key, task, effects)
             self._forget_instances(conn, task, entry, effects)
             if task["node_id"] and entry is not None:
                 effects.remove_dirs.append((task["node_id"], step_builder.task_dir(entry.row["id"], task["id"])))
-        elif task["state"] != TaskState.COMPLETED:
-            changes = task_rules.transition(
-                task,
-                TaskState.COMPLETED,
-                now,
-                failure_info=task_rules.ended_by("terminated by the user."),
-                exit_code=None,
-            )
-            options = for_ended(task["spec"].get("exitConditions"))
-            changes["dependency_action"] = options.dependency_action.value
-            transition(conn, db.tasks, {"seq": task["seq"]}, task, changes, bump_etag=True)
-            self.state.task_completed(job_key, task, options, effects, job_action=False)
-            effects.check_jobs.add(job_key)
         self._settle_disabling(conn, [job_key], now)
         return effects
 

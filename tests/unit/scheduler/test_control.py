@@ -497,3 +497,24 @@ def test_a_disabled_job_s_tasks_leave_their_nodes_requeued_or_ended(state: Contr
     else:
         assert (change["state"], change["failure_info"]["code"]) == ("completed", "TaskEnded")
         assert effects.check_jobs == {"j"} and len(state.jobs["j"].queue) == 0
+
+
+def test_a_terminated_task_sent_ahead_is_killed_taken_back_and_completes_without_running(state: ControlState) -> None:
+    state.sent_ahead("t:1:1", StepRef("task", "j", "b", 1, 1, 1, ahead=True))
+    task, effects = active_task(1), Effects()
+    taken_back = state.task_stopped(task, False, NOW, effects)
+    assert taken_back is not None and taken_back.attempt == 1 and task["attempt"] == 1  # guard as the store has it
+    change = effects.task_changes[1]
+    assert (change.attempt, change.values["state"], change.values["failure_info"]["code"]) == (
+        1,
+        "completed",
+        "TaskEnded",
+    )
+    assert effects.kill == {"b": ["t:1:1"]} and state.nodes["b"].ahead == {} and effects.check_jobs == {"j"}
+
+
+def test_a_deleted_running_task_leaves_its_node_and_changes_no_row(state: ControlState) -> None:
+    run_task(state, 1, "a")
+    effects = Effects()
+    assert state.task_stopped(running_task(1, "a"), True, NOW, effects) is None
+    assert (state.nodes["a"].used, effects.kill, effects.task_changes) == (0, {"a": ["t:1:1"]}, {})
