@@ -20,6 +20,7 @@ from kiln.compute.protocol import StepResult, Withdrawal
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.exit_conditions import DependencyAction, ExitOptions, JobAction, for_ended
+from kiln.core.job import JobState
 from kiln.core.preparation import StepState
 from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
@@ -277,6 +278,23 @@ class ControlState:
         step_id = f"r:{entry.key}:{node.node_id}:{attempt}"
         self.step_sent(step_id, StepRef("release", entry.key, node.node_id, attempt))
         effects.dispatch.append(Dispatch("release", step_id, entry.key, node.node_id))
+
+    # ------------------------------------------------------------------ a node is ready
+    def node_ready(self, node_id: str, now: datetime, effects: Effects) -> None:
+        """The node takes tasks (its start task succeeded, or does not hold it back): placement may fill it,
+        and the release tasks of ending jobs that waited for it run now."""
+        node = self.nodes[node_id]
+        node.up = True
+        effects.wake = True
+        for entry in list(self.jobs.values()):
+            record = self.preps.get((entry.key, node_id))
+            if (
+                entry.row["state"] in (JobState.TERMINATING, JobState.DELETING)
+                and record is not None
+                and entry.spec.get("jobReleaseTask")
+                and prep_rules.needs_release(record, node.incarnation)
+            ):
+                self.run_release(entry, node, record, now, effects)
 
     # ------------------------------------------------------------------ a node is lost
     def node_lost(self, node_id: str, on_node: list[dict[str, Any]], now: datetime, effects: Effects) -> list[StepRef]:

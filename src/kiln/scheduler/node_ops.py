@@ -17,7 +17,6 @@ from kiln.core import node as node_rules
 from kiln.core import pool as pool_rules
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
-from kiln.core.job import JobState
 from kiln.core.node import NodeState, SchedulingState
 from kiln.core.pool import AllocationState
 from kiln.core.preparation import StepState
@@ -271,17 +270,8 @@ class NodeOperations(SchedulerParts):
 
     def _node_ready(self, conn: Connection, node: NodeSlots, now: datetime, effects: Effects) -> None:
         """The node takes tasks: its start task succeeded, or does not hold it back."""
-        node.up = True
-        effects.wake = True
-        for entry in list(self.jobs.values()):  # releases that waited for this node
-            record = self.preps.get((entry.key, node.node_id))
-            if (
-                entry.row["state"] in (JobState.TERMINATING, JobState.DELETING)
-                and record is not None
-                and entry.spec.get("jobReleaseTask")
-                and prep_rules.needs_release(record, node.incarnation)
-            ):
-                self._run_release(conn, entry, node, record, now, effects)
+        self.state.node_ready(node.node_id, now, effects)
+        self._carry_out(conn, effects, now)
 
     async def _on_node_down(self, node_id: str) -> None:
         async with self.lock:

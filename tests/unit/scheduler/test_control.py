@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from kiln.compute.protocol import StepResult, Withdrawal
+from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.task import TaskState
 from kiln.scheduler.control import ControlState, InvariantBroken
@@ -518,3 +519,19 @@ def test_a_deleted_running_task_leaves_its_node_and_changes_no_row(state: Contro
     effects = Effects()
     assert state.task_stopped(running_task(1, "a"), True, NOW, effects) is None
     assert (state.nodes["a"].used, effects.kill, effects.task_changes) == (0, {"a": ["t:1:1"]}, {})
+
+
+def test_a_node_that_comes_up_runs_the_release_of_an_ending_job_whose_preparation_ran_there(
+    state: ControlState,
+) -> None:
+    prep = {"commandLine": "/bin/true", "waitForSuccess": True, "constraints": {"maxTaskRetryCount": 0}}
+    spec = {"jobPreparationTask": prep, "jobReleaseTask": {"commandLine": "/bin/true"}}
+    state.jobs["j"] = JobEntry({**job_row(), "state": "terminating", "spec": spec})
+    record = {**prep_rules.new_record("j", "p", "a", 0), "prep_state": "completed", "prep_attempt": 1}
+    state.record_tracked(record)
+    state.nodes["a"].up = False
+    effects = Effects()
+    state.node_ready("a", NOW, effects)
+    assert state.nodes["a"].up and effects.wake
+    assert [d.step_id for d in effects.dispatch] == ["r:j:a:1"] and record["release_state"] == "running"
+    state.step_ended("r:j:a:1")
