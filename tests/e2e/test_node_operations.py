@@ -134,8 +134,9 @@ def test_remove_nodes_refuses_what_azure_refuses(client, pool):
 def test_stop_resize_settles_the_pool_at_the_nodes_it_has(client, cleanup):
     pool_id = create_pool_and_wait(client, nodes=1)
     cleanup(pool=pool_id)
-    # light nodes start in milliseconds: a resize by many keeps the pool resizing long enough to be caught at it
-    client.begin_resize_pool(pool_id, models.BatchPoolResizeOptions(target_dedicated_nodes=100), polling_interval=1)
+    # light nodes start in milliseconds, a hundred in well under a second: a resize by 300 keeps the pool resizing
+    # long enough to be caught at it (one by 100 was over before the next request once, with arrivals batched)
+    client.begin_resize_pool(pool_id, models.BatchPoolResizeOptions(target_dedicated_nodes=300), polling_interval=1)
     with pytest.raises(ResourceExistsError) as caught:  # a resizing pool cannot remove nodes
         node_id = next(iter(client.list_nodes(pool_id))).id
         client.begin_remove_nodes(pool_id, models.BatchNodeRemoveOptions(node_ids=[node_id])).result()
@@ -144,9 +145,9 @@ def test_stop_resize_settles_the_pool_at_the_nodes_it_has(client, cleanup):
     pool = client.get_pool(pool_id)
     nodes = list(client.list_nodes(pool_id))
     assert pool.allocation_state == "steady" and pool.current_dedicated_nodes == len(nodes)
-    assert 1 <= len(nodes) <= 100 and all(n.state == "idle" for n in nodes)
-    # short of the target, the pool says so as Azure does (resizeErrors); had all hundred come, nothing is short
-    assert [e.code for e in pool.resize_errors or ()] == (["ResizeStopped"] if len(nodes) < 100 else [])
+    assert 1 <= len(nodes) <= 300 and all(n.state == "idle" for n in nodes)
+    # short of the target, the pool says so as Azure does (resizeErrors); had all of them come, nothing is short
+    assert [e.code for e in pool.resize_errors or ()] == (["ResizeStopped"] if len(nodes) < 300 else [])
     client.begin_stop_pool_resize(pool_id, polling_interval=1).result()  # a steady pool stays as it is
     assert client.get_pool(pool_id).allocation_state == "steady"
     client.begin_resize_pool(pool_id, models.BatchPoolResizeOptions(target_dedicated_nodes=1), polling_interval=1)

@@ -279,6 +279,21 @@ class ControlState:
         self.step_sent(step_id, StepRef("release", entry.key, node.node_id, attempt))
         effects.dispatch.append(Dispatch("release", step_id, entry.key, node.node_id))
 
+    def release_finished(
+        self, ref: StepRef, result: StepResult, now: datetime, effects: Effects
+    ) -> dict[str, Any] | None:
+        """The release task's result (never retried): its record completes. Returns the record, None if stale."""
+        record = self.preps.get((ref.job_key, ref.node_id))
+        if record is None or record["release_attempt"] != ref.attempt:
+            return None
+        ok = result.failure is None and result.exit_code == 0
+        failure = None if ok else (result.failure or task_rules.exit_failure(result.exit_code))
+        effects.change_record(
+            record,
+            prep_rules.release(record, StepState.COMPLETED, now, exit_code=result.exit_code, failure_info=failure),
+        )
+        return record
+
     # ------------------------------------------------------------------ a node is ready
     def node_ready(self, node_id: str, now: datetime, effects: Effects) -> None:
         """The node takes tasks (its start task succeeded, or does not hold it back): placement may fill it,
@@ -295,6 +310,39 @@ class ControlState:
                 and prep_rules.needs_release(record, node.incarnation)
             ):
                 self.run_release(entry, node, record, now, effects)
+
+    # ------------------------------------------------------------------ a node restarts
+    def node_restarting(
+        self, node_id: str, *, reimaged_as: int | None, drain: bool, now: datetime, effects: Effects
+    ) -> list[StepRef]:
+        """A reboot or reimage begins (`reimaged_as`: the new incarnation of a reimage): the node takes no new
+        task. Its tasks sent ahead are withdrawn where its tasks may finish first (`drain`: taskcompletion,
+        retaineddata), else called back (killed in case they just started, queued again; returned, for the
+        caller to move their attempts on). A reimage leaves its preparation records behind; a reboot resets
+        those of jobs that rerun their preparation task after one."""
+        node = self.nodes[node_id]
+        node.draining = True
+        moved = []
+        if drain:
+            effects.withdraw[node_id].extend(self.withdraw_asked(node_id, list(node.ahead)))
+        else:
+            for step_id, (job_key, seq, slots) in list(node.ahead.items()):
+                if (ref := self.step_off_node(node_id, step_id, effects, kill=True)) is not None:
+                    moved.append(ref)
+                self.tasks_queued(job_key, [(seq, slots)])
+        if reimaged_as is not None:
+            node.incarnation = reimaged_as  # records of the old incarnation no longer count
+            return moved
+        for (job_key, nid), record in self.preps.items():
+            entry = self.jobs.get(job_key)
+            rerun = entry is not None and entry.spec["jobPreparationTask"]["rerunOnNodeRebootAfterSuccess"]
+            if (
+                nid == node_id
+                and prep_rules.reset_after_reboot(record, rerun)
+                and record["prep_state"] == StepState.COMPLETED
+            ):
+                effects.change_record(record, prep_rules.prep(record, StepState.PENDING, now))
+        return moved
 
     # ------------------------------------------------------------------ a node is lost
     def node_lost(self, node_id: str, on_node: list[dict[str, Any]], now: datetime, effects: Effects) -> list[StepRef]:

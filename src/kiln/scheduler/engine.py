@@ -510,16 +510,10 @@ class Scheduler(
     def _release_finished(
         self, conn: Connection, ref: StepRef, result: StepResult, now: datetime, effects: Effects
     ) -> None:
-        record = self.preps.get((ref.job_key, ref.node_id))
-        if record is None or record["release_attempt"] != ref.attempt:
+        record = self.state.release_finished(ref, result, now, effects)
+        self._carry_out(conn, effects, now)
+        if record is None:
             return
-        failure = (
-            None
-            if result.failure is None and result.exit_code == 0
-            else (result.failure or task_rules.exit_failure(result.exit_code))
-        )
-        changes = prep_rules.release(record, StepState.COMPLETED, now, exit_code=result.exit_code, failure_info=failure)
-        change_record(conn, record, changes)
         if ref.job_key in self.jobs:
             self._retain_job_step(effects, self.jobs[ref.job_key].row, record, "release")
         self._finish_job_if_released(conn, ref.job_key, now, effects)

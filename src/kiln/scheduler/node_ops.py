@@ -15,16 +15,14 @@ from sqlalchemy import Connection
 from kiln import story, undo
 from kiln.core import node as node_rules
 from kiln.core import pool as pool_rules
-from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.node import NodeState, SchedulingState
 from kiln.core.pool import AllocationState
-from kiln.core.preparation import StepState
 from kiln.scheduler.ahead import NOT_AHEAD
 from kiln.scheduler.batching import GroupCommit
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
-from kiln.scheduler.state import ON_NODE, Effects, change_record, transition
+from kiln.scheduler.state import ON_NODE, Effects, transition
 from kiln.store import rows as db
 from kiln.wire.times import now as utcnow
 
@@ -351,24 +349,11 @@ class NodeOperations(SchedulerParts):
         pool = db.get(conn, db.pools, key=node.pool_key) or self.pools[node.pool_key]
         changes["start_task"] = pool["spec"].get("startTask")  # a pool update reaches the node now
         transition(conn, db.nodes, {"id": node_id}, row, changes)
-        node.draining = True
-        if option in ("requeue", "terminate"):
-            self._call_back(conn, node, effects)
-        else:  # those that started in the moment before finish, as running tasks do (_restart_when_drained)
-            self._withdraw(node, list(node.ahead), effects)
-        if reimage:
-            node.incarnation = changes["incarnation"]  # prep records of the old incarnation no longer count
-        else:
-            for (job_key, nid), record in self.preps.items():
-                entry = self.jobs.get(job_key)
-                rerun = entry is not None and entry.spec["jobPreparationTask"]["rerunOnNodeRebootAfterSuccess"]
-                if (
-                    nid == node_id
-                    and prep_rules.reset_after_reboot(record, rerun)
-                    and record["prep_state"] == StepState.COMPLETED
-                ):
-                    changes = prep_rules.prep(record, StepState.PENDING, now)
-                    change_record(conn, record, changes)
+        drain = option not in ("requeue", "terminate")  # those that started in the moment before finish
+        reimaged_as = changes["incarnation"] if reimage else None
+        for ref in self.state.node_restarting(node_id, reimaged_as=reimaged_as, drain=drain, now=now, effects=effects):
+            db.change(conn, db.tasks, {"seq": ref.seq}, {"attempt": ref.attempt, **NOT_AHEAD})
+        effects.write_records(conn)
         if option == "terminate":
             failure = task_rules.ended_by("the compute node was rebooted or reimaged.")
             self._subtask_nodes_terminated(conn, node_id, failure, now, effects)

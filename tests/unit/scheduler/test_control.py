@@ -369,7 +369,12 @@ def active_task(seq: int) -> dict[str, Any]:
 
 
 def with_preparation(state: ControlState, *, wait: bool = True, retries: int = 0) -> JobEntry:
-    prep = {"commandLine": "/bin/true", "waitForSuccess": wait, "constraints": {"maxTaskRetryCount": retries}}
+    prep = {
+        "commandLine": "/bin/true",
+        "waitForSuccess": wait,
+        "rerunOnNodeRebootAfterSuccess": True,
+        "constraints": {"maxTaskRetryCount": retries},
+    }
     entry = state.jobs["j"] = JobEntry({**job_row(), "spec": {"jobPreparationTask": prep}})
     return entry
 
@@ -535,3 +540,42 @@ def test_a_node_that_comes_up_runs_the_release_of_an_ending_job_whose_preparatio
     assert state.nodes["a"].up and effects.wake
     assert [d.step_id for d in effects.dispatch] == ["r:j:a:1"] and record["release_state"] == "running"
     state.step_ended("r:j:a:1")
+
+
+def test_a_release_result_completes_its_record_once(state: ControlState) -> None:
+    record = {**prep_rules.new_record("j", "p", "a", 0), "release_state": "running", "release_attempt": 1}
+    state.record_tracked(record)
+    effects = Effects()
+    assert state.release_finished(StepRef("release", "j", "a", 2), StepResult("r:j:a:2", 0, 1, 0), NOW, effects) is None
+    assert (
+        state.release_finished(StepRef("release", "j", "a", 1), StepResult("r:j:a:1", 0, 1, 4), NOW, effects) is record
+    )
+    assert (record["release_state"], record["release_exit_code"]) == ("completed", 4)
+    assert [w.before["release_state"] for w in effects.records if w.before] == ["running"]
+
+
+@pytest.mark.parametrize("drain", [True, False])
+def test_a_restarting_node_takes_back_what_was_sent_ahead_and_a_reboot_resets_a_failed_preparation(
+    state: ControlState, drain: bool
+) -> None:
+    with_preparation(state)
+    state.sent_ahead("t:1:1", StepRef("task", "j", "a", 1, 1, 1, ahead=True))
+    record = {**prep_rules.new_record("j", "p", "a", 0), "prep_state": "completed", "prep_result": "failure"}
+    state.record_tracked(record)
+    effects = Effects()
+    moved = state.node_restarting("a", reimaged_as=None, drain=drain, now=NOW, effects=effects)
+    assert state.nodes["a"].draining and record["prep_state"] == "pending"  # a reboot gives it another chance
+    if drain:  # asked back; what the node started in the moment before finishes
+        assert moved == [] and effects.withdraw == {"a": ["t:1:1"]} and state.nodes["a"].withdrawing == {"t:1:1"}
+        state.step_off_node("a", "t:1:1", effects, kill=False)
+    else:
+        assert [r.seq for r in moved] == [1] and effects.kill == {"a": ["t:1:1"]}
+        assert state.jobs["j"].queue.heap == [(1, 1)]
+
+
+def test_a_reimaged_node_is_a_new_incarnation_its_records_left_as_they_were(state: ControlState) -> None:
+    record = {**prep_rules.new_record("j", "p", "a", 0), "prep_state": "completed", "prep_result": "failure"}
+    state.record_tracked(record)
+    effects = Effects()
+    state.node_restarting("a", reimaged_as=1, drain=False, now=NOW, effects=effects)
+    assert state.nodes["a"].incarnation == 1 and record["prep_state"] == "completed" and effects.records == []
