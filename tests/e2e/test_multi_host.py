@@ -216,3 +216,35 @@ def test_server_restart(kiln: KilnOnHosts, pool_id: str, marks_dir: Path) -> Non
     assert all(t.execution_info.exit_code == 0 and t.execution_info.requeue_count == 1 for t in tasks)
     assert {kiln.host_of(t.node_info.node_id) for t in tasks} == set(WORKER_HOSTS)
     both_idle(kiln, pool_id)
+
+
+def test_a_multi_instance_task_across_hosts_gets_their_real_addresses(kiln: KilnOnHosts) -> None:
+    """AZ_BATCH_HOST_LIST and AZ_BATCH_MASTER_NODE name the hosts' addresses, which the instances can reach each
+    other at (on one machine each node has a loopback address of its own instead)."""
+    client = make_client(kiln.server)
+    pool_id = create_pool_and_wait(client, nodes=2, slots=1, enable_inter_node_communication=True)
+    try:
+        nodes = {node.id: kiln.host_of(node.id) for node in client.list_nodes(pool_id)}
+        assert sorted(nodes.values()) == sorted(WORKER_HOSTS)  # one node on each worker host
+        job_id = unique("mpi")
+        client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
+        client.create_task(
+            job_id,
+            models.BatchTaskCreateOptions(
+                id="mpi",
+                command_line=shell("echo $AZ_BATCH_HOST_LIST; echo $AZ_BATCH_MASTER_NODE"),
+                multi_instance_settings=models.MultiInstanceSettings(
+                    number_of_instances=2, coordination_command_line="/bin/true"
+                ),
+            ),
+        )
+        task = wait_tasks_completed(client, job_id)[0]
+        assert task.execution_info.exit_code == 0
+        host_list, master = read_task_file(client, job_id, "mpi", "stdout.txt").split()
+        addresses = {kiln.netns.host(name).address for name in WORKER_HOSTS}
+        assert set(host_list.split(",")) == addresses
+        primary = kiln.netns.host(nodes[task.node_info.node_id]).address
+        assert master == f"{primary}:6000" and host_list.split(",")[0] == primary
+        client.begin_delete_job(job_id, polling_interval=1).result()
+    finally:
+        client.begin_delete_pool(pool_id, polling_interval=1).result()

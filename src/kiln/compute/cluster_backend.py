@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from distributed.comm import get_address_host
 from distributed.core import ConnectionPool
 from distributed.security import Security
 
@@ -101,6 +103,16 @@ class ClusterBackend(DaskBackend):
         self._watcher: asyncio.Task[None] | None = None
         self._answered: dict[str, float] = {}  #: loop time each up host's agent last answered, by host name
         self._probed: dict[str, float] = {}  #: loop time each host was last probed, by host name
+
+    def node_address(self, node_id: str) -> str | None:
+        """The IP of the node's host (its worker's address); None for a host on loopback, this machine. Nodes on
+        one host share its address, where each VM of Azure's has its own."""
+        node = self._nodes.get(node_id)
+        address = node.host.address if node is not None else None
+        if address is None:
+            return None
+        ip = get_address_host(address)
+        return None if ipaddress.ip_address(ip).is_loopback else ip
 
     @property
     def scheduler_address(self) -> str:

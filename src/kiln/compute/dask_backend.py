@@ -339,6 +339,9 @@ class DaskBackend:
     async def measure_usage(self, roots: Mapping[str, str]) -> dict[str, dict[str, float]]:
         return await asyncio.to_thread(self._usage.measure, roots)
 
+    def node_address(self, node_id: str) -> str | None:
+        return None  # every host is this machine
+
     def is_up(self, node_id: str) -> bool:
         node = self._nodes.get(node_id)
         return node is not None and node.up

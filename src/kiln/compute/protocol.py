@@ -213,6 +213,10 @@ class ComputeBackend(Protocol):
     async def run(self, node_id: str, steps: list[Step]) -> None:
         """Hand steps to the node's agent in one message; results arrive via on_results."""
 
+    def node_address(self, node_id: str) -> str | None:
+        """The address the node's host is reached at by other hosts; None where that is the server's own host
+        (each node then has a loopback address of its own, core.multi_instance.node_address)."""
+
     async def withdraw(self, node_id: str, step_ids: list[str]) -> Withdrawal:
         """Take back steps sent ahead that have not started; those that have are left to run and report."""
 

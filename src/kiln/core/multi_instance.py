@@ -52,10 +52,13 @@ def node_address(node_id: str) -> str:
     return f"127.{digest[0]}.{digest[1]}.{1 + digest[2] % 254}"
 
 
-def environment(node_ids: Sequence[str], index: int) -> dict[str, str]:
+def environment(node_ids: Sequence[str], index: int, hosts: Sequence[str | None] = ()) -> dict[str, str]:
     """The multi-instance variables of instance `index` (0 = primary) of a task on these nodes, in instance
-    order. AZ_BATCH_TASK_SHARED_DIR is the task directory, which only the node knows as an absolute path."""
-    addresses = [node_address(n) for n in node_ids]
+    order; `hosts`: the address of each node's host where it is another machine (None or absent: the node's own
+    loopback address). AZ_BATCH_TASK_SHARED_DIR is the task directory, which only the node knows as an
+    absolute path."""
+    known = list(hosts) + [None] * (len(node_ids) - len(hosts))
+    addresses = [host or node_address(n) for n, host in zip(node_ids, known, strict=True)]
     return {
         "AZ_BATCH_HOST_LIST": ",".join(addresses),
         "AZ_BATCH_NODE_LIST": ";".join(addresses),

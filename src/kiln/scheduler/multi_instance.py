@@ -193,7 +193,8 @@ class MultiInstance(SchedulerParts):
         node = self.nodes[running.node_ids[index or 0]]
         where = self._placement(node)
         base = step_builder.task_step(step_id, entry.row, task, where)
-        context = {**base.batch_context, **rules.environment(running.node_ids, index or 0)}
+        hosts = [self.backend.node_address(n) for n in running.node_ids]
+        context = {**base.batch_context, **rules.environment(running.node_ids, index or 0, hosts)}
         if index is None:
             return replace(base, batch_context=context)
         settings = task["spec"]["multiInstanceSettings"]

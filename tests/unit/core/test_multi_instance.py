@@ -66,6 +66,12 @@ def test_environment_of_each_instance(index, master):
     }
 
 
+def test_a_node_on_another_host_is_reached_at_that_host_s_address():
+    a0 = rules.node_address("n0")
+    env = rules.environment(["n0", "n1", "n2"], 1, [None, "10.0.0.2", "10.0.0.3"])
+    assert env["AZ_BATCH_HOST_LIST"] == f"{a0},10.0.0.2,10.0.0.3" and env["AZ_BATCH_MASTER_NODE"] == f"{a0}:6000"
+
+
 # ---------------------------------------------------------------------------------------------- coordination
 FAILURE = {"category": "usererror", "code": "CommandProgramNotFound", "message": "m"}
 
