@@ -9,7 +9,8 @@ What a user sees stays Batch's: the task is `active` until the node says it star
 with that start time; at most taskSlotsPerNode slots run on a node. It is done only where placement
 would give those slots to the same job anyway: for the job next in line in its pool (priority, then
 jobDefaultOrder creationtime; jobs with nothing queued do not count, equal priorities taking turns stop
-it), with no preparation task left to run on the node, no maxParallelTasks and no job manager.
+it), with no preparation task left to run on the node, no maxParallelTasks, no job manager and no job
+of lower priority in the pool that allows task preemption (those tasks wait queued, to preempt).
 
 Taking them back comes in two kinds. Where the tasks must not run on (a job that ends, a task ended or
 deleted, a node that restarts or is lost, a disable with requeue or terminate), they are called back:
@@ -39,6 +40,7 @@ from kiln.core.task import TaskState
 from kiln.scheduler import priority
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.parts import SchedulerParts
+from kiln.scheduler.preemption import preemptible
 from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import Effects, JobEntry, StepRef, task_step_id
 from kiln.store import rows as db
@@ -59,7 +61,7 @@ class SendAhead(SchedulerParts):
         priorities taking turns), or one that may not go ahead, withdraw all (placement decides as slots free)."""
         nodes = sorted((n for n in self.nodes.values() if n.pool_key == pool_key), key=lambda n: n.node_id)
         chosen = self._next_in_line(pool_key, nodes)
-        chosen = chosen if chosen is not None and self._may_go_ahead(chosen) else None
+        chosen = chosen if chosen is not None and self._may_go_ahead(chosen) and not self._may_preempt(chosen) else None
         for node in nodes:
             self._withdraw(
                 node, [i for i, (owner, _, _) in node.ahead.items() if chosen is None or owner != chosen.key], effects
@@ -128,6 +130,12 @@ class SendAhead(SchedulerParts):
         spec = entry.spec
         return spec.get("maxParallelTasks", -1) == -1 and spec.get("jobManagerTask") is None
 
+    def _may_preempt(self, entry: JobEntry) -> bool:
+        """A job of lower priority in the pool allows preemption: its running tasks make way for the entry's
+        queued tasks (Preemption), which must then stay queued, not wait ahead for the slots they would free."""
+        pool_key, below = entry.row["pool_key"], entry.row["priority"]
+        return any(e.row["pool_key"] == pool_key and preemptible(e, below) for e in self.jobs.values())
+
     def _prepared(self, entry: JobEntry, node: NodeSlots) -> bool:
         """No preparation task left to run or wait for on this node."""
         if entry.spec.get("jobPreparationTask") is None:
@@ -185,7 +193,7 @@ class SendAhead(SchedulerParts):
     def _queued_slots(self, pool_key: str, enough: int, owners: list[JobEntry]) -> int:
         """Slots the queued tasks of the pool's active jobs ask for, counted up to `enough`; not those of jobs
         that the owners of the tasks sent ahead outrank, as free slots go to the owners' tasks first."""
-        order = priority.job_order(self.pools[pool_key]["spec"])
+        order = priority.job_order((self.pools.get(pool_key) or {"spec": {}})["spec"])
         first = min((priority.rank(e.row["priority"], e.row["seq"], order) for e in owners), default=None)
         total = 0
         for entry in self.jobs.values():
