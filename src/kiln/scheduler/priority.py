@@ -150,6 +150,8 @@ def plan(
             members.sort(key=lambda t: (t.served, t.created))
             booked_in_pass = []
             for turn in members:
+                if not any(n.free > 0 for n in nodes):
+                    break  # every node is full: no later turn could place (with 1,000 jobs, most of a round)
                 booked_in_pass += _take(turn, nodes, fill, 1, tickets)
             booked += booked_in_pass
             if not booked_in_pass:
