@@ -91,9 +91,13 @@ def test_the_next_task_runs_when_the_slot_frees_and_shows_running(client, one_sl
     assert node.total_tasks_run >= 2 and node.total_tasks_succeeded >= 2
 
 
-def test_no_more_tasks_than_slots_run_at_once(client, cleanup, job):
+@pytest.mark.parametrize("idle_jobs", [0, 1])
+def test_no_more_tasks_than_slots_run_at_once(client, cleanup, job, idle_jobs):
+    """Also with a second active job that has no tasks (tasks are sent ahead beside it)."""
     pool_id = create_pool_and_wait(client, nodes=2, slots=2)
     cleanup(pool=pool_id)
+    for _ in range(idle_jobs):
+        job(pool_id)
     job_id = job(pool_id)
     client.create_task_collection(
         job_id,
@@ -260,20 +264,3 @@ def test_a_job_of_higher_priority_takes_the_place_sent_ahead(server, client, one
     assert urgent.execution_info.start_time <= done["second"].execution_info.start_time
     assert all(t.execution_info.requeue_count == 0 for t in [urgent, *done.values()])
     assert sorted((marks_dir / "runs").read_text().split()) == ["first", "second", "urgent"]
-
-
-def test_no_more_tasks_than_slots_run_at_once_beside_an_idle_job(client, cleanup, job):
-    pool_id = create_pool_and_wait(client, nodes=2, slots=2)
-    cleanup(pool=pool_id)
-    job(pool_id)  # idle
-    job_id = job(pool_id)
-    client.create_task_collection(
-        job_id,
-        models.BatchTaskGroup(
-            task_values=[
-                models.BatchTaskCreateOptions(id=f"t{i:02d}", command_line=shell("sleep 0.0$((RANDOM % 5))"))
-                for i in range(60)
-            ]
-        ),
-    )
-    assert_at_most_slots(wait_tasks_completed(client, job_id), 2)
