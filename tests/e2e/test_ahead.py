@@ -15,7 +15,7 @@ import psutil
 import pytest
 from azure.batch import models
 
-from kiln.testing import create_pool_and_wait, shell, unique, wait_for, wait_tasks_completed
+from kiln.testing import create_pool_and_wait, shell, task_story, unique, wait_for, wait_tasks_completed
 
 
 @pytest.fixture
@@ -91,9 +91,13 @@ def test_the_next_task_runs_when_the_slot_frees_and_shows_running(client, one_sl
     assert node.total_tasks_run >= 2 and node.total_tasks_succeeded >= 2
 
 
-def test_no_more_tasks_than_slots_run_at_once(client, cleanup, job):
+@pytest.mark.parametrize("idle_jobs", [0, 1])
+def test_no_more_tasks_than_slots_run_at_once(client, cleanup, job, idle_jobs):
+    """Also with a second active job that has no tasks (tasks are sent ahead beside it)."""
     pool_id = create_pool_and_wait(client, nodes=2, slots=2)
     cleanup(pool=pool_id)
+    for _ in range(idle_jobs):
+        job(pool_id)
     job_id = job(pool_id)
     client.create_task_collection(
         job_id,
@@ -104,7 +108,11 @@ def test_no_more_tasks_than_slots_run_at_once(client, cleanup, job):
             ]
         ),
     )
-    done = wait_tasks_completed(client, job_id)
+    assert_at_most_slots(wait_tasks_completed(client, job_id), 2)
+
+
+def assert_at_most_slots(done: list, slots: int) -> None:
+    """No node ran more than `slots` of these tasks at once (by their start and end times)."""
     assert all(t.execution_info.exit_code == 0 for t in done)
     for node_id in {t.node_info.node_id for t in done}:
         events = sorted(
@@ -117,7 +125,7 @@ def test_no_more_tasks_than_slots_run_at_once(client, cleanup, job):
         for _, change in events:  # an end sorts before a start at the same moment
             running += change
             most = max(most, running)
-        assert most <= 2, f"{most} tasks ran at once on {node_id}, which has 2 slots"
+        assert most <= slots, f"{most} tasks ran at once on {node_id}, which has {slots} slots"
 
 
 def test_a_disabled_job_starts_no_more_tasks(client, one_slot_pool, job, marks_dir):
@@ -205,3 +213,54 @@ def test_every_task_runs_once_while_tasks_sent_ahead_move_between_nodes(client, 
         done = wait_tasks_completed(client, job_id)
         assert all(t.execution_info.exit_code == 0 and t.execution_info.requeue_count == 0 for t in done)
         assert sorted(runs.read_text().split()) == sorted(t.id for t in done), "a task ran more than once"
+
+
+def counted(marks: Path, gate: str) -> str:
+    """Appends its task id to marks/runs as it starts (a run counted once per start), then waits for marks/<gate>."""
+    return shell(f"umask 0; echo $AZ_BATCH_TASK_ID >> {marks}/runs; while [ ! -e {marks}/{gate} ]; do sleep 0.05; done")
+
+
+def sent_ahead(server, job_id: str, task_id: str) -> bool:
+    return task_story(server, job_id, task_id)["why"].startswith("sent ahead to node")
+
+
+def test_tasks_are_sent_ahead_beside_an_idle_job_and_each_runs_once(server, client, one_slot_pool, job, marks_dir):
+    """A second active job with no tasks wants no slot: the busy job's next task still goes ahead."""
+    job(one_slot_pool)  # idle: active, nothing queued
+    job_id = job(one_slot_pool)
+    add(client, job_id, first=counted(marks_dir, "go1"), second=counted(marks_dir, "go2"))
+    wait_for(lambda: state(client, job_id, "first") == "running", 60, "the first task to run")
+    wait_for(lambda: sent_ahead(server, job_id, "second"), 60, "the second task to be sent ahead beside the idle job")
+    (marks_dir / "go1").touch()
+    wait_for(lambda: state(client, job_id, "second") == "running", 60, "the second task to start")
+    (marks_dir / "go2").touch()
+    done = {t.id: t for t in wait_tasks_completed(client, job_id)}
+    assert all(t.execution_info.exit_code == 0 and t.execution_info.requeue_count == 0 for t in done.values())
+    assert done["second"].execution_info.start_time >= done["first"].execution_info.end_time  # one slot
+    assert sorted((marks_dir / "runs").read_text().split()) == ["first", "second"]
+
+
+def test_a_job_of_higher_priority_takes_the_place_sent_ahead(server, client, one_slot_pool, job, marks_dir, cleanup):
+    """The task sent ahead is withdrawn, not killed, when a job that placement serves first gets a task: that
+    task goes ahead in its place and starts first; every task runs once."""
+    low = job(one_slot_pool)
+    add(client, low, first=counted(marks_dir, "go"), second=counted(marks_dir, "go"))
+    wait_for(lambda: state(client, low, "first") == "running", 60, "the first task to run")
+    wait_for(lambda: sent_ahead(server, low, "second"), 60, "the low job's next task to be sent ahead")
+    high = unique("urgent")
+    client.create_job(
+        models.BatchJobCreateOptions(id=high, priority=100, pool_info=models.BatchPoolInfo(pool_id=one_slot_pool))
+    )
+    cleanup(job=high)
+    add(client, high, urgent=counted(marks_dir, "go"))
+    wait_for(
+        lambda: sent_ahead(server, high, "urgent") and not sent_ahead(server, low, "second"),
+        60,
+        "the urgent task to go ahead in place of the low job's",
+    )
+    (marks_dir / "go").touch()
+    urgent = wait_tasks_completed(client, high)[0]
+    done = {t.id: t for t in wait_tasks_completed(client, low)}
+    assert urgent.execution_info.start_time <= done["second"].execution_info.start_time
+    assert all(t.execution_info.requeue_count == 0 for t in [urgent, *done.values()])
+    assert sorted((marks_dir / "runs").read_text().split()) == ["first", "second", "urgent"]

@@ -6,16 +6,18 @@ on its node and starts there the moment one of the node's steps finishes; the no
 started, in the same report as the results that freed their slots (compute/node/agent.py).
 
 What a user sees stays Batch's: the task is `active` until the node says it started, then `running`
-with that start time; at most taskSlotsPerNode slots run on a node. It is done only where nothing
-else could want those slots: for the only active job of its pool, with no preparation task left to
-run on the node, no maxParallelTasks and no job manager.
+with that start time; at most taskSlotsPerNode slots run on a node. It is done only where placement
+would give those slots to the same job anyway: for the job next in line in its pool (priority, then
+jobDefaultOrder creationtime; jobs with nothing queued do not count, equal priorities taking turns stop
+it), with no preparation task left to run on the node, no maxParallelTasks, no job manager and no job
+of lower priority in the pool that allows task preemption (those tasks wait queued, to preempt).
 
 Taking them back comes in two kinds. Where the tasks must not run on (a job that ends, a task ended or
 deleted, a node that restarts or is lost, a disable with requeue or terminate), they are called back:
 killed on the node in case they just started, queued again unless they end. Where it only changes where
-they run (a second active job in the pool; a node whose free slots fit its first task sent ahead, which
-the node itself would never start there, NodeSlots.ahead_stranded; a free slot on another node of the
-pool that the queues cannot fill; a disable with wait; a node drained with taskcompletion), they are
+they run (another job now next in line, or jobs taking turns; a node whose free slots fit its first task
+sent ahead, which the node itself would never start there, NodeSlots.ahead_stranded; a free slot on another
+node of the pool that the queues cannot fill; a disable with wait; a node drained with taskcompletion), they are
 withdrawn: the node gives back those it has not started and the rest run on, so no command runs twice.
 """
 
@@ -35,8 +37,10 @@ from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.job import JobState
 from kiln.core.task import TaskState
+from kiln.scheduler import priority
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.parts import SchedulerParts
+from kiln.scheduler.preemption import preemptible
 from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import Effects, JobEntry, StepRef, task_step_id
 from kiln.store import rows as db
@@ -52,14 +56,17 @@ class SendAhead(SchedulerParts):
     """Scheduler part: which tasks go ahead, their start, and calling them back."""
 
     def _send_ahead(self, conn: Connection, pool_key: str, effects: Effects) -> None:
-        """After a placement round: fill the nodes' room ahead with the pool's one job, or, if the pool has
-        other active jobs now, call back what was sent ahead (their priorities and turns decide again)."""
-        active = [e for e in self.jobs.values() if e.row["pool_key"] == pool_key and e.row["state"] == JobState.ACTIVE]
-        chosen = active[0] if len(active) == 1 and self._may_go_ahead(active[0]) else None
+        """After a placement round: fill the nodes' room ahead with the tasks of the job next in line for every
+        slot that frees (priority.next_in_line), and withdraw what other jobs have ahead; with no such job (equal
+        priorities taking turns), or one that may not go ahead, withdraw all (placement decides as slots free)."""
         nodes = sorted((n for n in self.nodes.values() if n.pool_key == pool_key), key=lambda n: n.node_id)
+        chosen = self._next_in_line(pool_key, nodes)
+        chosen = chosen if chosen is not None and self._may_go_ahead(chosen) and not self._may_preempt(chosen) else None
+        for node in nodes:
+            self._withdraw(
+                node, [i for i, (owner, _, _) in node.ahead.items() if chosen is None or owner != chosen.key], effects
+            )
         if chosen is None:
-            for node in nodes:
-                self._withdraw(node, list(node.ahead), effects)
             return
         room = {n.node_id: n.room_ahead for n in nodes if self._may_run(chosen, n) and self._prepared(chosen, n)}
         picks: list[tuple[int, int, NodeSlots]] = []
@@ -105,9 +112,29 @@ class SendAhead(SchedulerParts):
             )
         db.mark_sent_ahead(conn, utcnow(), sent)  # committed before the steps leave: an unseen run is counted
 
+    def _next_in_line(self, pool_key: str, nodes: list[NodeSlots]) -> JobEntry | None:
+        """Of the pool's active jobs that want slots (queued tasks, or tasks sent ahead), the one every slot that
+        frees goes to next. Jobs with nothing queued or ahead do not count: they want no slot."""
+        owners = {owner for node in nodes for owner, _, _ in node.ahead.values()}
+        order = priority.job_order(self.pools[pool_key]["spec"])
+        contenders = [
+            (entry, entry.row["priority"], entry.row["seq"])
+            for entry in self.jobs.values()
+            if entry.row["pool_key"] == pool_key
+            and entry.row["state"] == JobState.ACTIVE
+            and (len(entry.queue) or entry.key in owners)
+        ]
+        return priority.next_in_line(contenders, order)
+
     def _may_go_ahead(self, entry: JobEntry) -> bool:
         spec = entry.spec
         return spec.get("maxParallelTasks", -1) == -1 and spec.get("jobManagerTask") is None
+
+    def _may_preempt(self, entry: JobEntry) -> bool:
+        """A job of lower priority in the pool allows preemption: its running tasks make way for the entry's
+        queued tasks (Preemption), which must then stay queued, not wait ahead for the slots they would free."""
+        pool_key, below = entry.row["pool_key"], entry.row["priority"]
+        return any(e.row["pool_key"] == pool_key and preemptible(e, below) for e in self.jobs.values())
 
     def _prepared(self, entry: JobEntry, node: NodeSlots) -> bool:
         """No preparation task left to run or wait for on this node."""
@@ -150,7 +177,7 @@ class SendAhead(SchedulerParts):
             entries = [self.jobs[key] for key in owners if key in self.jobs]
             room = [n.free for n in members if n.free and all(self._may_run(e, n) for e in entries)]
             coming = sum(node.ahead[i][2] for node in members for i in node.withdrawing)  # may come back
-            idle = sum(room) - self._queued_slots(pool_key, sum(room)) - coming
+            idle = sum(room) - self._queued_slots(pool_key, sum(room), entries) - coming
             for node in sorted(members, key=lambda n: (-len(n.ahead), n.node_id)):
                 if idle <= 0:
                     break
@@ -163,11 +190,18 @@ class SendAhead(SchedulerParts):
                         idle -= slots
                 self._withdraw(node, taken, effects)
 
-    def _queued_slots(self, pool_key: str, enough: int) -> int:
-        """Slots the queued tasks of the pool's active jobs ask for, counted up to `enough`."""
+    def _queued_slots(self, pool_key: str, enough: int, owners: list[JobEntry]) -> int:
+        """Slots the queued tasks of the pool's active jobs ask for, counted up to `enough`; not those of jobs
+        that the owners of the tasks sent ahead outrank, as free slots go to the owners' tasks first."""
+        order = priority.job_order((self.pools.get(pool_key) or {"spec": {}})["spec"])
+        first = min((priority.rank(e.row["priority"], e.row["seq"], order) for e in owners), default=None)
         total = 0
         for entry in self.jobs.values():
-            if entry.row["pool_key"] == pool_key and entry.row["state"] == JobState.ACTIVE:
+            if (
+                entry.row["pool_key"] == pool_key
+                and entry.row["state"] == JobState.ACTIVE
+                and (first is None or priority.rank(entry.row["priority"], entry.row["seq"], order) <= first)
+            ):
                 for _, slots in entry.queue.heap:
                     total += slots
                     if total >= enough:

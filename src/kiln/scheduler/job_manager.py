@@ -39,7 +39,7 @@ class JobManagement(SchedulerParts):
         """Book queued tasks of one pool's jobs on its nodes with free slots: [(job, task seq, slots, node)]."""
         policy = pool["spec"].get("taskSchedulingPolicy") or {}
         fill = str(policy.get("nodeFillType", "spread")).lower()
-        order = str(policy.get("jobDefaultOrder") or "none").lower()
+        order = priority.job_order(pool["spec"])
         turns = [self._turn(conn, entry, self._chooser(pool, fill)) for entry in entries]
         booked = priority.plan(turns, candidates, fill, order, _TICKETS)
         for turn in turns:

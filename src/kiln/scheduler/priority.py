@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import count, groupby
-from typing import Any
+from typing import Any, TypeVar
 
 from kiln.scheduler.slots import JobQueue, NodeSlots, choose_node
+
+T = TypeVar("T")
 
 #: (task seq, slots, nodes with a free slot, may the task use this node) -> the node it starts on, or None
 Chooser = Callable[[int, int, list[NodeSlots], Callable[[NodeSlots], bool]], NodeSlots | None]
@@ -37,6 +39,27 @@ def parallel_budget(max_parallel: int, on_nodes: int) -> int | None:
     if max_parallel == -1:
         return None
     return max(0, max_parallel - on_nodes)
+
+
+def job_order(pool_spec: dict[str, Any]) -> str:
+    """The pool's taskSchedulingPolicy.jobDefaultOrder, lower case: `none` (turns) or `creationtime`."""
+    return str((pool_spec.get("taskSchedulingPolicy") or {}).get("jobDefaultOrder") or "none").lower()
+
+
+def rank(priority: int, created: int, order: str) -> tuple[int, int]:
+    """A job's place in its pool's placement order: lower goes first; equal places take turns."""
+    return (-priority, created if order == "creationtime" else 0)
+
+
+def next_in_line(contenders: Sequence[tuple[T, int, int]], order: str) -> T | None:
+    """Of the jobs that want slots [(job, priority, creation order)], the one every slot that frees goes to
+    next, for as long as it wants them: the first in rank, unless another ties with it (they take turns)."""
+    ranked = sorted(
+        ((rank(priority, created, order), job) for job, priority, created in contenders), key=lambda r: r[0]
+    )
+    if not ranked or (len(ranked) > 1 and ranked[0][0] == ranked[1][0]):
+        return None
+    return ranked[0][1]
 
 
 def _fits_exclusively(node: NodeSlots) -> bool:
@@ -127,6 +150,8 @@ def plan(
             members.sort(key=lambda t: (t.served, t.created))
             booked_in_pass = []
             for turn in members:
+                if not any(n.free > 0 for n in nodes):
+                    break  # every node is full: no later turn could place (with 1,000 jobs, most of a round)
                 booked_in_pass += _take(turn, nodes, fill, 1, tickets)
             booked += booked_in_pass
             if not booked_in_pass:

@@ -7,7 +7,7 @@ from itertools import count
 
 import pytest
 
-from kiln.scheduler.priority import JobTurn, ManagerRule, parallel_budget, place_job, plan
+from kiln.scheduler.priority import JobTurn, ManagerRule, job_order, next_in_line, parallel_budget, place_job, plan
 from kiln.scheduler.slots import JobQueue, NodeSlots
 
 #: every node a test made: their bookkeeping is checked after it
@@ -105,6 +105,36 @@ def test_priority_beats_turns():
     high, low = turn("high", [(1, 1), (2, 1)], priority=1), turn("low", [(3, 1)], created=-1)
     assert booked([low, high], nodes(("a", 1, 0)), tickets=tickets) == [("high", 1, "a")]
     assert booked([low, high], nodes(("a", 1, 0)), tickets=tickets) == [("high", 2, "a")]
+
+
+# ---------------------------------------------------------------------------------------------- next in line
+@pytest.mark.parametrize(
+    ("contenders", "order", "first"),
+    [
+        ([], "none", None),
+        ([("only", 0, 1)], "none", "only"),
+        ([("old", 0, 1), ("new", 0, 2)], "none", None),  # equal priorities take turns: no one job gets every slot
+        ([("old", 0, 1), ("new", 0, 2)], "creationtime", "old"),
+        ([("new", 0, 2), ("old", 0, 1)], "creationtime", "old"),
+        ([("low", 0, 1), ("high", 5, 2)], "none", "high"),  # priority beats age and turns
+        ([("low", -3, 1), ("high", 5, 3), ("peer", 5, 2)], "none", None),
+        ([("low", -3, 1), ("high", 5, 3), ("peer", 5, 2)], "creationtime", "peer"),
+    ],
+)
+def test_next_in_line_is_the_job_every_freed_slot_goes_to(contenders, order, first):
+    assert next_in_line(contenders, order) == first
+
+
+@pytest.mark.parametrize(
+    ("spec", "order"),
+    [
+        ({}, "none"),
+        ({"taskSchedulingPolicy": {"nodeFillType": "pack"}}, "none"),
+        ({"taskSchedulingPolicy": {"jobDefaultOrder": "CreationTime"}}, "creationtime"),
+    ],
+)
+def test_job_order(spec, order):
+    assert job_order(spec) == order
 
 
 # ---------------------------------------------------------------------------------------------- maxParallelTasks

@@ -178,13 +178,16 @@ class NodeAgent:
     async def linger(self) -> None:
         """Hold the results while a step started less than REPORT_LINGER ago, and before the first of them
         came, still runs; at most REPORT_LINGER after that first result. A long step is not waited for (it
-        started long ago), nor a step started since (sent ahead into a freed slot: its notice goes now)."""
+        started long ago), nor a step started since (sent ahead into a freed slot: its notice goes now); and
+        not at all while a freed slot waits empty (no step sent ahead took it): the control plane fills it."""
         loop = asyncio.get_running_loop()
         while (first := self._first_result_at) is not None and self.table.finished:
             now = loop.time()
             left = first + REPORT_LINGER - now
-            if left <= 0 or not any(
-                now - started < REPORT_LINGER and started <= first for started in self._started.values()
+            if (
+                left <= 0
+                or self._spare
+                or not any(now - started < REPORT_LINGER and started <= first for started in self._started.values())
             ):
                 return
             await asyncio.wait([self._next_result()], timeout=left)

@@ -64,10 +64,27 @@ async def test_a_result_waits_for_the_steps_started_with_it(
     agent: NodeAgent, make_step: Callable[..., Step], monkeypatch
 ) -> None:
     monkeypatch.setattr(agent_module, "REPORT_LINGER", 30.0)
-    quick, slower = make_step("sh -c 'exit 0'"), make_step("sleep 0.5")
-    await agent.run([quick.to_message(), slower.to_message()])
+    quick, slower = make_step("sh -c 'exit 0'", slots=1), make_step("sleep 0.5", slots=1)
+    ahead = make_step("sleep 30", slots=1, ahead=True)  # takes the slot quick frees: no slot waits empty
+    await agent.run([quick.to_message(), slower.to_message(), ahead.to_message()])
     batch = await agent.results(timeout=10)  # one report for both, though quick ends first
-    assert sorted(m["step_id"] for m in batch) == sorted([quick.step_id, slower.step_id])
+    assert sorted(m["step_id"] for m in batch if not m.get("running")) == sorted([quick.step_id, slower.step_id])
+    await agent.kill([ahead.step_id])
+
+
+async def test_a_result_that_leaves_a_slot_empty_is_reported_at_once(
+    agent: NodeAgent, make_step: Callable[..., Step], monkeypatch
+) -> None:
+    """No step sent ahead takes the slot it frees: the control plane must know now to fill it."""
+    monkeypatch.setattr(agent_module, "REPORT_LINGER", 30.0)
+    quick, slower = make_step("sh -c 'exit 0'", slots=1), make_step("sleep 30", slots=1)
+    await agent.run([quick.to_message(), slower.to_message()])
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    batch = await agent.results(timeout=10)
+    assert [m["step_id"] for m in batch] == [quick.step_id]
+    assert loop.time() - began < 15  # not held for the 30 s linger, though slower started with it
+    await agent.kill([slower.step_id])
 
 
 async def test_a_result_does_not_wait_for_a_long_running_step(
