@@ -40,6 +40,18 @@ LEASE = float(os.environ.get("KILN_HOST_LEASE") or 15.0)
 LEASE_CHECK = 1.0
 
 
+#: The directory under a host's node-root dir that keeps the application packages its server sent.
+PACKAGES = ".kiln-packages"
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """Written beside and renamed into place: an extraction never reads half a zip."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.part")
+    staging.write_bytes(data)
+    os.replace(staging, path)
+
+
 class ClusterHostAgent(HostAgent):
     """A host agent whose node roots are under `root_dir`, owned by the server that claimed it last."""
 
@@ -55,7 +67,12 @@ class ClusterHostAgent(HostAgent):
         self._lease: asyncio.Task[None] | None = None
 
     def handlers(self) -> dict[str, Callable[..., Any]]:
-        own = {"kiln_claim": self.claim, "kiln_release": self.release, "kiln_node_wipe": self.wipe_node}
+        own: dict[str, Callable[..., Any]] = {
+            "kiln_claim": self.claim,
+            "kiln_release": self.release,
+            "kiln_node_wipe": self.wipe_node,
+            "kiln_put_package": self.put_package,
+        }
         every: dict[str, Callable[..., Any]] = {**super().handlers(), **own, "kiln_usage": self.usage}
         return {name: self._in_contact(handler) for name, handler in every.items()}
 
@@ -94,8 +111,20 @@ class ClusterHostAgent(HostAgent):
         self.session, self.last_contact = session, time.monotonic()
         if self._lease is None:
             self._lease = asyncio.create_task(self._keep_lease(), name="kiln-host-lease")
-        roots = [entry.name for entry in os.scandir(self.root_dir) if entry.is_dir(follow_symlinks=False)]
+        roots = [
+            entry.name
+            for entry in os.scandir(self.root_dir)
+            if entry.is_dir(follow_symlinks=False) and entry.name != PACKAGES
+        ]
         return {"limit": self.limit, "root_dir": str(self.root_dir), "roots": roots}
+
+    async def put_package(self, name: str, data: bytes) -> str:
+        """An application package's zip, sent by the server (its store is on the server's disk): kept under the
+        node-root dir for every node of this host to extract from; returns its path here."""
+        path = self.root_dir / PACKAGES / PurePath(name).name
+        if not path.exists():
+            await asyncio.to_thread(_write_whole, path, data)
+        return str(path)
 
     async def release(self, session: str) -> int:
         """The server that owns the host stops: every node stops with it. Returns how many there were."""

@@ -3,9 +3,11 @@ processes with their own node-root directories, over TLS; driven by the official
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +15,10 @@ from pathlib import Path
 import psutil
 import pytest
 from azure.batch import BatchClient, models
+from typer.testing import CliRunner
 
 from kiln.cli.embedded import EmbeddedServer
+from kiln.cli.main import app as kiln_cli
 from kiln.testing import (
     create_pool_and_wait,
     make_client,
@@ -288,3 +292,35 @@ def test_a_host_that_stops_answering_is_lost_and_rejoins(open_base, marks_dir):
             assert tasks[frozen_task].execution_info.requeue_count == 1
             assert attached.host_of(tasks[frozen_task].node_info.node_id) == "host-b"
             assert all(t.execution_info.exit_code == 0 for t in tasks.values())
+
+
+def test_an_application_package_reaches_every_host_once(attached, tmp_path):
+    """The package store is on the server's disk: each host gets the zip once and its nodes extract that copy."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("data.txt", "from the server")
+    package = tmp_path / "tool.zip"
+    package.write_bytes(buffer.getvalue())
+    app_id, server = unique("tool"), attached.server
+    auth = ["--endpoint", server.endpoint, "--account", server.account_name, "--key", server.account_key]
+    added = CliRunner().invoke(kiln_cli, ["app", "add", app_id, "1", str(package), *auth])
+    assert added.exit_code == 0, added.output
+    client, job_id = attached.client, unique("packages")
+    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=attached.pool_id)))
+    reference = models.BatchApplicationPackageReference(application_id=app_id, version="1")
+    script = f'cat "$AZ_BATCH_APP_PACKAGE_{app_id.replace("-", "_")}_1/data.txt"'
+    client.create_tasks(
+        job_id,
+        [
+            models.BatchTaskCreateOptions(
+                id=f"t{i}", command_line=shell(script), application_package_references=[reference]
+            )
+            for i in range(6)
+        ],
+    )
+    done = _completed(client, job_id)
+    assert all(read_task_file(client, job_id, t.id, "stdout.txt") == "from the server" for t in done)
+    assert {attached.host_of(t.node_info.node_id) for t in done} == set(HOSTS)  # both hosts ran them
+    for host in attached.cluster.hosts.values():
+        copies = list((host.root_dir / ".kiln-packages").glob(f"{app_id.lower()}*"))
+        assert len(copies) == 1 and copies[0].read_bytes() == package.read_bytes()

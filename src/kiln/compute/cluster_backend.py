@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import uuid
@@ -27,6 +28,7 @@ from distributed.core import ConnectionPool
 from distributed.security import Security
 
 from kiln.compute.dask_backend import RPC_TIMEOUT, DaskBackend, _Host, _Node
+from kiln.compute.protocol import AppPackage, Step
 from kiln.node import LEASE
 
 logger = logging.getLogger(__name__)
@@ -103,6 +105,8 @@ class ClusterBackend(DaskBackend):
         self._watcher: asyncio.Task[None] | None = None
         self._answered: dict[str, float] = {}  #: loop time each up host's agent last answered, by host name
         self._probed: dict[str, float] = {}  #: loop time each host was last probed, by host name
+        #: each package's path on each host it was sent to, by (host name, path on the server)
+        self._sent_packages: dict[tuple[str, str], asyncio.Future[str]] = {}
 
     def node_address(self, node_id: str) -> str | None:
         """The IP of the node's host (its worker's address); None for a host on loopback, this machine. Nodes on
@@ -254,6 +258,36 @@ class ClusterBackend(DaskBackend):
             home.nodes[node.node_id], node.host = node, home
             if not node.stopping:
                 self._start_node(node)
+
+    async def run(self, node_id: str, steps: list[Step]) -> None:
+        """The application packages the steps name are on the server's disk: each goes to the node's host once
+        (kiln.node `put_package`) and the steps extract the host's copy."""
+        node = self._node(node_id)
+        if any(step.packages for step in steps) and node.host.address is not None:
+            steps = [await self._with_host_packages(node.host, step) for step in steps]
+        await super().run(node_id, steps)
+
+    async def _with_host_packages(self, each: _Host, step: Step) -> Step:
+        if not step.packages:
+            return step
+        packages = []
+        for package in step.packages:
+            key = (each.name, package.zip_path)
+            if key not in self._sent_packages:
+                self._sent_packages[key] = asyncio.ensure_future(self._send_package(each, package))
+            try:
+                packages.append(dataclasses.replace(package, zip_path=await self._sent_packages[key]))
+            except Exception:
+                del self._sent_packages[key]  # tried again with the next step; this one fails to extract it
+                packages.append(package)
+        return dataclasses.replace(step, packages=tuple(packages))
+
+    async def _send_package(self, each: _Host, package: AppPackage) -> str:
+        source = Path(package.zip_path)
+        data = await asyncio.to_thread(source.read_bytes)
+        name = f"{source.parent.name}_{source.stem}-{source.stat().st_mtime_ns}.zip"  # added again: a new file
+        assert each.address is not None, "sent only to a host that is up"
+        return str(await asyncio.wait_for(self._rpc(each.address).kiln_put_package(name=name, data=data), 300))
 
     async def measure_usage(self, roots: Mapping[str, str]) -> dict[str, dict[str, float]]:
         """Each host measures its own nodes; a node whose host does not answer has no measurement."""
