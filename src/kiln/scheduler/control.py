@@ -176,11 +176,18 @@ class ControlState:
         self, entry: JobEntry, node: NodeSlots, record: dict[str, Any], now: datetime, effects: Effects
     ) -> None:
         """A new attempt of the job's preparation task on the node."""
-        attempt = record["prep_attempt"] + 1
-        effects.change_record(record, prep_rules.prep(record, StepState.RUNNING, now, attempt=attempt))
-        step_id = f"p:{entry.key}:{node.node_id}:{attempt}"
-        self.step_sent(step_id, StepRef("prep", entry.key, node.node_id, attempt))
-        effects.dispatch.append(Dispatch("prep", step_id, entry.key, node.node_id))
+        self._job_step("prep", entry, node, record, now, effects)
+
+    def _job_step(
+        self, kind: str, entry: JobEntry, node: NodeSlots, record: dict[str, Any], now: datetime, effects: Effects
+    ) -> None:
+        """A new attempt of the job's preparation ("prep") or release ("release") task on the node."""
+        attempt = record[f"{kind}_attempt"] + 1
+        rule = prep_rules.prep if kind == "prep" else prep_rules.release
+        effects.change_record(record, rule(record, StepState.RUNNING, now, attempt=attempt))
+        step_id = f"{kind[0]}:{entry.key}:{node.node_id}:{attempt}"
+        self.step_sent(step_id, StepRef(kind, entry.key, node.node_id, attempt))
+        effects.dispatch.append(Dispatch(kind, step_id, entry.key, node.node_id))
 
     def preparation_waiters(self, job_key: str, node_id: str) -> list[int]:
         """The tasks `preparing` on the node for the job, whose rows `preparation_finished` needs."""
@@ -273,11 +280,7 @@ class ControlState:
         self, entry: JobEntry, node: NodeSlots, record: dict[str, Any], now: datetime, effects: Effects
     ) -> None:
         """A new attempt of the job's release task on the node, where its preparation task ran."""
-        attempt = record["release_attempt"] + 1
-        effects.change_record(record, prep_rules.release(record, StepState.RUNNING, now, attempt=attempt))
-        step_id = f"r:{entry.key}:{node.node_id}:{attempt}"
-        self.step_sent(step_id, StepRef("release", entry.key, node.node_id, attempt))
-        effects.dispatch.append(Dispatch("release", step_id, entry.key, node.node_id))
+        self._job_step("release", entry, node, record, now, effects)
 
     def release_finished(
         self, ref: StepRef, result: StepResult, now: datetime, effects: Effects
