@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,22 @@ ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1
 INSTALL_HINT = "npm install --prefix .cache/azurite azurite  (at the repository's root; .ci/run does it)"
 REQUIRE_ENV = "KILN_TEST_REQUIRE_AZURITE"
 _LISTENING = re.compile(r"listens on (http://\S+)")
+
+
+def container_sas_url(
+    service_url: str, container: str, expiry: timedelta = timedelta(hours=1), **permission: bool
+) -> str:
+    """What a user's code does: the container's URL with a SAS signed by the emulator's well-known account key."""
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    sas = generate_container_sas(
+        ACCOUNT_NAME,
+        container,
+        account_key=ACCOUNT_KEY,
+        permission=ContainerSasPermissions(**permission),
+        expiry=datetime.now(UTC) + expiry,
+    )
+    return f"{service_url.rstrip('/')}/{container}?{sas}"
 
 
 def find_executable() -> str | None:

@@ -14,14 +14,14 @@ import subprocess
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from azure.storage.blob import BlobServiceClient, ContainerClient, ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from kiln import testing_clients
-from kiln.testing_azurite import ACCOUNT_KEY, ACCOUNT_NAME, INSTALL_HINT, Azurite
+from kiln.testing_azurite import INSTALL_HINT, Azurite, container_sas_url
 from kiln.testing_clients import CLIENTS, Client
 
 pytestmark = pytest.mark.timeout(1800)  # a cold cache installs azure-cli (~700 MB) first
@@ -65,14 +65,10 @@ def outputs(request) -> Outputs | None:
     except pytest.skip.Exception:
         return None
     container = BlobServiceClient.from_connection_string(azurite.connection_string).create_container("matrix")
-    sas = generate_container_sas(
-        ACCOUNT_NAME,
-        container.container_name,
-        account_key=ACCOUNT_KEY,
-        permission=ContainerSasPermissions(write=True, create=True),
-        expiry=datetime.now(UTC) + timedelta(hours=2),
+    url = container_sas_url(
+        container.url.rsplit("/", 1)[0], container.container_name, timedelta(hours=2), write=True, create=True
     )
-    return Outputs(container, f"{container.url}?{sas}")
+    return Outputs(container, url)
 
 
 def _run(client: Client, server, scenario_id: str, outputs: Outputs | None) -> subprocess.CompletedProcess[str]:

@@ -8,17 +8,16 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
 import pytest
 from azure.batch import models
 from azure.core.rest import HttpRequest
-from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import BlobServiceClient
 
 from kiln.testing import shell, unique, wait_for
-from kiln.testing_azurite import ACCOUNT_KEY, ACCOUNT_NAME
+from kiln.testing_azurite import container_sas_url
 
 MB = 1 << 20
 SIZE = 512 * MB
@@ -68,14 +67,7 @@ class RssSampler:
 
 
 def sas_url(blobs: BlobServiceClient, name: str, **permission: bool) -> str:
-    sas = generate_container_sas(
-        ACCOUNT_NAME,
-        name,
-        account_key=ACCOUNT_KEY,
-        permission=ContainerSasPermissions(**permission),
-        expiry=datetime.now(UTC) + timedelta(hours=1),
-    )
-    return f"{blobs.url.rstrip('/')}/{name}?{sas}"
+    return container_sas_url(blobs.url, name, **permission)
 
 
 @pytest.mark.timeout(900)  # ~1.5 GB through Azurite: well under a minute alone, minutes on a loaded machine

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.batch import BatchClient, models
-from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import BlobServiceClient
 
 from kiln.testing import create_pool_and_wait, read_task_file, shell, unique, wait_for, wait_job_state
-from kiln.testing_azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
+from kiln.testing_azurite import Azurite, container_sas_url
 
 PERFORM = "performexitoptionsjobaction"
 
@@ -40,14 +39,8 @@ def new_container(blobs: BlobServiceClient) -> str:
 
 
 def sas_url(blobs: BlobServiceClient, container: str, **permission) -> str:
-    sas = generate_container_sas(
-        ACCOUNT_NAME,
-        container,
-        account_key=ACCOUNT_KEY,
-        permission=ContainerSasPermissions(**(permission or {"write": True, "create": True})),
-        expiry=datetime.now(UTC) + timedelta(hours=1),
-    )
-    return f"{blobs.url.rstrip('/')}/{container}?{sas}"
+    """A container SAS (write and create unless told)."""
+    return container_sas_url(blobs.url, container, **(permission or {"write": True, "create": True}))
 
 
 def output(pattern: str, url: str, condition: str = "taskcompletion", path: str | None = None, headers=None):

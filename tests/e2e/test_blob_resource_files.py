@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from azure.batch import BatchClient, models
-from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import BlobServiceClient
 
 from kiln.cli.embedded import EmbeddedServer
 from kiln.compute.auto_storage import ENV as STORAGE_ENV
@@ -25,7 +25,7 @@ from kiln.testing import (
     wait_for,
     wait_job_state,
 )
-from kiln.testing_azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
+from kiln.testing_azurite import Azurite, container_sas_url
 
 PERFORM = "performexitoptionsjobaction"
 
@@ -63,15 +63,8 @@ def container_with(blobs: BlobServiceClient, files: dict[str, bytes], **options)
 
 
 def sas_url(blobs: BlobServiceClient, container: str, expiry: timedelta = timedelta(hours=1), **permission) -> str:
-    """What a user's code does: a container SAS from the account key."""
-    sas = generate_container_sas(
-        ACCOUNT_NAME,
-        container,
-        account_key=ACCOUNT_KEY,
-        permission=ContainerSasPermissions(**(permission or {"read": True, "list": True})),
-        expiry=datetime.now(UTC) + expiry,
-    )
-    return f"{blobs.url.rstrip('/')}/{container}?{sas}"
+    """A container SAS (read and list unless told)."""
+    return container_sas_url(blobs.url, container, expiry, **(permission or {"read": True, "list": True}))
 
 
 def run_task(batch: BatchClient, pool: str, task: models.BatchTaskCreateOptions, **job_fields):

@@ -9,10 +9,10 @@ import pytest
 from azure.batch import models
 from azure.batch.models._models import BatchNodeDeallocateOptions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import BlobServiceClient
 
 from kiln.testing import create_pool_and_wait, shell, unique, wait_for
-from kiln.testing_azurite import ACCOUNT_KEY, ACCOUNT_NAME
+from kiln.testing_azurite import container_sas_url
 
 
 def _job(client, cleanup, pool_id: str) -> str:
@@ -201,14 +201,7 @@ def _log_container(azurite) -> tuple[BlobServiceClient, str, str]:
     blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
     name = unique("logs")
     blobs.create_container(name)
-    sas = generate_container_sas(
-        ACCOUNT_NAME,
-        name,
-        account_key=ACCOUNT_KEY,
-        permission=ContainerSasPermissions(write=True, create=True),
-        expiry=datetime.now(UTC) + timedelta(hours=1),
-    )
-    return blobs, name, f"{blobs.url.rstrip('/')}/{name}?{sas}"
+    return blobs, name, container_sas_url(blobs.url, name, write=True, create=True)
 
 
 def test_each_node_of_a_pool_arrives_under_its_own_stimulus(client, cleanup, azurite):
@@ -240,16 +233,7 @@ def test_upload_batch_service_logs_puts_the_nodes_log_into_the_container(client,
     assert blob.content_settings.content_type == "text/plain; charset=utf-8"
     log = blobs.get_blob_client(name, blob.name).download_blob().readall().decode()
     assert "-> idle" in log  # the node's own transitions, with their causes
-    read_only = container.replace(
-        sas,
-        generate_container_sas(
-            ACCOUNT_NAME,
-            name,
-            account_key=ACCOUNT_KEY,
-            permission=ContainerSasPermissions(read=True),
-            expiry=datetime.now(UTC) + timedelta(hours=1),
-        ),
-    )
+    read_only = container_sas_url(blobs.url, name, read=True)
     for refused in (read_only, f"http://127.0.0.1:1/{name}?{sas}"):  # no write permission; nothing listens there
         with pytest.raises(HttpResponseError) as caught:
             client.upload_node_logs(

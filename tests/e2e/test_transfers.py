@@ -7,19 +7,18 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from azure.batch import BatchClient, models
 from azure.core.exceptions import ResourceNotFoundError
 from azure.core.rest import HttpRequest
-from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import BlobServiceClient
 from typer.testing import CliRunner
 
 from kiln.cli.main import app
 from kiln.testing import shell, unique, wait_for
-from kiln.testing_azurite import ACCOUNT_KEY, ACCOUNT_NAME
+from kiln.testing_azurite import container_sas_url
 
 TASKS = 100
 COMMON = {"common/a.bin": os.urandom(3000), "common/b.bin": os.urandom(1000)}
@@ -37,14 +36,7 @@ def container(blobs: BlobServiceClient, files: dict[str, bytes], **permission: b
     created = blobs.create_container(name)
     for blob, data in files.items():
         created.upload_blob(blob, data)
-    sas = generate_container_sas(
-        ACCOUNT_NAME,
-        name,
-        account_key=ACCOUNT_KEY,
-        permission=ContainerSasPermissions(**permission),
-        expiry=datetime.now(UTC) + timedelta(hours=1),
-    )
-    return f"{blobs.url.rstrip('/')}/{name}?{sas}"
+    return container_sas_url(blobs.url, name, **permission)
 
 
 def run_job(client: BatchClient, pool: str, cleanup, *, prep: bool, source: str, outputs: str) -> str:
