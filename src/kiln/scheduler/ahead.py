@@ -63,8 +63,10 @@ class SendAhead(SchedulerParts):
         chosen = self._next_in_line(pool_key, nodes)
         chosen = chosen if chosen is not None and self._may_go_ahead(chosen) and not self._may_preempt(chosen) else None
         for node in nodes:
-            self._withdraw(
-                node, [i for i, (owner, _, _) in node.ahead.items() if chosen is None or owner != chosen.key], effects
+            self.state.withdraw(
+                node.node_id,
+                [i for i, (owner, _, _) in node.ahead.items() if chosen is None or owner != chosen.key],
+                effects,
             )
         if chosen is None:
             return
@@ -188,7 +190,7 @@ class SendAhead(SchedulerParts):
                     if step_id not in node.withdrawing and slots <= min(idle, max(room)):
                         taken.append(step_id)
                         idle -= slots
-                self._withdraw(node, taken, effects)
+                self.state.withdraw(node.node_id, taken, effects)
 
     def _queued_slots(self, pool_key: str, enough: int, owners: list[JobEntry]) -> int:
         """Slots the queued tasks of the pool's active jobs ask for, counted up to `enough`; not those of jobs
@@ -208,13 +210,6 @@ class SendAhead(SchedulerParts):
                         return total
         return total
 
-    def _withdraw(self, node: NodeSlots, step_ids: list[str], effects: Effects) -> None:
-        """Ask the node for tasks sent ahead back, unless it has started them: where nothing requires them to
-        stop, a task that started in the moment before must run on (a kill would run its command twice). Only
-        those the node gives back are queued again, once it answers (`_withdrawn`)."""
-        if asked := self.state.withdraw_asked(node.node_id, step_ids):
-            effects.withdraw[node.node_id].extend(asked)
-
     async def _withdraw_from(self, node_id: str, step_ids: list[str]) -> None:
         try:
             answer = await self.backend.withdraw(node_id, step_ids)
@@ -227,10 +222,17 @@ class SendAhead(SchedulerParts):
 
     def _withdrawn(self, conn: Connection, node_id: str, asked: list[str], answer: Withdrawal) -> Effects:
         effects = Effects(wake=True)
-        for ref in self.state.withdraw_answered(node_id, asked, answer, effects):
-            db.change(conn, db.tasks, {"seq": ref.seq}, {"attempt": ref.attempt, **NOT_AHEAD})
+        self._move_attempts_on(conn, self.state.withdraw_answered(node_id, asked, answer, effects))
         self._settle_disabling(conn, self._disabling_jobs(), utcnow())  # they waited for the answer
         return effects
+
+    @staticmethod
+    def _move_attempts_on(conn: Connection, taken_back: Iterable[StepRef]) -> None:
+        """Tasks sent ahead and taken back (their rows still `active`, never changed for it): each attempt moves
+        on, so that a later dispatch has a step id of its own (a kill may reach the node after it), and the
+        task is no longer marked as sent ahead."""
+        for ref in taken_back:
+            db.change(conn, db.tasks, {"seq": ref.seq}, {"attempt": ref.attempt, **NOT_AHEAD})
 
     def _call_back(
         self,
@@ -249,14 +251,12 @@ class SendAhead(SchedulerParts):
     def _call_back_steps(
         self, conn: Connection, node: NodeSlots, step_ids: list[str], effects: Effects, *, requeue: bool, kill: bool
     ) -> None:
-        """Killed on the node in case they started meanwhile, queued again unless they end. Each task's
-        attempt moves on, so that a later dispatch has a step id of its own (the kill may reach the node
-        after it)."""
+        """Killed on the node in case they started meanwhile, queued again unless they end."""
         for step_id in step_ids:
             owner, seq, slots = node.ahead[step_id]
             ref = self.state.step_off_node(node.node_id, step_id, effects, kill=kill)
             if ref is not None:
-                db.change(conn, db.tasks, {"seq": seq}, {"attempt": ref.attempt, **NOT_AHEAD})
+                self._move_attempts_on(conn, [ref])
             if requeue and (entry := self.jobs.get(owner)) is not None:
                 entry.queue.push(seq, slots)
 

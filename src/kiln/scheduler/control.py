@@ -327,7 +327,7 @@ class ControlState:
         node.draining = True
         moved = []
         if drain:
-            effects.withdraw[node_id].extend(self.withdraw_asked(node_id, list(node.ahead)))
+            self.withdraw(node_id, list(node.ahead), effects)
         else:
             for step_id, (job_key, seq, slots) in list(node.ahead.items()):
                 if (ref := self.step_off_node(node_id, step_id, effects, kill=True)) is not None:
@@ -389,12 +389,16 @@ class ControlState:
         if running:
             self.steps[step_id] = dataclasses.replace(ref, ahead=False, row=row)
 
-    def withdraw_asked(self, node_id: str, step_ids: Iterable[str]) -> list[str]:
-        """The node is to give back these steps sent ahead unless it has started them; returns those not
-        asked already (an answer is on its way for the others)."""
+    def withdraw(self, node_id: str, step_ids: Iterable[str], effects: Effects) -> list[str]:
+        """Ask the node for these steps sent ahead back, unless it has started them: where nothing requires them
+        to stop, a task that started in the moment before must run on (a kill would run its command twice).
+        Only those the node gives back are queued again, once it answers (`withdraw_answered`). Returns the
+        steps asked now (an answer is on its way for the others)."""
         node = self.nodes[node_id]
         asked = [i for i in step_ids if i in node.ahead and i not in node.withdrawing]
         node.withdrawing.update(asked)
+        if asked:
+            effects.withdraw[node_id].extend(asked)
         return asked
 
     def withdraw_answered(self, node_id: str, asked: list[str], answer: Withdrawal, effects: Effects) -> list[StepRef]:

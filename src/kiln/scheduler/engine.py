@@ -33,7 +33,7 @@ from kiln.core.preparation import StepState
 from kiln.core.task import TaskState
 from kiln.scheduler import packages, transfers
 from kiln.scheduler import steps as step_builder
-from kiln.scheduler.ahead import NOT_AHEAD, SendAhead
+from kiln.scheduler.ahead import SendAhead
 from kiln.scheduler.auto_pools import AutoPools
 from kiln.scheduler.autoscale import Autoscaling
 from kiln.scheduler.control import CHECK_ENV, ControlState
@@ -301,7 +301,7 @@ class Scheduler(
         now = utcnow()
         for node in self.nodes.values():
             if node.ahead_stranded:  # queued again, so that a round places them
-                self._withdraw(node, list(node.ahead), effects)
+                self.state.withdraw(node.node_id, list(node.ahead), effects)
         self._call_back_to_idle_slots(conn, effects)
         planned: list[tuple[JobEntry, int, int, NodeSlots]] = []
         by_pool: dict[str, list[JobEntry]] = defaultdict(list)
@@ -558,7 +558,7 @@ class Scheduler(
         entry = self.jobs.get(job_key)
         taken_back = self.state.task_stopped(task, delete, now, effects)
         if taken_back is not None:
-            db.change(conn, db.tasks, {"seq": task["seq"]}, {"attempt": taken_back.attempt, **NOT_AHEAD})
+            self._move_attempts_on(conn, [taken_back])
         if task["state"] in ON_NODE:
             self._end_instances(conn, task["seq"], now, effects)
         effects.write_batched(conn, counters=False)

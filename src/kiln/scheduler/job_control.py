@@ -50,7 +50,9 @@ class JobControl(SchedulerParts):
             return effects  # nothing runs: disabling again changes nothing
         if option is DisableTasks.WAIT:  # no task of it may start from now on; those started run on
             for node in self.nodes.values():
-                self._withdraw(node, [i for i, (owner, _, _) in node.ahead.items() if owner == job_key], effects)
+                self.state.withdraw(
+                    node.node_id, [i for i, (owner, _, _) in node.ahead.items() if owner == job_key], effects
+                )
         else:
             self._call_back_job(conn, job_key, effects, requeue=True)
             self._off_nodes(conn, entry, option, now, effects)

@@ -14,7 +14,6 @@ from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.job import JobState, TerminateReason
 from kiln.core.preparation import StepState
-from kiln.scheduler.ahead import NOT_AHEAD
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import ON_NODE, Effects, JobEntry, transition
@@ -67,12 +66,10 @@ class JobEnding(SchedulerParts):
         self, conn: Connection, job_key: str, now: datetime, effects: Effects, failure: dict[str, Any]
     ) -> None:
         on_node = db.tasks_in_states(conn, ON_NODE, job_key=job_key)
-        for ref in self.state.job_ended(job_key, on_node, failure, now, effects):
-            db.change(conn, db.tasks, {"seq": ref.seq}, {"attempt": ref.attempt, **NOT_AHEAD})
+        self._move_attempts_on(conn, self.state.job_ended(job_key, on_node, failure, now, effects))
         for task in on_node:
             self._end_instances(conn, task["seq"], now, effects)
         effects.write_batched(conn, counters=False)
-        effects.write_records(conn)
 
     def _start_releases(self, conn: Connection, entry: JobEntry, now: datetime, effects: Effects) -> None:
         if entry.spec.get("jobReleaseTask") is None:

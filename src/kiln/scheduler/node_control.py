@@ -40,7 +40,7 @@ class NodeControl(SchedulerParts):
         if option in (TERMINATE, REQUEUE):
             self._call_back(conn, node, effects)  # tasks sent ahead go back to the queue
         else:  # those that started in the moment before finish, as running tasks do
-            self._withdraw(node, list(node.ahead), effects)
+            self.state.withdraw(node.node_id, list(node.ahead), effects)
         if option == TERMINATE:
             failure = task_rules.ended_by(why)
             self._subtask_nodes_terminated(conn, node.node_id, failure, now, effects)

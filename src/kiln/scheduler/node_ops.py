@@ -18,7 +18,6 @@ from kiln.core import pool as pool_rules
 from kiln.core import task as task_rules
 from kiln.core.node import NodeState, SchedulingState
 from kiln.core.pool import AllocationState
-from kiln.scheduler.ahead import NOT_AHEAD
 from kiln.scheduler.batching import GroupCommit
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
@@ -285,10 +284,8 @@ class NodeOperations(SchedulerParts):
         self._count_unseen_runs(conn, now, node_id)  # those that started unseen: a run each
         self._instances_lost(conn, node_id, now, effects)
         on_node = db.tasks_in_states(conn, ON_NODE, node_id=node_id)
-        for ref in self.state.node_lost(node_id, on_node, now, effects):
-            db.change(conn, db.tasks, {"seq": ref.seq}, {"attempt": ref.attempt, **NOT_AHEAD})
+        self._move_attempts_on(conn, self.state.node_lost(node_id, on_node, now, effects))
         effects.write_batched(conn, counters=False)
-        effects.write_records(conn)
         self._settle_disabling(conn, self._disabling_jobs(), now)
         row = db.get(conn, db.nodes, id=node_id)
         if remove:
@@ -351,8 +348,8 @@ class NodeOperations(SchedulerParts):
         transition(conn, db.nodes, {"id": node_id}, row, changes)
         drain = option not in ("requeue", "terminate")  # those that started in the moment before finish
         reimaged_as = changes["incarnation"] if reimage else None
-        for ref in self.state.node_restarting(node_id, reimaged_as=reimaged_as, drain=drain, now=now, effects=effects):
-            db.change(conn, db.tasks, {"seq": ref.seq}, {"attempt": ref.attempt, **NOT_AHEAD})
+        moved = self.state.node_restarting(node_id, reimaged_as=reimaged_as, drain=drain, now=now, effects=effects)
+        self._move_attempts_on(conn, moved)
         effects.write_records(conn)
         if option == "terminate":
             failure = task_rules.ended_by("the compute node was rebooted or reimaged.")

@@ -38,7 +38,7 @@ class NodeSlots(Tracked):
     exclusive: bool = False
     #: task steps sent ahead to the node, not yet known to have started: step_id -> (job_key, task seq, slots)
     ahead: dict[str, tuple[str, int, int]] = field(default_factory=TrackedDict)
-    #: of those, the ones the node has been asked to give back (scheduler/ahead.py `_withdraw`), until it answers;
+    #: of those, the ones the node has been asked to give back (`ControlState.withdraw`), until it answers;
     #: and those it answered it had started, until their notice comes
     withdrawing: set[str] = field(default_factory=TrackedSet)
     #: the slots each holder has on the node: changed by book/rebook/release only, which keep `used` its sum

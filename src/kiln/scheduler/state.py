@@ -89,7 +89,7 @@ class Effects:
 
     run: dict[str, list[Step]] = field(default_factory=lambda: defaultdict(list))
     kill: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-    #: steps sent ahead to take back from their node unless it has started them (scheduler/ahead.py `_withdraw`)
+    #: steps sent ahead to take back from their node unless it has started them (`ControlState.withdraw`)
     withdraw: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     remove_dirs: list[tuple[str, str]] = field(default_factory=list)  #: (node_id, path)
     #: (node_id, path, when): directories to delete once their retention time has passed
@@ -132,8 +132,9 @@ class Effects:
             known.values = {**known.values, **changes}
 
     def write_batched(self, conn: Connection, *, counters: bool = True) -> None:
-        """Write the batched task changes and, unless told to keep them for later in the transaction, the
-        node counters; then forget what was written. StaleState if a task's row had moved."""
+        """Write the record writes and batched task changes decided so far and, unless told to keep them for later
+        in the transaction, the node counters; then forget what was written. StaleState if a row had moved."""
+        self.write_records(conn)
         if not batched.change_tasks(conn, self.task_changes):
             raise StaleState(f"a task changed under the scheduler, one of {sorted(self.task_changes)[:20]}")
         self.task_changes.clear()

@@ -112,8 +112,10 @@ def test_a_step_sent_ahead_that_already_ended_is_booked_for_its_result_to_free(s
 def test_a_withdrawn_step_is_queued_again_only_if_its_node_gave_it_back(state: ControlState) -> None:
     for seq in (5, 6, 7):
         state.sent_ahead(f"t:{seq}:1", StepRef("task", "j", "a", 1, seq, 1, ahead=True))
-    assert state.withdraw_asked("a", ["t:5:1", "t:6:1", "t:7:1"]) == ["t:5:1", "t:6:1", "t:7:1"]
-    assert state.withdraw_asked("a", ["t:5:1"]) == []  # asked once: its answer is on its way
+    asked = Effects()
+    assert state.withdraw("a", ["t:5:1", "t:6:1", "t:7:1"], asked) == ["t:5:1", "t:6:1", "t:7:1"]
+    assert state.withdraw("a", ["t:5:1"], asked) == []  # asked once: its answer is on its way
+    assert asked.withdraw == {"a": ["t:5:1", "t:6:1", "t:7:1"]}
     state.check()
     effects = Effects()
     answer = Withdrawal(withdrawn=["t:5:1"], started=["t:6:1"])  # t:7:1 had not arrived
