@@ -1,6 +1,9 @@
 """A restart of a server whose store holds one job of N active tasks: how long until the port answers, how
 long until the scheduler has rebuilt its control state, and the server's memory.
 
+With --completed the job's N tasks (`/bin/true`) ran to completion on a pool of 2 nodes x 4 slots instead: the
+history a long-lived server holds, whose kept directories (retentionTime, default 7 days) must cost no memory.
+
 The store is built once through the azure-batch SDK (one job of N tasks on a pool without nodes, so every
 task stays active and queued: the most the control state can hold) and kept in --store (reused when it holds
 N tasks). Each run copies it and starts `kiln serve` on the copy from each --src tree in turn (PYTHONPATH),
@@ -26,15 +29,15 @@ from pathlib import Path
 from azure.batch import models
 
 from kiln.cli.embedded import EmbeddedServer, free_port
-from kiln.testing import create_pool_and_wait, make_client
+from kiln.testing import create_pool_and_wait, make_client, wait_for
 from scale import JOB, add_tasks, rss_mb  # bench/ is on sys.path: run as a script
 
 
-def build(store: Path, tasks: int, src: str) -> None:
-    """A data dir with one job of `tasks` active tasks, unless `store` already holds one of that size; built
+def build(store: Path, tasks: int, src: str, completed: bool) -> None:
+    """A data dir with one job of `tasks` active (or completed) tasks, unless `store` already holds that; built
     by `src` (the first --src: the oldest schema, which the later trees migrate from)."""
     marker = store / "tasks"
-    if marker.exists() and marker.read_text() == f"{JOB} {tasks}":
+    if marker.exists() and marker.read_text() == f"{JOB} {tasks} {completed}":
         return
     shutil.rmtree(store, ignore_errors=True)
     store.mkdir(parents=True)
@@ -43,14 +46,16 @@ def build(store: Path, tasks: int, src: str) -> None:
     server = EmbeddedServer(store / "data", port=free_port()).start()
     try:
         client = make_client(server)
-        pool_id = create_pool_and_wait(client, nodes=0)
+        pool_id = create_pool_and_wait(client, nodes=2 if completed else 0, slots=4)
         client.create_job(models.BatchJobCreateOptions(id=JOB, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
         rate = add_tasks(client, 0, tasks)
         print(f"built {tasks} tasks at {rate:.0f} tasks/s", flush=True)
+        if completed:
+            wait_for(lambda: client.get_job_task_counts(JOB).task_counts.completed == tasks, 3600, "tasks run")
     finally:
         server.stop(timeout=120)
     (store / "server.log").unlink(missing_ok=True)
-    marker.write_text(f"{JOB} {tasks}")
+    marker.write_text(f"{JOB} {tasks} {completed}")
 
 
 def migrated(store: Path, src: str, index: int) -> Path:
@@ -65,9 +70,10 @@ def migrated(store: Path, src: str, index: int) -> Path:
     return copy / "data"
 
 
-def run(src: str, data: Path, tasks: int, scratch: str | None) -> dict[str, float]:
+def run(src: str, data: Path, tasks: int, scratch: str | None, completed: bool, settle: float) -> dict[str, float]:
     """Start on a copy of `data`: the port; a task added and terminated (terminating takes the scheduler's
-    lock, so it waits for the control state); the RSS then."""
+    lock, so it waits for the control state); the RSS then, and its peak over the next `settle` seconds (work
+    a restart does behind the open port)."""
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         os.chmod(tmp, 0o755)
         shutil.copytree(data, Path(tmp) / "data")
@@ -83,8 +89,13 @@ def run(src: str, data: Path, tasks: int, scratch: str | None) -> dict[str, floa
             client.terminate_task(JOB, "probe")
             figures["control state s"] = time.perf_counter() - began
             counts = client.get_job_task_counts(JOB).task_counts
-            assert (counts.active, counts.completed) == (tasks, 1), counts
+            expected = (0, tasks + 1) if completed else (tasks, 1)
+            assert (counts.active, counts.completed) == expected, counts
             figures["RSS MB"] = rss_mb(server)
+            until = time.perf_counter() + settle
+            while time.perf_counter() < until:
+                figures["RSS settled MB"] = max(figures.get("RSS settled MB", 0.0), rss_mb(server))
+                time.sleep(0.25)
         finally:
             server.stop(timeout=120)
         return figures
@@ -97,14 +108,16 @@ def main() -> None:
     parser.add_argument("--src", action="append", help="source tree(s) to run the server from, alternating")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--dir", help="where the copies go")
+    parser.add_argument("--completed", action="store_true", help="the tasks ran to completion (history)")
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds to watch the RSS after the restart")
     args = parser.parse_args()
     store = Path(args.store)
     sources = args.src or [str(Path(__file__).resolve().parents[1] / "src")]
-    build(store, args.tasks, sources[0])
+    build(store, args.tasks, sources[0], args.completed)
     opened = [migrated(store, src, index) for index, src in enumerate(sources)]
     for round_ in range(args.rounds):
         for src, data in zip(sources, opened, strict=True):
-            for name, value in run(src, data, args.tasks, args.dir).items():
+            for name, value in run(src, data, args.tasks, args.dir, args.completed, args.settle).items():
                 print(f"{src:24} {round_:2} {name:16} {value:9.1f}", flush=True)
 
 

@@ -660,3 +660,38 @@ def test_a_restart_settles_a_disabling_job_as_disabled(open_tmp, marks_dir):
         assert done.execution_info.result == "success" and done.execution_info.retry_count == 0
     finally:
         server.stop()
+
+
+def test_a_deleted_jobs_retention_spares_a_new_job_of_the_same_id(client, pool, marks_dir):
+    """Kept directories go with their job: a job deleted and created again under the same id keeps its running
+    task's directory on the same node when the old task's retentionTime passes."""
+    spec = _job(pool)
+    brief = models.BatchTaskConstraints(retention_time=datetime.timedelta(seconds=3))
+    client.create_job(spec)
+    client.create_task(spec.id, _task("t", "/bin/echo old", constraints=brief))
+    old = wait_tasks_completed(client, spec.id)[0]
+    node_id = old.node_info.node_id
+    client.begin_delete_job(spec.id, polling_interval=1).result()
+    client.create_job(spec)
+    affinity = models.BatchAffinityInfo(affinity_id=client.get_node(pool, node_id).affinity_id)
+    wait = shell(f"echo new; while [ ! -e {marks_dir}/go ]; do sleep 0.1; done")
+    client.create_task(spec.id, _task("t", wait, affinity_info=affinity))
+    assert _wait_task(client, spec.id, "t", "running").node_info.node_id == node_id
+    witness = _job(pool)  # kept as briefly, ended later: once its directory goes, the old due time has passed
+    client.create_job(witness)
+    client.create_task(witness.id, _task("w", "/bin/true", constraints=brief, affinity_info=affinity))
+    assert wait_tasks_completed(client, witness.id)[0].node_info.node_id == node_id
+
+    def gone() -> bool:
+        try:
+            read_node_file(client, pool, node_id, f"workitems/{witness.id}/job-1/w/stdout.txt")
+        except ResourceNotFoundError:
+            return True
+        return False
+
+    wait_for(gone, 30, "the witness's directory removed")
+    assert read_task_file(client, spec.id, "t", "stdout.txt") == "new\n"
+    (marks_dir / "go").touch()
+    assert _wait_task(client, spec.id, "t", "completed").execution_info.exit_code == 0
+    for job_id in (spec.id, witness.id):
+        client.begin_delete_job(job_id, polling_interval=1).result()

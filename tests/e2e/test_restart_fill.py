@@ -94,8 +94,8 @@ async def test_adds_and_reads_answer_while_the_queues_fill_and_control_waits_for
 
 
 def test_a_completed_tasks_directory_still_goes_after_its_retention_time_across_a_restart(open_tmp: Path) -> None:
-    """Retention is re-armed behind the open port (Retention._rearm_retention), completed tasks read a part at
-    a time: a directory kept when the server stopped goes once its time has passed, one kept longer stays."""
+    """Retention is stored (store.kept_dirs) and swept once the port is open: a directory kept when the server
+    stopped goes once its time has passed, one kept longer stays."""
     data = open_tmp / "data"
     server = EmbeddedServer(data).start()
     try:

@@ -272,7 +272,7 @@ class ControlState:
                 self.tasks_queued(entry.key, [(task["seq"], task["required_slots"])])
             else:
                 changes = task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure)
-                retain_task(effects, entry.row, {**task, **changes}, self.subtask_nodes.get(task["seq"], ()))
+                retain_task(effects, entry.row, {**task, **changes}, self.subtask_nodes.pop(task["seq"], ()))
                 effects.check_jobs.add(entry.key)
             effects.change_task(task, changes)
 
@@ -466,7 +466,7 @@ class ControlState:
             options = exit_options(task, result.exit_code, upload_error=result.upload_failed)
             changes["dependency_action"] = options.dependency_action.value
             if (entry := self.jobs.get(ref.job_key)) is not None:
-                retain_task(effects, entry.row, {**task, **changes}, self.subtask_nodes.get(task["seq"], ()))
+                retain_task(effects, entry.row, {**task, **changes}, self.subtask_nodes.pop(task["seq"], ()))
                 self.task_completed(ref.job_key, task, options, effects)
             if failure is None:
                 effects.node_counters[(ref.node_id, "total_tasks_succeeded")] += 1
@@ -641,10 +641,6 @@ class ControlState:
             effects.kill[node_id].append(step_id)  # even if it ended: what it left running goes with its id
         effects.wake = True
         return True
-
-    def subtask_node_seen(self, seq: int, node_id: str) -> None:
-        """After a restart: a finished run's subtask node, for the retention of its directory."""
-        self.subtask_nodes.setdefault(seq, TrackedList()).append(node_id)
 
     # ------------------------------------------------------------------ invariants
     def check(self) -> None:

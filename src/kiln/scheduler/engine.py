@@ -60,7 +60,7 @@ from kiln.scheduler.state import (
     transition,
 )
 from kiln.scheduler.timers import Timers
-from kiln.store import live
+from kiln.store import kept_dirs, live
 from kiln.store import rows as db
 from kiln.store.database import Database
 from kiln.store.packages import PackageStore
@@ -118,6 +118,7 @@ class Scheduler(
         self._loop_task: asyncio.Task | None = None
         self._side_tasks: set[asyncio.Task] = set()
         self.timers = Timers()
+        self._sweep_due: datetime | None = None  #: when the retention sweep is set to run (retention.py)
         self._init_multi_instance(state)
         self._init_autoscale()
         backend.on_results = self._on_results
@@ -199,7 +200,7 @@ class Scheduler(
         a time read through an index as (seq, slots) only. Holds the lock `start` took, so placement and every
         request that changes the control state wait for full queues; reads do not, nor do task adds (an add
         queues its own tasks, and a task queued twice is queued once). Jobs with dependencies were queued by
-        `_recover`. Then the retention of finished steps."""
+        `_recover`. Then the retention sweep waits for the first directory due."""
         try:
             for job_key in [key for key, entry in self.jobs.items() if entry.graph is None]:
                 after = -1
@@ -209,7 +210,7 @@ class Scheduler(
         finally:
             self.lock.release()
         self.wake()
-        await self._rearm_retention()
+        self._sweep_by(await self.db.read(kept_dirs.next_due))
 
     async def _queued_part(self, job_key: str, after_seq: int) -> list[tuple[int, int]]:
         """The next FILL_PART of the job's active tasks; a failed read is tried again (a restart without its
@@ -263,13 +264,10 @@ class Scheduler(
             await self._safely(self.faults.dispatch(node_id, batch), f"dispatch to {node_id}")
         for node_id, path in effects.remove_dirs:
             self._spawn(self._safely(self.backend.delete_file(node_id, path, True), f"cleanup {path}"), "cleanup")
-        for node_id, path, when in effects.retain:
-            self.timers.schedule(
-                f"retain:{node_id}:{path}",
-                when,
-                # mypy cannot type a lambda whose defaults bind loop variables (python/mypy#15459)
-                lambda n=node_id, p=path: self._safely(self.backend.delete_file(n, p, True), f"retention cleanup {p}"),  # type: ignore[misc]
-            )
+        if effects.retain:  # decided after its transaction (none is left by those that write records)
+            await self.db.write(effects.write_records)
+        if effects.kept:
+            self._sweep_by(min(effects.kept))
         for job_key in effects.check_jobs:
             await self._check_job_manager(job_key)
             await self._check_all_complete(job_key)
@@ -565,8 +563,11 @@ class Scheduler(
         if delete:
             db.delete_task(conn, task["seq"])
             self._forget_instances(conn, task, entry, effects)
-            if task["node_id"] and entry is not None:
-                effects.remove_dirs.append((task["node_id"], step_builder.task_dir(entry.row["id"], task["id"])))
+            if entry is not None:
+                path = step_builder.task_dir(entry.row["id"], task["id"])
+                kept_dirs.forget(conn, job_key, path)
+                if task["node_id"]:
+                    effects.remove_dirs.append((task["node_id"], path))
         self._settle_disabling(conn, [job_key], now)
         return effects
 

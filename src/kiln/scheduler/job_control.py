@@ -12,10 +12,10 @@ from kiln import undo
 from kiln.core import job as job_rules
 from kiln.core import task as task_rules
 from kiln.core.job import DisableTasks, JobState
-from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.state import ON_NODE, Effects, JobEntry, task_step_id, transition
+from kiln.store import kept_dirs
 from kiln.store import rows as db
 from kiln.wire.times import now as utcnow
 
@@ -121,7 +121,7 @@ class JobControl(SchedulerParts):
         changes = task_rules.reactivate(task, now)
         transition(conn, db.tasks, {"seq": task["seq"]}, task, changes, bump_etag=True)
         if task["node_id"]:  # the old directory is reused by the next run: no retention cleanup under it
-            self.timers.cancel(f"retain:{task['node_id']}:{step_builder.task_dir(job['id'], task['id'])}")
+            kept_dirs.release(conn, task["node_id"], step_builder.task_dir(job["id"], task["id"]))
         self._entry(job).queue.push(task["seq"], task["required_slots"])
 
     def task_row_changed(self, task: dict[str, Any]) -> None:
@@ -129,13 +129,6 @@ class JobControl(SchedulerParts):
         row again (a result applied before this call was decided under the old spec, as if it came first)."""
         for step_id in (task_step_id(task["seq"], task["attempt"]), task_step_id(task["seq"], task["attempt"] + 1)):
             self.state.kept_row_dropped(step_id)  # running, or sent ahead
-
-    async def task_updated(self, job: dict[str, Any], task: dict[str, Any]) -> None:
-        """A new retentionTime applies to a task that already completed, counted from its end."""
-        if task["state"] == TaskState.COMPLETED:
-            effects = Effects()
-            self._retain_task(effects, job, task)
-            await self._act(effects)
 
     # ------------------------------------------------------------------ helpers
     def _load_job(self, conn: Connection, job_key: str) -> dict[str, Any]:

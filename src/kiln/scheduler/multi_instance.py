@@ -350,6 +350,3 @@ class MultiInstance(SchedulerParts):
     def _recover_instances(self, conn: Connection) -> None:
         """After a restart every unfinished task is active again: its last attempt's instance rows go."""
         db.remove_unfinished_subtasks(conn)
-        for row in db.find(conn, db.subtasks, order_by=["task_seq", "id"]):  # finished runs: for retention
-            if row["id"] > 0:
-                self.state.subtask_node_seen(row["task_seq"], row["node_id"])

@@ -48,6 +48,7 @@ class SchedulerParts:
     timers: Timers
     instance_counts: dict[int, tuple[str, int]]
     subtask_nodes: dict[int, list[str]]
+    _sweep_due: datetime | None
 
     if TYPE_CHECKING:
         # engine.Scheduler

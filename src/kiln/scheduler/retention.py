@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 from kiln.core.job import JobState, TerminateReason
-from kiln.core.preparation import StepState
+from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.state import Effects
-from kiln.store import live
-from kiln.store import rows as db
-from kiln.wire.times import duration_seconds
+from kiln.store import kept_dirs
+from kiln.wire.times import duration_seconds, now
 
 log = logging.getLogger("kiln.scheduler")
+#: directories deleted per read of the due ones
+SWEEP_PART = 200
 
 
 class Retention(SchedulerParts):
@@ -45,47 +45,57 @@ class Retention(SchedulerParts):
     def _retain_job_step(self, effects: Effects, job: dict[str, Any], record: dict[str, Any], kind: str) -> None:
         spec = job["spec"]["jobPreparationTask" if kind == "prep" else "jobReleaseTask"]
         retention = spec["constraints"].get("retentionTime") if kind == "prep" else spec.get("retentionTime")
-        retain(effects, record["node_id"], job["id"], spec["id"], retention, record.get(f"{kind}_end_time"))
+        retain(effects, record["node_id"], job, spec["id"], retention, record.get(f"{kind}_end_time"))
 
-    async def _rearm_retention(self) -> None:
-        """After a restart, behind the open port: re-arm the cleanup of every finished step whose directory is
-        still kept. Completed tasks are read a part at a time, job by job, with only the columns retention needs,
-        so that a long history is never in memory at once."""
-        jobs = await self.db.read(lambda conn: {j["key"]: j for j in db.find(conn, db.jobs)})
-        for job in jobs.values():
-            after = -1
-            while part := await self.db.read(functools.partial(live.completed, job_key=job["key"], after_seq=after)):
-                effects = Effects()
-                for task in part:
-                    self._retain_task(effects, job, task)
-                await self._act(effects)
-                after = part[-1]["seq"]
-        effects = Effects()
-        for record in await self.db.read(lambda conn: db.find(conn, db.preparations)):
-            owner = jobs.get(record["job_key"])
-            for kind in ("prep", "release"):
-                if owner is not None and record[f"{kind}_state"] == StepState.COMPLETED:
-                    self._retain_job_step(effects, owner, record, kind)
-        await self._act(effects)
+    # ------------------------------------------------------------------ the sweep
+    def _sweep_by(self, due: datetime | None) -> None:
+        """The sweep runs at the earliest due time it has been told of (one timer, whatever the history)."""
+        if due is not None and (self._sweep_due is None or due < self._sweep_due):
+            self._sweep_due = due
+            self.timers.schedule("retention", due, self._sweep)
+
+    async def _sweep(self) -> None:
+        """Delete the directories whose time has come, a part at a time, then wait for the next due time."""
+        self._sweep_due = None
+        part = await self.db.read(lambda conn: kept_dirs.due(conn, now(), SWEEP_PART))
+        for kept in part:
+            try:
+                await self._safely(self.backend.delete_file(kept.node_id, kept.path, True), "retention cleanup")
+            except Exception as exc:  # the node may be gone: the directory went with it, or will stay for good
+                log.warning("retention cleanup of %s on %s failed: %s", kept.path, kept.node_id, exc)
+        await self.db.write(lambda conn: kept_dirs.swept(conn, part))
+        self._sweep_by(await self.db.read(kept_dirs.next_due))
+
+    async def task_updated(self, job: dict[str, Any], task: dict[str, Any]) -> None:
+        """A new retentionTime applies to a task that already completed, counted from its end, on every node
+        its directory is kept on."""
+        seconds = duration_seconds(task["spec"]["constraints"].get("retentionTime"))
+        if task["state"] != TaskState.COMPLETED or seconds is None or task.get("end_time") is None:
+            return
+        due = task["end_time"] + timedelta(seconds=seconds)
+        path = step_builder.task_dir(job["id"], task["id"])
+        await self.db.write(lambda conn: kept_dirs.move(conn, job["key"], path, due))
+        self._sweep_by(due)
 
 
 def retain(
-    effects: Effects, node_id: str | None, job_id: str, step_id: str, retention: str | None, ended: datetime | None
+    effects: Effects,
+    node_id: str | None,
+    job: dict[str, Any],
+    step_id: str,
+    retention: str | None,
+    ended: datetime | None,
 ) -> None:
     """A finished step's directory stays readable for its retentionTime, then goes."""
     seconds = duration_seconds(retention)
     if node_id and ended is not None and seconds is not None:
-        effects.retain.append((node_id, step_builder.task_dir(job_id, step_id), ended + timedelta(seconds=seconds)))
+        path = step_builder.task_dir(job["id"], step_id)
+        effects.retain.append(kept_dirs.Kept(node_id, path, job["key"], ended + timedelta(seconds=seconds)))
 
 
 def retain_task(effects: Effects, job: dict[str, Any], task: dict[str, Any], subtask_nodes: Iterable[str]) -> None:
     """A completed task's directory on its node, and on its subtasks' nodes if it ran as a multi-instance task."""
     for node_id in (task["node_id"], *subtask_nodes):
         retain(
-            effects,
-            node_id,
-            job["id"],
-            task["id"],
-            task["spec"]["constraints"].get("retentionTime"),
-            task.get("end_time"),
+            effects, node_id, job, task["id"], task["spec"]["constraints"].get("retentionTime"), task.get("end_time")
         )

@@ -17,7 +17,7 @@ from kiln.core.exit_conditions import JobAction
 from kiln.core.task import TaskState
 from kiln.errors import StaleState
 from kiln.scheduler.slots import JobQueue
-from kiln.store import batched
+from kiln.store import batched, kept_dirs
 from kiln.store import rows as db
 from kiln.undo import Tracked
 
@@ -92,8 +92,10 @@ class Effects:
     #: steps sent ahead to take back from their node unless it has started them (`ControlState.withdraw`)
     withdraw: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     remove_dirs: list[tuple[str, str]] = field(default_factory=list)  #: (node_id, path)
-    #: (node_id, path, when): directories to delete once their retention time has passed
-    retain: list[tuple[str, str, datetime]] = field(default_factory=list)
+    #: directories to delete once their retention time has passed, written with the records (store.kept_dirs)
+    retain: list[kept_dirs.Kept] = field(default_factory=list)
+    #: the due times of those written: the retention sweep may have to come sooner
+    kept: list[datetime] = field(default_factory=list)
     wake: bool = False
     check_jobs: set[str] = field(default_factory=set)  #: onAllTasksComplete candidates
     #: (job_key, exitOptions.jobAction) of tasks completed in this transaction, taken before it commits
@@ -119,6 +121,10 @@ class Effects:
         for write in self.records:
             write.apply(conn)
         self.records.clear()
+        if self.retain:
+            kept_dirs.keep(conn, self.retain)
+            self.kept.extend(k.due for k in self.retain)
+            self.retain.clear()
 
     def change_task(self, row: dict[str, Any], changes: dict[str, Any]) -> None:
         """`changes` computed from the task's `row` as it is now; a task changed twice in one transaction
@@ -151,6 +157,7 @@ class Effects:
             self.withdraw[node_id].extend(step_ids)
         self.remove_dirs.extend(other.remove_dirs)
         self.retain.extend(other.retain)
+        self.kept.extend(other.kept)
         self.wake = self.wake or other.wake
         self.check_jobs |= other.check_jobs
         self.job_actions.extend(other.job_actions)

@@ -55,19 +55,6 @@ def dependency_rows(conn: Connection, job_key: str) -> list[Row]:
     return found
 
 
-def completed(conn: Connection, job_key: str, after_seq: int, count: int = 5_000) -> list[Row]:
-    """Up to `count` of the job's completed tasks after `after_seq`, in seq order, with what the retention of
-    their directories needs (seq, id, node, end time, spec) and no more."""
-    columns = (tasks.c.seq, tasks.c.id, tasks.c.node_id, tasks.c.end_time, tasks.c.spec)
-    query = (
-        select(*columns)
-        .where(tasks.c.job_key == job_key, tasks.c.state == "completed", tasks.c.seq > after_seq)
-        .order_by(tasks.c.seq)
-        .limit(count)
-    )
-    return [dict(r) for r in conn.execute(query).mappings()]
-
-
 def records_of(conn: Connection, job_keys: Iterable[str]) -> list[Row]:
     """The jobs' preparation/release records, job by job through the primary key (job_key, node_id)."""
     found: list[Row] = []

@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from kiln import story
-from kiln.store import statistics, task_tally
+from kiln.store import kept_dirs, statistics, task_tally
 from kiln.store.prepared import Prepared
 from kiln.store.schema import (
     counters,
@@ -486,6 +486,7 @@ def delete_job_rows(conn: Connection, job_key: str) -> None:
     conn.execute(delete(jobs).where(jobs.c.key == job_key))
     task_tally.forget_job(conn, job_key)
     statistics.forget_job(conn, job_key)
+    kept_dirs.forget(conn, job_key)
 
 
 __all__ = [

@@ -356,6 +356,19 @@ task_counts = Table(
     Column("slots", Integer, nullable=False),
 )
 
+#: A finished step's directory kept on its node until its retentionTime passes (store.kept_dirs): written in the
+#: transaction that ends the step and swept in due order, so that history holds no timer in memory.
+kept_dirs = Table(
+    "kept_dirs",
+    metadata,
+    Column("node_id", String(64), primary_key=True),
+    Column("path", Text, primary_key=True),
+    Column("job_key", String(JOB_ID_LENGTH), nullable=False),
+    Column("due", UTCDateTime, nullable=False),
+    Index("ix_kept_dirs_due", "due"),
+    Index("ix_kept_dirs_job_path", "job_key", "path"),  #: a deleted task's or job's rows go with it
+)
+
 #: What each ended step of a job moved, per direction and source (Kiln's transfer accounting, store.transfers):
 #: one row per (step, direction, source); a job's rows go with the job.
 transfers = Table(

@@ -15,6 +15,7 @@ from kiln.core.task import TaskState
 from kiln.scheduler.control import ControlState, InvariantBroken
 from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import Dispatch, Effects, JobEntry, StepRef, task_step_id
+from kiln.store.kept_dirs import Kept
 
 
 def job_row(key: str = "j") -> dict:
@@ -198,7 +199,7 @@ def test_a_task_that_exits_0_completes_frees_its_slot_and_has_its_job_checked(st
     assert change.values["end_time"] == NOW and change.values["failure_info"] is None
     assert (state.nodes["a"].used, state.steps, effects.check_jobs) == (0, {}, {"j"})
     assert effects.node_counters == {("a", "total_tasks_succeeded"): 1}
-    assert effects.retain == [("a", "workitems/j/job-1/t1", NOW + timedelta(hours=1))]
+    assert effects.retain == [Kept("a", "workitems/j/job-1/t1", "j", NOW + timedelta(hours=1))]
     assert dict(effects.kill) == {}  # it exited by itself
 
 
@@ -249,9 +250,15 @@ def test_the_end_of_a_multi_instance_task_kills_every_instance(state: ControlSta
     state.nodes["b"].book("c:1:1:1", 1)
     state.instances_started(Instances("j", 1, 1, ["a", "b"]))
     effects = Effects()
-    assert state.task_ended(state.steps[task_step_id(1, 1)], running_task(1, "a"), exited(1, 0), NOW, effects)
+    task = running_task(1, "a", constraints={"maxTaskRetryCount": 0, "retentionTime": "PT1H"})
+    assert state.task_ended(state.steps[task_step_id(1, 1)], task, exited(1, 0), NOW, effects)
     assert dict(effects.kill) == {"a": ["c:1:1:0"], "b": ["c:1:1:1"]}
-    assert (state.nodes["b"].used, state.instances, state.subtask_nodes) == (0, {}, {1: ["b"]})
+    assert [(k.node_id, k.path) for k in effects.retain] == [
+        ("a", "workitems/j/job-1/t1"),
+        ("b", "workitems/j/job-1/t1"),
+    ]
+    # its subtask nodes are remembered no longer: the kept directories are the store's (store.kept_dirs)
+    assert (state.nodes["b"].used, state.instances, state.subtask_nodes) == (0, {}, {})
 
 
 def break_tentative(state: ControlState) -> None:

@@ -104,7 +104,6 @@ def test_a_dependency_graph_is_rebuilt_with_the_specs_of_the_tasks_that_never_st
     [
         (lambda conn: live.queued(conn, "b", 5, count=10), IN_STATE),
         (lambda conn: live.tasks_in_states(conn, ["b"], ["preparing", "running"]), IN_STATE),
-        (lambda conn: live.completed(conn, "b", 5, 10), IN_STATE),
         (lambda conn: live.dependency_rows(conn, "b"), None),
         (lambda conn: rows.tasks_sent_ahead(conn), None),
         (lambda conn: rows.tasks_sent_ahead(conn, "n1"), None),
@@ -114,7 +113,6 @@ def test_a_dependency_graph_is_rebuilt_with_the_specs_of_the_tasks_that_never_st
     ids=[
         "queued",
         "on nodes",
-        "completed",
         "dependencies",
         "sent ahead",
         "sent ahead to a node",

@@ -46,6 +46,7 @@ TABLES = {
     "node_lifetimes",
     "task_counts",
     "transfers",
+    "kept_dirs",
 }
 
 
