@@ -58,7 +58,7 @@ class Retention(SchedulerParts):
         """Delete the directories whose time has come, a part at a time, then wait for the next due time."""
         self._sweep_due = None
         part = await self.db.read(lambda conn: kept_dirs.due(conn, now(), SWEEP_PART))
-        for kept in part:
+        for kept in (k for k in part if k.node_id in self.nodes):  # a node that left took its directories
             try:
                 await self._safely(self.backend.delete_file(kept.node_id, kept.path, True), "retention cleanup")
             except Exception as exc:  # the node may be gone: the directory went with it, or will stay for good
