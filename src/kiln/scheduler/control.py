@@ -272,7 +272,7 @@ class ControlState:
                 self.tasks_queued(entry.key, [(task["seq"], task["required_slots"])])
             else:
                 changes = task_rules.transition(task, TaskState.COMPLETED, now, failure_info=failure)
-                retain_task(effects, entry.row, {**task, **changes}, self.subtask_nodes.pop(task["seq"], ()))
+                retain_task(effects, entry.row, {**task, **changes}, self._instances_done(task["seq"]))
                 effects.check_jobs.add(entry.key)
             effects.change_task(task, changes)
 
@@ -466,7 +466,7 @@ class ControlState:
             options = exit_options(task, result.exit_code, upload_error=result.upload_failed)
             changes["dependency_action"] = options.dependency_action.value
             if (entry := self.jobs.get(ref.job_key)) is not None:
-                retain_task(effects, entry.row, {**task, **changes}, self.subtask_nodes.pop(task["seq"], ()))
+                retain_task(effects, entry.row, {**task, **changes}, self._instances_done(task["seq"]))
                 self.task_completed(ref.job_key, task, options, effects)
             if failure is None:
                 effects.node_counters[(ref.node_id, "total_tasks_succeeded")] += 1
@@ -627,6 +627,12 @@ class ControlState:
     def instances_started(self, running: Instances) -> None:
         self.instances[running.seq] = running
         self.subtask_nodes[running.seq] = running.node_ids[1:]
+
+    def _instances_done(self, seq: int) -> list[str]:
+        """The task completed: memory forgets its instances (a reactivated task counts them again); its subtask
+        nodes, for the retention of their directories, are the caller's."""
+        self.instance_counts.pop(seq, None)
+        return self.subtask_nodes.pop(seq, [])
 
     def instances_end(self, seq: int, effects: Effects) -> bool:
         """The task's attempt ended (primary exited, failed, ended, requeued): every instance's coordination

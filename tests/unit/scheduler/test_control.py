@@ -248,6 +248,7 @@ def test_the_end_of_a_multi_instance_task_kills_every_instance(state: ControlSta
 
     run_task(state, 1, "a")
     state.nodes["b"].book("c:1:1:1", 1)
+    state.instance_count_seen(1, "j", 2)
     state.instances_started(Instances("j", 1, 1, ["a", "b"]))
     effects = Effects()
     task = running_task(1, "a", constraints={"maxTaskRetryCount": 0, "retentionTime": "PT1H"})
@@ -257,8 +258,8 @@ def test_the_end_of_a_multi_instance_task_kills_every_instance(state: ControlSta
         ("a", "workitems/j/job-1/t1"),
         ("b", "workitems/j/job-1/t1"),
     ]
-    # its subtask nodes are remembered no longer: the kept directories are the store's (store.kept_dirs)
-    assert (state.nodes["b"].used, state.instances, state.subtask_nodes) == (0, {}, {})
+    # its instances are remembered no longer: the kept directories are the store's (store.kept_dirs)
+    assert (state.nodes["b"].used, state.instances, state.subtask_nodes, state.instance_counts) == (0, {}, {}, {})
 
 
 def break_tentative(state: ControlState) -> None:
