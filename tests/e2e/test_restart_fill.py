@@ -93,6 +93,66 @@ async def test_adds_and_reads_answer_while_the_queues_fill_and_control_waits_for
         database.close()
 
 
+async def test_a_dependency_graph_is_rebuilt_behind_the_port_and_only_its_jobs_adds_wait_for_it(
+    open_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The graphs of jobs with dependencies are rebuilt behind the open port (their reads held by the test):
+    reads and adds to other jobs answer meanwhile, an add to such a job waits for its graph, and then only
+    the tasks free to run are queued."""
+    data = open_tmp / "data"
+    with EmbeddedServer(data) as server:
+        client = make_client(server)
+        pool_info = models.BatchPoolInfo(pool_id=create_pool_and_wait(client, nodes=0))
+        client.create_job(models.BatchJobCreateOptions(id="plain", pool_info=pool_info))
+        client.create_job(models.BatchJobCreateOptions(id="deps", pool_info=pool_info, uses_task_dependencies=True))
+        after_a = models.BatchTaskDependencies(task_ids=["a"])
+        client.create_tasks(
+            "deps",
+            [
+                models.BatchTaskCreateOptions(id="a", command_line="/bin/true"),
+                models.BatchTaskCreateOptions(id="b", command_line="/bin/true", depends_on=after_a),
+            ],
+        )
+    gate = threading.Event()
+    read_rows = live.dependency_rows
+
+    def held(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        gate.wait()  # on a reader thread: the rebuild waits for the test
+        return read_rows(*args, **kwargs)
+
+    monkeypatch.setattr(live, "dependency_rows", held)
+    database = Database(sqlite_url(data))
+    database.migrate()
+    backend: Any = SimpleNamespace()
+    scheduler = engine.Scheduler(database, backend, data_dir=data, account_name="a", account_url="http://a")
+    control = Control(database, scheduler, backend)
+    try:
+        await scheduler.start()  # returns with the rebuild under way: the port would open now
+        c = TaskAdd.model_validate({"id": "c", "commandLine": "x", "dependsOn": {"taskIds": ["b"]}})
+        adding = asyncio.create_task(tasks.add(control, "deps", [c]))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not adding.done(), "an add to a job with dependencies waits for its graph"
+        assert (await tasks.get(control, "deps", "a"))[1]["state"] == "active"  # reads answer
+        await tasks.add(control, "plain", [TaskAdd.model_validate({"id": "p", "commandLine": "x"})])
+        assert not adding.done()
+        gate.set()
+        job, _ = await adding
+        seqs = {
+            row["id"]: row["seq"]
+            for row in await database.read(lambda conn: db.find(conn, db.tasks, job_key=job["key"]))
+        }
+        await scheduler.lock.acquire()  # the fill is over
+        scheduler.lock.release()
+        assert sorted(scheduler.jobs[job["key"]].queue.queued) == [seqs["a"]], "b and c wait for their parents"
+        assert scheduler.jobs[job["key"]].graph.waiting(seqs["c"])
+        scheduler.state.check()
+    finally:
+        gate.set()
+        await scheduler.close()
+        database.close()
+
+
 def test_a_completed_tasks_directory_still_goes_after_its_retention_time_across_a_restart(open_tmp: Path) -> None:
     """Retention is stored (store.kept_dirs) and swept once the port is open: a directory kept when the server
     stopped goes once its time has passed, one kept longer stays."""

@@ -62,6 +62,7 @@ async def add(control: Control, job_id: str, specs: list[TaskAdd | KilnError]) -
     """
     scheduler = control.scheduler
     specs = [applications.checked_task(control, spec) for spec in specs]
+    await scheduler.dependencies_known(ids.key(job_id))
 
     def write(conn: Connection) -> tuple[Row, list[Row | KilnError]]:
         job, outcomes = _insert(conn, job_id, specs)

@@ -26,6 +26,7 @@ from kiln.compute.auto_storage import AutoStorage
 from kiln.compute.protocol import AppPackage, ComputeBackend, StepResult
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
+from kiln.core.dependencies import DependencyGraph
 from kiln.core.job import JobState
 from kiln.core.node import NodeState, is_dedicated
 from kiln.core.pool import PoolState
@@ -119,6 +120,9 @@ class Scheduler(
         self._side_tasks: set[asyncio.Task] = set()
         self.timers = Timers()
         self._sweep_due: datetime | None = None  #: when the retention sweep is set to run (retention.py)
+        #: jobs with dependencies whose graphs a restart has yet to rebuild (`_fill_queues`); their adds wait
+        self._graphs_pending: set[str] = set()
+        self._graphs_built = asyncio.Event()
         self._init_multi_instance(state)
         self._init_autoscale()
         backend.on_results = self._on_results
@@ -188,10 +192,7 @@ class Scheduler(
                     changes = rule(record, StepState.PENDING, now)
                     change_record(conn, record, changes)
             self.state.record_tracked(record)
-        self._rebuild_dependencies(conn)
-        for entry in self.jobs.values():
-            if entry.graph is not None:  # queued here, on the store's writer, where their adds change the graph
-                _queue_part(entry, live.queued(conn, entry.key))
+        self._graphs_pending.update(key for key, entry in self.jobs.items() if entry.graph is not None)
         self._recover_instances(conn)
         self._settle_disabling(conn, self._disabling_jobs(), now)  # their running tasks were just requeued
 
@@ -199,13 +200,24 @@ class Scheduler(
         """After a restart, behind the open port: each unfinished job's active tasks join its queue, a part at
         a time read through an index as (seq, slots) only. Holds the lock `start` took, so placement and every
         request that changes the control state wait for full queues; reads do not, nor do task adds (an add
-        queues its own tasks, and a task queued twice is queued once). Jobs with dependencies were queued by
-        `_recover`. Then the retention sweep waits for the first directory due."""
+        queues its own tasks, and a task queued twice is queued once). Jobs with dependencies first: their
+        adds wait for their graphs (`dependencies_known`). Then the retention sweep waits for the first
+        directory due."""
         try:
+            for job_key in sorted(self._graphs_pending):
+                while job_key in self._graphs_pending:
+                    try:
+                        await self._rebuild_dependencies(job_key)
+                        self._graphs_pending.discard(job_key)
+                    except Exception:  # without its graph the job's tasks would never be queued: try again
+                        log.exception("rebuilding the dependency graph of job %s failed", job_key)
+                        self.jobs[job_key].graph = DependencyGraph()
+                        await asyncio.sleep(RETRY_DELAY)
+            self._graphs_built.set()
             for job_key in [key for key, entry in self.jobs.items() if entry.graph is None]:
                 after = -1
                 while (part := await self._queued_part(job_key, after)) and (entry := self.jobs.get(job_key)):
-                    _queue_part(entry, part)
+                    entry.queue_active(part)
                     after = part[-1][0]
         finally:
             self.lock.release()
@@ -535,6 +547,11 @@ class Scheduler(
             self.wake()
             self._spawn(self._check_all_complete(job["key"]), "all-complete")
 
+    async def dependencies_known(self, job_key: str) -> None:
+        """A task add to a job with dependencies waits until a restart has rebuilt the job's graph."""
+        if job_key in self._graphs_pending:
+            await self._graphs_built.wait()
+
     def tasks_added(self, job_key: str, added: Iterable[tuple[int, int]]) -> None:
         if self.state.tasks_queued(job_key, list(added)):
             self.wake()
@@ -575,10 +592,3 @@ class Scheduler(
     def node_running(self) -> dict[str, int]:
         """Slots in use per node, for node documents."""
         return {n.node_id: n.used for n in self.nodes.values()}
-
-
-def _queue_part(entry: JobEntry, part: list[tuple[int, int]]) -> None:
-    """Active tasks (seq, slots) read after a restart join their job's queue, unless they wait for parents."""
-    for seq, slots in part:
-        if entry.graph is None or not entry.graph.waiting(seq):
-            entry.queue.push(seq, slots)

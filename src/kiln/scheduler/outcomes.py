@@ -8,6 +8,8 @@ back after a restart in time linear in tasks plus edges.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +24,8 @@ from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.state import Effects
 from kiln.store import live
 
+#: Tasks added to a graph being rebuilt between two turns of the loop.
+REBUILD_PART = 20_000
 #: The job's onTaskFailure under which exit options' jobAction is carried out.
 PERFORM_JOB_ACTION = "performexitoptionsjobaction"
 
@@ -57,14 +61,21 @@ class TaskOutcomes(SchedulerParts):
                 # as Azure: the job disable operation with disableTasks=requeue
                 effects.merge(self._disable_job(conn, job_key, DisableTasks.REQUEUE, lambda _: None))
 
-    def _rebuild_dependencies(self, conn: Connection) -> None:
-        """After a restart: every job's graph from its tasks. Only tasks that never started are gated: theirs
-        are the only specs read (store.live.dependency_rows)."""
-        for entry in self.jobs.values():
-            if entry.graph is None:
-                continue
-            rows = live.dependency_rows(conn, entry.key)
-            entry.graph.add(rows)
-            for row in rows:
-                if row["state"] == TaskState.COMPLETED and row["dependency_action"] == DependencyAction.SATISFY:
-                    entry.graph.complete(row["key"], True)
+    async def _rebuild_dependencies(self, job_key: str) -> None:
+        """After a restart, behind the open port: the job's graph from its tasks, then its queue of those free
+        to run. The rows are read on a reader thread (only tasks that never started are gated: theirs are the
+        only specs read, store.live.dependency_rows) and the graph is built on the loop a part at a time, so
+        requests are served meanwhile; adds to the job wait for it (`dependencies_known`), and nothing else
+        changes the graph while the fill holds the lock."""
+        entry = self.jobs.get(job_key)
+        if entry is None or entry.graph is None:
+            return
+        rows = await self.db.read(functools.partial(live.dependency_rows, job_key=job_key))
+        queued = await self.db.read(functools.partial(live.queued, job_key=job_key))
+        for start in range(0, len(rows), REBUILD_PART):
+            entry.graph.add(rows[start : start + REBUILD_PART])  # a parent added later is waited for until then
+            await asyncio.sleep(0)
+        for row in rows:
+            if row["state"] == TaskState.COMPLETED and row["dependency_action"] == DependencyAction.SATISFY:
+                entry.graph.complete(row["key"], True)
+        entry.queue_active(queued)

@@ -49,6 +49,7 @@ class SchedulerParts:
     instance_counts: dict[int, tuple[str, int]]
     subtask_nodes: dict[int, list[str]]
     _sweep_due: datetime | None
+    _graphs_pending: set[str]
 
     if TYPE_CHECKING:
         # engine.Scheduler

@@ -185,6 +185,12 @@ class JobEntry(Tracked):
     def key(self) -> str:
         return self.row["key"]
 
+    def queue_active(self, part: list[tuple[int, int]]) -> None:
+        """Active tasks (seq, slots) read after a restart join the queue, unless they wait for parents."""
+        for seq, slots in part:
+            if self.graph is None or not self.graph.waiting(seq):
+                self.queue.push(seq, slots)
+
     @property
     def spec(self) -> dict[str, Any]:
         return self.row["spec"]
