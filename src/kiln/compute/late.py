@@ -13,38 +13,34 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
-from kiln.compute.protocol import (
-    ComputeBackend,
-    FileEntry,
-    NodeDownCallback,
-    NodeFailedCallback,
-    NodeUnavailable,
-    NodeUpCallback,
-    ResultsCallback,
-    Step,
-    StepResult,
-    Withdrawal,
-)
+from kiln.compute.protocol import NodeUnavailable
+
+if TYPE_CHECKING:
+    from kiln.compute.protocol import (
+        ComputeBackend,
+        FileEntry,
+        NodeDownCallback,
+        NodeFailedCallback,
+        NodeUpCallback,
+        ResultsCallback,
+        Step,
+        Withdrawal,
+    )
 
 logger = logging.getLogger(__name__)
-
-
-async def _no_results(node_id: str, results: list[StepResult]) -> None:
-    """Until the scheduler sets its own."""
-
-
-async def _no_event(node_id: str) -> None:
-    """Until the scheduler sets its own."""
-
-
-async def _no_failure(node_id: str, message: str) -> None:
-    """Until the scheduler sets its own."""
 
 
 class LateBackend:
     """ComputeBackend whose backend is imported (`prepare`, on a thread), built (`build`) and started behind
     start(), which returns at once."""
+
+    #: set before start() (the scheduler sets them as it is made); handed to the backend when it is built
+    on_results: ResultsCallback
+    on_node_up: NodeUpCallback
+    on_node_down: NodeDownCallback
+    on_node_failed: NodeFailedCallback
 
     def __init__(
         self,
@@ -60,11 +56,6 @@ class LateBackend:
         self._on_started = on_started
         self._on_failed = on_failed
         self.node_files_here = node_files_here
-        #: handed to the backend when it is built (set them before start(), as the scheduler does)
-        self.on_results: ResultsCallback = _no_results
-        self.on_node_up: NodeUpCallback = _no_event
-        self.on_node_down: NodeDownCallback = _no_event
-        self.on_node_failed: NodeFailedCallback = _no_failure
         #: nodes added before the backend runs (id: root), in the order added
         self._waiting: dict[str, str] = {}
         self._backend: ComputeBackend | None = None

@@ -41,14 +41,20 @@ class Recording:
         return True
 
 
+async def _ignored(*args: Any) -> None:
+    """The scheduler's callbacks: this stand-in makes none."""
+
+
 def late(backend: Recording, gate: threading.Event, events: list[str]) -> LateBackend:
-    return LateBackend(
+    stand_in = LateBackend(
         lambda: backend,  # type: ignore[arg-type,return-value]
         prepare=gate.wait,
         node_files_here=True,
         on_started=lambda: events.append("started"),
         on_failed=lambda: events.append("failed"),
     )
+    stand_in.on_results = stand_in.on_node_up = stand_in.on_node_down = stand_in.on_node_failed = _ignored
+    return stand_in
 
 
 async def test_nodes_added_before_the_start_reach_the_backend_in_order_and_other_calls_wait() -> None:
