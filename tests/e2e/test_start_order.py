@@ -7,6 +7,8 @@ The server runs in this process, so that the start of its cluster can be held un
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -19,6 +21,27 @@ from kiln.compute.dask_backend import DaskBackend
 from kiln.testing import create_pool_and_wait, make_client, wait_for, wait_tasks_completed
 
 JOB = "early"
+#: what `kiln serve` does before its lifespan starts, in a fresh interpreter: which heavy packages it imported
+BUILD_AND_REPORT = """
+import sys
+from pathlib import Path
+import kiln.cli.main
+from kiln.server import Settings, build_app
+build_app(Settings(data_dir=Path(sys.argv[1])))
+print(sorted(name for name in ("distributed", "httpx") if name in sys.modules))
+"""
+
+
+def test_the_app_is_built_without_dask_or_httpx(open_tmp: Path) -> None:
+    """Dask's distributed is imported beside the opening port, httpx only by clients (api/client_auth.py)."""
+    done = subprocess.run(
+        [sys.executable, "-c", BUILD_AND_REPORT, str(open_tmp / "data")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_port_answers_while_the_nodes_start_and_a_task_added_then_runs(
