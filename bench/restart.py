@@ -13,7 +13,9 @@ N tasks). Each run copies it and starts `kiln serve` on the copy from each --src
 
 Each source first opens its own copy once (its migrations run there, untimed). Figures per run: seconds from
 starting the process to the port answering a list of pools, to a task add answering, to a terminate of that
-task answering (it takes the scheduler's lock: the control state is rebuilt), and the server's RSS then (MB).
+task answering (it takes the scheduler's lock: the control state is rebuilt), the server's RSS then (MB); the
+CPU seconds the server process had used when its port answered (a figure the machine's load leaves alone);
+and the load average.
 Prints one line per (source, round, figure); asserts nothing about speed.
 """
 
@@ -81,7 +83,7 @@ def run(src: str, data: Path, tasks: int, scratch: str | None, completed: bool, 
         server = EmbeddedServer(Path(tmp) / "data", port=free_port())
         began = time.perf_counter()
         server.start(timeout=900)
-        figures = {"port answers s": time.perf_counter() - began}
+        figures = {"port answers s": time.perf_counter() - began, "CPU to port s": cpu_seconds(server)}
         try:
             client = make_client(server)
             client.create_task(JOB, models.BatchTaskCreateOptions(id="probe", command_line="/bin/true"))
@@ -96,9 +98,18 @@ def run(src: str, data: Path, tasks: int, scratch: str | None, completed: bool, 
             while time.perf_counter() < until:
                 figures["RSS settled MB"] = max(figures.get("RSS settled MB", 0.0), rss_mb(server))
                 time.sleep(0.25)
+            figures["load average"] = os.getloadavg()[0]
         finally:
             server.stop(timeout=120)
         return figures
+
+
+def cpu_seconds(server: EmbeddedServer) -> float:
+    """The CPU time the server process has used (user and system, all its threads): what a start costs,
+    which the machine's other load does not inflate as it does the wall time."""
+    assert server.process is not None
+    fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -118,7 +129,7 @@ def main() -> None:
     for round_ in range(args.rounds):
         for src, data in zip(sources, opened, strict=True):
             for name, value in run(src, data, args.tasks, args.dir, args.completed, args.settle).items():
-                print(f"{src:24} {round_:2} {name:16} {value:9.1f}", flush=True)
+                print(f"{src:24} {round_:2} {name:16} {value:9.2f}", flush=True)
 
 
 if __name__ == "__main__":

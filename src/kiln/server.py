@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import importlib
 import logging
 import os
 import shlex
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,9 @@ from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
 from kiln.api.deadlines import BodyDeadline
 from kiln.commands.control import Control
 from kiln.compute import auto_storage
+from kiln.compute.late import LateBackend
 from kiln.compute.node import identity
+from kiln.compute.protocol import ComputeBackend
 from kiln.connections import (
     MAX_CONNECTIONS,
     READ_TIMEOUT,
@@ -141,16 +145,37 @@ def attach_to_cluster(settings: Settings, data_dir: Path) -> DaskBackend:
     return ClusterBackend(data_dir, settings.dask_scheduler, security)
 
 
+def local_cluster(data_dir: Path, host: str) -> LateBackend:
+    """Kiln's own Dask cluster on this host, imported and started beside the opening port (compute/late.py):
+    once it runs, what it made joins what start-up made (gc_settings); if it cannot start, the server stops."""
+
+    def build() -> ComputeBackend:
+        from kiln.compute.dask_backend import DaskBackend
+
+        return DaskBackend(data_dir, host=host)
+
+    def stop() -> None:
+        log.critical("Kiln cannot run nodes without its Dask cluster: stopping")
+        signal.raise_signal(signal.SIGINT)  # a graceful stop, reported as interrupted (not exit 0)
+
+    return LateBackend(
+        build,
+        prepare=lambda: importlib.import_module("kiln.compute.dask_backend"),
+        node_files_here=True,  # DaskBackend's: its hosts are this machine
+        on_started=settle_after_start,
+        on_failed=stop,
+    )
+
+
 def build_app(settings: Settings) -> FastAPI:
     """The app; its lifespan opens the store, starts the Dask nodes and the scheduler, and stops them.
     Raises StartRefused where non-admin tasks could not run."""
-    from kiln.compute.dask_backend import DaskBackend
-
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    backend: ComputeBackend
     if settings.dask_scheduler is None:
         check_node_roots_reachable(data_dir)
-        backend = DaskBackend(data_dir, host=settings.host)
+        backend = local_cluster(data_dir, settings.host)
     else:
         backend = attach_to_cluster(settings, data_dir)
     database = Database(settings.database_url or sqlite_url(data_dir))
@@ -173,7 +198,7 @@ def build_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database.migrate()
-        await backend.start()
+        await backend.start()  # Kiln's own cluster: begins here, beside the store's recovery and the port
         await scheduler.start()
         preempting = None
         if settings.spot_preemption_rate > 0:
@@ -200,8 +225,6 @@ def build_app(settings: Settings) -> FastAPI:
 
 def serve(settings: Settings, *, on_ready=None) -> None:
     """Run in the foreground until SIGINT/SIGTERM; both shut down gracefully."""
-    import signal
-
     import uvicorn
 
     class Server(uvicorn.Server):

@@ -14,7 +14,7 @@ import httpx
 from azure.batch import BatchClient, models
 from azure.core.credentials import AzureNamedKeyCredential
 
-from kiln.api.auth import SharedKeyAuth
+from kiln.api.client_auth import SharedKeyAuth
 from kiln.cli.embedded import EmbeddedServer
 
 T = TypeVar("T")

@@ -7,25 +7,29 @@ import contextvars
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import OperationalError
 
 from kiln import metrics, story, undo
 from kiln.errors import ServerBusy
 from kiln.store.stories import record_transitions
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: `revision = "..."` and `down_revision = "..."` (or None) in a migration script
+_REVISION_LINE = re.compile(r'^(down_revision|revision)(?:\s*:[^=]*)?\s*=\s*(?:"([^"]*)"|None)\s*$', re.MULTILINE)
 #: How often the checkpointer folds SQLite's write-ahead log back into the database file (seconds).
 CHECKPOINT_INTERVAL = 0.25
 #: Threads (each with its own connection) that run reads beside the writer: a long list holds one of them,
@@ -36,10 +40,31 @@ logger = logging.getLogger(__name__)
 
 
 def alembic_config(connection: Connection) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     return config
+
+
+def head_revision() -> str | None:
+    """The newest migration's revision, read from the scripts' `revision` and `down_revision` lines: the one
+    revision no script names as its down revision (None unless exactly one, e.g. a branch: Alembic decides)."""
+    revisions: set[str] = set()
+    downs: set[str] = set()
+    for script in (MIGRATIONS / "versions").glob("*.py"):
+        for name, value in _REVISION_LINE.findall(script.read_text()):
+            (revisions if name == "revision" else downs).add(value)
+    heads = revisions - downs
+    return heads.pop() if len(heads) == 1 else None
+
+
+def stored_revisions(connection: Connection) -> set[str]:
+    """The revisions Alembic recorded in the store (none in a new store)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return set()
+    return {row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))}
 
 
 def keep_private(database: Path) -> None:
@@ -149,7 +174,13 @@ class Database:
         self.before_commit: Callable[[], None] | None = None
 
     def migrate(self) -> None:
+        """Bring the store to the newest schema. A store already there (every restart but the first after an
+        upgrade) is told by one query, without Alembic, whose import alone is a good part of a start."""
         with self.engine.begin() as connection:
+            if stored_revisions(connection) == {head_revision()}:
+                return
+            from alembic import command
+
             command.upgrade(alembic_config(connection), "head")
 
     async def write(self, work: Callable[[Connection], T]) -> T:
