@@ -36,7 +36,7 @@ from kiln.api import (
 )
 from kiln.api import metrics as metrics_api
 from kiln.api.context import Kiln
-from kiln.api.http import MAX_BODY_BYTES, NotModified, error_response
+from kiln.api.http import MAX_BODY_BYTES, NotModified, declares_no_body, error_response
 from kiln.api.request_ids import RequestIds
 from kiln.errors import BadRequest, KilnError, NotFound, RequestBodyTooLarge
 from kiln.web import pages as web_pages
@@ -75,12 +75,8 @@ async def _shared_key(request: Request) -> None:
 
 
 async def _body_length(request: Request) -> int:
-    """The body's length: 0 without reading when the request declares none (no Content-Length, or 0, and not
-    chunked: HTTP/1.1 frames no body then), as nearly every GET."""
-    headers = request.headers
-    if headers.get("content-length", "0") == "0" and "transfer-encoding" not in headers:
-        return 0
-    return len(await request.body())
+    """The body's length: 0 without reading it when the request declares none."""
+    return 0 if declares_no_body(request.scope) else len(await request.body())
 
 
 class BodyLimit:
@@ -91,7 +87,7 @@ class BodyLimit:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or declares_no_body(scope):
             await self.app(scope, receive, send)
             return
         limit = (
