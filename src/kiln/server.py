@@ -219,6 +219,7 @@ def serve(settings: Settings, *, on_ready=None) -> None:
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        access_log=False,  # at "warning" its lines are dropped anyway, after each request formatted their arguments
         lifespan="on",
         timeout_graceful_shutdown=10,
         loop="uvloop",
