@@ -30,7 +30,7 @@ from kiln.connections import (
     MAX_CONNECTIONS,
     READ_TIMEOUT,
     ConnectionLimits,
-    GuardedH11Protocol,
+    GuardedHttpToolsProtocol,
     connection_cap,
     raise_nofile,
 )
@@ -238,10 +238,11 @@ def serve(settings: Settings, *, on_ready=None) -> None:
     cap = connection_cap(raise_nofile(), settings.max_connections)
     config = uvicorn.Config(
         build_app(settings),
-        http=GuardedH11Protocol.with_limits(ConnectionLimits(settings.read_timeout, cap)),
+        http=GuardedHttpToolsProtocol.with_limits(ConnectionLimits(settings.read_timeout, cap)),
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        access_log=False,  # at "warning" its lines are dropped anyway, after each request formatted their arguments
         lifespan="on",
         timeout_graceful_shutdown=10,
         loop="uvloop",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
@@ -27,6 +28,8 @@ SIGNED_HEADERS: tuple[str, ...] = (
     "if-unmodified-since",
     "range",
 )
+#: Where the Content-Length line is among them: a verifier tries up to three forms of it.
+_CONTENT_LENGTH_AT = SIGNED_HEADERS.index("content-length")
 #: How far ``ocp-date``/``Date`` may be from server time.
 MAX_CLOCK_SKEW = timedelta(minutes=15)
 
@@ -47,13 +50,21 @@ def string_to_sign(
         content_length = lowered.get("content-length", "")
         if not content_length and method.upper() not in ("GET", "HEAD"):
             content_length = "0"  # the SDK signs 0 for a bodiless write
-    lines = [method.upper()]
-    lines += [content_length if name == "content-length" else lowered.get(name, "") for name in SIGNED_HEADERS]
-    lines += [f"{name}:{value}" for name, value in sorted(lowered.items()) if "ocp-" in name and value]
+    before, after = _text_around_content_length(method, raw_path, query_string, lowered, account)
+    return before + content_length + after
+
+
+def _text_around_content_length(
+    method: str, raw_path: str, query_string: str, lowered: Mapping[str, str], account: str
+) -> tuple[str, str]:
+    """The signed text before and after its Content-Length line, so a verifier builds the rest once."""
+    after = [lowered.get(name, "") for name in SIGNED_HEADERS[_CONTENT_LENGTH_AT + 1 :]]
+    after += [f"{name}:{value}" for name, value in sorted(lowered.items()) if "ocp-" in name and value]
     canonical = f"/{account}{raw_path}"
     query = parse_qs(query_string)
     canonical += "".join(f"\n{name}:{query[name][0]}" for name in sorted(query) if query[name][0])
-    return "\n".join(lines) + "\n" + canonical
+    before = [method.upper(), *(lowered.get(name, "") for name in SIGNED_HEADERS[:_CONTENT_LENGTH_AT]), ""]
+    return "\n".join(before), "\n" + "\n".join(after) + "\n" + canonical
 
 
 def sign(key: bytes, text: str) -> str:
@@ -94,11 +105,9 @@ def verify_shared_key(
     path, query = _text(raw_path).partition("?")[0], _text(query_string)  # some servers keep the query in raw_path
     candidates = _content_length_lines(method, lowered.get("content-length", ""), body_length)
     given = signature.encode("ascii", "replace")
+    before, after = _text_around_content_length(method, path, query, lowered, account)
     # Compare every candidate, so timing does not reveal which line form was tried.
-    matches = [
-        hmac.compare_digest(given, sign(key, string_to_sign(method, path, query, lowered, account, cl)).encode())
-        for cl in candidates
-    ]
+    matches = [hmac.compare_digest(given, sign(key, before + cl + after).encode()) for cl in candidates]
     if not any(matches):
         raise AuthenticationFailed(
             f"The MAC signature found in the HTTP request '{signature}' is not the same as any computed signature."
@@ -148,15 +157,23 @@ def _check_date(headers: Mapping[str, str], now: datetime) -> None:
     value = headers.get(name.lower())
     if not value:
         raise AuthenticationFailed("The request has neither an ocp-date nor a Date header.")
-    try:
-        sent = parsedate_to_datetime(value)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: a year past datetime's 9999
-        raise AuthenticationFailed(f"The {name} header '{value}' is not an RFC 1123 date.") from None
-    if abs(_utc(sent) - _utc(now)) > MAX_CLOCK_SKEW:
+    sent = _parsed_date(value)
+    if sent is None:
+        raise AuthenticationFailed(f"The {name} header '{value}' is not an RFC 1123 date.")
+    if abs(sent - _utc(now)) > MAX_CLOCK_SKEW:
         raise AuthenticationFailed(
             f"The {name} header '{value}' is more than 15 minutes away from the server time "
             f"'{format_datetime(_utc(now), usegmt=True)}'."
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_date(value: str) -> datetime | None:
+    """An RFC 1123 date in UTC, or None; cached, since clients send the same second's date many times over."""
+    try:
+        return _utc(parsedate_to_datetime(value))
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a year past datetime's 9999
+        return None
 
 
 def _utc(moment: datetime) -> datetime:

@@ -15,6 +15,7 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
+from starlette.types import Scope
 
 from kiln.api import odata, selection, versioning
 from kiln.core.filters import Term
@@ -32,6 +33,15 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 64
 #: A refused value longer than this is not echoed in the error (a 32 KB commandLine would come back whole).
 ECHO_MAX = 1024
+
+
+def declares_no_body(scope: Scope) -> bool:
+    """No Content-Length (or 0) and not chunked: HTTP/1.1 frames no body for such a request (nearly every GET),
+    so there is none to read, to limit or to wait for."""
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return False
+    return True
 
 
 def metadata_url(request: Request, fragment: str) -> str:

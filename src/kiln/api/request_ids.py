@@ -72,7 +72,8 @@ def _answer(request: Request, error: Exception) -> Response:
 
 
 def _stimulus(request: Request) -> str:
-    """How a request shows in the stories of what it changed."""
+    """How a request shows in the stories of what it changed (its path as the scope has it: request.url would
+    build the whole URL, a tenth of this middleware's time)."""
     client_id = request.headers.get("client-request-id")
     client = f" client {client_id}" if client_id else ""
-    return f"request {request.state.request_id}{client} {request.method} {request.url.path}"
+    return f"request {request.state.request_id}{client} {request.method} {request.scope['path']}"

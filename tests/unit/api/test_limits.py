@@ -93,7 +93,7 @@ async def test_body_limit_stops_a_chunked_body_as_soon_as_it_passes_the_limit() 
         await Request(scope, receive).body()
 
     with pytest.raises(RequestBodyTooLarge):
-        await BodyLimit(app)(asgi_scope({}), receive, send_nothing)
+        await BodyLimit(app)(asgi_scope({"transfer-encoding": "chunked"}), receive, send_nothing)
     assert pulled == http.MAX_BODY_BYTES // len(chunk) + 1
 
 
