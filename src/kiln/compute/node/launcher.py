@@ -169,6 +169,9 @@ class Launcher:
         self.lifeline = lifeline
         #: only root may read an exited command's /proc/<pid>/io (read_io)
         self.reads_io = os.geteuid() == 0
+        #: the frames of one turn of the loop (answers and exits), sent together at its end: a short
+        #: command's answer and exit often go in one write, and wake the worker once
+        self.outgoing: list[bytes] = []
 
     def serve(self) -> None:
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -188,6 +191,13 @@ class Launcher:
                         self.reap()
                     elif not self.handle_request():
                         return
+                self.flush()
+
+    def flush(self) -> None:
+        """Send what this turn of the loop has to say, in one write: an answer always before its command's exit."""
+        if self.outgoing:
+            data, self.outgoing = b"".join(self.outgoing), []
+            self.sock.sendall(data)
 
     def handle_request(self) -> bool:
         received = read_request(self.sock)
@@ -211,14 +221,12 @@ class Launcher:
         finally:
             for fd in fds:
                 os.close(fd)
-        self.sock.sendall(encode(reply))
+        self.outgoing.append(encode(reply))
         return True
 
     def reap(self) -> None:
-        """Report every command that has exited, in one write however many they are."""
-        reports = b"".join(encode(report) for report in self.exits())
-        if reports:
-            self.sock.sendall(reports)
+        """Report every command that has exited (sent at the end of the loop's turn)."""
+        self.outgoing.extend(encode(report) for report in self.exits())
 
     def exits(self) -> Iterator[dict[str, Any]]:
         """Each exited command is read (its I/O counters, readable only until it is reaped), then reaped with
