@@ -160,7 +160,8 @@ async def through_dask(steps: int, windows: list[int]) -> dict[int, tuple[float,
                 await backend.add_node(node_id, str(data_dir / node_id))
             await asyncio.wait_for(all_up.wait(), 60)
             print(f"2 nodes up in {time.perf_counter() - start:.2f} s")
-            workers = [pid for n in NODES if (pid := backend.worker_pid(n))]
+            # nodes share their host's worker: each process counted once
+            workers = list(dict.fromkeys(pid for n in NODES if (pid := backend.worker_pid(n))))
             for window in windows:
                 feeder = Feeder(backend, data_dir, steps, window, tag=f"w{window}")
                 backend.on_results = feeder.on_results

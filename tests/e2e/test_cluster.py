@@ -206,6 +206,7 @@ def test_a_task_sent_ahead_to_a_lost_host_counts_as_requeued_and_runs_once(attac
     assert tasks["ahead"].execution_info.requeue_count == 1
     assert (marks_dir / "ahead").read_text() == "ran\n"
     assert all(t.execution_info.requeue_count == 1 and t.execution_info.exit_code == 0 for t in tasks.values())
+    wait_for(lambda: _nodes(attached) == {"host-a": "idle", "host-b": "idle"}, 60, "both nodes back idle")
     terminate_job(client, job_id)
 
 

@@ -44,6 +44,7 @@ import socket
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 HEADER = struct.Struct(">I")
@@ -166,6 +167,11 @@ class Launcher:
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         #: the server's pidfd: nothing starts once it has ended
         self.lifeline = lifeline
+        #: only root may read an exited command's /proc/<pid>/io (read_io)
+        self.reads_io = os.geteuid() == 0
+        #: the frames of one turn of the loop (answers and exits), sent together at its end: a short
+        #: command's answer and exit often go in one write, and wake the worker once
+        self.outgoing: list[bytes] = []
 
     def serve(self) -> None:
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -185,6 +191,13 @@ class Launcher:
                         self.reap()
                     elif not self.handle_request():
                         return
+                self.flush()
+
+    def flush(self) -> None:
+        """Send what this turn of the loop has to say, in one write: an answer always before its command's exit."""
+        if self.outgoing:
+            data, self.outgoing = b"".join(self.outgoing), []
+            self.sock.sendall(data)
 
     def handle_request(self) -> bool:
         received = read_request(self.sock)
@@ -208,21 +221,31 @@ class Launcher:
         finally:
             for fd in fds:
                 os.close(fd)
-        self.sock.sendall(encode(reply))
+        self.outgoing.append(encode(reply))
         return True
 
     def reap(self) -> None:
+        """Report every command that has exited (sent at the end of the loop's turn)."""
+        self.outgoing.extend(encode(report) for report in self.exits())
+
+    def exits(self) -> Iterator[dict[str, Any]]:
         """Each exited command is read (its I/O counters, readable only until it is reaped), then reaped with
         its resource usage: both count what it ran and waited for, the tree below it."""
         while self.children:
             try:
-                exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                if self.reads_io:
+                    exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                    if exited is None:
+                        return
+                    io = read_io(exited.si_pid)
+                    pid, status, rusage = os.wait4(exited.si_pid, 0)
+                else:  # one call per exit, not a peek and a /proc read that would fail
+                    io = {}
+                    pid, status, rusage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
-            if exited is None:
+            if pid == 0:
                 return
-            io = read_io(exited.si_pid)
-            pid, status, rusage = os.wait4(exited.si_pid, 0)
             proc = self.children.pop(pid, None)
             if proc is None:
                 continue
@@ -234,7 +257,7 @@ class Launcher:
                 "read_bytes": rusage.ru_inblock * 512,  # Linux counts the storage bytes in 512-byte blocks
                 "write_bytes": rusage.ru_oublock * 512,
             }
-            self.sock.sendall(encode({"exit": pid, "returncode": proc.returncode, "usage": {**usage, **io}}))
+            yield {"exit": pid, "returncode": proc.returncode, "usage": {**usage, **io}}
 
     def kill_all(self) -> None:
         """The worker is gone: no command of its node may go on running."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from kiln.compute.node.identity import Account
@@ -33,23 +34,36 @@ def _runnable(candidate: str, account: Account | None) -> bool:
         st = os.stat(candidate)
     except OSError:
         return False
-    if not stat.S_ISREG(st.st_mode) or not _executable(st, account):
+    groups = account.group_ids()
+    if not stat.S_ISREG(st.st_mode) or not _executable(st, account.uid, groups):
         return False
-    return all(_searchable(parent, account) for parent in Path(candidate).parents)
+    return all(_searchable(parent, account.uid, groups) for parent in _parents(candidate))
 
 
-def _searchable(directory: Path, account: Account) -> bool:
+def _parents(path: str) -> Iterator[str]:
+    """The directories above path, as PurePath.parents names them, without a Path each: every non-admin
+    command's program is looked up here."""
+    parent = os.path.dirname(path)
+    while True:
+        yield parent or "."
+        above = os.path.dirname(parent)
+        if above == parent:
+            return
+        parent = above
+
+
+def _searchable(directory: str, uid: int, groups: tuple[int, ...]) -> bool:
     try:
-        return _executable(os.stat(directory), account)
+        return _executable(os.stat(directory), uid, groups)
     except OSError:
         return False
 
 
-def _executable(st: os.stat_result, account: Account) -> bool:
+def _executable(st: os.stat_result, uid: int, groups: tuple[int, ...]) -> bool:
     """x (search, for a directory) by the owner's bits if the account owns it, else the group's if it is in
     the group, else others'."""
-    if st.st_uid == account.uid:
+    if st.st_uid == uid:
         return bool(st.st_mode & stat.S_IXUSR)
-    if st.st_gid in account.group_ids():
+    if st.st_gid in groups:
         return bool(st.st_mode & stat.S_IXGRP)
     return bool(st.st_mode & stat.S_IXOTH)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from kiln.compute.node import identity
-from kiln.compute.node.lookup import find_program
+from kiln.compute.node.lookup import _parents, find_program
 
 ACCOUNT = identity.Account(200_123, 200_123)
 
@@ -47,3 +47,10 @@ def test_relative_entries_and_names_are_relative_to_the_working_directory(bins):
     assert find_program("./open/tool", "", bins, ACCOUNT) == os.path.join(bins, "./open/tool")
     assert find_program("closed/tool", "", bins, ACCOUNT) is None
     assert find_program("tool", "::", bins, ACCOUNT) is None  # empty entries are not the worker's cwd
+
+
+@pytest.mark.parametrize("path", ["/bin/true", "/a/wd/../bin/x", "/a/./b//c", "/x", "a/b", "rel"])
+def test_the_directories_checked_above_a_program_are_those_pathlib_names(path: str) -> None:
+    """Every one of them, in the same order (a `.` or a doubled slash at most has one checked twice)."""
+    checked = dict.fromkeys(str(PurePosixPath(parent)) for parent in _parents(path))
+    assert list(checked) == [str(parent) for parent in PurePosixPath(path).parents]
