@@ -42,6 +42,15 @@ def _disable(client, job_id: str, option: str) -> None:
     client.begin_disable_job(job_id, models.BatchJobDisableOptions(disable_tasks=option), polling_interval=1).result()
 
 
+def _cleaned(client, pool: str, node_id: str, job_id: str, task_id: str) -> bool:
+    """The task's directory on the node is gone (retention)."""
+    try:
+        read_node_file(client, pool, node_id, f"workitems/{job_id}/job-1/{task_id}/stdout.txt")
+    except ResourceNotFoundError:
+        return True
+    return False
+
+
 def _wait_task(client, job_id: str, task_id: str, state: str, timeout: float = 60):
     return wait_for(
         lambda: (t := client.get_task(job_id, task_id)).state == state and t, timeout, f"task {task_id} {state}"
@@ -561,16 +570,7 @@ def test_task_retention_time_removes_the_directory_after_completion(client, pool
     (marks_dir / "go").touch()
     _wait_task(client, spec.id, "kept", "completed")
     node_id = running.node_info.node_id
-    directory = f"workitems/{spec.id}/job-1/kept"
-
-    def gone() -> bool:
-        try:
-            read_node_file(client, pool, node_id, f"{directory}/stdout.txt")
-        except ResourceNotFoundError:
-            return True
-        return False
-
-    wait_for(gone, 30, "task directory removed")
+    wait_for(lambda: _cleaned(client, pool, node_id, spec.id, "kept"), 30, "task directory removed")
     with pytest.raises(ResourceExistsError) as caught:  # a streamed download: the SDK leaves the body unread
         read_task_file(client, spec.id, "kept", "stdout.txt")
     assert caught.value.status_code == 409
@@ -600,15 +600,12 @@ def test_constraints_updated_while_the_task_runs_decide_how_it_ends(client, pool
     assert (retried.execution_info.exit_code, retried.execution_info.retry_count) == (3, 1)
     assert (marks_dir / "tries").read_text() == "try\ntry\n"
     assert _wait_task(client, spec.id, "k", "completed").execution_info.exit_code == 0
-
-    def cleaned() -> bool:
-        try:
-            read_node_file(client, pool, running["k"].node_info.node_id, f"workitems/{spec.id}/job-1/k/stdout.txt")
-        except ResourceNotFoundError:
-            return True
-        return False
-
-    wait_for(cleaned, 30, "task directory removed after the updated retentionTime")
+    node_id = running["k"].node_info.node_id
+    wait_for(
+        lambda: _cleaned(client, pool, node_id, spec.id, "k"),
+        30,
+        "task directory removed after the updated retentionTime",
+    )
 
 
 def test_a_shorter_retention_set_after_completion_applies_from_the_end_time(client, pool):
@@ -622,15 +619,7 @@ def test_a_shorter_retention_set_after_completion_applies_from_the_end_time(clie
         "t",
         models.BatchTask(constraints=models.BatchTaskConstraints(retention_time=datetime.timedelta(seconds=1))),
     )
-
-    def cleaned() -> bool:
-        try:
-            read_node_file(client, pool, done.node_info.node_id, f"workitems/{spec.id}/job-1/t/stdout.txt")
-        except ResourceNotFoundError:
-            return True
-        return False
-
-    wait_for(cleaned, 30, "task directory removed")
+    wait_for(lambda: _cleaned(client, pool, done.node_info.node_id, spec.id, "t"), 30, "task directory removed")
     with pytest.raises(ResourceExistsError) as caught:
         list(client.list_task_files(spec.id, "t"))
     assert _code(caught) == "TaskFilesCleanedup"
@@ -681,15 +670,7 @@ def test_a_deleted_jobs_retention_spares_a_new_job_of_the_same_id(client, pool, 
     client.create_job(witness)
     client.create_task(witness.id, _task("w", "/bin/true", constraints=brief, affinity_info=affinity))
     assert wait_tasks_completed(client, witness.id)[0].node_info.node_id == node_id
-
-    def gone() -> bool:
-        try:
-            read_node_file(client, pool, node_id, f"workitems/{witness.id}/job-1/w/stdout.txt")
-        except ResourceNotFoundError:
-            return True
-        return False
-
-    wait_for(gone, 30, "the witness's directory removed")
+    wait_for(lambda: _cleaned(client, pool, node_id, witness.id, "w"), 30, "the witness's directory removed")
     assert read_task_file(client, spec.id, "t", "stdout.txt") == "new\n"
     (marks_dir / "go").touch()
     assert _wait_task(client, spec.id, "t", "completed").execution_info.exit_code == 0

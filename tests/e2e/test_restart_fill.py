@@ -45,25 +45,36 @@ def _store_with_active_tasks(data: Path) -> None:
         )
 
 
+def _held(monkeypatch: pytest.MonkeyPatch, read: str) -> threading.Event:
+    """store.live's `read` waits, on its reader thread, until the test sets the event it returns."""
+    gate = threading.Event()
+    unheld = getattr(live, read)
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        gate.wait()
+        return unheld(*args, **kwargs)
+
+    monkeypatch.setattr(live, read, held)
+    return gate
+
+
+def _opened(data: Path) -> tuple[Database, engine.Scheduler, Control]:
+    """The store a server left, opened by a scheduler in this process with a bare backend (no nodes)."""
+    database = Database(sqlite_url(data))
+    database.migrate()
+    backend: Any = SimpleNamespace()
+    scheduler = engine.Scheduler(database, backend, data_dir=data, account_name="a", account_url="http://a")
+    return database, scheduler, Control(database, scheduler, backend)
+
+
 async def test_adds_and_reads_answer_while_the_queues_fill_and_control_waits_for_them(
     open_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = open_tmp / "data"
     _store_with_active_tasks(data)
-    gate = threading.Event()
-    read_part = live.queued
-
-    def held(*args: Any, **kwargs: Any) -> list[tuple[int, int]]:
-        gate.wait()  # on a reader thread: the fill waits for the test
-        return read_part(*args, **kwargs)
-
-    monkeypatch.setattr(live, "queued", held)
+    gate = _held(monkeypatch, "queued")
     monkeypatch.setattr(engine, "FILL_PART", 20)  # the fill reads in three parts
-    database = Database(sqlite_url(data))
-    database.migrate()
-    backend: Any = SimpleNamespace()
-    scheduler = engine.Scheduler(database, backend, data_dir=data, account_name="a", account_url="http://a")
-    control = Control(database, scheduler, backend)
+    database, scheduler, control = _opened(data)
     try:
         await scheduler.start()  # returns with the fill under way: the port would open now
         assert scheduler.lock.locked()
@@ -113,19 +124,8 @@ async def test_a_dependency_graph_is_rebuilt_behind_the_port_and_only_its_jobs_a
                 models.BatchTaskCreateOptions(id="b", command_line="/bin/true", depends_on=after_a),
             ],
         )
-    gate = threading.Event()
-    read_rows = live.dependency_rows
-
-    def held(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        gate.wait()  # on a reader thread: the rebuild waits for the test
-        return read_rows(*args, **kwargs)
-
-    monkeypatch.setattr(live, "dependency_rows", held)
-    database = Database(sqlite_url(data))
-    database.migrate()
-    backend: Any = SimpleNamespace()
-    scheduler = engine.Scheduler(database, backend, data_dir=data, account_name="a", account_url="http://a")
-    control = Control(database, scheduler, backend)
+    gate = _held(monkeypatch, "dependency_rows")
+    database, scheduler, control = _opened(data)
     try:
         await scheduler.start()  # returns with the rebuild under way: the port would open now
         c = TaskAdd.model_validate({"id": "c", "commandLine": "x", "dependsOn": {"taskIds": ["b"]}})
