@@ -264,3 +264,28 @@ def test_a_job_of_higher_priority_takes_the_place_sent_ahead(server, client, one
     assert urgent.execution_info.start_time <= done["second"].execution_info.start_time
     assert all(t.execution_info.requeue_count == 0 for t in [urgent, *done.values()])
     assert sorted((marks_dir / "runs").read_text().split()) == ["first", "second", "urgent"]
+
+
+def test_jobs_taking_turns_send_ahead_in_turn_order(server, client, one_slot_pool, job, marks_dir):
+    """jobDefaultOrder none: equal priorities take turns, and tasks go ahead in that order (each one sent ahead
+    is its job's turn). A, alone, has a2 and a3 ahead while a1 runs; B comes, its turn is first: they are
+    withdrawn (not killed), and b1 then a2 go ahead. Every task runs once, one at a time, the jobs in turn."""
+    (marks_dir / "open").touch()
+    a = job(one_slot_pool)
+    add(client, a, a1=counted(marks_dir, "go"), a2=counted(marks_dir, "open"), a3=counted(marks_dir, "open"))
+    wait_for(lambda: state(client, a, "a1") == "running", 60, "a1 to run")
+    wait_for(lambda: sent_ahead(server, a, "a2") and sent_ahead(server, a, "a3"), 60, "A's next tasks to go ahead")
+    b = job(one_slot_pool)  # the same priority
+    add(client, b, b1=counted(marks_dir, "open"), b2=counted(marks_dir, "open"))
+    wait_for(
+        lambda: sent_ahead(server, b, "b1") and sent_ahead(server, a, "a2") and not sent_ahead(server, a, "a3"),
+        60,
+        "b1 and a2 to wait ahead, in turn",
+    )
+    assert not sent_ahead(server, b, "b2")
+    (marks_dir / "go").touch()
+    done = [*wait_tasks_completed(client, a), *wait_tasks_completed(client, b)]
+    assert all(t.execution_info.requeue_count == 0 for t in done)
+    assert_at_most_slots(done, 1)
+    runs = (marks_dir / "runs").read_text().split()
+    assert runs == ["a1", "b1", "a2", "b2", "a3"], "each once, the jobs in turn"

@@ -7,15 +7,16 @@ started, in the same report as the results that freed their slots (compute/node/
 
 What a user sees stays Batch's: the task is `active` until the node says it started, then `running`
 with that start time; at most taskSlotsPerNode slots run on a node. It is done only where placement
-would give those slots to the same job anyway: for the job next in line in its pool (priority, then
-jobDefaultOrder creationtime; jobs with nothing queued do not count, equal priorities taking turns stop
-it), with no preparation task left to run on the node, no maxParallelTasks, no job manager and no job
-of lower priority in the pool that allows task preemption (those tasks wait queued, to preempt).
+would give those slots to the same jobs in the same order anyway: for the jobs first in their pool's line
+(scheduler/line.py: priority, then jobDefaultOrder creationtime; under `none` the jobs of equal priority
+in turn, each task sent ahead being its job's turn; jobs with nothing queued do not count), with no
+preparation task left to run on the node, no maxParallelTasks, no job manager and no job of lower priority
+in the pool that allows task preemption (those tasks wait queued, to preempt).
 
 Taking them back comes in two kinds. Where the tasks must not run on (a job that ends, a task ended or
 deleted, a node that restarts or is lost, a disable with requeue or terminate), they are called back:
 killed on the node in case they just started, queued again unless they end. Where it only changes where
-they run (another job now next in line, or jobs taking turns; a node whose free slots fit its first task
+they run (a job of a higher rank now wants the slots; a node whose free slots fit its first task
 sent ahead, which the node itself would never start there, NodeSlots.ahead_stranded; a free slot on another
 node of the pool that the queues cannot fill; a disable with wait; a node drained with taskcompletion), they are
 withdrawn: the node gives back those it has not started and the rest run on, so no command runs twice.
@@ -23,6 +24,7 @@ withdrawn: the node gives back those it has not started and the rest run on, so 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -39,6 +41,7 @@ from kiln.core.job import JobState
 from kiln.core.task import TaskState
 from kiln.scheduler import priority
 from kiln.scheduler import steps as step_builder
+from kiln.scheduler.line import TICKETS, Current, JobLine, Key, line_key, same_rank
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.preemption import preemptible
 from kiln.scheduler.slots import NodeSlots
@@ -56,77 +59,157 @@ class SendAhead(SchedulerParts):
     """Scheduler part: which tasks go ahead, their start, and calling them back."""
 
     def _send_ahead(self, conn: Connection, pool_key: str, effects: Effects) -> None:
-        """After a placement round: fill the nodes' room ahead with the tasks of the job next in line for every
-        slot that frees (priority.next_in_line), and withdraw what other jobs have ahead; with no such job (equal
-        priorities taking turns), or one that may not go ahead, withdraw all (placement decides as slots free)."""
+        """After a placement round: fill the nodes' room ahead with tasks of the jobs the slots that free go to
+        next, in the order placement would give them: the jobs first in the pool's line (`line.same_rank`: under
+        jobDefaultOrder none those of the highest priority, in turn, each task sent ahead being its job's turn;
+        under creationtime the oldest of them). What other jobs have ahead is withdrawn. Sending stops at a job
+        of that rank that may not go ahead: placement serves it as slots free."""
         nodes = sorted((n for n in self.nodes.values() if n.pool_key == pool_key), key=lambda n: n.node_id)
-        chosen = self._next_in_line(pool_key, nodes)
-        chosen = chosen if chosen is not None and self._may_go_ahead(chosen) and not self._may_preempt(chosen) else None
+        line = self.state.line_of(pool_key)
+        current = functools.partial(self.state.line_key, pool_key=pool_key)
+        first = self._first_rank(pool_key, line, current, nodes)
+        head = line.peek(current)
         for node in nodes:
             self.state.withdraw(
                 node.node_id,
-                [i for i, (owner, _, _) in node.ahead.items() if chosen is None or owner != chosen.key],
+                [
+                    i
+                    for i, (owner, _, _) in node.ahead.items()
+                    if not self._goes_ahead(owner, pool_key, first) or self._out_of_turn(i, head)
+                ],
                 effects,
             )
-        if chosen is None:
+        if first is None:
             return
-        room = {n.node_id: n.room_ahead for n in nodes if self._may_run(chosen, n) and self._prepared(chosen, n)}
-        picks: list[tuple[int, int, NodeSlots]] = []
-        open_nodes = [n for n in nodes if room.get(n.node_id, 0) > 0]
-        never_fit: list[tuple[int, int]] = []  # more slots than a node has: they never run, as in Batch
-        while len(chosen.queue) and open_nodes:  # one task per node in turn, like spread placement
+        room = {n.node_id: n.room_ahead for n in nodes}
+        picks: list[tuple[JobEntry, int, int, NodeSlots, int]] = []
+        never_fit: list[tuple[JobEntry, int, int]] = []  # more slots than a node has: they never run, as in Batch
+        open_nodes = [n for n in nodes if room[n.node_id] > 0]
+        while open_nodes:  # one task per node in turn, like spread placement
             for node in list(open_nodes):
-                if (head := chosen.queue.peek()) is None:
-                    break
-                seq, slots = head
-                if slots > node.capacity:  # the pool's nodes all have its taskSlotsPerNode
-                    never_fit.append(chosen.queue.pop())
-                    continue
-                if slots > room[node.node_id]:
+                pick = self._pick_ahead(line, current, first, node, room, never_fit)
+                if isinstance(pick, tuple):
+                    picks.append(pick)
+                elif not pick:
                     open_nodes.remove(node)
-                    continue
-                chosen.queue.pop()
-                if chosen.graph is not None and chosen.graph.waiting(seq):
-                    continue  # queued again once its dependencies are met
-                room[node.node_id] -= slots
-                picks.append((seq, slots, node))
-        for seq, slots in never_fit:
-            chosen.queue.push(seq, slots)
-        rows = {r["seq"]: r for r in db.tasks_by_seq(conn, [seq for seq, _, _ in picks])}
+        for entry, seq, slots in never_fit:
+            entry.queue.push(seq, slots)
+        self._dispatch_ahead(conn, picks, effects)
+
+    def _pick_ahead(
+        self,
+        line: JobLine[str],
+        current: Current[str],
+        first: tuple[int, int],
+        node: NodeSlots,
+        room: dict[str, int],
+        never_fit: list[tuple[JobEntry, int, int]],
+    ) -> tuple[JobEntry, int, int, NodeSlots, int] | bool:
+        """The next task in turn for the node (with its job's turn), taken off its queue and its job served; True
+        for a task taken off that goes nowhere now (it waits for parents, or fits no node); False: nothing more
+        goes to the node."""
+        head = line.pop(current)
+        if head is None:
+            return False
+        key, job_key = head
+        entry = self.jobs[job_key]
+        queued = entry.queue.peek()
+        if (
+            queued is None
+            or not same_rank(key, (*first, 0, 0))
+            or not self._goes_ahead(job_key, entry.row["pool_key"], first)
+            or not (self._may_run(entry, node) and self._prepared(entry, node))
+            or node.capacity >= queued[1] > room[node.node_id]
+        ):
+            line.want(job_key, key)  # keeps its turn
+            return False
+        seq, slots = entry.queue.pop()
+        if slots > node.capacity:  # the pool's nodes all have its taskSlotsPerNode
+            never_fit.append((entry, seq, slots))
+            line.want(job_key, key)
+            return True
+        if entry.graph is not None and entry.graph.waiting(seq):
+            line.want(job_key, key)
+            return True  # queued again once its dependencies are met
+        room[node.node_id] -= slots
+        turn, entry.last_served = entry.last_served, next(TICKETS)
+        if (now := current(job_key)) is not None:
+            line.want(job_key, now)
+        return entry, seq, slots, node, turn
+
+    def _out_of_turn(self, step_id: str, head: tuple[Key, str] | None) -> bool:
+        """A task sent ahead that the first job in line now comes before (a job of the same priority that has
+        just been given tasks, under jobDefaultOrder none): withdrawn, so that the turns stay as placement's."""
+        ref, entry = self.steps.get(step_id), None
+        if head is None or ref is None or ref.job_key == head[1] or (entry := self.jobs.get(ref.job_key)) is None:
+            return False
+        pool = self.pools.get(entry.row["pool_key"])
+        order = priority.job_order(pool["spec"]) if pool is not None else "none"
+        sent_at = line_key(entry.row["priority"], entry.row["seq"], ref.turn, order)
+        return same_rank(sent_at, head[0]) and sent_at > head[0]
+
+    def _dispatch_ahead(
+        self, conn: Connection, picks: list[tuple[JobEntry, int, int, NodeSlots, int]], effects: Effects
+    ) -> None:
+        rows = {r["seq"]: r for r in db.tasks_by_seq(conn, [seq for _, seq, _, _, _ in picks])}
         sent: list[tuple[int, str]] = []  #: (task seq, node id)
-        for seq, slots, node in picks:
+        for entry, seq, slots, node, turn in picks:
             task = rows.get(seq)
             if task is None or task["state"] != TaskState.ACTIVE:
                 continue  # deleted or ended meanwhile
             if task["spec"].get("multiInstanceSettings"):
-                chosen.queue.push(seq, slots)  # needs several nodes at once: placed when they are free
+                entry.queue.push(seq, slots)  # needs several nodes at once: placed when they are free
                 continue
             sent.append((seq, node.node_id))
             step_id = task_step_id(seq, task["attempt"] + 1)
             self.state.sent_ahead(
                 step_id,
-                StepRef("task", chosen.key, node.node_id, task["attempt"] + 1, seq, slots, row=task, ahead=True),
+                StepRef(
+                    "task", entry.key, node.node_id, task["attempt"] + 1, seq, slots, row=task, ahead=True, turn=turn
+                ),
             )
-            if chosen.graph is not None:
-                chosen.graph.started(seq)
+            if entry.graph is not None:
+                entry.graph.started(seq)
             effects.run[node.node_id].append(
-                step_builder.task_step(step_id, chosen.row, task, self._placement(node), slots=slots, ahead=True)
+                step_builder.task_step(step_id, entry.row, task, self._placement(node), slots=slots, ahead=True)
             )
         db.mark_sent_ahead(conn, utcnow(), sent)  # committed before the steps leave: an unseen run is counted
 
-    def _next_in_line(self, pool_key: str, nodes: list[NodeSlots]) -> JobEntry | None:
-        """Of the pool's active jobs that want slots (queued tasks, or tasks sent ahead), the one every slot that
-        frees goes to next. Jobs with nothing queued or ahead do not count: they want no slot."""
-        owners = {owner for node in nodes for owner, _, _ in node.ahead.values()}
+    def _first_rank(
+        self, pool_key: str, line: JobLine[str], current: Current[str], nodes: list[NodeSlots]
+    ) -> tuple[int, int] | None:
+        """The rank (`line.same_rank`) of the jobs that want slots first: those first in the pool's line, or
+        jobs whose queues are dry with tasks still ahead (they want the slots those take)."""
         order = priority.job_order(self.pools[pool_key]["spec"])
-        contenders = [
-            (entry, entry.row["priority"], entry.row["seq"])
-            for entry in self.jobs.values()
-            if entry.row["pool_key"] == pool_key
+        ranks = [self._rank(entry, order) for entry in self._owners(pool_key, nodes)]
+        if (head := line.peek(current)) is not None:
+            ranks.append(head[0][:2])
+        return min(ranks, default=None)
+
+    def _owners(self, pool_key: str, nodes: Iterable[NodeSlots]) -> list[JobEntry]:
+        """The pool's active jobs with tasks sent ahead to these nodes."""
+        owners = {owner for node in nodes for owner, _, _ in node.ahead.values()}
+        return [
+            entry
+            for key in owners
+            if (entry := self.jobs.get(key)) is not None
+            and entry.row["pool_key"] == pool_key
             and entry.row["state"] == JobState.ACTIVE
-            and (len(entry.queue) or entry.key in owners)
         ]
-        return priority.next_in_line(contenders, order)
+
+    @staticmethod
+    def _rank(entry: JobEntry, order: str) -> tuple[int, int]:
+        key = line_key(entry.row["priority"], entry.row["seq"], 0, order)
+        return key[0], key[1]
+
+    def _goes_ahead(self, job_key: str, pool_key: str, first: tuple[int, int] | None) -> bool:
+        """The job may have tasks ahead in the pool: active there, of the first rank, and none of its rules
+        need its tasks to wait queued."""
+        entry = self.jobs.get(job_key)
+        if first is None or entry is None or entry.row["pool_key"] != pool_key or entry.row["state"] != JobState.ACTIVE:
+            return False
+        order = priority.job_order(self.pools[pool_key]["spec"])
+        return self._rank(entry, order) == first and self._may_go_ahead(entry) and not self._may_preempt(entry)
 
     def _may_go_ahead(self, entry: JobEntry) -> bool:
         spec = entry.spec
@@ -136,7 +219,10 @@ class SendAhead(SchedulerParts):
         """A job of lower priority in the pool allows preemption: its running tasks make way for the entry's
         queued tasks (Preemption), which must then stay queued, not wait ahead for the slots they would free."""
         pool_key, below = entry.row["pool_key"], entry.row["priority"]
-        return any(e.row["pool_key"] == pool_key and preemptible(e, below) for e in self.jobs.values())
+        return any(
+            (job := self.jobs.get(key)) is not None and job.row["pool_key"] == pool_key and preemptible(job, below)
+            for key in self.state.preemptors.get(pool_key, ())
+        )
 
     def _prepared(self, entry: JobEntry, node: NodeSlots) -> bool:
         """No preparation task left to run or wait for on this node."""
@@ -193,16 +279,18 @@ class SendAhead(SchedulerParts):
                 self.state.withdraw(node.node_id, taken, effects)
 
     def _queued_slots(self, pool_key: str, enough: int, owners: list[JobEntry]) -> int:
-        """Slots the queued tasks of the pool's active jobs ask for, counted up to `enough`; not those of jobs
+        """Slots the queued tasks of the pool's jobs in line ask for, counted up to `enough`; not those of jobs
         that the owners of the tasks sent ahead outrank, as free slots go to the owners' tasks first."""
         order = priority.job_order((self.pools.get(pool_key) or {"spec": {}})["spec"])
-        first = min((priority.rank(e.row["priority"], e.row["seq"], order) for e in owners), default=None)
+        first = min((self._rank(e, order) for e in owners), default=None)
         total = 0
-        for entry in self.jobs.values():
+        for job_key in self.state.line_of(pool_key).listed:
+            entry = self.jobs.get(job_key)
             if (
-                entry.row["pool_key"] == pool_key
+                entry is not None
+                and entry.row["pool_key"] == pool_key
                 and entry.row["state"] == JobState.ACTIVE
-                and (first is None or priority.rank(entry.row["priority"], entry.row["seq"], order) <= first)
+                and (first is None or self._rank(entry, order) <= first)
             ):
                 for _, slots in entry.queue.heap:
                     total += slots

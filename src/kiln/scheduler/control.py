@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from kiln import undo
@@ -24,7 +25,9 @@ from kiln.core.job import JobState
 from kiln.core.preparation import StepState
 from kiln.core.retry import Decision, after_exit
 from kiln.core.task import TaskState
+from kiln.scheduler.line import JobLine, Key, line_key
 from kiln.scheduler.outcomes import exit_options
+from kiln.scheduler.priority import job_order
 from kiln.scheduler.retention import retain_task
 from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import (
@@ -75,6 +78,10 @@ class ControlState:
     subtask_nodes: dict[int, list[str]] = field(default_factory=TrackedDict)
     #: a placement round's choice: seq -> instance nodes (the primary first); empty between transactions
     instance_plans: dict[int, list[NodeSlots]] = field(default_factory=TrackedDict)
+    #: each pool's jobs that want slots, in the order placement serves them (kept lazily right: JobLine)
+    lines: dict[str, JobLine[str]] = field(default_factory=dict)
+    #: each pool's jobs whose spec allows task preemption (their state and priority are checked where it matters)
+    preemptors: dict[str, set[str]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ stimuli shared by every part
     def tasks_queued(self, job_key: str, added: list[tuple[int, int]]) -> bool:
@@ -549,7 +556,39 @@ class ControlState:
         """The job is followed (created, or ending after a restart found it completed): its row is `row`."""
         entry = self.jobs.setdefault(row["key"], JobEntry(row))
         entry.row = row
+        self.job_changed(entry)
         return entry
+
+    def job_changed(self, entry: JobEntry) -> None:
+        """The job's row is new: where it wants slots it is in its pool's line (its queue lists it again each
+        time it fills), and its pool knows whether it allows task preemption."""
+        job_key, pool_key = entry.key, entry.row["pool_key"]
+        entry.queue.on_refill = partial(self.job_wants_slots, job_key)
+        for members in self.preemptors.values():
+            members.discard(job_key)
+        if entry.spec.get("allowTaskPreemption"):
+            self.preemptors.setdefault(pool_key, set()).add(job_key)
+        self.job_wants_slots(job_key)
+
+    def job_wants_slots(self, job_key: str) -> None:
+        entry = self.jobs.get(job_key)
+        if entry is not None and (key := self.line_key(job_key, entry.row["pool_key"])) is not None:
+            self.lines.setdefault(entry.row["pool_key"], JobLine()).want(job_key, key)
+
+    def line_key(self, job_key: str, pool_key: str) -> Key | None:
+        """The job's place in the pool's line now (`line.line_key`), or None if it wants none of its slots."""
+        entry = self.jobs.get(job_key)
+        if entry is None or not len(entry.queue):
+            return None
+        row = entry.row
+        if row["pool_key"] != pool_key or row["state"] != JobState.ACTIVE:
+            return None
+        pool = self.pools.get(pool_key)  # a job may come before its (auto) pool: placement waits for the pool
+        order = job_order(pool["spec"]) if pool is not None else "none"
+        return line_key(row["priority"], row["seq"], entry.last_served, order)
+
+    def line_of(self, pool_key: str) -> JobLine[str]:
+        return self.lines.setdefault(pool_key, JobLine())
 
     def job_stopped(self, job_key: str, effects: Effects) -> list[StepRef]:
         """The job ends (terminate, delete, onAllTasksComplete): nothing of it starts again. Its queue empties,
@@ -567,6 +606,8 @@ class ControlState:
         """The job completed (its records stay stored) or was removed (its tasks too: their multi-instance
         bookkeeping goes)."""
         self.jobs.pop(job_key, None)
+        for members in self.preemptors.values():
+            members.discard(job_key)
         for key in [key for key in self.preps if key[0] == job_key]:
             del self.preps[key]
         if removed:
@@ -689,12 +730,18 @@ class ControlState:
                 for c in (2 * i + 1, 2 * i + 2)
                 if c < len(queue.heap)
             ), f"job {entry.key}'s queue is not a heap"
+            if self.line_key(entry.key, entry.row["pool_key"]) is not None:
+                assert entry.key in self.lines[entry.row["pool_key"]].listed, (
+                    f"job {entry.key} wants slots, not in line"
+                )
             for seq in queue.queued:
                 assert seq not in on_node, f"task {seq} is queued and holds node {on_node.get(seq)}"
                 assert seq not in ahead, f"task {seq} is queued and sent ahead"
         for (_, node_id), seqs in self.waiting.items():
             for seq in seqs:
                 assert on_node.get(seq) == node_id, f"task {seq} waits for {node_id}'s preparation off that node"
+        for line in self.lines.values():
+            line.check()
         assert not self.instance_plans, f"instance plans {sorted(self.instance_plans)} outlived their round"
 
 

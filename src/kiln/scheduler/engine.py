@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import os
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +27,6 @@ from kiln.compute.protocol import AppPackage, ComputeBackend, StepResult
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.dependencies import DependencyGraph
-from kiln.core.job import JobState
 from kiln.core.node import NodeState, is_dedicated
 from kiln.core.pool import PoolState
 from kiln.core.preparation import StepState
@@ -314,17 +313,14 @@ class Scheduler(
                 self.state.withdraw(node.node_id, list(node.ahead), effects)
         self._call_back_to_idle_slots(conn, effects)
         planned: list[tuple[JobEntry, int, int, NodeSlots]] = []
-        by_pool: dict[str, list[JobEntry]] = defaultdict(list)
-        for entry in self.jobs.values():
-            if entry.row["state"] == JobState.ACTIVE and len(entry.queue):
-                by_pool[entry.row["pool_key"]].append(entry)
-        for pool_key, entries in by_pool.items():
+        wanting = [key for key, line in self.state.lines.items() if len(line)]  # a pool's line lists its jobs
+        for pool_key in wanting:
             pool = self.pools.get(pool_key)
             if pool is None or pool["state"] != PoolState.ACTIVE:
                 continue
             candidates = [n for n in self.nodes.values() if n.pool_key == pool_key and n.free > 0]
             if candidates:
-                planned += self._plan_pool(conn, pool, entries, candidates)
+                planned += self._plan_pool(conn, pool, candidates)
         rows = {r["seq"]: r for r in db.tasks_by_seq(conn, [seq for _, seq, _, _ in planned])}
         for entry, seq, slots, node in planned:
             task = rows.get(seq)
@@ -336,7 +332,7 @@ class Scheduler(
                 continue
             node = self._prefer_affinity(entry, task, node, slots)
             self._start_on_node(conn, entry, task, node, now, effects)
-        for pool_key in by_pool:
+        for pool_key in wanting:
             pool = self.pools.get(pool_key)
             if pool is not None and pool["state"] == PoolState.ACTIVE:
                 self._send_ahead(conn, pool_key, effects)
@@ -543,6 +539,7 @@ class Scheduler(
         entry = self.jobs.get(job["key"])
         if entry is not None:
             entry.row = job
+            self.state.job_changed(entry)
             self._arm_wall_clock(job)
             self.wake()
             self._spawn(self._check_all_complete(job["key"]), "all-complete")

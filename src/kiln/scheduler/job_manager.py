@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from itertools import count
 from typing import Any
 
 from sqlalchemy import Connection
@@ -20,9 +20,6 @@ from kiln.wire import ids
 
 log = logging.getLogger("kiln.scheduler")
 
-#: Increasing placement tickets, shared by all rounds (see `priority.plan`).
-_TICKETS = count(1)
-
 #: Job states in which a finished job manager with killJobOnCompletion still ends its job.
 _ENDABLE = (JobState.ACTIVE, JobState.DISABLING, JobState.DISABLED, JobState.ENABLING)
 
@@ -34,15 +31,23 @@ class JobManagement(SchedulerParts):
     job_tokens: JobTokens | None = None
 
     def _plan_pool(
-        self, conn: Connection, pool: dict[str, Any], entries: list[JobEntry], candidates: list[NodeSlots]
+        self, conn: Connection, pool: dict[str, Any], candidates: list[NodeSlots]
     ) -> list[tuple[JobEntry, int, int, NodeSlots]]:
-        """Book queued tasks of one pool's jobs on its nodes with free slots: [(job, task seq, slots, node)]."""
+        """Book queued tasks of the jobs in the pool's line on its nodes with free slots: [(job, task seq, slots,
+        node)]. Only the jobs the free slots reach are looked at."""
         policy = pool["spec"].get("taskSchedulingPolicy") or {}
         fill = str(policy.get("nodeFillType", "spread")).lower()
         order = priority.job_order(pool["spec"])
-        turns = [self._turn(conn, entry, self._chooser(pool, fill)) for entry in entries]
-        booked = priority.plan(turns, candidates, fill, order, _TICKETS)
-        for turn in turns:
+        chooser = self._chooser(pool, fill)
+        booked = priority.plan(
+            self.state.line_of(pool["key"]),
+            functools.partial(self.state.line_key, pool_key=pool["key"]),
+            lambda job_key: self._turn(conn, self.jobs[job_key], chooser),
+            candidates,
+            fill,
+            order,
+        )
+        for turn, _, _, _ in booked:
             turn.job.last_served = turn.served
         return [(turn.job, seq, slots, node) for turn, seq, slots, node in booked]
 

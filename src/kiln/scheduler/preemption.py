@@ -8,8 +8,8 @@ on the slot it was taken from.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy import Connection
 
@@ -34,14 +34,21 @@ class Preemption(SchedulerParts):
     """Mixed into Scheduler; called at the end of a placement round, in its transaction."""
 
     def _preempt(self, conn: Connection, now: datetime, effects: Effects) -> None:
-        waiting: dict[str, list[JobEntry]] = defaultdict(list)
-        for entry in self.jobs.values():
-            if entry.row["state"] == JobState.ACTIVE and len(entry.queue):
-                waiting[entry.row["pool_key"]].append(entry)
-        for pool_key, entries in waiting.items():
-            top = max(entries, key=lambda e: e.row["priority"])
+        """For each pool with a job that allows preemption: the first job in its line takes slots from the
+        lower-priority ones. Pools without such a job cost nothing here."""
+        for pool_key, members in self.state.preemptors.items():
+            if (
+                not members
+                or (head := self.state.line_of(pool_key).peek(partial(self.state.line_key, pool_key=pool_key))) is None
+            ):
+                continue
+            top = self.jobs[head[1]]
             victims = [
-                e for e in self.jobs.values() if e.row["pool_key"] == pool_key and preemptible(e, top.row["priority"])
+                job
+                for key in members
+                if (job := self.jobs.get(key)) is not None
+                and job.row["pool_key"] == pool_key
+                and preemptible(job, top.row["priority"])
             ]
             if victims:
                 self._requeue_for(conn, top, victims, now, effects)

@@ -10,14 +10,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
-from itertools import count, groupby
 from typing import Any, TypeVar
 
+from kiln.scheduler.line import TICKETS, Current, JobLine, Key, line_key
 from kiln.scheduler.slots import JobQueue, NodeSlots, choose_node
 
-T = TypeVar("T")
+J = TypeVar("J", bound=Hashable)
 
 #: (task seq, slots, nodes with a free slot, may the task use this node) -> the node it starts on, or None
 Chooser = Callable[[int, int, list[NodeSlots], Callable[[NodeSlots], bool]], NodeSlots | None]
@@ -44,22 +44,6 @@ def parallel_budget(max_parallel: int, on_nodes: int) -> int | None:
 def job_order(pool_spec: dict[str, Any]) -> str:
     """The pool's taskSchedulingPolicy.jobDefaultOrder, lower case: `none` (turns) or `creationtime`."""
     return str((pool_spec.get("taskSchedulingPolicy") or {}).get("jobDefaultOrder") or "none").lower()
-
-
-def rank(priority: int, created: int, order: str) -> tuple[int, int]:
-    """A job's place in its pool's placement order: lower goes first; equal places take turns."""
-    return (-priority, created if order == "creationtime" else 0)
-
-
-def next_in_line(contenders: Sequence[tuple[T, int, int]], order: str) -> T | None:
-    """Of the jobs that want slots [(job, priority, creation order)], the one every slot that frees goes to
-    next, for as long as it wants them: the first in rank, unless another ties with it (they take turns)."""
-    ranked = sorted(
-        ((rank(priority, created, order), job) for job, priority, created in contenders), key=lambda r: r[0]
-    )
-    if not ranked or (len(ranked) > 1 and ranked[0][0] == ranked[1][0]):
-        return None
-    return ranked[0][1]
 
 
 def _fits_exclusively(node: NodeSlots) -> bool:
@@ -126,36 +110,45 @@ class JobTurn:
 
 
 def plan(
-    turns: Sequence[JobTurn],
+    line: JobLine[J],
+    current: Current[J],
+    turn_of: Callable[[J], JobTurn],
     nodes: list[NodeSlots],
     fill: str,
     order: str = "none",
-    tickets: Iterator[int] | None = None,
+    tickets: Iterator[int] = TICKETS,
 ) -> list[tuple[JobTurn, int, int, NodeSlots]]:
-    """Book the queued tasks of one pool's jobs on its nodes: [(turn, seq, slots, node)].
+    """Book the queued tasks of the jobs in one pool's line on its nodes: [(turn, seq, slots, node)].
 
-    `tickets` (increasing numbers) stamp `served` on each turn that gets a task, so that under
-    jobDefaultOrder none the turns carry over from one round to the next.
+    Jobs are served in line order, only as many as the free slots take (`turn_of` makes each one's turn when
+    it is reached). Under jobDefaultOrder none a job gets one task per visit and goes back behind its equals,
+    `served` stamped with the next of `tickets`, so that the turns carry over from one round to the next. A job
+    that can place nothing more now (nothing fits, its maxParallelTasks reached) waits for the next round.
     """
-    tickets = tickets if tickets is not None else count(1)
+    visited: dict[J, JobTurn] = {}
+
+    def key_now(job: J) -> Key | None:
+        key, turn = current(job), visited.get(job)
+        return key if key is None or turn is None else line_key(turn.priority, turn.created, turn.served, order)
+
     booked: list[tuple[JobTurn, int, int, NodeSlots]] = []
-    ranked = sorted(turns, key=lambda t: (-t.priority, t.created))
-    for _, group in groupby(ranked, key=lambda t: t.priority):
-        members = list(group)
-        if order == "creationtime" or len(members) == 1:
-            for turn in members:
-                booked += _take(turn, nodes, fill, turn.budget, tickets)
-            continue
-        while True:  # take turns: one task per job per pass, least recently served first
-            members.sort(key=lambda t: (t.served, t.created))
-            booked_in_pass = []
-            for turn in members:
-                if not any(n.free > 0 for n in nodes):
-                    break  # every node is full: no later turn could place (with 1,000 jobs, most of a round)
-                booked_in_pass += _take(turn, nodes, fill, 1, tickets)
-            booked += booked_in_pass
-            if not booked_in_pass:
-                break
+    resting: set[J] = set()
+    try:
+        while any(n.free > 0 for n in nodes) and (head := line.pop(key_now)) is not None:
+            job = head[1]
+            if job in resting:  # listed again by its queue refilling (what it passed over went back)
+                continue
+            turn = visited.get(job) or visited.setdefault(job, turn_of(job))
+            placed = _take(turn, nodes, fill, 1 if order == "none" else None, tickets)
+            booked += placed
+            if placed and turn.budget != 0 and (key := key_now(job)) is not None:
+                line.want(job, key)
+            else:
+                resting.add(job)
+    finally:  # whatever happens, a job taken out of the line is back in it if it still wants slots
+        for job in resting:
+            if (key := key_now(job)) is not None:
+                line.want(job, key)
     return booked
 
 

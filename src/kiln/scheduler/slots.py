@@ -124,12 +124,13 @@ class JobQueue:
 
     heap: list[tuple[int, int]] = field(default_factory=list)
     queued: set[int] = field(default_factory=set)
+    #: called when the queue was empty and a task joins it (also when undone): its job wants slots again
+    on_refill: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
     def push(self, seq: int, slots: int) -> None:
         if seq not in self.queued:
             undo.note(partial(self._unpush, seq))
-            self.queued.add(seq)
-            heapq.heappush(self.heap, (seq, slots))
+            self._repush(seq, slots)
 
     def peek(self) -> tuple[int, int] | None:
         return self.heap[0] if self.heap else None
@@ -161,10 +162,14 @@ class JobQueue:
     def _repush(self, seq: int, slots: int) -> None:
         self.queued.add(seq)
         heapq.heappush(self.heap, (seq, slots))
+        if len(self.heap) == 1 and self.on_refill is not None:
+            self.on_refill()
 
     def _restore(self, heap: list[tuple[int, int]]) -> None:
         self.heap = heap
         self.queued = {seq for seq, _ in heap}
+        if heap and self.on_refill is not None:
+            self.on_refill()
 
     def __len__(self) -> int:
         return len(self.heap)

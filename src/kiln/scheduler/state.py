@@ -40,6 +40,8 @@ class StepRef:
     row: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     #: a task step sent ahead: the task stays active until the node says it started (scheduler/ahead.py)
     ahead: bool = False
+    #: of a step sent ahead: its job's turn (`JobEntry.last_served`) when it was sent, its place in the turns
+    turn: int = 0
 
 
 def task_step_id(seq: int, attempt: int) -> str:

@@ -26,7 +26,7 @@ def fresh() -> ControlState:
     state = ControlState()
     for node_id in ("a", "b"):
         state.nodes[node_id] = NodeSlots(node_id, "p", capacity=4, root=f"/r/{node_id}", up=True)
-    state.jobs["j"] = JobEntry(job_row())
+    state.job_tracked(job_row())
     return state
 
 
@@ -134,7 +134,7 @@ def test_a_withdrawn_step_is_queued_again_only_if_its_node_gave_it_back(state: C
 
 
 def test_a_stopped_job_queues_nothing_waits_for_nothing_and_its_preparations_are_killed(state: ControlState) -> None:
-    state.jobs["k"] = JobEntry(job_row("k"))
+    state.job_tracked(job_row("k"))
     state.tasks_queued("j", [(1, 1), (2, 1)])
     state.tasks_queued("k", [(3, 1)])
     state.steps["p:j:a:1"] = StepRef("prep", "j", "a", 1)
@@ -150,7 +150,8 @@ def test_a_stopped_job_queues_nothing_waits_for_nothing_and_its_preparations_are
 
 def test_a_forgotten_job_takes_its_records_and_if_removed_its_multi_instance_bookkeeping(state: ControlState) -> None:
     for job_key, node_id, seq in (("j", "a", 1), ("j", "b", 2), ("k", "a", 3)):
-        state.jobs.setdefault(job_key, JobEntry(job_row(job_key)))
+        if job_key not in state.jobs:
+            state.job_tracked(job_row(job_key))
         state.record_tracked({"job_key": job_key, "node_id": node_id})
         state.instance_count_seen(seq, job_key, 2)
         state.subtask_nodes[seq] = ["b"]
@@ -231,7 +232,8 @@ def test_a_stale_result_only_frees_the_step(state: ControlState) -> None:
 
 
 def test_a_completed_parent_releases_its_dependents(state: ControlState) -> None:
-    state.jobs["j"] = JobEntry({**job_row(), "spec": {"usesTaskDependencies": True}})
+    state.jobs["j"] = JobEntry({**job_row(), "spec": {"usesTaskDependencies": True}})  # in place of the fixture's
+    state.job_changed(state.jobs["j"])
     parent, child = running_task(1, "a"), {"seq": 2, "key": "t2", "id": "t2", "required_slots": 1}
     state.dependent_tasks_added("j", [{**parent, "state": "active", "attempt": 0}])
     state.jobs["j"].queue.pop()
@@ -386,6 +388,7 @@ def with_preparation(state: ControlState, *, wait: bool = True, retries: int = 0
         "constraints": {"maxTaskRetryCount": retries},
     }
     entry = state.jobs["j"] = JobEntry({**job_row(), "spec": {"jobPreparationTask": prep}})
+    state.job_changed(entry)
     return entry
 
 
@@ -541,7 +544,8 @@ def test_a_node_that_comes_up_runs_the_release_of_an_ending_job_whose_preparatio
 ) -> None:
     prep = {"commandLine": "/bin/true", "waitForSuccess": True, "constraints": {"maxTaskRetryCount": 0}}
     spec = {"jobPreparationTask": prep, "jobReleaseTask": {"commandLine": "/bin/true"}}
-    state.jobs["j"] = JobEntry({**job_row(), "state": "terminating", "spec": spec})
+    state.jobs["j"] = JobEntry({**job_row(), "state": "terminating", "spec": spec})  # in place of the fixture's
+    state.job_changed(state.jobs["j"])
     record = {**prep_rules.new_record("j", "p", "a", 0), "prep_state": "completed", "prep_attempt": 1}
     state.record_tracked(record)
     state.nodes["a"].up = False

@@ -3,11 +3,13 @@ bookings [(job, task seq, node)] out."""
 
 from __future__ import annotations
 
+import functools
 from itertools import count
 
 import pytest
 
-from kiln.scheduler.priority import JobTurn, ManagerRule, job_order, next_in_line, parallel_budget, place_job, plan
+from kiln.scheduler.line import JobLine, line_key
+from kiln.scheduler.priority import JobTurn, ManagerRule, job_order, parallel_budget, place_job, plan
 from kiln.scheduler.slots import JobQueue, NodeSlots
 
 #: every node a test made: their bookkeeping is checked after it
@@ -42,7 +44,25 @@ def turn(name: str, tasks: list[tuple[int, int]], priority: int = 0, created: in
 def booked(
     turns: list[JobTurn], pool: list[NodeSlots], fill: str = "spread", order: str = "none", tickets=None
 ) -> list[tuple[str, int, str]]:
-    return [(t.job, seq, node.node_id) for t, seq, _, node in plan(turns, pool, fill, order, tickets)]
+    """One placement round: the turns' jobs in a line, as the scheduler keeps it, keyed on the turns."""
+    by_job = {t.job: t for t in turns}
+
+    def current(job: str):
+        t = by_job[job]
+        return line_key(t.priority, t.created, t.served, order) if len(t.queue) else None
+
+    def refilled(job: str) -> None:  # as ControlState.job_wants_slots: a queue that fills lists its job
+        if (key := current(job)) is not None:
+            line.want(job, key)
+
+    line: JobLine[str] = JobLine()
+    for t in turns:
+        t.queue.on_refill = functools.partial(refilled, t.job)
+        refilled(t.job)
+    placed = plan(line, current, by_job.__getitem__, pool, fill, order, tickets or count(1))
+    line.check()
+    assert set(line.listed) == {t.job for t in turns if len(t.queue)}, "a job that wants slots left the line"
+    return [(t.job, seq, node.node_id) for t, seq, _, node in placed]
 
 
 # ---------------------------------------------------------------------------------------------- slots, fill
@@ -67,6 +87,12 @@ def test_required_slots_and_a_task_that_fits_nowhere_is_passed_over():
     assert booked([job], pool) == [("j", 2, "a")]
     assert list(job.queue.heap) == [(1, 3)] and pool[0].used == 2
     assert pool[0].booked == {2: 2}  # tentatively, by task seq: the caller rebooks it to its step once started
+
+
+def test_a_job_whose_only_task_fits_nowhere_rests_for_the_round():
+    """Its task goes back on its queue, which lists the job again: the round does not serve it again."""
+    job = turn("j", [(1, 3)])
+    assert booked([job], nodes(("a", 2, 0))) == [] and list(job.queue.heap) == [(1, 3)]
 
 
 # ---------------------------------------------------------------------------------------------- priority, order
@@ -107,22 +133,26 @@ def test_priority_beats_turns():
     assert booked([low, high], nodes(("a", 1, 0)), tickets=tickets) == [("high", 2, "a")]
 
 
-# ---------------------------------------------------------------------------------------------- next in line
-@pytest.mark.parametrize(
-    ("contenders", "order", "first"),
-    [
-        ([], "none", None),
-        ([("only", 0, 1)], "none", "only"),
-        ([("old", 0, 1), ("new", 0, 2)], "none", None),  # equal priorities take turns: no one job gets every slot
-        ([("old", 0, 1), ("new", 0, 2)], "creationtime", "old"),
-        ([("new", 0, 2), ("old", 0, 1)], "creationtime", "old"),
-        ([("low", 0, 1), ("high", 5, 2)], "none", "high"),  # priority beats age and turns
-        ([("low", -3, 1), ("high", 5, 3), ("peer", 5, 2)], "none", None),
-        ([("low", -3, 1), ("high", 5, 3), ("peer", 5, 2)], "creationtime", "peer"),
-    ],
-)
-def test_next_in_line_is_the_job_every_freed_slot_goes_to(contenders, order, first):
-    assert next_in_line(contenders, order) == first
+# ---------------------------------------------------------------------------------------------- the round's reach
+def test_a_round_looks_only_at_the_jobs_the_free_slots_reach():
+    """1,000 jobs in line and 2 free slots: two turns are made, not 1,000."""
+    made_turns = []
+    jobs = {f"j{i:04d}": turn(f"j{i:04d}", [(i, 1)], created=i) for i in range(1000)}
+
+    def turn_of(job: str) -> JobTurn:
+        made_turns.append(job)
+        return jobs[job]
+
+    def current(job: str):
+        t = jobs[job]
+        return line_key(t.priority, t.created, t.served, "none") if len(t.queue) else None
+
+    line: JobLine[str] = JobLine()
+    for job in jobs:
+        line.want(job, line_key(0, jobs[job].created, 0, "none"))
+    placed = plan(line, current, turn_of, nodes(("a", 2, 0)), "spread", "none", count(1))
+    assert [t.job for t, _, _, _ in placed] == ["j0000", "j0001"] and made_turns == ["j0000", "j0001"]
+    assert len(line) == 998  # the two served ran dry and left; the rest wait in their order
 
 
 @pytest.mark.parametrize(
