@@ -44,15 +44,16 @@ def task_dir(job_id: str, task_id: str) -> str:
     return f"workitems/{job_id}/job-1/{task_id}"
 
 
+def kept_until(ended: datetime | None, retention: str | None) -> datetime | None:
+    """A finished step's directory stays for its retentionTime from its end (None: kept for good, or no end)."""
+    seconds = duration_seconds(retention)
+    return None if ended is None or seconds is None else ended + timedelta(seconds=seconds)
+
+
 def past_retention(row: Mapping[str, Any], now: datetime) -> bool:
     """constraints.retentionTime counts from the task's end; after it the directory is (being) removed."""
-    seconds = duration_seconds(row["spec"]["constraints"].get("retentionTime"))
-    return (
-        row["state"] == TaskState.COMPLETED
-        and row.get("end_time") is not None
-        and seconds is not None
-        and now >= row["end_time"] + timedelta(seconds=seconds)
-    )
+    until = kept_until(row.get("end_time"), row["spec"]["constraints"].get("retentionTime"))
+    return row["state"] == TaskState.COMPLETED and until is not None and now >= until
 
 
 def _assign(row: Mapping[str, Any], now: datetime, *, pool_id: str, node_id: str, attempt: int, **_: Any) -> Changes:

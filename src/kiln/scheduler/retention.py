@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from kiln.core import task as task_rules
 from kiln.core.job import JobState, TerminateReason
 from kiln.core.task import TaskState
 from kiln.scheduler import steps as step_builder
@@ -39,9 +40,6 @@ class Retention(SchedulerParts):
 
         self.timers.schedule(key, job["creation_time"] + timedelta(seconds=seconds), expire)
 
-    def _retain_task(self, effects: Effects, job: dict[str, Any], task: dict[str, Any]) -> None:
-        retain_task(effects, job, task, self.subtask_nodes.get(task["seq"], ()))
-
     def _retain_job_step(self, effects: Effects, job: dict[str, Any], record: dict[str, Any], kind: str) -> None:
         spec = job["spec"]["jobPreparationTask" if kind == "prep" else "jobReleaseTask"]
         retention = spec["constraints"].get("retentionTime") if kind == "prep" else spec.get("retentionTime")
@@ -69,10 +67,9 @@ class Retention(SchedulerParts):
     async def task_updated(self, job: dict[str, Any], task: dict[str, Any]) -> None:
         """A new retentionTime applies to a task that already completed, counted from its end, on every node
         its directory is kept on."""
-        seconds = duration_seconds(task["spec"]["constraints"].get("retentionTime"))
-        if task["state"] != TaskState.COMPLETED or seconds is None or task.get("end_time") is None:
+        due = task_rules.kept_until(task.get("end_time"), task["spec"]["constraints"].get("retentionTime"))
+        if task["state"] != TaskState.COMPLETED or due is None:
             return
-        due = task["end_time"] + timedelta(seconds=seconds)
         path = step_builder.task_dir(job["id"], task["id"])
         await self.db.write(lambda conn: kept_dirs.move(conn, job["key"], path, due))
         self._sweep_by(due)
@@ -87,10 +84,9 @@ def retain(
     ended: datetime | None,
 ) -> None:
     """A finished step's directory stays readable for its retentionTime, then goes."""
-    seconds = duration_seconds(retention)
-    if node_id and ended is not None and seconds is not None:
-        path = step_builder.task_dir(job["id"], step_id)
-        effects.retain.append(kept_dirs.Kept(node_id, path, job["key"], ended + timedelta(seconds=seconds)))
+    due = task_rules.kept_until(ended, retention)
+    if node_id and due is not None:
+        effects.retain.append(kept_dirs.Kept(node_id, step_builder.task_dir(job["id"], step_id), job["key"], due))
 
 
 def retain_task(effects: Effects, job: dict[str, Any], task: dict[str, Any], subtask_nodes: Iterable[str]) -> None:

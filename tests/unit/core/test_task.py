@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -280,6 +280,21 @@ def test_a_tasks_files_are_gone_once_its_retention_time_has_passed(
 ) -> None:
     row = {"state": state.value, "end_time": NOW - ended_ago, "spec": {"constraints": {"retentionTime": retention}}}
     assert task.past_retention(row, NOW) is past
+
+
+@pytest.mark.parametrize(
+    ("ended", "retention", "until"),
+    [
+        (NOW, "PT1H", NOW + timedelta(hours=1)),
+        (NOW, "P7D", NOW + timedelta(days=7)),
+        (NOW, None, None),  # no retentionTime: kept for good
+        (None, "PT1H", None),  # never ended
+    ],
+)
+def test_a_directory_is_kept_for_its_retention_time_from_its_end(
+    ended: datetime | None, retention: str | None, until: datetime | None
+) -> None:
+    assert task.kept_until(ended, retention) == until
 
 
 def test_a_tasks_directory_follows_azures_layout() -> None:

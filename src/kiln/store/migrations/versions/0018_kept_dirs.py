@@ -7,13 +7,11 @@ Revises: 0017_live_indexes
 """
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from alembic import op
 
-from kiln.core.task import task_dir
-from kiln.wire.times import duration_seconds
+from kiln.core.task import kept_until, task_dir
 
 revision = "0018_kept_dirs"
 down_revision = "0017_live_indexes"
@@ -80,7 +78,7 @@ def _history(conn: sa.Connection) -> Iterator[dict]:
         for seq, subtask_node in conn.execute(nodes):
             instances.setdefault(seq, []).append(subtask_node)
         for seq, task_id, node_id, ended, task_spec in conn.execute(query):
-            due = _due(ended, (task_spec.get("constraints") or {}).get("retentionTime"))
+            due = kept_until(ended, (task_spec.get("constraints") or {}).get("retentionTime"))
             if due is not None:
                 for on in (node_id, *instances.get(seq, ())):
                     yield {"node_id": on, "path": task_dir(job_id, task_id), "job_key": job_key, "due": due}
@@ -96,14 +94,9 @@ def _history(conn: sa.Connection) -> Iterator[dict]:
                 preparations.c.job_key == job_key, state == "completed"
             )
             for node_id, ended in conn.execute(records):
-                due = _due(ended, retention)
+                due = kept_until(ended, retention)
                 if due is not None:
                     yield {"node_id": node_id, "path": task_dir(job_id, step["id"]), "job_key": job_key, "due": due}
-
-
-def _due(ended: datetime | None, retention: str | None) -> datetime | None:
-    seconds = duration_seconds(retention)
-    return None if ended is None or seconds is None else ended + timedelta(seconds=seconds)
 
 
 def downgrade() -> None:
