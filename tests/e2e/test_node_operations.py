@@ -134,11 +134,12 @@ def test_remove_nodes_refuses_what_azure_refuses(client, pool):
 def test_stop_resize_settles_the_pool_at_the_nodes_it_has(client, cleanup):
     pool_id = create_pool_and_wait(client, nodes=1)
     cleanup(pool=pool_id)
+    node_id = next(iter(client.list_nodes(pool_id))).id  # read before the resize: no list of its nodes between
     # light nodes start in milliseconds, a hundred in well under a second: a resize by 300 keeps the pool resizing
-    # long enough to be caught at it (one by 100 was over before the next request once, with arrivals batched)
+    # long enough to be caught at it by the very next request (one by 100 was over before it once, with arrivals
+    # batched; a list of the growing pool's nodes in between let a quiet machine finish all 300 once)
     client.begin_resize_pool(pool_id, models.BatchPoolResizeOptions(target_dedicated_nodes=300), polling_interval=1)
     with pytest.raises(ResourceExistsError) as caught:  # a resizing pool cannot remove nodes
-        node_id = next(iter(client.list_nodes(pool_id))).id
         client.begin_remove_nodes(pool_id, models.BatchNodeRemoveOptions(node_ids=[node_id])).result()
     assert caught.value.error.code == "PoolBeingResized"
     client.begin_stop_pool_resize(pool_id, polling_interval=1).result()
