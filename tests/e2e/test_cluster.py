@@ -321,7 +321,11 @@ def test_an_application_package_reaches_every_host_once(attached, tmp_path):
         ],
     )
     done = _completed(client, job_id)
-    assert all(read_task_file(client, job_id, t.id, "stdout.txt") == "from the server" for t in done)
+    outputs = {t.id: read_task_file(client, job_id, t.id, "stdout.txt") for t in done}
+    assert set(outputs.values()) == {"from the server"}, [
+        (t.id, t.node_info.node_id, t.execution_info.exit_code, read_task_file(client, job_id, t.id, "stderr.txt"))
+        for t in done
+    ]
     assert {attached.host_of(t.node_info.node_id) for t in done} == set(HOSTS)  # both hosts ran them
     for host in attached.cluster.hosts.values():
         copies = list((host.root_dir / ".kiln-packages").glob(f"{app_id.lower()}*"))

@@ -4,6 +4,7 @@ AZ_BATCH_APP_PACKAGE_* variables that name its directory."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import shutil
 import tempfile
@@ -24,11 +25,21 @@ def package_dir(node_root: Path, package: AppPackage) -> Path:
 def deploy(node_root: Path, package: AppPackage) -> Path:
     """Extract the package unless this node has it already (a later step, a retry); returns its directory.
 
-    Extracted beside its final place and renamed into it, so a step never sees half a package."""
+    Two steps starting at once on a node (two slots) take turns on a lock file, so the second finds the
+    first's extraction instead of replacing it under a running command. Extracted beside its final place and
+    renamed into it, so a step never sees half a package."""
     target = package_dir(node_root, package)
     if (target / DONE).exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / DONE).exists():
+            _extract(package, target)
+    return target
+
+
+def _extract(package: AppPackage, target: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=target.parent))
     try:
         with zipfile.ZipFile(package.zip_path) as archive:
@@ -44,7 +55,6 @@ def deploy(node_root: Path, package: AppPackage) -> Path:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return target
 
 
 async def deploy_all(node_root: Path, packages: tuple[AppPackage, ...]) -> dict[str, str]:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import io
 import stat
+import threading
 import zipfile
 
 import pytest
 
 from kiln.compute.node.failures import StepFailure
-from kiln.compute.node.packages import DONE, deploy, deploy_all
+from kiln.compute.node.packages import DONE, deploy, deploy_all, package_dir
 from kiln.compute.protocol import AppPackage
 
 
@@ -55,4 +57,21 @@ def test_variables_name_the_directory_and_a_missing_zip_fails_the_step_naming_th
         asyncio.run(deploy_all(root, (gone,)))
     assert caught.value.info["code"] == "PoolApplicationPackageDeploymentFailed"
     assert caught.value.info["category"] == "usererror"
+    assert not any((root / "applications").glob(".extracting-*"))
+
+
+def test_steps_starting_at_once_share_one_extraction(tmp_path):
+    """Two slots of a node start steps naming the same package together: the second waits for the first's
+    extraction and uses it; nothing is replaced under a running command (it once failed a cluster e2e run)."""
+    root = tmp_path / "node"
+    package = _package(tmp_path, files={f"f{i}.txt": 0o644 for i in range(300)})
+    start = threading.Barrier(4)
+
+    def one() -> int:
+        start.wait()
+        return deploy(root, package).stat().st_ino
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        inodes = set(pool.map(lambda _: one(), range(4)))
+    assert inodes == {package_dir(root, package).stat().st_ino}
     assert not any((root / "applications").glob(".extracting-*"))
