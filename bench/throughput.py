@@ -104,6 +104,8 @@ class Throughput:
     cpu_server: float  #: CPU seconds of the server process during the run
     cpu_nodes: float  #: CPU seconds of the node workers (and their commands) during the run
     busy_seconds: float  #: first startTime -> last endTime (server clock)
+    #: CPU seconds of this process (the SDK client's adds and polls) during the run: on the same cores as Kiln
+    cpu_client: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -166,7 +168,7 @@ def run_throughput(
         for job_id in job_ids
         for start in range(0, per_job, per_call)
     ]
-    cpu_before = meter.sample()
+    cpu_before, client_before = meter.sample(), time.process_time()
     began = datetime.now(UTC)
     t0 = time.perf_counter()
     add_collections(client, groups, threads)
@@ -174,7 +176,7 @@ def run_throughput(
     for job_id in job_ids:  # they end roughly in the order they were added: mostly one poll each
         wait_task_counts(client, job_id, per_job, timeout, poll, clock=time.perf_counter, start=t0)
     seen = time.perf_counter() - t0
-    cpu_after = meter.sample()
+    cpu_after, client_after = meter.sample(), time.process_time()
     t1 = time.perf_counter()
     tasks = [
         t
@@ -206,6 +208,7 @@ def run_throughput(
         cpu_after[0] - cpu_before[0],
         cpu_after[1] - cpu_before[1],
         (last_end - first_start).total_seconds(),
+        client_after - client_before,
     )
 
 
@@ -342,12 +345,17 @@ def describe(label: str, m: Measured, args: argparse.Namespace) -> str:
         f"{label}: bare {m.base:.0f} commands/s; kiln {run.rate:.1f} tasks/s ({run.tasks} tasks in "
         f"{run.seconds:.2f} s), ratio {run.rate / m.base:.3f}; succeeded {run.succeeded}, failed {run.failed}; "
         f"all added after {run.add_seconds:.2f} s; CPU per task: server {run.cpu_server / run.tasks * 1e6:.0f} us, "
-        f"nodes {run.cpu_nodes / run.tasks * 1e6:.0f} us"
+        f"nodes {run.cpu_nodes / run.tasks * 1e6:.0f} us, client {run.cpu_client / run.tasks * 1e6:.0f} us"
     )
     if args.sleep:
         line += f"; slot efficiency {run.slot_efficiency(args.sleep, NODES * SLOTS):.3f}"
     if m.one_job is not None:
-        line += f"; one job of {m.one_job.tasks}: {m.one_job.rate:.1f} tasks/s, ratio {run.rate / m.one_job.rate:.3f}"
+        one = m.one_job
+        line += (
+            f"; one job of {one.tasks}: {one.rate:.1f} tasks/s, ratio {run.rate / one.rate:.3f}, CPU per task: "
+            f"server {one.cpu_server / one.tasks * 1e6:.0f} us, nodes {one.cpu_nodes / one.tasks * 1e6:.0f} us, "
+            f"client {one.cpu_client / one.tasks * 1e6:.0f} us"
+        )
     return line
 
 
@@ -373,9 +381,10 @@ def summary(label: str, measured: list[Measured], args: argparse.Namespace) -> l
             f"{sum(m.run.failed for m in measured)} failed",
         ),
         (
-            f"[{label}]   CPU per task, server / nodes",
+            f"[{label}]   CPU per task, server / nodes / client",
             f"{statistics.median(m.run.cpu_server for m in measured) / tasks * 1e3:.2f} / "
-            f"{statistics.median(m.run.cpu_nodes for m in measured) / tasks * 1e3:.2f} ms",
+            f"{statistics.median(m.run.cpu_nodes for m in measured) / tasks * 1e3:.2f} / "
+            f"{statistics.median(m.run.cpu_client for m in measured) / tasks * 1e3:.2f} ms",
             n,
             "",
         ),

@@ -82,6 +82,9 @@ class ControlState:
     lines: dict[str, JobLine[str]] = field(default_factory=dict)
     #: each pool's jobs whose spec allows task preemption (their state and priority are checked where it matters)
     preemptors: dict[str, set[str]] = field(default_factory=dict)
+    #: jobs that were disabling when last tracked or changed: a superset of those still disabling (each is
+    #: checked), so that settling them after a node event does not walk every open job
+    disabling: set[str] = field(default_factory=set)
 
     # ------------------------------------------------------------------ stimuli shared by every part
     def tasks_queued(self, job_key: str, added: list[tuple[int, int]]) -> bool:
@@ -568,6 +571,10 @@ class ControlState:
             members.discard(job_key)
         if entry.spec.get("allowTaskPreemption"):
             self.preemptors.setdefault(pool_key, set()).add(job_key)
+        if entry.row["state"] == JobState.DISABLING:
+            self.disabling.add(job_key)
+        else:
+            self.disabling.discard(job_key)
         self.job_wants_slots(job_key)
 
     def job_wants_slots(self, job_key: str) -> None:
@@ -606,6 +613,7 @@ class ControlState:
         """The job completed (its records stay stored) or was removed (its tasks too: their multi-instance
         bookkeeping goes)."""
         self.jobs.pop(job_key, None)
+        self.disabling.discard(job_key)
         for members in self.preemptors.values():
             members.discard(job_key)
         for key in [key for key in self.preps if key[0] == job_key]:
@@ -721,6 +729,8 @@ class ControlState:
                 assert step_id in self.nodes[ref.node_id].ahead, f"{step_id} is ahead but not on its node"
         ahead = {ref.seq for ref in self.steps.values() if ref.ahead}
         for entry in self.jobs.values():
+            if entry.row["state"] == JobState.DISABLING:
+                assert entry.key in self.disabling, f"job {entry.key} is disabling, not listed as such"
             queue = entry.queue
             assert queue.queued == {seq for seq, _ in queue.heap}, f"job {entry.key}'s queue set is not its heap"
             assert len(queue.queued) == len(queue.heap), f"job {entry.key} queues a task twice"

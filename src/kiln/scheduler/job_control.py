@@ -84,7 +84,11 @@ class JobControl(SchedulerParts):
         return any(node.ahead[i][0] == job_key for node in self.nodes.values() for i in node.withdrawing)
 
     def _disabling_jobs(self) -> list[str]:
-        return [key for key, entry in self.jobs.items() if entry.row["state"] == JobState.DISABLING]
+        return [
+            key
+            for key in sorted(self.state.disabling)
+            if (entry := self.jobs.get(key)) is not None and entry.row["state"] == JobState.DISABLING
+        ]
 
     async def enable_job(self, job_key: str, check: Check = _no_check) -> None:
         """disabled -> enabling -> active in one step: Kiln has nothing to wait for before scheduling resumes."""
