@@ -319,8 +319,7 @@ class SendAhead(SchedulerParts):
         """Tasks sent ahead and taken back (their rows still `active`, never changed for it): each attempt moves
         on, so that a later dispatch has a step id of its own (a kill may reach the node after it), and the
         task is no longer marked as sent ahead."""
-        for ref in taken_back:
-            db.change(conn, db.tasks, {"seq": ref.seq}, {"attempt": ref.attempt, **NOT_AHEAD})
+        db.move_attempts_on(conn, [(ref.seq, ref.attempt) for ref in taken_back if ref.seq is not None])
 
     def _call_back(
         self,

@@ -29,6 +29,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    null,
     select,
     update,
 )
@@ -380,6 +381,19 @@ _MARK_SENT_AHEAD = Prepared(
     update(tasks)
     .where(tasks.c.seq == bindparam("k_seq"))
     .values(sent_ahead_node=bindparam("v_node"), sent_ahead_at=bindparam("v_at"))
+)
+
+
+def move_attempts_on(conn: Connection, attempts: Sequence[tuple[int, int]]) -> None:
+    """(task seq, attempt) of tasks sent ahead and taken back: each row takes the attempt its withdrawn step
+    had and is no longer marked as sent ahead; one prepared statement for all (a withdrawal takes back many)."""
+    _MOVE_ATTEMPTS_ON.execute_many(conn, [{"k_seq": seq, "v_attempt": attempt} for seq, attempt in attempts])
+
+
+_MOVE_ATTEMPTS_ON = Prepared(
+    update(tasks)
+    .where(tasks.c.seq == bindparam("k_seq"))
+    .values(attempt=bindparam("v_attempt"), sent_ahead_node=null(), sent_ahead_at=null())
 )
 
 
