@@ -365,15 +365,21 @@ def test_job_default_order_creationtime_serves_the_older_of_equal_priority_jobs_
 
 
 def test_job_default_order_none_takes_turns_between_equal_priority_jobs(client, own_pool, cleanup, marks_dir):
-    """jobDefaultOrder none (the default): equal-priority jobs take turns, one task each."""
+    """jobDefaultOrder none (the default): equal-priority jobs take turns, one task each. Both jobs' tasks are
+    added while the node takes none (nothing is sent ahead to it), so the first job's cannot take turns before
+    the second job comes (a task sent ahead has taken its turn: test_ahead)."""
     pool_id = own_pool(nodes=1, slots=1)
     blocker = add_job(client, pool_id, cleanup, priority=1)
     client.create_task(blocker, models.BatchTaskCreateOptions(id="b", command_line=gated(marks_dir)))
     wait_running(client, blocker, 1)
+    (node,) = [n.id for n in client.list_nodes(pool_id)]
+    finish = models.BatchNodeDisableSchedulingOptions(node_disable_scheduling_option="taskcompletion")
+    client.disable_node_scheduling(pool_id, node, finish)
     first = add_job(client, pool_id, cleanup)
     second = add_job(client, pool_id, cleanup)
     add_tasks(client, first, gated(marks_dir), 2)
     add_tasks(client, second, gated(marks_dir), 2)
+    client.enable_node_scheduling(pool_id, node)
     (marks_dir / "go").touch()
     wait_tasks_completed(client, first)
     wait_tasks_completed(client, second)

@@ -138,8 +138,9 @@ class SendAhead(SchedulerParts):
         return entry, seq, slots, node, turn
 
     def _out_of_turn(self, step_id: str, head: tuple[Key, str] | None) -> bool:
-        """A task sent ahead that the first job in line now comes before (a job of the same priority that has
-        just been given tasks, under jobDefaultOrder none): withdrawn, so that the turns stay as placement's."""
+        """A task sent ahead that the first job in line now comes before (under jobDefaultOrder none; a job that
+        starts wanting slots joins behind the turns taken, ControlState.tasks_added, so this is for a turn given
+        back by an undone transaction): withdrawn, so that the turns stay as placement's."""
         ref, entry = self.steps.get(step_id), None
         if head is None or ref is None or ref.job_key == head[1] or (entry := self.jobs.get(ref.job_key)) is None:
             return False

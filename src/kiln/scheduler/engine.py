@@ -550,7 +550,7 @@ class Scheduler(
             await self._graphs_built.wait()
 
     def tasks_added(self, job_key: str, added: Iterable[tuple[int, int]]) -> None:
-        if self.state.tasks_queued(job_key, list(added)):
+        if self.state.tasks_added(job_key, list(added)):
             self.wake()
 
     async def end_task(self, job_key: str, task_key: str, *, delete: bool) -> None:

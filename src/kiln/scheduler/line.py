@@ -31,7 +31,8 @@ TICKETS = count(1)
 
 def line_key(priority: int, created: int, served: int, order: str) -> Key:
     """A job's place in its pool's line: higher priority first; among equal priorities under jobDefaultOrder
-    `creationtime` the older job, else (`none`) the one served least recently, then the older."""
+    `creationtime` the older job, else (`none`) the one served least recently (a job that starts wanting slots
+    counts as served then: it joins the back, ControlState.tasks_added), then the older."""
     return (-priority, created if order == "creationtime" else 0, served, created)
 
 

@@ -175,7 +175,9 @@ class JobEntry(Tracked):
     row: dict[str, Any]
     queue: JobQueue = field(default_factory=JobQueue)
     manager_seq: int | None = None  #: task seq of its job manager task (-1: none); None until looked up
-    last_served: int = 0  #: placement ticket of its latest started task (equal priorities take turns)
+    #: placement ticket of its latest task served (placed or sent ahead), or of the moment it last began to want
+    #: slots (ControlState.tasks_added): equal priorities take turns in this order
+    last_served: int = 0
     #: which tasks wait for which (jobs with usesTaskDependencies only); the queue holds only tasks free to run
     graph: DependencyGraph | None = None
 
