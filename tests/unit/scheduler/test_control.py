@@ -13,6 +13,7 @@ from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.task import TaskState
 from kiln.scheduler.control import ControlState, InvariantBroken
+from kiln.scheduler.line import TICKETS
 from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import Dispatch, Effects, JobEntry, StepRef, task_step_id
 from kiln.store.kept_dirs import Kept
@@ -49,6 +50,24 @@ def test_queued_tasks_wait_oldest_first_and_an_unknown_job_queues_nothing(state:
     assert state.tasks_queued("j", [(3, 1), (1, 2), (2, 1)])
     assert not state.tasks_queued("gone", [(9, 1)])
     assert [state.jobs["j"].queue.pop() for _ in range(3)] == [(1, 2), (2, 1), (3, 1)]
+
+
+def test_a_job_that_starts_wanting_slots_takes_its_turn_after_the_jobs_served_before(state: ControlState) -> None:
+    """jobDefaultOrder none: tasks added to a job with none queued put it behind the jobs served before then (a
+    task sent ahead has taken its turn, and a newcomer does not come before it); a job with tasks queued keeps
+    its turn when more come."""
+    state.job_tracked({**job_row("k"), "seq": 2})
+    state.tasks_added("j", [(1, 1)])
+    j, k = state.jobs["j"], state.jobs["k"]
+    j.last_served = served = next(TICKETS)  # j was just served (a task of it placed, or sent ahead)
+    state.tasks_added("k", [(2, 1)])
+    assert k.last_served > j.last_served
+    assert state.line_key("j", "p") < state.line_key("k", "p")  # type: ignore[operator]
+    turn = k.last_served
+    state.tasks_added("k", [(3, 1)])  # queued already: no new turn
+    assert k.last_served == turn
+    assert j.queue.pop() == (1, 1)  # j's queue runs dry; a task of it requeued is not a new turn
+    assert state.tasks_queued("j", [(1, 1)]) and j.last_served == served
 
 
 def test_a_step_taken_off_its_node_frees_its_slots_and_is_killed_only_if_asked(state: ControlState) -> None:
