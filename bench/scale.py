@@ -4,6 +4,8 @@ The job's pool has no nodes, so every task stays active (the store holds N rows,
 entries). At each checkpoint (N/4, N/2, N by default) it measures, over loopback:
 
 * add rate: tasks per second to reach the checkpoint, collections of 100 on 4 client threads;
+* then how long the server stays busy after the adds, and its CPU meanwhile (work a burst leaves behind
+  would show here): the reads are measured once it is idle;
 * get_job_task_counts: p50/p99 of --samples calls;
 * list_tasks page 1 and page 50 (pages of 100: page 50 starts at task 4,901), each page walk timed
   page by page, --walks walks: p50/p99 of the page-1 and page-50 requests; the job's last page (its
@@ -246,6 +248,22 @@ def server_cpu_ms(server: EmbeddedServer) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
+def settle(
+    server: EmbeddedServer, idle_ms: float = 25.0, window: float = 0.5, limit: float = 120.0
+) -> tuple[float, float]:
+    """Wait until the server uses under idle_ms of CPU in a window (whatever a burst of adds leaves behind is
+    done), so that the reads measure the server at rest; (seconds, CPU ms) it took."""
+    began, first = time.perf_counter(), server_cpu_ms(server)
+    last = first
+    while time.perf_counter() - began < limit:
+        time.sleep(window)
+        now = server_cpu_ms(server)
+        if now - last < idle_ms:
+            break
+        last = now
+    return time.perf_counter() - began - window, server_cpu_ms(server) - first
+
+
 def rss_mb(server: EmbeddedServer) -> float:
     """The server process's resident set, in MB."""
     assert server.process is not None
@@ -269,6 +287,9 @@ def run(src: str, tasks: int, checkpoints: list[int], args: argparse.Namespace) 
                 rate = add_tasks(client, added, checkpoint)
                 added = checkpoint
                 report(src, checkpoint, "add/s", f"{rate:7.0f}")
+                seconds, background = settle(server)
+                report(src, checkpoint, "s until the server is idle after the adds", f"{seconds:7.1f}")
+                report(src, checkpoint, "server CPU ms meanwhile", f"{background:7.0f}")
                 figures = measure(server, client, args.samples, args.walks, args.clients, args.client_pages)
                 for name, figure in figures.items():
                     report(src, checkpoint, name, figure)
