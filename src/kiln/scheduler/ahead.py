@@ -39,9 +39,8 @@ from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
 from kiln.core.job import JobState
 from kiln.core.task import TaskState
-from kiln.scheduler import priority
 from kiln.scheduler import steps as step_builder
-from kiln.scheduler.line import TICKETS, Current, JobLine, Key, line_key, same_rank
+from kiln.scheduler.line import TICKETS, Current, JobLine, Key, same_rank
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.preemption import preemptible
 from kiln.scheduler.slots import NodeSlots
@@ -138,15 +137,13 @@ class SendAhead(SchedulerParts):
         return entry, seq, slots, node, turn
 
     def _out_of_turn(self, step_id: str, head: tuple[Key, str] | None) -> bool:
-        """A task sent ahead that the first job in line now comes before (under jobDefaultOrder none; a job that
-        starts wanting slots joins behind the turns taken, ControlState.tasks_added, so this is for a turn given
-        back by an undone transaction): withdrawn, so that the turns stay as placement's."""
+        """A task sent ahead that the first job in line now comes before (under jobDefaultOrder none: a job whose
+        queue refills by a requeue keeps its older turn; one given new tasks joins behind the turns taken,
+        ControlState.tasks_added): withdrawn, so that the turns stay as placement's."""
         ref, entry = self.steps.get(step_id), None
         if head is None or ref is None or ref.job_key == head[1] or (entry := self.jobs.get(ref.job_key)) is None:
             return False
-        pool = self.pools.get(entry.row["pool_key"])
-        order = priority.job_order(pool["spec"]) if pool is not None else "none"
-        sent_at = line_key(entry.row["priority"], entry.row["seq"], ref.turn, order)
+        sent_at = self.state.place(entry, ref.turn)
         return same_rank(sent_at, head[0]) and sent_at > head[0]
 
     def _dispatch_ahead(
@@ -181,8 +178,7 @@ class SendAhead(SchedulerParts):
     ) -> tuple[int, int] | None:
         """The rank (`line.same_rank`) of the jobs that want slots first: those first in the pool's line, or
         jobs whose queues are dry with tasks still ahead (they want the slots those take)."""
-        order = priority.job_order(self.pools[pool_key]["spec"])
-        ranks = [self._rank(entry, order) for entry in self._owners(pool_key, nodes)]
+        ranks = [self._rank(entry) for entry in self._owners(pool_key, nodes)]
         if (head := line.peek(current)) is not None:
             ranks.append(head[0][:2])
         return min(ranks, default=None)
@@ -198,9 +194,9 @@ class SendAhead(SchedulerParts):
             and entry.row["state"] == JobState.ACTIVE
         ]
 
-    @staticmethod
-    def _rank(entry: JobEntry, order: str) -> tuple[int, int]:
-        key = line_key(entry.row["priority"], entry.row["seq"], 0, order)
+    def _rank(self, entry: JobEntry) -> tuple[int, int]:
+        """The job's place in its pool's line but for turns (`line.same_rank`)."""
+        key = self.state.place(entry, 0)
         return key[0], key[1]
 
     def _goes_ahead(self, job_key: str, pool_key: str, first: tuple[int, int] | None) -> bool:
@@ -209,8 +205,7 @@ class SendAhead(SchedulerParts):
         entry = self.jobs.get(job_key)
         if first is None or entry is None or entry.row["pool_key"] != pool_key or entry.row["state"] != JobState.ACTIVE:
             return False
-        order = priority.job_order(self.pools[pool_key]["spec"])
-        return self._rank(entry, order) == first and self._may_go_ahead(entry) and not self._may_preempt(entry)
+        return self._rank(entry) == first and self._may_go_ahead(entry) and not self._may_preempt(entry)
 
     def _may_go_ahead(self, entry: JobEntry) -> bool:
         spec = entry.spec
@@ -282,8 +277,7 @@ class SendAhead(SchedulerParts):
     def _queued_slots(self, pool_key: str, enough: int, owners: list[JobEntry]) -> int:
         """Slots the queued tasks of the pool's jobs in line ask for, counted up to `enough`; not those of jobs
         that the owners of the tasks sent ahead outrank, as free slots go to the owners' tasks first."""
-        order = priority.job_order((self.pools.get(pool_key) or {"spec": {}})["spec"])
-        first = min((self._rank(e, order) for e in owners), default=None)
+        first = min((self._rank(e) for e in owners), default=None)
         total = 0
         for job_key in self.state.line_of(pool_key).listed:
             entry = self.jobs.get(job_key)
@@ -291,7 +285,7 @@ class SendAhead(SchedulerParts):
                 entry is not None
                 and entry.row["pool_key"] == pool_key
                 and entry.row["state"] == JobState.ACTIVE
-                and (first is None or self._rank(entry, order) <= first)
+                and (first is None or self._rank(entry) <= first)
             ):
                 for _, slots in entry.queue.heap:
                     total += slots

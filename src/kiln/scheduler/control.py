@@ -590,19 +590,23 @@ class ControlState:
     def job_wants_slots(self, job_key: str) -> None:
         entry = self.jobs.get(job_key)
         if entry is not None and (key := self.line_key(job_key, entry.row["pool_key"])) is not None:
-            self.lines.setdefault(entry.row["pool_key"], JobLine()).want(job_key, key)
+            self.line_of(entry.row["pool_key"]).want(job_key, key)
 
     def line_key(self, job_key: str, pool_key: str) -> Key | None:
         """The job's place in the pool's line now (`line.line_key`), or None if it wants none of its slots."""
         entry = self.jobs.get(job_key)
         if entry is None or not len(entry.queue):
             return None
-        row = entry.row
-        if row["pool_key"] != pool_key or row["state"] != JobState.ACTIVE:
+        if entry.row["pool_key"] != pool_key or entry.row["state"] != JobState.ACTIVE:
             return None
-        pool = self.pools.get(pool_key)  # a job may come before its (auto) pool: placement waits for the pool
+        return self.place(entry, entry.last_served)
+
+    def place(self, entry: JobEntry, served: int) -> Key:
+        """The job's place in its pool's line had it been served at ticket `served` (`line.line_key`, under the
+        pool's jobDefaultOrder)."""
+        pool = self.pools.get(entry.row["pool_key"])  # a job may come before its (auto) pool: it waits for it
         order = job_order(pool["spec"]) if pool is not None else "none"
-        return line_key(row["priority"], row["seq"], entry.last_served, order)
+        return line_key(entry.row["priority"], entry.row["seq"], served, order)
 
     def line_of(self, pool_key: str) -> JobLine[str]:
         return self.lines.setdefault(pool_key, JobLine())
