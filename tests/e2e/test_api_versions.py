@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from kiln.api.auth import SharedKeyAuth
+from kiln.api.client_auth import SharedKeyAuth
 from kiln.testing import UBUNTU_DOC, shell, unique, wait_for
 
 OLDEST, NEWEST = "2020-03-01.11.0", "2025-06-01"

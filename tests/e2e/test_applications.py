@@ -15,7 +15,7 @@ from azure.batch.models._models import BatchNodeRebootOptions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from typer.testing import CliRunner
 
-from kiln.api.auth import SharedKeyAuth
+from kiln.api.client_auth import SharedKeyAuth
 from kiln.cli.main import app as kiln_cli
 from kiln.testing import (
     UBUNTU,

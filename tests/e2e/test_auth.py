@@ -9,7 +9,7 @@ import httpx
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from kiln.api.auth import SharedKeyAuth
+from kiln.api.client_auth import SharedKeyAuth
 from kiln.testing import make_client
 from kiln.wire import versions
 

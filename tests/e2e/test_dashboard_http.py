@@ -8,7 +8,7 @@ import base64
 import httpx
 import pytest
 
-from kiln.api.auth import SharedKeyAuth
+from kiln.api.client_auth import SharedKeyAuth
 from kiln.web import session
 
 

@@ -7,7 +7,7 @@ import pytest
 from azure.batch import models
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-from kiln.api.auth import SharedKeyAuth
+from kiln.api.client_auth import SharedKeyAuth
 from kiln.testing import read_node_file, read_task_file, shell, unique, wait_for, wait_tasks_completed
 
 

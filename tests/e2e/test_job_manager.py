@@ -371,7 +371,7 @@ def test_bearer_token_that_is_not_ours_is_403(server):
 
 
 def _raw_post(server, path: str, body: dict) -> httpx.Response:
-    from kiln.api.auth import SharedKeyAuth
+    from kiln.api.client_auth import SharedKeyAuth
 
     with httpx.Client(auth=SharedKeyAuth(server.account_name, server.account_key)) as http:
         return http.post(

@@ -10,7 +10,7 @@ import pytest
 from azure.batch import models
 from azure.core.exceptions import HttpResponseError
 
-from kiln.api.auth import SharedKeyAuth
+from kiln.api.client_auth import SharedKeyAuth
 from kiln.api.http import MAX_BODY_BYTES
 from kiln.testing import create_pool_and_wait, unique, wait_tasks_completed
 from kiln.wire.models import COMMAND_LINE_MAX, ENVIRONMENT_VALUE_MAX

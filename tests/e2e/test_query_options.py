@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from kiln.api.auth import SharedKeyAuth
+from kiln.api.client_auth import SharedKeyAuth
 
 
 def _get(server, path: str, version: str = "2025-06-01", **query: str) -> httpx.Response:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 from azure.batch import models
 
-from kiln.api.auth import SharedKeyAuth
+from kiln.api.client_auth import SharedKeyAuth
 from kiln.testing import create_pool_and_wait, run_cli, shell, unique, wait_for, wait_tasks_completed
 
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 import httpx
 from azure.batch import models
 
-from kiln.api.auth import SharedKeyAuth
+from kiln.api.client_auth import SharedKeyAuth
 from kiln.cli.embedded import EmbeddedServer
 from kiln.testing import create_pool_and_wait, make_client, shell, unique, wait_tasks_completed
 

@@ -10,7 +10,7 @@ import re
 import httpx
 import pytest
 
-from kiln.api.auth import SharedKeyAuth
+from kiln.api.client_auth import SharedKeyAuth
 from kiln.api.selection import SELECTABLE
 from kiln.testing import unique, wait_for
 

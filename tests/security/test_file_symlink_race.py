@@ -11,7 +11,7 @@ import httpx
 import pytest
 from azure.batch import models
 
-from kiln.api.auth import SharedKeyAuth
+from kiln.api.client_auth import SharedKeyAuth
 from kiln.testing import read_task_file, unique, wait_for, wait_tasks_completed
 
 #: As many GETs on every machine, however loaded (a quiet one makes ~200 a second): the test's power is the

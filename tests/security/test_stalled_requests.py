@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kiln.api.auth import SharedKeyAuth
+from kiln.api.client_auth import SharedKeyAuth
 from kiln.cli.embedded import EmbeddedServer
 from kiln.testing import wait_for
 from kiln.testing_fixtures import open_dir

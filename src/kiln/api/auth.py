@@ -115,16 +115,6 @@ def verify_shared_key(
     return name
 
 
-def __getattr__(name: str) -> object:
-    """SharedKeyAuth, the clients' signing, is an httpx.Auth and lives in client_auth: a server has no use for
-    httpx, whose import was ~4% of its start. It is still found here, where its users have imported it."""
-    if name == "SharedKeyAuth":
-        from kiln.api.client_auth import SharedKeyAuth
-
-        return SharedKeyAuth
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
     return {name.lower(): value for name, value in headers.items()}
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from kiln.api.app import create_app
-from kiln.api.auth import SharedKeyAuth
+from kiln.api.client_auth import SharedKeyAuth
 from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
 
 

@@ -18,7 +18,8 @@ from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.pipeline import PipelineContext, PipelineRequest
 from azure.core.rest import HttpRequest
 
-from kiln.api.auth import SharedKeyAuth, sign, sign_request, string_to_sign, verify_shared_key
+from kiln.api.auth import sign, sign_request, string_to_sign, verify_shared_key
+from kiln.api.client_auth import SharedKeyAuth
 from kiln.errors import AuthenticationFailed
 
 ACCOUNT = "kilnacct"
