@@ -12,9 +12,8 @@ from datetime import datetime
 from typing import NamedTuple
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
-from kiln.store.prepared import Prepared
+from kiln.store.prepared import Prepared, upsert_base
 from kiln.store.schema import kept_dirs
 
 
@@ -67,8 +66,7 @@ def move(conn: Connection, job_key: str, path: str, due: datetime) -> None:
 
 @functools.cache
 def _keep(dialect: str) -> Prepared:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(kept_dirs).values({c.name: bindparam(c.name, type_=c.type) for c in kept_dirs.columns})
+    statement = upsert_base(kept_dirs, dialect)
     return Prepared(
         statement.on_conflict_do_update(
             index_elements=[kept_dirs.c.node_id, kept_dirs.c.path],

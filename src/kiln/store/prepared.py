@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Table, bindparam
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
@@ -77,6 +78,13 @@ class Prepared:
         if compiled is None:
             compiled = self._compiled[dialect.name] = _compile(self.statement, dialect)
         return compiled
+
+
+def upsert_base(table: Table, dialect: str) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT of every column of the table, each bound by its name, in the dialect's own form (the one with
+    on_conflict_do_update): the start of a counter's or a row's upsert."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).values({c.name: bindparam(c.name, type_=c.type) for c in table.columns})
 
 
 @contextlib.contextmanager

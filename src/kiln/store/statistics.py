@@ -13,10 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Table, delete, func, select
 
-from kiln.store.prepared import Prepared
+from kiln.store.prepared import Prepared, upsert_base
 from kiln.store.schema import task_stats, usage_stats
 
 #: What a task's attempt adds to its row and its owners' rows.
@@ -72,8 +71,7 @@ _TABLES: dict[str, tuple[Table, tuple[str, ...], tuple[str, ...]]] = {
 def _upsert(dialect: str, name: str) -> Prepared:
     """Add to a row's counters, creating it at the first addition (start_time stays the first one's)."""
     table, keys, summed = _TABLES[name]
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).values({c.name: bindparam(c.name, type_=c.type) for c in table.columns})
+    statement = upsert_base(table, dialect)
     changes: dict[str, Any] = {name: table.c[name] + statement.excluded[name] for name in summed}
     changes["last_update_time"] = statement.excluded.last_update_time
     if "peak_rss" in table.c:

@@ -14,9 +14,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from kiln.store.prepared import Prepared
+from kiln.store.prepared import Prepared, upsert_base
 from kiln.store.schema import task_counts
 
 #: a group's key: (job_key, state, result or "")
@@ -63,9 +62,7 @@ class Tally:
 @functools.cache
 def _upsert(dialect: str) -> Prepared:
     """Add to a group's counters, creating its row at the first task."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    values = {c.name: bindparam(c.name, type_=c.type) for c in task_counts.columns}
-    statement = insert(task_counts).values(values)
+    statement = upsert_base(task_counts, dialect)
     return Prepared(
         statement.on_conflict_do_update(
             index_elements=[task_counts.c.job_key, task_counts.c.state, task_counts.c.result],
