@@ -48,6 +48,23 @@ async def test_a_command_that_cannot_start_is_an_oserror(
     assert await (await spawner.spawn(["/bin/true"], env=ENV, cwd=str(tmp_path), stdio=stdio)).wait() == 0
 
 
+async def test_any_text_reaches_the_command_or_is_refused_as_an_oserror(
+    spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]
+) -> None:
+    """Requests are encoded with orjson and read with the standard library's json: whatever text a task's
+    command line or environment holds arrives as it was, and a string no environment can hold (a lone
+    surrogate) fails the start as it would have with json alone, not the worker."""
+    text = 'ünï 中文 \U0001f525 \\ "q"'
+    proc = await spawner.spawn(
+        ["sh", "-c", 'printf "%s|%s" "$1" "$X"', "sh", text], env={**ENV, "X": text}, cwd=str(tmp_path), stdio=stdio
+    )
+    assert await proc.wait() == 0
+    assert (tmp_path / "out").read_text() == f"{text}|{text}"
+    with pytest.raises(OSError):
+        await spawner.spawn(["/bin/true"], env={**ENV, "X": "\ud800"}, cwd=str(tmp_path), stdio=stdio)
+    assert await (await spawner.spawn(["/bin/true"], env=ENV, cwd=str(tmp_path), stdio=stdio)).wait() == 0
+
+
 async def test_commands_run_in_sessions_of_their_own(
     spawner: Spawner, tmp_path: Path, stdio: tuple[int, int, int]
 ) -> None:
