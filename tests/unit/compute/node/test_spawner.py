@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kiln.compute.node import identity
-from kiln.compute.node.spawner import LauncherLost, Spawner
+from kiln.compute.node import identity, launcher
+from kiln.compute.node.spawner import LauncherLost, Spawner, decode
 
 from ..helpers import alive, eventually
 
@@ -63,6 +63,13 @@ async def test_any_text_reaches_the_command_or_is_refused_as_an_oserror(
     with pytest.raises(OSError):
         await spawner.spawn(["/bin/true"], env={**ENV, "X": "\ud800"}, cwd=str(tmp_path), stdio=stdio)
     assert await (await spawner.spawn(["/bin/true"], env=ENV, cwd=str(tmp_path), stdio=stdio)).wait() == 0
+
+
+def test_every_frame_the_launcher_writes_is_read() -> None:
+    """orjson refuses an escaped lone surrogate that json writes and reads: such an answer is still read."""
+    for answer in ({"id": 1, "errno": 2, "error": "x\udcffy"}, {"exit": 7, "returncode": -9, "usage": {"max_rss": 1}}):
+        frame = launcher.encode(answer)
+        assert decode(frame[launcher.HEADER.size :]) == answer
 
 
 async def test_commands_run_in_sessions_of_their_own(
