@@ -51,9 +51,14 @@ class Recorder:
         return self.data_dir / "nodes" / node_id
 
     async def add(self, *node_ids: str) -> None:
+        """The nodes are up and their up callbacks have run: a node is up before its callback is made (the
+        backend makes each node's callbacks in order on a task of its own), and tests assert on the events."""
+        before = {n: self.count(("up", n)) for n in node_ids}
         for node_id in node_ids:
             await self.backend.add_node(node_id, str(self.root(node_id)))
-        await eventually(lambda: all(self.backend.is_up(n) for n in node_ids), 30, "nodes up")
+        await eventually(
+            lambda: all(self.backend.is_up(n) and self.count(("up", n)) > before[n] for n in node_ids), 30, "nodes up"
+        )
 
     def step(self, node_id: str, name: str, command: str, **fields: object) -> Step:
         return Step(
@@ -95,7 +100,7 @@ TREE = "sh -c 'sleep 300 & echo $! > grandchild.pid; wait'"
 
 async def test_two_nodes_run_batches(rec: Recorder) -> None:
     await rec.add("n1", "n2")
-    assert rec.events == [("up", "n1"), ("up", "n2")] or sorted(rec.events) == [("up", "n1"), ("up", "n2")]
+    assert sorted(rec.events) == [("up", "n1"), ("up", "n2")]
     batches = {
         n: [rec.step(n, f"{n}-{i}", f"sh -c 'echo {n} {i}; exit {i % 3}'") for i in range(20)] for n in ("n1", "n2")
     }
@@ -152,7 +157,8 @@ async def test_a_lost_node_dies_alone_and_comes_back(rec: Recorder) -> None:
     grandchild = await grandchild_of(rec.root("n1") / "workitems/j1/job-1/lost/wd/grandchild.pid")
     assert await rec.backend.lose("n1")
     await eventually(lambda: rec.count(("up", "n1")) == 2, 30, "n1 up again")
-    assert rec.events == [("up", "n1"), ("up", "n2"), ("down", "n1"), ("up", "n1")]
+    assert sorted(rec.events[:2]) == [("up", "n1"), ("up", "n2")]
+    assert rec.events[2:] == [("down", "n1"), ("up", "n1")]
     await eventually(lambda: not alive(grandchild), what="its command to be killed")
     await rec.backend.run("n1", [rec.step("n1", "after", "true")])
     await eventually(lambda: "after" in rec.results, what="a step after the restart")
