@@ -128,6 +128,31 @@ def test_parent_added_later_is_waited_for(client, pool):
     _started_after_parents(client, job_id, "child", "later")
 
 
+def test_a_parent_that_completed_before_its_dependent_was_added_releases_it(client, pool):
+    """The scheduler forgets a task that completed with satisfy (its job's history is the store's): a dependent
+    added afterwards that names it runs, one that also names a task that failed or one that does not exist
+    waits."""
+    job_id = _job(client, pool)
+    _add(client, job_id, [Task(id="done", command_line="/bin/true"), Task(id="failed", command_line=shell("exit 3"))])
+    wait_tasks_completed(client, job_id)
+    _add(
+        client,
+        job_id,
+        [
+            Task(id="child", command_line="/bin/true", depends_on=after("DONE")),
+            Task(id="after-failed", command_line="/bin/true", depends_on=after("done", "failed")),
+            Task(id="after-missing", command_line="/bin/true", depends_on=after("done", "missing")),
+        ],
+    )
+    wait_for(lambda: client.get_task(job_id, "child").state == "completed", 60, "child completed")
+    assert client.get_task(job_id, "child").execution_info.result == "success"
+    assert client.get_task(job_id, "after-failed").state == "active"
+    assert client.get_task(job_id, "after-missing").state == "active"
+    client.create_task(job_id, Task(id="missing", command_line="/bin/true"))
+    wait_for(lambda: client.get_task(job_id, "after-missing").state == "completed", 60, "after-missing completed")
+    assert client.get_task(job_id, "after-failed").state == "active"
+
+
 def test_failed_parent_blocks_its_dependents_unless_it_satisfies_them(client, pool):
     job_id = _job(client, pool)
     _add(

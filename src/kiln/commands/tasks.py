@@ -67,7 +67,7 @@ async def add(control: Control, job_id: str, specs: list[TaskAdd | KilnError]) -
     def write(conn: Connection) -> tuple[Row, list[Row | KilnError]]:
         job, outcomes = _insert(conn, job_id, specs)
         if job["spec"].get("usesTaskDependencies"):
-            scheduler.dependent_tasks_added(job["key"], [o for o in outcomes if isinstance(o, dict)])
+            scheduler.dependent_tasks_added(conn, job["key"], [o for o in outcomes if isinstance(o, dict)])
         return job, outcomes
 
     job, outcomes = await control.database.write(write)

@@ -12,11 +12,15 @@ Every event costs time in proportion to the edges it touches, never to the size 
 of n tasks or a fan-in over n parents costs O(n) in all. Ranges up to NARROW_RANGE wide are indexed
 per integer; wider ones are matched against the job's numeric ids when the dependent is added, and
 kept in a short list for ids added later.
+
+A task that completed with `satisfy` leaves the graph's memory of keys (a job's history is not held):
+a key the graph does not hold names a task that completed so, or no task at all, and a dependent added
+later that names it asks the store which (`Stored`, one indexed lookup per add).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +31,8 @@ NARROW_RANGE = 256
 
 #: (task seq, required slots): what the scheduler's queue takes.
 Runnable = tuple[int, int]
+#: Which of these task keys the job's stored tasks have (the store's answer, inside the add's transaction).
+Stored = Callable[[list[str]], set[str]]
 
 
 def numeric_id(task_id: str) -> int | None:
@@ -60,11 +66,14 @@ class _Number(Tracked):
 
 
 class DependencyGraph:
-    """Which tasks of one job wait for which; every task of the job is known to it."""
+    """Which tasks of one job wait for which. It holds the key of every task of the job that has not completed
+    with satisfy, and the integer of every numeric id."""
 
     def __init__(self) -> None:
         # tracked: the scheduler changes it inside store transactions, and a failed one undoes it (kiln.undo)
-        self.satisfied: dict[str, bool] = TrackedDict()  #: task key -> completed with satisfy
+        #: keys of the job's tasks that have not completed with satisfy (waiting, running, or completed with
+        #: block); a key not here is of a task that has, or of none
+        self.unsatisfied: set[str] = TrackedSet()
         self.numbers: dict[int, _Number] = TrackedDict()
         self.waiters: dict[int, _Waiter] = TrackedDict()
         self.by_key: dict[str, set[int]] = TrackedDict()  #: parent key -> waiting dependents naming it in taskIds
@@ -81,29 +90,37 @@ class DependencyGraph:
         return 0 if waiter is None else waiter.unmet
 
     # ------------------------------------------------------------------ events
-    def add(self, tasks: Iterable[Mapping[str, Any]]) -> list[Runnable]:
+    def add(self, tasks: Iterable[Mapping[str, Any]], stored: Stored | None = None) -> list[Runnable]:
         """Tasks added to the job (rows with seq, key, id, required_slots, spec); returns those that may run now.
 
         All of them become known as parents before any registers its own dependencies, so the order
-        within one request does not matter.
+        within one request does not matter. stored: which keys the job's stored tasks have, asked for the
+        parents the graph does not hold (None: none has completed with satisfy, as while a restart adds
+        the job's tasks in seq order: a parent not added yet is waited for until it is).
         """
         tasks = list(tasks)
         released: list[int] = []
         for task in tasks:
             self._add_parent(task["key"], task["id"], released)
+        named = {key.lower() for task in tasks for key in (task["spec"].get("dependsOn") or {}).get("taskIds") or ()}
+        unknown = sorted(named - self.unsatisfied)
+        satisfied = stored(unknown) if stored is not None and unknown else set()
         runnable: list[Runnable] = []
         for task in tasks:
             depends_on = task["spec"].get("dependsOn")
-            if depends_on and self._register(task, depends_on):
+            if depends_on and self._register(task, depends_on, satisfied):
                 continue
             runnable.append((task["seq"], task["required_slots"]))
         return runnable + self._runnable(released)
 
     def complete(self, key: str, satisfied: bool) -> list[Runnable]:
-        """A task completed; with dependencyAction satisfy its dependents may now run."""
-        if key not in self.satisfied or self.satisfied[key] == satisfied:
+        """A task completed; with dependencyAction satisfy its dependents may now run (and its key leaves)."""
+        if (key not in self.unsatisfied) == satisfied:
             return []
-        self.satisfied[key] = satisfied
+        if satisfied:
+            self.unsatisfied.discard(key)
+        else:  # completed with satisfy before, reactivated, and now blocks
+            self.unsatisfied.add(key)
         released: list[int] = []
         step = -1 if satisfied else 1
         for dependent in self.by_key.get(key, ()):
@@ -135,10 +152,9 @@ class DependencyGraph:
     def remove(self, seq: int, key: str) -> list[Runnable]:
         """A task was deleted: as a dependent it waits no more; as a parent it is missing again."""
         self.started(seq)
-        if key not in self.satisfied:
-            return []
         released: list[int] = []
-        was_satisfied = self.satisfied.pop(key)
+        was_satisfied = key not in self.unsatisfied
+        self.unsatisfied.discard(key)
         if was_satisfied:
             for dependent in self.by_key.get(key, ()):
                 self._count(dependent, 1, released)
@@ -156,7 +172,7 @@ class DependencyGraph:
 
     # ------------------------------------------------------------------ inner workings
     def _add_parent(self, key: str, task_id: str, released: list[int]) -> None:
-        self.satisfied[key] = False
+        self.unsatisfied.add(key)
         number = numeric_id(task_id)
         if number is None:
             return
@@ -189,8 +205,9 @@ class DependencyGraph:
         if waiter.unmet == 0:
             released.append(seq)
 
-    def _register(self, task: Mapping[str, Any], depends_on: Mapping[str, Any]) -> bool:
-        """Index a new dependent under its parents; True if it has to wait."""
+    def _register(self, task: Mapping[str, Any], depends_on: Mapping[str, Any], satisfied: set[str]) -> bool:
+        """Index a new dependent under its parents; True if it has to wait. satisfied: the stored keys among
+        those the graph does not hold (tasks that completed with satisfy)."""
         seq = task["seq"]
         own = numeric_id(task["id"])
         keys = tuple(dict.fromkeys(i.lower() for i in depends_on.get("taskIds") or ()))
@@ -200,7 +217,7 @@ class DependencyGraph:
         self.waiters[seq] = waiter
         for key in keys:
             self.by_key.setdefault(key, TrackedSet()).add(seq)
-            if not self.satisfied.get(key, False):
+            if key in self.unsatisfied or key not in satisfied:
                 waiter.unmet += 1
         numbers = {n for start, end in ranges if end - start + 1 <= NARROW_RANGE for n in range(start, end + 1)}
         if wide:

@@ -20,6 +20,7 @@ from kiln import undo
 from kiln.compute.protocol import StepResult, Withdrawal
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
+from kiln.core.dependencies import Stored
 from kiln.core.exit_conditions import DependencyAction, ExitOptions, JobAction, for_ended
 from kiln.core.job import JobState
 from kiln.core.preparation import StepState
@@ -557,11 +558,12 @@ class ControlState:
                 entry.queue.push(seq, slots)
                 effects.wake = True
 
-    def dependent_tasks_added(self, job_key: str, rows: Iterable[dict[str, Any]]) -> None:
-        """Tasks added to a job that uses dependencies: those with nothing to wait for join the queue."""
+    def dependent_tasks_added(self, job_key: str, rows: Iterable[dict[str, Any]], stored: Stored | None = None) -> None:
+        """Tasks added to a job that uses dependencies: those with nothing to wait for join the queue. stored:
+        which of the parents they name, that the graph does not hold, the store has (DependencyGraph.add)."""
         entry = self.jobs.get(job_key)
         if entry is not None and entry.graph is not None:
-            for seq, slots in entry.graph.add(rows):
+            for seq, slots in entry.graph.add(rows, stored):
                 entry.queue.push(seq, slots)
 
     # ------------------------------------------------------------------ jobs

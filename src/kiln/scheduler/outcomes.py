@@ -23,6 +23,7 @@ from kiln.core.task import TaskState
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.state import Effects
 from kiln.store import live
+from kiln.store import rows as db
 
 #: Tasks added to a graph being rebuilt between two turns of the loop.
 REBUILD_PART = 20_000
@@ -43,9 +44,10 @@ def exit_options(task: dict[str, Any], exit_code: int | None, *, upload_error: b
 class TaskOutcomes(SchedulerParts):
     """Mixed into Scheduler; uses its lock, store and in-memory maps."""
 
-    def dependent_tasks_added(self, job_key: str, rows: Iterable[dict[str, Any]]) -> None:
-        """Called inside the transaction that inserts them (the caller wakes the loop): ControlState's."""
-        self.state.dependent_tasks_added(job_key, rows)
+    def dependent_tasks_added(self, conn: Connection, job_key: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Called inside the transaction that inserts them (the caller wakes the loop): ControlState's, with the
+        job's stored tasks to say which parents the graph no longer holds completed with satisfy."""
+        self.state.dependent_tasks_added(job_key, rows, lambda keys: set(db.task_seqs(conn, job_key, keys)))
 
     def _take_job_actions(self, conn: Connection, effects: Effects) -> None:
         """exitOptions.jobAction, acted on only under onTaskFailure=performexitoptionsjobaction."""

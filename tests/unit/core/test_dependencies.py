@@ -24,6 +24,7 @@ class Job:
         self.tasks: dict[str, dict[str, Any]] = {}  # key -> row
         self.outcome: dict[str, bool] = {}  # key -> satisfied, for completed tasks
         self.started: set[int] = set()
+        self.asked: list[list[str]] = []  # the keys the graph asked the store about, add by add
         self.queued: set[int] = set()  # what the scheduler's queue would hold
         self.next_seq = 1
 
@@ -35,7 +36,12 @@ class Job:
             self.next_seq += 1
             self.tasks[row["key"]] = row
             rows.append(row)
-        return self._take(self.graph.add(rows))
+        return self._take(self.graph.add(rows, self.stored))
+
+    def stored(self, keys: list[str]) -> set[str]:
+        """The store's answer: which of these keys its tasks of the job have (each question kept)."""
+        self.asked.append(keys)
+        return {key for key in keys if key in self.tasks}
 
     def complete(self, task_id: str, satisfied: bool) -> list[str]:
         row = self.tasks[task_id.lower()]
@@ -80,7 +86,9 @@ class Job:
         return True
 
     def check(self) -> None:
-        """Every unstarted task is runnable by the graph exactly when the rule says so."""
+        """Every unstarted task is runnable by the graph exactly when the rule says so, and the graph holds the
+        key of every task but those that completed with satisfy (a job's history stays in the store)."""
+        assert self.graph.unsatisfied == {key for key in self.tasks if not self.outcome.get(key, False)}
         for row in self.tasks.values():
             if row["seq"] in self.started:
                 continue
@@ -130,6 +138,19 @@ def test_parent_added_later_is_waited_for(job: Job) -> None:
     assert job.add(("child", ids("late"))) == []
     assert job.add(("late", None)) == ["late"]
     assert job.complete("late", SATISFY) == ["child"]
+
+
+def test_a_parent_that_completed_before_is_found_in_the_store(job: Job) -> None:
+    """The graph forgets a task that completed with satisfy; a dependent added later names it, and the store's
+    answer (it has the task) releases that dependent, while a key no task has is waited for."""
+    job.add(("done", None), ("blocked", None))
+    job.complete("done", SATISFY)
+    job.complete("blocked", BLOCK)
+    assert job.graph.unsatisfied == {"blocked"}
+    assert job.add(("child", ids("done"))) == ["child"]
+    assert job.add(("other", ids("done", "blocked", "missing"))) == []
+    assert job.asked == [["done"], ["done", "missing"]]  # only what the graph does not hold, once per add
+    assert job.graph.unmet(job.tasks["other"]["seq"]) == 2
 
 
 def test_order_within_one_request_does_not_matter(job: Job) -> None:
@@ -260,6 +281,7 @@ def test_chain_of_ten_thousand_is_linear() -> None:
         graph.started(i)
         assert graph.complete(f"t{i}", True) == [(i + 1, 1)]
     assert len(graph.waiters) == 1
+    assert graph.unsatisfied == {f"t{n - 1}"}  # the completed links are the store's alone
 
 
 @pytest.mark.parametrize("seed", range(12))
