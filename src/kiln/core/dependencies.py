@@ -126,7 +126,7 @@ class DependencyGraph:
         for dependent in self.by_key.get(key, ()):
             self._count(dependent, step, released)
         number = numeric_id(key)
-        if number is not None:
+        if number in self.numbers:  # every numeric id the graph was given is
             self._change_number(number, lambda n: setattr(n, "satisfied", n.satisfied - step), released)
         return self._runnable(released)
 
@@ -159,7 +159,7 @@ class DependencyGraph:
             for dependent in self.by_key.get(key, ()):
                 self._count(dependent, 1, released)
         number = numeric_id(key)
-        if number is not None:
+        if number in self.numbers:
 
             def forget(entry: _Number) -> None:
                 entry.tasks -= 1

@@ -263,6 +263,14 @@ def test_outcome_can_change_when_a_parent_runs_again(job: Job) -> None:
     assert job.complete("q", SATISFY) == ["other"]
 
 
+def test_a_task_the_graph_was_never_given_changes_nothing() -> None:
+    """A key the graph does not hold reads as completed with satisfy: its completion or deletion (a numeric id
+    among them) touches no record the graph does not have."""
+    graph = DependencyGraph()
+    assert graph.complete("7", True) == [] and graph.remove(1, "7") == [] and graph.remove(2, "x") == []
+    assert graph.unsatisfied == set() and graph.numbers == {}
+
+
 def test_chain_of_ten_thousand_is_linear() -> None:
     graph = DependencyGraph()
     n = 10_000
