@@ -126,7 +126,7 @@ class DependencyGraph:
         for dependent in self.by_key.get(key, ()):
             self._count(dependent, step, released)
         number = numeric_id(key)
-        if number in self.numbers:  # every numeric id the graph was given is
+        if number in self.numbers:  # a task the graph was never given has no record to change
             self._change_number(number, lambda n: setattr(n, "satisfied", n.satisfied - step), released)
         return self._runnable(released)
 
