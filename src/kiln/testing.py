@@ -13,6 +13,7 @@ from typing import TypeVar
 import httpx
 from azure.batch import BatchClient, models
 from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.exceptions import ResourceNotFoundError
 
 from kiln.api.client_auth import SharedKeyAuth
 from kiln.cli.embedded import EmbeddedServer
@@ -97,6 +98,15 @@ def read_node_file(client: BatchClient, pool_id: str, node_id: str, path: str) -
 
 def read_task_file(client: BatchClient, job_id: str, task_id: str, path: str) -> str:
     return b"".join(client.download_task_file(job_id, task_id, path)).decode()
+
+
+def task_file_if_made(client: BatchClient, job_id: str, task_id: str, path: str) -> str | None:
+    """A file a running task has yet to make answers 404: a task is running from its dispatch, before its
+    node has made its directory and stdout.txt (as on Azure, where it downloads its resource files first)."""
+    try:
+        return read_task_file(client, job_id, task_id, path)
+    except ResourceNotFoundError:
+        return None
 
 
 def terminate_job(client: BatchClient, job_id: str, reason: str | None = None, polling_interval: float = 0.5) -> None:

@@ -20,6 +20,7 @@ from kiln.testing import (
     read_node_file,
     read_task_file,
     shell,
+    task_file_if_made,
     terminate_job,
     unique,
     wait_for,
@@ -566,7 +567,7 @@ def test_task_retention_time_removes_the_directory_after_completion(client, pool
         ),
     )
     running = _wait_task(client, spec.id, "kept", "running")
-    wait_for(lambda: read_task_file(client, spec.id, "kept", "stdout.txt") == "hello\n", 30, "output readable")
+    wait_for(lambda: task_file_if_made(client, spec.id, "kept", "stdout.txt") == "hello\n", 30, "output readable")
     (marks_dir / "go").touch()
     _wait_task(client, spec.id, "kept", "completed")
     node_id = running.node_info.node_id
