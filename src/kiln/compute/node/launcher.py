@@ -34,6 +34,7 @@ from __future__ import annotations
 import array
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import resource  # noqa: F401  # os.wait4 imports it for its result; after become() it could not
@@ -119,7 +120,33 @@ def account_options(account: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def start(request: dict[str, Any], fds: list[int]) -> subprocess.Popen[bytes]:
+def load_fork_exec() -> Any:
+    """The call subprocess.Popen makes to start a child, where its arguments are known: CPython 3.11-3.13
+    (23 of them); None elsewhere, and Popen starts the commands."""
+    if sys.implementation.name != "cpython" or sys.version_info[:2] not in ((3, 11), (3, 12), (3, 13)):
+        return None
+    try:
+        from _posixsubprocess import fork_exec
+    except ImportError:
+        return None
+    return fork_exec
+
+
+FORK_EXEC = load_fork_exec()
+
+
+def start(request: dict[str, Any], fds: list[int]) -> tuple[int, subprocess.Popen[bytes] | None]:
+    """Start the command as Popen would (the same child: stdio, a session, the account, signals restored): by
+    Popen's own call where this Python's is known, without the bookkeeping around it (~45 of the launcher's
+    ~105 us a command); else by Popen, whose object is kept until its command is reaped (a dropped Popen
+    reaps it behind the launcher's back)."""
+    if FORK_EXEC is None:
+        proc = popen(request, fds)
+        return proc.pid, proc
+    return fork_exec(request, fds), None
+
+
+def popen(request: dict[str, Any], fds: list[int]) -> subprocess.Popen[bytes]:
     stdin, stdout, stderr = fds
     return subprocess.Popen(
         request["argv"],
@@ -132,6 +159,75 @@ def start(request: dict[str, Any], fds: list[int]) -> subprocess.Popen[bytes]:
         close_fds=True,
         **account_options(request.get("account")),
     )
+
+
+def fork_exec(request: dict[str, Any], fds: list[int]) -> int:
+    """subprocess.Popen's _execute_child for the one way the launcher calls it: a list argv, an environment,
+    a cwd, stdio descriptors, a new session, every other descriptor closed, maybe an account. A command that
+    cannot start raises the OSError Popen would (its errno; the child is reaped)."""
+    argv, env, account = request["argv"], request["env"], request.get("account")
+    program = os.fsencode(argv[0])
+    programs = (
+        (program,)
+        if os.path.dirname(program)
+        else tuple(os.path.join(os.fsencode(d), program) for d in os.get_exec_path(env))
+    )
+    environment = []
+    for key, value in env.items():
+        name = os.fsencode(key)
+        if b"=" in name:
+            raise ValueError("illegal environment variable name")
+        environment.append(name + b"=" + os.fsencode(value))
+    stdin, stdout, stderr = fds
+    failure_read, failure_write = os.pipe()
+    try:
+        if failure_write < 3:  # the child's stdio goes there
+            low, failure_write = failure_write, fcntl.fcntl(failure_write, fcntl.F_DUPFD_CLOEXEC, 3)
+            os.close(low)
+        ids = (
+            (None, None, None, -1)
+            if account is None
+            else (account["gid"], list(account["groups"]), account["uid"], account["umask"])
+        )
+        try:
+            pid = FORK_EXEC(
+                list(argv), programs, True, (failure_write,), request["cwd"], environment,
+                stdin, -1, -1, stdout, -1, stderr, failure_read, failure_write,
+                True, True, -1, *ids, None, True,
+            )  # fmt: skip
+        finally:
+            os.close(failure_write)
+        failure = read_all(failure_read)
+    finally:
+        os.close(failure_read)
+    if failure:
+        os.waitpid(pid, 0)
+        raise child_error(failure)
+    return pid
+
+
+def read_all(fd: int) -> bytes:
+    """What the child wrote before exec, or b"" once exec closed the pipe (Popen reads at most ~50 kB)."""
+    data = b""
+    while part := os.read(fd, 50_000):
+        data += part
+        if len(data) > 50_000:
+            break
+    return data
+
+
+def child_error(failure: bytes) -> Exception:
+    """_posixsubprocess's report, "OSError:<errno in hex>:<noexec or nothing>", as the error Popen raises
+    (its errno is what the worker is told); anything else, as a SubprocessError."""
+    name, _, rest = failure.partition(b":")
+    code, _, _ = rest.partition(b":")
+    try:
+        number = int(code, 16)
+    except ValueError:
+        number = None
+    if name == b"OSError" and number:
+        return OSError(number, os.strerror(number))
+    return subprocess.SubprocessError(failure.decode(errors="replace"))
 
 
 def open_lifeline(pid: int) -> int | None:
@@ -164,7 +260,8 @@ class Launcher:
 
     def __init__(self, sock: socket.socket, lifeline: int | None = None) -> None:
         self.sock = sock
-        self.children: dict[int, subprocess.Popen[bytes]] = {}
+        #: every command started and not yet reaped, with its Popen where Popen started it
+        self.children: dict[int, subprocess.Popen[bytes] | None] = {}
         #: the server's pidfd: nothing starts once it has ended
         self.lifeline = lifeline
         #: only root may read an exited command's /proc/<pid>/io (read_io)
@@ -210,14 +307,14 @@ class Launcher:
                 raise OSError(0, f"expected {STDIO_FDS} descriptors, got {len(fds)}")
             if lifeline_lost(self.lifeline):  # last, right before the fork: the narrowest window
                 raise OSError(errno.ESRCH, "the node has lost its server; nothing more starts")
-            proc = start(request, fds)
+            pid, proc = start(request, fds)
         except OSError as exc:
             reply.update(errno=exc.errno or 0, error=exc.strerror or str(exc))
         except (ValueError, TypeError, subprocess.SubprocessError) as exc:
             reply.update(errno=0, error=str(exc))
         else:
-            self.children[proc.pid] = proc
-            reply["pid"] = proc.pid
+            self.children[pid] = proc
+            reply["pid"] = pid
         finally:
             for fd in fds:
                 os.close(fd)
@@ -246,10 +343,11 @@ class Launcher:
                 return
             if pid == 0:
                 return
-            proc = self.children.pop(pid, None)
-            if proc is None:
+            if pid not in self.children:
                 continue
-            proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen knows it is reaped
+            returncode = os.waitstatus_to_exitcode(status)
+            if (proc := self.children.pop(pid)) is not None:
+                proc.returncode = returncode  # so Popen knows it is reaped
             usage = {
                 "user_cpu": rusage.ru_utime,
                 "kernel_cpu": rusage.ru_stime,
@@ -257,16 +355,18 @@ class Launcher:
                 "read_bytes": rusage.ru_inblock * 512,  # Linux counts the storage bytes in 512-byte blocks
                 "write_bytes": rusage.ru_oublock * 512,
             }
-            yield {"exit": pid, "returncode": proc.returncode, "usage": {**usage, **io}}
+            yield {"exit": pid, "returncode": returncode, "usage": {**usage, **io}}
 
     def kill_all(self) -> None:
         """The worker is gone: no command of its node may go on running."""
         for pid in self.children:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-        for proc in self.children.values():
+        for pid, proc in self.children.items():
             with contextlib.suppress(ChildProcessError):
-                proc.wait()
+                _, status = os.waitpid(pid, 0)
+                if proc is not None:
+                    proc.returncode = os.waitstatus_to_exitcode(status)
 
 
 #: /proc/<pid>/io counters and the names a usage report gives them: read/write system calls, and bytes that
