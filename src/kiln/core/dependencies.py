@@ -15,7 +15,10 @@ kept in a short list for ids added later.
 
 A task that completed with `satisfy` leaves the graph's memory of keys (a job's history is not held):
 a key the graph does not hold names a task that completed so, or no task at all, and a dependent added
-later that names it asks the store which (`Stored`, one indexed lookup per add).
+later that names it asks the store which (`Stored`, one indexed lookup per add). An integer whose every
+task completed with `satisfy` leaves its record for a bit (`met`: numeric ids come in runs, so a million
+of them take ~150 kB); no range waits on it, and a record is made again from the bit when one of its tasks
+changes (a new task with it, one that blocks after satisfying, one deleted).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from kiln.undo import Tracked, TrackedDict, TrackedSet
 
 #: Ranges at most this wide are indexed integer by integer; wider ones are scanned.
 NARROW_RANGE = 256
+#: Met integers are bits of ints this many bits wide, one int per run of integers.
+MET_CHUNK = 1024
 
 #: (task seq, required slots): what the scheduler's queue takes.
 Runnable = tuple[int, int]
@@ -67,14 +72,20 @@ class _Number(Tracked):
 
 class DependencyGraph:
     """Which tasks of one job wait for which. It holds the key of every task of the job that has not completed
-    with satisfy, and the integer of every numeric id."""
+    with satisfy, a record of every integer that such a task has as its id, and a bit for every other
+    integer some task has (all of them completed with satisfy)."""
 
     def __init__(self) -> None:
         # tracked: the scheduler changes it inside store transactions, and a failed one undoes it (kiln.undo)
         #: keys of the job's tasks that have not completed with satisfy (waiting, running, or completed with
         #: block); a key not here is of a task that has, or of none
         self.unsatisfied: set[str] = TrackedSet()
+        #: integers of numeric ids some task of which has not completed with satisfy
         self.numbers: dict[int, _Number] = TrackedDict()
+        #: chunk (integer // MET_CHUNK) -> bits of the integers whose every task completed with satisfy
+        self.met: dict[int, int] = TrackedDict()
+        #: a met integer that several tasks have ("7", "07") -> how many; one has it where not listed
+        self.met_tasks: dict[int, int] = TrackedDict()
         self.waiters: dict[int, _Waiter] = TrackedDict()
         self.by_key: dict[str, set[int]] = TrackedDict()  #: parent key -> waiting dependents naming it in taskIds
         self.by_number: dict[int, set[int]] = TrackedDict()  #: integer -> waiting dependents whose ranges hold it
@@ -126,8 +137,9 @@ class DependencyGraph:
         for dependent in self.by_key.get(key, ()):
             self._count(dependent, step, released)
         number = numeric_id(key)
-        if number in self.numbers:  # a task the graph was never given has no record to change
+        if number is not None and self._record(number) is not None:  # one the graph was never given has none
             self._change_number(number, lambda n: setattr(n, "satisfied", n.satisfied - step), released)
+            self._settle(number)
         return self._runnable(released)
 
     def started(self, seq: int) -> None:
@@ -159,15 +171,14 @@ class DependencyGraph:
             for dependent in self.by_key.get(key, ()):
                 self._count(dependent, 1, released)
         number = numeric_id(key)
-        if number in self.numbers:
+        if number is not None and self._record(number) is not None:
 
             def forget(entry: _Number) -> None:
                 entry.tasks -= 1
                 entry.satisfied -= int(was_satisfied)
 
             self._change_number(number, forget, released)
-            if self.numbers[number].tasks == 0:
-                del self.numbers[number]
+            self._settle(number)
         return self._runnable(released)
 
     # ------------------------------------------------------------------ inner workings
@@ -176,10 +187,45 @@ class DependencyGraph:
         number = numeric_id(task_id)
         if number is None:
             return
-        if number not in self.numbers:
+        if self._record(number) is None:
             self.numbers[number] = _Number()
             self._index_wide(number)
         self._change_number(number, lambda n: setattr(n, "tasks", n.tasks + 1), released)
+
+    def met_by(self, number: int) -> int:
+        """How many tasks have this met integer (0: it is not met)."""
+        bits = self.met.get(number // MET_CHUNK, 0)
+        return self.met_tasks.get(number, 1) if bits >> (number % MET_CHUNK) & 1 else 0
+
+    def _record(self, number: int) -> _Number | None:
+        """The integer's record, made again for a met one (its tasks all satisfied): wide ranges that hold it
+        were not indexed under it while it was met, and are from now on."""
+        entry = self.numbers.get(number)
+        if entry is None and (tasks := self.met_by(number)):
+            self._set_met(number, 0)
+            entry = self.numbers[number] = _Number(tasks=tasks, satisfied=tasks)
+            self._index_wide(number)
+        return entry
+
+    def _settle(self, number: int) -> None:
+        """An integer no task has any more goes; one whose every task satisfied becomes a bit."""
+        entry = self.numbers[number]
+        if entry.tasks == 0 or entry.tasks == entry.satisfied:
+            del self.numbers[number]
+            self._set_met(number, entry.tasks)
+
+    def _set_met(self, number: int, tasks: int) -> None:
+        chunk, bit = divmod(number, MET_CHUNK)
+        bits = self.met.get(chunk, 0)
+        bits = bits | 1 << bit if tasks else bits & ~(1 << bit)
+        if bits:
+            self.met[chunk] = bits
+        else:
+            self.met.pop(chunk, None)
+        if tasks > 1:
+            self.met_tasks[number] = tasks
+        else:
+            self.met_tasks.pop(number, None)
 
     def _index_wide(self, number: int) -> None:
         """A new integer among the job's ids: waiting dependents whose wide ranges hold it now wait on it too."""

@@ -89,6 +89,16 @@ class Job:
         """Every unstarted task is runnable by the graph exactly when the rule says so, and the graph holds the
         key of every task but those that completed with satisfy (a job's history stays in the store)."""
         assert self.graph.unsatisfied == {key for key in self.tasks if not self.outcome.get(key, False)}
+        by_number: dict[int, list[str]] = {}
+        for key, row in self.tasks.items():
+            if (number := numeric_id(row["id"])) is not None:
+                by_number.setdefault(number, []).append(key)
+        counts = {n: (len(keys), sum(self.outcome.get(k, False) for k in keys)) for n, keys in by_number.items()}
+        records = {n: (entry.tasks, entry.satisfied) for n, entry in self.graph.numbers.items()}
+        assert records == {n: c for n, c in counts.items() if c[0] > c[1]}  # only integers some task keeps unmet
+        met = {n: tasks for n, (tasks, satisfied) in counts.items() if tasks == satisfied}
+        assert {n: self.graph.met_by(n) for n in met} == met
+        assert sum(bin(bits).count("1") for bits in self.graph.met.values()) == len(met)
         for row in self.tasks.values():
             if row["seq"] in self.started:
                 continue
@@ -268,7 +278,33 @@ def test_a_task_the_graph_was_never_given_changes_nothing() -> None:
     among them) touches no record the graph does not have."""
     graph = DependencyGraph()
     assert graph.complete("7", True) == [] and graph.remove(1, "7") == [] and graph.remove(2, "x") == []
-    assert graph.unsatisfied == set() and graph.numbers == {}
+    assert graph.unsatisfied == set() and graph.numbers == {} and graph.met == {}
+
+
+def test_a_numeric_jobs_history_leaves_the_graph_for_bits(job: Job) -> None:
+    """3,000 numeric tasks that satisfied keep no record, only bits (3 ints); a record comes back for an
+    integer when one of its tasks changes, and only then may a range wait on it again."""
+    n = 3_000
+    job.add(*[(str(i), None) for i in range(n)])
+    for i in range(n):
+        job.complete(str(i), SATISFY)
+    assert job.graph.numbers == {} and len(job.graph.met) == 3 and job.graph.met_tasks == {}
+    assert job.add(("after", span(0, n - 1)), ("narrow", span(7, 7))) == ["after", "narrow"]  # nothing to wait on
+    job.start("after")
+    job.start("narrow")
+    assert job.add(("0007", None), ("sevens", span(7, 7))) == ["0007", "sevens"]  # 7 is still met by "7"
+    job.start("sevens")
+    assert (job.graph.numbers[7].tasks, job.graph.numbers[7].satisfied) == (2, 1)
+    job.complete("0007", SATISFY)
+    assert 7 not in job.graph.numbers and job.graph.met_by(7) == 2
+    assert job.add(("wide", span(0, n - 1))) == ["wide"]  # added while 7 was met: not indexed under it
+    job.check()
+    assert job.complete("7", BLOCK) == [] and job.complete("0007", BLOCK) == []  # reactivated, and now they block
+    assert job.graph.waiting(job.tasks["wide"]["seq"])  # its record made again, "wide" waits on 7 too
+    job.queued.discard(job.tasks["wide"]["seq"])  # the scheduler drops a re-blocked task it pops
+    assert job.add(("late", span(0, n - 1))) == []
+    job.check()
+    assert job.complete("0007", SATISFY) == ["late", "wide"]
 
 
 def test_chain_of_ten_thousand_is_linear() -> None:
