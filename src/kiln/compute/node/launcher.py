@@ -6,6 +6,9 @@ cheap, and it is the parent of the commands it starts: it reports each exit, and
 goes away (the socket closes, even on SIGKILL) it kills every command it started, so no command
 outlives its node.
 
+Commands start by the call subprocess.Popen makes (`fork_exec`: the same child, without Popen's
+bookkeeping, where this Python's call is known; Popen itself elsewhere).
+
 A node has a root launcher and one launcher per node-wide account (the pool-scope auto-user, each
 named user account), started by the worker as root. The root launcher runs admin steps and switches
 task-scope accounts in the child; that child must setgroups, setgid and setuid, so CPython forks
