@@ -3,6 +3,9 @@ long until the scheduler has rebuilt its control state, and the server's memory.
 
 With --completed the job's N tasks (`/bin/true`) ran to completion on a pool of 2 nodes x 4 slots instead: the
 history a long-lived server holds, whose kept directories (retentionTime, default 7 days) must cost no memory.
+With --dependencies the job uses task dependencies and its task ids are numeric (each integer's bit is kept for
+taskIdRanges); an add to it answers once its dependency graph is rebuilt,
+so "add answers s" is that rebuild (with --completed: from a job's history, which must cost no memory either).
 
 The store is built once through the azure-batch SDK (one job of N tasks on a pool without nodes, so every
 task stays active and queued: the most the control state can hold) and kept in --store (reused when it holds
@@ -35,11 +38,11 @@ from kiln.testing import create_pool_and_wait, make_client, wait_for
 from scale import JOB, add_tasks, rss_mb  # bench/ is on sys.path: run as a script
 
 
-def build(store: Path, tasks: int, src: str, completed: bool) -> None:
+def build(store: Path, tasks: int, src: str, completed: bool, dependencies: bool) -> None:
     """A data dir with one job of `tasks` active (or completed) tasks, unless `store` already holds that; built
     by `src` (the first --src: the oldest schema, which the later trees migrate from)."""
     marker = store / "tasks"
-    if marker.exists() and marker.read_text() == f"{JOB} {tasks} {completed}":
+    if marker.exists() and marker.read_text() == f"{JOB} {tasks} {completed} {dependencies}":
         return
     shutil.rmtree(store, ignore_errors=True)
     store.mkdir(parents=True)
@@ -49,15 +52,18 @@ def build(store: Path, tasks: int, src: str, completed: bool) -> None:
     try:
         client = make_client(server)
         pool_id = create_pool_and_wait(client, nodes=2 if completed else 0, slots=4)
-        client.create_job(models.BatchJobCreateOptions(id=JOB, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
-        rate = add_tasks(client, 0, tasks)
+        pool_info = models.BatchPoolInfo(pool_id=pool_id)
+        client.create_job(
+            models.BatchJobCreateOptions(id=JOB, pool_info=pool_info, uses_task_dependencies=dependencies)
+        )
+        rate = add_tasks(client, 0, tasks, numeric=dependencies)  # numeric ids: their integers are kept
         print(f"built {tasks} tasks at {rate:.0f} tasks/s", flush=True)
         if completed:
             wait_for(lambda: client.get_job_task_counts(JOB).task_counts.completed == tasks, 3600, "tasks run")
     finally:
         server.stop(timeout=120)
     (store / "server.log").unlink(missing_ok=True)
-    marker.write_text(f"{JOB} {tasks} {completed}")
+    marker.write_text(f"{JOB} {tasks} {completed} {dependencies}")
 
 
 def migrated(store: Path, src: str, index: int) -> Path:
@@ -121,10 +127,11 @@ def main() -> None:
     parser.add_argument("--dir", help="where the copies go")
     parser.add_argument("--completed", action="store_true", help="the tasks ran to completion (history)")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds to watch the RSS after the restart")
+    parser.add_argument("--dependencies", action="store_true", help="the job uses task dependencies")
     args = parser.parse_args()
     store = Path(args.store)
     sources = args.src or [str(Path(__file__).resolve().parents[1] / "src")]
-    build(store, args.tasks, sources[0], args.completed)
+    build(store, args.tasks, sources[0], args.completed, args.dependencies)
     opened = [migrated(store, src, index) for index, src in enumerate(sources)]
     for round_ in range(args.rounds):
         for src, data in zip(sources, opened, strict=True):

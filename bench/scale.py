@@ -104,12 +104,13 @@ def percentiles(samples: list[float | None]) -> str:
     return f"{statistics.median(ordered):7.1f} {p99:7.1f}"
 
 
-def add_tasks(client: BatchClient, start: int, stop: int) -> float:
-    """Tasks start..stop-1 in collections on ADD_THREADS threads; tasks per second."""
+def add_tasks(client: BatchClient, start: int, stop: int, *, numeric: bool = False) -> float:
+    """Tasks start..stop-1 (ids t0000000..., or 0... if numeric) in collections on ADD_THREADS threads; tasks
+    per second."""
 
     def add(first: int) -> None:
         specs = [
-            models.BatchTaskCreateOptions(id=f"t{i:07d}", command_line="/bin/true")
+            models.BatchTaskCreateOptions(id=str(i) if numeric else f"t{i:07d}", command_line="/bin/true")
             for i in range(first, min(first + COLLECTION, stop))
         ]
         client.create_task_collection(JOB, models.BatchTaskGroup(task_values=specs))

@@ -308,7 +308,10 @@ def test_bad_dependencies_are_400(client, pool, depends_on, code):
 
 
 def test_dependencies_survive_a_restart(open_tmp, marks_dir):
-    """A chain and a fan-in that wait while the server is down carry on afterwards, in order."""
+    """A chain and a fan-in that wait while the server is down carry on afterwards, in order. Parents that
+    completed with satisfy before the restart are the store's alone (core.dependencies.Rebuild): a dependent
+    naming one is released once its other parent completes, and an integer they met stays met when another
+    task with it ("010") is added afterwards."""
     data = open_tmp / "data"
     server = EmbeddedServer(data).start()
     try:
@@ -330,22 +333,39 @@ def test_dependencies_survive_a_restart(open_tmp, marks_dir):
                 Task(id="fails", command_line=shell("exit 1")),
                 Task(id="blocked", command_line="/bin/true", depends_on=after("fails")),
                 Task(id="merge", command_line=mark("merge", "1", "2", "3"), depends_on=over(1, 3)),
+                Task(id="s", command_line="/bin/true"),
+                Task(id="10", command_line="/bin/true"),
+                Task(id="after-s", command_line=mark("after-s", "3"), depends_on=after("S", "3")),
             ],
         )
         wait_for(
             lambda: (
-                client.get_task(job_id, "fails").state == "completed"
+                all(client.get_task(job_id, t).state == "completed" for t in ("fails", "s", "10"))
                 and client.get_task(job_id, "1").state == "running"
             ),
             60,
-            "1 running, fails completed",
+            "1 running; fails, s and 10 completed",
         )
         assert server.stop() == 0
         gate.touch()
         server = EmbeddedServer(data, port=server.port).start()
         client = make_client(server)
-        wait_for(lambda: client.get_task(job_id, "merge").state == "completed", 120, "merge completed")
-        assert all(client.get_task(job_id, t).execution_info.result == "success" for t in ("1", "2", "3", "merge"))
+        gate_010 = marks_dir / "gate-010"
+        _add(
+            client,
+            job_id,
+            [
+                Task(id="010", command_line=shell(f"while [ ! -e {gate_010} ]; do sleep 0.1; done")),
+                Task(id="ten", command_line="/bin/true", depends_on=over(10, 10)),  # met by "10" already
+            ],
+        )
+        wait_for(lambda: client.get_task(job_id, "ten").state == "completed", 60, "ten completed")
+        assert client.get_task(job_id, "010").state != "completed"
+        gate_010.touch()
+        for task_id in ("merge", "after-s", "010"):
+            wait_for(lambda t=task_id: client.get_task(job_id, t).state == "completed", 120, f"{task_id} completed")
+        done = ("1", "2", "3", "merge", "after-s", "ten", "010")
+        assert all(client.get_task(job_id, t).execution_info.result == "success" for t in done)
         assert client.get_task(job_id, "1").execution_info.requeue_count == 1
         assert client.get_task(job_id, "blocked").state == "active"
     finally:

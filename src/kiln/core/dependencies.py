@@ -23,10 +23,13 @@ changes (a new task with it, one that blocks after satisfying, one deleted).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import heapq
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kiln.core.exit_conditions import DependencyAction
 from kiln.undo import Tracked, TrackedDict, TrackedSet
 
 #: Ranges at most this wide are indexed integer by integer; wider ones are scanned.
@@ -106,15 +109,14 @@ class DependencyGraph:
 
         All of them become known as parents before any registers its own dependencies, so the order
         within one request does not matter. stored: which keys the job's stored tasks have, asked for the
-        parents the graph does not hold (None: none has completed with satisfy, as while a restart adds
-        the job's tasks in seq order: a parent not added yet is waited for until it is).
+        parents the graph does not hold (None: none has completed with satisfy; a parent not added yet is
+        waited for until it is).
         """
         tasks = list(tasks)
         released: list[int] = []
         for task in tasks:
             self._add_parent(task["key"], task["id"], released)
-        named = {key.lower() for task in tasks for key in (task["spec"].get("dependsOn") or {}).get("taskIds") or ()}
-        unknown = sorted(named - self.unsatisfied)
+        unknown = sorted(parents_named(tasks) - self.unsatisfied)
         satisfied = stored(unknown) if stored is not None and unknown else set()
         runnable: list[Runnable] = []
         for task in tasks:
@@ -123,6 +125,12 @@ class DependencyGraph:
                 continue
             runnable.append((task["seq"], task["required_slots"]))
         return runnable + self._runnable(released)
+
+    def restore_met(self, numbers: Iterable[int]) -> None:
+        """After a restart, before any task is added: the integers of the job's tasks that completed with satisfy,
+        one per such task (its numeric id), as bits; the job's other tasks are then added as after any add."""
+        for number, tasks in Counter(numbers).items():
+            self._set_met(number, self.met_by(number) + tasks)
 
     def complete(self, key: str, satisfied: bool) -> list[Runnable]:
         """A task completed; with dependencyAction satisfy its dependents may now run (and its key leaves)."""
@@ -289,6 +297,51 @@ class DependencyGraph:
             seen.add(seq)
             out.append((seq, waiter.slots))
         return out
+
+
+#: A task as a graph is rebuilt from it: (seq, key, id, required slots, state, dependency action).
+StoredTask = tuple[int, str, str, int, str, "str | None"]
+
+
+class Rebuild:
+    """A job's graph made again after a restart from what the store holds, holding no more than the graph held:
+    first the job's completed tasks, a part at a time (one that completed with satisfy leaves its integer's bit
+    at most), then its other tasks in seq order, with the store's answer for the parents their gated tasks name
+    that none of them is (those completed with satisfy), as an add asks it."""
+
+    def __init__(self, graph: DependencyGraph) -> None:
+        self.graph = graph
+        self.rows: list[Mapping[str, Any]] = []  #: completed otherwise than with satisfy: parents that never will
+
+    def completed(self, part: Iterable[StoredTask]) -> None:
+        """A part of the job's completed tasks, in seq order."""
+        numbers = []
+        for seq, key, task_id, slots, state, action in part:
+            if action == DependencyAction.SATISFY:
+                if (number := numeric_id(task_id)) is not None:
+                    numbers.append(number)
+            else:
+                self.rows.append(
+                    {"seq": seq, "key": key, "id": task_id, "required_slots": slots, "state": state, "spec": {}}
+                )
+        self.graph.restore_met(numbers)
+
+    def uncompleted(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
+        """The job's tasks that have not completed, in seq order (those never started with their spec); returns
+        the keys to ask the store about: the parents their gated tasks name that none of the tasks is."""
+        self.rows = list(heapq.merge(self.rows, rows, key=lambda row: row["seq"]))
+        return sorted(parents_named(self.rows) - {row["key"] for row in self.rows})
+
+    def add(self, stored: set[str], part: int) -> Iterator[None]:
+        """Add the tasks a part at a time (a step per part); stored: the keys the store has of those asked."""
+        for start in range(0, len(self.rows), part):
+            self.graph.add(self.rows[start : start + part], stored.intersection)  # a later part's: waited for
+            yield
+
+
+def parents_named(tasks: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The keys the tasks' taskIds name (ids are case-insensitive)."""
+    return {key.lower() for task in tasks for key in (task["spec"].get("dependsOn") or {}).get("taskIds") or ()}
 
 
 def check_allowed(job_spec: Mapping[str, Any], depends_on: Mapping[str, Any] | None) -> None:

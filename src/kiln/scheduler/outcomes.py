@@ -3,7 +3,7 @@
 The dependency graph of each job that uses task dependencies lives in memory (JobEntry.graph). The
 store keeps the facts it is built from (each task's dependsOn, state, attempt, and the
 dependencyAction its exit conditions decided at completion), and `_rebuild_dependencies` reads them
-back after a restart in time linear in tasks plus edges.
+back after a restart in time linear in tasks plus edges, holding the live tasks only.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from sqlalchemy import Connection
 
 from kiln.core import exit_conditions as exit_rules
 from kiln.core import job as job_rules
-from kiln.core.exit_conditions import DependencyAction, ExitOptions, JobAction
+from kiln.core.dependencies import Rebuild
+from kiln.core.exit_conditions import ExitOptions, JobAction
 from kiln.core.job import DisableTasks, JobState, TerminateReason
-from kiln.core.task import TaskState
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.state import Effects
 from kiln.store import live
@@ -64,20 +64,23 @@ class TaskOutcomes(SchedulerParts):
                 effects.merge(self._disable_job(conn, job_key, DisableTasks.REQUEUE, lambda _: None))
 
     async def _rebuild_dependencies(self, job_key: str) -> None:
-        """After a restart, behind the open port: the job's graph from its tasks, then its queue of those free
-        to run. The rows are read on a reader thread (only tasks that never started are gated: theirs are the
-        only specs read, store.live.dependency_rows) and the graph is built on the loop a part at a time, so
-        requests are served meanwhile; adds to the job wait for it (`dependencies_known`), and nothing else
-        changes the graph while the fill holds the lock."""
+        """After a restart, behind the open port: the job's graph (core.dependencies.Rebuild: its completed tasks
+        a part at a time, then the others), then its queue of those free to run. Reads are on a reader thread
+        and the graph is built on the loop a part at a time, so requests are served meanwhile; adds to the job
+        wait for it (`dependencies_known`), and nothing else changes the graph while the fill holds the lock."""
         entry = self.jobs.get(job_key)
         if entry is None or entry.graph is None:
             return
-        rows = await self.db.read(functools.partial(live.dependency_rows, job_key=job_key))
-        queued = await self.db.read(functools.partial(live.queued, job_key=job_key))
-        for start in range(0, len(rows), REBUILD_PART):
-            entry.graph.add(rows[start : start + REBUILD_PART])  # a parent added later is waited for until then
+        rebuild, after = Rebuild(entry.graph), -1
+        while part := await self.db.read(
+            functools.partial(live.completed_part, job_key=job_key, after_seq=after, count=REBUILD_PART)
+        ):
+            rebuild.completed(part)
+            after = part[-1].seq
             await asyncio.sleep(0)
-        for row in rows:
-            if row["state"] == TaskState.COMPLETED and row["dependency_action"] == DependencyAction.SATISFY:
-                entry.graph.complete(row["key"], True)
+        named = rebuild.uncompleted(await self.db.read(functools.partial(live.dependency_rows, job_key=job_key)))
+        stored = set(await self.db.read(lambda conn: db.task_seqs(conn, job_key, named))) if named else set()
+        queued = await self.db.read(functools.partial(live.queued, job_key=job_key))
+        for _ in rebuild.add(stored, REBUILD_PART):
+            await asyncio.sleep(0)
         entry.queue_active(queued)

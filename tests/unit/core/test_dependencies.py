@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from kiln.core.dependencies import NARROW_RANGE, DependencyGraph, numeric_id
+from kiln.core.dependencies import NARROW_RANGE, DependencyGraph, Rebuild, numeric_id
 
 SATISFY, BLOCK = True, False
 
@@ -60,6 +60,31 @@ class Job:
         self.outcome.pop(row["key"], None)
         self.queued.discard(row["seq"])
         return self._take(self.graph.remove(row["seq"], row["key"]))
+
+    def restart(self, part: int) -> None:
+        """The server restarted: a new graph, rebuilt as the scheduler rebuilds it from the store's rows (the
+        completed tasks in parts of `part`, then the others), and the queue refilled with the tasks that never
+        started and wait on nothing (tasks that ran are requeued without a gate, as the scheduler does)."""
+        rebuild = Rebuild(DependencyGraph())
+        rows = sorted(self.tasks.values(), key=lambda row: row["seq"])
+        completed = [
+            (r["seq"], r["key"], r["id"], 1, "completed", "satisfy" if self.outcome[r["key"]] else "block")
+            for r in rows
+            if r["key"] in self.outcome
+        ]
+        for start in range(0, len(completed), part):
+            rebuild.completed(completed[start : start + part])
+        uncompleted = [
+            r | {"state": "active", "spec": {} if r["seq"] in self.started else r["spec"]}
+            for r in rows
+            if r["key"] not in self.outcome
+        ]
+        asked = rebuild.uncompleted(uncompleted)
+        assert not set(asked) & set(rebuild.graph.unsatisfied)
+        for _ in rebuild.add(self.stored(asked), part):
+            pass
+        self.graph = rebuild.graph
+        self.queued = {r["seq"] for r in rows if r["seq"] not in self.started and not self.graph.waiting(r["seq"])}
 
     def _take(self, runnable: list[tuple[int, int]]) -> list[str]:
         ids = {r["seq"]: r["id"] for r in self.tasks.values()}
@@ -307,6 +332,26 @@ def test_a_numeric_jobs_history_leaves_the_graph_for_bits(job: Job) -> None:
     assert job.complete("0007", SATISFY) == ["late", "wide"]
 
 
+def test_a_restart_rebuilds_the_graph_from_the_live_tasks_and_the_met_integers(job: Job) -> None:
+    """After a restart the graph holds what it held before: records of the live tasks (a blocked parent among
+    them), bits of the integers whose tasks all satisfied (7 twice), nothing of other satisfied tasks, and
+    waiting dependents; a dependent naming a satisfied parent is released by the store's answer."""
+    job.add(*[(str(i), None) for i in range(3_000)], ("0007", None), ("x", None), ("failed", None))
+    for i in range(2_999):
+        job.complete(str(i), SATISFY)
+    job.complete("0007", SATISFY)
+    job.complete("x", SATISFY)
+    job.complete("failed", BLOCK)
+    job.add(("on-x", ids("x", "2999")), ("on-failed", ids("failed")), ("range", span(0, 2_999)))
+    job.restart(part=7)
+    job.check()
+    assert job.graph.unsatisfied == {"2999", "failed", "on-x", "on-failed", "range"}
+    assert set(job.graph.numbers) == {2_999} and job.graph.met_by(7) == 2 and job.graph.met_tasks == {7: 2}
+    assert job.complete("2999", SATISFY) == ["on-x", "range"]
+    assert job.add(("007", None), ("sevens", span(7, 7))) == ["007", "sevens"]  # 7 is met by two tasks still
+    job.check()
+
+
 def test_chain_of_ten_thousand_is_linear() -> None:
     graph = DependencyGraph()
     n = 10_000
@@ -359,6 +404,8 @@ def test_random_events_follow_the_rule(seed: int) -> None:
             job.remove(rng.choice(present)["id"])
         # what the scheduler does when it pops a task that was re-blocked: drop it until released again
         job.queued = {s for s in job.queued if not job.graph.waiting(s)}
+        if rng.random() < 0.1:
+            job.restart(part=rng.choice([1, 2, 50]))
         job.check()
 
 

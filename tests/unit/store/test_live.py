@@ -81,7 +81,9 @@ def test_the_rebuild_reads_only_the_live_rows_of_the_jobs_it_is_given(stored: Da
 IN_STATE = "ix_tasks_job_state (job_key=? AND state=?"
 
 
-def test_a_dependency_graph_is_rebuilt_with_the_specs_of_the_tasks_that_never_started(stored: Database) -> None:
+def test_a_dependency_graph_is_rebuilt_from_the_uncompleted_tasks_with_the_specs_of_those_never_started(
+    stored: Database,
+) -> None:
     with tx(stored) as conn:
         rows.change(
             conn,
@@ -89,7 +91,7 @@ def test_a_dependency_graph_is_rebuilt_with_the_specs_of_the_tasks_that_never_st
             {"seq": rows.find(conn, rows.tasks, job_key="b", state="active")[0]["seq"]},
             {"attempt": 1},
         )
-        expected = rows.find(conn, rows.tasks, order_by=["seq"], job_key="b")
+        expected = [r for r in rows.find(conn, rows.tasks, order_by=["seq"], job_key="b") if r["state"] != "completed"]
         found = live.dependency_rows(conn, "b")
         assert [(r["seq"], r["key"], r["id"], r["required_slots"], r["state"]) for r in found] == [
             (r["seq"], r["key"], r["id"], r["required_slots"], r["state"]) for r in expected
@@ -99,12 +101,28 @@ def test_a_dependency_graph_is_rebuilt_with_the_specs_of_the_tasks_that_never_st
         assert sum(1 for spec in gated if spec) == 7  # 8 active, one of them started before
 
 
+def test_a_jobs_completed_tasks_are_read_in_parts_as_tuples_without_their_specs(stored: Database) -> None:
+    with tx(stored) as conn:
+        expected = [
+            (r["seq"], r["key"], r["id"], r["required_slots"], r["state"], r["dependency_action"])
+            for r in rows.find(conn, rows.tasks, order_by=["seq"], job_key="b")
+            if r["state"] == "completed"
+        ]
+        parts, after = [], -1
+        while part := live.completed_part(conn, "b", after, 3):
+            parts.append([tuple(row) for row in part])
+            after = part[-1].seq
+        assert [row for part in parts for row in part] == expected
+        assert [len(part) for part in parts] == [3, 3, 1]
+
+
 @pytest.mark.parametrize(
     ("read", "index"),
     [
         (lambda conn: live.queued(conn, "b", 5, count=10), IN_STATE),
         (lambda conn: live.tasks_in_states(conn, ["b"], ["preparing", "running"]), IN_STATE),
-        (lambda conn: live.dependency_rows(conn, "b"), None),
+        (lambda conn: live.dependency_rows(conn, "b"), IN_STATE),
+        (lambda conn: live.completed_part(conn, "b", 5, 10), IN_STATE),
         (lambda conn: rows.tasks_sent_ahead(conn), None),
         (lambda conn: rows.tasks_sent_ahead(conn, "n1"), None),
         (rows.remove_unfinished_subtasks, None),
@@ -114,6 +132,7 @@ def test_a_dependency_graph_is_rebuilt_with_the_specs_of_the_tasks_that_never_st
         "queued",
         "on nodes",
         "dependencies",
+        "completed",
         "sent ahead",
         "sent ahead to a node",
         "unfinished instances",
