@@ -24,6 +24,7 @@ changes (a new task with it, one that blocks after satisfying, one deleted).
 from __future__ import annotations
 
 import heapq
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,10 @@ from kiln.undo import Tracked, TrackedDict, TrackedSet
 NARROW_RANGE = 256
 #: Met integers are bits of ints this many bits wide, one int per run of integers.
 MET_CHUNK = 1024
+#: Every this many tasks started or completed, tables left far larger than their contents are made again.
+FIT_EVERY = 4096
+#: A table with more room than this per entry (bytes) is made again at its size (a fitted one has ~30-70).
+ROOM_PER_ENTRY = 256
 
 #: (task seq, required slots): what the scheduler's queue takes.
 Runnable = tuple[int, int]
@@ -93,6 +98,7 @@ class DependencyGraph:
         self.by_key: dict[str, set[int]] = TrackedDict()  #: parent key -> waiting dependents naming it in taskIds
         self.by_number: dict[int, set[int]] = TrackedDict()  #: integer -> waiting dependents whose ranges hold it
         self.wide_waiters: set[int] = TrackedSet()  #: dependents with a range wider than NARROW_RANGE
+        self._events = 0  #: tasks started or completed, for `_fit`
 
     # ------------------------------------------------------------------ queries
     def waiting(self, seq: int) -> bool:
@@ -134,6 +140,7 @@ class DependencyGraph:
 
     def complete(self, key: str, satisfied: bool) -> list[Runnable]:
         """A task completed; with dependencyAction satisfy its dependents may now run (and its key leaves)."""
+        self._count_event()
         if (key not in self.unsatisfied) == satisfied:
             return []
         if satisfied:
@@ -152,6 +159,7 @@ class DependencyGraph:
 
     def started(self, seq: int) -> None:
         """The task left the queue for a node (or completed): it is gated no more, its edges go."""
+        self._count_event()
         waiter = self.waiters.pop(seq, None)
         if waiter is None:
             return
@@ -190,6 +198,26 @@ class DependencyGraph:
         return self._runnable(released)
 
     # ------------------------------------------------------------------ inner workings
+    def _count_event(self) -> None:
+        self._events += 1
+        if self._events % FIT_EVERY == 0:
+            self.fit()
+
+    def fit(self) -> None:
+        """Python's dicts and sets keep the room their largest size gave them: a table that has shrunk far below
+        it is made again at its size, with the same contents (nothing for a transaction to undo), so the graph
+        holds what its live tasks need, not what they once needed."""
+        tables: tuple[dict[Any, Any], ...] = (self.numbers, self.waiters, self.by_key, self.by_number, self.met_tasks)
+        for table in tables:
+            if _roomy(table):
+                contents = dict(table)
+                dict.clear(table)
+                dict.update(table, contents)
+        if _roomy(self.unsatisfied):
+            keys = set(self.unsatisfied)
+            set.clear(self.unsatisfied)
+            set.update(self.unsatisfied, keys)
+
     def _add_parent(self, key: str, task_id: str, released: list[int]) -> None:
         self.unsatisfied.add(key)
         number = numeric_id(task_id)
@@ -337,6 +365,10 @@ class Rebuild:
         for start in range(0, len(self.rows), part):
             self.graph.add(self.rows[start : start + part], stored.intersection)  # a later part's: waited for
             yield
+
+
+def _roomy(table: dict[Any, Any] | set[Any]) -> bool:
+    return sys.getsizeof(table) > ROOM_PER_ENTRY * len(table) + 4096
 
 
 def parents_named(tasks: Iterable[Mapping[str, Any]]) -> set[str]:
