@@ -37,7 +37,8 @@ from kiln.undo import Tracked, TrackedDict, TrackedSet
 NARROW_RANGE = 256
 #: Met integers are bits of ints this many bits wide, one int per run of integers.
 MET_CHUNK = 1024
-#: Every this many tasks started or completed, tables left far larger than their contents are made again.
+#: Each time the tasks waiting, or those not satisfied, fall to a multiple of this (to none among them), tables
+#: left far larger than their contents are made again.
 FIT_EVERY = 4096
 #: A table with more room than this per entry (bytes) is made again at its size (a fitted one has ~30-70).
 ROOM_PER_ENTRY = 256
@@ -98,7 +99,6 @@ class DependencyGraph:
         self.by_key: dict[str, set[int]] = TrackedDict()  #: parent key -> waiting dependents naming it in taskIds
         self.by_number: dict[int, set[int]] = TrackedDict()  #: integer -> waiting dependents whose ranges hold it
         self.wide_waiters: set[int] = TrackedSet()  #: dependents with a range wider than NARROW_RANGE
-        self._events = 0  #: tasks started or completed, for `_fit`
 
     # ------------------------------------------------------------------ queries
     def waiting(self, seq: int) -> bool:
@@ -140,7 +140,6 @@ class DependencyGraph:
 
     def complete(self, key: str, satisfied: bool) -> list[Runnable]:
         """A task completed; with dependencyAction satisfy its dependents may now run (and its key leaves)."""
-        self._count_event()
         if (key not in self.unsatisfied) == satisfied:
             return []
         if satisfied:
@@ -155,11 +154,12 @@ class DependencyGraph:
         if number is not None and self._record(number) is not None:  # one the graph was never given has none
             self._change_number(number, lambda n: setattr(n, "satisfied", n.satisfied - step), released)
             self._settle(number)
+        if satisfied and len(self.unsatisfied) % FIT_EVERY == 0:
+            self.fit()
         return self._runnable(released)
 
     def started(self, seq: int) -> None:
         """The task left the queue for a node (or completed): it is gated no more, its edges go."""
-        self._count_event()
         waiter = self.waiters.pop(seq, None)
         if waiter is None:
             return
@@ -176,6 +176,8 @@ class DependencyGraph:
                 if not dependents:
                     del self.by_number[number]
         self.wide_waiters.discard(seq)
+        if len(self.waiters) % FIT_EVERY == 0:
+            self.fit()
 
     def remove(self, seq: int, key: str) -> list[Runnable]:
         """A task was deleted: as a dependent it waits no more; as a parent it is missing again."""
@@ -198,11 +200,6 @@ class DependencyGraph:
         return self._runnable(released)
 
     # ------------------------------------------------------------------ inner workings
-    def _count_event(self) -> None:
-        self._events += 1
-        if self._events % FIT_EVERY == 0:
-            self.fit()
-
     def fit(self) -> None:
         """Python's dicts and sets keep the room their largest size gave them: a table that has shrunk far below
         it is made again at its size, with the same contents (nothing for a transaction to undo), so the graph

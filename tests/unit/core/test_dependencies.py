@@ -355,7 +355,7 @@ def test_a_restart_rebuilds_the_graph_from_the_live_tasks_and_the_met_integers(j
 
 def test_a_graph_gives_back_the_room_its_live_tasks_needed_once_they_are_gone() -> None:
     """Python's dicts and sets keep the room of their largest size: the graph makes its tables again as the
-    tasks that filled them leave, so 50,000 chained tasks at once (~10 MB of tables) leave ~0.1 MB."""
+    tasks that filled them leave, so 50,000 chained tasks at once (~10 MB of tables) leave a few kB."""
     graph = DependencyGraph()
     n = 50_000
     graph.add(
@@ -368,8 +368,8 @@ def test_a_graph_gives_back_the_room_its_live_tasks_needed_once_they_are_gone() 
     for i in range(n):
         graph.started(i)
         graph.complete(str(i), True)
-    assert _table_bytes(graph) < 200_000
-    graph.fit()
+        if i == n - 5_000:
+            assert _table_bytes(graph) < 4_000_000  # made again on the way down, not only once empty
     assert _table_bytes(graph) < 10_000
 
 
