@@ -20,6 +20,7 @@ from kiln.core import job as job_rules
 from kiln.core.dependencies import Rebuild
 from kiln.core.exit_conditions import ExitOptions, JobAction
 from kiln.core.job import DisableTasks, JobState, TerminateReason
+from kiln.core.task import TaskState
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.state import Effects
 from kiln.store import live
@@ -78,9 +79,10 @@ class TaskOutcomes(SchedulerParts):
             rebuild.completed(part)
             after = part[-1].seq
             await asyncio.sleep(0)
-        named = rebuild.uncompleted(await self.db.read(functools.partial(live.dependency_rows, job_key=job_key)))
+        uncompleted = await self.db.read(functools.partial(live.dependency_rows, job_key=job_key))
+        named = rebuild.uncompleted(uncompleted)
         stored = set(await self.db.read(lambda conn: db.task_seqs(conn, job_key, named))) if named else set()
-        queued = await self.db.read(functools.partial(live.queued, job_key=job_key))
         for _ in rebuild.add(stored, REBUILD_PART):
             await asyncio.sleep(0)
-        entry.queue_active(queued)
+        active = [(row["seq"], row["required_slots"]) for row in uncompleted if row["state"] == TaskState.ACTIVE]
+        entry.queue_active(active)  # those that wait for parents stay out

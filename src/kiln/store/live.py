@@ -6,7 +6,6 @@ tuples, behind the open port, for the integers of those that satisfied (taskIdRa
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, select
@@ -56,18 +55,8 @@ def queued(conn: Connection, job_key: str, after_seq: int = -1, *, count: int | 
 def dependency_rows(conn: Connection, job_key: str) -> list[Row]:
     """The job's tasks that have not completed, as its dependency graph is rebuilt from them, in seq order,
     through (job_key, state, seq): seq, key, id, slots, state and dependency action, and the spec (its
-    dependsOn) of only those that never started, the ones still gated; the others' spec is empty. One query
-    per state, as rows.tasks_in_states reads them (`state IN` would walk the job's whole (job_key, seq))."""
-    in_states = [
-        [
-            dict(r)
-            for r in conn.execute(
-                select(*_GRAPH_COLUMNS).where(tasks.c.job_key == job_key, tasks.c.state == state).order_by(tasks.c.seq)
-            ).mappings()
-        ]
-        for state in UNCOMPLETED
-    ]
-    found = list(heapq.merge(*in_states, key=lambda row: row["seq"]))
+    dependsOn) of only those that never started, the ones still gated; the others' spec is empty."""
+    found = rows.tasks_in_states(conn, UNCOMPLETED, columns=_GRAPH_COLUMNS, job_key=job_key)
     gated = select(tasks.c.seq, tasks.c.spec).where(
         tasks.c.job_key == job_key, tasks.c.state == "active", tasks.c.attempt == 0
     )

@@ -363,13 +363,15 @@ def task_outcomes(conn: Connection, job_key: str, keys: Sequence[str]) -> dict[s
     return {row["key"]: row for row in _rows_in(conn, _task_outcomes, list(keys), KEY_CHUNK, job_key=job_key)}
 
 
-def tasks_in_states(conn: Connection, states: Sequence[str], **keys: Any) -> list[Row]:
-    """In seq order. One query per state: with `state IN (...) ORDER BY seq` SQLite walks a job's whole
-    (job_key, seq) index to skip the sort (1.4 s for a job of a million tasks, none of them on a node), where
-    `state = ?` reads (job_key, state, seq) in order."""
+def tasks_in_states(
+    conn: Connection, states: Sequence[str], *, columns: Sequence[Any] = (tasks,), **keys: Any
+) -> list[Row]:
+    """In seq order (with `columns` only, seq among them). One query per state: with `state IN (...) ORDER BY
+    seq` SQLite walks a job's whole (job_key, seq) index to skip the sort (1.4 s for a job of a million tasks,
+    none of them on a node), where `state = ?` reads (job_key, state, seq) in order."""
     found = []
     for state in states:
-        query = select(tasks).where(tasks.c.state == state)
+        query = select(*columns).where(tasks.c.state == state)
         if keys:
             query = query.where(_where(tasks, keys))
         found.append([dict(r) for r in conn.execute(query.order_by(tasks.c.seq)).mappings()])
