@@ -4,8 +4,8 @@ long until the scheduler has rebuilt its control state, and the server's memory.
 With --completed the job's N tasks (`/bin/true`) ran to completion on a pool of 2 nodes x 4 slots instead: the
 history a long-lived server holds, whose kept directories (retentionTime, default 7 days) must cost no memory.
 With --dependencies the job uses task dependencies and its task ids are numeric (each integer's bit is kept for
-taskIdRanges); an add to it answers once its dependency graph is rebuilt,
-so "add answers s" is that rebuild (with --completed: from a job's history, which must cost no memory either).
+taskIdRanges); an add to it answers once its dependency graph is rebuilt, so "add answers s" is that rebuild
+(with --completed: from a job's history, which must cost no memory either).
 
 The store is built once through the azure-batch SDK (one job of N tasks on a pool without nodes, so every
 task stays active and queued: the most the control state can hold) and kept in --store (reused when it holds
