@@ -30,7 +30,7 @@ from kiln.scheduler.line import TICKETS, JobLine, Key, line_key
 from kiln.scheduler.outcomes import exit_options
 from kiln.scheduler.priority import job_order
 from kiln.scheduler.retention import retain_task
-from kiln.scheduler.slots import NodeSlots
+from kiln.scheduler.slots import QUICK_TASK, NodeSlots
 from kiln.scheduler.state import (
     Dispatch,
     Effects,
@@ -464,6 +464,8 @@ class ControlState:
         assert ref.seq is not None, "a task step belongs to a task"
         # the task's step id, not the result's: a multi-instance primary reports under its instance's id
         self.step_off_node(ref.node_id, task_step_id(ref.seq, ref.attempt), effects, kill=False)
+        if (node := self.nodes.get(ref.node_id)) is not None:
+            node.quick = result.end_time - result.start_time < QUICK_TASK
         if task is None or task["state"] != TaskState.RUNNING or task["attempt"] != ref.attempt:
             return False  # stale: the task was ended, requeued or deleted meanwhile
         instances = self.instances_end(task["seq"], effects)

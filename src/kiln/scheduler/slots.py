@@ -14,6 +14,12 @@ from kiln.undo import Tracked, TrackedDict, TrackedSet
 #: round's worth runs dry while the report that would refill it is on its way: 2 ran ~12% faster than 1
 #: in bench/throughput.py, with less server CPU per task (each report then carries more).
 AHEAD_DEPTH = 2
+#: A node whose latest task ran under QUICK_TASK seconds may hold this many rounds instead: with rounds to
+#: spare, the node holds its results up to AHEAD_LINGER (compute/node/agent.py) and each report, one store
+#: transaction on the server, carries ~4x as many (server CPU per trivial task ~25% less). The price: a job
+#: that comes, of the same priority, waits behind at most this many rounds of such tasks (a few seconds).
+AHEAD_DEPTH_QUICK = 6
+QUICK_TASK = 0.5
 
 
 #: What holds slots of a node: the step id of a task's attempt (its process may not exist yet: a task waiting
@@ -36,6 +42,7 @@ class NodeSlots(Tracked):
     #: a runExclusive job manager runs here: nothing else may start. It ran alone, so the node
     #: empties exactly when it leaves; that is when the flag clears (see `release`).
     exclusive: bool = False
+    quick: bool = False  #: its latest task ran under QUICK_TASK seconds: it may hold AHEAD_DEPTH_QUICK rounds ahead
     #: task steps sent ahead to the node, not yet known to have started: step_id -> (job_key, task seq, slots)
     ahead: dict[str, tuple[str, int, int]] = field(default_factory=TrackedDict)
     #: of those, the ones the node has been asked to give back (`ControlState.withdraw`), until it answers;
@@ -92,7 +99,8 @@ class NodeSlots(Tracked):
         """Slots' worth of tasks that may still be sent ahead, while the node takes new tasks."""
         if not self.up or self.draining or self.exclusive:
             return 0
-        return AHEAD_DEPTH * self.capacity - sum(slots for _, _, slots in self.ahead.values())
+        depth = AHEAD_DEPTH_QUICK if self.quick else AHEAD_DEPTH
+        return depth * self.capacity - sum(slots for _, _, slots in self.ahead.values())
 
     @property
     def ahead_stranded(self) -> bool:

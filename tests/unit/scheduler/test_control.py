@@ -14,7 +14,7 @@ from kiln.core import task as task_rules
 from kiln.core.task import TaskState
 from kiln.scheduler.control import ControlState, InvariantBroken
 from kiln.scheduler.line import TICKETS
-from kiln.scheduler.slots import NodeSlots
+from kiln.scheduler.slots import AHEAD_DEPTH, AHEAD_DEPTH_QUICK, QUICK_TASK, NodeSlots
 from kiln.scheduler.state import Dispatch, Effects, JobEntry, StepRef, task_step_id
 from kiln.store.kept_dirs import Kept
 
@@ -221,6 +221,17 @@ def test_a_task_that_exits_0_completes_frees_its_slot_and_has_its_job_checked(st
     assert effects.node_counters == {("a", "total_tasks_succeeded"): 1}
     assert effects.retain == [Kept("a", "workitems/j/job-1/t1", "j", NOW + timedelta(hours=1))]
     assert dict(effects.kill) == {}  # it exited by itself
+
+
+def test_a_node_whose_latest_task_was_quick_may_hold_more_rounds_ahead(state: ControlState) -> None:
+    node = state.nodes["a"]
+    assert not node.quick and node.room_ahead == AHEAD_DEPTH * 4
+    for seq, ran in ((1, 0.01), (2, QUICK_TASK + 1), (3, 0.2)):
+        run_task(state, seq, "a")
+        result = StepResult(task_step_id(seq, 1), T0.timestamp(), T0.timestamp() + ran, 0)
+        state.task_ended(state.steps[task_step_id(seq, 1)], running_task(seq, "a"), result, NOW, Effects())
+        assert node.quick == (ran < QUICK_TASK)
+        assert node.room_ahead == (AHEAD_DEPTH_QUICK if node.quick else AHEAD_DEPTH) * 4
 
 
 def test_a_failed_task_with_retries_left_is_queued_again_and_one_without_completes_failed(state: ControlState) -> None:

@@ -87,6 +87,37 @@ async def test_a_result_that_leaves_a_slot_empty_is_reported_at_once(
     await agent.kill([slower.step_id])
 
 
+async def test_results_wait_while_steps_sent_ahead_keep_the_slots_busy(
+    agent: NodeAgent, make_step: Callable[..., Step], monkeypatch
+) -> None:
+    """A step sent ahead waits for each running step's slot: no slot goes empty, so the report waits (up to
+    AHEAD_LINGER) and carries the results of the steps sent ahead that end meanwhile too."""
+    monkeypatch.setattr(agent_module, "AHEAD_LINGER", 30.0)
+    quick = make_step("sh -c 'exit 0'", slots=1)
+    then = make_step("sleep 0.3", slots=1, ahead=True)  # takes quick's slot; another waits for its own
+    last = make_step("sleep 30", slots=1, ahead=True)
+    await agent.run([quick.to_message(), then.to_message(), last.to_message()])
+    batch = await agent.results(timeout=10)
+    assert sorted(m["step_id"] for m in batch if not m.get("running")) == sorted([quick.step_id, then.step_id])
+    assert [m["step_id"] for m in batch if m.get("running")] == [last.step_id]  # then's result says it started
+    await agent.kill([last.step_id])
+
+
+async def test_results_wait_for_steps_sent_ahead_no_longer_than_ahead_linger(
+    agent: NodeAgent, make_step: Callable[..., Step], monkeypatch
+) -> None:
+    monkeypatch.setattr(agent_module, "AHEAD_LINGER", 0.2)
+    quick = make_step("sh -c 'exit 0'", slots=1)
+    ahead = [make_step("sleep 30", slots=1, ahead=True) for _ in range(2)]
+    await agent.run([quick.to_message(), *(a.to_message() for a in ahead)])
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    batch = await agent.results(timeout=10)
+    assert [m["step_id"] for m in batch if not m.get("running")] == [quick.step_id]
+    assert loop.time() - began < 15  # not held until the steps sent ahead end
+    await agent.kill([a.step_id for a in ahead])
+
+
 async def test_a_result_does_not_wait_for_a_long_running_step(
     agent: NodeAgent, make_step: Callable[..., Step], monkeypatch
 ) -> None:
