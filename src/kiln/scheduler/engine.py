@@ -400,8 +400,10 @@ class Scheduler(
     async def _on_results(self, node_id: str, results: list[StepResult]) -> None:
         """Group commit: results that arrive while a transaction runs are applied together by the next
         caller to get the lock, so under load one transaction carries every node's results. A caller
-        whose results an earlier one applied returns once they are committed (the node may forget them)."""
+        whose results an earlier one applied returns once they are committed (the node may forget them).
+        One turn of the loop first: a host's reply brings each of its nodes' results by a call of its own."""
         self._results_inbox.extend(results)
+        await asyncio.sleep(0)
         async with self.lock:
             batch, self._results_inbox = self._results_inbox, []
             if not batch:
