@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from kiln.cli.embedded import EmbeddedServer
 from kiln.cli.main import app as kiln_cli
+from kiln.scheduler.slots import AHEAD_DEPTH
 from kiln.testing import (
     create_pool_and_wait,
     make_client,
@@ -188,27 +189,41 @@ def test_server_restart_reattaches(attached, marks_dir):
 
 def test_a_task_sent_ahead_to_a_lost_host_counts_as_requeued_and_runs_once(attached, marks_dir):
     """Whether a task sent ahead started on a host that is gone cannot be read on the server's disk: it counts
-    as a run (requeueCount 1), and it runs once, elsewhere or when the hosts are back."""
+    as a run (requeueCount 1), and it runs once, elsewhere or when the hosts are back.
+
+    The server learns of each host's loss on its own, however close together they die (here, one after the other).
+    Every node's room ahead is full before: a task requeued from the host lost first could otherwise be sent ahead
+    to the other in between, and count that loss too (requeueCount 2, by the same rule; loaded runs failed so)."""
     client, job_id = attached.client, unique("ahead")
     client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=attached.pool_id)))
     client.create_tasks(job_id, [_blocked(f"t{i}", marks_dir) for i in range(4)])
     wait_for(lambda: len(list(marks_dir.glob("started-*"))) == 4, 60)
-    command = shell(f"umask 0; echo ran >> {marks_dir}/ahead")
-    client.create_task(job_id, models.BatchTaskCreateOptions(id="ahead", command_line=command))
-    wait_for(lambda: "sent ahead" in str(task_story(attached.server, job_id, "ahead")["why"]), 60, "sent ahead")
+    room = AHEAD_DEPTH * client.get_pool(attached.pool_id).task_slots_per_node  # tasks each full node holds ahead
+    ahead = [f"ahead{i}" for i in range(room * len(HOSTS))]
+    commands = {a: shell(f"umask 0; echo ran >> {marks_dir}/{a}") for a in ahead}
+    client.create_tasks(job_id, [models.BatchTaskCreateOptions(id=a, command_line=c) for a, c in commands.items()])
+    wait_for(
+        lambda: all("sent ahead" in str(task_story(attached.server, job_id, a)["why"]) for a in ahead),
+        60,
+        "every node's room ahead full",
+    )
     for name in HOSTS:
-        attached.cluster.kill_host(name)
-    wait_for(lambda: set(_nodes(attached).values()) == {"unknown"}, 60, "both nodes unknown")
+        _lose(attached, name)
     (marks_dir / "go").touch()
     for name in HOSTS:
         attached.cluster.start_host(name)
     tasks = {t.id: t for t in _completed(client, job_id)}
-    assert tasks["ahead"].execution_info.requeue_count == 1
-    assert (marks_dir / "ahead").read_text() == "ran\n"
+    assert {a: (marks_dir / a).read_text() for a in ahead} == dict.fromkeys(ahead, "ran\n")
     ran = {t.id: (t.execution_info.requeue_count, t.execution_info.exit_code) for t in tasks.values()}
     assert ran == dict.fromkeys(tasks, (1, 0)), [task_story(attached.server, job_id, t)["transitions"] for t in tasks]
     wait_for(lambda: _nodes(attached) == {"host-a": "idle", "host-b": "idle"}, 60, "both nodes back idle")
     terminate_job(client, job_id)
+
+
+def _lose(attached: Attached, name: str) -> None:
+    """Kill the host, and wait until the server has its node unknown."""
+    attached.cluster.kill_host(name)
+    wait_for(lambda: _nodes(attached)[name] == "unknown", 60, f"{name}'s node unknown")
 
 
 def test_plain_dask_worker_with_kiln_node_preload(open_base):
