@@ -34,9 +34,9 @@ KILL_GRACE = 5.0
 REPORT_LINGER = 0.02
 #: How long results may wait while the steps sent ahead queued on the node hold another round for its running
 #: steps: no slot can go empty before the control plane answers, so the report waits for more results and one
-#: transaction on the server carries them all (~20 per node for trivial tasks, against ~5). A task's end reaches
+#: transaction on the server carries them all (~30 per node for trivial tasks, against ~5). A task's end reaches
 #: the store this much later at most.
-AHEAD_LINGER = 0.05
+AHEAD_LINGER = 0.1
 #: Errors of file operations reported to the control plane by name, not as crashes.
 FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError)
 
