@@ -221,6 +221,12 @@ def test_a_task_sent_ahead_to_a_lost_host_counts_as_requeued_and_runs_once(attac
     ran = {t.id: (t.execution_info.requeue_count, t.execution_info.exit_code) for t in tasks.values()}
     expected = {t: (1 if t in ahead or t.startswith("t") else 0, 0) for t in tasks}
     assert ran == expected, [task_story(attached.server, job_id, t)["transitions"] for t in tasks]
+    told = [  # a task sent ahead stays active when its host is lost: its story says why its count moved
+        (r["from"], r["to"], r["detail"])
+        for r in task_story(attached.server, job_id, sorted(ahead)[0])["transitions"]
+        if r["kind"] == "task"
+    ]
+    assert ("active", "active", "requeue 1, reason sent ahead, may have started unseen") in told, told
     wait_for(lambda: _nodes(attached) == {"host-a": "idle", "host-b": "idle"}, 60, "both nodes back idle")
     terminate_job(client, job_id)
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from kiln import undo
+from kiln import story, undo
 from kiln.compute.protocol import StepResult, Withdrawal
 from kiln.core import preparation as prep_rules
 from kiln.core import task as task_rules
@@ -50,6 +50,8 @@ from kiln.wire.times import now as utcnow
 
 #: The columns that mark a task as sent ahead, cleared once its start is known or it is taken back.
 NOT_AHEAD = {"sent_ahead_node": None, "sent_ahead_at": None}
+#: The story's words for a task sent ahead that may have started unseen (its node lost, or the server restarted)
+UNSEEN_RUN = {"requeue": True, "reason": "sent ahead, may have started unseen"}
 
 log = logging.getLogger("kiln.scheduler")
 
@@ -248,6 +250,9 @@ class SendAhead(SchedulerParts):
                 )
             ):
                 changes.update(requeue_count=task["requeue_count"] + 1, last_requeue_time=now)
+                # its state stays active: the story says why the count moved (the node it may have run on)
+                seen = {**changes, "node_id": task["sent_ahead_node"]}
+                story.note("task", task, TaskState.ACTIVE.value, TaskState.ACTIVE.value, seen, UNSEEN_RUN, now)
             db.change(conn, db.tasks, {"seq": task["seq"]}, changes)
 
     # ------------------------------------------------------------------ calling back
