@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Connection
+
 from kiln.core import task as task_rules
 from kiln.core.job import JobState, TerminateReason
 from kiln.core.task import TaskState
@@ -19,6 +21,7 @@ from kiln.wire.times import duration_seconds, now
 log = logging.getLogger("kiln.scheduler")
 #: directories deleted per read of the due ones
 SWEEP_PART = 200
+SWEEP_RETRY = timedelta(seconds=15)  #: a directory the sweep could not delete is tried again this much later
 
 
 class Retention(SchedulerParts):
@@ -56,12 +59,22 @@ class Retention(SchedulerParts):
         """Delete the directories whose time has come, a part at a time, then wait for the next due time."""
         self._sweep_due = None
         part = await self.db.read(lambda conn: kept_dirs.due(conn, now(), SWEEP_PART))
+        failed: list[kept_dirs.Kept] = []
         for kept in (k for k in part if k.node_id in self.nodes):  # a node that left took its directories
             try:
-                await self._safely(self.backend.delete_file(kept.node_id, kept.path, True), "retention cleanup")
-            except Exception as exc:  # the node may be gone: the directory went with it, or will stay for good
-                log.warning("retention cleanup of %s on %s failed: %s", kept.path, kept.node_id, exc)
-        await self.db.write(lambda conn: kept_dirs.swept(conn, part))
+                await self.backend.delete_file(kept.node_id, kept.path, True)
+            except FileNotFoundError:
+                pass
+            except Exception as exc:  # e.g. its node not up yet after a restart: the directory is still there
+                log.warning("retention cleanup of %s on %s failed, tried again later: %s", kept.path, kept.node_id, exc)
+                failed.append(kept)
+        deleted = [k for k in part if k not in failed]
+
+        def record(conn: Connection) -> None:
+            kept_dirs.swept(conn, deleted)
+            kept_dirs.postpone(conn, failed, now() + SWEEP_RETRY)
+
+        await self.db.write(record)
         self._sweep_by(await self.db.read(kept_dirs.next_due))
 
     async def task_updated(self, job: dict[str, Any], task: dict[str, Any]) -> None:

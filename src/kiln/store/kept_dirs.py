@@ -45,6 +45,12 @@ def swept(conn: Connection, kept: Iterable[Kept]) -> None:
     _SWEPT.execute_many(conn, [k._asdict() for k in kept])
 
 
+def postpone(conn: Connection, kept: Iterable[Kept], until: datetime) -> None:
+    """The sweep could not delete these (their node not up yet, say): try again at `until`; a row kept again
+    since (a new due time) keeps its own."""
+    _POSTPONED.execute_many(conn, [{**k._asdict(), "until": until} for k in kept])
+
+
 def release(conn: Connection, node_id: str, path: str) -> None:
     """The directory is in use again (a reactivated task reuses it): no cleanup under it."""
     conn.execute(delete(kept_dirs).where(kept_dirs.c.node_id == node_id, kept_dirs.c.path == path))
@@ -81,4 +87,14 @@ _SWEPT = Prepared(
         kept_dirs.c.path == bindparam("path"),
         kept_dirs.c.due == bindparam("due", type_=kept_dirs.c.due.type),
     )
+)
+
+_POSTPONED = Prepared(
+    update(kept_dirs)
+    .where(
+        kept_dirs.c.node_id == bindparam("node_id"),
+        kept_dirs.c.path == bindparam("path"),
+        kept_dirs.c.due == bindparam("due", type_=kept_dirs.c.due.type),
+    )
+    .values(due=bindparam("until", type_=kept_dirs.c.due.type))
 )

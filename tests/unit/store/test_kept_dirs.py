@@ -46,6 +46,16 @@ def test_a_sweep_leaves_a_row_that_was_kept_again_since_it_read_it(db: Database)
         assert kept_dirs.next_due(conn) == T0 + H
 
 
+def test_a_postponed_row_comes_due_again_later_unless_it_was_kept_again_since(db: Database) -> None:
+    with tx(db) as conn:
+        kept_dirs.keep(conn, [Kept("n1", "w/j/a", "j", T0), Kept("n1", "w/j/b", "j", T0)])
+        read = kept_dirs.due(conn, T0, 10)
+        kept_dirs.keep(conn, [Kept("n1", "w/j/b", "j", T0 + 2 * H)])  # ended again meanwhile: its own time
+        kept_dirs.postpone(conn, read, T0 + H)  # its node was not up: try again in an hour
+        assert kept_dirs.due(conn, T0, 10) == []
+        assert stored(conn) == [Kept("n1", "w/j/a", "j", T0 + H), Kept("n1", "w/j/b", "j", T0 + 2 * H)]
+
+
 def test_release_forget_and_move_touch_only_their_rows(db: Database) -> None:
     with tx(db) as conn:
         kept_dirs.keep(
