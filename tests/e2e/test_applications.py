@@ -20,6 +20,7 @@ from kiln.cli.main import app as kiln_cli
 from kiln.testing import (
     UBUNTU,
     create_pool_and_wait,
+    node_operation_answers,
     pool_options,
     read_node_file,
     read_task_file,
@@ -218,6 +219,11 @@ def test_a_pool_package_that_cannot_be_deployed_makes_the_node_unusable_and_task
     assert task.execution_info.exit_code == 0
     assert task.node_info.node_id != broken.id
     assert client.get_node(pool_id, broken.id).state == "unusable"
+    # a reboot or reimage is the remedy; a deallocate or a start is refused
+    assert node_operation_answers(client, pool_id, broken.id, "deallocate", "start") == {
+        "deallocate": "NodeStateUnusable",
+        "start": "NodeStateUnusable",
+    }
     client.begin_reboot_node(
         pool_id, broken.id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=1
     ).result()

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from azure.batch import models
-from azure.batch.models._models import BatchNodeDeallocateOptions
+from azure.batch.models._models import BatchNodeDeallocateOptions, BatchNodeRebootOptions, BatchNodeReimageOptions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
-from kiln.testing import create_pool_and_wait, shell, unique, wait_for
+from kiln.testing import create_pool_and_wait, node_operation_answers, shell, unique, wait_for
 from kiln.testing_azurite import container_sas_url
 
 
@@ -168,6 +168,9 @@ def test_deallocate_then_start_a_node(client, cleanup, marks_dir):
     client.begin_deallocate_node(pool_id, node.id, options, polling_interval=1).result()
     _node_state(client, pool_id, node.id, "deallocated")
     assert client.get_pool(pool_id).allocation_state == "steady"
+    assert node_operation_answers(client, pool_id, node.id, "reboot", "reimage", "deallocate") == dict.fromkeys(
+        ("reboot", "reimage", "deallocate"), "OperationNotValidOnNode"
+    )
     job_id = _job(client, cleanup, pool_id)
     client.create_task(job_id, models.BatchTaskCreateOptions(id="a", command_line="/bin/true"))
     assert client.get_task(job_id, "a").state == "active"  # no node to run on
@@ -175,6 +178,51 @@ def test_deallocate_then_start_a_node(client, cleanup, marks_dir):
     assert _task_state(client, job_id, "a", "completed").execution_info.exit_code == 0
     _node_state(client, pool_id, node.id, "idle")
     assert (marks_dir / f"boots-{node.id}").read_text().split() == ["boot", "boot"]  # the start task ran again
+
+
+def test_deallocate_with_taskcompletion_is_deallocating_until_the_task_ends(client, cleanup, marks_dir):
+    pool_id, job_id, node_id = _task_a_running(client, cleanup, marks_dir, nodes=1)
+    options = BatchNodeDeallocateOptions(node_deallocate_option="taskcompletion")
+    poller = client.begin_deallocate_node(pool_id, node_id, options, polling_interval=1)
+    assert client.get_node(pool_id, node_id).state == "deallocating"
+    assert client.get_task(job_id, "a").state == "running"
+    operations = ("reboot", "reimage", "deallocate", "start")
+    assert node_operation_answers(client, pool_id, node_id, *operations) == dict.fromkeys(
+        operations, "OperationNotValidOnNode"
+    )
+    (marks_dir / "a.go").touch()
+    poller.result()
+    task = _task_state(client, job_id, "a", "completed")
+    assert (task.execution_info.exit_code, task.execution_info.requeue_count) == (0, 0)
+    _node_state(client, pool_id, node_id, "deallocated")
+
+
+def _restart(client, pool_id: str, node_id: str, kind: str, option: str):
+    if kind == "reboot":
+        return client.begin_reboot_node(
+            pool_id, node_id, BatchNodeRebootOptions(node_reboot_kind=option), polling_interval=1
+        )
+    return client.begin_reimage_node(
+        pool_id, node_id, BatchNodeReimageOptions(node_reimage_option=option), polling_interval=1
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "state", "code"),
+    [("reboot", "rebooting", "NodeBeingRebooted"), ("reimage", "reimaging", "NodeBeingReimaged")],
+)
+def test_a_rebooting_or_reimaging_node_refuses_node_operations(client, cleanup, marks_dir, kind, state, code):
+    """With taskcompletion the node is rebooting (reimaging) at once, and stays so while task `a` runs."""
+    pool_id, job_id, node_id = _task_a_running(client, cleanup, marks_dir, nodes=1)
+    poller = _restart(client, pool_id, node_id, kind, "taskcompletion")
+    assert client.get_node(pool_id, node_id).state == state
+    operations = ("reboot", "reimage", "deallocate", "start")
+    assert node_operation_answers(client, pool_id, node_id, *operations) == dict.fromkeys(operations, code)
+    (marks_dir / "a.go").touch()
+    poller.result()
+    task = _task_state(client, job_id, "a", "completed")
+    assert (task.execution_info.exit_code, task.execution_info.requeue_count) == (0, 0)
+    _node_state(client, pool_id, node_id, "idle")
 
 
 def test_extensions_users_and_remote_login_on_a_local_node(client, pool):

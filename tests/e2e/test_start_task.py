@@ -7,7 +7,15 @@ from azure.batch import models
 from azure.batch.models._models import BatchNodeRebootOptions
 from azure.core.exceptions import HttpResponseError
 
-from kiln.testing import pool_options, read_node_file, shell, unique, wait_for, wait_tasks_completed
+from kiln.testing import (
+    node_operation_answers,
+    pool_options,
+    read_node_file,
+    shell,
+    unique,
+    wait_for,
+    wait_tasks_completed,
+)
 
 
 def _pool_with_start_task(client, cleanup, start_task: models.BatchStartTask, nodes: int = 1, **extra) -> str:
@@ -81,6 +89,11 @@ def test_start_task_exit_3_with_retries_fails_the_node_and_tasks_go_elsewhere(cl
     assert read_node_file(client, pool_id, failed.id, "startup/runs").split() == ["run"] * 3
     (error,) = failed.errors
     assert error.code == "StartTaskFailed" and "reboot or reimage" in error.message
+    # reboot and reimage are the remedy; a deallocate or a start is refused
+    assert node_operation_answers(client, pool_id, failed.id, "deallocate", "start") == {
+        "deallocate": "NodeStateUnusable",
+        "start": "NodeStateUnusable",
+    }
     assert client.get_pool(pool_id).allocation_state == "steady"
     tasks = _run_job(client, cleanup, pool_id, "/bin/true", count=4)
     assert {t.node_info.node_id for t in tasks} == {good.id}
@@ -120,6 +133,23 @@ def test_start_task_reruns_after_reboot_and_a_pool_update_reaches_the_node_only_
     assert node.start_task.command_line == changed.command_line
     assert node.start_task_info.retry_count == 0 and node.start_task_info.result == "success"
     assert read_node_file(client, pool_id, node.id, "shared/boots").split() == ["v1", "v2"]
+
+
+def test_a_held_start_task_keeps_the_node_waitingforstarttask_which_refuses_node_operations(client, cleanup, marks_dir):
+    go = marks_dir / "go"
+    start = models.BatchStartTask(command_line=shell(f"while [ ! -e {go} ]; do sleep 0.05; done"))
+    pool_id = _pool_with_start_task(client, cleanup, start)
+    (node,) = _settled_nodes(client, pool_id, {"waitingforstarttask"}, 1)
+    node = client.get_node(pool_id, node.id)
+    assert node.state == "waitingforstarttask" and node.start_task_info.state == "running"
+    assert node.start_task_info.end_time is None and node.start_task_info.exit_code is None
+    operations = ("reboot", "reimage", "deallocate", "start")
+    assert node_operation_answers(client, pool_id, node.id, *operations) == dict.fromkeys(
+        operations, "NodeBeingStarted"
+    )
+    go.touch()
+    (node,) = _settled_nodes(client, pool_id, {"idle"}, 1)
+    assert (node.start_task_info.state, node.start_task_info.result) == ("completed", "success")
 
 
 def test_start_task_with_container_settings_is_refused(client):
