@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from azure.batch import models
-from azure.batch.models._models import BatchNodeRebootOptions
+from azure.batch.models._models import BatchNodeRebootOptions, BatchNodeReimageOptions
 from azure.core.exceptions import HttpResponseError
 
 from kiln.testing import (
@@ -118,7 +118,11 @@ def test_without_wait_for_success_tasks_start_while_the_start_task_runs(client, 
     assert _run_job(client, cleanup, pool_id, "/bin/true")[0].execution_info.exit_code == 0
 
 
-def test_start_task_reruns_after_reboot_and_a_pool_update_reaches_the_node_only_then(client, cleanup):
+@pytest.mark.parametrize(("restart", "boots"), [("reboot", ["v1", "v2"]), ("reimage", ["v2"])])
+def test_start_task_reruns_after_reboot_or_reimage_and_a_pool_update_reaches_the_node_only_then(
+    client, cleanup, restart, boots
+):
+    """A reimage also wipes the node's files (shared/ with them): only the run after it is left."""
     start = models.BatchStartTask(command_line=shell("echo v1 >> $AZ_BATCH_NODE_SHARED_DIR/boots"))
     pool_id = _pool_with_start_task(client, cleanup, start)
     (node,) = _settled_nodes(client, pool_id, {"idle"}, 1)
@@ -126,13 +130,20 @@ def test_start_task_reruns_after_reboot_and_a_pool_update_reaches_the_node_only_
     client.update_pool(pool_id, models.BatchPoolUpdateOptions(start_task=changed))
     assert client.get_pool(pool_id).start_task.command_line == changed.command_line
     assert client.get_node(pool_id, node.id).start_task.command_line == start.command_line  # not yet
-    reboot = BatchNodeRebootOptions(node_reboot_kind="requeue")
-    client.begin_reboot_node(pool_id, node.id, reboot, polling_interval=1).result()
+    if restart == "reboot":
+        poller = client.begin_reboot_node(
+            pool_id, node.id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=1
+        )
+    else:
+        poller = client.begin_reimage_node(
+            pool_id, node.id, BatchNodeReimageOptions(node_reimage_option="requeue"), polling_interval=1
+        )
+    poller.result()
     wait_for(lambda: client.get_node(pool_id, node.id).state == "idle", 120, "node back up")
     node = client.get_node(pool_id, node.id)
     assert node.start_task.command_line == changed.command_line
     assert node.start_task_info.retry_count == 0 and node.start_task_info.result == "success"
-    assert read_node_file(client, pool_id, node.id, "shared/boots").split() == ["v1", "v2"]
+    assert read_node_file(client, pool_id, node.id, "shared/boots").split() == boots
 
 
 def test_a_held_start_task_keeps_the_node_waitingforstarttask_which_refuses_node_operations(client, cleanup, marks_dir):
