@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from azure.batch import models
 from azure.batch.models._models import BatchNodeRebootOptions, BatchNodeReimageOptions
@@ -161,6 +163,51 @@ def test_a_held_start_task_keeps_the_node_waitingforstarttask_which_refuses_node
     go.touch()
     (node,) = _settled_nodes(client, pool_id, {"idle"}, 1)
     assert (node.start_task_info.state, node.start_task_info.result) == ("completed", "success")
+
+
+def test_a_start_task_with_unlimited_retries_runs_until_it_succeeds(client, cleanup):
+    """maxTaskRetryCount -1: it fails twice (a counter in shared/), then succeeds on its third run."""
+    start = models.BatchStartTask(
+        command_line=shell(
+            "n=$(cat $AZ_BATCH_NODE_SHARED_DIR/runs 2>/dev/null || echo 0); n=$((n + 1));"
+            " echo $n > $AZ_BATCH_NODE_SHARED_DIR/runs; [ $n -ge 3 ]"
+        ),
+        max_task_retry_count=-1,
+    )
+    pool_id = _pool_with_start_task(client, cleanup, start)
+    (node,) = _settled_nodes(client, pool_id, {"idle", "starttaskfailed"}, 1)
+    assert node.state == "idle" and not node.errors
+    assert node.start_task.max_task_retry_count == -1
+    info = node.start_task_info
+    assert (info.state, info.exit_code, info.result, info.retry_count) == ("completed", 0, "success", 2)
+    assert info.last_retry_time is not None and info.failure_info is None
+    assert read_node_file(client, pool_id, node.id, "shared/runs") == "3\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="accounts are switched only when the server runs as root")
+@pytest.mark.parametrize(
+    ("identity", "expected"),
+    [
+        # a non-admin pool auto-user: the node's account of its own, named after its uid
+        (models.UserIdentity(auto_user=models.AutoUserSpecification(scope="pool", elevation_level="nonadmin")), None),
+        # a named account of the pool, with the uid and gid it gives
+        (models.UserIdentity(username="starter"), ["4711", "4712", "starter"]),
+    ],
+    ids=["nonadmin-auto-user", "named-account"],
+)
+def test_a_start_task_runs_as_its_user_identity(client, cleanup, identity, expected):
+    start = models.BatchStartTask(command_line=shell("id -u; id -g; echo $USER"), user_identity=identity)
+    account = models.UserAccount(
+        name="starter", password="not-used", linux_user_configuration=models.LinuxUserConfiguration(uid=4711, gid=4712)
+    )
+    pool_id = _pool_with_start_task(client, cleanup, start, user_accounts=[account])
+    (node,) = _settled_nodes(client, pool_id, {"idle"}, 1)
+    uid, gid, user = read_node_file(client, pool_id, node.id, "startup/stdout.txt").split()
+    if expected is None:
+        assert uid not in ("0", "4711") and gid == uid and user == f"kiln-{uid}"
+    else:
+        assert [uid, gid, user] == expected
+    assert node.start_task.user_identity.as_dict() == identity.as_dict()
 
 
 def test_start_task_with_container_settings_is_refused(client):
