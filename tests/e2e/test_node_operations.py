@@ -91,11 +91,12 @@ def test_disable_scheduling_requeues_or_terminates_the_running_task(client, clea
     assert _task_state(client, job_id, "a", "completed").execution_info.exit_code == 0
 
 
-@pytest.mark.parametrize("option", ["requeue", "terminate", "taskcompletion"])
+@pytest.mark.parametrize("option", ["requeue", "terminate", "taskcompletion", "retaineddata"])
 def test_remove_nodes_with_each_deallocation_option(client, cleanup, marks_dir, option):
+    """retaineddata waits for the node's tasks as taskcompletion does (a local node retains no data apart)."""
     pool_id, job_id, node_id = _task_a_running(client, cleanup, marks_dir, nodes=2)
     (marks_dir / "a.started").unlink()
-    if option == "taskcompletion":
+    if option in ("taskcompletion", "retaineddata"):
         (marks_dir / "a.go").touch()  # it ends on its own, on the node being removed
     removal = models.BatchNodeRemoveOptions(node_ids=[node_id], node_deallocation_option=option)
     client.begin_remove_nodes(pool_id, removal, polling_interval=1).result()
@@ -113,6 +114,32 @@ def test_remove_nodes_with_each_deallocation_option(client, cleanup, marks_dir, 
         assert task.execution_info.requeue_count == 1 and task.node_info.node_id != node_id
     else:
         assert task.execution_info.requeue_count == 0 and task.node_info.node_id == node_id
+
+
+@pytest.mark.parametrize("option", ["requeue", "terminate", "taskcompletion"])
+def test_resize_down_with_each_deallocation_option(client, cleanup, marks_dir, option):
+    """The pool's only node runs task `a` when a resize to 0 takes it: the option says what becomes of `a`."""
+    pool_id, job_id, node_id = _task_a_running(client, cleanup, marks_dir, nodes=1)
+    resize = models.BatchPoolResizeOptions(target_dedicated_nodes=0, node_deallocation_option=option)
+    poller = client.begin_resize_pool(pool_id, resize, polling_interval=1)
+    if option == "taskcompletion":  # the node stays until `a` has ended, and the pool resizing with it
+        assert client.get_pool(pool_id).allocation_state == "resizing"
+        assert [n.id for n in client.list_nodes(pool_id)] == [node_id]
+        assert client.get_task(job_id, "a").state == "running"
+        (marks_dir / "a.go").touch()
+    poller.result()
+    pool = client.get_pool(pool_id)
+    assert (pool.allocation_state, pool.target_dedicated_nodes, pool.current_dedicated_nodes) == ("steady", 0, 0)
+    assert list(client.list_nodes(pool_id)) == []
+    task = client.get_task(job_id, "a")
+    info = task.execution_info
+    if option == "requeue":  # back in the queue, with no node to run on
+        assert (task.state, info.requeue_count, info.retry_count) == ("active", 1, 0)
+    elif option == "terminate":
+        assert task.state == "completed" and info.failure_info.code == "TaskEnded"
+    else:
+        assert (task.state, info.exit_code, info.requeue_count) == ("completed", 0, 0)
+        assert task.node_info.node_id == node_id
 
 
 def test_remove_nodes_refuses_what_azure_refuses(client, pool):
