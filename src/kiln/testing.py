@@ -113,13 +113,14 @@ def node_operation_answers(client: BatchClient, pool_id: str, node_id: str, *ope
         ),
         "start": lambda: client.begin_start_node(pool_id, node_id),
     }
-    answers = {}
+    answers: dict[str, str] = {}
     for operation in operations:
         try:
             calls[operation]()  # the SDK sends the request at once; its poller is not waited for
             answers[operation] = "accepted"
         except ResourceExistsError as refused:
-            answers[operation] = refused.error.code if refused.error else str(refused.status_code)
+            code = refused.error.code if refused.error else None
+            answers[operation] = code or f"{refused.status_code} without a code"
     return answers
 
 
