@@ -120,7 +120,9 @@ def test_without_wait_for_success_tasks_start_while_the_start_task_runs(client, 
     assert _run_job(client, cleanup, pool_id, "/bin/true")[0].execution_info.exit_code == 0
 
 
-@pytest.mark.parametrize(("restart", "boots"), [("reboot", ["v1", "v2"]), ("reimage", ["v2"])])
+@pytest.mark.parametrize(
+    ("restart", "boots"), [("reboot", ["v1", "v2"]), ("reimage", ["v2"])], ids=["reboot", "reimage"]
+)
 def test_start_task_reruns_after_reboot_or_reimage_and_a_pool_update_reaches_the_node_only_then(
     client, cleanup, restart, boots
 ):
