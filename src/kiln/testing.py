@@ -13,7 +13,7 @@ from typing import TypeVar
 import httpx
 from azure.batch import BatchClient, models
 from azure.core.credentials import AzureNamedKeyCredential
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from kiln.api.client_auth import SharedKeyAuth
 from kiln.cli.embedded import EmbeddedServer
@@ -94,6 +94,34 @@ def shell(script: str) -> str:
 
 def read_node_file(client: BatchClient, pool_id: str, node_id: str, path: str) -> str:
     return b"".join(client.download_node_file(pool_id, node_id, path)).decode()
+
+
+def node_operation_answers(client: BatchClient, pool_id: str, node_id: str, *operations: str) -> dict[str, str]:
+    """Ask for node operations (reboot, reimage, deallocate: each with requeue; start) on one node, in turn, and
+    say what each answered: the code of its 409, or "accepted" (then not waited for)."""
+    from azure.batch.models._models import BatchNodeDeallocateOptions, BatchNodeRebootOptions, BatchNodeReimageOptions
+
+    calls: dict[str, Callable[[], object]] = {
+        "reboot": lambda: client.begin_reboot_node(
+            pool_id, node_id, BatchNodeRebootOptions(node_reboot_kind="requeue")
+        ),
+        "reimage": lambda: client.begin_reimage_node(
+            pool_id, node_id, BatchNodeReimageOptions(node_reimage_option="requeue")
+        ),
+        "deallocate": lambda: client.begin_deallocate_node(
+            pool_id, node_id, BatchNodeDeallocateOptions(node_deallocate_option="requeue")
+        ),
+        "start": lambda: client.begin_start_node(pool_id, node_id),
+    }
+    answers: dict[str, str] = {}
+    for operation in operations:
+        try:
+            calls[operation]()  # the SDK sends the request at once; its poller is not waited for
+            answers[operation] = "accepted"
+        except ResourceExistsError as refused:
+            code = refused.error.code if refused.error else None
+            answers[operation] = code or f"{refused.status_code} without a code"
+    return answers
 
 
 def read_task_file(client: BatchClient, job_id: str, task_id: str, path: str) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from azure.batch import models
-from azure.batch.models._models import BatchNodeRebootOptions
+from azure.batch.models._models import BatchNodeRebootOptions, BatchNodeReimageOptions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from typer.testing import CliRunner
 
@@ -20,6 +20,7 @@ from kiln.cli.main import app as kiln_cli
 from kiln.testing import (
     UBUNTU,
     create_pool_and_wait,
+    node_operation_answers,
     pool_options,
     read_node_file,
     read_task_file,
@@ -127,7 +128,11 @@ def _run(client, job_id: str, task_id: str, script: str) -> str:
     return read_task_file(client, job_id, task_id, "stdout.txt")
 
 
-def test_a_pool_package_reaches_its_nodes_tasks_and_a_change_reaches_a_node_at_its_reboot(client, cleanup, blender):
+@pytest.mark.parametrize("restart", ["reboot", "reimage"])
+def test_a_pool_package_reaches_its_nodes_tasks_and_a_change_reaches_a_node_at_its_reboot_or_reimage(
+    client, cleanup, blender, restart
+):
+    """A reimage wipes the node's files: the packages it has then are deployed anew, the old one is gone."""
     flat = blender.replace("-", "_")
     # deployed before the start task, which sees it (the usual way to install from a package)
     start = models.BatchStartTask(command_line=shell(f'cat "$AZ_BATCH_APP_PACKAGE_{flat}/data.txt" || true'))
@@ -147,11 +152,24 @@ def test_a_pool_package_reaches_its_nodes_tasks_and_a_change_reaches_a_node_at_i
     # the node keeps what it was given when it joined
     assert _run(client, job_id, "t2", f'echo "${{AZ_BATCH_APP_PACKAGE_{flat}_2_8:-none}}"') == "none\n"
     (node,) = client.list_nodes(pool_id)
-    client.begin_reboot_node(
-        pool_id, node.id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=1
-    ).result()
-    wait_for(lambda: client.get_node(pool_id, node.id).state == "idle", 120, "the rebooted node")
+    if restart == "reboot":
+        poller = client.begin_reboot_node(
+            pool_id, node.id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=1
+        )
+    else:
+        poller = client.begin_reimage_node(
+            pool_id, node.id, BatchNodeReimageOptions(node_reimage_option="requeue"), polling_interval=1
+        )
+    poller.result()
+    wait_for(lambda: client.get_node(pool_id, node.id).state == "idle", 120, f"the {restart}ed node")
     assert _run(client, job_id, "t3", f'"$AZ_BATCH_APP_PACKAGE_{flat}_2_8/bin/run.sh"') == "blender 2.8\n"
+    assert read_node_file(client, pool_id, node.id, f"applications/{blender.lower()}_2.8/data.txt") == "2.8"
+    old = f"applications/{blender.lower()}_2.7/data.txt"
+    if restart == "reboot":  # a reboot keeps the node's files
+        assert read_node_file(client, pool_id, node.id, old) == "2.7"
+    else:
+        with pytest.raises(ResourceNotFoundError):
+            read_node_file(client, pool_id, node.id, old)
 
 
 def test_a_package_that_is_not_a_zip_is_refused(server, tmp_path):
@@ -218,6 +236,11 @@ def test_a_pool_package_that_cannot_be_deployed_makes_the_node_unusable_and_task
     assert task.execution_info.exit_code == 0
     assert task.node_info.node_id != broken.id
     assert client.get_node(pool_id, broken.id).state == "unusable"
+    # a reboot or reimage is the remedy; a deallocate or a start is refused
+    assert node_operation_answers(client, pool_id, broken.id, "deallocate", "start") == {
+        "deallocate": "NodeStateUnusable",
+        "start": "NodeStateUnusable",
+    }
     client.begin_reboot_node(
         pool_id, broken.id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=1
     ).result()

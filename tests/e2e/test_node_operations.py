@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from azure.batch import models
-from azure.batch.models._models import BatchNodeDeallocateOptions
+from azure.batch.models._models import BatchNodeDeallocateOptions, BatchNodeRebootOptions, BatchNodeReimageOptions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
-from kiln.testing import create_pool_and_wait, shell, unique, wait_for
+from kiln.testing import create_pool_and_wait, node_operation_answers, shell, unique, wait_for
 from kiln.testing_azurite import container_sas_url
 
 
@@ -91,11 +91,12 @@ def test_disable_scheduling_requeues_or_terminates_the_running_task(client, clea
     assert _task_state(client, job_id, "a", "completed").execution_info.exit_code == 0
 
 
-@pytest.mark.parametrize("option", ["requeue", "terminate", "taskcompletion"])
+@pytest.mark.parametrize("option", ["requeue", "terminate", "taskcompletion", "retaineddata"])
 def test_remove_nodes_with_each_deallocation_option(client, cleanup, marks_dir, option):
+    """retaineddata waits for the node's tasks as taskcompletion does (a local node retains no data apart)."""
     pool_id, job_id, node_id = _task_a_running(client, cleanup, marks_dir, nodes=2)
     (marks_dir / "a.started").unlink()
-    if option == "taskcompletion":
+    if option in ("taskcompletion", "retaineddata"):
         (marks_dir / "a.go").touch()  # it ends on its own, on the node being removed
     removal = models.BatchNodeRemoveOptions(node_ids=[node_id], node_deallocation_option=option)
     client.begin_remove_nodes(pool_id, removal, polling_interval=1).result()
@@ -113,6 +114,32 @@ def test_remove_nodes_with_each_deallocation_option(client, cleanup, marks_dir, 
         assert task.execution_info.requeue_count == 1 and task.node_info.node_id != node_id
     else:
         assert task.execution_info.requeue_count == 0 and task.node_info.node_id == node_id
+
+
+@pytest.mark.parametrize("option", ["requeue", "terminate", "taskcompletion"])
+def test_resize_down_with_each_deallocation_option(client, cleanup, marks_dir, option):
+    """The pool's only node runs task `a` when a resize to 0 takes it: the option says what becomes of `a`."""
+    pool_id, job_id, node_id = _task_a_running(client, cleanup, marks_dir, nodes=1)
+    resize = models.BatchPoolResizeOptions(target_dedicated_nodes=0, node_deallocation_option=option)
+    poller = client.begin_resize_pool(pool_id, resize, polling_interval=1)
+    if option == "taskcompletion":  # the node stays until `a` has ended, and the pool resizing with it
+        assert client.get_pool(pool_id).allocation_state == "resizing"
+        assert [n.id for n in client.list_nodes(pool_id)] == [node_id]
+        assert client.get_task(job_id, "a").state == "running"
+        (marks_dir / "a.go").touch()
+    poller.result()
+    pool = client.get_pool(pool_id)
+    assert (pool.allocation_state, pool.target_dedicated_nodes, pool.current_dedicated_nodes) == ("steady", 0, 0)
+    assert list(client.list_nodes(pool_id)) == []
+    task = client.get_task(job_id, "a")
+    info = task.execution_info
+    if option == "requeue":  # back in the queue, with no node to run on
+        assert (task.state, info.requeue_count, info.retry_count) == ("active", 1, 0)
+    elif option == "terminate":
+        assert task.state == "completed" and info.failure_info.code == "TaskEnded"
+    else:
+        assert (task.state, info.exit_code, info.requeue_count) == ("completed", 0, 0)
+        assert task.node_info.node_id == node_id
 
 
 def test_remove_nodes_refuses_what_azure_refuses(client, pool):
@@ -168,6 +195,9 @@ def test_deallocate_then_start_a_node(client, cleanup, marks_dir):
     client.begin_deallocate_node(pool_id, node.id, options, polling_interval=1).result()
     _node_state(client, pool_id, node.id, "deallocated")
     assert client.get_pool(pool_id).allocation_state == "steady"
+    assert node_operation_answers(client, pool_id, node.id, "reboot", "reimage", "deallocate") == dict.fromkeys(
+        ("reboot", "reimage", "deallocate"), "OperationNotValidOnNode"
+    )
     job_id = _job(client, cleanup, pool_id)
     client.create_task(job_id, models.BatchTaskCreateOptions(id="a", command_line="/bin/true"))
     assert client.get_task(job_id, "a").state == "active"  # no node to run on
@@ -175,6 +205,51 @@ def test_deallocate_then_start_a_node(client, cleanup, marks_dir):
     assert _task_state(client, job_id, "a", "completed").execution_info.exit_code == 0
     _node_state(client, pool_id, node.id, "idle")
     assert (marks_dir / f"boots-{node.id}").read_text().split() == ["boot", "boot"]  # the start task ran again
+
+
+def test_deallocate_with_taskcompletion_is_deallocating_until_the_task_ends(client, cleanup, marks_dir):
+    pool_id, job_id, node_id = _task_a_running(client, cleanup, marks_dir, nodes=1)
+    options = BatchNodeDeallocateOptions(node_deallocate_option="taskcompletion")
+    poller = client.begin_deallocate_node(pool_id, node_id, options, polling_interval=1)
+    assert client.get_node(pool_id, node_id).state == "deallocating"
+    assert client.get_task(job_id, "a").state == "running"
+    operations = ("reboot", "reimage", "deallocate", "start")
+    assert node_operation_answers(client, pool_id, node_id, *operations) == dict.fromkeys(
+        operations, "OperationNotValidOnNode"
+    )
+    (marks_dir / "a.go").touch()
+    poller.result()
+    task = _task_state(client, job_id, "a", "completed")
+    assert (task.execution_info.exit_code, task.execution_info.requeue_count) == (0, 0)
+    _node_state(client, pool_id, node_id, "deallocated")
+
+
+def _restart(client, pool_id: str, node_id: str, kind: str, option: str):
+    if kind == "reboot":
+        return client.begin_reboot_node(
+            pool_id, node_id, BatchNodeRebootOptions(node_reboot_kind=option), polling_interval=1
+        )
+    return client.begin_reimage_node(
+        pool_id, node_id, BatchNodeReimageOptions(node_reimage_option=option), polling_interval=1
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "state", "code"),
+    [("reboot", "rebooting", "NodeBeingRebooted"), ("reimage", "reimaging", "NodeBeingReimaged")],
+)
+def test_a_rebooting_or_reimaging_node_refuses_node_operations(client, cleanup, marks_dir, kind, state, code):
+    """With taskcompletion the node is rebooting (reimaging) at once, and stays so while task `a` runs."""
+    pool_id, job_id, node_id = _task_a_running(client, cleanup, marks_dir, nodes=1)
+    poller = _restart(client, pool_id, node_id, kind, "taskcompletion")
+    assert client.get_node(pool_id, node_id).state == state
+    operations = ("reboot", "reimage", "deallocate", "start")
+    assert node_operation_answers(client, pool_id, node_id, *operations) == dict.fromkeys(operations, code)
+    (marks_dir / "a.go").touch()
+    poller.result()
+    task = _task_state(client, job_id, "a", "completed")
+    assert (task.execution_info.exit_code, task.execution_info.requeue_count) == (0, 0)
+    _node_state(client, pool_id, node_id, "idle")
 
 
 def test_extensions_users_and_remote_login_on_a_local_node(client, pool):

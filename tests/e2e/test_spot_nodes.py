@@ -39,6 +39,9 @@ def test_spot_pool_nodes_and_preemption_mid_task(server, client, cleanup, marks_
 
     answer = _preempt(server, pool_id, node_id)
     assert answer.status_code == 200 and answer.json() == {"poolId": pool_id, "nodeId": node_id, "state": "preempted"}
+    # as a GET shows it, for the PREEMPTED_FOR (2 s) before it returns (as a new node comes up, in `starting`)
+    preempted = client.get_node(pool_id, node_id)
+    assert (preempted.state, preempted.is_dedicated, preempted.running_tasks_count) == ("preempted", False, 0)
     task = client.get_task(job_id, "t")
     assert task.execution_info.requeue_count == 1 and task.execution_info.retry_count == 0
     (marks_dir / "go").touch()

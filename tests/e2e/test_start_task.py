@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from azure.batch import models
-from azure.batch.models._models import BatchNodeRebootOptions
+from azure.batch.models._models import BatchNodeRebootOptions, BatchNodeReimageOptions
 from azure.core.exceptions import HttpResponseError
 
-from kiln.testing import pool_options, read_node_file, shell, unique, wait_for, wait_tasks_completed
+from kiln.testing import (
+    node_operation_answers,
+    pool_options,
+    read_node_file,
+    shell,
+    unique,
+    wait_for,
+    wait_tasks_completed,
+)
 
 
 def _pool_with_start_task(client, cleanup, start_task: models.BatchStartTask, nodes: int = 1, **extra) -> str:
@@ -81,6 +91,11 @@ def test_start_task_exit_3_with_retries_fails_the_node_and_tasks_go_elsewhere(cl
     assert read_node_file(client, pool_id, failed.id, "startup/runs").split() == ["run"] * 3
     (error,) = failed.errors
     assert error.code == "StartTaskFailed" and "reboot or reimage" in error.message
+    # reboot and reimage are the remedy; a deallocate or a start is refused
+    assert node_operation_answers(client, pool_id, failed.id, "deallocate", "start") == {
+        "deallocate": "NodeStateUnusable",
+        "start": "NodeStateUnusable",
+    }
     assert client.get_pool(pool_id).allocation_state == "steady"
     tasks = _run_job(client, cleanup, pool_id, "/bin/true", count=4)
     assert {t.node_info.node_id for t in tasks} == {good.id}
@@ -105,7 +120,13 @@ def test_without_wait_for_success_tasks_start_while_the_start_task_runs(client, 
     assert _run_job(client, cleanup, pool_id, "/bin/true")[0].execution_info.exit_code == 0
 
 
-def test_start_task_reruns_after_reboot_and_a_pool_update_reaches_the_node_only_then(client, cleanup):
+@pytest.mark.parametrize(
+    ("restart", "boots"), [("reboot", ["v1", "v2"]), ("reimage", ["v2"])], ids=["reboot", "reimage"]
+)
+def test_start_task_reruns_after_reboot_or_reimage_and_a_pool_update_reaches_the_node_only_then(
+    client, cleanup, restart, boots
+):
+    """A reimage also wipes the node's files (shared/ with them): only the run after it is left."""
     start = models.BatchStartTask(command_line=shell("echo v1 >> $AZ_BATCH_NODE_SHARED_DIR/boots"))
     pool_id = _pool_with_start_task(client, cleanup, start)
     (node,) = _settled_nodes(client, pool_id, {"idle"}, 1)
@@ -113,13 +134,82 @@ def test_start_task_reruns_after_reboot_and_a_pool_update_reaches_the_node_only_
     client.update_pool(pool_id, models.BatchPoolUpdateOptions(start_task=changed))
     assert client.get_pool(pool_id).start_task.command_line == changed.command_line
     assert client.get_node(pool_id, node.id).start_task.command_line == start.command_line  # not yet
-    reboot = BatchNodeRebootOptions(node_reboot_kind="requeue")
-    client.begin_reboot_node(pool_id, node.id, reboot, polling_interval=1).result()
+    if restart == "reboot":
+        poller = client.begin_reboot_node(
+            pool_id, node.id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=1
+        )
+    else:
+        poller = client.begin_reimage_node(
+            pool_id, node.id, BatchNodeReimageOptions(node_reimage_option="requeue"), polling_interval=1
+        )
+    poller.result()
     wait_for(lambda: client.get_node(pool_id, node.id).state == "idle", 120, "node back up")
     node = client.get_node(pool_id, node.id)
     assert node.start_task.command_line == changed.command_line
     assert node.start_task_info.retry_count == 0 and node.start_task_info.result == "success"
-    assert read_node_file(client, pool_id, node.id, "shared/boots").split() == ["v1", "v2"]
+    assert read_node_file(client, pool_id, node.id, "shared/boots").split() == boots
+
+
+def test_a_held_start_task_keeps_the_node_waitingforstarttask_which_refuses_node_operations(client, cleanup, marks_dir):
+    go = marks_dir / "go"
+    start = models.BatchStartTask(command_line=shell(f"while [ ! -e {go} ]; do sleep 0.05; done"))
+    pool_id = _pool_with_start_task(client, cleanup, start)
+    (node,) = _settled_nodes(client, pool_id, {"waitingforstarttask"}, 1)
+    node = client.get_node(pool_id, node.id)
+    assert node.state == "waitingforstarttask" and node.start_task_info.state == "running"
+    assert node.start_task_info.end_time is None and node.start_task_info.exit_code is None
+    operations = ("reboot", "reimage", "deallocate", "start")
+    assert node_operation_answers(client, pool_id, node.id, *operations) == dict.fromkeys(
+        operations, "NodeBeingStarted"
+    )
+    go.touch()
+    (node,) = _settled_nodes(client, pool_id, {"idle"}, 1)
+    assert (node.start_task_info.state, node.start_task_info.result) == ("completed", "success")
+
+
+def test_a_start_task_with_unlimited_retries_runs_until_it_succeeds(client, cleanup):
+    """maxTaskRetryCount -1: it fails twice (a counter in shared/), then succeeds on its third run."""
+    start = models.BatchStartTask(
+        command_line=shell(
+            "n=$(cat $AZ_BATCH_NODE_SHARED_DIR/runs 2>/dev/null || echo 0); n=$((n + 1));"
+            " echo $n > $AZ_BATCH_NODE_SHARED_DIR/runs; [ $n -ge 3 ]"
+        ),
+        max_task_retry_count=-1,
+    )
+    pool_id = _pool_with_start_task(client, cleanup, start)
+    (node,) = _settled_nodes(client, pool_id, {"idle", "starttaskfailed"}, 1)
+    assert node.state == "idle" and not node.errors
+    assert node.start_task.max_task_retry_count == -1
+    info = node.start_task_info
+    assert (info.state, info.exit_code, info.result, info.retry_count) == ("completed", 0, "success", 2)
+    assert info.last_retry_time is not None and info.failure_info is None
+    assert read_node_file(client, pool_id, node.id, "shared/runs") == "3\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="accounts are switched only when the server runs as root")
+@pytest.mark.parametrize(
+    ("identity", "expected"),
+    [
+        # a non-admin pool auto-user: the node's account of its own, named after its uid
+        (models.UserIdentity(auto_user=models.AutoUserSpecification(scope="pool", elevation_level="nonadmin")), None),
+        # a named account of the pool, with the uid and gid it gives
+        (models.UserIdentity(username="starter"), ["4711", "4712", "starter"]),
+    ],
+    ids=["nonadmin-auto-user", "named-account"],
+)
+def test_a_start_task_runs_as_its_user_identity(client, cleanup, identity, expected):
+    start = models.BatchStartTask(command_line=shell("id -u; id -g; echo $USER"), user_identity=identity)
+    account = models.UserAccount(
+        name="starter", password="not-used", linux_user_configuration=models.LinuxUserConfiguration(uid=4711, gid=4712)
+    )
+    pool_id = _pool_with_start_task(client, cleanup, start, user_accounts=[account])
+    (node,) = _settled_nodes(client, pool_id, {"idle"}, 1)
+    uid, gid, user = read_node_file(client, pool_id, node.id, "startup/stdout.txt").split()
+    if expected is None:
+        assert uid not in ("0", "4711") and gid == uid and user == f"kiln-{uid}"
+    else:
+        assert [uid, gid, user] == expected
+    assert node.start_task.user_identity.as_dict() == identity.as_dict()
 
 
 def test_start_task_with_container_settings_is_refused(client):

@@ -9,6 +9,7 @@ from typing import Any
 
 from kiln.core import lifecycle
 from kiln.core.lifecycle import Changes, no_changes
+from kiln.errors import InvalidTransition
 
 
 class NodeState(StrEnum):
@@ -133,10 +134,51 @@ TRANSITIONS: lifecycle.Table = {
 SCHEDULABLE = frozenset(_UP)
 
 
+#: Azure's 409 code for a node operation (reboot, reimage, deallocate, start, preempt) that the node's state
+#: refuses, by that state: the codes Batch documents for a node being created, started, rebooted or reimaged,
+#: or unusable (batch-status-and-error-codes), else OperationNotValidOnNode ("not valid on the node"). Kiln's
+#: choices where Azure documents none: waitingforstarttask is still being started; starttaskfailed is unusable
+#: (what Azure called such a node before that state existed). idle and running refuse only a start; offline is
+#: shown, never stored (its node is idle or running underneath).
+REFUSALS: Mapping[NodeState, str] = {
+    S.CREATING: "NodeBeingCreated",
+    S.STARTING: "NodeBeingStarted",
+    S.WAITING_FOR_START_TASK: "NodeBeingStarted",
+    S.START_TASK_FAILED: "NodeStateUnusable",
+    S.IDLE: "OperationNotValidOnNode",
+    S.RUNNING: "OperationNotValidOnNode",
+    S.REBOOTING: "NodeBeingRebooted",
+    S.REIMAGING: "NodeBeingReimaged",
+    S.LEAVING_POOL: "OperationNotValidOnNode",
+    S.UNKNOWN: "OperationNotValidOnNode",
+    S.OFFLINE: "OperationNotValidOnNode",
+    S.UNUSABLE: "NodeStateUnusable",
+    S.PREEMPTED: "OperationNotValidOnNode",
+    S.DEALLOCATING: "OperationNotValidOnNode",
+    S.DEALLOCATED: "OperationNotValidOnNode",
+}
+#: The operation behind an edge into each state, as the words of a refusal put it ("cannot be rebooted").
+OPERATIONS: Mapping[NodeState, str] = {
+    S.REBOOTING: "rebooted",
+    S.REIMAGING: "reimaged",
+    S.DEALLOCATING: "deallocated",
+    S.STARTING: "started",
+    S.PREEMPTED: "preempted",
+}
+
+
+def refusal(state: str, to: NodeState | None = None) -> InvalidTransition:
+    """The 409 for an operation (an edge into `to`) that a node in `state` refuses: its code by REFUSALS."""
+    done = OPERATIONS.get(to) if to is not None else None
+    what = f"The compute node cannot be {done}" if done else "The operation is not valid on the compute node"
+    return InvalidTransition(f"{what} while it is {state}.", code=REFUSALS[NodeState(state)])
+
+
 def transition(row: Mapping[str, Any], to: NodeState, now: datetime, **event: Any) -> Changes:
-    return lifecycle.transition(
-        TRANSITIONS, row, to, now, conflict_code="NodeStateUnusable", track_previous=False, kind="node", **event
-    )
+    """Changes that move the node to `to`; an edge the table lacks raises refusal(its state)."""
+    if (NodeState(row["state"]), to) not in TRANSITIONS:
+        raise refusal(row["state"], to)
+    return lifecycle.transition(TRANSITIONS, row, to, now, track_previous=False, kind="node", **event)
 
 
 #: States of a node whose worker has answered since it was last (re)started.

@@ -211,11 +211,8 @@ class NodeControl(SchedulerParts):
 
     def _begin_start(self, conn: Connection, node_id: str) -> str:
         row, _ = self._node_and_row(conn, node_id)
-        if row["state"] != NodeState.DEALLOCATED:
-            raise Conflict(
-                f"Only a deallocated compute node can be started; this one is {row['state']}.",
-                code="OperationNotValidOnNode",
-            )
+        if row["state"] != NodeState.DEALLOCATED:  # only a deallocated node starts (other edges are Kiln's own)
+            raise node_rules.refusal(row["state"], NodeState.STARTING)
         transition(conn, db.nodes, {"id": node_id}, row, node_rules.transition(row, NodeState.STARTING, utcnow()))
         return row["root_dir"]
 

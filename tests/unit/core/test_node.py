@@ -73,6 +73,23 @@ EDGES: dict[tuple[NodeState, NodeState], dict[str, Any]] = {
 }
 
 
+#: state -> the 409 code of a node operation that state refuses (batch-status-and-error-codes documents the
+#: NodeBeing* codes and NodeStateUnusable; waitingforstarttask and starttaskfailed are Kiln's choices). The spec.
+REFUSED: dict[NodeState, str] = {
+    S.CREATING: "NodeBeingCreated",
+    S.STARTING: "NodeBeingStarted",
+    S.WAITING_FOR_START_TASK: "NodeBeingStarted",
+    S.REBOOTING: "NodeBeingRebooted",
+    S.REIMAGING: "NodeBeingReimaged",
+    S.UNUSABLE: "NodeStateUnusable",
+    S.START_TASK_FAILED: "NodeStateUnusable",
+    **{
+        s: "OperationNotValidOnNode"
+        for s in (S.IDLE, S.RUNNING, S.OFFLINE, S.LEAVING_POOL, S.UNKNOWN, S.PREEMPTED, S.DEALLOCATING, S.DEALLOCATED)
+    },
+}
+
+
 def test_table_has_exactly_the_expected_edges() -> None:
     assert set(TRANSITIONS) == set(EDGES)
 
@@ -88,7 +105,65 @@ def test_every_pair(pair: tuple[NodeState, NodeState]) -> None:
     else:
         with pytest.raises(InvalidTransition) as info:
             node.transition(row, to, NOW, errors=ERRORS)
-        assert (info.value.status, info.value.code) == (409, "NodeStateUnusable")
+        assert (info.value.status, info.value.code) == (409, REFUSED[frm])
+
+
+def test_every_state_has_its_refusal_code() -> None:
+    assert node.REFUSALS == REFUSED
+
+
+@pytest.mark.parametrize(
+    ("state", "to", "code", "message"),
+    [
+        (S.REBOOTING, S.REBOOTING, "NodeBeingRebooted", "The compute node cannot be rebooted while it is rebooting."),
+        (
+            S.REIMAGING,
+            S.DEALLOCATING,
+            "NodeBeingReimaged",
+            "The compute node cannot be deallocated while it is reimaging.",
+        ),
+        (
+            S.WAITING_FOR_START_TASK,
+            S.REIMAGING,
+            "NodeBeingStarted",
+            "The compute node cannot be reimaged while it is waitingforstarttask.",
+        ),
+        (
+            S.START_TASK_FAILED,
+            S.DEALLOCATING,
+            "NodeStateUnusable",
+            "The compute node cannot be deallocated while it is starttaskfailed.",
+        ),
+        (
+            S.DEALLOCATED,
+            S.REBOOTING,
+            "OperationNotValidOnNode",
+            "The compute node cannot be rebooted while it is deallocated.",
+        ),
+        (
+            S.LEAVING_POOL,
+            S.PREEMPTED,
+            "OperationNotValidOnNode",
+            "The compute node cannot be preempted while it is leavingpool.",
+        ),
+        (S.IDLE, S.IDLE, "OperationNotValidOnNode", "The operation is not valid on the compute node while it is idle."),
+    ],
+)
+def test_a_refused_operation_says_which_and_why(state: NodeState, to: NodeState, code: str, message: str) -> None:
+    with pytest.raises(InvalidTransition) as info:
+        node.transition(frozen(node_row(state)), to, NOW)
+    assert (info.value.status, info.value.code, info.value.message) == (409, code, message)
+
+
+@pytest.mark.parametrize("state", [s for s in S if s is not S.DEALLOCATED])
+def test_a_refused_start_answers_the_states_code(state: NodeState) -> None:
+    """A start from anything but deallocated answers the state's code (starting is also Kiln's own edge from
+    creating, rebooting, reimaging, unknown and preempted, so the scheduler checks the state first)."""
+    refused = node.refusal(state.value, S.STARTING)
+    assert (refused.code, refused.message) == (
+        REFUSED[state],
+        f"The compute node cannot be started while it is {state}.",
+    )
 
 
 def test_reboot_keeps_the_incarnation_and_reimage_bumps_it() -> None:
