@@ -14,7 +14,15 @@ from azure.batch import BatchClient, models
 from azure.core.exceptions import HttpResponseError
 
 from kiln.cli.embedded import EmbeddedServer
-from kiln.testing import create_pool_and_wait, make_client, pool_options, shell, unique, wait_for, wait_tasks_completed
+from kiln.testing import (
+    create_pool_and_wait,
+    make_client,
+    pool_options,
+    shell,
+    unique,
+    wait_for,
+    wait_tasks_completed,
+)
 
 FAST = {"KILN_MIN_AUTOSCALE_INTERVAL": "PT1S", "KILN_AUTOSCALE_SAMPLE_PERIOD": "PT1S"}
 HEAD = "$TargetDedicatedNodes={};$TargetLowPriorityNodes=0;$NodeDeallocationOption={}"
@@ -111,7 +119,8 @@ def test_enable_evaluate_disable(ac) -> None:
     evaluate = models.BatchPoolEvaluateAutoScaleOptions(auto_scale_formula="$TargetDedicatedNodes = 3")
     assert _error(lambda: ac.evaluate_pool_auto_scale(pool_id, evaluate)).status_code == 409
     no_formula = models.BatchPoolEnableAutoScaleOptions(auto_scale_evaluation_interval=timedelta(minutes=5))
-    assert _error(lambda: ac.enable_pool_auto_scale(pool_id, no_formula)).status_code == 400
+    refused = _error(lambda: ac.enable_pool_auto_scale(pool_id, no_formula))
+    assert (refused.status_code, refused.error.code) == (400, "InvalidAutoScalingSettings")
 
     enable = models.BatchPoolEnableAutoScaleOptions(
         auto_scale_formula="$TargetDedicatedNodes = 2; $NodeDeallocationOption = requeue",
@@ -267,3 +276,98 @@ def test_after_a_restart_autoscale_goes_on_and_the_samples_start_afresh(open_tmp
 
 def _evaluate(formula: str) -> models.BatchPoolEvaluateAutoScaleOptions:
     return models.BatchPoolEvaluateAutoScaleOptions(auto_scale_formula=formula)
+
+
+def _variables(run: models.AutoScaleRun) -> dict[str, str]:
+    """autoScaleRun.results as name -> printed value; a run that failed has none to read."""
+    assert run.error is None, run.error
+    return dict(item.split("=", 1) for item in run.results.split(";"))
+
+
+def test_enable_on_a_resizing_pool_is_409(ac, marks_dir) -> None:
+    """A shrink with taskcompletion keeps the pool resizing while its busy node finishes its task."""
+    pool_id = create_pool_and_wait(ac, nodes=1)
+    job_id = unique("autoscale-job")
+    ac.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
+    hold = shell(f"while [ ! -f {marks_dir}/go ]; do sleep 0.1; done")
+    ac.create_task(job_id, models.BatchTaskCreateOptions(id="t", command_line=hold))
+    wait_for(lambda: ac.get_task(job_id, "t").state == "running", 300, "the task running")
+    shrink = models.BatchPoolResizeOptions(target_dedicated_nodes=0, node_deallocation_option="taskcompletion")
+    ac.begin_resize_pool(pool_id, shrink)  # sent; not waited for
+    assert ac.get_pool(pool_id).allocation_state == "resizing"
+
+    enable = models.BatchPoolEnableAutoScaleOptions(auto_scale_formula="$TargetDedicatedNodes = 2")
+    refused = _error(lambda: ac.enable_pool_auto_scale(pool_id, enable))
+    assert (refused.status_code, refused.error.code) == (409, "PoolBeingResized")
+    pool = ac.get_pool(pool_id)
+    assert (pool.enable_auto_scale, pool.target_dedicated_nodes, pool.allocation_state) == (False, 0, "resizing")
+
+    (marks_dir / "go").touch()
+    _steady_with(ac, pool_id, 0)
+    ac.enable_pool_auto_scale(pool_id, enable)  # steady: it may
+    assert ac.get_pool(pool_id).target_dedicated_nodes == 2
+    ac.begin_delete_job(job_id, polling_interval=0.5).result()
+    ac.begin_delete_pool(pool_id, polling_interval=0.5).result()
+
+
+def test_a_bad_enable_is_400_and_changes_nothing(ac) -> None:
+    pool_id = _create(ac, "$TargetDedicatedNodes = 0", interval=timedelta(minutes=7))
+    syntax = models.BatchPoolEnableAutoScaleOptions(auto_scale_formula="$TargetDedicatedNodes = (1")
+    error = _error(lambda: ac.enable_pool_auto_scale(pool_id, syntax))
+    assert (error.status_code, error.error.code) == (400, "AutoScalingFormulaSyntaxError")
+    assert any("Line 1, Col 27" in (d.message or "") for d in error.error.details or [])
+    error = _error(lambda: ac.enable_pool_auto_scale(pool_id, models.BatchPoolEnableAutoScaleOptions()))
+    assert (error.status_code, error.error.code) == (400, "InvalidAutoScalingSettings")
+    pool = ac.get_pool(pool_id)
+    assert (pool.auto_scale_formula, pool.auto_scale_evaluation_interval) == (
+        "$TargetDedicatedNodes = 0",
+        timedelta(minutes=7),
+    )
+    # refused enables do not count: one may follow at once
+    ac.enable_pool_auto_scale(pool_id, models.BatchPoolEnableAutoScaleOptions(auto_scale_formula="n = 1"))
+    assert ac.get_pool(pool_id).auto_scale_run.results == HEAD.format(0, "requeue") + ";$n=1"
+    ac.begin_delete_pool(pool_id, polling_interval=0.5).result()
+
+
+def test_an_interval_under_five_minutes_is_400_on_a_server_without_a_lower_minimum(client, cleanup) -> None:
+    """The session server has no KILN_MIN_AUTOSCALE_INTERVAL: Batch's 5 minutes hold, at create and enable."""
+    short = timedelta(minutes=4, seconds=59)
+    pool_id = unique("autoscale")
+    error = _error(
+        lambda: client.create_pool(
+            pool_options(
+                pool_id,
+                enable_auto_scale=True,
+                auto_scale_formula="$TargetDedicatedNodes = 0",
+                auto_scale_evaluation_interval=short,
+            )
+        )
+    )
+    assert (error.status_code, error.error.code) == (400, "InvalidPropertyValue")
+    pool_id = _create(client, "$TargetDedicatedNodes = 0", interval=timedelta(minutes=5))  # the least
+    cleanup(pool=pool_id)
+    enable = models.BatchPoolEnableAutoScaleOptions(auto_scale_evaluation_interval=short)
+    error = _error(lambda: client.enable_pool_auto_scale(pool_id, enable))
+    assert (error.status_code, error.error.code) == (400, "InvalidPropertyValue")
+    assert ("PropertyName", "autoScaleEvaluationInterval") in {(d.code, d.message) for d in error.error.details}
+    assert client.get_pool(pool_id).auto_scale_evaluation_interval == timedelta(minutes=5)
+
+
+def test_a_new_interval_restarts_the_timer(ac) -> None:
+    """Every 4 s, then an enable with 8 s just after an evaluation: the next is 8 s after the enable's own
+    evaluation, not where the old timer had it (4 s after the previous one)."""
+    pool_id = _create(ac, "$TargetDedicatedNodes = 0", interval=timedelta(seconds=4))
+
+    def evaluated_after(moment: datetime) -> datetime | None:
+        stamp = ac.get_pool(pool_id).auto_scale_run.timestamp
+        return stamp if stamp > moment else None
+
+    created = ac.get_pool(pool_id).auto_scale_run.timestamp
+    ticked = wait_for(lambda: evaluated_after(created), 60, "a timer's evaluation")
+    enable = models.BatchPoolEnableAutoScaleOptions(auto_scale_evaluation_interval=timedelta(seconds=8))
+    ac.enable_pool_auto_scale(pool_id, enable)
+    enabled = ac.get_pool(pool_id).auto_scale_run.timestamp
+    assert enabled > ticked  # the enable evaluated at once
+    following = wait_for(lambda: evaluated_after(enabled), 60, "the next evaluation")
+    assert timedelta(seconds=7) < following - enabled < timedelta(seconds=30)
+    ac.begin_delete_pool(pool_id, polling_interval=0.5).result()
