@@ -18,6 +18,7 @@ from kiln.testing import (
     create_pool_and_wait,
     make_client,
     pool_options,
+    preempt_node,
     shell,
     unique,
     wait_for,
@@ -62,12 +63,13 @@ def _create(client: BatchClient, formula: str, interval: timedelta = timedelta(m
     return pool_id
 
 
-def _steady_with(client: BatchClient, pool_id: str, nodes: int) -> models.BatchPool:
+def _steady_with(client: BatchClient, pool_id: str, nodes: int, spot: int = 0) -> models.BatchPool:
     def steady() -> models.BatchPool | None:
         pool = client.get_pool(pool_id)
-        return pool if pool.allocation_state == "steady" and pool.current_dedicated_nodes == nodes else None
+        counts = (pool.current_dedicated_nodes, pool.current_low_priority_nodes)
+        return pool if pool.allocation_state == "steady" and counts == (nodes, spot) else None
 
-    return wait_for(steady, 300, f"{pool_id} steady with {nodes} nodes")  # node starts are slow on a busy host
+    return wait_for(steady, 300, f"{pool_id} steady with {nodes} + {spot} nodes")  # node starts are slow on a busy host
 
 
 def _error(call) -> HttpResponseError:
@@ -370,4 +372,40 @@ def test_a_new_interval_restarts_the_timer(ac) -> None:
     assert enabled > ticked  # the enable evaluated at once
     following = wait_for(lambda: evaluated_after(enabled), 60, "the next evaluation")
     assert timedelta(seconds=7) < following - enabled < timedelta(seconds=30)
+    ac.begin_delete_pool(pool_id, polling_interval=0.5).result()
+
+
+#: The pool's node counts, as a formula reads them.
+NODE_COUNTS = (
+    "d = $CurrentDedicatedNodes; l = $CurrentLowPriorityNodes; p = $PreemptedNodeCount;"
+    " u = $UsableNodeCount; s = $TaskSlotsPerNode"
+)
+
+
+def test_node_counts_and_a_preempted_spot_node_as_a_formula_reads_them(ac, fast_server) -> None:
+    """A preempted spot node still counts in $CurrentLowPriorityNodes, is not usable, and counts in
+    $PreemptedNodeCount (its samples too) until it is back."""
+    pool_id = _create(ac, "$TargetDedicatedNodes = 1; $TargetLowPriorityNodes = 1", task_slots_per_node=3)
+    _steady_with(ac, pool_id, 1, spot=1)
+    wait_for(lambda: all(n.state == "idle" for n in ac.list_nodes(pool_id)), 120, "both nodes idle")
+    counts = _variables(ac.evaluate_pool_auto_scale(pool_id, _evaluate(NODE_COUNTS)))
+    assert (counts["$d"], counts["$l"], counts["$p"], counts["$u"], counts["$s"]) == ("1", "1", "0", "2", "3")
+
+    spot = next(n for n in ac.list_nodes(pool_id) if not n.is_dedicated)
+    assert preempt_node(fast_server, pool_id, spot.id).status_code == 200
+    counts = _variables(ac.evaluate_pool_auto_scale(pool_id, _evaluate(NODE_COUNTS)))
+    assert (counts["$d"], counts["$l"], counts["$p"], counts["$u"]) == ("1", "1", "1", "1")
+    sampled = "m = max($PreemptedNodeCount.GetSample(TimeInterval_Minute))"
+    wait_for(
+        lambda: (
+            (run := ac.evaluate_pool_auto_scale(pool_id, _evaluate(sampled))).error is None
+            and _variables(run)["$m"] == "1"
+        ),
+        60,
+        "a sample with the preempted node",
+    )
+
+    wait_for(lambda: ac.get_node(pool_id, spot.id).state == "idle", 120, "the preempted node back")
+    counts = _variables(ac.evaluate_pool_auto_scale(pool_id, _evaluate(NODE_COUNTS)))
+    assert (counts["$l"], counts["$p"], counts["$u"]) == ("1", "0", "2")
     ac.begin_delete_pool(pool_id, polling_interval=0.5).result()

@@ -23,3 +23,8 @@ def test_use_is_averaged_over_nodes_and_io_summed() -> None:
 def test_a_pool_without_nodes_samples_zeros() -> None:
     sample = _node_metrics([], timedelta(seconds=30))
     assert all(value == 0 for value in sample.values())
+
+
+def test_preempted_nodes_count_though_they_are_not_measured() -> None:
+    sample = _node_metrics([], timedelta(seconds=30), preempted=2)
+    assert (sample["$PreemptedNodeCount"], sample["$SampleNodeCount"]) == (2.0, 0.0)
