@@ -409,3 +409,45 @@ def test_node_counts_and_a_preempted_spot_node_as_a_formula_reads_them(ac, fast_
     counts = _variables(ac.evaluate_pool_auto_scale(pool_id, _evaluate(NODE_COUNTS)))
     assert (counts["$l"], counts["$p"], counts["$u"]) == ("1", "0", "2")
     ac.begin_delete_pool(pool_id, polling_interval=0.5).result()
+
+
+def test_active_tasks_leave_out_those_waiting_for_dependencies_and_cpu_is_measured(ac, marks_dir) -> None:
+    """One slot: `a` or `b` runs (a busy loop), the other waits for the slot, `c` waits for `a`: one active task,
+    one running, two pending; the running task's CPU shows in $CPUPercent."""
+    pool_id = _create(ac, "$TargetDedicatedNodes = 1")
+    _steady_with(ac, pool_id, 1)
+    job_id = unique("autoscale-job")
+    ac.create_job(
+        models.BatchJobCreateOptions(
+            id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id), uses_task_dependencies=True
+        )
+    )
+    burn = shell(f"while [ ! -f {marks_dir}/go ]; do :; done")
+    after_a = models.BatchTaskDependencies(task_ids=["a"])
+    ac.create_tasks(
+        job_id,
+        [
+            models.BatchTaskCreateOptions(id="a", command_line=burn),
+            models.BatchTaskCreateOptions(id="b", command_line=burn),
+            models.BatchTaskCreateOptions(id="c", command_line="true", depends_on=after_a),
+        ],
+    )
+    metrics = "a = $ActiveTasks.GetSample(1); r = $RunningTasks.GetSample(1); p = $PendingTasks.GetSample(1);" + (
+        " cpu = $CPUPercent.GetSample(1)"
+    )
+
+    def burning() -> dict[str, str] | None:
+        run = ac.evaluate_pool_auto_scale(pool_id, _evaluate(metrics))
+        if run.error is not None:
+            return None  # no sample yet
+        values = _variables(run)
+        return values if values["$r"] == "[1]" and float(values["$cpu"].strip("[]")) > 0 else None
+
+    try:
+        values = wait_for(burning, 120, "a sample of the running task using CPU")
+        assert (values["$a"], values["$p"]) == ("[1]", "[2]")
+    finally:
+        (marks_dir / "go").touch()
+    wait_tasks_completed(ac, job_id)
+    ac.begin_delete_job(job_id, polling_interval=0.5).result()
+    ac.begin_delete_pool(pool_id, polling_interval=0.5).result()
