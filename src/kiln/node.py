@@ -143,9 +143,10 @@ class ClusterHostAgent(HostAgent):
         await asyncio.to_thread(wipe_node_root, self.local_root(node_root))
 
     async def usage(self, node_ids: list[str]) -> dict[str, dict[str, float]]:
-        """What each of these nodes (those the host runs) uses now (autoscale's node metrics)."""
+        """What each of these nodes (those the host runs) uses now (autoscale's node metrics); the host's network
+        traffic is shared among all the nodes it runs."""
         roots = {node_id: node.root for node_id, node in self.nodes.items() if node_id in node_ids and node.root}
-        return await asyncio.to_thread(self._usage.measure, roots)
+        return await asyncio.to_thread(self._usage.measure, roots, len(self.nodes))
 
     async def start_node(self, node_id: str, node_root: str) -> dict[str, Any]:
         return await super().start_node(node_id, self.local_root(node_root))

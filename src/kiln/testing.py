@@ -187,6 +187,12 @@ def run_cli(server: EmbeddedServer, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def preempt_node(server: EmbeddedServer, pool_id: str, node_id: str) -> httpx.Response:
+    """POST /kiln/pools/{pool}/nodes/{node}/preempt (a spot node taken back), signed with the server's account."""
+    auth = SharedKeyAuth(server.account_name, server.account_key)
+    return httpx.post(f"{server.endpoint}/kiln/pools/{pool_id}/nodes/{node_id}/preempt", auth=auth, timeout=30)
+
+
 def story_response(server: EmbeddedServer, job_id: str, task_id: str) -> httpx.Response:
     """GET /kiln/jobs/{job}/tasks/{task}/story, signed with the server's account."""
     auth = SharedKeyAuth(server.account_name, server.account_key)

@@ -14,7 +14,16 @@ from azure.batch import BatchClient, models
 from azure.core.exceptions import HttpResponseError
 
 from kiln.cli.embedded import EmbeddedServer
-from kiln.testing import create_pool_and_wait, make_client, pool_options, shell, unique, wait_for, wait_tasks_completed
+from kiln.testing import (
+    create_pool_and_wait,
+    make_client,
+    pool_options,
+    preempt_node,
+    shell,
+    unique,
+    wait_for,
+    wait_tasks_completed,
+)
 
 FAST = {"KILN_MIN_AUTOSCALE_INTERVAL": "PT1S", "KILN_AUTOSCALE_SAMPLE_PERIOD": "PT1S"}
 HEAD = "$TargetDedicatedNodes={};$TargetLowPriorityNodes=0;$NodeDeallocationOption={}"
@@ -54,12 +63,13 @@ def _create(client: BatchClient, formula: str, interval: timedelta = timedelta(m
     return pool_id
 
 
-def _steady_with(client: BatchClient, pool_id: str, nodes: int) -> models.BatchPool:
+def _steady_with(client: BatchClient, pool_id: str, nodes: int, spot: int = 0) -> models.BatchPool:
     def steady() -> models.BatchPool | None:
         pool = client.get_pool(pool_id)
-        return pool if pool.allocation_state == "steady" and pool.current_dedicated_nodes == nodes else None
+        counts = (pool.current_dedicated_nodes, pool.current_low_priority_nodes)
+        return pool if pool.allocation_state == "steady" and counts == (nodes, spot) else None
 
-    return wait_for(steady, 300, f"{pool_id} steady with {nodes} nodes")  # node starts are slow on a busy host
+    return wait_for(steady, 300, f"{pool_id} steady with {nodes} + {spot} nodes")  # node starts are slow on a busy host
 
 
 def _error(call) -> HttpResponseError:
@@ -111,7 +121,8 @@ def test_enable_evaluate_disable(ac) -> None:
     evaluate = models.BatchPoolEvaluateAutoScaleOptions(auto_scale_formula="$TargetDedicatedNodes = 3")
     assert _error(lambda: ac.evaluate_pool_auto_scale(pool_id, evaluate)).status_code == 409
     no_formula = models.BatchPoolEnableAutoScaleOptions(auto_scale_evaluation_interval=timedelta(minutes=5))
-    assert _error(lambda: ac.enable_pool_auto_scale(pool_id, no_formula)).status_code == 400
+    refused = _error(lambda: ac.enable_pool_auto_scale(pool_id, no_formula))
+    assert (refused.status_code, refused.error.code) == (400, "InvalidAutoScalingSettings")
 
     enable = models.BatchPoolEnableAutoScaleOptions(
         auto_scale_formula="$TargetDedicatedNodes = 2; $NodeDeallocationOption = requeue",
@@ -267,3 +278,176 @@ def test_after_a_restart_autoscale_goes_on_and_the_samples_start_afresh(open_tmp
 
 def _evaluate(formula: str) -> models.BatchPoolEvaluateAutoScaleOptions:
     return models.BatchPoolEvaluateAutoScaleOptions(auto_scale_formula=formula)
+
+
+def _variables(run: models.AutoScaleRun) -> dict[str, str]:
+    """autoScaleRun.results as name -> printed value; a run that failed has none to read."""
+    assert run.error is None, run.error
+    return dict(item.split("=", 1) for item in run.results.split(";"))
+
+
+def test_enable_on_a_resizing_pool_is_409(ac, marks_dir) -> None:
+    """A shrink with taskcompletion keeps the pool resizing while its busy node finishes its task."""
+    pool_id = create_pool_and_wait(ac, nodes=1)
+    job_id = unique("autoscale-job")
+    ac.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
+    hold = shell(f"while [ ! -f {marks_dir}/go ]; do sleep 0.1; done")
+    ac.create_task(job_id, models.BatchTaskCreateOptions(id="t", command_line=hold))
+    wait_for(lambda: ac.get_task(job_id, "t").state == "running", 300, "the task running")
+    shrink = models.BatchPoolResizeOptions(target_dedicated_nodes=0, node_deallocation_option="taskcompletion")
+    ac.begin_resize_pool(pool_id, shrink)  # sent; not waited for
+    assert ac.get_pool(pool_id).allocation_state == "resizing"
+
+    enable = models.BatchPoolEnableAutoScaleOptions(auto_scale_formula="$TargetDedicatedNodes = 2")
+    refused = _error(lambda: ac.enable_pool_auto_scale(pool_id, enable))
+    assert (refused.status_code, refused.error.code) == (409, "PoolBeingResized")
+    pool = ac.get_pool(pool_id)
+    assert (pool.enable_auto_scale, pool.target_dedicated_nodes, pool.allocation_state) == (False, 0, "resizing")
+
+    (marks_dir / "go").touch()
+    _steady_with(ac, pool_id, 0)
+    ac.enable_pool_auto_scale(pool_id, enable)  # steady: it may
+    assert ac.get_pool(pool_id).target_dedicated_nodes == 2
+    ac.begin_delete_job(job_id, polling_interval=0.5).result()
+    ac.begin_delete_pool(pool_id, polling_interval=0.5).result()
+
+
+def test_a_bad_enable_is_400_and_changes_nothing(ac) -> None:
+    pool_id = _create(ac, "$TargetDedicatedNodes = 0", interval=timedelta(minutes=7))
+    syntax = models.BatchPoolEnableAutoScaleOptions(auto_scale_formula="$TargetDedicatedNodes = (1")
+    error = _error(lambda: ac.enable_pool_auto_scale(pool_id, syntax))
+    assert (error.status_code, error.error.code) == (400, "AutoScalingFormulaSyntaxError")
+    assert any("Line 1, Col 27" in (d.message or "") for d in error.error.details or [])
+    error = _error(lambda: ac.enable_pool_auto_scale(pool_id, models.BatchPoolEnableAutoScaleOptions()))
+    assert (error.status_code, error.error.code) == (400, "InvalidAutoScalingSettings")
+    pool = ac.get_pool(pool_id)
+    assert (pool.auto_scale_formula, pool.auto_scale_evaluation_interval) == (
+        "$TargetDedicatedNodes = 0",
+        timedelta(minutes=7),
+    )
+    # refused enables do not count: one may follow at once
+    ac.enable_pool_auto_scale(pool_id, models.BatchPoolEnableAutoScaleOptions(auto_scale_formula="n = 1"))
+    assert ac.get_pool(pool_id).auto_scale_run.results == HEAD.format(0, "requeue") + ";$n=1"
+    ac.begin_delete_pool(pool_id, polling_interval=0.5).result()
+
+
+def test_an_interval_under_five_minutes_is_400_on_a_server_without_a_lower_minimum(client, cleanup) -> None:
+    """The session server has no KILN_MIN_AUTOSCALE_INTERVAL: Batch's 5 minutes hold, at create and enable."""
+    short = timedelta(minutes=4, seconds=59)
+    pool_id = unique("autoscale")
+    error = _error(
+        lambda: client.create_pool(
+            pool_options(
+                pool_id,
+                enable_auto_scale=True,
+                auto_scale_formula="$TargetDedicatedNodes = 0",
+                auto_scale_evaluation_interval=short,
+            )
+        )
+    )
+    assert (error.status_code, error.error.code) == (400, "InvalidPropertyValue")
+    pool_id = _create(client, "$TargetDedicatedNodes = 0", interval=timedelta(minutes=5))  # the least
+    cleanup(pool=pool_id)
+    enable = models.BatchPoolEnableAutoScaleOptions(auto_scale_evaluation_interval=short)
+    error = _error(lambda: client.enable_pool_auto_scale(pool_id, enable))
+    assert (error.status_code, error.error.code) == (400, "InvalidPropertyValue")
+    assert ("PropertyName", "autoScaleEvaluationInterval") in {(d.code, d.message) for d in error.error.details}
+    assert client.get_pool(pool_id).auto_scale_evaluation_interval == timedelta(minutes=5)
+
+
+def test_a_new_interval_restarts_the_timer(ac) -> None:
+    """Every 4 s, then an enable with 8 s just after an evaluation: the next is 8 s after the enable's own
+    evaluation, not where the old timer had it (4 s after the previous one)."""
+    pool_id = _create(ac, "$TargetDedicatedNodes = 0", interval=timedelta(seconds=4))
+
+    def evaluated_after(moment: datetime) -> datetime | None:
+        stamp = ac.get_pool(pool_id).auto_scale_run.timestamp
+        return stamp if stamp > moment else None
+
+    created = ac.get_pool(pool_id).auto_scale_run.timestamp
+    ticked = wait_for(lambda: evaluated_after(created), 60, "a timer's evaluation")
+    enable = models.BatchPoolEnableAutoScaleOptions(auto_scale_evaluation_interval=timedelta(seconds=8))
+    ac.enable_pool_auto_scale(pool_id, enable)
+    enabled = ac.get_pool(pool_id).auto_scale_run.timestamp
+    assert enabled > ticked  # the enable evaluated at once
+    following = wait_for(lambda: evaluated_after(enabled), 60, "the next evaluation")
+    assert timedelta(seconds=7) < following - enabled < timedelta(seconds=30)
+    ac.begin_delete_pool(pool_id, polling_interval=0.5).result()
+
+
+#: The pool's node counts, as a formula reads them.
+NODE_COUNTS = (
+    "d = $CurrentDedicatedNodes; l = $CurrentLowPriorityNodes; p = $PreemptedNodeCount;"
+    " u = $UsableNodeCount; s = $TaskSlotsPerNode"
+)
+
+
+def test_node_counts_and_a_preempted_spot_node_as_a_formula_reads_them(ac, fast_server) -> None:
+    """A preempted spot node still counts in $CurrentLowPriorityNodes, is not usable, and counts in
+    $PreemptedNodeCount (its samples too) until it is back."""
+    pool_id = _create(ac, "$TargetDedicatedNodes = 1; $TargetLowPriorityNodes = 1", task_slots_per_node=3)
+    _steady_with(ac, pool_id, 1, spot=1)
+    wait_for(lambda: all(n.state == "idle" for n in ac.list_nodes(pool_id)), 120, "both nodes idle")
+    counts = _variables(ac.evaluate_pool_auto_scale(pool_id, _evaluate(NODE_COUNTS)))
+    assert (counts["$d"], counts["$l"], counts["$p"], counts["$u"], counts["$s"]) == ("1", "1", "0", "2", "3")
+
+    spot = next(n for n in ac.list_nodes(pool_id) if not n.is_dedicated)
+    assert preempt_node(fast_server, pool_id, spot.id).status_code == 200
+    counts = _variables(ac.evaluate_pool_auto_scale(pool_id, _evaluate(NODE_COUNTS)))
+    assert (counts["$d"], counts["$l"], counts["$p"], counts["$u"]) == ("1", "1", "1", "1")
+    sampled = "m = max($PreemptedNodeCount.GetSample(TimeInterval_Minute))"
+    wait_for(
+        lambda: (
+            (run := ac.evaluate_pool_auto_scale(pool_id, _evaluate(sampled))).error is None
+            and _variables(run)["$m"] == "1"
+        ),
+        60,
+        "a sample with the preempted node",
+    )
+
+    wait_for(lambda: ac.get_node(pool_id, spot.id).state == "idle", 120, "the preempted node back")
+    counts = _variables(ac.evaluate_pool_auto_scale(pool_id, _evaluate(NODE_COUNTS)))
+    assert (counts["$l"], counts["$p"], counts["$u"]) == ("1", "0", "2")
+    ac.begin_delete_pool(pool_id, polling_interval=0.5).result()
+
+
+def test_active_tasks_leave_out_those_waiting_for_dependencies_and_cpu_is_measured(ac, marks_dir) -> None:
+    """One slot: `a` or `b` runs (a busy loop), the other waits for the slot, `c` waits for `a`: one active task,
+    one running, two pending; the running task's CPU shows in $CPUPercent."""
+    pool_id = _create(ac, "$TargetDedicatedNodes = 1")
+    _steady_with(ac, pool_id, 1)
+    job_id = unique("autoscale-job")
+    ac.create_job(
+        models.BatchJobCreateOptions(
+            id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id), uses_task_dependencies=True
+        )
+    )
+    burn = shell(f"while [ ! -f {marks_dir}/go ]; do :; done")
+    after_a = models.BatchTaskDependencies(task_ids=["a"])
+    ac.create_tasks(
+        job_id,
+        [
+            models.BatchTaskCreateOptions(id="a", command_line=burn),
+            models.BatchTaskCreateOptions(id="b", command_line=burn),
+            models.BatchTaskCreateOptions(id="c", command_line="true", depends_on=after_a),
+        ],
+    )
+    metrics = "a = $ActiveTasks.GetSample(1); r = $RunningTasks.GetSample(1); p = $PendingTasks.GetSample(1);" + (
+        " cpu = $CPUPercent.GetSample(1)"
+    )
+
+    def burning() -> dict[str, str] | None:
+        run = ac.evaluate_pool_auto_scale(pool_id, _evaluate(metrics))
+        if run.error is not None:
+            return None  # no sample yet
+        values = _variables(run)
+        return values if values["$r"] == "[1]" and float(values["$cpu"].strip("[]")) > 0 else None
+
+    try:
+        values = wait_for(burning, 120, "a sample of the running task using CPU")
+        assert (values["$a"], values["$p"]) == ("[1]", "[2]")
+    finally:
+        (marks_dir / "go").touch()
+    wait_tasks_completed(ac, job_id)
+    ac.begin_delete_job(job_id, polling_interval=0.5).result()
+    ac.begin_delete_pool(pool_id, polling_interval=0.5).result()

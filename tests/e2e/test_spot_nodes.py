@@ -3,16 +3,9 @@
 
 from __future__ import annotations
 
-import httpx
 from azure.batch import models
 
-from kiln.api.client_auth import SharedKeyAuth
-from kiln.testing import create_pool_and_wait, run_cli, shell, unique, wait_for, wait_tasks_completed
-
-
-def _preempt(server, pool_id: str, node_id: str) -> httpx.Response:
-    auth = SharedKeyAuth(server.account_name, server.account_key)
-    return httpx.post(f"{server.endpoint}/kiln/pools/{pool_id}/nodes/{node_id}/preempt", auth=auth, timeout=30)
+from kiln.testing import create_pool_and_wait, preempt_node, run_cli, shell, unique, wait_for, wait_tasks_completed
 
 
 def test_spot_pool_nodes_and_preemption_mid_task(server, client, cleanup, marks_dir):
@@ -37,7 +30,7 @@ def test_spot_pool_nodes_and_preemption_mid_task(server, client, cleanup, marks_
     wait_for(lambda: (marks_dir / "dedicated").exists(), 60, "task t running")
     assert (marks_dir / "dedicated").read_text().strip() == "false"
 
-    answer = _preempt(server, pool_id, node_id)
+    answer = preempt_node(server, pool_id, node_id)
     assert answer.status_code == 200 and answer.json() == {"poolId": pool_id, "nodeId": node_id, "state": "preempted"}
     # as a GET shows it, for the PREEMPTED_FOR (2 s) before it returns (as a new node comes up, in `starting`)
     preempted = client.get_node(pool_id, node_id)
@@ -68,5 +61,5 @@ def test_spot_pool_nodes_and_preemption_mid_task(server, client, cleanup, marks_
     pool = client.get_pool(pool_id)
     assert (pool.current_dedicated_nodes, pool.current_low_priority_nodes) == (1, 1)
     dedicated = next(n for n in client.list_nodes(pool_id) if n.is_dedicated)
-    refused = _preempt(server, pool_id, dedicated.id)
+    refused = preempt_node(server, pool_id, dedicated.id)
     assert refused.status_code == 409 and refused.json()["code"] == "OperationNotValidOnNode"

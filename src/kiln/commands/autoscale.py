@@ -72,6 +72,10 @@ async def enable(
     control: Control, pool_id: str, formula_text: str | None, interval_text: str | None, check: Check
 ) -> Row:
     """Start (or change) autoscale: store the settings, evaluate at once, then every interval."""
+    if formula_text is None and interval_text is None:
+        raise BadRequest(
+            "Specify autoScaleFormula, autoScaleEvaluationInterval or both.", code="InvalidAutoScalingSettings"
+        )
     formula = checked_formula(formula_text) if formula_text is not None else None
     interval = checked_interval(interval_text) if interval_text is not None else None
 
@@ -83,12 +87,9 @@ async def enable(
         if row["allocation_state"] != AllocationState.STEADY:
             raise Conflict("The pool is resizing; wait until its allocation state is steady.", code="PoolBeingResized")
         if not spec.get("enableAutoScale") and formula is None:
-            raise InvalidPropertyValue(
-                "autoScaleFormula", None, "A pool without autoscale needs a formula to enable it."
-            )
-        if formula is None and interval is None:
             raise BadRequest(
-                "Specify autoScaleFormula, autoScaleEvaluationInterval or both.", code="InvalidAutoScalingSettings"
+                "The pool does not have autoscale enabled: specify autoScaleFormula to enable it.",
+                code="InvalidAutoScalingSettings",
             )
         last = control.scheduler.last_enable(row["key"])
         if last is not None and now() - last < ENABLE_GAP:

@@ -112,7 +112,8 @@ class Autoscaling(SchedulerParts):
             target_dedicated=pool["target_dedicated_nodes"],
             target_low_priority=pool["target_low_priority_nodes"],
             current_dedicated=len(self._members(pool_key, True)),
-            current_low_priority=len(self._members(pool_key, False)),
+            current_low_priority=len(self._members(pool_key, False)),  # preempted ones too, as Batch counts them
+            preempted=sum(1 for n in members if n.preempted),
             usable=sum(1 for n in members if n.up and not n.draining),
             slots_per_node=pool["task_slots_per_node"],
         )
@@ -161,8 +162,10 @@ class Autoscaling(SchedulerParts):
         roots = {n.node_id: n.root for n in self.nodes.values() if n.pool_key in keys and n.up}
         usage = await self.backend.measure_usage(roots)  # on the nodes' hosts
         for key in keys:
-            nodes = [usage[n.node_id] for n in self._members(key) if n.node_id in usage]
-            values = {**self._task_metrics(key, counts[key]), **_node_metrics(nodes, self.sample_period)}
+            members = self._members(key)
+            nodes = [usage[n.node_id] for n in members if n.node_id in usage]
+            preempted = sum(1 for n in members if n.preempted)
+            values = {**self._task_metrics(key, counts[key]), **_node_metrics(nodes, self.sample_period, preempted)}
             self.histories.setdefault(key, History(self.sample_period)).record(at, values)
 
     def _task_metrics(self, pool_key: str, counts: dict[str, int]) -> dict[str, float]:
@@ -183,8 +186,9 @@ class Autoscaling(SchedulerParts):
         }
 
 
-def _node_metrics(nodes: list[dict[str, float]], period: timedelta) -> dict[str, float]:
-    """Per sample: CPU, memory and disk use averaged over the nodes; I/O and wall clock summed over them."""
+def _node_metrics(nodes: list[dict[str, float]], period: timedelta, preempted: int = 0) -> dict[str, float]:
+    """Per sample: CPU, memory and disk use averaged over the nodes (those measured: up); I/O, network and wall
+    clock summed over them; and the pool's preempted nodes."""
     averaged = ("$CPUPercent", "$MemoryBytes", "$DiskBytes")
     values: dict[str, float] = {}
     for metric in NODE_METRICS:
@@ -192,7 +196,7 @@ def _node_metrics(nodes: list[dict[str, float]], period: timedelta) -> dict[str,
         values[metric] = total / len(nodes) if metric in averaged and nodes else total
     values["$WallClockSeconds"] = period.total_seconds() * len(nodes)
     values["$SampleNodeCount"] = float(len(nodes))
-    values["$PreemptedNodeCount"] = 0.0
+    values["$PreemptedNodeCount"] = float(preempted)
     return values
 
 

@@ -162,7 +162,7 @@ class NodeControl(SchedulerParts):
         changes = node_rules.transition(row, NodeState.PREEMPTED, now)
         transition(conn, db.nodes, {"id": node_id}, row, changes)
         node.incarnation = changes["incarnation"]  # a fresh node: prep records of the old one no longer count
-        node.up = False
+        node.up, node.preempted = False, True
         self._vacate(conn, node, REQUEUE, "", now, effects)
         for step_id, ref in list(self.steps.items()):  # its start task, prep and release die with it
             if ref.node_id == node_id:

@@ -262,6 +262,7 @@ class NodeOperations(SchedulerParts):
             transition(conn, db.nodes, {"id": node.node_id}, row, changes)
             undo.update(row, changes)
         node.draining = row["scheduling_state"] == SchedulingState.DISABLED  # disabled scheduling outlives a reboot
+        node.preempted = False  # a preempted node is back: starting
         node.release_all()
         self._boot(conn, node, row, now, effects)
 

@@ -39,6 +39,7 @@ class NodeSlots(Tracked):
     incarnation: int = 0
     up: bool = False  #: the worker answers and the node is idle/running
     draining: bool = False  #: finishing its tasks before a reboot or reimage: takes no new ones
+    preempted: bool = False  #: a spot node taken back, until its worker answers again (autoscale counts them)
     #: a runExclusive job manager runs here: nothing else may start. It ran alone, so the node
     #: empties exactly when it leaves; that is when the flag clears (see `release`).
     exclusive: bool = False
