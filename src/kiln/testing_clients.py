@@ -15,6 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
+
+    from kiln.cli.embedded import EmbeddedServer
 
 #: Where the environments live unless KILN_CLIENTS_CACHE says otherwise (git-ignored).
 DEFAULT_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "clients"
@@ -76,6 +82,41 @@ def environ(client: Client, root: Path) -> dict[str, str]:
     else:
         env["PATH"] = f"{root / 'bin'}:{env.get('PATH', '')}"
     return env
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """A container in Azurite, with a SAS URL (read, write, create) the scenarios upload to."""
+
+    container: ContainerClient
+    sas_url: str
+
+    def read(self, blob: str) -> str:
+        return self.container.download_blob(blob).readall().decode()
+
+
+def run_scenario(
+    client: Client,
+    server: EmbeddedServer,
+    script: Path,
+    scenario_id: str,
+    outputs: Outputs | None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a scenario script with the client, in its environment, against the server: the account in KILN_ENDPOINT,
+    KILN_ACCOUNT_NAME and KILN_ACCOUNT_KEY, the scenario's id in SCENARIO_ID, the container's SAS URL (if any) in
+    KILN_OUTPUT_URL, and `env`."""
+    root = environment(client)
+    variables = environ(client, root) | {
+        "KILN_ENDPOINT": server.endpoint,
+        "KILN_ACCOUNT_NAME": server.account_name,
+        "KILN_ACCOUNT_KEY": server.account_key,
+        "SCENARIO_ID": scenario_id,
+    }
+    if outputs is not None:
+        variables["KILN_OUTPUT_URL"] = outputs.sas_url
+    argv = [*command(client, root), str(script)]
+    return subprocess.run(argv, env=variables | (env or {}), capture_output=True, text=True, timeout=900)
 
 
 def _install(client: Client, root: Path) -> None:

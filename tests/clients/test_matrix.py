@@ -14,15 +14,12 @@ import subprocess
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from kiln import testing_clients
-from kiln.testing_azurite import INSTALL_HINT, Azurite, container_sas_url
-from kiln.testing_clients import CLIENTS, Client
+from kiln.testing_azurite import INSTALL_HINT
+from kiln.testing_clients import CLIENTS, Client, Outputs, run_scenario
 
 pytestmark = pytest.mark.timeout(1800)  # a cold cache installs azure-cli (~700 MB) first
 
@@ -46,46 +43,6 @@ EXPECTED = {
 
 
 @dataclass(frozen=True)
-class Outputs:
-    """The container the scenarios' single tasks upload their stdout.txt to (in Azurite)."""
-
-    container: ContainerClient
-    sas_url: str
-
-    def read(self, scenario_id: str) -> str:
-        return self.container.download_blob(f"{scenario_id}/stdout.txt").readall().decode()
-
-
-@pytest.fixture(scope="module")
-def outputs(request) -> Outputs | None:
-    """A container with a SAS URL for the scenarios' output files, or None without Azurite (the scenarios then
-    upload nothing; test_client_uploads_output_files skips, or fails where Azurite is required)."""
-    try:
-        azurite: Azurite = request.getfixturevalue("azurite")
-    except pytest.skip.Exception:
-        return None
-    container = BlobServiceClient.from_connection_string(azurite.connection_string).create_container("matrix")
-    url = container_sas_url(
-        container.url.rsplit("/", 1)[0], container.container_name, timedelta(hours=2), write=True, create=True
-    )
-    return Outputs(container, url)
-
-
-def _run(client: Client, server, scenario_id: str, outputs: Outputs | None) -> subprocess.CompletedProcess[str]:
-    root = testing_clients.environment(client)
-    env = testing_clients.environ(client, root) | {
-        "KILN_ENDPOINT": server.endpoint,
-        "KILN_ACCOUNT_NAME": server.account_name,
-        "KILN_ACCOUNT_KEY": server.account_key,
-        "SCENARIO_ID": scenario_id,
-    }
-    if outputs is not None:
-        env["KILN_OUTPUT_URL"] = outputs.sas_url
-    argv = [*testing_clients.command(client, root), str(SCENARIOS / client.scenario)]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
-
-
-@dataclass(frozen=True)
 class Run:
     """One client's scenario, running in the background under its own id."""
 
@@ -102,7 +59,10 @@ class Run:
 def runs(server, outputs: Outputs | None) -> dict[str, Run]:
     with ThreadPoolExecutor(len(CLIENTS)) as pool:
         ids = {client.name: f"matrix-{uuid.uuid4().hex[:8]}" for client in CLIENTS}
-        yield {c.name: Run(ids[c.name], pool.submit(_run, c, server, ids[c.name], outputs)) for c in CLIENTS}
+        yield {
+            c.name: Run(ids[c.name], pool.submit(run_scenario, c, server, SCENARIOS / c.scenario, ids[c.name], outputs))
+            for c in CLIENTS
+        }
 
 
 @pytest.mark.parametrize("client", CLIENTS, ids=lambda client: client.name)
@@ -117,4 +77,4 @@ def test_client_uploads_output_files(runs, outputs: Outputs | None, client: Clie
     if outputs is None:
         pytest.skip(f"Azurite is not installed: {INSTALL_HINT}")
     runs[client.name].succeeded(client)
-    assert outputs.read(runs[client.name].scenario_id) == EXPECTED["file"]
+    assert outputs.read(f"{runs[client.name].scenario_id}/stdout.txt") == EXPECTED["file"]

@@ -69,7 +69,7 @@ def test_applications_are_listed_and_read_as_azure_answers(client, blender):
     listed = {a.id: a for a in client.list_applications()}
     assert sorted(listed[blender].versions) == ["2.7", "2.8"]
     app = client.get_application(blender.upper())
-    assert (app.id, app.display_name, sorted(app.versions)) == (blender, blender, ["2.7", "2.8"])
+    assert (app.id, app.display_name, sorted(app.versions)) == (blender, None, ["2.7", "2.8"])  # none was given
     with pytest.raises(ResourceNotFoundError) as caught:
         client.get_application("no-such-application")
     assert caught.value.error.code == "ApplicationNotFound"

@@ -5,7 +5,9 @@ what was compared."""
 
 from __future__ import annotations
 
+import io
 import re
+import zipfile
 
 import httpx
 import pytest
@@ -62,6 +64,16 @@ def _entity(server, kind: str, path: str) -> dict:
     assert set(RECORDED[kind].split()) <= names, set(RECORDED[kind].split()) - names
     assert {name.lower() for name in names} <= SELECTABLE[kind]
     assert all(TIME.fullmatch(body[name]) for name in names if name.endswith("Time") and isinstance(body[name], str))
+    return body
+
+
+def _read_answer(response: httpx.Response, fragment: str) -> dict:
+    """A read's answer as recorded: 200, Batch's content type, DataServiceVersion, no ETag (an account-level
+    list or a summary has none), and `odata.metadata` naming the entity set."""
+    assert (response.status_code, response.headers["content-type"]) == (200, CONTENT_TYPE)
+    assert response.headers["dataserviceversion"] == "3.0" and "etag" not in response.headers
+    body = response.json()
+    assert body["odata.metadata"].endswith(f"/$metadata#{fragment}")
     return body
 
 
@@ -144,3 +156,29 @@ def test_an_error_body_as_recorded(server):
     )
     assert body["message"]["lang"] == "en-US"
     assert re.fullmatch(r"(?s).+\nRequestId:[0-9a-f-]{36}\nTime:" + TIME.pattern, body["message"]["value"])
+
+
+def test_applications_as_recorded(server):
+    """applications.json: an application with one package and no display name, listed and read. The recording has
+    no displayName (the application was given none): Kiln answers none either."""
+    app_id = unique("fidelity")
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("run.sh", "echo hello world\n")
+    added = httpx.put(
+        f"{server.endpoint}/kiln/applications/{app_id}/versions/v1.0",
+        content=package.getvalue(),
+        auth=SharedKeyAuth(server.account_name, server.account_key),
+    )
+    assert added.status_code == 201
+    listed = _read_answer(_call(server, "GET", "/applications"), "listapplicationsummariesresponses")
+    assert [a for a in listed["value"] if a["id"] == app_id] == [{"id": app_id, "versions": ["v1.0"]}]
+    read = _read_answer(_call(server, "GET", f"/applications/{app_id}"), "getapplicationsummaryresponse/@Element")
+    assert read == {"odata.metadata": read["odata.metadata"], "id": app_id, "versions": ["v1.0"]}
+
+
+def test_node_extensions_list_as_recorded(server, pool):
+    """compute_node_extensions.json: the list's envelope (a Kiln node has no extensions, so its list is empty)."""
+    node_id = _call(server, "GET", f"/pools/{pool}/nodes").json()["value"][0]["id"]
+    listed = _read_answer(_call(server, "GET", f"/pools/{pool}/nodes/{node_id}/extensions"), "extensions")
+    assert listed["value"] == []

@@ -29,8 +29,12 @@ class Application:
     versions: dict[str, str] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
-        """BatchApplication: displayName defaults to the id, as the management plane's does."""
-        return {"id": self.id, "displayName": self.display_name or self.id, "versions": sorted(self.versions)}
+        """BatchApplication: displayName only when one was given, as the service answers (its recordings,
+        tests/e2e/test_wire_fidelity.py: an application without one is `{"id", "versions"}`)."""
+        wire: dict[str, Any] = {"id": self.id}
+        if self.display_name:
+            wire["displayName"] = self.display_name
+        return wire | {"versions": sorted(self.versions)}
 
     def version_named(self, version: str | None) -> str | None:
         """The stored spelling of `version` (case-insensitive; None: the default version), or None."""

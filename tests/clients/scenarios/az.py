@@ -1,26 +1,16 @@
-"""The client matrix's scenario for `az batch` (azure-cli), with the account in AZURE_BATCH_* as a user would.
+"""The client matrix's scenario for `az batch` (azure-cli), with the account in AZURE_BATCH_* as a user would
+(azcli.py runs each command in this one process)."""
 
-Each command is what a user would type, run in this one process (an `az` process per command would take
-seconds to start)."""
-
-import io
-import json
-import os
-import tempfile
-from pathlib import Path
 from types import SimpleNamespace
 
-from azure.cli.core import get_default_cli
+from azcli import CREATE_POOL, WORK, az, json_file
 from common import (
-    ACCOUNT,
     AUTO_FORMULA,
     AUTO_POOL,
     COUNTS_FILTER,
-    ENDPOINT,
     EVALUATED_FORMULA,
     IMAGE,
     JOB,
-    KEY,
     MANY,
     NODE_AGENT,
     OUTPUT_BLOB,
@@ -33,41 +23,7 @@ from common import (
     wait,
 )
 
-WORK = Path(tempfile.mkdtemp(prefix="kiln-az-"))
-os.environ.update(
-    AZURE_CONFIG_DIR=str(WORK / "config"),
-    AZURE_CORE_COLLECT_TELEMETRY="no",
-    AZURE_BATCH_ENDPOINT=ENDPOINT,
-    AZURE_BATCH_ACCOUNT=ACCOUNT,
-    AZURE_BATCH_ACCESS_KEY=KEY,
-)
-
-
-def az(*args):
-    out = io.StringIO()
-    if get_default_cli().invoke(["batch", *args, "--output", "json"], out_file=out):
-        raise SystemExit(f"az batch {' '.join(args)} failed")
-    return json.loads(out.getvalue() or "null")
-
-
-def json_file(name, content):
-    path = WORK / name
-    path.write_text(json.dumps(content))
-    return str(path)
-
-
-IMAGE_URN = ":".join((IMAGE["publisher"], IMAGE["offer"], IMAGE["sku"]))
-create_pool = (
-    "pool",
-    "create",
-    "--vm-size",
-    "standard_d2s_v3",
-    "--image",
-    IMAGE_URN,
-    "--node-agent-sku-id",
-    NODE_AGENT,
-)
-az(*create_pool, "--id", POOL, "--target-dedicated-nodes", "1")
+az(*CREATE_POOL, "--id", POOL, "--target-dedicated-nodes", "1")
 wait(lambda: [n["state"] for n in az("node", "list", "--pool-id", POOL)] == ["idle"], "an idle node")
 node_counts = [SimpleNamespace(**c["dedicated"]) for c in az("pool", "node-counts", "list", "--filter", COUNTS_FILTER)]
 images = [

@@ -29,6 +29,12 @@ def test_versions_and_the_default_survive_a_new_store_on_the_same_dir(tmp_path):
     assert PackageStore(tmp_path).zip_path("tool", "2.0").is_file()
 
 
+def test_an_application_without_a_display_name_has_none_on_the_wire(tmp_path):
+    store = PackageStore(tmp_path)
+    store.add("tool", "1.0", _zip(), default=True)
+    assert store.get("tool").to_wire() == {"id": "tool", "versions": ["1.0"]}
+
+
 def test_a_version_added_again_replaces_its_zip(tmp_path):
     store = PackageStore(tmp_path)
     store.add("tool", "1.0", _zip(), default=False)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from kiln.wire import versions
@@ -76,3 +79,11 @@ def test_every_change_is_made_by_a_supported_version_and_the_newest_changes_noth
     assert set(versions.CHANGES) <= set(versions.VERSIONS)
     assert not versions.changes_anything(versions.NEWEST)
     assert all(versions.changes_anything(v) for v in versions.VERSIONS[:-1])
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/compatibility.md"])
+def test_the_docs_list_every_supported_version(document):
+    """Their api-version tables (`| `VERSION` | sent by |` rows) name exactly VERSIONS, newest first."""
+    text = (Path(__file__).resolve().parents[3] / document).read_text()
+    listed = re.findall(r"^\| `(\d{4}-\d\d-\d\d(?:\.\d+\.\d+)?)` \|", text, re.MULTILINE)
+    assert listed == list(reversed(versions.VERSIONS))
