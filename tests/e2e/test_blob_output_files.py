@@ -96,6 +96,7 @@ def test_patterns_paths_and_headers(client, out_pool, cleanup, blobs):
             ),
             output("${NAME}.txt", url),
             output("../std*.txt", url, path="logs"),
+            output("$AZ_BATCH_TASK_WORKING_DIR/sub/*.txt", url, path="abs"),  # absolute once expanded
             output("nothing*.bin", url, path="none"),
             output("empty.dat", url),
         ],
@@ -117,6 +118,7 @@ def test_patterns_paths_and_headers(client, out_pool, cleanup, blobs):
         "a.txt": b"A",
         "logs/stdout.txt": b"out",
         "logs/stderr.txt": b"err",
+        "abs/c.txt": b"C",  # kept below the pattern's wildcard-free directories, as a relative one is
         "empty.dat": b"",
     }
     properties = blobs.get_blob_client(name, "renamed.txt").get_blob_properties()
