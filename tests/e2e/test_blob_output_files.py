@@ -152,6 +152,7 @@ def test_each_upload_condition_with_a_succeeding_and_a_failing_task(client, out_
     [
         ("missing container", "FileUploadContainerNotFound", "usererror"),
         ("read-only sas", "FileUploadAccessDenied", "usererror"),
+        ("unreachable", "FileUploadMiscError", "servererror"),  # Kiln's category (output_files._CODES)
     ],
 )
 def test_a_failed_upload_fails_the_task_once_and_applies_file_upload_error(
@@ -161,6 +162,7 @@ def test_a_failed_upload_fails_the_task_once_and_applies_file_upload_error(
     url = {
         "missing container": sas_url(blobs, f"absent{uuid.uuid4().hex[:8]}"),
         "read-only sas": sas_url(blobs, name, read=True, list=True),
+        "unreachable": container_sas_url("http://127.0.0.1:1", name, write=True, create=True),  # nothing listens
     }[case]
     job_id = new_job(client, out_pool, cleanup, task_failure_mode=PERFORM)
     client.create_task(
