@@ -154,29 +154,43 @@ def test_common_resource_files_of_a_multi_instance_task_come_from_a_container(ba
 
 
 @pytest.mark.parametrize(
-    ("case", "code", "message"),
+    ("case", "category", "code", "message"),
     [
         (
             "missing container",
+            "usererror",
             "ResourceContainerNotFound",
             "One of the specified Azure Blob container(s) was not found",
         ),
-        ("expired sas", "ResourceContainerAccessDenied", "Access for one of the specified Azure Blob container(s) is"),
+        (
+            "expired sas",
+            "usererror",
+            "ResourceContainerAccessDenied",
+            "Access for one of the specified Azure Blob container(s) is",
+        ),
         (
             "sas without list",
+            "usererror",
             "ResourceContainerAccessDenied",
             "Access for one of the specified Azure Blob container(s)",
+        ),
+        (
+            "unreachable",
+            "servererror",  # Kiln's category (blob_files.LIST_CODES)
+            "ResourceContainerListMiscError",
+            "Miscellaneous error encountered while listing one of the specified Azure Blob container(s)",
         ),
     ],
 )
 def test_a_container_that_cannot_be_read_is_a_pre_processing_error_not_retried(
-    batch, storage_pool, blobs, case, code, message
+    batch, storage_pool, blobs, case, category, code, message
 ):
     name = container_with(blobs, {"a.txt": b"a"})
     url = {
         "missing container": sas_url(blobs, f"absent{uuid.uuid4().hex[:8]}"),
         "expired sas": sas_url(blobs, name, expiry=timedelta(hours=-1)),
         "sas without list": sas_url(blobs, name, read=True),
+        "unreachable": container_sas_url("http://127.0.0.1:1", name, read=True, list=True),  # nothing listens
     }[case]
     task = models.BatchTaskCreateOptions(
         id="t",
@@ -188,7 +202,7 @@ def test_a_container_that_cannot_be_read_is_a_pre_processing_error_not_retried(
     job_id, done = run_task(batch, storage_pool, task, task_failure_mode=PERFORM)
     info = done.execution_info
     assert (info.result, info.exit_code, info.retry_count) == ("failure", None, 0)
-    assert (info.failure_info.category, info.failure_info.code) == ("usererror", code)
+    assert (info.failure_info.category, info.failure_info.code) == (category, code), info.failure_info.message
     assert "sig=" not in info.failure_info.message  # the SAS never reaches a message
     assert info.failure_info.message.startswith(message)  # Azure's words, then which container and why
     wait_job_state(batch, job_id, "completed")  # preProcessingError's jobAction
