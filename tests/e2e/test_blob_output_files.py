@@ -96,6 +96,7 @@ def test_patterns_paths_and_headers(client, out_pool, cleanup, blobs):
             ),
             output("${NAME}.txt", url),
             output("../std*.txt", url, path="logs"),
+            output("$AZ_BATCH_TASK_WORKING_DIR/sub/*.txt", url, path="abs"),  # absolute once expanded
             output("nothing*.bin", url, path="none"),
             output("empty.dat", url),
         ],
@@ -117,6 +118,7 @@ def test_patterns_paths_and_headers(client, out_pool, cleanup, blobs):
         "a.txt": b"A",
         "logs/stdout.txt": b"out",
         "logs/stderr.txt": b"err",
+        "abs/c.txt": b"C",  # kept below the pattern's wildcard-free directories, as a relative one is
         "empty.dat": b"",
     }
     properties = blobs.get_blob_client(name, "renamed.txt").get_blob_properties()
@@ -150,6 +152,7 @@ def test_each_upload_condition_with_a_succeeding_and_a_failing_task(client, out_
     [
         ("missing container", "FileUploadContainerNotFound", "usererror"),
         ("read-only sas", "FileUploadAccessDenied", "usererror"),
+        ("unreachable", "FileUploadMiscError", "servererror"),  # Kiln's category (output_files._CODES)
     ],
 )
 def test_a_failed_upload_fails_the_task_once_and_applies_file_upload_error(
@@ -159,6 +162,7 @@ def test_a_failed_upload_fails_the_task_once_and_applies_file_upload_error(
     url = {
         "missing container": sas_url(blobs, f"absent{uuid.uuid4().hex[:8]}"),
         "read-only sas": sas_url(blobs, name, read=True, list=True),
+        "unreachable": container_sas_url("http://127.0.0.1:1", name, write=True, create=True),  # nothing listens
     }[case]
     job_id = new_job(client, out_pool, cleanup, task_failure_mode=PERFORM)
     client.create_task(

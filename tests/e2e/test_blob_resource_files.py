@@ -19,8 +19,10 @@ from kiln.testing import (
     create_pool_and_wait,
     make_client,
     pool_options,
+    read_node_file,
     read_task_file,
     shell,
+    terminate_job,
     unique,
     wait_for,
     wait_job_state,
@@ -153,30 +155,85 @@ def test_common_resource_files_of_a_multi_instance_task_come_from_a_container(ba
     assert read_task_file(batch, job_id, "mi", "stdout.txt") == "common"
 
 
+def test_the_job_manager_and_the_job_release_task_download_a_container(batch, storage_pool, blobs):
+    """Every step kind takes container resource files: the job manager before it runs, the release task when the
+    job is terminated, each into its own working directory."""
+    name = container_with(blobs, {"manager/m.txt": b"for the manager", "release/r.txt": b"for the release"})
+    url = sas_url(blobs, name)
+    job_id = unique("blobsteps")
+    batch.create_job(
+        models.BatchJobCreateOptions(
+            id=job_id,
+            pool_info=models.BatchPoolInfo(pool_id=storage_pool),
+            job_manager_task=models.BatchJobManagerTask(
+                id="manager",
+                command_line="cat data/manager/m.txt",
+                resource_files=[
+                    models.ResourceFile(storage_container_url=url, blob_prefix="manager/", file_path="data")
+                ],
+                kill_job_on_completion=False,
+            ),
+            job_preparation_task=models.BatchJobPreparationTask(command_line="/bin/true"),
+            job_release_task=models.BatchJobReleaseTask(
+                command_line="cat release/r.txt",
+                resource_files=[models.ResourceFile(storage_container_url=url, blob_prefix="release/")],
+            ),
+        )
+    )
+    wait_for(lambda: batch.get_task(job_id, "manager").state == "completed", 90, "manager completed")
+    manager = batch.get_task(job_id, "manager")
+    assert manager.execution_info.exit_code == 0, manager.execution_info.failure_info
+    assert read_task_file(batch, job_id, "manager", "stdout.txt") == "for the manager"
+
+    terminate_job(batch, job_id)  # the release task runs on the node the preparation task ran on
+    (status,) = batch.list_job_preparation_and_release_task_status(job_id)
+    release = status.job_release_task_execution_info
+    assert (release.state, release.exit_code) == ("completed", 0), release.failure_info
+    node_id = manager.node_info.node_id
+    assert status.node_id == node_id
+    path = f"workitems/{job_id}/job-1/jobrelease/stdout.txt"
+    assert read_node_file(batch, storage_pool, node_id, path) == "for the release"
+    batch.begin_delete_job(job_id, polling_interval=0.5).result()
+
+
 @pytest.mark.parametrize(
-    ("case", "code", "message"),
+    ("case", "category", "code", "message"),
     [
         (
             "missing container",
+            "usererror",
             "ResourceContainerNotFound",
             "One of the specified Azure Blob container(s) was not found",
         ),
-        ("expired sas", "ResourceContainerAccessDenied", "Access for one of the specified Azure Blob container(s) is"),
+        (
+            "expired sas",
+            "usererror",
+            "ResourceContainerAccessDenied",
+            "Access for one of the specified Azure Blob container(s) is",
+        ),
         (
             "sas without list",
+            "usererror",
             "ResourceContainerAccessDenied",
             "Access for one of the specified Azure Blob container(s)",
+        ),
+        (
+            "unreachable",
+            "servererror",  # Kiln's category (blob_files.LIST_CODES)
+            "ResourceContainerListMiscError",
+            "Miscellaneous error encountered while listing one of the specified Azure Blob container(s)",
         ),
     ],
 )
 def test_a_container_that_cannot_be_read_is_a_pre_processing_error_not_retried(
-    batch, storage_pool, blobs, case, code, message
+    batch, storage_pool, blobs, case, category, code, message
 ):
     name = container_with(blobs, {"a.txt": b"a"})
     url = {
         "missing container": sas_url(blobs, f"absent{uuid.uuid4().hex[:8]}"),
         "expired sas": sas_url(blobs, name, expiry=timedelta(hours=-1)),
         "sas without list": sas_url(blobs, name, read=True),
+        "unreachable": container_sas_url("http://127.0.0.1:1", name, read=True, list=True),  # nothing listens
     }[case]
     task = models.BatchTaskCreateOptions(
         id="t",
@@ -188,7 +245,7 @@ def test_a_container_that_cannot_be_read_is_a_pre_processing_error_not_retried(
     job_id, done = run_task(batch, storage_pool, task, task_failure_mode=PERFORM)
     info = done.execution_info
     assert (info.result, info.exit_code, info.retry_count) == ("failure", None, 0)
-    assert (info.failure_info.category, info.failure_info.code) == ("usererror", code)
+    assert (info.failure_info.category, info.failure_info.code) == (category, code), info.failure_info.message
     assert "sig=" not in info.failure_info.message  # the SAS never reaches a message
     assert info.failure_info.message.startswith(message)  # Azure's words, then which container and why
     wait_job_state(batch, job_id, "completed")  # preProcessingError's jobAction

@@ -317,3 +317,26 @@ def test_upload_batch_service_logs_puts_the_nodes_log_into_the_container(client,
             )
         assert caught.value.status_code == 400
         assert any(d.message == "containerUrl" for d in caught.value.error.details)
+
+
+def test_upload_batch_service_logs_keeps_to_its_time_window(client, pool, azurite):
+    """startTime and endTime (both inclusive) choose the node's records by their times: a window before the first
+    record or after the last uploads an empty log, and one that ends at the first record uploads it alone."""
+    blobs, name, container = _log_container(azurite)
+    node = next(iter(client.list_nodes(pool)))
+
+    def uploaded(start: datetime, end: datetime | None = None) -> list[str]:
+        options = models.UploadBatchServiceLogsOptions(container_url=container, start_time=start, end_time=end)
+        result = client.upload_node_logs(pool, node.id, options)
+        blob = blobs.get_blob_client(name, f"{result.virtual_directory_name}/kiln-node.log")
+        return blob.download_blob().readall().decode().splitlines()
+
+    everything = uploaded(node.allocation_time - timedelta(days=1))
+    times = [datetime.fromisoformat(line.split(" ", 1)[0]) for line in everything]
+    assert len(times) >= 2 and any("-> idle" in line for line in everything)
+    first, last = min(times), max(times)
+    assert first < last
+    assert uploaded(first - timedelta(days=1), end=first - timedelta(seconds=1)) == []  # ends before them
+    assert uploaded(last + timedelta(seconds=1)) == []  # starts after them
+    assert uploaded(datetime.now(UTC) + timedelta(hours=1)) == []  # in the future
+    assert uploaded(first - timedelta(days=1), end=first) == [line for line, t in zip(everything, times) if t == first]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
+from azure.batch import models
 
 from kiln.api.client_auth import SharedKeyAuth
+from kiln.testing import unique
 
 
 def _get(server, path: str, version: str = "2025-06-01", **query: str) -> httpx.Response:
@@ -16,10 +20,31 @@ def _get(server, path: str, version: str = "2025-06-01", **query: str) -> httpx.
     )
 
 
-@pytest.mark.parametrize("path", ["/pools", "/jobs", "/jobschedules", "/pools/{pool}", "/pools/{pool}/nodes"])
+@pytest.fixture(scope="module")
+def job(client, pool) -> Iterator[str]:
+    """A job with one task, t."""
+    job_id = unique("query")
+    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool)))
+    client.create_task(job_id, models.BatchTaskCreateOptions(id="t", command_line="/bin/true"))
+    yield job_id
+    client.begin_delete_job(job_id, polling_interval=0.5).result()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/pools",
+        "/jobs",
+        "/jobschedules",
+        "/pools/{pool}",
+        "/pools/{pool}/nodes",
+        "/jobs/{job}/tasks",
+        "/jobs/{job}/tasks/t",
+    ],
+)
 @pytest.mark.parametrize(("option", "value"), [("$select", "id,bogus"), ("$expand", "bogus")])
-def test_an_unknown_name_is_400_invalid_query_parameter_value(server, pool, path, option, value):
-    response = _get(server, path.format(pool=pool), **{option: value})
+def test_an_unknown_name_is_400_invalid_query_parameter_value(server, pool, job, path, option, value):
+    response = _get(server, path.format(pool=pool, job=job), **{option: value})
     body = response.json()
     assert (response.status_code, body["code"]) == (400, "InvalidQueryParameterValue")
     assert "'bogus'" in body["message"]["value"]

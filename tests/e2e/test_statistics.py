@@ -80,6 +80,64 @@ def test_a_task_that_burns_cpu_shows_it_and_its_job_sums_its_tasks(client, pool,
     assert in_list.succeeded_tasks_count == 3
 
 
+#: writes 4 MiB, syncs it and drops it from the page cache, then reads it back in 64 KiB reads: from the disk
+READ_BACK = (
+    "/usr/bin/python3 -c 'import os\n"
+    'with open("in.bin", "wb") as f:\n'
+    " f.write(os.urandom(4 << 20)); f.flush(); os.fsync(f.fileno())\n"
+    " os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)\n"
+    'with open("in.bin", "rb", buffering=0) as f:\n'
+    " while f.read(1 << 16): pass'"
+)
+#: spends 0.2 s in the kernel: reads of /dev/zero, each a 64 KiB clear in kernel space
+SYSCALLS = (
+    "/usr/bin/python3 -c 'import os\n"
+    'fd = os.open("/dev/zero", os.O_RDONLY)\n'
+    "while os.times().system < 0.2: os.read(fd, 1 << 16)'"
+)
+
+
+def test_reads_kernel_time_and_a_wait_behind_another_task(client, pool, cleanup):
+    """readIOps counts read system calls and readIOGiB the bytes that came from storage (the kernel's
+    /proc/<pid>/io syscr and read_bytes: a read the page cache answers is not storage I/O), kernelCPUTime the
+    time in system calls, and waitTime runs from the task's creation to its start: on a node of one slot, the
+    second of two tasks waits for the first to finish."""
+    job_id = unique("stats-io")
+    cleanup(job=job_id)
+    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool)))
+    client.create_tasks(
+        job_id,
+        [
+            models.BatchTaskCreateOptions(id="reads", command_line=READ_BACK, user_identity=ADMIN),
+            models.BatchTaskCreateOptions(id="syscalls", command_line=SYSCALLS),
+        ],
+    )
+    wait_tasks_completed(client, job_id)
+    reads = client.get_task(job_id, "reads", expand=["stats"])
+    assert reads.execution_info.exit_code == 0, reads.execution_info.failure_info
+    assert reads.task_statistics.read_iops >= 64 and reads.task_statistics.read_io_gib >= 4 / 1024
+    syscalls = client.get_task(job_id, "syscalls", expand=["stats"])
+    assert syscalls.execution_info.exit_code == 0, syscalls.execution_info.failure_info
+    assert syscalls.task_statistics.kernel_cpu_time >= timedelta(seconds=0.2)
+
+    one_slot = create_pool_and_wait(client, nodes=1, slots=1)
+    cleanup(pool=one_slot)
+    queued = unique("stats-wait")
+    cleanup(job=queued)
+    client.create_job(models.BatchJobCreateOptions(id=queued, pool_info=models.BatchPoolInfo(pool_id=one_slot)))
+    client.create_tasks(queued, [models.BatchTaskCreateOptions(id=i, command_line="sleep 2") for i in ("a", "b")])
+    wait_tasks_completed(client, queued)
+    first, second = sorted(
+        (client.get_task(queued, i, expand=["stats"]) for i in ("a", "b")), key=lambda t: t.execution_info.start_time
+    )
+    assert second.execution_info.start_time >= first.execution_info.end_time  # one slot: one after the other
+    assert second.task_statistics.wait_time >= timedelta(seconds=1.9)  # the first's 2 s, at least
+    assert second.task_statistics.wait_time >= first.task_statistics.wait_time + timedelta(seconds=1.9)
+    job = client.get_job(queued, expand=["stats"]).job_statistics
+    total = first.task_statistics.wait_time + second.task_statistics.wait_time
+    assert abs(job.wait_time - total) <= timedelta(milliseconds=2)  # each rounded to the millisecond on the wire
+
+
 def test_a_pools_statistics_count_its_nodes_time_and_its_tasks_io(client, pool, cleanup):
     cleanup(job=_run_job(client, pool))
     stats = client.get_pool(pool, expand=["stats"]).pool_statistics

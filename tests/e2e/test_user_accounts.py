@@ -76,7 +76,9 @@ def test_every_step_kind_runs_as_the_named_account(client, users_pool) -> None:
                 id="worker", command_line=shell("id -u; echo $USER"), user_identity=_as("worker")
             ),
             models.BatchTaskCreateOptions(id="fixed", command_line=shell("id -u; id -g"), user_identity=_as("fixed")),
-            models.BatchTaskCreateOptions(id="boss", command_line="id -u", user_identity=_as("boss")),
+            models.BatchTaskCreateOptions(
+                id="boss", command_line=shell("id -u; echo $USER"), user_identity=_as("boss")
+            ),
             models.BatchTaskCreateOptions(id="ghost", command_line="id -u", user_identity=_as("ghost")),
         ],
     )
@@ -84,7 +86,7 @@ def test_every_step_kind_runs_as_the_named_account(client, users_pool) -> None:
     worker = read_task_file(client, job_id, "worker", "stdout.txt").split()
     assert worker[1] == "worker" and worker[0] not in ("0", "4711")
     assert read_task_file(client, job_id, "fixed", "stdout.txt") == "4711\n4712\n"
-    assert read_task_file(client, job_id, "boss", "stdout.txt") == "0\n"
+    assert read_task_file(client, job_id, "boss", "stdout.txt") == "0\nboss\n"  # root, under the account's name
     ghost = tasks["ghost"].execution_info
     assert ghost.result == "failure" and ghost.exit_code is None
     assert (ghost.failure_info.category, ghost.failure_info.code) == ("usererror", "UserAccountNotFound")
