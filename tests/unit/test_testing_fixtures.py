@@ -61,7 +61,7 @@ def test_a_marked_test_without_root_skips_or_fails_before_its_fixtures(
     else:
         monkeypatch.setenv(testing_fixtures.REQUIRE_ROOT_ENV, required)
     pytester.makeconftest("from kiln.testing_fixtures import pytest_runtest_setup  # noqa: F401")
-    pytester.makeini('[pytest]\nmarkers = root(why): needs root')
+    pytester.makeini("[pytest]\nmarkers = root(why): needs root")
     pytester.makepyfile(test_marked=MARKED)
     result = pytester.runpytest_inprocess("-p", "no:xdist", "-p", "no:cacheprovider", "-rsE")
     result.assert_outcomes(**outcome)
