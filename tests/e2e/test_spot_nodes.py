@@ -7,7 +7,7 @@ import httpx
 from azure.batch import models
 
 from kiln.api.client_auth import SharedKeyAuth
-from kiln.testing import create_pool_and_wait, run_cli, shell, unique, wait_for, wait_tasks_completed
+from kiln.testing import create_pool_and_wait, run_cli, shell, task_story, unique, wait_for, wait_tasks_completed
 
 
 def _preempt(server, pool_id: str, node_id: str) -> httpx.Response:
@@ -41,6 +41,14 @@ def test_spot_pool_nodes_and_preemption_mid_task(server, client, cleanup, marks_
     assert answer.status_code == 200 and answer.json() == {"poolId": pool_id, "nodeId": node_id, "state": "preempted"}
     task = client.get_task(job_id, "t")
     assert task.execution_info.requeue_count == 1 and task.execution_info.retry_count == 0
+    # the task's story: the preemption as the fault that hit it, caused by the request, then its requeue
+    transitions = task_story(server, job_id, "t")["transitions"]
+    fault = next(r for r in transitions if r["kind"] == "fault")
+    assert (fault["to"], fault["nodeId"]) == ("preempt", node_id)
+    assert f"POST /kiln/pools/{pool_id}/nodes/{node_id}/preempt" in fault["stimulus"]
+    requeued = [r for r in transitions[transitions.index(fault) + 1 :] if r["kind"] == "task"][0]
+    assert (requeued["from"], requeued["to"], requeued["detail"]) == ("running", "active", "requeue 1")
+    assert requeued["stimulus"] == fault["stimulus"]
     (marks_dir / "go").touch()
     (done,) = wait_tasks_completed(client, job_id)
     assert done.execution_info.exit_code == 0 and done.execution_info.requeue_count == 1
