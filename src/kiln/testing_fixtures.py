@@ -1,5 +1,8 @@
 """pytest fixtures of the tests that drive a real `kiln serve` subprocess with the official azure-batch SDK
-(tests/e2e, tests/security): their conftests import them, so each directory has its own session server."""
+(tests/e2e, tests/security): their conftests import them, so each directory has its own session server.
+
+A test marked `@pytest.mark.root("why")` needs root: it skips without, unless KILN_TEST_REQUIRE_ROOT=1 (set by
+.ci/run, which runs as root) turns the skip into a failure (the conftests import `pytest_runtest_setup`)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,25 @@ from kiln.cli.embedded import EmbeddedServer
 from kiln.compute.node import identity
 from kiln.scheduler.control import CHECK_ENV
 from kiln.testing import create_pool_and_wait, make_client
+
+#: Set to 1 where the tests run as root (CI): a test marked `root` then fails instead of skipping.
+REQUIRE_ROOT_ENV = "KILN_TEST_REQUIRE_ROOT"
+
+
+def require_root(why: str) -> None:
+    """Skip the calling test when not running as root (fail it under KILN_TEST_REQUIRE_ROOT=1)."""
+    if os.geteuid() != 0:
+        reason = f"needs root: {why}"
+        if os.environ.get(REQUIRE_ROOT_ENV) == "1":
+            pytest.fail(f"{reason} ({REQUIRE_ROOT_ENV}=1)")
+        pytest.skip(reason)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture of the test: a test (or module) marked `root` needs root."""
+    marker = item.get_closest_marker("root")
+    if marker is not None:
+        require_root(*marker.args)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,6 +4,7 @@ heat map to a task's file, as a user would click."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def test_the_dashboard_asks_for_the_account_key_and_keeps_a_strict_http_only_coo
 
 def _job_with_prep_and_release(client, pool: str, failing_node: str, gate: Path) -> str:
     """Preparation fails (exit 3) on one node, so the job's tasks all run on the other; `hold` runs until the
-    gate file exists; t4 exits 2."""
+    gate file exists, printing a numbered tick to stdout twice a second; t4 writes to stderr and exits 2."""
     job_id = unique("walk")
     prep = shell(f'[ "$AZ_BATCH_NODE_ID" != {failing_node} ] || {{ echo prep broke here >&2; exit 3; }}')
     client.create_job(
@@ -45,13 +46,19 @@ def _job_with_prep_and_release(client, pool: str, failing_node: str, gate: Path)
             job_release_task=models.BatchJobReleaseTask(command_line=shell("echo released")),
         )
     )
+    ends = {4: "echo err-t4 >&2; exit 2"}
     tasks = [
-        models.BatchTaskCreateOptions(id=f"t{i}", command_line=shell(f"echo out-t{i}; exit {2 if i == 4 else 0}"))
+        models.BatchTaskCreateOptions(id=f"t{i}", command_line=shell(f"echo out-t{i}; {ends.get(i, 'exit 0')}"))
         for i in range(6)
     ]
-    hold = shell(f"while [ ! -e {gate} ]; do sleep 0.05; done; echo held")
+    hold = shell(f"n=0; while [ ! -e {gate} ]; do n=$((n + 1)); echo tick-$n; sleep 0.5; done; echo held")
     client.create_tasks(job_id, [*tasks, models.BatchTaskCreateOptions(id="hold", command_line=hold)])
     return job_id
+
+
+def _last_tick(text: str) -> int:
+    """The number of the last `tick-N` line of a tail (0 before the first)."""
+    return max((int(n) for n in re.findall(r"tick-(\d+)", text)), default=0)
 
 
 def test_a_job_with_preparation_and_release_from_the_pool_heat_map_to_a_task_file(
@@ -97,6 +104,16 @@ def test_a_job_with_preparation_and_release_from_the_pool_heat_map_to_a_task_fil
     page.click("#failed-only")
     expect(preparations).to_have_count(2)
 
+    # A running task's page: no failure, and its stdout's tail grows while it runs (the page polls it).
+    page.locator("table.tasks").get_by_role("link", name="hold", exact=True).click()
+    expect(page.locator("h1")).to_contain_text("running")
+    expect(page.locator("#failure-info")).to_have_count(0)
+    tail = page.locator("#tail-stdout")
+    expect(tail).to_contain_text("tick-")
+    first = _last_tick(tail.inner_text())
+    wait_for(lambda: _last_tick(tail.inner_text()) > first, 30, "hold's stdout tail to grow on its page")
+    page.goto(f"/ui/jobs/{job_id}")
+
     # Live: the page refreshes itself as `hold` ends (no reload), and its timeline gets every task as a bar.
     gate.touch()
     expect(page.locator(".count.succeeded")).to_have_text("6 succeeded")
@@ -119,11 +136,13 @@ def test_a_job_with_preparation_and_release_from_the_pool_heat_map_to_a_task_fil
     expect(page.locator("#matching")).to_have_text("1 matching")
     page.get_by_role("link", name="t4", exact=True).click()
     expect(page.locator("#exit-code")).to_have_text("2")
+    expect(page.locator("#failure-info")).to_contain_text("FailureExitCode")
     story = page.locator("table.story")
     for step in ("active", "running", "completed"):
         expect(story).to_contain_text(step)
     expect(page.locator("#why")).to_contain_text("completed")
     expect(page.locator("#tail-stdout")).to_contain_text("out-t4")
+    expect(page.locator("#tail-stderr")).to_contain_text("err-t4")
     page.screenshot(path=artifacts / "task.png", full_page=True)
     page.locator("table.files").get_by_role("link", name="stdout.txt").click()
     expect(page.locator("#file-text")).to_contain_text("out-t4")

@@ -10,7 +10,7 @@ import pytest
 from azure.batch import BatchClient, models
 
 from kiln.cli.embedded import EmbeddedServer
-from kiln.testing import make_client, pool_options, shell, unique, wait_for
+from kiln.testing import make_client, pool_options, shell, task_story, unique, wait_for
 
 MAX_NODES = 3
 
@@ -81,6 +81,8 @@ def test_spot_nodes_are_preempted_at_random_at_the_servers_rate(open_base, marks
         )
         assert requeued.execution_info.retry_count == 0
         (spot,) = client.list_nodes(spot_pool)
+        fault = next(r for r in task_story(running, job_id, "t")["transitions"] if r["kind"] == "fault")
+        assert (fault["to"], fault["nodeId"], fault["stimulus"]) == ("preempt", spot.id, "timer spot-preemption")
         wait_for(
             lambda: len((marks_dir / f"boots-{spot.id}").read_text().split()) >= 2, 120, "the spot node back fresh"
         )

@@ -44,6 +44,8 @@ def test_a_job_from_the_command_line_watched_to_the_end_with_its_story_and_files
     job_id = unique("cli")
     kiln("job", "create", "--id", job_id, "--pool", pool, "--prep", "/bin/echo prepared")
     cleanup(job=job_id)
+    assert job_id in {j["id"] for j in as_json(kiln("job", "list", "--json"))}
+    assert job_id in kiln("job", "list", "--filter", f"id eq '{job_id}'").stdout
     tasks = tmp_path / "tasks.json"
     tasks.write_text(
         json.dumps(
@@ -71,6 +73,19 @@ def test_a_job_from_the_command_line_watched_to_the_end_with_its_story_and_files
 
     story = kiln("task", "story", job_id, "fails").stdout
     assert "fails: completed: exit code 3" in story and "preparing" in story
+    shown = as_json(kiln("task", "show", job_id, "fails", "--json"))
+    assert (shown["state"], shown["executionInfo"]["exitCode"]) == ("completed", 3)
+    assert "FailureExitCode" in kiln("task", "show", job_id, "fails").stdout  # every field, as a table
+
+    # reactivated, it runs again (and fails again): its story has it back to active, caused by the request
+    assert as_json(kiln("task", "reactivate", job_id, "fails", "--json")) == {"id": "fails"}
+    again = as_json(kiln("task", "story", job_id, "fails", "--json"))["transitions"]
+    back = [r for r in again if r["kind"] == "task" and (r["from"], r["to"]) == ("completed", "active")]
+    assert len(back) == 1 and f"/jobs/{job_id}/tasks/fails/reactivate" in back[0]["stimulus"]
+    kiln("job", "watch", job_id, "--interval", "0.2", expect=ExitCode.TASKS_FAILED)
+
+    kiln("file", "delete", job_id, "fails", "stderr.txt")
+    kiln("file", "get", job_id, "fails", "stderr.txt", expect=ExitCode.NOT_FOUND)
     preps = as_json(kiln("job", "prep-status", job_id, "--json"))
     assert preps and all(p["jobPreparationTaskExecutionInfo"]["exitCode"] == 0 for p in preps)
     shown = as_json(kiln("job", "show", job_id, "--json"))
@@ -81,19 +96,33 @@ def test_a_job_from_the_command_line_watched_to_the_end_with_its_story_and_files
     kiln("job", "enable", job_id)
     kiln("job", "terminate", job_id)  # waits until the job has completed (its release tasks ran)
     assert as_json(kiln("job", "show", job_id, "--json"))["state"] == "completed"
+    kiln("job", "delete", job_id)  # waits until it is gone
+    kiln("job", "show", job_id, expect=ExitCode.NOT_FOUND)
 
 
-def test_file_tail_follows_a_running_task_until_it_completes(kiln, pool, cleanup, marks_dir):
+def test_file_tail_follows_a_running_task_until_it_completes(kiln, pool, cleanup, marks_dir, tmp_path):
     job_id = unique("cli-tail")
-    kiln("job", "create", "--id", job_id, "--pool", pool)
+    body = tmp_path / "job.json"
+    body.write_text(json.dumps({"id": job_id, "poolInfo": {"poolId": pool}, "priority": 7}))
+    assert as_json(kiln("job", "create", "--json-file", str(body), "--json")) == {"id": job_id}
     cleanup(job=job_id)
+    assert as_json(kiln("job", "show", job_id, "--json"))["priority"] == 7  # the body as given
     go = marks_dir / f"{job_id}-go"
     script = f"echo first; while [ ! -e {go} ]; do sleep 0.05; done; echo second"
     kiln("task", "create", job_id, "--id", "t", "--command", shell(script))
+    kiln("task", "create", job_id, "--id", "stuck", "--command", shell(f"touch {marks_dir}/stuck; exec sleep 600"))
     wait_for(lambda: "first" in kiln("file", "get", job_id, "t", "stdout.txt").stdout, what="first line")
     go.touch()  # the task writes its second line while tail -f follows, or before; either way tail prints it
     followed = kiln("file", "tail", job_id, "t", "stdout.txt", "-f", "--interval", "0.1")
     assert followed.stdout == "first\nsecond\n"
+
+    wait_for(lambda: (marks_dir / "stuck").exists(), what="the stuck task running")
+    kiln("task", "terminate", job_id, "stuck")
+    ended = as_json(kiln("task", "show", job_id, "stuck", "--json"))
+    assert (ended["state"], ended["executionInfo"]["failureInfo"]["code"]) == ("completed", "TaskEnded")
+    assert as_json(kiln("task", "delete", job_id, "stuck", "--json")) == {"id": "stuck"}
+    kiln("task", "show", job_id, "stuck", expect=ExitCode.NOT_FOUND)
+    assert [t["id"] for t in as_json(kiln("task", "list", job_id, "--json"))] == ["t"]
 
 
 def test_pools_and_nodes(kiln, pool, tmp_path: Path):
@@ -113,7 +142,22 @@ def test_pools_and_nodes(kiln, pool, tmp_path: Path):
     assert as_json(kiln("pool", "show", pool_id, "--json"))["vmSize"] == "standard_d2s_v3"
     assert pool_id in kiln("pool", "list").stdout
     kiln("pool", "create", "--json-file", str(body), expect=ExitCode.CONFLICT)
-    kiln("pool", "resize", pool_id, "--nodes", "0")
+
+    # a node of its own: rebooted, reimaged (each waited for), then removed, as `az batch node delete` does
+    kiln("pool", "resize", pool_id, "--nodes", "1")
+    (node_id,) = [n["id"] for n in as_json(kiln("node", "list", pool_id, "--json"))]
+    booted = _idle(kiln, pool_id, node_id)
+    kiln("node", "reboot", pool_id, node_id)  # was refused by the SDK before it sent anything (no body)
+    rebooted = _idle(kiln, pool_id, node_id)
+    assert rebooted["lastBootTime"] > booted["lastBootTime"]
+    kiln("node", "reimage", pool_id, node_id, "--node-reimage-option", "terminate")
+    assert _idle(kiln, pool_id, node_id)["lastBootTime"] > rebooted["lastBootTime"]
+    kiln("node", "delete", pool_id, "tvmps_none", expect=ExitCode.NOT_FOUND)
+    removed = kiln("node", "delete", pool_id, node_id, "--node-deallocation-option", "terminate")
+    assert f"1 node(s) removed from pool {pool_id}" in removed.stdout
+    assert as_json(kiln("node", "list", pool_id, "--json")) == []  # it waited until the pool was steady
+    shrunk = as_json(kiln("pool", "show", pool_id, "--json"))
+    assert (shrunk["allocationState"], shrunk["targetDedicatedNodes"]) == ("steady", 0)
     kiln("pool", "delete", pool_id)  # waits until the pool is gone
     kiln("pool", "show", pool_id, expect=ExitCode.NOT_FOUND)
 
@@ -121,6 +165,14 @@ def test_pools_and_nodes(kiln, pool, tmp_path: Path):
     assert len(nodes) == 2
     shown = kiln("node", "show", pool, nodes[0]["id"]).stdout
     assert nodes[0]["id"] in shown and "schedulingState" in shown
+
+
+def _idle(kiln, pool_id: str, node_id: str) -> dict:
+    """The node once it is idle, as `kiln node show --json` prints it."""
+    return wait_for(
+        lambda: (node := as_json(kiln("node", "show", pool_id, node_id, "--json")))["state"] == "idle" and node,
+        what=f"node {node_id} idle",
+    )
 
 
 def test_job_schedules(kiln, pool, tmp_path: Path):
@@ -140,6 +192,8 @@ def test_job_schedules(kiln, pool, tmp_path: Path):
     kiln("schedule", "disable", schedule_id)
     assert as_json(kiln("schedule", "show", schedule_id, "--json"))["state"] == "disabled"
     kiln("schedule", "enable", schedule_id)
+    kiln("schedule", "terminate", schedule_id)  # waits until it has completed
+    assert as_json(kiln("schedule", "show", schedule_id, "--json"))["state"] == "completed"
     kiln("schedule", "delete", schedule_id)
     kiln("schedule", "show", schedule_id, expect=ExitCode.NOT_FOUND)
 
@@ -149,6 +203,12 @@ def test_exit_codes_scripts_can_branch_on(kiln, server, tmp_path: Path):
     assert "JobNotFound" in missing.stderr
     wrong_key = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmcta2V5LXdyb25nLWtleQ=="
     kiln("pool", "list", "--key", wrong_key, expect=ExitCode.AUTHENTICATION)
+    kiln("pool", "list", "--account", "someone-else", expect=ExitCode.AUTHENTICATION)  # the right key, another account
+    # the options win over the environment: each of them is read
+    wrong_env = {"AZURE_BATCH_ENDPOINT": "http://127.0.0.1:1", "AZURE_BATCH_ACCOUNT": "nobody"}
+    wrong_env["AZURE_BATCH_ACCESS_KEY"] = wrong_key
+    given = ["--endpoint", server.endpoint, "--account", server.account_name, "--key", server.account_key]
+    assert runner.invoke(app, ["pool", "list", *given], env=wrong_env).exit_code == ExitCode.OK
     kiln("pool", "list", "--endpoint", f"http://127.0.0.1:{free_port()}", expect=ExitCode.UNREACHABLE)
     kiln("pool", "create", expect=ExitCode.USAGE)  # neither --json-file nor --id
     bad = tmp_path / "bad.json"

@@ -4,7 +4,6 @@ processes with their own node-root directories, over TLS; driven by the official
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 import zipfile
@@ -271,7 +270,7 @@ def test_plain_tcp_is_refused_without_insecure_dask(command, open_tmp):
     assert "--insecure-dask" in done.stderr and "run any code" in " ".join(done.stderr.split())
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs tasks as accounts of their own")
+@pytest.mark.root("only root runs tasks as accounts of their own")
 def test_kiln_worker_refuses_a_node_root_dir_task_accounts_cannot_reach(open_tmp):
     closed = open_tmp / "closed"
     closed.mkdir(mode=0o700)

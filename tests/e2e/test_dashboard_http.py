@@ -4,11 +4,15 @@ only for the account key, and no way to be sent elsewhere after signing in. (tes
 from __future__ import annotations
 
 import base64
+import html
+import re
 
 import httpx
 import pytest
+from azure.batch import models
 
 from kiln.api.client_auth import SharedKeyAuth
+from kiln.testing import create_pool_and_wait, unique
 from kiln.web import session
 
 
@@ -64,3 +68,45 @@ def test_the_login_token_signs_in_without_the_account_key(browser, server) -> No
     token = session.login_token(server.account_name, base64.b64decode(server.account_key))
     assert _sign_in(browser, token).status_code == 303
     assert browser.get("/").status_code == 200
+
+
+def _task_page(browser: httpx.Client, url: str) -> tuple[list[str], str, dict[str, str]]:
+    """A job page's task rows (ids), its "N matching" line and its pager's links by id (earlier, later)."""
+    response = browser.get(url)
+    assert response.status_code == 200, response.text[:2000]
+    ids = re.findall(r'<tr data-task="([^"]+)">', response.text)
+    matching = re.search(r'<p class="muted" id="matching">([^<]*)</p>', response.text)
+    pager = re.findall(r'<a id="(earlier|later)" href="([^"]+)">', response.text)
+    return ids, matching[1] if matching else "", {name: html.unescape(href) for name, href in pager}
+
+
+def test_a_job_of_120_tasks_is_paged_by_the_server_50_at_a_time_forward_and_back(
+    browser, server, client, cleanup
+) -> None:
+    pool_id = create_pool_and_wait(client, nodes=0)  # no node: the tasks stay active
+    cleanup(pool=pool_id)
+    job_id = unique("paged")
+    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
+    cleanup(job=job_id)
+    added = [f"t{n:03}" for n in range(120)]
+    client.create_tasks(job_id, [models.BatchTaskCreateOptions(id=task, command_line="true") for task in added])
+    _sign_in(browser, server.account_key)
+
+    first, matching, pager = _task_page(browser, f"/ui/jobs/{job_id}")
+    assert (len(first), matching, set(pager)) == (50, "120 matching", {"later"})  # the first page: no way back
+    second, matching, pager = _task_page(browser, pager["later"])
+    assert (len(second), matching, set(pager)) == (50, "120 matching", {"earlier", "later"})
+    third, matching, pager = _task_page(browser, pager["later"])
+    assert (len(third), matching, set(pager)) == (20, "120 matching", {"earlier"})  # the last page: no way on
+    assert sorted(first + second + third) == added  # every task once, none twice
+
+    back, _, pager = _task_page(browser, pager["earlier"])
+    assert back == second
+    back, _, pager = _task_page(browser, pager["earlier"])
+    assert (back, set(pager)) == (first, {"later"})
+
+    active, matching, pager = _task_page(browser, f"/ui/jobs/{job_id}?state=active")  # a filter pages as well
+    assert (active, matching, set(pager)) == (first, "120 matching", {"later"})
+    assert "state=active" in pager["later"]
+    none, matching, pager = _task_page(browser, f"/ui/jobs/{job_id}?state=completed")
+    assert (none, matching, pager) == ([], "0 matching", {})

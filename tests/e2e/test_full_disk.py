@@ -17,7 +17,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from kiln.cli.embedded import EmbeddedServer
 from kiln.testing import create_pool_and_wait, make_client, shell, wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
+pytestmark = pytest.mark.root("mounts a tmpfs")
 
 
 @pytest.fixture

@@ -322,7 +322,7 @@ def test_prep_resource_file_not_found_fails_without_retry(client, pool, cleanup,
 
 
 # ---------------------------------------------------------------------------------------------- 1. userIdentity
-@pytest.mark.skipif(os.geteuid() != 0, reason="accounts are switched only when the server runs as root")
+@pytest.mark.root("accounts are switched only when the server runs as root")
 @pytest.mark.parametrize("scope", ["pool", "task"])
 def test_release_deletes_preps_files_under_the_pool_scoped_auto_user_only(client, pool, cleanup, scope):
     """Azure's default autoUser scope is pool: prep, tasks and release of a node share one account, so

@@ -4,7 +4,6 @@ that fixes it; a server that starts prints what to paste to reach it."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from kiln.cli.main import app
 from kiln.testing import create_pool_and_wait, make_client, unique, wait_tasks_completed
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs tasks as accounts of their own")
+@pytest.mark.root("only root runs tasks as accounts of their own")
 def test_serve_refuses_a_data_dir_task_accounts_cannot_reach_and_says_what_to_run(open_tmp: Path) -> None:
     closed = open_tmp / "closed"
     closed.mkdir(mode=0o700)

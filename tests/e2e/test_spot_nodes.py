@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from azure.batch import models
 
-from kiln.testing import create_pool_and_wait, preempt_node, run_cli, shell, unique, wait_for, wait_tasks_completed
+from kiln.testing import (
+    create_pool_and_wait,
+    preempt_node,
+    run_cli,
+    shell,
+    task_story,
+    unique,
+    wait_for,
+    wait_tasks_completed,
+)
 
 
 def test_spot_pool_nodes_and_preemption_mid_task(server, client, cleanup, marks_dir):
@@ -37,6 +46,14 @@ def test_spot_pool_nodes_and_preemption_mid_task(server, client, cleanup, marks_
     assert (preempted.state, preempted.is_dedicated, preempted.running_tasks_count) == ("preempted", False, 0)
     task = client.get_task(job_id, "t")
     assert task.execution_info.requeue_count == 1 and task.execution_info.retry_count == 0
+    # the task's story: the preemption as the fault that hit it, caused by the request, then its requeue
+    transitions = task_story(server, job_id, "t")["transitions"]
+    fault = next(r for r in transitions if r["kind"] == "fault")
+    assert (fault["to"], fault["nodeId"]) == ("preempt", node_id)
+    assert f"POST /kiln/pools/{pool_id}/nodes/{node_id}/preempt" in fault["stimulus"]
+    requeued = [r for r in transitions[transitions.index(fault) + 1 :] if r["kind"] == "task"][0]
+    assert (requeued["from"], requeued["to"], requeued["detail"]) == ("running", "active", "requeue 1")
+    assert requeued["stimulus"] == fault["stimulus"]
     (marks_dir / "go").touch()
     (done,) = wait_tasks_completed(client, job_id)
     assert done.execution_info.exit_code == 0 and done.execution_info.requeue_count == 1

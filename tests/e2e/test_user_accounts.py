@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from azure.batch import models
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -19,7 +17,7 @@ from kiln.testing import (
     wait_tasks_completed,
 )
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="accounts are switched only when the server runs as root")
+pytestmark = pytest.mark.root("accounts are switched only when the server runs as root")
 
 
 def _as(name: str) -> models.UserIdentity:

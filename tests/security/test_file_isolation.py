@@ -11,7 +11,6 @@ every node: the documented limit). Nothing else.
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from kiln.compute.node import identity, layout, process, runner
 from kiln.compute.node.spawner import Spawner
 from kiln.compute.protocol import Step
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tasks run as accounts of their own only under root")
+pytestmark = pytest.mark.root("tasks run as accounts of their own only under root")
 
 #: How each identity appears in a step (what the scheduler sends for autoUser scope and userIdentity.username).
 IDENTITIES: dict[str, dict[str, Any]] = {

@@ -24,7 +24,7 @@ from azure.batch import BatchClient, models
 from kiln.cli.embedded import EmbeddedServer
 from kiln.testing import create_pool_and_wait, make_client, read_task_file, unique, wait_tasks_completed
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tasks run as accounts of their own only under root")
+pytestmark = pytest.mark.root("tasks run as accounts of their own only under root")
 
 PROBE = Path(__file__).with_name("socket_probe.py")
 #: What the probe imports; their packages are what a hostile task would bring along.

@@ -242,6 +242,11 @@ def evaluate(formula: Formula, seen: Observations, history: History, rand: Calla
         except EvaluationError as exc:
             error = _error("AutoScalingFormulaEvaluationError", "an error in the formula", exc, _where(exc, statement))
             break
+        except (OverflowError, ValueError) as exc:  # an infinity or NaN where a whole number must be (a sample
+            # count, round()), a timestamp past year 9999: the formula's error, not the service's
+            out = EvaluationError(f"A value is out of range: {exc}.")
+            error = _error("AutoScalingFormulaEvaluationError", "an error in the formula", out, statement.at)
+            break
     return _run(scope, error)
 
 
@@ -287,11 +292,16 @@ def _target_value(assigned: dict[str, Value], full: str, current: float) -> Valu
     return assigned.get(full, assigned.get(alias, current))
 
 
+#: The largest target: node counts are int32 in Batch's REST API (kiln.wire.models.TARGET_NODES_MAX).
+TARGET_MAX = 2**31 - 1
+
+
 def _target(assigned: dict[str, Value], full: str, current: int) -> int:
-    """A target is truncated to a non-negative integer (0.5 → 0); an infinite or NaN one changes nothing."""
+    """A target is truncated to an integer from 0 to TARGET_MAX (0.5 → 0); an infinite or NaN one changes
+    nothing."""
     value = _target_value(assigned, full, float(current))
     assert isinstance(value, float)
-    return max(0, int(value)) if math.isfinite(value) else current
+    return min(max(0, int(value)), TARGET_MAX) if math.isfinite(value) else current
 
 
 # ---------------------------------------------------------------------------------------------- expressions
@@ -396,11 +406,11 @@ def _arithmetic(op: str, left: Value, right: Value) -> Value | None:
         case Vector() | float(), Vector() | float():
             return _vectors(op, left, right)
         case (float(), TimeInterval()) if op == "*":
-            return TimeInterval(round(left * right.ticks))
+            return _interval(left * right.ticks)
         case (TimeInterval(), float()) if op in "*/":
-            return TimeInterval(round(apply(left.ticks, right)))
+            return _interval(apply(left.ticks, right))
         case (TimeInterval(), TimeInterval()) if op in "+-":
-            return TimeInterval(left.ticks + right.ticks if op == "+" else left.ticks - right.ticks)
+            return _interval(left.ticks + right.ticks if op == "+" else left.ticks - right.ticks)
         case (TimeInterval(), datetime()) if op == "+":
             return right + left.delta()
         case (datetime(), TimeInterval()) if op == "+":
@@ -408,6 +418,17 @@ def _arithmetic(op: str, left: Value, right: Value) -> Value | None:
         case (datetime(), datetime()) if op == "-":
             return TimeInterval.of(left - right)
     return None
+
+
+#: A timeinterval is .NET's TimeSpan: a signed 64-bit count of ticks.
+MAX_TICKS = 2**63 - 1
+
+
+def _interval(ticks: float) -> TimeInterval:
+    """A computed timeinterval; one past TimeSpan's range (or not a number) fails the formula, as on Azure."""
+    if not math.isfinite(ticks) or abs(ticks) > MAX_TICKS:
+        raise EvaluationError("The timeinterval is out of range.")
+    return TimeInterval(round(ticks))
 
 
 def _vectors(op: str, left: Vector | float, right: Vector | float) -> Vector:

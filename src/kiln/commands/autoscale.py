@@ -44,7 +44,12 @@ def checked_formula(text: str) -> Formula:
 
 def checked_interval(text: str | None) -> timedelta:
     """autoScaleEvaluationInterval within 5 minutes (or KILN_MIN_AUTOSCALE_INTERVAL) and 168 hours, else 400."""
-    value = parse_duration(text or DEFAULT_INTERVAL)
+    try:
+        value = parse_duration(text or DEFAULT_INTERVAL)
+    except (ValueError, OverflowError):  # isodate's ISO8601Error is a ValueError; OverflowError: P99999999999D
+        raise InvalidPropertyValue(
+            "autoScaleEvaluationInterval", text, "The value is not a valid ISO 8601 duration."
+        ) from None
     low = min_interval()
     if not low <= value <= MAX_INTERVAL:
         reason = f"The interval must be from {format_duration(low)} to {format_duration(MAX_INTERVAL)}."

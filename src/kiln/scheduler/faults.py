@@ -36,6 +36,8 @@ KILL_TASK = "kill-task"
 FAIL_NEXT_START = "fail-next-start"
 FAIL_NEXT_DOWNLOAD = "fail-next-download"
 SLOW_DISPATCH = "slow-dispatch"
+#: A spot node taken back (`kiln node preempt`, `kiln fault preempt`, or at random): noted for the tasks on it.
+PREEMPT = "preempt"
 
 
 def exits_with(step: Step, code: int) -> Step:

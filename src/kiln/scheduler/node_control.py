@@ -9,12 +9,14 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from kiln import story
 from kiln.core import node as node_rules
 from kiln.core import pool as pool_rules
 from kiln.core import task as task_rules
 from kiln.core.node import NodeState, SchedulingState
 from kiln.core.pool import AllocationState
 from kiln.errors import Conflict, NotFound
+from kiln.scheduler.faults import PREEMPT
 from kiln.scheduler.parts import SchedulerParts
 from kiln.scheduler.slots import NodeSlots
 from kiln.scheduler.state import ON_NODE, Effects, JobEntry, requeue, transition
@@ -140,7 +142,8 @@ class NodeControl(SchedulerParts):
     # ------------------------------------------------------------------ spot preemption
     async def preempt_node(self, node_id: str) -> None:
         """Take a low-priority node back, as Azure does with spot capacity: it shows `preempted`, its tasks are
-        requeued, and after PREEMPTED_FOR it returns as a fresh node (files wiped, start task run again)."""
+        requeued (each noted as hit by the fault `preempt` in its story), and after PREEMPTED_FOR it returns as a
+        fresh node (files wiped, start task run again)."""
         async with self.lock:
             effects = await self.db.write(lambda conn: self._preempt_node(conn, node_id))
         await self._act(effects)
@@ -163,6 +166,8 @@ class NodeControl(SchedulerParts):
         transition(conn, db.nodes, {"id": node_id}, row, changes)
         node.incarnation = changes["incarnation"]  # a fresh node: prep records of the old one no longer count
         node.up, node.preempted = False, True
+        for task in db.tasks_in_states(conn, ON_NODE, node_id=node_id):  # in their stories, before their requeue
+            story.note("fault", task, None, PREEMPT, {}, {}, now)
         self._vacate(conn, node, REQUEUE, "", now, effects)
         for step_id, ref in list(self.steps.items()):  # its start task, prep and release die with it
             if ref.node_id == node_id:

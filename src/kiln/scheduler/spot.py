@@ -11,6 +11,7 @@ import random
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from kiln import story
 from kiln.core.node import is_dedicated
 from kiln.errors import KilnError
 from kiln.scheduler.slots import NodeSlots
@@ -22,6 +23,8 @@ log = logging.getLogger("kiln.scheduler")
 
 #: Seconds between draws.
 TICK = 1.0
+#: The cause of a random preemption in the stories of the tasks it requeues.
+STIMULUS = "timer spot-preemption"
 
 
 def chance(rate_per_hour: float, seconds: float) -> float:
@@ -47,7 +50,8 @@ class RandomPreemption:
             await asyncio.sleep(TICK)
             for node_id in self.victims(scheduler.nodes):
                 try:
-                    await scheduler.preempt_node(node_id)
+                    with story.caused_by(STIMULUS):
+                        await scheduler.preempt_node(node_id)
                 except KilnError as error:  # it left, or went down, since the draw: nothing to take back
                     log.info("random preemption of %s skipped: %s", node_id, error)
                 else:

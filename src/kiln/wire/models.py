@@ -27,6 +27,9 @@ COMMAND_LINE_MAX = 32_768
 ENVIRONMENT_VALUE_MAX = 32_768
 #: The longest environment variable name.
 ENVIRONMENT_NAME_MAX = 1024
+#: Node counts are int32 in Batch's REST API: a larger target is refused by name (it once reached the store's
+#: integer column as a 500, or, below 2**63, had Kiln start that many nodes).
+TARGET_NODES_MAX = 2**31 - 1
 
 
 class Wire(BaseModel):
@@ -671,8 +674,8 @@ class PoolSpecification(Wire):
 
     display_name: str | None = Field(default=None, max_length=1024)
     vm_size: str = Field(min_length=1)
-    target_dedicated_nodes: int = Field(default=0, ge=0)
-    target_low_priority_nodes: int = Field(default=0, ge=0)
+    target_dedicated_nodes: int = Field(default=0, ge=0, le=TARGET_NODES_MAX)
+    target_low_priority_nodes: int = Field(default=0, ge=0, le=TARGET_NODES_MAX)
     resize_timeout: str | None = None
     enable_auto_scale: bool = False
     auto_scale_formula: str | None = None
@@ -748,8 +751,8 @@ class PoolAdd(PoolSpecification):
 
 
 class PoolResize(Wire):
-    target_dedicated_nodes: int | None = Field(default=None, ge=0)
-    target_low_priority_nodes: int | None = Field(default=None, ge=0)
+    target_dedicated_nodes: int | None = Field(default=None, ge=0, le=TARGET_NODES_MAX)
+    target_low_priority_nodes: int | None = Field(default=None, ge=0, le=TARGET_NODES_MAX)
     resize_timeout: str | None = None
     node_deallocation_option: str | None = None
 

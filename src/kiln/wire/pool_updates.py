@@ -58,8 +58,9 @@ class PoolPatch(Wire):
 
     def changes(self) -> dict[str, Any]:
         """The fields present, stored as a create stores them (a startTask reaches existing nodes at their next
-        reboot or reimage)."""
-        doc = self.model_dump(by_alias=True, exclude_unset=True, mode="json")
+        reboot or reimage). A field sent as null is left as it is, as an absent one (Batch: "if omitted, ... left
+        unchanged"): a null `taskSlotsPerNode` or `vmSize` must not empty what every pool has."""
+        doc = self.model_dump(by_alias=True, exclude_unset=True, exclude_none=True, mode="json")
         if self.start_task is not None:
             doc["startTask"] = self.start_task.materialize()
         if self.virtual_machine_configuration is not None:

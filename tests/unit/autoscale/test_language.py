@@ -269,6 +269,12 @@ RESULTS = [
         "new",
         HEAD.format(7, 0, "requeue"),
     ),
+    (
+        "a target past int32 is the largest (a pool's node counts are int32)",
+        "$TargetDedicatedNodes = 1e300; $TargetLowPriorityNodes = 2147483648",
+        "new",
+        HEAD.format(2**31 - 1, 2**31 - 1, "requeue"),
+    ),
 ]
 
 #: (name, formula, history, error code, detail) — the pool keeps its targets, `results` shows what ran.
@@ -399,6 +405,35 @@ ERRORS = [
         "new",
         "AutoScalingFormulaEvaluationError",
         'Line 1, Col 5: time(): "yesterday" is neither a W3C-DTF nor an RFC 1123 date and time.',
+    ),
+    # found by tests/e2e/test_fuzz.py: each was a 500 from evaluateautoscale
+    (
+        "a timeinterval past TimeSpan's range",
+        "a = $PendingTasks.GetSample(TimeInterval_Day * 99999999999)",
+        "new",
+        "AutoScalingFormulaEvaluationError",
+        "Line 1, Col 29: The timeinterval is out of range.",
+    ),
+    (
+        "an infinite timeinterval",
+        "a = TimeInterval_Second * (1e308 * 10)",
+        "new",
+        "AutoScalingFormulaEvaluationError",
+        "Line 1, Col 5: The timeinterval is out of range.",
+    ),
+    (
+        "a window that starts before year 1",
+        "a = $PendingTasks.GetSample(TimeInterval_Day * 9999999)",
+        "new",
+        "AutoScalingFormulaEvaluationError",
+        "Line 1, Col 1: A value is out of range: date value out of range.",
+    ),
+    (
+        "a sample count that is not a number",
+        "a = $PendingTasks.GetSample(1e308 * 10 - 1e308 * 10)",
+        "new",
+        "AutoScalingFormulaEvaluationError",
+        "Line 1, Col 1: A value is out of range: cannot convert float NaN to integer.",
     ),
 ]
 

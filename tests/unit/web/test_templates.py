@@ -3,6 +3,7 @@ node row carries startTaskInfo), the heat map's cells, the progress bar."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -79,3 +80,39 @@ def test_a_page_without_a_live_part_does_not_poll_itself() -> None:
         request=REQUEST, path="stdout.txt", text="hello", back="/ui/jobs/j/tasks/t", url="/ui/jobs/j/tasks/t/file"
     )
     assert 'id="live"' not in html and 'hx-get="/ui/jobs/j/tasks/t/file?path=stdout.txt&amp;tail=true"' in html
+
+
+def test_a_nodes_page_lists_its_recent_tasks_each_linked_to_its_job_and_task_page() -> None:
+    row = {"id": "n1", "scheduling_state": "enabled", "total_tasks_run": 3, "total_tasks_succeeded": 1,
+           "allocation_time": None, "start_task_info": None, "errors": None}  # fmt: skip
+    started, ended = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), datetime(2026, 1, 2, 3, 4, 9, tzinfo=UTC)
+    tasks = [
+        {"job_id": "j1", "id": "ok", "state": "completed", "result": "success", "exit_code": 0,
+         "start_time": started, "end_time": ended},
+        {"job_id": "j1", "id": "broke", "state": "completed", "result": "failure", "exit_code": 3,
+         "start_time": started, "end_time": ended},
+        {"job_id": "j2", "id": "busy", "state": "running", "result": None, "exit_code": None,
+         "start_time": started, "end_time": None},
+    ]  # fmt: skip
+    view = NodeView({"id": "p", "task_slots_per_node": 2, "spec": {}}, NodeCell(row, "running", 1, 1), tasks, [])
+    html = templates.env.get_template("node.html").render(
+        request=REQUEST, node=view, path="", listing=[], file_href=str
+    )
+    table = html[html.index("<h2>Recent tasks</h2>") :].split("</table>")[0]
+    rows = [" ".join(r.split()) for r in table.split("<tr>")[2:]]  # after the header's
+    assert len(rows) == 3 and "No task has run here" not in table
+    ok, broke, busy = rows
+    assert '<a href="/ui/jobs/j1">j1</a>' in ok and '<a href="/ui/jobs/j1/tasks/ok">ok</a>' in ok
+    assert "completed · success" in ok and "<td>0</td>" in ok  # exit code 0 shows, it is not "none"
+    assert "<td>2026-01-02 03:04:05</td><td>2026-01-02 03:04:09</td>" in ok
+    assert 'class="state state-completed result-failure">completed · failure' in broke and "<td>3</td>" in broke
+    assert (
+        '<a href="/ui/jobs/j2/tasks/busy">busy</a>' in busy and "<td></td><td>2026-01-02 03:04:05</td><td></td>" in busy
+    )
+    assert "1 of the recent tasks below failed." in html  # under Errors
+
+    empty = NodeView(view.pool, view.cell, [], [])
+    html = templates.env.get_template("node.html").render(
+        request=REQUEST, node=empty, path="", listing=[], file_href=str
+    )
+    assert "No task has run here." in html and "recent tasks below failed" not in html
