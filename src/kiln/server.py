@@ -46,6 +46,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kiln")
 
+#: The nodes of all pools together unless --max-nodes says otherwise: what Kiln's own cluster holds (one host of
+#: KILN_MAX_NODES_PER_HOST, 1,000, by default). Like a new Azure account's core quota, it makes a resize to any
+#: int32 count end short with resizeErrors instead of starting nodes for ever.
+MAX_NODES = 1000
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -65,8 +70,8 @@ class Settings:
     max_connections: int = MAX_CONNECTIONS
     #: serve any api-version as the newest (KILN_LOOSE_API_VERSION=1)
     loose_api_version: bool = False
-    #: the most nodes the server runs in all its pools (None: no limit); a resize past it ends with resizeErrors
-    max_nodes: int | None = None
+    #: the most nodes the server runs in all its pools; a resize past it ends with resizeErrors
+    max_nodes: int = MAX_NODES
     #: how often each low-priority node is preempted at random, on average per hour (0: never)
     spot_preemption_rate: float = 0.0
     #: seeds those draws, so that a test's run repeats them (None: a fresh seed)
@@ -91,7 +96,7 @@ class Settings:
             "read_timeout": float(os.environ.get("KILN_READ_TIMEOUT", READ_TIMEOUT)),
             "max_connections": int(os.environ.get("KILN_MAX_CONNECTIONS", MAX_CONNECTIONS)),
             "loose_api_version": os.environ.get("KILN_LOOSE_API_VERSION", "").lower() in ("1", "true", "yes"),
-            "max_nodes": int(os.environ["KILN_MAX_NODES"]) if os.environ.get("KILN_MAX_NODES") else None,
+            "max_nodes": int(os.environ.get("KILN_MAX_NODES") or MAX_NODES),
             "spot_preemption_rate": float(os.environ.get("KILN_SPOT_PREEMPTION_RATE") or 0),
             "spot_preemption_seed": (
                 int(os.environ["KILN_SPOT_PREEMPTION_SEED"]) if os.environ.get("KILN_SPOT_PREEMPTION_SEED") else None

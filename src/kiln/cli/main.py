@@ -64,7 +64,7 @@ def serve(
         "--max-nodes",
         envvar="KILN_MAX_NODES",
         min=0,
-        help="The most nodes to run in all pools; a resize past it ends with resizeErrors (default: no limit).",
+        help="The most nodes to run in all pools; a resize past it ends with resizeErrors (default: 1,000).",
     ),
     spot_preemption_rate: float = typer.Option(
         None,
