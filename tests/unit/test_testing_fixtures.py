@@ -63,7 +63,7 @@ def test_a_marked_test_without_root_skips_or_fails_before_its_fixtures(
     pytester.makeconftest("from kiln.testing_fixtures import pytest_runtest_setup  # noqa: F401")
     pytester.makeini("[pytest]\nmarkers = root(why): needs root")
     pytester.makepyfile(test_marked=MARKED)
-    result = pytester.runpytest_inprocess("-p", "no:xdist", "-p", "no:cacheprovider", "-rsE")
+    result = pytester.runpytest_inprocess("-p", "no:xdist", "-p", "no:benchmark", "-p", "no:cacheprovider", "-rsE")
     result.assert_outcomes(**outcome)
     result.stdout.fnmatch_lines(["*needs root: mounts a tmpfs*"])
 
