@@ -14,6 +14,7 @@ import httpx
 from azure.batch import BatchClient, models
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.polling import LROPoller
 
 from kiln.api.client_auth import SharedKeyAuth
 from kiln.cli.embedded import EmbeddedServer
@@ -96,18 +97,30 @@ def read_node_file(client: BatchClient, pool_id: str, node_id: str, path: str) -
     return b"".join(client.download_node_file(pool_id, node_id, path)).decode()
 
 
+def restart_node(
+    client: BatchClient, pool_id: str, node_id: str, kind: str = "reboot", option: str = "requeue"
+) -> LROPoller[None]:
+    """Ask for a node's reboot or reimage with `option` for its running tasks; its poller (`.result()` waits)."""
+    from azure.batch.models._models import BatchNodeRebootOptions, BatchNodeReimageOptions  # not exported
+
+    if kind == "reboot":
+        return client.begin_reboot_node(
+            pool_id, node_id, BatchNodeRebootOptions(node_reboot_kind=option), polling_interval=1
+        )
+    assert kind == "reimage", kind
+    return client.begin_reimage_node(
+        pool_id, node_id, BatchNodeReimageOptions(node_reimage_option=option), polling_interval=1
+    )
+
+
 def node_operation_answers(client: BatchClient, pool_id: str, node_id: str, *operations: str) -> dict[str, str]:
     """Ask for node operations (reboot, reimage, deallocate: each with requeue; start) on one node, in turn, and
     say what each answered: the code of its 409, or "accepted" (then not waited for)."""
-    from azure.batch.models._models import BatchNodeDeallocateOptions, BatchNodeRebootOptions, BatchNodeReimageOptions
+    from azure.batch.models._models import BatchNodeDeallocateOptions
 
     calls: dict[str, Callable[[], object]] = {
-        "reboot": lambda: client.begin_reboot_node(
-            pool_id, node_id, BatchNodeRebootOptions(node_reboot_kind="requeue")
-        ),
-        "reimage": lambda: client.begin_reimage_node(
-            pool_id, node_id, BatchNodeReimageOptions(node_reimage_option="requeue")
-        ),
+        "reboot": lambda: restart_node(client, pool_id, node_id, "reboot"),
+        "reimage": lambda: restart_node(client, pool_id, node_id, "reimage"),
         "deallocate": lambda: client.begin_deallocate_node(
             pool_id, node_id, BatchNodeDeallocateOptions(node_deallocate_option="requeue")
         ),

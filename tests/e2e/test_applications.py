@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 from azure.batch import models
-from azure.batch.models._models import BatchNodeRebootOptions, BatchNodeReimageOptions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from typer.testing import CliRunner
 
@@ -24,6 +23,7 @@ from kiln.testing import (
     pool_options,
     read_node_file,
     read_task_file,
+    restart_node,
     shell,
     unique,
     wait_for,
@@ -152,15 +152,7 @@ def test_a_pool_package_reaches_its_nodes_tasks_and_a_change_reaches_a_node_at_i
     # the node keeps what it was given when it joined
     assert _run(client, job_id, "t2", f'echo "${{AZ_BATCH_APP_PACKAGE_{flat}_2_8:-none}}"') == "none\n"
     (node,) = client.list_nodes(pool_id)
-    if restart == "reboot":
-        poller = client.begin_reboot_node(
-            pool_id, node.id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=1
-        )
-    else:
-        poller = client.begin_reimage_node(
-            pool_id, node.id, BatchNodeReimageOptions(node_reimage_option="requeue"), polling_interval=1
-        )
-    poller.result()
+    restart_node(client, pool_id, node.id, restart).result()
     wait_for(lambda: client.get_node(pool_id, node.id).state == "idle", 120, f"the {restart}ed node")
     assert _run(client, job_id, "t3", f'"$AZ_BATCH_APP_PACKAGE_{flat}_2_8/bin/run.sh"') == "blender 2.8\n"
     assert read_node_file(client, pool_id, node.id, f"applications/{blender.lower()}_2.8/data.txt") == "2.8"
@@ -241,9 +233,7 @@ def test_a_pool_package_that_cannot_be_deployed_makes_the_node_unusable_and_task
         "deallocate": "NodeStateUnusable",
         "start": "NodeStateUnusable",
     }
-    client.begin_reboot_node(
-        pool_id, broken.id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=1
-    ).result()
+    restart_node(client, pool_id, broken.id).result()
     wait_for(lambda: client.get_node(pool_id, broken.id).state == "idle", 120, "the rebooted node deploys its package")
     assert not client.get_node(pool_id, broken.id).errors
 

@@ -12,12 +12,19 @@ from typing import ClassVar
 
 import pytest
 from azure.batch import BatchClient, models
-from azure.batch.models._models import BatchNodeRebootOptions
 from typer.testing import CliRunner, Result
 
 from kiln.cli.exit_codes import ExitCode
 from kiln.cli.main import app
-from kiln.testing import create_pool_and_wait, read_task_file, shell, unique, wait_for, wait_tasks_completed
+from kiln.testing import (
+    create_pool_and_wait,
+    read_task_file,
+    restart_node,
+    shell,
+    unique,
+    wait_for,
+    wait_tasks_completed,
+)
 
 runner = CliRunner()
 
@@ -199,11 +206,6 @@ def _node_log(client: BatchClient, pool_id: str, node_id: str) -> str:
     return _Container.received.pop().decode()
 
 
-def _reboot(client: BatchClient, pool_id: str, node_id: str) -> None:
-    options = BatchNodeRebootOptions(node_reboot_kind="requeue")  # not exported by azure.batch.models
-    client.begin_reboot_node(pool_id, node_id, options, polling_interval=1).result()
-
-
 def test_a_nodes_next_start_task_download_and_dispatch(kiln, client, server, cleanup):
     """On one node: the next start task exits as asked (the node is starttaskfailed, as on Azure), the next
     download is denied, and the next step waits before it is sent."""
@@ -213,13 +215,13 @@ def test_a_nodes_next_start_task_download_and_dispatch(kiln, client, server, cle
     [node] = [n.id for n in client.list_nodes(pool_id)]
 
     kiln("fault", "fail-next-start-task", pool_id, node, "--exit-code", "3")
-    _reboot(client, pool_id, node)
+    restart_node(client, pool_id, node).result()
     failed = wait_for(lambda: (n := client.get_node(pool_id, node)).state == "starttaskfailed" and n, 120)
     info = failed.start_task_info
     assert (info.exit_code, info.result, info.failure_info.code) == (3, "failure", "FailureExitCode")
     log = _node_log(client, pool_id, node)
     assert "fail-next-start" in log and f"/kiln/pools/{pool_id}/nodes/{node}/faults/fail-next-start-task" in log
-    _reboot(client, pool_id, node)  # the fault is spent: its start task runs as written
+    restart_node(client, pool_id, node).result()  # the fault is spent: its start task runs as written
     wait_for(lambda: client.get_node(pool_id, node).state == "idle", 120, "the node idle again")
 
     job_id = _job(client, cleanup, pool_id)

@@ -351,17 +351,6 @@ PARAMS = st.dictionaries(
 )
 
 
-@pytest.mark.parametrize("path", LISTS)
-def test_list_query_parameters(http: httpx.Client, targets: dict[str, str], path: str) -> None:
-    @settings(FUZZ, max_examples=25)
-    @given(params=PARAMS)
-    def listing(params: dict[str, str]) -> None:
-        response = http.get(path.format(**targets), params={**API, **params})
-        assert response.status_code < 500, (path, params, response.text[:2000])
-
-    listing()
-
-
 SINGLES = [
     "/pools/{pool}",
     "/jobs/{job}",
@@ -371,9 +360,11 @@ SINGLES = [
 ]
 
 
-@pytest.mark.parametrize("path", SINGLES)
-def test_get_query_parameters(http: httpx.Client, targets: dict[str, str], path: str) -> None:
-    @settings(FUZZ, max_examples=15)
+@pytest.mark.parametrize(("path", "examples"), [(path, 25) for path in LISTS] + [(path, 15) for path in SINGLES])
+def test_get_query_parameters(http: httpx.Client, targets: dict[str, str], path: str, examples: int) -> None:
+    """Lists and single objects alike."""
+
+    @settings(FUZZ, max_examples=examples)
     @given(params=PARAMS)
     def getting(params: dict[str, str]) -> None:
         response = http.get(path.format(**targets), params={**API, **params})

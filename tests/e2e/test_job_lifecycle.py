@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from azure.batch import models
-from azure.batch.models._models import BatchNodeRebootOptions
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
@@ -19,6 +18,7 @@ from kiln.testing import (
     make_client,
     read_node_file,
     read_task_file,
+    restart_node,
     shell,
     task_file_if_made,
     terminate_job,
@@ -545,9 +545,7 @@ def test_a_node_reboot_with_requeue_is_a_requeue_not_a_retry(client, own_pool, m
         ),
     )
     node_id = _wait_task(client, spec.id, "sleeper", "running").node_info.node_id
-    client.begin_reboot_node(
-        own_pool, node_id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=1
-    ).result()
+    restart_node(client, own_pool, node_id).result()
     done = _wait_task(client, spec.id, "sleeper", "completed", 120)
     info = done.execution_info
     assert (info.requeue_count, info.retry_count, info.result) == (1, 0, "success")

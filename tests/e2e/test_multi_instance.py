@@ -20,6 +20,7 @@ from kiln.cli.embedded import EmbeddedServer
 from kiln.testing import (
     create_pool_and_wait,
     make_client,
+    restart_node,
     shell,
     unique,
     wait_for,
@@ -430,8 +431,6 @@ def test_a_server_restart_requeues_a_running_multi_instance_task(open_tmp, marks
 
 
 def test_rebooting_a_subtask_node_with_terminate_ends_the_task(client, mi_pool):
-    from azure.batch.models._models import BatchNodeRebootOptions
-
     job_id = _job(client, mi_pool)
     client.create_task(
         job_id,
@@ -451,9 +450,7 @@ def test_rebooting_a_subtask_node_with_terminate_ends_the_task(client, mi_pool):
         "the task running",
     )
     [sub] = client.list_subtasks(job_id, "long")
-    client.begin_reboot_node(
-        mi_pool, sub.node_info.node_id, BatchNodeRebootOptions(node_reboot_kind="terminate"), polling_interval=0.5
-    ).result()
+    restart_node(client, mi_pool, sub.node_info.node_id, option="terminate").result()
     task = wait_tasks_completed(client, job_id)[0]
     assert task.execution_info.failure_info.code == "TaskEnded"
     [sub] = client.list_subtasks(job_id, "long")

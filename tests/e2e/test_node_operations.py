@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from azure.batch import models
-from azure.batch.models._models import BatchNodeDeallocateOptions, BatchNodeRebootOptions, BatchNodeReimageOptions
+from azure.batch.models._models import BatchNodeDeallocateOptions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
-from kiln.testing import create_pool_and_wait, node_operation_answers, shell, unique, wait_for
+from kiln.testing import create_pool_and_wait, node_operation_answers, restart_node, shell, unique, wait_for
 from kiln.testing_azurite import container_sas_url
 
 
@@ -224,16 +224,6 @@ def test_deallocate_with_taskcompletion_is_deallocating_until_the_task_ends(clie
     _node_state(client, pool_id, node_id, "deallocated")
 
 
-def _restart(client, pool_id: str, node_id: str, kind: str, option: str):
-    if kind == "reboot":
-        return client.begin_reboot_node(
-            pool_id, node_id, BatchNodeRebootOptions(node_reboot_kind=option), polling_interval=1
-        )
-    return client.begin_reimage_node(
-        pool_id, node_id, BatchNodeReimageOptions(node_reimage_option=option), polling_interval=1
-    )
-
-
 @pytest.mark.parametrize(
     ("kind", "state", "code"),
     [("reboot", "rebooting", "NodeBeingRebooted"), ("reimage", "reimaging", "NodeBeingReimaged")],
@@ -241,7 +231,7 @@ def _restart(client, pool_id: str, node_id: str, kind: str, option: str):
 def test_a_rebooting_or_reimaging_node_refuses_node_operations(client, cleanup, marks_dir, kind, state, code):
     """With taskcompletion the node is rebooting (reimaging) at once, and stays so while task `a` runs."""
     pool_id, job_id, node_id = _task_a_running(client, cleanup, marks_dir, nodes=1)
-    poller = _restart(client, pool_id, node_id, kind, "taskcompletion")
+    poller = restart_node(client, pool_id, node_id, kind, "taskcompletion")
     assert client.get_node(pool_id, node_id).state == state
     operations = ("reboot", "reimage", "deallocate", "start")
     assert node_operation_answers(client, pool_id, node_id, *operations) == dict.fromkeys(operations, code)

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 from azure.batch import models
-from azure.batch.models._models import BatchJobTerminateOptions, BatchNodeRebootOptions, BatchNodeReimageOptions
+from azure.batch.models._models import BatchJobTerminateOptions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from kiln.testing import (
     create_pool_and_wait,
     read_node_file,
     read_task_file,
+    restart_node,
     shell,
     unique,
     wait_for,
@@ -378,9 +379,7 @@ def test_reboot_reruns_prep_only_with_rerun_on_node_reboot_after_success(client,
     for job_id in jobs.values():
         wait_tasks_completed(client, job_id, 60)
 
-    client.begin_reboot_node(
-        pool_id, node_id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=1
-    ).result()
+    restart_node(client, pool_id, node_id).result()
     _wait_node_idle(client, pool_id, node_id)
 
     for job_id in jobs.values():  # each task counts prep runs as it starts
@@ -425,14 +424,7 @@ def test_the_restart_option_decides_what_happens_to_the_running_task(
     client.create_task(job_id, _task("running", shell(f"while [ ! -e {go} ]; do sleep 0.1; done")))
     _wait_task(client, job_id, "running", lambda t: t.state == "running", 60, "running")
 
-    if operation == "reboot":
-        poller = client.begin_reboot_node(
-            pool_id, node_id, BatchNodeRebootOptions(node_reboot_kind=option), polling_interval=1
-        )
-    else:
-        poller = client.begin_reimage_node(
-            pool_id, node_id, BatchNodeReimageOptions(node_reimage_option=option), polling_interval=1
-        )
+    poller = restart_node(client, pool_id, node_id, operation, option)
     if option in ("taskcompletion", "retaineddata"):  # the restart waits for the task: the node shows it meanwhile
         assert client.get_node(pool_id, node_id).state == ("rebooting" if operation == "reboot" else "reimaging")
     # (with requeue or terminate a light node's restart can be over before this GET: nothing waits for it)
@@ -496,9 +488,7 @@ def test_reimage_gives_prep_a_fresh_start_and_release_follows_this_incarnation(c
         client, flaky, "t", lambda t: t.state == "active" and t.previous_state == "preparing", 30, "back to active"
     )
 
-    client.begin_reimage_node(
-        pool_id, node_id, BatchNodeReimageOptions(node_reimage_option="requeue"), polling_interval=1
-    ).result()
+    restart_node(client, pool_id, node_id, "reimage").result()
     _wait_node_idle(client, pool_id, node_id)
 
     task = _wait_task(client, flaky, "t", lambda t: t.state == "completed", 60, "completed after the reimage")

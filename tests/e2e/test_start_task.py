@@ -6,13 +6,13 @@ import os
 
 import pytest
 from azure.batch import models
-from azure.batch.models._models import BatchNodeRebootOptions, BatchNodeReimageOptions
 from azure.core.exceptions import HttpResponseError
 
 from kiln.testing import (
     node_operation_answers,
     pool_options,
     read_node_file,
+    restart_node,
     shell,
     unique,
     wait_for,
@@ -134,15 +134,7 @@ def test_start_task_reruns_after_reboot_or_reimage_and_a_pool_update_reaches_the
     client.update_pool(pool_id, models.BatchPoolUpdateOptions(start_task=changed))
     assert client.get_pool(pool_id).start_task.command_line == changed.command_line
     assert client.get_node(pool_id, node.id).start_task.command_line == start.command_line  # not yet
-    if restart == "reboot":
-        poller = client.begin_reboot_node(
-            pool_id, node.id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=1
-        )
-    else:
-        poller = client.begin_reimage_node(
-            pool_id, node.id, BatchNodeReimageOptions(node_reimage_option="requeue"), polling_interval=1
-        )
-    poller.result()
+    restart_node(client, pool_id, node.id, restart).result()
     wait_for(lambda: client.get_node(pool_id, node.id).state == "idle", 120, "node back up")
     node = client.get_node(pool_id, node.id)
     assert node.start_task.command_line == changed.command_line

@@ -5,7 +5,6 @@ error is the azure-core exception the storage SDK raises, with its status and st
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import IO, Any
 
 import pytest
@@ -59,14 +58,6 @@ class Container:
         if name == "bad.txt":
             raise self.error
         return Download(b"fine")
-
-
-@pytest.fixture
-def paths(node_root: Path) -> layout.TaskPaths:
-    paths = layout.task_paths(node_root, "workitems/j1/job-1/t1")
-    layout.create_node_layout(node_root)
-    layout.create_task_dir(paths)
-    return paths
 
 
 @pytest.mark.parametrize(

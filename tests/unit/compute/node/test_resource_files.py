@@ -13,14 +13,6 @@ from kiln.compute.protocol import ResourceFile
 from ..helpers import FileServer
 
 
-@pytest.fixture
-def paths(node_root: Path) -> layout.TaskPaths:
-    paths = layout.task_paths(node_root, "workitems/j1/job-1/t1")
-    layout.create_node_layout(node_root)
-    layout.create_task_dir(paths)
-    return paths
-
-
 async def test_files_land_in_wd_with_their_mode(paths: layout.TaskPaths, file_server: FileServer) -> None:
     file_server.files = {"/a.txt": b"alpha", "/b.sh": b"#!/bin/sh\n"}
     files = (
