@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 
 from kiln.api.app import create_app
-from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
+from kiln.api.context import Kiln
 from kiln.api.deadlines import BodyDeadline
 from kiln.commands.control import Control
 from kiln.compute import auto_storage
@@ -35,6 +35,7 @@ from kiln.connections import (
     raise_nofile,
 )
 from kiln.core.job_token import JobTokens
+from kiln.dev_account import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 from kiln.gc_settings import settle_after_start
 from kiln.scheduler.engine import Scheduler
 from kiln.scheduler.spot import RandomPreemption

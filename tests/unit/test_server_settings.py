@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+from kiln import server
 from kiln.cli import main
 from kiln.server import MAX_NODES, Settings
 
@@ -19,7 +20,7 @@ def test_kiln_serve_caps_the_nodes_of_all_pools(
     monkeypatch: pytest.MonkeyPatch, argv: list[str], env: str | None, cap: int
 ) -> None:
     served: list[Settings] = []
-    monkeypatch.setattr(main, "run_server", lambda settings, on_ready=None: served.append(settings))
+    monkeypatch.setattr(server, "serve", lambda settings, on_ready=None: served.append(settings))
     if env is None:
         monkeypatch.delenv("KILN_MAX_NODES", raising=False)
     else:

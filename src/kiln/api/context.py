@@ -10,11 +10,6 @@ from fastapi import Request
 
 from kiln.commands.control import Control
 
-#: The well-known development account (like Azurite's devstoreaccount1). Override with
-#: KILN_ACCOUNT_NAME / KILN_ACCOUNT_KEY.
-DEV_ACCOUNT_NAME = "kilndev"
-DEV_ACCOUNT_KEY = "a2lsbi1kZXZlbG9wbWVudC1hY2NvdW50LWtleS1ub3Qtc2VjcmV0LTAwMDAwMDAwMDA="
-
 
 @dataclass
 class Kiln:

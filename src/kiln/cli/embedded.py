@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from kiln.api.client_auth import SharedKeyAuth
-from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
+from kiln.dev_account import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 from kiln.scheduler.control import BROKEN
 
 

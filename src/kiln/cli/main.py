@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -13,8 +14,9 @@ from rich.console import Console
 from kiln.cli import applications, autoscale, dashboard, faults, files, jobs, nodes, pools, schedules, tasks, worker
 from kiln.cli.exit_codes import ExitCode
 from kiln.cli.session import command
-from kiln.server import Settings, StartRefused
-from kiln.server import serve as run_server
+
+if TYPE_CHECKING:
+    from kiln.server import Settings
 
 app = typer.Typer(help="Kiln: an Azure Batch-compatible batch compute service.", no_args_is_help=True)
 console = Console(soft_wrap=True)  # keys and URLs must stay on one line
@@ -88,6 +90,9 @@ def serve(
     tls_key: str = typer.Option(None, "--tls-key", envvar="KILN_DASK_TLS_KEY", help="Cluster TLS private key."),
 ) -> None:
     """Run the Batch endpoint in the foreground (SIGTERM or Ctrl-C stops it cleanly)."""
+    from kiln.server import Settings, StartRefused  # the server's stack only here: the client commands start fast
+    from kiln.server import serve as run_server
+
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask's INFO chatter, here and in node workers
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env(

@@ -24,8 +24,8 @@ from azure.core.rest import HttpRequest
 from rich.console import Console
 from rich.table import Table
 
-from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 from kiln.cli.exit_codes import ExitCode
+from kiln.dev_account import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 
 #: Piped (not a terminal), a table keeps each row on one line, for grep.
 PIPED_WIDTH = 400

@@ -12,7 +12,8 @@ import pytest
 
 from kiln.api.app import create_app
 from kiln.api.client_auth import SharedKeyAuth
-from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
+from kiln.api.context import Kiln
+from kiln.dev_account import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 
 
 @pytest.fixture

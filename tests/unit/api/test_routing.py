@@ -11,7 +11,8 @@ from typing import Any, cast
 from starlette.routing import BaseRoute, Route
 
 from kiln.api.app import create_app
-from kiln.api.context import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Kiln
+from kiln.api.context import Kiln
+from kiln.dev_account import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 
 #: what each path parameter is replaced with: plain ids, and ids that spell another route's literal segment
 FILLS = ("p1", "files", "tasks", "nodes", "lifetimestats", "a/b")

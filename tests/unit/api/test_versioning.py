@@ -8,6 +8,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from kiln import server
 from kiln.cli import main
 from kiln.server import Settings
 from kiln.wire import versions
@@ -64,7 +65,7 @@ def test_kiln_serve_takes_loose_from_its_flag_or_the_environment(
     monkeypatch: pytest.MonkeyPatch, argv: list[str], env: str, loose: bool
 ) -> None:
     served: list[Settings] = []
-    monkeypatch.setattr(main, "run_server", lambda settings, on_ready=None: served.append(settings))
+    monkeypatch.setattr(server, "serve", lambda settings, on_ready=None: served.append(settings))
     monkeypatch.setenv("KILN_LOOSE_API_VERSION", env)
     result = CliRunner().invoke(main.app, ["serve", *argv])
     assert result.exit_code == 0, result.output

@@ -7,6 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from typer.testing import CliRunner
 
+from kiln import server
 from kiln.cli import main
 from kiln.compute import auto_storage
 from kiln.compute.auto_storage import AutoStorage
@@ -39,7 +40,7 @@ def test_kiln_serve_takes_the_storage_connection_string_from_its_flag_or_the_env
     monkeypatch: pytest.MonkeyPatch, argv: list[str], env: str | None, linked: str | None
 ) -> None:
     served: list[Settings] = []
-    monkeypatch.setattr(main, "run_server", lambda settings, on_ready=None: served.append(settings))
+    monkeypatch.setattr(server, "serve", lambda settings, on_ready=None: served.append(settings))
     if env is None:
         monkeypatch.delenv(auto_storage.ENV, raising=False)
     else:
