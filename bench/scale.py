@@ -8,6 +8,8 @@ entries). At each checkpoint (N/4, N/2, N by default) it measures, over loopback
   would show here): the reads are measured once it is idle;
 * get_job_task_counts: p50/p99 of --count-samples calls (200 by default: a call costs ~2 ms, and the p99 of
   20 calls is only their slowest);
+* the CPU per counts call and per page of the walks on both sides: the server's, and this process's (the
+  SDK's), which shares the cores and on a slow machine takes most of a page's time;
 * list_tasks page 1 and page 50 (pages of 100: page 50 starts at task 4,901), each page walk timed
   page by page, --walks walks: p50/p99 of the page-1 and page-50 requests; the job's last page (its
   continuation made as the server makes one, seeking past the last 100 tasks' seqs) and page 1 with
@@ -148,17 +150,20 @@ def measure(
     inside a timed call was the p99 of a figure that measures the server."""
     gc.collect()
     gc.freeze()
-    spent = server_cpu_ms(server)
+    spent, spent_here = server_cpu_ms(server), client_cpu_ms()
     counts = [timed(lambda: client.get_job_task_counts(JOB)) for _ in range(count_samples)]
     counts_cpu, spent = (server_cpu_ms(server) - spent) / count_samples, server_cpu_ms(server)
+    counts_client_cpu, spent_here = (client_cpu_ms() - spent_here) / count_samples, client_cpu_ms()
     walked = [page_walk(client) for _ in range(walks)]
     pages = sum(w[2] for w in walked)
     figures = {
         "counts": percentiles(counts),
         "server CPU ms per counts": f"{counts_cpu:7.1f}",
+        "client CPU ms per counts": f"{counts_client_cpu:7.1f}",
         "page 1": percentiles([w[0] for w in walked]),
         f"page {FAR_PAGE}": percentiles([w[1] for w in walked]),
         "server CPU ms per page (walks)": f"{(server_cpu_ms(server) - spent) / pages:7.1f}",
+        "client CPU ms per page (walks)": f"{(client_cpu_ms() - spent_here) / pages:7.1f}",
     }
     last = last_page_link(client)
     figures["last page"] = percentiles(
@@ -246,6 +251,11 @@ def reads_beside_a_list(client: BatchClient, samples: int, call: Callable[[], An
         finally:
             stop.set()
             lister.result()
+
+
+def client_cpu_ms() -> float:
+    """This process's CPU: the SDK's side of the sequential calls, on the same cores as the server."""
+    return time.process_time() * 1e3
 
 
 def server_cpu_ms(server: EmbeddedServer) -> float:
