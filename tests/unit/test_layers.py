@@ -17,9 +17,10 @@ SRC = Path(kiln.__file__).parent
 #: What a router may not import: the store, SQL, the scheduler and the compute backend are the commands' business.
 FORBIDDEN_IN_API = ("sqlalchemy", "kiln.compute", "kiln.scheduler", "kiln.store")
 #: What `kiln`'s client commands (job list, task show, ...) start without: the server's web stack, store and
-#: scheduler, seconds of imports on a slow machine; only `kiln serve` loads them, when it runs.
-SERVER_ONLY = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "distributed", "kiln.server", "kiln.api")
-SERVER_ONLY += ("kiln.commands", "kiln.scheduler", "kiln.store")
+#: scheduler (seconds of imports on a slow machine), and the autoscale formula language; `kiln serve` and
+#: `kiln autoscale simulate` load theirs when they run.
+LOADED_WHEN_USED = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "distributed", "kiln.server", "kiln.api")
+LOADED_WHEN_USED += ("kiln.commands", "kiln.scheduler", "kiln.store", "lark", "kiln.autoscale")
 #: Attributes of the server's parts, which only commands use.
 FORBIDDEN_ATTRIBUTES = {"backend", "database", "scheduler"}
 
@@ -201,8 +202,8 @@ def test_a_part_changing_a_map_itself_is_found(source: str) -> None:
     assert state_problems(source)
 
 
-def test_the_kiln_command_loads_the_server_only_to_serve() -> None:
+def test_the_kiln_command_loads_the_server_and_the_formula_language_only_when_used() -> None:
     code = "import sys, kiln.cli.main; print(' '.join(sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert sorted(name for name in loaded if any(_within(name, part) for part in SERVER_ONLY)) == []
+    assert sorted(name for name in loaded if any(_within(name, part) for part in LOADED_WHEN_USED)) == []
     assert "typer" in loaded and "azure.batch" in loaded  # what the client commands do need

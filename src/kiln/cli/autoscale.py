@@ -1,5 +1,8 @@
 """`kiln autoscale simulate`: a formula replayed against a workload on a simulated clock, offline, or against
-a recorded job of a server (`--from-job`)."""
+a recorded job of a server (`--from-job`).
+
+The formula language and the simulator are imported when the command runs: every other `kiln` command would
+otherwise load the grammar too (~0.15 s of a command's start on a slow core; bench/cli_start.py)."""
 
 from __future__ import annotations
 
@@ -7,19 +10,19 @@ import json
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from kiln.autoscale.evaluate import FormulaTooLong, compile_formula
-from kiln.autoscale.plot import Chart, chart, png, svg
-from kiln.autoscale.replay import RecordedTask, Replay, arrivals, recorded_tasks
-from kiln.autoscale.samples import METRICS
-from kiln.autoscale.simulate import Arrival, Evaluation, Simulation, Totals, load_workload
-from kiln.autoscale.syntax import FormulaSyntaxError
 from kiln.cli.session import Session, command, usage, wire
 from kiln.wire.times import format_duration, parse_duration
+
+if TYPE_CHECKING:
+    from kiln.autoscale.plot import Chart
+    from kiln.autoscale.replay import RecordedTask, Replay
+    from kiln.autoscale.simulate import Arrival, Evaluation, Simulation, Totals
 
 app = typer.Typer(help="Autoscale formulas.", no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -44,6 +47,13 @@ def simulate(
 ) -> None:
     """Replay WORKLOAD (or a job, --from-job) through FORMULA every INTERVAL, sampling every 30 s: per
     evaluation the samples, the results string and the nodes; then node-hours, hours tasks waited, peak nodes."""
+    from kiln.autoscale.evaluate import FormulaTooLong, compile_formula
+    from kiln.autoscale.plot import chart
+    from kiln.autoscale.replay import Replay, arrivals
+    from kiln.autoscale.samples import METRICS
+    from kiln.autoscale.simulate import Simulation
+    from kiln.autoscale.syntax import FormulaSyntaxError
+
     try:
         compiled = compile_formula(formula.read_text())
     except (FormulaSyntaxError, FormulaTooLong) as error:
@@ -85,6 +95,8 @@ def simulate(
 
 
 def _recorded(session: Session, job_id: str) -> list[RecordedTask]:
+    from kiln.autoscale.replay import recorded_tasks
+
     tasks = recorded_tasks(wire(task) for task in session.client.list_tasks(job_id))
     if not tasks:
         raise usage(f"job {job_id} has no tasks to replay")
@@ -92,6 +104,8 @@ def _recorded(session: Session, job_id: str) -> list[RecordedTask]:
 
 
 def _workload(path: Path) -> list[Arrival]:
+    from kiln.autoscale.simulate import load_workload
+
     try:
         return load_workload(path.read_text())
     except (OSError, ValueError, KeyError) as error:
@@ -99,6 +113,8 @@ def _workload(path: Path) -> list[Arrival]:
 
 
 def _draw(path: Path, drawn: Chart) -> None:
+    from kiln.autoscale.plot import png, svg
+
     if path.suffix.lower() == ".svg":
         path.write_text(svg(drawn))
         return
