@@ -27,14 +27,18 @@ def transition(
     state_field: str = "state",
     track_previous: bool = True,
     kind: str | None = None,
+    refuse: Callable[[str, Any], InvalidTransition] | None = None,
     **event: Any,
 ) -> Changes:
-    """Changes that move `row` to state `to`, or InvalidTransition if the table has no such edge.
+    """Changes that move `row` to state `to`, or InvalidTransition if the table has no such edge: `refuse(its
+    state, to)` where the kind words its refusals itself, else one with `conflict_code`.
     With a `kind` (task, job, node, prep, release) the transition is noted for the object's story."""
     state_type = type(to)
     current = state_type(row[state_field])
     handler = table.get((current, to))
     if handler is None:
+        if refuse is not None:
+            raise refuse(current.value, to)
         raise InvalidTransition(
             f"The operation is not allowed while the object is in state '{current}'.", code=conflict_code
         )
